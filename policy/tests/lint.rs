@@ -1,0 +1,158 @@
+//! Every lint check: it fires on the pitfall it names, with the policy and field,
+//! and stays quiet on the corrected policy.
+
+use std::path::Path;
+
+use netverdict_policy::lint::{Finding, lint};
+use netverdict_policy::{ClusterState, LoadOptions, Manifests};
+
+const CLUSTER: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: prod, labels: {team: web}}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: kube-system}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: api, namespace: prod, labels: {app: api}}
+spec:
+  containers: [{name: c, image: i, ports: [{name: http, containerPort: 8080}]}]
+status: {podIP: 10.0.0.1}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: web, namespace: prod, labels: {app: web, role: frontend}}
+status: {podIP: 10.0.0.2}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: coredns, namespace: kube-system, labels: {k8s-app: kube-dns}}
+status: {podIP: 10.0.0.53}
+"#;
+
+fn findings(policy: &str) -> Vec<Finding> {
+    let mut m = Manifests::default();
+    m.read_str(Path::new("cluster.yaml"), CLUSTER);
+    m.read_str(
+        Path::new("policy.yaml"),
+        &format!("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{name: p, namespace: prod}}\nspec:\n{policy}"),
+    );
+    let (state, errors): (ClusterState, _) =
+        ClusterState::from_manifests(m, &LoadOptions::default());
+    assert!(errors.is_empty(), "{errors:?}");
+    lint(&state)
+}
+
+fn codes(findings: &[Finding]) -> Vec<&'static str> {
+    findings.iter().map(|f| f.code).collect()
+}
+
+#[test]
+fn a_policy_selecting_no_pod() {
+    let f = findings("  podSelector: {matchLabels: {app: apii}}\n  ingress: [{}]\n");
+    assert_eq!(codes(&f), ["selects-no-pod"]);
+    assert_eq!(f[0].field.as_deref(), Some("spec.podSelector"));
+    assert!(f[0].message.contains("app=apii"), "{}", f[0].message);
+    assert!(findings("  podSelector: {matchLabels: {app: api}}\n  ingress: [{}]\n").is_empty());
+}
+
+#[test]
+fn a_peer_pod_selector_matching_nothing() {
+    let f = findings(
+        "  podSelector: {matchLabels: {app: api}}\n  ingress:\n  - from: [{podSelector: {matchLabels: {role: frontnd}}}]\n",
+    );
+    assert_eq!(codes(&f), ["pod-selector-matches-nothing"]);
+    assert_eq!(
+        f[0].field.as_deref(),
+        Some("spec.ingress[0].from[0].podSelector")
+    );
+}
+
+#[test]
+fn a_namespace_label_no_namespace_carries() {
+    let f = findings(
+        "  podSelector: {}\n  policyTypes: [Egress]\n  egress:\n  - to: [{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: kube-sytem}}}]\n    ports: [{protocol: UDP, port: 53}, {protocol: TCP, port: 53}]\n",
+    );
+    let unknown: Vec<_> = f
+        .iter()
+        .filter(|f| f.code == "unknown-namespace-label")
+        .collect();
+    assert_eq!(unknown.len(), 1, "{f:?}");
+    assert!(
+        unknown[0]
+            .message
+            .contains("kubernetes.io/metadata.name=kube-sytem"),
+        "{}",
+        unknown[0].message
+    );
+    // The typo also breaks DNS, which the DNS check reports.
+    assert!(codes(&f).contains(&"dns-egress-blocked"), "{f:?}");
+}
+
+#[test]
+fn dns_allowed_on_udp_only_is_still_flagged_for_tcp() {
+    let f = findings(
+        "  podSelector: {}\n  policyTypes: [Egress]\n  egress:\n  - to: [{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: kube-system}}}]\n    ports: [{protocol: UDP, port: 53}]\n",
+    );
+    let dns: Vec<_> = f
+        .iter()
+        .filter(|f| f.code == "dns-egress-blocked")
+        .collect();
+    assert_eq!(dns.len(), 1, "{f:?}");
+    assert!(dns[0].message.contains("(TCP/53)"), "{}", dns[0].message);
+    assert!(
+        dns[0].message.contains("pods api, web"),
+        "{}",
+        dns[0].message
+    );
+}
+
+#[test]
+fn a_named_port_no_selected_pod_defines() {
+    let f = findings(
+        "  podSelector: {matchLabels: {app: api}}\n  ingress:\n  - ports: [{port: https}]\n",
+    );
+    assert_eq!(codes(&f), ["named-port-undefined"]);
+    assert_eq!(f[0].field.as_deref(), Some("spec.ingress[0].ports[0].port"));
+    assert!(
+        findings(
+            "  podSelector: {matchLabels: {app: api}}\n  ingress:\n  - ports: [{port: http}]\n"
+        )
+        .is_empty()
+    );
+    // UDP http is not the TCP http port.
+    let f = findings(
+        "  podSelector: {matchLabels: {app: api}}\n  ingress:\n  - ports: [{port: http, protocol: UDP}]\n",
+    );
+    assert_eq!(codes(&f), ["named-port-undefined"]);
+}
+
+#[test]
+fn separate_namespace_and_pod_selectors_look_like_a_mistaken_or() {
+    let f = findings(
+        "  podSelector: {matchLabels: {app: api}}\n  ingress:\n  - from:\n    - namespaceSelector: {matchLabels: {team: web}}\n    - podSelector: {matchLabels: {role: frontend}}\n",
+    );
+    assert_eq!(codes(&f), ["peers-or-not-and"]);
+    assert_eq!(f[0].field.as_deref(), Some("spec.ingress[0].from"));
+    let f = findings(
+        "  podSelector: {matchLabels: {app: api}}\n  ingress:\n  - from:\n    - namespaceSelector: {matchLabels: {team: web}}\n      podSelector: {matchLabels: {role: frontend}}\n",
+    );
+    assert!(f.is_empty(), "{f:?}");
+}
+
+#[test]
+fn an_and_that_matches_nothing_where_either_selector_would() {
+    // frontend pods exist, kube-system exists, but no frontend is in kube-system.
+    let f = findings(
+        "  podSelector: {matchLabels: {app: api}}\n  ingress:\n  - from:\n    - namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: kube-system}}\n      podSelector: {matchLabels: {role: frontend}}\n",
+    );
+    assert!(codes(&f).contains(&"peer-and-matches-nothing"), "{f:?}");
+    let and = f
+        .iter()
+        .find(|f| f.code == "peer-and-matches-nothing")
+        .unwrap();
+    assert_eq!(and.field.as_deref(), Some("spec.ingress[0].from[0]"));
+}
