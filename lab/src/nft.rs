@@ -1,0 +1,511 @@
+//! NetworkPolicy and Service translation into nftables rulesets: the lab's
+//! stand-in for a CNI and for kube-proxy.
+//!
+//! This is an implementation of NetworkPolicy independent of the policy engine's
+//! verdict code: it only uses the cluster model (selectors matched against pods)
+//! and builds, per pod and direction, an isolation decision and allow rules
+//! (peers × ports), which the kernel then evaluates packet by packet.
+//!
+//! Two tables live in the lab's node namespace, where every pod's traffic is
+//! routed:
+//!
+//! - `inet nvsvc`: DNAT of ClusterIP:port to a backend pod and target port in
+//!   `prerouting` (so policy sees the backend, as with kube-proxy);
+//! - `inet nvpol`: in `forward`, replies of accepted connections pass
+//!   (`ct state established,related`), then the source pod's egress chain and
+//!   the destination pod's ingress chain decide; an isolated pod's chain ends in
+//!   `drop` (never `reject`).
+//!
+//! Each is replaced as a whole by one `nft -f` transaction ([`replace_table`]).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use netverdict_policy::model::{Peer, Pod, PortRef, PortRule, Rule};
+use netverdict_policy::{ClusterState, Direction, PodKey, Protocol};
+
+/// Name of the policy table.
+pub const POLICY_TABLE: &str = "nvpol";
+/// Name of the service (DNAT) table.
+pub const SERVICE_TABLE: &str = "nvsvc";
+
+/// Which policies the lab leaves unenforced ("the CNI does not enforce").
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Unenforced {
+    /// Namespaces whose policies are ignored.
+    pub namespaces: BTreeSet<String>,
+    /// Policies (`namespace/name`) that are ignored.
+    pub policies: BTreeSet<String>,
+}
+
+impl Unenforced {
+    /// Whether the policy `namespace/name` is left unenforced.
+    pub fn skips(&self, namespace: &str, name: &str) -> bool {
+        self.namespaces.contains(namespace)
+            || self.policies.contains(&format!("{namespace}/{name}"))
+    }
+}
+
+/// A pod as the lab runs it: its chain index and address.
+#[derive(Clone, Debug)]
+pub struct PodAddr {
+    pub index: usize,
+    pub ip: IpAddr,
+}
+
+/// A script that replaces `table inet <name>` with `body` atomically.
+pub fn replace_table(name: &str, body: &str) -> String {
+    format!("table inet {name} {{}}\ndelete table inet {name}\ntable inet {name} {{\n{body}}}\n")
+}
+
+fn family(ip: &IpAddr) -> &'static str {
+    if ip.is_ipv4() { "ip" } else { "ip6" }
+}
+
+fn proto_kw(p: Protocol) -> &'static str {
+    match p {
+        Protocol::Tcp => "tcp",
+        Protocol::Udp => "udp",
+        Protocol::Sctp => "sctp",
+    }
+}
+
+/// The service table body: DNAT of every ClusterIP:port with backends.
+pub fn service_rules(state: &ClusterState, pods: &BTreeMap<PodKey, PodAddr>) -> String {
+    let mut out = String::from(
+        "  chain prerouting {\n    type nat hook prerouting priority dstnat; policy accept;\n",
+    );
+    for svc in state.services() {
+        for ip in &svc.cluster_ips {
+            for sp in &svc.ports {
+                let backends: Vec<(IpAddr, u16)> = state
+                    .service_backends(*ip, sp.port, sp.protocol)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter_map(|(key, port)| pods.get(&key).map(|p| (p.ip, port)))
+                    .filter(|(b, _)| b.is_ipv4() == ip.is_ipv4())
+                    .collect();
+                let fam = family(ip);
+                let proto = proto_kw(sp.protocol);
+                let head = format!("    {fam} daddr {ip} {proto} dport {}", sp.port);
+                match backends.as_slice() {
+                    [] => {}
+                    [(b, p)] => {
+                        let _ = writeln!(out, "{head} dnat {fam} to {}", sock(b, *p));
+                    }
+                    many => {
+                        let map: Vec<String> = many
+                            .iter()
+                            .enumerate()
+                            .map(|(i, (b, p))| format!("{i} : {b} . {p}"))
+                            .collect();
+                        let _ = writeln!(
+                            out,
+                            "{head} dnat {fam} addr . port to numgen random mod {} map {{ {} }}",
+                            many.len(),
+                            map.join(", ")
+                        );
+                    }
+                }
+            }
+        }
+    }
+    out.push_str("  }\n");
+    // Hairpin: a pod reaching itself through a Service is SNATed to the node,
+    // as kube-proxy masquerades it (else the pod would drop its own source).
+    let pairs = self_pairs(pods);
+    if !pairs.is_empty() {
+        let _ = writeln!(
+            out,
+            "  chain postrouting {{\n    type nat hook postrouting priority srcnat; policy accept;\n    ct status dnat ip saddr . ip daddr {{ {pairs} }} snat ip to {NODE_GATEWAY}\n  }}"
+        );
+    }
+    out
+}
+
+/// The node address hairpin traffic is SNATed to (the pods' gateway).
+pub const NODE_GATEWAY: std::net::Ipv4Addr = std::net::Ipv4Addr::new(169, 254, 1, 1);
+
+/// `a . a, b . b, ...` for the IPv4 pods (a pod reaching itself).
+fn self_pairs(pods: &BTreeMap<PodKey, PodAddr>) -> String {
+    let pairs: Vec<String> = pods
+        .values()
+        .filter(|p| p.ip.is_ipv4())
+        .map(|p| format!("{ip} . {ip}", ip = p.ip))
+        .collect();
+    pairs.join(", ")
+}
+
+fn sock(ip: &IpAddr, port: u16) -> String {
+    match ip {
+        IpAddr::V4(v4) => format!("{v4}:{port}"),
+        IpAddr::V6(v6) => format!("[{v6}]:{port}"),
+    }
+}
+
+/// One address condition of an allow rule.
+#[derive(Clone, Debug)]
+enum AddrCond {
+    Any,
+    /// These exact addresses (a pod peer's pods).
+    Set(Vec<IpAddr>),
+    Block {
+        cidr: IpNet,
+        except: Vec<IpNet>,
+    },
+}
+
+/// The policy table body for the lab's pods.
+pub fn policy_rules(
+    state: &ClusterState,
+    pods: &BTreeMap<PodKey, PodAddr>,
+    unenforced: &Unenforced,
+) -> String {
+    let mut chains = String::new();
+    let mut egress_map = Vec::new();
+    let mut ingress_map = Vec::new();
+    let lab_pods: Vec<(&Pod, &PodAddr)> = pods
+        .iter()
+        .filter_map(|(key, addr)| state.pod(key).map(|p| (p.as_ref(), addr)))
+        .filter(|(p, _)| !p.host_network)
+        .collect();
+    for &(pod, addr) in &lab_pods {
+        for direction in [Direction::Egress, Direction::Ingress] {
+            let mut isolated = false;
+            let mut rules: Vec<(String, &Rule)> = Vec::new();
+            for policy in state.policies() {
+                if policy.key.namespace != pod.key.namespace
+                    || unenforced.skips(&policy.key.namespace, &policy.key.name)
+                    || !state.policy_selects(policy, pod)
+                {
+                    continue;
+                }
+                if let Some(list) = policy.rules(direction) {
+                    isolated = true;
+                    for r in list {
+                        rules.push((policy.key.namespace.clone(), r));
+                    }
+                }
+            }
+            if !isolated {
+                continue;
+            }
+            let (chain, verdict, peer_dir) = match direction {
+                Direction::Egress => (format!("e{}", addr.index), "return", "daddr"),
+                Direction::Ingress => (format!("i{}", addr.index), "accept", "saddr"),
+            };
+            match direction {
+                Direction::Egress => egress_map.push(format!("{} : jump {chain}", addr.ip)),
+                Direction::Ingress => ingress_map.push(format!("{} : jump {chain}", addr.ip)),
+            }
+            let _ = writeln!(chains, "  chain {chain} {{");
+            let _ = writeln!(chains, "    # {} {}", direction.as_str(), pod.key);
+            for (policy_ns, rule) in rules {
+                for line in rule_lines(state, &lab_pods, &policy_ns, rule, direction, pod, peer_dir)
+                {
+                    let _ = writeln!(chains, "    {line} {verdict}");
+                }
+            }
+            let _ = writeln!(chains, "    counter drop\n  }}");
+        }
+    }
+    let mut out = String::from(
+        "  chain forward {\n    type filter hook forward priority filter; policy accept;\n    ct state established,related accept\n",
+    );
+    // A pod may always reach itself (here: through a Service, hairpinned).
+    let pairs = self_pairs(pods);
+    if !pairs.is_empty() {
+        let _ = writeln!(out, "    ip saddr . ip daddr {{ {pairs} }} accept");
+    }
+    if !egress_map.is_empty() {
+        let _ = writeln!(out, "    ip saddr vmap {{ {} }}", egress_map.join(", "));
+    }
+    if !ingress_map.is_empty() {
+        let _ = writeln!(out, "    ip daddr vmap {{ {} }}", ingress_map.join(", "));
+    }
+    out.push_str("  }\n");
+    out.push_str(&chains);
+    out
+}
+
+/// The match expressions (without verdict) of one rule for `pod` in `direction`.
+fn rule_lines(
+    state: &ClusterState,
+    lab_pods: &[(&Pod, &PodAddr)],
+    policy_ns: &str,
+    rule: &Rule,
+    direction: Direction,
+    pod: &Pod,
+    peer_dir: &str,
+) -> Vec<String> {
+    let mut conds: Vec<AddrCond> = Vec::new();
+    if rule.peers.is_empty() {
+        conds.push(AddrCond::Any);
+    }
+    for peer in &rule.peers {
+        match peer {
+            Peer::IpBlock(block) => conds.push(AddrCond::Block {
+                cidr: block.cidr,
+                except: block.except.clone(),
+            }),
+            Peer::Pods { .. } => {
+                let ips: Vec<IpAddr> = lab_pods
+                    .iter()
+                    .filter(|(p, _)| state.peer_matches_pod(policy_ns, peer, p))
+                    .map(|(_, a)| a.ip)
+                    .collect();
+                if !ips.is_empty() {
+                    conds.push(AddrCond::Set(ips));
+                }
+            }
+        }
+    }
+    let any_port = [PortRule {
+        protocol: Protocol::Tcp,
+        port: None,
+        end_port: None,
+    }];
+    let ports: &[PortRule] = if rule.ports.is_empty() {
+        &any_port
+    } else {
+        &rule.ports
+    };
+    let mut lines = Vec::new();
+    for cond in &conds {
+        for pr in ports {
+            let any = rule.ports.is_empty();
+            match &pr.port {
+                Some(PortRef::Name(name)) => match direction {
+                    // The destination is the selected pod itself.
+                    Direction::Ingress => {
+                        if let Some(n) = pod.named_port(name, pr.protocol) {
+                            lines.extend(
+                                addr_lines(cond, peer_dir)
+                                    .into_iter()
+                                    .map(|a| format!("{a}{} dport {n}", proto_kw(pr.protocol))),
+                            );
+                        }
+                    }
+                    // Resolved against each destination pod the peer admits.
+                    Direction::Egress => {
+                        for (dst, daddr) in lab_pods {
+                            let inside = match cond {
+                                AddrCond::Any => true,
+                                AddrCond::Set(ips) => ips.contains(&daddr.ip),
+                                AddrCond::Block { cidr, except } => {
+                                    cidr.contains(&daddr.ip)
+                                        && !except.iter().any(|e| e.contains(&daddr.ip))
+                                }
+                            };
+                            if !inside {
+                                continue;
+                            }
+                            if let Some(n) = dst.named_port(name, pr.protocol) {
+                                lines.push(format!(
+                                    "{} daddr {} {} dport {n}",
+                                    family(&daddr.ip),
+                                    daddr.ip,
+                                    proto_kw(pr.protocol)
+                                ));
+                            }
+                        }
+                    }
+                },
+                Some(PortRef::Number(n)) => {
+                    let range = match pr.end_port {
+                        Some(end) if end > *n => format!("{n}-{end}"),
+                        _ => n.to_string(),
+                    };
+                    lines.extend(
+                        addr_lines(cond, peer_dir)
+                            .into_iter()
+                            .map(|a| format!("{a}{} dport {range}", proto_kw(pr.protocol))),
+                    );
+                }
+                None if any => lines.extend(addr_lines(cond, peer_dir)),
+                None => lines.extend(
+                    addr_lines(cond, peer_dir)
+                        .into_iter()
+                        .map(|a| format!("{a}meta l4proto {}", proto_kw(pr.protocol))),
+                ),
+            }
+        }
+    }
+    lines
+}
+
+/// The address matches of a condition (each ends with a space, or is empty for
+/// "any address"). A set mixing families gives one line per family.
+fn addr_lines(cond: &AddrCond, dir: &str) -> Vec<String> {
+    match cond {
+        AddrCond::Any => vec![String::new()],
+        AddrCond::Set(ips) => {
+            let mut out = Vec::new();
+            for v4 in [true, false] {
+                let fam: Vec<String> = ips
+                    .iter()
+                    .filter(|i| i.is_ipv4() == v4)
+                    .map(|i| i.to_string())
+                    .collect();
+                if !fam.is_empty() {
+                    let f = if v4 { "ip" } else { "ip6" };
+                    out.push(format!("{f} {dir} {{ {} }} ", fam.join(", ")));
+                }
+            }
+            out
+        }
+        AddrCond::Block { cidr, except } => {
+            let f = match cidr {
+                IpNet::V4(_) => "ip",
+                IpNet::V6(_) => "ip6",
+            };
+            let ex: Vec<String> = except
+                .iter()
+                .filter(|e| {
+                    matches!(
+                        (e, cidr),
+                        (IpNet::V4(_), IpNet::V4(_)) | (IpNet::V6(_), IpNet::V6(_))
+                    )
+                })
+                .map(|e| e.trunc().to_string())
+                .collect();
+            let mut s = format!("{f} {dir} {} ", cidr.trunc());
+            if !ex.is_empty() {
+                let _ = write!(s, "{f} {dir} != {{ {} }} ", ex.join(", "));
+            }
+            vec![s]
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use netverdict_policy::Manifests;
+
+    const CLUSTER: &str = r#"
+apiVersion: v1
+kind: List
+items:
+- {apiVersion: v1, kind: Namespace, metadata: {name: a, labels: {team: web}}}
+- apiVersion: v1
+  kind: Pod
+  metadata: {name: server, namespace: a, labels: {app: api}}
+  spec: {containers: [{name: c, image: x, ports: [{name: http, containerPort: 8080}]}]}
+  status: {podIP: 10.0.0.1}
+- apiVersion: v1
+  kind: Pod
+  metadata: {name: other, namespace: a, labels: {app: other}}
+  spec: {containers: [{name: c, image: x, ports: [{name: http, containerPort: 9000}]}]}
+  status: {podIP: 10.0.0.2}
+- apiVersion: v1
+  kind: Pod
+  metadata: {name: client, namespace: a, labels: {role: frontend}}
+  spec: {containers: [{name: c, image: x}]}
+  status: {podIP: 10.0.0.3}
+- apiVersion: networking.k8s.io/v1
+  kind: NetworkPolicy
+  metadata: {name: api, namespace: a}
+  spec:
+    podSelector: {matchLabels: {app: api}}
+    policyTypes: [Ingress]
+    ingress:
+    - from: [{podSelector: {matchLabels: {role: frontend}}}, {ipBlock: {cidr: 10.0.0.0/24, except: [10.0.0.2/32]}}]
+      ports: [{port: http}, {port: 9000, endPort: 9010, protocol: UDP}]
+- apiVersion: networking.k8s.io/v1
+  kind: NetworkPolicy
+  metadata: {name: client-egress, namespace: a}
+  spec:
+    podSelector: {matchLabels: {role: frontend}}
+    policyTypes: [Egress]
+    egress:
+    - ports: [{port: http}]
+"#;
+
+    fn rules(unenforced: &Unenforced) -> String {
+        let mut m = Manifests::default();
+        m.read_str(std::path::Path::new("test.yaml"), CLUSTER);
+        let (state, errors) = ClusterState::from_manifests(m, &Default::default());
+        assert!(errors.is_empty(), "{errors:?}");
+        let pods = state
+            .pods()
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                (
+                    p.key.clone(),
+                    PodAddr {
+                        index: i,
+                        ip: p.ips[0],
+                    },
+                )
+            })
+            .collect();
+        policy_rules(&state, &pods, unenforced)
+    }
+
+    #[test]
+    fn ingress_rules_combine_peers_and_ports_with_named_ports_of_the_pod() {
+        let text = rules(&Unenforced::default());
+        // The selected pod's own named port (8080), for both peers.
+        assert!(
+            text.contains("ip saddr { 10.0.0.3 } tcp dport 8080 accept"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ip saddr 10.0.0.0/24 ip saddr != { 10.0.0.2/32 } tcp dport 8080 accept"),
+            "{text}"
+        );
+        assert!(text.contains("udp dport 9000-9010 accept"), "{text}");
+        assert!(text.contains("ct state established,related accept"));
+        assert!(!text.contains("reject"));
+    }
+
+    #[test]
+    fn egress_named_ports_resolve_per_destination_pod() {
+        let text = rules(&Unenforced::default());
+        assert!(
+            text.contains("ip daddr 10.0.0.1 tcp dport 8080 return"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ip daddr 10.0.0.2 tcp dport 9000 return"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn unenforced_namespaces_isolate_nothing() {
+        let text = rules(&Unenforced {
+            namespaces: ["a".to_string()].into(),
+            policies: Default::default(),
+        });
+        assert!(!text.contains("vmap"), "{text}");
+        assert!(!text.contains("drop"), "{text}");
+    }
+
+    #[test]
+    fn unenforced_policies_are_left_out() {
+        let text = rules(&Unenforced {
+            namespaces: Default::default(),
+            policies: ["a/api".to_string()].into(),
+        });
+        assert!(!text.contains("accept\n    counter drop"), "{text}");
+        assert!(
+            !text.contains("chain i"),
+            "no ingress chain without api: {text}"
+        );
+        assert!(
+            text.contains("chain e"),
+            "client-egress is still enforced: {text}"
+        );
+    }
+
+    #[test]
+    fn replace_table_is_one_idempotent_transaction() {
+        let script = replace_table("t", "  chain c {\n  }\n");
+        assert!(script.starts_with("table inet t {}\ndelete table inet t\n"));
+    }
+}

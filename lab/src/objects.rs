@@ -1,0 +1,257 @@
+//! The lab's cluster objects: reading manifests, keeping them as the source of
+//! truth (merging applied objects by kind, namespace and name), filling pod IPs,
+//! adding the cluster DNS's objects, and building the policy engine's state.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+
+use netverdict_policy::manifest::K8sObject;
+use netverdict_policy::{ClusterState, LoadErrors, LoadOptions, Manifests};
+
+use crate::lab::{ALLOC_RANGE, LabPod, NODE_IP};
+
+/// Errors of the cluster objects.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Manifests could not be read, or objects are invalid (each error names its
+    /// file, document and field).
+    #[error("invalid manifests:\n{0}")]
+    Invalid(LoadErrors),
+}
+
+/// Result alias of this module.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Reads manifests into objects, failing with every error.
+pub fn read_objects<P: AsRef<Path>>(paths: &[P]) -> Result<Vec<K8sObject>> {
+    let manifests = Manifests::read_paths(paths);
+    if !manifests.errors.is_empty() {
+        return Err(Error::Invalid(LoadErrors(manifests.errors)));
+    }
+    Ok(manifests.objects.into_iter().map(|o| o.object).collect())
+}
+
+pub(crate) fn object_id(o: &K8sObject) -> (&'static str, String, String) {
+    let (meta, namespaced) = match o {
+        K8sObject::Namespace(x) => (&x.metadata, false),
+        K8sObject::Pod(x) => (&x.metadata, true),
+        K8sObject::NetworkPolicy(x) => (&x.metadata, true),
+        K8sObject::Service(x) => (&x.metadata, true),
+        K8sObject::EndpointSlice(x) => (&x.metadata, true),
+        K8sObject::Node(x) => (&x.metadata, false),
+    };
+    let ns = if namespaced {
+        meta.namespace.clone().unwrap_or_else(|| "default".into())
+    } else {
+        String::new()
+    };
+    (o.kind(), ns, meta.name.clone().unwrap_or_default())
+}
+
+pub(crate) fn object_value(o: &K8sObject) -> serde_json::Value {
+    let v = match o {
+        K8sObject::Namespace(x) => serde_json::to_value(x),
+        K8sObject::Pod(x) => serde_json::to_value(x),
+        K8sObject::NetworkPolicy(x) => serde_json::to_value(x),
+        K8sObject::Service(x) => serde_json::to_value(x),
+        K8sObject::EndpointSlice(x) => serde_json::to_value(x),
+        K8sObject::Node(x) => serde_json::to_value(x),
+    };
+    v.unwrap_or(serde_json::Value::Null)
+}
+
+pub(crate) fn objects_from_values(
+    values: &[serde_json::Value],
+    path: &Path,
+) -> Result<Vec<K8sObject>> {
+    let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": values});
+    let mut manifests = Manifests::default();
+    manifests.read_str(path, &list.to_string());
+    if !manifests.errors.is_empty() {
+        return Err(Error::Invalid(LoadErrors(manifests.errors)));
+    }
+    Ok(manifests.objects.into_iter().map(|o| o.object).collect())
+}
+
+/// Adds or replaces objects by kind, namespace and name.
+pub(crate) fn merge(objects: &mut Vec<K8sObject>, new: Vec<K8sObject>) {
+    for o in new {
+        let id = object_id(&o);
+        match objects.iter().position(|x| object_id(x) == id) {
+            Some(i) => objects[i] = o,
+            None => objects.push(o),
+        }
+    }
+}
+
+pub(crate) fn pod_ipv4(pod: &k8s_openapi::api::core::v1::Pod) -> Option<Ipv4Addr> {
+    let status = pod.status.as_ref()?;
+    status
+        .pod_ip
+        .iter()
+        .chain(status.pod_ips.iter().flatten().map(|p| &p.ip))
+        .find_map(|s| s.parse::<Ipv4Addr>().ok())
+}
+
+pub(crate) fn host_network(pod: &k8s_openapi::api::core::v1::Pod) -> bool {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.host_network)
+        .unwrap_or(false)
+}
+
+pub(crate) fn set_pod_ip(pod: &mut k8s_openapi::api::core::v1::Pod, ip: Ipv4Addr) {
+    let status = pod.status.get_or_insert_with(Default::default);
+    status.pod_ip = Some(ip.to_string());
+    status.pod_ips = Some(vec![k8s_openapi::api::core::v1::PodIP {
+        ip: ip.to_string(),
+    }]);
+}
+
+/// Fills the IP of every pod without one (keeping `known` IPs of pods the lab
+/// already runs), from [`ALLOC_RANGE`]; host-network pods get the node's IP.
+pub(crate) fn assign_ips(objects: &mut [K8sObject], known: &BTreeMap<String, LabPod>) {
+    let mut used: BTreeSet<Ipv4Addr> = objects
+        .iter()
+        .filter_map(|o| match o {
+            K8sObject::Pod(p) => pod_ipv4(p),
+            _ => None,
+        })
+        .collect();
+    used.extend(known.values().filter_map(|p| match p.ip {
+        IpAddr::V4(v4) => Some(v4),
+        IpAddr::V6(_) => None,
+    }));
+    let base = u32::from(ALLOC_RANGE.0);
+    let mut next = 2u32;
+    for o in objects.iter_mut() {
+        let id = object_id(o);
+        let K8sObject::Pod(pod) = o else { continue };
+        if host_network(pod) {
+            // A host-network pod shares the node's network: its IP is the node's.
+            if pod_ipv4(pod).is_none() {
+                set_pod_ip(pod, NODE_IP);
+            }
+            continue;
+        }
+        if let Some(existing) = known.get(&format!("{}/{}", id.1, id.2)) {
+            if let IpAddr::V4(v4) = existing.ip {
+                set_pod_ip(pod, v4);
+            }
+            continue;
+        }
+        if pod_ipv4(pod).is_some() {
+            continue;
+        }
+        while used.contains(&Ipv4Addr::from(base + next)) {
+            next += 1;
+        }
+        let ip = Ipv4Addr::from(base + next);
+        used.insert(ip);
+        set_pod_ip(pod, ip);
+    }
+}
+
+pub(crate) fn from_json<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> T {
+    serde_json::from_value(v).expect("the lab's built-in objects are valid")
+}
+
+/// Adds a kube-dns pod and Service to kube-system when the objects have none;
+/// returns the kube-dns pod id (`namespace/name`).
+pub(crate) fn ensure_dns_objects(objects: &mut Vec<K8sObject>) -> String {
+    let is_dns_pod = |o: &K8sObject| match o {
+        K8sObject::Pod(p) => {
+            p.metadata.namespace.as_deref() == Some("kube-system")
+                && p.metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get("k8s-app"))
+                    .map(String::as_str)
+                    == Some("kube-dns")
+                && !host_network(p)
+        }
+        _ => false,
+    };
+    let pod_id = match objects.iter().find(|o| is_dns_pod(o)) {
+        Some(o) => {
+            let id = object_id(o);
+            format!("{}/{}", id.1, id.2)
+        }
+        None => {
+            objects.push(K8sObject::Pod(Box::new(from_json(serde_json::json!({
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": "kube-dns", "namespace": "kube-system",
+                             "labels": {"k8s-app": "kube-dns"}},
+                "spec": {"containers": [{"name": "dnsmasq", "image": "dnsmasq",
+                    "ports": [{"name": "dns", "containerPort": 53, "protocol": "UDP"},
+                              {"name": "dns-tcp", "containerPort": 53, "protocol": "TCP"}]}]}
+            })))));
+            "kube-system/kube-dns".to_string()
+        }
+    };
+    let has_ns = objects
+        .iter()
+        .any(|o| matches!(o, K8sObject::Namespace(n) if n.metadata.name.as_deref() == Some("kube-system")));
+    if !has_ns {
+        objects.push(K8sObject::Namespace(Box::new(from_json(
+            serde_json::json!({
+                "apiVersion": "v1", "kind": "Namespace",
+                "metadata": {"name": "kube-system",
+                             "labels": {"kubernetes.io/metadata.name": "kube-system"}}
+            }),
+        ))));
+    }
+    let has_svc = objects.iter().any(|o| {
+        let id = object_id(o);
+        id.0 == "Service" && id.1 == "kube-system" && id.2 == "kube-dns"
+    });
+    if !has_svc {
+        let used: BTreeSet<String> = objects
+            .iter()
+            .filter_map(|o| match o {
+                K8sObject::Service(s) => s.spec.as_ref().and_then(|s| s.cluster_ip.clone()),
+                _ => None,
+            })
+            .collect();
+        let ip = (10..=250u8)
+            .map(|i| format!("10.96.0.{i}"))
+            .find(|ip| !used.contains(ip))
+            .unwrap_or_else(|| "10.96.0.251".into());
+        objects.push(K8sObject::Service(Box::new(from_json(serde_json::json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "kube-dns", "namespace": "kube-system",
+                         "labels": {"k8s-app": "kube-dns"}},
+            "spec": {"clusterIP": ip, "selector": {"k8s-app": "kube-dns"},
+                "ports": [{"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 53},
+                          {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": 53}]}
+        })))));
+    }
+    pod_id
+}
+
+pub(crate) fn build_cluster(objects: &[K8sObject]) -> Result<ClusterState> {
+    let mut manifests = Manifests::default();
+    for o in objects {
+        manifests
+            .objects
+            .push(netverdict_policy::manifest::SourcedObject {
+                origin: netverdict_policy::error::Origin {
+                    path: PathBuf::from("<lab>"),
+                    document: 0,
+                },
+                object: o.clone(),
+            });
+    }
+    let (mut cluster, errors) = ClusterState::from_manifests(
+        manifests,
+        &LoadOptions {
+            require_pod_ips: true,
+        },
+    );
+    if !errors.is_empty() {
+        return Err(Error::Invalid(LoadErrors(errors)));
+    }
+    cluster.set_local_node_ips([IpAddr::V4(NODE_IP)]);
+    Ok(cluster)
+}
