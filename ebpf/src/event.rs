@@ -1,0 +1,630 @@
+//! The typed events the collector consumes, and the decoder that turns a raw
+//! ring buffer record (see [`crate::abi`]) into one: addresses, TCP outcome
+//! classification, drop reason names, DNS decoding, wall-clock time.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use serde::{Serialize, Serializer};
+
+use crate::abi::{self, RawEvent, RawHdr, RawSkbEvent, RawTcpEvent};
+use crate::btf::DropReasons;
+use crate::dns::{self, DnsMessage};
+
+/// The kinds of events, also the keys of the loss counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// TCP attempts and outcomes.
+    Tcp,
+    /// Kernel drops.
+    Drop,
+    /// UDP flows.
+    Udp,
+    /// DNS messages.
+    Dns,
+    /// A record whose kind could not be read.
+    Unknown,
+}
+
+impl EventKind {
+    /// Every kind the probes emit.
+    pub const ALL: [EventKind; 4] = [
+        EventKind::Tcp,
+        EventKind::Drop,
+        EventKind::Udp,
+        EventKind::Dns,
+    ];
+
+    /// The kind number in the probes' ABI.
+    pub fn abi(self) -> u16 {
+        match self {
+            EventKind::Tcp => abi::KIND_TCP,
+            EventKind::Drop => abi::KIND_DROP,
+            EventKind::Udp => abi::KIND_UDP,
+            EventKind::Dns => abi::KIND_DNS,
+            EventKind::Unknown => 0,
+        }
+    }
+
+    /// The kind of an ABI kind number.
+    pub fn from_abi(k: u16) -> EventKind {
+        match k {
+            abi::KIND_TCP => EventKind::Tcp,
+            abi::KIND_DROP => EventKind::Drop,
+            abi::KIND_UDP => EventKind::Udp,
+            abi::KIND_DNS => EventKind::Dns,
+            _ => EventKind::Unknown,
+        }
+    }
+}
+
+/// Where a packet or connection goes, relative to the network namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    /// Not known (e.g. a drop of a forwarded packet before routing).
+    Unknown,
+    /// Leaving the namespace's socket or device; outbound connection.
+    Egress,
+    /// Entering the namespace; inbound connection.
+    Ingress,
+}
+
+impl Direction {
+    fn from_abi(d: u8) -> Direction {
+        match d {
+            1 => Direction::Egress,
+            2 => Direction::Ingress,
+            _ => Direction::Unknown,
+        }
+    }
+}
+
+/// The transport protocol of a flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Protocol {
+    /// TCP (6).
+    Tcp,
+    /// UDP (17).
+    Udp,
+    /// SCTP (132).
+    Sctp,
+    /// Any other IP protocol number.
+    Other(u8),
+}
+
+impl Protocol {
+    fn from_abi(p: u8) -> Protocol {
+        match p {
+            6 => Protocol::Tcp,
+            17 => Protocol::Udp,
+            132 => Protocol::Sctp,
+            n => Protocol::Other(n),
+        }
+    }
+}
+
+/// Source and destination of a packet or connection (for a socket: local and
+/// remote ends).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+pub struct FiveTuple {
+    /// Transport protocol.
+    pub protocol: Protocol,
+    /// Source (local) address and port.
+    pub src: SocketAddr,
+    /// Destination (remote) address and port.
+    pub dst: SocketAddr,
+}
+
+/// What every event carries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Meta {
+    /// Wall-clock time of the event (from the monotonic stamp).
+    #[serde(serialize_with = "ser_time")]
+    pub time: SystemTime,
+    /// Kernel monotonic time of the event, ns (CLOCK_MONOTONIC).
+    pub mono_ns: u64,
+    /// Network namespace inode number (`ls -L -i /proc/<pid>/ns/net`, `/run/netns/<name>`).
+    pub netns: u32,
+    /// Interface index in that namespace, if known.
+    pub ifindex: Option<u32>,
+    /// Direction, where known.
+    pub direction: Direction,
+}
+
+fn ser_time<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&humantime::format_rfc3339_nanos(*t))
+}
+
+/// How a TCP connection attempt ended (or an established connection failed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TcpOutcome {
+    /// Outbound: SYN answered, connection established.
+    Established,
+    /// Inbound: handshake completed, connection accepted.
+    Accepted,
+    /// Outbound: answered with a RST (ECONNREFUSED).
+    Refused,
+    /// No answer: SYNs retransmitted until the kernel (ETIMEDOUT) or the
+    /// application (socket closed) gave up.
+    NoAnswer,
+    /// An ICMP error made the attempt fail (host/network unreachable...).
+    Unreachable,
+    /// A connection (or inbound handshake) was reset.
+    Reset,
+    /// Any other error; see `errno`.
+    Failed,
+}
+
+/// A decoded event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Event {
+    /// A TCP connection attempt: outbound SYN sent (connect) or inbound
+    /// handshake received (direction says which). Its time is when the
+    /// attempt began. It comes just before its outcome, or on its own,
+    /// earlier, as soon as the SYN is retransmitted (no answer yet) or dropped.
+    TcpAttempt {
+        /// Common fields.
+        #[serde(flatten)]
+        meta: Meta,
+        /// Initiator → responder: local → remote for outbound (egress),
+        /// remote → local for inbound (ingress).
+        tuple: FiveTuple,
+        /// Opaque socket id, equal in the attempt and its outcome.
+        sock_id: u64,
+    },
+    /// The outcome of a TCP attempt, or the reset of a connection.
+    TcpOutcome {
+        /// Common fields.
+        #[serde(flatten)]
+        meta: Meta,
+        /// As for `TcpAttempt`: initiator → responder when the direction is
+        /// known, else local → remote.
+        tuple: FiveTuple,
+        /// Opaque socket id, equal in the attempt and its outcome.
+        sock_id: u64,
+        /// What happened.
+        outcome: TcpOutcome,
+        /// `sk_err` of the socket (0, ECONNREFUSED, ETIMEDOUT...).
+        errno: i32,
+        /// Retransmitted segments (for an attempt: SYN retransmits).
+        retransmits: u32,
+        /// Kernel TCP state before (2 SYN_SENT, 3 SYN_RECV, 1 ESTABLISHED...).
+        old_state: u8,
+        /// Kernel TCP state after.
+        new_state: u8,
+    },
+    /// A UDP flow seen leaving a device: first packet, then at most one event a
+    /// second with the packets and bytes since the previous one.
+    Udp {
+        /// Common fields.
+        #[serde(flatten)]
+        meta: Meta,
+        /// Source → destination.
+        tuple: FiveTuple,
+        /// Packets since the previous event of the flow.
+        packets: u32,
+        /// Bytes (skb lengths) since the previous event of the flow.
+        bytes: u64,
+    },
+    /// A DNS message (UDP or TCP port 53) seen leaving a device.
+    Dns {
+        /// Common fields.
+        #[serde(flatten)]
+        meta: Meta,
+        /// Source → destination.
+        tuple: FiveTuple,
+        /// The decoded message.
+        message: DnsMessage,
+    },
+    /// A packet freed by the kernel as dropped (skb:kfree_skb).
+    Drop {
+        /// Common fields.
+        #[serde(flatten)]
+        meta: Meta,
+        /// Source → destination, parsed from the packet.
+        tuple: FiveTuple,
+        /// Drop reason name from the kernel's BTF (`NETFILTER_DROP`...);
+        /// `None` on kernels without reasons or for an unnamed value.
+        #[serde(serialize_with = "ser_reason")]
+        reason: Option<Arc<str>>,
+        /// Drop reason value.
+        reason_code: u32,
+        /// Packet length (skb->len).
+        len: u32,
+        /// Kernel address of the function that dropped it.
+        location: u64,
+        /// TCP flags of the dropped segment (0 for other protocols).
+        tcp_flags: u8,
+        /// The DNS message in the packet, if it was DNS (name of a dropped query).
+        dns: Option<DnsMessage>,
+    },
+}
+
+fn ser_reason<S: Serializer>(r: &Option<Arc<str>>, s: S) -> Result<S::Ok, S::Error> {
+    match r {
+        Some(r) => s.serialize_str(r),
+        None => s.serialize_none(),
+    }
+}
+
+impl Event {
+    /// The common fields.
+    pub fn meta(&self) -> &Meta {
+        match self {
+            Event::TcpAttempt { meta, .. }
+            | Event::TcpOutcome { meta, .. }
+            | Event::Udp { meta, .. }
+            | Event::Dns { meta, .. }
+            | Event::Drop { meta, .. } => meta,
+        }
+    }
+
+    /// The 5-tuple.
+    pub fn tuple(&self) -> &FiveTuple {
+        match self {
+            Event::TcpAttempt { tuple, .. }
+            | Event::TcpOutcome { tuple, .. }
+            | Event::Udp { tuple, .. }
+            | Event::Dns { tuple, .. }
+            | Event::Drop { tuple, .. } => tuple,
+        }
+    }
+
+    /// The kind (loss counter key) of the event.
+    pub fn kind(&self) -> EventKind {
+        match self {
+            Event::TcpAttempt { .. } | Event::TcpOutcome { .. } => EventKind::Tcp,
+            Event::Udp { .. } => EventKind::Udp,
+            Event::Dns { .. } => EventKind::Dns,
+            Event::Drop { .. } => EventKind::Drop,
+        }
+    }
+}
+
+/// Why a record was not turned into an event (counted as a decode error).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// The record does not match the ABI.
+    #[error(transparent)]
+    Abi(#[from] abi::AbiError),
+    /// The address family is neither AF_INET nor AF_INET6.
+    #[error("unknown address family {0}")]
+    Family(u8),
+    /// A TCP state change that is neither an attempt nor an outcome.
+    #[error("TCP transition {0} -> {1} is not an attempt or outcome")]
+    TcpTransition(u8, u8),
+    /// A DNS event without a decodable DNS message.
+    #[error("DNS payload: {0}")]
+    Dns(#[from] dns::DnsError),
+}
+
+// TCP states (include/net/tcp_states.h, user ABI).
+const TCP_ESTABLISHED: u8 = 1;
+const TCP_SYN_SENT: u8 = 2;
+const TCP_SYN_RECV: u8 = 3;
+const TCP_CLOSE: u8 = 7;
+const TCP_LISTEN: u8 = 10;
+
+const ECONNRESET: i32 = 104;
+const EPIPE: i32 = 32;
+const ETIMEDOUT: i32 = 110;
+const ECONNREFUSED: i32 = 111;
+const EHOSTUNREACH: i32 = 113;
+const ENETUNREACH: i32 = 101;
+const EHOSTDOWN: i32 = 112;
+
+/// Turns raw records into [`Event`]s: holds the drop reason names and the
+/// offset from the monotonic clock to wall time.
+#[derive(Debug, Clone)]
+pub struct Decoder {
+    reasons: Arc<DropReasons>,
+    /// Wall-clock ns minus monotonic ns, sampled at creation.
+    wall_offset_ns: i128,
+}
+
+impl Decoder {
+    /// A decoder using the given reason names and the current clock offset.
+    pub fn new(reasons: Arc<DropReasons>) -> Decoder {
+        Decoder {
+            reasons,
+            wall_offset_ns: crate::clock::wall_minus_monotonic_ns(),
+        }
+    }
+
+    /// The drop reason names in use.
+    pub fn reasons(&self) -> &Arc<DropReasons> {
+        &self.reasons
+    }
+
+    /// Converts a monotonic stamp to wall time.
+    pub fn wall_time(&self, mono_ns: u64) -> SystemTime {
+        let ns = i128::from(mono_ns) + self.wall_offset_ns;
+        let ns = u64::try_from(ns.max(0)).unwrap_or(u64::MAX);
+        SystemTime::UNIX_EPOCH + Duration::from_nanos(ns)
+    }
+
+    /// Decodes one record into one event, or two: a TCP outcome record may
+    /// also stand for its attempt (not reported on its own), which then
+    /// comes first.
+    pub fn decode(&self, record: &[u8]) -> Result<(Event, Option<Event>), DecodeError> {
+        match abi::parse(record)? {
+            RawEvent::Tcp(t) => self.tcp(&t),
+            RawEvent::Skb(s, payload) => self.skb(&s, payload).map(|e| (e, None)),
+        }
+    }
+
+    fn meta(&self, h: &RawHdr) -> Meta {
+        Meta {
+            time: self.wall_time(h.ts_ns),
+            mono_ns: h.ts_ns,
+            netns: h.netns,
+            ifindex: (h.ifindex != 0).then_some(h.ifindex),
+            direction: Direction::from_abi(h.direction),
+        }
+    }
+
+    fn tcp(&self, t: &RawTcpEvent) -> Result<(Event, Option<Event>), DecodeError> {
+        let event = self.tcp_one(t)?;
+        if t.flags & abi::TCP_WITH_ATTEMPT == 0 {
+            return Ok((event, None));
+        }
+        let Event::TcpOutcome {
+            meta,
+            tuple,
+            sock_id,
+            ..
+        } = &event
+        else {
+            return Ok((event, None));
+        };
+        let attempt = Event::TcpAttempt {
+            meta: Meta {
+                time: self.wall_time(t.attempt_ts_ns),
+                mono_ns: t.attempt_ts_ns,
+                ..meta.clone()
+            },
+            tuple: *tuple,
+            sock_id: *sock_id,
+        };
+        Ok((attempt, Some(event)))
+    }
+
+    fn tcp_one(&self, t: &RawTcpEvent) -> Result<Event, DecodeError> {
+        let meta = self.meta(&t.hdr);
+        let mut tuple = tuple(&t.hdr)?;
+        // The probe reports local -> remote; an inbound connection is
+        // reported initiator -> responder, as its packets (and drops) are.
+        if meta.direction == Direction::Ingress {
+            std::mem::swap(&mut tuple.src, &mut tuple.dst);
+        }
+        let sock_id = t.hdr.sock_id;
+        let (old, new) = (t.oldstate, t.newstate);
+        if new == TCP_SYN_SENT || (old == TCP_LISTEN && new == TCP_SYN_RECV) {
+            return Ok(Event::TcpAttempt {
+                meta,
+                tuple,
+                sock_id,
+            });
+        }
+        let outcome = match (old, new, t.sk_err) {
+            (TCP_SYN_SENT, TCP_ESTABLISHED, _) => TcpOutcome::Established,
+            (TCP_SYN_RECV, TCP_ESTABLISHED, _) => TcpOutcome::Accepted,
+            (TCP_SYN_SENT, TCP_CLOSE, ECONNREFUSED) => TcpOutcome::Refused,
+            (TCP_SYN_SENT, TCP_CLOSE, ETIMEDOUT | 0) => TcpOutcome::NoAnswer,
+            (TCP_SYN_SENT, TCP_CLOSE, EHOSTUNREACH | ENETUNREACH | EHOSTDOWN) => {
+                TcpOutcome::Unreachable
+            }
+            (TCP_SYN_RECV, TCP_CLOSE, _) => TcpOutcome::Reset,
+            (_, TCP_CLOSE, ECONNRESET | EPIPE) => TcpOutcome::Reset,
+            (_, TCP_CLOSE, e) if e != 0 => TcpOutcome::Failed,
+            _ => return Err(DecodeError::TcpTransition(old, new)),
+        };
+        Ok(Event::TcpOutcome {
+            meta,
+            tuple,
+            sock_id,
+            outcome,
+            errno: t.sk_err,
+            retransmits: t.retransmits,
+            old_state: old,
+            new_state: new,
+        })
+    }
+
+    fn skb(&self, s: &RawSkbEvent, payload: &[u8]) -> Result<Event, DecodeError> {
+        let meta = self.meta(&s.hdr);
+        let tuple = tuple(&s.hdr)?;
+        match s.hdr.kind {
+            abi::KIND_UDP => Ok(Event::Udp {
+                meta,
+                tuple,
+                packets: s.packets,
+                bytes: s.location,
+            }),
+            abi::KIND_DNS => Ok(Event::Dns {
+                meta,
+                tuple,
+                message: dns::parse(payload)?,
+            }),
+            _ => Ok(Event::Drop {
+                meta,
+                tuple,
+                reason: self.reasons.name(s.reason),
+                reason_code: s.reason,
+                len: s.pkt_len,
+                location: s.location,
+                tcp_flags: s.tcp_flags,
+                dns: if payload.is_empty() {
+                    None
+                } else {
+                    dns::parse(payload).ok()
+                },
+            }),
+        }
+    }
+}
+
+fn tuple(h: &RawHdr) -> Result<FiveTuple, DecodeError> {
+    let (src, dst) = match h.family {
+        2 => {
+            let s = Ipv4Addr::new(h.saddr[0], h.saddr[1], h.saddr[2], h.saddr[3]);
+            let d = Ipv4Addr::new(h.daddr[0], h.daddr[1], h.daddr[2], h.daddr[3]);
+            (IpAddr::V4(s), IpAddr::V4(d))
+        }
+        10 => (
+            IpAddr::V6(Ipv6Addr::from(h.saddr)),
+            IpAddr::V6(Ipv6Addr::from(h.daddr)),
+        ),
+        f => return Err(DecodeError::Family(f)),
+    };
+    Ok(FiveTuple {
+        protocol: Protocol::from_abi(h.protocol),
+        src: SocketAddr::new(src, h.sport),
+        dst: SocketAddr::new(dst, h.dport),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::abi::{encode_skb, encode_tcp};
+
+    fn dec() -> Decoder {
+        Decoder::new(Arc::new(DropReasons::from_pairs([(12, "NETFILTER_DROP")])))
+    }
+
+    fn tcp(old: u8, new: u8, err: i32) -> Vec<u8> {
+        let mut e = RawTcpEvent::default();
+        e.hdr.kind = abi::KIND_TCP;
+        e.hdr.family = 2;
+        e.hdr.protocol = 6;
+        e.hdr.saddr[..4].copy_from_slice(&[10, 0, 0, 1]);
+        e.hdr.daddr[..4].copy_from_slice(&[10, 0, 0, 2]);
+        e.hdr.sport = 40000;
+        e.hdr.dport = 80;
+        e.oldstate = old;
+        e.newstate = new;
+        e.sk_err = err;
+        encode_tcp(&e)
+    }
+
+    fn outcome(b: &[u8]) -> TcpOutcome {
+        match dec().decode(b).unwrap().0 {
+            Event::TcpOutcome { outcome, .. } => outcome,
+            e => panic!("{e:?}"),
+        }
+    }
+
+    #[test]
+    fn classifies_tcp() {
+        assert!(matches!(
+            dec().decode(&tcp(7, 2, 0)).unwrap().0,
+            Event::TcpAttempt { .. }
+        ));
+        assert!(matches!(
+            dec().decode(&tcp(10, 3, 0)).unwrap().0,
+            Event::TcpAttempt { .. }
+        ));
+        assert_eq!(outcome(&tcp(2, 1, 0)), TcpOutcome::Established);
+        assert_eq!(outcome(&tcp(3, 1, 0)), TcpOutcome::Accepted);
+        assert_eq!(outcome(&tcp(2, 7, 111)), TcpOutcome::Refused);
+        assert_eq!(outcome(&tcp(2, 7, 110)), TcpOutcome::NoAnswer);
+        assert_eq!(outcome(&tcp(2, 7, 0)), TcpOutcome::NoAnswer);
+        assert_eq!(outcome(&tcp(2, 7, 113)), TcpOutcome::Unreachable);
+        assert_eq!(outcome(&tcp(1, 7, 104)), TcpOutcome::Reset);
+        assert!(dec().decode(&tcp(1, 4, 0)).is_err());
+        let e = dec().decode(&tcp(2, 1, 0)).unwrap().0;
+        assert_eq!(e.tuple().src, "10.0.0.1:40000".parse().unwrap());
+        assert_eq!(e.tuple().dst, "10.0.0.2:80".parse().unwrap());
+    }
+
+    #[test]
+    fn outcome_record_with_attempt_gives_both() {
+        let mut b = tcp(2, 1, 0);
+        b[74] = abi::TCP_WITH_ATTEMPT as u8;
+        b[88..96].copy_from_slice(&5u64.to_ne_bytes());
+        let (first, second) = dec().decode(&b).unwrap();
+        let Event::TcpAttempt { meta, tuple, .. } = &first else {
+            panic!("{first:?}")
+        };
+        assert_eq!(meta.mono_ns, 5);
+        let second = second.expect("outcome");
+        assert_eq!(second.tuple(), tuple);
+        assert!(matches!(
+            second,
+            Event::TcpOutcome {
+                outcome: TcpOutcome::Established,
+                ..
+            }
+        ));
+        // Inbound: reported initiator -> responder.
+        b[18] = 2;
+        let (first, _) = dec().decode(&b).unwrap();
+        assert_eq!(first.tuple().src, "10.0.0.2:80".parse().unwrap());
+    }
+
+    #[test]
+    fn decodes_drop_with_reason_and_dns() {
+        let mut s = RawSkbEvent::default();
+        s.hdr.kind = abi::KIND_DROP;
+        s.hdr.family = 10;
+        s.hdr.protocol = 17;
+        s.hdr.daddr[15] = 1;
+        s.hdr.dport = 53;
+        s.reason = 12;
+        let q = dns::build_query(9, "dropped.example", 1);
+        s.payload_len = q.len() as u16;
+        let e = dec().decode(&encode_skb(&s, &q)).unwrap().0;
+        let Event::Drop {
+            reason, dns, tuple, ..
+        } = &e
+        else {
+            panic!("{e:?}")
+        };
+        assert_eq!(reason.as_deref(), Some("NETFILTER_DROP"));
+        assert_eq!(
+            dns.as_ref().unwrap().name.as_deref(),
+            Some("dropped.example")
+        );
+        assert_eq!(tuple.dst, "[::1]:53".parse().unwrap());
+        let j = serde_json::to_value(&e).unwrap();
+        assert_eq!(j["kind"], "drop");
+        assert_eq!(j["reason"], "NETFILTER_DROP");
+        assert_eq!(j["tuple"]["protocol"], "udp");
+        assert!(j["time"].as_str().unwrap().ends_with('Z'));
+    }
+
+    #[test]
+    fn random_records_never_panic() {
+        let d = dec();
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..20_000 {
+            let len = (next() % 400) as usize;
+            let mut b: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+            if b.len() > 20 {
+                b[16] = (next() % 5) as u8; // a valid kind half of the time
+                b[17] = 0;
+            }
+            let _ = d.decode(&b);
+        }
+    }
+
+    #[test]
+    fn garbage_family_is_an_error() {
+        let mut b = tcp(2, 1, 0);
+        b[19] = 99;
+        assert_eq!(dec().decode(&b).unwrap_err(), DecodeError::Family(99));
+    }
+}
