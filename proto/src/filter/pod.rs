@@ -1,0 +1,154 @@
+//! `source_pod` and `destination_pod`: the endpoint is the pod
+//! `"namespace/name"`, or a pod whose name starts with the prefix of
+//! `"namespace/prefix*"`.
+
+use super::{FilterError, FlowCheck, Result};
+use crate::v1 as pb;
+
+/// One compiled pod value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct PodMatch {
+    namespace: String,
+    name: String,
+    prefix: bool,
+}
+
+impl PodMatch {
+    fn parse(field: &'static str, value: &str) -> Result<Self> {
+        let Some((ns, name)) = value.split_once('/') else {
+            return Err(FilterError::invalid(
+                field,
+                value,
+                "expected \"namespace/name\" or \"namespace/prefix*\"",
+            ));
+        };
+        if ns.is_empty() || ns.contains('*') {
+            return Err(FilterError::invalid(
+                field,
+                value,
+                "needs a namespace, without '*'",
+            ));
+        }
+        let (name, prefix) = match name.strip_suffix('*') {
+            Some(p) => (p, true),
+            None => (name, false),
+        };
+        if name.contains(['*', '/']) {
+            return Err(FilterError::invalid(
+                field,
+                value,
+                "'*' only ends a name prefix, and a name has no '/'",
+            ));
+        }
+        if name.is_empty() && !prefix {
+            return Err(FilterError::invalid(field, value, "needs a pod name"));
+        }
+        Ok(PodMatch {
+            namespace: ns.to_string(),
+            name: name.to_string(),
+            prefix,
+        })
+    }
+
+    fn matches(&self, ep: &pb::Endpoint) -> bool {
+        !ep.pod_name.is_empty()
+            && ep.namespace == self.namespace
+            && if self.prefix {
+                ep.pod_name.starts_with(&self.name)
+            } else {
+                ep.pod_name == self.name
+            }
+    }
+}
+
+fn build(
+    field: &'static str,
+    values: &[String],
+    endpoint: fn(&pb::Flow) -> Option<&pb::Endpoint>,
+) -> Result<Option<FlowCheck>> {
+    if values.is_empty() {
+        return Ok(None);
+    }
+    let pods = values
+        .iter()
+        .map(|v| PodMatch::parse(field, v))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Some(Box::new(move |flow| {
+        endpoint(flow).is_some_and(|ep| pods.iter().any(|p| p.matches(ep)))
+    })))
+}
+
+pub(super) fn build_source(filter: &pb::FlowFilter) -> Result<Option<FlowCheck>> {
+    build("source_pod", &filter.source_pod, |f| f.source.as_ref())
+}
+
+pub(super) fn build_destination(filter: &pb::FlowFilter) -> Result<Option<FlowCheck>> {
+    build("destination_pod", &filter.destination_pod, |f| {
+        f.destination.as_ref()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{check, error, flow};
+    use crate::v1 as pb;
+
+    fn src(v: &[&str]) -> pb::FlowFilter {
+        pb::FlowFilter {
+            source_pod: v.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+
+    fn dst(v: &[&str]) -> pb::FlowFilter {
+        pb::FlowFilter {
+            destination_pod: v.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn exact_name() {
+        assert!(check(src(&["shop/web-1"]), &flow()));
+        assert!(!check(src(&["shop/web"]), &flow()));
+        assert!(!check(src(&["other/web-1"]), &flow()));
+        assert!(check(dst(&["shop/x", "shop/api-7"]), &flow()));
+        assert!(
+            !check(dst(&["shop/web-1"]), &flow()),
+            "source is not destination"
+        );
+    }
+
+    #[test]
+    fn prefix() {
+        assert!(check(src(&["shop/web*"]), &flow()));
+        assert!(check(src(&["shop/*"]), &flow()));
+        assert!(!check(src(&["shop/api*"]), &flow()));
+        assert!(check(dst(&["shop/api*"]), &flow()));
+    }
+
+    #[test]
+    fn non_pods_never_match() {
+        let mut flow = flow();
+        flow.source.as_mut().unwrap().pod_name.clear();
+        assert!(!check(src(&["shop/*"]), &flow));
+    }
+
+    #[test]
+    fn hostile_value_matches_nothing() {
+        assert!(!check(src(&["shop/x' OR 1=1 --"]), &flow()));
+    }
+
+    #[test]
+    fn invalid_values() {
+        for bad in ["web-1", "/web-1", "shop/", "shop/w*b", "*/web", "shop/a/b"] {
+            let e = error(src(&[bad])).to_string();
+            assert!(e.contains("source_pod") && e.contains(bad), "{e}");
+        }
+        assert!(
+            error(dst(&["nope"]))
+                .to_string()
+                .contains("destination_pod")
+        );
+    }
+}
