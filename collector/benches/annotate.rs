@@ -1,0 +1,110 @@
+//! Flows annotated per second on one core, from a replayed stream of decoded
+//! observations over the synthetic cluster of 10,000 pods (warm verdict cache),
+//! and the resident memory of that cluster's state.
+//!
+//! `cargo bench -p netverdict-collector --bench annotate` (`-- --quick` for a
+//! shorter run).
+
+use std::hint::black_box;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant, SystemTime};
+
+use netverdict_collector::annotate::Annotator;
+use netverdict_collector::correlate::{Observation, Side};
+use netverdict_policy::synthetic::{self, Size};
+use netverdict_policy::{ClusterState, Endpoint};
+use netverdict_proto::v1::Outcome;
+
+fn rss_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse::<u64>().ok())
+        .unwrap_or(0)
+        * 4096
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let min = if quick {
+        Duration::from_millis(500)
+    } else {
+        Duration::from_secs(3)
+    };
+    let size = Size::LARGE;
+    let before = rss_bytes();
+    let mut state = ClusterState::new();
+    for object in synthetic::cluster(size, 7) {
+        state.apply(&object).expect("valid");
+    }
+    println!(
+        "cluster state: {} pods, {} policies, {:.1} MiB resident",
+        state.pod_count(),
+        state.policy_count(),
+        rss_bytes().saturating_sub(before) as f64 / (1 << 20) as f64
+    );
+    let now = SystemTime::now();
+    let observations: Vec<Observation> = synthetic::flows(size, 20_000, 3)
+        .into_iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let ip = |e: &Endpoint| match e {
+                Endpoint::Ip(ip) => *ip,
+                Endpoint::Pod(_) => unreachable!("synthetic flows are by IP"),
+            };
+            Observation {
+                first_seen: now,
+                last_seen: now,
+                netns: 1,
+                side: Side::Egress,
+                protocol: f.protocol,
+                src: SocketAddr::new(ip(&f.src), 30000 + (i % 30000) as u16),
+                dst: SocketAddr::new(ip(&f.dst), f.port),
+                backend: None,
+                outcome: if i % 3 == 0 {
+                    Outcome::Dropped
+                } else {
+                    Outcome::Established
+                },
+                drops: 0,
+                drop_reason: None,
+                dns: None,
+            }
+        })
+        .collect();
+    let annotator = Annotator::new("node-0");
+    for o in &observations {
+        black_box(annotator.annotate(&state, o.clone()));
+    }
+    let start = Instant::now();
+    let mut done = 0u64;
+    let mut last = None;
+    while start.elapsed() < min {
+        for o in &observations {
+            last = Some(annotator.annotate(&state, o.clone()));
+        }
+        done += observations.len() as u64;
+    }
+    let rate = done as f64 / start.elapsed().as_secs_f64();
+    println!("annotated flows: {rate:.0}/s/core with a warm verdict cache (goal 1,000,000)");
+    let annotated: Vec<_> = observations
+        .iter()
+        .map(|o| annotator.annotate(&state, o.clone()))
+        .collect();
+    black_box(last);
+    let start = Instant::now();
+    let mut done = 0u64;
+    while start.elapsed() < min {
+        for (i, a) in annotated.iter().enumerate() {
+            black_box(annotator.render(a, format!("node-0/{i}")));
+        }
+        done += annotated.len() as u64;
+    }
+    let rate = done as f64 / start.elapsed().as_secs_f64();
+    println!("rendered records (protobuf, once per aggregated record): {rate:.0}/s/core");
+    println!(
+        "resident memory now: {:.1} MiB",
+        rss_bytes() as f64 / (1 << 20) as f64
+    );
+}

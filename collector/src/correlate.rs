@@ -1,0 +1,716 @@
+//! Correlation: turns decoded kernel events into observations of flows.
+//!
+//! - A TCP attempt is held until its outcome arrives (established, refused,
+//!   no answer...); kernel drops of its packets are added to it. Drops are
+//!   matched by the initiator's socket (protocol, source address and port),
+//!   because nftables sees a connection to a Service after DNAT: the drop's
+//!   destination is the backend, and the observation keeps it as `backend`.
+//! - A DNS query is held until its response (same client socket and id) or a
+//!   timeout (no answer); a drop of the query marks it dropped, with the name
+//!   asked for.
+//! - A drop that belongs to no held flow is held for a moment by its socket: the
+//!   probes may report a connect's attempt after its first SYN was dropped. An
+//!   attempt or query from that socket adopts it; otherwise it becomes a
+//!   dropped observation of its own when `expire` passes its hold time.
+//! - UDP flows become observations at once.
+//!
+//! Nothing here reads a clock: `expire(now)` closes what timed out, so tests
+//! drive time themselves.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use netverdict_ebpf::{DnsMessage, Event, FiveTuple, TcpOutcome};
+use netverdict_proto::v1::Outcome;
+use rustc_hash::FxHashMap;
+
+/// Which side of a flow the observing socket or device is on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Side {
+    /// Seen where it left (the initiator's namespace).
+    Egress,
+    /// Seen where it arrived (the responder's namespace).
+    Ingress,
+    /// Not known (e.g. a drop in a routing namespace).
+    Unknown,
+}
+
+/// DNS details of an observation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DnsSeen {
+    pub id: u16,
+    /// The name asked for (lower case, no trailing dot), if it was readable.
+    pub query: Option<String>,
+    pub qtype: Option<u16>,
+    /// The response code's name, None when no response was seen.
+    pub rcode: Option<&'static str>,
+    pub answers: u16,
+}
+
+/// One flow as the kernel saw it, before annotation.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Observation {
+    pub first_seen: SystemTime,
+    pub last_seen: SystemTime,
+    /// The network namespace the flow was seen in.
+    pub netns: u32,
+    pub side: Side,
+    pub protocol: netverdict_policy::Protocol,
+    /// Initiator.
+    pub src: SocketAddr,
+    /// Responder as the initiator addressed it (a Service IP before DNAT).
+    pub dst: SocketAddr,
+    /// The destination after DNAT, when a drop revealed it.
+    pub backend: Option<SocketAddr>,
+    pub outcome: Outcome,
+    /// Packets the kernel dropped for this flow.
+    pub drops: u32,
+    /// The reason of the first drop (e.g. `NETFILTER_DROP`).
+    pub drop_reason: Option<Arc<str>>,
+    pub dns: Option<DnsSeen>,
+}
+
+/// Correlation settings.
+#[derive(Clone, Debug)]
+pub struct Timeouts {
+    /// A TCP attempt without outcome after this is reported without one.
+    pub tcp: Duration,
+    /// A DNS query without response after this is reported as no answer.
+    pub dns: Duration,
+    /// A drop no held flow claims waits this long for its attempt.
+    pub orphan_drop: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            tcp: Duration::from_secs(150),
+            dns: Duration::from_secs(5),
+            orphan_drop: Duration::from_secs(3),
+        }
+    }
+}
+
+/// Counters of what correlation saw and could not match.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CorrelationStats {
+    /// Outcomes whose attempt was never seen (e.g. lost, or before start).
+    pub outcomes_without_attempt: u64,
+    /// Attempts reported without outcome after the timeout.
+    pub attempts_timed_out: u64,
+    /// DNS responses whose query was never seen.
+    pub dns_responses_without_query: u64,
+    /// Held flows dropped because too many were pending.
+    pub evicted: u64,
+}
+
+/// Most flows held at once; past it the oldest are reported as they are.
+const MAX_PENDING: usize = 1 << 18;
+
+type SocketKey = (netverdict_policy::Protocol, SocketAddr);
+
+/// The correlation stage.
+#[derive(Debug, Default)]
+pub struct Correlator {
+    timeouts: Timeouts,
+    tcp: FxHashMap<u64, Observation>,
+    /// Held TCP attempts and DNS queries by initiator socket, for drops.
+    by_socket: FxHashMap<SocketKey, Held>,
+    dns: FxHashMap<(SocketAddr, u16), Observation>,
+    /// Drops no held flow claimed yet, by initiator socket.
+    orphans: FxHashMap<SocketKey, Observation>,
+    stats: CorrelationStats,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Held {
+    Tcp(u64),
+    Dns(u16),
+}
+
+fn protocol(tuple: &FiveTuple) -> Option<netverdict_policy::Protocol> {
+    match tuple.protocol {
+        netverdict_ebpf::Protocol::Tcp => Some(netverdict_policy::Protocol::Tcp),
+        netverdict_ebpf::Protocol::Udp => Some(netverdict_policy::Protocol::Udp),
+        netverdict_ebpf::Protocol::Sctp => Some(netverdict_policy::Protocol::Sctp),
+        netverdict_ebpf::Protocol::Other(_) => None,
+    }
+}
+
+fn side(direction: netverdict_ebpf::Direction) -> Side {
+    match direction {
+        netverdict_ebpf::Direction::Egress => Side::Egress,
+        netverdict_ebpf::Direction::Ingress => Side::Ingress,
+        netverdict_ebpf::Direction::Unknown => Side::Unknown,
+    }
+}
+
+fn dns_seen(message: &DnsMessage) -> DnsSeen {
+    DnsSeen {
+        id: message.id,
+        query: message.name.clone(),
+        qtype: message.qtype,
+        rcode: message.response.then(|| message.rcode.name()),
+        answers: message.answers,
+    }
+}
+
+impl Correlator {
+    pub fn new(timeouts: Timeouts) -> Self {
+        Correlator {
+            timeouts,
+            ..Default::default()
+        }
+    }
+
+    pub fn stats(&self) -> &CorrelationStats {
+        &self.stats
+    }
+
+    /// Flows held, waiting for an outcome or response.
+    pub fn pending(&self) -> usize {
+        self.tcp.len() + self.dns.len() + self.orphans.len()
+    }
+
+    /// A new held flow adopts the drops its socket had before it was seen.
+    fn adopt_orphan(&mut self, obs: &mut Observation) {
+        if let Some(orphan) = self.orphans.remove(&(obs.protocol, obs.src)) {
+            obs.drops += orphan.drops;
+            obs.drop_reason = orphan.drop_reason;
+            obs.backend = orphan
+                .backend
+                .or(Some(orphan.dst))
+                .filter(|b| *b != obs.dst);
+            obs.last_seen = obs.last_seen.max(orphan.last_seen);
+        }
+    }
+
+    /// Takes one event; completed observations are pushed to `out`.
+    pub fn push(&mut self, event: &Event, out: &mut Vec<Observation>) {
+        let meta = event.meta();
+        let tuple = event.tuple();
+        let Some(proto) = protocol(tuple) else { return };
+        let base = |outcome| Observation {
+            first_seen: meta.time,
+            last_seen: meta.time,
+            netns: meta.netns,
+            side: side(meta.direction),
+            protocol: proto,
+            src: tuple.src,
+            dst: tuple.dst,
+            backend: None,
+            outcome,
+            drops: 0,
+            drop_reason: None,
+            dns: None,
+        };
+        match event {
+            Event::TcpAttempt { sock_id, .. } => {
+                self.make_room(out);
+                let mut obs = base(Outcome::Unspecified);
+                self.adopt_orphan(&mut obs);
+                self.tcp.insert(*sock_id, obs);
+                if meta.direction != netverdict_ebpf::Direction::Ingress {
+                    self.by_socket
+                        .insert((proto, tuple.src), Held::Tcp(*sock_id));
+                }
+            }
+            Event::TcpOutcome {
+                sock_id, outcome, ..
+            } => {
+                let mut obs = match self.tcp.remove(sock_id) {
+                    Some(obs) => obs,
+                    None => {
+                        self.stats.outcomes_without_attempt += 1;
+                        let mut obs = base(Outcome::Unspecified);
+                        self.adopt_orphan(&mut obs);
+                        obs
+                    }
+                };
+                if matches!(self.by_socket.get(&(proto, obs.src)), Some(Held::Tcp(id)) if id == sock_id)
+                {
+                    self.by_socket.remove(&(proto, obs.src));
+                }
+                obs.last_seen = meta.time;
+                obs.outcome = match outcome {
+                    TcpOutcome::Established | TcpOutcome::Accepted => Outcome::Established,
+                    TcpOutcome::Refused => Outcome::Refused,
+                    TcpOutcome::Reset => Outcome::Reset,
+                    TcpOutcome::NoAnswer | TcpOutcome::Unreachable | TcpOutcome::Failed => {
+                        if obs.drops > 0 {
+                            Outcome::Dropped
+                        } else {
+                            Outcome::NoAnswer
+                        }
+                    }
+                };
+                out.push(obs);
+            }
+            Event::Dns { message, .. } if !message.response => {
+                self.make_room(out);
+                let mut obs = base(Outcome::Unspecified);
+                obs.dns = Some(dns_seen(message));
+                self.adopt_orphan(&mut obs);
+                self.dns.insert((tuple.src, message.id), obs);
+                self.by_socket
+                    .insert((proto, tuple.src), Held::Dns(message.id));
+            }
+            Event::Dns { message, .. } => {
+                // A response goes from the server back to the client.
+                match self.dns.remove(&(tuple.dst, message.id)) {
+                    Some(mut obs) => {
+                        self.by_socket.remove(&(proto, obs.src));
+                        obs.last_seen = meta.time;
+                        obs.outcome = Outcome::Answered;
+                        if let Some(dns) = &mut obs.dns {
+                            dns.rcode = Some(message.rcode.name());
+                            dns.answers = message.answers;
+                        }
+                        out.push(obs);
+                    }
+                    None => self.stats.dns_responses_without_query += 1,
+                }
+            }
+            Event::Udp { .. } => out.push(base(Outcome::Unspecified)),
+            Event::Drop { reason, dns, .. } => {
+                let held = self.by_socket.get(&(proto, tuple.src)).copied();
+                let target = match held {
+                    Some(Held::Tcp(id)) => self.tcp.get_mut(&id),
+                    Some(Held::Dns(id)) => self.dns.get_mut(&(tuple.src, id)),
+                    None => None,
+                };
+                match target {
+                    Some(obs) => {
+                        obs.drops += 1;
+                        obs.last_seen = meta.time;
+                        obs.drop_reason.get_or_insert_with(|| {
+                            reason.clone().unwrap_or_else(|| "UNKNOWN".into())
+                        });
+                        if tuple.dst != obs.dst {
+                            obs.backend = Some(tuple.dst);
+                        }
+                        if obs.dns.is_some() {
+                            // A dropped query gets no answer: report it now.
+                            obs.outcome = Outcome::Dropped;
+                            let key = (
+                                tuple.src,
+                                obs.dns.as_ref().map(|d| d.id).unwrap_or_default(),
+                            );
+                            if let Some(obs) = self.dns.remove(&key) {
+                                self.by_socket.remove(&(proto, tuple.src));
+                                out.push(obs);
+                            }
+                        }
+                    }
+                    None => match self.orphans.get_mut(&(proto, tuple.src)) {
+                        Some(orphan) => {
+                            orphan.drops += 1;
+                            orphan.last_seen = meta.time;
+                        }
+                        None => {
+                            self.make_room(out);
+                            let mut obs = base(Outcome::Dropped);
+                            obs.drops = 1;
+                            obs.drop_reason =
+                                Some(reason.clone().unwrap_or_else(|| "UNKNOWN".into()));
+                            obs.dns = dns.as_ref().map(dns_seen);
+                            self.orphans.insert((proto, tuple.src), obs);
+                        }
+                    },
+                }
+            }
+        }
+    }
+
+    /// Reports held flows that timed out by `now`: DNS queries as unanswered
+    /// (or dropped), TCP attempts as they are.
+    pub fn expire(&mut self, now: SystemTime, out: &mut Vec<Observation>) {
+        let dns_deadline = now
+            .checked_sub(self.timeouts.dns)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        let tcp_deadline = now
+            .checked_sub(self.timeouts.tcp)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        let mut expired: Vec<Observation> = Vec::new();
+        self.dns.retain(|_, obs| {
+            let keep = obs.first_seen > dns_deadline;
+            if !keep {
+                let mut obs = obs.clone();
+                obs.outcome = if obs.drops > 0 {
+                    Outcome::Dropped
+                } else {
+                    Outcome::NoAnswer
+                };
+                expired.push(obs);
+            }
+            keep
+        });
+        let orphan_deadline = now
+            .checked_sub(self.timeouts.orphan_drop)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        self.orphans.retain(|_, obs| {
+            let keep = obs.first_seen > orphan_deadline;
+            if !keep {
+                expired.push(obs.clone());
+            }
+            keep
+        });
+        let before = self.tcp.len();
+        self.tcp.retain(|_, obs| {
+            let keep = obs.first_seen > tcp_deadline;
+            if !keep {
+                let mut obs = obs.clone();
+                if obs.drops > 0 {
+                    obs.outcome = Outcome::Dropped;
+                }
+                expired.push(obs);
+            }
+            keep
+        });
+        self.stats.attempts_timed_out += (before - self.tcp.len()) as u64;
+        for obs in &expired {
+            self.by_socket.remove(&(obs.protocol, obs.src));
+        }
+        expired.sort_by_key(|o| o.first_seen);
+        out.extend(expired);
+    }
+
+    /// Keeps the held flows bounded: past the limit, everything held is
+    /// reported as it is (counted), rather than growing without end.
+    fn make_room(&mut self, out: &mut Vec<Observation>) {
+        if self.pending() < MAX_PENDING {
+            return;
+        }
+        self.stats.evicted += self.pending() as u64;
+        out.extend(self.tcp.drain().map(|(_, o)| o));
+        out.extend(self.dns.drain().map(|(_, o)| o));
+        out.extend(self.orphans.drain().map(|(_, o)| o));
+        self.by_socket.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr};
+
+    use netverdict_ebpf::{Direction, Meta, Protocol, Rcode};
+
+    use super::*;
+
+    fn at(ms: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_000 + ms)
+    }
+
+    fn meta(ms: u64, direction: Direction) -> Meta {
+        Meta {
+            time: at(ms),
+            mono_ns: ms * 1_000_000,
+            netns: 4026532000,
+            ifindex: None,
+            direction,
+        }
+    }
+
+    fn sa(last: u8, port: u16) -> SocketAddr {
+        SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 244, 1, last)), port)
+    }
+
+    fn tuple(protocol: Protocol, src: SocketAddr, dst: SocketAddr) -> FiveTuple {
+        FiveTuple { protocol, src, dst }
+    }
+
+    fn outcome(ms: u64, t: FiveTuple, sock_id: u64, outcome: TcpOutcome) -> Event {
+        Event::TcpOutcome {
+            meta: meta(ms, Direction::Egress),
+            tuple: t,
+            sock_id,
+            outcome,
+            errno: 0,
+            retransmits: 0,
+            old_state: 2,
+            new_state: 7,
+        }
+    }
+
+    fn drop(ms: u64, t: FiveTuple, dns: Option<DnsMessage>) -> Event {
+        Event::Drop {
+            meta: meta(ms, Direction::Unknown),
+            tuple: t,
+            reason: Some("NETFILTER_DROP".into()),
+            reason_code: 12,
+            len: 60,
+            location: 0,
+            tcp_flags: 2,
+            dns,
+        }
+    }
+
+    fn query(id: u16, name: &str, response: bool, rcode: Rcode) -> DnsMessage {
+        DnsMessage {
+            id,
+            response,
+            opcode: 0,
+            rcode,
+            truncated: false,
+            questions: 1,
+            answers: if response && rcode == Rcode::NOERROR {
+                1
+            } else {
+                0
+            },
+            name: Some(name.into()),
+            qtype: Some(1),
+        }
+    }
+
+    #[test]
+    fn attempt_and_outcome_make_one_observation() {
+        let mut c = Correlator::default();
+        let mut out = Vec::new();
+        let t = tuple(Protocol::Tcp, sa(20, 40000), sa(10, 8080));
+        c.push(
+            &Event::TcpAttempt {
+                meta: meta(0, Direction::Egress),
+                tuple: t,
+                sock_id: 7,
+            },
+            &mut out,
+        );
+        assert!(out.is_empty());
+        c.push(&outcome(3, t, 7, TcpOutcome::Established), &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].outcome, Outcome::Established);
+        assert_eq!(out[0].first_seen, at(0));
+        assert_eq!(out[0].last_seen, at(3));
+        assert_eq!(c.pending(), 0);
+    }
+
+    #[test]
+    fn drops_after_dnat_join_the_attempt_and_reveal_the_backend() {
+        let mut c = Correlator::default();
+        let mut out = Vec::new();
+        let client = sa(20, 40001);
+        let service = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 96, 1, 10)), 8080);
+        let t = tuple(Protocol::Tcp, client, service);
+        c.push(
+            &Event::TcpAttempt {
+                meta: meta(0, Direction::Egress),
+                tuple: t,
+                sock_id: 9,
+            },
+            &mut out,
+        );
+        let after_dnat = tuple(Protocol::Tcp, client, sa(10, 8080));
+        for ms in [1, 1001, 3001] {
+            c.push(&drop(ms, after_dnat, None), &mut out);
+        }
+        assert!(out.is_empty());
+        c.push(&outcome(7000, t, 9, TcpOutcome::NoAnswer), &mut out);
+        assert_eq!(out.len(), 1);
+        let o = &out[0];
+        assert_eq!(o.outcome, Outcome::Dropped);
+        assert_eq!(o.drops, 3);
+        assert_eq!(o.drop_reason.as_deref(), Some("NETFILTER_DROP"));
+        assert_eq!(o.dst, service);
+        assert_eq!(o.backend, Some(sa(10, 8080)));
+    }
+
+    #[test]
+    fn unanswered_attempt_without_drops_is_no_answer() {
+        let mut c = Correlator::default();
+        let mut out = Vec::new();
+        let t = tuple(Protocol::Tcp, sa(20, 40002), sa(10, 81));
+        c.push(
+            &Event::TcpAttempt {
+                meta: meta(0, Direction::Egress),
+                tuple: t,
+                sock_id: 1,
+            },
+            &mut out,
+        );
+        c.push(&outcome(5, t, 1, TcpOutcome::NoAnswer), &mut out);
+        assert_eq!(out[0].outcome, Outcome::NoAnswer);
+        c.push(&outcome(6, t, 2, TcpOutcome::Refused), &mut out);
+        assert_eq!(out[1].outcome, Outcome::Refused);
+        assert_eq!(c.stats().outcomes_without_attempt, 1);
+    }
+
+    #[test]
+    fn dns_query_answered_nxdomain_unanswered_and_dropped() {
+        let mut c = Correlator::new(Timeouts {
+            tcp: Duration::from_secs(150),
+            dns: Duration::from_secs(5),
+            orphan_drop: Duration::from_secs(3),
+        });
+        let mut out = Vec::new();
+        let dns_server = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 96, 0, 10)), 53);
+        let ask = |c: &mut Correlator, out: &mut Vec<Observation>, ms, port, id, name: &str| {
+            let t = tuple(Protocol::Udp, sa(20, port), dns_server);
+            c.push(
+                &Event::Dns {
+                    meta: meta(ms, Direction::Egress),
+                    tuple: t,
+                    message: query(id, name, false, Rcode::NOERROR),
+                },
+                out,
+            );
+            t
+        };
+        let answer = |c: &mut Correlator,
+                      out: &mut Vec<Observation>,
+                      ms,
+                      t: FiveTuple,
+                      id,
+                      name: &str,
+                      rcode| {
+            let back = tuple(Protocol::Udp, t.dst, t.src);
+            c.push(
+                &Event::Dns {
+                    meta: meta(ms, Direction::Ingress),
+                    tuple: back,
+                    message: query(id, name, true, rcode),
+                },
+                out,
+            );
+        };
+        let t1 = ask(
+            &mut c,
+            &mut out,
+            0,
+            50001,
+            1,
+            "api.default.svc.cluster.local",
+        );
+        answer(
+            &mut c,
+            &mut out,
+            2,
+            t1,
+            1,
+            "api.default.svc.cluster.local",
+            Rcode::NOERROR,
+        );
+        let t2 = ask(
+            &mut c,
+            &mut out,
+            3,
+            50002,
+            2,
+            "nope.default.svc.cluster.local",
+        );
+        answer(
+            &mut c,
+            &mut out,
+            4,
+            t2,
+            2,
+            "nope.default.svc.cluster.local",
+            Rcode(3),
+        );
+        ask(&mut c, &mut out, 10, 50003, 3, "slow.example");
+        let t4 = ask(&mut c, &mut out, 11, 50004, 4, "blocked.example");
+        c.push(
+            &drop(
+                12,
+                t4,
+                Some(query(4, "blocked.example", false, Rcode::NOERROR)),
+            ),
+            &mut out,
+        );
+        assert_eq!(out.len(), 3, "{out:#?}");
+        assert_eq!(out[0].outcome, Outcome::Answered);
+        assert_eq!(out[0].dns.as_ref().unwrap().rcode, Some("NOERROR"));
+        assert_eq!(out[1].dns.as_ref().unwrap().rcode, Some("NXDOMAIN"));
+        assert_eq!(out[2].outcome, Outcome::Dropped);
+        assert_eq!(
+            out[2].dns.as_ref().unwrap().query.as_deref(),
+            Some("blocked.example")
+        );
+        // The slow query is still held until its timeout.
+        c.expire(at(4000), &mut out);
+        assert_eq!(out.len(), 3);
+        c.expire(at(5011), &mut out);
+        assert_eq!(out.len(), 4);
+        assert_eq!(out[3].outcome, Outcome::NoAnswer);
+        assert_eq!(
+            out[3].dns.as_ref().unwrap().query.as_deref(),
+            Some("slow.example")
+        );
+        assert_eq!(out[3].dns.as_ref().unwrap().rcode, None);
+        assert_eq!(c.pending(), 0);
+    }
+
+    #[test]
+    fn a_drop_nothing_claims_becomes_its_own_observation_after_the_hold() {
+        let mut c = Correlator::default();
+        let mut out = Vec::new();
+        let t = tuple(Protocol::Udp, sa(20, 5000), sa(10, 9999));
+        c.push(&drop(0, t, None), &mut out);
+        c.push(&drop(500, t, None), &mut out);
+        assert!(out.is_empty());
+        c.expire(at(2_000), &mut out);
+        assert!(out.is_empty());
+        c.expire(at(3_001), &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].outcome, Outcome::Dropped);
+        assert_eq!(out[0].drops, 2);
+        assert_eq!(out[0].protocol, netverdict_policy::Protocol::Udp);
+        assert_eq!(c.pending(), 0);
+    }
+
+    #[test]
+    fn an_attempt_reported_after_its_first_drop_adopts_it() {
+        let mut c = Correlator::default();
+        let mut out = Vec::new();
+        let client = sa(20, 40009);
+        let service = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 96, 1, 10)), 8080);
+        let after_dnat = tuple(Protocol::Tcp, client, sa(10, 8080));
+        c.push(&drop(1, after_dnat, None), &mut out);
+        let t = tuple(Protocol::Tcp, client, service);
+        let attempt = Event::TcpAttempt {
+            meta: meta(0, Direction::Egress),
+            tuple: t,
+            sock_id: 5,
+        };
+        c.push(&attempt, &mut out);
+        c.push(&drop(1001, after_dnat, None), &mut out);
+        c.push(&outcome(7000, t, 5, TcpOutcome::NoAnswer), &mut out);
+        assert_eq!(out.len(), 1, "{out:#?}");
+        assert_eq!(out[0].drops, 2);
+        assert_eq!(out[0].outcome, Outcome::Dropped);
+        assert_eq!(out[0].backend, Some(sa(10, 8080)));
+        // An outcome with no attempt at all adopts the drops too.
+        let t = tuple(Protocol::Tcp, sa(20, 40010), sa(10, 81));
+        c.push(&drop(8000, t, None), &mut out);
+        c.push(&outcome(9000, t, 6, TcpOutcome::NoAnswer), &mut out);
+        assert_eq!(out.len(), 2);
+        assert_eq!((out[1].drops, out[1].outcome), (1, Outcome::Dropped));
+        assert_eq!(
+            out[1].backend, None,
+            "the drop went where the socket addressed"
+        );
+        assert_eq!(c.pending(), 0);
+    }
+
+    #[test]
+    fn tcp_attempts_without_outcome_expire_and_are_counted() {
+        let mut c = Correlator::default();
+        let mut out = Vec::new();
+        let t = tuple(Protocol::Tcp, sa(20, 40003), sa(10, 80));
+        c.push(
+            &Event::TcpAttempt {
+                meta: meta(0, Direction::Egress),
+                tuple: t,
+                sock_id: 3,
+            },
+            &mut out,
+        );
+        c.expire(at(149_000), &mut out);
+        assert!(out.is_empty());
+        c.expire(at(151_000), &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].outcome, Outcome::Unspecified);
+        assert_eq!(c.stats().attempts_timed_out, 1);
+    }
+}

@@ -1,0 +1,639 @@
+//! Export: streams the pipeline's flows to the API server's `Ingest.Push` and
+//! keeps them until the server acknowledges them.
+//!
+//! Flows come from the pipeline's channel and are grouped into batches, by size
+//! ([`ExporterConfig::batch_size`]) or by age ([`ExporterConfig::batch_delay`]).
+//! Each batch gets the next sequence number of this run (starting at 1) and is
+//! written to the push stream. An [`Ack`](pb::Ack) with sequence `s` releases
+//! every batch with a sequence `<= s`; until then the batch is kept.
+//!
+//! When the stream fails — connection refused or lost, the server ends the
+//! stream, or no acknowledgement arrives within [`ExporterConfig::ack_timeout`]
+//! while batches are outstanding — the exporter reconnects with exponential
+//! backoff ([`Backoff`]) and first sends again every unacknowledged batch, in
+//! order, with the same sequence numbers and the same flow ids, so the server
+//! can store each flow once.
+//!
+//! The exporter never blocks the pipeline: it drains the channel while
+//! connecting, while backing off and while connected. What it holds (records not
+//! yet sent plus records in unacknowledged batches) is bounded by
+//! [`ExporterConfig::buffer_bound`]. Past the bound it drops the **oldest
+//! record not yet sent** to make room for the newest one: fresh flows are worth
+//! more to an operator than stale ones, and a sent batch may already be durable
+//! on the server. Records in sent, unacknowledged batches are never dropped; if
+//! they fill the whole bound (a server that does not acknowledge), the incoming
+//! record is the only unsent one and is dropped. Every drop is counted in
+//! [`ExportStats::flows_dropped`].
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use netverdict_proto::v1 as pb;
+use pb::ingest_client::IngestClient;
+use tokio::sync::mpsc;
+use tokio::time::{Instant, sleep_until};
+use tokio_stream::wrappers::UnboundedReceiverStream;
+use tonic::transport::Endpoint;
+
+/// Errors of the exporter. The configuration errors come from
+/// [`Exporter::new`]; the others end one push stream and are retried.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The endpoint is not a URI tonic can connect to.
+    #[error("export endpoint {endpoint:?} is invalid: {source}")]
+    Endpoint {
+        endpoint: String,
+        #[source]
+        source: tonic::transport::Error,
+    },
+    /// A setting is out of range.
+    #[error("export setting {field} is invalid: {reason}")]
+    Config {
+        field: &'static str,
+        reason: &'static str,
+    },
+    /// The TCP or HTTP/2 connection could not be made (retried: the server may
+    /// be restarting).
+    #[error("connecting to the API server failed: {0}")]
+    Connect(#[source] tonic::transport::Error),
+    /// Connecting and opening the push stream took longer than
+    /// [`ExporterConfig::connect_timeout`] (retried: a server that accepts TCP
+    /// but does not answer must not hold the exporter).
+    #[error("opening the push stream took longer than {0:?}")]
+    ConnectTimeout(Duration),
+    /// The server refused to open the push stream (retried: it may be
+    /// overloaded or starting).
+    #[error("the API server refused the push stream: {0}")]
+    Refused(#[source] tonic::Status),
+    /// The stream failed while open: connection lost, reset or the server
+    /// ended it with an error (retried).
+    #[error("the push stream failed: {0}")]
+    Stream(#[source] tonic::Status),
+    /// The server ended the stream without an error, or our request side was
+    /// dropped (retried).
+    #[error("the push stream was closed")]
+    Closed,
+    /// Batches were outstanding and no acknowledgement came in time (retried:
+    /// the stream is likely stuck; unacknowledged batches are sent again).
+    #[error("no acknowledgement within {0:?}")]
+    AckTimeout(Duration),
+}
+
+/// The exporter's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Exponential backoff between connection attempts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Backoff {
+    /// The delay after the first failure.
+    pub initial: Duration,
+    /// The delay never grows past this.
+    pub max: Duration,
+    /// Randomise each delay within [delay/2, delay), so that the collectors of
+    /// a cluster do not reconnect in step after an API server restart.
+    pub jitter: bool,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            initial: Duration::from_millis(200),
+            max: Duration::from_secs(30),
+            jitter: true,
+        }
+    }
+}
+
+impl Backoff {
+    /// The delay before attempt `attempt + 1`, after `attempt` failures in a row
+    /// (0 for the first failure).
+    pub fn delay(&self, attempt: u32, rng: &mut u64) -> Duration {
+        let factor = 1u32.checked_shl(attempt.min(31)).unwrap_or(u32::MAX);
+        let delay = self.initial.saturating_mul(factor).min(self.max);
+        if !self.jitter {
+            return delay;
+        }
+        // xorshift64: enough to spread reconnects; not for anything else.
+        *rng ^= *rng << 13;
+        *rng ^= *rng >> 7;
+        *rng ^= *rng << 17;
+        let unit = (*rng >> 11) as f64 / (1u64 << 53) as f64;
+        delay.mul_f64(0.5 + unit / 2.0)
+    }
+}
+
+/// Exporter settings.
+#[derive(Clone, Debug)]
+pub struct ExporterConfig {
+    /// The API server's gRPC endpoint, e.g. `http://netverdict-api:4245`.
+    pub endpoint: String,
+    /// The node name batches are stamped with.
+    pub node_name: String,
+    /// A batch is sent once it holds this many flows.
+    pub batch_size: usize,
+    /// ... or once its oldest flow has waited this long.
+    pub batch_delay: Duration,
+    /// At most this many flows are held, unsent or unacknowledged; must be at
+    /// least `batch_size`.
+    pub buffer_bound: usize,
+    /// With batches outstanding, the stream is given up and opened again when no
+    /// acknowledgement arrives for this long.
+    pub ack_timeout: Duration,
+    /// How long one attempt may take to connect and open the push stream.
+    pub connect_timeout: Duration,
+    /// The delays between connection attempts.
+    pub backoff: Backoff,
+}
+
+impl ExporterConfig {
+    /// Settings with defaults that work for a node agent: batches of 500 flows or
+    /// 1 s, 100 000 flows held, 30 s for an acknowledgement.
+    pub fn new(endpoint: impl Into<String>, node_name: impl Into<String>) -> Self {
+        ExporterConfig {
+            endpoint: endpoint.into(),
+            node_name: node_name.into(),
+            batch_size: 500,
+            batch_delay: Duration::from_secs(1),
+            buffer_bound: 100_000,
+            ack_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(5),
+            backoff: Backoff::default(),
+        }
+    }
+}
+
+/// The state of the connection to the API server.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ConnectionState {
+    /// Waiting out a backoff delay after a failure.
+    #[default]
+    Disconnected = 0,
+    /// A connection attempt is under way.
+    Connecting = 1,
+    /// The push stream is open.
+    Connected = 2,
+}
+
+/// Live counters of an exporter, shared with the metrics endpoint.
+#[derive(Debug, Default)]
+pub struct ExportCounters {
+    flows_sent: AtomicU64,
+    flows_acked: AtomicU64,
+    batches_resent: AtomicU64,
+    reconnects: AtomicU64,
+    flows_dropped: AtomicU64,
+    buffered: AtomicU64,
+    state: AtomicU8,
+}
+
+/// A snapshot of [`ExportCounters`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExportStats {
+    /// Flows sent for the first time (resends are not counted again).
+    pub flows_sent: u64,
+    /// Flows the server acknowledged as durable.
+    pub flows_acked: u64,
+    /// Batches sent again on a new stream because they were not acknowledged.
+    pub batches_resent: u64,
+    /// Push streams opened after the first one.
+    pub reconnects: u64,
+    /// Flows dropped because the buffer was full.
+    pub flows_dropped: u64,
+    /// Flows held now: not yet sent, or sent and not yet acknowledged.
+    pub buffered: u64,
+    /// The connection's state now.
+    pub state: ConnectionState,
+}
+
+impl ExportCounters {
+    /// The counters now.
+    pub fn snapshot(&self) -> ExportStats {
+        ExportStats {
+            flows_sent: self.flows_sent.load(Ordering::Relaxed),
+            flows_acked: self.flows_acked.load(Ordering::Relaxed),
+            batches_resent: self.batches_resent.load(Ordering::Relaxed),
+            reconnects: self.reconnects.load(Ordering::Relaxed),
+            flows_dropped: self.flows_dropped.load(Ordering::Relaxed),
+            buffered: self.buffered.load(Ordering::Relaxed),
+            state: match self.state.load(Ordering::Relaxed) {
+                1 => ConnectionState::Connecting,
+                2 => ConnectionState::Connected,
+                _ => ConnectionState::Disconnected,
+            },
+        }
+    }
+
+    fn set_state(&self, state: ConnectionState) {
+        self.state.store(state as u8, Ordering::Relaxed);
+    }
+
+    fn add(counter: &AtomicU64, n: usize) {
+        counter.fetch_add(n as u64, Ordering::Relaxed);
+    }
+}
+
+/// What the exporter holds: records not yet in a batch, and sent batches not
+/// yet acknowledged, within the bound.
+struct Buffer {
+    node_name: String,
+    bound: usize,
+    batch_size: usize,
+    unsent: VecDeque<pb::Flow>,
+    unacked: VecDeque<pb::FlowBatch>,
+    unacked_flows: usize,
+    next_sequence: u64,
+    /// Drops since the buffer was last below its bound, for one log line per
+    /// episode rather than one per flow.
+    dropping: u64,
+    counters: Arc<ExportCounters>,
+}
+
+impl Buffer {
+    fn len(&self) -> usize {
+        self.unsent.len() + self.unacked_flows
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn update_gauge(&self) {
+        self.counters
+            .buffered
+            .store(self.len() as u64, Ordering::Relaxed);
+    }
+
+    /// Takes one flow from the pipeline, dropping the oldest unsent one if full.
+    fn push(&mut self, flow: pb::Flow) {
+        if self.len() >= self.bound {
+            if self.dropping == 0 {
+                tracing::warn!(
+                    bound = self.bound,
+                    unacked = self.unacked_flows,
+                    "export buffer full, dropping the oldest unsent flows"
+                );
+            }
+            self.dropping += 1;
+            ExportCounters::add(&self.counters.flows_dropped, 1);
+            if self.unsent.pop_front().is_none() {
+                // Everything held is in sent batches: the newcomer is the only
+                // unsent record, hence the oldest.
+                return;
+            }
+        } else if self.dropping > 0 {
+            tracing::info!(
+                dropped = self.dropping,
+                "export buffer below its bound again"
+            );
+            self.dropping = 0;
+        }
+        self.unsent.push_back(flow);
+        self.update_gauge();
+    }
+
+    /// A new batch from the unsent records: a full one, or with `partial` any
+    /// that are left. The batch is kept as unacknowledged.
+    fn take_batch(&mut self, partial: bool) -> Option<pb::FlowBatch> {
+        if self.unsent.is_empty() || (!partial && self.unsent.len() < self.batch_size) {
+            return None;
+        }
+        let n = self.unsent.len().min(self.batch_size);
+        let batch = pb::FlowBatch {
+            node_name: self.node_name.clone(),
+            sequence: self.next_sequence,
+            flows: self.unsent.drain(..n).collect(),
+        };
+        self.next_sequence += 1;
+        self.unacked_flows += n;
+        self.unacked.push_back(batch.clone());
+        ExportCounters::add(&self.counters.flows_sent, n);
+        Some(batch)
+    }
+
+    /// Releases every batch up to `sequence`.
+    fn ack(&mut self, sequence: u64) {
+        let mut acked = 0;
+        while let Some(batch) = self.unacked.front()
+            && batch.sequence <= sequence
+        {
+            acked += batch.flows.len();
+            self.unacked.pop_front();
+        }
+        if sequence >= self.next_sequence {
+            tracing::warn!(
+                sequence,
+                last_sent = self.next_sequence - 1,
+                "acknowledgement of a batch never sent"
+            );
+        }
+        self.unacked_flows -= acked;
+        ExportCounters::add(&self.counters.flows_acked, acked);
+        self.update_gauge();
+        tracing::debug!(sequence, flows = acked, "batches acknowledged");
+    }
+}
+
+/// The open push stream: where batches go, where acknowledgements come from.
+struct Stream {
+    batches: mpsc::UnboundedSender<pb::FlowBatch>,
+    acks: tonic::Streaming<pb::Ack>,
+}
+
+/// Streams flows to the API server. Build with [`Exporter::new`], keep
+/// [`Exporter::counters`] for the metrics, then [`Exporter::run`].
+pub struct Exporter {
+    config: ExporterConfig,
+    endpoint: Endpoint,
+    counters: Arc<ExportCounters>,
+}
+
+impl Exporter {
+    /// Checks the settings and prepares the endpoint; does not connect.
+    pub fn new(config: ExporterConfig) -> Result<Self> {
+        if config.batch_size == 0 {
+            return Err(Error::Config {
+                field: "batch_size",
+                reason: "must be at least 1",
+            });
+        }
+        if config.buffer_bound < config.batch_size {
+            return Err(Error::Config {
+                field: "buffer_bound",
+                reason: "must be at least batch_size",
+            });
+        }
+        if config.backoff.initial.is_zero() || config.backoff.max < config.backoff.initial {
+            return Err(Error::Config {
+                field: "backoff",
+                reason: "initial must be positive and at most max",
+            });
+        }
+        let endpoint = Endpoint::from_shared(config.endpoint.clone())
+            .map_err(|source| Error::Endpoint {
+                endpoint: config.endpoint.clone(),
+                source,
+            })?
+            .connect_timeout(config.connect_timeout)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(10))
+            .keep_alive_while_idle(true);
+        Ok(Exporter {
+            config,
+            endpoint,
+            counters: Arc::default(),
+        })
+    }
+
+    /// The live counters.
+    pub fn counters(&self) -> Arc<ExportCounters> {
+        self.counters.clone()
+    }
+
+    /// Runs until the pipeline's channel is closed and every flow held is
+    /// acknowledged. With the server unreachable that may be never: callers
+    /// that stop wrap this in a timeout, and what is still held is lost.
+    pub async fn run(self, mut flows: mpsc::Receiver<pb::Flow>) {
+        let mut buffer = Buffer {
+            node_name: self.config.node_name.clone(),
+            bound: self.config.buffer_bound,
+            batch_size: self.config.batch_size,
+            unsent: VecDeque::new(),
+            unacked: VecDeque::new(),
+            unacked_flows: 0,
+            next_sequence: 1,
+            dropping: 0,
+            counters: self.counters.clone(),
+        };
+        let mut input_open = true;
+        let mut failures = 0u32;
+        let mut connected_before = false;
+        let mut rng = jitter_seed(&self.config.node_name);
+        loop {
+            self.counters.set_state(ConnectionState::Connecting);
+            let connect = connect(self.endpoint.clone(), self.config.connect_timeout);
+            tokio::pin!(connect);
+            let connected = loop {
+                tokio::select! {
+                    result = &mut connect => break result,
+                    flow = flows.recv(), if input_open => match flow {
+                        Some(flow) => buffer.push(flow),
+                        None => input_open = false,
+                    },
+                }
+            };
+            let error = match connected {
+                Ok(stream) => {
+                    failures = 0;
+                    if connected_before {
+                        ExportCounters::add(&self.counters.reconnects, 1);
+                    }
+                    connected_before = true;
+                    self.counters.set_state(ConnectionState::Connected);
+                    match self
+                        .session(&mut buffer, &mut flows, &mut input_open, stream)
+                        .await
+                    {
+                        Ok(()) => {
+                            self.counters.set_state(ConnectionState::Disconnected);
+                            tracing::info!("export finished: every flow acknowledged");
+                            return;
+                        }
+                        Err(e) => e,
+                    }
+                }
+                Err(e) => e,
+            };
+            self.counters.set_state(ConnectionState::Disconnected);
+            let delay = self.config.backoff.delay(failures, &mut rng);
+            failures = failures.saturating_add(1);
+            tracing::warn!(
+                error = %error,
+                endpoint = %self.config.endpoint,
+                failures,
+                retry_in = ?delay,
+                unacked_batches = buffer.unacked.len(),
+                buffered = buffer.len(),
+                "export stream down, reconnecting after backoff"
+            );
+            let until = Instant::now() + delay;
+            loop {
+                tokio::select! {
+                    () = sleep_until(until) => break,
+                    flow = flows.recv(), if input_open => match flow {
+                        Some(flow) => buffer.push(flow),
+                        None => input_open = false,
+                    },
+                }
+            }
+            if !input_open && buffer.is_empty() {
+                return;
+            }
+        }
+    }
+
+    /// One push stream: sends the unacknowledged batches again, then new ones,
+    /// until the stream fails (`Err`) or the input is closed and everything is
+    /// acknowledged (`Ok`).
+    async fn session(
+        &self,
+        buffer: &mut Buffer,
+        flows: &mut mpsc::Receiver<pb::Flow>,
+        input_open: &mut bool,
+        mut stream: Stream,
+    ) -> Result<()> {
+        let resent = buffer.unacked.len();
+        for batch in &buffer.unacked {
+            stream
+                .batches
+                .send(batch.clone())
+                .map_err(|_| Error::Closed)?;
+        }
+        ExportCounters::add(&self.counters.batches_resent, resent);
+        tracing::info!(
+            endpoint = %self.config.endpoint,
+            resent_batches = resent,
+            buffered = buffer.len(),
+            "export stream open"
+        );
+        let mut last_progress = Instant::now();
+        let mut batch_deadline: Option<Instant> = None;
+        let mut flush_partial = false;
+        loop {
+            let had_unacked = !buffer.unacked.is_empty();
+            while let Some(batch) = buffer.take_batch(flush_partial || !*input_open) {
+                stream.batches.send(batch).map_err(|_| Error::Closed)?;
+            }
+            flush_partial = false;
+            if !had_unacked && !buffer.unacked.is_empty() {
+                last_progress = Instant::now();
+            }
+            if !*input_open && buffer.is_empty() {
+                return Ok(());
+            }
+            if buffer.unsent.is_empty() {
+                batch_deadline = None;
+            } else if batch_deadline.is_none() {
+                batch_deadline = Some(Instant::now() + self.config.batch_delay);
+            }
+            let ack_deadline =
+                (!buffer.unacked.is_empty()).then(|| last_progress + self.config.ack_timeout);
+            tokio::select! {
+                flow = flows.recv(), if *input_open => match flow {
+                    Some(flow) => buffer.push(flow),
+                    None => *input_open = false,
+                },
+                ack = stream.acks.message() => match ack {
+                    Ok(Some(ack)) => {
+                        buffer.ack(ack.sequence);
+                        last_progress = Instant::now();
+                    }
+                    Ok(None) => return Err(Error::Closed),
+                    Err(status) => return Err(Error::Stream(status)),
+                },
+                () = sleep_opt(batch_deadline) => {
+                    flush_partial = true;
+                    batch_deadline = None;
+                }
+                () = sleep_opt(ack_deadline) => {
+                    return Err(Error::AckTimeout(self.config.ack_timeout));
+                }
+            }
+        }
+    }
+}
+
+/// Connects and opens the push stream, within `timeout`.
+async fn connect(endpoint: Endpoint, timeout: Duration) -> Result<Stream> {
+    let open = async {
+        let channel = endpoint.connect().await.map_err(Error::Connect)?;
+        let mut client = IngestClient::new(channel);
+        let (batches, rx) = mpsc::unbounded_channel();
+        let acks = client
+            .push(UnboundedReceiverStream::new(rx))
+            .await
+            .map_err(Error::Refused)?
+            .into_inner();
+        Ok(Stream { batches, acks })
+    };
+    tokio::time::timeout(timeout, open)
+        .await
+        .map_err(|_| Error::ConnectTimeout(timeout))?
+}
+
+async fn sleep_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn jitter_seed(node_name: &str) -> u64 {
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let name = node_name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
+    (nanos ^ name) | 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_max() {
+        let backoff = Backoff {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(1),
+            jitter: false,
+        };
+        let mut rng = 1;
+        let delays: Vec<_> = (0..6).map(|a| backoff.delay(a, &mut rng)).collect();
+        assert_eq!(
+            delays,
+            [100, 200, 400, 800, 1000, 1000].map(Duration::from_millis)
+        );
+        assert_eq!(backoff.delay(u32::MAX, &mut rng), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn jittered_backoff_stays_within_half_and_full() {
+        let backoff = Backoff {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(1),
+            jitter: true,
+        };
+        let mut rng = jitter_seed("node");
+        for attempt in 0..10 {
+            let full = Backoff {
+                jitter: false,
+                ..backoff
+            }
+            .delay(attempt, &mut rng);
+            let d = backoff.delay(attempt, &mut rng);
+            assert!(d >= full / 2 && d <= full, "{d:?} vs {full:?}");
+        }
+    }
+
+    #[test]
+    fn config_is_checked() {
+        let mut config = ExporterConfig::new("http://127.0.0.1:1", "n");
+        config.buffer_bound = config.batch_size - 1;
+        assert!(matches!(
+            Exporter::new(config),
+            Err(Error::Config {
+                field: "buffer_bound",
+                ..
+            })
+        ));
+        assert!(matches!(
+            Exporter::new(ExporterConfig::new("not a uri", "n")),
+            Err(Error::Endpoint { .. })
+        ));
+    }
+}

@@ -1,0 +1,27 @@
+//! netverdict's node agent. Kernel events flow one way through small stages:
+//!
+//! 1. source: decoded events from the eBPF probes (`netverdict-ebpf`);
+//! 2. [`correlate`]: attempts joined with outcomes and drops, DNS queries with
+//!    responses, into observations;
+//! 3. [`annotate`]: endpoints resolved against the cluster state (pods, Services
+//!    after DNAT, nodes, the world), the policy verdict and its explanation, the
+//!    kernel's outcome and any mismatch;
+//! 4. [`aggregate`]: repeated attempts merged per window, then rendered as
+//!    protobuf flows once per record;
+//! 5. [`export`]: flows streamed to the API server in acknowledged batches,
+//!    buffered within a bound while it is unreachable; and a ring of recent
+//!    flows ([`pipeline`]) served by the [`observer`] gRPC API.
+//!
+//! The cluster state the annotator reads is kept by [`cluster`]: sources that keep
+//! the policy engine's [`ClusterState`](netverdict_policy::ClusterState) equal to
+//! the cluster's, from Kubernetes watches ([`cluster::kube`]) or from manifest
+//! files ([`cluster::manifests`]), shared with readers through
+//! [`cluster::SharedState`].
+
+pub mod aggregate;
+pub mod annotate;
+pub mod cluster;
+pub mod correlate;
+pub mod export;
+pub mod observer;
+pub mod pipeline;

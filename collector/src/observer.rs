@@ -1,0 +1,293 @@
+//! The Observer gRPC service over the collector's ring of recent flows.
+//!
+//! `GetFlows` compiles the request's filters once ([`FlowPredicate`]), takes the
+//! matching held flows in the time window and, with `follow`, subscribes to new
+//! flows *under the same lock* as the snapshot, so a follower sees every flow
+//! exactly once: held ones from the snapshot, later ones from the broadcast.
+//!
+//! A follower that falls behind the broadcast (it holds as many flows as the
+//! ring, at least 16) is not silently skipped ahead: its stream ends with
+//! `RESOURCE_EXHAUSTED`, naming how many flows it missed, and the client can
+//! reconnect with `since`. Each such end is counted ([`ObserverService::lagged`]).
+//!
+//! The service reads the ring through [`RingSource`], a one-method seam: the
+//! daemon shares its [`Pipeline`], tests share a bare [`FlowRing`].
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use futures::Stream;
+use netverdict_proto::filter::FlowPredicate;
+use netverdict_proto::v1 as pb;
+use pb::observer_server::{Observer, ObserverServer};
+use prost_types::Timestamp;
+use tokio::sync::{Mutex, broadcast, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use crate::pipeline::{FlowRing, Pipeline};
+
+/// How many flows `GetFlows` sends when `number` is 0 and `follow` is not set.
+pub const DEFAULT_NUMBER: u64 = 20;
+
+/// Gives the service brief access to a ring of flows.
+pub trait RingSource: Send + Sync + 'static {
+    /// Runs `f` on the ring while holding whatever lock guards it.
+    fn with_ring<R: Send>(
+        &self,
+        f: impl FnOnce(&FlowRing) -> R + Send,
+    ) -> impl Future<Output = R> + Send;
+}
+
+impl RingSource for Arc<Mutex<Pipeline>> {
+    async fn with_ring<R: Send>(&self, f: impl FnOnce(&FlowRing) -> R + Send) -> R {
+        f(self.lock().await.ring())
+    }
+}
+
+impl RingSource for Arc<Mutex<FlowRing>> {
+    async fn with_ring<R: Send>(&self, f: impl FnOnce(&FlowRing) -> R + Send) -> R {
+        f(&*self.lock().await)
+    }
+}
+
+/// The Observer service of one collector. Clones share the source and the
+/// lag counter, so one can be kept to read [`lagged`](Self::lagged).
+#[derive(Debug, Clone)]
+pub struct ObserverService<S> {
+    source: S,
+    lagged: Arc<AtomicU64>,
+}
+
+impl<S: RingSource> ObserverService<S> {
+    /// A service reading `source`.
+    pub fn new(source: S) -> Self {
+        ObserverService {
+            source,
+            lagged: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// The service, wrapped for `tonic::transport::Server::add_service`.
+    pub fn into_server(self) -> ObserverServer<Self> {
+        ObserverServer::new(self)
+    }
+
+    /// How many follow streams ended because the follower fell behind.
+    pub fn lagged(&self) -> u64 {
+        self.lagged.load(Ordering::Relaxed)
+    }
+}
+
+/// The request's time window: flows last seen at or after `since` and first
+/// seen before `until`. A flow without the needed timestamp is outside a set bound.
+#[derive(Debug, Clone, Default)]
+struct Window {
+    since: Option<Timestamp>,
+    until: Option<Timestamp>,
+}
+
+fn key(t: &Timestamp) -> (i64, i32) {
+    (t.seconds, t.nanos)
+}
+
+impl Window {
+    fn contains(&self, flow: &pb::Flow) -> bool {
+        let after = self.since.as_ref().is_none_or(|since| {
+            flow.last_seen
+                .as_ref()
+                .is_some_and(|l| key(l) >= key(since))
+        });
+        let before = self.until.as_ref().is_none_or(|until| {
+            flow.first_seen
+                .as_ref()
+                .is_some_and(|f| key(f) < key(until))
+        });
+        after && before
+    }
+}
+
+type FlowStream = Pin<Box<dyn Stream<Item = Result<pb::GetFlowsResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl<S: RingSource> Observer for ObserverService<S> {
+    type GetFlowsStream = FlowStream;
+
+    async fn get_flows(
+        &self,
+        request: Request<pb::GetFlowsRequest>,
+    ) -> Result<Response<FlowStream>, Status> {
+        let req = request.into_inner();
+        let predicate = FlowPredicate::new(&req.include, &req.exclude)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        if req.first && req.follow {
+            return Err(Status::invalid_argument(
+                "first and follow together: follow continues after the last flows",
+            ));
+        }
+        let window = Window {
+            since: req.since,
+            until: req.until,
+        };
+        let limit = match (req.number, req.follow) {
+            (0, false) => Some(DEFAULT_NUMBER),
+            (0, true) => None,
+            (n, _) => Some(n),
+        };
+        let limit = limit.map(|n| usize::try_from(n).unwrap_or(usize::MAX));
+        let (history, follower) = {
+            let (predicate, window) = (&predicate, &window);
+            self.source
+                .with_ring(move |ring| {
+                    let mut matching = ring
+                        .flows()
+                        .filter(|f| window.contains(f) && predicate.matches(f));
+                    let history: Vec<pb::Flow> = match (limit, req.first) {
+                        (Some(n), true) => matching.by_ref().take(n).cloned().collect(),
+                        (Some(n), false) => {
+                            let all: Vec<&pb::Flow> = matching.collect();
+                            all[all.len().saturating_sub(n)..]
+                                .iter()
+                                .map(|f| (*f).clone())
+                                .collect()
+                        }
+                        (None, _) => matching.cloned().collect(),
+                    };
+                    (history, req.follow.then(|| ring.subscribe()))
+                })
+                .await
+        };
+        let (tx, rx) = mpsc::channel(64);
+        let lagged = self.lagged.clone();
+        tokio::spawn(async move {
+            for flow in history {
+                if tx
+                    .send(Ok(pb::GetFlowsResponse { flow: Some(flow) }))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            if let Some(follower) = follower {
+                follow(follower, predicate, window, tx, lagged).await;
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn server_status(
+        &self,
+        _request: Request<pb::ServerStatusRequest>,
+    ) -> Result<Response<pb::ServerStatusResponse>, Status> {
+        let status = self
+            .source
+            .with_ring(|ring| {
+                let oldest = ring
+                    .flows()
+                    .filter_map(|f| f.first_seen.as_ref())
+                    .min_by_key(|t| key(t))
+                    .cloned();
+                let newest = ring
+                    .flows()
+                    .filter_map(|f| f.last_seen.as_ref())
+                    .max_by_key(|t| key(t))
+                    .cloned();
+                pb::ServerStatusResponse {
+                    flows_stored: ring.len() as u64,
+                    flows_dropped: ring.evicted(),
+                    oldest,
+                    newest,
+                }
+            })
+            .await;
+        Ok(Response::new(status))
+    }
+}
+
+/// Sends new matching flows until the client goes away or the ring closes; a
+/// lagging follower's stream ends with `RESOURCE_EXHAUSTED`.
+async fn follow(
+    mut follower: broadcast::Receiver<pb::Flow>,
+    predicate: FlowPredicate,
+    window: Window,
+    tx: mpsc::Sender<Result<pb::GetFlowsResponse, Status>>,
+    lagged: Arc<AtomicU64>,
+) {
+    loop {
+        let received = tokio::select! {
+            received = follower.recv() => received,
+            () = tx.closed() => return,
+        };
+        match received {
+            Ok(flow) => {
+                if window.contains(&flow)
+                    && predicate.matches(&flow)
+                    && tx
+                        .send(Ok(pb::GetFlowsResponse { flow: Some(flow) }))
+                        .await
+                        .is_err()
+                {
+                    return;
+                }
+            }
+            Err(broadcast::error::RecvError::Lagged(missed)) => {
+                lagged.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(missed, "observer follower fell behind; ending its stream");
+                let _ = tx
+                    .send(Err(Status::resource_exhausted(format!(
+                        "follower fell behind: {missed} flows missed; reconnect with since"
+                    ))))
+                    .await;
+                return;
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::SharedState;
+    use crate::pipeline::PipelineConfig;
+
+    #[tokio::test]
+    async fn serves_a_shared_pipeline() {
+        let pipeline = Pipeline::new(PipelineConfig::default(), SharedState::default());
+        let service = ObserverService::new(Arc::new(Mutex::new(pipeline)));
+        let status = service
+            .server_status(Request::new(pb::ServerStatusRequest {}))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!((status.flows_stored, status.flows_dropped), (0, 0));
+        assert_eq!(status.oldest, None);
+    }
+
+    #[test]
+    fn window_bounds() {
+        let at = |s| {
+            Some(Timestamp {
+                seconds: s,
+                nanos: 0,
+            })
+        };
+        let flow = pb::Flow {
+            first_seen: at(10),
+            last_seen: at(20),
+            ..Default::default()
+        };
+        let w = |since, until| Window { since, until };
+        assert!(w(None, None).contains(&flow));
+        assert!(w(at(20), at(11)).contains(&flow));
+        assert!(!w(at(21), None).contains(&flow), "last seen before since");
+        assert!(!w(None, at(10)).contains(&flow), "first seen at until");
+        assert!(
+            !w(at(0), None).contains(&pb::Flow::default()),
+            "no timestamps"
+        );
+        assert!(w(None, None).contains(&pb::Flow::default()));
+    }
+}
