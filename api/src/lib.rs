@@ -1,0 +1,3 @@
+//! netverdict API server: flow ingest, ClickHouse and in-memory stores, queries
+//!
+//! Not built yet: see the open issues.

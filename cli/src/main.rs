@@ -1,0 +1,69 @@
+//! The one `netverdict` binary: parses the command line and wires the crates
+//! together. Each subcommand lives in its own module; this file only dispatches.
+
+mod capture;
+mod lab;
+mod policy_cmds;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+/// Policy-aware flow observability for Kubernetes NetworkPolicy.
+#[derive(Parser)]
+#[command(name = "netverdict", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Decide flows read as JSON lines (file or stdin): one verdict line per input.
+    Verdicts(policy_cmds::VerdictsArgs),
+    /// Explain for a person what NetworkPolicy says about one flow, and why.
+    Explain(policy_cmds::ExplainArgs),
+    /// Report the pitfalls of a cluster's policies (DNS, selectors, named ports).
+    Lint(policy_cmds::LintArgs),
+    /// Print what the eBPF probes see (connection attempts, DNS, kernel drops) as
+    /// JSON lines, until stopped (as root).
+    Capture(capture::CaptureArgs),
+    /// A cluster on this machine: pods as network namespaces, NetworkPolicy
+    /// enforced by nftables, probes from inside pods (as root).
+    Lab(lab::LabArgs),
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Verdicts(args) => policy_cmds::verdicts(args),
+        Command::Explain(args) => policy_cmds::explain(args),
+        Command::Lint(args) => policy_cmds::lint(args),
+        Command::Capture(args) => capture::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Lab(args) => lab::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("netverdict: {err:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// A closed stdout (`netverdict verdicts | head`) ends the program quietly.
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}

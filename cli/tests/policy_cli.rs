@@ -1,0 +1,209 @@
+//! The policy subcommands through the real binary: `verdicts` keeps input order
+//! and answers bad lines with error lines, `explain` and `lint` use their exit
+//! statuses, and bad manifests fail with the file, object and field.
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+const SEED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../lab/examples/seed");
+
+fn netverdict(args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_netverdict"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("netverdict runs");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn json_lines(out: &Output) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+#[test]
+fn verdicts_answers_every_line_in_order() {
+    let input = [
+        r#"{"src":"shop/np-client","dst":"default/api","port":8080}"#,
+        r#"{"src":"default/np-client","dst":"kube-system/coredns","port":53,"protocol":"UDP"}"#,
+        "",
+        "not json",
+        r#"{"src":"default/nope","dst":"default/api","port":8080}"#,
+        r#"{"src":"10.244.2.20","dst":"10.244.1.10","port":8080,"protocol":"tcp"}"#,
+        r#"{"src":"default/api","dst":"203.0.113.9","port":443,"protocol":"QUIC"}"#,
+    ]
+    .join("\n");
+    let out = netverdict(&["verdicts", "--cluster", SEED], &input);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines = json_lines(&out);
+    assert_eq!(lines.len(), 6, "one line per non-blank input: {lines:?}");
+    assert_eq!(lines[0]["verdict"], "deny");
+    assert_eq!(lines[0]["ingress"]["status"], "denied");
+    assert_eq!(
+        lines[0]["ingress"]["selected_by"],
+        serde_json::json!(["default/api-from-web", "default/default-deny"])
+    );
+    assert_eq!(
+        lines[0]["ingress"]["nearest_miss"]["policy"],
+        "default/api-from-web"
+    );
+    assert_eq!(lines[1]["verdict"], "allow");
+    assert_eq!(
+        lines[1]["egress"]["allowed_by"][0]["policy"],
+        "default/allow-dns-egress"
+    );
+    assert_eq!(lines[2]["line"], 4);
+    assert!(
+        lines[2]["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("invalid flow")
+    );
+    assert_eq!(lines[3]["line"], 5);
+    assert_eq!(lines[3]["error"], "unknown pod default/nope");
+    assert_eq!(lines[4]["src_pod"], "shop/np-client");
+    assert_eq!(lines[4]["dst_pod"], "default/api");
+    assert_eq!(lines[4]["verdict"], "deny");
+    assert!(lines[5]["error"].as_str().unwrap().contains("QUIC"));
+}
+
+#[test]
+fn verdicts_reads_a_flows_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("flows.jsonl");
+    std::fs::write(
+        &path,
+        r#"{"src":"shop/np-client","dst":"default/api","port":5432}"#,
+    )
+    .unwrap();
+    let out = netverdict(
+        &[
+            "verdicts",
+            "--cluster",
+            SEED,
+            "--flows",
+            path.to_str().unwrap(),
+        ],
+        "",
+    );
+    let lines = json_lines(&out);
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0]["verdict"], "deny");
+}
+
+#[test]
+fn explain_exit_status_follows_the_verdict() {
+    let out = netverdict(
+        &[
+            "explain",
+            "--cluster",
+            SEED,
+            "--from",
+            "shop/np-client",
+            "--to",
+            "default/api",
+            "--port",
+            "8080",
+        ],
+        "",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.starts_with("DENY: shop/np-client -> default/api TCP/8080"),
+        "{text}"
+    );
+    assert!(
+        text.contains("needs source namespace label team=web; namespace shop has team=payments"),
+        "{text}"
+    );
+
+    let out = netverdict(
+        &[
+            "explain",
+            "--cluster",
+            SEED,
+            "--from",
+            "default/np-client",
+            "--to",
+            "kube-system/coredns",
+            "--port",
+            "53",
+            "--protocol",
+            "UDP",
+            "-o",
+            "json",
+        ],
+        "",
+    );
+    assert_eq!(out.status.code(), Some(0));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["verdict"], "allow");
+}
+
+#[test]
+fn lint_flags_dns_broken_by_default_deny() {
+    let cluster = format!("{SEED}/cluster.yaml");
+    let deny = format!("{SEED}/policies/default-deny.yaml");
+    let out = netverdict(
+        &[
+            "lint",
+            "--cluster",
+            &cluster,
+            "--cluster",
+            &deny,
+            "-o",
+            "json",
+        ],
+        "",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let findings: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        findings
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["code"] == "dns-egress-blocked" && f["policy"] == "default/default-deny"),
+        "{findings}"
+    );
+    let out = netverdict(&["lint", "--cluster", SEED], "");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[test]
+fn bad_manifests_fail_with_file_object_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.yaml");
+    std::fs::write(
+        &path,
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p, namespace: x}\nspec:\n  podSelector: {}\n  ingress:\n  - from: [{ipBlock: {cidr: nope}}]\n",
+    )
+    .unwrap();
+    let out = netverdict(&["lint", "--cluster", path.to_str().unwrap()], "");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.yaml (document 1): NetworkPolicy x/p: spec.ingress[0].from[0].ipBlock.cidr: invalid CIDR \"nope\""),
+        "{err}"
+    );
+}
