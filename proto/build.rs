@@ -9,6 +9,7 @@ const PROTOS: &[&str] = &[
     "proto/netverdict/v1/flow.proto",
     "proto/netverdict/v1/ingest.proto",
     "proto/netverdict/v1/observer.proto",
+    "proto/netverdict/v1/query.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -1,3 +1,7 @@
-//! netverdict API server: flow ingest, ClickHouse and in-memory stores, queries
+//! netverdict's API server: receives flows from every node's collector over
+//! gRPC, stores them in ClickHouse or a bounded in-memory store, and answers
+//! flow queries and incident reports.
 //!
-//! Not built yet: see the open issues.
+//! - [`store`]: the interface both stores implement.
+
+pub mod store;

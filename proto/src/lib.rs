@@ -6,6 +6,8 @@
 //!   acknowledges them once durable;
 //! - `observer.proto`: flow queries with per-dimension filters, served by the API
 //!   server and by each collector.
+//! - `query.proto`: the API server's incident views (denied flows grouped by
+//!   workload, DNS breakage by pod).
 //!
 //! [`filter`] compiles the observer's `FlowFilter`s into predicates, shared by
 //! every server of the observer API.

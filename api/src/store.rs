@@ -1,0 +1,120 @@
+//! The store interface: what ingest writes and what queries read. Two stores
+//! implement it: ClickHouse for real deployments and a bounded in-memory store
+//! for the demo and single nodes. Both answer every query the same way; the
+//! server around them (ingest, follow streams, cluster state) is shared.
+
+use std::future::Future;
+use std::time::SystemTime;
+
+use netverdict_proto::v1 as pb;
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A query's filter does not compile (names the field and value).
+    #[error(transparent)]
+    Filter(#[from] netverdict_proto::filter::FilterError),
+    /// A flow cannot be stored (names the flow id and field).
+    #[error("flow {id}: {field}: {reason}")]
+    InvalidFlow {
+        /// The flow's id.
+        id: String,
+        /// The offending field.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The backend failed; the operation may be retried.
+    #[error("{backend}: {message}")]
+    Backend {
+        /// Which store ("clickhouse", "spool", "memory").
+        backend: &'static str,
+        /// What went wrong, with context.
+        message: String,
+    },
+}
+
+/// The result of store operations.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// What an insert did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct InsertOutcome {
+    /// Flows newly stored (or spooled to disk for a later store).
+    pub stored: usize,
+    /// Flows skipped because a flow with the same id was already stored.
+    pub duplicates: usize,
+}
+
+/// A flow query: the observer API's `GetFlows` without `follow`.
+#[derive(Debug, Clone, Default)]
+pub struct FlowQuery {
+    /// Flows matching any of these (or every flow when empty).
+    pub include: Vec<pb::FlowFilter>,
+    /// Flows matching none of these.
+    pub exclude: Vec<pb::FlowFilter>,
+    /// Flows last seen at or after this time.
+    pub since: Option<SystemTime>,
+    /// Flows last seen before this time.
+    pub until: Option<SystemTime>,
+    /// The most flows to return; 0 means no limit.
+    pub limit: usize,
+    /// The oldest `limit` flows instead of the newest.
+    pub first: bool,
+}
+
+/// A report query (`netverdict denied`, `netverdict dns`).
+#[derive(Debug, Clone, Default)]
+pub struct ReportQuery {
+    /// Flows last seen at or after this time.
+    pub since: Option<SystemTime>,
+    /// Flows last seen before this time.
+    pub until: Option<SystemTime>,
+    /// Flows with an endpoint in one of these namespaces; empty means all.
+    pub namespaces: Vec<String>,
+    /// The most groups to return.
+    pub limit: usize,
+}
+
+/// What a store holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoreStatus {
+    /// Flow records stored.
+    pub flows_stored: u64,
+    /// Flow records evicted or expired (memory bound, retention).
+    pub flows_dropped: u64,
+    /// The oldest and newest `last_seen` stored.
+    pub oldest: Option<SystemTime>,
+    /// The newest `last_seen` stored.
+    pub newest: Option<SystemTime>,
+}
+
+/// A flow store. Every flow is a `pb::Flow` whose `id` ("node/run/sequence") is
+/// unique: storing a flow twice is a no-op, so a retried batch is stored once.
+pub trait Store: Send + Sync + 'static {
+    /// Stores flows; returns once they are durable (for ClickHouse: inserted,
+    /// or spooled to local disk while the server is unreachable). Flows already
+    /// stored are skipped and counted as duplicates.
+    fn insert(&self, flows: Vec<pb::Flow>) -> impl Future<Output = Result<InsertOutcome>> + Send;
+
+    /// Flows matching a query, ordered by `last_seen` ascending (oldest first),
+    /// at most `limit` of them (the newest ones unless `first`).
+    fn flows(&self, query: &FlowQuery) -> impl Future<Output = Result<Vec<pb::Flow>>> + Send;
+
+    /// Denied flows grouped by source and destination workload, protocol,
+    /// destination port and denying policies, the largest count first.
+    fn denied(
+        &self,
+        query: &ReportQuery,
+    ) -> impl Future<Output = Result<Vec<pb::DeniedGroup>>> + Send;
+
+    /// DNS queries that were dropped, unanswered or answered with an error,
+    /// grouped by pod, name, type, outcome and rcode, the largest count first.
+    fn dns_failures(
+        &self,
+        query: &ReportQuery,
+    ) -> impl Future<Output = Result<Vec<pb::DnsFailure>>> + Send;
+
+    /// What the store holds.
+    fn status(&self) -> impl Future<Output = Result<StoreStatus>> + Send;
+}
