@@ -9,6 +9,7 @@ packages=(
     nftables iproute2 dnsmasq-base     # the lab: netns pods, enforcement, cluster DNS
     clickhouse-server clickhouse-client curl  # the flow store and its tests
     linux-perf                         # profiling the benchmarks (optional but cheap)
+    python3 python3-venv               # the deployment tests (deploy/test, kubernetes-validate)
 )
 missing=()
 for p in "${packages[@]}"; do
@@ -27,3 +28,16 @@ if ! command -v cargo >/dev/null; then
     echo "install-deps: cargo not found: install Rust >= 1.89 with rustup" >&2
     exit 1
 fi
+if ! command -v kubectl >/dev/null; then
+    echo "install-deps: kubectl is missing (the deployment tests render deploy/ with it):" \
+        "install kubectl >= 1.27 from https://kubernetes.io/docs/tasks/tools/" \
+        "(Debian's kubernetes-client is too old for kustomize components)" >&2
+    exit 1
+fi
+# The deployment tests' Python packages, pinned, in a venv of their own.
+venv=${NETVERDICT_VENV:-$(cd "$(dirname "$0")/.." && pwd)/.venv}
+if [ ! -x "$venv/bin/python" ]; then
+    python3 -m venv "$venv"
+fi
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+    -r "$(dirname "$0")/../deploy/test/requirements.txt"

@@ -21,3 +21,5 @@ if nft list tables 2>/dev/null | grep -q 'netverdict'; then
     echo "test.sh: nftables tables left behind in the root namespace" >&2
     exit 1
 fi
+# The manifests in deploy/ and the Dockerfile.
+scripts/test-deploy.sh
