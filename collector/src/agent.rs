@@ -250,14 +250,18 @@ impl Agent {
 
         // The events.
         let losses = Arc::new(StdMutex::new(None::<LossCounters>));
-        let (events_tx, events_rx) = mpsc::channel(65_536);
-        let reader = match events {
+        let (reader, events_rx) = match events {
             EventSource::Probes(probe_config) => {
                 let probes = netverdict_ebpf::Probes::load(&probe_config)?;
                 let stream = probes.into_stream()?;
-                tokio::spawn(read_probes(stream, events_tx, losses.clone()))
+                let (tx, rx) = mpsc::channel(65_536);
+                (
+                    Some(tokio::spawn(read_probes(stream, tx, losses.clone()))),
+                    rx,
+                )
             }
-            EventSource::Channel(rx) => tokio::spawn(forward(rx, events_tx)),
+            // Straight to the pipeline: a flush then sees every event sent before it.
+            EventSource::Channel(rx) => (None, rx),
         };
 
         // The exporter.
@@ -365,7 +369,7 @@ pub struct AgentHandle {
     control: mpsc::Sender<Control>,
     exporter: Option<(Arc<ExportCounters>, Flusher, JoinHandle<()>)>,
     inputs: Arc<MetricsInputs>,
-    reader: JoinHandle<()>,
+    reader: Option<JoinHandle<()>>,
     pipeline_task: JoinHandle<()>,
     tasks: Vec<JoinHandle<()>>,
     stop: watch::Sender<bool>,
@@ -377,7 +381,13 @@ pub struct AgentHandle {
 impl Drop for AgentHandle {
     fn drop(&mut self) {
         self.stop.send_replace(true);
-        self.reader.abort();
+        if let Some(reader) = &self.reader {
+            reader.abort();
+        }
+        self.pipeline_task.abort();
+        if let Some((_, _, exporter)) = &self.exporter {
+            exporter.abort();
+        }
         for task in &self.tasks {
             task.abort();
         }
@@ -486,10 +496,13 @@ impl AgentHandle {
     /// `flush_timeout` for the exporter to be done, then stops the servers.
     /// Returns the exporter's final counters.
     pub async fn shutdown(mut self) -> Result<Option<ExportStats>> {
-        self.reader.abort();
-        let _ = (&mut self.reader).await;
-        // With the reader gone the pipeline's input ends: it flushes and ends,
-        // closing the exporter's input.
+        if let Some(reader) = self.reader.take() {
+            reader.abort();
+            let _ = reader.await;
+        }
+        // The pipeline takes what was delivered, flushes everything and ends,
+        // closing the exporter's input. (It may have ended already.)
+        let _ = self.control.send(Control::Stop).await;
         let pipeline_done = tokio::time::timeout(self.flush_timeout, &mut self.pipeline_task).await;
         let mut result = Ok(());
         if pipeline_done.is_err() {
@@ -595,17 +608,6 @@ async fn read_probes(
         };
         let failed = item.is_err();
         if tx.send(item).await.is_err() || failed {
-            return;
-        }
-    }
-}
-
-async fn forward(
-    mut rx: mpsc::Receiver<Result<StreamItem, StreamError>>,
-    tx: mpsc::Sender<Result<StreamItem, StreamError>>,
-) {
-    while let Some(item) = rx.recv().await {
-        if tx.send(item).await.is_err() {
             return;
         }
     }

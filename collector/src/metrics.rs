@@ -34,7 +34,9 @@ pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CON
 pub struct Snapshot {
     /// The pipeline's counters.
     pub pipeline: PipelineCounters,
-    /// The probes' loss counters (None before the probes ran).
+    /// The probes' own counters, read from the kernel (None without probes);
+    /// their ring-buffer losses also reach the pipeline as `Lost` items, which
+    /// is what `kernel_events_lost` counts.
     pub losses: Option<LossCounters>,
     /// The exporter's counters (None when not exporting).
     pub export: Option<ExportStats>,
@@ -182,7 +184,7 @@ impl Collector for Snapshot {
             "Observations (attempts with their outcome) annotated before aggregation.",
             one(p.annotated),
         )?;
-        let losses = self.losses.unwrap_or_default();
+        let lost = &p.lost;
         counters(
             &mut e,
             "netverdict_collector_kernel_events_lost",
@@ -194,15 +196,16 @@ impl Collector for Snapshot {
                     [
                         (
                             vec![("kind", kind_label(kind)), ("cause", "ring_buffer_full")],
-                            losses.ring_buffer_full.get(kind),
+                            lost.ring_buffer_full.get(kind),
                         ),
                         (
                             vec![("kind", kind_label(kind)), ("cause", "decode_error")],
-                            losses.decode_errors.get(kind),
+                            lost.decode_errors.get(kind),
                         ),
                     ]
                 }),
         )?;
+        let losses = self.losses.unwrap_or_default();
         counters(
             &mut e,
             "netverdict_collector_kernel_events_not_emitted",

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use netverdict_ebpf::{StreamItem, stream::StreamError};
+use netverdict_ebpf::{EventKind, LossCause, LossCounters, StreamItem, stream::StreamError};
 use netverdict_proto::v1 as pb;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
@@ -59,6 +59,8 @@ pub struct PipelineCounters {
     pub events_ignored: u64,
     /// Kernel events the probes or the decoder lost, as the stream reported them.
     pub events_lost: u64,
+    /// The same losses by kind and cause (`ring_buffer_full`, `decode_errors`).
+    pub lost: LossCounters,
     /// Observations annotated.
     pub annotated: u64,
     /// Records rendered (after aggregation).
@@ -226,7 +228,20 @@ impl Pipeline {
                 self.correlator.push(event, &mut self.observations);
                 self.annotate_pending();
             }
-            StreamItem::Lost { count, .. } => self.counters.events_lost += count,
+            StreamItem::Lost { kind, count, cause } => {
+                self.counters.events_lost += count;
+                let by_kind = match cause {
+                    LossCause::RingBufferFull => &mut self.counters.lost.ring_buffer_full,
+                    LossCause::DecodeError => &mut self.counters.lost.decode_errors,
+                };
+                *match kind {
+                    EventKind::Tcp => &mut by_kind.tcp,
+                    EventKind::Drop => &mut by_kind.drop,
+                    EventKind::Udp => &mut by_kind.udp,
+                    EventKind::Dns => &mut by_kind.dns,
+                    EventKind::Unknown => &mut by_kind.unknown,
+                } += count;
+            }
         }
     }
 
@@ -309,6 +324,9 @@ pub enum Control {
     /// now, hand the records to the exporter, and answer once they are in the
     /// ring and in the exporter's channel.
     Flush(oneshot::Sender<Flushed>),
+    /// Take every event already delivered, then end as if the stream had
+    /// ended (everything held is flushed).
+    Stop,
 }
 
 /// The answer to [`Control::Flush`].
@@ -389,6 +407,13 @@ pub async fn run_with_control(
                         handed_to_export: handed,
                     });
                     continue;
+                }
+                Some(Control::Stop) => {
+                    let mut pipeline = pipeline.lock().await;
+                    while let Ok(Ok(item)) = events.try_recv() {
+                        pipeline.push(&item);
+                    }
+                    break Ok(());
                 }
                 None => {
                     control_open = false;
