@@ -476,3 +476,102 @@ async fn the_agent_on_a_lab_serves_flows_over_the_observer_and_counts_them_in_me
 
     agent.shutdown().await.expect("clean shutdown");
 }
+
+/// `netverdict collector --lab NAME` as a process: binds port 0, says where,
+/// serves /metrics with the lab's cluster, and exits 0 on SIGTERM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_collector_command_serves_metrics_and_exits_cleanly_on_sigterm() {
+    use std::io::BufRead;
+    if let Err(e) = netverdict_lab::preflight(true) {
+        panic!("this test needs root and iproute2, nftables, dnsmasq-base: {e}");
+    }
+    let name = format!("p{}", std::process::id());
+    let _guard = DownOnDrop {
+        name: name.clone(),
+        state_root: PathBuf::from(STATE_ROOT),
+    };
+    let options = LabOptions::new(
+        &name,
+        vec![
+            env!("CARGO_BIN_EXE_netverdict").into(),
+            "lab".into(),
+            "serve".into(),
+        ],
+    );
+    let files = [
+        seed().join("cluster.yaml"),
+        seed().join("policies/default-deny.yaml"),
+    ];
+    let _lab = Lab::up(&files, &options).expect("lab up");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_netverdict"))
+        .args([
+            "collector",
+            "--lab",
+            &name,
+            "--node-name",
+            "cli-node",
+            "--observer-listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run netverdict collector");
+    struct Kill(u32);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(self.0 as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+    let _kill = Kill(child.id());
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let metrics: std::net::SocketAddr = loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the collector says where it listens within 30 s");
+        if let Some(rest) = line.split_once("metrics on ").map(|(_, r)| r) {
+            break rest.trim().parse().expect("an address");
+        }
+    };
+    let m = scrape(metrics).await;
+    assert_eq!(
+        m.get(r#"netverdict_collector_cluster_objects{kind="NetworkPolicy"}"#),
+        Some(&1.0),
+        "{m:#?}"
+    );
+    assert!(
+        m.contains_key("netverdict_collector_kernel_events_total"),
+        "{m:#?}"
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the collector did not exit within 30 s of SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let rest: Vec<String> = rx.try_iter().collect();
+    assert!(status.success(), "exit {status:?}; stderr: {rest:#?}");
+}
