@@ -2,6 +2,7 @@
 //! together. Each subcommand lives in its own module; this file only dispatches.
 
 mod capture;
+mod collector;
 mod lab;
 mod policy_cmds;
 
@@ -29,6 +30,10 @@ enum Command {
     /// Print what the eBPF probes see (connection attempts, DNS, kernel drops) as
     /// JSON lines, until stopped (as root).
     Capture(capture::CaptureArgs),
+    /// The node agent: annotate the flows the eBPF probes see with pods,
+    /// policies and verdicts; serve them (Observer API), export them to the
+    /// API server, serve /metrics (as root). Stops cleanly on SIGTERM/Ctrl-C.
+    Collector(collector::CollectorArgs),
     /// A cluster on this machine: pods as network namespaces, NetworkPolicy
     /// enforced by nftables, probes from inside pods (as root).
     Lab(lab::LabArgs),
@@ -47,6 +52,7 @@ fn main() -> ExitCode {
         Command::Explain(args) => policy_cmds::explain(args),
         Command::Lint(args) => policy_cmds::lint(args),
         Command::Capture(args) => capture::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Collector(args) => collector::run(args).map(|()| ExitCode::SUCCESS),
         Command::Lab(args) => lab::run(args),
     };
     match result {

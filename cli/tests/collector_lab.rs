@@ -9,8 +9,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use netverdict_collector::agent::{Agent, AgentConfig, AgentHandle, ClusterSource};
 use netverdict_collector::aggregate::Windows;
 use netverdict_collector::cluster::SharedState;
+use netverdict_collector::cluster::manifests::ManifestOptions;
 use netverdict_collector::correlate::Timeouts;
 use netverdict_collector::pipeline::{self, Pipeline, PipelineConfig};
 use netverdict_lab::lab::STATE_ROOT;
@@ -263,4 +265,313 @@ async fn seed_scenario_flows_name_pods_policies_verdicts_outcomes_and_dns() {
     assert!(counters.events > 0 && counters.records > 0, "{counters:?}");
     runner.abort();
     collector.abort();
+}
+
+/// `/metrics` over HTTP/1.1, parsed into samples by `name{labels}`.
+async fn scrape(addr: std::net::SocketAddr) -> std::collections::BTreeMap<String, f64> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut raw = String::new();
+    conn.read_to_string(&mut raw).await.unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").expect("an HTTP response");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    body.lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| {
+            let (series, value) = l.rsplit_once(' ').expect("`series value`");
+            (series.to_string(), value.parse().expect("a number"))
+        })
+        .collect()
+}
+
+/// The flows the agent's Observer serves now, over its socket.
+async fn observed(agent: &AgentHandle) -> Vec<pb::Flow> {
+    let addr = agent.observer_addr().expect("observer served");
+    let mut client = pb::observer_client::ObserverClient::connect(format!("http://{addr}"))
+        .await
+        .expect("connect to the observer");
+    let mut stream = client
+        .get_flows(pb::GetFlowsRequest {
+            number: 10_000,
+            ..Default::default()
+        })
+        .await
+        .expect("GetFlows")
+        .into_inner();
+    let mut flows = Vec::new();
+    while let Some(response) = stream.message().await.expect("stream") {
+        flows.extend(response.flow);
+    }
+    flows
+}
+
+/// Flushes the agent until the flows it serves satisfy `done`, or fails after
+/// 30 s listing them. (An event may still be in the kernel's ring buffer at a
+/// flush; the next flush takes it.)
+async fn flush_until(
+    agent: &AgentHandle,
+    what: &str,
+    done: impl Fn(&[pb::Flow]) -> bool,
+) -> Vec<pb::Flow> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        agent.flush().await.expect("flush");
+        let flows = observed(agent).await;
+        if done(&flows) {
+            return flows;
+        }
+        if Instant::now() > deadline {
+            let all: Vec<String> = flows
+                .iter()
+                .map(|f| {
+                    format!(
+                        "{} -> {}:{} {:?} {:?} count={} dns={:?}",
+                        who(&f.source),
+                        who(&f.destination),
+                        f.destination.as_ref().map(|d| d.port).unwrap_or_default(),
+                        f.verdict(),
+                        f.outcome(),
+                        f.count,
+                        f.dns.as_ref().map(|d| &d.query)
+                    )
+                })
+                .collect();
+            panic!("no {what} within 30 s; flows:\n{}", all.join("\n"));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The in-process agent on a real lab: real probes, the Observer over a real
+/// socket, /metrics scraped over HTTP. One DNS query is exactly one flow with
+/// count 1, although the probes see its packets in the pod and on the node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_on_a_lab_serves_flows_over_the_observer_and_counts_them_in_metrics() {
+    if let Err(e) = netverdict_lab::preflight(true) {
+        panic!("this test needs root and iproute2, nftables, dnsmasq-base: {e}");
+    }
+    let name = format!("a{}", std::process::id());
+    let _guard = DownOnDrop {
+        name: name.clone(),
+        state_root: PathBuf::from(STATE_ROOT),
+    };
+    let options = LabOptions::new(
+        &name,
+        vec![
+            env!("CARGO_BIN_EXE_netverdict").into(),
+            "lab".into(),
+            "serve".into(),
+        ],
+    );
+    let files = [
+        seed().join("cluster.yaml"),
+        seed().join("policies/default-deny.yaml"),
+        seed().join("policies/api-from-web.yaml"),
+        seed().join("policies/allow-dns-egress.yaml"),
+    ];
+    let lab = Lab::up(&files, &options).expect("lab up");
+    let mut files_cluster = ManifestOptions::new(&files);
+    files_cluster.require_pod_ips = true;
+    let mut config = AgentConfig::new("lab-node", ClusterSource::Manifests(files_cluster));
+    config.local_node_ips = vec!["169.254.1.1".parse().unwrap()];
+    config.observer_listen = Some("127.0.0.1:0".parse().unwrap());
+    config.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+    config.pipeline = PipelineConfig {
+        timeouts: Timeouts {
+            dns: Duration::from_secs(2),
+            ..Timeouts::default()
+        },
+        // Long windows: only flushes close records, so counts are exact.
+        windows: Windows {
+            allowed: Duration::from_secs(3600),
+            denied: Duration::from_secs(3600),
+        },
+        netns: Some(lab_netns(&lab)),
+        ..PipelineConfig::default()
+    };
+    let agent = Agent::start(config).await.expect("the agent starts");
+
+    let shop = PodKey::new("shop", "np-client");
+    let client = PodKey::new("default", "np-client");
+    let outcome = tokio::task::block_in_place(|| {
+        lab.probe(
+            &shop,
+            "10.96.1.10".parse().unwrap(),
+            8080,
+            Protocol::Tcp,
+            Duration::from_secs(2),
+        )
+    })
+    .expect("probe");
+    assert_eq!(outcome, netverdict_lab::Outcome::TimedOut);
+    let answer = tokio::task::block_in_place(|| {
+        lab.dns(
+            &client,
+            "api.default.svc.cluster.local",
+            Duration::from_secs(2),
+        )
+    })
+    .expect("dns");
+    assert!(
+        matches!(answer, netverdict_lab::DnsAnswer::Addresses(_)),
+        "{answer:?}"
+    );
+
+    let is_denied = |f: &pb::Flow| {
+        who(&f.source) == "shop/np-client"
+            && who(&f.destination) == "default/api"
+            && f.traffic_direction() == pb::TrafficDirection::Egress
+    };
+    let is_dns = |f: &pb::Flow| {
+        who(&f.source) == "default/np-client"
+            && f.dns
+                .as_ref()
+                .is_some_and(|d| d.query == "api.default.svc.cluster.local" && d.qtype == "A")
+    };
+    let flows = flush_until(&agent, "denied TCP flow and DNS flow", |flows| {
+        flows.iter().any(is_denied) && flows.iter().any(is_dns)
+    })
+    .await;
+    let denied = flows.iter().find(|f| is_denied(f)).unwrap();
+    assert_eq!(denied.verdict(), pb::Verdict::Denied, "{denied:?}");
+    assert_eq!(denied.outcome(), pb::Outcome::Dropped, "{denied:?}");
+    assert_eq!(denied.drop_reason, "NETFILTER_DROP");
+    assert_eq!(denied.count, 1, "one probe, one attempt: {denied:?}");
+
+    // One DNS query (type A) is one flow, seen once.
+    let dns: Vec<&pb::Flow> = flows.iter().filter(|f| is_dns(f)).collect();
+    assert_eq!(dns.len(), 1, "one query, one flow: {dns:#?}");
+    assert_eq!(dns[0].count, 1, "one query, count 1: {:#?}", dns[0]);
+    assert_eq!(dns[0].outcome(), pb::Outcome::Answered);
+    assert_eq!(who(&dns[0].destination), "kube-system/coredns");
+
+    let m = scrape(agent.metrics_addr().expect("metrics served")).await;
+    let s = |series: &str| {
+        *m.get(series)
+            .unwrap_or_else(|| panic!("no sample {series}; have {m:#?}"))
+    };
+    assert!(s(r#"netverdict_collector_flows_total{verdict="denied",outcome="dropped"}"#) >= 1.0);
+    assert!(s(r#"netverdict_collector_flows_total{verdict="allowed",outcome="answered"}"#) >= 1.0);
+    assert!(s(r#"netverdict_collector_kernel_drops_total{reason="NETFILTER_DROP"}"#) >= 1.0);
+    assert!(s("netverdict_collector_kernel_events_total") > 0.0);
+    assert!(s("netverdict_collector_observations_annotated_total") >= 2.0);
+    assert_eq!(
+        s(r#"netverdict_collector_cluster_objects{kind="NetworkPolicy"}"#),
+        3.0
+    );
+    assert_eq!(
+        s("netverdict_collector_ring_flows"),
+        observed(&agent).await.len() as f64
+    );
+    // The probes' own counters are read and exposed.
+    assert!(m.contains_key(
+        r#"netverdict_collector_kernel_events_not_emitted_total{reason="non_ip_drop"}"#
+    ));
+    assert!(m.contains_key(
+        r#"netverdict_collector_kernel_events_lost_total{kind="tcp",cause="ring_buffer_full"}"#
+    ));
+
+    agent.shutdown().await.expect("clean shutdown");
+}
+
+/// `netverdict collector --lab NAME` as a process: binds port 0, says where,
+/// serves /metrics with the lab's cluster, and exits 0 on SIGTERM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_collector_command_serves_metrics_and_exits_cleanly_on_sigterm() {
+    use std::io::BufRead;
+    if let Err(e) = netverdict_lab::preflight(true) {
+        panic!("this test needs root and iproute2, nftables, dnsmasq-base: {e}");
+    }
+    let name = format!("p{}", std::process::id());
+    let _guard = DownOnDrop {
+        name: name.clone(),
+        state_root: PathBuf::from(STATE_ROOT),
+    };
+    let options = LabOptions::new(
+        &name,
+        vec![
+            env!("CARGO_BIN_EXE_netverdict").into(),
+            "lab".into(),
+            "serve".into(),
+        ],
+    );
+    let files = [
+        seed().join("cluster.yaml"),
+        seed().join("policies/default-deny.yaml"),
+    ];
+    let _lab = Lab::up(&files, &options).expect("lab up");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_netverdict"))
+        .args([
+            "collector",
+            "--lab",
+            &name,
+            "--node-name",
+            "cli-node",
+            "--observer-listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run netverdict collector");
+    struct Kill(u32);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(self.0 as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+    let _kill = Kill(child.id());
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let metrics: std::net::SocketAddr = loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the collector says where it listens within 30 s");
+        if let Some(rest) = line.split_once("metrics on ").map(|(_, r)| r) {
+            break rest.trim().parse().expect("an address");
+        }
+    };
+    let m = scrape(metrics).await;
+    assert_eq!(
+        m.get(r#"netverdict_collector_cluster_objects{kind="NetworkPolicy"}"#),
+        Some(&1.0),
+        "{m:#?}"
+    );
+    assert!(
+        m.contains_key("netverdict_collector_kernel_events_total"),
+        "{m:#?}"
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the collector did not exit within 30 s of SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let rest: Vec<String> = rx.try_iter().collect();
+    assert!(status.success(), "exit {status:?}; stderr: {rest:#?}");
 }

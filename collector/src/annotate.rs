@@ -67,11 +67,15 @@ impl Annotator {
         }
     }
 
-    /// Annotates one observation against the cluster state as it is now.
+    /// Annotates one observation against the cluster state, as it was at the
+    /// observation's start: a recycled pod IP names the pod that held it then,
+    /// and the verdict judges that pod (a departed pod's verdict is computed
+    /// afresh rather than cached; see [`ClusterState::verdict_at`]).
     pub fn annotate(&self, state: &ClusterState, obs: Observation) -> Annotated {
         let (destination, service) = resolve_destination(state, &obs);
+        let at = obs.first_seen;
         let side = |addr: SocketAddr| {
-            let pod = state.pod_by_ip(addr.ip()).cloned();
+            let pod = state.pod_by_ip_at(addr.ip(), at).cloned();
             let node = pod.is_none() && state.is_node_ip(addr.ip());
             Peer { addr, pod, node }
         };
@@ -83,7 +87,7 @@ impl Annotator {
             destination.addr.port(),
             obs.protocol,
         );
-        let verdict = state.verdict(&flow);
+        let verdict = state.verdict_at(&flow, at);
         let mismatch = match &verdict {
             Ok(v) => mismatch(v.allowed, &obs),
             Err(_) => pb::Mismatch::None,

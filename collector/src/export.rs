@@ -32,7 +32,7 @@ use std::time::{Duration, SystemTime};
 
 use netverdict_proto::v1 as pb;
 use pb::ingest_client::IngestClient;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio::time::{Instant, sleep_until};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::transport::Endpoint;
@@ -187,6 +187,8 @@ pub struct ExportCounters {
     flows_dropped: AtomicU64,
     buffered: AtomicU64,
     state: AtomicU8,
+    /// Woken when flows are acknowledged or dropped.
+    progress: Notify,
 }
 
 /// A snapshot of [`ExportCounters`].
@@ -223,6 +225,21 @@ impl ExportCounters {
                 2 => ConnectionState::Connected,
                 _ => ConnectionState::Disconnected,
             },
+        }
+    }
+
+    /// Waits until the server has acknowledged, or the buffer dropped, at
+    /// least `flows` flows in all since the exporter started.
+    pub async fn wait_done(&self, flows: u64) {
+        loop {
+            let progress = self.progress.notified();
+            tokio::pin!(progress);
+            progress.as_mut().enable();
+            let s = self.snapshot();
+            if s.flows_acked + s.flows_dropped >= flows {
+                return;
+            }
+            progress.await;
         }
     }
 
@@ -278,6 +295,7 @@ impl Buffer {
             }
             self.dropping += 1;
             ExportCounters::add(&self.counters.flows_dropped, 1);
+            self.counters.progress.notify_waiters();
             if self.unsent.pop_front().is_none() {
                 // Everything held is in sent batches: the newcomer is the only
                 // unsent record, hence the oldest.
@@ -332,6 +350,7 @@ impl Buffer {
         self.unacked_flows -= acked;
         ExportCounters::add(&self.counters.flows_acked, acked);
         self.update_gauge();
+        self.counters.progress.notify_waiters();
         tracing::debug!(sequence, flows = acked, "batches acknowledged");
     }
 }
@@ -343,11 +362,26 @@ struct Stream {
 }
 
 /// Streams flows to the API server. Build with [`Exporter::new`], keep
-/// [`Exporter::counters`] for the metrics, then [`Exporter::run`].
+/// [`Exporter::counters`] for the metrics (and [`Exporter::flusher`] to send
+/// partial batches on demand), then [`Exporter::run`].
 pub struct Exporter {
     config: ExporterConfig,
     endpoint: Endpoint,
     counters: Arc<ExportCounters>,
+    flush: Arc<Notify>,
+}
+
+/// Asks a running exporter to send what it holds now rather than at the end of
+/// [`ExporterConfig::batch_delay`]; clones share the exporter.
+#[derive(Clone, Debug)]
+pub struct Flusher(Arc<Notify>);
+
+impl Flusher {
+    /// Sends the flows already handed to the exporter as soon as the stream is
+    /// open (at once if it is). Returns at once.
+    pub fn flush(&self) {
+        self.0.notify_one();
+    }
 }
 
 impl Exporter {
@@ -385,12 +419,18 @@ impl Exporter {
             config,
             endpoint,
             counters: Arc::default(),
+            flush: Arc::default(),
         })
     }
 
     /// The live counters.
     pub fn counters(&self) -> Arc<ExportCounters> {
         self.counters.clone()
+    }
+
+    /// A handle to ask for a partial batch now.
+    pub fn flusher(&self) -> Flusher {
+        Flusher(self.flush.clone())
     }
 
     /// Runs until the pipeline's channel is closed and every flow held is
@@ -535,6 +575,19 @@ impl Exporter {
                     Err(status) => return Err(Error::Stream(status)),
                 },
                 () = sleep_opt(batch_deadline) => {
+                    flush_partial = true;
+                    batch_deadline = None;
+                }
+                () = self.flush.notified() => {
+                    // What the pipeline handed over before asking belongs to
+                    // this flush.
+                    while *input_open {
+                        match flows.try_recv() {
+                            Ok(flow) => buffer.push(flow),
+                            Err(mpsc::error::TryRecvError::Empty) => break,
+                            Err(mpsc::error::TryRecvError::Disconnected) => *input_open = false,
+                        }
+                    }
                     flush_partial = true;
                     batch_deadline = None;
                 }

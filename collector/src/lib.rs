@@ -12,16 +12,21 @@
 //!    buffered within a bound while it is unreachable; and a ring of recent
 //!    flows ([`pipeline`]) served by the [`observer`] gRPC API.
 //!
+//! [`agent`] wires them all (with the Observer and `/metrics` servers) into one
+//! running node agent: [`agent::Agent::start`].
+//!
 //! The cluster state the annotator reads is kept by [`cluster`]: sources that keep
 //! the policy engine's [`ClusterState`](netverdict_policy::ClusterState) equal to
 //! the cluster's, from Kubernetes watches ([`cluster::kube`]) or from manifest
 //! files ([`cluster::manifests`]), shared with readers through
 //! [`cluster::SharedState`].
 
+pub mod agent;
 pub mod aggregate;
 pub mod annotate;
 pub mod cluster;
 pub mod correlate;
 pub mod export;
+pub mod metrics;
 pub mod observer;
 pub mod pipeline;

@@ -4,14 +4,16 @@
 //! Lost kernel events and every stage's counters are kept for the metrics.
 //!
 //! `push` and `tick` are synchronous and take the time as an argument, so tests
-//! drive the pipeline without a clock; `run` is the async loop around them.
+//! drive the pipeline without a clock; `run` is the async loop around them, and
+//! [`run_with_control`] also takes [`Control`] requests (flush now) from the agent.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use netverdict_ebpf::{StreamItem, stream::StreamError};
+use netverdict_ebpf::{EventKind, LossCause, LossCounters, StreamItem, stream::StreamError};
 use netverdict_proto::v1 as pb;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::aggregate::{Aggregator, Windows};
 use crate::annotate::{Annotated, Annotator};
@@ -57,6 +59,8 @@ pub struct PipelineCounters {
     pub events_ignored: u64,
     /// Kernel events the probes or the decoder lost, as the stream reported them.
     pub events_lost: u64,
+    /// The same losses by kind and cause (`ring_buffer_full`, `decode_errors`).
+    pub lost: LossCounters,
     /// Observations annotated.
     pub annotated: u64,
     /// Records rendered (after aggregation).
@@ -65,6 +69,44 @@ pub struct PipelineCounters {
     pub by_verdict: [u64; 3],
     /// Records whose kernel outcome contradicts the verdict.
     pub mismatches: u64,
+    /// Records by verdict (as `by_verdict`) and outcome (indexed by the
+    /// protobuf `Outcome` value).
+    pub by_verdict_outcome: [[u64; OUTCOMES]; 3],
+    /// Records by mismatch kind (indexed by the protobuf `Mismatch` value; 0,
+    /// no mismatch, is not counted).
+    pub mismatches_by_kind: [u64; MISMATCHES],
+    /// Kernel drop events of the watched namespaces, by drop reason name (the
+    /// kernel's enum: bounded). Unnamed reasons are `UNKNOWN`.
+    pub drops_by_reason: BTreeMap<Arc<str>, u64>,
+}
+
+/// How many protobuf `Outcome` values there are.
+pub const OUTCOMES: usize = 7;
+/// How many protobuf `Mismatch` values there are.
+pub const MISMATCHES: usize = 3;
+/// The verdict labels, in the order of [`PipelineCounters::by_verdict`].
+pub const VERDICT_NAMES: [&str; 3] = ["allowed", "denied", "not_evaluated"];
+
+/// The label of a protobuf `Outcome` value (`established`, `dropped`...).
+pub fn outcome_name(outcome: pb::Outcome) -> &'static str {
+    match outcome {
+        pb::Outcome::Unspecified => "unknown",
+        pb::Outcome::Established => "established",
+        pb::Outcome::Refused => "refused",
+        pb::Outcome::Reset => "reset",
+        pb::Outcome::NoAnswer => "no_answer",
+        pb::Outcome::Dropped => "dropped",
+        pb::Outcome::Answered => "answered",
+    }
+}
+
+/// The label of a protobuf `Mismatch` value.
+pub fn mismatch_name(mismatch: pb::Mismatch) -> &'static str {
+    match mismatch {
+        pb::Mismatch::None => "none",
+        pb::Mismatch::DroppedThoughAllowed => "dropped_though_allowed",
+        pb::Mismatch::AllowedThoughDenied => "allowed_though_denied",
+    }
 }
 
 /// The last flows, bounded, with a broadcast for followers.
@@ -179,10 +221,27 @@ impl Pipeline {
                     return;
                 }
                 self.counters.events += 1;
+                if let netverdict_ebpf::Event::Drop { reason, .. } = event {
+                    let reason = reason.clone().unwrap_or_else(|| Arc::from("UNKNOWN"));
+                    *self.counters.drops_by_reason.entry(reason).or_default() += 1;
+                }
                 self.correlator.push(event, &mut self.observations);
                 self.annotate_pending();
             }
-            StreamItem::Lost { count, .. } => self.counters.events_lost += count,
+            StreamItem::Lost { kind, count, cause } => {
+                self.counters.events_lost += count;
+                let by_kind = match cause {
+                    LossCause::RingBufferFull => &mut self.counters.lost.ring_buffer_full,
+                    LossCause::DecodeError => &mut self.counters.lost.decode_errors,
+                };
+                *match kind {
+                    EventKind::Tcp => &mut by_kind.tcp,
+                    EventKind::Drop => &mut by_kind.drop,
+                    EventKind::Udp => &mut by_kind.udp,
+                    EventKind::Dns => &mut by_kind.dns,
+                    EventKind::Unknown => &mut by_kind.unknown,
+                } += count;
+            }
         }
     }
 
@@ -193,6 +252,16 @@ impl Pipeline {
         self.annotate_pending();
         let mut done = Vec::new();
         self.aggregator.flush(now, &mut done);
+        self.render(done)
+    }
+
+    /// Closes every open aggregation window now (what correlation still holds,
+    /// such as a TCP attempt waiting for its outcome, stays held); returns the
+    /// records rendered (also added to the ring).
+    pub fn flush_windows(&mut self) -> Vec<pb::Flow> {
+        self.annotate_pending();
+        let mut done = Vec::new();
+        self.aggregator.flush_all(&mut done);
         self.render(done)
     }
 
@@ -228,13 +297,18 @@ impl Pipeline {
                 format!("{}/{}/{}", self.config.node_name, self.run_id, self.next_id),
             );
             self.counters.records += 1;
-            self.counters.by_verdict[match flow.verdict() {
+            let verdict = match flow.verdict() {
                 pb::Verdict::Allowed => 0,
                 pb::Verdict::Denied => 1,
                 pb::Verdict::Unspecified => 2,
-            }] += 1;
+            };
+            self.counters.by_verdict[verdict] += 1;
+            let outcome = usize::try_from(flow.outcome() as i32).unwrap_or(0);
+            self.counters.by_verdict_outcome[verdict][outcome.min(OUTCOMES - 1)] += 1;
             if flow.mismatch() != pb::Mismatch::None {
                 self.counters.mismatches += 1;
+                let kind = usize::try_from(flow.mismatch() as i32).unwrap_or(0);
+                self.counters.mismatches_by_kind[kind.min(MISMATCHES - 1)] += 1;
             }
             self.ring.push(flow.clone());
             out.push(flow);
@@ -243,17 +317,54 @@ impl Pipeline {
     }
 }
 
+/// A request to the running pipeline ([`run_with_control`]).
+#[derive(Debug)]
+pub enum Control {
+    /// Take every event already delivered, close every open aggregation window
+    /// now, hand the records to the exporter, and answer once they are in the
+    /// ring and in the exporter's channel.
+    Flush(oneshot::Sender<Flushed>),
+    /// Take every event already delivered, then end as if the stream had
+    /// ended (everything held is flushed).
+    Stop,
+}
+
+/// The answer to [`Control::Flush`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Flushed {
+    /// Records this flush rendered.
+    pub records: u64,
+    /// Records handed to the exporter since the pipeline started, this flush's
+    /// included: the exporter is done with them when its acknowledged plus
+    /// dropped counts reach this.
+    pub handed_to_export: u64,
+}
+
 /// Runs the pipeline over the probes' stream until it ends, sending every record
 /// to `export` (when given). Ends with the stream's error, if any; what was held
 /// is flushed either way.
 pub async fn run(
     pipeline: &tokio::sync::Mutex<Pipeline>,
+    events: mpsc::Receiver<Result<StreamItem, StreamError>>,
+    export: Option<mpsc::Sender<pb::Flow>>,
+) -> Result<(), StreamError> {
+    let (_keep, control) = mpsc::channel(1);
+    run_with_control(pipeline, events, export, control).await
+}
+
+/// [`run`], also serving [`Control`] requests. A closed control channel is
+/// fine: the pipeline runs on until the stream ends.
+pub async fn run_with_control(
+    pipeline: &tokio::sync::Mutex<Pipeline>,
     mut events: mpsc::Receiver<Result<StreamItem, StreamError>>,
     export: Option<mpsc::Sender<pb::Flow>>,
+    mut control: mpsc::Receiver<Control>,
 ) -> Result<(), StreamError> {
     let tick = pipeline.lock().await.config.tick;
     let mut ticker = tokio::time::interval(tick);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut handed = 0u64;
+    let mut control_open = true;
     let result = loop {
         let records = tokio::select! {
             item = events.recv() => match item {
@@ -265,20 +376,68 @@ pub async fn run(
                 None => break Ok(()),
             },
             _ = ticker.tick() => pipeline.lock().await.tick(SystemTime::now()),
+            request = control.recv(), if control_open => match request {
+                Some(Control::Flush(reply)) => {
+                    let records = {
+                        let mut pipeline = pipeline.lock().await;
+                        // Events already delivered belong to this flush.
+                        let mut failed = None;
+                        while let Ok(item) = events.try_recv() {
+                            match item {
+                                Ok(item) => pipeline.push(&item),
+                                Err(e) => {
+                                    failed = Some(e);
+                                    break;
+                                }
+                            }
+                        }
+                        let records = pipeline.flush_windows();
+                        if let Some(e) = failed {
+                            drop(pipeline);
+                            send(&export, records).await;
+                            break Err(e);
+                        }
+                        records
+                    };
+                    let n = records.len() as u64;
+                    handed += send(&export, records).await;
+                    // The agent may have stopped waiting.
+                    let _ = reply.send(Flushed {
+                        records: n,
+                        handed_to_export: handed,
+                    });
+                    continue;
+                }
+                Some(Control::Stop) => {
+                    let mut pipeline = pipeline.lock().await;
+                    while let Ok(Ok(item)) = events.try_recv() {
+                        pipeline.push(&item);
+                    }
+                    break Ok(());
+                }
+                None => {
+                    control_open = false;
+                    continue;
+                }
+            },
         };
-        send(&export, records).await;
+        handed += send(&export, records).await;
     };
     let records = pipeline.lock().await.finish();
     send(&export, records).await;
     result
 }
 
-async fn send(export: &Option<mpsc::Sender<pb::Flow>>, records: Vec<pb::Flow>) {
+/// Hands records to the exporter; returns how many it took.
+async fn send(export: &Option<mpsc::Sender<pb::Flow>>, records: Vec<pb::Flow>) -> u64 {
+    let mut sent = 0;
     if let Some(tx) = export {
         for flow in records {
             if tx.send(flow).await.is_err() {
-                return;
+                break;
             }
+            sent += 1;
         }
     }
+    sent
 }

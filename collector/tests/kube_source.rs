@@ -461,22 +461,29 @@ async fn a_kubeconfig_file_configures_the_client() {
 async fn metrics_render_in_prometheus_format() {
     let server = FakeApiServer::start().await;
     populate(&server);
-    let (_shared, source) = start(&server).await;
-    let mut text = String::new();
-    source
-        .metrics()
-        .snapshot()
-        .write_prometheus("kube", &mut text);
+    let (shared, source) = start(&server).await;
+    let snapshot = netverdict_collector::metrics::Snapshot {
+        cluster: Some(("kube", source.metrics().snapshot())),
+        cluster_objects: netverdict_collector::metrics::Snapshot::count_objects(&shared.read()),
+        ..Default::default()
+    };
+    let text = snapshot.encode();
     assert!(
-        text.contains("netverdict_cluster_objects_applied_total{source=\"kube\",kind=\"Pod\"} 4"),
+        text.contains(
+            "netverdict_collector_cluster_objects_applied_total{source=\"kube\",kind=\"Pod\"} 4"
+        ),
         "{text}"
     );
     assert!(
-        text.contains("# TYPE netverdict_cluster_invalid_objects gauge"),
+        text.contains("# TYPE netverdict_collector_cluster_invalid_objects gauge"),
         "{text}"
     );
     assert!(
-        text.contains("netverdict_cluster_lists_total{source=\"kube\",kind=\"Node\"} 1"),
+        text.contains("netverdict_collector_cluster_lists_total{source=\"kube\",kind=\"Node\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("netverdict_collector_cluster_objects{kind=\"Pod\"} 4"),
         "{text}"
     );
 }

@@ -30,6 +30,7 @@ use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use serde::Serialize;
 
@@ -150,6 +151,43 @@ impl ClusterState {
         }
         let verdict = self.evaluate(&src, &dst, flow.port, flow.protocol, Selection::Indexed);
         Ok(self.cache_insert(key, verdict))
+    }
+
+    /// The verdict on a flow at time `at` (in the state's time, see
+    /// [`ClusterState::set_time`]): an IP endpoint resolves to the pod that
+    /// held the IP then ([`ClusterState::holder_at`]), so a recycled pod IP is
+    /// judged as the pod that used it. From the cache when both sides are
+    /// current holders (as [`ClusterState::verdict`]); evaluated afresh, not
+    /// cached, when a side is a departed pod (or an earlier version of one).
+    pub fn verdict_at(&self, flow: &Flow, at: SystemTime) -> Result<Arc<Verdict>, FlowError> {
+        let past = |e: &Endpoint| match e {
+            Endpoint::Ip(ip) => self
+                .holder_at(*ip, at)
+                .filter(|h| !h.current)
+                .map(|h| (h.pod, *ip)),
+            Endpoint::Pod(_) => None,
+        };
+        let (src_past, dst_past) = (past(&flow.src), past(&flow.dst));
+        if src_past.is_none() && dst_past.is_none() {
+            return self.verdict(flow);
+        }
+        if flow.port == 0 {
+            return Err(FlowError::BadPort);
+        }
+        // Identities only key the cache, which departed pods stay out of.
+        let departed_identity = EXTERNAL - 2;
+        let src = match src_past {
+            Some((pod, ip)) => self.pod_view(pod, departed_identity, ip),
+            None => self.view(&flow.src, None)?,
+        };
+        let dst = match dst_past {
+            Some((pod, ip)) => self.pod_view(pod, departed_identity, ip),
+            None => self.view(&flow.dst, Some(src.ip))?,
+        };
+        let verdict = self.special_case(&src, &dst).unwrap_or_else(|| {
+            self.evaluate(&src, &dst, flow.port, flow.protocol, Selection::Indexed)
+        });
+        Ok(Arc::new(verdict))
     }
 
     /// The verdict computed afresh through the label index (no cache).

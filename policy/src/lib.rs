@@ -28,5 +28,5 @@ pub use error::{FieldError, FlowError, LoadError, LoadErrors, ObjectError};
 pub use explain::{Explanation, explain};
 pub use manifest::{K8sObject, Manifests};
 pub use model::{Direction, PodKey, PolicyKey, Protocol};
-pub use state::{ClusterState, LoadOptions, ObjectKind};
+pub use state::{ClusterState, DEFAULT_DEPARTED_RETENTION, Holder, LoadOptions, ObjectKind};
 pub use verdict::{DirectionVerdict, Status, Verdict};

@@ -9,10 +9,11 @@
 //! - pod identities (namespace, labels, container ports) and IP classes (which
 //!   ipBlocks of the cluster an IP falls in), the key of the verdict cache.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::net::IpAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
 use rustc_hash::{FxHashMap, FxHashSet};
 
@@ -66,6 +67,34 @@ pub(crate) struct IpEntry {
     pub pod: Arc<Pod>,
     pub identity: u32,
     pub ip_class: u32,
+    /// When this pod (in this version) started holding the IP, as the state's
+    /// time ([`ClusterState::set_time`]) when it was applied.
+    pub since: SystemTime,
+}
+
+/// A past holder of a pod IP: the pod as it was, and when it held the IP
+/// (`from` inclusive, `until` exclusive), in the state's time.
+#[derive(Clone, Debug)]
+pub(crate) struct Holding {
+    pub pod: Arc<Pod>,
+    pub from: SystemTime,
+    pub until: SystemTime,
+}
+
+/// Most past holders kept per IP, whatever the retention: bounds the memory of
+/// an address that churns very fast.
+const MAX_HOLDINGS_PER_IP: usize = 16;
+
+/// The default of [`ClusterState::set_departed_retention`].
+pub const DEFAULT_DEPARTED_RETENTION: Duration = Duration::from_secs(300);
+
+/// The pod an IP resolved to at some time ([`ClusterState::holder_at`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Holder<'a> {
+    pub pod: &'a Arc<Pod>,
+    /// Whether it is the IP's current holder (in its current version); if not,
+    /// the pod departed (or changed) since, and verdicts on it are not cached.
+    pub current: bool,
 }
 
 /// The policies of one namespace, indexed by a label their selector requires.
@@ -128,6 +157,14 @@ pub struct ClusterState {
     ip_index: FxHashMap<IpAddr, IpEntry>,
     /// Every pod holding each IP, in the order they were applied (usually one).
     ip_holders: FxHashMap<IpAddr, Vec<PodKey>>,
+    /// Past holders of pod IPs (departed pods, or earlier versions of a pod
+    /// whose labels, ports or IPs changed), oldest first, kept for
+    /// `departed_retention` after they ended.
+    ip_history: FxHashMap<IpAddr, VecDeque<Holding>>,
+    departed_retention: Duration,
+    /// The time changes are applied at, given by the caller (never read from a
+    /// clock here).
+    now: SystemTime,
     pub(crate) policies: FxHashMap<PolicyKey, Arc<Policy>>,
     policy_index: FxHashMap<String, NamespacePolicies>,
     services: FxHashMap<(String, String), Service>,
@@ -159,6 +196,9 @@ impl ClusterState {
             pods_by_namespace: FxHashMap::default(),
             ip_index: FxHashMap::default(),
             ip_holders: FxHashMap::default(),
+            ip_history: FxHashMap::default(),
+            departed_retention: DEFAULT_DEPARTED_RETENTION,
+            now: SystemTime::UNIX_EPOCH,
             policies: FxHashMap::default(),
             policy_index: FxHashMap::default(),
             services: FxHashMap::default(),
@@ -273,6 +313,94 @@ impl ClusterState {
     pub fn set_local_node_ips(&mut self, ips: impl IntoIterator<Item = IpAddr>) {
         self.local_node_ips = ips.into_iter().collect();
         self.clear_cache();
+    }
+
+    /// Sets the state's time: the changes applied from now on happened at
+    /// `now` (a pod deleted now held its IPs until `now`; a pod added now
+    /// holds them from `now`). The caller reads the clock; the engine never
+    /// does. Time does not go backwards: an earlier `now` is ignored.
+    pub fn set_time(&mut self, now: SystemTime) {
+        self.now = self.now.max(now);
+    }
+
+    /// The state's time (see [`ClusterState::set_time`]).
+    pub fn time(&self) -> SystemTime {
+        self.now
+    }
+
+    /// How long a departed pod (or a pod's earlier version) stays resolvable by
+    /// the IP it held, after it departed (default five minutes). Applies from
+    /// the next [`ClusterState::prune_departed`].
+    pub fn set_departed_retention(&mut self, retention: Duration) {
+        self.departed_retention = retention;
+    }
+
+    /// Forgets past IP holders that ended more than the retention before `now`;
+    /// returns how many were forgotten.
+    pub fn prune_departed(&mut self, now: SystemTime) -> usize {
+        let retention = self.departed_retention;
+        let mut pruned = 0;
+        self.ip_history.retain(|_, holdings| {
+            while holdings.front().is_some_and(|h| h.until + retention <= now) {
+                holdings.pop_front();
+                pruned += 1;
+            }
+            !holdings.is_empty()
+        });
+        pruned
+    }
+
+    /// How many past IP holders are kept.
+    pub fn departed_count(&self) -> usize {
+        self.ip_history.values().map(VecDeque::len).sum()
+    }
+
+    /// The pod that held an IP at time `at`: the current holder if it held it
+    /// by then, else the past holder whose interval contains `at`, else the
+    /// current holder (a flow seen before its pod was applied: watches lag the
+    /// kernel). `None` when the IP is no pod's then.
+    pub fn holder_at(&self, ip: IpAddr, at: SystemTime) -> Option<Holder<'_>> {
+        let current = self.ip_index.get(&ip);
+        if let Some(entry) = current
+            && at >= entry.since
+        {
+            return Some(Holder {
+                pod: &entry.pod,
+                current: true,
+            });
+        }
+        if let Some(past) = self
+            .ip_history
+            .get(&ip)
+            .and_then(|hs| hs.iter().rev().find(|h| h.from <= at && at < h.until))
+        {
+            return Some(Holder {
+                pod: &past.pod,
+                current: false,
+            });
+        }
+        current.map(|entry| Holder {
+            pod: &entry.pod,
+            current: true,
+        })
+    }
+
+    /// The pod holding an IP at time `at` (see [`ClusterState::holder_at`]).
+    pub fn pod_by_ip_at(&self, ip: IpAddr, at: SystemTime) -> Option<&Arc<Pod>> {
+        self.holder_at(ip, at).map(|h| h.pod)
+    }
+
+    /// Records that `entry` stopped holding `ip` now.
+    fn record_departure(&mut self, ip: IpAddr, entry: &IpEntry) {
+        let holdings = self.ip_history.entry(ip).or_default();
+        holdings.push_back(Holding {
+            pod: entry.pod.clone(),
+            from: entry.since,
+            until: self.now,
+        });
+        while holdings.len() > MAX_HOLDINGS_PER_IP {
+            holdings.pop_front();
+        }
     }
 
     // ---- queries -----------------------------------------------------------
@@ -639,7 +767,21 @@ impl ClusterState {
     }
 
     fn upsert_pod(&mut self, pod: Pod) {
-        self.remove_pod(&pod.key);
+        // An update that changes nothing the engine uses (most pod updates:
+        // status, annotations) keeps the IPs' holding times.
+        let unchanged = self
+            .pods
+            .get(&pod.key)
+            .is_some_and(|old| same_holder(&old.pod, &pod));
+        let mut since: FxHashMap<IpAddr, SystemTime> = FxHashMap::default();
+        if unchanged {
+            for ip in &pod.ips {
+                if let Some(e) = self.ip_index.get(ip).filter(|e| e.pod.key == pod.key) {
+                    since.insert(*ip, e.since);
+                }
+            }
+        }
+        self.remove_pod_recording(&pod.key, !unchanged);
         let identity = self.intern_identity(&pod);
         let pod = Arc::new(pod);
         if !pod.host_network {
@@ -649,8 +791,15 @@ impl ClusterState {
                     pod: pod.clone(),
                     identity,
                     ip_class,
+                    since: since.get(ip).copied().unwrap_or(self.now),
                 };
-                self.ip_index.insert(*ip, entry);
+                if let Some(previous) = self.ip_index.insert(*ip, entry)
+                    && previous.pod.key != pod.key
+                {
+                    // Another pod held the address (its deletion not seen yet):
+                    // it is the new pod's from now on.
+                    self.record_departure(*ip, &previous);
+                }
                 self.ip_holders
                     .entry(*ip)
                     .or_default()
@@ -669,6 +818,12 @@ impl ClusterState {
     }
 
     fn remove_pod(&mut self, key: &PodKey) -> Option<PodEntry> {
+        self.remove_pod_recording(key, true)
+    }
+
+    /// Removes a pod; with `record`, the IPs it held are recorded as held by it
+    /// until now.
+    fn remove_pod_recording(&mut self, key: &PodKey, record: bool) -> Option<PodEntry> {
         let entry = self.pods.remove(key)?;
         if let Some(pods) = self.pods_by_namespace.get_mut(&key.namespace) {
             pods.remove(&key.name);
@@ -688,7 +843,11 @@ impl ClusterState {
         }
         for ip in &entry.pod.ips {
             if self.ip_index.get(ip).is_some_and(|e| e.pod.key == *key) {
-                self.ip_index.remove(ip);
+                if let Some(removed) = self.ip_index.remove(ip)
+                    && record
+                {
+                    self.record_departure(*ip, &removed);
+                }
                 // Another pod may hold the address too (a finished pod's IP
                 // reused, events out of order): it is the latest such pod's now.
                 let other = self
@@ -703,6 +862,7 @@ impl ClusterState {
                         pod: other.pod,
                         identity: other.identity,
                         ip_class,
+                        since: self.now,
                     };
                     self.ip_index.insert(*ip, entry);
                 }
@@ -872,4 +1032,15 @@ fn policy_ip_blocks(policy: &Policy) -> impl Iterator<Item = &IpBlock> {
             Peer::IpBlock(block) => Some(block),
             Peer::Pods { .. } => None,
         })
+}
+
+/// Whether two versions of a pod are the same for the engine (so the newer
+/// one keeps the older one's IP holding times).
+fn same_holder(a: &Pod, b: &Pod) -> bool {
+    a.key == b.key
+        && a.labels == b.labels
+        && a.ips == b.ips
+        && a.host_network == b.host_network
+        && a.node == b.node
+        && a.ports == b.ports
 }

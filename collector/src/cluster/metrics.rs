@@ -1,18 +1,17 @@
-//! Counters a cluster state source keeps, for logs, status endpoints and a later
-//! Prometheus exporter.
+//! Counters a cluster state source keeps, for logs, status endpoints and the
+//! Prometheus metrics ([`crate::metrics`] encodes them).
 //!
 //! Labels stay low-cardinality: counters are per kind (six values) and per source;
 //! which objects are currently invalid is a list for status pages and logs, never a
 //! metric label.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use netverdict_policy::{ObjectError, ObjectKind};
 
-use super::{KINDS, kind_index, kind_name};
+use super::{KINDS, kind_index};
 
 /// The counters of one kind.
 #[derive(Debug, Default)]
@@ -103,84 +102,6 @@ impl MetricsSnapshot {
             out.watch_errors += c.watch_errors;
         }
         out
-    }
-
-    /// Appends the counters in Prometheus text exposition format, labelled with
-    /// `source` (`kube` or `manifests`) and `kind`.
-    pub fn write_prometheus(&self, source: &str, out: &mut String) {
-        type Getter = fn(&KindCounts) -> u64;
-        let families: [(&str, &str, Getter); 5] = [
-            (
-                "netverdict_cluster_objects_applied_total",
-                "Objects added or changed in the cluster state.",
-                |c| c.applied,
-            ),
-            (
-                "netverdict_cluster_objects_deleted_total",
-                "Objects removed from the cluster state.",
-                |c| c.deleted,
-            ),
-            (
-                "netverdict_cluster_objects_rejected_total",
-                "Object versions rejected as invalid by the policy engine.",
-                |c| c.rejected,
-            ),
-            (
-                "netverdict_cluster_lists_total",
-                "Complete lists applied (initial list, re-lists, reloads).",
-                |c| c.lists,
-            ),
-            (
-                "netverdict_cluster_watch_errors_total",
-                "Errors of the cluster watches.",
-                |c| c.watch_errors,
-            ),
-        ];
-        for (name, help, get) in families {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-            for (kind, counts) in &self.kinds {
-                let _ = writeln!(
-                    out,
-                    "{name}{{source=\"{source}\",kind=\"{}\"}} {}",
-                    kind_name(*kind),
-                    get(counts)
-                );
-            }
-        }
-        let mut invalid_by_kind = [0u64; 6];
-        for o in &self.invalid {
-            invalid_by_kind[kind_index(o.kind)] += 1;
-        }
-        let name = "netverdict_cluster_invalid_objects";
-        let _ = writeln!(
-            out,
-            "# HELP {name} Objects currently left out of the state because they are invalid.\n# TYPE {name} gauge"
-        );
-        for kind in KINDS {
-            let _ = writeln!(
-                out,
-                "{name}{{source=\"{source}\",kind=\"{}\"}} {}",
-                kind_name(kind),
-                invalid_by_kind[kind_index(kind)]
-            );
-        }
-        for (name, help, value) in [
-            (
-                "netverdict_cluster_reloads_total",
-                "Manifest reloads applied.",
-                self.reloads,
-            ),
-            (
-                "netverdict_cluster_reload_failures_total",
-                "Manifest reloads refused because the files have errors.",
-                self.reload_failures,
-            ),
-        ] {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name}{{source=\"{source}\"}} {value}"
-            );
-        }
     }
 }
 

@@ -17,7 +17,7 @@
 //!   deleted), invalid objects reported and removed;
 //! - [`kube`]: the Kubernetes source (watchers, bookmarks, backoff, `410 Gone`);
 //! - [`manifests`]: the manifest source (`--cluster PATH...`, reloaded on change);
-//! - [`metrics`]: counters a source keeps, renderable in Prometheus text format.
+//! - [`metrics`]: counters a source keeps (encoded by [`crate::metrics`]).
 //!
 //! One source feeds one [`SharedState`]: a source deletes only objects it gave
 //! the state, but two sources giving the same object would overwrite each other.

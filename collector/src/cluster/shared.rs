@@ -13,8 +13,9 @@
 //! Every write bumps a version published on a [`tokio::sync::watch`] channel, so a
 //! reader can wait for changes (or for a condition) without polling.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use netverdict_policy::ClusterState;
 use tokio::sync::watch;
@@ -37,7 +38,12 @@ pub struct SharedState {
 struct Inner {
     state: RwLock<ClusterState>,
     version: watch::Sender<u64>,
+    /// When departed pods were last pruned (seconds since the epoch).
+    last_prune: AtomicU64,
 }
+
+/// How often [`SharedState::update`] prunes departed pods.
+pub const PRUNE_EVERY: Duration = Duration::from_secs(10);
 
 impl Default for SharedState {
     fn default() -> Self {
@@ -52,6 +58,7 @@ impl SharedState {
             inner: Arc::new(Inner {
                 state: RwLock::new(state),
                 version: watch::Sender::new(0),
+                last_prune: AtomicU64::new(0),
             }),
         }
     }
@@ -63,9 +70,22 @@ impl SharedState {
     }
 
     /// Changes the state under the write lock, then publishes a new version.
+    /// The changes are stamped with the wall clock (the state's time, see
+    /// [`ClusterState::set_time`]), so that a pod IP resolves to the pod that
+    /// held it at a flow's time; departed pods past their retention are pruned
+    /// here, at most every [`PRUNE_EVERY`].
     pub fn update<R>(&self, f: impl FnOnce(&mut ClusterState) -> R) -> R {
+        let now = SystemTime::now();
         let out = {
             let mut state = self.inner.state.write().unwrap_or_else(|e| e.into_inner());
+            state.set_time(now);
+            let secs = now
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            if secs >= self.inner.last_prune.load(Ordering::Relaxed) + PRUNE_EVERY.as_secs() {
+                self.inner.last_prune.store(secs, Ordering::Relaxed);
+                state.prune_departed(now);
+            }
             f(&mut state)
         };
         self.inner.version.send_modify(|v| *v += 1);

@@ -1,0 +1,185 @@
+//! `netverdict collector`: the node agent. Turns flags into an
+//! [`AgentConfig`](netverdict_collector::agent::AgentConfig), starts the
+//! agent, and on SIGTERM or Ctrl-C shuts it down, flushing what it holds to
+//! the ring and the API server.
+
+use std::net::{IpAddr, SocketAddr};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use netverdict_collector::agent::{Agent, AgentConfig, ClusterSource};
+use netverdict_collector::cluster::SharedState;
+use netverdict_collector::cluster::kube::{ClientOptions, KubeSourceConfig};
+use netverdict_collector::cluster::manifests::ManifestOptions;
+use netverdict_lab::lab::STATE_ROOT;
+use netverdict_policy::{ClusterState, LoadOptions, Manifests};
+
+/// Run the node agent: annotate the flows the eBPF probes see, keep the last
+/// ones for the Observer API, export them to the API server, serve /metrics
+/// (as root).
+#[derive(Debug, clap::Args)]
+pub struct CollectorArgs {
+    /// The node name flows are stamped with (default: the host name).
+    #[arg(long, env = "NODE_NAME", value_name = "NAME")]
+    pub node_name: Option<String>,
+    /// Cluster manifests (files or directories), reloaded on change. Without
+    /// it, the Kubernetes API (or the lab's cluster with --lab).
+    #[arg(long = "cluster", value_name = "PATH", num_args = 1..)]
+    pub cluster: Vec<PathBuf>,
+    /// The kubeconfig to use (default: $KUBECONFIG, ~/.kube/config, else the
+    /// in-cluster service account).
+    #[arg(long, value_name = "PATH", conflicts_with = "cluster")]
+    pub kubeconfig: Option<PathBuf>,
+    /// The API server's ingest endpoint, e.g. http://netverdict-api:4245 (no
+    /// export when absent).
+    #[arg(long, value_name = "URL")]
+    pub export: Option<String>,
+    /// Where the Observer gRPC API listens.
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:4244")]
+    pub observer_listen: SocketAddr,
+    /// Where /metrics is served.
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:9965")]
+    pub metrics_listen: SocketAddr,
+    /// How many recent flows are kept for the Observer API.
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    pub ring_size: usize,
+    /// Only the network namespaces of this lab (`netverdict lab up`), with its
+    /// node address; its cluster (as it is at start) unless --cluster is given.
+    #[arg(long, value_name = "NAME")]
+    pub lab: Option<String>,
+    /// Where labs keep their state (for tests).
+    #[arg(long, default_value = STATE_ROOT, hide = true)]
+    pub lab_state_root: PathBuf,
+}
+
+/// Runs the agent on a multi-threaded runtime until a signal.
+pub fn run(args: CollectorArgs) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    rt.block_on(collect(args))
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "node".to_string())
+}
+
+async fn collect(args: CollectorArgs) -> anyhow::Result<()> {
+    let node_name = args.node_name.clone().unwrap_or_else(hostname);
+    let mut lab_netns = None;
+    let mut lab_cluster = None;
+    if let Some(name) = &args.lab {
+        let lab = netverdict_lab::Lab::open(name, &args.lab_state_root)
+            .with_context(|| format!("opening lab {name}"))?;
+        lab_netns = Some(netns_inodes(&lab)?);
+        if args.cluster.is_empty() {
+            lab_cluster = Some(lab_state(&lab)?);
+        }
+    }
+    let cluster = if !args.cluster.is_empty() {
+        let mut options = ManifestOptions::new(args.cluster.clone());
+        // The lab allocates IPs to pods that have none in the manifests.
+        options.require_pod_ips = args.lab.is_none();
+        ClusterSource::Manifests(options)
+    } else if let Some(state) = lab_cluster {
+        ClusterSource::Shared(SharedState::new(state))
+    } else {
+        ClusterSource::Kube {
+            client: ClientOptions {
+                kubeconfig: args.kubeconfig.clone(),
+                context: None,
+            },
+            config: KubeSourceConfig::default(),
+        }
+    };
+    let mut config = AgentConfig::new(node_name, cluster);
+    if let Some(url) = &args.export {
+        config.export_to(url.clone());
+    }
+    config.observer_listen = Some(args.observer_listen);
+    config.metrics_listen = Some(args.metrics_listen);
+    config.ring_size = args.ring_size;
+    if let Some(netns) = lab_netns {
+        config.pipeline.netns = Some(netns);
+        config.local_node_ips = vec![IpAddr::V4(netverdict_lab::lab::NODE_IP)];
+    }
+    let agent = Agent::start(config)
+        .await
+        .context("starting the collector")?;
+    // One line tests and scripts can read for the bound addresses.
+    eprintln!(
+        "netverdict collector: observer on {}, metrics on {}",
+        fmt_addr(agent.observer_addr()),
+        fmt_addr(agent.metrics_addr())
+    );
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    let failed = tokio::select! {
+        _ = sigterm.recv() => None,
+        _ = tokio::signal::ctrl_c() => None,
+        error = agent.stopped() => Some(error),
+    };
+    tracing::info!("stopping: flushing what is held");
+    let shutdown = agent.shutdown().await;
+    if let Some(error) = failed {
+        return Err(error).context("the collector failed");
+    }
+    let stats = shutdown.context("shutting down")?;
+    if let Some(stats) = stats {
+        tracing::info!(
+            acked = stats.flows_acked,
+            dropped = stats.flows_dropped,
+            "export finished"
+        );
+    }
+    Ok(())
+}
+
+fn fmt_addr(addr: Option<SocketAddr>) -> String {
+    addr.map_or_else(|| "-".to_string(), |a| a.to_string())
+}
+
+/// The inode numbers of a lab's network namespaces (its pods and its node).
+fn netns_inodes(lab: &netverdict_lab::Lab) -> anyhow::Result<rustc_hash::FxHashSet<u32>> {
+    let node = netverdict_lab::lab::node_netns(lab.name());
+    lab.state()
+        .pods
+        .values()
+        .map(|p| p.netns.clone())
+        .chain([node])
+        .map(|name| {
+            let path = Path::new("/run/netns").join(&name);
+            let meta = std::fs::metadata(&path)
+                .with_context(|| format!("lab network namespace {}", path.display()))?;
+            Ok(meta.ino() as u32)
+        })
+        .collect()
+}
+
+/// The lab's cluster as the engine sees it (pod IPs filled in by the lab).
+fn lab_state(lab: &netverdict_lab::Lab) -> anyhow::Result<ClusterState> {
+    let list = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "List",
+        "items": lab.state().objects,
+    });
+    let mut manifests = Manifests::default();
+    let origin = Path::new("<lab>").join(lab.name());
+    manifests.read_str(&origin, &list.to_string());
+    let (state, errors) = ClusterState::from_manifests(
+        manifests,
+        &LoadOptions {
+            require_pod_ips: false,
+        },
+    );
+    if let Some(first) = errors.first() {
+        anyhow::bail!("the lab's objects are invalid: {first}");
+    }
+    Ok(state)
+}

@@ -1,0 +1,412 @@
+//! The agent end to end without the kernel: decoded events replayed through a
+//! channel, the seed guide's cluster from manifests, export to an in-test
+//! `Ingest` server, the Observer over a real TCP socket and `/metrics` scraped
+//! over HTTP and parsed. `flush` makes every step deterministic (no sleeps).
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use netverdict_collector::agent::{Agent, AgentConfig, ClusterSource, EventSource};
+use netverdict_collector::aggregate::Windows;
+use netverdict_collector::cluster::manifests::ManifestOptions;
+use netverdict_collector::pipeline::PipelineConfig;
+use netverdict_ebpf::{
+    Direction, Event, EventKind, FiveTuple, LossCause, Meta, Protocol, StreamError, StreamItem,
+    TcpOutcome,
+};
+use netverdict_proto::v1 as pb;
+use pb::ingest_server::{Ingest, IngestServer};
+use pb::observer_client::ObserverClient;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tonic::{Request, Response, Status, Streaming};
+
+const SEED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../lab/examples/seed");
+
+/// An ingest server that stores every flow and acknowledges every batch.
+#[derive(Clone, Default)]
+struct Store(Arc<Mutex<Vec<pb::Flow>>>);
+
+#[tonic::async_trait]
+impl Ingest for Store {
+    type PushStream = ReceiverStream<Result<pb::Ack, Status>>;
+
+    async fn push(
+        &self,
+        request: Request<Streaming<pb::FlowBatch>>,
+    ) -> Result<Response<Self::PushStream>, Status> {
+        let mut inbound = request.into_inner();
+        let (acks, rx) = mpsc::channel(64);
+        let store = self.0.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(batch)) = inbound.message().await {
+                store.lock().unwrap().extend(batch.flows);
+                let ack = pb::Ack {
+                    sequence: batch.sequence,
+                };
+                if acks.send(Ok(ack)).await.is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+async fn start_ingest() -> (SocketAddr, Store) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let store = Store::default();
+    let service = IngestServer::new(store.clone());
+    tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming(TcpListenerStream::new(listener))
+            .await
+            .unwrap();
+    });
+    (addr, store)
+}
+
+fn at(ms: u64) -> SystemTime {
+    SystemTime::now() - Duration::from_secs(60) + Duration::from_millis(ms)
+}
+
+fn meta(ms: u64, direction: Direction) -> Meta {
+    Meta {
+        time: at(ms),
+        mono_ns: ms * 1_000_000,
+        netns: 4026532000,
+        ifindex: None,
+        direction,
+    }
+}
+
+fn sa(a: [u8; 4], port: u16) -> SocketAddr {
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::from(a)), port)
+}
+
+/// One TCP attempt and its outcome, with `drops` NETFILTER drops after DNAT.
+fn attempt(
+    ms: u64,
+    sock_id: u64,
+    src: SocketAddr,
+    dst: SocketAddr,
+    backend: SocketAddr,
+    outcome: TcpOutcome,
+    drops: u64,
+) -> Vec<Event> {
+    let tuple = FiveTuple {
+        protocol: Protocol::Tcp,
+        src,
+        dst,
+    };
+    let mut out = vec![Event::TcpAttempt {
+        meta: meta(ms, Direction::Egress),
+        tuple,
+        sock_id,
+    }];
+    for i in 0..drops {
+        out.push(Event::Drop {
+            meta: meta(ms + 1 + i, Direction::Unknown),
+            tuple: FiveTuple {
+                protocol: Protocol::Tcp,
+                src,
+                dst: backend,
+            },
+            reason: Some("NETFILTER_DROP".into()),
+            reason_code: 12,
+            len: 60,
+            location: 0,
+            tcp_flags: 2,
+            dns: None,
+        });
+    }
+    out.push(Event::TcpOutcome {
+        meta: meta(ms + 10, Direction::Egress),
+        tuple,
+        sock_id,
+        outcome,
+        errno: 0,
+        retransmits: 0,
+        old_state: 2,
+        new_state: 7,
+    });
+    out
+}
+
+/// `/metrics` fetched over HTTP/1.1 and parsed: samples by `name{labels}`.
+/// Fails on a line that is neither a comment nor `name[{labels}] value`, and
+/// on a sample whose family has no `# TYPE`.
+async fn scrape(addr: SocketAddr) -> BTreeMap<String, f64> {
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut raw = String::new();
+    conn.read_to_string(&mut raw).await.unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").expect("an HTTP response");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: text/plain; version=0.0.4"),
+        "{head}"
+    );
+    let mut typed = std::collections::BTreeSet::new();
+    let mut samples = BTreeMap::new();
+    for line in body.lines().filter(|l| !l.is_empty()) {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            typed.insert(rest.split(' ').next().unwrap().to_string());
+            continue;
+        }
+        if line.starts_with('#') {
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').expect("`series value`");
+        let value: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("bad value: {line}"));
+        let name = series.split('{').next().unwrap();
+        assert!(
+            name.starts_with("netverdict_collector_"),
+            "metric outside the collector's namespace: {line}"
+        );
+        assert!(typed.contains(name), "sample without # TYPE: {line}");
+        if let Some(labels) = series.strip_prefix(name) {
+            assert!(
+                labels.is_empty() || (labels.starts_with('{') && labels.ends_with('}')),
+                "bad labels: {line}"
+            );
+        }
+        samples.insert(series.to_string(), value);
+    }
+    samples
+}
+
+fn sample(samples: &BTreeMap<String, f64>, series: &str) -> f64 {
+    *samples
+        .get(series)
+        .unwrap_or_else(|| panic!("no sample {series}; have:\n{samples:#?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_replays_events_into_ring_observer_export_and_metrics() {
+    let (ingest, store) = start_ingest().await;
+    let (events, events_rx) = mpsc::channel::<Result<StreamItem, StreamError>>(1024);
+    let files = [
+        Path::new(SEED).join("cluster.yaml"),
+        Path::new(SEED).join("policies/api-from-web.yaml"),
+    ];
+    let mut config = AgentConfig::new(
+        "node-a",
+        ClusterSource::Manifests(ManifestOptions::new(files)),
+    );
+    config.events = EventSource::Channel(events_rx);
+    config.observer_listen = Some("127.0.0.1:0".parse().unwrap());
+    config.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+    config.export_to(format!("http://{ingest}"));
+    config.pipeline = PipelineConfig {
+        // Long windows: only `flush` closes them.
+        windows: Windows {
+            allowed: Duration::from_secs(3600),
+            denied: Duration::from_secs(3600),
+        },
+        ..PipelineConfig::default()
+    };
+    let agent = Agent::start(config).await.expect("agent starts");
+
+    // shop/np-client -> api Service, three denied attempts dropped by the
+    // kernel; default/np-client (team=web) -> api once, allowed and established.
+    let shop = [10, 244, 2, 20];
+    let web = [10, 244, 1, 20];
+    let service = sa([10, 96, 1, 10], 8080);
+    let backend = sa([10, 244, 1, 10], 8080);
+    let mut replay = Vec::new();
+    for i in 0..3u16 {
+        replay.extend(attempt(
+            u64::from(i) * 100,
+            u64::from(i) + 1,
+            sa(shop, 40000 + i),
+            service,
+            backend,
+            TcpOutcome::NoAnswer,
+            2,
+        ));
+    }
+    replay.extend(attempt(
+        500,
+        9,
+        sa(web, 41000),
+        service,
+        backend,
+        TcpOutcome::Established,
+        0,
+    ));
+    for event in replay {
+        events.send(Ok(StreamItem::Event(event))).await.unwrap();
+    }
+    events
+        .send(Ok(StreamItem::Lost {
+            kind: EventKind::Dns,
+            count: 4,
+            cause: LossCause::RingBufferFull,
+        }))
+        .await
+        .unwrap();
+
+    let report = agent.flush().await.expect("flush");
+    assert_eq!(report.records, 2, "{report:?}");
+    let export = report.export.expect("exporting");
+    assert_eq!(export.flows_acked, 2, "{export:?}");
+    assert_eq!(store.0.lock().unwrap().len(), 2);
+
+    // The ring over the Observer API, on a real socket.
+    let observer = agent.observer_addr().expect("observer served");
+    let mut client = ObserverClient::connect(format!("http://{observer}"))
+        .await
+        .unwrap();
+    let mut stream = client
+        .get_flows(pb::GetFlowsRequest {
+            number: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut flows = Vec::new();
+    while let Some(response) = stream.message().await.unwrap() {
+        flows.extend(response.flow);
+    }
+    assert_eq!(flows.len(), 2, "{flows:#?}");
+    let denied = flows
+        .iter()
+        .find(|f| f.verdict() == pb::Verdict::Denied)
+        .expect("the denied record");
+    assert_eq!(denied.count, 3);
+    assert_eq!(denied.drop_count, 6);
+    assert_eq!(denied.outcome(), pb::Outcome::Dropped);
+    assert_eq!(denied.node_name, "node-a");
+    let src = denied.source.as_ref().unwrap();
+    assert_eq!(
+        (src.namespace.as_str(), src.pod_name.as_str()),
+        ("shop", "np-client")
+    );
+    let allowed = flows
+        .iter()
+        .find(|f| f.verdict() == pb::Verdict::Allowed)
+        .expect("the allowed record");
+    assert_eq!(allowed.outcome(), pb::Outcome::Established);
+
+    // The same story in /metrics.
+    let m = scrape(agent.metrics_addr().expect("metrics served")).await;
+    let s = |series: &str| sample(&m, series);
+    assert_eq!(
+        s(r#"netverdict_collector_flows_total{verdict="denied",outcome="dropped"}"#),
+        1.0
+    );
+    assert_eq!(
+        s(r#"netverdict_collector_flows_total{verdict="allowed",outcome="established"}"#),
+        1.0
+    );
+    assert_eq!(
+        s(r#"netverdict_collector_kernel_drops_total{reason="NETFILTER_DROP"}"#),
+        6.0
+    );
+    assert_eq!(
+        s(r#"netverdict_collector_mismatches_total{kind="allowed_though_denied"}"#),
+        0.0
+    );
+    assert_eq!(
+        s(r#"netverdict_collector_kernel_events_lost_total{kind="dns",cause="ring_buffer_full"}"#),
+        4.0
+    );
+    assert_eq!(s("netverdict_collector_kernel_events_total"), 14.0);
+    assert_eq!(s("netverdict_collector_export_flows_acked_total"), 2.0);
+    assert_eq!(s("netverdict_collector_export_flows_dropped_total"), 0.0);
+    assert_eq!(s("netverdict_collector_export_queue_depth"), 0.0);
+    assert_eq!(s("netverdict_collector_export_connected"), 1.0);
+    assert_eq!(s("netverdict_collector_export_reconnects_total"), 0.0);
+    assert_eq!(
+        s(r#"netverdict_collector_cluster_objects{kind="Pod"}"#),
+        4.0
+    );
+    assert_eq!(
+        s(r#"netverdict_collector_cluster_objects{kind="NetworkPolicy"}"#),
+        1.0
+    );
+    assert_eq!(
+        s(r#"netverdict_collector_cluster_lists_total{source="manifests",kind="Pod"}"#),
+        1.0
+    );
+    assert_eq!(
+        s(r#"netverdict_collector_cluster_relists_total{source="manifests",kind="Pod"}"#),
+        0.0
+    );
+    assert_eq!(s("netverdict_collector_ring_flows"), 2.0);
+    assert_eq!(s("netverdict_collector_ring_evictions_total"), 0.0);
+    assert_eq!(s("netverdict_collector_observer_lagged_total"), 0.0);
+
+    // A later attempt is a new record after the next flush; shutdown flushes
+    // what is still open and waits for the acknowledgement.
+    for event in attempt(
+        900,
+        20,
+        sa(web, 41001),
+        service,
+        backend,
+        TcpOutcome::Established,
+        0,
+    ) {
+        events.send(Ok(StreamItem::Event(event))).await.unwrap();
+    }
+    let stats = agent
+        .shutdown()
+        .await
+        .expect("clean shutdown")
+        .expect("exporting");
+    assert_eq!(stats.flows_acked, 3, "{stats:?}");
+    assert_eq!(store.0.lock().unwrap().len(), 3);
+}
+
+#[tokio::test]
+async fn a_flush_times_out_when_the_server_is_gone_and_says_what_is_pending() {
+    let (events, events_rx) = mpsc::channel(16);
+    let state = netverdict_collector::cluster::SharedState::new(
+        netverdict_policy::ClusterState::load_paths(&[Path::new(SEED).join("cluster.yaml")])
+            .unwrap(),
+    );
+    // Nothing listens on this port.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut config = AgentConfig::new("node-b", ClusterSource::Shared(state));
+    config.events = EventSource::Channel(events_rx);
+    config.observer_listen = None;
+    config.metrics_listen = None;
+    config.flush_timeout = Duration::from_millis(300);
+    config.export_to(format!("http://127.0.0.1:{port}"));
+    let agent = Agent::start(config).await.unwrap();
+    for event in attempt(
+        0,
+        1,
+        sa([10, 244, 0, 10], 40000),
+        sa([10, 244, 1, 10], 8080),
+        sa([10, 244, 1, 10], 8080),
+        TcpOutcome::Established,
+        0,
+    ) {
+        events.send(Ok(StreamItem::Event(event))).await.unwrap();
+    }
+    let err = agent.flush().await.expect_err("no server to acknowledge");
+    let text = err.to_string();
+    assert!(text.contains("1 of 1 flows"), "{text}");
+    // The ring has it regardless.
+    assert_eq!(agent.pipeline().lock().await.ring().len(), 1);
+    assert!(agent.shutdown().await.is_err());
+}
