@@ -205,6 +205,8 @@ impl ClickHouseStore {
         let db = config.database.clone();
         let applied = schema::migrate(&client, &db, &features).await?;
         tracing::info!(%version, database = %db, ?applied, "ClickHouse schema ready");
+        // The writer's INSERT names the table only: the database comes from the client.
+        let client = client.with_database(&db);
         schema::apply_ttl(&client, &db, &features, config.retention_days).await;
         let stats = Arc::new(ClickHouseStats::default());
         let expired = schema::drop_expired(&client, &db, config.retention_days).await?;

@@ -203,25 +203,25 @@ impl ClickHouseStore {
 
     pub(crate) async fn query_denied(&self, q: &ReportQuery) -> Result<Vec<pb::DeniedGroup>> {
         let mut sql = Sql::new(&format!(
-            "SELECT src_kind, src_group_namespace AS src_namespace, \
-             src_group_workload AS src_workload, src_group_ip AS src_ip, \
-             dst_kind, dst_group_namespace AS dst_namespace, \
-             dst_group_workload AS dst_workload, dst_group_ip AS dst_ip, \
+            "SELECT src_kind, src_group_namespace, src_group_workload, src_group_ip, \
+             dst_kind, dst_group_namespace, dst_group_workload, dst_group_ip, \
              protocol, dst_port, denied_by, \
              max(egress_status = 'POLICY_STATUS_DENIED') AS egress_denied, \
              max(ingress_status = 'POLICY_STATUS_DENIED') AS ingress_denied, \
              sum(count) AS attempts, count() AS flows, \
-             min(first_seen_ns) AS first_seen, max(last_seen_ns) AS last_seen, \
-             argMax(reason, last_seen_ns) AS reason, argMax(outcome, last_seen_ns) AS outcome \
+             min(first_seen_ns) AS g_first_seen, max(last_seen_ns) AS g_last_seen, \
+             argMax(reason, last_seen_ns) AS g_reason, argMax(outcome, last_seen_ns) AS g_outcome \
              FROM {}.flows WHERE verdict = 'VERDICT_DENIED'",
             self.inner.db
         ));
         report_filter(&mut sql, q);
         sql.push(&format!(
-            " GROUP BY src_kind, src_namespace, src_workload, src_ip, dst_kind, dst_namespace, \
-             dst_workload, dst_ip, protocol, dst_port, denied_by \
-             ORDER BY attempts DESC, last_seen DESC, src_namespace, src_workload, src_ip, \
-             dst_namespace, dst_workload, dst_ip, dst_port, protocol, denied_by LIMIT {}",
+            " GROUP BY src_kind, src_group_namespace, src_group_workload, src_group_ip, \
+             dst_kind, dst_group_namespace, dst_group_workload, dst_group_ip, protocol, \
+             dst_port, denied_by \
+             ORDER BY attempts DESC, g_last_seen DESC, src_group_namespace, src_group_workload, \
+             src_group_ip, dst_group_namespace, dst_group_workload, dst_group_ip, dst_port, \
+             protocol, denied_by LIMIT {}",
             limit(q)
         ));
         self.timed("denied", async {
@@ -266,10 +266,10 @@ impl ClickHouseStore {
         let mut sql = Sql::new(&format!(
             "SELECT src_namespace AS namespace, src_pod AS pod, dns_query AS query, \
              dns_qtype AS qtype, outcome, dns_rcode AS rcode, sum(count) AS attempts, \
-             max(last_seen_ns) AS last_seen, \
+             max(last_seen_ns) AS g_last_seen, \
              arraySort(groupUniqArrayArray(if(verdict = 'VERDICT_DENIED', denied_by, emptyArrayString()))) AS denied, \
-             argMax(egress_allows_cluster_dns, last_seen_ns) AS egress_allows_cluster_dns, \
-             argMax(if(verdict = 'VERDICT_DENIED', reason, ''), last_seen_ns) AS reason \
+             argMax(egress_allows_cluster_dns, last_seen_ns) AS g_egress_dns, \
+             argMax(if(verdict = 'VERDICT_DENIED', reason, ''), last_seen_ns) AS g_reason \
              FROM {}.flows WHERE has_dns = 1 \
              AND (outcome IN ('OUTCOME_DROPPED', 'OUTCOME_NO_ANSWER') \
              OR (dns_rcode != '' AND dns_rcode != 'NOERROR'))",
@@ -278,7 +278,7 @@ impl ClickHouseStore {
         report_filter(&mut sql, q);
         sql.push(&format!(
             " GROUP BY namespace, pod, query, qtype, outcome, rcode \
-             ORDER BY attempts DESC, last_seen DESC, namespace, pod, query, qtype, outcome, rcode \
+             ORDER BY attempts DESC, g_last_seen DESC, namespace, pod, query, qtype, outcome, rcode \
              LIMIT {}",
             limit(q)
         ));
