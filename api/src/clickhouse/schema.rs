@@ -112,6 +112,68 @@ fn flows_table(db: &str) -> String {
     )
 }
 
+/// A rollup: its table, and the SELECT over `flows` that its materialized
+/// view runs on each insert (`{db}` stands for the database).
+pub(crate) struct Rollup {
+    pub table: &'static str,
+    /// `SELECT ... FROM {db}.flows [ARRAY JOIN ...]`.
+    pub select: &'static str,
+    /// The view's condition on `flows` (`1` for none).
+    pub condition: &'static str,
+}
+
+pub(crate) const ROLLUPS: [Rollup; 3] = [
+    Rollup {
+        table: "flows_by_minute",
+        select: "SELECT toStartOfMinute(last_seen) AS minute, node, verdict, outcome, mismatch, \
+             drop_reason, protocol, src_group_namespace AS src_namespace, \
+             src_group_workload AS src_workload, dst_group_namespace AS dst_namespace, \
+             dst_group_workload AS dst_workload, dst_port, \
+             toUInt64(1) AS flows, count AS attempts, drop_count AS drops \
+             FROM {db}.flows",
+        condition: "1",
+    },
+    Rollup {
+        table: "denied_by_minute",
+        select: "SELECT toStartOfMinute(last_seen) AS minute, policy, \
+             src_group_namespace AS src_namespace, src_group_workload AS src_workload, \
+             dst_group_namespace AS dst_namespace, dst_group_workload AS dst_workload, \
+             dst_port, protocol, \
+             toUInt8(egress_status = 'POLICY_STATUS_DENIED') AS egress_denied, \
+             toUInt8(ingress_status = 'POLICY_STATUS_DENIED') AS ingress_denied, \
+             outcome, toUInt64(1) AS flows, count AS attempts \
+             FROM {db}.flows ARRAY JOIN denied_by AS policy",
+        condition: "verdict = 'VERDICT_DENIED'",
+    },
+    Rollup {
+        table: "dns_by_minute",
+        select: "SELECT toStartOfMinute(last_seen) AS minute, src_namespace, src_pod, \
+             dns_query_norm AS query, dns_qtype AS qtype, dns_rcode AS rcode, outcome, \
+             verdict, egress_allows_cluster_dns, toUInt64(1) AS flows, count AS attempts \
+             FROM {db}.flows",
+        condition: "has_dns = 1",
+    },
+];
+
+impl Rollup {
+    /// The view's SELECT for database `db`, with `extra` ANDed to its condition.
+    pub fn select(&self, db: &str, extra: &str) -> String {
+        format!(
+            "{} WHERE ({}) AND ({extra})",
+            self.select.replace("{db}", db),
+            self.condition
+        )
+    }
+}
+
+fn view(db: &str, r: &Rollup) -> String {
+    format!(
+        "CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.{t}_mv TO {db}.{t} AS {sel}",
+        t = r.table,
+        sel = r.select(db, "1")
+    )
+}
+
 fn rollups(db: &str) -> Vec<String> {
     let (v, o, m, p) = (
         verdict_type(),
@@ -131,16 +193,7 @@ fn rollups(db: &str) -> Vec<String> {
              ORDER BY (minute, verdict, outcome, mismatch, node, src_namespace, src_workload, \
              dst_namespace, dst_workload, dst_port, protocol, drop_reason)"
         ),
-        format!(
-            "CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.flows_by_minute_mv \
-             TO {db}.flows_by_minute AS SELECT \
-             toStartOfMinute(last_seen) AS minute, node, verdict, outcome, mismatch, \
-             drop_reason, protocol, src_group_namespace AS src_namespace, \
-             src_group_workload AS src_workload, dst_group_namespace AS dst_namespace, \
-             dst_group_workload AS dst_workload, dst_port, \
-             toUInt64(1) AS flows, count AS attempts, drop_count AS drops \
-             FROM {db}.flows"
-        ),
+        view(db, &ROLLUPS[0]),
         format!(
             "CREATE TABLE IF NOT EXISTS {db}.denied_by_minute (\
              minute DateTime, policy String, src_namespace String, src_workload String, \
@@ -152,19 +205,7 @@ fn rollups(db: &str) -> Vec<String> {
              ORDER BY (minute, policy, src_namespace, src_workload, dst_namespace, \
              dst_workload, dst_port, protocol, egress_denied, ingress_denied, outcome)"
         ),
-        format!(
-            "CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.denied_by_minute_mv \
-             TO {db}.denied_by_minute AS SELECT \
-             toStartOfMinute(last_seen) AS minute, policy, \
-             src_group_namespace AS src_namespace, src_group_workload AS src_workload, \
-             dst_group_namespace AS dst_namespace, dst_group_workload AS dst_workload, \
-             dst_port, protocol, \
-             toUInt8(egress_status = 'POLICY_STATUS_DENIED') AS egress_denied, \
-             toUInt8(ingress_status = 'POLICY_STATUS_DENIED') AS ingress_denied, \
-             outcome, toUInt64(1) AS flows, count AS attempts \
-             FROM {db}.flows ARRAY JOIN denied_by AS policy \
-             WHERE verdict = 'VERDICT_DENIED'"
-        ),
+        view(db, &ROLLUPS[1]),
         format!(
             "CREATE TABLE IF NOT EXISTS {db}.dns_by_minute (\
              minute DateTime, src_namespace String, src_pod String, query String, \
@@ -175,14 +216,7 @@ fn rollups(db: &str) -> Vec<String> {
              ORDER BY (minute, src_namespace, src_pod, query, qtype, rcode, outcome, \
              verdict, egress_allows_cluster_dns)"
         ),
-        format!(
-            "CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.dns_by_minute_mv \
-             TO {db}.dns_by_minute AS SELECT \
-             toStartOfMinute(last_seen) AS minute, src_namespace, src_pod, \
-             dns_query_norm AS query, dns_qtype AS qtype, dns_rcode AS rcode, outcome, \
-             verdict, egress_allows_cluster_dns, toUInt64(1) AS flows, count AS attempts \
-             FROM {db}.flows WHERE has_dns = 1"
-        ),
+        view(db, &ROLLUPS[2]),
     ]
 }
 

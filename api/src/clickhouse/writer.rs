@@ -35,7 +35,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::row::FlowRow;
 use super::spool::Spool;
 use super::stats::ClickHouseStats;
-use super::{ClickHouseConfig, ch_error};
+use super::{ClickHouseConfig, ch_error, schema};
 use crate::store::{InsertOutcome, Result, StoreError};
 
 /// One `insert()` call.
@@ -52,8 +52,16 @@ pub(crate) struct Writer {
     pub spool: Spool,
     /// Whether batches go to the spool (it holds flows not replayed yet).
     pub spooling: bool,
-    /// Query ids of INSERTs whose outcome is unknown.
-    pub uncertain: Vec<String>,
+    /// INSERTs whose outcome is unknown.
+    pub uncertain: Vec<Uncertain>,
+}
+
+/// An INSERT whose outcome is unknown: its query id and what it carried.
+pub(crate) struct Uncertain {
+    query_id: String,
+    ids: Vec<String>,
+    lo: u32,
+    hi: u32,
 }
 
 static QUERY_SEQ: AtomicU64 = AtomicU64::new(0);
@@ -224,7 +232,12 @@ impl Writer {
             return Ok(existing);
         }
         let qid = query_id();
-        self.uncertain.push(qid.clone());
+        self.uncertain.push(Uncertain {
+            query_id: qid.clone(),
+            ids: fresh.iter().map(|r| r.id.clone()).collect(),
+            lo: fresh.iter().map(|r| r.last_seen).min().unwrap_or(0),
+            hi: fresh.iter().map(|r| r.last_seen).max().unwrap_or(0),
+        });
         let timeout = Some(self.config.request_timeout);
         let result = async {
             let mut insert = self
@@ -241,7 +254,7 @@ impl Writer {
         .await;
         match result {
             Ok(()) => {
-                self.uncertain.retain(|q| *q != qid);
+                self.uncertain.retain(|u| u.query_id != qid);
                 self.stats.batches_inserted.fetch_add(1, Relaxed);
                 self.stats
                     .rows_inserted
@@ -252,23 +265,24 @@ impl Writer {
         }
     }
 
-    /// Waits until no INSERT of ours with an unknown outcome still runs.
+    /// Waits until no INSERT of ours with an unknown outcome still runs,
+    /// then completes the rollups of those that landed in `flows`.
     async fn settle(&mut self) -> Result<()> {
         if self.uncertain.is_empty() {
             return Ok(());
         }
         let deadline = Instant::now() + self.config.request_timeout;
+        let qids: Vec<&str> = self.uncertain.iter().map(|u| u.query_id.as_str()).collect();
         loop {
             let running: u64 = self
                 .client
                 .query("SELECT count() FROM system.processes WHERE has(?, query_id)")
-                .bind(&self.uncertain)
+                .bind(&qids)
                 .fetch_one()
                 .await
                 .map_err(|e| ch_error("looking up running inserts", e))?;
             if running == 0 {
-                self.uncertain.clear();
-                return Ok(());
+                break;
             }
             if Instant::now() > deadline {
                 return Err(StoreError::Backend {
@@ -278,6 +292,76 @@ impl Writer {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        while let Some(u) = self.uncertain.first() {
+            self.repair_rollups(u).await?;
+            self.uncertain.remove(0);
+        }
+        Ok(())
+    }
+
+    /// Materialized views are filled after the source table's part is
+    /// committed, so a server dying mid-INSERT can leave flows stored without
+    /// their rollup rows. With one writer, a rollup either has all of an
+    /// INSERT's rows or none (one block each): when a rollup counts fewer
+    /// flows than `flows` holds for the INSERT's minutes, the INSERT's flows
+    /// that landed are added to it.
+    async fn repair_rollups(&self, u: &Uncertain) -> Result<()> {
+        let db = &self.db;
+        let (lo, hi) = (u.lo - u.lo % 60, u.hi - u.hi % 60 + 60);
+        let landed: u64 = self
+            .client
+            .query(&format!(
+                "SELECT count() FROM {db}.flows WHERE last_seen >= toDateTime(?) \
+                 AND last_seen < toDateTime(?) AND id IN (SELECT arrayJoin(?))"
+            ))
+            .bind(lo)
+            .bind(hi)
+            .bind(&u.ids)
+            .with_setting("max_query_size", "268435456")
+            .fetch_one()
+            .await
+            .map_err(|e| ch_error("checking an interrupted insert", e))?;
+        if landed == 0 {
+            return Ok(());
+        }
+        let range = format!("last_seen >= toDateTime({lo}) AND last_seen < toDateTime({hi})");
+        for r in &schema::ROLLUPS {
+            let expected: u64 = self
+                .client
+                .query(&format!("SELECT count() FROM ({})", r.select(db, &range)))
+                .fetch_one()
+                .await
+                .map_err(|e| ch_error("counting flows for a rollup", e))?;
+            let actual: u64 = self
+                .client
+                .query(&format!(
+                    "SELECT sum(flows) FROM {db}.{} WHERE minute >= toDateTime({lo}) \
+                     AND minute < toDateTime({hi})",
+                    r.table
+                ))
+                .fetch_one()
+                .await
+                .map_err(|e| ch_error("counting a rollup", e))?;
+            if actual < expected {
+                tracing::warn!(
+                    rollup = r.table,
+                    missing = expected - actual,
+                    "completing a rollup after an interrupted insert"
+                );
+                self.client
+                    .query(&format!(
+                        "INSERT INTO {db}.{} {}",
+                        r.table,
+                        r.select(db, &format!("{range} AND id IN (SELECT arrayJoin(?))"))
+                    ))
+                    .bind(&u.ids)
+                    .with_setting("max_query_size", "268435456")
+                    .execute()
+                    .await
+                    .map_err(|e| ch_error("completing a rollup", e))?;
+            }
+        }
+        Ok(())
     }
 
     /// Which of `rows`' ids are stored already.
