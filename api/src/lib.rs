@@ -4,4 +4,5 @@
 //!
 //! - [`store`]: the interface both stores implement.
 
+pub mod clickhouse;
 pub mod store;

@@ -1,0 +1,342 @@
+//! The ClickHouse store: flows in a `flows` table, per-minute rollups for
+//! dashboards, durable batched inserts with a local spool, and the queries of
+//! the [`Store`] trait in SQL. Works on ClickHouse 18.16 (Debian, CI) and on
+//! current servers (the server's version decides which features are used).
+//!
+//! How data flows through it:
+//! - [`ClickHouseStore::connect`] detects the server version, applies the
+//!   migrations (`schema.rs`; tables and columns in `SCHEMA.md`), drops expired
+//!   partitions, and starts the writer (replaying spool files left behind).
+//! - `insert()` flattens flows into rows (`row.rs`) and hands them to the one
+//!   writer task (`writer.rs`), which batches by size and time, reads back
+//!   stored ids before inserting so retries never store a flow twice, and
+//!   spools to disk (`spool.rs`) while ClickHouse is unreachable.
+//! - Queries (`query.rs`) compile `FlowFilter`s into SQL with bound values
+//!   (`sql.rs`) and group the reports in SQL.
+//! - [`ClickHouseStats`] counts inserts, spooling and query latency.
+
+mod query;
+mod row;
+mod schema;
+mod spool;
+mod sql;
+mod stats;
+mod writer;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use clickhouse::Client;
+use netverdict_proto::v1 as pb;
+use tokio::sync::{mpsc, oneshot};
+
+pub use query::DEFAULT_REPORT_LIMIT;
+pub use row::{GroupRef, group_ref};
+pub use schema::{ServerFeatures, latest_version};
+pub use stats::{ClickHouseStats, Histogram, LATENCY_BUCKETS};
+
+use crate::store::{FlowQuery, InsertOutcome, ReportQuery, Result, Store, StoreError, StoreStatus};
+
+/// How to reach ClickHouse and how to write to it.
+#[derive(Debug, Clone)]
+pub struct ClickHouseConfig {
+    /// The HTTP interface, e.g. `http://127.0.0.1:8123`.
+    pub url: String,
+    /// The database holding netverdict's tables (created if missing);
+    /// letters, digits and `_`.
+    pub database: String,
+    /// The user.
+    pub user: String,
+    /// The user's password (empty for none).
+    pub password: String,
+    /// Days of flows and rollups kept (default 7).
+    pub retention_days: u32,
+    /// Flows per INSERT at most (default 10 000).
+    pub batch_max_rows: usize,
+    /// How long a batch waits for more flows after its first (default 100 ms).
+    pub batch_max_delay: Duration,
+    /// Where flows are spooled while ClickHouse is unreachable.
+    pub spool_dir: PathBuf,
+    /// Attempts per batch before it is spooled (default 3).
+    pub insert_attempts: u32,
+    /// The first retry's backoff, doubled per retry up to 5 s (default 100 ms).
+    pub retry_backoff: Duration,
+    /// How often the spool is replayed while ClickHouse is unreachable (default 1 s).
+    pub replay_interval: Duration,
+    /// How often expired partitions are dropped (default 1 h).
+    pub retention_interval: Duration,
+    /// Timeout of each request to ClickHouse (default 30 s).
+    pub request_timeout: Duration,
+}
+
+impl Default for ClickHouseConfig {
+    fn default() -> Self {
+        ClickHouseConfig {
+            url: "http://127.0.0.1:8123".into(),
+            database: "netverdict".into(),
+            user: "default".into(),
+            password: String::new(),
+            retention_days: 7,
+            batch_max_rows: 10_000,
+            batch_max_delay: Duration::from_millis(100),
+            spool_dir: PathBuf::from("/var/lib/netverdict/spool"),
+            insert_attempts: 3,
+            retry_backoff: Duration::from_millis(100),
+            replay_interval: Duration::from_secs(1),
+            retention_interval: Duration::from_secs(3600),
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl ClickHouseConfig {
+    /// The defaults with `url`, `database` and `spool_dir`.
+    pub fn new(
+        url: impl Into<String>,
+        database: impl Into<String>,
+        spool_dir: impl Into<PathBuf>,
+    ) -> Self {
+        ClickHouseConfig {
+            url: url.into(),
+            database: database.into(),
+            spool_dir: spool_dir.into(),
+            ..Default::default()
+        }
+    }
+
+    fn validate(&self) -> Result<()> {
+        let bad = |field: &str, reason: &str| StoreError::Backend {
+            backend: "clickhouse",
+            message: format!("config field {field}: {reason}"),
+        };
+        let db = &self.database;
+        if db.is_empty()
+            || db.starts_with(|c: char| c.is_ascii_digit())
+            || !db.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
+            return Err(bad(
+                "database",
+                &format!("{db:?} is not letters, digits and '_'"),
+            ));
+        }
+        if self.retention_days == 0 {
+            return Err(bad("retention_days", "must be at least 1"));
+        }
+        if self.batch_max_rows == 0 {
+            return Err(bad("batch_max_rows", "must be at least 1"));
+        }
+        if self.insert_attempts == 0 {
+            return Err(bad("insert_attempts", "must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
+/// A ClickHouse error with what we were doing.
+pub(crate) fn ch_error(context: &str, e: clickhouse::error::Error) -> StoreError {
+    StoreError::Backend {
+        backend: "clickhouse",
+        message: format!("{context}: {e}"),
+    }
+}
+
+struct Inner {
+    client: Client,
+    db: String,
+    config: ClickHouseConfig,
+    features: ServerFeatures,
+    stats: Arc<ClickHouseStats>,
+    tx: mpsc::Sender<writer::Request>,
+    retention: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.retention.abort();
+    }
+}
+
+/// The ClickHouse store. Cheap to clone; the writer stops when the last clone
+/// is dropped (every `insert()` that returned is durable by then).
+#[derive(Clone)]
+pub struct ClickHouseStore {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for ClickHouseStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClickHouseStore")
+            .field("url", &self.inner.config.url)
+            .field("database", &self.inner.db)
+            .field("features", &self.inner.features)
+            .finish()
+    }
+}
+
+impl ClickHouseStore {
+    /// Connects, applies migrations, drops expired partitions and starts the
+    /// writer (which first replays any spool files in `spool_dir`).
+    pub async fn connect(config: ClickHouseConfig) -> Result<ClickHouseStore> {
+        config.validate()?;
+        let mut client = Client::default()
+            .with_url(&config.url)
+            .with_user(&config.user)
+            .with_validation(false)
+            .with_compression(clickhouse::Compression::Lz4);
+        if !config.password.is_empty() {
+            client = client.with_password(&config.password);
+        }
+        let version: String = tokio::time::timeout(
+            config.request_timeout,
+            client.query("SELECT version()").fetch_one(),
+        )
+        .await
+        .map_err(|_| StoreError::Backend {
+            backend: "clickhouse",
+            message: format!(
+                "{}: no answer within {:?}",
+                config.url, config.request_timeout
+            ),
+        })?
+        .map_err(|e| ch_error(&format!("connecting to {}", config.url), e))?;
+        let features = ServerFeatures::from_version(&version)?;
+        let db = config.database.clone();
+        let applied = schema::migrate(&client, &db, &features).await?;
+        tracing::info!(%version, database = %db, ?applied, "ClickHouse schema ready");
+        // The writer's INSERT names the table only: the database comes from the client.
+        let client = client.with_database(&db);
+        schema::apply_ttl(&client, &db, &features, config.retention_days).await;
+        let stats = Arc::new(ClickHouseStats::default());
+        let expired = schema::drop_expired(&client, &db, config.retention_days).await?;
+        stats.rows_expired.fetch_add(expired, Relaxed);
+
+        let spool =
+            spool::Spool::open(&config.spool_dir)
+                .await
+                .map_err(|e| StoreError::Backend {
+                    backend: "spool",
+                    message: format!("opening {}: {e}", config.spool_dir.display()),
+                })?;
+        let pending = spool.files().await.map_err(|e| StoreError::Backend {
+            backend: "spool",
+            message: format!("listing {}: {e}", config.spool_dir.display()),
+        })?;
+        let (tx, rx) = mpsc::channel(1024);
+        let writer = writer::Writer {
+            client: client.clone(),
+            db: db.clone(),
+            config: config.clone(),
+            stats: stats.clone(),
+            spool,
+            spooling: !pending.is_empty(),
+            uncertain: Vec::new(),
+        };
+        tokio::spawn(writer.run(rx));
+        let retention = tokio::spawn(retention_loop(
+            client.clone(),
+            db.clone(),
+            config.retention_days,
+            config.retention_interval,
+            stats.clone(),
+        ));
+        Ok(ClickHouseStore {
+            inner: Arc::new(Inner {
+                client,
+                db,
+                config,
+                features,
+                stats,
+                tx,
+                retention,
+            }),
+        })
+    }
+
+    /// The store's counters, to export.
+    pub fn stats(&self) -> Arc<ClickHouseStats> {
+        self.inner.stats.clone()
+    }
+
+    /// What the server can do.
+    pub fn features(&self) -> ServerFeatures {
+        self.inner.features
+    }
+
+    /// The database the tables live in.
+    pub fn database(&self) -> &str {
+        &self.inner.db
+    }
+
+    /// Drops expired partitions now; returns the `flows` rows dropped.
+    pub async fn enforce_retention(&self) -> Result<u64> {
+        let n = schema::drop_expired(
+            &self.inner.client,
+            &self.inner.db,
+            self.inner.config.retention_days,
+        )
+        .await?;
+        self.inner.stats.rows_expired.fetch_add(n, Relaxed);
+        Ok(n)
+    }
+}
+
+async fn retention_loop(
+    client: Client,
+    db: String,
+    days: u32,
+    every: Duration,
+    stats: Arc<ClickHouseStats>,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.tick().await; // connect() just did it
+    loop {
+        tick.tick().await;
+        match schema::drop_expired(&client, &db, days).await {
+            Ok(n) => {
+                stats.rows_expired.fetch_add(n, Relaxed);
+            }
+            Err(e) => tracing::warn!(error = %e, "retention failed; will retry"),
+        }
+    }
+}
+
+impl Store for ClickHouseStore {
+    async fn insert(&self, flows: Vec<pb::Flow>) -> Result<InsertOutcome> {
+        if flows.is_empty() {
+            return Ok(InsertOutcome::default());
+        }
+        let rows = flows
+            .iter()
+            .map(row::FlowRow::from_flow)
+            .collect::<Result<Vec<_>>>()?;
+        let (reply, rx) = oneshot::channel();
+        let stopped = || StoreError::Backend {
+            backend: "clickhouse",
+            message: "the writer has stopped".into(),
+        };
+        self.inner
+            .tx
+            .send(writer::Request { rows, reply })
+            .await
+            .map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())?
+    }
+
+    async fn flows(&self, query: &FlowQuery) -> Result<Vec<pb::Flow>> {
+        self.query_flows(query).await
+    }
+
+    async fn denied(&self, query: &ReportQuery) -> Result<Vec<pb::DeniedGroup>> {
+        self.query_denied(query).await
+    }
+
+    async fn dns_failures(&self, query: &ReportQuery) -> Result<Vec<pb::DnsFailure>> {
+        self.query_dns_failures(query).await
+    }
+
+    async fn status(&self) -> Result<StoreStatus> {
+        self.query_status().await
+    }
+}

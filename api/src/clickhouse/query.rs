@@ -1,0 +1,339 @@
+//! The read side: `flows`, the `denied` and `dns_failures` reports grouped in
+//! SQL, and `status`. Every user value is bound (see `sql.rs`).
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use netverdict_proto::v1 as pb;
+use prost::Message;
+
+use super::ClickHouseStore;
+use super::sql::{Sql, Value, namespaces_either, predicate};
+use crate::store::{FlowQuery, ReportQuery, Result, StoreError, StoreStatus};
+
+/// The default number of report groups (`ReportRequest.limit` 0).
+pub const DEFAULT_REPORT_LIMIT: usize = 1000;
+
+fn nanos(t: SystemTime) -> i64 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_nanos()).unwrap_or(i64::MAX),
+        Err(e) => -i64::try_from(e.duration().as_nanos()).unwrap_or(i64::MAX),
+    }
+}
+
+fn system_time(ns: i64) -> SystemTime {
+    if ns >= 0 {
+        UNIX_EPOCH + Duration::from_nanos(ns as u64)
+    } else {
+        UNIX_EPOCH - Duration::from_nanos(ns.unsigned_abs())
+    }
+}
+
+fn timestamp(ns: i64) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: ns.div_euclid(1_000_000_000),
+        nanos: ns.rem_euclid(1_000_000_000) as i32,
+    }
+}
+
+/// `last_seen` in `[since, until)`: exact on `last_seen_ns`, and on the
+/// `DateTime` column too so partitions and the sort key prune.
+fn time_range(sql: &mut Sql, since: Option<SystemTime>, until: Option<SystemTime>) {
+    if let Some(since) = since {
+        let ns = nanos(since);
+        let secs = ns.div_euclid(1_000_000_000).clamp(0, i64::from(u32::MAX));
+        sql.push(" AND last_seen >= toDateTime(")
+            .bind(Value::I64(secs))
+            .push(") AND last_seen_ns >= ")
+            .bind(Value::I64(ns));
+    }
+    if let Some(until) = until {
+        let ns = nanos(until);
+        let secs = ns.div_euclid(1_000_000_000).clamp(0, i64::from(u32::MAX));
+        sql.push(" AND last_seen <= toDateTime(")
+            .bind(Value::I64(secs))
+            .push(") AND last_seen_ns < ")
+            .bind(Value::I64(ns));
+    }
+}
+
+fn report_filter(sql: &mut Sql, q: &ReportQuery) {
+    time_range(sql, q.since, q.until);
+    if !q.namespaces.is_empty() {
+        sql.push(" AND (");
+        namespaces_either(sql, &q.namespaces);
+        sql.push(")");
+    }
+}
+
+fn limit(q: &ReportQuery) -> usize {
+    if q.limit == 0 {
+        DEFAULT_REPORT_LIMIT
+    } else {
+        q.limit
+    }
+}
+
+fn policy_refs(names: Vec<String>) -> Vec<pb::PolicyRef> {
+    names
+        .into_iter()
+        .map(|n| match n.split_once('/') {
+            Some((ns, name)) => pb::PolicyRef {
+                namespace: ns.to_string(),
+                name: name.to_string(),
+            },
+            None => pb::PolicyRef {
+                namespace: String::new(),
+                name: n,
+            },
+        })
+        .collect()
+}
+
+#[derive(clickhouse::Row, serde::Deserialize)]
+struct FlowBytes {
+    #[expect(dead_code, reason = "selected for LIMIT 1 BY id")]
+    id: String,
+    #[serde(with = "serde_bytes")]
+    flow: Vec<u8>,
+}
+
+#[derive(clickhouse::Row, serde::Deserialize)]
+struct DeniedRow {
+    src_kind: i8,
+    src_namespace: String,
+    src_workload: String,
+    src_ip: String,
+    dst_kind: i8,
+    dst_namespace: String,
+    dst_workload: String,
+    dst_ip: String,
+    protocol: i8,
+    dst_port: u16,
+    denied_by: Vec<String>,
+    egress_denied: u8,
+    ingress_denied: u8,
+    attempts: u64,
+    flows: u64,
+    first_seen: i64,
+    last_seen: i64,
+    reason: String,
+    outcome: i8,
+}
+
+#[derive(clickhouse::Row, serde::Deserialize)]
+struct DnsRow {
+    namespace: String,
+    pod: String,
+    query: String,
+    qtype: String,
+    outcome: i8,
+    rcode: String,
+    attempts: u64,
+    last_seen: i64,
+    denied_by: Vec<String>,
+    egress_allows_cluster_dns: u8,
+    reason: String,
+}
+
+#[derive(clickhouse::Row, serde::Deserialize)]
+struct StatusRow {
+    flows: u64,
+    oldest: i64,
+    newest: i64,
+}
+
+impl ClickHouseStore {
+    async fn timed<T>(&self, what: &str, fut: impl Future<Output = Result<T>>) -> Result<T> {
+        let started = std::time::Instant::now();
+        let result = tokio::time::timeout(self.inner.config.request_timeout, fut)
+            .await
+            .unwrap_or_else(|_| {
+                Err(StoreError::Backend {
+                    backend: "clickhouse",
+                    message: format!("{what}: timed out"),
+                })
+            });
+        self.inner.stats.query_latency.observe(started.elapsed());
+        if result.is_err() {
+            self.inner
+                .stats
+                .query_errors
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        result
+    }
+
+    pub(crate) async fn query_flows(&self, q: &FlowQuery) -> Result<Vec<pb::Flow>> {
+        let mut sql = Sql::new(&format!(
+            "SELECT id, flow FROM {}.flows WHERE ",
+            self.inner.db
+        ));
+        predicate(&mut sql, &q.include, &q.exclude)?;
+        time_range(&mut sql, q.since, q.until);
+        sql.push(if q.first {
+            " ORDER BY last_seen_ns ASC, id ASC LIMIT 1 BY id"
+        } else {
+            " ORDER BY last_seen_ns DESC, id DESC LIMIT 1 BY id"
+        });
+        if q.limit > 0 {
+            sql.push(&format!(" LIMIT {}", q.limit));
+        }
+        self.timed("flows", async {
+            let rows: Vec<FlowBytes> = sql
+                .query(&self.inner.client)
+                .fetch_all()
+                .await
+                .map_err(|e| super::ch_error("querying flows", e))?;
+            let mut flows = rows
+                .into_iter()
+                .map(|r| {
+                    pb::Flow::decode(r.flow.as_slice()).map_err(|e| StoreError::Backend {
+                        backend: "clickhouse",
+                        message: format!("stored flow does not decode: {e}"),
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            if !q.first {
+                flows.reverse();
+            }
+            Ok(flows)
+        })
+        .await
+    }
+
+    pub(crate) async fn query_denied(&self, q: &ReportQuery) -> Result<Vec<pb::DeniedGroup>> {
+        let mut sql = Sql::new(&format!(
+            "SELECT src_kind, src_group_namespace, src_group_workload, src_group_ip, \
+             dst_kind, dst_group_namespace, dst_group_workload, dst_group_ip, \
+             protocol, dst_port, denied_by, \
+             max(egress_status = 'POLICY_STATUS_DENIED') AS egress_denied, \
+             max(ingress_status = 'POLICY_STATUS_DENIED') AS ingress_denied, \
+             sum(count) AS attempts, count() AS flows, \
+             min(first_seen_ns) AS g_first_seen, max(last_seen_ns) AS g_last_seen, \
+             argMax(reason, last_seen_ns) AS g_reason, argMax(outcome, last_seen_ns) AS g_outcome \
+             FROM {}.flows WHERE verdict = 'VERDICT_DENIED'",
+            self.inner.db
+        ));
+        report_filter(&mut sql, q);
+        sql.push(&format!(
+            " GROUP BY src_kind, src_group_namespace, src_group_workload, src_group_ip, \
+             dst_kind, dst_group_namespace, dst_group_workload, dst_group_ip, protocol, \
+             dst_port, denied_by \
+             ORDER BY attempts DESC, g_last_seen DESC, src_group_namespace, src_group_workload, \
+             src_group_ip, dst_group_namespace, dst_group_workload, dst_group_ip, dst_port, \
+             protocol, denied_by LIMIT {}",
+            limit(q)
+        ));
+        self.timed("denied", async {
+            let rows: Vec<DeniedRow> = sql
+                .query(&self.inner.client)
+                .fetch_all()
+                .await
+                .map_err(|e| super::ch_error("querying denied flows", e))?;
+            Ok(rows
+                .into_iter()
+                .map(|r| pb::DeniedGroup {
+                    source: Some(pb::WorkloadRef {
+                        kind: i32::from(r.src_kind),
+                        namespace: r.src_namespace,
+                        workload: r.src_workload,
+                        ip: r.src_ip,
+                    }),
+                    destination: Some(pb::WorkloadRef {
+                        kind: i32::from(r.dst_kind),
+                        namespace: r.dst_namespace,
+                        workload: r.dst_workload,
+                        ip: r.dst_ip,
+                    }),
+                    protocol: i32::from(r.protocol),
+                    destination_port: u32::from(r.dst_port),
+                    denied_by: policy_refs(r.denied_by),
+                    egress_denied: r.egress_denied != 0,
+                    ingress_denied: r.ingress_denied != 0,
+                    count: r.attempts,
+                    flows: r.flows,
+                    first_seen: Some(timestamp(r.first_seen)),
+                    last_seen: Some(timestamp(r.last_seen)),
+                    reason: r.reason,
+                    outcome: i32::from(r.outcome),
+                })
+                .collect())
+        })
+        .await
+    }
+
+    pub(crate) async fn query_dns_failures(&self, q: &ReportQuery) -> Result<Vec<pb::DnsFailure>> {
+        let mut sql = Sql::new(&format!(
+            "SELECT src_namespace AS namespace, src_pod AS pod, dns_query AS query, \
+             dns_qtype AS qtype, outcome, dns_rcode AS rcode, sum(count) AS attempts, \
+             max(last_seen_ns) AS g_last_seen, \
+             arraySort(groupUniqArrayArray(if(verdict = 'VERDICT_DENIED', denied_by, emptyArrayString()))) AS denied, \
+             argMax(egress_allows_cluster_dns, last_seen_ns) AS g_egress_dns, \
+             argMax(if(verdict = 'VERDICT_DENIED', reason, ''), last_seen_ns) AS g_reason \
+             FROM {}.flows WHERE has_dns = 1 \
+             AND (outcome IN ('OUTCOME_DROPPED', 'OUTCOME_NO_ANSWER') \
+             OR (dns_rcode != '' AND dns_rcode != 'NOERROR'))",
+            self.inner.db
+        ));
+        report_filter(&mut sql, q);
+        sql.push(&format!(
+            " GROUP BY namespace, pod, query, qtype, outcome, rcode \
+             ORDER BY attempts DESC, g_last_seen DESC, namespace, pod, query, qtype, outcome, rcode \
+             LIMIT {}",
+            limit(q)
+        ));
+        self.timed("dns_failures", async {
+            let rows: Vec<DnsRow> = sql
+                .query(&self.inner.client)
+                .fetch_all()
+                .await
+                .map_err(|e| super::ch_error("querying DNS failures", e))?;
+            Ok(rows
+                .into_iter()
+                .map(|r| pb::DnsFailure {
+                    namespace: r.namespace,
+                    pod: r.pod,
+                    query: r.query,
+                    qtype: r.qtype,
+                    outcome: i32::from(r.outcome),
+                    rcode: r.rcode,
+                    count: r.attempts,
+                    last_seen: Some(timestamp(r.last_seen)),
+                    denied_by: policy_refs(r.denied_by),
+                    egress_allows_cluster_dns: r.egress_allows_cluster_dns != 0,
+                    reason: r.reason,
+                })
+                .collect())
+        })
+        .await
+    }
+
+    pub(crate) async fn query_status(&self) -> Result<StoreStatus> {
+        let sql = format!(
+            "SELECT count() AS flows, min(last_seen_ns) AS oldest, max(last_seen_ns) AS newest \
+             FROM {}.flows",
+            self.inner.db
+        );
+        self.timed("status", async {
+            let r: StatusRow = self
+                .inner
+                .client
+                .query(&sql)
+                .fetch_one()
+                .await
+                .map_err(|e| super::ch_error("querying status", e))?;
+            let some = r.flows > 0;
+            Ok(StoreStatus {
+                flows_stored: r.flows,
+                flows_dropped: self
+                    .inner
+                    .stats
+                    .rows_expired
+                    .load(std::sync::atomic::Ordering::Relaxed),
+                oldest: some.then(|| system_time(r.oldest)),
+                newest: some.then(|| system_time(r.newest)),
+            })
+        })
+        .await
+    }
+}

@@ -1,0 +1,341 @@
+//! A flow as one row of the `flows` table: every filter dimension and report
+//! grouping flattened into its own column, plus the encoded protobuf `Flow`
+//! that queries return. Conversion validates what the columns cannot hold.
+
+use std::net::IpAddr;
+
+use netverdict_proto::v1 as pb;
+use prost::Message;
+
+use crate::store::StoreError;
+
+/// One row of `flows`, in column order of `INSERT INTO flows (...)`.
+/// Enum columns are `Enum8` whose values are the protobuf enum numbers.
+#[derive(Debug, Clone, clickhouse::Row, serde::Serialize)]
+pub(crate) struct FlowRow {
+    pub id: String,
+    pub node: String,
+    pub first_seen: u32,
+    pub last_seen: u32,
+    pub first_seen_ns: i64,
+    pub last_seen_ns: i64,
+    pub count: u64,
+    pub verdict: i8,
+    pub outcome: i8,
+    pub mismatch: i8,
+    pub protocol: i8,
+    pub traffic_direction: i8,
+    pub drop_reason: String,
+    pub drop_count: u64,
+    pub service: String,
+    pub reason: String,
+
+    pub src_present: u8,
+    pub src_ip: String,
+    pub src_ip_family: u8,
+    pub src_ipv4: u32,
+    pub src_ipv6: [u8; 16],
+    pub src_port: u16,
+    pub src_kind: i8,
+    pub src_namespace: String,
+    pub src_pod: String,
+    pub src_workload: String,
+    pub src_node: String,
+    pub src_label_keys: Vec<String>,
+    pub src_labels: Vec<String>,
+    pub src_group_namespace: String,
+    pub src_group_workload: String,
+    pub src_group_ip: String,
+
+    pub dst_present: u8,
+    pub dst_ip: String,
+    pub dst_ip_family: u8,
+    pub dst_ipv4: u32,
+    pub dst_ipv6: [u8; 16],
+    pub dst_port: u16,
+    pub dst_kind: i8,
+    pub dst_namespace: String,
+    pub dst_pod: String,
+    pub dst_workload: String,
+    pub dst_node: String,
+    pub dst_label_keys: Vec<String>,
+    pub dst_labels: Vec<String>,
+    pub dst_group_namespace: String,
+    pub dst_group_workload: String,
+    pub dst_group_ip: String,
+
+    pub allowed_by: Vec<String>,
+    pub denied_by: Vec<String>,
+    pub egress_status: i8,
+    pub egress_isolated: u8,
+    pub egress_selected_by: Vec<String>,
+    pub ingress_status: i8,
+    pub ingress_isolated: u8,
+    pub ingress_selected_by: Vec<String>,
+
+    pub has_dns: u8,
+    pub dns_query: String,
+    pub dns_query_norm: String,
+    pub dns_qtype: String,
+    pub dns_rcode: String,
+    pub dns_answers: u32,
+    pub egress_allows_cluster_dns: u8,
+
+    #[serde(with = "serde_bytes")]
+    pub flow: Vec<u8>,
+}
+
+/// The endpoint columns of one side.
+struct Side {
+    present: u8,
+    ip: String,
+    family: u8,
+    v4: u32,
+    v6: [u8; 16],
+    port: u16,
+    kind: i8,
+    namespace: String,
+    pod: String,
+    workload: String,
+    node: String,
+    label_keys: Vec<String>,
+    labels: Vec<String>,
+    group: GroupRef,
+}
+
+/// How a report groups an endpoint (the `WorkloadRef` of `query.proto`).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct GroupRef {
+    /// The pod's namespace; empty for anything but a pod.
+    pub namespace: String,
+    /// The pod's workload, else its name; the node name for a node; empty otherwise.
+    pub workload: String,
+    /// The address for anything but a pod; empty for pods.
+    pub ip: String,
+}
+
+/// The report grouping of an endpoint: pods (also host-network pods) by
+/// namespace and workload (the pod name when it has none), nodes by node
+/// name and address, the world and unresolved endpoints by address.
+pub fn group_ref(ep: &pb::Endpoint) -> GroupRef {
+    match pb::EndpointKind::try_from(ep.kind) {
+        Ok(pb::EndpointKind::Pod | pb::EndpointKind::HostNetworkPod) => GroupRef {
+            namespace: ep.namespace.clone(),
+            workload: if ep.workload.is_empty() {
+                ep.pod_name.clone()
+            } else {
+                ep.workload.clone()
+            },
+            ip: String::new(),
+        },
+        Ok(pb::EndpointKind::Node) => GroupRef {
+            namespace: String::new(),
+            workload: ep.node_name.clone(),
+            ip: ep.ip.clone(),
+        },
+        _ => GroupRef {
+            namespace: String::new(),
+            workload: String::new(),
+            ip: ep.ip.clone(),
+        },
+    }
+}
+
+/// `"namespace/name"` of a policy.
+pub(crate) fn policy_name(p: &pb::PolicyRef) -> String {
+    format!("{}/{}", p.namespace, p.name)
+}
+
+/// Sorted, deduplicated `"namespace/name"`s.
+fn policy_names(refs: &[pb::PolicyRef]) -> Vec<String> {
+    let mut v: Vec<String> = refs.iter().map(policy_name).collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
+/// A DNS name as the `dns_query` filter compares it.
+pub(crate) fn normalize_dns(name: &str) -> String {
+    name.trim_end_matches('.').to_ascii_lowercase()
+}
+
+fn invalid(flow: &pb::Flow, field: &'static str, reason: impl Into<String>) -> StoreError {
+    StoreError::InvalidFlow {
+        id: flow.id.clone(),
+        field,
+        reason: reason.into(),
+    }
+}
+
+fn enum8<E: TryFrom<i32>>(flow: &pb::Flow, field: &'static str, v: i32) -> Result<i8, StoreError> {
+    if E::try_from(v).is_err() {
+        return Err(invalid(flow, field, format!("unknown enum value {v}")));
+    }
+    i8::try_from(v).map_err(|_| invalid(flow, field, format!("enum value {v} out of range")))
+}
+
+/// Nanoseconds since the epoch, and the whole seconds for a `DateTime`.
+fn time(
+    flow: &pb::Flow,
+    field: &'static str,
+    t: Option<&prost_types::Timestamp>,
+) -> Result<(u32, i64), StoreError> {
+    let t = t.ok_or_else(|| invalid(flow, field, "missing"))?;
+    let secs = u32::try_from(t.seconds)
+        .map_err(|_| invalid(flow, field, format!("{}s is outside 1970..2106", t.seconds)))?;
+    if !(0..1_000_000_000).contains(&t.nanos) {
+        return Err(invalid(
+            flow,
+            field,
+            format!("nanos {} out of range", t.nanos),
+        ));
+    }
+    Ok((secs, i64::from(secs) * 1_000_000_000 + i64::from(t.nanos)))
+}
+
+fn side(
+    flow: &pb::Flow,
+    ep: Option<&pb::Endpoint>,
+    port_field: &'static str,
+) -> Result<Side, StoreError> {
+    let Some(ep) = ep else {
+        return Ok(Side {
+            present: 0,
+            ip: String::new(),
+            family: 0,
+            v4: 0,
+            v6: [0; 16],
+            port: 0,
+            kind: 0,
+            namespace: String::new(),
+            pod: String::new(),
+            workload: String::new(),
+            node: String::new(),
+            label_keys: Vec::new(),
+            labels: Vec::new(),
+            group: GroupRef::default(),
+        });
+    };
+    let (family, v4, v6) = match ep.ip.parse::<IpAddr>() {
+        Ok(IpAddr::V4(a)) => (4, u32::from(a), [0; 16]),
+        Ok(IpAddr::V6(a)) => (6, 0, a.octets()),
+        Err(_) => (0, 0, [0; 16]),
+    };
+    let port = u16::try_from(ep.port)
+        .map_err(|_| invalid(flow, port_field, format!("port {} above 65535", ep.port)))?;
+    let mut keys: Vec<&String> = ep.labels.keys().collect();
+    keys.sort();
+    Ok(Side {
+        present: 1,
+        ip: ep.ip.clone(),
+        family,
+        v4,
+        v6,
+        port,
+        kind: enum8::<pb::EndpointKind>(flow, "kind", ep.kind)?,
+        namespace: ep.namespace.clone(),
+        pod: ep.pod_name.clone(),
+        workload: ep.workload.clone(),
+        node: ep.node_name.clone(),
+        labels: keys
+            .iter()
+            .map(|k| format!("{k}={}", ep.labels[*k]))
+            .collect(),
+        label_keys: keys.into_iter().cloned().collect(),
+        group: group_ref(ep),
+    })
+}
+
+impl FlowRow {
+    /// Flattens `flow`; fails on values the columns cannot hold.
+    pub(crate) fn from_flow(flow: &pb::Flow) -> Result<FlowRow, StoreError> {
+        if flow.id.is_empty() {
+            return Err(invalid(flow, "id", "empty"));
+        }
+        let (last_seen, last_seen_ns) = time(flow, "last_seen", flow.last_seen.as_ref())?;
+        let (first_seen, first_seen_ns) = match flow.first_seen.as_ref() {
+            Some(t) => time(flow, "first_seen", Some(t))?,
+            None => (last_seen, last_seen_ns),
+        };
+        let src = side(flow, flow.source.as_ref(), "source.port")?;
+        let dst = side(flow, flow.destination.as_ref(), "destination.port")?;
+        let egress = flow.egress.clone().unwrap_or_default();
+        let ingress = flow.ingress.clone().unwrap_or_default();
+        let dns = flow.dns.as_ref();
+        Ok(FlowRow {
+            id: flow.id.clone(),
+            node: flow.node_name.clone(),
+            first_seen,
+            last_seen,
+            first_seen_ns,
+            last_seen_ns,
+            count: flow.count,
+            verdict: enum8::<pb::Verdict>(flow, "verdict", flow.verdict)?,
+            outcome: enum8::<pb::Outcome>(flow, "outcome", flow.outcome)?,
+            mismatch: enum8::<pb::Mismatch>(flow, "mismatch", flow.mismatch)?,
+            protocol: enum8::<pb::Protocol>(flow, "protocol", flow.protocol)?,
+            traffic_direction: enum8::<pb::TrafficDirection>(
+                flow,
+                "traffic_direction",
+                flow.traffic_direction,
+            )?,
+            drop_reason: flow.drop_reason.clone(),
+            drop_count: flow.drop_count,
+            service: flow.service.clone(),
+            reason: flow.reason.clone(),
+
+            src_present: src.present,
+            src_ip: src.ip,
+            src_ip_family: src.family,
+            src_ipv4: src.v4,
+            src_ipv6: src.v6,
+            src_port: src.port,
+            src_kind: src.kind,
+            src_namespace: src.namespace,
+            src_pod: src.pod,
+            src_workload: src.workload,
+            src_node: src.node,
+            src_label_keys: src.label_keys,
+            src_labels: src.labels,
+            src_group_namespace: src.group.namespace,
+            src_group_workload: src.group.workload,
+            src_group_ip: src.group.ip,
+
+            dst_present: dst.present,
+            dst_ip: dst.ip,
+            dst_ip_family: dst.family,
+            dst_ipv4: dst.v4,
+            dst_ipv6: dst.v6,
+            dst_port: dst.port,
+            dst_kind: dst.kind,
+            dst_namespace: dst.namespace,
+            dst_pod: dst.pod,
+            dst_workload: dst.workload,
+            dst_node: dst.node,
+            dst_label_keys: dst.label_keys,
+            dst_labels: dst.labels,
+            dst_group_namespace: dst.group.namespace,
+            dst_group_workload: dst.group.workload,
+            dst_group_ip: dst.group.ip,
+
+            allowed_by: policy_names(&flow.allowed_by),
+            denied_by: policy_names(&flow.denied_by),
+            egress_status: enum8::<pb::PolicyStatus>(flow, "egress.status", egress.status)?,
+            egress_isolated: u8::from(egress.isolated),
+            egress_selected_by: policy_names(&egress.selected_by),
+            ingress_status: enum8::<pb::PolicyStatus>(flow, "ingress.status", ingress.status)?,
+            ingress_isolated: u8::from(ingress.isolated),
+            ingress_selected_by: policy_names(&ingress.selected_by),
+
+            has_dns: u8::from(dns.is_some()),
+            dns_query: dns.map(|d| d.query.clone()).unwrap_or_default(),
+            dns_query_norm: dns.map(|d| normalize_dns(&d.query)).unwrap_or_default(),
+            dns_qtype: dns.map(|d| d.qtype.clone()).unwrap_or_default(),
+            dns_rcode: dns.map(|d| d.rcode.clone()).unwrap_or_default(),
+            dns_answers: dns.map_or(0, |d| d.answers),
+            egress_allows_cluster_dns: u8::from(dns.is_some_and(|d| d.egress_allows_cluster_dns)),
+
+            flow: flow.encode_to_vec(),
+        })
+    }
+}

@@ -1,0 +1,409 @@
+//! The schema: versioned, idempotent migrations applied at start-up, the
+//! server's features (18.16 or modern), and retention (dropping day partitions
+//! older than the retention on every server; TTL too where the server has it).
+//! SCHEMA.md documents every table and column.
+
+use clickhouse::Client;
+use netverdict_proto::v1 as pb;
+
+use super::ch_error;
+use crate::store::{Result, StoreError};
+
+/// What the server can do, from its version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerFeatures {
+    /// The server's major version.
+    pub major: u32,
+    /// The server's minor version.
+    pub minor: u32,
+    /// `TTL` on tables (19.6+; we require 20.3 to be conservative).
+    pub ttl: bool,
+    /// Data skipping indexes (`set`, `bloom_filter`) without experimental settings (20.3+).
+    pub skip_indexes: bool,
+}
+
+impl ServerFeatures {
+    /// Features of `version` ("18.16.1", "24.3.2.23").
+    pub fn from_version(version: &str) -> Result<Self> {
+        let mut parts = version.split('.').map(str::parse::<u32>);
+        let (Some(Ok(major)), Some(Ok(minor))) = (parts.next(), parts.next()) else {
+            return Err(StoreError::Backend {
+                backend: "clickhouse",
+                message: format!("cannot parse server version {version:?}"),
+            });
+        };
+        let modern = (major, minor) >= (20, 3);
+        Ok(ServerFeatures {
+            major,
+            minor,
+            ttl: modern,
+            skip_indexes: modern,
+        })
+    }
+}
+
+/// An `Enum8` whose names are the protobuf enum's names and values its numbers.
+fn enum8<E: TryFrom<i32>>(name: impl Fn(E) -> &'static str) -> String {
+    let items: Vec<String> = (0..=127)
+        .filter_map(|i| E::try_from(i).ok().map(|e| format!("'{}' = {i}", name(e))))
+        .collect();
+    format!("Enum8({})", items.join(", "))
+}
+
+pub(crate) fn verdict_type() -> String {
+    enum8::<pb::Verdict>(|e| e.as_str_name())
+}
+pub(crate) fn outcome_type() -> String {
+    enum8::<pb::Outcome>(|e| e.as_str_name())
+}
+fn mismatch_type() -> String {
+    enum8::<pb::Mismatch>(|e| e.as_str_name())
+}
+fn protocol_type() -> String {
+    enum8::<pb::Protocol>(|e| e.as_str_name())
+}
+fn direction_type() -> String {
+    enum8::<pb::TrafficDirection>(|e| e.as_str_name())
+}
+fn kind_type() -> String {
+    enum8::<pb::EndpointKind>(|e| e.as_str_name())
+}
+fn status_type() -> String {
+    enum8::<pb::PolicyStatus>(|e| e.as_str_name())
+}
+
+fn endpoint_columns(p: &str) -> String {
+    let kind = kind_type();
+    format!(
+        "{p}_present UInt8, {p}_ip String, {p}_ip_family UInt8, {p}_ipv4 UInt32, \
+         {p}_ipv6 FixedString(16), {p}_port UInt16, {p}_kind {kind}, {p}_namespace String, \
+         {p}_pod String, {p}_workload String, {p}_node String, {p}_label_keys Array(String), \
+         {p}_labels Array(String), {p}_group_namespace String, {p}_group_workload String, \
+         {p}_group_ip String"
+    )
+}
+
+fn flows_table(db: &str) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS {db}.flows (\
+         id String, node String, first_seen DateTime, last_seen DateTime, \
+         first_seen_ns Int64, last_seen_ns Int64, count UInt64, \
+         verdict {v}, outcome {o}, mismatch {m}, protocol {p}, traffic_direction {d}, \
+         drop_reason String, drop_count UInt64, service String, reason String, \
+         {src}, {dst}, \
+         allowed_by Array(String), denied_by Array(String), \
+         egress_status {s}, egress_isolated UInt8, egress_selected_by Array(String), \
+         ingress_status {s}, ingress_isolated UInt8, ingress_selected_by Array(String), \
+         has_dns UInt8, dns_query String, dns_query_norm String, dns_qtype String, \
+         dns_rcode String, dns_answers UInt32, egress_allows_cluster_dns UInt8, \
+         flow String\
+         ) ENGINE = ReplacingMergeTree() \
+         PARTITION BY toYYYYMMDD(last_seen) \
+         ORDER BY (verdict, last_seen, id) \
+         SETTINGS index_granularity = 8192",
+        v = verdict_type(),
+        o = outcome_type(),
+        m = mismatch_type(),
+        p = protocol_type(),
+        d = direction_type(),
+        s = status_type(),
+        src = endpoint_columns("src"),
+        dst = endpoint_columns("dst"),
+    )
+}
+
+/// A rollup: its table, and the SELECT over `flows` that its materialized
+/// view runs on each insert (`{db}` stands for the database).
+pub(crate) struct Rollup {
+    pub table: &'static str,
+    /// `SELECT ... FROM {db}.flows [ARRAY JOIN ...]`.
+    pub select: &'static str,
+    /// The view's condition on `flows` (`1` for none).
+    pub condition: &'static str,
+}
+
+pub(crate) const ROLLUPS: [Rollup; 3] = [
+    Rollup {
+        table: "flows_by_minute",
+        select: "SELECT toStartOfMinute(last_seen) AS minute, node, verdict, outcome, mismatch, \
+             drop_reason, protocol, src_group_namespace AS src_namespace, \
+             src_group_workload AS src_workload, dst_group_namespace AS dst_namespace, \
+             dst_group_workload AS dst_workload, dst_port, \
+             toUInt64(1) AS flows, count AS attempts, drop_count AS drops \
+             FROM {db}.flows",
+        condition: "1",
+    },
+    Rollup {
+        table: "denied_by_minute",
+        select: "SELECT toStartOfMinute(last_seen) AS minute, policy, \
+             src_group_namespace AS src_namespace, src_group_workload AS src_workload, \
+             dst_group_namespace AS dst_namespace, dst_group_workload AS dst_workload, \
+             dst_port, protocol, \
+             toUInt8(egress_status = 'POLICY_STATUS_DENIED') AS egress_denied, \
+             toUInt8(ingress_status = 'POLICY_STATUS_DENIED') AS ingress_denied, \
+             outcome, toUInt64(1) AS flows, count AS attempts \
+             FROM {db}.flows ARRAY JOIN denied_by AS policy",
+        condition: "verdict = 'VERDICT_DENIED'",
+    },
+    Rollup {
+        table: "dns_by_minute",
+        select: "SELECT toStartOfMinute(last_seen) AS minute, src_namespace, src_pod, \
+             dns_query_norm AS query, dns_qtype AS qtype, dns_rcode AS rcode, outcome, \
+             verdict, egress_allows_cluster_dns, toUInt64(1) AS flows, count AS attempts \
+             FROM {db}.flows",
+        condition: "has_dns = 1",
+    },
+];
+
+impl Rollup {
+    /// The view's SELECT for database `db`, with `extra` ANDed to its condition.
+    pub fn select(&self, db: &str, extra: &str) -> String {
+        format!(
+            "{} WHERE ({}) AND ({extra})",
+            self.select.replace("{db}", db),
+            self.condition
+        )
+    }
+}
+
+fn view(db: &str, r: &Rollup) -> String {
+    format!(
+        "CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.{t}_mv TO {db}.{t} AS {sel}",
+        t = r.table,
+        sel = r.select(db, "1")
+    )
+}
+
+fn rollups(db: &str) -> Vec<String> {
+    let (v, o, m, p) = (
+        verdict_type(),
+        outcome_type(),
+        mismatch_type(),
+        protocol_type(),
+    );
+    vec![
+        format!(
+            "CREATE TABLE IF NOT EXISTS {db}.flows_by_minute (\
+             minute DateTime, node String, verdict {v}, outcome {o}, mismatch {m}, \
+             drop_reason String, protocol {p}, src_namespace String, src_workload String, \
+             dst_namespace String, dst_workload String, dst_port UInt16, \
+             flows UInt64, attempts UInt64, drops UInt64\
+             ) ENGINE = SummingMergeTree((flows, attempts, drops)) \
+             PARTITION BY toYYYYMMDD(minute) \
+             ORDER BY (minute, verdict, outcome, mismatch, node, src_namespace, src_workload, \
+             dst_namespace, dst_workload, dst_port, protocol, drop_reason)"
+        ),
+        view(db, &ROLLUPS[0]),
+        format!(
+            "CREATE TABLE IF NOT EXISTS {db}.denied_by_minute (\
+             minute DateTime, policy String, src_namespace String, src_workload String, \
+             dst_namespace String, dst_workload String, dst_port UInt16, protocol {p}, \
+             egress_denied UInt8, ingress_denied UInt8, outcome {o}, \
+             flows UInt64, attempts UInt64\
+             ) ENGINE = SummingMergeTree((flows, attempts)) \
+             PARTITION BY toYYYYMMDD(minute) \
+             ORDER BY (minute, policy, src_namespace, src_workload, dst_namespace, \
+             dst_workload, dst_port, protocol, egress_denied, ingress_denied, outcome)"
+        ),
+        view(db, &ROLLUPS[1]),
+        format!(
+            "CREATE TABLE IF NOT EXISTS {db}.dns_by_minute (\
+             minute DateTime, src_namespace String, src_pod String, query String, \
+             qtype String, rcode String, outcome {o}, verdict {v}, \
+             egress_allows_cluster_dns UInt8, flows UInt64, attempts UInt64\
+             ) ENGINE = SummingMergeTree((flows, attempts)) \
+             PARTITION BY toYYYYMMDD(minute) \
+             ORDER BY (minute, src_namespace, src_pod, query, qtype, rcode, outcome, \
+             verdict, egress_allows_cluster_dns)"
+        ),
+        view(db, &ROLLUPS[2]),
+    ]
+}
+
+/// Every table retention applies to, with its time column.
+pub(crate) const TABLES: [(&str, &str); 4] = [
+    ("flows", "last_seen"),
+    ("flows_by_minute", "minute"),
+    ("denied_by_minute", "minute"),
+    ("dns_by_minute", "minute"),
+];
+
+/// One migration: its version, what it does, whether this server can run it,
+/// and its statements (each idempotent, so a half-applied migration reruns).
+struct Migration {
+    version: u32,
+    description: &'static str,
+    applies: fn(&ServerFeatures) -> bool,
+    statements: fn(&str) -> Vec<String>,
+}
+
+fn migrations() -> Vec<Migration> {
+    vec![
+        Migration {
+            version: 1,
+            description: "flows table",
+            applies: |_| true,
+            statements: |db| vec![flows_table(db)],
+        },
+        Migration {
+            version: 2,
+            description: "per-minute rollups: flows, denied by policy, DNS",
+            applies: |_| true,
+            statements: rollups,
+        },
+        Migration {
+            // Not recorded on servers without skip indexes, so it runs once
+            // the server is upgraded.
+            version: 3,
+            description: "skip indexes for namespaces, pods, policies and DNS names",
+            applies: |f| f.skip_indexes,
+            statements: |db| {
+                [
+                    "idx_src_namespace src_namespace TYPE set(1000) GRANULARITY 4",
+                    "idx_dst_namespace dst_namespace TYPE set(1000) GRANULARITY 4",
+                    "idx_denied_by denied_by TYPE bloom_filter(0.01) GRANULARITY 4",
+                    "idx_allowed_by allowed_by TYPE bloom_filter(0.01) GRANULARITY 4",
+                    "idx_dns_query dns_query_norm TYPE bloom_filter(0.01) GRANULARITY 4",
+                    "idx_id id TYPE bloom_filter(0.001) GRANULARITY 1",
+                ]
+                .iter()
+                .map(|i| format!("ALTER TABLE {db}.flows ADD INDEX IF NOT EXISTS {i}"))
+                .collect()
+            },
+        },
+    ]
+}
+
+/// The newest schema version this code knows.
+pub fn latest_version() -> u32 {
+    migrations().iter().map(|m| m.version).max().unwrap_or(0)
+}
+
+/// Creates the database and applies every migration not applied yet.
+pub(crate) async fn migrate(
+    client: &Client,
+    db: &str,
+    features: &ServerFeatures,
+) -> Result<Vec<u32>> {
+    let run = |sql: String| async move {
+        client
+            .query(&sql)
+            .execute()
+            .await
+            .map_err(|e| ch_error(&format!("migration: {sql}"), e))
+    };
+    run(format!("CREATE DATABASE IF NOT EXISTS {db}")).await?;
+    run(format!(
+        "CREATE TABLE IF NOT EXISTS {db}.schema_migrations \
+         (version UInt32, description String, applied_at DateTime) \
+         ENGINE = MergeTree() ORDER BY version"
+    ))
+    .await?;
+    let applied: Vec<u32> = client
+        .query(&format!(
+            "SELECT DISTINCT version FROM {db}.schema_migrations"
+        ))
+        .fetch_all::<u32>()
+        .await
+        .map_err(|e| ch_error("reading schema_migrations", e))?;
+    let mut newly = Vec::new();
+    for m in migrations() {
+        if applied.contains(&m.version) || !(m.applies)(features) {
+            continue;
+        }
+        tracing::info!(
+            version = m.version,
+            description = m.description,
+            "applying migration"
+        );
+        for sql in (m.statements)(db) {
+            run(sql).await?;
+        }
+        client
+            .query(&format!(
+                "INSERT INTO {db}.schema_migrations (version, description, applied_at) \
+                 SELECT ?, ?, now()"
+            ))
+            .bind(m.version)
+            .bind(m.description)
+            .execute()
+            .await
+            .map_err(|e| ch_error("recording migration", e))?;
+        newly.push(m.version);
+    }
+    Ok(newly)
+}
+
+/// Sets each table's TTL to the retention where the server has TTL (only when
+/// it differs, so restarts do not rewrite parts). Best effort: partition
+/// dropping enforces retention anyway.
+pub(crate) async fn apply_ttl(client: &Client, db: &str, features: &ServerFeatures, days: u32) {
+    if !features.ttl {
+        return;
+    }
+    for (table, column) in TABLES {
+        let ttl = format!("{column} + toIntervalDay({days})");
+        let current: Result<String, _> = client
+            .query("SELECT engine_full FROM system.tables WHERE database = ? AND name = ?")
+            .bind(db)
+            .bind(table)
+            .fetch_one::<String>()
+            .await;
+        if matches!(&current, Ok(engine) if engine.contains(&format!("TTL {ttl}"))) {
+            continue;
+        }
+        let sql = format!("ALTER TABLE {db}.{table} MODIFY TTL {ttl}");
+        if let Err(e) = client
+            .query(&sql)
+            .with_setting("materialize_ttl_after_modify", "0")
+            .execute()
+            .await
+        {
+            tracing::warn!(table, error = %e, "cannot set TTL; partition dropping still applies");
+        }
+    }
+}
+
+/// Drops day partitions of every table older than `days`; returns the number
+/// of `flows` rows dropped.
+pub(crate) async fn drop_expired(client: &Client, db: &str, days: u32) -> Result<u64> {
+    #[derive(clickhouse::Row, serde::Deserialize)]
+    struct Part {
+        table: String,
+        partition: String,
+        n: u64,
+    }
+    let parts: Vec<Part> = client
+        .query(
+            "SELECT table, partition, sum(rows) AS n FROM system.parts \
+             WHERE database = ? AND active AND has(?, table) \
+             AND toUInt32OrZero(partition) < toYYYYMMDD(now() - toIntervalDay(?)) \
+             GROUP BY table, partition ORDER BY table, partition",
+        )
+        .bind(db)
+        .bind(TABLES.iter().map(|(t, _)| *t).collect::<Vec<_>>())
+        .bind(days)
+        .fetch_all()
+        .await
+        .map_err(|e| ch_error("listing expired partitions", e))?;
+    let mut dropped = 0;
+    for p in parts {
+        // The partition is a number (toYYYYMMDD): checked before it reaches SQL.
+        let Ok(day) = p.partition.trim_matches('\'').parse::<u32>() else {
+            continue;
+        };
+        client
+            .query(&format!(
+                "ALTER TABLE {db}.{} DROP PARTITION {day}",
+                p.table
+            ))
+            .execute()
+            .await
+            .map_err(|e| ch_error(&format!("dropping partition {day} of {}", p.table), e))?;
+        tracing::info!(table = %p.table, partition = day, rows = p.n, "dropped expired partition");
+        if p.table == "flows" {
+            dropped += p.n;
+        }
+    }
+    Ok(dropped)
+}

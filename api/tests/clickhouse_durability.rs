@@ -1,0 +1,145 @@
+//! Durability against a clickhouse-server process of the test's own: killed
+//! during ingest, flows keep being acknowledged (spooled), and once it is back
+//! every acknowledged flow is stored exactly once (rollups included); spool
+//! files left by a stopped process are replayed by the next one at connect.
+
+mod clickhouse_support;
+
+use std::collections::BTreeSet;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use clickhouse_support::*;
+use netverdict_api::store::Store;
+
+fn batch(run: &str, from: u64, n: u64, base: i64) -> Vec<netverdict_proto::v1::Flow> {
+    (from..from + n)
+        .map(|i| simple_flow(&format!("node-a/{run}/{i}"), base + i as i64 * 1_000_000))
+        .collect()
+}
+
+/// Polls `cond` every 100 ms until it holds or `secs` pass.
+async fn wait_for(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !cond() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {secs} s waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clickhouse_killed_during_ingest_then_restarted_stores_every_ack_once() {
+    let mut server = OwnServer::start();
+    let db = TestDb::new(&server.addr());
+    let store = db.connect().await;
+    let stats = store.stats();
+    let base = now_ns() - 600_000_000_000;
+    let mut acked = BTreeSet::new();
+    let mut next = 0;
+
+    // Ingest while the server runs, is killed, and stays down.
+    let ingest = move |store: netverdict_api::clickhouse::ClickHouseStore, from: u64| async move {
+        let flows = batch("1", from, 50, base);
+        let ids: Vec<String> = flows.iter().map(|f| f.id.clone()).collect();
+        let out = store.insert(flows).await.expect("insert acknowledged");
+        assert_eq!(out.stored + out.duplicates, 50);
+        ids
+    };
+    for _ in 0..5 {
+        acked.extend(ingest(store.clone(), next).await);
+        next += 50;
+    }
+    // Kill the server while inserts are in flight.
+    let inflight = tokio::spawn({
+        let store = store.clone();
+        async move {
+            let mut ids = Vec::new();
+            for k in 0..10 {
+                ids.extend(ingest(store.clone(), 10_000 + k * 50).await);
+            }
+            ids
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    server.kill();
+    for _ in 0..5 {
+        acked.extend(ingest(store.clone(), next).await);
+        next += 50;
+    }
+    acked.extend(inflight.await.unwrap());
+    assert!(
+        stats.rows_spooled.load(Relaxed) > 0,
+        "flows were spooled while the server was down"
+    );
+    assert!(stats.spool_pending_rows.load(Relaxed) > 0);
+    // A resend of an acknowledged batch while down: spooled again, stored once.
+    acked.extend(ingest(store.clone(), 0).await);
+
+    server.restart();
+    wait_for("the spool to be replayed", 60, || {
+        stats.spool_pending_rows.load(Relaxed) == 0
+    })
+    .await;
+    // Ingest goes straight to ClickHouse again.
+    acked.extend(ingest(store.clone(), next).await);
+
+    let stored = db.sql(&format!("SELECT id FROM {}.flows ORDER BY id", db.name));
+    let stored_ids: Vec<&str> = stored.lines().collect();
+    let unique: BTreeSet<&str> = stored_ids.iter().copied().collect();
+    assert_eq!(stored_ids.len(), unique.len(), "a flow stored twice");
+    let acked_ids: BTreeSet<&str> = acked.iter().map(String::as_str).collect();
+    assert_eq!(
+        unique, acked_ids,
+        "stored flows are exactly the acknowledged ones"
+    );
+    let rollup = db.sql(&format!(
+        "SELECT sum(flows) FROM {}.flows_by_minute",
+        db.name
+    ));
+    assert_eq!(
+        rollup.trim(),
+        unique.len().to_string(),
+        "rollups count each flow once"
+    );
+    assert!(
+        std::fs::read_dir(db.spool.path()).unwrap().next().is_none(),
+        "spool emptied"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spool_left_by_a_stopped_process_is_replayed_at_connect() {
+    let mut server = OwnServer::start();
+    let db = TestDb::new(&server.addr());
+    let base = now_ns() - 600_000_000_000;
+    let store = db.connect().await;
+    store.insert(batch("2", 0, 20, base)).await.unwrap();
+    server.kill();
+    // Acknowledged while down: spooled (fsynced) before insert returns.
+    let out = store.insert(batch("2", 20, 30, base)).await.unwrap();
+    assert_eq!(out.stored, 30);
+    assert_eq!(store.stats().spool_pending_rows.load(Relaxed), 30);
+    drop(store); // the process stops with flows in the spool
+    let files = std::fs::read_dir(db.spool.path()).unwrap().count();
+    assert!(files > 0, "spool files remain");
+
+    server.restart();
+    let store = db.connect().await;
+    let stats = store.stats();
+    wait_for("the spool to be replayed", 60, || {
+        stats.rows_replayed.load(Relaxed) == 30 && stats.spool_pending_rows.load(Relaxed) == 0
+    })
+    .await;
+    wait_for("spool files to be removed", 10, || {
+        std::fs::read_dir(db.spool.path()).unwrap().next().is_none()
+    })
+    .await;
+    let counts = db.sql(&format!(
+        "SELECT count(), uniqExact(id) FROM {}.flows",
+        db.name
+    ));
+    assert_eq!(counts, "50\t50\n");
+}

@@ -1,0 +1,423 @@
+//! Every filter dimension in SQL gives exactly the answer of
+//! `netverdict_proto::filter::FlowPredicate` over a generated set of flows:
+//! an exhaustive table of single-dimension filters, then random combinations
+//! (include, exclude, several values) with proptest.
+
+mod clickhouse_support;
+
+use clickhouse_support::*;
+use netverdict_api::clickhouse::ClickHouseStore;
+use netverdict_api::store::{FlowQuery, Store};
+use netverdict_proto::filter::FlowPredicate;
+use netverdict_proto::v1 as pb;
+use proptest::prelude::*;
+
+const NAMESPACES: [&str; 4] = ["shop", "db", "", "x' OR 1=1 --"];
+const PODS: [&str; 4] = ["web-1", "web-2", "api-7", ""];
+const IPS: [&str; 6] = [
+    "10.0.1.5",
+    "10.0.2.7",
+    "192.168.1.1",
+    "fd00::5",
+    "::ffff:10.0.1.9",
+    "not-an-ip",
+];
+const NAMES: [&str; 5] = [
+    "api.example.com",
+    "API.Example.com.",
+    "a.b.example.com",
+    "example.com",
+    "badexample.com",
+];
+const POLICIES: [&str; 3] = ["shop/default-deny", "shop/allow-web", "db/x"];
+const LABELS: [(&str, &str); 4] = [
+    ("app", "web"),
+    ("app", "api"),
+    ("tier", "backend"),
+    ("canary", ""),
+];
+
+/// A deterministic, varied set of flows: every dimension takes several values,
+/// endpoints are sometimes absent, DNS sometimes present.
+fn generated() -> Vec<pb::Flow> {
+    let mut flows = Vec::new();
+    let base = now_ns() - 3_600_000_000_000;
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = |n: usize| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        (x % n as u64) as usize
+    };
+    for i in 0..240 {
+        let endpoint = |next: &mut dyn FnMut(usize) -> usize| {
+            if next(8) == 0 {
+                return None;
+            }
+            let labels: Vec<(&str, &str)> =
+                LABELS.iter().copied().filter(|_| next(2) == 0).collect();
+            let mut ep = pod(
+                NAMESPACES[next(4)],
+                PODS[next(4)],
+                "w",
+                IPS[next(6)],
+                [53, 80, 8080, 65535][next(4)],
+                &labels,
+            );
+            ep.kind = next(5) as i32;
+            Some(ep)
+        };
+        let source = endpoint(&mut next);
+        let destination = endpoint(&mut next);
+        let policies = |next: &mut dyn FnMut(usize) -> usize| {
+            POLICIES
+                .iter()
+                .filter(|_| next(3) == 0)
+                .map(|p| {
+                    let (ns, n) = p.split_once('/').unwrap();
+                    pref(ns, n)
+                })
+                .collect::<Vec<_>>()
+        };
+        let allowed_by = policies(&mut next);
+        let denied_by = policies(&mut next);
+        flows.push(pb::Flow {
+            id: format!("node-{}/1/{i}", next(3)),
+            first_seen: Some(ts(base + i * 1_000_000_000)),
+            last_seen: Some(ts(base + i * 1_000_000_000 + 5)),
+            count: 1 + next(4) as u64,
+            node_name: ["node-0", "node-1", "x' OR 1=1 --"][next(3)].into(),
+            source,
+            destination,
+            protocol: next(4) as i32,
+            verdict: next(3) as i32,
+            outcome: next(7) as i32,
+            mismatch: next(3) as i32,
+            allowed_by,
+            denied_by,
+            dns: (next(2) == 0).then(|| pb::Dns {
+                query: NAMES[next(5)].into(),
+                qtype: "A".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+    }
+    flows
+}
+
+struct Fixture {
+    rt: tokio::runtime::Runtime,
+    store: ClickHouseStore,
+    flows: Vec<pb::Flow>,
+    _db: TestDb,
+}
+
+impl Fixture {
+    /// The generated flows in a database of their own (dropped with the fixture).
+    fn new() -> Fixture {
+        let db = TestDb::new(&require_shared_server());
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let flows = generated();
+        let store = rt.block_on(async {
+            let store = db.connect().await;
+            store.insert(flows.clone()).await.unwrap();
+            store
+        });
+        Fixture {
+            rt,
+            store,
+            flows,
+            _db: db,
+        }
+    }
+
+    /// Asserts SQL and the predicate agree on `include`/`exclude`.
+    fn agree(
+        &self,
+        include: Vec<pb::FlowFilter>,
+        exclude: Vec<pb::FlowFilter>,
+    ) -> Result<(), TestCaseError> {
+        let predicate = FlowPredicate::new(&include, &exclude);
+        let query = FlowQuery {
+            include: include.clone(),
+            exclude: exclude.clone(),
+            ..Default::default()
+        };
+        let got = self.rt.block_on(self.store.flows(&query));
+        match predicate {
+            Err(e) => {
+                let got = got.expect_err("SQL accepted what the predicate rejects");
+                prop_assert_eq!(got.to_string(), e.to_string());
+            }
+            Ok(p) => {
+                let expected: Vec<&str> = self
+                    .flows
+                    .iter()
+                    .filter(|fl| p.matches(fl))
+                    .map(|fl| fl.id.as_str())
+                    .collect();
+                let got = got.unwrap();
+                let got: Vec<&str> = got.iter().map(|fl| fl.id.as_str()).collect();
+                prop_assert_eq!(got, expected, "include {:?} exclude {:?}", include, exclude);
+            }
+        }
+        Ok(())
+    }
+}
+
+fn strs(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| s.to_string()).collect()
+}
+
+/// One filter per dimension and value kind (including invalid values).
+fn table() -> Vec<pb::FlowFilter> {
+    let d = pb::FlowFilter::default;
+    let mut t = Vec::new();
+    for v in 0..3 {
+        t.push(pb::FlowFilter {
+            verdict: vec![v],
+            ..d()
+        });
+    }
+    t.push(pb::FlowFilter {
+        verdict: vec![1, 2],
+        ..d()
+    });
+    t.push(pb::FlowFilter {
+        verdict: vec![9],
+        ..d()
+    });
+    for v in 0..7 {
+        t.push(pb::FlowFilter {
+            outcome: vec![v],
+            ..d()
+        });
+    }
+    for v in 0..4 {
+        t.push(pb::FlowFilter {
+            protocol: vec![v],
+            ..d()
+        });
+    }
+    for v in 0..3 {
+        t.push(pb::FlowFilter {
+            mismatch: vec![v],
+            ..d()
+        });
+    }
+    for ns in NAMESPACES {
+        t.push(pb::FlowFilter {
+            namespace: strs(&[ns]),
+            ..d()
+        });
+    }
+    t.push(pb::FlowFilter {
+        namespace: strs(&["db", "shop"]),
+        ..d()
+    });
+    for p in [
+        "shop/web-1",
+        "shop/web*",
+        "shop/*",
+        "db/api-7",
+        "x' OR 1=1 --/web-1",
+        "bad",
+        "shop/",
+    ] {
+        t.push(pb::FlowFilter {
+            source_pod: strs(&[p]),
+            ..d()
+        });
+        t.push(pb::FlowFilter {
+            destination_pod: strs(&[p]),
+            ..d()
+        });
+    }
+    for l in [
+        "app=web",
+        "app==api",
+        "app!=web",
+        "app in (web, api)",
+        "app notin (web)",
+        "tier",
+        "!tier",
+        "app=web,tier=backend",
+        "canary=",
+        "!app,!tier",
+        "app=",
+        "bad selector (",
+    ] {
+        t.push(pb::FlowFilter {
+            labels: strs(&[l]),
+            ..d()
+        });
+    }
+    t.push(pb::FlowFilter {
+        labels: strs(&["app=api", "tier"]),
+        ..d()
+    });
+    for p in POLICIES
+        .iter()
+        .chain(&["nope/none", "x' OR 1=1 --/p", "bad"])
+    {
+        t.push(pb::FlowFilter {
+            policy: strs(&[p]),
+            ..d()
+        });
+    }
+    for p in [53, 80, 8080, 65535, 9999, 0, 70000] {
+        t.push(pb::FlowFilter {
+            destination_port: vec![p],
+            ..d()
+        });
+    }
+    for n in [
+        "api.example.com",
+        "API.EXAMPLE.COM.",
+        "*.example.com",
+        "example.com",
+        "*.com",
+        "x' OR 1=1 --",
+        "a.*.com",
+        "",
+    ] {
+        t.push(pb::FlowFilter {
+            dns_query: strs(&[n]),
+            ..d()
+        });
+    }
+    for n in ["node-0", "node-1", "x' OR 1=1 --", ""] {
+        t.push(pb::FlowFilter {
+            node_name: strs(&[n]),
+            ..d()
+        });
+    }
+    for ip in [
+        "10.0.1.5",
+        "10.0.0.0/8",
+        "10.0.1.0/24",
+        "10.0.1.5/24",
+        "0.0.0.0/0",
+        "fd00::/8",
+        "fd00::5",
+        "::/0",
+        "::ffff:0:0/96",
+        "192.168.1.1/32",
+        "nope",
+    ] {
+        t.push(pb::FlowFilter {
+            source_ip: strs(&[ip]),
+            ..d()
+        });
+        t.push(pb::FlowFilter {
+            destination_ip: strs(&[ip]),
+            ..d()
+        });
+    }
+    t.push(d());
+    t
+}
+
+#[test]
+fn every_dimension_matches_the_predicate() {
+    let f = Fixture::new();
+    let table = table();
+    let mut selective = std::collections::BTreeSet::new();
+    for filter in &table {
+        f.agree(vec![filter.clone()], vec![]).unwrap();
+        f.agree(vec![], vec![filter.clone()]).unwrap();
+        if let Ok(p) = FlowPredicate::new(std::slice::from_ref(filter), &[]) {
+            let n = f.flows.iter().filter(|fl| p.matches(fl)).count();
+            if n > 0 && n < f.flows.len() {
+                selective.insert(dimension(filter).to_string());
+            }
+        }
+    }
+    // The generated flows exercise every dimension: some filter of each
+    // matches some flows and not others.
+    for dim in [
+        "verdict",
+        "outcome",
+        "namespace",
+        "source_pod",
+        "destination_pod",
+        "labels",
+        "policy",
+        "destination_port",
+        "protocol",
+        "dns_query",
+        "mismatch",
+        "node_name",
+        "source_ip",
+        "destination_ip",
+    ] {
+        assert!(selective.contains(dim), "no selective filter on {dim}");
+    }
+}
+
+/// The one dimension a table filter sets.
+fn dimension(f: &pb::FlowFilter) -> &'static str {
+    [
+        ("verdict", !f.verdict.is_empty()),
+        ("outcome", !f.outcome.is_empty()),
+        ("namespace", !f.namespace.is_empty()),
+        ("source_pod", !f.source_pod.is_empty()),
+        ("destination_pod", !f.destination_pod.is_empty()),
+        ("labels", !f.labels.is_empty()),
+        ("policy", !f.policy.is_empty()),
+        ("destination_port", !f.destination_port.is_empty()),
+        ("protocol", !f.protocol.is_empty()),
+        ("dns_query", !f.dns_query.is_empty()),
+        ("mismatch", !f.mismatch.is_empty()),
+        ("node_name", !f.node_name.is_empty()),
+        ("source_ip", !f.source_ip.is_empty()),
+        ("destination_ip", !f.destination_ip.is_empty()),
+    ]
+    .into_iter()
+    .find(|(_, set)| *set)
+    .map_or("none", |(d, _)| d)
+}
+
+fn arb_filter() -> impl Strategy<Value = pb::FlowFilter> {
+    let table = table();
+    // Merge 1 to 3 table entries into one filter (AND across their dimensions,
+    // several values within one).
+    proptest::collection::vec(0..table.len(), 1..4).prop_map(move |picks| {
+        let mut f = pb::FlowFilter::default();
+        for i in picks {
+            let t = &table[i];
+            f.verdict.extend(&t.verdict);
+            f.outcome.extend(&t.outcome);
+            f.namespace.extend(t.namespace.iter().cloned());
+            f.source_pod.extend(t.source_pod.iter().cloned());
+            f.destination_pod.extend(t.destination_pod.iter().cloned());
+            f.labels.extend(t.labels.iter().cloned());
+            f.policy.extend(t.policy.iter().cloned());
+            f.destination_port.extend(&t.destination_port);
+            f.protocol.extend(&t.protocol);
+            f.dns_query.extend(t.dns_query.iter().cloned());
+            f.mismatch.extend(&t.mismatch);
+            f.node_name.extend(t.node_name.iter().cloned());
+            f.source_ip.extend(t.source_ip.iter().cloned());
+            f.destination_ip.extend(t.destination_ip.iter().cloned());
+        }
+        f
+    })
+}
+
+#[test]
+fn combined_filters_match_the_predicate() {
+    let f = Fixture::new();
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+        cases: 200,
+        ..ProptestConfig::default()
+    });
+    let strategy = (
+        proptest::collection::vec(arb_filter(), 0..3),
+        proptest::collection::vec(arb_filter(), 0..2),
+    );
+    runner
+        .run(&strategy, |(include, exclude)| f.agree(include, exclude))
+        .unwrap();
+}
