@@ -63,7 +63,7 @@ impl ReportFilter {
                 || [flow.source.as_ref(), flow.destination.as_ref()]
                     .into_iter()
                     .flatten()
-                    .any(|e| self.namespaces.iter().any(|n| *n == e.namespace)))
+                    .any(|e| self.namespaces.contains(&e.namespace)))
     }
 }
 
