@@ -2,7 +2,24 @@
 //! gRPC, stores them in ClickHouse or a bounded in-memory store, and answers
 //! flow queries and incident reports.
 //!
-//! - [`store`]: the interface both stores implement.
+//! - [`store`]: the interface both stores implement;
+//! - [`clickhouse`]: the ClickHouse store (migrations, exactly-once batched
+//!   writes with a disk spool, SQL filters and reports);
+//! - [`memory`]: the bounded in-memory store (time buckets, dedupe by flow id);
+//! - [`report`]: the incident reports as pure functions over flows (the memory
+//!   store's implementation, and the reference for the ClickHouse store);
+//! - [`server`]: the gRPC services (Ingest, Observer, Query) over any store,
+//!   and [`server::serve`], the library entry point;
+//! - [`metrics`]: `netverdict_api_*` metrics and the `/metrics` endpoint;
+//! - [`time`]: timestamp conversions shared by the stores.
 
 pub mod clickhouse;
+pub mod memory;
+pub mod metrics;
+pub mod report;
+pub mod server;
 pub mod store;
+pub mod time;
+
+pub use memory::{MemoryConfig, MemoryStore};
+pub use server::{ApiConfig, ApiServer, ServeError, serve, serve_shared};

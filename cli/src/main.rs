@@ -1,10 +1,13 @@
 //! The one `netverdict` binary: parses the command line and wires the crates
 //! together. Each subcommand lives in its own module; this file only dispatches.
 
+mod api_cmd;
 mod capture;
 mod collector;
 mod lab;
 mod policy_cmds;
+mod query_cmds;
+mod render;
 
 use std::process::ExitCode;
 
@@ -37,6 +40,17 @@ enum Command {
     /// A cluster on this machine: pods as network namespaces, NetworkPolicy
     /// enforced by nftables, probes from inside pods (as root).
     Lab(lab::LabArgs),
+    /// Run the API server: flow ingest from collectors, the store (in memory),
+    /// flow queries and incident reports, and Prometheus metrics.
+    Api(api_cmd::ApiArgs),
+    /// Print flows from the API server (or a collector), filtered, like `hubble observe`.
+    Observe(query_cmds::ObserveArgs),
+    /// Denied flows grouped by workload pair, port and the policies that denied them.
+    Denied(query_cmds::DeniedArgs),
+    /// DNS breakage: pods whose egress policies block DNS, and failed queries.
+    Dns(query_cmds::DnsArgs),
+    /// Flows where the kernel's outcome contradicts the policy verdict.
+    Mismatches(query_cmds::MismatchesArgs),
 }
 
 fn main() -> ExitCode {
@@ -54,6 +68,11 @@ fn main() -> ExitCode {
         Command::Capture(args) => capture::run(args).map(|()| ExitCode::SUCCESS),
         Command::Collector(args) => collector::run(args).map(|()| ExitCode::SUCCESS),
         Command::Lab(args) => lab::run(args),
+        Command::Api(args) => api_cmd::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Observe(args) => query_cmds::observe(args).map(|()| ExitCode::SUCCESS),
+        Command::Denied(args) => query_cmds::denied(args).map(|()| ExitCode::SUCCESS),
+        Command::Dns(args) => query_cmds::dns(args).map(|()| ExitCode::SUCCESS),
+        Command::Mismatches(args) => query_cmds::mismatches(args).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,255 @@
+//! The API server's metrics (Prometheus / OpenMetrics text, `netverdict_api_*`)
+//! and the small HTTP endpoint that serves them at `/metrics`.
+//!
+//! Counters and the histogram are updated by the services as they work; the
+//! store gauges are read from [`Store::status`] at each scrape. Labels stay
+//! low-cardinality (none carry pod names, ids or addresses).
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::UNIX_EPOCH;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::{Registry, Unit};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::store::Store;
+
+/// Every metric of the API server.
+#[derive(Debug)]
+pub struct ApiMetrics {
+    registry: Registry,
+    /// Batches received on ingest streams.
+    pub ingest_batches: Counter,
+    /// Flows received on ingest streams (valid or not, duplicates included).
+    pub ingest_flows: Counter,
+    /// Flows the store already held (a resent batch).
+    pub ingest_duplicates: Counter,
+    /// Flows rejected before the store (no id, no or bad `last_seen`).
+    pub ingest_invalid_flows: Counter,
+    /// Ingest streams open now.
+    pub ingest_streams: Gauge,
+    /// How long `Store::insert` took per batch.
+    pub store_insert_duration: Histogram,
+    /// `Store::insert` failures (the batch is not acknowledged and is resent).
+    pub store_insert_errors: Counter,
+    /// Follow streams open now.
+    pub follow_subscribers: Gauge,
+    /// Follow streams ended because the follower fell behind.
+    pub follow_lagged: Counter,
+    store_flows: Gauge,
+    store_flows_dropped: Gauge,
+    store_oldest: Gauge,
+    store_newest: Gauge,
+    store_status_errors: Counter,
+}
+
+impl Default for ApiMetrics {
+    fn default() -> Self {
+        ApiMetrics::new()
+    }
+}
+
+impl ApiMetrics {
+    /// Registers every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("netverdict_api");
+        let m = ApiMetrics {
+            ingest_batches: Counter::default(),
+            ingest_flows: Counter::default(),
+            ingest_duplicates: Counter::default(),
+            ingest_invalid_flows: Counter::default(),
+            ingest_streams: Gauge::default(),
+            store_insert_duration: Histogram::new(exponential_buckets(0.0001, 4.0, 10)),
+            store_insert_errors: Counter::default(),
+            follow_subscribers: Gauge::default(),
+            follow_lagged: Counter::default(),
+            store_flows: Gauge::default(),
+            store_flows_dropped: Gauge::default(),
+            store_oldest: Gauge::default(),
+            store_newest: Gauge::default(),
+            store_status_errors: Counter::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "ingest_batches",
+            "Flow batches received from collectors",
+            m.ingest_batches.clone(),
+        );
+        registry.register(
+            "ingest_flows",
+            "Flow records received from collectors",
+            m.ingest_flows.clone(),
+        );
+        registry.register(
+            "ingest_duplicates",
+            "Flow records received again and stored once",
+            m.ingest_duplicates.clone(),
+        );
+        registry.register(
+            "ingest_invalid_flows",
+            "Flow records rejected before the store (no id, no valid last_seen)",
+            m.ingest_invalid_flows.clone(),
+        );
+        registry.register(
+            "ingest_streams",
+            "Collector ingest streams open",
+            m.ingest_streams.clone(),
+        );
+        registry.register_with_unit(
+            "store_insert_duration",
+            "Time the store took to make one batch durable",
+            Unit::Seconds,
+            m.store_insert_duration.clone(),
+        );
+        registry.register(
+            "store_insert_errors",
+            "Store inserts that failed (the batch is resent)",
+            m.store_insert_errors.clone(),
+        );
+        registry.register(
+            "follow_subscribers",
+            "GetFlows follow streams open",
+            m.follow_subscribers.clone(),
+        );
+        registry.register(
+            "follow_lagged",
+            "Follow streams ended because the follower fell behind",
+            m.follow_lagged.clone(),
+        );
+        registry.register(
+            "store_flows",
+            "Flow records the store holds",
+            m.store_flows.clone(),
+        );
+        registry.register(
+            "store_flows_dropped",
+            "Flow records the store evicted or expired",
+            m.store_flows_dropped.clone(),
+        );
+        registry.register_with_unit(
+            "store_oldest_timestamp",
+            "last_seen of the oldest record held (Unix time)",
+            Unit::Seconds,
+            m.store_oldest.clone(),
+        );
+        registry.register_with_unit(
+            "store_newest_timestamp",
+            "last_seen of the newest record held (Unix time)",
+            Unit::Seconds,
+            m.store_newest.clone(),
+        );
+        registry.register(
+            "store_status_errors",
+            "Scrapes where the store could not report its status",
+            m.store_status_errors.clone(),
+        );
+        ApiMetrics { registry, ..m }
+    }
+
+    /// Reads the store's status into the gauges, then renders every metric.
+    pub async fn render<S: Store>(&self, store: &S) -> String {
+        match store.status().await {
+            Ok(status) => {
+                let secs = |t: Option<std::time::SystemTime>| {
+                    t.and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+                };
+                let clamp = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+                self.store_flows.set(clamp(status.flows_stored));
+                self.store_flows_dropped.set(clamp(status.flows_dropped));
+                self.store_oldest.set(secs(status.oldest));
+                self.store_newest.set(secs(status.newest));
+            }
+            Err(e) => {
+                self.store_status_errors.inc();
+                tracing::warn!(error = %e, "store status for metrics failed");
+            }
+        }
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// Serves `/metrics` on `listener` until `shutdown` turns true.
+pub(crate) async fn serve_metrics<S: Store>(
+    listener: TcpListener,
+    metrics: Arc<ApiMetrics>,
+    store: Arc<S>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = crate::server::stopped(&mut shutdown) => return,
+        };
+        let (stream, peer): (_, SocketAddr) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "metrics endpoint accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let (metrics, store) = (metrics.clone(), store.clone());
+        let mut conn_shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let (metrics, store) = (metrics.clone(), store.clone());
+                async move { Ok::<_, Infallible>(respond(req, &metrics, &*store).await) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            tokio::select! {
+                result = conn.as_mut() => {
+                    if let Err(e) = result {
+                        tracing::debug!(error = %e, %peer, "metrics connection ended");
+                    }
+                }
+                () = crate::server::stopped(&mut conn_shutdown) => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+        });
+    }
+}
+
+async fn respond<S: Store>(
+    req: Request<Incoming>,
+    metrics: &ApiMetrics,
+    store: &S,
+) -> Response<Full<Bytes>> {
+    let (status, content_type, body) = match (req.method(), req.uri().path()) {
+        (&Method::GET, "/metrics") => (
+            StatusCode::OK,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            metrics.render(store).await,
+        ),
+        (&Method::GET, "/healthz") => (StatusCode::OK, "text/plain", "ok\n".to_string()),
+        _ => (
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "not found: try /metrics\n".to_string(),
+        ),
+    };
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    if let Ok(v) = hyper::header::HeaderValue::from_str(content_type) {
+        resp.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
+    }
+    resp
+}

@@ -1,0 +1,593 @@
+//! The incident reports as pure functions over flows: denied flows grouped by
+//! workload pair ([`denied_groups`]), failed DNS queries grouped by pod and name
+//! ([`dns_failures`]), and pods whose egress policies block DNS
+//! ([`dns_policy_gaps`], from the cluster state alone).
+//!
+//! The in-memory store answers its reports with these functions; the ClickHouse
+//! store computes the same groups in SQL, and its tests can compare both on the
+//! same flows. Grouping follows `query.proto` exactly:
+//!
+//! - a [`pb::DeniedGroup`] is keyed by source and destination [`pb::WorkloadRef`],
+//!   protocol, destination port and the sorted set of `denied_by` policies; it
+//!   sums `count`, counts records (`flows`), keeps the earliest `first_seen`,
+//!   the latest `last_seen`, and the `reason` and `outcome` of the most recent
+//!   record (latest `last_seen`, ties broken by the larger flow id);
+//!   `egress_denied` / `ingress_denied` are set when any merged record's source
+//!   egress / destination ingress was denied;
+//! - a [`pb::DnsFailure`] is keyed by the querying pod (source namespace and
+//!   name), query name, type, outcome and rcode; it counts flows whose DNS query
+//!   was dropped, not answered, or answered with an rcode other than NOERROR;
+//!   `denied_by` is the union over denied records, and
+//!   `egress_allows_cluster_dns` and `reason` come from the most recent record
+//!   (`reason` only if that record was denied);
+//! - both are ordered by count (largest first), then latest `last_seen` (most
+//!   recent first), then key, and cut to `limit` (0: no limit).
+//!
+//! Which flows take part: `last_seen` within `[since, until)`, and the source
+//! or the destination in one of the query's namespaces (any, when none).
+
+use std::cmp::Reverse;
+use std::collections::BTreeSet;
+
+use netverdict_policy::ClusterState;
+use netverdict_policy::lint::{cluster_dns_pods, dns_denied};
+use netverdict_proto::v1 as pb;
+use prost_types::Timestamp;
+use rustc_hash::FxHashMap;
+
+use crate::store::ReportQuery;
+use crate::time::{in_window, key, system_key};
+
+/// A compiled report query: the window and the namespaces.
+#[derive(Debug, Clone, Default)]
+pub struct ReportFilter {
+    since: Option<(i64, i32)>,
+    until: Option<(i64, i32)>,
+    namespaces: Vec<String>,
+}
+
+impl ReportFilter {
+    /// Compiles `query`'s window and namespaces.
+    pub fn new(query: &ReportQuery) -> Self {
+        ReportFilter {
+            since: query.since.map(system_key),
+            until: query.until.map(system_key),
+            namespaces: query.namespaces.clone(),
+        }
+    }
+
+    /// Whether `flow` is in the window and touches one of the namespaces.
+    pub fn matches(&self, flow: &pb::Flow) -> bool {
+        in_window(flow.last_seen.as_ref(), self.since, self.until)
+            && (self.namespaces.is_empty()
+                || [flow.source.as_ref(), flow.destination.as_ref()]
+                    .into_iter()
+                    .flatten()
+                    .any(|e| self.namespaces.contains(&e.namespace)))
+    }
+}
+
+/// The workload an endpoint stands for in a report.
+pub fn workload_ref(endpoint: Option<&pb::Endpoint>) -> pb::WorkloadRef {
+    let w = WorkloadKey::of(endpoint);
+    pb::WorkloadRef {
+        kind: w.kind,
+        namespace: w.namespace.to_string(),
+        workload: w.workload.to_string(),
+        ip: w.ip.to_string(),
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct WorkloadKey<'a> {
+    kind: i32,
+    namespace: &'a str,
+    workload: &'a str,
+    ip: &'a str,
+}
+
+impl<'a> WorkloadKey<'a> {
+    fn of(endpoint: Option<&'a pb::Endpoint>) -> Self {
+        let Some(e) = endpoint else {
+            return WorkloadKey {
+                kind: 0,
+                namespace: "",
+                workload: "",
+                ip: "",
+            };
+        };
+        let kind = pb::EndpointKind::try_from(e.kind).unwrap_or_default();
+        match kind {
+            pb::EndpointKind::Pod | pb::EndpointKind::HostNetworkPod => WorkloadKey {
+                kind: e.kind,
+                namespace: &e.namespace,
+                workload: if e.workload.is_empty() {
+                    &e.pod_name
+                } else {
+                    &e.workload
+                },
+                ip: "",
+            },
+            pb::EndpointKind::Node => WorkloadKey {
+                kind: e.kind,
+                namespace: "",
+                workload: &e.node_name,
+                ip: &e.ip,
+            },
+            pb::EndpointKind::World | pb::EndpointKind::Unspecified => WorkloadKey {
+                kind: kind as i32,
+                namespace: "",
+                workload: "",
+                ip: &e.ip,
+            },
+        }
+    }
+}
+
+type PolicyPair<'a> = (&'a str, &'a str);
+
+#[derive(PartialEq, Eq, Hash)]
+struct DeniedKey<'a> {
+    source: WorkloadKey<'a>,
+    destination: WorkloadKey<'a>,
+    protocol: i32,
+    port: u32,
+    policies: Vec<PolicyPair<'a>>,
+}
+
+struct DeniedAcc<'a> {
+    count: u64,
+    flows: u64,
+    first_seen: Option<(i64, i32)>,
+    last_seen: Option<(i64, i32)>,
+    latest: &'a pb::Flow,
+    egress_denied: bool,
+    ingress_denied: bool,
+}
+
+/// The recency order of records: latest `last_seen`, then the larger id.
+fn more_recent(a: &pb::Flow, b: &pb::Flow) -> bool {
+    let ka = (a.last_seen.as_ref().map(key), &a.id);
+    let kb = (b.last_seen.as_ref().map(key), &b.id);
+    ka > kb
+}
+
+fn sorted_policies(refs: &[pb::PolicyRef]) -> Vec<PolicyPair<'_>> {
+    let mut out: Vec<PolicyPair<'_>> = refs
+        .iter()
+        .map(|p| (p.namespace.as_str(), p.name.as_str()))
+        .collect();
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+fn denied(direction: Option<&pb::DirectionVerdict>) -> bool {
+    direction.is_some_and(|d| d.status == pb::PolicyStatus::Denied as i32)
+}
+
+fn timestamp(k: Option<(i64, i32)>) -> Option<Timestamp> {
+    k.map(|(seconds, nanos)| Timestamp { seconds, nanos })
+}
+
+fn min_opt(a: Option<(i64, i32)>, b: Option<(i64, i32)>) -> Option<(i64, i32)> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// Denied flows (verdict DENIED) of `flows` matching `query`, grouped as
+/// `query.proto` documents (see the module comment).
+pub fn denied_groups<'a>(
+    flows: impl IntoIterator<Item = &'a pb::Flow>,
+    query: &ReportQuery,
+) -> Vec<pb::DeniedGroup> {
+    let filter = ReportFilter::new(query);
+    let mut groups: FxHashMap<DeniedKey<'a>, DeniedAcc<'a>> = FxHashMap::default();
+    for flow in flows {
+        if flow.verdict != pb::Verdict::Denied as i32 || !filter.matches(flow) {
+            continue;
+        }
+        let k = DeniedKey {
+            source: WorkloadKey::of(flow.source.as_ref()),
+            destination: WorkloadKey::of(flow.destination.as_ref()),
+            protocol: flow.protocol,
+            port: flow.destination.as_ref().map_or(0, |d| d.port),
+            policies: sorted_policies(&flow.denied_by),
+        };
+        let first = flow.first_seen.as_ref().map(key);
+        let last = flow.last_seen.as_ref().map(key);
+        let acc = groups.entry(k).or_insert_with(|| DeniedAcc {
+            count: 0,
+            flows: 0,
+            first_seen: first,
+            last_seen: last,
+            latest: flow,
+            egress_denied: false,
+            ingress_denied: false,
+        });
+        acc.count += flow.count;
+        acc.flows += 1;
+        acc.first_seen = min_opt(acc.first_seen, first);
+        acc.last_seen = acc.last_seen.max(last);
+        if more_recent(flow, acc.latest) {
+            acc.latest = flow;
+        }
+        acc.egress_denied |= denied(flow.egress.as_ref());
+        acc.ingress_denied |= denied(flow.ingress.as_ref());
+    }
+    let mut groups: Vec<(DeniedKey<'a>, DeniedAcc<'a>)> = groups.into_iter().collect();
+    groups.sort_unstable_by(|(ka, a), (kb, b)| {
+        (Reverse(a.count), Reverse(a.last_seen))
+            .cmp(&(Reverse(b.count), Reverse(b.last_seen)))
+            .then_with(|| {
+                (
+                    ka.source,
+                    ka.destination,
+                    ka.protocol,
+                    ka.port,
+                    &ka.policies,
+                )
+                    .cmp(&(
+                        kb.source,
+                        kb.destination,
+                        kb.protocol,
+                        kb.port,
+                        &kb.policies,
+                    ))
+            })
+    });
+    if query.limit > 0 {
+        groups.truncate(query.limit);
+    }
+    groups
+        .into_iter()
+        .map(|(k, acc)| pb::DeniedGroup {
+            source: Some(workload_ref(acc.latest.source.as_ref())),
+            destination: Some(workload_ref(acc.latest.destination.as_ref())),
+            protocol: k.protocol,
+            destination_port: k.port,
+            denied_by: k
+                .policies
+                .iter()
+                .map(|(namespace, name)| pb::PolicyRef {
+                    namespace: namespace.to_string(),
+                    name: name.to_string(),
+                })
+                .collect(),
+            egress_denied: acc.egress_denied,
+            ingress_denied: acc.ingress_denied,
+            count: acc.count,
+            flows: acc.flows,
+            first_seen: timestamp(acc.first_seen),
+            last_seen: timestamp(acc.last_seen),
+            reason: acc.latest.reason.clone(),
+            outcome: acc.latest.outcome,
+        })
+        .collect()
+}
+
+/// Whether a flow is a failed DNS query: dropped, not answered, or answered
+/// with an error rcode.
+pub fn is_dns_failure(flow: &pb::Flow) -> bool {
+    let Some(dns) = &flow.dns else {
+        return false;
+    };
+    match pb::Outcome::try_from(flow.outcome) {
+        Ok(pb::Outcome::Dropped | pb::Outcome::NoAnswer) => true,
+        Ok(pb::Outcome::Answered) => !dns.rcode.is_empty() && dns.rcode != "NOERROR",
+        _ => false,
+    }
+}
+
+#[derive(PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct DnsKey<'a> {
+    namespace: &'a str,
+    pod: &'a str,
+    query: &'a str,
+    qtype: &'a str,
+    outcome: i32,
+    rcode: &'a str,
+}
+
+struct DnsAcc<'a> {
+    count: u64,
+    last_seen: Option<(i64, i32)>,
+    latest: &'a pb::Flow,
+    denied_by: BTreeSet<PolicyPair<'a>>,
+}
+
+/// Failed DNS queries of `flows` matching `query`, grouped as `query.proto`
+/// documents (see the module comment).
+pub fn dns_failures<'a>(
+    flows: impl IntoIterator<Item = &'a pb::Flow>,
+    query: &ReportQuery,
+) -> Vec<pb::DnsFailure> {
+    let filter = ReportFilter::new(query);
+    let mut groups: FxHashMap<DnsKey<'a>, DnsAcc<'a>> = FxHashMap::default();
+    for flow in flows {
+        if !is_dns_failure(flow) || !filter.matches(flow) {
+            continue;
+        }
+        let Some(dns) = &flow.dns else { continue };
+        let (namespace, pod) = flow
+            .source
+            .as_ref()
+            .map_or(("", ""), |s| (s.namespace.as_str(), s.pod_name.as_str()));
+        let k = DnsKey {
+            namespace,
+            pod,
+            query: &dns.query,
+            qtype: &dns.qtype,
+            outcome: flow.outcome,
+            rcode: &dns.rcode,
+        };
+        let last = flow.last_seen.as_ref().map(key);
+        let acc = groups.entry(k).or_insert_with(|| DnsAcc {
+            count: 0,
+            last_seen: last,
+            latest: flow,
+            denied_by: BTreeSet::new(),
+        });
+        acc.count += flow.count;
+        acc.last_seen = acc.last_seen.max(last);
+        if more_recent(flow, acc.latest) {
+            acc.latest = flow;
+        }
+        if flow.verdict == pb::Verdict::Denied as i32 {
+            acc.denied_by.extend(
+                flow.denied_by
+                    .iter()
+                    .map(|p| (p.namespace.as_str(), p.name.as_str())),
+            );
+        }
+    }
+    let mut groups: Vec<(DnsKey<'a>, DnsAcc<'a>)> = groups.into_iter().collect();
+    groups.sort_unstable_by(|(ka, a), (kb, b)| {
+        (Reverse(a.count), Reverse(a.last_seen))
+            .cmp(&(Reverse(b.count), Reverse(b.last_seen)))
+            .then_with(|| ka.cmp(kb))
+    });
+    if query.limit > 0 {
+        groups.truncate(query.limit);
+    }
+    groups
+        .into_iter()
+        .map(|(k, acc)| {
+            let latest_denied = acc.latest.verdict == pb::Verdict::Denied as i32;
+            pb::DnsFailure {
+                namespace: k.namespace.to_string(),
+                pod: k.pod.to_string(),
+                query: k.query.to_string(),
+                qtype: k.qtype.to_string(),
+                outcome: k.outcome,
+                rcode: k.rcode.to_string(),
+                count: acc.count,
+                last_seen: timestamp(acc.last_seen),
+                denied_by: acc
+                    .denied_by
+                    .iter()
+                    .map(|(namespace, name)| pb::PolicyRef {
+                        namespace: namespace.to_string(),
+                        name: name.to_string(),
+                    })
+                    .collect(),
+                egress_allows_cluster_dns: acc
+                    .latest
+                    .dns
+                    .as_ref()
+                    .is_some_and(|d| d.egress_allows_cluster_dns),
+                reason: if latest_denied {
+                    acc.latest.reason.clone()
+                } else {
+                    String::new()
+                },
+            }
+        })
+        .collect()
+}
+
+fn protocol(p: netverdict_policy::Protocol) -> pb::Protocol {
+    match p {
+        netverdict_policy::Protocol::Tcp => pb::Protocol::Tcp,
+        netverdict_policy::Protocol::Udp => pb::Protocol::Udp,
+        netverdict_policy::Protocol::Sctp => pb::Protocol::Sctp,
+    }
+}
+
+/// Pods isolated for egress whose policies deny DNS (UDP or TCP 53) to every
+/// cluster DNS pod, in `namespaces` (all when empty), sorted by namespace and
+/// name. Host-network pods and the DNS pods themselves are left out; with no
+/// cluster DNS pod known there is nothing to check against, so no gap.
+pub fn dns_policy_gaps(state: &ClusterState, namespaces: &[String]) -> Vec<pb::DnsPolicyGap> {
+    let dns = cluster_dns_pods(state);
+    let mut gaps: Vec<pb::DnsPolicyGap> = state
+        .pods()
+        .into_iter()
+        .filter(|pod| !pod.host_network && !dns.iter().any(|d| d.key == pod.key))
+        .filter(|pod| namespaces.is_empty() || namespaces.contains(&pod.key.namespace))
+        .filter_map(|pod| {
+            let (denied, isolating) = dns_denied(state, pod)?;
+            if denied.is_empty() {
+                return None;
+            }
+            let mut egress_policies: Vec<pb::PolicyRef> = isolating
+                .into_iter()
+                .map(|k| pb::PolicyRef {
+                    namespace: k.namespace,
+                    name: k.name,
+                })
+                .collect();
+            egress_policies.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+            Some(pb::DnsPolicyGap {
+                namespace: pod.key.namespace.clone(),
+                pod: pod.key.name.clone(),
+                denied_protocols: denied.into_iter().map(|p| protocol(p) as i32).collect(),
+                egress_policies,
+            })
+        })
+        .collect();
+    gaps.sort_by(|a, b| (&a.namespace, &a.pod).cmp(&(&b.namespace, &b.pod)));
+    gaps
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ts(seconds: i64) -> Option<Timestamp> {
+        Some(Timestamp { seconds, nanos: 0 })
+    }
+
+    fn pod(ns: &str, name: &str, workload: &str, port: u32) -> Option<pb::Endpoint> {
+        Some(pb::Endpoint {
+            kind: pb::EndpointKind::Pod as i32,
+            namespace: ns.into(),
+            pod_name: name.into(),
+            workload: workload.into(),
+            port,
+            ip: "10.0.0.1".into(),
+            ..Default::default()
+        })
+    }
+
+    fn policy(ns: &str, name: &str) -> pb::PolicyRef {
+        pb::PolicyRef {
+            namespace: ns.into(),
+            name: name.into(),
+        }
+    }
+
+    fn denied_flow(id: &str, src: &str, last: i64, count: u64) -> pb::Flow {
+        pb::Flow {
+            id: id.into(),
+            first_seen: ts(last - 5),
+            last_seen: ts(last),
+            count,
+            source: pod("shop", src, "client", 40000),
+            destination: pod("default", "api-1", "api", 8080),
+            protocol: pb::Protocol::Tcp as i32,
+            verdict: pb::Verdict::Denied as i32,
+            outcome: pb::Outcome::Dropped as i32,
+            reason: format!("reason {id}"),
+            ingress: Some(pb::DirectionVerdict {
+                status: pb::PolicyStatus::Denied as i32,
+                ..Default::default()
+            }),
+            denied_by: vec![policy("default", "b"), policy("default", "a")],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn denied_merges_pods_of_one_workload_and_keeps_the_latest_reason() {
+        let mut other_port = denied_flow("4", "client-1", 50, 1);
+        other_port.destination.as_mut().unwrap().port = 5432;
+        let mut allowed = denied_flow("5", "client-1", 50, 9);
+        allowed.verdict = pb::Verdict::Allowed as i32;
+        let flows = [
+            denied_flow("1", "client-1", 10, 2),
+            denied_flow("2", "client-2", 30, 3),
+            denied_flow("3", "client-1", 20, 1),
+            other_port,
+            allowed,
+        ];
+        let groups = denied_groups(&flows, &ReportQuery::default());
+        assert_eq!(groups.len(), 2);
+        let g = &groups[0];
+        assert_eq!((g.count, g.flows, g.destination_port), (6, 3, 8080));
+        assert_eq!(g.first_seen, ts(5));
+        assert_eq!(g.last_seen, ts(30));
+        assert_eq!(g.reason, "reason 2");
+        assert_eq!(
+            g.denied_by,
+            [policy("default", "a"), policy("default", "b")]
+        );
+        assert!(g.ingress_denied && !g.egress_denied);
+        assert_eq!(g.source.as_ref().unwrap().workload, "client");
+        assert_eq!(groups[1].destination_port, 5432);
+    }
+
+    #[test]
+    fn denied_window_namespaces_and_limit() {
+        let flows = [denied_flow("1", "c", 10, 1), denied_flow("2", "c", 20, 1)];
+        let q = |since: u64, ns: &[&str], limit| ReportQuery {
+            since: Some(std::time::UNIX_EPOCH + std::time::Duration::from_secs(since)),
+            until: None,
+            namespaces: ns.iter().map(|s| s.to_string()).collect(),
+            limit,
+        };
+        assert_eq!(denied_groups(&flows, &q(15, &[], 0))[0].count, 1);
+        assert_eq!(denied_groups(&flows, &q(0, &["default"], 0))[0].count, 2);
+        assert!(denied_groups(&flows, &q(0, &["x' OR 1=1 --"], 0)).is_empty());
+        let mut more = flows.to_vec();
+        let mut f = denied_flow("3", "c", 20, 1);
+        f.protocol = pb::Protocol::Udp as i32;
+        more.push(f);
+        assert_eq!(denied_groups(&more, &q(0, &[], 1)).len(), 1);
+    }
+
+    fn dns_flow(id: &str, query: &str, outcome: pb::Outcome, rcode: &str, last: i64) -> pb::Flow {
+        pb::Flow {
+            id: id.into(),
+            last_seen: ts(last),
+            count: 1,
+            source: pod("default", "np-client", "np-client", 33333),
+            protocol: pb::Protocol::Udp as i32,
+            outcome: outcome as i32,
+            dns: Some(pb::Dns {
+                query: query.into(),
+                qtype: "A".into(),
+                rcode: rcode.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn dns_failures_are_drops_timeouts_and_error_rcodes() {
+        let mut dropped = dns_flow("1", "a.example", pb::Outcome::Dropped, "", 10);
+        dropped.verdict = pb::Verdict::Denied as i32;
+        dropped.reason = "egress denied".into();
+        dropped.denied_by = vec![policy("default", "default-deny")];
+        let flows = [
+            dropped.clone(),
+            pb::Flow {
+                id: "2".into(),
+                last_seen: ts(11),
+                ..dropped
+            },
+            dns_flow("3", "b.example", pb::Outcome::NoAnswer, "", 12),
+            dns_flow("4", "c.example", pb::Outcome::Answered, "NXDOMAIN", 13),
+            dns_flow("5", "d.example", pb::Outcome::Answered, "NOERROR", 14),
+            dns_flow("6", "e.example", pb::Outcome::Established, "", 15),
+        ];
+        let failures = dns_failures(&flows, &ReportQuery::default());
+        let names: Vec<_> = failures.iter().map(|f| f.query.as_str()).collect();
+        assert_eq!(names, ["a.example", "c.example", "b.example"]);
+        assert_eq!(failures[0].count, 2);
+        assert_eq!(failures[0].denied_by, [policy("default", "default-deny")]);
+        assert_eq!(failures[0].reason, "egress denied");
+        assert_eq!(failures[1].rcode, "NXDOMAIN");
+        assert!(failures[1].reason.is_empty());
+    }
+
+    #[test]
+    fn workload_refs() {
+        let node = pb::Endpoint {
+            kind: pb::EndpointKind::Node as i32,
+            ip: "192.168.1.1".into(),
+            ..Default::default()
+        };
+        let r = workload_ref(Some(&node));
+        assert_eq!((r.workload.as_str(), r.ip.as_str()), ("", "192.168.1.1"));
+        let p = pod("ns", "web-1", "", 80).unwrap();
+        let r = workload_ref(Some(&p));
+        assert_eq!(
+            (r.namespace.as_str(), r.workload.as_str(), r.ip.as_str()),
+            ("ns", "web-1", "")
+        );
+    }
+}

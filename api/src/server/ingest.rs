@@ -1,0 +1,194 @@
+//! `Ingest.Push`: collectors stream flow batches; each batch is inserted into
+//! the store and acknowledged with its sequence number only after `insert`
+//! returned Ok, so an acknowledged flow is durable (the collector then forgets
+//! it).
+//!
+//! Batches of one stream are handled in order, one at a time, so acknowledging
+//! `sequence` also covers every earlier batch of the stream, as the exporter
+//! expects. When the store fails, the stream ends with `UNAVAILABLE`: the
+//! collector reconnects and sends every unacknowledged batch again, with the
+//! same flow ids, which the store then holds once.
+//!
+//! Flows the store could never take (no id, no valid `last_seen`) are dropped
+//! before the insert, logged with their id and field and counted, so one bad
+//! record cannot wedge a collector resending it forever. New flows are also
+//! broadcast to follow streams (only when someone follows).
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::Stream;
+use netverdict_proto::v1 as pb;
+use pb::ingest_server::{Ingest, IngestServer};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::Shared;
+use crate::store::{Store, StoreError};
+use crate::time::to_system;
+
+/// The Ingest service.
+pub struct IngestService<S> {
+    shared: Arc<Shared<S>>,
+}
+
+impl<S: Store> IngestService<S> {
+    pub(crate) fn new(shared: Arc<Shared<S>>) -> Self {
+        IngestService { shared }
+    }
+
+    /// Wrapped for `tonic::transport::Server::add_service`, accepting large batches.
+    pub fn into_server(self) -> IngestServer<Self> {
+        IngestServer::new(self).max_decoding_message_size(64 * 1024 * 1024)
+    }
+}
+
+/// Why a flow cannot be stored: the field and what is wrong.
+pub fn invalid_field(flow: &pb::Flow) -> Option<(&'static str, &'static str)> {
+    if flow.id.is_empty() {
+        return Some(("id", "empty"));
+    }
+    match &flow.last_seen {
+        None => Some(("last_seen", "missing")),
+        Some(t) if to_system(t).is_none() => Some(("last_seen", "out of range")),
+        Some(_) => None,
+    }
+}
+
+type AckStream = Pin<Box<dyn Stream<Item = Result<pb::Ack, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl<S: Store> Ingest for IngestService<S> {
+    type PushStream = AckStream;
+
+    async fn push(
+        &self,
+        request: Request<Streaming<pb::FlowBatch>>,
+    ) -> Result<Response<AckStream>, Status> {
+        let peer = request.remote_addr();
+        let mut inbound = request.into_inner();
+        let shared = self.shared.clone();
+        let (tx, rx) = mpsc::channel(16);
+        tokio::spawn(async move {
+            let metrics = &shared.metrics;
+            metrics.ingest_streams.inc();
+            let _open = on_drop(|| {
+                metrics.ingest_streams.dec();
+            });
+            let mut shutdown = shared.shutdown.clone();
+            let mut node = String::new();
+            loop {
+                let message = tokio::select! {
+                    m = inbound.message() => m,
+                    () = crate::server::stopped(&mut shutdown) => {
+                        let _ = tx.send(Err(Status::unavailable("API server shutting down"))).await;
+                        return;
+                    }
+                };
+                let batch = match message {
+                    Ok(Some(batch)) => batch,
+                    Ok(None) => {
+                        tracing::debug!(node, ?peer, "ingest stream ended by the collector");
+                        return;
+                    }
+                    Err(status) => {
+                        tracing::info!(node, ?peer, %status, "ingest stream failed");
+                        return;
+                    }
+                };
+                if node != batch.node_name {
+                    node.clone_from(&batch.node_name);
+                    tracing::info!(node, ?peer, "collector connected");
+                }
+                let sequence = batch.sequence;
+                if let Err(status) = handle(&shared, batch).await {
+                    let _ = tx.send(Err(status)).await;
+                    return;
+                }
+                if tx.send(Ok(pb::Ack { sequence })).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+/// Stores one batch; Err ends the stream without acknowledging it.
+async fn handle<S: Store>(shared: &Shared<S>, batch: pb::FlowBatch) -> Result<(), Status> {
+    let metrics = &shared.metrics;
+    metrics.ingest_batches.inc();
+    metrics.ingest_flows.inc_by(batch.flows.len() as u64);
+    let mut flows = batch.flows;
+    flows.retain(|flow| match invalid_field(flow) {
+        None => true,
+        Some((field, reason)) => {
+            metrics.ingest_invalid_flows.inc();
+            tracing::warn!(
+                node = batch.node_name,
+                sequence = batch.sequence,
+                flow = flow.id,
+                field,
+                reason,
+                "flow rejected"
+            );
+            false
+        }
+    });
+    if flows.is_empty() {
+        return Ok(());
+    }
+    let followed: Option<Vec<Arc<pb::Flow>>> =
+        (shared.flows.receiver_count() > 0).then(|| flows.iter().cloned().map(Arc::new).collect());
+    let started = Instant::now();
+    let result = shared.store.insert(flows).await;
+    metrics
+        .store_insert_duration
+        .observe(started.elapsed().as_secs_f64());
+    match result {
+        Ok(outcome) => {
+            metrics.ingest_duplicates.inc_by(outcome.duplicates as u64);
+            // A batch sent again holds flows followers have seen; a partly
+            // duplicate batch (rare) is sent whole.
+            if outcome.stored > 0
+                && let Some(flows) = followed
+            {
+                for flow in flows {
+                    // No follower left is fine.
+                    let _ = shared.flows.send(flow);
+                }
+            }
+            Ok(())
+        }
+        Err(e) => {
+            metrics.store_insert_errors.inc();
+            tracing::warn!(
+                node = batch.node_name,
+                sequence = batch.sequence,
+                error = %e,
+                "store insert failed; batch not acknowledged"
+            );
+            Err(match e {
+                StoreError::InvalidFlow { .. } | StoreError::Filter(_) => {
+                    Status::invalid_argument(e.to_string())
+                }
+                StoreError::Backend { .. } => Status::unavailable(e.to_string()),
+            })
+        }
+    }
+}
+
+/// Runs `f` when dropped.
+pub(crate) fn on_drop<F: FnOnce()>(f: F) -> impl Drop {
+    struct Guard<F: FnOnce()>(Option<F>);
+    impl<F: FnOnce()> Drop for Guard<F> {
+        fn drop(&mut self) {
+            if let Some(f) = self.0.take() {
+                f();
+            }
+        }
+    }
+    Guard(Some(f))
+}

@@ -1,0 +1,260 @@
+//! The API server: one gRPC port for `Ingest`, `Observer` and `Query`, and an
+//! HTTP port for `/metrics`, over any [`Store`].
+//!
+//! How data flows through it:
+//!
+//! ```text
+//! collectors ─Push(FlowBatch)─> ingest ─insert─> Store ─Ack(seq)─> collectors
+//!                                  └─broadcast (new flows)─> GetFlows follow streams
+//! CLI ─GetFlows─> observer: store.flows(query), then the broadcast, filtered
+//! CLI ─Denied / DnsReport─> query: store.denied / store.dns_failures,
+//!                                   + policy gaps from the cluster state
+//! ```
+//!
+//! - [`ingest`]: acknowledges a batch only after the store made it durable; a
+//!   store error ends the stream so the collector sends it again;
+//! - [`observer`]: flow queries and follow streams (a lagging follower is told
+//!   and counted, never slows ingest);
+//! - [`query`]: the incident views.
+//!
+//! [`serve`] binds both listeners (port 0 allowed; [`ApiServer::grpc_addr`]
+//! tells the port) and returns a handle; [`ApiServer::shutdown`] ends the open
+//! streams, waits for in-flight batches and stops.
+
+pub mod ingest;
+pub mod observer;
+pub mod query;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use netverdict_collector::cluster::SharedState;
+use netverdict_proto::v1 as pb;
+use tokio::net::TcpListener;
+use tokio::sync::{broadcast, watch};
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::metrics::{ApiMetrics, serve_metrics};
+use crate::store::Store;
+
+/// Settings of the API server.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// The gRPC address (Ingest, Observer, Query); port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// The `/metrics` HTTP address; None serves no metrics endpoint.
+    pub metrics_listen: Option<SocketAddr>,
+    /// How many new flows a follower may fall behind before its stream ends.
+    pub follow_buffer: usize,
+    /// How long [`ApiServer::shutdown`] waits for streams to end before
+    /// cutting them.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ApiConfig {
+    /// gRPC on 0.0.0.0:4245, metrics on 0.0.0.0:9966.
+    fn default() -> Self {
+        ApiConfig {
+            listen: SocketAddr::from(([0, 0, 0, 0], 4245)),
+            metrics_listen: Some(SocketAddr::from(([0, 0, 0, 0], 9966))),
+            follow_buffer: 4096,
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind {
+        /// Which listener ("grpc", "metrics").
+        what: &'static str,
+        /// The address asked for.
+        addr: SocketAddr,
+        /// The socket error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A setting is out of range.
+    #[error("API server setting {field} is invalid: {reason}")]
+    Config {
+        /// The setting.
+        field: &'static str,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// The gRPC server failed.
+    #[error("gRPC server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// What every service shares.
+pub(crate) struct Shared<S> {
+    pub store: Arc<S>,
+    pub metrics: Arc<ApiMetrics>,
+    pub cluster: SharedState,
+    /// New flows, for followers.
+    pub flows: broadcast::Sender<Arc<pb::Flow>>,
+    /// Turns true when the server stops; open streams end.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// A running API server. Dropping it without [`shutdown`](Self::shutdown)
+/// leaves the server running in the background until the runtime ends.
+#[derive(Debug)]
+pub struct ApiServer {
+    grpc_addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
+    metrics: Arc<ApiMetrics>,
+    shutdown: watch::Sender<bool>,
+    grpc: JoinHandle<Result<(), tonic::transport::Error>>,
+    http: Option<JoinHandle<()>>,
+    grace: Duration,
+}
+
+/// Binds the listeners and starts serving `store` with the cluster state
+/// `cluster` (for the DNS policy gaps). Must be called inside a tokio runtime.
+pub async fn serve<S: Store>(
+    config: ApiConfig,
+    store: S,
+    cluster: SharedState,
+) -> Result<ApiServer, ServeError> {
+    serve_shared(config, Arc::new(store), cluster).await
+}
+
+/// As [`serve`], with a store the caller keeps a handle on (tests, the demo).
+pub async fn serve_shared<S: Store>(
+    config: ApiConfig,
+    store: Arc<S>,
+    cluster: SharedState,
+) -> Result<ApiServer, ServeError> {
+    if config.follow_buffer == 0 {
+        return Err(ServeError::Config {
+            field: "follow_buffer",
+            reason: "must be at least 1",
+        });
+    }
+    let bind = |what, addr| async move {
+        TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServeError::Bind { what, addr, source })
+    };
+    let grpc_listener = bind("grpc", config.listen).await?;
+    let grpc_addr = local_addr(&grpc_listener, "grpc", config.listen)?;
+    let metrics_listener = match config.metrics_listen {
+        Some(addr) => Some(bind("metrics", addr).await?),
+        None => None,
+    };
+    let metrics_addr = match (&metrics_listener, config.metrics_listen) {
+        (Some(l), Some(addr)) => Some(local_addr(l, "metrics", addr)?),
+        _ => None,
+    };
+    let metrics = Arc::new(ApiMetrics::new());
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let (flows, _) = broadcast::channel(config.follow_buffer);
+    let shared = Arc::new(Shared {
+        store: store.clone(),
+        metrics: metrics.clone(),
+        cluster,
+        flows,
+        shutdown: shutdown_rx.clone(),
+    });
+    let router = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .http2_keepalive_interval(Some(Duration::from_secs(10)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .add_service(ingest::IngestService::new(shared.clone()).into_server())
+        .add_service(observer::ObserverService::new(shared.clone()).into_server())
+        .add_service(query::QueryService::new(shared).into_server());
+    let mut grpc_shutdown = shutdown_rx.clone();
+    let grpc = tokio::spawn(router.serve_with_incoming_shutdown(
+        TcpListenerStream::new(grpc_listener),
+        async move {
+            stopped(&mut grpc_shutdown).await;
+        },
+    ));
+    let http = metrics_listener
+        .map(|listener| tokio::spawn(serve_metrics(listener, metrics.clone(), store, shutdown_rx)));
+    tracing::info!(%grpc_addr, metrics_addr = ?metrics_addr, "API server listening");
+    Ok(ApiServer {
+        grpc_addr,
+        metrics_addr,
+        metrics,
+        shutdown,
+        grpc,
+        http,
+        grace: config.shutdown_grace,
+    })
+}
+
+/// Resolves once the shutdown flag is set (or its sender is gone).
+pub(crate) async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|s| *s).await;
+}
+
+fn local_addr(
+    listener: &TcpListener,
+    what: &'static str,
+    addr: SocketAddr,
+) -> Result<SocketAddr, ServeError> {
+    listener
+        .local_addr()
+        .map_err(|source| ServeError::Bind { what, addr, source })
+}
+
+impl ApiServer {
+    /// The bound gRPC address.
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc_addr
+    }
+
+    /// The bound metrics address, if serving metrics.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
+    }
+
+    /// The server's metrics.
+    pub fn metrics(&self) -> &Arc<ApiMetrics> {
+        &self.metrics
+    }
+
+    /// Waits until the gRPC server stops on its own (it only does on error).
+    pub async fn wait(&mut self) -> Result<(), ServeError> {
+        match (&mut self.grpc).await {
+            Ok(result) => result.map_err(ServeError::from),
+            Err(e) => {
+                tracing::error!(error = %e, "gRPC server task failed");
+                Ok(())
+            }
+        }
+    }
+
+    /// Stops accepting, ends open streams (after the batch being inserted),
+    /// and waits up to the grace period for connections to close.
+    pub async fn shutdown(self) -> Result<(), ServeError> {
+        let _ = self.shutdown.send(true);
+        let mut grpc = self.grpc;
+        let result = match tokio::time::timeout(self.grace, &mut grpc).await {
+            Ok(Ok(result)) => result.map_err(ServeError::from),
+            Ok(Err(_)) => Ok(()),
+            Err(_) => {
+                tracing::warn!(grace = ?self.grace, "API server did not stop in time; cutting connections");
+                grpc.abort();
+                Ok(())
+            }
+        };
+        if let Some(http) = self.http {
+            let abort = http.abort_handle();
+            if tokio::time::timeout(self.grace, http).await.is_err() {
+                tracing::warn!("metrics endpoint did not stop in time");
+                abort.abort();
+            }
+        }
+        tracing::info!("API server stopped");
+        result
+    }
+}

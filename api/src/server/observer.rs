@@ -1,0 +1,205 @@
+//! `Observer` over the store: `GetFlows` answers from the store, then with
+//! `follow` sends newly ingested flows from the ingest broadcast, filtered the
+//! same way; `ServerStatus` reports what the store holds.
+//!
+//! A follower subscribes to the broadcast *before* the store query, so no flow
+//! ingested in between is missed; flows that the query already returned are
+//! skipped when they come again through the broadcast.
+//!
+//! The broadcast is bounded ([`super::ApiConfig::follow_buffer`]) and ingest
+//! never waits for followers: a follower that falls behind has its stream ended
+//! with `RESOURCE_EXHAUSTED`, naming how many flows it missed (reconnect with
+//! `since`), and is counted in `netverdict_api_follow_lagged_total`.
+//!
+//! Time windows follow the store's [`FlowQuery`]: `since` and `until` bound
+//! `last_seen` (`[since, until)`).
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::Stream;
+use netverdict_proto::filter::FlowPredicate;
+use netverdict_proto::v1 as pb;
+use pb::observer_server::{Observer, ObserverServer};
+use rustc_hash::FxHashSet;
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use super::Shared;
+use super::ingest::on_drop;
+use crate::store::{FlowQuery, Store};
+use crate::time::{in_window, system_key, to_system, to_timestamp};
+
+/// How many flows `GetFlows` sends when `number` is 0 and `follow` is not set.
+pub const DEFAULT_NUMBER: u64 = 20;
+
+/// The Observer service over the store.
+pub struct ObserverService<S> {
+    shared: Arc<Shared<S>>,
+}
+
+impl<S: Store> ObserverService<S> {
+    pub(crate) fn new(shared: Arc<Shared<S>>) -> Self {
+        ObserverService { shared }
+    }
+
+    /// Wrapped for `tonic::transport::Server::add_service`.
+    pub fn into_server(self) -> ObserverServer<Self> {
+        ObserverServer::new(self)
+    }
+}
+
+/// A request timestamp as a `SystemTime`, or INVALID_ARGUMENT naming the field.
+pub(crate) fn request_time(
+    field: &'static str,
+    t: Option<&prost_types::Timestamp>,
+) -> Result<Option<std::time::SystemTime>, Status> {
+    t.map(|t| {
+        to_system(t)
+            .ok_or_else(|| Status::invalid_argument(format!("{field}: invalid timestamp {t:?}")))
+    })
+    .transpose()
+}
+
+type FlowStream = Pin<Box<dyn Stream<Item = Result<pb::GetFlowsResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl<S: Store> Observer for ObserverService<S> {
+    type GetFlowsStream = FlowStream;
+
+    async fn get_flows(
+        &self,
+        request: Request<pb::GetFlowsRequest>,
+    ) -> Result<Response<FlowStream>, Status> {
+        let req = request.into_inner();
+        let predicate = FlowPredicate::new(&req.include, &req.exclude)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        if req.first && req.follow {
+            return Err(Status::invalid_argument(
+                "first and follow together: follow continues after the last flows",
+            ));
+        }
+        let since = request_time("since", req.since.as_ref())?;
+        let until = request_time("until", req.until.as_ref())?;
+        let limit = match (req.number, req.follow) {
+            (0, false) => DEFAULT_NUMBER,
+            (n, _) => n,
+        };
+        let follower = req.follow.then(|| self.shared.flows.subscribe());
+        let query = FlowQuery {
+            include: req.include,
+            exclude: req.exclude,
+            since,
+            until,
+            limit: usize::try_from(limit).unwrap_or(usize::MAX),
+            first: req.first,
+        };
+        let history = self
+            .shared
+            .store
+            .flows(&query)
+            .await
+            .map_err(|e| Status::unavailable(format!("store query failed: {e}")))?;
+        let (tx, rx) = mpsc::channel(256);
+        let shared = self.shared.clone();
+        tokio::spawn(async move {
+            let seen: FxHashSet<String> = if follower.is_some() {
+                history.iter().map(|f| f.id.clone()).collect()
+            } else {
+                FxHashSet::default()
+            };
+            for flow in history {
+                if tx
+                    .send(Ok(pb::GetFlowsResponse { flow: Some(flow) }))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            if let Some(follower) = follower {
+                let window = (since.map(system_key), until.map(system_key));
+                follow(&shared, follower, predicate, window, seen, tx).await;
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn server_status(
+        &self,
+        _request: Request<pb::ServerStatusRequest>,
+    ) -> Result<Response<pb::ServerStatusResponse>, Status> {
+        let status = self
+            .shared
+            .store
+            .status()
+            .await
+            .map_err(|e| Status::unavailable(format!("store status failed: {e}")))?;
+        Ok(Response::new(pb::ServerStatusResponse {
+            flows_stored: status.flows_stored,
+            flows_dropped: status.flows_dropped + self.shared.metrics.ingest_invalid_flows.get(),
+            oldest: status.oldest.map(to_timestamp),
+            newest: status.newest.map(to_timestamp),
+        }))
+    }
+}
+
+type Window = (Option<(i64, i32)>, Option<(i64, i32)>);
+
+/// Sends new matching flows until the client goes away, the server stops, or
+/// the follower falls behind.
+async fn follow<S>(
+    shared: &Shared<S>,
+    mut follower: broadcast::Receiver<Arc<pb::Flow>>,
+    predicate: FlowPredicate,
+    (since, until): Window,
+    mut seen: FxHashSet<String>,
+    tx: mpsc::Sender<Result<pb::GetFlowsResponse, Status>>,
+) {
+    let metrics = &shared.metrics;
+    metrics.follow_subscribers.inc();
+    let _open = on_drop(|| {
+        metrics.follow_subscribers.dec();
+    });
+    let mut shutdown = shared.shutdown.clone();
+    loop {
+        let received = tokio::select! {
+            received = follower.recv() => received,
+            () = tx.closed() => return,
+            () = crate::server::stopped(&mut shutdown) => {
+                let _ = tx.send(Err(Status::unavailable("API server shutting down"))).await;
+                return;
+            }
+        };
+        match received {
+            Ok(flow) => {
+                if !seen.is_empty() && seen.remove(&flow.id) {
+                    continue;
+                }
+                if in_window(flow.last_seen.as_ref(), since, until)
+                    && predicate.matches(&flow)
+                    && tx
+                        .send(Ok(pb::GetFlowsResponse {
+                            flow: Some(Arc::unwrap_or_clone(flow)),
+                        }))
+                        .await
+                        .is_err()
+                {
+                    return;
+                }
+            }
+            Err(broadcast::error::RecvError::Lagged(missed)) => {
+                metrics.follow_lagged.inc();
+                tracing::warn!(missed, "follower fell behind; ending its stream");
+                let _ = tx
+                    .send(Err(Status::resource_exhausted(format!(
+                        "follower fell behind: {missed} flows missed; reconnect with since"
+                    ))))
+                    .await;
+                return;
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}

@@ -1,0 +1,653 @@
+//! The query side over real gRPC: GetFlows filters (a hostile namespace is
+//! just a name), follow streams (new flows, lagging followers), the Denied and
+//! DnsReport views on the seed guide's cluster, the memory bound, and the
+//! `/metrics` endpoint.
+
+mod support;
+
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use netverdict_api::ApiConfig;
+use netverdict_api::store::Store;
+use netverdict_collector::cluster::SharedState;
+use netverdict_policy::ClusterState;
+use netverdict_proto::v1 as pb;
+use pb::ingest_client::IngestClient;
+use pb::observer_client::ObserverClient;
+use pb::query_client::QueryClient;
+use support::*;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+const SEED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../lab/examples/seed");
+
+fn policy(ns: &str, name: &str) -> pb::PolicyRef {
+    pb::PolicyRef {
+        namespace: ns.into(),
+        name: name.into(),
+    }
+}
+
+fn direction(status: pb::PolicyStatus) -> Option<pb::DirectionVerdict> {
+    Some(pb::DirectionVerdict {
+        status: status as i32,
+        ..Default::default()
+    })
+}
+
+async fn get_flows(addr: &str, req: pb::GetFlowsRequest) -> Result<Vec<pb::Flow>, tonic::Status> {
+    let mut client = ObserverClient::connect(addr.to_string()).await.unwrap();
+    let mut stream = client.get_flows(req).await?.into_inner();
+    let mut out = Vec::new();
+    while let Some(r) = stream.message().await? {
+        out.push(r.flow.unwrap());
+    }
+    Ok(out)
+}
+
+fn ids(flows: &[pb::Flow]) -> Vec<&str> {
+    flows.iter().map(|f| f.id.as_str()).collect()
+}
+
+fn filter(f: impl FnOnce(&mut pb::FlowFilter)) -> pb::FlowFilter {
+    let mut filter = pb::FlowFilter::default();
+    f(&mut filter);
+    filter
+}
+
+#[tokio::test]
+async fn get_flows_filters_and_a_hostile_namespace_is_just_a_name() {
+    let store = memory(1000);
+    let base = SystemTime::now() - Duration::from_secs(600);
+    let mut flows = Vec::new();
+    for i in 0..6u64 {
+        let mut f = flow(&format!("n/1/{i}"));
+        f.last_seen = at(base + Duration::from_secs(i * 60));
+        if i % 2 == 0 {
+            f.verdict = pb::Verdict::Denied as i32;
+            f.outcome = pb::Outcome::Dropped as i32;
+            f.destination = pod("payments", "db-0", "db", 5432);
+            f.denied_by = vec![policy("payments", "default-deny")];
+        }
+        flows.push(f);
+    }
+    let mut hostile = flow("n/1/hostile");
+    hostile.source = pod("x' OR 1=1 --", "evil", "evil", 1);
+    hostile.last_seen = at(base);
+    flows.push(hostile);
+    store.insert(flows).await.unwrap();
+    let server = start(store).await;
+    let addr = url(&server);
+
+    let denied = pb::GetFlowsRequest {
+        include: vec![filter(|f| f.verdict = vec![pb::Verdict::Denied as i32])],
+        ..Default::default()
+    };
+    assert_eq!(
+        ids(&get_flows(&addr, denied).await.unwrap()),
+        ["n/1/0", "n/1/2", "n/1/4"]
+    );
+    let port_and_policy = pb::GetFlowsRequest {
+        include: vec![filter(|f| {
+            f.destination_port = vec![5432];
+            f.policy = vec!["payments/default-deny".into()];
+        })],
+        number: 2,
+        ..Default::default()
+    };
+    assert_eq!(
+        ids(&get_flows(&addr, port_and_policy).await.unwrap()),
+        ["n/1/2", "n/1/4"]
+    );
+    let first = pb::GetFlowsRequest {
+        number: 2,
+        first: true,
+        exclude: vec![filter(|f| f.namespace = vec!["x' OR 1=1 --".into()])],
+        ..Default::default()
+    };
+    assert_eq!(
+        ids(&get_flows(&addr, first).await.unwrap()),
+        ["n/1/0", "n/1/1"]
+    );
+    let window = pb::GetFlowsRequest {
+        since: at(base + Duration::from_secs(120)),
+        until: at(base + Duration::from_secs(240)),
+        ..Default::default()
+    };
+    assert_eq!(
+        ids(&get_flows(&addr, window).await.unwrap()),
+        ["n/1/2", "n/1/3"]
+    );
+    // The hostile namespace matches only the flow that really has it.
+    let hostile = pb::GetFlowsRequest {
+        include: vec![filter(|f| f.namespace = vec!["x' OR 1=1 --".into()])],
+        ..Default::default()
+    };
+    assert_eq!(
+        ids(&get_flows(&addr, hostile).await.unwrap()),
+        ["n/1/hostile"]
+    );
+    let nothing = pb::GetFlowsRequest {
+        include: vec![filter(|f| f.namespace = vec!["' OR ''='".into()])],
+        ..Default::default()
+    };
+    assert!(get_flows(&addr, nothing).await.unwrap().is_empty());
+    // A bad filter value is an error naming the field.
+    let bad = pb::GetFlowsRequest {
+        include: vec![filter(|f| f.source_ip = vec!["10.0.0.0/99".into()])],
+        ..Default::default()
+    };
+    let status = get_flows(&addr, bad).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(status.message().contains("source_ip"), "{status}");
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn follow_sends_history_then_new_matching_flows() {
+    let store = memory(1000);
+    store.insert(vec![flow("old/1")]).await.unwrap();
+    let server = start(store).await;
+    let addr = url(&server);
+    let mut observer = ObserverClient::connect(addr.clone()).await.unwrap();
+    let mut stream = observer
+        .get_flows(pb::GetFlowsRequest {
+            follow: true,
+            include: vec![filter(|f| f.namespace = vec!["shop".into()])],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        stream.message().await.unwrap().unwrap().flow.unwrap().id,
+        "old/1"
+    );
+    wait_until("the follower to subscribe", async || {
+        server.metrics().follow_subscribers.get() == 1
+    })
+    .await;
+    let mut other = flow("new/other");
+    other.source = pod("elsewhere", "a", "a", 1);
+    other.destination = pod("elsewhere", "b", "b", 2);
+    let mut ingest = IngestClient::connect(addr).await.unwrap();
+    let (tx, rx) = mpsc::channel(4);
+    let mut acks = ingest
+        .push(ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    tx.send(pb::FlowBatch {
+        node_name: "n".into(),
+        sequence: 1,
+        flows: vec![other, flow("new/1"), flow("old/1")],
+    })
+    .await
+    .unwrap();
+    assert_eq!(acks.message().await.unwrap().unwrap().sequence, 1);
+    tx.send(pb::FlowBatch {
+        node_name: "n".into(),
+        sequence: 2,
+        flows: vec![flow("new/2")],
+    })
+    .await
+    .unwrap();
+    assert_eq!(acks.message().await.unwrap().unwrap().sequence, 2);
+    // The other namespace's flow is filtered out; old/1 was already sent.
+    assert_eq!(
+        stream.message().await.unwrap().unwrap().flow.unwrap().id,
+        "new/1"
+    );
+    assert_eq!(
+        stream.message().await.unwrap().unwrap().flow.unwrap().id,
+        "new/2"
+    );
+    drop(stream);
+    wait_until("the follower to be gone", async || {
+        server.metrics().follow_subscribers.get() == 0
+    })
+    .await;
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_lagging_follower_is_told_and_counted_and_ingest_goes_on() {
+    let store = memory(1_000_000);
+    let mut cfg = config("127.0.0.1:0".parse().unwrap());
+    cfg.follow_buffer = 8;
+    let server = netverdict_api::serve_shared(cfg, store.clone(), SharedState::default())
+        .await
+        .unwrap();
+    let addr = url(&server);
+    let mut observer = ObserverClient::connect(addr.clone()).await.unwrap();
+    let mut stream = observer
+        .get_flows(pb::GetFlowsRequest {
+            follow: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    wait_until("the follower to subscribe", async || {
+        server.metrics().follow_subscribers.get() == 1
+    })
+    .await;
+    // The follower reads nothing while far more flows than every buffer on
+    // the way (broadcast, channel, HTTP/2 windows) holds are ingested.
+    let mut ingest = IngestClient::connect(addr).await.unwrap();
+    let (tx, rx) = mpsc::channel(4);
+    let mut acks = ingest
+        .push(ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    let padding = "x".repeat(500);
+    for b in 0..40u64 {
+        let flows = (0..500)
+            .map(|i| {
+                let mut f = flow(&format!("n/{b}/{i}"));
+                f.reason = padding.clone();
+                f
+            })
+            .collect();
+        tx.send(pb::FlowBatch {
+            node_name: "n".into(),
+            sequence: b + 1,
+            flows,
+        })
+        .await
+        .unwrap();
+        assert_eq!(acks.message().await.unwrap().unwrap().sequence, b + 1);
+    }
+    assert_eq!(store.status().await.unwrap().flows_stored, 20_000);
+    let mut received = 0;
+    let status = loop {
+        match stream.message().await {
+            Ok(Some(_)) => received += 1,
+            Ok(None) => panic!("stream ended without an error after {received} flows"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status}");
+    assert!(status.message().contains("fell behind"), "{status}");
+    assert!(received < 20_000);
+    assert_eq!(server.metrics().follow_lagged.get(), 1);
+    server.shutdown().await.unwrap();
+}
+
+/// The seed's flows after default-deny and api-from-web: what the demo shows.
+fn seed_flows(base: SystemTime) -> Vec<pb::Flow> {
+    let t = |s: u64| at(base + Duration::from_secs(s));
+    let np_default = || pod("default", "np-client", "np-client", 41000);
+    let np_shop = || pod("shop", "np-client", "np-client", 42000);
+    let api = |port| pod("default", "api", "api", port);
+    let coredns = || pod("kube-system", "coredns", "coredns", 53);
+    let deny_both = vec![
+        policy("default", "default-deny"),
+        policy("default", "api-from-web"),
+    ];
+    let denied = |id: &str, src, dst, port_proto: pb::Protocol, last: u64, count| pb::Flow {
+        id: id.into(),
+        first_seen: t(last - 2),
+        last_seen: t(last),
+        count,
+        node_name: "lab-node".into(),
+        source: src,
+        destination: dst,
+        protocol: port_proto as i32,
+        verdict: pb::Verdict::Denied as i32,
+        outcome: pb::Outcome::Dropped as i32,
+        drop_reason: "NETFILTER_DROP".into(),
+        ..Default::default()
+    };
+    let mut f1 = denied("lab/1/1", np_default(), api(5432), pb::Protocol::Tcp, 10, 1);
+    f1.egress = direction(pb::PolicyStatus::Denied);
+    f1.ingress = direction(pb::PolicyStatus::Denied);
+    f1.denied_by = deny_both.clone();
+    f1.reason = "first reason".into();
+    let mut f2 = f1.clone();
+    f2.id = "lab/1/2".into();
+    f2.first_seen = t(15);
+    f2.last_seen = t(20);
+    f2.reason = "egress and ingress deny 5432".into();
+    let mut f3 = denied("lab/1/3", np_shop(), api(8080), pb::Protocol::Tcp, 30, 3);
+    f3.ingress = direction(pb::PolicyStatus::Denied);
+    f3.egress = direction(pb::PolicyStatus::NotIsolated);
+    f3.denied_by = deny_both.clone();
+    f3.reason = "needs source namespace label team=web".into();
+    let mut f4 = denied("lab/1/4", np_default(), coredns(), pb::Protocol::Udp, 40, 2);
+    f4.egress = direction(pb::PolicyStatus::Denied);
+    f4.denied_by = vec![policy("default", "default-deny")];
+    f4.reason = "egress of default/np-client is isolated by default/default-deny".into();
+    f4.dns = Some(pb::Dns {
+        id: 7,
+        query: "kubernetes.default.svc.cluster.local".into(),
+        qtype: "A".into(),
+        ..Default::default()
+    });
+    let mut allowed = denied("lab/1/5", np_default(), api(8080), pb::Protocol::Tcp, 50, 4);
+    allowed.verdict = pb::Verdict::Allowed as i32;
+    allowed.outcome = pb::Outcome::Established as i32;
+    let mut nx = denied("lab/1/6", np_shop(), coredns(), pb::Protocol::Udp, 60, 1);
+    nx.verdict = pb::Verdict::Allowed as i32;
+    nx.outcome = pb::Outcome::Answered as i32;
+    nx.dns = Some(pb::Dns {
+        id: 8,
+        query: "nope.example".into(),
+        qtype: "AAAA".into(),
+        rcode: "NXDOMAIN".into(),
+        egress_allows_cluster_dns: true,
+        ..Default::default()
+    });
+    vec![f1, f2, f3, f4, allowed, nx]
+}
+
+fn seed_state(policies: &[&str]) -> ClusterState {
+    let mut paths = vec![Path::new(SEED).join("cluster.yaml")];
+    for p in policies {
+        paths.push(Path::new(SEED).join("policies").join(format!("{p}.yaml")));
+    }
+    ClusterState::load_paths(&paths).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn workload(kind: pb::EndpointKind, ns: &str, name: &str) -> Option<pb::WorkloadRef> {
+    Some(pb::WorkloadRef {
+        kind: kind as i32,
+        namespace: ns.into(),
+        workload: name.into(),
+        ip: String::new(),
+    })
+}
+
+#[tokio::test]
+async fn denied_and_dns_reports_on_the_seed_cluster() {
+    let store = memory(1000);
+    let base = SystemTime::now() - Duration::from_secs(3600);
+    store.insert(seed_flows(base)).await.unwrap();
+    let cluster = SharedState::new(seed_state(&["default-deny", "api-from-web"]));
+    let server = start_with(store, cluster.clone()).await;
+    let mut query = QueryClient::connect(url(&server)).await.unwrap();
+    let t = |s: u64| at(base + Duration::from_secs(s));
+    let pod_kind = pb::EndpointKind::Pod;
+
+    let groups = query
+        .denied(pb::ReportRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .groups;
+    let expected = vec![
+        pb::DeniedGroup {
+            source: workload(pod_kind, "shop", "np-client"),
+            destination: workload(pod_kind, "default", "api"),
+            protocol: pb::Protocol::Tcp as i32,
+            destination_port: 8080,
+            denied_by: vec![
+                policy("default", "api-from-web"),
+                policy("default", "default-deny"),
+            ],
+            egress_denied: false,
+            ingress_denied: true,
+            count: 3,
+            flows: 1,
+            first_seen: t(28),
+            last_seen: t(30),
+            reason: "needs source namespace label team=web".into(),
+            outcome: pb::Outcome::Dropped as i32,
+        },
+        pb::DeniedGroup {
+            source: workload(pod_kind, "default", "np-client"),
+            destination: workload(pod_kind, "kube-system", "coredns"),
+            protocol: pb::Protocol::Udp as i32,
+            destination_port: 53,
+            denied_by: vec![policy("default", "default-deny")],
+            egress_denied: true,
+            ingress_denied: false,
+            count: 2,
+            flows: 1,
+            first_seen: t(38),
+            last_seen: t(40),
+            reason: "egress of default/np-client is isolated by default/default-deny".into(),
+            outcome: pb::Outcome::Dropped as i32,
+        },
+        pb::DeniedGroup {
+            source: workload(pod_kind, "default", "np-client"),
+            destination: workload(pod_kind, "default", "api"),
+            protocol: pb::Protocol::Tcp as i32,
+            destination_port: 5432,
+            denied_by: vec![
+                policy("default", "api-from-web"),
+                policy("default", "default-deny"),
+            ],
+            egress_denied: true,
+            ingress_denied: true,
+            count: 2,
+            flows: 2,
+            first_seen: t(8),
+            last_seen: t(20),
+            reason: "egress and ingress deny 5432".into(),
+            outcome: pb::Outcome::Dropped as i32,
+        },
+    ];
+    assert_eq!(groups, expected);
+
+    // Namespace and time window.
+    let shop_only = query
+        .denied(pb::ReportRequest {
+            namespace: vec!["shop".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .groups;
+    assert_eq!(shop_only, expected[..1]);
+    let recent = query
+        .denied(pb::ReportRequest {
+            since: t(25),
+            limit: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .groups;
+    assert_eq!(recent, expected[..1]);
+    let hostile = query
+        .denied(pb::ReportRequest {
+            namespace: vec!["x' OR 1=1 --".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .groups;
+    assert!(hostile.is_empty());
+
+    let report = query
+        .dns_report(pb::ReportRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let gap = |pod: &str| pb::DnsPolicyGap {
+        namespace: "default".into(),
+        pod: pod.into(),
+        denied_protocols: vec![pb::Protocol::Udp as i32, pb::Protocol::Tcp as i32],
+        egress_policies: vec![policy("default", "default-deny")],
+    };
+    assert_eq!(report.policy_gaps, [gap("api"), gap("np-client")]);
+    assert_eq!(
+        report.failures,
+        [
+            pb::DnsFailure {
+                namespace: "default".into(),
+                pod: "np-client".into(),
+                query: "kubernetes.default.svc.cluster.local".into(),
+                qtype: "A".into(),
+                outcome: pb::Outcome::Dropped as i32,
+                rcode: String::new(),
+                count: 2,
+                last_seen: t(40),
+                denied_by: vec![policy("default", "default-deny")],
+                egress_allows_cluster_dns: false,
+                reason: "egress of default/np-client is isolated by default/default-deny".into(),
+            },
+            pb::DnsFailure {
+                namespace: "shop".into(),
+                pod: "np-client".into(),
+                query: "nope.example".into(),
+                qtype: "AAAA".into(),
+                outcome: pb::Outcome::Answered as i32,
+                rcode: "NXDOMAIN".into(),
+                count: 1,
+                last_seen: t(60),
+                denied_by: vec![],
+                egress_allows_cluster_dns: true,
+                reason: String::new(),
+            },
+        ]
+    );
+    // allow-dns-egress closes the gaps at once (the report reads the current
+    // state); the failures in the store stay as they were.
+    cluster.update(|s| *s = seed_state(&["default-deny", "api-from-web", "allow-dns-egress"]));
+    let report = query
+        .dns_report(pb::ReportRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(report.policy_gaps.is_empty(), "{:?}", report.policy_gaps);
+    assert_eq!(report.failures.len(), 2);
+    let shop = query
+        .dns_report(pb::ReportRequest {
+            namespace: vec!["shop".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(shop.failures.len(), 1);
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_memory_bound_evicts_oldest_buckets_and_metrics_tell() {
+    let store = memory(100);
+    let server = start(store).await;
+    let base = SystemTime::now() - Duration::from_secs(3600);
+    let mut ingest = IngestClient::connect(url(&server)).await.unwrap();
+    let (tx, rx) = mpsc::channel(4);
+    let mut acks = ingest
+        .push(ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    // Three minutes of 40 flows each: the oldest minute goes.
+    for minute in 0..3u64 {
+        let flows = (0..40)
+            .map(|i| {
+                let mut f = flow(&format!("n/{minute}/{i}"));
+                f.last_seen = at(base + Duration::from_secs(minute * 60));
+                f
+            })
+            .collect();
+        tx.send(pb::FlowBatch {
+            node_name: "n".into(),
+            sequence: minute + 1,
+            flows,
+        })
+        .await
+        .unwrap();
+        assert_eq!(acks.message().await.unwrap().unwrap().sequence, minute + 1);
+    }
+    let mut observer = ObserverClient::connect(url(&server)).await.unwrap();
+    let status = observer
+        .server_status(pb::ServerStatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((status.flows_stored, status.flows_dropped), (80, 40));
+    assert_eq!(status.oldest, at(base + Duration::from_secs(60)));
+    let all = get_flows(
+        &url(&server),
+        pb::GetFlowsRequest {
+            number: 1000,
+            first: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(all.len(), 80);
+    assert!(all.iter().all(|f| !f.id.starts_with("n/0/")));
+
+    let metrics = scrape(server.metrics_addr().unwrap()).await;
+    let get = |name: &str| {
+        *metrics
+            .get(name)
+            .unwrap_or_else(|| panic!("no {name} in {metrics:#?}"))
+    };
+    assert_eq!(get("netverdict_api_ingest_batches_total"), 3.0);
+    assert_eq!(get("netverdict_api_ingest_flows_total"), 120.0);
+    assert_eq!(get("netverdict_api_ingest_duplicates_total"), 0.0);
+    assert_eq!(get("netverdict_api_store_flows"), 80.0);
+    assert_eq!(get("netverdict_api_store_flows_dropped"), 40.0);
+    assert_eq!(get("netverdict_api_store_insert_errors_total"), 0.0);
+    assert_eq!(
+        get("netverdict_api_store_insert_duration_seconds_count"),
+        3.0
+    );
+    assert_eq!(get("netverdict_api_ingest_streams"), 1.0);
+    assert_eq!(get("netverdict_api_follow_subscribers"), 0.0);
+    assert_eq!(get("netverdict_api_follow_lagged_total"), 0.0);
+    assert_eq!(
+        get("netverdict_api_store_oldest_timestamp_seconds"),
+        (base + Duration::from_secs(60))
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as f64
+    );
+    drop(tx);
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn bad_requests_name_the_field() {
+    let server = start(memory(10)).await;
+    let mut observer = ObserverClient::connect(url(&server)).await.unwrap();
+    let status = observer
+        .get_flows(pb::GetFlowsRequest {
+            first: true,
+            follow: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    let mut query = QueryClient::connect(url(&server)).await.unwrap();
+    let status = query
+        .denied(pb::ReportRequest {
+            since: Some(prost_types::Timestamp {
+                seconds: 0,
+                nanos: -5,
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(status.message().contains("since"), "{status}");
+    assert!(matches!(
+        netverdict_api::serve(
+            ApiConfig {
+                listen: server.grpc_addr(),
+                ..config("127.0.0.1:0".parse().unwrap())
+            },
+            netverdict_api::MemoryStore::new(Default::default()).unwrap(),
+            SharedState::default(),
+        )
+        .await,
+        Err(netverdict_api::ServeError::Bind { what: "grpc", .. })
+    ));
+    server.shutdown().await.unwrap();
+}

@@ -1,0 +1,570 @@
+//! Rendering of flows and reports for people (tables, one line per flow) and
+//! for programs (JSON), as pure functions so they are tested without a server.
+
+use std::fmt::Write as _;
+use std::time::SystemTime;
+
+use netverdict_proto::v1 as pb;
+use prost_types::Timestamp;
+use serde_json::{Value, json};
+
+/// An enum's name without its type prefix, e.g. `VERDICT_DENIED` -> `DENIED`.
+fn short(name: &str, prefix: &str) -> String {
+    name.strip_prefix(prefix).unwrap_or(name).to_string()
+}
+
+pub fn verdict(v: i32) -> String {
+    pb::Verdict::try_from(v).map_or_else(|_| v.to_string(), |v| short(v.as_str_name(), "VERDICT_"))
+}
+
+pub fn outcome(v: i32) -> String {
+    pb::Outcome::try_from(v).map_or_else(|_| v.to_string(), |v| short(v.as_str_name(), "OUTCOME_"))
+}
+
+pub fn protocol(v: i32) -> String {
+    pb::Protocol::try_from(v)
+        .map_or_else(|_| v.to_string(), |v| short(v.as_str_name(), "PROTOCOL_"))
+}
+
+fn mismatch(v: i32) -> String {
+    pb::Mismatch::try_from(v)
+        .map_or_else(|_| v.to_string(), |v| short(v.as_str_name(), "MISMATCH_"))
+}
+
+fn kind(v: i32) -> String {
+    pb::EndpointKind::try_from(v).map_or_else(
+        |_| v.to_string(),
+        |v| short(v.as_str_name(), "ENDPOINT_KIND_"),
+    )
+}
+
+fn status(v: i32) -> String {
+    pb::PolicyStatus::try_from(v).map_or_else(
+        |_| v.to_string(),
+        |v| short(v.as_str_name(), "POLICY_STATUS_"),
+    )
+}
+
+fn direction(v: i32) -> String {
+    pb::TrafficDirection::try_from(v).map_or_else(
+        |_| v.to_string(),
+        |v| short(v.as_str_name(), "TRAFFIC_DIRECTION_"),
+    )
+}
+
+/// RFC 3339 with milliseconds, or "-" when unset or out of range.
+pub fn time(t: Option<&Timestamp>) -> String {
+    t.and_then(|t| {
+        if !(0..1_000_000_000).contains(&t.nanos) || t.seconds < 0 {
+            return None;
+        }
+        let d = std::time::Duration::new(t.seconds as u64, t.nanos as u32);
+        SystemTime::UNIX_EPOCH.checked_add(d)
+    })
+    .map_or_else(
+        || "-".to_string(),
+        |t| humantime::format_rfc3339_millis(t).to_string(),
+    )
+}
+
+fn time_json(t: Option<&Timestamp>) -> Value {
+    match time(t).as_str() {
+        "-" => Value::Null,
+        s => Value::String(s.to_string()),
+    }
+}
+
+fn policy(p: &pb::PolicyRef) -> String {
+    format!("{}/{}", p.namespace, p.name)
+}
+
+fn policies(ps: &[pb::PolicyRef]) -> String {
+    if ps.is_empty() {
+        return "-".into();
+    }
+    ps.iter().map(policy).collect::<Vec<_>>().join(",")
+}
+
+fn policies_json(ps: &[pb::PolicyRef]) -> Value {
+    Value::Array(ps.iter().map(|p| Value::String(policy(p))).collect())
+}
+
+/// An endpoint for a person: `ns/pod:port`, or `ip:port` outside the cluster.
+pub fn endpoint(e: Option<&pb::Endpoint>) -> String {
+    let Some(e) = e else { return "?".into() };
+    let who = if e.pod_name.is_empty() {
+        match pb::EndpointKind::try_from(e.kind) {
+            Ok(pb::EndpointKind::Node) => format!("node {}", e.ip),
+            _ => e.ip.clone(),
+        }
+    } else {
+        format!("{}/{}", e.namespace, e.pod_name)
+    };
+    if e.port == 0 {
+        who
+    } else {
+        format!("{who}:{}", e.port)
+    }
+}
+
+fn endpoint_json(e: Option<&pb::Endpoint>) -> Value {
+    let Some(e) = e else { return Value::Null };
+    json!({
+        "ip": e.ip,
+        "port": e.port,
+        "kind": kind(e.kind),
+        "namespace": e.namespace,
+        "pod_name": e.pod_name,
+        "labels": e.labels,
+        "workload": e.workload,
+        "node_name": e.node_name,
+    })
+}
+
+fn direction_json(d: Option<&pb::DirectionVerdict>) -> Value {
+    let Some(d) = d else { return Value::Null };
+    json!({
+        "status": status(d.status),
+        "isolated": d.isolated,
+        "selected_by": policies_json(&d.selected_by),
+        "allowed_by": d.allowed_by.iter().map(|r| json!({
+            "policy": r.policy.as_ref().map(policy),
+            "rule": r.rule,
+            "peer": r.peer,
+            "port": r.port,
+        })).collect::<Vec<_>>(),
+        "without_rules": policies_json(&d.without_rules),
+        "failures": d.failures.iter().map(|f| json!({
+            "kind": f.kind,
+            "description": f.description,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// A flow as a JSON object (enum values by name, times in RFC 3339).
+pub fn flow_json(f: &pb::Flow) -> Value {
+    json!({
+        "id": f.id,
+        "first_seen": time_json(f.first_seen.as_ref()),
+        "last_seen": time_json(f.last_seen.as_ref()),
+        "count": f.count,
+        "node_name": f.node_name,
+        "source": endpoint_json(f.source.as_ref()),
+        "destination": endpoint_json(f.destination.as_ref()),
+        "protocol": protocol(f.protocol),
+        "service": f.service,
+        "traffic_direction": direction(f.traffic_direction),
+        "verdict": verdict(f.verdict),
+        "reason": f.reason,
+        "egress": direction_json(f.egress.as_ref()),
+        "ingress": direction_json(f.ingress.as_ref()),
+        "allowed_by": policies_json(&f.allowed_by),
+        "denied_by": policies_json(&f.denied_by),
+        "outcome": outcome(f.outcome),
+        "drop_reason": f.drop_reason,
+        "drop_count": f.drop_count,
+        "mismatch": mismatch(f.mismatch),
+        "dns": f.dns.as_ref().map(|d| json!({
+            "id": d.id,
+            "query": d.query,
+            "qtype": d.qtype,
+            "rcode": d.rcode,
+            "answers": d.answers,
+            "egress_allows_cluster_dns": d.egress_allows_cluster_dns,
+        })),
+    })
+}
+
+/// One line per flow, in the spirit of `hubble observe`:
+/// `TIME SOURCE -> DESTINATION PROTO VERDICT OUTCOME [details]`.
+pub fn flow_line(f: &pb::Flow) -> String {
+    let mut line = format!(
+        "{}  {} -> {}  {}  {}  {}",
+        time(f.last_seen.as_ref()),
+        endpoint(f.source.as_ref()),
+        endpoint(f.destination.as_ref()),
+        protocol(f.protocol),
+        verdict(f.verdict),
+        outcome(f.outcome),
+    );
+    if f.count > 1 {
+        let _ = write!(line, " x{}", f.count);
+    }
+    if let Some(d) = &f.dns {
+        let _ = write!(line, "  dns {} {}", d.qtype, d.query);
+        if !d.rcode.is_empty() {
+            let _ = write!(line, " {}", d.rcode);
+        }
+    }
+    if f.mismatch != pb::Mismatch::None as i32 {
+        let _ = write!(line, "  MISMATCH {}", mismatch(f.mismatch));
+    }
+    if !f.denied_by.is_empty() {
+        let _ = write!(line, "  denied by {}", policies(&f.denied_by));
+    }
+    if f.verdict == pb::Verdict::Denied as i32 && !f.reason.is_empty() {
+        let _ = write!(line, "  ({})", f.reason);
+    }
+    line
+}
+
+/// Columns padded to their widest cell, two spaces apart, header first.
+pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: &mut dyn Iterator<Item = &str>| {
+        let mut l = String::new();
+        for (i, cell) in cells.enumerate() {
+            if i > 0 {
+                l.push_str("  ");
+            }
+            l.push_str(cell);
+            if i + 1 < widths.len() {
+                l.extend(std::iter::repeat_n(' ', widths[i] - cell.chars().count()));
+            }
+        }
+        out.push_str(l.trim_end());
+        out.push('\n');
+    };
+    line(&mut headers.iter().copied());
+    for row in rows {
+        line(&mut row.iter().map(String::as_str));
+    }
+    out
+}
+
+/// A report's workload for a person: `ns/workload`, `node NAME (ip)`, or the address.
+pub fn workload(w: Option<&pb::WorkloadRef>) -> String {
+    let Some(w) = w else { return "?".into() };
+    match pb::EndpointKind::try_from(w.kind) {
+        Ok(pb::EndpointKind::Pod | pb::EndpointKind::HostNetworkPod) => {
+            format!("{}/{}", w.namespace, w.workload)
+        }
+        Ok(pb::EndpointKind::Node) if !w.workload.is_empty() => {
+            format!("node {} ({})", w.workload, w.ip)
+        }
+        Ok(pb::EndpointKind::Node) => format!("node {}", w.ip),
+        _ if w.ip.is_empty() => "?".into(),
+        _ => w.ip.clone(),
+    }
+}
+
+fn side(g: &pb::DeniedGroup) -> &'static str {
+    match (g.egress_denied, g.ingress_denied) {
+        (true, true) => "egress+ingress",
+        (true, false) => "egress",
+        (false, true) => "ingress",
+        (false, false) => "-",
+    }
+}
+
+/// The denied report as a table.
+pub fn denied_table(groups: &[pb::DeniedGroup]) -> String {
+    if groups.is_empty() {
+        return "No denied flows.\n".into();
+    }
+    let rows: Vec<Vec<String>> = groups
+        .iter()
+        .map(|g| {
+            vec![
+                workload(g.source.as_ref()),
+                workload(g.destination.as_ref()),
+                format!("{}/{}", g.destination_port, protocol(g.protocol)),
+                policies(&g.denied_by),
+                side(g).to_string(),
+                g.count.to_string(),
+                time(g.last_seen.as_ref()),
+                if g.reason.is_empty() {
+                    "-".into()
+                } else {
+                    g.reason.clone()
+                },
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "SOURCE",
+            "DESTINATION",
+            "PORT",
+            "DENIED BY",
+            "DENIED ON",
+            "COUNT",
+            "LAST SEEN",
+            "REASON",
+        ],
+        &rows,
+    )
+}
+
+fn workload_json(w: Option<&pb::WorkloadRef>) -> Value {
+    let Some(w) = w else { return Value::Null };
+    json!({
+        "kind": kind(w.kind),
+        "namespace": w.namespace,
+        "workload": w.workload,
+        "ip": w.ip,
+    })
+}
+
+/// The denied report as JSON.
+pub fn denied_json(groups: &[pb::DeniedGroup]) -> Value {
+    Value::Array(
+        groups
+            .iter()
+            .map(|g| {
+                json!({
+                    "source": workload_json(g.source.as_ref()),
+                    "destination": workload_json(g.destination.as_ref()),
+                    "protocol": protocol(g.protocol),
+                    "destination_port": g.destination_port,
+                    "denied_by": policies_json(&g.denied_by),
+                    "egress_denied": g.egress_denied,
+                    "ingress_denied": g.ingress_denied,
+                    "count": g.count,
+                    "flows": g.flows,
+                    "first_seen": time_json(g.first_seen.as_ref()),
+                    "last_seen": time_json(g.last_seen.as_ref()),
+                    "reason": g.reason,
+                    "outcome": outcome(g.outcome),
+                })
+            })
+            .collect(),
+    )
+}
+
+fn protocols(ps: &[i32]) -> String {
+    ps.iter()
+        .map(|p| format!("{}/53", protocol(*p)))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn failure_what(f: &pb::DnsFailure) -> String {
+    if f.rcode.is_empty() {
+        outcome(f.outcome)
+    } else {
+        format!("{} {}", outcome(f.outcome), f.rcode)
+    }
+}
+
+/// The DNS report as two tables: policy gaps, then failed queries.
+pub fn dns_table(report: &pb::DnsReportResponse) -> String {
+    let mut out = String::from("Pods whose egress policies block DNS to the cluster DNS:\n");
+    if report.policy_gaps.is_empty() {
+        out.push_str("  none\n");
+    } else {
+        let rows: Vec<Vec<String>> = report
+            .policy_gaps
+            .iter()
+            .map(|g| {
+                vec![
+                    format!("{}/{}", g.namespace, g.pod),
+                    protocols(&g.denied_protocols),
+                    policies(&g.egress_policies),
+                ]
+            })
+            .collect();
+        out.push_str(&table(&["POD", "BLOCKED", "EGRESS POLICIES"], &rows));
+    }
+    out.push_str("\nFailed DNS queries:\n");
+    if report.failures.is_empty() {
+        out.push_str("  none\n");
+    } else {
+        let rows: Vec<Vec<String>> = report
+            .failures
+            .iter()
+            .map(|f| {
+                vec![
+                    format!("{}/{}", f.namespace, f.pod),
+                    f.query.clone(),
+                    f.qtype.clone(),
+                    failure_what(f),
+                    f.count.to_string(),
+                    time(f.last_seen.as_ref()),
+                    policies(&f.denied_by),
+                    if f.egress_allows_cluster_dns {
+                        "yes"
+                    } else {
+                        "no"
+                    }
+                    .into(),
+                ]
+            })
+            .collect();
+        out.push_str(&table(
+            &[
+                "POD",
+                "QUERY",
+                "TYPE",
+                "OUTCOME",
+                "COUNT",
+                "LAST SEEN",
+                "DENIED BY",
+                "DNS ALLOWED",
+            ],
+            &rows,
+        ));
+    }
+    out
+}
+
+/// The DNS report as JSON.
+pub fn dns_json(report: &pb::DnsReportResponse) -> Value {
+    json!({
+        "policy_gaps": report.policy_gaps.iter().map(|g| json!({
+            "namespace": g.namespace,
+            "pod": g.pod,
+            "denied_protocols": g.denied_protocols.iter().map(|p| protocol(*p)).collect::<Vec<_>>(),
+            "egress_policies": policies_json(&g.egress_policies),
+        })).collect::<Vec<_>>(),
+        "failures": report.failures.iter().map(|f| json!({
+            "namespace": f.namespace,
+            "pod": f.pod,
+            "query": f.query,
+            "qtype": f.qtype,
+            "outcome": outcome(f.outcome),
+            "rcode": f.rcode,
+            "count": f.count,
+            "last_seen": time_json(f.last_seen.as_ref()),
+            "denied_by": policies_json(&f.denied_by),
+            "egress_allows_cluster_dns": f.egress_allows_cluster_dns,
+            "reason": f.reason,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(ns: &str, name: &str, port: u32) -> Option<pb::Endpoint> {
+        Some(pb::Endpoint {
+            kind: pb::EndpointKind::Pod as i32,
+            namespace: ns.into(),
+            pod_name: name.into(),
+            port,
+            ..Default::default()
+        })
+    }
+
+    fn policy_ref(ns: &str, name: &str) -> pb::PolicyRef {
+        pb::PolicyRef {
+            namespace: ns.into(),
+            name: name.into(),
+        }
+    }
+
+    #[test]
+    fn a_denied_flow_line_names_the_policies_and_reason() {
+        let f = pb::Flow {
+            last_seen: Some(Timestamp {
+                seconds: 1_700_000_000,
+                nanos: 5_000_000,
+            }),
+            count: 3,
+            source: pod("shop", "np-client", 42000),
+            destination: pod("default", "api", 8080),
+            protocol: pb::Protocol::Tcp as i32,
+            verdict: pb::Verdict::Denied as i32,
+            outcome: pb::Outcome::Dropped as i32,
+            denied_by: vec![policy_ref("default", "api-from-web")],
+            reason: "needs team=web".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            flow_line(&f),
+            "2023-11-14T22:13:20.005Z  shop/np-client:42000 -> default/api:8080  TCP  DENIED  DROPPED x3  \
+             denied by default/api-from-web  (needs team=web)"
+        );
+        let j = flow_json(&f);
+        assert_eq!(j["verdict"], "DENIED");
+        assert_eq!(j["denied_by"][0], "default/api-from-web");
+        assert_eq!(j["last_seen"], "2023-11-14T22:13:20.005Z");
+        assert_eq!(j["dns"], Value::Null);
+    }
+
+    #[test]
+    fn tables_align_columns() {
+        let t = table(
+            &["A", "LONG HEADER", "C"],
+            &[vec!["wide cell".into(), "x".into(), "y".into()]],
+        );
+        assert_eq!(t, "A          LONG HEADER  C\nwide cell  x            y\n");
+    }
+
+    #[test]
+    fn denied_table_and_json() {
+        let g = pb::DeniedGroup {
+            source: Some(pb::WorkloadRef {
+                kind: pb::EndpointKind::Pod as i32,
+                namespace: "shop".into(),
+                workload: "np-client".into(),
+                ip: String::new(),
+            }),
+            destination: Some(pb::WorkloadRef {
+                kind: pb::EndpointKind::World as i32,
+                ip: "1.1.1.1".into(),
+                ..Default::default()
+            }),
+            protocol: pb::Protocol::Tcp as i32,
+            destination_port: 443,
+            denied_by: vec![policy_ref("shop", "default-deny")],
+            egress_denied: true,
+            count: 4,
+            reason: "egress isolated".into(),
+            ..Default::default()
+        };
+        let t = denied_table(std::slice::from_ref(&g));
+        let lines: Vec<&str> = t.lines().collect();
+        assert!(lines[0].starts_with("SOURCE"), "{t}");
+        assert!(
+            lines[1].starts_with("shop/np-client  1.1.1.1      443/TCP  shop/default-deny  egress"),
+            "{t}"
+        );
+        assert!(lines[1].ends_with("egress isolated"), "{t}");
+        let j = denied_json(&[g]);
+        assert_eq!(j[0]["destination"]["ip"], "1.1.1.1");
+        assert_eq!(j[0]["count"], 4);
+        assert_eq!(denied_table(&[]), "No denied flows.\n");
+    }
+
+    #[test]
+    fn dns_report_lists_gaps_then_failures() {
+        let report = pb::DnsReportResponse {
+            policy_gaps: vec![pb::DnsPolicyGap {
+                namespace: "default".into(),
+                pod: "api".into(),
+                denied_protocols: vec![pb::Protocol::Udp as i32, pb::Protocol::Tcp as i32],
+                egress_policies: vec![policy_ref("default", "default-deny")],
+            }],
+            failures: vec![pb::DnsFailure {
+                namespace: "shop".into(),
+                pod: "np-client".into(),
+                query: "nope.example".into(),
+                qtype: "A".into(),
+                outcome: pb::Outcome::Answered as i32,
+                rcode: "NXDOMAIN".into(),
+                count: 2,
+                ..Default::default()
+            }],
+        };
+        let t = dns_table(&report);
+        assert!(
+            t.contains("default/api  UDP/53,TCP/53  default/default-deny"),
+            "{t}"
+        );
+        assert!(
+            t.contains("shop/np-client  nope.example  A     ANSWERED NXDOMAIN  2"),
+            "{t}"
+        );
+        let j = dns_json(&report);
+        assert_eq!(j["policy_gaps"][0]["denied_protocols"][1], "TCP");
+        assert_eq!(j["failures"][0]["rcode"], "NXDOMAIN");
+    }
+}

@@ -1,0 +1,446 @@
+//! The query commands as processes against a running API server: `observe`,
+//! `denied`, `dns` and `mismatches` print what the server holds (tables and
+//! JSON); `netverdict api` itself serves and stops on SIGTERM; bad flag values
+//! fail naming the flag.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use netverdict_api::store::Store;
+use netverdict_api::{ApiConfig, ApiServer, MemoryStore, serve_shared};
+use netverdict_collector::cluster::SharedState;
+use netverdict_policy::ClusterState;
+use netverdict_proto::v1 as pb;
+use prost_types::Timestamp;
+
+const SEED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../lab/examples/seed");
+
+fn netverdict(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_netverdict"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("netverdict runs")
+}
+
+async fn run(args: Vec<String>) -> Output {
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        netverdict(&args)
+    })
+    .await
+    .unwrap()
+}
+
+fn stdout(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "status {:?}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+fn at(t: SystemTime) -> Option<Timestamp> {
+    Some(netverdict_api::time::to_timestamp(t))
+}
+
+fn pod(ns: &str, name: &str, port: u32) -> Option<pb::Endpoint> {
+    Some(pb::Endpoint {
+        kind: pb::EndpointKind::Pod as i32,
+        namespace: ns.into(),
+        pod_name: name.into(),
+        workload: name.into(),
+        port,
+        ..Default::default()
+    })
+}
+
+fn policy(ns: &str, name: &str) -> pb::PolicyRef {
+    pb::PolicyRef {
+        namespace: ns.into(),
+        name: name.into(),
+    }
+}
+
+/// Flows of the seed scenario a few minutes ago.
+fn flows() -> Vec<pb::Flow> {
+    let now = SystemTime::now() - Duration::from_secs(120);
+    let base = pb::Flow {
+        first_seen: at(now),
+        last_seen: at(now),
+        count: 1,
+        node_name: "lab-node".into(),
+        protocol: pb::Protocol::Tcp as i32,
+        ..Default::default()
+    };
+    vec![
+        pb::Flow {
+            id: "lab/1/1".into(),
+            source: pod("shop", "np-client", 42000),
+            destination: pod("default", "api", 8080),
+            verdict: pb::Verdict::Denied as i32,
+            outcome: pb::Outcome::Dropped as i32,
+            ingress: Some(pb::DirectionVerdict {
+                status: pb::PolicyStatus::Denied as i32,
+                ..Default::default()
+            }),
+            denied_by: vec![
+                policy("default", "api-from-web"),
+                policy("default", "default-deny"),
+            ],
+            reason: "needs source namespace label team=web".into(),
+            count: 3,
+            ..base.clone()
+        },
+        pb::Flow {
+            id: "lab/1/2".into(),
+            source: pod("default", "np-client", 41000),
+            destination: pod("default", "api", 8080),
+            verdict: pb::Verdict::Allowed as i32,
+            outcome: pb::Outcome::Established as i32,
+            allowed_by: vec![policy("default", "api-from-web")],
+            ..base.clone()
+        },
+        pb::Flow {
+            id: "lab/1/3".into(),
+            source: pod("default", "np-client", 41001),
+            destination: pod("kube-system", "coredns", 53),
+            protocol: pb::Protocol::Udp as i32,
+            verdict: pb::Verdict::Denied as i32,
+            outcome: pb::Outcome::Dropped as i32,
+            egress: Some(pb::DirectionVerdict {
+                status: pb::PolicyStatus::Denied as i32,
+                ..Default::default()
+            }),
+            denied_by: vec![policy("default", "default-deny")],
+            reason: "egress isolated by default/default-deny".into(),
+            dns: Some(pb::Dns {
+                query: "kubernetes.default.svc.cluster.local".into(),
+                qtype: "A".into(),
+                ..Default::default()
+            }),
+            ..base.clone()
+        },
+        pb::Flow {
+            id: "lab/1/4".into(),
+            source: pod("x' OR 1=1 --", "evil", 1),
+            destination: pod("default", "api", 9999),
+            verdict: pb::Verdict::Allowed as i32,
+            outcome: pb::Outcome::Dropped as i32,
+            mismatch: pb::Mismatch::DroppedThoughAllowed as i32,
+            ..base
+        },
+    ]
+}
+
+fn seed_state() -> ClusterState {
+    let paths = [
+        Path::new(SEED).join("cluster.yaml"),
+        Path::new(SEED).join("policies/default-deny.yaml"),
+        Path::new(SEED).join("policies/api-from-web.yaml"),
+    ];
+    ClusterState::load_paths(&paths).unwrap_or_else(|e| panic!("{e}"))
+}
+
+async fn server() -> (ApiServer, String) {
+    let store = Arc::new(MemoryStore::new(Default::default()).unwrap());
+    store.insert(flows()).await.unwrap();
+    let server = serve_shared(
+        ApiConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            metrics_listen: None,
+            ..Default::default()
+        },
+        store,
+        SharedState::new(seed_state()),
+    )
+    .await
+    .unwrap();
+    let addr = server.grpc_addr().to_string();
+    (server, addr)
+}
+
+fn args(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn observe_filters_and_formats() {
+    let (server, addr) = server().await;
+    let out = stdout(&run(args(&["observe", "--server", &addr, "--verdict", "denied"])).await);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(
+        lines[0].contains("shop/np-client:42000 -> default/api:8080  TCP  DENIED  DROPPED x3"),
+        "{out}"
+    );
+    assert!(
+        lines[0].contains("denied by default/api-from-web,default/default-deny"),
+        "{out}"
+    );
+    assert!(
+        lines[1].contains("dns A kubernetes.default.svc.cluster.local"),
+        "{out}"
+    );
+
+    let out = stdout(
+        &run(args(&[
+            "observe", "--server", &addr, "-n", "default", "--to-pod", "api", "--port", "8080",
+            "-o", "jsonl",
+        ]))
+        .await,
+    );
+    let ids: Vec<String> = out
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(ids, ["lab/1/1", "lab/1/2"]);
+
+    // A hostile namespace value is just a name.
+    let out = stdout(
+        &run(args(&[
+            "observe",
+            "--server",
+            &addr,
+            "-n",
+            "x' OR 1=1 --",
+            "-o",
+            "json",
+        ]))
+        .await,
+    );
+    let flows: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(flows.as_array().unwrap().len(), 1);
+    assert_eq!(flows[0]["source"]["pod_name"], "evil");
+    let out = stdout(&run(args(&["observe", "--server", &addr, "-n", "' OR ''='"])).await);
+    assert_eq!(out, "");
+
+    let out = stdout(
+        &run(args(&[
+            "observe", "--server", &addr, "--first", "1", "-o", "jsonl",
+        ]))
+        .await,
+    );
+    assert_eq!(out.lines().count(), 1);
+    let out = stdout(
+        &run(args(&[
+            "observe",
+            "--server",
+            &addr,
+            "--dns",
+            "*.svc.cluster.local",
+            "-o",
+            "jsonl",
+        ]))
+        .await,
+    );
+    assert!(
+        out.contains("\"lab/1/3\"") && out.lines().count() == 1,
+        "{out}"
+    );
+    let out = stdout(&run(args(&["observe", "--server", &addr, "--since", "1m"])).await);
+    assert_eq!(out, "", "flows are two minutes old");
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn denied_dns_and_mismatches_reports() {
+    let (server, addr) = server().await;
+    let out = stdout(&run(args(&["denied", "--server", &addr])).await);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    assert!(lines[0].starts_with("SOURCE"), "{out}");
+    let cells = |l: &str| {
+        l.split("  ")
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .map(String::from)
+            .collect::<Vec<_>>()
+    };
+    let first = cells(lines[1]);
+    assert_eq!(
+        first[..6],
+        [
+            "shop/np-client",
+            "default/api",
+            "8080/TCP",
+            "default/api-from-web,default/default-deny",
+            "ingress",
+            "3"
+        ]
+    );
+    assert_eq!(
+        first.last().unwrap(),
+        "needs source namespace label team=web"
+    );
+    let second = cells(lines[2]);
+    assert_eq!(
+        second[..6],
+        [
+            "default/np-client",
+            "kube-system/coredns",
+            "53/UDP",
+            "default/default-deny",
+            "egress",
+            "1"
+        ]
+    );
+
+    let out = stdout(
+        &run(args(&[
+            "denied", "--server", &addr, "-n", "shop", "-o", "json",
+        ]))
+        .await,
+    );
+    let groups: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(groups.as_array().unwrap().len(), 1);
+    assert_eq!(groups[0]["destination"]["workload"], "api");
+    assert_eq!(groups[0]["count"], 3);
+    let out = stdout(&run(args(&["denied", "--server", &addr, "--since", "1m"])).await);
+    assert_eq!(out, "No denied flows.\n");
+
+    let out = stdout(&run(args(&["dns", "--server", &addr])).await);
+    assert!(
+        out.contains("default/api        UDP/53,TCP/53  default/default-deny"),
+        "{out}"
+    );
+    assert!(
+        out.contains("default/np-client  UDP/53,TCP/53  default/default-deny"),
+        "{out}"
+    );
+    assert!(
+        out.contains("default/np-client  kubernetes.default.svc.cluster.local  A     DROPPED"),
+        "{out}"
+    );
+    let out = stdout(
+        &run(args(&[
+            "dns", "--server", &addr, "-n", "shop", "-o", "json",
+        ]))
+        .await,
+    );
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["policy_gaps"], serde_json::json!([]));
+    assert_eq!(report["failures"], serde_json::json!([]));
+
+    let out = stdout(&run(args(&["mismatches", "--server", &addr, "-o", "jsonl"])).await);
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1, "{out}");
+    assert_eq!(lines[0]["mismatch"], "DROPPED_THOUGH_ALLOWED");
+    server.shutdown().await.unwrap();
+}
+
+#[test]
+fn bad_flag_values_fail_naming_the_flag() {
+    for (args, expected) in [
+        (
+            &["observe", "--since", "yesterday"][..],
+            "--since: invalid value \"yesterday\"",
+        ),
+        (
+            &["observe", "--verdict", "maybe"][..],
+            "--verdict: invalid value \"maybe\"",
+        ),
+        (
+            &["observe", "--port", "http"][..],
+            "--port: invalid value \"http\"",
+        ),
+        (
+            &["observe", "--pod", "api"][..],
+            "--pod: \"api\" needs a namespace",
+        ),
+        (&["observe", "-l", "app in ("][..], "-l/--selector:"),
+        (
+            &["denied", "--until", "soon"][..],
+            "--until: invalid value \"soon\"",
+        ),
+        (
+            &["observe", "--server", "http://[::1"][..],
+            "--server: invalid address",
+        ),
+        (
+            &["api", "--clickhouse", "http://127.0.0.1:8123"][..],
+            "not built into this binary yet",
+        ),
+    ] {
+        let out = netverdict(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    }
+    let out = netverdict(&["observe", "--server", "127.0.0.1:1"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("cannot reach the netverdict server at http://127.0.0.1:1"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn the_api_command_serves_the_cluster_and_stops_on_sigterm() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_netverdict"))
+        .args([
+            "api",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--cluster",
+        ])
+        .arg(Path::new(SEED).join("cluster.yaml"))
+        .arg(Path::new(SEED).join("policies/default-deny.yaml"))
+        .args(["--memory-flows", "1000"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    let addr = loop {
+        line.clear();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "api exited early");
+        if let Some(rest) = line.strip_prefix("netverdict api: gRPC on ") {
+            break rest.split(',').next().unwrap().to_string();
+        }
+    };
+    let out = netverdict(&["dns", "--server", &addr, "-o", "json"]);
+    let report: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let gaps: Vec<String> = report["policy_gaps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| {
+            format!(
+                "{}/{}",
+                g["namespace"].as_str().unwrap(),
+                g["pod"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(gaps, ["default/api", "default/np-client"]);
+    assert_eq!(stdout(&netverdict(&["observe", "--server", &addr])), "");
+    nix_kill(child.id());
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+}
+
+fn nix_kill(pid: u32) {
+    let status = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
