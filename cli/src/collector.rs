@@ -146,7 +146,9 @@ fn fmt_addr(addr: Option<SocketAddr>) -> String {
 }
 
 /// The inode numbers of a lab's network namespaces (its pods and its node).
-fn netns_inodes(lab: &netverdict_lab::Lab) -> anyhow::Result<rustc_hash::FxHashSet<u32>> {
+pub(crate) fn netns_inodes(
+    lab: &netverdict_lab::Lab,
+) -> anyhow::Result<rustc_hash::FxHashSet<u32>> {
     let node = netverdict_lab::lab::node_netns(lab.name());
     lab.state()
         .pods
@@ -163,7 +165,7 @@ fn netns_inodes(lab: &netverdict_lab::Lab) -> anyhow::Result<rustc_hash::FxHashS
 }
 
 /// The lab's cluster as the engine sees it (pod IPs filled in by the lab).
-fn lab_state(lab: &netverdict_lab::Lab) -> anyhow::Result<ClusterState> {
+pub(crate) fn lab_state(lab: &netverdict_lab::Lab) -> anyhow::Result<ClusterState> {
     let list = serde_json::json!({
         "apiVersion": "v1",
         "kind": "List",

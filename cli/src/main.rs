@@ -4,6 +4,7 @@
 mod api_cmd;
 mod capture;
 mod collector;
+mod demo;
 mod lab;
 mod policy_cmds;
 mod query_cmds;
@@ -40,6 +41,10 @@ enum Command {
     /// A cluster on this machine: pods as network namespaces, NetworkPolicy
     /// enforced by nftables, probes from inside pods (as root).
     Lab(lab::LabArgs),
+    /// The seed guide's scenario on one machine (as root): a lab, the collector
+    /// and the API server in one process, the rollout of default-deny, the
+    /// denied flows and DNS breakage it causes, and the fix.
+    Demo(demo::DemoArgs),
     /// Run the API server: flow ingest from collectors, the store (in memory),
     /// flow queries and incident reports, and Prometheus metrics.
     Api(api_cmd::ApiArgs),
@@ -68,6 +73,7 @@ fn main() -> ExitCode {
         Command::Capture(args) => capture::run(args).map(|()| ExitCode::SUCCESS),
         Command::Collector(args) => collector::run(args).map(|()| ExitCode::SUCCESS),
         Command::Lab(args) => lab::run(args),
+        Command::Demo(args) => demo::run(args).map(|()| ExitCode::SUCCESS),
         Command::Api(args) => api_cmd::run(args).map(|()| ExitCode::SUCCESS),
         Command::Observe(args) => query_cmds::observe(args).map(|()| ExitCode::SUCCESS),
         Command::Denied(args) => query_cmds::denied(args).map(|()| ExitCode::SUCCESS),

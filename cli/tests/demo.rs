@@ -1,0 +1,324 @@
+//! `netverdict demo` end to end (as root): the seed's lab, the real eBPF probes,
+//! the collector and the API server in one process, through the embedded store
+//! and through ClickHouse. The JSON report of every step must hold exactly the
+//! denied flows, policies and DNS names the seed's rollout produces.
+
+use std::collections::BTreeSet;
+use std::process::Command;
+
+use serde_json::Value;
+
+/// A denied group as (source, destination, port/protocol, denying policies,
+/// sides), for pod sources. Other sources are replies of connections made
+/// before a rollout, dropped by the kernel afterwards (see the closing note).
+type Group = (String, String, String, Vec<String>, &'static str);
+
+fn workload(v: &Value) -> String {
+    format!(
+        "{}/{}",
+        v["namespace"].as_str().unwrap_or(""),
+        v["workload"].as_str().unwrap_or("")
+    )
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .map(|s| s.as_str().unwrap_or("").to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn denied(step: &Value) -> BTreeSet<Group> {
+    step["denied"]
+        .as_array()
+        .expect("denied groups")
+        .iter()
+        .filter(|g| g["source"]["kind"] == "POD")
+        .map(|g| {
+            let sides = match (g["egress_denied"] == true, g["ingress_denied"] == true) {
+                (true, true) => "egress+ingress",
+                (true, false) => "egress",
+                (false, true) => "ingress",
+                (false, false) => "none",
+            };
+            (
+                workload(&g["source"]),
+                workload(&g["destination"]),
+                format!(
+                    "{}/{}",
+                    g["destination_port"],
+                    g["protocol"].as_str().unwrap_or("")
+                ),
+                strings(&g["denied_by"]),
+                sides,
+            )
+        })
+        .collect()
+}
+
+fn group(src: &str, dst: &str, port: &str, by: &[&str], sides: &'static str) -> Group {
+    (
+        src.into(),
+        dst.into(),
+        port.into(),
+        by.iter().map(|s| s.to_string()).collect(),
+        sides,
+    )
+}
+
+fn gaps(step: &Value) -> BTreeSet<(String, Vec<String>)> {
+    step["dns"]["policy_gaps"]
+        .as_array()
+        .expect("policy gaps")
+        .iter()
+        .map(|g| {
+            (
+                format!(
+                    "{}/{}",
+                    g["namespace"].as_str().unwrap(),
+                    g["pod"].as_str().unwrap()
+                ),
+                strings(&g["egress_policies"]),
+            )
+        })
+        .collect()
+}
+
+fn failures(step: &Value) -> BTreeSet<(String, String, String, Vec<String>)> {
+    step["dns"]["failures"]
+        .as_array()
+        .expect("dns failures")
+        .iter()
+        .map(|f| {
+            (
+                format!(
+                    "{}/{}",
+                    f["namespace"].as_str().unwrap(),
+                    f["pod"].as_str().unwrap()
+                ),
+                f["query"].as_str().unwrap().to_string(),
+                f["outcome"].as_str().unwrap().to_string(),
+                strings(&f["denied_by"]),
+            )
+        })
+        .collect()
+}
+
+fn oks(step: &Value) -> Vec<(String, String, bool)> {
+    step["commands"]
+        .as_array()
+        .expect("commands")
+        .iter()
+        .map(|c| {
+            (
+                c["from"].as_str().unwrap().to_string(),
+                c["command"].as_str().unwrap().to_string(),
+                c["ok"].as_bool().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// Runs the demo and returns its JSON report.
+fn run_demo(name: &str, extra: &[&str]) -> Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_netverdict"))
+        .args(["demo", "-o", "json", "--name", name])
+        .args(extra)
+        .output()
+        .expect("running netverdict demo");
+    assert!(
+        out.status.success(),
+        "netverdict demo failed ({}); it needs root, iproute2, nftables and dnsmasq-base \
+         (scripts/install-deps.sh):\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("the demo prints JSON")
+}
+
+fn check(report: &Value) {
+    let steps = report["steps"].as_array().expect("steps");
+    assert_eq!(steps.len(), 4, "{report:#}");
+    let client = "default/np-client";
+    let shop = "shop/np-client";
+    let lookup = "nslookup kubernetes.default.svc.cluster.local";
+    let nc = |port: u16| format!("nc -vz api.default.svc.cluster.local {port}");
+    let dd = "default/default-deny";
+    let dns = "default/allow-dns-egress";
+    let web = "default/api-from-web";
+
+    // 1. No policy: everything works, nothing is denied.
+    let s = &steps[0];
+    assert!(oks(s).iter().all(|c| c.2), "{:?}", oks(s));
+    assert_eq!(denied(s), BTreeSet::new());
+    assert_eq!(gaps(s), BTreeSet::new());
+    assert_eq!(failures(s), BTreeSet::new());
+
+    // 2. default-deny: DNS breaks first, then names do not resolve.
+    let s = &steps[1];
+    assert_eq!(
+        oks(s),
+        vec![
+            (client.into(), lookup.into(), false),
+            (client.into(), nc(8080), false),
+            (client.into(), nc(5432), false),
+            (shop.into(), nc(8080), false),
+        ]
+    );
+    assert_eq!(
+        denied(s),
+        BTreeSet::from([
+            group(client, "kube-system/coredns", "53/UDP", &[dd], "egress"),
+            group(shop, "default/api", "8080/TCP", &[dd], "ingress"),
+        ])
+    );
+    assert_eq!(
+        gaps(s),
+        BTreeSet::from([
+            ("default/api".to_string(), vec![dd.to_string()]),
+            (client.to_string(), vec![dd.to_string()]),
+        ])
+    );
+    assert_eq!(
+        failures(s),
+        BTreeSet::from([
+            (
+                client.to_string(),
+                "kubernetes.default.svc.cluster.local".to_string(),
+                "DROPPED".to_string(),
+                vec![dd.to_string()]
+            ),
+            (
+                client.to_string(),
+                "api.default.svc.cluster.local".to_string(),
+                "DROPPED".to_string(),
+                vec![dd.to_string()]
+            ),
+        ])
+    );
+
+    // 3. allow-dns-egress: DNS recovers; the API stays closed.
+    let s = &steps[2];
+    assert_eq!(
+        oks(s),
+        vec![
+            (client.into(), lookup.into(), true),
+            (client.into(), nc(8080), false),
+            (client.into(), nc(5432), false),
+            (shop.into(), nc(8080), false),
+        ]
+    );
+    assert_eq!(gaps(s), BTreeSet::new());
+    assert_eq!(failures(s), BTreeSet::new());
+    assert_eq!(
+        denied(s),
+        BTreeSet::from([
+            group(
+                client,
+                "default/api",
+                "8080/TCP",
+                &[dns, dd],
+                "egress+ingress"
+            ),
+            group(
+                client,
+                "default/api",
+                "5432/TCP",
+                &[dns, dd],
+                "egress+ingress"
+            ),
+            group(shop, "default/api", "8080/TCP", &[dd], "ingress"),
+        ])
+    );
+
+    // 4. api-from-web: shop is team=payments, and default's egress is still closed.
+    let s = &steps[3];
+    assert!(oks(s).iter().skip(1).all(|c| !c.2), "{:?}", oks(s));
+    assert_eq!(
+        denied(s),
+        BTreeSet::from([
+            group(client, "default/api", "8080/TCP", &[dns, dd], "egress"),
+            group(
+                client,
+                "default/api",
+                "5432/TCP",
+                &[dns, web, dd],
+                "egress+ingress"
+            ),
+            group(shop, "default/api", "8080/TCP", &[web, dd], "ingress"),
+        ])
+    );
+    let shop_reason = s["denied"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| workload(&g["source"]) == shop)
+        .and_then(|g| g["reason"].as_str())
+        .unwrap()
+        .to_string();
+    assert!(
+        shop_reason.contains(
+            "rule 0 of default/api-from-web needs source namespace label team=web; namespace shop has team=payments"
+        ),
+        "{shop_reason}"
+    );
+    assert_eq!(report["exported"]["dropped"], 0, "{:#}", report["exported"]);
+}
+
+#[test]
+fn the_demo_through_the_embedded_store() {
+    let report = run_demo(&format!("dm{}", std::process::id()), &[]);
+    assert_eq!(report["store"], "memory");
+    check(&report);
+}
+
+/// Drops the test's ClickHouse database, even when the test fails.
+struct DropDatabase(String);
+
+impl Drop for DropDatabase {
+    fn drop(&mut self) {
+        let _ = Command::new("clickhouse-client")
+            .args(["--query", &format!("DROP DATABASE IF EXISTS {}", self.0)])
+            .status();
+    }
+}
+
+#[test]
+fn the_demo_through_clickhouse() {
+    let url = std::env::var("NETVERDICT_CLICKHOUSE_URL")
+        .unwrap_or_else(|_| "http://127.0.0.1:8123".to_string());
+    let ping = Command::new("clickhouse-client")
+        .args(["--query", "SELECT 1"])
+        .output();
+    assert!(
+        ping.is_ok_and(|o| o.status.success()),
+        "this test needs a ClickHouse server on {url}: install clickhouse-server and \
+         clickhouse-client and run scripts/start-clickhouse.sh"
+    );
+    let database = format!("nv_demo_test_{}", std::process::id());
+    let _drop = DropDatabase(database.clone());
+    let report = run_demo(
+        &format!("dc{}", std::process::id()),
+        &["--clickhouse", &url, "--clickhouse-database", &database],
+    );
+    assert_eq!(report["store"], "clickhouse");
+    check(&report);
+    // Every acknowledged flow is in ClickHouse, once.
+    let out = Command::new("clickhouse-client")
+        .args([
+            "--query",
+            &format!("SELECT count(), uniqExact(id) FROM {database}.flows"),
+        ])
+        .output()
+        .expect("clickhouse-client");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let counts: Vec<u64> = text
+        .split_whitespace()
+        .map(|n| n.parse().expect("a count"))
+        .collect();
+    let acked = report["exported"]["acked"].as_u64().unwrap();
+    assert_eq!(counts, vec![acked, acked], "flows stored vs acknowledged");
+}
