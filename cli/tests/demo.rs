@@ -8,6 +8,13 @@ use std::process::Command;
 
 use serde_json::Value;
 
+#[path = "../../api/tests/dashboards_support/mod.rs"]
+mod dashboards_support;
+
+use dashboards_support::{
+    ALL_VALUE, Context, VarValue, check_dashboard, expand, query, referenced_vars,
+};
+
 /// A denied group as (source, destination, port/protocol, denying policies,
 /// sides), for pod sources. Other sources are replies of connections made
 /// before a rollout, dropped by the kernel afterwards (see the closing note).
@@ -321,4 +328,60 @@ fn the_demo_through_clickhouse() {
         .collect();
     let acked = report["exported"]["acked"].as_u64().unwrap();
     assert_eq!(counts, vec![acked, acked], "flows stored vs acknowledged");
+    dashboards_on_the_demo_flows(&url, &database);
+}
+
+/// Every ClickHouse query of every dashboard, with the plugin's macros and
+/// every variable set to All, over the demo's flows: each runs, and the panels
+/// about what the demo produced (denied flows, dropped DNS queries, pods whose
+/// egress blocks DNS, kernel drops) have rows.
+fn dashboards_on_the_demo_flows(url: &str, database: &str) {
+    let addr = url.trim_start_matches("http://").trim_end_matches('/');
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../dashboards");
+    let mut empty = Vec::new();
+    for name in [
+        "denied-flows",
+        "dns-health",
+        "enforcement",
+        "netverdict-self",
+    ] {
+        let path = root.join(format!("{name}.json"));
+        let json: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap())
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let queries = check_dashboard(name, &json).unwrap_or_else(|p| panic!("{}", p.join("\n")));
+        for q in queries.iter().filter(|q| q.kind != "promql") {
+            let ctx = Context {
+                from: now - 3600,
+                to: now + 60,
+                interval_s: 60,
+                vars: referenced_vars(&q.text)
+                    .into_iter()
+                    .map(|v| (v, VarValue::All(ALL_VALUE.into())))
+                    .collect(),
+            };
+            let sql = expand(&q.text, &ctx).unwrap_or_else(|e| panic!("{name} {}: {e}", q.what));
+            let rows = query(addr, database, &sql).unwrap_or_else(|e| {
+                panic!("{name} {} failed on the demo's flows:\n{sql}\n{e}", q.what)
+            });
+            if rows.rows.is_empty() {
+                empty.push(format!("{name} {}", q.what));
+            }
+        }
+    }
+    // The demo has no error rcode (its failed queries were dropped) and no
+    // mismatch (every namespace is enforced): only those panels are empty.
+    assert_eq!(
+        empty,
+        vec![
+            "dns-health panel 2 (DNS failures by rcode) A",
+            "enforcement panel 1 (Mismatches by kind) A",
+            "enforcement panel 3 (Mismatched pairs) A",
+            "enforcement panel 5 (Latest mismatched flows) A",
+        ],
+        "dashboard queries with no rows over the demo's flows"
+    );
 }
