@@ -61,7 +61,14 @@ impl Default for ApiMetrics {
 }
 
 impl ApiMetrics {
-    /// Registers every metric.
+    /// Registers every metric of the server and those of `store`.
+    pub fn for_store<S: Store>(store: &S) -> Self {
+        let mut m = ApiMetrics::new();
+        store.register_metrics(&mut m.registry);
+        m
+    }
+
+    /// Registers every metric of the server.
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("netverdict_api");
         let m = ApiMetrics {

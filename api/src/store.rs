@@ -117,4 +117,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// What the store holds.
     fn status(&self) -> impl Future<Output = Result<StoreStatus>> + Send;
+
+    /// Registers the store's own metrics (the server's registry prefix
+    /// applies); stores without any keep the default.
+    fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        let _ = registry;
+    }
 }

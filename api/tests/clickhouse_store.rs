@@ -536,9 +536,15 @@ async fn status_and_invalid_flows() {
         s.newest,
         Some(UNIX_EPOCH + Duration::from_nanos(base as u64 + 7))
     );
-    let metrics = store.stats().render_prometheus();
+    let metrics = netverdict_api::metrics::ApiMetrics::for_store(&store)
+        .render(&store)
+        .await;
     assert!(
-        metrics.contains("netverdict_clickhouse_rows_inserted_total 2"),
+        metrics.contains("netverdict_api_clickhouse_rows_inserted_total 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("netverdict_api_store_flows 2"),
         "{metrics}"
     );
 }

@@ -303,6 +303,10 @@ async fn retention_loop(
 }
 
 impl Store for ClickHouseStore {
+    fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        self.inner.stats.register(registry);
+    }
+
     async fn insert(&self, flows: Vec<pb::Flow>) -> Result<InsertOutcome> {
         if flows.is_empty() {
             return Ok(InsertOutcome::default());

@@ -1,9 +1,17 @@
-//! Insert and query metrics of the ClickHouse store: plain atomics a server
-//! exports (Prometheus text via [`ClickHouseStats::render_prometheus`]).
+//! Insert and query metrics of the ClickHouse store: plain atomics the writer
+//! and queries bump, read at each scrape by a prometheus-client collector
+//! ([`ClickHouseStats::register`]).
 
-use std::fmt::Write;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, MetricEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::{Registry, Unit};
 
 /// Upper bounds of the latency buckets, in seconds.
 pub const LATENCY_BUCKETS: [f64; 12] = [
@@ -34,23 +42,6 @@ impl Histogram {
         self.count.fetch_add(1, Relaxed);
         self.sum_micros
             .fetch_add(u64::try_from(d.as_micros()).unwrap_or(u64::MAX), Relaxed);
-    }
-
-    fn render(&self, out: &mut String, name: &str, help: &str) {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
-        let mut cumulative = 0;
-        for (b, n) in LATENCY_BUCKETS.iter().zip(&self.buckets) {
-            cumulative += n.load(Relaxed);
-            let _ = writeln!(out, "{name}_bucket{{le=\"{b}\"}} {cumulative}");
-        }
-        cumulative += self.overflow.load(Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
-        let sum = self.sum_micros.load(Relaxed) as f64 / 1e6;
-        let _ = writeln!(
-            out,
-            "{name}_sum {sum}\n{name}_count {}",
-            self.count.load(Relaxed)
-        );
     }
 }
 
@@ -86,96 +77,109 @@ pub struct ClickHouseStats {
 }
 
 impl ClickHouseStats {
-    /// The metrics in Prometheus' text format, names prefixed `netverdict_clickhouse_`.
-    pub fn render_prometheus(&self) -> String {
-        let mut out = String::new();
-        let counters: [(&str, &AtomicU64, &str, &str); 11] = [
+    /// Registers the counters with `registry`: each scrape reads them as they
+    /// are (names `<registry prefix>_clickhouse_*`).
+    pub fn register(self: &Arc<Self>, registry: &mut Registry) {
+        registry.register_collector(Box::new(StatsCollector(self.clone())));
+    }
+}
+
+/// Encodes [`ClickHouseStats`] at scrape time.
+#[derive(Debug)]
+struct StatsCollector(Arc<ClickHouseStats>);
+
+impl Collector for StatsCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let s = &self.0;
+        let counters: [(&str, &AtomicU64, &str); 10] = [
             (
-                "rows_inserted_total",
-                &self.rows_inserted,
-                "counter",
-                "Flows inserted.",
+                "rows_inserted",
+                &s.rows_inserted,
+                "Flows inserted into ClickHouse",
             ),
             (
-                "rows_duplicate_total",
-                &self.rows_duplicate,
-                "counter",
-                "Flows skipped as already stored.",
+                "rows_duplicate",
+                &s.rows_duplicate,
+                "Flows skipped as already stored",
             ),
             (
-                "batches_inserted_total",
-                &self.batches_inserted,
-                "counter",
-                "INSERT statements that succeeded.",
+                "batches_inserted",
+                &s.batches_inserted,
+                "INSERT statements that succeeded",
             ),
             (
-                "insert_failures_total",
-                &self.insert_failures,
-                "counter",
-                "Failed insert attempts.",
+                "insert_failures",
+                &s.insert_failures,
+                "Failed insert attempts (each retried or spooled)",
+            ),
+            ("insert_retries", &s.insert_retries, "Insert retries"),
+            (
+                "rows_spooled",
+                &s.rows_spooled,
+                "Flows spooled to disk while ClickHouse was unreachable",
+            ),
+            ("rows_replayed", &s.rows_replayed, "Spooled flows replayed"),
+            (
+                "spool_bad_records",
+                &s.spool_bad_records,
+                "Spool records that could not be decoded",
             ),
             (
-                "insert_retries_total",
-                &self.insert_retries,
-                "counter",
-                "Insert retries.",
+                "rows_expired",
+                &s.rows_expired,
+                "Flows dropped by retention",
             ),
-            (
-                "rows_spooled_total",
-                &self.rows_spooled,
-                "counter",
-                "Flows spooled to disk.",
-            ),
-            (
-                "rows_replayed_total",
-                &self.rows_replayed,
-                "counter",
-                "Spooled flows replayed.",
-            ),
-            (
-                "spool_pending_rows",
-                &self.spool_pending_rows,
-                "gauge",
-                "Flows waiting in the spool.",
-            ),
-            (
-                "spool_bad_records_total",
-                &self.spool_bad_records,
-                "counter",
-                "Undecodable spool records.",
-            ),
-            (
-                "rows_expired_total",
-                &self.rows_expired,
-                "counter",
-                "Flows dropped by retention.",
-            ),
-            (
-                "query_errors_total",
-                &self.query_errors,
-                "counter",
-                "Failed queries.",
-            ),
+            ("query_errors", &s.query_errors, "Failed queries"),
         ];
-        for (name, v, kind, help) in counters {
-            let name = format!("netverdict_clickhouse_{name}");
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}",
-                v.load(Relaxed)
-            );
+        for (name, value, help) in counters {
+            let name = format!("clickhouse_{name}");
+            let metric = encoder.encode_descriptor(&name, help, None, MetricType::Counter)?;
+            ConstCounter::new(value.load(Relaxed)).encode(metric)?;
         }
-        self.insert_latency.render(
-            &mut out,
-            "netverdict_clickhouse_insert_seconds",
-            "Time from a batch's first flow to its durable acknowledgement.",
-        );
-        self.query_latency.render(
-            &mut out,
-            "netverdict_clickhouse_query_seconds",
-            "Query latency.",
-        );
-        out
+        let metric = encoder.encode_descriptor(
+            "clickhouse_spool_pending_rows",
+            "Flows waiting in the spool",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(i64::try_from(s.spool_pending_rows.load(Relaxed)).unwrap_or(i64::MAX))
+            .encode(metric)?;
+        for (name, histogram, help) in [
+            (
+                "clickhouse_insert",
+                &s.insert_latency,
+                "Time from a batch's first flow to its durable acknowledgement",
+            ),
+            (
+                "clickhouse_query",
+                &s.query_latency,
+                "ClickHouse query latency",
+            ),
+        ] {
+            let mut metric = encoder.encode_descriptor(
+                name,
+                help,
+                Some(&Unit::Seconds),
+                MetricType::Histogram,
+            )?;
+            histogram.encode(&mut metric)?;
+        }
+        Ok(())
+    }
+}
+
+impl Histogram {
+    fn encode(&self, metric: &mut MetricEncoder) -> Result<(), std::fmt::Error> {
+        // The encoder accumulates: it takes each bucket's own count.
+        let mut buckets: Vec<(f64, u64)> = LATENCY_BUCKETS
+            .iter()
+            .zip(&self.buckets)
+            .map(|(bound, n)| (*bound, n.load(Relaxed)))
+            .collect();
+        buckets.push((f64::INFINITY, self.overflow.load(Relaxed)));
+        let count = buckets.iter().map(|(_, n)| n).sum();
+        let sum = self.sum_micros.load(Relaxed) as f64 / 1e6;
+        metric.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
     }
 }
 
@@ -184,22 +188,36 @@ mod tests {
     use super::*;
 
     #[test]
-    fn histogram_renders_cumulative_buckets() {
-        let s = ClickHouseStats::default();
+    fn scrapes_read_the_counters_and_cumulative_buckets() {
+        let s = Arc::new(ClickHouseStats::default());
+        let mut registry = Registry::with_prefix("netverdict_api");
+        s.register(&mut registry);
+        s.rows_inserted.fetch_add(7, Relaxed);
+        s.spool_pending_rows.store(3, Relaxed);
         s.query_latency.observe(Duration::from_millis(3));
         s.query_latency.observe(Duration::from_secs(9));
-        let text = s.render_prometheus();
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        for line in [
+            "netverdict_api_clickhouse_rows_inserted_total 7",
+            "netverdict_api_clickhouse_spool_pending_rows 3",
+            "netverdict_api_clickhouse_query_seconds_bucket{le=\"0.0025\"} 0",
+            "netverdict_api_clickhouse_query_seconds_bucket{le=\"0.005\"} 1",
+            "netverdict_api_clickhouse_query_seconds_bucket{le=\"+Inf\"} 2",
+            "netverdict_api_clickhouse_query_seconds_count 2",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line:?} missing in:\n{text}"
+            );
+        }
+        // A later scrape sees later values.
+        s.rows_inserted.fetch_add(1, Relaxed);
+        let mut again = String::new();
+        prometheus_client::encoding::text::encode(&mut again, &registry).unwrap();
         assert!(
-            text.contains("netverdict_clickhouse_query_seconds_bucket{le=\"0.005\"} 1"),
-            "{text}"
-        );
-        assert!(
-            text.contains("netverdict_clickhouse_query_seconds_bucket{le=\"+Inf\"} 2"),
-            "{text}"
-        );
-        assert!(
-            text.contains("netverdict_clickhouse_query_seconds_count 2"),
-            "{text}"
+            again.contains("netverdict_api_clickhouse_rows_inserted_total 8"),
+            "{again}"
         );
     }
 }

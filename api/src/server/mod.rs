@@ -153,7 +153,7 @@ pub async fn serve_shared<S: Store>(
         (Some(l), Some(addr)) => Some(local_addr(l, "metrics", addr)?),
         _ => None,
     };
-    let metrics = Arc::new(ApiMetrics::new());
+    let metrics = Arc::new(ApiMetrics::for_store(&*store));
     let (shutdown, shutdown_rx) = watch::channel(false);
     let (flows, _) = broadcast::channel(config.follow_buffer);
     let shared = Arc::new(Shared {
