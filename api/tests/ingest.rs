@@ -1,7 +1,8 @@
 //! Ingest through the real collector `Exporter` into the API server over TCP:
 //! acknowledged flows are stored, a resent batch is stored once, a failing
 //! store gets no acknowledgement (the exporter resends), and a server restarted
-//! on the same port gets every unacknowledged flow again.
+//! on the same port gets every unacknowledged flow again; batches of one
+//! stream are inserted together and acknowledged in order.
 
 mod support;
 
@@ -231,4 +232,93 @@ async fn a_restarted_server_gets_every_unacknowledged_flow() {
     assert_eq!(second_ids, (200..500).map(id).collect::<Vec<_>>());
     assert_eq!(second.metrics().ingest_duplicates.get(), 0);
     second.shutdown().await.unwrap();
+}
+
+/// A memory store whose inserts of batches starting with a `/gated` flow wait
+/// for a permit, and fail for batches starting with a `/fail` flow.
+struct Gated {
+    inner: MemoryStore,
+    gate: tokio::sync::Semaphore,
+}
+
+impl Store for Gated {
+    async fn insert(&self, flows: Vec<pb::Flow>) -> Result<InsertOutcome> {
+        if flows[0].id.ends_with("/gated") {
+            self.gate.acquire().await.unwrap().forget();
+        }
+        if flows[0].id.ends_with("/fail") {
+            return Err(StoreError::Backend {
+                backend: "memory",
+                message: "injected failure".into(),
+            });
+        }
+        self.inner.insert(flows).await
+    }
+    async fn flows(&self, q: &FlowQuery) -> Result<Vec<pb::Flow>> {
+        self.inner.flows(q).await
+    }
+    async fn denied(&self, q: &ReportQuery) -> Result<Vec<pb::DeniedGroup>> {
+        self.inner.denied(q).await
+    }
+    async fn dns_failures(&self, q: &ReportQuery) -> Result<Vec<pb::DnsFailure>> {
+        self.inner.dns_failures(q).await
+    }
+    async fn status(&self) -> Result<StoreStatus> {
+        self.inner.status().await
+    }
+}
+
+#[tokio::test]
+async fn batches_are_inserted_together_and_acknowledged_in_order() {
+    let store = Arc::new(Gated {
+        inner: MemoryStore::new(Default::default()).unwrap(),
+        gate: tokio::sync::Semaphore::new(0),
+    });
+    let server = serve_shared(
+        config("127.0.0.1:0".parse().unwrap()),
+        store.clone(),
+        SharedState::default(),
+    )
+    .await
+    .unwrap();
+    let mut client = IngestClient::connect(url(&server)).await.unwrap();
+    let (tx, rx) = mpsc::channel(16);
+    let mut acks = client
+        .push(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    let batch = |sequence: u64, id: &str| pb::FlowBatch {
+        node_name: "node-a".into(),
+        sequence,
+        flows: vec![flow(&format!("node-a/{sequence}/{id}"))],
+    };
+    // Batch 1 waits in the store while 2 and 3 are inserted behind it.
+    for b in [batch(1, "gated"), batch(2, "ok"), batch(3, "ok")] {
+        tx.send(b).await.unwrap();
+    }
+    wait_until("batches 2 and 3 stored while 1 waits", async || {
+        stored_ids(&store.inner).await == ["node-a/2/ok", "node-a/3/ok"]
+    })
+    .await;
+    store.gate.add_permits(1);
+    for expected in 1..=3 {
+        let ack = acks.message().await.unwrap().unwrap();
+        assert_eq!(ack.sequence, expected, "acknowledged out of order");
+    }
+    // A failed batch ends the stream after the batches before it are
+    // acknowledged; the one behind it is not acknowledged.
+    for b in [batch(4, "gated"), batch(5, "fail"), batch(6, "ok")] {
+        tx.send(b).await.unwrap();
+    }
+    wait_until("batch 6 stored while 4 waits", async || {
+        stored_ids(&store.inner).await.len() == 3
+    })
+    .await;
+    store.gate.add_permits(1);
+    assert_eq!(acks.message().await.unwrap().unwrap().sequence, 4);
+    let status = acks.message().await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status}");
+    assert!(status.message().contains("injected failure"), "{status}");
+    server.shutdown().await.unwrap();
 }

@@ -3,11 +3,16 @@
 //! returned Ok, so an acknowledged flow is durable (the collector then forgets
 //! it).
 //!
-//! Batches of one stream are handled in order, one at a time, so acknowledging
-//! `sequence` also covers every earlier batch of the stream, as the exporter
-//! expects. When the store fails, the stream ends with `UNAVAILABLE`: the
-//! collector reconnects and sends every unacknowledged batch again, with the
-//! same flow ids, which the store then holds once.
+//! Up to [`MAX_IN_FLIGHT`] batches of one stream are inserted at once (so the
+//! store can fold them into one write instead of paying a round trip per
+//! batch), and acknowledged strictly in the order they arrived, so
+//! acknowledging `sequence` also covers every earlier batch of the stream, as
+//! the exporter expects. When the store fails, the stream ends with
+//! `UNAVAILABLE` after the acknowledgements of the batches before the failed
+//! one: the collector reconnects and sends every unacknowledged batch again,
+//! with the same flow ids, which the store then holds once. On shutdown the
+//! server stops reading, acknowledges what it is inserting, then ends the
+//! stream.
 //!
 //! Flows the store could never take (no id, no valid `last_seen`) are dropped
 //! before the insert, logged with their id and field and counted, so one bad
@@ -18,7 +23,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
-use futures::Stream;
+use futures::stream::FuturesOrdered;
+use futures::{FutureExt, Stream, StreamExt};
 use netverdict_proto::v1 as pb;
 use pb::ingest_server::{Ingest, IngestServer};
 use tokio::sync::mpsc;
@@ -28,6 +34,9 @@ use tonic::{Request, Response, Status, Streaming};
 use super::Shared;
 use crate::store::{Store, StoreError};
 use crate::time::to_system;
+
+/// Batches of one stream being inserted at once, at most.
+pub const MAX_IN_FLIGHT: usize = 8;
 
 /// The Ingest service.
 pub struct IngestService<S> {
@@ -79,36 +88,55 @@ impl<S: Store> Ingest for IngestService<S> {
             });
             let mut shutdown = shared.shutdown.clone();
             let mut node = String::new();
+            let mut in_flight = FuturesOrdered::new();
+            let mut reading = true;
+            let mut stopping = false;
             loop {
-                let message = tokio::select! {
-                    m = inbound.message() => m,
-                    () = crate::server::stopped(&mut shutdown) => {
-                        let _ = tx.send(Err(Status::unavailable("API server shutting down"))).await;
-                        return;
+                if !reading && in_flight.is_empty() {
+                    if stopping {
+                        let _ = tx
+                            .send(Err(Status::unavailable("API server shutting down")))
+                            .await;
                     }
-                };
-                let batch = match message {
-                    Ok(Some(batch)) => batch,
-                    Ok(None) => {
-                        tracing::debug!(node, ?peer, "ingest stream ended by the collector");
-                        return;
-                    }
-                    Err(status) => {
-                        tracing::info!(node, ?peer, %status, "ingest stream failed");
-                        return;
-                    }
-                };
-                if node != batch.node_name {
-                    node.clone_from(&batch.node_name);
-                    tracing::info!(node, ?peer, "collector connected");
-                }
-                let sequence = batch.sequence;
-                if let Err(status) = handle(&shared, batch).await {
-                    let _ = tx.send(Err(status)).await;
                     return;
                 }
-                if tx.send(Ok(pb::Ack { sequence })).await.is_err() {
-                    return;
+                tokio::select! {
+                    // Acknowledgements first: they free room for more batches.
+                    biased;
+                    Some((sequence, result)) = in_flight.next() => {
+                        let result: Result<(), Status> = result;
+                        let ack = result.map(|()| pb::Ack { sequence });
+                        let failed = ack.is_err();
+                        if tx.send(ack).await.is_err() || failed {
+                            return;
+                        }
+                    }
+                    () = crate::server::stopped(&mut shutdown), if !stopping => {
+                        stopping = true;
+                        reading = false;
+                    }
+                    message = inbound.message(), if reading && in_flight.len() < MAX_IN_FLIGHT => {
+                        match message {
+                            Ok(Some(batch)) => {
+                                if node != batch.node_name {
+                                    node.clone_from(&batch.node_name);
+                                    tracing::info!(node, ?peer, "collector connected");
+                                }
+                                let sequence = batch.sequence;
+                                in_flight.push_back(
+                                    handle(&shared, batch).map(move |result| (sequence, result)),
+                                );
+                            }
+                            Ok(None) => {
+                                tracing::debug!(node, ?peer, "ingest stream ended by the collector");
+                                reading = false;
+                            }
+                            Err(status) => {
+                                tracing::info!(node, ?peer, %status, "ingest stream failed");
+                                return;
+                            }
+                        }
+                    }
                 }
             }
         });
