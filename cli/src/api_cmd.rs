@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
+use netverdict_api::clickhouse::{ClickHouseConfig, ClickHouseStore};
+use netverdict_api::store::Store;
 use netverdict_api::{ApiConfig, MemoryConfig, MemoryStore};
 use netverdict_collector::cluster::SharedState;
 use netverdict_collector::cluster::kube::{self, ClientOptions, KubeSource, KubeSourceConfig};
@@ -33,43 +35,34 @@ pub struct ApiArgs {
     /// How many new flows a follower may fall behind before its stream ends.
     #[arg(long, default_value_t = 4096)]
     follow_buffer: usize,
-    /// Store flows in ClickHouse at this URL instead of in memory.
+    /// Store flows in ClickHouse at this URL (its HTTP interface, e.g.
+    /// http://clickhouse:8123) instead of in memory.
     #[arg(long)]
     clickhouse: Option<String>,
-    /// The ClickHouse database.
-    #[arg(long, default_value = "netverdict")]
+    /// The ClickHouse database (created, with its tables, if missing).
+    #[arg(long, default_value = "netverdict", requires = "clickhouse")]
     clickhouse_database: String,
-    /// Where flows are spooled while ClickHouse is unreachable.
-    #[arg(long)]
-    spool_dir: Option<PathBuf>,
-    /// How long ClickHouse keeps flows.
-    #[arg(long, default_value_t = 7)]
+    /// The ClickHouse user.
+    #[arg(long, default_value = "default", requires = "clickhouse")]
+    clickhouse_user: String,
+    /// The ClickHouse user's password (from the environment only, so that it
+    /// stays out of process listings).
+    #[arg(skip = std::env::var("NETVERDICT_CLICKHOUSE_PASSWORD").unwrap_or_default())]
+    clickhouse_password: String,
+    /// Where acknowledged flows are spooled while ClickHouse is unreachable,
+    /// and replayed from when it returns (keep it on a persistent volume).
+    #[arg(
+        long,
+        default_value = "/var/lib/netverdict/spool",
+        requires = "clickhouse"
+    )]
+    spool_dir: PathBuf,
+    /// How many days ClickHouse keeps flows and rollups.
+    #[arg(long, default_value_t = 7, requires = "clickhouse")]
     retention_days: u32,
 }
 
 pub fn run(args: ApiArgs) -> Result<()> {
-    // ---- Store selection -------------------------------------------------
-    // CLICKHOUSE: once the ClickHouse store is merged, `--clickhouse URL`
-    // (with --clickhouse-database, --spool-dir, --retention-days) builds it
-    // here and serves it instead of the memory store.
-    if let Some(url) = &args.clickhouse {
-        bail!(
-            "--clickhouse {url:?}: the ClickHouse store is not built into this binary yet; \
-             run without --clickhouse to use the in-memory store (database {:?}, retention {} days \
-             and spool dir {:?} are accepted but unused)",
-            args.clickhouse_database,
-            args.retention_days,
-            args.spool_dir
-        );
-    }
-    if args.spool_dir.is_some() {
-        bail!("--spool-dir: only used with --clickhouse");
-    }
-    let store = MemoryStore::new(MemoryConfig {
-        max_flows: args.memory_flows,
-        ..Default::default()
-    })
-    .context("--memory-flows")?;
     let config = ApiConfig {
         listen: args.listen,
         metrics_listen: Some(args.metrics_listen),
@@ -78,35 +71,78 @@ pub fn run(args: ApiArgs) -> Result<()> {
     };
     tokio::runtime::Runtime::new()
         .context("starting the async runtime")?
-        .block_on(serve(args, config, store))
+        .block_on(async {
+            let cluster = ClusterFeed::start(&args).await?;
+            match &args.clickhouse {
+                Some(url) => {
+                    let store = ClickHouseStore::connect(ClickHouseConfig {
+                        url: url.clone(),
+                        database: args.clickhouse_database.clone(),
+                        user: args.clickhouse_user.clone(),
+                        password: args.clickhouse_password.clone(),
+                        retention_days: args.retention_days,
+                        spool_dir: args.spool_dir.clone(),
+                        ..Default::default()
+                    })
+                    .await
+                    .with_context(|| format!("--clickhouse {url}"))?;
+                    serve(config, store, cluster).await
+                }
+                None => {
+                    let store = MemoryStore::new(MemoryConfig {
+                        max_flows: args.memory_flows,
+                        ..Default::default()
+                    })
+                    .context("--memory-flows")?;
+                    serve(config, store, cluster).await
+                }
+            }
+        })
 }
 
-async fn serve(args: ApiArgs, config: ApiConfig, store: MemoryStore) -> Result<()> {
-    let cluster = SharedState::default();
-    let _manifests;
-    let _kube;
-    if !args.cluster.is_empty() {
-        _manifests =
-            ManifestSource::start(ManifestOptions::new(args.cluster.clone()), cluster.clone())
-                .context("--cluster")?;
-    } else if let Some(path) = &args.kubeconfig {
-        let client = kube::client(&ClientOptions {
-            kubeconfig: Some(path.clone()),
-            context: None,
-        })
-        .await
-        .context("--kubeconfig")?;
-        let source = KubeSource::spawn(client, cluster.clone(), KubeSourceConfig::default());
-        if let Err(e) = source.wait_synced(Duration::from_secs(60)).await {
-            tracing::warn!(error = %e, "cluster state not synced yet; DNS policy gaps may be incomplete");
+/// The cluster state the DNS report reads, and what keeps it current.
+struct ClusterFeed {
+    state: SharedState,
+    _manifests: Option<ManifestSource>,
+    _kube: Option<KubeSource>,
+}
+
+impl ClusterFeed {
+    async fn start(args: &ApiArgs) -> Result<ClusterFeed> {
+        let state = SharedState::default();
+        let mut feed = ClusterFeed {
+            state: state.clone(),
+            _manifests: None,
+            _kube: None,
+        };
+        if !args.cluster.is_empty() {
+            feed._manifests = Some(
+                ManifestSource::start(ManifestOptions::new(args.cluster.clone()), state)
+                    .context("--cluster")?,
+            );
+        } else if let Some(path) = &args.kubeconfig {
+            let client = kube::client(&ClientOptions {
+                kubeconfig: Some(path.clone()),
+                context: None,
+            })
+            .await
+            .context("--kubeconfig")?;
+            let source = KubeSource::spawn(client, state, KubeSourceConfig::default());
+            if let Err(e) = source.wait_synced(Duration::from_secs(60)).await {
+                tracing::warn!(error = %e, "cluster state not synced yet; DNS policy gaps may be incomplete");
+            }
+            feed._kube = Some(source);
+        } else {
+            tracing::warn!(
+                "no cluster state (--cluster or --kubeconfig): the DNS report will list no policy gaps"
+            );
         }
-        _kube = source;
-    } else {
-        tracing::warn!(
-            "no cluster state (--cluster or --kubeconfig): the DNS report will list no policy gaps"
-        );
+        Ok(feed)
     }
-    let mut server = netverdict_api::serve(config, store, cluster).await?;
+}
+
+async fn serve<S: Store>(config: ApiConfig, store: S, cluster: ClusterFeed) -> Result<()> {
+    let mut server = netverdict_api::serve(config, store, cluster.state.clone()).await?;
     eprintln!(
         "netverdict api: gRPC on {}, metrics on http://{}/metrics",
         server.grpc_addr(),

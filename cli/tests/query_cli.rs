@@ -371,8 +371,22 @@ fn bad_flag_values_fail_naming_the_flag() {
             "--server: invalid address",
         ),
         (
-            &["api", "--clickhouse", "http://127.0.0.1:8123"][..],
-            "not built into this binary yet",
+            &["api", "--clickhouse", "http://127.0.0.1:1"][..],
+            "--clickhouse http://127.0.0.1:1: clickhouse: connecting to http://127.0.0.1:1",
+        ),
+        (
+            &[
+                "api",
+                "--clickhouse",
+                "http://127.0.0.1:1",
+                "--clickhouse-database",
+                "a-b",
+            ][..],
+            "config field database: \"a-b\" is not letters, digits and '_'",
+        ),
+        (
+            &["api", "--spool-dir", "/tmp/spool"][..],
+            "--clickhouse <CLICKHOUSE>",
         ),
     ] {
         let out = netverdict(args);

@@ -1,0 +1,356 @@
+//! `netverdict api --clickhouse` as a process against the shared ClickHouse
+//! server (scripts/start-clickhouse.sh): a collector's exporter streams flows
+//! into it; the API server is SIGKILLed mid-stream and started again on the
+//! same port; the exporter reconnects and every flow is acknowledged and
+//! stored exactly once. The query commands run against it, a hostile
+//! namespace included, and its /metrics carries the ClickHouse store's
+//! counters.
+
+#[path = "../../api/tests/clickhouse_support/mod.rs"]
+mod clickhouse_support;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
+use std::sync::mpsc as std_mpsc;
+use std::time::{Duration, Instant, SystemTime};
+
+use clickhouse_support::{TestDb, require_shared_server};
+use netverdict_collector::export::{Backoff, ExportCounters, Exporter, ExporterConfig};
+use netverdict_proto::v1 as pb;
+use tokio::sync::mpsc;
+
+/// A `netverdict api` process, SIGKILLed by the guard (also on panic).
+struct ApiProcess {
+    child: Child,
+    grpc: SocketAddr,
+    metrics: SocketAddr,
+}
+
+impl ApiProcess {
+    /// Starts the server on `listen` and waits (up to 60 s) until it says
+    /// where it serves.
+    fn start(db: &TestDb, listen: SocketAddr) -> ApiProcess {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_netverdict"))
+            .args(["api", "--listen", &listen.to_string()])
+            .args(["--metrics-listen", "127.0.0.1:0"])
+            .args(["--clickhouse", &format!("http://{}", db.addr)])
+            .args(["--clickhouse-database", &db.name])
+            .arg("--spool-dir")
+            .arg(db.spool.path())
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("netverdict api starts");
+        // Stderr is read on a thread until the process ends, so that the
+        // server never blocks on a full pipe; the first lines come back here.
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std_mpsc::channel::<String>();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut seen = Vec::new();
+        let (grpc, metrics) = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(rest) = line.strip_prefix("netverdict api: gRPC on ") {
+                        let (grpc, metrics) = rest.split_once(", metrics on http://").unwrap();
+                        let metrics = metrics.trim_end_matches("/metrics");
+                        break (grpc.parse().unwrap(), metrics.parse().unwrap());
+                    }
+                    seen.push(line);
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    panic!(
+                        "netverdict api did not start within 60 s; it printed:\n{}",
+                        seen.join("\n")
+                    );
+                }
+            }
+        };
+        ApiProcess {
+            child,
+            grpc,
+            metrics,
+        }
+    }
+
+    /// SIGKILL: no shutdown, no flushing, whatever was in flight is cut.
+    fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for ApiProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+fn spawn_exporter(endpoint: String) -> (mpsc::Sender<pb::Flow>, Arc<ExportCounters>) {
+    let mut config = ExporterConfig::new(endpoint, "node-a");
+    config.batch_size = 25;
+    config.batch_delay = Duration::from_millis(20);
+    config.ack_timeout = Duration::from_secs(10);
+    config.connect_timeout = Duration::from_secs(2);
+    config.backoff = Backoff {
+        initial: Duration::from_millis(50),
+        max: Duration::from_millis(500),
+        jitter: false,
+    };
+    let exporter = Exporter::new(config).unwrap();
+    let counters = exporter.counters();
+    let (tx, rx) = mpsc::channel(4096);
+    tokio::spawn(exporter.run(rx));
+    (tx, counters)
+}
+
+fn endpoint(ns: &str, pod: &str, workload: &str, port: u32) -> Option<pb::Endpoint> {
+    Some(pb::Endpoint {
+        kind: pb::EndpointKind::Pod as i32,
+        namespace: ns.into(),
+        pod_name: pod.into(),
+        workload: workload.into(),
+        port,
+        ..Default::default()
+    })
+}
+
+fn id(i: usize) -> String {
+    format!("node-a/1/{i:05}")
+}
+
+/// Flow `i`: every third one denied by shop/default-deny.
+fn flow(i: usize) -> pb::Flow {
+    let now = netverdict_api::time::to_timestamp(SystemTime::now());
+    let denied = i.is_multiple_of(3);
+    pb::Flow {
+        id: id(i),
+        first_seen: Some(now),
+        last_seen: Some(now),
+        count: 1,
+        node_name: "node-a".into(),
+        source: endpoint("shop", "web-1", "web", 40000 + i as u32 % 20000),
+        destination: endpoint("shop", "api-1", "api", 8080),
+        protocol: pb::Protocol::Tcp as i32,
+        verdict: if denied {
+            pb::Verdict::Denied as i32
+        } else {
+            pb::Verdict::Allowed as i32
+        },
+        outcome: if denied {
+            pb::Outcome::Dropped as i32
+        } else {
+            pb::Outcome::Established as i32
+        },
+        ingress: Some(pb::DirectionVerdict {
+            isolated: denied,
+            selected_by: if denied {
+                vec![pb::PolicyRef {
+                    namespace: "shop".into(),
+                    name: "default-deny".into(),
+                }]
+            } else {
+                Vec::new()
+            },
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn netverdict(args: Vec<String>) -> Output {
+    tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_netverdict"))
+            .args(&args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("netverdict runs")
+    })
+    .await
+    .unwrap()
+}
+
+fn stdout(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "status {:?}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+fn scrape(addr: SocketAddr) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    assert!(resp.starts_with("HTTP/1.0 200"), "{resp}");
+    resp
+}
+
+fn metric(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("{name} missing in:\n{text}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_api_server_loses_nothing_acknowledged_and_stores_it_once() {
+    let db = TestDb::new(&require_shared_server());
+    let listen = free_port();
+    let first = ApiProcess::start(&db, listen);
+    assert_eq!(first.grpc, listen);
+    let (tx, counters) = spawn_exporter(format!("http://{listen}"));
+
+    for i in 0..300 {
+        tx.send(flow(i)).await.unwrap();
+    }
+    wait_until("the first 300 flows acknowledged", || {
+        counters.snapshot().flows_acked == 300
+    })
+    .await;
+    let text = scrape(first.metrics);
+    assert_eq!(
+        metric(&text, "netverdict_api_clickhouse_rows_inserted_total"),
+        300
+    );
+    assert_eq!(metric(&text, "netverdict_api_ingest_flows_total"), 300);
+
+    // The server dies while batches are in flight: some were inserted and
+    // never acknowledged, some never reached it.
+    for i in 300..900 {
+        tx.send(flow(i)).await.unwrap();
+    }
+    wait_until("half of the next flows acknowledged", || {
+        counters.snapshot().flows_acked >= 600
+    })
+    .await;
+    first.kill();
+    let acked_at_kill = counters.snapshot().flows_acked;
+    let count_rows = || {
+        db.sql(&format!("SELECT count() FROM {}.flows FORMAT TSV", db.name))
+            .trim()
+            .parse::<u64>()
+            .unwrap()
+    };
+    let stored_at_kill = count_rows();
+    assert!(
+        stored_at_kill >= acked_at_kill,
+        "acknowledged {acked_at_kill}, stored {stored_at_kill}"
+    );
+    // Flows keep coming while it is down.
+    for i in 900..1000 {
+        tx.send(flow(i)).await.unwrap();
+    }
+    let second = ApiProcess::start(&db, listen);
+    wait_until("every flow acknowledged after the restart", || {
+        counters.snapshot().flows_acked == 1000
+    })
+    .await;
+    let stats = counters.snapshot();
+    assert!(stats.reconnects >= 1, "{stats:?}");
+    assert_eq!(stats.flows_dropped, 0, "{stats:?}");
+    assert!(
+        acked_at_kill < 1000,
+        "the kill came too late to test anything"
+    );
+
+    // Exactly once: every id, each in one row (not merged away: inserted once).
+    let rows = db.sql(&format!(
+        "SELECT count(), uniqExact(id) FROM {}.flows FORMAT TSV",
+        db.name
+    ));
+    assert_eq!(rows.trim(), "1000\t1000", "rows and distinct ids");
+    let ids = db.sql(&format!(
+        "SELECT id FROM {}.flows ORDER BY id FORMAT TSV",
+        db.name
+    ));
+    let expected: Vec<String> = (0..1000).map(id).collect();
+    assert_eq!(ids.lines().collect::<Vec<_>>(), expected);
+
+    // The query commands read ClickHouse through the restarted server.
+    let server = second.grpc.to_string();
+    let args = |extra: &[&str]| {
+        ["denied", "--server", &server, "-o", "json"]
+            .iter()
+            .chain(extra)
+            .map(|s| s.to_string())
+            .collect::<Vec<_>>()
+    };
+    let out = stdout(&netverdict(args(&["-n", "shop"])).await);
+    let groups: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(groups.as_array().unwrap().len(), 1, "{out}");
+    assert_eq!(groups[0]["destination"]["workload"], "api", "{out}");
+    assert_eq!(groups[0]["count"], 334, "{out}");
+    for hostile in ["x' OR 1=1 --", "shop' --", "shop\\"] {
+        let out = stdout(&netverdict(args(&["-n", hostile])).await);
+        assert_eq!(out.trim(), "[]", "-n {hostile:?}");
+    }
+    let out = stdout(
+        &netverdict(
+            [
+                "observe",
+                "--server",
+                &server,
+                "-n",
+                "shop",
+                "--verdict",
+                "denied",
+                "--last",
+                "5",
+                "-o",
+                "jsonl",
+            ]
+            .map(String::from)
+            .to_vec(),
+        )
+        .await,
+    );
+    assert_eq!(out.lines().count(), 5, "{out}");
+
+    // The second server inserted exactly what the first had not stored, and
+    // skipped (and counted) what was stored but not acknowledged before the
+    // kill; nothing waits in the spool.
+    let text = scrape(second.metrics);
+    let inserted = metric(&text, "netverdict_api_clickhouse_rows_inserted_total");
+    let duplicates = metric(&text, "netverdict_api_clickhouse_rows_duplicate_total");
+    eprintln!(
+        "acknowledged at the kill {acked_at_kill}, stored {stored_at_kill}; \
+         after the restart: inserted {inserted}, duplicates skipped {duplicates}"
+    );
+    assert_eq!(inserted, 1000 - stored_at_kill, "{text}");
+    assert!(duplicates >= stored_at_kill - acked_at_kill, "{text}");
+    assert_eq!(
+        metric(&text, "netverdict_api_clickhouse_spool_pending_rows"),
+        0
+    );
+    assert_eq!(metric(&text, "netverdict_api_store_flows"), 1000);
+}
