@@ -16,8 +16,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clickhouse_support::{TestDb, require_shared_server};
 use dashboards_support::*;
+use netverdict_api::ApiConfig;
 use netverdict_api::store::Store;
+use netverdict_collector::agent::{Agent, AgentConfig, ClusterSource, EventSource};
 use netverdict_collector::annotate::Annotator;
+use netverdict_collector::cluster::SharedState;
 use netverdict_collector::correlate::{DnsSeen, Observation, Side};
 use netverdict_policy::{ClusterState, Protocol};
 use netverdict_proto::v1 as pb;
@@ -34,19 +37,79 @@ const DASHBOARDS: [&str; 4] = [
     "netverdict-self",
 ];
 
-/// The metric names the "netverdict itself" dashboard may use: what the
-/// collector (`netverdict_collector_*`, counters with `_total`) and the API
-/// server (`netverdict_api_*`) expose on /metrics.
-const KNOWN_METRICS: [&str; 8] = [
-    "netverdict_collector_kernel_events_lost_total",
-    "netverdict_collector_export_queue_depth",
-    "netverdict_collector_export_flows_dropped_total",
-    "netverdict_api_store_insert_duration_seconds_bucket",
-    "netverdict_api_store_insert_errors_total",
-    "netverdict_api_ingest_invalid_flows_total",
-    "netverdict_api_ingest_flows_total",
-    "netverdict_api_ingest_duplicates_total",
-];
+/// The series names the collector and the API server (over the ClickHouse
+/// store) expose on /metrics, as PromQL sees them: counters with `_total`,
+/// histograms as `_bucket`, `_sum` and `_count`. Read from live endpoints, so
+/// a renamed metric fails the dashboards that still use the old name.
+async fn exposed_metrics() -> BTreeSet<String> {
+    let db = TestDb::new(&require_shared_server());
+    let api = netverdict_api::serve(
+        ApiConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            metrics_listen: Some("127.0.0.1:0".parse().unwrap()),
+            ..Default::default()
+        },
+        db.connect().await,
+        SharedState::default(),
+    )
+    .await
+    .unwrap();
+    let (_events, rx) = tokio::sync::mpsc::channel(1);
+    let mut config = AgentConfig::new(NODE, ClusterSource::Shared(SharedState::default()));
+    config.events = EventSource::Channel(rx);
+    config.observer_listen = None;
+    config.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+    let agent = Agent::start(config).await.unwrap();
+    let mut names = BTreeSet::new();
+    for addr in [api.metrics_addr().unwrap(), agent.metrics_addr().unwrap()] {
+        let text = tokio::task::spawn_blocking(move || scrape(addr))
+            .await
+            .unwrap();
+        names.extend(series_names(&text));
+    }
+    agent.shutdown().await.unwrap();
+    api.shutdown().await.unwrap();
+    names
+}
+
+fn scrape(addr: SocketAddr) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    assert!(resp.starts_with("HTTP/1.0 200"), "{addr}: {resp}");
+    resp
+}
+
+/// The series names of an OpenMetrics text: from each family's `# TYPE`
+/// (families with labels but no samples yet count) and from the samples.
+fn series_names(text: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    for line in text.lines() {
+        if let Some(family) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = family.split_once(' ').unwrap();
+            match kind {
+                "counter" => {
+                    names.insert(format!("{name}_total"));
+                }
+                "histogram" => {
+                    for suffix in ["_bucket", "_sum", "_count"] {
+                        names.insert(format!("{name}{suffix}"));
+                    }
+                }
+                _ => {
+                    names.insert(name.to_string());
+                }
+            }
+        } else if !line.starts_with('#') && line.starts_with("netverdict_") {
+            let end = line.find(['{', ' ']).unwrap_or(line.len());
+            names.insert(line[..end].to_string());
+        }
+    }
+    names
+}
 
 fn load(name: &str) -> Value {
     let path = Path::new(ROOT).join(format!("dashboards/{name}.json"));
@@ -94,9 +157,16 @@ fn every_dashboard_is_valid_for_grafana() {
     );
 }
 
-#[test]
-fn promql_uses_only_metrics_the_components_expose() {
-    let known: BTreeSet<&str> = KNOWN_METRICS.into();
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn promql_uses_only_metrics_the_components_expose() {
+    let known = exposed_metrics().await;
+    for m in [
+        "netverdict_collector_kernel_events_lost_total",
+        "netverdict_api_store_insert_duration_seconds_bucket",
+        "netverdict_api_clickhouse_spool_pending_rows",
+    ] {
+        assert!(known.contains(m), "{m} is not exposed; exposed: {known:?}");
+    }
     let mut used = BTreeSet::new();
     for name in DASHBOARDS {
         for q in queries(name).iter().filter(|q| q.kind == "promql") {
@@ -133,6 +203,8 @@ fn promql_uses_only_metrics_the_components_expose() {
         "netverdict_collector_export_queue_depth",
         "netverdict_api_store_insert_duration_seconds_bucket",
         "netverdict_api_store_insert_errors_total",
+        "netverdict_api_clickhouse_spool_pending_rows",
+        "netverdict_api_clickhouse_insert_failures_total",
     ] {
         assert!(used.contains(m), "the self dashboard does not show {m}");
     }
