@@ -39,6 +39,8 @@ pub struct ApiMetrics {
     pub ingest_invalid_flows: Counter,
     /// Ingest streams open now.
     pub ingest_streams: Gauge,
+    /// Batches read and waiting for room under the server's in-flight bound.
+    pub ingest_batches_waiting: Gauge,
     /// How long `Store::insert` took per batch.
     pub store_insert_duration: Histogram,
     /// `Store::insert` failures (the batch is not acknowledged and is resent).
@@ -77,6 +79,7 @@ impl ApiMetrics {
             ingest_duplicates: Counter::default(),
             ingest_invalid_flows: Counter::default(),
             ingest_streams: Gauge::default(),
+            ingest_batches_waiting: Gauge::default(),
             store_insert_duration: Histogram::new(exponential_buckets(0.0001, 4.0, 10)),
             store_insert_errors: Counter::default(),
             follow_subscribers: Gauge::default(),
@@ -112,6 +115,11 @@ impl ApiMetrics {
             "ingest_streams",
             "Collector ingest streams open",
             m.ingest_streams.clone(),
+        );
+        registry.register(
+            "ingest_batches_waiting",
+            "Batches waiting for room under the in-flight bound (max_in_flight_flows)",
+            m.ingest_batches_waiting.clone(),
         );
         registry.register_with_unit(
             "store_insert_duration",

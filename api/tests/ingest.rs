@@ -236,13 +236,25 @@ async fn a_restarted_server_gets_every_unacknowledged_flow() {
 
 /// A memory store whose inserts of batches starting with a `/gated` flow wait
 /// for a permit, and fail for batches starting with a `/fail` flow.
+/// Counts inserts running at once (`peak`: the most seen).
 struct Gated {
     inner: MemoryStore,
     gate: tokio::sync::Semaphore,
+    active: std::sync::atomic::AtomicUsize,
+    peak: std::sync::atomic::AtomicUsize,
 }
 
-impl Store for Gated {
-    async fn insert(&self, flows: Vec<pb::Flow>) -> Result<InsertOutcome> {
+impl Gated {
+    fn new() -> Gated {
+        Gated {
+            inner: MemoryStore::new(Default::default()).unwrap(),
+            gate: tokio::sync::Semaphore::new(0),
+            active: Default::default(),
+            peak: Default::default(),
+        }
+    }
+
+    async fn insert_gated(&self, flows: Vec<pb::Flow>) -> Result<InsertOutcome> {
         if flows[0].id.ends_with("/gated") {
             self.gate.acquire().await.unwrap().forget();
         }
@@ -253,6 +265,16 @@ impl Store for Gated {
             });
         }
         self.inner.insert(flows).await
+    }
+}
+
+impl Store for Gated {
+    async fn insert(&self, flows: Vec<pb::Flow>) -> Result<InsertOutcome> {
+        let now = self.active.fetch_add(1, Ordering::SeqCst) + 1;
+        self.peak.fetch_max(now, Ordering::SeqCst);
+        let result = self.insert_gated(flows).await;
+        self.active.fetch_sub(1, Ordering::SeqCst);
+        result
     }
     async fn flows(&self, q: &FlowQuery) -> Result<Vec<pb::Flow>> {
         self.inner.flows(q).await
@@ -270,10 +292,7 @@ impl Store for Gated {
 
 #[tokio::test]
 async fn batches_are_inserted_together_and_acknowledged_in_order() {
-    let store = Arc::new(Gated {
-        inner: MemoryStore::new(Default::default()).unwrap(),
-        gate: tokio::sync::Semaphore::new(0),
-    });
+    let store = Arc::new(Gated::new());
     let server = serve_shared(
         config("127.0.0.1:0".parse().unwrap()),
         store.clone(),
@@ -281,18 +300,7 @@ async fn batches_are_inserted_together_and_acknowledged_in_order() {
     )
     .await
     .unwrap();
-    let mut client = IngestClient::connect(url(&server)).await.unwrap();
-    let (tx, rx) = mpsc::channel(16);
-    let mut acks = client
-        .push(tokio_stream::wrappers::ReceiverStream::new(rx))
-        .await
-        .unwrap()
-        .into_inner();
-    let batch = |sequence: u64, id: &str| pb::FlowBatch {
-        node_name: "node-a".into(),
-        sequence,
-        flows: vec![flow(&format!("node-a/{sequence}/{id}"))],
-    };
+    let (tx, mut acks) = open_push(&server).await;
     // Batch 1 waits in the store while 2 and 3 are inserted behind it.
     for b in [batch(1, "gated"), batch(2, "ok"), batch(3, "ok")] {
         tx.send(b).await.unwrap();
@@ -320,5 +328,70 @@ async fn batches_are_inserted_together_and_acknowledged_in_order() {
     let status = acks.message().await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::Unavailable, "{status}");
     assert!(status.message().contains("injected failure"), "{status}");
+    assert!(
+        store.peak.load(Ordering::SeqCst) >= 2,
+        "inserts never overlapped"
+    );
+    server.shutdown().await.unwrap();
+}
+
+async fn open_push(
+    server: &netverdict_api::ApiServer,
+) -> (mpsc::Sender<pb::FlowBatch>, tonic::Streaming<pb::Ack>) {
+    let mut client = IngestClient::connect(url(server)).await.unwrap();
+    let (tx, rx) = mpsc::channel(16);
+    let acks = client
+        .push(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    (tx, acks)
+}
+
+fn batch(sequence: u64, id: &str) -> pb::FlowBatch {
+    pb::FlowBatch {
+        node_name: "node-a".into(),
+        sequence,
+        flows: vec![flow(&format!("node-a/{sequence}/{id}"))],
+    }
+}
+
+#[tokio::test]
+async fn flows_in_flight_are_bounded_across_the_server() {
+    let store = Arc::new(Gated::new());
+    let server = serve_shared(
+        netverdict_api::ApiConfig {
+            max_in_flight_flows: 1,
+            ..config("127.0.0.1:0".parse().unwrap())
+        },
+        store.clone(),
+        SharedState::default(),
+    )
+    .await
+    .unwrap();
+    // Two streams; batch 1 holds the only permit while it waits in the store.
+    let (tx_a, mut acks_a) = open_push(&server).await;
+    let (tx_b, mut acks_b) = open_push(&server).await;
+    tx_a.send(batch(1, "gated")).await.unwrap();
+    wait_until("batch 1 in the store", async || {
+        store.active.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    // A batch larger than the bound waits for all of it, then goes alone.
+    let mut big = batch(2, "ok");
+    big.flows.push(flow("node-a/2/ok2"));
+    tx_b.send(big).await.unwrap();
+    tx_a.send(batch(3, "ok")).await.unwrap();
+    wait_until("batches 2 and 3 waiting for room", async || {
+        server.metrics().ingest_batches_waiting.get() == 2
+    })
+    .await;
+    store.gate.add_permits(1);
+    assert_eq!(acks_a.message().await.unwrap().unwrap().sequence, 1);
+    assert_eq!(acks_a.message().await.unwrap().unwrap().sequence, 3);
+    assert_eq!(acks_b.message().await.unwrap().unwrap().sequence, 2);
+    assert_eq!(store.peak.load(Ordering::SeqCst), 1, "inserts overlapped");
+    assert_eq!(stored_ids(&store.inner).await.len(), 4);
+    assert_eq!(server.metrics().ingest_batches_waiting.get(), 0);
     server.shutdown().await.unwrap();
 }

@@ -19,6 +19,7 @@
 //! record cannot wedge a collector resending it forever. New flows are also
 //! broadcast to follow streams (only when someone follows).
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
@@ -27,7 +28,7 @@ use futures::stream::FuturesOrdered;
 use futures::{FutureExt, Stream, StreamExt};
 use netverdict_proto::v1 as pb;
 use pb::ingest_server::{Ingest, IngestServer};
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -35,8 +36,9 @@ use super::Shared;
 use crate::store::{Store, StoreError};
 use crate::time::to_system;
 
-/// Batches of one stream being inserted at once, at most.
-pub const MAX_IN_FLIGHT: usize = 8;
+/// Batches of one stream being inserted at once, at most (flows are bounded
+/// across streams by [`super::ApiConfig::max_in_flight_flows`]).
+pub const MAX_IN_FLIGHT: usize = 256;
 
 /// The Ingest service.
 pub struct IngestService<S> {
@@ -87,12 +89,15 @@ impl<S: Store> Ingest for IngestService<S> {
                 metrics.ingest_streams.dec();
             });
             let mut shutdown = shared.shutdown.clone();
+            let max_permits = u32::try_from(shared.max_in_flight_flows).unwrap_or(u32::MAX);
             let mut node = String::new();
             let mut in_flight = FuturesOrdered::new();
+            // A batch read but not yet admitted, and its wait for permits.
+            let mut waiting: Option<Waiting> = None;
             let mut reading = true;
             let mut stopping = false;
             loop {
-                if !reading && in_flight.is_empty() {
+                if !reading && in_flight.is_empty() && (waiting.is_none() || stopping) {
                     if stopping {
                         let _ = tx
                             .send(Err(Status::unavailable("API server shutting down")))
@@ -115,17 +120,37 @@ impl<S: Store> Ingest for IngestService<S> {
                         stopping = true;
                         reading = false;
                     }
-                    message = inbound.message(), if reading && in_flight.len() < MAX_IN_FLIGHT => {
+                    permit = wait_for(&mut waiting), if waiting.is_some() && !stopping => {
+                        let mut admitted = waiting.take().expect("waiting for a batch");
+                        let batch = std::mem::take(&mut admitted.batch);
+                        drop(admitted);
+                        let sequence = batch.sequence;
+                        in_flight.push_back(handle(&shared, batch).map(move |result| {
+                            drop(permit);
+                            (sequence, result)
+                        }));
+                    }
+                    message = inbound.message(),
+                        if reading && waiting.is_none() && in_flight.len() < MAX_IN_FLIGHT =>
+                    {
                         match message {
                             Ok(Some(batch)) => {
                                 if node != batch.node_name {
                                     node.clone_from(&batch.node_name);
                                     tracing::info!(node, ?peer, "collector connected");
                                 }
-                                let sequence = batch.sequence;
-                                in_flight.push_back(
-                                    handle(&shared, batch).map(move |result| (sequence, result)),
+                                let permits = u32::try_from(batch.flows.len())
+                                    .unwrap_or(u32::MAX)
+                                    .min(max_permits);
+                                let wait = Box::pin(
+                                    shared.in_flight_flows.clone().acquire_many_owned(permits),
                                 );
+                                metrics.ingest_batches_waiting.inc();
+                                waiting = Some(Waiting {
+                                    batch,
+                                    wait,
+                                    gauge: metrics.ingest_batches_waiting.clone(),
+                                });
                             }
                             Ok(None) => {
                                 tracing::debug!(node, ?peer, "ingest stream ended by the collector");
@@ -141,6 +166,32 @@ impl<S: Store> Ingest for IngestService<S> {
             }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+/// A batch's wait for its share of [`super::ApiConfig::max_in_flight_flows`].
+type PermitWait =
+    Pin<Box<dyn Future<Output = Result<OwnedSemaphorePermit, tokio::sync::AcquireError>> + Send>>;
+
+/// A batch read from a stream and waiting for its permits; counted in
+/// `ingest_batches_waiting` until admitted or dropped.
+struct Waiting {
+    batch: pb::FlowBatch,
+    wait: PermitWait,
+    gauge: prometheus_client::metrics::gauge::Gauge,
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.gauge.dec();
+    }
+}
+
+/// Waits for the permits of the waiting batch (the semaphore is never closed).
+async fn wait_for(waiting: &mut Option<Waiting>) -> Option<OwnedSemaphorePermit> {
+    match waiting {
+        Some(w) => w.wait.as_mut().await.ok(),
+        None => std::future::pending().await,
     }
 }
 

@@ -51,6 +51,10 @@ pub struct ApiConfig {
     /// How long [`ApiServer::shutdown`] waits for streams to end before
     /// cutting them.
     pub shutdown_grace: Duration,
+    /// Flows being inserted at once across every ingest stream, at most (the
+    /// bound on what ingest holds in memory; a larger batch waits for all of
+    /// it). Streams stop reading while it is reached.
+    pub max_in_flight_flows: usize,
 }
 
 impl Default for ApiConfig {
@@ -61,6 +65,7 @@ impl Default for ApiConfig {
             metrics_listen: Some(SocketAddr::from(([0, 0, 0, 0], 9966))),
             follow_buffer: 4096,
             shutdown_grace: Duration::from_secs(10),
+            max_in_flight_flows: 200_000,
         }
     }
 }
@@ -101,6 +106,10 @@ pub(crate) struct Shared<S> {
     pub flows: broadcast::Sender<Arc<pb::Flow>>,
     /// Turns true when the server stops; open streams end.
     pub shutdown: watch::Receiver<bool>,
+    /// One permit per flow being inserted ([`ApiConfig::max_in_flight_flows`]).
+    pub in_flight_flows: Arc<tokio::sync::Semaphore>,
+    /// Its number of permits.
+    pub max_in_flight_flows: usize,
 }
 
 /// A running API server. Dropping it without [`shutdown`](Self::shutdown)
@@ -138,6 +147,12 @@ pub async fn serve_shared<S: Store>(
             reason: "must be at least 1",
         });
     }
+    if config.max_in_flight_flows == 0 || config.max_in_flight_flows > u32::MAX as usize {
+        return Err(ServeError::Config {
+            field: "max_in_flight_flows",
+            reason: "must be between 1 and 2^32 - 1",
+        });
+    }
     let bind = |what, addr| async move {
         TcpListener::bind(addr)
             .await
@@ -162,6 +177,8 @@ pub async fn serve_shared<S: Store>(
         cluster,
         flows,
         shutdown: shutdown_rx.clone(),
+        in_flight_flows: Arc::new(tokio::sync::Semaphore::new(config.max_in_flight_flows)),
+        max_in_flight_flows: config.max_in_flight_flows,
     });
     let router = tonic::transport::Server::builder()
         .tcp_nodelay(true)

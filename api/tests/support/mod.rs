@@ -65,6 +65,7 @@ pub fn config(listen: SocketAddr) -> ApiConfig {
         metrics_listen: Some("127.0.0.1:0".parse().unwrap()),
         follow_buffer: 4096,
         shutdown_grace: Duration::from_secs(5),
+        ..Default::default()
     }
 }
 
