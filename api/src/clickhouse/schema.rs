@@ -255,7 +255,7 @@ fn migrations() -> Vec<Migration> {
             // Not recorded on servers without skip indexes, so it runs once
             // the server is upgraded.
             version: 3,
-            description: "skip indexes for namespaces, pods, policies and DNS names",
+            description: "skip indexes for namespaces, policies, DNS names and ids",
             applies: |f| f.skip_indexes,
             statements: |db| {
                 [

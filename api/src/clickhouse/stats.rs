@@ -64,11 +64,13 @@ pub struct ClickHouseStats {
     pub rows_replayed: AtomicU64,
     /// Flows in the spool not replayed yet (a gauge).
     pub spool_pending_rows: AtomicU64,
-    /// Spool records that could not be decoded (moved aside or cut short).
+    /// Spool records that decode to no valid flow (skipped on replay; a cut
+    /// short record at the end of a file is logged, not counted).
     pub spool_bad_records: AtomicU64,
     /// Flows removed by retention (dropped day partitions).
     pub rows_expired: AtomicU64,
-    /// Time from a batch's first flow to its durable acknowledgement.
+    /// Time to make one gathered batch durable (id read-back, INSERT and its
+    /// retries, or the spool), without the gathering wait.
     pub insert_latency: Histogram,
     /// Query latency (flows, denied, dns_failures, status).
     pub query_latency: Histogram,
@@ -148,7 +150,7 @@ impl Collector for StatsCollector {
             (
                 "clickhouse_insert",
                 &s.insert_latency,
-                "Time from a batch's first flow to its durable acknowledgement",
+                "Time to make one gathered batch durable (read-back, INSERT, retries or spool)",
             ),
             (
                 "clickhouse_query",

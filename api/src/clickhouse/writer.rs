@@ -9,7 +9,8 @@
 //!    running on the server (each INSERT has its own `query_id`, looked up in
 //!    `system.processes`), so none can land after the next step;
 //! 2. read back which of the batch's ids are stored already (bounded by the
-//!    batch's `last_seen` range, which the sort key serves);
+//!    batch's `last_seen` range: day partitions, and on modern servers the
+//!    `idx_id` bloom filter, keep it to a few granules);
 //! 3. insert the others.
 //!
 //! A failed attempt is retried from step 1 with exponential backoff, so a
