@@ -8,51 +8,9 @@ use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use netverdict_api::store::{ReportQuery, Store};
 use netverdict_api::{MemoryConfig, MemoryStore};
 use netverdict_proto::v1 as pb;
+use support::flow;
 
-fn flow(i: u64, base: SystemTime) -> pb::Flow {
-    let t = netverdict_api::time::to_timestamp(base + Duration::from_millis(i * 3));
-    let pod = |ns: &str, name: String, port| {
-        Some(pb::Endpoint {
-            kind: pb::EndpointKind::Pod as i32,
-            namespace: ns.into(),
-            workload: name.clone(),
-            pod_name: format!("{name}-{}", i % 7),
-            port,
-            ip: "10.244.1.1".into(),
-            ..Default::default()
-        })
-    };
-    let denied = !i.is_multiple_of(3);
-    pb::Flow {
-        id: format!("node-{}/1/{i}", i % 10),
-        first_seen: Some(t),
-        last_seen: Some(t),
-        count: 1 + i % 4,
-        source: pod(
-            ["shop", "default", "web"][(i % 3) as usize],
-            format!("client{}", i % 50),
-            40000,
-        ),
-        destination: pod("default", format!("api{}", i % 20), 8080 + (i % 5) as u32),
-        protocol: pb::Protocol::Tcp as i32,
-        verdict: if denied {
-            pb::Verdict::Denied
-        } else {
-            pb::Verdict::Allowed
-        } as i32,
-        outcome: pb::Outcome::Dropped as i32,
-        denied_by: if denied {
-            vec![pb::PolicyRef {
-                namespace: "default".into(),
-                name: "default-deny".into(),
-            }]
-        } else {
-            Vec::new()
-        },
-        reason: "ingress of default/api is isolated by default/default-deny".into(),
-        ..Default::default()
-    }
-}
+mod support;
 
 fn bench(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
