@@ -35,6 +35,10 @@ pub struct ApiArgs {
     /// How many new flows a follower may fall behind before its stream ends.
     #[arg(long, default_value_t = 4096)]
     follow_buffer: usize,
+    /// Flows being stored at once across every collector, at most: what
+    /// ingest holds in memory while the store is slow (collectors then wait).
+    #[arg(long, default_value_t = 200_000)]
+    max_in_flight_flows: usize,
     /// Store flows in ClickHouse at this URL (its HTTP interface, e.g.
     /// http://clickhouse:8123) instead of in memory.
     #[arg(long)]
@@ -63,10 +67,14 @@ pub struct ApiArgs {
 }
 
 pub fn run(args: ApiArgs) -> Result<()> {
+    if args.max_in_flight_flows == 0 || u32::try_from(args.max_in_flight_flows).is_err() {
+        bail!("--max-in-flight-flows: must be between 1 and 4294967295");
+    }
     let config = ApiConfig {
         listen: args.listen,
         metrics_listen: Some(args.metrics_listen),
         follow_buffer: args.follow_buffer,
+        max_in_flight_flows: args.max_in_flight_flows,
         ..Default::default()
     };
     tokio::runtime::Runtime::new()

@@ -388,6 +388,10 @@ fn bad_flag_values_fail_naming_the_flag() {
             &["api", "--spool-dir", "/tmp/spool"][..],
             "--clickhouse <CLICKHOUSE>",
         ),
+        (
+            &["api", "--max-in-flight-flows", "0"][..],
+            "--max-in-flight-flows: must be between 1 and 4294967295",
+        ),
     ] {
         let out = netverdict(args);
         let stderr = String::from_utf8_lossy(&out.stderr);
