@@ -80,8 +80,9 @@ impl<S: RingSource> ObserverService<S> {
     }
 }
 
-/// The request's time window: flows last seen at or after `since` and first
-/// seen before `until`. A flow without the needed timestamp is outside a set bound.
+/// The request's time window: flows last seen at or after `since` and before
+/// `until`, as the API server's stores window them. A flow without `last_seen`
+/// is outside a set bound.
 #[derive(Debug, Clone, Default)]
 struct Window {
     since: Option<Timestamp>,
@@ -99,11 +100,10 @@ impl Window {
                 .as_ref()
                 .is_some_and(|l| key(l) >= key(since))
         });
-        let before = self.until.as_ref().is_none_or(|until| {
-            flow.first_seen
-                .as_ref()
-                .is_some_and(|f| key(f) < key(until))
-        });
+        let before = self
+            .until
+            .as_ref()
+            .is_none_or(|until| flow.last_seen.as_ref().is_some_and(|l| key(l) < key(until)));
         after && before
     }
 }
@@ -281,9 +281,13 @@ mod tests {
         };
         let w = |since, until| Window { since, until };
         assert!(w(None, None).contains(&flow));
-        assert!(w(at(20), at(11)).contains(&flow));
+        assert!(w(at(20), at(21)).contains(&flow));
         assert!(!w(at(21), None).contains(&flow), "last seen before since");
-        assert!(!w(None, at(10)).contains(&flow), "first seen at until");
+        assert!(!w(None, at(20)).contains(&flow), "last seen at until");
+        assert!(
+            !w(at(0), at(11)).contains(&flow),
+            "first seen in the window, last seen after it"
+        );
         assert!(
             !w(at(0), None).contains(&pb::Flow::default()),
             "no timestamps"
