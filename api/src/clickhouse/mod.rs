@@ -325,7 +325,11 @@ impl Store for ClickHouseStore {
         };
         self.inner
             .tx
-            .send(writer::Request { rows, reply })
+            .send(writer::Request {
+                rows,
+                reply,
+                queued_at: tokio::time::Instant::now(),
+            })
             .await
             .map_err(|_| stopped())?;
         rx.await.map_err(|_| stopped())?

@@ -3,7 +3,9 @@
 //!
 //! `insert()` calls become requests; the writer gathers them into a batch
 //! until it holds `batch_max_rows` flows or `batch_max_delay` has passed since
-//! the first, then stores the batch exactly once:
+//! the first was queued (so under load, when requests queued while the last
+//! INSERT ran, a batch takes what is there and goes), then stores the batch
+//! exactly once:
 //!
 //! 1. wait until no earlier INSERT of ours whose outcome is unknown is still
 //!    running on the server (each INSERT has its own `query_id`, looked up in
@@ -43,6 +45,9 @@ use crate::store::{InsertOutcome, Result, StoreError};
 pub(crate) struct Request {
     pub rows: Vec<FlowRow>,
     pub reply: oneshot::Sender<Result<InsertOutcome>>,
+    /// When `insert()` handed it over: the batching delay counts from here,
+    /// so requests that queued while an INSERT ran do not wait again.
+    pub queued_at: tokio::time::Instant,
 }
 
 pub(crate) struct Writer {
@@ -100,7 +105,7 @@ impl Writer {
     }
 
     async fn gather(&self, first: Request, rx: &mut mpsc::Receiver<Request>) -> Vec<Request> {
-        let deadline = tokio::time::Instant::now() + self.config.batch_max_delay;
+        let deadline = first.queued_at + self.config.batch_max_delay;
         let mut rows = first.rows.len();
         let mut batch = vec![first];
         while rows < self.config.batch_max_rows {
