@@ -121,14 +121,15 @@ impl<S: Store> Ingest for IngestService<S> {
                         reading = false;
                     }
                     permit = wait_for(&mut waiting), if waiting.is_some() && !stopping => {
-                        let mut admitted = waiting.take().expect("waiting for a batch");
-                        let batch = std::mem::take(&mut admitted.batch);
-                        drop(admitted);
-                        let sequence = batch.sequence;
-                        in_flight.push_back(handle(&shared, batch).map(move |result| {
-                            drop(permit);
-                            (sequence, result)
-                        }));
+                        if let Some(mut admitted) = waiting.take() {
+                            let batch = std::mem::take(&mut admitted.batch);
+                            drop(admitted);
+                            let sequence = batch.sequence;
+                            in_flight.push_back(handle(&shared, batch).map(move |result| {
+                                drop(permit);
+                                (sequence, result)
+                            }));
+                        }
                     }
                     message = inbound.message(),
                         if reading && waiting.is_none() && in_flight.len() < MAX_IN_FLIGHT =>
