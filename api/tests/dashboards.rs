@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use clickhouse_support::{TestDb, require_shared_server};
+use clickhouse_support::{TestDb, http_get, require_shared_server};
 use dashboards_support::*;
 use netverdict_api::ApiConfig;
 use netverdict_api::store::Store;
@@ -62,7 +62,7 @@ async fn exposed_metrics() -> BTreeSet<String> {
     let agent = Agent::start(config).await.unwrap();
     let mut names = BTreeSet::new();
     for addr in [api.metrics_addr().unwrap(), agent.metrics_addr().unwrap()] {
-        let text = tokio::task::spawn_blocking(move || scrape(addr))
+        let text = tokio::task::spawn_blocking(move || http_get(addr, "/metrics"))
             .await
             .unwrap();
         names.extend(series_names(&text));
@@ -70,17 +70,6 @@ async fn exposed_metrics() -> BTreeSet<String> {
     agent.shutdown().await.unwrap();
     api.shutdown().await.unwrap();
     names
-}
-
-fn scrape(addr: SocketAddr) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(s, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
-    assert!(resp.starts_with("HTTP/1.0 200"), "{addr}: {resp}");
-    resp
 }
 
 /// The series names of an OpenMetrics text: from each family's `# TYPE`

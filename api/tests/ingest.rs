@@ -109,42 +109,10 @@ async fn a_resent_batch_is_stored_once_and_acknowledged_again() {
     server.shutdown().await.unwrap();
 }
 
-/// A memory store that fails inserts while `failing` is set.
-struct Flaky {
-    inner: MemoryStore,
-    failing: AtomicBool,
-}
-
-impl Store for Flaky {
-    async fn insert(&self, flows: Vec<pb::Flow>) -> Result<InsertOutcome> {
-        if self.failing.load(Ordering::SeqCst) {
-            return Err(StoreError::Backend {
-                backend: "memory",
-                message: "injected failure".into(),
-            });
-        }
-        self.inner.insert(flows).await
-    }
-    async fn flows(&self, q: &FlowQuery) -> Result<Vec<pb::Flow>> {
-        self.inner.flows(q).await
-    }
-    async fn denied(&self, q: &ReportQuery) -> Result<Vec<pb::DeniedGroup>> {
-        self.inner.denied(q).await
-    }
-    async fn dns_failures(&self, q: &ReportQuery) -> Result<Vec<pb::DnsFailure>> {
-        self.inner.dns_failures(q).await
-    }
-    async fn status(&self) -> Result<StoreStatus> {
-        self.inner.status().await
-    }
-}
-
 #[tokio::test]
 async fn a_failing_store_gets_no_ack_and_the_exporter_resends() {
-    let store = Arc::new(Flaky {
-        inner: MemoryStore::new(Default::default()).unwrap(),
-        failing: AtomicBool::new(true),
-    });
+    let store = Arc::new(Scripted::new());
+    store.failing.store(true, Ordering::SeqCst);
     let server = serve_shared(
         config("127.0.0.1:0".parse().unwrap()),
         store.clone(),
@@ -234,20 +202,23 @@ async fn a_restarted_server_gets_every_unacknowledged_flow() {
     second.shutdown().await.unwrap();
 }
 
-/// A memory store whose inserts of batches starting with a `/gated` flow wait
-/// for a permit, and fail for batches starting with a `/fail` flow.
-/// Counts inserts running at once (`peak`: the most seen).
-struct Gated {
+/// A memory store whose inserts fail while `failing` is set or when the
+/// batch starts with a `/fail` flow, and wait for a permit of `gate` when it
+/// starts with a `/gated` flow; counts inserts running at once (`peak`: the
+/// most seen).
+struct Scripted {
     inner: MemoryStore,
+    failing: AtomicBool,
     gate: tokio::sync::Semaphore,
     active: std::sync::atomic::AtomicUsize,
     peak: std::sync::atomic::AtomicUsize,
 }
 
-impl Gated {
-    fn new() -> Gated {
-        Gated {
+impl Scripted {
+    fn new() -> Scripted {
+        Scripted {
             inner: MemoryStore::new(Default::default()).unwrap(),
+            failing: AtomicBool::new(false),
             gate: tokio::sync::Semaphore::new(0),
             active: Default::default(),
             peak: Default::default(),
@@ -258,7 +229,7 @@ impl Gated {
         if flows[0].id.ends_with("/gated") {
             self.gate.acquire().await.unwrap().forget();
         }
-        if flows[0].id.ends_with("/fail") {
+        if self.failing.load(Ordering::SeqCst) || flows[0].id.ends_with("/fail") {
             return Err(StoreError::Backend {
                 backend: "memory",
                 message: "injected failure".into(),
@@ -268,7 +239,7 @@ impl Gated {
     }
 }
 
-impl Store for Gated {
+impl Store for Scripted {
     async fn insert(&self, flows: Vec<pb::Flow>) -> Result<InsertOutcome> {
         let now = self.active.fetch_add(1, Ordering::SeqCst) + 1;
         self.peak.fetch_max(now, Ordering::SeqCst);
@@ -292,7 +263,7 @@ impl Store for Gated {
 
 #[tokio::test]
 async fn batches_are_inserted_together_and_acknowledged_in_order() {
-    let store = Arc::new(Gated::new());
+    let store = Arc::new(Scripted::new());
     let server = serve_shared(
         config("127.0.0.1:0".parse().unwrap()),
         store.clone(),
@@ -358,7 +329,7 @@ fn batch(sequence: u64, id: &str) -> pb::FlowBatch {
 
 #[tokio::test]
 async fn flows_in_flight_are_bounded_across_the_server() {
-    let store = Arc::new(Gated::new());
+    let store = Arc::new(Scripted::new());
     let server = serve_shared(
         netverdict_api::ApiConfig {
             max_in_flight_flows: 1,

@@ -8,19 +8,21 @@
 
 #[path = "../../api/tests/clickhouse_support/mod.rs"]
 mod clickhouse_support;
+mod support;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Output, Stdio};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::mpsc as std_mpsc;
 use std::time::{Duration, Instant, SystemTime};
 
-use clickhouse_support::{TestDb, require_shared_server};
+use clickhouse_support::{TestDb, http_get, require_shared_server};
 use netverdict_collector::export::{
     Backoff, ConnectionState, ExportCounters, Exporter, ExporterConfig,
 };
 use netverdict_proto::v1 as pb;
+use support::{run, stdout};
 use tokio::sync::mpsc;
 
 /// A `netverdict api` process, SIGKILLed by the guard (also on panic).
@@ -190,38 +192,6 @@ async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
     }
 }
 
-async fn netverdict(args: Vec<String>) -> Output {
-    tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_netverdict"))
-            .args(&args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("netverdict runs")
-    })
-    .await
-    .unwrap()
-}
-
-fn stdout(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "status {:?}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout.clone()).unwrap()
-}
-
-fn scrape(addr: SocketAddr) -> String {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(s, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
-    assert!(resp.starts_with("HTTP/1.0 200"), "{resp}");
-    resp
-}
-
 fn metric(text: &str, name: &str) -> u64 {
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
@@ -243,7 +213,7 @@ async fn a_killed_api_server_loses_nothing_acknowledged_and_stores_it_once() {
         counters.snapshot().flows_acked == 300
     })
     .await;
-    let text = scrape(first.metrics);
+    let text = http_get(first.metrics, "/metrics");
     assert_eq!(
         metric(&text, "netverdict_api_clickhouse_rows_inserted_total"),
         300
@@ -321,33 +291,31 @@ async fn a_killed_api_server_loses_nothing_acknowledged_and_stores_it_once() {
             .map(|s| s.to_string())
             .collect::<Vec<_>>()
     };
-    let out = stdout(&netverdict(args(&["-n", "shop"])).await);
+    let out = stdout(&run(args(&["-n", "shop"])).await);
     let groups: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(groups.as_array().unwrap().len(), 1, "{out}");
     assert_eq!(groups[0]["destination"]["workload"], "api", "{out}");
     assert_eq!(groups[0]["count"], TOTAL.div_ceil(3), "{out}");
     for hostile in ["x' OR 1=1 --", "shop' --", "shop\\"] {
-        let out = stdout(&netverdict(args(&["-n", hostile])).await);
+        let out = stdout(&run(args(&["-n", hostile])).await);
         assert_eq!(out.trim(), "[]", "-n {hostile:?}");
     }
     let out = stdout(
-        &netverdict(
-            [
-                "observe",
-                "--server",
-                &server,
-                "-n",
-                "shop",
-                "--verdict",
-                "denied",
-                "--last",
-                "5",
-                "-o",
-                "jsonl",
-            ]
-            .map(String::from)
-            .to_vec(),
-        )
+        &run([
+            "observe",
+            "--server",
+            &server,
+            "-n",
+            "shop",
+            "--verdict",
+            "denied",
+            "--last",
+            "5",
+            "-o",
+            "jsonl",
+        ]
+        .map(String::from)
+        .to_vec())
         .await,
     );
     assert_eq!(out.lines().count(), 5, "{out}");
@@ -355,7 +323,7 @@ async fn a_killed_api_server_loses_nothing_acknowledged_and_stores_it_once() {
     // The second server inserted exactly what the first had not stored, and
     // skipped (and counted) what was stored but not acknowledged before the
     // kill; nothing waits in the spool.
-    let text = scrape(second.metrics);
+    let text = http_get(second.metrics, "/metrics");
     let inserted = metric(&text, "netverdict_api_clickhouse_rows_inserted_total");
     let duplicates = metric(&text, "netverdict_api_clickhouse_rows_duplicate_total");
     eprintln!(

@@ -5,7 +5,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -16,34 +16,11 @@ use netverdict_policy::ClusterState;
 use netverdict_proto::v1 as pb;
 use prost_types::Timestamp;
 
+mod support;
+
+use support::{netverdict, run, stdout};
+
 const SEED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../lab/examples/seed");
-
-fn netverdict(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_netverdict"))
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("netverdict runs")
-}
-
-async fn run(args: Vec<String>) -> Output {
-    tokio::task::spawn_blocking(move || {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        netverdict(&args)
-    })
-    .await
-    .unwrap()
-}
-
-fn stdout(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "status {:?}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout.clone()).unwrap()
-}
 
 fn at(t: SystemTime) -> Option<Timestamp> {
     Some(netverdict_api::time::to_timestamp(t))

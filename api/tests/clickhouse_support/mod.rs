@@ -42,6 +42,18 @@ pub fn http_sql(addr: &str, sql: &str) -> Result<String, String> {
     }
 }
 
+/// GETs `path` from `addr` over HTTP/1.0 (blocking); the response, head
+/// included. Panics unless the status is 200.
+pub fn http_get(addr: impl std::fmt::Display, path: &str) -> String {
+    let mut s = TcpStream::connect(addr.to_string()).unwrap_or_else(|e| panic!("{addr}: {e}"));
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    assert!(resp.starts_with("HTTP/1.0 200"), "GET {addr}{path}: {resp}");
+    resp
+}
+
 /// Fails with what to run when the shared server does not answer.
 pub fn require_shared_server() -> String {
     let addr = shared_addr();
