@@ -10,6 +10,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use clickhouse_support::*;
+use netverdict_api::clickhouse::ClickHouseStore;
 use netverdict_api::store::Store;
 
 fn batch(run: &str, from: u64, n: u64, base: i64) -> Vec<netverdict_proto::v1::Flow> {
@@ -142,4 +143,58 @@ async fn spool_left_by_a_stopped_process_is_replayed_at_connect() {
         db.name
     ));
     assert_eq!(counts, "50\t50\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_started_while_clickhouse_is_down_spools_then_applies_the_schema_and_replays() {
+    let mut server = OwnServer::start();
+    server.kill();
+    let db = TestDb::new(&server.addr());
+    let err = ClickHouseStore::connect(db.config()).await.unwrap_err();
+    assert!(err.to_string().contains("connecting to"), "{err}");
+    let store = ClickHouseStore::start(db.config())
+        .await
+        .expect("starts without ClickHouse");
+    assert!(store.features().is_none());
+    let stats = store.stats();
+    let base = now_ns() - 60_000_000_000;
+    let outcome = store.insert(batch("down", 0, 50, base)).await.unwrap();
+    assert_eq!(outcome.stored, 50, "acknowledged: spooled");
+    assert_eq!(stats.rows_spooled.load(Relaxed), 50);
+    let err = store
+        .denied(&netverdict_api::store::ReportQuery::default())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().starts_with("clickhouse: "), "{err}");
+
+    server.restart();
+    wait_for("the schema applied and the spool replayed", 60, || {
+        store.features().is_some() && stats.spool_pending_rows.load(Relaxed) == 0
+    })
+    .await;
+    let name = &db.name;
+    assert_eq!(
+        db.sql(&format!(
+            "SELECT count(), uniqExact(id) FROM {name}.flows FORMAT TSV"
+        ))
+        .trim(),
+        "50\t50"
+    );
+    assert_eq!(
+        db.sql(&format!(
+            "SELECT sum(flows) FROM {name}.flows_by_minute FORMAT TSV"
+        ))
+        .trim(),
+        "50",
+        "the rollups saw the replayed flows"
+    );
+    // From now on flows go straight in.
+    store.insert(batch("up", 0, 10, base)).await.unwrap();
+    assert_eq!(
+        db.sql(&format!("SELECT count() FROM {name}.flows FORMAT TSV"))
+            .trim(),
+        "60"
+    );
+    assert_eq!(stats.rows_spooled.load(Relaxed), 50);
+    assert_eq!(stats.spool_pending_rows.load(Relaxed), 0);
 }

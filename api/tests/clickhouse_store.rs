@@ -22,7 +22,7 @@ async fn migrations_are_idempotent() {
         db.name
     ));
     let expected: String = (1..=latest_version())
-        .filter(|v| *v != 3 || second.features().skip_indexes)
+        .filter(|v| *v != 3 || second.features().unwrap().skip_indexes)
         .map(|v| format!("{v}\t1\n"))
         .collect();
     assert_eq!(versions, expected, "each migration recorded once");

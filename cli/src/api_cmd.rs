@@ -83,7 +83,9 @@ pub fn run(args: ApiArgs) -> Result<()> {
             let cluster = ClusterFeed::start(&args).await?;
             match &args.clickhouse {
                 Some(url) => {
-                    let store = ClickHouseStore::connect(ClickHouseConfig {
+                    // Started even while ClickHouse is down: acknowledged
+                    // flows are spooled until it answers.
+                    let store = ClickHouseStore::start(ClickHouseConfig {
                         url: url.clone(),
                         database: args.clickhouse_database.clone(),
                         user: args.clickhouse_user.clone(),

@@ -348,10 +348,6 @@ fn bad_flag_values_fail_naming_the_flag() {
             "--server: invalid address",
         ),
         (
-            &["api", "--clickhouse", "http://127.0.0.1:1"][..],
-            "--clickhouse http://127.0.0.1:1: clickhouse: connecting to http://127.0.0.1:1",
-        ),
-        (
             &[
                 "api",
                 "--clickhouse",

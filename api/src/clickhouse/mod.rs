@@ -6,7 +6,9 @@
 //! How data flows through it:
 //! - [`ClickHouseStore::connect`] detects the server version, applies the
 //!   migrations (`schema.rs`; tables and columns in `SCHEMA.md`), drops expired
-//!   partitions, and starts the writer (replaying spool files left behind).
+//!   partitions, and starts the writer (replaying spool files left behind);
+//!   [`ClickHouseStore::start`] does the same but, when ClickHouse does not
+//!   answer yet, spools until it does.
 //! - `insert()` flattens flows into rows (`row.rs`) and hands them to the one
 //!   writer task (`writer.rs`), which batches by size and time, reads back
 //!   stored ids before inserting so retries never store a flow twice, and
@@ -24,8 +26,8 @@ mod stats;
 mod writer;
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use clickhouse::Client;
@@ -149,7 +151,7 @@ struct Inner {
     client: Client,
     db: String,
     config: ClickHouseConfig,
-    features: ServerFeatures,
+    features: Arc<OnceLock<ServerFeatures>>,
     stats: Arc<ClickHouseStats>,
     tx: mpsc::Sender<writer::Request>,
     retention: tokio::task::JoinHandle<()>,
@@ -180,40 +182,53 @@ impl std::fmt::Debug for ClickHouseStore {
 
 impl ClickHouseStore {
     /// Connects, applies migrations, drops expired partitions and starts the
-    /// writer (which first replays any spool files in `spool_dir`).
+    /// writer (which first replays any spool files in `spool_dir`). Fails when
+    /// ClickHouse does not answer.
     pub async fn connect(config: ClickHouseConfig) -> Result<ClickHouseStore> {
+        ClickHouseStore::open(config, false).await
+    }
+
+    /// As [`connect`](Self::connect), but when ClickHouse does not answer (or
+    /// fails to apply the schema) the store starts anyway: inserts go to the
+    /// spool, queries fail, and the schema is applied every `replay_interval`
+    /// (at least 1 s) until it succeeds, after which the spool is replayed.
+    /// Invalid settings still fail at once. What a server uses at start-up,
+    /// so that a ClickHouse outage does not stop collectors' flows.
+    pub async fn start(config: ClickHouseConfig) -> Result<ClickHouseStore> {
+        ClickHouseStore::open(config, true).await
+    }
+
+    async fn open(config: ClickHouseConfig, wait_for_server: bool) -> Result<ClickHouseStore> {
         config.validate()?;
-        let mut client = Client::default()
+        let mut server = Client::default()
             .with_url(&config.url)
             .with_user(&config.user)
             .with_validation(false)
             .with_compression(clickhouse::Compression::Lz4);
         if !config.password.is_empty() {
-            client = client.with_password(&config.password);
+            server = server.with_password(&config.password);
         }
-        let version: String = tokio::time::timeout(
-            config.request_timeout,
-            client.query("SELECT version()").fetch_one(),
-        )
-        .await
-        .map_err(|_| StoreError::Backend {
-            backend: "clickhouse",
-            message: format!(
-                "{}: no answer within {:?}",
-                config.url, config.request_timeout
-            ),
-        })?
-        .map_err(|e| ch_error(&format!("connecting to {}", config.url), e))?;
-        let features = ServerFeatures::from_version(&version)?;
         let db = config.database.clone();
-        let applied = schema::migrate(&client, &db, &features).await?;
-        tracing::info!(%version, database = %db, ?applied, "ClickHouse schema ready");
         // The writer's INSERT names the table only: the database comes from the client.
-        let client = client.with_database(&db);
-        schema::apply_ttl(&client, &db, &features, config.retention_days).await;
+        let client = server.clone().with_database(&db);
         let stats = Arc::new(ClickHouseStats::default());
-        let expired = schema::drop_expired(&client, &db, config.retention_days).await?;
-        stats.rows_expired.fetch_add(expired, Relaxed);
+        let features = Arc::new(OnceLock::new());
+        let prepared = prepare(&server, &client, &config, &stats).await;
+        let ready = match prepared {
+            Ok(f) => {
+                let _ = features.set(f);
+                true
+            }
+            Err(e @ StoreError::Backend { .. }) if wait_for_server => {
+                tracing::warn!(
+                    error = %e,
+                    url = %config.url,
+                    "ClickHouse is not ready: spooling flows until the schema is applied"
+                );
+                false
+            }
+            Err(e) => return Err(e),
+        };
 
         let spool =
             spool::Spool::open(&config.spool_dir)
@@ -233,16 +248,17 @@ impl ClickHouseStore {
             config: config.clone(),
             stats: stats.clone(),
             spool,
-            spooling: !pending.is_empty(),
+            spooling: !pending.is_empty() || !ready,
             uncertain: Vec::new(),
+            schema: features.clone(),
         };
         tokio::spawn(writer.run(rx));
-        let retention = tokio::spawn(retention_loop(
+        let retention = tokio::spawn(maintain(
+            server,
             client.clone(),
-            db.clone(),
-            config.retention_days,
-            config.retention_interval,
+            config.clone(),
             stats.clone(),
+            features.clone(),
         ));
         Ok(ClickHouseStore {
             inner: Arc::new(Inner {
@@ -262,9 +278,10 @@ impl ClickHouseStore {
         self.inner.stats.clone()
     }
 
-    /// What the server can do.
-    pub fn features(&self) -> ServerFeatures {
-        self.inner.features
+    /// What the server can do; None until the schema has been applied (a
+    /// store [`start`](Self::start)ed while ClickHouse did not answer).
+    pub fn features(&self) -> Option<ServerFeatures> {
+        self.inner.features.get().copied()
     }
 
     /// The database the tables live in.
@@ -285,18 +302,62 @@ impl ClickHouseStore {
     }
 }
 
-async fn retention_loop(
+/// Reads the server's version, applies the migrations and the retention
+/// TTL, and drops expired partitions.
+async fn prepare(
+    server: &Client,
+    client: &Client,
+    config: &ClickHouseConfig,
+    stats: &ClickHouseStats,
+) -> Result<ServerFeatures> {
+    let version: String = tokio::time::timeout(
+        config.request_timeout,
+        server.query("SELECT version()").fetch_one(),
+    )
+    .await
+    .map_err(|_| StoreError::Backend {
+        backend: "clickhouse",
+        message: format!(
+            "{}: no answer within {:?}",
+            config.url, config.request_timeout
+        ),
+    })?
+    .map_err(|e| ch_error(&format!("connecting to {}", config.url), e))?;
+    let features = ServerFeatures::from_version(&version)?;
+    let db = &config.database;
+    let applied = schema::migrate(server, db, &features).await?;
+    tracing::info!(%version, database = %db, ?applied, "ClickHouse schema ready");
+    schema::apply_ttl(client, db, &features, config.retention_days).await;
+    let expired = schema::drop_expired(client, db, config.retention_days).await?;
+    stats.rows_expired.fetch_add(expired, Relaxed);
+    Ok(features)
+}
+
+/// Applies the schema until it succeeds (when the store started without it),
+/// then drops expired partitions every `retention_interval`.
+async fn maintain(
+    server: Client,
     client: Client,
-    db: String,
-    days: u32,
-    every: Duration,
+    config: ClickHouseConfig,
     stats: Arc<ClickHouseStats>,
+    features: Arc<OnceLock<ServerFeatures>>,
 ) {
-    let mut tick = tokio::time::interval(every);
-    tick.tick().await; // connect() just did it
+    let retry = config.replay_interval.max(Duration::from_secs(1));
+    while features.get().is_none() {
+        tokio::time::sleep(retry).await;
+        match prepare(&server, &client, &config, &stats).await {
+            Ok(f) => {
+                let _ = features.set(f);
+                tracing::info!(url = %config.url, "ClickHouse answers: replaying the spool");
+            }
+            Err(e) => tracing::debug!(error = %e, "ClickHouse still not ready"),
+        }
+    }
+    let mut tick = tokio::time::interval(config.retention_interval);
+    tick.tick().await; // prepare() just did it
     loop {
         tick.tick().await;
-        match schema::drop_expired(&client, &db, days).await {
+        match schema::drop_expired(&client, &config.database, config.retention_days).await {
             Ok(n) => {
                 stats.rows_expired.fetch_add(n, Relaxed);
             }

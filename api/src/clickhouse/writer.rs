@@ -60,6 +60,8 @@ pub(crate) struct Writer {
     pub spooling: bool,
     /// INSERTs whose outcome is unknown.
     pub uncertain: Vec<Uncertain>,
+    /// Set once the schema is applied; until then every batch is spooled.
+    pub schema: Arc<std::sync::OnceLock<schema::ServerFeatures>>,
 }
 
 /// An INSERT whose outcome is unknown: its query id and what it carried.
@@ -395,7 +397,7 @@ impl Writer {
 
     /// Replays the spool if ClickHouse answers; stops at the first failure.
     async fn replay(&mut self) {
-        if self.client.query("SELECT 1").execute().await.is_err() {
+        if self.schema.get().is_none() || self.client.query("SELECT 1").execute().await.is_err() {
             return;
         }
         self.spool.seal();
