@@ -190,8 +190,9 @@ impl ClickHouseStore {
 
     /// As [`connect`](Self::connect), but when ClickHouse does not answer (or
     /// fails to apply the schema) the store starts anyway: inserts go to the
-    /// spool, queries fail, and the schema is applied every `replay_interval`
-    /// (at least 1 s) until it succeeds, after which the spool is replayed.
+    /// spool, queries fail, and the schema is tried again after
+    /// `replay_interval` (at least 1 s, doubling up to 30 s) until it
+    /// succeeds, after which the spool is replayed.
     /// Invalid settings still fail at once. What a server uses at start-up,
     /// so that a ClickHouse outage does not stop collectors' flows.
     pub async fn start(config: ClickHouseConfig) -> Result<ClickHouseStore> {
@@ -342,7 +343,8 @@ async fn maintain(
     stats: Arc<ClickHouseStats>,
     features: Arc<OnceLock<ServerFeatures>>,
 ) {
-    let retry = config.replay_interval.max(Duration::from_secs(1));
+    // Every replay_interval (at least 1 s) at first, backing off to 30 s.
+    let mut retry = config.replay_interval.max(Duration::from_secs(1));
     while features.get().is_none() {
         tokio::time::sleep(retry).await;
         match prepare(&server, &client, &config, &stats).await {
@@ -350,7 +352,10 @@ async fn maintain(
                 let _ = features.set(f);
                 tracing::info!(url = %config.url, "ClickHouse answers: replaying the spool");
             }
-            Err(e) => tracing::debug!(error = %e, "ClickHouse still not ready"),
+            Err(e) => {
+                retry = (retry * 2).min(Duration::from_secs(30));
+                tracing::warn!(error = %e, ?retry, "ClickHouse still not ready; flows are spooled");
+            }
         }
     }
     let mut tick = tokio::time::interval(config.retention_interval);
