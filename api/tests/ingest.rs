@@ -113,13 +113,7 @@ async fn a_resent_batch_is_stored_once_and_acknowledged_again() {
 async fn a_failing_store_gets_no_ack_and_the_exporter_resends() {
     let store = Arc::new(Scripted::new());
     store.failing.store(true, Ordering::SeqCst);
-    let server = serve_shared(
-        config("127.0.0.1:0".parse().unwrap()),
-        store.clone(),
-        SharedState::default(),
-    )
-    .await
-    .unwrap();
+    let server = start(store.clone()).await;
     // The stream ends with UNAVAILABLE and no acknowledgement.
     let mut client = IngestClient::connect(url(&server)).await.unwrap();
     let batch = pb::FlowBatch {
@@ -264,13 +258,7 @@ impl Store for Scripted {
 #[tokio::test]
 async fn batches_are_inserted_together_and_acknowledged_in_order() {
     let store = Arc::new(Scripted::new());
-    let server = serve_shared(
-        config("127.0.0.1:0".parse().unwrap()),
-        store.clone(),
-        SharedState::default(),
-    )
-    .await
-    .unwrap();
+    let server = start(store.clone()).await;
     let (tx, mut acks) = open_push(&server).await;
     // Batch 1 waits in the store while 2 and 3 are inserted behind it.
     for b in [batch(1, "gated"), batch(2, "ok"), batch(3, "ok")] {

@@ -9,7 +9,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use netverdict_api::clickhouse::{ClickHouseConfig, ClickHouseStore};
 use netverdict_api::store::Store;
-use netverdict_api::{ApiConfig, MemoryConfig, MemoryStore};
+use netverdict_api::{ApiConfig, MemoryConfig, MemoryStore, ServeError};
 use netverdict_collector::cluster::SharedState;
 use netverdict_collector::cluster::kube::{self, ClientOptions, KubeSource, KubeSourceConfig};
 use netverdict_collector::cluster::manifests::{ManifestOptions, ManifestSource};
@@ -67,9 +67,6 @@ pub struct ApiArgs {
 }
 
 pub fn run(args: ApiArgs) -> Result<()> {
-    if args.max_in_flight_flows == 0 || u32::try_from(args.max_in_flight_flows).is_err() {
-        bail!("--max-in-flight-flows: must be between 1 and 4294967295");
-    }
     let config = ApiConfig {
         listen: args.listen,
         metrics_listen: Some(args.metrics_listen),
@@ -152,7 +149,15 @@ impl ClusterFeed {
 }
 
 async fn serve<S: Store>(config: ApiConfig, store: S, cluster: ClusterFeed) -> Result<()> {
-    let mut server = netverdict_api::serve(config, store, cluster.state.clone()).await?;
+    let mut server = netverdict_api::serve(config, store, cluster.state.clone())
+        .await
+        .map_err(|e| match e {
+            // The settings are this command's flags: name the flag.
+            ServeError::Config { field, reason } => {
+                anyhow::anyhow!("--{}: {reason}", field.replace('_', "-"))
+            }
+            e => e.into(),
+        })?;
     eprintln!(
         "netverdict api: gRPC on {}, metrics on http://{}/metrics",
         server.grpc_addr(),

@@ -25,8 +25,6 @@ pub struct Histogram {
     pub buckets: [AtomicU64; LATENCY_BUCKETS.len()],
     /// Observations above the largest bound.
     pub overflow: AtomicU64,
-    /// Observations.
-    pub count: AtomicU64,
     /// Their sum, in microseconds.
     pub sum_micros: AtomicU64,
 }
@@ -39,7 +37,6 @@ impl Histogram {
             Some(i) => self.buckets[i].fetch_add(1, Relaxed),
             None => self.overflow.fetch_add(1, Relaxed),
         };
-        self.count.fetch_add(1, Relaxed);
         self.sum_micros
             .fetch_add(u64::try_from(d.as_micros()).unwrap_or(u64::MAX), Relaxed);
     }

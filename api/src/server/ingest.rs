@@ -146,12 +146,11 @@ impl<S: Store> Ingest for IngestService<S> {
                                 let wait = Box::pin(
                                     shared.in_flight_flows.clone().acquire_many_owned(permits),
                                 );
-                                metrics.ingest_batches_waiting.inc();
-                                waiting = Some(Waiting {
+                                waiting = Some(Waiting::new(
                                     batch,
                                     wait,
-                                    gauge: metrics.ingest_batches_waiting.clone(),
-                                });
+                                    &metrics.ingest_batches_waiting,
+                                ));
                             }
                             Ok(None) => {
                                 tracing::debug!(node, ?peer, "ingest stream ended by the collector");
@@ -180,6 +179,21 @@ struct Waiting {
     batch: pb::FlowBatch,
     wait: PermitWait,
     gauge: prometheus_client::metrics::gauge::Gauge,
+}
+
+impl Waiting {
+    fn new(
+        batch: pb::FlowBatch,
+        wait: PermitWait,
+        gauge: &prometheus_client::metrics::gauge::Gauge,
+    ) -> Waiting {
+        gauge.inc();
+        Waiting {
+            batch,
+            wait,
+            gauge: gauge.clone(),
+        }
+    }
 }
 
 impl Drop for Waiting {

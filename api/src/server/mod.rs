@@ -150,7 +150,7 @@ pub async fn serve_shared<S: Store>(
     if config.max_in_flight_flows == 0 || config.max_in_flight_flows > u32::MAX as usize {
         return Err(ServeError::Config {
             field: "max_in_flight_flows",
-            reason: "must be between 1 and 2^32 - 1",
+            reason: "must be between 1 and 4294967295",
         });
     }
     let bind = |what, addr| async move {

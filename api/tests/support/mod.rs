@@ -69,11 +69,11 @@ pub fn config(listen: SocketAddr) -> ApiConfig {
     }
 }
 
-pub async fn start(store: Arc<MemoryStore>) -> ApiServer {
+pub async fn start<S: Store>(store: Arc<S>) -> ApiServer {
     start_with(store, SharedState::default()).await
 }
 
-pub async fn start_with(store: Arc<MemoryStore>, cluster: SharedState) -> ApiServer {
+pub async fn start_with<S: Store>(store: Arc<S>, cluster: SharedState) -> ApiServer {
     serve_shared(config("127.0.0.1:0".parse().unwrap()), store, cluster)
         .await
         .unwrap()
