@@ -5,12 +5,15 @@
 //! the kernel does.
 //!
 //! - [`generate`]: generated clusters (random, benchmark);
-//! - [`lab`]: bringing a lab up and down, changing it, probing it;
+//! - [`lab`]: a lab and its parts (state, topology, enforcement, servers,
+//!   DNS, matrix, lifecycle): bringing it up and down, changing it, probing it;
 //! - [`objects`]: the cluster objects (manifests, pod IPs, DNS objects, engine state);
 //! - [`nft`]: NetworkPolicy and Service translation into nftables;
 //! - [`serve`]: the pods' echo servers;
 //! - [`probe`]: connection and DNS probes from inside a pod;
-//! - [`sys`]: the seam to `ip`, `nft` and network namespaces.
+//! - [`sys`]: the seam to the system (`ip`, `nft`, dnsmasq and the servers,
+//!   network namespaces, sysctls): the only module that touches the kernel or
+//!   starts processes.
 //!
 //! See `lab/README.md` for the design and how to add a scenario.
 

@@ -1,15 +1,16 @@
 //! The lab's cluster objects: reading manifests, keeping them as the source of
-//! truth (merging applied objects by kind, namespace and name), filling pod IPs,
-//! adding the cluster DNS's objects, and building the policy engine's state.
+//! truth (merging applied objects by kind, namespace and name), reading and
+//! setting pod IPs, adding the cluster DNS's objects, and building the policy
+//! engine's state.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 
 use netverdict_policy::manifest::K8sObject;
 use netverdict_policy::{ClusterState, LoadErrors, LoadOptions, Manifests};
 
-use crate::lab::{ALLOC_RANGE, LabPod, NODE_IP};
+use crate::lab::NODE_IP;
 
 /// Errors of the cluster objects.
 #[derive(Debug, thiserror::Error)]
@@ -107,50 +108,6 @@ pub(crate) fn set_pod_ip(pod: &mut k8s_openapi::api::core::v1::Pod, ip: Ipv4Addr
     status.pod_ips = Some(vec![k8s_openapi::api::core::v1::PodIP {
         ip: ip.to_string(),
     }]);
-}
-
-/// Fills the IP of every pod without one (keeping `known` IPs of pods the lab
-/// already runs), from [`ALLOC_RANGE`]; host-network pods get the node's IP.
-pub(crate) fn assign_ips(objects: &mut [K8sObject], known: &BTreeMap<String, LabPod>) {
-    let mut used: BTreeSet<Ipv4Addr> = objects
-        .iter()
-        .filter_map(|o| match o {
-            K8sObject::Pod(p) => pod_ipv4(p),
-            _ => None,
-        })
-        .collect();
-    used.extend(known.values().filter_map(|p| match p.ip {
-        IpAddr::V4(v4) => Some(v4),
-        IpAddr::V6(_) => None,
-    }));
-    let base = u32::from(ALLOC_RANGE.0);
-    let mut next = 2u32;
-    for o in objects.iter_mut() {
-        let id = object_id(o);
-        let K8sObject::Pod(pod) = o else { continue };
-        if host_network(pod) {
-            // A host-network pod shares the node's network: its IP is the node's.
-            if pod_ipv4(pod).is_none() {
-                set_pod_ip(pod, NODE_IP);
-            }
-            continue;
-        }
-        if let Some(existing) = known.get(&format!("{}/{}", id.1, id.2)) {
-            if let IpAddr::V4(v4) = existing.ip {
-                set_pod_ip(pod, v4);
-            }
-            continue;
-        }
-        if pod_ipv4(pod).is_some() {
-            continue;
-        }
-        while used.contains(&Ipv4Addr::from(base + next)) {
-            next += 1;
-        }
-        let ip = Ipv4Addr::from(base + next);
-        used.insert(ip);
-        set_pod_ip(pod, ip);
-    }
 }
 
 pub(crate) fn from_json<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> T {
