@@ -337,3 +337,61 @@ fn dns_tcp(server: SocketAddr, query: &[u8], timeout: Duration) -> std::io::Resu
     stream.read_exact(&mut buf)?;
     Ok(buf)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{TcpListener, UdpSocket};
+
+    #[test]
+    fn tcp_probes_tell_an_open_port_from_a_closed_one() {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("listen");
+        let open = listener.local_addr().expect("addr");
+        let closed = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port");
+        let outcomes = probe_here(
+            &[(open, Protocol::Tcp), (closed, Protocol::Tcp)],
+            Duration::from_secs(5),
+        );
+        assert_eq!(outcomes, [Outcome::Succeeded, Outcome::Refused]);
+    }
+
+    #[test]
+    fn udp_probes_are_dns_queries_that_an_echo_answers() {
+        let echo = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let addr = echo.local_addr().expect("addr");
+        let server = std::thread::spawn(move || {
+            let mut buf = [0u8; 512];
+            let (n, from) = echo.recv_from(&mut buf).expect("a datagram");
+            echo.send_to(&buf[..n], from).expect("echo");
+            buf[..n].to_vec()
+        });
+        let outcomes = probe_here(&[(addr, Protocol::Udp)], Duration::from_secs(5));
+        assert_eq!(outcomes, [Outcome::Succeeded]);
+        let datagram = server.join().expect("echo thread");
+        let query = Message::from_vec(&datagram).expect("the probe is a DNS message");
+        assert_eq!(query.message_type(), MessageType::Query);
+        assert_eq!(query.queries()[0].name().to_ascii(), "probe.netverdict.");
+    }
+
+    #[test]
+    fn only_an_answer_counts_as_reached() {
+        let reached: Vec<Outcome> = [
+            Outcome::Succeeded,
+            Outcome::Refused,
+            Outcome::TimedOut,
+            Outcome::Unreachable,
+            Outcome::Unsupported,
+            Outcome::Error,
+        ]
+        .into_iter()
+        .filter(|o| o.reached())
+        .collect();
+        assert_eq!(reached, [Outcome::Succeeded, Outcome::Refused]);
+        let refused = std::io::Error::from_raw_os_error(libc::ECONNREFUSED);
+        assert_eq!(errno_outcome(&refused), Outcome::Refused);
+        let no_route = std::io::Error::from_raw_os_error(libc::EHOSTUNREACH);
+        assert_eq!(errno_outcome(&no_route), Outcome::Unreachable);
+    }
+}
