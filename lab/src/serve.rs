@@ -24,6 +24,13 @@ pub enum Error {
     /// The spec given on the command line is not valid JSON.
     #[error("invalid serve spec: {0}")]
     Spec(#[from] serde_json::Error),
+    /// A port's protocol is not TCP, UDP or SCTP.
+    #[error("pod {pod}: unknown protocol {protocol:?} for port {port}: use TCP, UDP or SCTP")]
+    Protocol {
+        pod: String,
+        protocol: String,
+        port: u16,
+    },
     /// A listener could not be set up.
     #[error("pod {pod}: cannot listen on {protocol}/{port}: {message}")]
     Listen {
@@ -59,16 +66,23 @@ enum Bound {
 /// Runs the servers of `spec` until killed. Prints `ready` (and the unsupported
 /// listeners) on stdout once every listener is bound.
 pub fn serve(spec: &ServeSpec) -> Result<std::convert::Infallible, Error> {
-    let (tx, rx) = mpsc::channel();
-    let mut expected = 0;
+    let mut listeners = Vec::new();
     for pod in &spec.pods {
         for (protocol, port) in &pod.ports {
-            let (protocol, port) = (protocol.parse().unwrap_or(Protocol::Tcp), *port);
-            expected += 1;
-            let tx = tx.clone();
-            let pod = pod.clone();
-            std::thread::spawn(move || listen(&pod, protocol, port, &tx));
+            let parsed = protocol.parse::<Protocol>().map_err(|()| Error::Protocol {
+                pod: pod.pod.clone(),
+                protocol: protocol.clone(),
+                port: *port,
+            })?;
+            listeners.push((pod, parsed, *port));
         }
+    }
+    let (tx, rx) = mpsc::channel();
+    let expected = listeners.len();
+    for (pod, protocol, port) in listeners {
+        let tx = tx.clone();
+        let pod = pod.clone();
+        std::thread::spawn(move || listen(&pod, protocol, port, &tx));
     }
     let mut unsupported = Vec::new();
     for _ in 0..expected {
@@ -157,5 +171,26 @@ fn listen(pod: &PodPorts, protocol: Protocol, port: u16, tx: &mpsc::Sender<Bound
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_port_with_an_unknown_protocol_is_refused_before_anything_listens() {
+        let spec = ServeSpec {
+            pods: vec![PodPorts {
+                pod: "a/p".into(),
+                netns: "nv.none.0".into(),
+                ports: vec![("TCP".into(), 80), ("QUIC".into(), 443)],
+            }],
+        };
+        let Err(e) = serve(&spec);
+        assert_eq!(
+            e.to_string(),
+            "pod a/p: unknown protocol \"QUIC\" for port 443: use TCP, UDP or SCTP"
+        );
     }
 }
