@@ -4,8 +4,9 @@
 //! How data flows through it:
 //!
 //! ```text
-//!  cluster source (netverdict_cluster::start: kube | manifests | lab | a state the caller keeps) ──> SharedState
-//!                                                                      │ read
+//!  netverdict_cluster::start (kube | manifests | lab | a state the caller keeps)
+//!                                                 └─> SharedState ─┐
+//!                                                                  │ read
 //!  events (eBPF probes | a replayed channel) ─> reader task ─> pipeline task ─> ring ─> Observer gRPC (TCP)
 //!        (loss counters read every second)                          └──> exporter ─> API server Ingest
 //!  /metrics (HTTP, Prometheus text) <─ a Snapshot of every stage's counters at each scrape
