@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 
 use netverdict_api::ApiConfig;
 use netverdict_api::store::Store;
-use netverdict_collector::cluster::SharedState;
+use netverdict_cluster::SharedState;
 use netverdict_policy::ClusterState;
 use netverdict_proto::v1 as pb;
 use pb::ingest_client::IngestClient;

@@ -19,8 +19,8 @@ use clap::{Args, ValueEnum};
 use netverdict_api::clickhouse::{ClickHouseConfig, ClickHouseStore};
 use netverdict_api::store::Store;
 use netverdict_api::{ApiConfig, MemoryConfig, MemoryStore};
-use netverdict_collector::agent::{Agent, AgentConfig, AgentHandle, ClusterSource};
-use netverdict_collector::cluster::SharedState;
+use netverdict_cluster::{Source, SourceConfig};
+use netverdict_collector::agent::{Agent, AgentConfig, AgentHandle};
 use netverdict_lab::lab::{NODE_IP, STATE_ROOT};
 use netverdict_lab::{DnsAnswer, DownOnDrop, Lab, LabOptions};
 use netverdict_policy::{K8sObject, Manifests, PodKey, Protocol};
@@ -142,7 +142,14 @@ async fn demo<S: Store>(args: &DemoArgs, store: S) -> Result<Value> {
     };
     let mut lab = tokio::task::block_in_place(|| Lab::up(&[seed.join("cluster.yaml")], &options))
         .with_context(|| format!("building lab {}", args.name))?;
-    let state = SharedState::new(crate::collector::lab_state(&lab)?);
+    // The lab's cluster, shared by the API server and the collector; each step
+    // below applies its policy to it.
+    let cluster = netverdict_cluster::start(SourceConfig::new(Source::Lab {
+        name: args.name.clone(),
+        state_root: PathBuf::from(STATE_ROOT),
+    }))
+    .await?;
+    let state = cluster.state().clone();
 
     let api = netverdict_api::serve(
         ApiConfig {
@@ -156,11 +163,11 @@ async fn demo<S: Store>(args: &DemoArgs, store: S) -> Result<Value> {
     .await
     .context("starting the API server")?;
     let server = format!("http://{}", api.grpc_addr());
-    let mut config = AgentConfig::new("lab-node", ClusterSource::Shared(state.clone()));
+    let mut config = AgentConfig::new("lab-node", Source::Shared(state.clone()));
     config.export_to(server.clone());
     config.observer_listen = None;
     config.metrics_listen = None;
-    config.local_node_ips = vec![IpAddr::V4(NODE_IP)];
+    config.cluster.local_node_ips = vec![IpAddr::V4(NODE_IP)];
     config.pipeline.netns = Some(crate::collector::netns_inodes(&lab)?);
     config.pipeline.timeouts.dns = Duration::from_secs(2);
     let agent = Agent::start(config)

@@ -8,7 +8,6 @@ use std::process::Command;
 
 use serde_json::Value;
 
-#[path = "../../api/tests/dashboards_support/mod.rs"]
 mod dashboards_support;
 
 use dashboards_support::{

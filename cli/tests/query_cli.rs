@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use netverdict_api::store::Store;
 use netverdict_api::{ApiConfig, ApiServer, MemoryStore, serve_shared};
-use netverdict_collector::cluster::SharedState;
+use netverdict_cluster::SharedState;
 use netverdict_policy::ClusterState;
 use netverdict_proto::v1 as pb;
 use prost_types::Timestamp;

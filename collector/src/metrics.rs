@@ -19,11 +19,11 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
-use crate::cluster::{KINDS, MetricsSnapshot, kind_index, kind_name};
 use crate::export::{ConnectionState, ExportStats};
 use crate::pipeline::{
     MISMATCHES, OUTCOMES, PipelineCounters, VERDICT_NAMES, mismatch_name, outcome_name,
 };
+use netverdict_cluster::{KINDS, MetricsSnapshot, kind_index, kind_name};
 use netverdict_proto::v1 as pb;
 
 /// The `Content-Type` of [`Snapshot::encode`]'s output.
@@ -314,7 +314,7 @@ impl Snapshot {
         source: &'static str,
         m: &MetricsSnapshot,
     ) -> Fmt {
-        type Getter = fn(&crate::cluster::KindCounts) -> u64;
+        type Getter = fn(&netverdict_cluster::KindCounts) -> u64;
         let families: [(&str, &str, Getter); 6] = [
             (
                 "netverdict_collector_cluster_objects_applied",

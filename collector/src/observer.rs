@@ -250,8 +250,8 @@ async fn follow(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::SharedState;
     use crate::pipeline::PipelineConfig;
+    use netverdict_cluster::SharedState;
 
     #[tokio::test]
     async fn serves_a_shared_pipeline() {

@@ -17,8 +17,8 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::aggregate::{Aggregator, Windows};
 use crate::annotate::{Annotated, Annotator};
-use crate::cluster::SharedState;
 use crate::correlate::{Correlator, Observation, Timeouts};
+use netverdict_cluster::SharedState;
 
 /// Pipeline settings.
 #[derive(Clone, Debug)]

@@ -9,9 +9,10 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use netverdict_collector::agent::{Agent, AgentConfig, ClusterSource, EventSource};
+use netverdict_cluster::Source;
+use netverdict_cluster::manifests::ManifestOptions;
+use netverdict_collector::agent::{Agent, AgentConfig, EventSource};
 use netverdict_collector::aggregate::Windows;
-use netverdict_collector::cluster::manifests::ManifestOptions;
 use netverdict_collector::pipeline::PipelineConfig;
 use netverdict_ebpf::{
     Direction, Event, EventKind, FiveTuple, LossCause, Meta, Protocol, StreamError, StreamItem,
@@ -201,10 +202,7 @@ async fn agent_replays_events_into_ring_observer_export_and_metrics() {
         Path::new(SEED).join("cluster.yaml"),
         Path::new(SEED).join("policies/api-from-web.yaml"),
     ];
-    let mut config = AgentConfig::new(
-        "node-a",
-        ClusterSource::Manifests(ManifestOptions::new(files)),
-    );
+    let mut config = AgentConfig::new("node-a", Source::Manifests(ManifestOptions::new(files)));
     config.events = EventSource::Channel(events_rx);
     config.observer_listen = Some("127.0.0.1:0".parse().unwrap());
     config.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
@@ -346,6 +344,16 @@ async fn agent_replays_events_into_ring_observer_export_and_metrics() {
         s(r#"netverdict_collector_cluster_relists_total{source="manifests",kind="Pod"}"#),
         0.0
     );
+    assert_eq!(
+        s(r#"netverdict_collector_cluster_objects_applied_total{source="manifests",kind="Pod"}"#),
+        4.0
+    );
+    assert_eq!(
+        s(
+            r#"netverdict_collector_cluster_invalid_objects{source="manifests",kind="NetworkPolicy"}"#
+        ),
+        0.0
+    );
     assert_eq!(s("netverdict_collector_ring_flows"), 2.0);
     assert_eq!(s("netverdict_collector_ring_evictions_total"), 0.0);
     assert_eq!(s("netverdict_collector_observer_lagged_total"), 0.0);
@@ -375,7 +383,7 @@ async fn agent_replays_events_into_ring_observer_export_and_metrics() {
 #[tokio::test]
 async fn a_flush_times_out_when_the_server_is_gone_and_says_what_is_pending() {
     let (events, events_rx) = mpsc::channel(16);
-    let state = netverdict_collector::cluster::SharedState::new(
+    let state = netverdict_cluster::SharedState::new(
         netverdict_policy::ClusterState::load_paths(&[Path::new(SEED).join("cluster.yaml")])
             .unwrap(),
     );
@@ -385,7 +393,7 @@ async fn a_flush_times_out_when_the_server_is_gone_and_says_what_is_pending() {
         .local_addr()
         .unwrap()
         .port();
-    let mut config = AgentConfig::new("node-b", ClusterSource::Shared(state));
+    let mut config = AgentConfig::new("node-b", Source::Shared(state));
     config.events = EventSource::Channel(events_rx);
     config.observer_listen = None;
     config.metrics_listen = None;

@@ -3,17 +3,18 @@
 //! connection A started before its deletion, whose outcome arrives after B
 //! took the IP, is still A's flow, judged as A; B's later flow is B's.
 
-mod support;
+#[path = "../../cluster/tests/sources/support/objects.rs"]
+#[allow(dead_code, reason = "this test uses two of the builders")]
+mod objects;
 
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
-use netverdict_collector::cluster::SharedState;
+use netverdict_cluster::SharedState;
 use netverdict_collector::pipeline::{Pipeline, PipelineConfig};
 use netverdict_ebpf::{Direction, Event, FiveTuple, Meta, Protocol, StreamItem, TcpOutcome};
 use netverdict_policy::{K8sObject, ObjectKind};
 use netverdict_proto::v1 as pb;
-use support::objects;
 
 const RECYCLED: &str = "10.244.0.7";
 

@@ -31,8 +31,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use netverdict_policy::model;
 use netverdict_policy::{ClusterState, K8sObject, ObjectError, ObjectKind};
 
-use super::metrics::SourceMetrics;
-use super::{kind_index, kind_name};
+use crate::metrics::SourceMetrics;
+use crate::{kind_index, kind_name};
 
 /// Which object of the state: kind, namespace (empty for cluster-scoped kinds)
 /// and name.

@@ -1,4 +1,4 @@
-//! Test support shared by the collector's integration tests: the Kubernetes API
+//! Test support of the cluster crate's tests: the Kubernetes API
 //! double ([`apiserver`]), object builders ([`objects`]) and state comparison.
 
 #![allow(
@@ -11,17 +11,17 @@ pub mod objects;
 
 use std::time::Duration;
 
-use netverdict_collector::cluster::SharedState;
+use netverdict_cluster::SharedState;
 use netverdict_policy::{ClusterState, K8sObject, Manifests};
 
 pub use apiserver::FakeApiServer;
 
-/// Logs to the test output (`RUST_LOG` filters, default warnings of the collector).
+/// Logs to the test output (`RUST_LOG` filters, default info of the cluster sources).
 pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "netverdict_collector=info".into()),
+                .unwrap_or_else(|_| "netverdict_cluster=info".into()),
         )
         .with_test_writer()
         .try_init();

@@ -1,5 +1,5 @@
 //! Counters a cluster state source keeps, for logs, status endpoints and the
-//! Prometheus metrics ([`crate::metrics`] encodes them).
+//! Prometheus metrics (the collector and the API server encode them).
 //!
 //! Labels stay low-cardinality: counters are per kind (six values) and per source;
 //! which objects are currently invalid is a list for status pages and logs, never a
@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use netverdict_policy::{ObjectError, ObjectKind};
 
-use super::{KINDS, kind_index};
+use crate::{KINDS, kind_index};
 
 /// The counters of one kind.
 #[derive(Debug, Default)]

@@ -16,9 +16,11 @@
 //!    15 minutes, all namespaces and one; the median of 5 runs (the goal is
 //!    under 1 s).
 //!
-//! Run with `cargo bench -p netverdict-api --bench clickhouse`. Every database
+//! Run with `cargo bench -p netverdict --bench clickhouse` (in the CLI crate, which
+//! depends on both the collector and the API server). Every database
 //! it creates is dropped at the end, also when it fails.
 
+#[path = "../../api/benches/support/mod.rs"]
 mod support;
 
 use std::io::{Read, Write};
@@ -30,7 +32,7 @@ use anyhow::{Context, Result, bail, ensure};
 use netverdict_api::clickhouse::{ClickHouseConfig, ClickHouseStore};
 use netverdict_api::store::{ReportQuery, Store};
 use netverdict_api::{ApiConfig, serve};
-use netverdict_collector::cluster::SharedState;
+use netverdict_cluster::SharedState;
 use netverdict_collector::export::{Exporter, ExporterConfig};
 use netverdict_proto::v1 as pb;
 use support::spread_flow;

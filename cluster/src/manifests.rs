@@ -27,10 +27,10 @@ use netverdict_policy::{K8sObject, LoadError, LoadErrors, Manifests};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::KINDS;
-use super::metrics::SourceMetrics;
-use super::shared::SharedState;
-use super::tracker::{ListOutcome, Tracker, Versioning, validate};
+use crate::KINDS;
+use crate::metrics::SourceMetrics;
+use crate::shared::SharedState;
+use crate::tracker::{ListOutcome, Tracker, Versioning, validate};
 
 /// Errors of the manifest source.
 #[derive(Debug, thiserror::Error)]

@@ -1,5 +1,5 @@
 //! An in-process Kubernetes API server double that speaks the real list/watch
-//! protocol over HTTP/1.1 on 127.0.0.1, for the resources the collector watches.
+//! protocol over HTTP/1.1 on 127.0.0.1, for the resources the Kubernetes source watches.
 //!
 //! - list: `GET /api/v1/pods?limit=N&continue=T` → `{"kind":"PodList",
 //!   "metadata":{"resourceVersion","continue"},"items":[...]}`; pages of one list
@@ -12,7 +12,7 @@
 //!   API server does), or optionally an HTTP 410 answer;
 //! - one resourceVersion counter for every resource (like etcd's revision).
 //!
-//! Not served (the collector does not use them): namespaced collection paths
+//! Not served (the source does not use them): namespaced collection paths
 //! (`/api/v1/namespaces/NS/pods`), label/field selectors (ignored), streaming
 //! lists (`sendInitialEvents`), `resourceVersionMatch`, writes, protobuf.
 //!
@@ -228,6 +228,19 @@ impl FakeApiServer {
     pub fn client(&self) -> kube::Client {
         let config = kube::Config::new(self.url.parse().expect("server URL"));
         kube::Client::try_from(config).expect("kube client")
+    }
+
+    /// Writes a kubeconfig whose current context is this server (token auth)
+    /// to `path`: what `netverdict_cluster::start` builds its client from.
+    pub fn write_kubeconfig(&self, path: &std::path::Path) {
+        let kubeconfig = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {}\n\
+             users:\n- name: me\n  user:\n    token: t0ken\n\
+             contexts:\n- name: fake\n  context:\n    cluster: fake\n    user: me\n\
+             current-context: fake\n",
+            self.url
+        );
+        std::fs::write(path, kubeconfig).expect("write kubeconfig");
     }
 
     /// The current resourceVersion.

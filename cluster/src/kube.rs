@@ -3,7 +3,7 @@
 //!
 //! One task per kind runs `watcher(..).default_backoff()` (bookmarks on, paginated
 //! lists) and forwards its events to one writer task, which owns the
-//! [tracker](super::tracker) and applies every queued event under a single write lock:
+//! [tracker](crate::tracker) and applies every queued event under a single write lock:
 //!
 //! - `Apply` / `Delete`: the object is applied or deleted;
 //! - `Init`, `InitApply`..., `InitDone`: a complete (re-)list. Its objects are
@@ -40,10 +40,10 @@ use serde::de::DeserializeOwned;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
-use super::metrics::SourceMetrics;
-use super::shared::SharedState;
-use super::tracker::{ObjectRef, Tracker, Versioning};
-use super::{KINDS, kind_index, kind_name};
+use crate::metrics::SourceMetrics;
+use crate::shared::SharedState;
+use crate::tracker::{ObjectRef, Tracker, Versioning};
+use crate::{KINDS, kind_index, kind_name};
 
 /// Errors of the Kubernetes source.
 #[derive(Debug, thiserror::Error)]

@@ -1,20 +1,16 @@
 //! The manifest source: initial load, reload on change as a diff, bad files
 //! keeping the previous state.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use netverdict_collector::cluster::SharedState;
-use netverdict_collector::cluster::manifests::{
-    Error, ManifestOptions, ManifestSource, ReloadReport,
-};
+use crate::support::objects::*;
+use crate::support::{self, summary, wait_equal};
+use netverdict_cluster::SharedState;
+use netverdict_cluster::manifests::{Error, ManifestOptions, ManifestSource, ReloadReport};
 use netverdict_policy::{ClusterState, Endpoint, Flow, ObjectKind, Protocol};
 use serde_json::{Value, json};
-use support::objects::*;
-use support::{summary, wait_equal};
 
 const WAIT: Duration = Duration::from_secs(10);
 

@@ -6,6 +6,7 @@
 //! returns what the panel needs. The JSON is checked for what Grafana's
 //! dashboard schema requires.
 
+#[path = "../../api/tests/clickhouse_support/mod.rs"]
 mod clickhouse_support;
 mod dashboards_support;
 
@@ -18,9 +19,9 @@ use clickhouse_support::{TestDb, http_get, require_shared_server};
 use dashboards_support::*;
 use netverdict_api::ApiConfig;
 use netverdict_api::store::Store;
-use netverdict_collector::agent::{Agent, AgentConfig, ClusterSource, EventSource};
+use netverdict_cluster::{SharedState, Source};
+use netverdict_collector::agent::{Agent, AgentConfig, EventSource};
 use netverdict_collector::annotate::Annotator;
-use netverdict_collector::cluster::SharedState;
 use netverdict_collector::correlate::{DnsSeen, Observation, Side};
 use netverdict_policy::{ClusterState, Protocol};
 use netverdict_proto::v1 as pb;
@@ -55,7 +56,7 @@ async fn exposed_metrics() -> BTreeSet<String> {
     .await
     .unwrap();
     let (_events, rx) = tokio::sync::mpsc::channel(1);
-    let mut config = AgentConfig::new(NODE, ClusterSource::Shared(SharedState::default()));
+    let mut config = AgentConfig::new(NODE, Source::Shared(SharedState::default()));
     config.events = EventSource::Channel(rx);
     config.observer_listen = None;
     config.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
