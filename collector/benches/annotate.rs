@@ -48,7 +48,7 @@ fn main() {
         after.saturating_sub(before) as f64 / (1 << 20) as f64
     );
     let now = SystemTime::now();
-    let observations: Vec<Observation> = synthetic::flows(size, 20_000, 3)
+    let observations: Vec<Observation> = synthetic::connections(size, 20_000, 3)
         .into_iter()
         .enumerate()
         .map(|(i, f)| {

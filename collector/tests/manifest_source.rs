@@ -11,7 +11,7 @@ use netverdict_collector::cluster::SharedState;
 use netverdict_collector::cluster::manifests::{
     Error, ManifestOptions, ManifestSource, ReloadReport,
 };
-use netverdict_policy::{ClusterState, Endpoint, Flow, ObjectKind, Protocol};
+use netverdict_policy::{ClusterState, Connection, Endpoint, ObjectKind, Protocol};
 use serde_json::{Value, json};
 use support::objects::*;
 use support::{summary, wait_equal};
@@ -103,7 +103,7 @@ async fn wait_report(source: &ManifestSource, attempt: u64) -> Arc<ReloadReport>
 
 fn allowed(shared: &SharedState, src: &str, dst: &str, port: u16) -> bool {
     let ip = |s: &str| Endpoint::Ip(s.parse().expect("IP"));
-    let flow = Flow::new(ip(src), ip(dst), port, Protocol::Tcp);
+    let flow = Connection::new(ip(src), ip(dst), port, Protocol::Tcp);
     shared.read().verdict(&flow).expect("verdict").allowed
 }
 

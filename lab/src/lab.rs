@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use hickory_proto::rr::RecordType;
 use netverdict_policy::manifest::K8sObject;
-use netverdict_policy::{ClusterState, Endpoint, Flow};
+use netverdict_policy::{ClusterState, Connection, Endpoint};
 use netverdict_policy::{PodKey, Protocol};
 use serde::{Deserialize, Serialize};
 
@@ -1127,7 +1127,7 @@ impl Lab {
             let (ns, name) = s.split_once('/').unwrap_or(("", s));
             PodKey::new(ns, name)
         };
-        let flow = Flow::new(
+        let flow = Connection::new(
             Endpoint::Pod(key(from)),
             Endpoint::Pod(key(to)),
             port,

@@ -25,7 +25,7 @@
 //! Wiring a source and reading verdicts:
 //!
 //! ```no_run
-//! # async fn run(flow: netverdict_policy::Flow) -> Result<(), Box<dyn std::error::Error>> {
+//! # async fn run(flow: netverdict_policy::Connection) -> Result<(), Box<dyn std::error::Error>> {
 //! use std::time::Duration;
 //! use netverdict_collector::cluster::SharedState;
 //! use netverdict_collector::cluster::kube::{self, ClientOptions, KubeSource, KubeSourceConfig};
