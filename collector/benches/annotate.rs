@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime};
 
 use netverdict_collector::annotate::Annotator;
-use netverdict_collector::correlate::{Observation, Side};
+use netverdict_collector::correlate::{Observation, TrafficDirection};
 use netverdict_policy::synthetic::{self, Size};
 use netverdict_policy::{ClusterState, Endpoint};
 use netverdict_proto::v1::Outcome;
@@ -60,7 +60,7 @@ fn main() {
                 first_seen: now,
                 last_seen: now,
                 netns: 1,
-                side: Side::Egress,
+                direction: TrafficDirection::Egress,
                 protocol: f.protocol,
                 src: SocketAddr::new(ip(&f.src), 30000 + (i % 30000) as u16),
                 dst: SocketAddr::new(ip(&f.dst), f.port),

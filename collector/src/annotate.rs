@@ -16,7 +16,7 @@ use netverdict_policy::{
 };
 use netverdict_proto::v1 as pb;
 
-use crate::correlate::{Observation, Side};
+use crate::correlate::{Observation, TrafficDirection};
 
 /// One end of an annotated flow, resolved against the cluster state: the
 /// address and, when it is one, the pod that held it or whether it is a node's.
@@ -131,7 +131,7 @@ impl Annotator {
                 .as_ref()
                 .map(|(ns, name)| format!("{ns}/{name}"))
                 .unwrap_or_default(),
-            traffic_direction: traffic_direction(obs.side) as i32,
+            traffic_direction: traffic_direction(obs.direction) as i32,
             outcome: obs.outcome as i32,
             drop_reason: obs.drop_reason.as_deref().unwrap_or_default().to_string(),
             drop_count: u64::from(obs.drops),
@@ -268,12 +268,12 @@ fn workload(key: &PodKey, labels: &std::collections::BTreeMap<String, String>) -
         .unwrap_or_else(|| key.name.clone())
 }
 
-/// The collector's traffic direction as protobuf: the one place the two meet.
-fn traffic_direction(side: Side) -> pb::TrafficDirection {
-    match side {
-        Side::Egress => pb::TrafficDirection::Egress,
-        Side::Ingress => pb::TrafficDirection::Ingress,
-        Side::Unknown => pb::TrafficDirection::Unspecified,
+/// The kernel's traffic direction as protobuf: the one place the two meet.
+fn traffic_direction(direction: TrafficDirection) -> pb::TrafficDirection {
+    match direction {
+        TrafficDirection::Egress => pb::TrafficDirection::Egress,
+        TrafficDirection::Ingress => pb::TrafficDirection::Ingress,
+        TrafficDirection::Unknown => pb::TrafficDirection::Unspecified,
     }
 }
 
