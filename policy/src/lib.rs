@@ -9,7 +9,7 @@
 //! - [`state`] keeps the cluster incrementally, with the indexes the engine needs;
 //! - [`engine`] decides [`Connection`]s (cached, label-indexed), in tiers
 //!   where cluster-scoped policy kinds will slot in; [`verdict`] is its answer;
-//! - [`explain`] renders answers for people and machines;
+//! - [`explain`](mod@explain) renders answers for people and machines;
 //! - [`lint`] finds the pitfalls of a policy set before any traffic flows;
 //! - `proto` (feature `proto`) converts verdicts to the netverdict.v1 protobuf types.
 

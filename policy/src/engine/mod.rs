@@ -4,13 +4,13 @@
 //! its destination through the destination pod's ingress; each direction is
 //! decided on its own and the connection is allowed when both allow it.
 //!
-//! A direction is decided in tiers ([`Tier`]), in order: the first tier with an
+//! A direction is decided in tiers (`Tier`), in order: the first tier with an
 //! opinion decides it, and a direction no tier has an opinion on is allowed.
-//! Today there is one tier, NetworkPolicy ([`network_policy`]). The
+//! Today there is one tier, NetworkPolicy (`network_policy`). The
 //! cluster-scoped kinds slot in around it: AdminNetworkPolicy before it (its
 //! Allow and Deny decide, its Pass goes on to NetworkPolicy) and
 //! BaselineAdminNetworkPolicy after it (it decides only for pods NetworkPolicy
-//! does not isolate); each is a [`Tier`] variant, a module with its decision,
+//! does not isolate); each is a `Tier` variant, a module with its decision,
 //! and its policies' [`PolicyKey`](crate::PolicyKey)s in the verdict.
 //!
 //! Before any tier, whatever the policies say:
@@ -129,10 +129,10 @@ enum Selection {
     Scan,
 }
 
-/// The tiers a direction is decided in, in [`TIERS`] order.
+/// The tiers a direction is decided in, in `TIERS` order.
 #[derive(Clone, Copy, Debug)]
 enum Tier {
-    /// networking.k8s.io/v1 NetworkPolicy ([`network_policy`]).
+    /// networking.k8s.io/v1 NetworkPolicy (`network_policy`).
     NetworkPolicy,
 }
 

@@ -3,15 +3,15 @@
 //! deliver them) with the indexes the engine needs. [`ClusterState`] is the
 //! composition of these parts, and keeps them consistent on each change:
 //!
-//! - [`pods`]: pods by key and by namespace, each with its identity;
-//! - [`ip_history`]: the pod holding each pod IP now and the pods that held it
+//! - `pods`: pods by key and by namespace, each with its identity;
+//! - `ip_history`: the pod holding each pod IP now and the pods that held it
 //!   before, in the state's time;
-//! - [`identities`]: pods' (namespace, labels, container ports) interned to a
+//! - `identities`: pods' (namespace, labels, container ports) interned to a
 //!   `u32`, a key of the verdict cache;
-//! - [`ip_classes`]: which of the cluster's ipBlocks an IP falls in, interned
+//! - `ip_classes`: which of the cluster's ipBlocks an IP falls in, interned
 //!   to a `u32`, the other key of the verdict cache;
-//! - [`policy_index`]: NetworkPolicies by key and by namespace and label;
-//! - [`services`] and [`nodes`]: Service resolution, and the node addresses
+//! - `policy_index`: NetworkPolicies by key and by namespace and label;
+//! - `services` and `nodes`: Service resolution, and the node addresses
 //!   traffic with which is always allowed.
 //!
 //! What changes empties the verdict cache: a policy, a namespace's labels, a
@@ -468,7 +468,7 @@ impl ClusterState {
         self.ips.current(ip)
     }
 
-    /// The IP class of an address (see [`ip_classes`]).
+    /// The IP class of an address (see `ip_classes`).
     pub(crate) fn ip_class(&self, ip: IpAddr) -> u32 {
         match self.ips.current(ip) {
             Some(entry) => entry.ip_class,
