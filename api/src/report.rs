@@ -388,14 +388,6 @@ pub fn dns_failures<'a>(
         .collect()
 }
 
-fn protocol(p: netverdict_policy::Protocol) -> pb::Protocol {
-    match p {
-        netverdict_policy::Protocol::Tcp => pb::Protocol::Tcp,
-        netverdict_policy::Protocol::Udp => pb::Protocol::Udp,
-        netverdict_policy::Protocol::Sctp => pb::Protocol::Sctp,
-    }
-}
-
 /// Pods isolated for egress whose policies deny DNS (UDP or TCP 53) to every
 /// cluster DNS pod, in `namespaces` (all when empty), sorted by namespace and
 /// name. Host-network pods and the DNS pods themselves are left out; with no
@@ -412,18 +404,16 @@ pub fn dns_policy_gaps(state: &ClusterState, namespaces: &[String]) -> Vec<pb::D
             if denied.is_empty() {
                 return None;
             }
-            let mut egress_policies: Vec<pb::PolicyRef> = isolating
-                .into_iter()
-                .map(|k| pb::PolicyRef {
-                    namespace: k.namespace,
-                    name: k.name,
-                })
-                .collect();
+            let mut egress_policies: Vec<pb::PolicyRef> =
+                isolating.iter().map(pb::PolicyRef::from).collect();
             egress_policies.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
             Some(pb::DnsPolicyGap {
                 namespace: pod.key.namespace.clone(),
                 pod: pod.key.name.clone(),
-                denied_protocols: denied.into_iter().map(|p| protocol(p) as i32).collect(),
+                denied_protocols: denied
+                    .into_iter()
+                    .map(|p| pb::Protocol::from(p) as i32)
+                    .collect(),
                 egress_policies,
             })
         })

@@ -22,7 +22,7 @@ use netverdict_api::store::Store;
 use netverdict_cluster::{SharedState, Source};
 use netverdict_collector::agent::{Agent, AgentConfig, EventSource};
 use netverdict_collector::annotate::Annotator;
-use netverdict_collector::correlate::{DnsSeen, Observation, Side};
+use netverdict_collector::correlate::{DnsSeen, Observation, TrafficDirection};
 use netverdict_policy::{ClusterState, Protocol};
 use netverdict_proto::v1 as pb;
 use serde_json::Value;
@@ -240,7 +240,7 @@ impl Scenario {
             first_seen: t,
             last_seen: t + Duration::from_secs(2),
             netns: 1,
-            side: Side::Egress,
+            direction: TrafficDirection::Egress,
             protocol,
             src: addr(src),
             dst: addr(dst),
@@ -330,7 +330,7 @@ fn seed_flows(base: SystemTime) -> Vec<pb::Flow> {
                 o.backend = Some(addr(API_POD));
                 o.drops = 3;
                 o.drop_reason = Some("NETFILTER_DROP".into());
-                o.side = Side::Ingress;
+                o.direction = TrafficDirection::Ingress;
             },
         );
         assert_eq!(
