@@ -8,7 +8,9 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use clickhouse_support::*;
 use netverdict_api::clickhouse::latest_version;
-use netverdict_api::store::{FlowQuery, ReportQuery, Store, StoreError};
+use netverdict_api::store::{FlowQuery, ReportQuery, Store};
+use netverdict_proto::filter::FilterSet;
+use netverdict_proto::time::{TimeWindow, UnixNanos};
 use netverdict_proto::v1 as pb;
 
 #[tokio::test]
@@ -155,8 +157,10 @@ async fn flows_round_trip_exactly() {
     assert_eq!(first2, flows[..2]);
     let window = store
         .flows(&FlowQuery {
-            since: Some(UNIX_EPOCH + Duration::from_nanos((base + 1) as u64)),
-            until: Some(UNIX_EPOCH + Duration::from_nanos((base + 3) as u64)),
+            window: TimeWindow::new(
+                Some(UnixNanos::from_nanos(base + 1)),
+                Some(UnixNanos::from_nanos(base + 3)),
+            ),
             ..Default::default()
         })
         .await
@@ -217,7 +221,7 @@ async fn hostile_filter_values_are_just_values() {
     store.insert(flows.clone()).await.unwrap();
     let hostile = "x' OR 1=1 --";
     let q = |f: pb::FlowFilter| FlowQuery {
-        include: vec![f],
+        filters: FilterSet::compile(&[f], &[]).unwrap(),
         ..Default::default()
     };
     let by_ns = store
@@ -263,8 +267,9 @@ async fn hostile_filter_values_are_just_values() {
             ..Default::default()
         },
     ] {
-        let err = store.flows(&q(f.clone())).await.unwrap_err();
-        assert!(matches!(err, StoreError::Filter(_)), "{f:?}: {err}");
+        // Rejected when compiled, before any store sees it.
+        let err = FilterSet::compile(std::slice::from_ref(&f), &[]).unwrap_err();
+        assert!(err.to_string().contains(hostile), "{f:?}: {err}");
     }
     let report = ReportQuery {
         namespaces: vec![hostile.into()],
@@ -431,7 +436,7 @@ async fn denied_and_dns_reports_group_in_sql() {
     assert_eq!(limited, denied[..1]);
     let recent = store
         .denied(&ReportQuery {
-            since: Some(UNIX_EPOCH + Duration::from_nanos((base + 4_000_000_000) as u64)),
+            window: TimeWindow::new(Some(UnixNanos::from_nanos(base + 4_000_000_000)), None),
             ..Default::default()
         })
         .await

@@ -23,7 +23,7 @@ use support::{netverdict, run, stdout};
 const SEED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../lab/examples/seed");
 
 fn at(t: SystemTime) -> Option<Timestamp> {
-    Some(netverdict_api::time::to_timestamp(t))
+    Some(netverdict_proto::time::timestamp(t))
 }
 
 fn pod(ns: &str, name: &str, port: u32) -> Option<pb::Endpoint> {

@@ -35,7 +35,6 @@ use netverdict_proto::v1 as pb;
 use tokio::sync::{mpsc, oneshot};
 
 pub use query::DEFAULT_REPORT_LIMIT;
-pub use row::{GroupRef, group_ref};
 pub use schema::{ServerFeatures, latest_version};
 pub use stats::{ClickHouseStats, Histogram, LATENCY_BUCKETS};
 
