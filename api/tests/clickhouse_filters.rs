@@ -463,16 +463,22 @@ fn arb_bound(base: i64) -> impl Strategy<Value = Option<UnixNanos>> {
     )
 }
 
-#[test]
-fn combined_filters_match_the_predicate() {
-    let f = Fixture::new();
-    let base = f.flows[0]
+/// A window whose bounds are drawn by [`arb_bound`] around the generated flows.
+fn arb_window(flows: &[pb::Flow]) -> impl Strategy<Value = TimeWindow> + use<> {
+    // generated(): flow i was last seen at base + i s + 5 ns.
+    let base = flows[0]
         .last_seen
         .as_ref()
         .map(UnixNanos::from_timestamp)
         .unwrap()
         .nanos_saturating()
         - 5;
+    (arb_bound(base), arb_bound(base)).prop_map(|(since, until)| TimeWindow::new(since, until))
+}
+
+#[test]
+fn combined_filters_match_the_predicate() {
+    let f = Fixture::new();
     let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
         cases: 200,
         ..ProptestConfig::default()
@@ -480,11 +486,11 @@ fn combined_filters_match_the_predicate() {
     let strategy = (
         proptest::collection::vec(arb_filter(), 0..3),
         proptest::collection::vec(arb_filter(), 0..2),
-        (arb_bound(base), arb_bound(base)),
+        arb_window(&f.flows),
     );
     runner
-        .run(&strategy, |(include, exclude, (since, until))| {
-            f.agree(include, exclude, TimeWindow::new(since, until))
+        .run(&strategy, |(include, exclude, window)| {
+            f.agree(include, exclude, window)
         })
         .unwrap();
 }
@@ -492,20 +498,13 @@ fn combined_filters_match_the_predicate() {
 #[test]
 fn windows_match_the_matcher() {
     let f = Fixture::new();
-    let base = f.flows[0]
-        .last_seen
-        .as_ref()
-        .map(UnixNanos::from_timestamp)
-        .unwrap()
-        .nanos_saturating()
-        - 5;
     let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
         cases: 100,
         ..ProptestConfig::default()
     });
     runner
-        .run(&(arb_bound(base), arb_bound(base)), |(since, until)| {
-            f.agree(vec![], vec![], TimeWindow::new(since, until))
+        .run(&arb_window(&f.flows), |window| {
+            f.agree(vec![], vec![], window)
         })
         .unwrap();
 }

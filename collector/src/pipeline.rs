@@ -13,6 +13,7 @@ use std::time::{Duration, SystemTime};
 
 use netverdict_ebpf::{EventKind, LossCause, LossCounters, StreamItem, stream::StreamError};
 use netverdict_proto::names::EnumName;
+use netverdict_proto::time::UnixNanos;
 use netverdict_proto::v1 as pb;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
@@ -171,10 +172,7 @@ impl Pipeline {
             ring: FlowRing::new(config.ring_capacity),
             counters: PipelineCounters::default(),
             next_id: 0,
-            run_id: SystemTime::now()
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .map(|d| d.as_micros() as u64)
-                .unwrap_or_default(),
+            run_id: u64::try_from(UnixNanos::now().as_i128() / 1000).unwrap_or_default(),
             observations: Vec::new(),
             config,
             state,

@@ -74,6 +74,11 @@ impl UnixNanos {
         }
     }
 
+    /// The system clock's time now.
+    pub fn now() -> Self {
+        UnixNanos::from_system(SystemTime::now())
+    }
+
     /// The moment `nanos` nanoseconds after the epoch.
     pub fn from_nanos(nanos: i64) -> Self {
         UnixNanos(i128::from(nanos))
