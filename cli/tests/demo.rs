@@ -233,7 +233,7 @@ fn check(report: &Value) {
             group(
                 client,
                 "default/api",
-                "5432/TCP",
+                "5432/tcp",
                 &[dns, dd],
                 "egress+ingress"
             ),
@@ -251,7 +251,7 @@ fn check(report: &Value) {
             group(
                 client,
                 "default/api",
-                "5432/TCP",
+                "5432/tcp",
                 &[dns, web, dd],
                 "egress+ingress"
             ),
