@@ -621,7 +621,7 @@ async fn denied_flows_dashboard_on_the_seed_flows() {
     assert_eq!(first["source"], "shop/np-client");
     assert_eq!(first["destination"], "default/api");
     assert_eq!(first["port"], "8080");
-    assert_eq!(first["proto"], "TCP");
+    assert_eq!(first["proto"], "tcp");
     assert_eq!(
         first["records"], "4",
         "three dropped and one established: {top:?}"
@@ -658,7 +658,7 @@ async fn denied_flows_dashboard_on_the_seed_flows() {
     assert_eq!(latest.len(), denied);
     let shop = latest
         .iter()
-        .find(|r| r["source"] == "shop/np-client" && r["result"] == "DROPPED")
+        .find(|r| r["source"] == "shop/np-client" && r["result"] == "dropped")
         .unwrap_or_else(|| panic!("{latest:?}"));
     assert_eq!(shop["destination"], "default/api");
     assert_eq!(shop["service"], "default/api");
@@ -736,7 +736,7 @@ async fn dns_health_dashboard_on_the_seed_flows() {
         .collect();
     assert_eq!(
         outcomes,
-        ["answered", "dropped", "no_answer"]
+        ["answered", "dropped", "no-answer"]
             .map(String::from)
             .into()
     );
@@ -830,7 +830,7 @@ async fn enforcement_dashboard_on_the_seed_flows() {
         atd["policies"],
         "default/api-from-web, default/default-deny"
     );
-    assert_eq!(atd["result"], "ESTABLISHED");
+    assert_eq!(atd["result"], "established");
     let pairs = by_title(&rows, "Mismatched pairs").records();
     assert_eq!(pairs.len(), 2, "{pairs:?}");
 }

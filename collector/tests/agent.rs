@@ -315,7 +315,7 @@ async fn agent_replays_events_into_ring_observer_export_and_metrics() {
         6.0
     );
     assert_eq!(
-        s(r#"netverdict_collector_mismatches_total{kind="allowed_though_denied"}"#),
+        s(r#"netverdict_collector_mismatches_total{kind="allowed-though-denied"}"#),
         0.0
     );
     assert_eq!(
