@@ -22,8 +22,8 @@ use prometheus_client::registry::Registry;
 
 use crate::export::{ConnectionState, ExportStats};
 use crate::pipeline::PipelineCounters;
-use netverdict_proto::names::EnumName;
 use netverdict_cluster::{KINDS, MetricsSnapshot, kind_index, kind_name};
+use netverdict_proto::names::EnumName;
 use netverdict_proto::v1 as pb;
 
 /// The `Content-Type` of [`Snapshot::encode`]'s output.
