@@ -10,10 +10,14 @@
 //!   store's implementation, and the reference for the ClickHouse store);
 //! - [`server`]: the gRPC services (Ingest, Observer, Query) over any store,
 //!   and [`server::serve`], the library entry point;
-//! - [`metrics`]: `netverdict_api_*` metrics and the `/metrics` endpoint;
+//! - [`metrics`]: `netverdict_api_*` metrics and the HTTP endpoint (`/metrics`,
+//!   `/healthz`, `/readyz`);
+//! - [`health`]: the store's status, checked in the background for `/metrics`
+//!   and `/readyz`;
 //! - [`time`]: timestamp conversions shared by the stores.
 
 pub mod clickhouse;
+pub mod health;
 pub mod memory;
 pub mod metrics;
 pub mod report;

@@ -581,7 +581,14 @@ async fn the_memory_bound_evicts_oldest_buckets_and_metrics_tell() {
     assert_eq!(all.len(), 80);
     assert!(all.iter().all(|f| !f.id.starts_with("n/0/")));
 
-    let metrics = scrape(server.metrics_addr().unwrap()).await;
+    // The store gauges come from the background status check: wait for the
+    // first one after the last insert.
+    let metrics_addr = server.metrics_addr().unwrap();
+    wait_until("the store gauges to show 80 flows", async || {
+        scrape(metrics_addr).await.get("netverdict_api_store_flows") == Some(&80.0)
+    })
+    .await;
+    let metrics = scrape(metrics_addr).await;
     let get = |name: &str| {
         *metrics
             .get(name)
