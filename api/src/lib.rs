@@ -26,4 +26,5 @@ pub mod store;
 pub mod time;
 
 pub use memory::{MemoryConfig, MemoryStore};
+pub use report::CLUSTER_KINDS;
 pub use server::{ApiConfig, ApiServer, ServeError, serve, serve_shared};

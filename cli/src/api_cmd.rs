@@ -29,6 +29,11 @@ pub struct ApiArgs {
     /// Cluster state from the Kubernetes API with this kubeconfig.
     #[arg(long)]
     kubeconfig: Option<PathBuf>,
+    /// Cluster state from the Kubernetes API: $KUBECONFIG or ~/.kube/config,
+    /// else the in-cluster service account (as deployed). Only Namespaces,
+    /// Pods, NetworkPolicies, Services and Nodes are listed and watched.
+    #[arg(long, conflicts_with = "cluster")]
+    kubernetes: bool,
     /// The in-memory store's bound, in flow records.
     #[arg(long, default_value_t = 1_000_000)]
     memory_flows: usize,
@@ -114,16 +119,25 @@ async fn start_cluster(args: &ApiArgs) -> Result<ClusterHandle> {
     let (source, flag) = if !args.cluster.is_empty() {
         let options = ManifestOptions::new(args.cluster.clone());
         (Source::Manifests(options), "--cluster")
-    } else if let Some(path) = &args.kubeconfig {
+    } else if args.kubeconfig.is_some() || args.kubernetes {
         let client = ClientOptions {
-            kubeconfig: Some(path.clone()),
+            kubeconfig: args.kubeconfig.clone(),
             context: None,
         };
-        let config = KubeSourceConfig::default();
-        (Source::Kube { client, config }, "--kubeconfig")
+        // Only what the DNS policy gaps read: the role grants only these.
+        let config = KubeSourceConfig {
+            kinds: netverdict_api::CLUSTER_KINDS.to_vec(),
+            ..KubeSourceConfig::default()
+        };
+        let flag = if args.kubeconfig.is_some() {
+            "--kubeconfig"
+        } else {
+            "--kubernetes"
+        };
+        (Source::Kube { client, config }, flag)
     } else {
         tracing::warn!(
-            "no cluster state (--cluster or --kubeconfig): the DNS report will list no policy gaps"
+            "no cluster state (--cluster, --kubeconfig or --kubernetes): the DNS report will list no policy gaps"
         );
         (Source::Shared(SharedState::default()), "the cluster state")
     };
