@@ -23,6 +23,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import queue
 import re
 import secrets
 import shutil
@@ -30,6 +31,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import unittest
 import urllib.error
@@ -712,13 +714,19 @@ class ClickHouseUsersTest(unittest.TestCase):
                 env={**os.environ, "NETVERDICT_CLICKHOUSE_PASSWORD": passwords["netverdict"], "RUST_LOG": "warn"},
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
             )
+            # Its stderr is read on a thread, so that waiting has a deadline.
+            lines: queue.Queue[str | None] = queue.Queue()
+            threading.Thread(target=lambda: [lines.put(x) for x in api.stderr] + [lines.put(None)], daemon=True).start()
             try:
                 metrics = None
                 deadline = time.monotonic() + 60
                 seen = []
                 while metrics is None and time.monotonic() < deadline:
-                    line = api.stderr.readline()
-                    if not line:
+                    try:
+                        line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
+                    except queue.Empty:
+                        break
+                    if line is None:
                         break
                     seen.append(line)
                     m = re.search(r"metrics on http://([^/]+)/metrics", line)
@@ -737,7 +745,6 @@ class ClickHouseUsersTest(unittest.TestCase):
             finally:
                 api.kill()
                 api.wait()
-                api.stderr.close()
 
         q = server.query
         self.assertEqual((200, "0\n"), q("grafana", passwords["grafana"], "SELECT count() FROM netverdict.flows"))
