@@ -34,6 +34,10 @@ pub struct ApiArgs {
     /// Pods, NetworkPolicies, Services and Nodes are listed and watched.
     #[arg(long, conflicts_with = "cluster")]
     kubernetes: bool,
+    /// How often the store's status is checked in the background for
+    /// /metrics and /readyz (neither queries the store itself).
+    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
+    store_check_interval: Duration,
     /// The in-memory store's bound, in flow records.
     #[arg(long, default_value_t = 1_000_000)]
     memory_flows: usize,
@@ -77,6 +81,7 @@ pub fn run(args: ApiArgs) -> Result<()> {
         metrics_listen: Some(args.metrics_listen),
         follow_buffer: args.follow_buffer,
         max_in_flight_flows: args.max_in_flight_flows,
+        store_check_interval: args.store_check_interval,
         ..Default::default()
     };
     tokio::runtime::Runtime::new()
