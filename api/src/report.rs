@@ -29,8 +29,8 @@
 use std::cmp::Reverse;
 use std::collections::BTreeSet;
 
-use netverdict_policy::ClusterState;
 use netverdict_policy::lint::{cluster_dns_pods, dns_denied};
+use netverdict_policy::{ClusterState, ObjectKind};
 use netverdict_proto::filter::Filter;
 use netverdict_proto::time::{TimeWindow, UnixNanos};
 use netverdict_proto::v1 as pb;
@@ -402,6 +402,22 @@ pub fn dns_failures<'a>(
         })
         .collect()
 }
+
+/// The kinds of cluster object the API server reads, all for
+/// [`dns_policy_gaps`]: Namespaces (their labels), Pods, NetworkPolicies,
+/// Services (the cluster DNS Service's selector finds the DNS pods) and Nodes
+/// (traffic between a pod and its own node is always allowed, which decides
+/// for a host-network DNS pod on the querying pod's node). EndpointSlices are
+/// not read: DNS pods are found by the Service's selector or their label,
+/// never through a Service address. `netverdict api` watches only these, so
+/// its RBAC role grants only these.
+pub const CLUSTER_KINDS: [ObjectKind; 5] = [
+    ObjectKind::Namespace,
+    ObjectKind::Pod,
+    ObjectKind::NetworkPolicy,
+    ObjectKind::Service,
+    ObjectKind::Node,
+];
 
 /// Pods isolated for egress whose policies deny DNS (UDP or TCP 53) to every
 /// cluster DNS pod, in `namespaces` (all when empty), sorted by namespace and

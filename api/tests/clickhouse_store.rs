@@ -611,9 +611,9 @@ async fn status_and_invalid_flows() {
         s.newest,
         Some(UNIX_EPOCH + Duration::from_nanos(base as u64 + 7))
     );
-    let metrics = netverdict_api::metrics::ApiMetrics::for_store(&store)
-        .render(&store)
-        .await;
+    let metrics = netverdict_api::metrics::ApiMetrics::for_store(&store);
+    metrics.record_status(Some(&s));
+    let metrics = metrics.encode();
     assert!(
         metrics.contains("netverdict_api_clickhouse_rows_inserted_total 2"),
         "{metrics}"
