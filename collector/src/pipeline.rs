@@ -83,7 +83,7 @@ pub struct PipelineCounters {
 /// How many protobuf `Outcome` values there are.
 pub const OUTCOMES: usize = 7;
 /// How many protobuf `Mismatch` values there are.
-pub const MISMATCHES: usize = 3;
+pub const MISMATCHES: usize = 4;
 /// The verdict labels, in the order of [`PipelineCounters::by_verdict`].
 pub const VERDICT_NAMES: [&str; 3] = ["allowed", "denied", "not_evaluated"];
 
@@ -106,6 +106,7 @@ pub fn mismatch_name(mismatch: pb::Mismatch) -> &'static str {
         pb::Mismatch::None => "none",
         pb::Mismatch::DroppedThoughAllowed => "dropped_though_allowed",
         pb::Mismatch::AllowedThoughDenied => "allowed_though_denied",
+        pb::Mismatch::NoAnswerThoughAllowed => "no_answer_though_allowed",
     }
 }
 

@@ -110,6 +110,28 @@ pub(crate) fn set_pod_ip(pod: &mut k8s_openapi::api::core::v1::Pod, ip: Ipv4Addr
     }]);
 }
 
+/// The node a pod names in `spec.nodeName`.
+pub(crate) fn pod_node_name(pod: &k8s_openapi::api::core::v1::Pod) -> Option<&str> {
+    pod.spec.as_ref()?.node_name.as_deref()
+}
+
+/// Sets a pod's `spec.nodeName`.
+pub(crate) fn set_pod_node_name(pod: &mut k8s_openapi::api::core::v1::Pod, node: &str) {
+    pod.spec.get_or_insert_with(Default::default).node_name = Some(node.to_string());
+}
+
+/// A Node object: its name and its address as InternalIP.
+pub(crate) fn node_object(name: &str, ip: IpAddr) -> K8sObject {
+    K8sObject::Node(Box::new(from_json(serde_json::json!({
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}},
+        "status": {"addresses": [
+            {"type": "InternalIP", "address": ip.to_string()},
+            {"type": "Hostname", "address": name}
+        ]}
+    }))))
+}
+
 pub(crate) fn from_json<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> T {
     serde_json::from_value(v).expect("the lab's built-in objects are valid")
 }
