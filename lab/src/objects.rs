@@ -33,6 +33,16 @@ pub fn read_objects<P: AsRef<Path>>(paths: &[P]) -> Result<Vec<K8sObject>> {
     Ok(manifests.objects.into_iter().map(|o| o.object).collect())
 }
 
+/// Reads objects from YAML or JSON text (one or more documents, `List`s).
+pub fn parse_objects(text: &str) -> Result<Vec<K8sObject>> {
+    let mut manifests = Manifests::default();
+    manifests.read_str(Path::new("<text>"), text);
+    if !manifests.errors.is_empty() {
+        return Err(Error::Invalid(LoadErrors(manifests.errors)));
+    }
+    Ok(manifests.objects.into_iter().map(|o| o.object).collect())
+}
+
 pub(crate) fn object_id(o: &K8sObject) -> (&'static str, String, String) {
     let (meta, namespaced) = match o {
         K8sObject::Namespace(x) => (&x.metadata, false),
