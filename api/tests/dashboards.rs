@@ -21,7 +21,7 @@ use netverdict_api::store::Store;
 use netverdict_collector::agent::{Agent, AgentConfig, ClusterSource, EventSource};
 use netverdict_collector::annotate::Annotator;
 use netverdict_collector::cluster::SharedState;
-use netverdict_collector::correlate::{DnsSeen, Observation, Side};
+use netverdict_collector::correlate::{DnsSeen, Observation, SeenBy, Side};
 use netverdict_policy::{ClusterState, Protocol};
 use netverdict_proto::v1 as pb;
 use serde_json::Value;
@@ -240,6 +240,7 @@ impl Scenario {
             last_seen: t + Duration::from_secs(2),
             netns: 1,
             side: Side::Egress,
+            seen_by: SeenBy::InitiatorSocket,
             protocol,
             src: addr(src),
             dst: addr(dst),
@@ -247,6 +248,7 @@ impl Scenario {
             outcome,
             drops: 0,
             drop_reason: None,
+            drop_location: None,
             dns: None,
         };
         tweak(&mut o);

@@ -26,6 +26,7 @@ pub mod aggregate;
 pub mod annotate;
 pub mod cluster;
 pub mod correlate;
+pub mod enforcement;
 pub mod export;
 pub mod metrics;
 pub mod observer;

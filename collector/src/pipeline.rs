@@ -65,6 +65,9 @@ pub struct PipelineCounters {
     pub annotated: u64,
     /// Records rendered (after aggregation).
     pub records: u64,
+    /// Records that are a second observation of a connection (not counted
+    /// in `by_verdict`, `by_verdict_outcome` or the mismatches).
+    pub counted_elsewhere: u64,
     /// Records by verdict: allowed, denied, not evaluated.
     pub by_verdict: [u64; 3],
     /// Records whose kernel outcome contradicts the verdict.
@@ -207,6 +210,11 @@ impl Pipeline {
         &self.counters
     }
 
+    /// The correlation stage's counters.
+    pub fn correlation(&self) -> &crate::correlate::CorrelationStats {
+        self.correlator.stats()
+    }
+
     pub fn ring(&self) -> &FlowRing {
         &self.ring
     }
@@ -240,6 +248,7 @@ impl Pipeline {
                     EventKind::Drop => &mut by_kind.drop,
                     EventKind::Udp => &mut by_kind.udp,
                     EventKind::Dns => &mut by_kind.dns,
+                    EventKind::Nat => &mut by_kind.nat,
                     EventKind::Unknown => &mut by_kind.unknown,
                 } += count;
             }
@@ -298,6 +307,12 @@ impl Pipeline {
                 format!("{}/{}/{}", self.config.node_name, self.run_id, self.next_id),
             );
             self.counters.records += 1;
+            if flow.counted_elsewhere {
+                self.counters.counted_elsewhere += 1;
+                self.ring.push(flow.clone());
+                out.push(flow);
+                continue;
+            }
             let verdict = match flow.verdict() {
                 pb::Verdict::Allowed => 0,
                 pb::Verdict::Denied => 1,

@@ -31,6 +31,7 @@ pub mod btf;
 mod clock;
 pub mod dns;
 pub mod event;
+pub mod kallsyms;
 pub mod loader;
 pub mod stream;
 
@@ -40,6 +41,7 @@ pub use dns::{DnsMessage, Rcode};
 pub use event::{
     DecodeError, Decoder, Direction, Event, EventKind, FiveTuple, Meta, Protocol, TcpOutcome,
 };
+pub use kallsyms::KernelSymbols;
 pub use loader::{
     Config, LoadError, Preconditions, Probes, SYNTH_BATCH, SynthGenerator, check_preconditions,
 };
