@@ -548,8 +548,12 @@ static __always_inline void emit_nat(struct sk_buff *skb, struct pkt *p, __u32 n
 		__builtin_memcpy(&now, p->daddr, 4);
 		if (orig.ip == now && oport == p->dport)
 			return;
-	} else if (oport == p->dport && __builtin_memcmp(orig.all, p->daddr, 16) == 0) {
-		return;
+	} else if (oport == p->dport) {
+		__u32 now[4];
+		__builtin_memcpy(now, p->daddr, 16);
+		if (orig.all[0] == now[0] && orig.all[1] == now[1] && orig.all[2] == now[2] &&
+		    orig.all[3] == now[3])
+			return;
 	}
 	struct nv_nat_event *e = bpf_ringbuf_reserve(&NV_EVENTS, sizeof(*e), 0);
 	if (!e) {
