@@ -211,7 +211,7 @@ impl ClickHouseStore {
              sum(count) AS attempts, count() AS flows, \
              min(first_seen_ns) AS g_first_seen, max(last_seen_ns) AS g_last_seen, \
              argMax(reason, last_seen_ns) AS g_reason, argMax(outcome, last_seen_ns) AS g_outcome \
-             FROM {}.flows WHERE verdict = 'VERDICT_DENIED'",
+             FROM {}.flows WHERE verdict = 'VERDICT_DENIED' AND counted_elsewhere = 0",
             self.inner.db
         ));
         report_filter(&mut sql, q);
@@ -270,7 +270,7 @@ impl ClickHouseStore {
              arraySort(groupUniqArrayArray(if(verdict = 'VERDICT_DENIED', denied_by, emptyArrayString()))) AS denied, \
              argMax(egress_allows_cluster_dns, last_seen_ns) AS g_egress_dns, \
              argMax(if(verdict = 'VERDICT_DENIED', reason, ''), last_seen_ns) AS g_reason \
-             FROM {}.flows WHERE has_dns = 1 \
+             FROM {}.flows WHERE has_dns = 1 AND counted_elsewhere = 0 \
              AND (outcome IN ('OUTCOME_DROPPED', 'OUTCOME_NO_ANSWER') \
              OR (dns_rcode != '' AND dns_rcode != 'NOERROR'))",
             self.inner.db

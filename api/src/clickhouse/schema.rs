@@ -65,6 +65,9 @@ fn protocol_type() -> String {
 fn direction_type() -> String {
     enum8::<pb::TrafficDirection>(|e| e.as_str_name())
 }
+fn observation_point_type() -> String {
+    enum8::<pb::ObservationPoint>(|e| e.as_str_name())
+}
 fn kind_type() -> String {
     enum8::<pb::EndpointKind>(|e| e.as_str_name())
 }
@@ -96,7 +99,7 @@ fn flows_table(db: &str) -> String {
          ingress_status {s}, ingress_isolated UInt8, ingress_selected_by Array(String), \
          has_dns UInt8, dns_query String, dns_query_norm String, dns_qtype String, \
          dns_rcode String, dns_answers UInt32, egress_allows_cluster_dns UInt8, \
-         flow String\
+         flow String, {observed}\
          ) ENGINE = ReplacingMergeTree() \
          PARTITION BY toYYYYMMDD(last_seen) \
          ORDER BY (verdict, last_seen, id) \
@@ -109,8 +112,26 @@ fn flows_table(db: &str) -> String {
         s = status_type(),
         src = endpoint_columns("src"),
         dst = endpoint_columns("dst"),
+        observed = OBSERVED_COLUMNS
+            .iter()
+            .map(|(name, decl)| format!("{name} {}", decl()))
+            .collect::<Vec<_>>()
+            .join(", "),
     )
 }
+
+/// The columns migration 4 added to `flows` (name, declaration): which end
+/// observed a record, and whether another record of the connection counts.
+/// New databases get them from `CREATE TABLE`; older ones from migration 4.
+const OBSERVED_COLUMNS: [(&str, fn() -> String); 2] = [
+    ("observation_point", || {
+        format!(
+            "{} DEFAULT 'OBSERVATION_POINT_UNSPECIFIED'",
+            observation_point_type()
+        )
+    }),
+    ("counted_elsewhere", || "UInt8 DEFAULT 0".to_string()),
+];
 
 /// A rollup: its table, and the SELECT over `flows` that its materialized
 /// view runs on each insert (`{db}` stands for the database).
@@ -122,6 +143,10 @@ pub(crate) struct Rollup {
     pub condition: &'static str,
 }
 
+/// The rollups count a connection once: records that are a second
+/// observation (`counted_elsewhere`) add nothing to `flows` and `attempts`
+/// and are left out of the denied and DNS rollups; their `drops` still count
+/// (a packet is dropped on one node only, so drops never repeat).
 pub(crate) const ROLLUPS: [Rollup; 3] = [
     Rollup {
         table: "flows_by_minute",
@@ -129,7 +154,8 @@ pub(crate) const ROLLUPS: [Rollup; 3] = [
              drop_reason, protocol, src_group_namespace AS src_namespace, \
              src_group_workload AS src_workload, dst_group_namespace AS dst_namespace, \
              dst_group_workload AS dst_workload, dst_port, \
-             toUInt64(1) AS flows, count AS attempts, drop_count AS drops \
+             toUInt64(counted_elsewhere = 0) AS flows, \
+             if(counted_elsewhere = 0, count, toUInt64(0)) AS attempts, drop_count AS drops \
              FROM {db}.flows",
         condition: "1",
     },
@@ -143,7 +169,7 @@ pub(crate) const ROLLUPS: [Rollup; 3] = [
              toUInt8(ingress_status = 'POLICY_STATUS_DENIED') AS ingress_denied, \
              outcome, toUInt64(1) AS flows, count AS attempts \
              FROM {db}.flows ARRAY JOIN denied_by AS policy",
-        condition: "verdict = 'VERDICT_DENIED'",
+        condition: "verdict = 'VERDICT_DENIED' AND counted_elsewhere = 0",
     },
     Rollup {
         table: "dns_by_minute",
@@ -151,7 +177,7 @@ pub(crate) const ROLLUPS: [Rollup; 3] = [
              dns_query_norm AS query, dns_qtype AS qtype, dns_rcode AS rcode, outcome, \
              verdict, egress_allows_cluster_dns, toUInt64(1) AS flows, count AS attempts \
              FROM {db}.flows",
-        condition: "has_dns = 1",
+        condition: "has_dns = 1 AND counted_elsewhere = 0",
     },
 ];
 
@@ -228,13 +254,60 @@ pub(crate) const TABLES: [(&str, &str); 4] = [
     ("dns_by_minute", "minute"),
 ];
 
+/// One step of a migration, idempotent so that a half-applied migration
+/// reruns.
+enum Step {
+    /// A statement that is idempotent as it is.
+    Sql(String),
+    /// `ALTER TABLE db.table ADD COLUMN name decl`, when the table has no
+    /// such column (18.16 has no `ADD COLUMN IF NOT EXISTS`).
+    AddColumn {
+        table: &'static str,
+        name: &'static str,
+        decl: String,
+    },
+}
+
 /// One migration: its version, what it does, whether this server can run it,
-/// and its statements (each idempotent, so a half-applied migration reruns).
+/// and its steps.
 struct Migration {
     version: u32,
     description: &'static str,
     applies: fn(&ServerFeatures) -> bool,
-    statements: fn(&str) -> Vec<String>,
+    statements: fn(&str) -> Vec<Step>,
+}
+
+fn sql(statements: Vec<String>) -> Vec<Step> {
+    statements.into_iter().map(Step::Sql).collect()
+}
+
+/// Migration 4: observation points and one record of account per connection
+/// (new columns, the rollups' views recreated to count connections once), and
+/// the mismatch `MISMATCH_NO_ANSWER_THOUGH_ALLOWED` (Enum8 extended: a
+/// metadata change on 18.16 and modern servers, sort keys included).
+fn observation_points(db: &str) -> Vec<Step> {
+    let mut steps: Vec<Step> = OBSERVED_COLUMNS
+        .iter()
+        .map(|(name, decl)| Step::AddColumn {
+            table: "flows",
+            name,
+            decl: decl(),
+        })
+        .collect();
+    let m = mismatch_type();
+    for table in ["flows", "flows_by_minute"] {
+        steps.push(Step::Sql(format!(
+            "ALTER TABLE {db}.{table} MODIFY COLUMN mismatch {m}"
+        )));
+    }
+    for r in &ROLLUPS {
+        steps.push(Step::Sql(format!(
+            "DROP TABLE IF EXISTS {db}.{}_mv",
+            r.table
+        )));
+        steps.push(Step::Sql(view(db, r)));
+    }
+    steps
 }
 
 fn migrations() -> Vec<Migration> {
@@ -243,13 +316,13 @@ fn migrations() -> Vec<Migration> {
             version: 1,
             description: "flows table",
             applies: |_| true,
-            statements: |db| vec![flows_table(db)],
+            statements: |db| sql(vec![flows_table(db)]),
         },
         Migration {
             version: 2,
             description: "per-minute rollups: flows, denied by policy, DNS",
             applies: |_| true,
-            statements: rollups,
+            statements: |db| sql(rollups(db)),
         },
         Migration {
             // Not recorded on servers without skip indexes, so it runs once
@@ -267,9 +340,20 @@ fn migrations() -> Vec<Migration> {
                     "idx_id id TYPE bloom_filter(0.001) GRANULARITY 1",
                 ]
                 .iter()
-                .map(|i| format!("ALTER TABLE {db}.flows ADD INDEX IF NOT EXISTS {i}"))
+                .map(|i| {
+                    Step::Sql(format!(
+                        "ALTER TABLE {db}.flows ADD INDEX IF NOT EXISTS {i}"
+                    ))
+                })
                 .collect()
             },
+        },
+        Migration {
+            version: 4,
+            description: "observation points, one record of account per connection in the \
+                          rollups, mismatch no answer though allowed",
+            applies: |_| true,
+            statements: observation_points,
         },
     ]
 }
@@ -316,8 +400,26 @@ pub(crate) async fn migrate(
             description = m.description,
             "applying migration"
         );
-        for sql in (m.statements)(db) {
-            run(sql).await?;
+        for step in (m.statements)(db) {
+            match step {
+                Step::Sql(sql) => run(sql).await?,
+                Step::AddColumn { table, name, decl } => {
+                    let present: u64 = client
+                        .query(
+                            "SELECT count() FROM system.columns \
+                             WHERE database = ? AND table = ? AND name = ?",
+                        )
+                        .bind(db)
+                        .bind(table)
+                        .bind(name)
+                        .fetch_one()
+                        .await
+                        .map_err(|e| ch_error(&format!("reading the columns of {table}"), e))?;
+                    if present == 0 {
+                        run(format!("ALTER TABLE {db}.{table} ADD COLUMN {name} {decl}")).await?;
+                    }
+                }
+            }
         }
         client
             .query(&format!(
