@@ -318,9 +318,7 @@ async fn demo<S: Store>(args: &DemoArgs, store: S) -> Result<Value> {
         .with_context(|| format!("tearing lab {} down", args.name))?;
     if text {
         if let Some((acked, dropped)) = exported {
-            println!(
-                "collectors: {acked} flows acknowledged by the API server, {dropped} dropped"
-            );
+            println!("collectors: {acked} flows acknowledged by the API server, {dropped} dropped");
         }
         println!("lab {} is down", args.name);
     }
