@@ -164,6 +164,10 @@ pub fn flow_json(f: &pb::Flow) -> Value {
         "drop_reason": f.drop_reason,
         "drop_count": f.drop_count,
         "mismatch": mismatch(f.mismatch),
+        "observation_point": pb::ObservationPoint::try_from(f.observation_point)
+            .map(|p| p.as_str_name())
+            .unwrap_or("OBSERVATION_POINT_UNSPECIFIED"),
+        "counted_elsewhere": f.counted_elsewhere,
         "dns": f.dns.as_ref().map(|d| json!({
             "id": d.id,
             "query": d.query,
@@ -198,6 +202,9 @@ pub fn flow_line(f: &pb::Flow) -> String {
     }
     if f.mismatch != pb::Mismatch::None as i32 {
         let _ = write!(line, "  MISMATCH {}", mismatch(f.mismatch));
+    }
+    if f.counted_elsewhere {
+        let _ = write!(line, "  (second observation, by {})", f.node_name);
     }
     if !f.denied_by.is_empty() {
         let _ = write!(line, "  denied by {}", policies(&f.denied_by));
