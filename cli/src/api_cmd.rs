@@ -10,9 +10,9 @@ use clap::Args;
 use netverdict_api::clickhouse::{ClickHouseConfig, ClickHouseStore};
 use netverdict_api::store::Store;
 use netverdict_api::{ApiConfig, MemoryConfig, MemoryStore, ServeError};
-use netverdict_collector::cluster::SharedState;
-use netverdict_collector::cluster::kube::{self, ClientOptions, KubeSource, KubeSourceConfig};
-use netverdict_collector::cluster::manifests::{ManifestOptions, ManifestSource};
+use netverdict_cluster::kube::{ClientOptions, KubeSourceConfig};
+use netverdict_cluster::manifests::ManifestOptions;
+use netverdict_cluster::{ClusterHandle, SharedState, Source, SourceConfig, SyncPolicy};
 
 #[derive(Args, Debug)]
 pub struct ApiArgs {
@@ -77,7 +77,7 @@ pub fn run(args: ApiArgs) -> Result<()> {
     tokio::runtime::Runtime::new()
         .context("starting the async runtime")?
         .block_on(async {
-            let cluster = ClusterFeed::start(&args).await?;
+            let cluster = start_cluster(&args).await?;
             match &args.clickhouse {
                 Some(url) => {
                     // Started even while ClickHouse is down: acknowledged
@@ -107,49 +107,33 @@ pub fn run(args: ApiArgs) -> Result<()> {
         })
 }
 
-/// The cluster state the DNS report reads, and what keeps it current.
-struct ClusterFeed {
-    state: SharedState,
-    _manifests: Option<ManifestSource>,
-    _kube: Option<KubeSource>,
-}
-
-impl ClusterFeed {
-    async fn start(args: &ApiArgs) -> Result<ClusterFeed> {
-        let state = SharedState::default();
-        let mut feed = ClusterFeed {
-            state: state.clone(),
-            _manifests: None,
-            _kube: None,
+/// Starts the source of the cluster state the DNS report reads (its policy
+/// gaps). The server is useful before the Kubernetes lists complete, so a late
+/// initial sync is a warning, not a failure.
+async fn start_cluster(args: &ApiArgs) -> Result<ClusterHandle> {
+    let (source, flag) = if !args.cluster.is_empty() {
+        let options = ManifestOptions::new(args.cluster.clone());
+        (Source::Manifests(options), "--cluster")
+    } else if let Some(path) = &args.kubeconfig {
+        let client = ClientOptions {
+            kubeconfig: Some(path.clone()),
+            context: None,
         };
-        if !args.cluster.is_empty() {
-            feed._manifests = Some(
-                ManifestSource::start(ManifestOptions::new(args.cluster.clone()), state)
-                    .context("--cluster")?,
-            );
-        } else if let Some(path) = &args.kubeconfig {
-            let client = kube::client(&ClientOptions {
-                kubeconfig: Some(path.clone()),
-                context: None,
-            })
-            .await
-            .context("--kubeconfig")?;
-            let source = KubeSource::spawn(client, state, KubeSourceConfig::default());
-            if let Err(e) = source.wait_synced(Duration::from_secs(60)).await {
-                tracing::warn!(error = %e, "cluster state not synced yet; DNS policy gaps may be incomplete");
-            }
-            feed._kube = Some(source);
-        } else {
-            tracing::warn!(
-                "no cluster state (--cluster or --kubeconfig): the DNS report will list no policy gaps"
-            );
-        }
-        Ok(feed)
-    }
+        let config = KubeSourceConfig::default();
+        (Source::Kube { client, config }, "--kubeconfig")
+    } else {
+        tracing::warn!(
+            "no cluster state (--cluster or --kubeconfig): the DNS report will list no policy gaps"
+        );
+        (Source::Shared(SharedState::default()), "the cluster state")
+    };
+    let mut config = SourceConfig::new(source);
+    config.sync = SyncPolicy::warn_after(Duration::from_secs(60));
+    netverdict_cluster::start(config).await.context(flag)
 }
 
-async fn serve<S: Store>(config: ApiConfig, store: S, cluster: ClusterFeed) -> Result<()> {
-    let mut server = netverdict_api::serve(config, store, cluster.state.clone())
+async fn serve<S: Store>(config: ApiConfig, store: S, cluster: ClusterHandle) -> Result<()> {
+    let mut server = netverdict_api::serve(config, store, cluster.state().clone())
         .await
         .map_err(|e| match e {
             // The settings are this command's flags: name the flag.

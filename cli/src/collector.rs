@@ -8,12 +8,11 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use netverdict_collector::agent::{Agent, AgentConfig, ClusterSource};
-use netverdict_collector::cluster::SharedState;
-use netverdict_collector::cluster::kube::{ClientOptions, KubeSourceConfig};
-use netverdict_collector::cluster::manifests::ManifestOptions;
+use netverdict_cluster::Source;
+use netverdict_cluster::kube::{ClientOptions, KubeSourceConfig};
+use netverdict_cluster::manifests::ManifestOptions;
+use netverdict_collector::agent::{Agent, AgentConfig};
 use netverdict_lab::lab::STATE_ROOT;
-use netverdict_policy::{ClusterState, LoadOptions, Manifests};
 
 /// Run the node agent: annotate the flows the eBPF probes see, keep the last
 /// ones for the Observer API, export them to the API server, serve /metrics
@@ -47,8 +46,7 @@ pub struct CollectorArgs {
     pub ring_size: usize,
     /// Collect for one node of this lab (`netverdict lab up`): only the
     /// network namespaces of that node (its own and its pods'), as a node's
-    /// collector sees them; its cluster (as it is at start) unless --cluster
-    /// is given.
+    /// collector sees them; its cluster unless --cluster is given.
     #[arg(long, value_name = "NAME")]
     pub lab: Option<String>,
     /// Where labs keep their state (for tests).
@@ -76,26 +74,27 @@ fn hostname() -> String {
 async fn collect(args: CollectorArgs) -> anyhow::Result<()> {
     let mut node_name = args.node_name.clone().unwrap_or_else(hostname);
     let mut lab_netns = None;
-    let mut lab_cluster = None;
+    let mut lab_node_ip = None;
     if let Some(name) = &args.lab {
         let lab = netverdict_lab::Lab::open(name, &args.lab_state_root)
             .with_context(|| format!("opening lab {name}"))?;
         let node = lab_node(&lab, args.node_name.as_deref())?;
-        node_name = node.to_string();
+        node_name = node.name.clone();
+        lab_node_ip = Some(node.ip);
         lab_netns = Some(netns_inodes(&lab, &node_name)?);
-        if args.cluster.is_empty() {
-            lab_cluster = Some(lab_state(&lab)?);
-        }
     }
     let cluster = if !args.cluster.is_empty() {
         let mut options = ManifestOptions::new(args.cluster.clone());
         // The lab allocates IPs to pods that have none in the manifests.
         options.require_pod_ips = args.lab.is_none();
-        ClusterSource::Manifests(options)
-    } else if let Some(state) = lab_cluster {
-        ClusterSource::Shared(SharedState::new(state))
+        Source::Manifests(options)
+    } else if let Some(name) = &args.lab {
+        Source::Lab {
+            name: name.clone(),
+            state_root: args.lab_state_root.clone(),
+        }
     } else {
-        ClusterSource::Kube {
+        Source::Kube {
             client: ClientOptions {
                 kubeconfig: args.kubeconfig.clone(),
                 context: None,
@@ -112,7 +111,8 @@ async fn collect(args: CollectorArgs) -> anyhow::Result<()> {
     config.ring_size = args.ring_size;
     if let Some(netns) = lab_netns {
         config.pipeline.netns = Some(netns);
-        config.local_node_ips = vec![IpAddr::V4(netverdict_lab::lab::NODE_IP)];
+        config.cluster.local_node_ips = vec![IpAddr::V4(netverdict_lab::lab::NODE_IP)];
+        config.cluster.local_node_ips.extend(lab_node_ip);
     }
     let agent = Agent::start(config)
         .await
@@ -152,10 +152,13 @@ fn fmt_addr(addr: Option<SocketAddr>) -> String {
 
 /// The lab node a collector works for: `wanted` when it names one, else
 /// the lab's only node.
-fn lab_node<'a>(lab: &'a netverdict_lab::Lab, wanted: Option<&str>) -> anyhow::Result<&'a str> {
+fn lab_node<'a>(
+    lab: &'a netverdict_lab::Lab,
+    wanted: Option<&str>,
+) -> anyhow::Result<&'a netverdict_lab::LabNode> {
     let names: Vec<&str> = lab.nodes().iter().map(|n| n.name.as_str()).collect();
-    match (wanted, names.as_slice()) {
-        (Some(name), _) if names.contains(&name) => Ok(lab.node(name)?.name.as_str()),
+    match (wanted, lab.nodes()) {
+        (Some(name), _) if names.contains(&name) => Ok(lab.node(name)?),
         (None, [only]) => Ok(only),
         (Some(name), _) => anyhow::bail!(
             "--node-name {name}: lab {} has no such node (its nodes: {})",
@@ -192,26 +195,4 @@ pub(crate) fn netns_inodes(
             Ok(meta.ino() as u32)
         })
         .collect()
-}
-
-/// The lab's cluster as the engine sees it (pod IPs filled in by the lab).
-pub(crate) fn lab_state(lab: &netverdict_lab::Lab) -> anyhow::Result<ClusterState> {
-    let list = serde_json::json!({
-        "apiVersion": "v1",
-        "kind": "List",
-        "items": lab.state().objects,
-    });
-    let mut manifests = Manifests::default();
-    let origin = Path::new("<lab>").join(lab.name());
-    manifests.read_str(&origin, &list.to_string());
-    let (state, errors) = ClusterState::from_manifests(
-        manifests,
-        &LoadOptions {
-            require_pod_ips: false,
-        },
-    );
-    if let Some(first) = errors.first() {
-        anyhow::bail!("the lab's objects are invalid: {first}");
-    }
-    Ok(state)
 }

@@ -21,8 +21,8 @@ use clap::{Args, ValueEnum};
 use netverdict_api::clickhouse::{ClickHouseConfig, ClickHouseStore};
 use netverdict_api::store::Store;
 use netverdict_api::{ApiConfig, MemoryConfig, MemoryStore};
-use netverdict_collector::agent::{Agent, AgentConfig, AgentHandle, ClusterSource};
-use netverdict_collector::cluster::SharedState;
+use netverdict_cluster::{Source, SourceConfig};
+use netverdict_collector::agent::{Agent, AgentConfig, AgentHandle};
 use netverdict_lab::lab::{NODE_IP, STATE_ROOT};
 use netverdict_lab::{DnsAnswer, DownOnDrop, Lab, LabOptions};
 use netverdict_policy::{K8sObject, Manifests, PodKey, Protocol};
@@ -153,7 +153,14 @@ async fn demo<S: Store>(args: &DemoArgs, store: S) -> Result<Value> {
     };
     let mut lab = tokio::task::block_in_place(|| Lab::up(&[seed.join("cluster.yaml")], &options))
         .with_context(|| format!("building lab {}", args.name))?;
-    let state = SharedState::new(crate::collector::lab_state(&lab)?);
+    // The lab's cluster, shared by the API server and the collector; each step
+    // below applies its policy to it.
+    let cluster = netverdict_cluster::start(SourceConfig::new(Source::Lab {
+        name: args.name.clone(),
+        state_root: PathBuf::from(STATE_ROOT),
+    }))
+    .await?;
+    let state = cluster.state().clone();
 
     let api = netverdict_api::serve(
         ApiConfig {
@@ -169,11 +176,11 @@ async fn demo<S: Store>(args: &DemoArgs, store: S) -> Result<Value> {
     let server = format!("http://{}", api.grpc_addr());
     let mut agents = Vec::new();
     for node in lab.nodes() {
-        let mut config = AgentConfig::new(&node.name, ClusterSource::Shared(state.clone()));
+        let mut config = AgentConfig::new(&node.name, Source::Shared(state.clone()));
         config.export_to(server.clone());
         config.observer_listen = None;
         config.metrics_listen = None;
-        config.local_node_ips = vec![IpAddr::V4(NODE_IP), node.ip];
+        config.cluster.local_node_ips = vec![IpAddr::V4(NODE_IP), node.ip];
         config.pipeline.netns = Some(crate::collector::netns_inodes(&lab, &node.name)?);
         config.pipeline.timeouts.dns = Duration::from_secs(2);
         let agent = Agent::start(config)
@@ -431,7 +438,7 @@ async fn wait_stored(
             agent.flush().await.context("flushing a collector")?;
         }
         let request = pb::GetFlowsRequest {
-            since: Some(netverdict_api::time::to_timestamp(since)),
+            since: Some(netverdict_proto::time::timestamp(since)),
             ..Default::default()
         };
         let mut stream = observer
@@ -491,7 +498,7 @@ async fn reports(
         .await
         .context("connecting to the API server")?;
     let request = pb::ReportRequest {
-        since: Some(netverdict_api::time::to_timestamp(since)),
+        since: Some(netverdict_proto::time::timestamp(since)),
         ..Default::default()
     };
     let denied = query

@@ -9,10 +9,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use netverdict_collector::agent::{Agent, AgentConfig, AgentHandle, ClusterSource};
+use netverdict_cluster::manifests::ManifestOptions;
+use netverdict_cluster::{SharedState, Source};
+use netverdict_collector::agent::{Agent, AgentConfig, AgentHandle};
 use netverdict_collector::aggregate::Windows;
-use netverdict_collector::cluster::SharedState;
-use netverdict_collector::cluster::manifests::ManifestOptions;
 use netverdict_collector::correlate::Timeouts;
 use netverdict_collector::pipeline::{self, Pipeline, PipelineConfig};
 use netverdict_lab::lab::STATE_ROOT;
@@ -375,8 +375,8 @@ async fn the_agent_on_a_lab_serves_flows_over_the_observer_and_counts_them_in_me
     let lab = Lab::up(&files, &options).expect("lab up");
     let mut files_cluster = ManifestOptions::new(&files);
     files_cluster.require_pod_ips = true;
-    let mut config = AgentConfig::new("lab-node", ClusterSource::Manifests(files_cluster));
-    config.local_node_ips = vec!["169.254.1.1".parse().unwrap()];
+    let mut config = AgentConfig::new("lab-node", Source::Manifests(files_cluster));
+    config.cluster.local_node_ips = vec!["169.254.1.1".parse().unwrap()];
     config.observer_listen = Some("127.0.0.1:0".parse().unwrap());
     config.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
     config.pipeline = PipelineConfig {

@@ -17,9 +17,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use netverdict_api::store::Store;
 use netverdict_api::{ApiConfig, ApiServer, MemoryConfig, MemoryStore};
-use netverdict_collector::agent::{Agent, AgentConfig, AgentHandle, ClusterSource};
+use netverdict_cluster::{SharedState, Source};
+use netverdict_collector::agent::{Agent, AgentConfig, AgentHandle};
 use netverdict_collector::aggregate::Windows;
-use netverdict_collector::cluster::SharedState;
 use netverdict_lab::lab::{NODE_IP, STATE_ROOT};
 use netverdict_lab::{DownOnDrop, Enforcement, Lab, LabOptions, Outcome};
 use netverdict_policy::{ClusterState, LoadOptions, Manifests, PodKey, Protocol};
@@ -221,11 +221,11 @@ async fn collectors<S: Store>(lab: &Lab, state: ClusterState, store: S) -> Clust
     let server = format!("http://{}", api.grpc_addr());
     let mut agents = Vec::new();
     for (node, names) in lab.namespaces_by_node() {
-        let mut config = AgentConfig::new(&node.name, ClusterSource::Shared(shared.clone()));
+        let mut config = AgentConfig::new(&node.name, Source::Shared(shared.clone()));
         config.export_to(server.clone());
         config.observer_listen = None;
         config.metrics_listen = None;
-        config.local_node_ips = vec![IpAddr::V4(NODE_IP), node.ip];
+        config.cluster.local_node_ips = vec![IpAddr::V4(NODE_IP), node.ip];
         config.pipeline.windows = Windows {
             allowed: Duration::from_secs(3600),
             denied: Duration::from_secs(3600),

@@ -4,8 +4,9 @@
 //! How data flows through it:
 //!
 //! ```text
-//!  cluster source (manifests | kube | a state the caller keeps) ──> SharedState
-//!                                                                      │ read
+//!  netverdict_cluster::start (kube | manifests | lab | a state the caller keeps)
+//!                                                 └─> SharedState ─┐
+//!                                                                  │ read
 //!  events (eBPF probes | a replayed channel) ─> reader task ─> pipeline task ─> ring ─> Observer gRPC (TCP)
 //!        (loss counters read every second)                          └──> exporter ─> API server Ingest
 //!  /metrics (HTTP, Prometheus text) <─ a Snapshot of every stage's counters at each scrape
@@ -19,7 +20,7 @@
 //! window is closed, its records are in the ring, and the exporter is done with
 //! them (acknowledged by the server, or counted as dropped).
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 
@@ -32,10 +33,8 @@ use tokio::net::TcpListener;
 use tokio::sync::{Mutex, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
-use crate::cluster::SharedState;
-use crate::cluster::kube::{self, ClientOptions, KubeSource, KubeSourceConfig};
-use crate::cluster::manifests::{self, ManifestOptions, ManifestSource};
-use crate::cluster::metrics::SourceMetrics;
+use netverdict_cluster::{ClusterHandle, SharedState, Source, SourceConfig, SourceMetrics};
+
 use crate::export::{self, ExportCounters, ExportStats, Exporter, ExporterConfig, Flusher};
 use crate::metrics::Snapshot;
 use crate::observer::ObserverService;
@@ -44,13 +43,10 @@ use crate::pipeline::{self, Control, Pipeline, PipelineConfig};
 /// Errors of the agent.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The manifests could not be loaded (every problem is named).
-    #[error("cluster manifests: {0}")]
-    Manifests(#[from] manifests::Error),
-    /// The Kubernetes client could not be built, or the initial lists did not
-    /// complete.
-    #[error("Kubernetes source: {0}")]
-    Kube(#[from] kube::Error),
+    /// The cluster state source could not start: invalid manifests, no
+    /// Kubernetes client, initial lists not complete in time, an unreadable lab.
+    #[error(transparent)]
+    Cluster(#[from] netverdict_cluster::Error),
     /// The eBPF probes could not be loaded (the error says what is missing).
     #[error("eBPF probes: {0}")]
     Probes(#[from] netverdict_ebpf::LoadError),
@@ -84,20 +80,6 @@ pub enum Error {
 /// The agent's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Where the cluster state comes from.
-#[derive(Clone, Debug)]
-pub enum ClusterSource {
-    /// Manifest files or directories, reloaded on change.
-    Manifests(ManifestOptions),
-    /// The Kubernetes API (kubeconfig or in-cluster), watched.
-    Kube {
-        client: ClientOptions,
-        config: KubeSourceConfig,
-    },
-    /// A state the caller fills and keeps up to date (a demo, tests).
-    Shared(SharedState),
-}
-
 /// Where kernel events come from.
 #[derive(Debug)]
 pub enum EventSource {
@@ -114,11 +96,10 @@ pub enum EventSource {
 pub struct AgentConfig {
     /// The node name flows and batches are stamped with.
     pub node_name: String,
-    /// Where the cluster state comes from.
-    pub cluster: ClusterSource,
-    /// The node's own IPs (traffic between a pod and them is always allowed),
-    /// set on the state before the source fills it. Empty: none declared.
-    pub local_node_ips: Vec<IpAddr>,
+    /// Where the cluster state comes from, the node's own IPs, and how long
+    /// the Kubernetes source may take for its initial lists (the agent fails
+    /// after 120 s by default: verdicts against half a cluster are wrong).
+    pub cluster: SourceConfig,
     /// Where kernel events come from.
     pub events: EventSource,
     /// The API server's ingest endpoint (e.g. `http://netverdict-api:4245`),
@@ -134,8 +115,6 @@ pub struct AgentConfig {
     /// The pipeline's settings (windows, timeouts, tick, the netns filter of a
     /// lab); its `node_name` and `ring_capacity` are taken from this config.
     pub pipeline: PipelineConfig,
-    /// How long the Kubernetes source may take for its initial lists.
-    pub sync_timeout: Duration,
     /// How long [`AgentHandle::flush`] and the final flush of
     /// [`AgentHandle::shutdown`] wait for the exporter.
     pub flush_timeout: Duration,
@@ -144,18 +123,16 @@ pub struct AgentConfig {
 impl AgentConfig {
     /// Defaults: probes with their default configuration, no export, observer
     /// on `0.0.0.0:4244`, metrics on `0.0.0.0:9965`, 10 000 flows in the ring.
-    pub fn new(node_name: impl Into<String>, cluster: ClusterSource) -> Self {
+    pub fn new(node_name: impl Into<String>, cluster: Source) -> Self {
         AgentConfig {
             node_name: node_name.into(),
-            cluster,
-            local_node_ips: Vec::new(),
+            cluster: SourceConfig::new(cluster),
             events: EventSource::Probes(netverdict_ebpf::Config::default()),
             export: None,
             observer_listen: Some(SocketAddr::from(([0, 0, 0, 0], 4244))),
             metrics_listen: Some(SocketAddr::from(([0, 0, 0, 0], 9965))),
             ring_size: 10_000,
             pipeline: PipelineConfig::default(),
-            sync_timeout: Duration::from_secs(120),
             flush_timeout: Duration::from_secs(10),
         }
     }
@@ -181,22 +158,21 @@ pub struct FlushReport {
 pub struct Agent;
 
 impl Agent {
-    /// Starts the agent: fills the cluster state (failing if the manifests are
-    /// invalid or the Kubernetes lists do not complete in time), loads the
+    /// Starts the agent: fills the cluster state with [`netverdict_cluster::start`]
+    /// (failing if the manifests are invalid or, under the default sync policy,
+    /// the Kubernetes lists do not complete in time), loads the
     /// probes, binds the listeners, then runs every task in the background.
     /// Must be called inside a tokio runtime.
     pub async fn start(config: AgentConfig) -> Result<AgentHandle> {
         let AgentConfig {
             node_name,
             cluster,
-            local_node_ips,
             events,
             export,
             observer_listen,
             metrics_listen,
             ring_size,
             mut pipeline,
-            sync_timeout,
             flush_timeout,
         } = config;
         let (failure_tx, failure) = watch::channel(None::<String>);
@@ -204,37 +180,16 @@ impl Agent {
         let (stop_tx, stop) = watch::channel(false);
         let mut tasks = Vec::new();
 
-        // The cluster state.
-        let state = match &cluster {
-            ClusterSource::Shared(state) => state.clone(),
-            _ => SharedState::default(),
-        };
-        if !local_node_ips.is_empty() {
-            state.update(|s| s.set_local_node_ips(local_node_ips.iter().copied()));
-        }
-        let (source_name, source_metrics, manifest_source) = match cluster {
-            ClusterSource::Manifests(options) => {
-                let source = ManifestSource::start(options, state.clone())?;
-                (
-                    Some("manifests"),
-                    Some(source.metrics().clone()),
-                    Some(source),
-                )
-            }
-            ClusterSource::Kube { client, config } => {
-                let client = kube::client(&client).await?;
-                let source = KubeSource::spawn(client, state.clone(), config);
-                source.wait_synced(sync_timeout).await?;
-                let metrics = source.metrics().clone();
-                tasks.push(tokio::spawn(follow_kube(
-                    source,
-                    stop.clone(),
-                    failure_tx.clone(),
-                )));
-                (Some("kube"), Some(metrics), None)
-            }
-            ClusterSource::Shared(_) => (None, None, None),
-        };
+        // The cluster state, kept current by a task that also reports if the
+        // source stops.
+        let cluster = netverdict_cluster::start(cluster).await?;
+        let state = cluster.state().clone();
+        let source = cluster.metrics().map(|m| (cluster.name(), m.clone()));
+        tasks.push(tokio::spawn(follow_cluster(
+            cluster,
+            stop.clone(),
+            failure_tx.clone(),
+        )));
 
         // The listeners, bound before anything runs so that errors are early.
         let observer_listener = match observer_listen {
@@ -321,7 +276,7 @@ impl Agent {
             state: state.clone(),
             losses,
             export: exporter.as_ref().map(|(c, _, _)| c.clone()),
-            source: source_name.zip(source_metrics),
+            source,
             observer: observer.clone(),
         });
         if let Some(listener) = metrics_listener {
@@ -353,7 +308,6 @@ impl Agent {
             stop: stop_tx,
             failure,
             flush_timeout,
-            _manifests: manifest_source,
         })
     }
 }
@@ -375,7 +329,6 @@ pub struct AgentHandle {
     stop: watch::Sender<bool>,
     failure: watch::Receiver<Option<String>>,
     flush_timeout: Duration,
-    _manifests: Option<ManifestSource>,
 }
 
 impl Drop for AgentHandle {
@@ -481,7 +434,7 @@ impl AgentHandle {
     }
 
     /// Resolves when a task of the agent fails (the event stream, the
-    /// Kubernetes source, a server), with what failed; the caller should shut
+    /// cluster source, a server), with what failed; the caller should shut
     /// the agent down.
     pub async fn stopped(&self) -> Error {
         let mut failure = self.failure.clone();
@@ -615,18 +568,18 @@ async fn read_probes(
     }
 }
 
-/// Keeps the Kubernetes source until the agent stops; reports if it stops first.
-async fn follow_kube(
-    mut source: KubeSource,
+/// Keeps the cluster source until the agent stops; reports if it stops first.
+async fn follow_cluster(
+    mut cluster: ClusterHandle,
     mut stop: watch::Receiver<bool>,
     failure: Arc<watch::Sender<Option<String>>>,
 ) {
     tokio::select! {
-        error = source.stopped() => {
-            tracing::error!(error = %error, "the Kubernetes source stopped");
+        error = cluster.stopped() => {
+            tracing::error!(error = %error, source = cluster.name(), "the cluster source stopped");
             failure.send_replace(Some(error.to_string()));
         }
-        () = until_stopped(&mut stop) => source.shutdown().await,
+        () = until_stopped(&mut stop) => cluster.shutdown().await,
     }
 }
 

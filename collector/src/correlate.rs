@@ -33,20 +33,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+pub use netverdict_ebpf::TrafficDirection;
 use netverdict_ebpf::{DnsMessage, Event, FiveTuple, TcpOutcome};
+use netverdict_policy::Protocol;
 use netverdict_proto::v1::Outcome;
 use rustc_hash::FxHashMap;
-
-/// Which side of a flow the observing socket or device is on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Side {
-    /// Seen where it left (the initiator's namespace).
-    Egress,
-    /// Seen where it arrived (the responder's namespace).
-    Ingress,
-    /// Not known (e.g. a drop in a routing namespace).
-    Unknown,
-}
 
 /// How the kernel showed a flow.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -80,10 +71,13 @@ pub struct Observation {
     pub last_seen: SystemTime,
     /// The network namespace the flow was seen in.
     pub netns: u32,
-    pub side: Side,
+    /// Where the flow was seen: where it left (the initiator's namespace),
+    /// where it arrived (the responder's), or not known (e.g. a drop in a
+    /// routing namespace).
+    pub direction: TrafficDirection,
     /// Through which socket, if any, the kernel showed the flow.
     pub seen_by: SeenBy,
-    pub protocol: netverdict_policy::Protocol,
+    pub protocol: Protocol,
     /// Initiator.
     pub src: SocketAddr,
     /// Responder as the initiator addressed it (a Service IP before DNAT).
@@ -143,7 +137,7 @@ pub struct CorrelationStats {
 /// Most flows held at once; past it the oldest are reported as they are.
 const MAX_PENDING: usize = 1 << 18;
 
-type SocketKey = (netverdict_policy::Protocol, SocketAddr);
+type SocketKey = (Protocol, SocketAddr);
 
 /// The correlation stage.
 #[derive(Debug, Default)]
@@ -167,21 +161,10 @@ enum Held {
     Dns(u16),
 }
 
-fn protocol(tuple: &FiveTuple) -> Option<netverdict_policy::Protocol> {
-    match tuple.protocol {
-        netverdict_ebpf::Protocol::Tcp => Some(netverdict_policy::Protocol::Tcp),
-        netverdict_ebpf::Protocol::Udp => Some(netverdict_policy::Protocol::Udp),
-        netverdict_ebpf::Protocol::Sctp => Some(netverdict_policy::Protocol::Sctp),
-        netverdict_ebpf::Protocol::Other(_) => None,
-    }
-}
-
-fn side(direction: netverdict_ebpf::Direction) -> Side {
-    match direction {
-        netverdict_ebpf::Direction::Egress => Side::Egress,
-        netverdict_ebpf::Direction::Ingress => Side::Ingress,
-        netverdict_ebpf::Direction::Unknown => Side::Unknown,
-    }
+/// The kernel's IP protocol as the policy protocol it is, by IANA number;
+/// None for protocols NetworkPolicy cannot name (not observed further).
+fn protocol(tuple: &FiveTuple) -> Option<Protocol> {
+    Protocol::from_number(tuple.protocol.number())
 }
 
 fn dns_seen(message: &DnsMessage) -> DnsSeen {
@@ -240,21 +223,19 @@ impl Correlator {
         let tuple = event.tuple();
         let Some(proto) = protocol(tuple) else { return };
         let seen_by = match (event, meta.direction) {
-            (
-                Event::TcpAttempt { .. } | Event::TcpOutcome { .. },
-                netverdict_ebpf::Direction::Egress,
-            ) => SeenBy::InitiatorSocket,
-            (
-                Event::TcpAttempt { .. } | Event::TcpOutcome { .. },
-                netverdict_ebpf::Direction::Ingress,
-            ) => SeenBy::ResponderSocket,
+            (Event::TcpAttempt { .. } | Event::TcpOutcome { .. }, TrafficDirection::Egress) => {
+                SeenBy::InitiatorSocket
+            }
+            (Event::TcpAttempt { .. } | Event::TcpOutcome { .. }, TrafficDirection::Ingress) => {
+                SeenBy::ResponderSocket
+            }
             _ => SeenBy::Packets,
         };
         let base = |outcome| Observation {
             first_seen: meta.time,
             last_seen: meta.time,
             netns: meta.netns,
-            side: side(meta.direction),
+            direction: meta.direction,
             seen_by,
             protocol: proto,
             src: tuple.src,
@@ -272,7 +253,7 @@ impl Correlator {
                 let mut obs = base(Outcome::Unspecified);
                 self.adopt_orphan(&mut obs);
                 self.tcp.insert(*sock_id, obs);
-                if meta.direction != netverdict_ebpf::Direction::Ingress {
+                if meta.direction != TrafficDirection::Ingress {
                     self.by_socket
                         .insert((proto, tuple.src), Held::Tcp(*sock_id));
                 }
@@ -494,7 +475,7 @@ impl Correlator {
 mod tests {
     use std::net::{IpAddr, Ipv4Addr};
 
-    use netverdict_ebpf::{Direction, Meta, Protocol, Rcode};
+    use netverdict_ebpf::{IpProtocol, Meta, Rcode};
 
     use super::*;
 
@@ -502,7 +483,7 @@ mod tests {
         SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_000 + ms)
     }
 
-    fn meta(ms: u64, direction: Direction) -> Meta {
+    fn meta(ms: u64, direction: TrafficDirection) -> Meta {
         Meta {
             time: at(ms),
             mono_ns: ms * 1_000_000,
@@ -516,13 +497,13 @@ mod tests {
         SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 244, 1, last)), port)
     }
 
-    fn tuple(protocol: Protocol, src: SocketAddr, dst: SocketAddr) -> FiveTuple {
+    fn tuple(protocol: IpProtocol, src: SocketAddr, dst: SocketAddr) -> FiveTuple {
         FiveTuple { protocol, src, dst }
     }
 
     fn outcome(ms: u64, t: FiveTuple, sock_id: u64, outcome: TcpOutcome) -> Event {
         Event::TcpOutcome {
-            meta: meta(ms, Direction::Egress),
+            meta: meta(ms, TrafficDirection::Egress),
             tuple: t,
             sock_id,
             outcome,
@@ -535,7 +516,7 @@ mod tests {
 
     fn drop(ms: u64, t: FiveTuple, dns: Option<DnsMessage>) -> Event {
         Event::Drop {
-            meta: meta(ms, Direction::Unknown),
+            meta: meta(ms, TrafficDirection::Unknown),
             tuple: t,
             reason: Some("NETFILTER_DROP".into()),
             reason_code: 12,
@@ -569,10 +550,10 @@ mod tests {
     fn attempt_and_outcome_make_one_observation() {
         let mut c = Correlator::default();
         let mut out = Vec::new();
-        let t = tuple(Protocol::Tcp, sa(20, 40000), sa(10, 8080));
+        let t = tuple(IpProtocol::Tcp, sa(20, 40000), sa(10, 8080));
         c.push(
             &Event::TcpAttempt {
-                meta: meta(0, Direction::Egress),
+                meta: meta(0, TrafficDirection::Egress),
                 tuple: t,
                 sock_id: 7,
             },
@@ -593,16 +574,16 @@ mod tests {
         let mut out = Vec::new();
         let client = sa(20, 40001);
         let service = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 96, 1, 10)), 8080);
-        let t = tuple(Protocol::Tcp, client, service);
+        let t = tuple(IpProtocol::Tcp, client, service);
         c.push(
             &Event::TcpAttempt {
-                meta: meta(0, Direction::Egress),
+                meta: meta(0, TrafficDirection::Egress),
                 tuple: t,
                 sock_id: 9,
             },
             &mut out,
         );
-        let after_dnat = tuple(Protocol::Tcp, client, sa(10, 8080));
+        let after_dnat = tuple(IpProtocol::Tcp, client, sa(10, 8080));
         for ms in [1, 1001, 3001] {
             c.push(&drop(ms, after_dnat, None), &mut out);
         }
@@ -621,10 +602,10 @@ mod tests {
     fn unanswered_attempt_without_drops_is_no_answer() {
         let mut c = Correlator::default();
         let mut out = Vec::new();
-        let t = tuple(Protocol::Tcp, sa(20, 40002), sa(10, 81));
+        let t = tuple(IpProtocol::Tcp, sa(20, 40002), sa(10, 81));
         c.push(
             &Event::TcpAttempt {
-                meta: meta(0, Direction::Egress),
+                meta: meta(0, TrafficDirection::Egress),
                 tuple: t,
                 sock_id: 1,
             },
@@ -647,10 +628,10 @@ mod tests {
         let mut out = Vec::new();
         let dns_server = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 96, 0, 10)), 53);
         let ask = |c: &mut Correlator, out: &mut Vec<Observation>, ms, port, id, name: &str| {
-            let t = tuple(Protocol::Udp, sa(20, port), dns_server);
+            let t = tuple(IpProtocol::Udp, sa(20, port), dns_server);
             c.push(
                 &Event::Dns {
-                    meta: meta(ms, Direction::Egress),
+                    meta: meta(ms, TrafficDirection::Egress),
                     tuple: t,
                     message: query(id, name, false, Rcode::NOERROR),
                 },
@@ -665,10 +646,10 @@ mod tests {
                       id,
                       name: &str,
                       rcode| {
-            let back = tuple(Protocol::Udp, t.dst, t.src);
+            let back = tuple(IpProtocol::Udp, t.dst, t.src);
             c.push(
                 &Event::Dns {
-                    meta: meta(ms, Direction::Ingress),
+                    meta: meta(ms, TrafficDirection::Ingress),
                     tuple: back,
                     message: query(id, name, true, rcode),
                 },
@@ -746,7 +727,7 @@ mod tests {
     fn a_drop_nothing_claims_becomes_its_own_observation_after_the_hold() {
         let mut c = Correlator::default();
         let mut out = Vec::new();
-        let t = tuple(Protocol::Udp, sa(20, 5000), sa(10, 9999));
+        let t = tuple(IpProtocol::Udp, sa(20, 5000), sa(10, 9999));
         c.push(&drop(0, t, None), &mut out);
         c.push(&drop(500, t, None), &mut out);
         assert!(out.is_empty());
@@ -756,7 +737,7 @@ mod tests {
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].outcome, Outcome::Dropped);
         assert_eq!(out[0].drops, 2);
-        assert_eq!(out[0].protocol, netverdict_policy::Protocol::Udp);
+        assert_eq!(out[0].protocol, Protocol::Udp);
         assert_eq!(c.pending(), 0);
     }
 
@@ -766,11 +747,11 @@ mod tests {
         let mut out = Vec::new();
         let client = sa(20, 40009);
         let service = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 96, 1, 10)), 8080);
-        let after_dnat = tuple(Protocol::Tcp, client, sa(10, 8080));
+        let after_dnat = tuple(IpProtocol::Tcp, client, sa(10, 8080));
         c.push(&drop(1, after_dnat, None), &mut out);
-        let t = tuple(Protocol::Tcp, client, service);
+        let t = tuple(IpProtocol::Tcp, client, service);
         let attempt = Event::TcpAttempt {
-            meta: meta(0, Direction::Egress),
+            meta: meta(0, TrafficDirection::Egress),
             tuple: t,
             sock_id: 5,
         };
@@ -782,7 +763,7 @@ mod tests {
         assert_eq!(out[0].outcome, Outcome::Dropped);
         assert_eq!(out[0].backend, Some(sa(10, 8080)));
         // An outcome with no attempt at all adopts the drops too.
-        let t = tuple(Protocol::Tcp, sa(20, 40010), sa(10, 81));
+        let t = tuple(IpProtocol::Tcp, sa(20, 40010), sa(10, 81));
         c.push(&drop(8000, t, None), &mut out);
         c.push(&outcome(9000, t, 6, TcpOutcome::NoAnswer), &mut out);
         assert_eq!(out.len(), 2);
@@ -800,18 +781,18 @@ mod tests {
         let mut out = Vec::new();
         let service = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 96, 5, 5)), 80);
         let nat = |ms, client: SocketAddr, backend: SocketAddr| Event::Nat {
-            meta: meta(ms, Direction::Egress),
-            tuple: tuple(Protocol::Tcp, client, backend),
+            meta: meta(ms, TrafficDirection::Egress),
+            tuple: tuple(IpProtocol::Tcp, client, backend),
             original_dst: service,
         };
         // A connect that succeeds: its SYN was forwarded (NAT) before the
         // probe reports attempt and outcome together.
         let client = sa(20, 41000);
         c.push(&nat(0, client, sa(12, 8080)), &mut out);
-        let t = tuple(Protocol::Tcp, client, service);
+        let t = tuple(IpProtocol::Tcp, client, service);
         c.push(
             &Event::TcpAttempt {
-                meta: meta(0, Direction::Egress),
+                meta: meta(0, TrafficDirection::Egress),
                 tuple: t,
                 sock_id: 1,
             },
@@ -822,10 +803,10 @@ mod tests {
         assert_eq!(out[0].seen_by, SeenBy::InitiatorSocket);
         // A connect held before its SYN's NAT arrives (retransmitted SYN).
         let client = sa(20, 41001);
-        let t = tuple(Protocol::Tcp, client, service);
+        let t = tuple(IpProtocol::Tcp, client, service);
         c.push(
             &Event::TcpAttempt {
-                meta: meta(10, Direction::Egress),
+                meta: meta(10, TrafficDirection::Egress),
                 tuple: t,
                 sock_id: 2,
             },
@@ -852,8 +833,8 @@ mod tests {
         for (ms, dst) in [(0, service), (1, pod)] {
             c.push(
                 &Event::Dns {
-                    meta: meta(ms, Direction::Egress),
-                    tuple: tuple(Protocol::Udp, client, dst),
+                    meta: meta(ms, TrafficDirection::Egress),
+                    tuple: tuple(IpProtocol::Udp, client, dst),
                     message: query(7, "a.b", false, Rcode::NOERROR),
                 },
                 &mut out,
@@ -861,8 +842,8 @@ mod tests {
         }
         c.push(
             &Event::Dns {
-                meta: meta(2, Direction::Egress),
-                tuple: tuple(Protocol::Udp, pod, client),
+                meta: meta(2, TrafficDirection::Egress),
+                tuple: tuple(IpProtocol::Udp, pod, client),
                 message: query(7, "a.b", true, Rcode::NOERROR),
             },
             &mut out,
@@ -878,10 +859,10 @@ mod tests {
     fn tcp_attempts_without_outcome_expire_and_are_counted() {
         let mut c = Correlator::default();
         let mut out = Vec::new();
-        let t = tuple(Protocol::Tcp, sa(20, 40003), sa(10, 80));
+        let t = tuple(IpProtocol::Tcp, sa(20, 40003), sa(10, 80));
         c.push(
             &Event::TcpAttempt {
-                meta: meta(0, Direction::Egress),
+                meta: meta(0, TrafficDirection::Egress),
                 tuple: t,
                 sock_id: 3,
             },

@@ -15,16 +15,15 @@
 //! [`agent`] wires them all (with the Observer and `/metrics` servers) into one
 //! running node agent: [`agent::Agent::start`].
 //!
-//! The cluster state the annotator reads is kept by [`cluster`]: sources that keep
-//! the policy engine's [`ClusterState`](netverdict_policy::ClusterState) equal to
-//! the cluster's, from Kubernetes watches ([`cluster::kube`]) or from manifest
-//! files ([`cluster::manifests`]), shared with readers through
-//! [`cluster::SharedState`].
+//! The cluster state the annotator reads is kept by `netverdict-cluster`: a
+//! source (Kubernetes watches, manifest files, a lab) started with
+//! [`netverdict_cluster::start`] keeps the policy engine's
+//! [`ClusterState`](netverdict_policy::ClusterState) equal to the cluster's,
+//! shared with readers through a [`SharedState`](netverdict_cluster::SharedState).
 
 pub mod agent;
 pub mod aggregate;
 pub mod annotate;
-pub mod cluster;
 pub mod correlate;
 pub mod enforcement;
 pub mod export;

@@ -9,13 +9,14 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use netverdict_collector::agent::{Agent, AgentConfig, ClusterSource, EventSource};
+use netverdict_cluster::Source;
+use netverdict_cluster::manifests::ManifestOptions;
+use netverdict_collector::agent::{Agent, AgentConfig, EventSource};
 use netverdict_collector::aggregate::Windows;
-use netverdict_collector::cluster::manifests::ManifestOptions;
 use netverdict_collector::pipeline::PipelineConfig;
 use netverdict_ebpf::{
-    Direction, Event, EventKind, FiveTuple, LossCause, Meta, Protocol, StreamError, StreamItem,
-    TcpOutcome,
+    Event, EventKind, FiveTuple, IpProtocol, LossCause, Meta, StreamError, StreamItem, TcpOutcome,
+    TrafficDirection,
 };
 use netverdict_proto::v1 as pb;
 use pb::ingest_server::{Ingest, IngestServer};
@@ -76,7 +77,7 @@ fn at(ms: u64) -> SystemTime {
     SystemTime::now() - Duration::from_secs(60) + Duration::from_millis(ms)
 }
 
-fn meta(ms: u64, direction: Direction) -> Meta {
+fn meta(ms: u64, direction: TrafficDirection) -> Meta {
     Meta {
         time: at(ms),
         mono_ns: ms * 1_000_000,
@@ -101,20 +102,20 @@ fn attempt(
     drops: u64,
 ) -> Vec<Event> {
     let tuple = FiveTuple {
-        protocol: Protocol::Tcp,
+        protocol: IpProtocol::Tcp,
         src,
         dst,
     };
     let mut out = vec![Event::TcpAttempt {
-        meta: meta(ms, Direction::Egress),
+        meta: meta(ms, TrafficDirection::Egress),
         tuple,
         sock_id,
     }];
     for i in 0..drops {
         out.push(Event::Drop {
-            meta: meta(ms + 1 + i, Direction::Unknown),
+            meta: meta(ms + 1 + i, TrafficDirection::Unknown),
             tuple: FiveTuple {
-                protocol: Protocol::Tcp,
+                protocol: IpProtocol::Tcp,
                 src,
                 dst: backend,
             },
@@ -128,7 +129,7 @@ fn attempt(
         });
     }
     out.push(Event::TcpOutcome {
-        meta: meta(ms + 10, Direction::Egress),
+        meta: meta(ms + 10, TrafficDirection::Egress),
         tuple,
         sock_id,
         outcome,
@@ -202,10 +203,7 @@ async fn agent_replays_events_into_ring_observer_export_and_metrics() {
         Path::new(SEED).join("cluster.yaml"),
         Path::new(SEED).join("policies/api-from-web.yaml"),
     ];
-    let mut config = AgentConfig::new(
-        "node-a",
-        ClusterSource::Manifests(ManifestOptions::new(files)),
-    );
+    let mut config = AgentConfig::new("node-a", Source::Manifests(ManifestOptions::new(files)));
     config.events = EventSource::Channel(events_rx);
     config.observer_listen = Some("127.0.0.1:0".parse().unwrap());
     config.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
@@ -318,7 +316,7 @@ async fn agent_replays_events_into_ring_observer_export_and_metrics() {
         6.0
     );
     assert_eq!(
-        s(r#"netverdict_collector_mismatches_total{kind="allowed_though_denied"}"#),
+        s(r#"netverdict_collector_mismatches_total{kind="allowed-though-denied"}"#),
         0.0
     );
     assert_eq!(
@@ -345,6 +343,16 @@ async fn agent_replays_events_into_ring_observer_export_and_metrics() {
     );
     assert_eq!(
         s(r#"netverdict_collector_cluster_relists_total{source="manifests",kind="Pod"}"#),
+        0.0
+    );
+    assert_eq!(
+        s(r#"netverdict_collector_cluster_objects_applied_total{source="manifests",kind="Pod"}"#),
+        4.0
+    );
+    assert_eq!(
+        s(
+            r#"netverdict_collector_cluster_invalid_objects{source="manifests",kind="NetworkPolicy"}"#
+        ),
         0.0
     );
     assert_eq!(s("netverdict_collector_ring_flows"), 2.0);
@@ -376,7 +384,7 @@ async fn agent_replays_events_into_ring_observer_export_and_metrics() {
 #[tokio::test]
 async fn a_flush_times_out_when_the_server_is_gone_and_says_what_is_pending() {
     let (events, events_rx) = mpsc::channel(16);
-    let state = netverdict_collector::cluster::SharedState::new(
+    let state = netverdict_cluster::SharedState::new(
         netverdict_policy::ClusterState::load_paths(&[Path::new(SEED).join("cluster.yaml")])
             .unwrap(),
     );
@@ -386,7 +394,7 @@ async fn a_flush_times_out_when_the_server_is_gone_and_says_what_is_pending() {
         .local_addr()
         .unwrap()
         .port();
-    let mut config = AgentConfig::new("node-b", ClusterSource::Shared(state));
+    let mut config = AgentConfig::new("node-b", Source::Shared(state));
     config.events = EventSource::Channel(events_rx);
     config.observer_listen = None;
     config.metrics_listen = None;

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use netverdict_collector::annotate::Annotator;
-use netverdict_collector::correlate::{DnsSeen, Observation, SeenBy, Side};
+use netverdict_collector::correlate::{DnsSeen, Observation, SeenBy, TrafficDirection};
 use netverdict_policy::{ClusterState, Protocol};
 use netverdict_proto::v1 as pb;
 
@@ -32,7 +32,7 @@ fn obs(src: &str, dst: &str, protocol: Protocol, outcome: pb::Outcome) -> Observ
         first_seen: t,
         last_seen: t,
         netns: 1,
-        side: Side::Egress,
+        direction: TrafficDirection::Egress,
         seen_by: SeenBy::InitiatorSocket,
         protocol,
         src: addr(src),
@@ -331,7 +331,7 @@ fn a_connection_seen_at_both_ends_has_one_record_of_account() {
         pb::Outcome::Established,
     );
     let mut accept = connect.clone();
-    accept.side = Side::Ingress;
+    accept.direction = TrafficDirection::Ingress;
     accept.seen_by = SeenBy::ResponderSocket;
     let source = on("node-a", &state, &connect);
     let destination = on("node-b", &state, &accept);
@@ -359,7 +359,7 @@ fn a_connection_seen_at_both_ends_has_one_record_of_account() {
         (pb::Verdict::Denied, false)
     );
     no_answer.seen_by = SeenBy::Packets;
-    no_answer.side = Side::Ingress;
+    no_answer.direction = TrafficDirection::Ingress;
     no_answer.outcome = pb::Outcome::Dropped;
     no_answer.drops = 2;
     no_answer.drop_reason = Some("TC_EGRESS".into());

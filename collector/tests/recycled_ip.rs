@@ -3,17 +3,20 @@
 //! connection A started before its deletion, whose outcome arrives after B
 //! took the IP, is still A's flow, judged as A; B's later flow is B's.
 
-mod support;
+#[path = "../../cluster/tests/sources/support/objects.rs"]
+#[allow(dead_code, reason = "this test uses two of the builders")]
+mod objects;
 
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
-use netverdict_collector::cluster::SharedState;
+use netverdict_cluster::SharedState;
 use netverdict_collector::pipeline::{Pipeline, PipelineConfig};
-use netverdict_ebpf::{Direction, Event, FiveTuple, Meta, Protocol, StreamItem, TcpOutcome};
+use netverdict_ebpf::{
+    Event, FiveTuple, IpProtocol, Meta, StreamItem, TcpOutcome, TrafficDirection,
+};
 use netverdict_policy::{K8sObject, ObjectKind};
 use netverdict_proto::v1 as pb;
-use support::objects;
 
 const RECYCLED: &str = "10.244.0.7";
 
@@ -23,13 +26,13 @@ fn meta(time: SystemTime, mono_ns: u64) -> Meta {
         mono_ns,
         netns: 4026532000,
         ifindex: None,
-        direction: Direction::Egress,
+        direction: TrafficDirection::Egress,
     }
 }
 
 fn tuple(src_port: u16) -> FiveTuple {
     FiveTuple {
-        protocol: Protocol::Tcp,
+        protocol: IpProtocol::Tcp,
         src: SocketAddr::new(RECYCLED.parse().unwrap(), src_port),
         dst: "10.244.0.2:8080".parse().unwrap(),
     }

@@ -210,8 +210,8 @@ pub fn policy_rules_for(
             let mut isolated = false;
             let mut rules: Vec<(String, &Rule)> = Vec::new();
             for policy in state.policies() {
-                if policy.key.namespace != pod.key.namespace
-                    || unenforced.skips(&policy.key.namespace, &policy.key.name)
+                if policy.namespace() != pod.key.namespace
+                    || unenforced.skips(policy.namespace(), policy.key.name())
                     || !state.policy_selects(policy, pod)
                 {
                     continue;
@@ -219,7 +219,7 @@ pub fn policy_rules_for(
                 if let Some(list) = policy.rules(direction) {
                     isolated = true;
                     for r in list {
-                        rules.push((policy.key.namespace.clone(), r));
+                        rules.push((policy.namespace().to_string(), r));
                     }
                 }
             }

@@ -29,7 +29,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use netverdict_collector::cluster::SharedState;
+use netverdict_cluster::SharedState;
 use netverdict_proto::v1 as pb;
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, watch};

@@ -1,22 +1,27 @@
-//! Shared helpers of the API server tests: flows, servers on real sockets,
-//! waiting on conditions with deadlines, and a `/metrics` scrape.
+//! Shared helpers of the API server tests (and of the CLI's test of the
+//! collector's exporter against the server): flows, servers on real sockets,
+//! waiting on conditions with deadlines, a `/metrics` scrape, and a store whose
+//! inserts fail or wait on command.
 
 #![allow(dead_code, reason = "each test binary uses a different subset")]
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
-use netverdict_api::store::{FlowQuery, Store};
+use netverdict_api::store::{
+    FlowQuery, InsertOutcome, ReportQuery, Result, Store, StoreError, StoreStatus,
+};
 use netverdict_api::{ApiConfig, ApiServer, MemoryConfig, MemoryStore, serve_shared};
-use netverdict_collector::cluster::SharedState;
+use netverdict_cluster::SharedState;
 use netverdict_proto::v1 as pb;
 use prost_types::Timestamp;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 pub fn at(t: SystemTime) -> Option<Timestamp> {
-    Some(netverdict_api::time::to_timestamp(t))
+    Some(netverdict_proto::time::timestamp(t))
 }
 
 pub fn pod(ns: &str, name: &str, workload: &str, port: u32) -> Option<pb::Endpoint> {
@@ -134,4 +139,63 @@ pub async fn scrape(addr: SocketAddr) -> BTreeMap<String, f64> {
             (name.to_string(), value)
         })
         .collect()
+}
+
+/// A memory store whose inserts fail while `failing` is set or when the
+/// batch starts with a `/fail` flow, and wait for a permit of `gate` when it
+/// starts with a `/gated` flow; counts inserts running at once (`peak`: the
+/// most seen).
+pub struct Scripted {
+    pub inner: MemoryStore,
+    pub failing: AtomicBool,
+    pub gate: tokio::sync::Semaphore,
+    pub active: AtomicUsize,
+    pub peak: AtomicUsize,
+}
+
+impl Scripted {
+    pub fn new() -> Scripted {
+        Scripted {
+            inner: MemoryStore::new(Default::default()).unwrap(),
+            failing: AtomicBool::new(false),
+            gate: tokio::sync::Semaphore::new(0),
+            active: Default::default(),
+            peak: Default::default(),
+        }
+    }
+
+    async fn insert_gated(&self, flows: Vec<pb::Flow>) -> Result<InsertOutcome> {
+        if flows[0].id.ends_with("/gated") {
+            self.gate.acquire().await.unwrap().forget();
+        }
+        if self.failing.load(Ordering::SeqCst) || flows[0].id.ends_with("/fail") {
+            return Err(StoreError::Backend {
+                backend: "memory",
+                message: "injected failure".into(),
+            });
+        }
+        self.inner.insert(flows).await
+    }
+}
+
+impl Store for Scripted {
+    async fn insert(&self, flows: Vec<pb::Flow>) -> Result<InsertOutcome> {
+        let now = self.active.fetch_add(1, Ordering::SeqCst) + 1;
+        self.peak.fetch_max(now, Ordering::SeqCst);
+        let result = self.insert_gated(flows).await;
+        self.active.fetch_sub(1, Ordering::SeqCst);
+        result
+    }
+    async fn flows(&self, q: &FlowQuery) -> Result<Vec<pb::Flow>> {
+        self.inner.flows(q).await
+    }
+    async fn denied(&self, q: &ReportQuery) -> Result<Vec<pb::DeniedGroup>> {
+        self.inner.denied(q).await
+    }
+    async fn dns_failures(&self, q: &ReportQuery) -> Result<Vec<pb::DnsFailure>> {
+        self.inner.dns_failures(q).await
+    }
+    async fn status(&self) -> Result<StoreStatus> {
+        self.inner.status().await
+    }
 }

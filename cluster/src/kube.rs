@@ -1,0 +1,427 @@
+//! The Kubernetes source: kube-rs watchers of Namespaces, Pods, NetworkPolicies,
+//! Services, EndpointSlices and Nodes, applied to the shared state incrementally.
+//!
+//! One task per kind runs `watcher(..).default_backoff()` (bookmarks on, paginated
+//! lists) and forwards its events to one writer task, which owns the
+//! [tracker](crate::tracker) and applies every queued event under a single write lock:
+//!
+//! - `Apply` / `Delete`: the object is applied or deleted;
+//! - `Init`, `InitApply`..., `InitDone`: a complete (re-)list. Its objects are
+//!   buffered until `InitDone`, then applied as a diff, so objects deleted while
+//!   the watch was down (a dropped connection, `410 Gone` after compaction) leave
+//!   the state: after every re-list the state of that kind equals the cluster's.
+//!   Buffering also keeps half a list from ever being visible to readers.
+//!
+//! kube-rs re-lists by itself after a `410 Gone` reported inside a watch stream
+//! (how the API server reports an expired resourceVersion). A `410` answered to
+//! the watch request itself leaves kube-rs retrying the same expired version
+//! forever, so this source restarts that kind's watcher (which re-lists).
+//!
+//! Errors never stop the source: they are logged, counted per kind, and the
+//! watcher retries with backoff. A kind that cannot be listed (e.g. RBAC: the
+//! agent needs `list` and `watch` on namespaces, pods, services, nodes,
+//! networkpolicies.networking.k8s.io and endpointslices.discovery.k8s.io) keeps
+//! the source from being synced, and [`KubeSource::wait_synced`] names it.
+
+use std::fmt::Debug;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, ResourceExt};
+use netverdict_policy::{K8sObject, ObjectKind};
+use serde::de::DeserializeOwned;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+
+use crate::metrics::SourceMetrics;
+use crate::shared::SharedState;
+use crate::tracker::{ObjectRef, Tracker, Versioning};
+use crate::{KINDS, kind_index, kind_name};
+
+/// Errors of the Kubernetes source.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No usable configuration: neither a kubeconfig (`$KUBECONFIG`,
+    /// `~/.kube/config`) nor the in-cluster service account was found or valid.
+    #[error("no Kubernetes configuration (in-cluster or kubeconfig): {0}")]
+    InferConfig(#[source] kube::config::InferConfigError),
+    /// The kubeconfig file given could not be read or used.
+    #[error("kubeconfig {path}: {source}")]
+    Kubeconfig {
+        path: PathBuf,
+        #[source]
+        source: kube::config::KubeconfigError,
+    },
+    /// The client could not be built from the configuration (e.g. bad TLS material).
+    #[error("cannot build the Kubernetes client: {0}")]
+    Client(#[source] kube::Error),
+    /// A task of the source ended (it only does on a bug: a panic in the engine
+    /// or the source); the state no longer follows the cluster.
+    #[error("the Kubernetes source stopped: {0}")]
+    Stopped(String),
+    /// Some kinds had not completed their initial list in time.
+    #[error("initial list of {} not complete after {waited:?}", kinds.join(", "))]
+    SyncTimeout {
+        /// The kinds still listing.
+        kinds: Vec<&'static str>,
+        waited: Duration,
+    },
+}
+
+/// A `Result` of this module.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Where the client's configuration comes from.
+#[derive(Clone, Debug, Default)]
+pub struct ClientOptions {
+    /// A kubeconfig file; None infers (kube-rs `Config::infer`): `$KUBECONFIG` or
+    /// `~/.kube/config` if there is one, else the in-cluster service account
+    /// (`KUBERNETES_SERVICE_HOST` and the mounted token), as in a DaemonSet pod.
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context to use (its current context if None).
+    pub context: Option<String>,
+}
+
+/// Builds a Kubernetes client (in-cluster config or kubeconfig).
+pub async fn client(options: &ClientOptions) -> Result<Client> {
+    let config = match &options.kubeconfig {
+        Some(path) => {
+            let kubeconfig =
+                kube::config::Kubeconfig::read_from(path).map_err(|source| Error::Kubeconfig {
+                    path: path.clone(),
+                    source,
+                })?;
+            let opts = kube::config::KubeConfigOptions {
+                context: options.context.clone(),
+                ..Default::default()
+            };
+            kube::Config::from_custom_kubeconfig(kubeconfig, &opts)
+                .await
+                .map_err(|source| Error::Kubeconfig {
+                    path: path.clone(),
+                    source,
+                })?
+        }
+        None if options.context.is_some() => {
+            let opts = kube::config::KubeConfigOptions {
+                context: options.context.clone(),
+                ..Default::default()
+            };
+            kube::Config::from_kubeconfig(&opts)
+                .await
+                .map_err(|source| Error::Kubeconfig {
+                    path: PathBuf::from("$KUBECONFIG"),
+                    source,
+                })?
+        }
+        None => kube::Config::infer().await.map_err(Error::InferConfig)?,
+    };
+    Client::try_from(config).map_err(Error::Client)
+}
+
+/// Options of the Kubernetes source.
+#[derive(Clone, Debug)]
+pub struct KubeSourceConfig {
+    /// Objects per list page (None: unpaginated lists).
+    pub page_size: Option<u32>,
+    /// Server-side timeout of each watch request, in seconds (kube-rs default
+    /// 290 when None).
+    pub watch_timeout: Option<u32>,
+    /// Delay before restarting a watcher whose watch request was refused with
+    /// `410 Gone`; doubles on each consecutive refusal, up to 30 s.
+    pub restart_delay: Duration,
+}
+
+impl Default for KubeSourceConfig {
+    fn default() -> Self {
+        KubeSourceConfig {
+            page_size: Some(500),
+            watch_timeout: None,
+            restart_delay: Duration::from_millis(200),
+        }
+    }
+}
+
+/// A kind the source watches.
+trait Watched:
+    kube::Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static
+{
+    const KIND: ObjectKind;
+    fn into_object(self) -> K8sObject;
+}
+
+macro_rules! watched {
+    ($ty:ty, $kind:ident) => {
+        impl Watched for $ty {
+            const KIND: ObjectKind = ObjectKind::$kind;
+            fn into_object(self) -> K8sObject {
+                K8sObject::$kind(Box::new(self))
+            }
+        }
+    };
+}
+watched!(Namespace, Namespace);
+watched!(Pod, Pod);
+watched!(NetworkPolicy, NetworkPolicy);
+watched!(Service, Service);
+watched!(EndpointSlice, EndpointSlice);
+watched!(Node, Node);
+
+/// What a watch task tells the writer.
+#[derive(Debug)]
+enum Update {
+    Init(ObjectKind),
+    InitApply(K8sObject),
+    InitDone(ObjectKind),
+    Apply(K8sObject),
+    Delete(ObjectRef),
+}
+
+/// The running Kubernetes source. Dropping it stops its tasks (the state keeps
+/// what it had).
+#[derive(Debug)]
+pub struct KubeSource {
+    tasks: JoinSet<()>,
+    metrics: Arc<SourceMetrics>,
+    synced: watch::Receiver<bool>,
+    listed: Arc<[AtomicBool; 6]>,
+}
+
+impl KubeSource {
+    /// Starts watching every kind with `client` and keeping `state` equal to the
+    /// cluster. Must be called inside a tokio runtime.
+    pub fn spawn(client: Client, state: SharedState, config: KubeSourceConfig) -> KubeSource {
+        let metrics = Arc::new(SourceMetrics::default());
+        let (tx, rx) = mpsc::channel(1024);
+        let (synced_tx, synced) = watch::channel(false);
+        let listed: Arc<[AtomicBool; 6]> = Arc::new(Default::default());
+        let mut tasks = JoinSet::new();
+        let shared = (&client, &config, &tx, &metrics);
+        spawn_watch::<Namespace>(&mut tasks, shared);
+        spawn_watch::<Pod>(&mut tasks, shared);
+        spawn_watch::<NetworkPolicy>(&mut tasks, shared);
+        spawn_watch::<Service>(&mut tasks, shared);
+        spawn_watch::<EndpointSlice>(&mut tasks, shared);
+        spawn_watch::<Node>(&mut tasks, shared);
+        drop(tx);
+        tasks.spawn(write(rx, state, metrics.clone(), synced_tx, listed.clone()));
+        KubeSource {
+            tasks,
+            metrics,
+            synced,
+            listed,
+        }
+    }
+
+    /// The source's counters.
+    pub fn metrics(&self) -> &Arc<SourceMetrics> {
+        &self.metrics
+    }
+
+    /// Whether every kind has completed its initial list (verdicts before that
+    /// may miss objects).
+    pub fn is_synced(&self) -> bool {
+        *self.synced.borrow()
+    }
+
+    /// Waits until every kind has completed its initial list.
+    pub async fn wait_synced(&self, timeout: Duration) -> Result<()> {
+        let mut synced = self.synced.clone();
+        match tokio::time::timeout(timeout, synced.wait_for(|s| *s)).await {
+            Ok(Ok(_)) => Ok(()),
+            _ => Err(Error::SyncTimeout {
+                kinds: KINDS
+                    .iter()
+                    .filter(|k| !self.listed[kind_index(**k)].load(Ordering::Relaxed))
+                    .map(|k| kind_name(*k))
+                    .collect(),
+                waited: timeout,
+            }),
+        }
+    }
+
+    /// Resolves when the source stops following the cluster (a task ended: a
+    /// bug), so that the agent can exit rather than serve a stale state.
+    pub async fn stopped(&mut self) -> Error {
+        match self.tasks.join_next().await {
+            Some(Err(e)) if e.is_panic() => Error::Stopped(format!("a task panicked: {e}")),
+            Some(Err(e)) => Error::Stopped(e.to_string()),
+            Some(Ok(())) => Error::Stopped("a task ended".into()),
+            None => Error::Stopped("no task running".into()),
+        }
+    }
+
+    /// Stops the source and waits for its tasks to end.
+    pub async fn shutdown(mut self) {
+        self.tasks.shutdown().await;
+    }
+}
+
+/// Starts the watch task of one kind.
+fn spawn_watch<K: Watched>(
+    tasks: &mut JoinSet<()>,
+    (client, config, tx, metrics): (
+        &Client,
+        &KubeSourceConfig,
+        &mpsc::Sender<Update>,
+        &Arc<SourceMetrics>,
+    ),
+) {
+    tasks.spawn(watch_kind::<K>(
+        client.clone(),
+        config.clone(),
+        tx.clone(),
+        metrics.clone(),
+    ));
+}
+
+/// Whether a watcher error is a `410 Gone` answered to the watch request itself,
+/// which kube-rs retries with the same expired resourceVersion forever.
+fn watch_start_gone(error: &watcher::Error) -> bool {
+    matches!(error, watcher::Error::WatchStartFailed(kube::Error::Api(status)) if status.code == 410)
+}
+
+/// Runs the watcher of one kind, forwarding its events, until the writer is gone.
+async fn watch_kind<K: Watched>(
+    client: Client,
+    config: KubeSourceConfig,
+    tx: mpsc::Sender<Update>,
+    metrics: Arc<SourceMetrics>,
+) {
+    let kind = kind_name(K::KIND);
+    let api: Api<K> = Api::all(client);
+    // Bookmarks stay on (the default): a quiet kind keeps a current
+    // resourceVersion and resumes after a disconnect instead of re-listing.
+    let wc = watcher::Config {
+        page_size: config.page_size,
+        timeout: config.watch_timeout,
+        ..watcher::Config::default()
+    };
+    let mut restart_delay = config.restart_delay;
+    loop {
+        let mut events = watcher(api.clone(), wc.clone())
+            // The engine reads neither: don't hold them while a list is buffered.
+            .modify(|o| {
+                o.managed_fields_mut().clear();
+                o.annotations_mut().clear();
+            })
+            .default_backoff()
+            .boxed();
+        let mut restart = false;
+        while let Some(event) = events.next().await {
+            let update = match event {
+                Ok(watcher::Event::Init) => {
+                    tracing::debug!(kind, "listing");
+                    Update::Init(K::KIND)
+                }
+                Ok(watcher::Event::InitApply(o)) => Update::InitApply(o.into_object()),
+                Ok(watcher::Event::InitDone) => {
+                    // A list went through: whatever made us restart is over.
+                    restart_delay = config.restart_delay;
+                    Update::InitDone(K::KIND)
+                }
+                Ok(watcher::Event::Apply(o)) => Update::Apply(o.into_object()),
+                Ok(watcher::Event::Delete(o)) => {
+                    let o = o.into_object();
+                    Update::Delete(ObjectRef::of(&o))
+                }
+                Err(error) => {
+                    metrics.watch_error(K::KIND);
+                    match &error {
+                        watcher::Error::WatchError(status) if status.code == 410 => {
+                            tracing::info!(kind, reason = %status.message, "watch history expired (410 Gone): re-listing");
+                        }
+                        e if watch_start_gone(e) => {
+                            tracing::info!(kind, error = %e, "watch refused with 410 Gone: restarting the watcher to re-list");
+                            restart = true;
+                        }
+                        e => tracing::warn!(kind, error = %e, "watch error; retrying with backoff"),
+                    }
+                    if restart {
+                        break;
+                    }
+                    continue;
+                }
+            };
+            if tx.send(update).await.is_err() {
+                return;
+            }
+        }
+        if !restart {
+            // The watcher stream never ends by itself; if it did, start over.
+            tracing::warn!(kind, "watcher ended; restarting");
+        }
+        tokio::time::sleep(restart_delay).await;
+        restart_delay = (restart_delay * 2).min(Duration::from_secs(30));
+    }
+}
+
+/// The single writer: applies queued updates in batches under one write lock.
+async fn write(
+    mut rx: mpsc::Receiver<Update>,
+    state: SharedState,
+    metrics: Arc<SourceMetrics>,
+    synced: watch::Sender<bool>,
+    listed: Arc<[AtomicBool; 6]>,
+) {
+    let mut tracker = Tracker::new(Versioning::ResourceVersion, metrics);
+    let mut batch = Vec::with_capacity(256);
+    while rx.recv_many(&mut batch, 256).await > 0 {
+        // Updates that only buffer a list need no lock: handle the leading ones
+        // without it, the rest (in order) under one write lock.
+        let writes = match batch
+            .iter()
+            .position(|u| !matches!(u, Update::Init(_) | Update::InitApply(_)))
+        {
+            Some(i) => batch.split_off(i),
+            None => Vec::new(),
+        };
+        for update in batch.drain(..) {
+            match update {
+                Update::Init(kind) => tracker.begin_list(kind),
+                Update::InitApply(object) => tracker.list_item(object),
+                _ => {}
+            }
+        }
+        if !writes.is_empty() {
+            state.update(|s| {
+                for update in writes {
+                    match update {
+                        Update::Init(kind) => tracker.begin_list(kind),
+                        Update::InitApply(object) => tracker.list_item(object),
+                        Update::InitDone(kind) => {
+                            let outcome = tracker.finish_list(s, kind);
+                            let first = !listed[kind_index(kind)].swap(true, Ordering::Relaxed);
+                            tracing::info!(
+                                kind = kind_name(kind),
+                                initial = first,
+                                applied = outcome.applied,
+                                unchanged = outcome.unchanged,
+                                deleted = outcome.deleted,
+                                rejected = outcome.rejected,
+                                "list applied"
+                            );
+                        }
+                        Update::Apply(object) => {
+                            tracker.apply(s, &object);
+                        }
+                        Update::Delete(r) => {
+                            tracker.delete(s, &r);
+                        }
+                    }
+                }
+            });
+        }
+        if !*synced.borrow() && listed.iter().all(|l| l.load(Ordering::Relaxed)) {
+            tracing::info!("cluster state synced: every kind listed");
+            synced.send_replace(true);
+        }
+    }
+}
