@@ -124,11 +124,14 @@ fn flows_table(db: &str) -> String {
     )
 }
 
+/// A column's type and default, made when needed (enum types are built).
+type ColumnDefinition = fn() -> String;
+
 /// The columns migration 5 added to `flows`, after `flow` (name,
 /// definition): which end observed a record, and whether another record of
 /// the connection is its record of account. `CREATE TABLE` makes them too, as
 /// the rollups' views (migration 2) read `counted_elsewhere`.
-const OBSERVED_COLUMNS: [(&str, fn() -> String); 2] = [
+const OBSERVED_COLUMNS: [(&str, ColumnDefinition); 2] = [
     ("observation_point", || {
         format!(
             "{} DEFAULT {}",
