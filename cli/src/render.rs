@@ -150,9 +150,7 @@ pub fn flow_json(f: &pb::Flow) -> Value {
         "drop_reason": f.drop_reason,
         "drop_count": f.drop_count,
         "mismatch": mismatch(f.mismatch),
-        "observation_point": pb::ObservationPoint::try_from(f.observation_point)
-            .map(|p| p.as_str_name())
-            .unwrap_or("OBSERVATION_POINT_UNSPECIFIED"),
+        "observation_point": name_of::<pb::ObservationPoint>(f.observation_point),
         "counted_elsewhere": f.counted_elsewhere,
         "dns": f.dns.as_ref().map(|d| json!({
             "id": d.id,
