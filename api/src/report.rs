@@ -23,8 +23,11 @@
 //! - both are ordered by count (largest first), then latest `last_seen` (most
 //!   recent first), then key, and cut to `limit` (0: no limit).
 //!
-//! Which flows take part: `last_seen` within `[since, until)`, and the source
-//! or the destination in one of the query's namespaces (any, when none).
+//! Which flows take part: records of account only (a record that is a second
+//! observation of a connection, `counted_elsewhere`, is skipped, so a
+//! connection seen at both ends counts once), `last_seen` within
+//! `[since, until)`, and the source or the destination in one of the query's
+//! namespaces (any, when none).
 
 use std::cmp::Reverse;
 use std::collections::BTreeSet;
@@ -59,9 +62,10 @@ impl ReportFilter {
         }
     }
 
-    /// Whether `flow` is in the window and touches one of the namespaces.
+    /// Whether `flow` is a record of account, in the window, and touches one
+    /// of the namespaces.
     pub fn matches(&self, flow: &pb::Flow) -> bool {
-        self.window.contains_flow(flow) && self.namespaces.matches(flow)
+        !flow.counted_elsewhere && self.window.contains_flow(flow) && self.namespaces.matches(flow)
     }
 }
 

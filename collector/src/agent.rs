@@ -507,12 +507,13 @@ struct MetricsInputs {
 
 impl MetricsInputs {
     async fn snapshot(&self) -> Snapshot {
-        let (counters, ring_flows, ring_evictions) = {
+        let (counters, ring_flows, ring_evictions, nat) = {
             let p = self.pipeline.lock().await;
             (
                 p.counters().clone(),
                 p.ring().len() as u64,
                 p.ring().evicted(),
+                (p.correlation().nat_joined, p.correlation().nat_unclaimed),
             )
         };
         Snapshot {
@@ -524,6 +525,7 @@ impl MetricsInputs {
             ring_flows,
             ring_evictions,
             observer_lagged: self.observer.lagged(),
+            nat,
         }
     }
 }

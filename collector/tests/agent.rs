@@ -123,6 +123,7 @@ fn attempt(
             reason_code: 12,
             len: 60,
             location: 0,
+            location_symbol: None,
             tcp_flags: 2,
             dns: None,
         });
