@@ -8,8 +8,8 @@
 //! ```text
 //!  kube: one kube-rs watcher per kind ─┐                       ┌─> SharedState (RwLock<ClusterState>)
 //!        (Namespace, Pod, NetworkPolicy,├─> mpsc ─> writer task ┤     read by the annotator (verdict(&self))
-//!         Service, EndpointSlice, Node) ┘   (Tracker: apply,    └─> SourceMetrics (counters, invalid objects)
-//!                                            delete, re-list diff)
+//!         Service, EndpointSlice, Node, │   (Tracker: apply,    └─> SourceMetrics (counters, invalid objects,
+//!         ReplicaSet, Job)             ─┘    delete, re-list diff)     kinds the RBAC forbids)
 //!  manifests: poll files ─> parse + validate all ─> Tracker diff ─> SharedState
 //!  lab: a running lab's objects, once at start ─────────────────> SharedState
 //! ```
@@ -68,21 +68,26 @@ pub mod shared;
 pub mod source;
 pub mod tracker;
 
-pub use metrics::{InvalidObject, KindCounts, MetricsSnapshot, SourceMetrics};
+pub use metrics::{ForbiddenKind, InvalidObject, KindCounts, MetricsSnapshot, SourceMetrics};
 pub use shared::SharedState;
 pub use source::{ClusterHandle, Error, OnSyncTimeout, Source, SourceConfig, SyncPolicy, start};
 pub use tracker::ObjectRef;
 
 use netverdict_policy::ObjectKind;
 
+/// How many kinds the sources keep.
+pub const KIND_COUNT: usize = 8;
+
 /// Every kind of object the sources keep, in a fixed order (metrics use it).
-pub const KINDS: [ObjectKind; 6] = [
+pub const KINDS: [ObjectKind; KIND_COUNT] = [
     ObjectKind::Namespace,
     ObjectKind::Pod,
     ObjectKind::NetworkPolicy,
     ObjectKind::Service,
     ObjectKind::EndpointSlice,
     ObjectKind::Node,
+    ObjectKind::ReplicaSet,
+    ObjectKind::Job,
 ];
 
 /// The Kubernetes name of a kind (`Pod`, `NetworkPolicy`...).
@@ -94,6 +99,8 @@ pub fn kind_name(kind: ObjectKind) -> &'static str {
         ObjectKind::Service => "Service",
         ObjectKind::EndpointSlice => "EndpointSlice",
         ObjectKind::Node => "Node",
+        ObjectKind::ReplicaSet => "ReplicaSet",
+        ObjectKind::Job => "Job",
     }
 }
 
@@ -106,5 +113,22 @@ pub fn kind_index(kind: ObjectKind) -> usize {
         ObjectKind::Service => 3,
         ObjectKind::EndpointSlice => 4,
         ObjectKind::Node => 5,
+        ObjectKind::ReplicaSet => 6,
+        ObjectKind::Job => 7,
+    }
+}
+
+/// The RBAC resource of a kind as `resource.group` (`pods`,
+/// `replicasets.apps`): what a role must grant `list` and `watch` on.
+pub fn kind_resource(kind: ObjectKind) -> &'static str {
+    match kind {
+        ObjectKind::Namespace => "namespaces",
+        ObjectKind::Pod => "pods",
+        ObjectKind::NetworkPolicy => "networkpolicies.networking.k8s.io",
+        ObjectKind::Service => "services",
+        ObjectKind::EndpointSlice => "endpointslices.discovery.k8s.io",
+        ObjectKind::Node => "nodes",
+        ObjectKind::ReplicaSet => "replicasets.apps",
+        ObjectKind::Job => "jobs.batch",
     }
 }

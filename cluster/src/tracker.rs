@@ -32,7 +32,7 @@ use netverdict_policy::model;
 use netverdict_policy::{ClusterState, K8sObject, ObjectError, ObjectKind};
 
 use crate::metrics::SourceMetrics;
-use crate::{kind_index, kind_name};
+use crate::{KIND_COUNT, kind_index, kind_name};
 
 /// Which object of the state: kind, namespace (empty for cluster-scoped kinds)
 /// and name.
@@ -80,6 +80,8 @@ pub(crate) fn meta(object: &K8sObject) -> &ObjectMeta {
         K8sObject::Service(o) => &o.metadata,
         K8sObject::EndpointSlice(o) => &o.metadata,
         K8sObject::Node(o) => &o.metadata,
+        K8sObject::ReplicaSet(o) => &o.metadata,
+        K8sObject::Job(o) => &o.metadata,
     }
 }
 
@@ -92,6 +94,8 @@ pub(crate) fn kind_of(object: &K8sObject) -> ObjectKind {
         K8sObject::Service(_) => ObjectKind::Service,
         K8sObject::EndpointSlice(_) => ObjectKind::EndpointSlice,
         K8sObject::Node(_) => ObjectKind::Node,
+        K8sObject::ReplicaSet(_) => ObjectKind::ReplicaSet,
+        K8sObject::Job(_) => ObjectKind::Job,
     }
 }
 
@@ -105,6 +109,8 @@ pub(crate) fn validate(object: &K8sObject, require_pod_ips: bool) -> Result<(), 
         K8sObject::Service(o) => model::Service::from_k8s(o).map(drop),
         K8sObject::EndpointSlice(o) => model::EndpointSlice::from_k8s(o).map(drop),
         K8sObject::Node(o) => model::Node::from_k8s(o).map(drop),
+        K8sObject::ReplicaSet(o) => model::Controller::from_replica_set(o).map(drop),
+        K8sObject::Job(o) => model::Controller::from_job(o).map(drop),
     }
 }
 
@@ -159,7 +165,7 @@ struct KindState {
 pub(crate) struct Tracker {
     versioning: Versioning,
     metrics: Arc<SourceMetrics>,
-    kinds: [KindState; 6],
+    kinds: [KindState; KIND_COUNT],
 }
 
 impl Tracker {
@@ -185,6 +191,8 @@ impl Tracker {
             K8sObject::Service(o) => serde_json::to_string(o),
             K8sObject::EndpointSlice(o) => serde_json::to_string(o),
             K8sObject::Node(o) => serde_json::to_string(o),
+            K8sObject::ReplicaSet(o) => serde_json::to_string(o),
+            K8sObject::Job(o) => serde_json::to_string(o),
         };
         // k8s-openapi objects always serialize; an error would only make the
         // object look changed, which is harmless.

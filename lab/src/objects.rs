@@ -51,6 +51,8 @@ pub(crate) fn object_id(o: &K8sObject) -> (&'static str, String, String) {
         K8sObject::Service(x) => (&x.metadata, true),
         K8sObject::EndpointSlice(x) => (&x.metadata, true),
         K8sObject::Node(x) => (&x.metadata, false),
+        K8sObject::ReplicaSet(x) => (&x.metadata, true),
+        K8sObject::Job(x) => (&x.metadata, true),
     };
     let ns = if namespaced {
         meta.namespace.clone().unwrap_or_else(|| "default".into())
@@ -68,6 +70,8 @@ pub(crate) fn object_value(o: &K8sObject) -> serde_json::Value {
         K8sObject::Service(x) => serde_json::to_value(x),
         K8sObject::EndpointSlice(x) => serde_json::to_value(x),
         K8sObject::Node(x) => serde_json::to_value(x),
+        K8sObject::ReplicaSet(x) => serde_json::to_value(x),
+        K8sObject::Job(x) => serde_json::to_value(x),
     };
     v.unwrap_or(serde_json::Value::Null)
 }

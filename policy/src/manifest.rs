@@ -4,10 +4,13 @@
 //!
 //! Reading only parses; validation happens when an object is applied to the
 //! state. Kinds the engine does not use (Deployment, ConfigMap...) are counted and
-//! skipped; a document that is not a Kubernetes object is an error.
+//! skipped (ReplicaSets and Jobs are read: their owner references name their
+//! pods' workloads); a document that is not a Kubernetes object is an error.
 
 use std::path::{Path, PathBuf};
 
+use k8s_openapi::api::apps::v1 as apps;
+use k8s_openapi::api::batch::v1 as batch;
 use k8s_openapi::api::core::v1 as core;
 use k8s_openapi::api::discovery::v1 as discovery;
 use k8s_openapi::api::networking::v1 as net;
@@ -25,6 +28,10 @@ pub enum K8sObject {
     Service(Box<core::Service>),
     EndpointSlice(Box<discovery::EndpointSlice>),
     Node(Box<core::Node>),
+    /// Kept for the owner references of its pods (a Deployment's ReplicaSet).
+    ReplicaSet(Box<apps::ReplicaSet>),
+    /// Kept for the owner references of its pods (a CronJob's Job).
+    Job(Box<batch::Job>),
 }
 
 impl K8sObject {
@@ -37,6 +44,8 @@ impl K8sObject {
             K8sObject::Service(_) => "Service",
             K8sObject::EndpointSlice(_) => "EndpointSlice",
             K8sObject::Node(_) => "Node",
+            K8sObject::ReplicaSet(_) => "ReplicaSet",
+            K8sObject::Job(_) => "Job",
         }
     }
 }
@@ -172,6 +181,8 @@ impl Manifests {
             ("", "Node") => typed(&value).map(K8sObject::Node),
             ("networking.k8s.io", "NetworkPolicy") => typed(&value).map(K8sObject::NetworkPolicy),
             ("discovery.k8s.io", "EndpointSlice") => typed(&value).map(K8sObject::EndpointSlice),
+            ("apps", "ReplicaSet") => typed(&value).map(K8sObject::ReplicaSet),
+            ("batch", "Job") => typed(&value).map(K8sObject::Job),
             _ => {
                 match self.ignored.iter_mut().find(|(k, _)| *k == kind) {
                     Some((_, n)) => *n += 1,

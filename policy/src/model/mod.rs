@@ -8,12 +8,15 @@
 //! - [`ports`]: [`Protocol`] and [`PortRef`], shared by pods, services and policies;
 //! - [`policy`]: [`NetworkPolicy`], its rules, peers and ports, and [`Direction`];
 //! - [`workload`]: [`Namespace`], [`Pod`] and [`Node`];
+//! - [`owner`]: who runs a pod: its controller ([`Owner`]), the ReplicaSets
+//!   and Jobs between it and its workload ([`Controller`]), [`workload_name`];
 //! - [`service`]: [`Service`] and [`EndpointSlice`];
 //! - `validate`: the field checks the conversions share.
 //!
 //! Every type is re-exported here: `model::Pod` is `model::workload::Pod`.
 
 pub mod keys;
+pub mod owner;
 pub mod policy;
 pub mod ports;
 pub mod service;
@@ -21,6 +24,7 @@ mod validate;
 pub mod workload;
 
 pub use keys::{PodKey, PolicyKey, PolicyKind};
+pub use owner::{Controller, ControllerKind, Owner, workload_name};
 pub use policy::{Direction, IpBlock, NamespaceMatch, NetworkPolicy, Peer, PortRule, Rule};
 pub use ports::{PortRef, Protocol};
 pub use service::{EndpointSlice, Service, ServicePort, SliceEndpoint};

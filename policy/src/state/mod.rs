@@ -1,4 +1,5 @@
-//! The cluster state: namespaces, pods, policies, services, slices and nodes,
+//! The cluster state: namespaces, pods, policies, services, slices, nodes and
+//! the ReplicaSets and Jobs owning pods,
 //! kept incrementally (one object applied or deleted at a time, as watches
 //! deliver them) with the indexes the engine needs. [`ClusterState`] is the
 //! composition of these parts, and keeps them consistent on each change:
@@ -12,12 +13,15 @@
 //!   to a `u32`, the other key of the verdict cache;
 //! - `policy_index`: NetworkPolicies by key and by namespace and label;
 //! - `services` and `nodes`: Service resolution, and the node addresses
-//!   traffic with which is always allowed.
+//!   traffic with which is always allowed;
+//! - `controllers`: ReplicaSets and Jobs, through which a pod's workload is
+//!   found (its Deployment, its CronJob); no verdict depends on them.
 //!
 //! What changes empties the verdict cache: a policy, a namespace's labels, a
 //! node, the local node's addresses. A pod change does not need to (a changed
 //! pod has another identity).
 
+mod controllers;
 mod identities;
 mod ip_classes;
 mod ip_history;
@@ -38,12 +42,13 @@ use crate::cache::{CacheKey, VerdictCache};
 use crate::error::{LoadError, LoadErrors, ObjectError};
 use crate::manifest::{K8sObject, Manifests};
 use crate::model::{
-    Direction, EndpointSlice, Namespace, NamespaceMatch, NetworkPolicy, Node, Peer, Pod, PodKey,
-    PolicyKey, PortRef, Protocol, Service,
+    Controller, ControllerKind, Direction, EndpointSlice, Namespace, NamespaceMatch,
+    NetworkPolicy, Node, Owner, Peer, Pod, PodKey, PolicyKey, PortRef, Protocol, Service,
 };
 use crate::selector::{Labels, Selector};
 use crate::verdict::Verdict;
 
+use controllers::Controllers;
 use identities::Identities;
 pub(crate) use identities::{DEPARTED, EXTERNAL, HOST_NETWORK};
 use ip_classes::IpClasses;
@@ -65,6 +70,10 @@ pub enum ObjectKind {
     Service,
     EndpointSlice,
     Node,
+    /// apps/v1 ReplicaSet (kept for its pods' workload).
+    ReplicaSet,
+    /// batch/v1 Job (kept for its pods' workload).
+    Job,
 }
 
 /// Options for building state from manifests.
@@ -94,6 +103,7 @@ pub struct ClusterState {
     policies: PolicyIndex,
     services: Services,
     nodes: Nodes,
+    controllers: Controllers,
     cache: Mutex<VerdictCache>,
     require_pod_ips: bool,
 }
@@ -150,6 +160,8 @@ impl ClusterState {
                 self.nodes.upsert(Node::from_k8s(node)?);
                 self.clear_cache();
             }
+            K8sObject::ReplicaSet(rs) => self.controllers.upsert(Controller::from_replica_set(rs)?),
+            K8sObject::Job(job) => self.controllers.upsert(Controller::from_job(job)?),
         }
         Ok(())
     }
@@ -172,6 +184,11 @@ impl ClusterState {
             ObjectKind::Service => self.services.remove(namespace, name),
             ObjectKind::EndpointSlice => self.services.remove_slice(namespace, name),
             ObjectKind::Node => self.nodes.remove(name),
+            ObjectKind::ReplicaSet => {
+                self.controllers
+                    .remove(ControllerKind::ReplicaSet, namespace, name)
+            }
+            ObjectKind::Job => self.controllers.remove(ControllerKind::Job, namespace, name),
         }
     }
 
@@ -439,6 +456,21 @@ impl ClusterState {
             }
         }
         Some(out)
+    }
+
+    /// The ReplicaSets and Jobs, in kind, namespace and name order.
+    pub fn controllers(&self) -> Vec<&Controller> {
+        self.controllers.sorted()
+    }
+
+    /// A pod's workload: its controller, followed through a ReplicaSet to its
+    /// Deployment and through a Job to its CronJob when the state holds that
+    /// ReplicaSet or Job and it has a controller (else the ReplicaSet or Job
+    /// itself); None for a pod nothing controls. Render it with
+    /// [`workload_name`](crate::model::workload_name).
+    pub fn workload_of(&self, pod: &Pod) -> Option<Arc<Owner>> {
+        let owner = pod.owner.as_ref()?;
+        Some(self.controllers.top(&pod.key.namespace, owner))
     }
 
     /// All nodes, in name order.
