@@ -29,7 +29,7 @@ pub struct ApiArgs {
     /// Cluster state from the Kubernetes API with this kubeconfig.
     #[arg(long)]
     kubeconfig: Option<PathBuf>,
-    /// The in-memory store's bound, in flow records.
+    /// The in-memory store's bound, in flow records (without --clickhouse).
     #[arg(long, default_value_t = 1_000_000)]
     memory_flows: usize,
     /// How many new flows a follower may fall behind before its stream ends.

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result, bail};
-use clap::{Args, ValueEnum};
+use clap::Args;
 use netverdict_api::clickhouse::{ClickHouseConfig, ClickHouseStore};
 use netverdict_api::store::Store;
 use netverdict_api::{ApiConfig, MemoryConfig, MemoryStore};
@@ -29,6 +29,7 @@ use pb::observer_client::ObserverClient;
 use pb::query_client::QueryClient;
 use serde_json::{Value, json};
 
+use crate::output::{self, Output};
 use crate::render;
 
 #[derive(Args, Debug)]
@@ -47,15 +48,9 @@ pub struct DemoArgs {
     /// the source tree, lab/examples/seed).
     #[arg(long)]
     seed: Option<PathBuf>,
-    /// How to print: text for people, or one JSON document of every step.
-    #[arg(short, long, value_enum, default_value_t = DemoOutput::Text)]
-    output: DemoOutput,
-}
-
-#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
-enum DemoOutput {
-    Text,
-    Json,
+    /// How to print: text for people, or json (one JSON document of every step).
+    #[arg(short, long, value_parser = output::parser(output::PROSE), default_value = "text")]
+    output: Output,
 }
 
 /// The seed shipped in the source tree, or next to an installed binary.
@@ -96,7 +91,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
         }
     })?;
     let mut out = std::io::stdout().lock();
-    if args.output == DemoOutput::Json {
+    if args.output == Output::Json {
         serde_json::to_writer_pretty(&mut out, &report)?;
         writeln!(out)?;
     }
@@ -123,7 +118,7 @@ enum Expect {
 
 /// The whole scenario; returns the JSON report of every step.
 async fn demo<S: Store>(args: &DemoArgs, store: S) -> Result<Value> {
-    let text = args.output == DemoOutput::Text;
+    let text = args.output == Output::Text;
     let seed = args.seed.clone().unwrap_or_else(default_seed);
     let policy = |name: &str| seed.join("policies").join(format!("{name}.yaml"));
     let options = LabOptions::new(
@@ -239,9 +234,9 @@ async fn demo<S: Store>(args: &DemoArgs, store: S) -> Result<Value> {
         let (denied, dns) = reports(&server, step_start).await?;
         if text {
             println!("-- netverdict denied (this step):");
-            print!("{}", render::denied_table(&denied));
+            print!("{}", render::denied_table(&denied, true));
             println!("-- netverdict dns (this step):");
-            print!("{}", render::dns_table(&dns));
+            print!("{}", render::dns_table(&dns, true));
         }
         report.push(json!({
             "step": number,
@@ -261,12 +256,12 @@ async fn demo<S: Store>(args: &DemoArgs, store: S) -> Result<Value> {
     if text {
         println!("\n== The whole rollout: what an SRE would ask the API server");
         println!(
-            "$ netverdict denied --since {}s",
+            "$ netverdict denied -o wide --since {}s",
             started.elapsed().unwrap_or_default().as_secs() + 1
         );
-        print!("{}", render::denied_table(&denied));
-        println!("$ netverdict dns");
-        print!("{}", render::dns_table(&dns));
+        print!("{}", render::denied_table(&denied, true));
+        println!("$ netverdict dns -o wide");
+        print!("{}", render::dns_table(&dns, true));
         println!("\n== Tear down");
     }
     let exported = agent.shutdown().await.context("stopping the collector")?;
