@@ -390,7 +390,35 @@ pub fn dns(args: ReportArgs) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use clap::Parser;
+
     use super::*;
+
+    #[derive(Parser)]
+    struct Mismatches {
+        #[command(flatten)]
+        args: MismatchesArgs,
+    }
+
+    #[test]
+    fn mismatches_narrow_by_namespace_and_labels() {
+        let parse = |flags: &[&str]| {
+            let cmd = Mismatches::try_parse_from(
+                std::iter::once("mismatches").chain(flags.iter().copied()),
+            )
+            .unwrap();
+            mismatches_request(&cmd.args)
+        };
+        let r = parse(&["-n", "shop", "-l", "app=api", "-f"]).unwrap();
+        assert!(r.follow && r.exclude.is_empty());
+        let [f] = &r.include[..] else { panic!("{r:?}") };
+        assert_eq!(f.namespace, ["shop"]);
+        assert_eq!(f.labels, ["app=api"]);
+        assert_eq!(f.mismatch.len(), 2, "either contradiction");
+        let e = parse(&["-l", "app in ("]).unwrap_err().to_string();
+        assert!(e.starts_with("-l/--selector: "), "{e}");
+        assert!(Mismatches::try_parse_from(["mismatches", "-A", "-n", "x"]).is_err());
+    }
 
     #[test]
     fn times_are_durations_ago_or_rfc3339() {
