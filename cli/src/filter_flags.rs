@@ -24,12 +24,13 @@
 //! ([`netverdict_proto::filter::Filter::compile`]), so an error names the
 //! flag it came from.
 
-use anyhow::{Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use clap::parser::ValueSource;
 use clap::{ArgAction, ArgMatches, Args};
 use netverdict_proto::filter::{Filter, LabelSelector};
 use netverdict_proto::names::EnumName;
 use netverdict_proto::v1 as pb;
+use prost::Message;
 
 /// Where the flows are: the namespace and label flags every query command
 /// takes (`observe` can also negate them with `--not`).
@@ -462,7 +463,7 @@ fn filters(flags: &[&Occurrence], qualify: &[String]) -> Result<Vec<pb::FlowFilt
         match o.flag {
             Flag::Pod => pods.extend(alone.source_pod),
             Flag::Ip => ips.extend(alone.source_ip),
-            _ => merge(&mut base, alone),
+            _ => merge(&mut base, &alone)?,
         }
     }
     let mut out = vec![base];
@@ -540,50 +541,11 @@ fn one_value(flag: Flag, value: &str, qualify: &[String]) -> Result<pb::FlowFilt
     Ok(f)
 }
 
-/// Adds every value of `more` to `into`.
-fn merge(into: &mut pb::FlowFilter, more: pb::FlowFilter) {
-    let pb::FlowFilter {
-        verdict,
-        outcome,
-        namespace,
-        source_pod,
-        destination_pod,
-        labels,
-        policy,
-        destination_port,
-        protocol,
-        dns_query,
-        mismatch,
-        node_name,
-        source_ip,
-        destination_ip,
-        source_namespace,
-        destination_namespace,
-        source_labels,
-        destination_labels,
-        drop_reason,
-        flow_type,
-    } = more;
-    into.verdict.extend(verdict);
-    into.outcome.extend(outcome);
-    into.namespace.extend(namespace);
-    into.source_pod.extend(source_pod);
-    into.destination_pod.extend(destination_pod);
-    into.labels.extend(labels);
-    into.policy.extend(policy);
-    into.destination_port.extend(destination_port);
-    into.protocol.extend(protocol);
-    into.dns_query.extend(dns_query);
-    into.mismatch.extend(mismatch);
-    into.node_name.extend(node_name);
-    into.source_ip.extend(source_ip);
-    into.destination_ip.extend(destination_ip);
-    into.source_namespace.extend(source_namespace);
-    into.destination_namespace.extend(destination_namespace);
-    into.source_labels.extend(source_labels);
-    into.destination_labels.extend(destination_labels);
-    into.drop_reason.extend(drop_reason);
-    into.flow_type.extend(flow_type);
+/// Adds every value of `more` to `into`: protobuf merging appends repeated
+/// fields, so every field, present and future, is carried over.
+fn merge(into: &mut pb::FlowFilter, more: &pb::FlowFilter) -> Result<()> {
+    into.merge(more.encode_to_vec().as_slice())
+        .context("merging a flag's filter into the request's (a bug)")
 }
 
 /// The proto number of a flag's enum value, by its name (`netverdict_proto::names`).
