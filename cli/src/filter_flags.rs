@@ -25,6 +25,7 @@
 //! flag it came from.
 
 use anyhow::{Context, Result, anyhow, bail};
+use clap::builder::{PossibleValue, PossibleValuesParser};
 use clap::parser::ValueSource;
 use clap::{ArgAction, ArgMatches, Args};
 use netverdict_proto::filter::{Filter, LabelSelector};
@@ -96,16 +97,21 @@ pub struct FilterArgs {
     /// Flows whose destination matches this label selector.
     #[arg(long, value_name = "SELECTOR")]
     pub to_label: Vec<String>,
-    /// Policy verdict: allowed, denied, unspecified.
-    #[arg(long)]
+    /// Policy verdict.
+    #[arg(long, value_parser = enum_names::<pb::Verdict>(), ignore_case = true)]
     pub verdict: Vec<String>,
-    /// Kernel outcome: established, refused, reset, no-answer, dropped,
-    /// answered, unspecified.
-    #[arg(long)]
+    /// Kernel outcome.
+    #[arg(long, value_parser = enum_names::<pb::Outcome>(), ignore_case = true)]
     pub outcome: Vec<String>,
     /// Kind of flow: allowed, denied, dropped (by the kernel), dns, mismatch
     /// (the kernel contradicts the verdict).
-    #[arg(short = 't', long = "type", value_name = "TYPE")]
+    #[arg(
+        short = 't',
+        long = "type",
+        value_name = "TYPE",
+        value_parser = enum_names::<pb::FlowType>(),
+        ignore_case = true
+    )]
     pub flow_type: Vec<String>,
     /// The kernel's drop reason, e.g. NETFILTER_DROP, NO_SOCKET (any case).
     #[arg(long, value_name = "REASON")]
@@ -116,8 +122,8 @@ pub struct FilterArgs {
     /// Destination port (after Service DNAT).
     #[arg(long)]
     pub port: Vec<String>,
-    /// Transport protocol: tcp, udp, sctp, unspecified.
-    #[arg(long)]
+    /// Transport protocol.
+    #[arg(long, value_parser = enum_names::<pb::Protocol>(), ignore_case = true)]
     pub protocol: Vec<String>,
     /// DNS query name; "*.example.com" matches subdomains.
     #[arg(long, value_name = "NAME")]
@@ -548,6 +554,27 @@ fn merge(into: &mut pb::FlowFilter, more: &pb::FlowFilter) -> Result<()> {
         .context("merging a flag's filter into the request's (a bug)")
 }
 
+/// The value parser of an enum flag: the display names of the enum's values
+/// (which completion offers and errors list; `FlowType`'s unspecified zero
+/// left out), each also accepted as its proto name and with `_` for `-`, in
+/// any case with the flag's `ignore_case`, as `EnumName::parse` accepts them.
+fn enum_names<E: EnumName>() -> PossibleValuesParser {
+    PossibleValuesParser::new(
+        E::ALL
+            .iter()
+            .filter(|v| v.sql_name() != pb::FlowType::Unspecified.sql_name())
+            .map(|v| {
+                let bare = v.name().replace('-', "_");
+                let value = PossibleValue::new(v.name()).alias(v.sql_name());
+                if bare == v.name() {
+                    value
+                } else {
+                    value.alias(bare)
+                }
+            }),
+    )
+}
+
 /// The proto number of a flag's enum value, by its name (`netverdict_proto::names`).
 pub fn enum_value<E: EnumName>(flag: &str, value: &str) -> Result<i32> {
     E::parse_or_list(value)
@@ -661,6 +688,26 @@ mod tests {
         assert_eq!(one.drop_reason, s(&["netfilter-drop"]));
         assert_eq!(one.source_namespace, s(&["shop"]));
         assert_eq!(one.destination_labels, s(&["app=api"]));
+    }
+
+    #[test]
+    fn enum_flags_take_every_spelling() {
+        let f = filters(&[
+            "--outcome",
+            "no-answer",
+            "--outcome",
+            "NO_ANSWER",
+            "--outcome",
+            "outcome_no_answer",
+            "--protocol",
+            "UDP",
+            "-t",
+            "DNS",
+        ])
+        .unwrap();
+        assert_eq!(f.include[0].outcome, [pb::Outcome::NoAnswer as i32; 3]);
+        assert_eq!(f.include[0].protocol, [pb::Protocol::Udp as i32]);
+        assert_eq!(f.include[0].flow_type, [pb::FlowType::Dns as i32]);
     }
 
     #[test]
@@ -778,7 +825,7 @@ mod tests {
         for (args, expected) in [
             (
                 &["--verdict", "maybe"][..],
-                "--verdict: invalid value \"maybe\"",
+                "invalid value 'maybe' for '--verdict <VERDICT>'\n  [possible values: unspecified, allowed, denied]",
             ),
             (&["--port", "70000"][..], "--port: invalid value \"70000\""),
             (
@@ -801,7 +848,7 @@ mod tests {
             ),
             (
                 &["--type", "unspecified"][..],
-                "-t/--type: invalid value \"unspecified\": expected one of allowed, denied, dropped, dns, mismatch",
+                "[possible values: allowed, denied, dropped, dns, mismatch]",
             ),
             (
                 &["--not", "--to-ip", "x"][..],

@@ -732,6 +732,7 @@ fn completion_scripts_know_the_commands_and_flags() {
             "observe",
             "from-ip",
             "drop-reason",
+            "no-answer",
             "mismatches",
             "status",
             "wide",
@@ -752,7 +753,7 @@ fn bad_flag_values_fail_naming_the_flag() {
         ),
         (
             &["observe", "--verdict", "maybe"][..],
-            "--verdict: invalid value \"maybe\"",
+            "invalid value 'maybe' for '--verdict <VERDICT>'",
         ),
         (
             &["observe", "--port", "http"][..],
@@ -773,7 +774,7 @@ fn bad_flag_values_fail_naming_the_flag() {
         ),
         (
             &["observe", "--type", "trace"][..],
-            "-t/--type: invalid value \"trace\": expected one of allowed, denied, dropped, dns, mismatch",
+            "[possible values: allowed, denied, dropped, dns, mismatch]",
         ),
         (
             &["observe", "--from-ip", "10.0.0.0/33"][..],
