@@ -100,7 +100,7 @@ fn generated() -> Vec<pb::Flow> {
             protocol: next(4) as i32,
             verdict: next(3) as i32,
             outcome: next(7) as i32,
-            mismatch: next(3) as i32,
+            mismatch: next(4) as i32,
             drop_reason: DROP_REASONS[next(4)].into(),
             allowed_by,
             denied_by,
@@ -233,7 +233,7 @@ fn table() -> Vec<pb::FlowFilter> {
             ..d()
         });
     }
-    for v in 0..3 {
+    for v in 0..4 {
         t.push(pb::FlowFilter {
             mismatch: vec![v],
             ..d()

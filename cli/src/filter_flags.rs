@@ -128,7 +128,8 @@ pub struct FilterArgs {
     /// DNS query name; "*.example.com" matches subdomains.
     #[arg(long, value_name = "NAME")]
     pub dns: Vec<String>,
-    /// Flows where the kernel contradicts the policy verdict.
+    /// Flows where the kernel contradicts the policy verdict (every kind of
+    /// mismatch).
     #[arg(long, action = ArgAction::Append, num_args = 0, default_missing_value = "true")]
     pub mismatch: Vec<bool>,
     /// Flows observed on this node.
@@ -538,10 +539,12 @@ fn one_value(flag: Flag, value: &str, qualify: &[String]) -> Result<pb::FlowFilt
         }),
         Flag::Dns => f.dns_query.push(v),
         Flag::Node => f.node_name.push(v),
-        Flag::Mismatch => f.mismatch.extend([
-            pb::Mismatch::DroppedThoughAllowed as i32,
-            pb::Mismatch::AllowedThoughDenied as i32,
-        ]),
+        Flag::Mismatch => f.mismatch.extend(
+            pb::Mismatch::ALL
+                .iter()
+                .filter(|m| **m != pb::Mismatch::None)
+                .map(|m| m.number()),
+        ),
     }
     Filter::compile(&f).map_err(|e| anyhow!("{name}: {e}"))?;
     Ok(f)
@@ -786,7 +789,7 @@ mod tests {
         // --not --mismatch; the equals form; a flag after a non-filter flag.
         let f = filters(&["--not", "--mismatch", "-f", "--not", "--type=dns"]).unwrap();
         assert_eq!(f.exclude.len(), 1);
-        assert_eq!(f.exclude[0].mismatch.len(), 2);
+        assert_eq!(f.exclude[0].mismatch.len(), 3);
         assert_eq!(f.exclude[0].flow_type, [pb::FlowType::Dns as i32]);
         let f = filters(&["--mismatch", "--not", "--mismatch"]).unwrap();
         assert_eq!((f.include.len(), f.exclude.len()), (1, 1));

@@ -414,7 +414,7 @@ mod tests {
         let [f] = &r.include[..] else { panic!("{r:?}") };
         assert_eq!(f.namespace, ["shop"]);
         assert_eq!(f.labels, ["app=api"]);
-        assert_eq!(f.mismatch.len(), 2, "either contradiction");
+        assert_eq!(f.mismatch.len(), 3, "every kind of mismatch");
         let e = parse(&["-l", "app in ("]).unwrap_err().to_string();
         assert!(e.starts_with("-l/--selector: "), "{e}");
         assert!(Mismatches::try_parse_from(["mismatches", "-A", "-n", "x"]).is_err());

@@ -150,6 +150,8 @@ pub fn flow_json(f: &pb::Flow) -> Value {
         "drop_reason": f.drop_reason,
         "drop_count": f.drop_count,
         "mismatch": mismatch(f.mismatch),
+        "observation_point": name_of::<pb::ObservationPoint>(f.observation_point),
+        "counted_elsewhere": f.counted_elsewhere,
         "dns": f.dns.as_ref().map(|d| json!({
             "id": d.id,
             "query": d.query,
@@ -161,7 +163,8 @@ pub fn flow_json(f: &pb::Flow) -> Value {
     })
 }
 
-/// The short details of a flow: DNS, a mismatch, the denying policies.
+/// The short details of a flow: DNS, a mismatch, a second observation of a
+/// connection counted elsewhere, the denying policies.
 fn flow_details(f: &pb::Flow) -> String {
     let mut parts = Vec::new();
     if let Some(d) = &f.dns {
@@ -173,6 +176,9 @@ fn flow_details(f: &pb::Flow) -> String {
     }
     if f.mismatch != pb::Mismatch::None as i32 {
         parts.push(format!("MISMATCH {}", mismatch(f.mismatch)));
+    }
+    if f.counted_elsewhere {
+        parts.push(format!("(second observation, by {})", f.node_name));
     }
     if !f.denied_by.is_empty() {
         parts.push(format!("denied by {}", policies(&f.denied_by)));
