@@ -44,8 +44,8 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use kube::runtime::{WatchStreamExt, watcher};
 use kube::api::ListParams;
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use netverdict_policy::{K8sObject, ObjectKind};
 use serde::de::DeserializeOwned;
@@ -413,7 +413,12 @@ async fn watch_kind<K: Watched>(
                     if let Some(denied) = forbidden::<K>(&error) {
                         // Logged once per refusal, not on every retry.
                         if !std::mem::replace(&mut refused, true) {
-                            tracing::warn!(kind, resource = crate::kind_resource(K::KIND), verb = denied.verb, "{denied}; retrying with backoff");
+                            tracing::warn!(
+                                kind,
+                                resource = crate::kind_resource(K::KIND),
+                                verb = denied.verb,
+                                "{denied}; retrying with backoff"
+                            );
                         }
                         metrics.forbidden(denied);
                         continue;

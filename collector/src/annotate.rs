@@ -30,9 +30,7 @@ use std::sync::Arc;
 use netverdict_policy::explain::Party;
 use netverdict_policy::lint::dns_denied;
 use netverdict_policy::model::{Owner, Pod, workload_name};
-use netverdict_policy::{
-    ClusterState, Connection, ConnectionError, Endpoint, PodKey, PolicyKey, Verdict,
-};
+use netverdict_policy::{ClusterState, Connection, ConnectionError, Endpoint, PolicyKey, Verdict};
 use netverdict_proto::v1 as pb;
 
 use crate::correlate::{Observation, SeenBy, TrafficDirection};

@@ -5,7 +5,8 @@
 names the object and the field. The rules:
 
 - RBAC: roles only get, list and watch the kinds netverdict reads (namespaces,
-  pods, services, nodes, endpointslices, networkpolicies); no wildcard, no
+  pods, services, nodes, endpointslices, networkpolicies, and replicasets and
+  jobs for pods' workloads); no wildcard, no
   non-resource URL, no aggregation; bindings only refer to roles defined here
   and only bind the service accounts of the components that use the Kubernetes
   API; every other workload mounts no service account token. (Exactly which
@@ -62,6 +63,8 @@ READ_RESOURCES = {
     ("", "nodes"),
     ("discovery.k8s.io", "endpointslices"),
     ("networking.k8s.io", "networkpolicies"),
+    ("apps", "replicasets"),
+    ("batch", "jobs"),
 }
 
 # The flags of each `netverdict` subcommand the manifests may use. All take a

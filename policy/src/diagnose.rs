@@ -30,8 +30,7 @@ use crate::explain::{Party, describe_endpoint, reason};
 use crate::fix::{Fix, Target, TargetEndpoint, dns_targets, fix, is_dns};
 use crate::lint::{cluster_dns_pods, dns_denied};
 use crate::model::{
-    Direction, NamespaceMatch, NetworkPolicy, Peer, Pod, PodKey, PolicyKey, Protocol,
-    workload_name,
+    Direction, NamespaceMatch, NetworkPolicy, Peer, Pod, PodKey, PolicyKey, Protocol, workload_name,
 };
 use crate::selector::Selector;
 use crate::state::ClusterState;
@@ -72,7 +71,9 @@ pub enum Error {
         ports: String,
     },
     /// The Service has no backend on that port.
-    #[error("Service {service} has no ready backend for port {port}/{protocol}: no flow to diagnose")]
+    #[error(
+        "Service {service} has no ready backend for port {port}/{protocol}: no flow to diagnose"
+    )]
     NoBackends {
         service: String,
         port: u16,

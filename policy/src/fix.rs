@@ -134,7 +134,10 @@ fn dns_port(state: &ClusterState, pod: &Pod, protocol: Protocol) -> u16 {
 /// Whether every target is a cluster DNS pod on the DNS port: a DNS flow,
 /// fixed on both protocols.
 pub fn is_dns(state: &ClusterState, targets: &[Target]) -> bool {
-    let dns: Vec<&PodKey> = cluster_dns_pods(state).into_iter().map(|p| &p.key).collect();
+    let dns: Vec<&PodKey> = cluster_dns_pods(state)
+        .into_iter()
+        .map(|p| &p.key)
+        .collect();
     !targets.is_empty()
         && targets.iter().all(|t| match &t.endpoint {
             TargetEndpoint::Pod(key) => {
@@ -203,7 +206,8 @@ pub fn workload_selector(
         other.key == pod.key || (workload.is_some() && state.workload_of(other) == workload)
     };
     let cron = workload.as_ref().is_some_and(|w| w.kind == "CronJob");
-    let skip = |key: &str| PER_POD_LABELS.contains(&key) || (cron && JOB_NAME_LABELS.contains(&key));
+    let skip =
+        |key: &str| PER_POD_LABELS.contains(&key) || (cron && JOB_NAME_LABELS.contains(&key));
     let match_labels: BTreeMap<String, String> = pod
         .labels
         .iter()
@@ -361,7 +365,13 @@ pub fn fix(
                     ports_name(&egress_denied)
                 )
             };
-            note_isolation(state, &pod.key.namespace, &selector, Side::Egress, &mut out.notes);
+            note_isolation(
+                state,
+                &pod.key.namespace,
+                &selector,
+                Side::Egress,
+                &mut out.notes,
+            );
             out.policies.push(policy(
                 state,
                 &pod.key.namespace,
@@ -417,8 +427,14 @@ pub fn fix(
                 )
             };
             note_isolation(state, &namespace, &selector, Side::Ingress, &mut out.notes);
-            out.policies
-                .push(policy(state, &namespace, &name, &selector, Side::Ingress, rules));
+            out.policies.push(policy(
+                state,
+                &namespace,
+                &name,
+                &selector,
+                Side::Ingress,
+                rules,
+            ));
         }
     } else if !ingress_denied.is_empty() {
         out.notes.push(format!(

@@ -16,8 +16,8 @@
 //! - `proto` (feature `proto`) converts verdicts to the netverdict.v1 protobuf types.
 
 mod cache;
-pub mod engine;
 pub mod diagnose;
+pub mod engine;
 pub mod error;
 pub mod explain;
 pub mod fix;

@@ -176,7 +176,9 @@ mod tests {
             reference("v1", "ConfigMap", "c", false),
             reference("apps/v1", "ReplicaSet", "web-1", true),
         ]));
-        let owner = Owner::controller_of(&m).expect("valid").expect("a controller");
+        let owner = Owner::controller_of(&m)
+            .expect("valid")
+            .expect("a controller");
         assert_eq!(owner.to_string(), "ReplicaSet/web-1");
         assert_eq!(owner.intermediate(), Some(ControllerKind::ReplicaSet));
         let none = meta(json!([reference("v1", "ConfigMap", "c", false)]));

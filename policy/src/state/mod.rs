@@ -42,8 +42,8 @@ use crate::cache::{CacheKey, VerdictCache};
 use crate::error::{LoadError, LoadErrors, ObjectError};
 use crate::manifest::{K8sObject, Manifests};
 use crate::model::{
-    Controller, ControllerKind, Direction, EndpointSlice, Namespace, NamespaceMatch,
-    NetworkPolicy, Node, Owner, Peer, Pod, PodKey, PolicyKey, PortRef, Protocol, Service,
+    Controller, ControllerKind, Direction, EndpointSlice, Namespace, NamespaceMatch, NetworkPolicy,
+    Node, Owner, Peer, Pod, PodKey, PolicyKey, PortRef, Protocol, Service,
 };
 use crate::selector::{Labels, Selector};
 use crate::verdict::Verdict;
@@ -188,7 +188,9 @@ impl ClusterState {
                 self.controllers
                     .remove(ControllerKind::ReplicaSet, namespace, name)
             }
-            ObjectKind::Job => self.controllers.remove(ControllerKind::Job, namespace, name),
+            ObjectKind::Job => self
+                .controllers
+                .remove(ControllerKind::Job, namespace, name),
         }
     }
 

@@ -46,7 +46,7 @@ use tokio::task::JoinHandle;
 type Body = UnsyncBoxBody<Bytes, Infallible>;
 
 /// A resource the server serves: collection path, list kind, object kind, apiVersion.
-const RESOURCES: [(&str, &str, &str); 6] = [
+const RESOURCES: [(&str, &str, &str); 10] = [
     ("/api/v1/namespaces", "Namespace", "v1"),
     ("/api/v1/pods", "Pod", "v1"),
     (
@@ -61,6 +61,12 @@ const RESOURCES: [(&str, &str, &str); 6] = [
         "discovery.k8s.io/v1",
     ),
     ("/api/v1/nodes", "Node", "v1"),
+    // Owners: pods' ReplicaSets and Jobs (watched), and the Deployments and
+    // CronJobs owning those (served as a real API server does, never watched).
+    ("/apis/apps/v1/replicasets", "ReplicaSet", "apps/v1"),
+    ("/apis/batch/v1/jobs", "Job", "batch/v1"),
+    ("/apis/apps/v1/deployments", "Deployment", "apps/v1"),
+    ("/apis/batch/v1/cronjobs", "CronJob", "batch/v1"),
 ];
 
 /// What live watches are told.
@@ -594,7 +600,7 @@ async fn handle(shared: Arc<Shared>, request: Request<hyper::body::Incoming>) ->
         shared.lock().log.push(format!("FORBIDDEN {path}"));
         return json_response(
             StatusCode::FORBIDDEN,
-            &status(403, "Forbidden", &format!("cannot list or watch {path}")),
+            &status(403, "Forbidden", &forbidden_message(path, watch)),
         );
     }
     if watch {
@@ -602,6 +608,17 @@ async fn handle(shared: Arc<Shared>, request: Request<hyper::body::Incoming>) ->
     } else {
         list_response(&shared, path, &params)
     }
+}
+
+/// The message a real API server's authorizer gives for a refused request.
+fn forbidden_message(path: &str, watch: bool) -> String {
+    let access = access_of(&hyper::Method::GET, path, watch);
+    format!(
+        "{resource} is forbidden: User \"system:serviceaccount:netverdict:test\" cannot {verb} resource \"{resource}\" in API group \"{group}\" at the cluster scope",
+        resource = access.resource,
+        verb = access.verb,
+        group = access.group,
+    )
 }
 
 fn list_response(
