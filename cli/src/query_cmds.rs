@@ -224,7 +224,7 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .context("starting the async runtime")
 }
 
-async fn channel(server: &str) -> Result<tonic::transport::Channel> {
+pub(crate) async fn channel(server: &str) -> Result<tonic::transport::Channel> {
     let url = endpoint(server);
     tonic::transport::Endpoint::from_shared(url.clone())
         .with_context(|| format!("--server: invalid address {server:?}"))?
@@ -234,7 +234,7 @@ async fn channel(server: &str) -> Result<tonic::transport::Channel> {
         .with_context(|| format!("cannot reach the netverdict server at {url}"))
 }
 
-fn status_error(what: &str, status: tonic::Status) -> anyhow::Error {
+pub(crate) fn status_error(what: &str, status: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("{what}: {} ({:?})", status.message(), status.code())
 }
 
