@@ -12,7 +12,6 @@
     reason = "the double serves more tests than this one"
 )]
 mod apiserver;
-mod support;
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -223,4 +222,53 @@ async fn the_policy_commands_read_a_live_cluster_as_kubectl_finds_it() {
         stderr.contains("grant list and watch on replicasets (apiGroups [\"apps\"])"),
         "{stderr}"
     );
+}
+
+/// `netverdict api` with no cluster flag, in a pod (`KUBERNETES_SERVICE_HOST`
+/// set), loads the cluster state from the Kubernetes API by default.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_server_in_a_pod_reads_the_cluster_by_default() {
+    let server = FakeApiServer::start().await;
+    populate(&server);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = dir.path().join("kubeconfig");
+    server.write_kubeconfig(&kubeconfig);
+    let _api = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_netverdict"))
+            .args([
+                "api",
+                "--listen",
+                "127.0.0.1:0",
+                "--metrics-listen",
+                "127.0.0.1:0",
+            ])
+            .env("KUBECONFIG", &kubeconfig)
+            .env("KUBERNETES_SERVICE_HOST", "10.96.0.1")
+            .env("KUBERNETES_SERVICE_PORT", "443")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("netverdict api runs"),
+    );
+    server
+        .wait_requests("LIST /api/v1/pods", 1, std::time::Duration::from_secs(30))
+        .await;
+    server
+        .wait_requests(
+            "WATCH /apis/networking.k8s.io/v1/networkpolicies",
+            1,
+            std::time::Duration::from_secs(30),
+        )
+        .await;
+}
+
+/// Stops the child process however the test ends.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
