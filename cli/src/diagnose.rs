@@ -68,7 +68,7 @@ pub struct DiagnoseArgs {
 const FLOWS_PER_STEP: u64 = 20;
 
 /// What the API server showed, per step; `None` when there is no server.
-struct Observed {
+pub struct Observed {
     /// Mismatched flows observed on the flow's nodes.
     enforcement: Vec<pb::Flow>,
     /// The source's failed DNS queries.
@@ -93,7 +93,14 @@ pub fn diagnose(args: DiagnoseArgs) -> Result<ExitCode> {
     };
     let diagnosis = diagnose_flow(&state, &request)?;
     let observed = match &args.server {
-        Some(server) => Some(observe(server, &args.since, &request, &diagnosis)?),
+        Some(server) => {
+            let since = query_cmds::parse_time("--since", &args.since, SystemTime::now())?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            Some(runtime.block_on(observe(server, since, &request, &diagnosis))?)
+        }
         None => None,
     };
     let mut out = std::io::stdout().lock();
@@ -111,9 +118,13 @@ pub fn diagnose(args: DiagnoseArgs) -> Result<ExitCode> {
     })
 }
 
-/// Reads the observed flows each step needs from the API server.
-fn observe(server: &str, since: &str, request: &Request, d: &Diagnosis) -> Result<Observed> {
-    let since = query_cmds::parse_time("--since", since, SystemTime::now())?;
+/// Reads the observed flows each step needs from the API server, since `since`.
+pub async fn observe(
+    server: &str,
+    since: prost_types::Timestamp,
+    request: &Request,
+    d: &Diagnosis,
+) -> Result<Observed> {
     let source = |filter: &mut pb::FlowFilter| match &request.from {
         Endpoint::Pod(key) => filter.source_pod.push(key.to_string()),
         Endpoint::Ip(ip) => filter.source_ip.push(ip.to_string()),
@@ -149,28 +160,22 @@ fn observe(server: &str, since: &str, request: &Request, d: &Diagnosis) -> Resul
         since: Some(since),
         ..Default::default()
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    runtime.block_on(async {
-        let mut client = ObserverClient::new(query_cmds::channel(server).await?);
-        let enforcement = flows(&mut client, request(enforcement)).await?;
-        let mut dns_request = request(dns);
-        // Failures are picked from more of the DNS flows than are shown.
-        dns_request.number = 10 * FLOWS_PER_STEP;
-        let mut dns_failures: Vec<pb::Flow> = flows(&mut client, dns_request)
-            .await?
-            .into_iter()
-            .filter(is_dns_failure)
-            .collect();
-        dns_failures.truncate(FLOWS_PER_STEP as usize);
-        let flows = flows(&mut client, request(pair)).await?;
-        Ok(Observed {
-            enforcement,
-            dns_failures,
-            flows,
-        })
+    let mut client = ObserverClient::new(query_cmds::channel(server).await?);
+    let enforcement = flows(&mut client, request(enforcement)).await?;
+    let mut dns_request = request(dns);
+    // Failures are picked from more of the DNS flows than are shown.
+    dns_request.number = 10 * FLOWS_PER_STEP;
+    let mut dns_failures: Vec<pb::Flow> = flows(&mut client, dns_request)
+        .await?
+        .into_iter()
+        .filter(is_dns_failure)
+        .collect();
+    dns_failures.truncate(FLOWS_PER_STEP as usize);
+    let flows = flows(&mut client, request(pair)).await?;
+    Ok(Observed {
+        enforcement,
+        dns_failures,
+        flows,
     })
 }
 
@@ -206,7 +211,7 @@ fn pb_protocol(protocol: Protocol) -> pb::Protocol {
 /// One JSON object: the policy steps as the engine reports them, the
 /// observed steps (null without a server), and `fix` as an array of
 /// Kubernetes objects (`fix_notes`: what they cannot do exactly).
-fn json_report(d: &Diagnosis, observed: Option<&Observed>) -> Result<Value> {
+pub fn json_report(d: &Diagnosis, observed: Option<&Observed>) -> Result<Value> {
     let mut value = serde_json::to_value(d)?;
     let flows_json = |flows: &[pb::Flow]| flows.iter().map(render::flow_json).collect::<Vec<_>>();
     if let Value::Object(map) = &mut value {
@@ -262,7 +267,7 @@ fn direction_text(v: &DirectionVerdict) -> String {
 const NO_SERVER: &str = "needs an API server (--server): not checked";
 
 /// The steps as text, then the fix as YAML.
-fn text_report(d: &Diagnosis, observed: Option<&Observed>) -> Result<String> {
+pub fn text_report(d: &Diagnosis, observed: Option<&Observed>) -> Result<String> {
     use std::fmt::Write as _;
     let mut s = String::new();
     let port = d
