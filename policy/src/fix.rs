@@ -446,6 +446,12 @@ pub fn fix(
     Ok(out)
 }
 
+/// The (protocol, port) pairs a rule allows.
+type Ports = BTreeSet<(Protocol, u16)>;
+
+/// One rule of a policy to write: its peers, on each of its ports.
+type RuleSpec = (Vec<PeerSpec>, Ports);
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Side {
     Ingress,
@@ -454,10 +460,8 @@ enum Side {
 
 /// One rule per peer with its ports, rules with the same ports merged (a
 /// rule allows its peers on each of its ports: still exactly what is needed).
-fn rules(
-    ports_by_peer: BTreeMap<PeerSpec, BTreeSet<(Protocol, u16)>>,
-) -> Vec<(Vec<PeerSpec>, BTreeSet<(Protocol, u16)>)> {
-    let mut by_ports: BTreeMap<BTreeSet<(Protocol, u16)>, Vec<PeerSpec>> = BTreeMap::new();
+fn rules(ports_by_peer: BTreeMap<PeerSpec, Ports>) -> Vec<RuleSpec> {
+    let mut by_ports: BTreeMap<Ports, Vec<PeerSpec>> = BTreeMap::new();
     for (peer, ports) in ports_by_peer {
         by_ports.entry(ports).or_default().push(peer);
     }
@@ -501,7 +505,7 @@ fn policy(
     name: &str,
     selector: &SelectorSpec,
     side: Side,
-    rules: Vec<(Vec<PeerSpec>, BTreeSet<(Protocol, u16)>)>,
+    rules: Vec<RuleSpec>,
 ) -> net::NetworkPolicy {
     let peers = |peers: &[PeerSpec]| -> Vec<net::NetworkPolicyPeer> {
         peers
