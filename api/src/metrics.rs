@@ -172,6 +172,12 @@ impl ApiMetrics {
         ApiMetrics { registry, ..m }
     }
 
+    /// Adds the gRPC port's TLS counters (`netverdict_api_tls_*`).
+    pub fn register_tls(&mut self, stats: Arc<netverdict_tls::server::TlsStats>) {
+        self.registry
+            .register_collector(Box::new(netverdict_tls::metrics::TlsCollector::new(stats)));
+    }
+
     /// Reads the store's status into the gauges, then renders every metric.
     pub async fn render<S: Store>(&self, store: &S) -> String {
         match store.status().await {

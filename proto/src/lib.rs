@@ -10,9 +10,10 @@
 //!   workload, DNS breakage by pod).
 //!
 //! [`filter`] compiles the observer's `FlowFilter`s into predicates, shared by
-//! every server of the observer API.
+//! every server of the observer API; [`ports`] holds the servers' default ports.
 
 pub mod filter;
+pub mod ports;
 
 /// The `netverdict.v1` package.
 pub mod v1 {

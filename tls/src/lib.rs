@@ -18,7 +18,8 @@
 //! - [`authz`]: which groups may call which service;
 //! - [`policy`]: where plaintext is allowed (loopback, or `--insecure`);
 //! - [`certs`]: a CA and the certificates netverdict needs (`netverdict certs`);
-//! - [`pem`]: reading PEM files with errors naming the file.
+//! - [`pem`]: reading PEM files with errors naming the file;
+//! - [`metrics`]: the TLS counters as Prometheus metrics.
 //!
 //! The crypto provider is rustls' ring provider everywhere, chosen
 //! explicitly, so it does not matter which providers other crates enable.
@@ -27,6 +28,7 @@ pub mod authz;
 pub mod certs;
 pub mod client;
 pub mod identity;
+pub mod metrics;
 pub mod pem;
 pub mod policy;
 pub mod server;
