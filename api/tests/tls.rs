@@ -84,7 +84,10 @@ impl Pki {
     }
 }
 
-async fn tls_server(pki: &Pki, server: &Bundle) -> (ApiServer, std::sync::Arc<netverdict_api::MemoryStore>) {
+async fn tls_server(
+    pki: &Pki,
+    server: &Bundle,
+) -> (ApiServer, std::sync::Arc<netverdict_api::MemoryStore>) {
     let store = memory(10_000);
     // The server's own copy of the CA, so that tests can rotate it alone.
     let client_ca = pki.dir.path().join("client-ca.crt");
@@ -189,7 +192,11 @@ async fn collectors_push_their_own_flows_and_readers_read_them() {
     assert!(collector.is_tls());
 
     assert_eq!(
-        push(&collector, batch("node-a", 1, &["node-a/1/1", "node-a/1/2"])).await,
+        push(
+            &collector,
+            batch("node-a", 1, &["node-a/1/1", "node-a/1/2"])
+        )
+        .await,
         Ok(1)
     );
     assert_eq!(stored_ids(&*store).await, ["node-a/1/1", "node-a/1/2"]);
@@ -444,7 +451,10 @@ async fn rotated_files_serve_new_connections_while_open_streams_go_on() {
         "node-a/1/2"
     );
     // New connections work with the new certificate.
-    assert_eq!(push(&collector, batch("node-a", 3, &["node-a/1/3"])).await, Ok(3));
+    assert_eq!(
+        push(&collector, batch("node-a", 3, &["node-a/1/3"])).await,
+        Ok(3)
+    );
     assert_eq!(stored_ids(&*store).await.len(), 3);
 
     // A rotation half done (a certificate without its key) is not taken:
@@ -502,7 +512,10 @@ async fn a_rotated_client_ca_admits_the_new_ca_on_new_connections_only() {
         .unwrap();
 
     let new_collector = target(&server, &trust, Some(&new.collector("node-b")));
-    assert_eq!(push(&new_collector, batch("node-b", 1, &["node-b/1/1"])).await, Ok(1));
+    assert_eq!(
+        push(&new_collector, batch("node-b", 1, &["node-b/1/1"])).await,
+        Ok(1)
+    );
     let failures = handshake_failures(&server);
     push(&old_collector, batch("node-a", 5, &["node-a/2/1"]))
         .await

@@ -50,6 +50,8 @@ pub struct Snapshot {
     pub ring_evictions: u64,
     /// Observer follow streams ended because the follower fell behind.
     pub observer_lagged: u64,
+    /// The Observer's TLS counters (None in plaintext).
+    pub observer_tls: Option<netverdict_tls::server::TlsStatsSnapshot>,
 }
 
 impl Snapshot {
@@ -303,6 +305,9 @@ impl Collector for Snapshot {
             "Observer follow streams ended because the follower fell behind.",
             one(self.observer_lagged),
         )?;
+        if let Some(tls) = self.observer_tls {
+            netverdict_tls::metrics::encode_stats(&mut e, "netverdict_collector_observer_", tls)?;
+        }
         Ok(())
     }
 }

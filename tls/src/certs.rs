@@ -221,12 +221,12 @@ impl Authority {
         params.subject_alt_names = spec
             .dns_names
             .iter()
-            .map(|name| {
-                Ok(SanType::DnsName(
-                    name.clone().try_into().map_err(error())?,
-                ))
-            })
-            .chain(spec.ip_addresses.iter().map(|ip| Ok(SanType::IpAddress(*ip))))
+            .map(|name| Ok(SanType::DnsName(name.clone().try_into().map_err(error())?)))
+            .chain(
+                spec.ip_addresses
+                    .iter()
+                    .map(|ip| Ok(SanType::IpAddress(*ip))),
+            )
             .collect::<Result<_>>()?;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = match spec.usage {
@@ -425,7 +425,10 @@ pub fn write_pki(out: &Path, options: &PkiOptions) -> Result<Pki> {
         })
     };
     let (authority, ca_reused) = match (ca_cert.exists(), ca_key.exists()) {
-        (true, true) => (Authority::from_pem(&read(&ca_cert)?, &read(&ca_key)?)?, true),
+        (true, true) => (
+            Authority::from_pem(&read(&ca_cert)?, &read(&ca_key)?)?,
+            true,
+        ),
         (false, false) => {
             let days = options.days.saturating_mul(10);
             let ca = Authority::generate("netverdict CA", Validity::days(days))?;
@@ -526,7 +529,10 @@ mod tests {
         );
         assert_eq!(identity(&read(&pki.api.cert)).name, API_SERVICE);
         let mode = std::fs::metadata(&pki.api.key).unwrap().permissions();
-        assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777, 0o600);
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+            0o600
+        );
 
         // Run again for another node: the same CA signs it.
         let ca_before = read(&pki.ca_cert);
@@ -555,7 +561,10 @@ mod tests {
         )
         .unwrap_err()
         .to_string();
-        assert!(err.starts_with("node \"Node_A\": must be a DNS name"), "{err}");
+        assert!(
+            err.starts_with("node \"Node_A\": must be a DNS name"),
+            "{err}"
+        );
         std::fs::write(dir.path().join(CA_FILE), "x").unwrap();
         let err = write_pki(dir.path(), &PkiOptions::default())
             .unwrap_err()

@@ -64,7 +64,9 @@ pub enum Error {
         address: String,
     },
     /// A CA with an `http://` address.
-    #[error("{address}: a CA (--tls-ca) is given but the address says http://; use https:// or host:port")]
+    #[error(
+        "{address}: a CA (--tls-ca) is given but the address says http://; use https:// or host:port"
+    )]
     TlsWithHttp {
         /// The address as given.
         address: String,
@@ -110,8 +112,16 @@ pub struct ClientTlsFiles {
 /// Builds the rustls configuration from the files (read now, blocking).
 pub fn client_config(files: &ClientTlsFiles) -> Result<ClientConfig> {
     match (&files.cert, &files.key) {
-        (Some(_), None) => return Err(Error::IncompleteIdentity { missing: "--tls-key" }),
-        (None, Some(_)) => return Err(Error::IncompleteIdentity { missing: "--tls-cert" }),
+        (Some(_), None) => {
+            return Err(Error::IncompleteIdentity {
+                missing: "--tls-key",
+            });
+        }
+        (None, Some(_)) => {
+            return Err(Error::IncompleteIdentity {
+                missing: "--tls-cert",
+            });
+        }
         _ => {}
     }
     let ca = pem::read_blocking("CA", &files.ca)?;
@@ -199,7 +209,9 @@ impl Target {
         };
         let rest = rest.trim_end_matches('/');
         if rest.is_empty() || rest.contains('/') {
-            return Err(bad("expected host:port, http://host:port or https://host:port"));
+            return Err(bad(
+                "expected host:port, http://host:port or https://host:port",
+            ));
         }
         let uri: Uri = format!("http://{rest}")
             .parse()
@@ -240,8 +252,8 @@ impl Target {
                 // Fail now, naming the file, rather than at each reconnect.
                 client_config(&files)?;
                 let name = files.server_name.clone().unwrap_or_else(|| host.clone());
-                let server_name = ServerName::try_from(name.clone())
-                    .map_err(|_| Error::ServerName { name })?;
+                let server_name =
+                    ServerName::try_from(name.clone()).map_err(|_| Error::ServerName { name })?;
                 Some(Arc::new(TlsTarget { files, server_name }))
             }
             None => None,
@@ -305,7 +317,11 @@ impl Target {
 impl std::fmt::Display for Target {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let scheme = if self.is_tls() { "https" } else { "http" };
-        write!(f, "{scheme}://{}", self.endpoint.uri().authority().map_or("", |a| a.as_str()))
+        write!(
+            f,
+            "{scheme}://{}",
+            self.endpoint.uri().authority().map_or("", |a| a.as_str())
+        )
     }
 }
 
@@ -437,7 +453,12 @@ mod tests {
 
     #[test]
     fn plaintext_is_for_loopback_unless_insecure() {
-        for ok in ["localhost:4255", "127.0.0.1:1", "http://[::1]:9", "127.9.9.9"] {
+        for ok in [
+            "localhost:4255",
+            "127.0.0.1:1",
+            "http://[::1]:9",
+            "127.9.9.9",
+        ] {
             let target = Target::new(ok, 4255, None, false).unwrap();
             assert!(!target.is_tls(), "{ok}");
         }

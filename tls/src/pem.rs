@@ -119,9 +119,9 @@ pub fn private_key(source: Source<'_>, pem: &[u8]) -> Result<PrivateKeyDer<'stat
 pub fn roots(source: Source<'_>, pem: &[u8]) -> Result<RootCertStore> {
     let mut store = RootCertStore::empty();
     for (n, cert) in certificates(source, pem)?.into_iter().enumerate() {
-        store
-            .add(cert)
-            .map_err(|e| source.invalid(format!("certificate {} is not a usable CA: {e}", n + 1)))?;
+        store.add(cert).map_err(|e| {
+            source.invalid(format!("certificate {} is not a usable CA: {e}", n + 1))
+        })?;
     }
     Ok(store)
 }
@@ -139,7 +139,8 @@ mod tests {
 
     #[test]
     fn a_file_without_the_block_names_file_and_block() {
-        let key_only = b"-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIA==\n-----END PRIVATE KEY-----\n";
+        let key_only =
+            b"-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIA==\n-----END PRIVATE KEY-----\n";
         let err = certificates(source(), key_only).unwrap_err().to_string();
         assert_eq!(
             err,
@@ -154,7 +155,10 @@ mod tests {
         )
         .unwrap_err()
         .to_string();
-        assert_eq!(err, "private key k.pem: no PRIVATE KEY PEM block in the file");
+        assert_eq!(
+            err,
+            "private key k.pem: no PRIVATE KEY PEM block in the file"
+        );
     }
 
     #[test]

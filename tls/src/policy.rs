@@ -68,10 +68,23 @@ mod tests {
 
     #[test]
     fn loopback_hosts() {
-        for host in ["localhost", "LOCALHOST", "127.0.0.1", "127.1.2.3", "::1", "[::1]"] {
+        for host in [
+            "localhost",
+            "LOCALHOST",
+            "127.0.0.1",
+            "127.1.2.3",
+            "::1",
+            "[::1]",
+        ] {
             assert!(is_loopback_host(host), "{host}");
         }
-        for host in ["0.0.0.0", "10.0.0.1", "netverdict-api", "localhost.example", "::"] {
+        for host in [
+            "0.0.0.0",
+            "10.0.0.1",
+            "netverdict-api",
+            "localhost.example",
+            "::",
+        ] {
             assert!(!is_loopback_host(host), "{host}");
         }
     }

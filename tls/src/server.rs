@@ -468,8 +468,7 @@ async fn accept_loop(listener: TcpListener, tls: Option<ServerTls>, tx: mpsc::Se
         let stats = tls.stats();
         let tx = tx.clone();
         tokio::spawn(async move {
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(acceptor, stream, addr)).await
-            {
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(acceptor, stream, addr)).await {
                 Ok(Ok(connection)) => {
                     stats.handshakes.fetch_add(1, Ordering::Relaxed);
                     let _ = tx.send(connection).await;

@@ -81,8 +81,8 @@ impl<S: Store> Ingest for IngestService<S> {
         let peer = netverdict_tls::Peer::of(&request).map(|p| p.addr);
         // The node a collector's certificate binds its pushes to (none when
         // the connection is not authenticated by certificate).
-        let bound_node =
-            netverdict_tls::authz::bound_node(netverdict_tls::Peer::of(&request)).map(str::to_string);
+        let bound_node = netverdict_tls::authz::bound_node(netverdict_tls::Peer::of(&request))
+            .map(str::to_string);
         let mut inbound = request.into_inner();
         let shared = self.shared.clone();
         let (tx, rx) = mpsc::channel(16);
