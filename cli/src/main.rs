@@ -3,12 +3,14 @@
 
 mod api_cmd;
 mod capture;
+mod certs_cmd;
 mod collector;
 mod demo;
 mod lab;
 mod policy_cmds;
 mod query_cmds;
 mod render;
+mod tls_args;
 
 use std::process::ExitCode;
 
@@ -56,6 +58,9 @@ enum Command {
     Dns(query_cmds::DnsArgs),
     /// Flows where the kernel's outcome contradicts the policy verdict.
     Mismatches(query_cmds::MismatchesArgs),
+    /// Make a CA and the certificates for mutual TLS: the API server's, one
+    /// per collector node, and a reader's.
+    Certs(certs_cmd::CertsArgs),
 }
 
 fn main() -> ExitCode {
@@ -79,6 +84,7 @@ fn main() -> ExitCode {
         Command::Denied(args) => query_cmds::denied(args).map(|()| ExitCode::SUCCESS),
         Command::Dns(args) => query_cmds::dns(args).map(|()| ExitCode::SUCCESS),
         Command::Mismatches(args) => query_cmds::mismatches(args).map(|()| ExitCode::SUCCESS),
+        Command::Certs(args) => certs_cmd::run(args).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

@@ -1,7 +1,9 @@
 //! The query subcommands against an API server (or a collector's observer):
 //! `observe`, `denied`, `dns` and `mismatches`. Flags are parsed into the
 //! protobuf requests by pure functions (each error names its flag); the
-//! answers are printed by [`crate::render`].
+//! answers are printed by [`crate::render`]. Connections follow
+//! `netverdict_tls::Target`'s rules: TLS with `--tls-ca`, plaintext only to
+//! a loopback server unless `--insecure`.
 
 use std::io::Write;
 use std::time::{Duration, SystemTime};
@@ -14,14 +16,18 @@ use pb::query_client::QueryClient;
 use prost_types::Timestamp;
 
 use crate::render;
+use crate::tls_args::ClientTlsArgs;
 
-/// Where the server is.
+/// Where the server is, and how to connect.
 #[derive(Args, Debug, Clone)]
 pub struct ServerArgs {
-    /// The API server's gRPC address (a collector's observer, on 4244, answers
-    /// `observe` too).
-    #[arg(long, default_value = "localhost:4245", env = "NETVERDICT_SERVER")]
-    pub server: String,
+    /// The API server's gRPC address: host:port, https://host:port or
+    /// http://host:port (a collector's Observer, on 4254, answers `observe`
+    /// too) [default: localhost:4255].
+    #[arg(long, value_name = "ADDR", env = "NETVERDICT_SERVER")]
+    pub server: Option<String>,
+    #[command(flatten)]
+    pub tls: ClientTlsArgs,
 }
 
 /// Output formats of `observe` and `mismatches`.
@@ -378,14 +384,6 @@ pub fn observe_request(args: &ObserveArgs) -> Result<pb::GetFlowsRequest> {
     })
 }
 
-fn endpoint(server: &str) -> String {
-    if server.contains("://") {
-        server.to_string()
-    } else {
-        format!("http://{server}")
-    }
-}
-
 fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -393,22 +391,46 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .context("starting the async runtime")
 }
 
-async fn channel(server: &str) -> Result<tonic::transport::Channel> {
-    let url = endpoint(server);
-    tonic::transport::Endpoint::from_shared(url.clone())
-        .with_context(|| format!("--server: invalid address {server:?}"))?
-        .connect_timeout(Duration::from_secs(5))
-        .connect()
+/// The server to connect to, checked against the TLS rules.
+fn target(server: &ServerArgs) -> Result<netverdict_tls::Target> {
+    let address = server
+        .server
+        .clone()
+        .unwrap_or_else(|| format!("localhost:{}", netverdict_proto::ports::API_GRPC));
+    netverdict_tls::Target::new(
+        &address,
+        netverdict_proto::ports::API_GRPC,
+        server.tls.files()?,
+        server.tls.insecure,
+    )
+    .context("--server")
+}
+
+async fn channel(server: &ServerArgs) -> Result<tonic::transport::Channel> {
+    let target = target(server)?;
+    target
+        .connect_default(Duration::from_secs(5))
         .await
-        .with_context(|| format!("cannot reach the netverdict server at {url}"))
+        .with_context(|| format!("cannot reach the netverdict server at {target}"))
 }
 
 fn status_error(what: &str, status: tonic::Status) -> anyhow::Error {
-    anyhow::anyhow!("{what}: {} ({:?})", status.message(), status.code())
+    // A TLS server that refuses this client's certificate closes the
+    // connection; gRPC only says "transport error".
+    let hint = if matches!(
+        status.code(),
+        tonic::Code::Unknown | tonic::Code::Unavailable
+    ) && status.message().contains("transport error")
+    {
+        " (if the server requires client certificates: give --tls-cert and --tls-key, signed by the server's client CA and valid now)"
+    } else {
+        ""
+    };
+    anyhow::anyhow!("{what}: {} ({:?}){hint}", status.message(), status.code())
 }
 
 async fn stream_flows(
-    server: &str,
+    server: &ServerArgs,
     request: pb::GetFlowsRequest,
     output: FlowOutput,
 ) -> Result<()> {
@@ -447,7 +469,7 @@ async fn stream_flows(
 
 pub fn observe(args: ObserveArgs) -> Result<()> {
     let request = observe_request(&args)?;
-    runtime()?.block_on(stream_flows(&args.server.server, request, args.output))
+    runtime()?.block_on(stream_flows(&args.server, request, args.output))
 }
 
 pub fn mismatches(args: MismatchesArgs) -> Result<()> {
@@ -467,7 +489,7 @@ pub fn mismatches(args: MismatchesArgs) -> Result<()> {
         until,
         ..Default::default()
     };
-    runtime()?.block_on(stream_flows(&args.server.server, request, args.output))
+    runtime()?.block_on(stream_flows(&args.server, request, args.output))
 }
 
 /// The report request of the report flags.
@@ -494,7 +516,7 @@ pub fn denied(args: DeniedArgs) -> Result<()> {
         args.limit,
     )?;
     let groups = runtime()?.block_on(async {
-        let mut client = QueryClient::new(channel(&args.server.server).await?);
+        let mut client = QueryClient::new(channel(&args.server).await?);
         let r = client
             .denied(request)
             .await
@@ -520,7 +542,7 @@ pub fn dns(args: DnsArgs) -> Result<()> {
         args.limit,
     )?;
     let report = runtime()?.block_on(async {
-        let mut client = QueryClient::new(channel(&args.server.server).await?);
+        let mut client = QueryClient::new(channel(&args.server).await?);
         let r = client
             .dns_report(request)
             .await

@@ -49,7 +49,7 @@ pub enum Error {
     #[error(
         "{address}: {host} is not a loopback address, so the connection must use TLS: give the CA \
          (--tls-ca, and --tls-cert/--tls-key where the server wants a client certificate), or \
-         --insecure to send flows in the clear"
+         --insecure for plaintext"
     )]
     PlaintextToRemote {
         /// The address as given.

@@ -16,7 +16,9 @@
 //! - Queries (`query.rs`) compile `FlowFilter`s into SQL with bound values
 //!   (`sql.rs`) and group the reports in SQL.
 //! - [`ClickHouseStats`] counts inserts, spooling and query latency.
+//! - `https.rs`: the HTTP client for `https://` URLs (TLS with a CA file).
 
+mod https;
 mod query;
 mod row;
 mod schema;
@@ -44,8 +46,12 @@ use crate::store::{FlowQuery, InsertOutcome, ReportQuery, Result, Store, StoreEr
 /// How to reach ClickHouse and how to write to it.
 #[derive(Debug, Clone)]
 pub struct ClickHouseConfig {
-    /// The HTTP interface, e.g. `http://127.0.0.1:8123`.
+    /// The HTTP interface, e.g. `http://127.0.0.1:8123`, or
+    /// `https://clickhouse.example:8443` for TLS.
     pub url: String,
+    /// For an `https://` URL, the CA file (PEM) the server's certificate must
+    /// chain to; None: the system's CA certificates.
+    pub ca_file: Option<PathBuf>,
     /// The database holding netverdict's tables (created if missing);
     /// letters, digits and `_`.
     pub database: String,
@@ -80,6 +86,7 @@ impl Default for ClickHouseConfig {
     fn default() -> Self {
         ClickHouseConfig {
             url: "http://127.0.0.1:8123".into(),
+            ca_file: None,
             database: "netverdict".into(),
             user: "default".into(),
             password: String::new(),
@@ -201,7 +208,7 @@ impl ClickHouseStore {
 
     async fn open(config: ClickHouseConfig, wait_for_server: bool) -> Result<ClickHouseStore> {
         config.validate()?;
-        let mut server = Client::default()
+        let mut server = https::client(&config)?
             .with_url(&config.url)
             .with_user(&config.user)
             .with_validation(false)
