@@ -168,7 +168,7 @@ async fn serve<S: Store>(config: ApiConfig, store: S, cluster: ClusterHandle) ->
         None => "plaintext",
     };
     eprintln!(
-        "netverdict api: gRPC on {} ({security}), metrics on http://{}/metrics",
+        "netverdict api: gRPC on {}, metrics on http://{}/metrics, {security}",
         server.grpc_addr(),
         server
             .metrics_addr()
