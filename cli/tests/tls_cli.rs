@@ -200,7 +200,13 @@ async fn every_query_command_works_over_mutual_tls_with_certs_made_by_netverdict
     );
     let err = failure(
         &run(
-            strings(&["dns", "--server", &addr, "--tls-ca", &pki.reader.ca.display().to_string()]),
+            strings(&[
+                "dns",
+                "--server",
+                &addr,
+                "--tls-ca",
+                &pki.reader.ca.display().to_string(),
+            ]),
             vec![],
         )
         .await,
@@ -243,9 +249,23 @@ fn openssl_sign(dir: &Path, name: &str, serial: &str, extensions: &str) {
     openssl(
         dir,
         &[
-            "x509", "-req", "-in", &format!("{name}.csr"), "-CA", "ca.crt", "-CAkey", "ca.key",
-            "-set_serial", serial, "-days", "2", "-sha256", "-out", &format!("{name}.crt"),
-            "-extfile", &format!("{name}.ext"),
+            "x509",
+            "-req",
+            "-in",
+            &format!("{name}.csr"),
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-set_serial",
+            serial,
+            "-days",
+            "2",
+            "-sha256",
+            "-out",
+            &format!("{name}.crt"),
+            "-extfile",
+            &format!("{name}.ext"),
         ],
     );
 }
@@ -259,18 +279,48 @@ fn openssl_pki(dir: &Path) {
     openssl(
         dir,
         &[
-            "req", "-x509", "-new", "-key", "ca.key", "-subj", "/CN=openssl test CA", "-days",
-            "2", "-sha256", "-out", "ca.crt", "-addext",
-            "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+            "req",
+            "-x509",
+            "-new",
+            "-key",
+            "ca.key",
+            "-subj",
+            "/CN=openssl test CA",
+            "-days",
+            "2",
+            "-sha256",
+            "-out",
+            "ca.crt",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
         ],
     );
     openssl(
         dir,
-        &["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", "server.key"],
+        &[
+            "ecparam",
+            "-name",
+            "prime256v1",
+            "-genkey",
+            "-noout",
+            "-out",
+            "server.key",
+        ],
     );
     openssl(
         dir,
-        &["req", "-new", "-key", "server.key", "-subj", "/CN=netverdict-api", "-out", "server.csr"],
+        &[
+            "req",
+            "-new",
+            "-key",
+            "server.key",
+            "-subj",
+            "/CN=netverdict-api",
+            "-out",
+            "server.csr",
+        ],
     );
     openssl_sign(
         dir,
@@ -280,13 +330,27 @@ fn openssl_pki(dir: &Path) {
     );
     openssl(
         dir,
-        &["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", "node.key"],
+        &[
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-out",
+            "node.key",
+        ],
     );
     openssl(
         dir,
         &[
-            "req", "-new", "-key", "node.key", "-subj", "/O=netverdict:collectors/CN=node-a",
-            "-out", "node.csr",
+            "req",
+            "-new",
+            "-key",
+            "node.key",
+            "-subj",
+            "/O=netverdict:collectors/CN=node-a",
+            "-out",
+            "node.csr",
         ],
     );
     openssl_sign(
@@ -297,13 +361,27 @@ fn openssl_pki(dir: &Path) {
     );
     openssl(
         dir,
-        &["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", "reader.key"],
+        &[
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+            "reader.key",
+        ],
     );
     openssl(
         dir,
         &[
-            "req", "-new", "-key", "reader.key", "-subj", "/CN=bob/O=dev/O=netverdict:readers",
-            "-out", "reader.csr",
+            "req",
+            "-new",
+            "-key",
+            "reader.key",
+            "-subj",
+            "/CN=bob/O=dev/O=netverdict:readers",
+            "-out",
+            "reader.csr",
         ],
     );
     openssl_sign(
@@ -327,8 +405,19 @@ async fn certificates_made_by_openssl_work_for_the_api_server_the_exporter_and_q
 
     // `netverdict api` as a process, with the openssl files.
     let mut child = Command::new(env!("CARGO_BIN_EXE_netverdict"))
-        .args(["api", "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
-        .args(["--tls-cert", &file("server.crt"), "--tls-key", &file("server.key")])
+        .args([
+            "api",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ])
+        .args([
+            "--tls-cert",
+            &file("server.crt"),
+            "--tls-key",
+            &file("server.key"),
+        ])
         .args(["--tls-client-ca", &file("ca.crt")])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -371,7 +460,11 @@ async fn certificates_made_by_openssl_work_for_the_api_server_the_exporter_and_q
 
     // The reader (two O values, one of them netverdict:readers) reads them.
     let mut args = strings(&["observe", "--server", &addr, "-o", "json"]);
-    args.extend(tls_flags(&d.join("ca.crt"), &d.join("reader.crt"), &d.join("reader.key")));
+    args.extend(tls_flags(
+        &d.join("ca.crt"),
+        &d.join("reader.crt"),
+        &d.join("reader.key"),
+    ));
     let observed: serde_json::Value =
         serde_json::from_str(&stdout(&run(args, vec![]).await)).unwrap();
     let mut ids: Vec<&str> = observed

@@ -147,10 +147,18 @@ impl ClickHouseConfig {
 }
 
 /// A ClickHouse error with what we were doing.
+/// The message carries the error's causes too (an HTTPS connection refused
+/// for an untrusted certificate says so, not only "client error").
 pub(crate) fn ch_error(context: &str, e: clickhouse::error::Error) -> StoreError {
+    let mut message = format!("{context}: {e}");
+    let mut cause = std::error::Error::source(&e);
+    while let Some(c) = cause {
+        message.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
     StoreError::Backend {
         backend: "clickhouse",
-        message: format!("{context}: {e}"),
+        message,
     }
 }
 
