@@ -10,8 +10,11 @@
 //!   store's implementation, and the reference for the ClickHouse store);
 //! - [`server`]: the gRPC services (Ingest, Observer, Query) over any store,
 //!   and [`server::serve`], the library entry point;
-//! - [`metrics`]: `netverdict_api_*` metrics and the `/metrics` endpoint;
-//! - [`time`]: timestamp conversions shared by the stores.
+//! - [`metrics`]: `netverdict_api_*` metrics and the `/metrics` endpoint.
+//!
+//! Filters, the time window, flow validation and enum names come from
+//! `netverdict_proto` (`filter`, `time`, `validate`, `names`), shared with the
+//! collector and the CLI.
 
 pub mod clickhouse;
 pub mod memory;
@@ -19,7 +22,6 @@ pub mod metrics;
 pub mod report;
 pub mod server;
 pub mod store;
-pub mod time;
 
 pub use memory::{MemoryConfig, MemoryStore};
 pub use server::{ApiConfig, ApiServer, ServeError, serve, serve_shared};

@@ -20,13 +20,15 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::RwLock;
 use std::time::Duration;
 
-use netverdict_proto::filter::FlowPredicate;
+use std::ops::Bound;
+
+use netverdict_proto::time::{TimeWindow, UnixNanos, system_time};
 use netverdict_proto::v1 as pb;
+use netverdict_proto::validate::check_storable;
 use rustc_hash::FxHashMap;
 
 use crate::report;
-use crate::store::{FlowQuery, InsertOutcome, ReportQuery, Result, Store, StoreError, StoreStatus};
-use crate::time::{in_window, key, system_key, to_system};
+use crate::store::{FlowQuery, InsertOutcome, ReportQuery, Result, Store, StoreStatus};
 
 /// Settings of the in-memory store.
 #[derive(Debug, Clone)]
@@ -105,8 +107,9 @@ impl MemoryStore {
         })
     }
 
+    /// The start of the bucket holding `seconds` (saturating: never overflows).
     fn bucket_of(&self, seconds: i64) -> i64 {
-        seconds.div_euclid(self.width) * self.width
+        seconds.saturating_sub(seconds.rem_euclid(self.width))
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
@@ -117,39 +120,26 @@ impl MemoryStore {
         self.inner.write().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The bucket range a window needs.
-    fn range(
-        &self,
-        since: Option<(i64, i32)>,
-        until: Option<(i64, i32)>,
-    ) -> (std::ops::Bound<i64>, std::ops::Bound<i64>) {
-        use std::ops::Bound;
-        let lo = since.map_or(Bound::Unbounded, |(s, _)| {
-            Bound::Included(self.bucket_of(s))
-        });
-        let hi = until.map_or(Bound::Unbounded, |(s, _)| {
-            Bound::Included(self.bucket_of(s))
-        });
-        (lo, hi)
+    /// The buckets a window's flows can be in, from the window's whole
+    /// seconds; None when the window is empty.
+    fn range(&self, window: &TimeWindow) -> Option<(Bound<i64>, Bound<i64>)> {
+        let seconds = window.seconds()?;
+        let bound =
+            |s: Option<i64>| s.map_or(Bound::Unbounded, |s| Bound::Included(self.bucket_of(s)));
+        Some((bound(seconds.first), bound(seconds.last)))
     }
 
     /// Runs `f` over every flow whose bucket overlaps the window, under the read lock.
     fn scan<R>(
         &self,
-        since: Option<(i64, i32)>,
-        until: Option<(i64, i32)>,
+        window: &TimeWindow,
         f: impl FnOnce(&mut dyn Iterator<Item = &pb::Flow>) -> R,
     ) -> R {
         let inner = self.read();
-        if let (Some(s), Some(u)) = (since, until)
-            && s > u
-        {
+        let Some(range) = self.range(window) else {
             return f(&mut std::iter::empty());
-        }
-        let mut iter = inner
-            .buckets
-            .range(self.range(since, until))
-            .flat_map(|(_, b)| b.flows.iter());
+        };
+        let mut iter = inner.buckets.range(range).flat_map(|(_, b)| b.flows.iter());
         f(&mut iter)
     }
 
@@ -184,34 +174,12 @@ impl Store for MemoryStore {
     async fn insert(&self, flows: Vec<pb::Flow>) -> Result<InsertOutcome> {
         // Validate the whole batch first: it is stored entirely or not at all.
         for flow in &flows {
-            if flow.id.is_empty() {
-                return Err(StoreError::InvalidFlow {
-                    id: String::new(),
-                    field: "id",
-                    reason: "empty".into(),
-                });
-            }
-            match &flow.last_seen {
-                Some(t) if to_system(t).is_some() => {}
-                Some(t) => {
-                    return Err(StoreError::InvalidFlow {
-                        id: flow.id.clone(),
-                        field: "last_seen",
-                        reason: format!("out of range: {t:?}"),
-                    });
-                }
-                None => {
-                    return Err(StoreError::InvalidFlow {
-                        id: flow.id.clone(),
-                        field: "last_seen",
-                        reason: "missing".into(),
-                    });
-                }
-            }
+            check_storable(flow)?;
         }
         let mut outcome = InsertOutcome::default();
         let mut inner = self.write();
         for flow in flows {
+            // Validated: last_seen is set.
             let seconds = flow.last_seen.as_ref().map_or(0, |t| t.seconds);
             let bucket = self.bucket_of(seconds);
             if inner.ids.contains_key(&flow.id) {
@@ -233,18 +201,12 @@ impl Store for MemoryStore {
     }
 
     async fn flows(&self, query: &FlowQuery) -> Result<Vec<pb::Flow>> {
-        let predicate = FlowPredicate::new(&query.include, &query.exclude)?;
-        let since = query.since.map(system_key);
-        let until = query.until.map(system_key);
-        let matches =
-            |f: &pb::Flow| in_window(f.last_seen.as_ref(), since, until) && predicate.matches(f);
+        let matches = |f: &pb::Flow| query.window.contains_flow(f) && query.filters.matches(f);
         let inner = self.read();
-        if let (Some(s), Some(u)) = (since, until)
-            && s > u
-        {
+        let Some(range) = self.range(&query.window) else {
             return Ok(Vec::new());
-        }
-        let buckets = inner.buckets.range(self.range(since, until));
+        };
+        let buckets = inner.buckets.range(range);
         let limit = if query.limit == 0 {
             usize::MAX
         } else {
@@ -254,9 +216,7 @@ impl Store for MemoryStore {
         // Buckets are ordered by last_seen, so whole buckets can be taken until
         // the limit is reached; the boundary bucket is sorted and cut.
         let sort = |v: &mut Vec<&pb::Flow>| {
-            v.sort_by(|a, b| {
-                (a.last_seen.as_ref().map(key), &a.id).cmp(&(b.last_seen.as_ref().map(key), &b.id))
-            });
+            v.sort_by(|a, b| (last_seen(a), &a.id).cmp(&(last_seen(b), &b.id)));
         };
         if query.first {
             for (_, bucket) in buckets {
@@ -288,13 +248,11 @@ impl Store for MemoryStore {
     }
 
     async fn denied(&self, query: &ReportQuery) -> Result<Vec<pb::DeniedGroup>> {
-        let (since, until) = (query.since.map(system_key), query.until.map(system_key));
-        Ok(self.scan(since, until, |flows| report::denied_groups(flows, query)))
+        Ok(self.scan(&query.window, |flows| report::denied_groups(flows, query)))
     }
 
     async fn dns_failures(&self, query: &ReportQuery) -> Result<Vec<pb::DnsFailure>> {
-        let (since, until) = (query.since.map(system_key), query.until.map(system_key));
-        Ok(self.scan(since, until, |flows| report::dns_failures(flows, query)))
+        Ok(self.scan(&query.window, |flows| report::dns_failures(flows, query)))
     }
 
     async fn status(&self) -> Result<StoreStatus> {
@@ -302,11 +260,11 @@ impl Store for MemoryStore {
         let bound = |b: Option<(&i64, &Bucket)>, newest: bool| {
             let flows = b?.1.flows.iter().filter_map(|f| f.last_seen.as_ref());
             let t = if newest {
-                flows.max_by_key(|t| key(t))
+                flows.max_by_key(|t| UnixNanos::from_timestamp(t))
             } else {
-                flows.min_by_key(|t| key(t))
+                flows.min_by_key(|t| UnixNanos::from_timestamp(t))
             };
-            t.and_then(to_system)
+            t.and_then(system_time)
         };
         Ok(StoreStatus {
             flows_stored: inner.len as u64,
@@ -317,10 +275,16 @@ impl Store for MemoryStore {
     }
 }
 
+/// The order of flows in time.
+fn last_seen(flow: &pb::Flow) -> Option<UnixNanos> {
+    flow.last_seen.as_ref().map(UnixNanos::from_timestamp)
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::UNIX_EPOCH;
 
+    use netverdict_proto::time::UnixNanos;
     use prost_types::Timestamp;
 
     use super::*;
@@ -409,7 +373,7 @@ mod tests {
     async fn limits_take_the_newest_or_the_first() {
         let s = store(100);
         let flows: Vec<_> = (0..10)
-            .map(|i| flow(&format!("f{i}"), 200 - i * 30))
+            .map(|i| flow(&format!("f{i}"), 500 - i * 30))
             .collect();
         s.insert(flows).await.unwrap();
         let q = |limit, first| FlowQuery {
@@ -423,11 +387,54 @@ mod tests {
         );
         assert_eq!(ids(&s.flows(&q(2, true)).await.unwrap()), ["f9", "f8"]);
         let window = FlowQuery {
-            since: Some(UNIX_EPOCH + Duration::from_secs(80)),
-            until: Some(UNIX_EPOCH + Duration::from_secs(140)),
+            window: TimeWindow::from_system(
+                Some(UNIX_EPOCH + Duration::from_secs(380)),
+                Some(UNIX_EPOCH + Duration::from_secs(440)),
+            ),
             ..Default::default()
         };
         assert_eq!(ids(&s.flows(&window).await.unwrap()), ["f4", "f3"]);
+    }
+
+    #[tokio::test]
+    async fn extreme_and_empty_windows_never_panic() {
+        let s = store(100);
+        s.insert(vec![
+            flow("a", 0),
+            flow("b", 61),
+            flow("c", i64::from(u32::MAX)),
+        ])
+        .await
+        .unwrap();
+        let at = |seconds, nanos| Some(UnixNanos::from_timestamp(&Timestamp { seconds, nanos }));
+        let q = |since, until| FlowQuery {
+            window: TimeWindow::new(since, until),
+            ..Default::default()
+        };
+        let cases = [
+            (
+                at(i64::MIN, 0),
+                at(i64::MAX, 999_999_999),
+                vec!["a", "b", "c"],
+            ),
+            (at(i64::MIN, 0), None, vec!["a", "b", "c"]),
+            (None, at(i64::MIN, 0), vec![]),
+            (at(i64::MAX, 999_999_999), None, vec![]),
+            (at(i64::MAX, 0), at(i64::MIN, 0), vec![]),
+            (at(61, 0), at(61, 0), vec![]),
+            (at(60, 0), at(61, 0), vec![]),
+            (at(61, 0), at(61, 1), vec!["b"]),
+            (at(1, 0), at(120, 0), vec!["b"]),
+        ];
+        for (since, until, expected) in cases {
+            let got = s.flows(&q(since, until)).await.unwrap();
+            assert_eq!(ids(&got), expected, "{since:?}..{until:?}");
+            let report = ReportQuery {
+                window: TimeWindow::new(since, until),
+                ..Default::default()
+            };
+            s.denied(&report).await.unwrap();
+        }
     }
 
     #[tokio::test]

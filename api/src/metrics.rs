@@ -8,13 +8,13 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::UNIX_EPOCH;
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use netverdict_proto::time::UnixNanos;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
@@ -183,8 +183,7 @@ impl ApiMetrics {
         match store.status().await {
             Ok(status) => {
                 let secs = |t: Option<std::time::SystemTime>| {
-                    t.and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-                        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+                    t.map_or(0, |t| UnixNanos::from_system(t).floor_seconds().max(0))
                 };
                 let clamp = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
                 self.store_flows.set(clamp(status.flows_stored));

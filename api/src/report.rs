@@ -31,66 +31,69 @@ use std::collections::BTreeSet;
 
 use netverdict_policy::ClusterState;
 use netverdict_policy::lint::{cluster_dns_pods, dns_denied};
+use netverdict_proto::filter::Filter;
+use netverdict_proto::time::{TimeWindow, UnixNanos};
 use netverdict_proto::v1 as pb;
-use prost_types::Timestamp;
 use rustc_hash::FxHashMap;
 
 use crate::store::ReportQuery;
-use crate::time::{in_window, key, system_key};
 
 /// A compiled report query: the window and the namespaces.
 #[derive(Debug, Clone, Default)]
 pub struct ReportFilter {
-    since: Option<(i64, i32)>,
-    until: Option<(i64, i32)>,
-    namespaces: Vec<String>,
+    window: TimeWindow,
+    /// The `namespace` dimension of flow filters: either endpoint's
+    /// (non-empty) namespace is one of the query's.
+    namespaces: Filter,
 }
 
 impl ReportFilter {
     /// Compiles `query`'s window and namespaces.
     pub fn new(query: &ReportQuery) -> Self {
         ReportFilter {
-            since: query.since.map(system_key),
-            until: query.until.map(system_key),
-            namespaces: query.namespaces.clone(),
+            window: query.window,
+            namespaces: Filter {
+                namespace: query.namespaces.clone(),
+                ..Filter::default()
+            },
         }
     }
 
     /// Whether `flow` is in the window and touches one of the namespaces.
     pub fn matches(&self, flow: &pb::Flow) -> bool {
-        in_window(flow.last_seen.as_ref(), self.since, self.until)
-            && (self.namespaces.is_empty()
-                || [flow.source.as_ref(), flow.destination.as_ref()]
-                    .into_iter()
-                    .flatten()
-                    .any(|e| self.namespaces.contains(&e.namespace)))
+        self.window.contains_flow(flow) && self.namespaces.matches(flow)
     }
 }
 
-/// The workload an endpoint stands for in a report.
-pub fn workload_ref(endpoint: Option<&pb::Endpoint>) -> pb::WorkloadRef {
-    let w = WorkloadKey::of(endpoint);
-    pb::WorkloadRef {
-        kind: w.kind,
-        namespace: w.namespace.to_string(),
-        workload: w.workload.to_string(),
-        ip: w.ip.to_string(),
-    }
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-struct WorkloadKey<'a> {
-    kind: i32,
-    namespace: &'a str,
-    workload: &'a str,
-    ip: &'a str,
+/// How a report groups an endpoint, defined once: the memory store groups by
+/// it, and the ClickHouse store stores it per row (`{src,dst}_group_*`
+/// columns) and groups by those columns.
+///
+/// - a pod or host-network pod: its namespace and workload (the pod name when
+///   it has none);
+/// - a node: the node's name and address;
+/// - the world or an unresolved endpoint: the address;
+/// - no endpoint: all empty.
+///
+/// The kind is the endpoint's (unspecified for a number this build does not know).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct WorkloadKey<'a> {
+    /// What the endpoint is.
+    pub kind: pb::EndpointKind,
+    /// A pod's namespace; empty otherwise.
+    pub namespace: &'a str,
+    /// A pod's workload (else its name), a node's name; empty otherwise.
+    pub workload: &'a str,
+    /// The address of anything but a pod; empty for pods.
+    pub ip: &'a str,
 }
 
 impl<'a> WorkloadKey<'a> {
-    fn of(endpoint: Option<&'a pb::Endpoint>) -> Self {
+    /// The key of `endpoint`.
+    pub fn of(endpoint: Option<&'a pb::Endpoint>) -> Self {
         let Some(e) = endpoint else {
             return WorkloadKey {
-                kind: 0,
+                kind: pb::EndpointKind::Unspecified,
                 namespace: "",
                 workload: "",
                 ip: "",
@@ -99,7 +102,7 @@ impl<'a> WorkloadKey<'a> {
         let kind = pb::EndpointKind::try_from(e.kind).unwrap_or_default();
         match kind {
             pb::EndpointKind::Pod | pb::EndpointKind::HostNetworkPod => WorkloadKey {
-                kind: e.kind,
+                kind,
                 namespace: &e.namespace,
                 workload: if e.workload.is_empty() {
                     &e.pod_name
@@ -109,17 +112,27 @@ impl<'a> WorkloadKey<'a> {
                 ip: "",
             },
             pb::EndpointKind::Node => WorkloadKey {
-                kind: e.kind,
+                kind,
                 namespace: "",
                 workload: &e.node_name,
                 ip: &e.ip,
             },
             pb::EndpointKind::World | pb::EndpointKind::Unspecified => WorkloadKey {
-                kind: kind as i32,
+                kind,
                 namespace: "",
                 workload: "",
                 ip: &e.ip,
             },
+        }
+    }
+
+    /// The key as `query.proto`'s `WorkloadRef`.
+    pub fn to_ref(&self) -> pb::WorkloadRef {
+        pb::WorkloadRef {
+            kind: self.kind as i32,
+            namespace: self.namespace.to_string(),
+            workload: self.workload.to_string(),
+            ip: self.ip.to_string(),
         }
     }
 }
@@ -138,8 +151,8 @@ struct DeniedKey<'a> {
 struct DeniedAcc<'a> {
     count: u64,
     flows: u64,
-    first_seen: Option<(i64, i32)>,
-    last_seen: Option<(i64, i32)>,
+    first_seen: Option<UnixNanos>,
+    last_seen: Option<UnixNanos>,
     latest: &'a pb::Flow,
     egress_denied: bool,
     ingress_denied: bool,
@@ -147,9 +160,7 @@ struct DeniedAcc<'a> {
 
 /// The recency order of records: latest `last_seen`, then the larger id.
 fn more_recent(a: &pb::Flow, b: &pb::Flow) -> bool {
-    let ka = (a.last_seen.as_ref().map(key), &a.id);
-    let kb = (b.last_seen.as_ref().map(key), &b.id);
-    ka > kb
+    (last_seen(a), &a.id) > (last_seen(b), &b.id)
 }
 
 fn sorted_policies(refs: &[pb::PolicyRef]) -> Vec<PolicyPair<'_>> {
@@ -166,11 +177,15 @@ fn denied(direction: Option<&pb::DirectionVerdict>) -> bool {
     direction.is_some_and(|d| d.status == pb::PolicyStatus::Denied as i32)
 }
 
-fn timestamp(k: Option<(i64, i32)>) -> Option<Timestamp> {
-    k.map(|(seconds, nanos)| Timestamp { seconds, nanos })
+fn first_seen(flow: &pb::Flow) -> Option<UnixNanos> {
+    flow.first_seen.as_ref().map(UnixNanos::from_timestamp)
 }
 
-fn min_opt(a: Option<(i64, i32)>, b: Option<(i64, i32)>) -> Option<(i64, i32)> {
+fn last_seen(flow: &pb::Flow) -> Option<UnixNanos> {
+    flow.last_seen.as_ref().map(UnixNanos::from_timestamp)
+}
+
+fn min_opt(a: Option<UnixNanos>, b: Option<UnixNanos>) -> Option<UnixNanos> {
     match (a, b) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
@@ -196,8 +211,8 @@ pub fn denied_groups<'a>(
             port: flow.destination.as_ref().map_or(0, |d| d.port),
             policies: sorted_policies(&flow.denied_by),
         };
-        let first = flow.first_seen.as_ref().map(key);
-        let last = flow.last_seen.as_ref().map(key);
+        let first = first_seen(flow);
+        let last = last_seen(flow);
         let acc = groups.entry(k).or_insert_with(|| DeniedAcc {
             count: 0,
             flows: 0,
@@ -244,8 +259,8 @@ pub fn denied_groups<'a>(
     groups
         .into_iter()
         .map(|(k, acc)| pb::DeniedGroup {
-            source: Some(workload_ref(acc.latest.source.as_ref())),
-            destination: Some(workload_ref(acc.latest.destination.as_ref())),
+            source: Some(k.source.to_ref()),
+            destination: Some(k.destination.to_ref()),
             protocol: k.protocol,
             destination_port: k.port,
             denied_by: k
@@ -260,8 +275,8 @@ pub fn denied_groups<'a>(
             ingress_denied: acc.ingress_denied,
             count: acc.count,
             flows: acc.flows,
-            first_seen: timestamp(acc.first_seen),
-            last_seen: timestamp(acc.last_seen),
+            first_seen: acc.first_seen.map(UnixNanos::to_timestamp),
+            last_seen: acc.last_seen.map(UnixNanos::to_timestamp),
             reason: acc.latest.reason.clone(),
             outcome: acc.latest.outcome,
         })
@@ -293,7 +308,7 @@ struct DnsKey<'a> {
 
 struct DnsAcc<'a> {
     count: u64,
-    last_seen: Option<(i64, i32)>,
+    last_seen: Option<UnixNanos>,
     latest: &'a pb::Flow,
     denied_by: BTreeSet<PolicyPair<'a>>,
 }
@@ -323,7 +338,7 @@ pub fn dns_failures<'a>(
             outcome: flow.outcome,
             rcode: &dns.rcode,
         };
-        let last = flow.last_seen.as_ref().map(key);
+        let last = last_seen(flow);
         let acc = groups.entry(k).or_insert_with(|| DnsAcc {
             count: 0,
             last_seen: last,
@@ -364,7 +379,7 @@ pub fn dns_failures<'a>(
                 outcome: k.outcome,
                 rcode: k.rcode.to_string(),
                 count: acc.count,
-                last_seen: timestamp(acc.last_seen),
+                last_seen: acc.last_seen.map(UnixNanos::to_timestamp),
                 denied_by: acc
                     .denied_by
                     .iter()
@@ -388,14 +403,6 @@ pub fn dns_failures<'a>(
         .collect()
 }
 
-fn protocol(p: netverdict_policy::Protocol) -> pb::Protocol {
-    match p {
-        netverdict_policy::Protocol::Tcp => pb::Protocol::Tcp,
-        netverdict_policy::Protocol::Udp => pb::Protocol::Udp,
-        netverdict_policy::Protocol::Sctp => pb::Protocol::Sctp,
-    }
-}
-
 /// Pods isolated for egress whose policies deny DNS (UDP or TCP 53) to every
 /// cluster DNS pod, in `namespaces` (all when empty), sorted by namespace and
 /// name. Host-network pods and the DNS pods themselves are left out; with no
@@ -412,18 +419,16 @@ pub fn dns_policy_gaps(state: &ClusterState, namespaces: &[String]) -> Vec<pb::D
             if denied.is_empty() {
                 return None;
             }
-            let mut egress_policies: Vec<pb::PolicyRef> = isolating
-                .into_iter()
-                .map(|k| pb::PolicyRef {
-                    namespace: k.namespace,
-                    name: k.name,
-                })
-                .collect();
+            let mut egress_policies: Vec<pb::PolicyRef> =
+                isolating.iter().map(pb::PolicyRef::from).collect();
             egress_policies.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
             Some(pb::DnsPolicyGap {
                 namespace: pod.key.namespace.clone(),
                 pod: pod.key.name.clone(),
-                denied_protocols: denied.into_iter().map(|p| protocol(p) as i32).collect(),
+                denied_protocols: denied
+                    .into_iter()
+                    .map(|p| pb::Protocol::from(p) as i32)
+                    .collect(),
                 egress_policies,
             })
         })
@@ -434,6 +439,8 @@ pub fn dns_policy_gaps(state: &ClusterState, namespaces: &[String]) -> Vec<pb::D
 
 #[cfg(test)]
 mod tests {
+    use prost_types::Timestamp;
+
     use super::*;
 
     fn ts(seconds: i64) -> Option<Timestamp> {
@@ -513,8 +520,10 @@ mod tests {
     fn denied_window_namespaces_and_limit() {
         let flows = [denied_flow("1", "c", 10, 1), denied_flow("2", "c", 20, 1)];
         let q = |since: u64, ns: &[&str], limit| ReportQuery {
-            since: Some(std::time::UNIX_EPOCH + std::time::Duration::from_secs(since)),
-            until: None,
+            window: TimeWindow::from_system(
+                Some(std::time::UNIX_EPOCH + std::time::Duration::from_secs(since)),
+                None,
+            ),
             namespaces: ns.iter().map(|s| s.to_string()).collect(),
             limit,
         };
@@ -575,16 +584,32 @@ mod tests {
     }
 
     #[test]
-    fn workload_refs() {
+    fn workload_keys() {
         let node = pb::Endpoint {
             kind: pb::EndpointKind::Node as i32,
             ip: "192.168.1.1".into(),
             ..Default::default()
         };
-        let r = workload_ref(Some(&node));
+        let r = WorkloadKey::of(Some(&node)).to_ref();
         assert_eq!((r.workload.as_str(), r.ip.as_str()), ("", "192.168.1.1"));
+        let unknown = pb::Endpoint {
+            kind: 42,
+            ip: "1.1.1.1".into(),
+            pod_name: "p".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            WorkloadKey::of(Some(&unknown)),
+            WorkloadKey {
+                kind: pb::EndpointKind::Unspecified,
+                namespace: "",
+                workload: "",
+                ip: "1.1.1.1"
+            }
+        );
+        assert_eq!(WorkloadKey::of(None).to_ref(), pb::WorkloadRef::default());
         let p = pod("ns", "web-1", "", 80).unwrap();
-        let r = workload_ref(Some(&p));
+        let r = WorkloadKey::of(Some(&p)).to_ref();
         assert_eq!(
             (r.namespace.as_str(), r.workload.as_str(), r.ip.as_str()),
             ("ns", "web-1", "")

@@ -6,24 +6,17 @@
 use std::future::Future;
 use std::time::SystemTime;
 
+use netverdict_proto::filter::FilterSet;
+use netverdict_proto::time::TimeWindow;
 use netverdict_proto::v1 as pb;
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// A query's filter does not compile (names the field and value).
+    /// A flow no store can store (`netverdict_proto::validate`; names the
+    /// flow id and field).
     #[error(transparent)]
-    Filter(#[from] netverdict_proto::filter::FilterError),
-    /// A flow cannot be stored (names the flow id and field).
-    #[error("flow {id}: {field}: {reason}")]
-    InvalidFlow {
-        /// The flow's id.
-        id: String,
-        /// The offending field.
-        field: &'static str,
-        /// What is wrong with it.
-        reason: String,
-    },
+    InvalidFlow(#[from] netverdict_proto::validate::FlowError),
     /// The backend failed; the operation may be retried.
     #[error("{backend}: {message}")]
     Backend {
@@ -46,17 +39,14 @@ pub struct InsertOutcome {
     pub duplicates: usize,
 }
 
-/// A flow query: the observer API's `GetFlows` without `follow`.
+/// A flow query: the observer API's `GetFlows` without `follow`, its filters
+/// and window already compiled (stores never parse a request's values).
 #[derive(Debug, Clone, Default)]
 pub struct FlowQuery {
-    /// Flows matching any of these (or every flow when empty).
-    pub include: Vec<pb::FlowFilter>,
-    /// Flows matching none of these.
-    pub exclude: Vec<pb::FlowFilter>,
-    /// Flows last seen at or after this time.
-    pub since: Option<SystemTime>,
-    /// Flows last seen before this time.
-    pub until: Option<SystemTime>,
+    /// The include and exclude filters.
+    pub filters: FilterSet,
+    /// Flows whose `last_seen` is in this window.
+    pub window: TimeWindow,
     /// The most flows to return; 0 means no limit.
     pub limit: usize,
     /// The oldest `limit` flows instead of the newest.
@@ -66,10 +56,8 @@ pub struct FlowQuery {
 /// A report query (`netverdict denied`, `netverdict dns`).
 #[derive(Debug, Clone, Default)]
 pub struct ReportQuery {
-    /// Flows last seen at or after this time.
-    pub since: Option<SystemTime>,
-    /// Flows last seen before this time.
-    pub until: Option<SystemTime>,
+    /// Flows whose `last_seen` is in this window.
+    pub window: TimeWindow,
     /// Flows with an endpoint in one of these namespaces; empty means all.
     pub namespaces: Vec<String>,
     /// The most groups to return.
@@ -94,7 +82,9 @@ pub struct StoreStatus {
 pub trait Store: Send + Sync + 'static {
     /// Stores flows; returns once they are durable (for ClickHouse: inserted,
     /// or spooled to local disk while the server is unreachable). Flows already
-    /// stored are skipped and counted as duplicates.
+    /// stored are skipped and counted as duplicates. Ingest passes only flows
+    /// that `netverdict_proto::validate::check_storable` accepts; a batch
+    /// holding another is refused whole with [`StoreError::InvalidFlow`].
     fn insert(&self, flows: Vec<pb::Flow>) -> impl Future<Output = Result<InsertOutcome>> + Send;
 
     /// Flows matching a query, ordered by `last_seen` ascending (oldest first),

@@ -1,14 +1,20 @@
-//! Every filter dimension in SQL gives exactly the answer of
-//! `netverdict_proto::filter::FlowPredicate` over a generated set of flows:
-//! an exhaustive table of single-dimension filters, then random combinations
-//! (include, exclude, several values) with proptest.
+//! Every filter dimension and time window in SQL gives exactly the answer of
+//! the Rust matcher (`netverdict_proto::filter::FilterSet::matches` and
+//! `netverdict_proto::time::TimeWindow`), and the memory store the same, over
+//! a generated set of flows: an exhaustive table of single-dimension filters
+//! (hostile and invalid values included), then random combinations (include,
+//! exclude, several values, windows up to the extremes) with proptest. An
+//! invalid value fails one compile, which names the field and the value,
+//! before any backend sees it.
 
 mod clickhouse_support;
 
 use clickhouse_support::*;
 use netverdict_api::clickhouse::ClickHouseStore;
 use netverdict_api::store::{FlowQuery, Store};
-use netverdict_proto::filter::FlowPredicate;
+use netverdict_api::{MemoryConfig, MemoryStore};
+use netverdict_proto::filter::{FilterError, FilterSet};
+use netverdict_proto::time::{TimeWindow, UnixNanos};
 use netverdict_proto::v1 as pb;
 use proptest::prelude::*;
 
@@ -109,58 +115,82 @@ fn generated() -> Vec<pb::Flow> {
 struct Fixture {
     rt: tokio::runtime::Runtime,
     store: ClickHouseStore,
+    memory: MemoryStore,
     flows: Vec<pb::Flow>,
     _db: TestDb,
 }
 
 impl Fixture {
-    /// The generated flows in a database of their own (dropped with the fixture).
+    /// The generated flows in a database of their own (dropped with the
+    /// fixture), and in a memory store.
     fn new() -> Fixture {
         let db = TestDb::new(&require_shared_server());
         let rt = tokio::runtime::Runtime::new().unwrap();
         let flows = generated();
+        let memory = MemoryStore::new(MemoryConfig::default()).unwrap();
         let store = rt.block_on(async {
             let store = db.connect().await;
             store.insert(flows.clone()).await.unwrap();
+            memory.insert(flows.clone()).await.unwrap();
             store
         });
         Fixture {
             rt,
             store,
+            memory,
             flows,
             _db: db,
         }
     }
 
-    /// Asserts SQL and the predicate agree on `include`/`exclude`.
+    /// Asserts SQL, the memory store and the matcher agree on
+    /// `include`/`exclude` in `window`; an invalid value is an error naming
+    /// its field and the value.
     fn agree(
         &self,
         include: Vec<pb::FlowFilter>,
         exclude: Vec<pb::FlowFilter>,
+        window: TimeWindow,
     ) -> Result<(), TestCaseError> {
-        let predicate = FlowPredicate::new(&include, &exclude);
+        let filters = match FilterSet::compile(&include, &exclude) {
+            Ok(filters) => filters,
+            Err(e) => {
+                let FilterError::InvalidValue { field, value, .. } = &e;
+                let text = e.to_string();
+                prop_assert!(
+                    text.contains(field) && text.contains(&format!("{value:?}")),
+                    "{}",
+                    text
+                );
+                return Ok(());
+            }
+        };
+        let expected: Vec<&str> = self
+            .flows
+            .iter()
+            .filter(|fl| window.contains_flow(fl) && filters.matches(fl))
+            .map(|fl| fl.id.as_str())
+            .collect();
         let query = FlowQuery {
-            include: include.clone(),
-            exclude: exclude.clone(),
+            filters,
+            window,
             ..Default::default()
         };
-        let got = self.rt.block_on(self.store.flows(&query));
-        match predicate {
-            Err(e) => {
-                let got = got.expect_err("SQL accepted what the predicate rejects");
-                prop_assert_eq!(got.to_string(), e.to_string());
-            }
-            Ok(p) => {
-                let expected: Vec<&str> = self
-                    .flows
-                    .iter()
-                    .filter(|fl| p.matches(fl))
-                    .map(|fl| fl.id.as_str())
-                    .collect();
-                let got = got.unwrap();
-                let got: Vec<&str> = got.iter().map(|fl| fl.id.as_str()).collect();
-                prop_assert_eq!(got, expected, "include {:?} exclude {:?}", include, exclude);
-            }
+        for (backend, got) in [
+            ("clickhouse", self.rt.block_on(self.store.flows(&query))),
+            ("memory", self.rt.block_on(self.memory.flows(&query))),
+        ] {
+            let got = got.unwrap();
+            let got: Vec<&str> = got.iter().map(|fl| fl.id.as_str()).collect();
+            prop_assert_eq!(
+                got,
+                expected.clone(),
+                "{}: include {:?} exclude {:?} window {:?}",
+                backend,
+                include,
+                exclude,
+                window
+            );
         }
         Ok(())
     }
@@ -222,6 +252,8 @@ fn table() -> Vec<pb::FlowFilter> {
         "shop/*",
         "db/api-7",
         "x' OR 1=1 --/web-1",
+        "shop/x' OR '1'='1*",
+        "shop/web\\*",
         "bad",
         "shop/",
     ] {
@@ -247,6 +279,8 @@ fn table() -> Vec<pb::FlowFilter> {
         "!app,!tier",
         "app=",
         "bad selector (",
+        "app=x' OR 1=1 --",
+        "app in (web', 'api)",
     ] {
         t.push(pb::FlowFilter {
             labels: strs(&[l]),
@@ -279,6 +313,7 @@ fn table() -> Vec<pb::FlowFilter> {
         "example.com",
         "*.com",
         "x' OR 1=1 --",
+        "*.x') OR ('1'='1",
         "a.*.com",
         "",
     ] {
@@ -296,6 +331,8 @@ fn table() -> Vec<pb::FlowFilter> {
     for ip in [
         "10.0.1.5",
         "10.0.0.0/8",
+        "10.0.0.0/33",
+        "10.0.0.1' OR 1=1 --",
         "10.0.1.0/24",
         "10.0.1.5/24",
         "0.0.0.0/0",
@@ -325,9 +362,11 @@ fn every_dimension_matches_the_predicate() {
     let table = table();
     let mut selective = std::collections::BTreeSet::new();
     for filter in &table {
-        f.agree(vec![filter.clone()], vec![]).unwrap();
-        f.agree(vec![], vec![filter.clone()]).unwrap();
-        if let Ok(p) = FlowPredicate::new(std::slice::from_ref(filter), &[]) {
+        f.agree(vec![filter.clone()], vec![], TimeWindow::ALL)
+            .unwrap();
+        f.agree(vec![], vec![filter.clone()], TimeWindow::ALL)
+            .unwrap();
+        if let Ok(p) = FilterSet::compile(std::slice::from_ref(filter), &[]) {
             let n = f.flows.iter().filter(|fl| p.matches(fl)).count();
             if n > 0 && n < f.flows.len() {
                 selective.insert(dimension(filter).to_string());
@@ -356,23 +395,40 @@ fn every_dimension_matches_the_predicate() {
     }
 }
 
-/// The one dimension a table filter sets.
+/// The one dimension a table filter sets. Destructured without `..`: a new
+/// filter field does not compile until this test covers it.
 fn dimension(f: &pb::FlowFilter) -> &'static str {
+    let pb::FlowFilter {
+        verdict,
+        outcome,
+        namespace,
+        source_pod,
+        destination_pod,
+        labels,
+        policy,
+        destination_port,
+        protocol,
+        dns_query,
+        mismatch,
+        node_name,
+        source_ip,
+        destination_ip,
+    } = f;
     [
-        ("verdict", !f.verdict.is_empty()),
-        ("outcome", !f.outcome.is_empty()),
-        ("namespace", !f.namespace.is_empty()),
-        ("source_pod", !f.source_pod.is_empty()),
-        ("destination_pod", !f.destination_pod.is_empty()),
-        ("labels", !f.labels.is_empty()),
-        ("policy", !f.policy.is_empty()),
-        ("destination_port", !f.destination_port.is_empty()),
-        ("protocol", !f.protocol.is_empty()),
-        ("dns_query", !f.dns_query.is_empty()),
-        ("mismatch", !f.mismatch.is_empty()),
-        ("node_name", !f.node_name.is_empty()),
-        ("source_ip", !f.source_ip.is_empty()),
-        ("destination_ip", !f.destination_ip.is_empty()),
+        ("verdict", !verdict.is_empty()),
+        ("outcome", !outcome.is_empty()),
+        ("namespace", !namespace.is_empty()),
+        ("source_pod", !source_pod.is_empty()),
+        ("destination_pod", !destination_pod.is_empty()),
+        ("labels", !labels.is_empty()),
+        ("policy", !policy.is_empty()),
+        ("destination_port", !destination_port.is_empty()),
+        ("protocol", !protocol.is_empty()),
+        ("dns_query", !dns_query.is_empty()),
+        ("mismatch", !mismatch.is_empty()),
+        ("node_name", !node_name.is_empty()),
+        ("source_ip", !source_ip.is_empty()),
+        ("destination_ip", !destination_ip.is_empty()),
     ]
     .into_iter()
     .find(|(_, set)| *set)
@@ -386,24 +442,70 @@ fn arb_filter() -> impl Strategy<Value = pb::FlowFilter> {
     proptest::collection::vec(0..table.len(), 1..4).prop_map(move |picks| {
         let mut f = pb::FlowFilter::default();
         for i in picks {
-            let t = &table[i];
-            f.verdict.extend(&t.verdict);
-            f.outcome.extend(&t.outcome);
-            f.namespace.extend(t.namespace.iter().cloned());
-            f.source_pod.extend(t.source_pod.iter().cloned());
-            f.destination_pod.extend(t.destination_pod.iter().cloned());
-            f.labels.extend(t.labels.iter().cloned());
-            f.policy.extend(t.policy.iter().cloned());
-            f.destination_port.extend(&t.destination_port);
-            f.protocol.extend(&t.protocol);
-            f.dns_query.extend(t.dns_query.iter().cloned());
-            f.mismatch.extend(&t.mismatch);
-            f.node_name.extend(t.node_name.iter().cloned());
-            f.source_ip.extend(t.source_ip.iter().cloned());
-            f.destination_ip.extend(t.destination_ip.iter().cloned());
+            let pb::FlowFilter {
+                verdict,
+                outcome,
+                namespace,
+                source_pod,
+                destination_pod,
+                labels,
+                policy,
+                destination_port,
+                protocol,
+                dns_query,
+                mismatch,
+                node_name,
+                source_ip,
+                destination_ip,
+            } = table[i].clone();
+            f.verdict.extend(verdict);
+            f.outcome.extend(outcome);
+            f.namespace.extend(namespace);
+            f.source_pod.extend(source_pod);
+            f.destination_pod.extend(destination_pod);
+            f.labels.extend(labels);
+            f.policy.extend(policy);
+            f.destination_port.extend(destination_port);
+            f.protocol.extend(protocol);
+            f.dns_query.extend(dns_query);
+            f.mismatch.extend(mismatch);
+            f.node_name.extend(node_name);
+            f.source_ip.extend(source_ip);
+            f.destination_ip.extend(destination_ip);
         }
         f
     })
+}
+
+/// A window bound: near the generated flows' `last_seen` (one second apart,
+/// at `base + i s + 5 ns`: on, just before and just after), or an extreme.
+fn arb_bound(base: i64) -> impl Strategy<Value = Option<UnixNanos>> {
+    let extreme =
+        |seconds, nanos| UnixNanos::from_timestamp(&prost_types::Timestamp { seconds, nanos });
+    proptest::option::weighted(
+        0.7,
+        prop_oneof![
+            8 => (-3i64..245, prop_oneof![Just(0i64), Just(5), Just(6)])
+                .prop_map(move |(i, ns)| UnixNanos::from_nanos(base + i * 1_000_000_000 + ns)),
+            1 => Just(extreme(i64::MIN, 0)),
+            1 => Just(extreme(i64::MAX, 999_999_999)),
+            1 => Just(extreme(0, 0)),
+            1 => Just(extreme(i64::from(u32::MAX) + 1, 0)),
+        ],
+    )
+}
+
+/// A window whose bounds are drawn by [`arb_bound`] around the generated flows.
+fn arb_window(flows: &[pb::Flow]) -> impl Strategy<Value = TimeWindow> + use<> {
+    // generated(): flow i was last seen at base + i s + 5 ns.
+    let base = flows[0]
+        .last_seen
+        .as_ref()
+        .map(UnixNanos::from_timestamp)
+        .unwrap()
+        .nanos_saturating()
+        - 5;
+    (arb_bound(base), arb_bound(base)).prop_map(|(since, until)| TimeWindow::new(since, until))
 }
 
 #[test]
@@ -416,8 +518,25 @@ fn combined_filters_match_the_predicate() {
     let strategy = (
         proptest::collection::vec(arb_filter(), 0..3),
         proptest::collection::vec(arb_filter(), 0..2),
+        arb_window(&f.flows),
     );
     runner
-        .run(&strategy, |(include, exclude)| f.agree(include, exclude))
+        .run(&strategy, |(include, exclude, window)| {
+            f.agree(include, exclude, window)
+        })
+        .unwrap();
+}
+
+#[test]
+fn windows_match_the_matcher() {
+    let f = Fixture::new();
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+        cases: 100,
+        ..ProptestConfig::default()
+    });
+    runner
+        .run(&arb_window(&f.flows), |window| {
+            f.agree(vec![], vec![], window)
+        })
         .unwrap();
 }

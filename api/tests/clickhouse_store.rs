@@ -8,7 +8,9 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use clickhouse_support::*;
 use netverdict_api::clickhouse::latest_version;
-use netverdict_api::store::{FlowQuery, ReportQuery, Store, StoreError};
+use netverdict_api::store::{FlowQuery, ReportQuery, Store};
+use netverdict_proto::filter::FilterSet;
+use netverdict_proto::time::{TimeWindow, UnixNanos};
 use netverdict_proto::v1 as pb;
 
 #[tokio::test]
@@ -155,8 +157,10 @@ async fn flows_round_trip_exactly() {
     assert_eq!(first2, flows[..2]);
     let window = store
         .flows(&FlowQuery {
-            since: Some(UNIX_EPOCH + Duration::from_nanos((base + 1) as u64)),
-            until: Some(UNIX_EPOCH + Duration::from_nanos((base + 3) as u64)),
+            window: TimeWindow::new(
+                Some(UnixNanos::from_nanos(base + 1)),
+                Some(UnixNanos::from_nanos(base + 3)),
+            ),
             ..Default::default()
         })
         .await
@@ -217,7 +221,7 @@ async fn hostile_filter_values_are_just_values() {
     store.insert(flows.clone()).await.unwrap();
     let hostile = "x' OR 1=1 --";
     let q = |f: pb::FlowFilter| FlowQuery {
-        include: vec![f],
+        filters: FilterSet::compile(&[f], &[]).unwrap(),
         ..Default::default()
     };
     let by_ns = store
@@ -263,8 +267,9 @@ async fn hostile_filter_values_are_just_values() {
             ..Default::default()
         },
     ] {
-        let err = store.flows(&q(f.clone())).await.unwrap_err();
-        assert!(matches!(err, StoreError::Filter(_)), "{f:?}: {err}");
+        // Rejected when compiled, before any store sees it.
+        let err = FilterSet::compile(std::slice::from_ref(&f), &[]).unwrap_err();
+        assert!(err.to_string().contains(hostile), "{f:?}: {err}");
     }
     let report = ReportQuery {
         namespaces: vec![hostile.into()],
@@ -431,7 +436,7 @@ async fn denied_and_dns_reports_group_in_sql() {
     assert_eq!(limited, denied[..1]);
     let recent = store
         .denied(&ReportQuery {
-            since: Some(UNIX_EPOCH + Duration::from_nanos((base + 4_000_000_000) as u64)),
+            window: TimeWindow::new(Some(UnixNanos::from_nanos(base + 4_000_000_000)), None),
             ..Default::default()
         })
         .await
@@ -465,6 +470,76 @@ async fn denied_and_dns_reports_group_in_sql() {
         ("nope.example.com", "NXDOMAIN", 1)
     );
     assert!(dns[1].denied_by.is_empty() && dns[1].reason.is_empty());
+    // The SQL groups exactly as the reference functions do.
+    assert_eq!(
+        denied,
+        netverdict_api::report::denied_groups(&flows, &ReportQuery::default())
+    );
+    assert_eq!(
+        dns,
+        netverdict_api::report::dns_failures(&flows, &ReportQuery::default())
+    );
+}
+
+#[tokio::test]
+async fn migration_4_gives_rows_stored_before_it_their_group_kind() {
+    let db = TestDb::new(&require_shared_server());
+    let base = now_ns() - 60_000_000_000;
+    let mut flows = Vec::new();
+    for (i, kind) in [
+        pb::EndpointKind::Pod,
+        pb::EndpointKind::HostNetworkPod,
+        pb::EndpointKind::Node,
+        pb::EndpointKind::World,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut f = simple_flow(&format!("node-a/1/{i}"), base + i as i64);
+        f.verdict = pb::Verdict::Denied as i32;
+        f.destination.as_mut().unwrap().kind = kind as i32;
+        f.destination.as_mut().unwrap().node_name = "node-b".into();
+        flows.push(f);
+    }
+    let mut no_destination = simple_flow("node-a/1/9", base + 9);
+    no_destination.verdict = pb::Verdict::Denied as i32;
+    no_destination.destination = None;
+    flows.push(no_destination);
+    {
+        let store = db.connect().await;
+        store.insert(flows.clone()).await.unwrap();
+    }
+    // The database as it was before migration 4: no group kind columns, and
+    // version 4 not recorded (the table is recreated, the other migrations
+    // are idempotent).
+    for sql in [
+        format!("ALTER TABLE {}.flows DROP COLUMN src_group_kind", db.name),
+        format!("ALTER TABLE {}.flows DROP COLUMN dst_group_kind", db.name),
+        format!("DROP TABLE {}.schema_migrations", db.name),
+    ] {
+        db.sql(&sql);
+    }
+    let store = db.connect().await;
+    let kinds = db.sql(&format!(
+        "SELECT count() FROM {}.flows WHERE src_group_kind = src_kind AND dst_group_kind = dst_kind",
+        db.name
+    ));
+    assert_eq!(kinds, "5\n", "old rows read {{p}}_kind");
+    let reference = netverdict_api::report::denied_groups(&flows, &ReportQuery::default());
+    assert_eq!(reference.len(), 5);
+    assert_eq!(
+        store.denied(&ReportQuery::default()).await.unwrap(),
+        reference
+    );
+    // New rows store the key's kind.
+    let mut new = simple_flow("node-a/2/1", base + 20);
+    new.verdict = pb::Verdict::Denied as i32;
+    store.insert(vec![new]).await.unwrap();
+    let stored = db.sql(&format!(
+        "SELECT toString(dst_group_kind) FROM {}.flows WHERE id = 'node-a/2/1'",
+        db.name
+    ));
+    assert_eq!(stored, "ENDPOINT_KIND_POD\n");
 }
 
 #[tokio::test]

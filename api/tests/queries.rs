@@ -141,6 +141,25 @@ async fn get_flows_filters_and_a_hostile_namespace_is_just_a_name() {
     let status = get_flows(&addr, bad).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
     assert!(status.message().contains("source_ip"), "{status}");
+    assert!(status.message().contains("\"10.0.0.0/99\""), "{status}");
+    // In an exclude filter too, for every kind of field.
+    for (f, value) in [
+        (filter(|f| f.outcome = vec![42]), "\"42\""),
+        (filter(|f| f.destination_port = vec![70000]), "\"70000\""),
+        (
+            filter(|f| f.labels = vec!["app=x' OR 1=1 --".into()]),
+            "\"app=x' OR 1=1 --\"",
+        ),
+        (filter(|f| f.dns_query = vec!["a.*.b".into()]), "\"a.*.b\""),
+    ] {
+        let bad = pb::GetFlowsRequest {
+            exclude: vec![f],
+            ..Default::default()
+        };
+        let status = get_flows(&addr, bad).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        assert!(status.message().contains(value), "{status}");
+    }
     server.shutdown().await.unwrap();
 }
 

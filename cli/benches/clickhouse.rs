@@ -407,8 +407,10 @@ async fn denied(server: &mut Server) -> Result<()> {
     ];
     for (what, window, namespaces) in queries {
         let q = ReportQuery {
-            since: Some(SystemTime::now() - window),
-            until: None,
+            window: netverdict_proto::time::TimeWindow::from_system(
+                Some(SystemTime::now() - window),
+                None,
+            ),
             namespaces,
             limit: 50,
         };

@@ -174,7 +174,10 @@ fn text(item: &StreamItem) -> String {
     }
 }
 
+/// Seconds since the epoch with microseconds (0 for earlier times).
 fn humantime_short(t: std::time::SystemTime) -> String {
-    let d = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    format!("{}.{:06}", d.as_secs(), d.subsec_micros())
+    let ns = netverdict_proto::time::UnixNanos::from_system(t)
+        .as_i128()
+        .max(0);
+    format!("{}.{:06}", ns / 1_000_000_000, ns % 1_000_000_000 / 1000)
 }

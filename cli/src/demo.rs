@@ -438,7 +438,7 @@ async fn wait_stored(
     loop {
         agent.flush().await.context("flushing the collector")?;
         let request = pb::GetFlowsRequest {
-            since: Some(netverdict_api::time::to_timestamp(since)),
+            since: Some(netverdict_proto::time::timestamp(since)),
             ..Default::default()
         };
         let mut stream = observer
@@ -501,7 +501,7 @@ async fn reports(
             .context("connecting to the API server")?,
     );
     let request = pb::ReportRequest {
-        since: Some(netverdict_api::time::to_timestamp(since)),
+        since: Some(netverdict_proto::time::timestamp(since)),
         ..Default::default()
     };
     let denied = query

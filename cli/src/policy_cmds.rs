@@ -10,7 +10,7 @@ use std::str::FromStr;
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use netverdict_policy::lint::Severity;
-use netverdict_policy::{ClusterState, Endpoint, Flow, Protocol};
+use netverdict_policy::{ClusterState, Connection, Endpoint, Protocol};
 use serde::Deserialize;
 
 /// Where the cluster state comes from.
@@ -68,13 +68,13 @@ fn parse_flow(
     dst: &str,
     port: u16,
     protocol: Option<&str>,
-) -> Result<Flow, netverdict_policy::FlowError> {
+) -> Result<Connection, netverdict_policy::ConnectionError> {
     let protocol = match protocol {
         None => Protocol::Tcp,
         Some(p) => Protocol::from_str(p)
-            .map_err(|_| netverdict_policy::FlowError::BadProtocol(p.to_string()))?,
+            .map_err(|_| netverdict_policy::ConnectionError::BadProtocol(p.to_string()))?,
     };
-    Ok(Flow::new(
+    Ok(Connection::new(
         Endpoint::from_str(src)?,
         Endpoint::from_str(dst)?,
         port,

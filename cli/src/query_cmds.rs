@@ -10,6 +10,9 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
+use netverdict_proto::filter::Filter;
+use netverdict_proto::names::EnumName;
+use netverdict_proto::time::timestamp;
 use netverdict_proto::v1 as pb;
 use pb::observer_client::ObserverClient;
 use pb::query_client::QueryClient;
@@ -86,7 +89,7 @@ pub struct FilterArgs {
     /// Policy verdict: allowed, denied, unspecified.
     #[arg(long)]
     pub verdict: Vec<String>,
-    /// Kernel outcome: established, refused, reset, no-answer, dropped, answered.
+    /// Kernel outcome: established, refused, reset, no-answer, dropped, answered, unspecified.
     #[arg(long)]
     pub outcome: Vec<String>,
     /// Flows allowed or denied by this policy: NAMESPACE/NAME or NAME with -n.
@@ -95,7 +98,7 @@ pub struct FilterArgs {
     /// Destination port (after Service DNAT).
     #[arg(long)]
     pub port: Vec<String>,
-    /// Transport protocol: tcp, udp, sctp.
+    /// Transport protocol: tcp, udp, sctp, unspecified.
     #[arg(long)]
     pub protocol: Vec<String>,
     /// DNS query name; "*.example.com" matches subdomains.
@@ -202,13 +205,10 @@ pub fn parse_time(flag: &str, value: &str, now: SystemTime) -> Result<Timestamp>
             "{flag}: invalid value {value:?}: expected a duration ago (30s, 15m, 2h) or an RFC 3339 time (2025-01-31T12:00:00Z)"
         );
     };
-    let d = t
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .with_context(|| format!("{flag}: {value:?} is before 1970"))?;
-    Ok(Timestamp {
-        seconds: d.as_secs() as i64,
-        nanos: d.subsec_nanos() as i32,
-    })
+    if t < SystemTime::UNIX_EPOCH {
+        bail!("{flag}: {value:?} is before 1970");
+    }
+    Ok(timestamp(t))
 }
 
 fn parse_times(
@@ -222,19 +222,11 @@ fn parse_times(
     ))
 }
 
-fn enum_value(flag: &str, value: &str, known: &[(&str, i32)]) -> Result<i32> {
-    let v = value.to_ascii_lowercase().replace('_', "-");
-    known
-        .iter()
-        .find(|(name, _)| *name == v)
-        .map(|(_, n)| *n)
-        .with_context(|| {
-            let names: Vec<&str> = known.iter().map(|(n, _)| *n).collect();
-            format!(
-                "{flag}: invalid value {value:?}: expected one of {}",
-                names.join(", ")
-            )
-        })
+/// The proto number of a flag's enum value, by its name (`netverdict_proto::names`).
+fn enum_value<E: EnumName>(flag: &str, value: &str) -> Result<i32> {
+    E::parse_or_list(value)
+        .map(E::number)
+        .map_err(|reason| anyhow::anyhow!("{flag}: invalid value {value:?}: {reason}"))
 }
 
 /// `ns/name`, or `name` qualified by the only `-n` namespace.
@@ -255,35 +247,16 @@ fn qualified(flag: &str, value: &str, namespaces: &[String]) -> Result<String> {
 /// The include filters of `observe`'s flags (one, or two for `--pod`: from or to).
 pub fn build_filters(args: &FilterArgs) -> Result<Vec<pb::FlowFilter>> {
     let ns = &args.namespace;
-    let verdicts = [
-        ("allowed", pb::Verdict::Allowed as i32),
-        ("denied", pb::Verdict::Denied as i32),
-        ("unspecified", pb::Verdict::Unspecified as i32),
-    ];
-    let outcomes = [
-        ("established", pb::Outcome::Established as i32),
-        ("refused", pb::Outcome::Refused as i32),
-        ("reset", pb::Outcome::Reset as i32),
-        ("no-answer", pb::Outcome::NoAnswer as i32),
-        ("dropped", pb::Outcome::Dropped as i32),
-        ("answered", pb::Outcome::Answered as i32),
-        ("unspecified", pb::Outcome::Unspecified as i32),
-    ];
-    let protocols = [
-        ("tcp", pb::Protocol::Tcp as i32),
-        ("udp", pb::Protocol::Udp as i32),
-        ("sctp", pb::Protocol::Sctp as i32),
-    ];
     let base = pb::FlowFilter {
         verdict: args
             .verdict
             .iter()
-            .map(|v| enum_value("--verdict", v, &verdicts))
+            .map(|v| enum_value::<pb::Verdict>("--verdict", v))
             .collect::<Result<_>>()?,
         outcome: args
             .outcome
             .iter()
-            .map(|v| enum_value("--outcome", v, &outcomes))
+            .map(|v| enum_value::<pb::Outcome>("--outcome", v))
             .collect::<Result<_>>()?,
         namespace: ns.clone(),
         source_pod: args
@@ -313,7 +286,7 @@ pub fn build_filters(args: &FilterArgs) -> Result<Vec<pb::FlowFilter>> {
         protocol: args
             .protocol
             .iter()
-            .map(|v| enum_value("--protocol", v, &protocols))
+            .map(|v| enum_value::<pb::Protocol>("--protocol", v))
             .collect::<Result<_>>()?,
         dns_query: args.dns.clone(),
         mismatch: if args.mismatch {
@@ -329,18 +302,16 @@ pub fn build_filters(args: &FilterArgs) -> Result<Vec<pb::FlowFilter>> {
     };
     // Check every value the server would reject, here, naming our flag.
     let check = |f: &pb::FlowFilter| {
-        netverdict_proto::filter::CompiledFilter::compile(f).map_err(|e| {
-            let flag = match &e {
-                netverdict_proto::filter::FilterError::InvalidValue { field, .. } => match *field {
-                    "labels" => "-l/--selector",
-                    "dns_query" => "--dns",
-                    "source_pod" => "--from-pod/--pod",
-                    "destination_pod" => "--to-pod/--pod",
-                    "policy" => "--policy",
-                    "node_name" => "--node",
-                    "namespace" => "-n/--namespace",
-                    _ => "filter",
-                },
+        Filter::compile(f).map_err(|e| {
+            let flag = match e.field() {
+                "labels" => "-l/--selector",
+                "dns_query" => "--dns",
+                "source_pod" => "--from-pod/--pod",
+                "destination_pod" => "--to-pod/--pod",
+                "policy" => "--policy",
+                "node_name" => "--node",
+                "namespace" => "-n/--namespace",
+                _ => "filter",
             };
             anyhow::anyhow!("{flag}: {e}")
         })
@@ -591,7 +562,11 @@ mod tests {
         let args = FilterArgs {
             namespace: vec!["shop".into()],
             verdict: vec!["denied".into()],
-            outcome: vec!["no_answer".into()],
+            outcome: vec![
+                "no_answer".into(),
+                "no-answer".into(),
+                "OUTCOME_NO_ANSWER".into(),
+            ],
             protocol: vec!["TCP".into()],
             port: vec!["8080".into()],
             policy: vec!["default-deny".into()],
@@ -603,7 +578,7 @@ mod tests {
         assert_eq!(filters[0].source_pod, ["shop/np-client"]);
         assert_eq!(filters[1].destination_pod, ["shop/np-client"]);
         assert_eq!(filters[0].policy, ["shop/default-deny"]);
-        assert_eq!(filters[0].outcome, [pb::Outcome::NoAnswer as i32]);
+        assert_eq!(filters[0].outcome, [pb::Outcome::NoAnswer as i32; 3]);
         assert_eq!(filters[0].verdict, [pb::Verdict::Denied as i32]);
         assert_eq!(filters[0].destination_port, [8080]);
     }
@@ -616,6 +591,10 @@ mod tests {
             ..Default::default()
         });
         assert!(e.starts_with("--verdict: invalid value \"maybe\""), "{e}");
+        assert!(
+            e.ends_with("expected one of unspecified, allowed, denied"),
+            "{e}"
+        );
         let e = err(FilterArgs {
             port: vec!["70000".into()],
             ..Default::default()

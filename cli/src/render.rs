@@ -1,70 +1,56 @@
 //! Rendering of flows and reports for people (tables, one line per flow) and
 //! for programs (JSON), as pure functions so they are tested without a server.
+//! Enum values are written in their display form (`netverdict_proto::names`:
+//! `denied`, `no-answer`, `tcp`), in tables and JSON alike.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
-use std::time::SystemTime;
 
+use netverdict_proto::names::name_of;
+use netverdict_proto::time::{is_normalized, system_time};
 use netverdict_proto::v1 as pb;
 use prost_types::Timestamp;
 use serde_json::{Value, json};
 
-/// An enum's name without its type prefix, e.g. `VERDICT_DENIED` -> `DENIED`.
-fn short(name: &str, prefix: &str) -> String {
-    name.strip_prefix(prefix).unwrap_or(name).to_string()
+fn verdict(v: i32) -> Cow<'static, str> {
+    name_of::<pb::Verdict>(v)
 }
 
-pub fn verdict(v: i32) -> String {
-    pb::Verdict::try_from(v).map_or_else(|_| v.to_string(), |v| short(v.as_str_name(), "VERDICT_"))
+fn outcome(v: i32) -> Cow<'static, str> {
+    name_of::<pb::Outcome>(v)
 }
 
-pub fn outcome(v: i32) -> String {
-    pb::Outcome::try_from(v).map_or_else(|_| v.to_string(), |v| short(v.as_str_name(), "OUTCOME_"))
+fn protocol(v: i32) -> Cow<'static, str> {
+    name_of::<pb::Protocol>(v)
 }
 
-pub fn protocol(v: i32) -> String {
-    pb::Protocol::try_from(v)
-        .map_or_else(|_| v.to_string(), |v| short(v.as_str_name(), "PROTOCOL_"))
+fn mismatch(v: i32) -> Cow<'static, str> {
+    name_of::<pb::Mismatch>(v)
 }
 
-fn mismatch(v: i32) -> String {
-    pb::Mismatch::try_from(v)
-        .map_or_else(|_| v.to_string(), |v| short(v.as_str_name(), "MISMATCH_"))
+fn kind(v: i32) -> Cow<'static, str> {
+    name_of::<pb::EndpointKind>(v)
 }
 
-fn kind(v: i32) -> String {
-    pb::EndpointKind::try_from(v).map_or_else(
-        |_| v.to_string(),
-        |v| short(v.as_str_name(), "ENDPOINT_KIND_"),
-    )
+fn status(v: i32) -> Cow<'static, str> {
+    name_of::<pb::PolicyStatus>(v)
 }
 
-fn status(v: i32) -> String {
-    pb::PolicyStatus::try_from(v).map_or_else(
-        |_| v.to_string(),
-        |v| short(v.as_str_name(), "POLICY_STATUS_"),
-    )
+fn direction(v: i32) -> Cow<'static, str> {
+    name_of::<pb::TrafficDirection>(v)
 }
 
-fn direction(v: i32) -> String {
-    pb::TrafficDirection::try_from(v).map_or_else(
-        |_| v.to_string(),
-        |v| short(v.as_str_name(), "TRAFFIC_DIRECTION_"),
-    )
-}
+/// The last second RFC 3339 can write (9999-12-31T23:59:59Z).
+const LAST_RFC3339_SECOND: i64 = 253_402_300_799;
 
-/// RFC 3339 with milliseconds, or "-" when unset or out of range.
+/// RFC 3339 with milliseconds, or "-" when unset or outside 1970..=9999.
 pub fn time(t: Option<&Timestamp>) -> String {
-    t.and_then(|t| {
-        if !(0..1_000_000_000).contains(&t.nanos) || t.seconds < 0 {
-            return None;
-        }
-        let d = std::time::Duration::new(t.seconds as u64, t.nanos as u32);
-        SystemTime::UNIX_EPOCH.checked_add(d)
-    })
-    .map_or_else(
-        || "-".to_string(),
-        |t| humantime::format_rfc3339_millis(t).to_string(),
-    )
+    t.filter(|t| is_normalized(t) && (0..=LAST_RFC3339_SECOND).contains(&t.seconds))
+        .and_then(system_time)
+        .map_or_else(
+            || "-".to_string(),
+            |t| humantime::format_rfc3339_millis(t).to_string(),
+        )
 }
 
 fn time_json(t: Option<&Timestamp>) -> Value {
@@ -347,7 +333,7 @@ fn protocols(ps: &[i32]) -> String {
 
 fn failure_what(f: &pb::DnsFailure) -> String {
     if f.rcode.is_empty() {
-        outcome(f.outcome)
+        outcome(f.outcome).into_owned()
     } else {
         format!("{} {}", outcome(f.outcome), f.rcode)
     }
@@ -479,14 +465,37 @@ mod tests {
         };
         assert_eq!(
             flow_line(&f),
-            "2023-11-14T22:13:20.005Z  shop/np-client:42000 -> default/api:8080  TCP  DENIED  DROPPED x3  \
+            "2023-11-14T22:13:20.005Z  shop/np-client:42000 -> default/api:8080  tcp  denied  dropped x3  \
              denied by default/api-from-web  (needs team=web)"
         );
         let j = flow_json(&f);
-        assert_eq!(j["verdict"], "DENIED");
+        assert_eq!(j["verdict"], "denied");
+        assert_eq!(j["outcome"], "dropped");
         assert_eq!(j["denied_by"][0], "default/api-from-web");
         assert_eq!(j["last_seen"], "2023-11-14T22:13:20.005Z");
         assert_eq!(j["dns"], Value::Null);
+    }
+
+    #[test]
+    fn times_outside_rfc3339_and_unknown_enums_do_not_panic() {
+        for seconds in [i64::MIN, -1, LAST_RFC3339_SECOND + 1, i64::MAX] {
+            assert_eq!(time(Some(&Timestamp { seconds, nanos: 0 })), "-");
+        }
+        let t = Timestamp {
+            seconds: LAST_RFC3339_SECOND,
+            nanos: 999_999_999,
+        };
+        assert_eq!(time(Some(&t)), "9999-12-31T23:59:59.999Z");
+        let f = pb::Flow {
+            verdict: 42,
+            outcome: pb::Outcome::NoAnswer as i32,
+            ..Default::default()
+        };
+        let j = flow_json(&f);
+        assert_eq!(
+            (j["verdict"].as_str(), j["outcome"].as_str()),
+            (Some("42"), Some("no-answer"))
+        );
     }
 
     #[test]
@@ -524,13 +533,14 @@ mod tests {
         let lines: Vec<&str> = t.lines().collect();
         assert!(lines[0].starts_with("SOURCE"), "{t}");
         assert!(
-            lines[1].starts_with("shop/np-client  1.1.1.1      443/TCP  shop/default-deny  egress"),
+            lines[1].starts_with("shop/np-client  1.1.1.1      443/tcp  shop/default-deny  egress"),
             "{t}"
         );
         assert!(lines[1].ends_with("egress isolated"), "{t}");
         let j = denied_json(&[g]);
         assert_eq!(j[0]["destination"]["ip"], "1.1.1.1");
         assert_eq!(j[0]["count"], 4);
+        assert_eq!(j[0]["source"]["kind"], "pod");
         assert_eq!(denied_table(&[]), "No denied flows.\n");
     }
 
@@ -556,15 +566,15 @@ mod tests {
         };
         let t = dns_table(&report);
         assert!(
-            t.contains("default/api  UDP/53,TCP/53  default/default-deny"),
+            t.contains("default/api  udp/53,tcp/53  default/default-deny"),
             "{t}"
         );
         assert!(
-            t.contains("shop/np-client  nope.example  A     ANSWERED NXDOMAIN  2"),
+            t.contains("shop/np-client  nope.example  A     answered NXDOMAIN  2"),
             "{t}"
         );
         let j = dns_json(&report);
-        assert_eq!(j["policy_gaps"][0]["denied_protocols"][1], "TCP");
+        assert_eq!(j["policy_gaps"][0]["denied_protocols"][1], "tcp");
         assert_eq!(j["failures"][0]["rcode"], "NXDOMAIN");
     }
 }

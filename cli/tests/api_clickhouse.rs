@@ -147,7 +147,7 @@ fn id(i: usize) -> String {
 
 /// Flow `i`: every third one denied by shop/default-deny.
 fn flow(i: usize) -> pb::Flow {
-    let now = netverdict_api::time::to_timestamp(SystemTime::now());
+    let now = netverdict_proto::time::timestamp(SystemTime::now());
     let denied = i.is_multiple_of(3);
     pb::Flow {
         id: id(i),

@@ -22,7 +22,7 @@ use netverdict_api::store::Store;
 use netverdict_cluster::{SharedState, Source};
 use netverdict_collector::agent::{Agent, AgentConfig, EventSource};
 use netverdict_collector::annotate::Annotator;
-use netverdict_collector::correlate::{DnsSeen, Observation, Side};
+use netverdict_collector::correlate::{DnsSeen, Observation, TrafficDirection};
 use netverdict_policy::{ClusterState, Protocol};
 use netverdict_proto::v1 as pb;
 use serde_json::Value;
@@ -240,7 +240,7 @@ impl Scenario {
             first_seen: t,
             last_seen: t + Duration::from_secs(2),
             netns: 1,
-            side: Side::Egress,
+            direction: TrafficDirection::Egress,
             protocol,
             src: addr(src),
             dst: addr(dst),
@@ -330,7 +330,7 @@ fn seed_flows(base: SystemTime) -> Vec<pb::Flow> {
                 o.backend = Some(addr(API_POD));
                 o.drops = 3;
                 o.drop_reason = Some("NETFILTER_DROP".into());
-                o.side = Side::Ingress;
+                o.direction = TrafficDirection::Ingress;
             },
         );
         assert_eq!(
@@ -621,7 +621,7 @@ async fn denied_flows_dashboard_on_the_seed_flows() {
     assert_eq!(first["source"], "shop/np-client");
     assert_eq!(first["destination"], "default/api");
     assert_eq!(first["port"], "8080");
-    assert_eq!(first["proto"], "TCP");
+    assert_eq!(first["proto"], "tcp");
     assert_eq!(
         first["records"], "4",
         "three dropped and one established: {top:?}"
@@ -658,7 +658,7 @@ async fn denied_flows_dashboard_on_the_seed_flows() {
     assert_eq!(latest.len(), denied);
     let shop = latest
         .iter()
-        .find(|r| r["source"] == "shop/np-client" && r["result"] == "DROPPED")
+        .find(|r| r["source"] == "shop/np-client" && r["result"] == "dropped")
         .unwrap_or_else(|| panic!("{latest:?}"));
     assert_eq!(shop["destination"], "default/api");
     assert_eq!(shop["service"], "default/api");
@@ -736,7 +736,7 @@ async fn dns_health_dashboard_on_the_seed_flows() {
         .collect();
     assert_eq!(
         outcomes,
-        ["answered", "dropped", "no_answer"]
+        ["answered", "dropped", "no-answer"]
             .map(String::from)
             .into()
     );
@@ -830,7 +830,7 @@ async fn enforcement_dashboard_on_the_seed_flows() {
         atd["policies"],
         "default/api-from-web, default/default-deny"
     );
-    assert_eq!(atd["result"], "ESTABLISHED");
+    assert_eq!(atd["result"], "established");
     let pairs = by_title(&rows, "Mismatched pairs").records();
     assert_eq!(pairs.len(), 2, "{pairs:?}");
 }

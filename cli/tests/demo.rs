@@ -43,7 +43,7 @@ fn denied(step: &Value) -> BTreeSet<Group> {
         .as_array()
         .expect("denied groups")
         .iter()
-        .filter(|g| g["source"]["kind"] == "POD")
+        .filter(|g| g["source"]["kind"] == "pod")
         .map(|g| {
             let sides = match (g["egress_denied"] == true, g["ingress_denied"] == true) {
                 (true, true) => "egress+ingress",
@@ -178,8 +178,8 @@ fn check(report: &Value) {
     assert_eq!(
         denied(s),
         BTreeSet::from([
-            group(client, "kube-system/coredns", "53/UDP", &[dd], "egress"),
-            group(shop, "default/api", "8080/TCP", &[dd], "ingress"),
+            group(client, "kube-system/coredns", "53/udp", &[dd], "egress"),
+            group(shop, "default/api", "8080/tcp", &[dd], "ingress"),
         ])
     );
     assert_eq!(
@@ -195,13 +195,13 @@ fn check(report: &Value) {
             (
                 client.to_string(),
                 "kubernetes.default.svc.cluster.local".to_string(),
-                "DROPPED".to_string(),
+                "dropped".to_string(),
                 vec![dd.to_string()]
             ),
             (
                 client.to_string(),
                 "api.default.svc.cluster.local".to_string(),
-                "DROPPED".to_string(),
+                "dropped".to_string(),
                 vec![dd.to_string()]
             ),
         ])
@@ -226,18 +226,18 @@ fn check(report: &Value) {
             group(
                 client,
                 "default/api",
-                "8080/TCP",
+                "8080/tcp",
                 &[dns, dd],
                 "egress+ingress"
             ),
             group(
                 client,
                 "default/api",
-                "5432/TCP",
+                "5432/tcp",
                 &[dns, dd],
                 "egress+ingress"
             ),
-            group(shop, "default/api", "8080/TCP", &[dd], "ingress"),
+            group(shop, "default/api", "8080/tcp", &[dd], "ingress"),
         ])
     );
 
@@ -247,15 +247,15 @@ fn check(report: &Value) {
     assert_eq!(
         denied(s),
         BTreeSet::from([
-            group(client, "default/api", "8080/TCP", &[dns, dd], "egress"),
+            group(client, "default/api", "8080/tcp", &[dns, dd], "egress"),
             group(
                 client,
                 "default/api",
-                "5432/TCP",
+                "5432/tcp",
                 &[dns, web, dd],
                 "egress+ingress"
             ),
-            group(shop, "default/api", "8080/TCP", &[web, dd], "ingress"),
+            group(shop, "default/api", "8080/tcp", &[web, dd], "ingress"),
         ])
     );
     let shop_reason = s["denied"]

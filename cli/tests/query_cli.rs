@@ -23,7 +23,7 @@ use support::{netverdict, run, stdout};
 const SEED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../lab/examples/seed");
 
 fn at(t: SystemTime) -> Option<Timestamp> {
-    Some(netverdict_api::time::to_timestamp(t))
+    Some(netverdict_proto::time::timestamp(t))
 }
 
 fn pod(ns: &str, name: &str, port: u32) -> Option<pb::Endpoint> {
@@ -153,7 +153,7 @@ async fn observe_filters_and_formats() {
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 2, "{out}");
     assert!(
-        lines[0].contains("shop/np-client:42000 -> default/api:8080  TCP  DENIED  DROPPED x3"),
+        lines[0].contains("shop/np-client:42000 -> default/api:8080  tcp  denied  dropped x3"),
         "{out}"
     );
     assert!(
@@ -250,7 +250,7 @@ async fn denied_dns_and_mismatches_reports() {
         [
             "shop/np-client",
             "default/api",
-            "8080/TCP",
+            "8080/tcp",
             "default/api-from-web,default/default-deny",
             "ingress",
             "3"
@@ -266,7 +266,7 @@ async fn denied_dns_and_mismatches_reports() {
         [
             "default/np-client",
             "kube-system/coredns",
-            "53/UDP",
+            "53/udp",
             "default/default-deny",
             "egress",
             "1"
@@ -288,15 +288,15 @@ async fn denied_dns_and_mismatches_reports() {
 
     let out = stdout(&run(args(&["dns", "--server", &addr])).await);
     assert!(
-        out.contains("default/api        UDP/53,TCP/53  default/default-deny"),
+        out.contains("default/api        udp/53,tcp/53  default/default-deny"),
         "{out}"
     );
     assert!(
-        out.contains("default/np-client  UDP/53,TCP/53  default/default-deny"),
+        out.contains("default/np-client  udp/53,tcp/53  default/default-deny"),
         "{out}"
     );
     assert!(
-        out.contains("default/np-client  kubernetes.default.svc.cluster.local  A     DROPPED"),
+        out.contains("default/np-client  kubernetes.default.svc.cluster.local  A     dropped"),
         "{out}"
     );
     let out = stdout(
@@ -315,7 +315,9 @@ async fn denied_dns_and_mismatches_reports() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(lines.len(), 1, "{out}");
-    assert_eq!(lines[0]["mismatch"], "DROPPED_THOUGH_ALLOWED");
+    assert_eq!(lines[0]["mismatch"], "dropped-though-allowed");
+    assert_eq!(lines[0]["verdict"], "allowed");
+    assert_eq!(lines[0]["outcome"], "dropped");
     server.shutdown().await.unwrap();
 }
 

@@ -34,7 +34,7 @@
 //! Starting a source and reading verdicts:
 //!
 //! ```no_run
-//! # async fn run(flow: netverdict_policy::Flow) -> Result<(), Box<dyn std::error::Error>> {
+//! # async fn run(flow: netverdict_policy::Connection) -> Result<(), Box<dyn std::error::Error>> {
 //! use std::time::Duration;
 //! use netverdict_cluster::kube::{ClientOptions, KubeSourceConfig};
 //! use netverdict_cluster::{Source, SourceConfig, SyncPolicy};

@@ -101,7 +101,7 @@ pub(crate) fn validate(object: &K8sObject, require_pod_ips: bool) -> Result<(), 
     match object {
         K8sObject::Namespace(o) => model::Namespace::from_k8s(o).map(drop),
         K8sObject::Pod(o) => model::Pod::from_k8s(o, require_pod_ips).map(drop),
-        K8sObject::NetworkPolicy(o) => model::Policy::from_k8s(o).map(drop),
+        K8sObject::NetworkPolicy(o) => model::NetworkPolicy::from_k8s(o).map(drop),
         K8sObject::Service(o) => model::Service::from_k8s(o).map(drop),
         K8sObject::EndpointSlice(o) => model::EndpointSlice::from_k8s(o).map(drop),
         K8sObject::Node(o) => model::Node::from_k8s(o).map(drop),

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime};
 
 use netverdict_collector::annotate::Annotator;
-use netverdict_collector::correlate::{Observation, Side};
+use netverdict_collector::correlate::{Observation, TrafficDirection};
 use netverdict_policy::synthetic::{self, Size};
 use netverdict_policy::{ClusterState, Endpoint};
 use netverdict_proto::v1::Outcome;
@@ -48,7 +48,7 @@ fn main() {
         after.saturating_sub(before) as f64 / (1 << 20) as f64
     );
     let now = SystemTime::now();
-    let observations: Vec<Observation> = synthetic::flows(size, 20_000, 3)
+    let observations: Vec<Observation> = synthetic::connections(size, 20_000, 3)
         .into_iter()
         .enumerate()
         .map(|(i, f)| {
@@ -60,7 +60,7 @@ fn main() {
                 first_seen: now,
                 last_seen: now,
                 netns: 1,
-                side: Side::Egress,
+                direction: TrafficDirection::Egress,
                 protocol: f.protocol,
                 src: SocketAddr::new(ip(&f.src), 30000 + (i % 30000) as u16),
                 dst: SocketAddr::new(ip(&f.dst), f.port),

@@ -13,7 +13,7 @@ use netverdict_proto::v1 as pb;
 use rustc_hash::FxHashMap;
 
 use crate::annotate::Annotated;
-use crate::correlate::Side;
+use crate::correlate::TrafficDirection;
 
 /// Aggregation windows.
 #[derive(Clone, Debug)]
@@ -44,7 +44,7 @@ struct Key {
     protocol: netverdict_policy::Protocol,
     verdict: usize,
     outcome: pb::Outcome,
-    side: Side,
+    direction: TrafficDirection,
     mismatch: pb::Mismatch,
     dns: Option<(Option<String>, Option<&'static str>)>,
 }
@@ -60,7 +60,7 @@ fn key(a: &Annotated) -> Key {
             Err(_) => 0,
         },
         outcome: a.obs.outcome,
-        side: a.obs.side,
+        direction: a.obs.direction,
         mismatch: a.mismatch,
         dns: a.obs.dns.as_ref().map(|d| (d.query.clone(), d.rcode)),
     }
@@ -179,7 +179,7 @@ mod tests {
             first_seen: at(s),
             last_seen: at(s),
             netns: 1,
-            side: Side::Egress,
+            direction: TrafficDirection::Egress,
             protocol: Protocol::Tcp,
             src: SocketAddr::new("10.244.2.20".parse().unwrap(), src_port),
             dst: SocketAddr::new("10.244.1.10".parse().unwrap(), port),

@@ -11,15 +11,17 @@ use std::sync::Arc;
 use netverdict_policy::explain::Party;
 use netverdict_policy::lint::dns_denied;
 use netverdict_policy::model::Pod;
-use netverdict_policy::verdict::{DirectionVerdict, Failure, Status};
-use netverdict_policy::{ClusterState, Endpoint, FlowError, PodKey, PolicyKey, Protocol, Verdict};
+use netverdict_policy::{
+    ClusterState, Connection, ConnectionError, Endpoint, PodKey, PolicyKey, Verdict,
+};
 use netverdict_proto::v1 as pb;
 
-use crate::correlate::{Observation, Side};
+use crate::correlate::{Observation, TrafficDirection};
 
-/// One side of an annotated flow: the address and, when it is one, the pod.
+/// One end of an annotated flow, resolved against the cluster state: the
+/// address and, when it is one, the pod that held it or whether it is a node's.
 #[derive(Clone, Debug)]
-pub struct Peer {
+pub struct ResolvedEndpoint {
     pub addr: SocketAddr,
     pub pod: Option<Arc<Pod>>,
     /// The address is a node's.
@@ -33,12 +35,12 @@ pub struct Annotated {
     pub obs: Observation,
     /// Attempts this record stands for.
     pub count: u64,
-    pub source: Peer,
+    pub source: ResolvedEndpoint,
     /// The destination after Service DNAT.
-    pub destination: Peer,
+    pub destination: ResolvedEndpoint,
     /// The Service the destination was reached through.
     pub service: Option<(String, String)>,
-    pub verdict: Result<Arc<Verdict>, FlowError>,
+    pub verdict: Result<Arc<Verdict>, ConnectionError>,
     pub mismatch: pb::Mismatch,
     /// For DNS flows: whether the source's egress allows DNS to the cluster DNS.
     pub egress_allows_cluster_dns: Option<bool>,
@@ -74,20 +76,20 @@ impl Annotator {
     pub fn annotate(&self, state: &ClusterState, obs: Observation) -> Annotated {
         let (destination, service) = resolve_destination(state, &obs);
         let at = obs.first_seen;
-        let side = |addr: SocketAddr| {
+        let resolve = |addr: SocketAddr| {
             let pod = state.pod_by_ip_at(addr.ip(), at).cloned();
             let node = pod.is_none() && state.is_node_ip(addr.ip());
-            Peer { addr, pod, node }
+            ResolvedEndpoint { addr, pod, node }
         };
-        let source = side(obs.src);
-        let destination = side(destination);
-        let flow = netverdict_policy::Flow::new(
+        let source = resolve(obs.src);
+        let destination = resolve(destination);
+        let conn = Connection::new(
             Endpoint::Ip(obs.src.ip()),
             Endpoint::Ip(destination.addr.ip()),
             destination.addr.port(),
             obs.protocol,
         );
-        let verdict = state.verdict_at(&flow, at);
+        let verdict = state.verdict_at(&conn, at);
         let mismatch = match &verdict {
             Ok(v) => mismatch(v.allowed, &obs),
             Err(_) => pb::Mismatch::None,
@@ -123,17 +125,13 @@ impl Annotator {
             node_name: self.node_name.clone(),
             source: Some(endpoint(&a.source)),
             destination: Some(endpoint(&a.destination)),
-            protocol: protocol(obs.protocol) as i32,
+            protocol: pb::Protocol::from(obs.protocol) as i32,
             service: a
                 .service
                 .as_ref()
                 .map(|(ns, name)| format!("{ns}/{name}"))
                 .unwrap_or_default(),
-            traffic_direction: match obs.side {
-                Side::Egress => pb::TrafficDirection::Egress,
-                Side::Ingress => pb::TrafficDirection::Ingress,
-                Side::Unknown => pb::TrafficDirection::Unspecified,
-            } as i32,
+            traffic_direction: traffic_direction(obs.direction) as i32,
             outcome: obs.outcome as i32,
             drop_reason: obs.drop_reason.as_deref().unwrap_or_default().to_string(),
             drop_count: u64::from(obs.drops),
@@ -164,8 +162,8 @@ impl Annotator {
                     },
                 );
                 // The peer of the source's egress is the destination, and the reverse.
-                out.egress = Some(direction(&verdict.egress, &dst_ip));
-                out.ingress = Some(direction(&verdict.ingress, &src_ip));
+                out.egress = Some(verdict.egress.to_proto(&dst_ip));
+                out.ingress = Some(verdict.ingress.to_proto(&src_ip));
                 let mut allowed_by: Vec<&PolicyKey> = verdict
                     .egress
                     .allowed_by
@@ -175,8 +173,8 @@ impl Annotator {
                     .collect();
                 allowed_by.sort();
                 allowed_by.dedup();
-                out.allowed_by = allowed_by.into_iter().map(policy_ref).collect();
-                out.denied_by = verdict.denied_by().into_iter().map(policy_ref).collect();
+                out.allowed_by = allowed_by.into_iter().map(Into::into).collect();
+                out.denied_by = verdict.denied_by().into_iter().map(Into::into).collect();
             }
             Err(e) => {
                 out.verdict = pb::Verdict::Unspecified as i32;
@@ -198,11 +196,11 @@ impl Annotator {
 }
 
 /// An endpoint for a person: `ns/pod`, `10.1.0.1 (node)`, `203.0.113.9 (outside the cluster)`.
-fn describe(side: &Peer) -> String {
-    match (&side.pod, side.node) {
+fn describe(end: &ResolvedEndpoint) -> String {
+    match (&end.pod, end.node) {
         (Some(pod), _) => pod.key.to_string(),
-        (None, true) => format!("{} (node)", side.addr.ip()),
-        (None, false) => format!("{} (outside the cluster)", side.addr.ip()),
+        (None, true) => format!("{} (node)", end.addr.ip()),
+        (None, false) => format!("{} (outside the cluster)", end.addr.ip()),
     }
 }
 
@@ -231,13 +229,13 @@ fn resolve_destination(
     (obs.dst, service)
 }
 
-fn endpoint(side: &Peer) -> pb::Endpoint {
+fn endpoint(end: &ResolvedEndpoint) -> pb::Endpoint {
     let mut out = pb::Endpoint {
-        ip: side.addr.ip().to_string(),
-        port: u32::from(side.addr.port()),
+        ip: end.addr.ip().to_string(),
+        port: u32::from(end.addr.port()),
         ..Default::default()
     };
-    match &side.pod {
+    match &end.pod {
         Some(pod) => {
             out.kind = if pod.host_network {
                 pb::EndpointKind::HostNetworkPod
@@ -254,7 +252,7 @@ fn endpoint(side: &Peer) -> pb::Endpoint {
             out.workload = workload(&pod.key, &pod.labels);
             out.node_name = pod.node.clone().unwrap_or_default();
         }
-        None if side.node => out.kind = pb::EndpointKind::Node as i32,
+        None if end.node => out.kind = pb::EndpointKind::Node as i32,
         None => out.kind = pb::EndpointKind::World as i32,
     }
     out
@@ -270,73 +268,12 @@ fn workload(key: &PodKey, labels: &std::collections::BTreeMap<String, String>) -
         .unwrap_or_else(|| key.name.clone())
 }
 
-fn policy_ref(key: &PolicyKey) -> pb::PolicyRef {
-    pb::PolicyRef {
-        namespace: key.namespace.clone(),
-        name: key.name.clone(),
-    }
-}
-
-fn protocol(p: Protocol) -> pb::Protocol {
-    match p {
-        Protocol::Tcp => pb::Protocol::Tcp,
-        Protocol::Udp => pb::Protocol::Udp,
-        Protocol::Sctp => pb::Protocol::Sctp,
-    }
-}
-
-fn direction(d: &DirectionVerdict, peer_ip: &str) -> pb::DirectionVerdict {
-    pb::DirectionVerdict {
-        status: match d.status {
-            Status::NotAPod => pb::PolicyStatus::NotAPod,
-            Status::HostNetwork => pb::PolicyStatus::HostNetwork,
-            Status::SelfTraffic => pb::PolicyStatus::Self_,
-            Status::NodeLocal => pb::PolicyStatus::NodeLocal,
-            Status::NotIsolated => pb::PolicyStatus::NotIsolated,
-            Status::Allowed => pb::PolicyStatus::Allowed,
-            Status::Denied => pb::PolicyStatus::Denied,
-        } as i32,
-        isolated: d.isolated,
-        selected_by: d.selected_by.iter().map(policy_ref).collect(),
-        allowed_by: d
-            .allowed_by
-            .iter()
-            .map(|r| pb::RuleRef {
-                policy: Some(policy_ref(&r.policy)),
-                rule: r.rule as u32,
-                peer: r.peer.map(|p| p as u32),
-                port: r.port.map(|p| p as u32),
-            })
-            .collect(),
-        without_rules: d.without_rules.iter().map(policy_ref).collect(),
-        nearest_miss: d.nearest_miss.as_ref().map(|m| pb::RuleRef {
-            policy: Some(policy_ref(&m.policy)),
-            rule: m.rule as u32,
-            peer: m.peer.map(|p| p as u32),
-            port: None,
-        }),
-        failures: d
-            .nearest_miss
-            .iter()
-            .flat_map(|m| &m.failures)
-            .map(|f| pb::Failure {
-                kind: failure_kind(f).to_string(),
-                description: f.describe(d.direction, peer_ip),
-            })
-            .collect(),
-    }
-}
-
-fn failure_kind(f: &Failure) -> &'static str {
-    match f {
-        Failure::NamespaceLabel { .. } => "namespace_label",
-        Failure::PodLabel { .. } => "pod_label",
-        Failure::OtherNamespace { .. } => "other_namespace",
-        Failure::NotAPod => "not_a_pod",
-        Failure::OutsideCidr { .. } => "outside_cidr",
-        Failure::InExcept { .. } => "in_except",
-        Failure::Port { .. } => "port",
-        Failure::NamedPortUndefined { .. } => "named_port_undefined",
+/// The kernel's traffic direction as protobuf: the one place the two meet.
+fn traffic_direction(direction: TrafficDirection) -> pb::TrafficDirection {
+    match direction {
+        TrafficDirection::Egress => pb::TrafficDirection::Egress,
+        TrafficDirection::Ingress => pb::TrafficDirection::Ingress,
+        TrafficDirection::Unknown => pb::TrafficDirection::Unspecified,
     }
 }
 

@@ -21,20 +21,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+pub use netverdict_ebpf::TrafficDirection;
 use netverdict_ebpf::{DnsMessage, Event, FiveTuple, TcpOutcome};
+use netverdict_policy::Protocol;
 use netverdict_proto::v1::Outcome;
 use rustc_hash::FxHashMap;
-
-/// Which side of a flow the observing socket or device is on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Side {
-    /// Seen where it left (the initiator's namespace).
-    Egress,
-    /// Seen where it arrived (the responder's namespace).
-    Ingress,
-    /// Not known (e.g. a drop in a routing namespace).
-    Unknown,
-}
 
 /// DNS details of an observation.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -55,8 +46,11 @@ pub struct Observation {
     pub last_seen: SystemTime,
     /// The network namespace the flow was seen in.
     pub netns: u32,
-    pub side: Side,
-    pub protocol: netverdict_policy::Protocol,
+    /// Where the flow was seen: where it left (the initiator's namespace),
+    /// where it arrived (the responder's), or not known (e.g. a drop in a
+    /// routing namespace).
+    pub direction: TrafficDirection,
+    pub protocol: Protocol,
     /// Initiator.
     pub src: SocketAddr,
     /// Responder as the initiator addressed it (a Service IP before DNAT).
@@ -108,7 +102,7 @@ pub struct CorrelationStats {
 /// Most flows held at once; past it the oldest are reported as they are.
 const MAX_PENDING: usize = 1 << 18;
 
-type SocketKey = (netverdict_policy::Protocol, SocketAddr);
+type SocketKey = (Protocol, SocketAddr);
 
 /// The correlation stage.
 #[derive(Debug, Default)]
@@ -129,21 +123,10 @@ enum Held {
     Dns(u16),
 }
 
-fn protocol(tuple: &FiveTuple) -> Option<netverdict_policy::Protocol> {
-    match tuple.protocol {
-        netverdict_ebpf::Protocol::Tcp => Some(netverdict_policy::Protocol::Tcp),
-        netverdict_ebpf::Protocol::Udp => Some(netverdict_policy::Protocol::Udp),
-        netverdict_ebpf::Protocol::Sctp => Some(netverdict_policy::Protocol::Sctp),
-        netverdict_ebpf::Protocol::Other(_) => None,
-    }
-}
-
-fn side(direction: netverdict_ebpf::Direction) -> Side {
-    match direction {
-        netverdict_ebpf::Direction::Egress => Side::Egress,
-        netverdict_ebpf::Direction::Ingress => Side::Ingress,
-        netverdict_ebpf::Direction::Unknown => Side::Unknown,
-    }
+/// The kernel's IP protocol as the policy protocol it is, by IANA number;
+/// None for protocols NetworkPolicy cannot name (not observed further).
+fn protocol(tuple: &FiveTuple) -> Option<Protocol> {
+    Protocol::from_number(tuple.protocol.number())
 }
 
 fn dns_seen(message: &DnsMessage) -> DnsSeen {
@@ -195,7 +178,7 @@ impl Correlator {
             first_seen: meta.time,
             last_seen: meta.time,
             netns: meta.netns,
-            side: side(meta.direction),
+            direction: meta.direction,
             protocol: proto,
             src: tuple.src,
             dst: tuple.dst,
@@ -211,7 +194,7 @@ impl Correlator {
                 let mut obs = base(Outcome::Unspecified);
                 self.adopt_orphan(&mut obs);
                 self.tcp.insert(*sock_id, obs);
-                if meta.direction != netverdict_ebpf::Direction::Ingress {
+                if meta.direction != TrafficDirection::Ingress {
                     self.by_socket
                         .insert((proto, tuple.src), Held::Tcp(*sock_id));
                 }
@@ -394,7 +377,7 @@ impl Correlator {
 mod tests {
     use std::net::{IpAddr, Ipv4Addr};
 
-    use netverdict_ebpf::{Direction, Meta, Protocol, Rcode};
+    use netverdict_ebpf::{IpProtocol, Meta, Rcode};
 
     use super::*;
 
@@ -402,7 +385,7 @@ mod tests {
         SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_000 + ms)
     }
 
-    fn meta(ms: u64, direction: Direction) -> Meta {
+    fn meta(ms: u64, direction: TrafficDirection) -> Meta {
         Meta {
             time: at(ms),
             mono_ns: ms * 1_000_000,
@@ -416,13 +399,13 @@ mod tests {
         SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 244, 1, last)), port)
     }
 
-    fn tuple(protocol: Protocol, src: SocketAddr, dst: SocketAddr) -> FiveTuple {
+    fn tuple(protocol: IpProtocol, src: SocketAddr, dst: SocketAddr) -> FiveTuple {
         FiveTuple { protocol, src, dst }
     }
 
     fn outcome(ms: u64, t: FiveTuple, sock_id: u64, outcome: TcpOutcome) -> Event {
         Event::TcpOutcome {
-            meta: meta(ms, Direction::Egress),
+            meta: meta(ms, TrafficDirection::Egress),
             tuple: t,
             sock_id,
             outcome,
@@ -435,7 +418,7 @@ mod tests {
 
     fn drop(ms: u64, t: FiveTuple, dns: Option<DnsMessage>) -> Event {
         Event::Drop {
-            meta: meta(ms, Direction::Unknown),
+            meta: meta(ms, TrafficDirection::Unknown),
             tuple: t,
             reason: Some("NETFILTER_DROP".into()),
             reason_code: 12,
@@ -468,10 +451,10 @@ mod tests {
     fn attempt_and_outcome_make_one_observation() {
         let mut c = Correlator::default();
         let mut out = Vec::new();
-        let t = tuple(Protocol::Tcp, sa(20, 40000), sa(10, 8080));
+        let t = tuple(IpProtocol::Tcp, sa(20, 40000), sa(10, 8080));
         c.push(
             &Event::TcpAttempt {
-                meta: meta(0, Direction::Egress),
+                meta: meta(0, TrafficDirection::Egress),
                 tuple: t,
                 sock_id: 7,
             },
@@ -492,16 +475,16 @@ mod tests {
         let mut out = Vec::new();
         let client = sa(20, 40001);
         let service = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 96, 1, 10)), 8080);
-        let t = tuple(Protocol::Tcp, client, service);
+        let t = tuple(IpProtocol::Tcp, client, service);
         c.push(
             &Event::TcpAttempt {
-                meta: meta(0, Direction::Egress),
+                meta: meta(0, TrafficDirection::Egress),
                 tuple: t,
                 sock_id: 9,
             },
             &mut out,
         );
-        let after_dnat = tuple(Protocol::Tcp, client, sa(10, 8080));
+        let after_dnat = tuple(IpProtocol::Tcp, client, sa(10, 8080));
         for ms in [1, 1001, 3001] {
             c.push(&drop(ms, after_dnat, None), &mut out);
         }
@@ -520,10 +503,10 @@ mod tests {
     fn unanswered_attempt_without_drops_is_no_answer() {
         let mut c = Correlator::default();
         let mut out = Vec::new();
-        let t = tuple(Protocol::Tcp, sa(20, 40002), sa(10, 81));
+        let t = tuple(IpProtocol::Tcp, sa(20, 40002), sa(10, 81));
         c.push(
             &Event::TcpAttempt {
-                meta: meta(0, Direction::Egress),
+                meta: meta(0, TrafficDirection::Egress),
                 tuple: t,
                 sock_id: 1,
             },
@@ -546,10 +529,10 @@ mod tests {
         let mut out = Vec::new();
         let dns_server = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 96, 0, 10)), 53);
         let ask = |c: &mut Correlator, out: &mut Vec<Observation>, ms, port, id, name: &str| {
-            let t = tuple(Protocol::Udp, sa(20, port), dns_server);
+            let t = tuple(IpProtocol::Udp, sa(20, port), dns_server);
             c.push(
                 &Event::Dns {
-                    meta: meta(ms, Direction::Egress),
+                    meta: meta(ms, TrafficDirection::Egress),
                     tuple: t,
                     message: query(id, name, false, Rcode::NOERROR),
                 },
@@ -564,10 +547,10 @@ mod tests {
                       id,
                       name: &str,
                       rcode| {
-            let back = tuple(Protocol::Udp, t.dst, t.src);
+            let back = tuple(IpProtocol::Udp, t.dst, t.src);
             c.push(
                 &Event::Dns {
-                    meta: meta(ms, Direction::Ingress),
+                    meta: meta(ms, TrafficDirection::Ingress),
                     tuple: back,
                     message: query(id, name, true, rcode),
                 },
@@ -645,7 +628,7 @@ mod tests {
     fn a_drop_nothing_claims_becomes_its_own_observation_after_the_hold() {
         let mut c = Correlator::default();
         let mut out = Vec::new();
-        let t = tuple(Protocol::Udp, sa(20, 5000), sa(10, 9999));
+        let t = tuple(IpProtocol::Udp, sa(20, 5000), sa(10, 9999));
         c.push(&drop(0, t, None), &mut out);
         c.push(&drop(500, t, None), &mut out);
         assert!(out.is_empty());
@@ -655,7 +638,7 @@ mod tests {
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].outcome, Outcome::Dropped);
         assert_eq!(out[0].drops, 2);
-        assert_eq!(out[0].protocol, netverdict_policy::Protocol::Udp);
+        assert_eq!(out[0].protocol, Protocol::Udp);
         assert_eq!(c.pending(), 0);
     }
 
@@ -665,11 +648,11 @@ mod tests {
         let mut out = Vec::new();
         let client = sa(20, 40009);
         let service = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 96, 1, 10)), 8080);
-        let after_dnat = tuple(Protocol::Tcp, client, sa(10, 8080));
+        let after_dnat = tuple(IpProtocol::Tcp, client, sa(10, 8080));
         c.push(&drop(1, after_dnat, None), &mut out);
-        let t = tuple(Protocol::Tcp, client, service);
+        let t = tuple(IpProtocol::Tcp, client, service);
         let attempt = Event::TcpAttempt {
-            meta: meta(0, Direction::Egress),
+            meta: meta(0, TrafficDirection::Egress),
             tuple: t,
             sock_id: 5,
         };
@@ -681,7 +664,7 @@ mod tests {
         assert_eq!(out[0].outcome, Outcome::Dropped);
         assert_eq!(out[0].backend, Some(sa(10, 8080)));
         // An outcome with no attempt at all adopts the drops too.
-        let t = tuple(Protocol::Tcp, sa(20, 40010), sa(10, 81));
+        let t = tuple(IpProtocol::Tcp, sa(20, 40010), sa(10, 81));
         c.push(&drop(8000, t, None), &mut out);
         c.push(&outcome(9000, t, 6, TcpOutcome::NoAnswer), &mut out);
         assert_eq!(out.len(), 2);
@@ -697,10 +680,10 @@ mod tests {
     fn tcp_attempts_without_outcome_expire_and_are_counted() {
         let mut c = Correlator::default();
         let mut out = Vec::new();
-        let t = tuple(Protocol::Tcp, sa(20, 40003), sa(10, 80));
+        let t = tuple(IpProtocol::Tcp, sa(20, 40003), sa(10, 80));
         c.push(
             &Event::TcpAttempt {
-                meta: meta(0, Direction::Egress),
+                meta: meta(0, TrafficDirection::Egress),
                 tuple: t,
                 sock_id: 3,
             },

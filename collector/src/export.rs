@@ -33,8 +33,9 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
+use netverdict_proto::time::UnixNanos;
 use netverdict_proto::v1 as pb;
 use netverdict_tls::{ClientTlsFiles, Target};
 use pb::ingest_client::IngestClient;
@@ -645,9 +646,8 @@ async fn sleep_opt(deadline: Option<Instant>) {
 }
 
 fn jitter_seed(node_name: &str) -> u64 {
-    let nanos = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
+    // Only the low bits matter for a seed: wrapping is fine.
+    let nanos = UnixNanos::now().as_i128() as u64;
     let name = node_name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
     });

@@ -5,9 +5,10 @@
 //! The stages keep their own counters (plain fields under the pipeline's lock,
 //! atomics in the exporter and the cluster sources); a scrape gathers them into
 //! a [`Snapshot`] and encodes it, so nothing on the hot path touches a metrics
-//! registry. Labels stay low-cardinality: verdicts, outcomes, mismatch kinds,
-//! kernel drop reasons (the kernel's enum), event kinds, object kinds; never a
-//! pod, an IP or a policy.
+//! registry. Labels stay low-cardinality: verdicts, outcomes, mismatch kinds
+//! (by their display names, `netverdict_proto::names`: `denied`,
+//! `no-answer`, `allowed-though-denied`), kernel drop reasons (the kernel's
+//! enum), event kinds, object kinds; never a pod, an IP or a policy.
 //!
 //! Every family is named `netverdict_collector_*`; counters end in `_total`.
 
@@ -20,10 +21,9 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
 use crate::export::{ConnectionState, ExportStats};
-use crate::pipeline::{
-    MISMATCHES, OUTCOMES, PipelineCounters, VERDICT_NAMES, mismatch_name, outcome_name,
-};
+use crate::pipeline::PipelineCounters;
 use netverdict_cluster::{KINDS, MetricsSnapshot, kind_index, kind_name};
+use netverdict_proto::names::EnumName;
 use netverdict_proto::v1 as pb;
 
 /// The `Content-Type` of [`Snapshot::encode`]'s output.
@@ -130,18 +130,15 @@ fn kind_label(kind: EventKind) -> &'static str {
 impl Collector for Snapshot {
     fn encode(&self, mut e: DescriptorEncoder) -> Fmt {
         let p = &self.pipeline;
-        let outcomes: Vec<&'static str> = (0..OUTCOMES as i32)
-            .map(|i| outcome_name(pb::Outcome::try_from(i).unwrap_or_default()))
-            .collect();
         counters(
             &mut e,
             "netverdict_collector_flows",
             "Flow records emitted (after aggregation), by policy verdict and kernel outcome.",
-            VERDICT_NAMES.iter().enumerate().flat_map(|(v, verdict)| {
-                outcomes.iter().enumerate().map(move |(o, outcome)| {
+            pb::Verdict::ALL.iter().flat_map(|verdict| {
+                pb::Outcome::ALL.iter().map(move |outcome| {
                     (
-                        vec![("verdict", *verdict), ("outcome", *outcome)],
-                        p.by_verdict_outcome[v][o],
+                        vec![("verdict", verdict.name()), ("outcome", outcome.name())],
+                        p.by_verdict_outcome[*verdict as usize][*outcome as usize],
                     )
                 })
             }),
@@ -150,15 +147,10 @@ impl Collector for Snapshot {
             &mut e,
             "netverdict_collector_mismatches",
             "Flow records whose kernel outcome contradicts the policy verdict, by kind.",
-            (1..MISMATCHES as i32).map(|k| {
-                (
-                    vec![(
-                        "kind",
-                        mismatch_name(pb::Mismatch::try_from(k).unwrap_or_default()),
-                    )],
-                    p.mismatches_by_kind[k as usize],
-                )
-            }),
+            pb::Mismatch::ALL
+                .iter()
+                .filter(|k| **k != pb::Mismatch::None)
+                .map(|k| (vec![("kind", k.name())], p.mismatches_by_kind[*k as usize])),
         )?;
         counters(
             &mut e,

@@ -1,7 +1,10 @@
 //! The Observer gRPC service over the collector's ring of recent flows.
 //!
-//! `GetFlows` compiles the request's filters once ([`FlowPredicate`]), takes the
-//! matching held flows in the time window and, with `follow`, subscribes to new
+//! `GetFlows` compiles the request's filters once ([`FilterSet`]) and its
+//! window ([`TimeWindow`], `[since, until)` on `last_seen`, as the API server's
+//! stores apply it); a bad value of either is `INVALID_ARGUMENT` naming the
+//! field and the value. It takes the matching held flows in the window and,
+//! with `follow`, subscribes to new
 //! flows *under the same lock* as the snapshot, so a follower sees every flow
 //! exactly once: held ones from the snapshot, later ones from the broadcast.
 //!
@@ -18,10 +21,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures::Stream;
-use netverdict_proto::filter::FlowPredicate;
+use netverdict_proto::filter::FilterSet;
+use netverdict_proto::time::{TimeWindow, UnixNanos};
 use netverdict_proto::v1 as pb;
 use pb::observer_server::{Observer, ObserverServer};
-use prost_types::Timestamp;
 use tokio::sync::{Mutex, broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
@@ -80,34 +83,6 @@ impl<S: RingSource> ObserverService<S> {
     }
 }
 
-/// The request's time window: flows last seen at or after `since` and before
-/// `until`, as the API server's stores window them. A flow without `last_seen`
-/// is outside a set bound.
-#[derive(Debug, Clone, Default)]
-struct Window {
-    since: Option<Timestamp>,
-    until: Option<Timestamp>,
-}
-
-fn key(t: &Timestamp) -> (i64, i32) {
-    (t.seconds, t.nanos)
-}
-
-impl Window {
-    fn contains(&self, flow: &pb::Flow) -> bool {
-        let after = self.since.as_ref().is_none_or(|since| {
-            flow.last_seen
-                .as_ref()
-                .is_some_and(|l| key(l) >= key(since))
-        });
-        let before = self
-            .until
-            .as_ref()
-            .is_none_or(|until| flow.last_seen.as_ref().is_some_and(|l| key(l) < key(until)));
-        after && before
-    }
-}
-
 type FlowStream = Pin<Box<dyn Stream<Item = Result<pb::GetFlowsResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -119,17 +94,15 @@ impl<S: RingSource> Observer for ObserverService<S> {
         request: Request<pb::GetFlowsRequest>,
     ) -> Result<Response<FlowStream>, Status> {
         let req = request.into_inner();
-        let predicate = FlowPredicate::new(&req.include, &req.exclude)
+        let filters = FilterSet::compile(&req.include, &req.exclude)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         if req.first && req.follow {
             return Err(Status::invalid_argument(
                 "first and follow together: follow continues after the last flows",
             ));
         }
-        let window = Window {
-            since: req.since,
-            until: req.until,
-        };
+        let window = TimeWindow::from_request(req.since.as_ref(), req.until.as_ref())
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let limit = match (req.number, req.follow) {
             (0, false) => Some(DEFAULT_NUMBER),
             (0, true) => None,
@@ -137,12 +110,12 @@ impl<S: RingSource> Observer for ObserverService<S> {
         };
         let limit = limit.map(|n| usize::try_from(n).unwrap_or(usize::MAX));
         let (history, follower) = {
-            let (predicate, window) = (&predicate, &window);
+            let (filters, window) = (&filters, &window);
             self.source
                 .with_ring(move |ring| {
                     let mut matching = ring
                         .flows()
-                        .filter(|f| window.contains(f) && predicate.matches(f));
+                        .filter(|f| window.contains_flow(f) && filters.matches(f));
                     let history: Vec<pb::Flow> = match (limit, req.first) {
                         (Some(n), true) => matching.by_ref().take(n).cloned().collect(),
                         (Some(n), false) => {
@@ -171,7 +144,7 @@ impl<S: RingSource> Observer for ObserverService<S> {
                 }
             }
             if let Some(follower) = follower {
-                follow(follower, predicate, window, tx, lagged).await;
+                follow(follower, filters, window, tx, lagged).await;
             }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
@@ -187,12 +160,12 @@ impl<S: RingSource> Observer for ObserverService<S> {
                 let oldest = ring
                     .flows()
                     .filter_map(|f| f.first_seen.as_ref())
-                    .min_by_key(|t| key(t))
+                    .min_by_key(|t| UnixNanos::from_timestamp(t))
                     .cloned();
                 let newest = ring
                     .flows()
                     .filter_map(|f| f.last_seen.as_ref())
-                    .max_by_key(|t| key(t))
+                    .max_by_key(|t| UnixNanos::from_timestamp(t))
                     .cloned();
                 pb::ServerStatusResponse {
                     flows_stored: ring.len() as u64,
@@ -210,8 +183,8 @@ impl<S: RingSource> Observer for ObserverService<S> {
 /// lagging follower's stream ends with `RESOURCE_EXHAUSTED`.
 async fn follow(
     mut follower: broadcast::Receiver<pb::Flow>,
-    predicate: FlowPredicate,
-    window: Window,
+    filters: FilterSet,
+    window: TimeWindow,
     tx: mpsc::Sender<Result<pb::GetFlowsResponse, Status>>,
     lagged: Arc<AtomicU64>,
 ) {
@@ -222,8 +195,8 @@ async fn follow(
         };
         match received {
             Ok(flow) => {
-                if window.contains(&flow)
-                    && predicate.matches(&flow)
+                if window.contains_flow(&flow)
+                    && filters.matches(&flow)
                     && tx
                         .send(Ok(pb::GetFlowsResponse { flow: Some(flow) }))
                         .await
@@ -264,34 +237,5 @@ mod tests {
             .into_inner();
         assert_eq!((status.flows_stored, status.flows_dropped), (0, 0));
         assert_eq!(status.oldest, None);
-    }
-
-    #[test]
-    fn window_bounds() {
-        let at = |s| {
-            Some(Timestamp {
-                seconds: s,
-                nanos: 0,
-            })
-        };
-        let flow = pb::Flow {
-            first_seen: at(10),
-            last_seen: at(20),
-            ..Default::default()
-        };
-        let w = |since, until| Window { since, until };
-        assert!(w(None, None).contains(&flow));
-        assert!(w(at(20), at(21)).contains(&flow));
-        assert!(!w(at(21), None).contains(&flow), "last seen before since");
-        assert!(!w(None, at(20)).contains(&flow), "last seen at until");
-        assert!(
-            !w(at(0), at(11)).contains(&flow),
-            "first seen in the window, last seen after it"
-        );
-        assert!(
-            !w(at(0), None).contains(&pb::Flow::default()),
-            "no timestamps"
-        );
-        assert!(w(None, None).contains(&pb::Flow::default()));
     }
 }

@@ -12,6 +12,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use netverdict_ebpf::{EventKind, LossCause, LossCounters, StreamItem, stream::StreamError};
+use netverdict_proto::names::EnumName;
+use netverdict_proto::time::UnixNanos;
 use netverdict_proto::v1 as pb;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
@@ -65,13 +67,13 @@ pub struct PipelineCounters {
     pub annotated: u64,
     /// Records rendered (after aggregation).
     pub records: u64,
-    /// Records by verdict: allowed, denied, not evaluated.
-    pub by_verdict: [u64; 3],
+    /// Records by verdict (indexed by the protobuf `Verdict` value).
+    pub by_verdict: [u64; VERDICTS],
     /// Records whose kernel outcome contradicts the verdict.
     pub mismatches: u64,
     /// Records by verdict (as `by_verdict`) and outcome (indexed by the
     /// protobuf `Outcome` value).
-    pub by_verdict_outcome: [[u64; OUTCOMES]; 3],
+    pub by_verdict_outcome: [[u64; OUTCOMES]; VERDICTS],
     /// Records by mismatch kind (indexed by the protobuf `Mismatch` value; 0,
     /// no mismatch, is not counted).
     pub mismatches_by_kind: [u64; MISMATCHES],
@@ -80,34 +82,12 @@ pub struct PipelineCounters {
     pub drops_by_reason: BTreeMap<Arc<str>, u64>,
 }
 
+/// How many protobuf `Verdict` values there are.
+pub const VERDICTS: usize = <pb::Verdict as EnumName>::ALL.len();
 /// How many protobuf `Outcome` values there are.
-pub const OUTCOMES: usize = 7;
+pub const OUTCOMES: usize = <pb::Outcome as EnumName>::ALL.len();
 /// How many protobuf `Mismatch` values there are.
-pub const MISMATCHES: usize = 3;
-/// The verdict labels, in the order of [`PipelineCounters::by_verdict`].
-pub const VERDICT_NAMES: [&str; 3] = ["allowed", "denied", "not_evaluated"];
-
-/// The label of a protobuf `Outcome` value (`established`, `dropped`...).
-pub fn outcome_name(outcome: pb::Outcome) -> &'static str {
-    match outcome {
-        pb::Outcome::Unspecified => "unknown",
-        pb::Outcome::Established => "established",
-        pb::Outcome::Refused => "refused",
-        pb::Outcome::Reset => "reset",
-        pb::Outcome::NoAnswer => "no_answer",
-        pb::Outcome::Dropped => "dropped",
-        pb::Outcome::Answered => "answered",
-    }
-}
-
-/// The label of a protobuf `Mismatch` value.
-pub fn mismatch_name(mismatch: pb::Mismatch) -> &'static str {
-    match mismatch {
-        pb::Mismatch::None => "none",
-        pb::Mismatch::DroppedThoughAllowed => "dropped_though_allowed",
-        pb::Mismatch::AllowedThoughDenied => "allowed_though_denied",
-    }
-}
+pub const MISMATCHES: usize = <pb::Mismatch as EnumName>::ALL.len();
 
 /// The last flows, bounded, with a broadcast for followers.
 #[derive(Debug)]
@@ -192,10 +172,7 @@ impl Pipeline {
             ring: FlowRing::new(config.ring_capacity),
             counters: PipelineCounters::default(),
             next_id: 0,
-            run_id: SystemTime::now()
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .map(|d| d.as_micros() as u64)
-                .unwrap_or_default(),
+            run_id: u64::try_from(UnixNanos::now().as_i128() / 1000).unwrap_or_default(),
             observations: Vec::new(),
             config,
             state,
@@ -297,14 +274,11 @@ impl Pipeline {
                 format!("{}/{}/{}", self.config.node_name, self.run_id, self.next_id),
             );
             self.counters.records += 1;
-            let verdict = match flow.verdict() {
-                pb::Verdict::Allowed => 0,
-                pb::Verdict::Denied => 1,
-                pb::Verdict::Unspecified => 2,
-            };
-            self.counters.by_verdict[verdict] += 1;
+            let verdict = usize::try_from(flow.verdict() as i32).unwrap_or(0);
+            self.counters.by_verdict[verdict.min(VERDICTS - 1)] += 1;
             let outcome = usize::try_from(flow.outcome() as i32).unwrap_or(0);
-            self.counters.by_verdict_outcome[verdict][outcome.min(OUTCOMES - 1)] += 1;
+            self.counters.by_verdict_outcome[verdict.min(VERDICTS - 1)]
+                [outcome.min(OUTCOMES - 1)] += 1;
             if flow.mismatch() != pb::Mismatch::None {
                 self.counters.mismatches += 1;
                 let kind = usize::try_from(flow.mismatch() as i32).unwrap_or(0);

@@ -15,8 +15,8 @@ use netverdict_collector::agent::{Agent, AgentConfig, EventSource};
 use netverdict_collector::aggregate::Windows;
 use netverdict_collector::pipeline::PipelineConfig;
 use netverdict_ebpf::{
-    Direction, Event, EventKind, FiveTuple, LossCause, Meta, Protocol, StreamError, StreamItem,
-    TcpOutcome,
+    Event, EventKind, FiveTuple, IpProtocol, LossCause, Meta, StreamError, StreamItem, TcpOutcome,
+    TrafficDirection,
 };
 use netverdict_proto::v1 as pb;
 use pb::ingest_server::{Ingest, IngestServer};
@@ -77,7 +77,7 @@ fn at(ms: u64) -> SystemTime {
     SystemTime::now() - Duration::from_secs(60) + Duration::from_millis(ms)
 }
 
-fn meta(ms: u64, direction: Direction) -> Meta {
+fn meta(ms: u64, direction: TrafficDirection) -> Meta {
     Meta {
         time: at(ms),
         mono_ns: ms * 1_000_000,
@@ -102,20 +102,20 @@ fn attempt(
     drops: u64,
 ) -> Vec<Event> {
     let tuple = FiveTuple {
-        protocol: Protocol::Tcp,
+        protocol: IpProtocol::Tcp,
         src,
         dst,
     };
     let mut out = vec![Event::TcpAttempt {
-        meta: meta(ms, Direction::Egress),
+        meta: meta(ms, TrafficDirection::Egress),
         tuple,
         sock_id,
     }];
     for i in 0..drops {
         out.push(Event::Drop {
-            meta: meta(ms + 1 + i, Direction::Unknown),
+            meta: meta(ms + 1 + i, TrafficDirection::Unknown),
             tuple: FiveTuple {
-                protocol: Protocol::Tcp,
+                protocol: IpProtocol::Tcp,
                 src,
                 dst: backend,
             },
@@ -128,7 +128,7 @@ fn attempt(
         });
     }
     out.push(Event::TcpOutcome {
-        meta: meta(ms + 10, Direction::Egress),
+        meta: meta(ms + 10, TrafficDirection::Egress),
         tuple,
         sock_id,
         outcome,
@@ -315,7 +315,7 @@ async fn agent_replays_events_into_ring_observer_export_and_metrics() {
         6.0
     );
     assert_eq!(
-        s(r#"netverdict_collector_mismatches_total{kind="allowed_though_denied"}"#),
+        s(r#"netverdict_collector_mismatches_total{kind="allowed-though-denied"}"#),
         0.0
     );
     assert_eq!(

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use netverdict_collector::annotate::Annotator;
-use netverdict_collector::correlate::{DnsSeen, Observation, Side};
+use netverdict_collector::correlate::{DnsSeen, Observation, TrafficDirection};
 use netverdict_policy::{ClusterState, Protocol};
 use netverdict_proto::v1 as pb;
 
@@ -32,7 +32,7 @@ fn obs(src: &str, dst: &str, protocol: Protocol, outcome: pb::Outcome) -> Observ
         first_seen: t,
         last_seen: t,
         netns: 1,
-        side: Side::Egress,
+        direction: TrafficDirection::Egress,
         protocol,
         src: addr(src),
         dst: addr(dst),

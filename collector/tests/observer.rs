@@ -378,13 +378,14 @@ async fn include_or_and_exclude() {
 #[tokio::test]
 async fn invalid_filters_are_invalid_arguments_naming_the_field() {
     let mut client = start(ring_with(100, filter_flows()).await).await;
-    for (filter, field) in [
+    for (filter, field, value) in [
         (
             pb::FlowFilter {
                 labels: vec!["app in (a".into()],
                 ..Default::default()
             },
             "labels",
+            "\"app in (a\"",
         ),
         (
             pb::FlowFilter {
@@ -392,6 +393,7 @@ async fn invalid_filters_are_invalid_arguments_naming_the_field() {
                 ..Default::default()
             },
             "destination_ip",
+            "\"10.0.0.0/40\"",
         ),
         (
             pb::FlowFilter {
@@ -399,12 +401,36 @@ async fn invalid_filters_are_invalid_arguments_naming_the_field() {
                 ..Default::default()
             },
             "verdict",
+            "\"9\"",
+        ),
+        (
+            pb::FlowFilter {
+                source_pod: vec!["x' OR 1=1 --".into()],
+                ..Default::default()
+            },
+            "source_pod",
+            "\"x' OR 1=1 --\"",
         ),
     ] {
         let status = client.get_flows(include(filter)).await.unwrap_err();
         assert_eq!(status.code(), tonic::Code::InvalidArgument);
         assert!(status.message().contains(field), "{}", status.message());
+        assert!(status.message().contains(value), "{}", status.message());
     }
+    let bad_until = pb::GetFlowsRequest {
+        until: Some(Timestamp {
+            seconds: 5,
+            nanos: 1_000_000_000,
+        }),
+        ..Default::default()
+    };
+    let status = client.get_flows(bad_until).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(
+        status.message().contains("until") && status.message().contains("1000000000"),
+        "{}",
+        status.message()
+    );
     let both = pb::GetFlowsRequest {
         first: true,
         follow: true,

@@ -12,7 +12,9 @@ use std::time::{Duration, SystemTime};
 
 use netverdict_cluster::SharedState;
 use netverdict_collector::pipeline::{Pipeline, PipelineConfig};
-use netverdict_ebpf::{Direction, Event, FiveTuple, Meta, Protocol, StreamItem, TcpOutcome};
+use netverdict_ebpf::{
+    Event, FiveTuple, IpProtocol, Meta, StreamItem, TcpOutcome, TrafficDirection,
+};
 use netverdict_policy::{K8sObject, ObjectKind};
 use netverdict_proto::v1 as pb;
 
@@ -24,13 +26,13 @@ fn meta(time: SystemTime, mono_ns: u64) -> Meta {
         mono_ns,
         netns: 4026532000,
         ifindex: None,
-        direction: Direction::Egress,
+        direction: TrafficDirection::Egress,
     }
 }
 
 fn tuple(src_port: u16) -> FiveTuple {
     FiveTuple {
-        protocol: Protocol::Tcp,
+        protocol: IpProtocol::Tcp,
         src: SocketAddr::new(RECYCLED.parse().unwrap(), src_port),
         dst: "10.244.0.2:8080".parse().unwrap(),
     }

@@ -60,10 +60,14 @@ impl EventKind {
     }
 }
 
-/// Where a packet or connection goes, relative to the network namespace.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// Where the observing socket or device saw a packet or connection, relative
+/// to its network namespace: leaving it (the initiator's side) or entering it
+/// (the responder's side). The one definition of the concept from the probes
+/// to the collector's observations; the protobuf `TrafficDirection` is its
+/// wire form. (Not a policy direction: that is `netverdict_policy::Direction`.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Direction {
+pub enum TrafficDirection {
     /// Not known (e.g. a drop of a forwarded packet before routing).
     Unknown,
     /// Leaving the namespace's socket or device; outbound connection.
@@ -72,20 +76,22 @@ pub enum Direction {
     Ingress,
 }
 
-impl Direction {
-    fn from_abi(d: u8) -> Direction {
+impl TrafficDirection {
+    fn from_abi(d: u8) -> TrafficDirection {
         match d {
-            1 => Direction::Egress,
-            2 => Direction::Ingress,
-            _ => Direction::Unknown,
+            1 => TrafficDirection::Egress,
+            2 => TrafficDirection::Ingress,
+            _ => TrafficDirection::Unknown,
         }
     }
 }
 
-/// The transport protocol of a flow.
+/// The IP protocol of a packet or socket, as the kernel reports it (the IP
+/// header's protocol number): the transports policy knows, or any other.
+/// Policy's `netverdict_policy::Protocol` is the subset NetworkPolicy can name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Protocol {
+pub enum IpProtocol {
     /// TCP (6).
     Tcp,
     /// UDP (17).
@@ -96,13 +102,23 @@ pub enum Protocol {
     Other(u8),
 }
 
-impl Protocol {
-    fn from_abi(p: u8) -> Protocol {
+impl IpProtocol {
+    fn from_abi(p: u8) -> IpProtocol {
         match p {
-            6 => Protocol::Tcp,
-            17 => Protocol::Udp,
-            132 => Protocol::Sctp,
-            n => Protocol::Other(n),
+            6 => IpProtocol::Tcp,
+            17 => IpProtocol::Udp,
+            132 => IpProtocol::Sctp,
+            n => IpProtocol::Other(n),
+        }
+    }
+
+    /// The IANA protocol number, as in the IP header.
+    pub fn number(self) -> u8 {
+        match self {
+            IpProtocol::Tcp => 6,
+            IpProtocol::Udp => 17,
+            IpProtocol::Sctp => 132,
+            IpProtocol::Other(n) => n,
         }
     }
 }
@@ -111,8 +127,8 @@ impl Protocol {
 /// remote ends).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 pub struct FiveTuple {
-    /// Transport protocol.
-    pub protocol: Protocol,
+    /// IP protocol.
+    pub protocol: IpProtocol,
     /// Source (local) address and port.
     pub src: SocketAddr,
     /// Destination (remote) address and port.
@@ -131,8 +147,8 @@ pub struct Meta {
     pub netns: u32,
     /// Interface index in that namespace, if known.
     pub ifindex: Option<u32>,
-    /// Direction, where known.
-    pub direction: Direction,
+    /// Where the packet or connection was seen, where known.
+    pub direction: TrafficDirection,
 }
 
 fn ser_time<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
@@ -365,7 +381,7 @@ impl Decoder {
             mono_ns: h.ts_ns,
             netns: h.netns,
             ifindex: (h.ifindex != 0).then_some(h.ifindex),
-            direction: Direction::from_abi(h.direction),
+            direction: TrafficDirection::from_abi(h.direction),
         }
     }
 
@@ -400,7 +416,7 @@ impl Decoder {
         let mut tuple = tuple(&t.hdr)?;
         // The probe reports local -> remote; an inbound connection is
         // reported initiator -> responder, as its packets (and drops) are.
-        if meta.direction == Direction::Ingress {
+        if meta.direction == TrafficDirection::Ingress {
             std::mem::swap(&mut tuple.src, &mut tuple.dst);
         }
         let sock_id = t.hdr.sock_id;
@@ -484,7 +500,7 @@ fn tuple(h: &RawHdr) -> Result<FiveTuple, DecodeError> {
         f => return Err(DecodeError::Family(f)),
     };
     Ok(FiveTuple {
-        protocol: Protocol::from_abi(h.protocol),
+        protocol: IpProtocol::from_abi(h.protocol),
         src: SocketAddr::new(src, h.sport),
         dst: SocketAddr::new(dst, h.dport),
     })

@@ -38,7 +38,8 @@ pub use btf::DropReasons;
 pub use clock::monotonic_ns;
 pub use dns::{DnsMessage, Rcode};
 pub use event::{
-    DecodeError, Decoder, Direction, Event, EventKind, FiveTuple, Meta, Protocol, TcpOutcome,
+    DecodeError, Decoder, Event, EventKind, FiveTuple, IpProtocol, Meta, TcpOutcome,
+    TrafficDirection,
 };
 pub use loader::{
     Config, LoadError, Preconditions, Probes, SYNTH_BATCH, SynthGenerator, check_preconditions,

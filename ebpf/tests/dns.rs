@@ -7,7 +7,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
 use common::*;
-use netverdict_ebpf::{Direction, Event, Rcode, dns};
+use netverdict_ebpf::{Event, Rcode, TrafficDirection, dns};
 
 const DNSMASQ: &str = "/usr/sbin/dnsmasq";
 
@@ -106,7 +106,7 @@ async fn dns_answered() {
         unreachable!()
     };
     assert_eq!(meta.netns, lab.client_ino);
-    assert_eq!(meta.direction, Direction::Egress);
+    assert_eq!(meta.direction, TrafficDirection::Egress);
     assert!(meta.ifindex.is_some());
     assert_eq!(tuple.dst, server);
     assert_eq!(message.name.as_deref(), Some("www.ok.nv.test"));

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use common::*;
-use netverdict_ebpf::{Event, Protocol};
+use netverdict_ebpf::{Event, IpProtocol};
 
 /// Sends an SCTP common header (+ an empty DATA-less INIT-like chunk) on a raw
 /// IPv4 socket from the current thread's namespace.
@@ -56,12 +56,12 @@ async fn sctp_drop_has_ports() {
     in_netns(&lab.client, move || send_raw_sctp(dst, 5000, 6000));
     let evs = collect_until(&mut s, &lab, Duration::from_secs(10), |e| {
         e.iter()
-            .any(|e| matches!(e, Event::Drop { tuple, .. } if tuple.protocol == Protocol::Sctp))
+            .any(|e| matches!(e, Event::Drop { tuple, .. } if tuple.protocol == IpProtocol::Sctp))
     })
     .await;
     let drop = evs
         .iter()
-        .find(|e| matches!(e, Event::Drop { tuple, .. } if tuple.protocol == Protocol::Sctp))
+        .find(|e| matches!(e, Event::Drop { tuple, .. } if tuple.protocol == IpProtocol::Sctp))
         .unwrap();
     let Event::Drop {
         tuple,

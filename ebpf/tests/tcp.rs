@@ -6,12 +6,12 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
 
 use common::*;
-use netverdict_ebpf::{Direction, Event, Protocol, TcpOutcome};
+use netverdict_ebpf::{Event, IpProtocol, TcpOutcome, TrafficDirection};
 
 fn attempt_to(evs: &[Event], dst: SocketAddr) -> Option<&Event> {
     evs.iter().find(|e| {
         matches!(e, Event::TcpAttempt { meta, tuple, .. }
-            if tuple.dst == dst && meta.direction == Direction::Egress)
+            if tuple.dst == dst && meta.direction == TrafficDirection::Egress)
     })
 }
 
@@ -65,7 +65,7 @@ async fn allowed(v6: bool) {
         unreachable!()
     };
     assert_eq!(meta.netns, lab.client_ino);
-    assert_eq!(tuple.protocol, Protocol::Tcp);
+    assert_eq!(tuple.protocol, IpProtocol::Tcp);
     assert_eq!(tuple.src, local, "attempt carries the chosen source port");
     assert_eq!(tuple.src.ip(), cip);
     assert_eq!(outcome_to(&evs, dst), Some(TcpOutcome::Established));
@@ -134,7 +134,7 @@ async fn dropped(v6: bool) {
         .filter(|e| {
             matches!(e, Event::Drop { reason, tuple, meta, .. }
             if reason.as_deref() == Some("NETFILTER_DROP") && tuple.dst == dst
-               && meta.netns == lab.server_ino && tuple.protocol == Protocol::Tcp)
+               && meta.netns == lab.server_ino && tuple.protocol == IpProtocol::Tcp)
         })
         .collect();
     assert!(
@@ -199,7 +199,7 @@ async fn tcp_dropped_on_output_v4() {
     };
     assert_eq!(reason.as_deref(), Some("NETFILTER_DROP"));
     assert_eq!(meta.netns, lab.client_ino);
-    assert_eq!(meta.direction, Direction::Egress);
+    assert_eq!(meta.direction, TrafficDirection::Egress);
     let attempt = attempt_to(&evs, dst).unwrap();
     assert_eq!(
         attempt.tuple(),

@@ -6,7 +6,7 @@ use std::net::UdpSocket;
 use std::time::Duration;
 
 use common::*;
-use netverdict_ebpf::{Direction, Event, Protocol};
+use netverdict_ebpf::{Event, IpProtocol, TrafficDirection};
 
 #[tokio::test]
 async fn udp_flow_reported_once_then_counted() {
@@ -41,9 +41,9 @@ async fn udp_flow_reported_once_then_counted() {
     else {
         unreachable!()
     };
-    assert_eq!(tuple.protocol, Protocol::Udp);
+    assert_eq!(tuple.protocol, IpProtocol::Udp);
     assert_eq!(tuple.src.ip(), lab.client_v4);
-    assert_eq!(meta.direction, Direction::Egress);
+    assert_eq!(meta.direction, TrafficDirection::Egress);
     assert_eq!(*packets, 1, "first packet of the flow");
     let Event::Udp { packets, bytes, .. } = flows[1] else {
         unreachable!()

@@ -176,8 +176,8 @@ pub fn policy_rules(
             let mut isolated = false;
             let mut rules: Vec<(String, &Rule)> = Vec::new();
             for policy in state.policies() {
-                if policy.key.namespace != pod.key.namespace
-                    || unenforced.skips(&policy.key.namespace, &policy.key.name)
+                if policy.namespace() != pod.key.namespace
+                    || unenforced.skips(policy.namespace(), policy.key.name())
                     || !state.policy_selects(policy, pod)
                 {
                     continue;
@@ -185,7 +185,7 @@ pub fn policy_rules(
                 if let Some(list) = policy.rules(direction) {
                     isolated = true;
                     for r in list {
-                        rules.push((policy.key.namespace.clone(), r));
+                        rules.push((policy.namespace().to_string(), r));
                     }
                 }
             }

@@ -10,7 +10,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use netverdict_policy::synthetic::{self, Size};
-use netverdict_policy::{ClusterState, Flow};
+use netverdict_policy::{ClusterState, Connection};
 
 /// Resident memory of this process, from /proc (bytes).
 fn rss_bytes() -> u64 {
@@ -24,7 +24,7 @@ fn rss_bytes() -> u64 {
 }
 
 /// Runs `f` over `flows` repeatedly for at least `min` and returns verdicts/s.
-fn rate(flows: &[Flow], min: Duration, mut f: impl FnMut(&Flow) -> bool) -> f64 {
+fn rate(flows: &[Connection], min: Duration, mut f: impl FnMut(&Connection) -> bool) -> f64 {
     let start = Instant::now();
     let mut done = 0u64;
     let mut allowed = 0u64;
@@ -72,7 +72,7 @@ fn main() {
         rss_state as f64 / (1 << 20) as f64
     );
 
-    let flows = synthetic::flows(size, 100_000, 11);
+    let flows = synthetic::connections(size, 100_000, 11);
     let denied = flows
         .iter()
         .filter(|f| !state.verdict(f).unwrap().allowed)

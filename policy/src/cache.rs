@@ -1,27 +1,54 @@
-//! The verdict cache: verdicts by packed (identity, IP class, port, protocol)
-//! key, bounded, emptied whenever a policy, a namespace's labels or a node
-//! changes.
+//! The verdict cache: verdicts by a packed key of (source identity, source IP
+//! class, destination identity, destination IP class, port, protocol), bounded,
+//! emptied whenever a policy, a namespace's labels or a node changes.
 
 use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 
+use crate::model::Protocol;
 use crate::verdict::Verdict;
 
 /// Largest number of cached keys before the cache starts over.
 const CAPACITY: usize = 1 << 20;
 
+/// Source identity, destination identity, source IP class, destination IP
+/// class, port and protocol packed in one integer (one hash write).
+pub(crate) type CacheKey = u128;
+
+/// Packs a cache key; None when an IP class does not fit (such verdicts are not
+/// cached).
+pub(crate) fn cache_key(
+    src_identity: u32,
+    src_class: u32,
+    dst_identity: u32,
+    dst_class: u32,
+    port: u16,
+    protocol: Protocol,
+) -> Option<CacheKey> {
+    let src_class = u16::try_from(src_class).ok()?;
+    let dst_class = u16::try_from(dst_class).ok()?;
+    Some(
+        (src_identity as u128) << 96
+            | (dst_identity as u128) << 64
+            | (src_class as u128) << 48
+            | (dst_class as u128) << 32
+            | (port as u128) << 8
+            | protocol.number() as u128,
+    )
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct VerdictCache {
-    by_key: FxHashMap<u128, Arc<Verdict>>,
+    by_key: FxHashMap<CacheKey, Arc<Verdict>>,
 }
 
 impl VerdictCache {
-    pub fn get(&self, key: u128) -> Option<&Arc<Verdict>> {
+    pub fn get(&self, key: CacheKey) -> Option<&Arc<Verdict>> {
         self.by_key.get(&key)
     }
 
-    pub fn insert(&mut self, key: u128, verdict: Verdict) -> Arc<Verdict> {
+    pub fn insert(&mut self, key: CacheKey, verdict: Verdict) -> Arc<Verdict> {
         if self.by_key.len() >= CAPACITY {
             self.clear();
         }

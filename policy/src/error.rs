@@ -94,10 +94,10 @@ impl fmt::Display for LoadErrors {
     }
 }
 
-/// A flow that cannot be evaluated.
+/// A connection that cannot be evaluated.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum FlowError {
-    /// The flow names a pod the cluster state does not hold.
+pub enum ConnectionError {
+    /// The connection names a pod the cluster state does not hold.
     #[error("unknown pod {0}")]
     UnknownPod(String),
     /// The pod exists but has no IP address of the needed family.

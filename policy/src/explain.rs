@@ -6,7 +6,7 @@ use std::fmt;
 
 use serde::Serialize;
 
-use crate::engine::{Endpoint, Flow};
+use crate::engine::{Connection, Endpoint};
 use crate::model::{Direction, PolicyKey};
 use crate::state::ClusterState;
 use crate::verdict::{DirectionVerdict, Status, Verdict};
@@ -46,16 +46,20 @@ pub struct Explanation<'a> {
     pub ingress: &'a DirectionVerdict,
 }
 
-/// Explains `verdict`, the engine's answer for `flow` in `state`.
-pub fn explain<'a>(state: &ClusterState, flow: &Flow, verdict: &'a Verdict) -> Explanation<'a> {
-    let src_description = describe_endpoint(state, &flow.src);
-    let dst_description = describe_endpoint(state, &flow.dst);
+/// Explains `verdict`, the engine's answer for `conn` in `state`.
+pub fn explain<'a>(
+    state: &ClusterState,
+    conn: &Connection,
+    verdict: &'a Verdict,
+) -> Explanation<'a> {
+    let src_description = describe_endpoint(state, &conn.src);
+    let dst_description = describe_endpoint(state, &conn.dst);
     let resolved_pod = |e: &Endpoint| match e {
         Endpoint::Ip(ip) => state.pod_by_ip(*ip).map(|p| p.key.to_string()),
         Endpoint::Pod(_) => None,
     };
     let (src_ip, dst_ip) = state
-        .flow_ips(flow)
+        .connection_ips(conn)
         .map(|(s, d)| (s.to_string(), d.to_string()))
         .unwrap_or_default();
     let reason = reason(
@@ -70,16 +74,16 @@ pub fn explain<'a>(state: &ClusterState, flow: &Flow, verdict: &'a Verdict) -> E
         },
     );
     Explanation {
-        src: flow.src.to_string(),
-        dst: flow.dst.to_string(),
-        src_pod: resolved_pod(&flow.src),
-        dst_pod: resolved_pod(&flow.dst),
+        src: conn.src.to_string(),
+        dst: conn.dst.to_string(),
+        src_pod: resolved_pod(&conn.src),
+        dst_pod: resolved_pod(&conn.dst),
         src_ip,
         dst_ip,
         src_description,
         dst_description,
-        port: flow.port,
-        protocol: flow.protocol.as_str(),
+        port: conn.port,
+        protocol: conn.protocol.as_str(),
         verdict: verdict.as_str(),
         reason,
         egress: &verdict.egress,

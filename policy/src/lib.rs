@@ -7,9 +7,11 @@
 //! - [`manifest`] reads YAML/JSON manifests into k8s-openapi objects;
 //! - [`model`] validates them into the engine's model (errors name the field);
 //! - [`state`] keeps the cluster incrementally, with the indexes the engine needs;
-//! - [`engine`] decides flows (cached, label-indexed), [`verdict`] is its answer;
-//! - [`explain`] renders answers for people and machines;
-//! - [`lint`] finds the pitfalls of a policy set before any traffic flows.
+//! - [`engine`] decides [`Connection`]s (cached, label-indexed), in tiers
+//!   where cluster-scoped policy kinds will slot in; [`verdict`] is its answer;
+//! - [`explain`](mod@explain) renders answers for people and machines;
+//! - [`lint`] finds the pitfalls of a policy set before any traffic flows;
+//! - `proto` (feature `proto`) converts verdicts to the netverdict.v1 protobuf types.
 
 mod cache;
 pub mod engine;
@@ -18,15 +20,17 @@ pub mod explain;
 pub mod lint;
 pub mod manifest;
 pub mod model;
+#[cfg(feature = "proto")]
+pub mod proto;
 pub mod selector;
 pub mod state;
 pub mod synthetic;
 pub mod verdict;
 
-pub use engine::{Endpoint, Flow};
-pub use error::{FieldError, FlowError, LoadError, LoadErrors, ObjectError};
+pub use engine::{Connection, Endpoint};
+pub use error::{ConnectionError, FieldError, LoadError, LoadErrors, ObjectError};
 pub use explain::{Explanation, explain};
 pub use manifest::{K8sObject, Manifests};
-pub use model::{Direction, PodKey, PolicyKey, Protocol};
+pub use model::{Direction, NetworkPolicy, PodKey, PolicyKey, PolicyKind, Protocol};
 pub use state::{ClusterState, DEFAULT_DEPARTED_RETENTION, Holder, LoadOptions, ObjectKind};
 pub use verdict::{DirectionVerdict, Status, Verdict};

@@ -14,9 +14,9 @@ use std::fmt;
 
 use serde::Serialize;
 
-use crate::engine::{Endpoint, Flow};
+use crate::engine::{Connection, Endpoint};
 use crate::model::{
-    Direction, NamespaceMatch, Peer, Pod, Policy, PolicyKey, PortRef, Protocol, Rule,
+    Direction, NamespaceMatch, NetworkPolicy, Peer, Pod, PolicyKey, PortRef, Protocol, Rule,
 };
 use crate::selector::Selector;
 use crate::state::ClusterState;
@@ -117,13 +117,13 @@ pub fn dns_denied(state: &ClusterState, pod: &Pod) -> Option<(Vec<Protocol>, Vec
     for protocol in [Protocol::Udp, Protocol::Tcp] {
         // Allowed when the egress policy admits at least one DNS pod.
         let any_allowed = dns.iter().filter(|d| d.key != pod.key).any(|d| {
-            let flow = Flow::new(
+            let conn = Connection::new(
                 Endpoint::Pod(pod.key.clone()),
                 Endpoint::Pod(d.key.clone()),
                 53,
                 protocol,
             );
-            state.verdict(&flow).is_ok_and(|v| v.egress.allowed())
+            state.verdict(&conn).is_ok_and(|v| v.egress.allowed())
         });
         if !any_allowed {
             denied.push(protocol);
@@ -226,7 +226,7 @@ fn push_group(
     }
 }
 
-fn check_policy(state: &ClusterState, policy: &Policy, out: &mut Vec<Finding>) {
+fn check_policy(state: &ClusterState, policy: &NetworkPolicy, out: &mut Vec<Finding>) {
     let finding = |severity, code, field: Option<String>, message: String| Finding {
         severity,
         code,
@@ -242,7 +242,8 @@ fn check_policy(state: &ClusterState, policy: &Policy, out: &mut Vec<Finding>) {
             Some("spec.podSelector".into()),
             format!(
                 "podSelector {} selects no pod in namespace {}: the policy has no effect",
-                policy.pod_selector, policy.key.namespace
+                policy.pod_selector,
+                policy.namespace()
             ),
         ));
     }
@@ -276,7 +277,7 @@ fn check_policy(state: &ClusterState, policy: &Policy, out: &mut Vec<Finding>) {
 /// whose AND matches no pod while each selector alone matches some.
 fn check_peer_split(
     state: &ClusterState,
-    policy: &Policy,
+    policy: &NetworkPolicy,
     rule: &Rule,
     field: &str,
     out: &mut Vec<Finding>,
@@ -303,7 +304,7 @@ fn check_peer_split(
                 "items [{n}] (namespaceSelector) and [{p}] (podSelector) are separate peers, so either matches \
                  (OR): every pod of the selected namespaces, or the selected pods of {}. If you meant the selected \
                  pods inside the selected namespaces, put both selectors in one item",
-                policy.key.namespace
+                policy.namespace()
             ),
         });
     }
@@ -318,7 +319,7 @@ fn check_peer_split(
         let pods = state.pods();
         let matches_and = pods
             .iter()
-            .any(|p| state.peer_matches_pod(&policy.key.namespace, peer, p));
+            .any(|p| state.peer_matches_pod(policy.namespace(), peer, p));
         let ns_match = !state.namespaces_matching(ns_sel).is_empty();
         let pod_match = pods
             .iter()
@@ -340,7 +341,7 @@ fn check_peer_split(
 
 fn check_peer(
     state: &ClusterState,
-    policy: &Policy,
+    policy: &NetworkPolicy,
     peer: &Peer,
     field: &str,
     out: &mut Vec<Finding>,
@@ -378,10 +379,10 @@ fn check_peer(
         && !state
             .pods()
             .iter()
-            .any(|p| state.peer_matches_pod(&policy.key.namespace, peer, p))
+            .any(|p| state.peer_matches_pod(policy.namespace(), peer, p))
     {
         let scope = match namespaces {
-            NamespaceMatch::PolicyNamespace => format!("in namespace {}", policy.key.namespace),
+            NamespaceMatch::PolicyNamespace => format!("in namespace {}", policy.namespace()),
             NamespaceMatch::Selector(s) => format!("in namespaces with {s}"),
         };
         out.push(Finding {
@@ -418,7 +419,7 @@ fn unknown_namespace_labels(state: &ClusterState, selector: &Selector) -> Vec<St
 /// selected pods, for egress the pods the rule's peers reach.
 fn check_named_ports(
     state: &ClusterState,
-    policy: &Policy,
+    policy: &NetworkPolicy,
     direction: Direction,
     rule: &Rule,
     selected: &[&std::sync::Arc<Pod>],
@@ -441,7 +442,7 @@ fn check_named_ports(
                         || rule
                             .peers
                             .iter()
-                            .any(|peer| state.peer_matches_pod(&policy.key.namespace, peer, p))
+                            .any(|peer| state.peer_matches_pod(policy.namespace(), peer, p))
                 })
                 .any(|p| p.named_port(name, port.protocol).is_some()),
         };

@@ -15,7 +15,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::engine::{Endpoint, Flow};
+use crate::engine::{Connection, Endpoint};
 use crate::manifest::K8sObject;
 use crate::model::Protocol;
 
@@ -227,9 +227,9 @@ pub fn cluster(size: Size, seed: u64) -> Vec<K8sObject> {
     out
 }
 
-/// `count` flows between random pods of a cluster of `size` (by IP, as a node
+/// `count` connections between random pods of a cluster of `size` (by IP, as a node
 /// agent sees them), on the ports the policies name, with some external peers.
-pub fn flows(size: Size, count: usize, seed: u64) -> Vec<Flow> {
+pub fn connections(size: Size, count: usize, seed: u64) -> Vec<Connection> {
     let mut rng = StdRng::seed_from_u64(seed);
     (0..count)
         .map(|_| {
@@ -240,7 +240,7 @@ pub fn flows(size: Size, count: usize, seed: u64) -> Vec<Flow> {
                 Endpoint::Ip(pod_ip(rng.random_range(0..size.pods)))
             };
             let port = [8080, 9090, 8050, 443][rng.random_range(0..4)];
-            Flow::new(src, dst, port, Protocol::Tcp)
+            Connection::new(src, dst, port, Protocol::Tcp)
         })
         .collect()
 }

@@ -191,6 +191,20 @@ pub enum Failure {
 }
 
 impl Failure {
+    /// The kind of failure, as its `kind` field in JSON (`namespace_label`...).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Failure::NamespaceLabel { .. } => "namespace_label",
+            Failure::PodLabel { .. } => "pod_label",
+            Failure::OtherNamespace { .. } => "other_namespace",
+            Failure::NotAPod => "not_a_pod",
+            Failure::OutsideCidr { .. } => "outside_cidr",
+            Failure::InExcept { .. } => "in_except",
+            Failure::Port { .. } => "port",
+            Failure::NamedPortUndefined { .. } => "named_port_undefined",
+        }
+    }
+
     /// How far this failure is from a match: label mismatches are the nearest.
     pub(crate) fn distance(&self) -> u32 {
         match self {
@@ -248,6 +262,46 @@ impl Failure {
                     "names port {name:?}, which the destination pod does not define for {protocol}"
                 )
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failure_kind_is_its_json_tag() {
+        let text = || "x".to_string();
+        let failures = [
+            Failure::NamespaceLabel {
+                requirement: text(),
+                namespace: text(),
+                actual: text(),
+            },
+            Failure::PodLabel {
+                requirement: text(),
+                actual: text(),
+            },
+            Failure::OtherNamespace {
+                policy_namespace: text(),
+                namespace: text(),
+            },
+            Failure::NotAPod,
+            Failure::OutsideCidr { cidr: text() },
+            Failure::InExcept { except: text() },
+            Failure::Port {
+                allowed: vec![text()],
+                actual: text(),
+            },
+            Failure::NamedPortUndefined {
+                name: text(),
+                protocol: text(),
+            },
+        ];
+        for failure in failures {
+            let json = serde_json::to_value(&failure).expect("serializable");
+            assert_eq!(json["kind"], failure.kind(), "{failure:?}");
         }
     }
 }

@@ -22,7 +22,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use common::{apply_yaml, consistent_verdict};
 use netverdict_policy::{
-    ClusterState, Endpoint, Flow, ObjectKind, PodKey, Protocol, Status, explain,
+    ClusterState, Connection, Endpoint, ObjectKind, PodKey, Protocol, Status, explain,
 };
 
 use Protocol::{Sctp, Tcp, Udp};
@@ -171,7 +171,7 @@ impl Model {
     }
 
     fn flow(&self, src: Endpoint, dst: Endpoint, port: u16, protocol: Protocol) -> bool {
-        consistent_verdict(&self.state, &Flow::new(src, dst, port, protocol))
+        consistent_verdict(&self.state, &Connection::new(src, dst, port, protocol))
     }
 
     /// Checks every pair of model pods on one port and protocol, naming both
@@ -198,7 +198,7 @@ impl Model {
                     Addressing::Ipv4 => Endpoint::Ip(IpAddr::V4(ip4(pod))),
                     Addressing::Ipv6 => Endpoint::Ip(IpAddr::V6(ip6(pod))),
                 };
-                let flow = Flow::new(endpoint(src), endpoint(dst), port, protocol);
+                let flow = Connection::new(endpoint(src), endpoint(dst), port, protocol);
                 let allowed = consistent_verdict(&self.state, &flow);
                 actual.expect(src, dst, allowed);
                 if allowed != expected.get(src, dst) {
@@ -956,7 +956,8 @@ fn ipv6_cidr_with_except() {
         "to-x-v6",
         "    podSelector:\n      matchLabels: {pod: a}\n    policyTypes: [Egress]\n    egress:\n    - to:\n      - ipBlock: {cidr: 'fd00:0:0:1::/64'}\n",
     ));
-    let y_a_to_x_a = |src: IpAddr| Flow::new(Endpoint::Ip(src), Endpoint::Pod(key("x/a")), 80, Tcp);
+    let y_a_to_x_a =
+        |src: IpAddr| Connection::new(Endpoint::Ip(src), Endpoint::Pod(key("x/a")), 80, Tcp);
     assert!(consistent_verdict(
         &m.state,
         &y_a_to_x_a(IpAddr::V6(ip6("y/a")))
@@ -980,16 +981,16 @@ fn ip_block_and_external_addresses() {
         "from-net",
         "    podSelector:\n      matchLabels: {pod: a}\n    ingress:\n    - from:\n      - ipBlock:\n          cidr: 203.0.113.0/24\n      - namespaceSelector: {}\n",
     ));
-    let into = |ip: IpAddr| Flow::new(Endpoint::Ip(ip), Endpoint::Pod(key("x/a")), 80, Tcp);
+    let into = |ip: IpAddr| Connection::new(Endpoint::Ip(ip), Endpoint::Pod(key("x/a")), 80, Tcp);
     assert!(consistent_verdict(&m.state, &into(outside)));
     // Pod selectors (even "every pod of every namespace") never match an
     // address outside the cluster.
     assert!(!consistent_verdict(&m.state, &into(other)));
     // External sources reach unisolated pods; external destinations are reached
     // from pods that are not isolated for egress.
-    let to_b = Flow::new(Endpoint::Ip(other), Endpoint::Pod(key("x/b")), 80, Tcp);
+    let to_b = Connection::new(Endpoint::Ip(other), Endpoint::Pod(key("x/b")), 80, Tcp);
     assert!(consistent_verdict(&m.state, &to_b));
-    let out_of_a = Flow::new(Endpoint::Pod(key("x/a")), Endpoint::Ip(other), 80, Tcp);
+    let out_of_a = Connection::new(Endpoint::Pod(key("x/a")), Endpoint::Ip(other), 80, Tcp);
     assert!(consistent_verdict(&m.state, &out_of_a));
 }
 
@@ -1002,7 +1003,7 @@ fn egress_pod_selector_does_not_match_external_addresses() {
         "    podSelector:\n      matchLabels: {pod: a}\n    policyTypes: [Egress]\n    egress:\n    - to:\n      - namespaceSelector: {}\n        podSelector: {}\n    - to:\n      - ipBlock: {cidr: 0.0.0.0/0, except: [8.8.8.0/24]}\n",
     ));
     let out = |ip: &str| {
-        Flow::new(
+        Connection::new(
             Endpoint::Pod(key("x/a")),
             Endpoint::Ip(ip.parse().unwrap()),
             53,
@@ -1443,7 +1444,7 @@ status:
     assert!(m.flow(h.clone(), b.clone(), 80, Tcp));
     let v = m
         .state
-        .verdict(&Flow::new(b.clone(), h.clone(), 80, Tcp))
+        .verdict(&Connection::new(b.clone(), h.clone(), 80, Tcp))
         .unwrap();
     assert_eq!(v.ingress.status, Status::HostNetwork);
     assert!(!v.ingress.isolated);
@@ -1550,7 +1551,7 @@ fn explanation_names_the_flows_own_addresses() {
         "    podSelector:\n      matchLabels: {pod: a}\n    ingress:\n    - from:\n      - ipBlock: {cidr: 10.0.2.0/24}\n",
     ));
     for source in ["203.0.113.1", "198.51.100.7"] {
-        let flow = Flow::new(
+        let flow = Connection::new(
             Endpoint::Ip(source.parse().unwrap()),
             Endpoint::Pod(key("x/a")),
             80,
@@ -1649,7 +1650,7 @@ status: {{podIP: 10.0.1.50}}
         "    podSelector:\n      matchLabels: {pod: a}\n    ingress:\n    - from:\n      - podSelector:\n          matchLabels: {pod: new}\n",
     ));
     assert!(m.state.delete(ObjectKind::Pod, "x", "old"));
-    let from_address = Flow::new(
+    let from_address = Connection::new(
         Endpoint::Ip("10.0.1.50".parse().unwrap()),
         Endpoint::Pod(key("x/a")),
         80,
@@ -1686,7 +1687,7 @@ status: {phase: Running, podIP: 10.0.1.50}
         "from-new",
         "    podSelector:\n      matchLabels: {pod: a}\n    ingress:\n    - from:\n      - podSelector:\n          matchLabels: {pod: new}\n",
     );
-    let from_address = Flow::new(
+    let from_address = Connection::new(
         Endpoint::Ip("10.0.1.50".parse().unwrap()),
         Endpoint::Pod(key("x/a")),
         80,

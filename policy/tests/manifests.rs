@@ -6,8 +6,8 @@ use std::io::Write;
 use std::path::Path;
 
 use netverdict_policy::{
-    ClusterState, Endpoint, Flow, LoadError, LoadOptions, Manifests, ObjectKind, PodKey, Protocol,
-    Status,
+    ClusterState, Connection, Endpoint, LoadError, LoadOptions, Manifests, ObjectKind, PodKey,
+    Protocol, Status,
 };
 
 fn load(text: &str) -> (ClusterState, Vec<LoadError>) {
@@ -223,7 +223,7 @@ fn incremental_updates_change_verdicts_without_rebuilding() {
         "{POD_A}\n---\napiVersion: v1\nkind: Pod\nmetadata: {{name: b, namespace: x, labels: {{app: b}}}}\nstatus: {{podIP: 10.0.0.2}}\n"
     ));
     assert!(errs.is_empty());
-    let f = Flow::new(
+    let f = Connection::new(
         Endpoint::Pod(PodKey::new("x", "b")),
         Endpoint::Pod(PodKey::new("x", "a")),
         80,

@@ -27,7 +27,7 @@ use ipnet::IpNet;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use netverdict_policy::selector::Selector;
 use netverdict_policy::{
-    ClusterState, Direction, Endpoint, Flow, ObjectKind, PodKey, Protocol, Status, Verdict,
+    ClusterState, Connection, Direction, Endpoint, ObjectKind, PodKey, Protocol, Status, Verdict,
 };
 use proptest::collection::{btree_map, vec};
 use proptest::option;
@@ -616,7 +616,7 @@ impl GCluster {
     }
 
     /// The reference verdict.
-    fn allowed(&self, flow: &Flow) -> bool {
+    fn allowed(&self, flow: &Connection) -> bool {
         let ip_of = |e: &Endpoint| match e {
             Endpoint::Ip(ip) => Some(*ip),
             Endpoint::Pod(_) => None,
@@ -645,7 +645,7 @@ impl GCluster {
     /// A flow from generated indices: endpoints `0..n` are pods by name, `n..2n`
     /// pods by their first address, `2n..3n` by their last, the rest outside
     /// addresses. None if it names an absent pod.
-    fn flow(&self, f: &FlowSpec) -> Option<Flow> {
+    fn flow(&self, f: &FlowSpec) -> Option<Connection> {
         let n = self.pods.len();
         let endpoint = |e: usize| -> Option<Endpoint> {
             let e = e % (3 * n + EXTERNAL_IPS.len());
@@ -664,7 +664,7 @@ impl GCluster {
                 Some(Endpoint::Ip(EXTERNAL_IPS[e - 3 * n].parse().unwrap()))
             }
         };
-        Some(Flow::new(
+        Some(Connection::new(
             endpoint(f.src)?,
             endpoint(f.dst)?,
             f.port,
@@ -929,7 +929,7 @@ impl GCluster {
 
     /// Every (present) flow of `specs`, and one between every pair of pods (by
     /// name) and outside addresses.
-    fn flows(&self, specs: &[FlowSpec]) -> Vec<Flow> {
+    fn flows(&self, specs: &[FlowSpec]) -> Vec<Connection> {
         let n = self.pods.len();
         let named: Vec<usize> = (0..n).chain(3 * n..3 * n + EXTERNAL_IPS.len()).collect();
         let pairs = named.iter().flat_map(|&s| {
@@ -954,7 +954,7 @@ impl GCluster {
 /// Checks that the three evaluation paths agree on `flow` and returns the
 /// verdict, without stopping at the first difference (proptest shrinks on the
 /// returned error).
-fn evaluate(state: &ClusterState, flow: &Flow) -> Result<Verdict, TestCaseError> {
+fn evaluate(state: &ClusterState, flow: &Connection) -> Result<Verdict, TestCaseError> {
     let cached = state.verdict(flow).expect("valid flow");
     let uncached = state.verdict_uncached(flow).expect("valid flow");
     let scanned = state.verdict_by_scan(flow).expect("valid flow");
@@ -976,7 +976,7 @@ fn evaluate(state: &ClusterState, flow: &Flow) -> Result<Verdict, TestCaseError>
 /// What a verdict promises about itself, and that it can be explained.
 fn check_verdict_shape(
     state: &ClusterState,
-    flow: &Flow,
+    flow: &Connection,
     verdict: &Verdict,
 ) -> Result<(), TestCaseError> {
     prop_assert_eq!(

@@ -5,7 +5,7 @@
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
 
-use netverdict_policy::{ClusterState, Endpoint, Flow, K8sObject, ObjectKind, Protocol};
+use netverdict_policy::{ClusterState, Connection, Endpoint, K8sObject, ObjectKind, Protocol};
 use proptest::prelude::*;
 
 fn t(s: u64) -> SystemTime {
@@ -72,7 +72,7 @@ fn holder(state: &ClusterState, at: SystemTime) -> Option<String> {
 }
 
 fn to_db(state: &ClusterState, at: SystemTime) -> bool {
-    let flow = Flow::new(
+    let flow = Connection::new(
         Endpoint::Ip(ip(RECYCLED)),
         Endpoint::Ip(ip("10.244.0.2")),
         5432,

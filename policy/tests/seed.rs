@@ -6,7 +6,7 @@ use std::path::Path;
 
 use netverdict_policy::lint::{Severity, lint};
 use netverdict_policy::{
-    ClusterState, Endpoint, Flow, K8sObject, Manifests, PodKey, Protocol, Status, explain,
+    ClusterState, Connection, Endpoint, K8sObject, Manifests, PodKey, Protocol, Status, explain,
 };
 
 const SEED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../lab/examples/seed");
@@ -24,8 +24,8 @@ fn pod(s: &str) -> Endpoint {
     Endpoint::Pod(PodKey::new(ns, name))
 }
 
-fn flow(src: &str, dst: &str, port: u16, protocol: Protocol) -> Flow {
-    Flow::new(pod(src), pod(dst), port, protocol)
+fn flow(src: &str, dst: &str, port: u16, protocol: Protocol) -> Connection {
+    Connection::new(pod(src), pod(dst), port, protocol)
 }
 
 fn allowed(state: &ClusterState, src: &str, dst: &str, port: u16, protocol: Protocol) -> bool {

@@ -9,11 +9,22 @@
 //! - `query.proto`: the API server's incident views (denied flows grouped by
 //!   workload, DNS breakage by pod).
 //!
-//! [`filter`] compiles the observer's `FlowFilter`s into predicates, shared by
-//! every server of the observer API; [`ports`] holds the servers' default ports.
+//! Around the generated code, each concept is defined once for every crate:
+//!
+//! - [`filter`]: the observer's `FlowFilter`s compiled into typed, validated
+//!   [`filter::Filter`]s, matched in Rust (stores, collector ring) and turned
+//!   into SQL by the ClickHouse store;
+//! - [`time`]: moments, `Timestamp`/`SystemTime`/nanosecond conversions and
+//!   the `[since, until)` window on `last_seen`;
+//! - [`validate`]: what every store can store;
+//! - [`names`]: the display, flag, JSON and SQL names of the enums;
+//! - [`ports`]: the servers' default ports.
 
 pub mod filter;
+pub mod names;
 pub mod ports;
+pub mod time;
+pub mod validate;
 
 /// The `netverdict.v1` package.
 pub mod v1 {

@@ -14,7 +14,7 @@ use netverdict_proto::v1 as pb;
 
 /// Flow `i` at `base + i * 3 ms`.
 pub fn flow(i: u64, base: SystemTime) -> pb::Flow {
-    let t = netverdict_api::time::to_timestamp(base + Duration::from_millis(i * 3));
+    let t = netverdict_proto::time::timestamp(base + Duration::from_millis(i * 3));
     let pod = |ns: &str, name: String, port| {
         Some(pb::Endpoint {
             kind: pb::EndpointKind::Pod as i32,
@@ -62,7 +62,7 @@ pub fn flow(i: u64, base: SystemTime) -> pb::Flow {
 pub fn spread_flow(i: u64, n: u64, end: SystemTime, window: Duration) -> pb::Flow {
     let back = window.mul_f64((n - i) as f64 / n as f64);
     let mut f = flow(i, end - back);
-    let t = netverdict_api::time::to_timestamp(end - back);
+    let t = netverdict_proto::time::timestamp(end - back);
     f.first_seen = Some(t);
     f.last_seen = Some(t);
     f

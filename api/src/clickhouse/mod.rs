@@ -34,10 +34,10 @@ use std::time::Duration;
 
 use clickhouse::Client;
 use netverdict_proto::v1 as pb;
+use netverdict_proto::validate::check_storable;
 use tokio::sync::{mpsc, oneshot};
 
 pub use query::DEFAULT_REPORT_LIMIT;
-pub use row::{GroupRef, group_ref};
 pub use schema::{ServerFeatures, latest_version};
 pub use stats::{ClickHouseStats, Histogram, LATENCY_BUCKETS};
 
@@ -395,9 +395,14 @@ impl Store for ClickHouseStore {
         if flows.is_empty() {
             return Ok(InsertOutcome::default());
         }
+        // The rule every store shares first (so the error is the memory
+        // store's), then the columns (which accept every flow it accepts).
         let rows = flows
             .iter()
-            .map(row::FlowRow::from_flow)
+            .map(|flow| {
+                check_storable(flow)?;
+                row::FlowRow::from_flow(flow)
+            })
             .collect::<Result<Vec<_>>>()?;
         let (reply, rx) = oneshot::channel();
         let stopped = || StoreError::Backend {

@@ -1,63 +1,23 @@
 //! The read side: `flows`, the `denied` and `dns_failures` reports grouped in
 //! SQL, and `status`. Every user value is bound (see `sql.rs`).
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
+use netverdict_proto::time::UnixNanos;
 use netverdict_proto::v1 as pb;
 use prost::Message;
 
 use super::ClickHouseStore;
-use super::sql::{Sql, Value, namespaces_either, predicate};
+use super::sql::{Sql, enum_literal, namespaces_either, predicate, time_range};
 use crate::store::{FlowQuery, ReportQuery, Result, StoreError, StoreStatus};
 
 /// The default number of report groups (`ReportRequest.limit` 0).
 pub const DEFAULT_REPORT_LIMIT: usize = 1000;
 
-fn nanos(t: SystemTime) -> i64 {
-    match t.duration_since(UNIX_EPOCH) {
-        Ok(d) => i64::try_from(d.as_nanos()).unwrap_or(i64::MAX),
-        Err(e) => -i64::try_from(e.duration().as_nanos()).unwrap_or(i64::MAX),
-    }
-}
-
-fn system_time(ns: i64) -> SystemTime {
-    if ns >= 0 {
-        UNIX_EPOCH + Duration::from_nanos(ns as u64)
-    } else {
-        UNIX_EPOCH - Duration::from_nanos(ns.unsigned_abs())
-    }
-}
-
 fn timestamp(ns: i64) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: ns.div_euclid(1_000_000_000),
-        nanos: ns.rem_euclid(1_000_000_000) as i32,
-    }
-}
-
-/// `last_seen` in `[since, until)`: exact on `last_seen_ns`, and on the
-/// `DateTime` column too so partitions and the sort key prune.
-fn time_range(sql: &mut Sql, since: Option<SystemTime>, until: Option<SystemTime>) {
-    if let Some(since) = since {
-        let ns = nanos(since);
-        let secs = ns.div_euclid(1_000_000_000).clamp(0, i64::from(u32::MAX));
-        sql.push(" AND last_seen >= toDateTime(")
-            .bind(Value::I64(secs))
-            .push(") AND last_seen_ns >= ")
-            .bind(Value::I64(ns));
-    }
-    if let Some(until) = until {
-        let ns = nanos(until);
-        let secs = ns.div_euclid(1_000_000_000).clamp(0, i64::from(u32::MAX));
-        sql.push(" AND last_seen <= toDateTime(")
-            .bind(Value::I64(secs))
-            .push(") AND last_seen_ns < ")
-            .bind(Value::I64(ns));
-    }
+    UnixNanos::from_nanos(ns).to_timestamp()
 }
 
 fn report_filter(sql: &mut Sql, q: &ReportQuery) {
-    time_range(sql, q.since, q.until);
+    time_range(sql, &q.window);
     if !q.namespaces.is_empty() {
         sql.push(" AND (");
         namespaces_either(sql, &q.namespaces);
@@ -99,11 +59,11 @@ struct FlowBytes {
 
 #[derive(clickhouse::Row, serde::Deserialize)]
 struct DeniedRow {
-    src_kind: i8,
+    src_group_kind: i8,
     src_namespace: String,
     src_workload: String,
     src_ip: String,
-    dst_kind: i8,
+    dst_group_kind: i8,
     dst_namespace: String,
     dst_workload: String,
     dst_ip: String,
@@ -168,8 +128,8 @@ impl ClickHouseStore {
             "SELECT id, flow FROM {}.flows WHERE ",
             self.inner.db
         ));
-        predicate(&mut sql, &q.include, &q.exclude)?;
-        time_range(&mut sql, q.since, q.until);
+        predicate(&mut sql, &q.filters);
+        time_range(&mut sql, &q.window);
         sql.push(if q.first {
             " ORDER BY last_seen_ns ASC, id ASC LIMIT 1 BY id"
         } else {
@@ -202,26 +162,30 @@ impl ClickHouseStore {
     }
 
     pub(crate) async fn query_denied(&self, q: &ReportQuery) -> Result<Vec<pb::DeniedGroup>> {
+        let denied_status = enum_literal(pb::PolicyStatus::Denied);
         let mut sql = Sql::new(&format!(
-            "SELECT src_kind, src_group_namespace, src_group_workload, src_group_ip, \
-             dst_kind, dst_group_namespace, dst_group_workload, dst_group_ip, \
+            "SELECT src_group_kind, src_group_namespace, src_group_workload, src_group_ip, \
+             dst_group_kind, dst_group_namespace, dst_group_workload, dst_group_ip, \
              protocol, dst_port, denied_by, \
-             max(egress_status = 'POLICY_STATUS_DENIED') AS egress_denied, \
-             max(ingress_status = 'POLICY_STATUS_DENIED') AS ingress_denied, \
+             max(egress_status = {denied_status}) AS egress_denied, \
+             max(ingress_status = {denied_status}) AS ingress_denied, \
              sum(count) AS attempts, count() AS flows, \
              min(first_seen_ns) AS g_first_seen, max(last_seen_ns) AS g_last_seen, \
              argMax(reason, last_seen_ns) AS g_reason, argMax(outcome, last_seen_ns) AS g_outcome \
-             FROM {}.flows WHERE verdict = 'VERDICT_DENIED'",
-            self.inner.db
+             FROM {}.flows WHERE verdict = {}",
+            self.inner.db,
+            enum_literal(pb::Verdict::Denied),
         ));
         report_filter(&mut sql, q);
+        // Grouped by the stored report key (`report::WorkloadKey`), ordered
+        // as `report::denied_groups` orders.
         sql.push(&format!(
-            " GROUP BY src_kind, src_group_namespace, src_group_workload, src_group_ip, \
-             dst_kind, dst_group_namespace, dst_group_workload, dst_group_ip, protocol, \
+            " GROUP BY src_group_kind, src_group_namespace, src_group_workload, src_group_ip, \
+             dst_group_kind, dst_group_namespace, dst_group_workload, dst_group_ip, protocol, \
              dst_port, denied_by \
-             ORDER BY attempts DESC, g_last_seen DESC, src_group_namespace, src_group_workload, \
-             src_group_ip, dst_group_namespace, dst_group_workload, dst_group_ip, dst_port, \
-             protocol, denied_by LIMIT {}",
+             ORDER BY attempts DESC, g_last_seen DESC, src_group_kind, src_group_namespace, \
+             src_group_workload, src_group_ip, dst_group_kind, dst_group_namespace, \
+             dst_group_workload, dst_group_ip, protocol, dst_port, denied_by LIMIT {}",
             limit(q)
         ));
         self.timed("denied", async {
@@ -234,13 +198,13 @@ impl ClickHouseStore {
                 .into_iter()
                 .map(|r| pb::DeniedGroup {
                     source: Some(pb::WorkloadRef {
-                        kind: i32::from(r.src_kind),
+                        kind: i32::from(r.src_group_kind),
                         namespace: r.src_namespace,
                         workload: r.src_workload,
                         ip: r.src_ip,
                     }),
                     destination: Some(pb::WorkloadRef {
-                        kind: i32::from(r.dst_kind),
+                        kind: i32::from(r.dst_group_kind),
                         namespace: r.dst_namespace,
                         workload: r.dst_workload,
                         ip: r.dst_ip,
@@ -267,13 +231,16 @@ impl ClickHouseStore {
             "SELECT src_namespace AS namespace, src_pod AS pod, dns_query AS query, \
              dns_qtype AS qtype, outcome, dns_rcode AS rcode, sum(count) AS attempts, \
              max(last_seen_ns) AS g_last_seen, \
-             arraySort(groupUniqArrayArray(if(verdict = 'VERDICT_DENIED', denied_by, emptyArrayString()))) AS denied, \
+             arraySort(groupUniqArrayArray(if(verdict = {denied}, denied_by, emptyArrayString()))) AS denied, \
              argMax(egress_allows_cluster_dns, last_seen_ns) AS g_egress_dns, \
-             argMax(if(verdict = 'VERDICT_DENIED', reason, ''), last_seen_ns) AS g_reason \
-             FROM {}.flows WHERE has_dns = 1 \
-             AND (outcome IN ('OUTCOME_DROPPED', 'OUTCOME_NO_ANSWER') \
+             argMax(if(verdict = {denied}, reason, ''), last_seen_ns) AS g_reason \
+             FROM {db}.flows WHERE has_dns = 1 \
+             AND (outcome IN ({dropped}, {no_answer}) \
              OR (dns_rcode != '' AND dns_rcode != 'NOERROR'))",
-            self.inner.db
+            db = self.inner.db,
+            denied = enum_literal(pb::Verdict::Denied),
+            dropped = enum_literal(pb::Outcome::Dropped),
+            no_answer = enum_literal(pb::Outcome::NoAnswer),
         ));
         report_filter(&mut sql, q);
         sql.push(&format!(
@@ -330,8 +297,12 @@ impl ClickHouseStore {
                     .stats
                     .rows_expired
                     .load(std::sync::atomic::Ordering::Relaxed),
-                oldest: some.then(|| system_time(r.oldest)),
-                newest: some.then(|| system_time(r.newest)),
+                oldest: some
+                    .then(|| UnixNanos::from_nanos(r.oldest).to_system())
+                    .flatten(),
+                newest: some
+                    .then(|| UnixNanos::from_nanos(r.newest).to_system())
+                    .flatten(),
             })
         })
         .await

@@ -1,12 +1,23 @@
 //! A flow as one row of the `flows` table: every filter dimension and report
 //! grouping flattened into its own column, plus the encoded protobuf `Flow`
-//! that queries return. Conversion validates what the columns cannot hold.
+//! that queries return.
+//!
+//! The columns are computed by the definitions the rest of the code uses: the
+//! report grouping key ([`WorkloadKey`]), DNS name normalisation
+//! ([`normalize_dns_name`]) and the enums' stored names. Conversion fails only
+//! on values the columns cannot hold, and it accepts exactly the flows that
+//! `netverdict_proto::validate::check_storable` accepts (a property test below
+//! checks both ways), so a flow ingest accepted never jams the writer.
 
 use std::net::IpAddr;
 
+use netverdict_proto::filter::normalize_dns_name;
+use netverdict_proto::names::EnumName;
 use netverdict_proto::v1 as pb;
+use netverdict_proto::validate::{FlowError, Problem};
 use prost::Message;
 
+use crate::report::WorkloadKey;
 use crate::store::StoreError;
 
 /// One row of `flows`, in column order of `INSERT INTO flows (...)`.
@@ -43,6 +54,7 @@ pub(crate) struct FlowRow {
     pub src_node: String,
     pub src_label_keys: Vec<String>,
     pub src_labels: Vec<String>,
+    pub src_group_kind: i8,
     pub src_group_namespace: String,
     pub src_group_workload: String,
     pub src_group_ip: String,
@@ -60,6 +72,7 @@ pub(crate) struct FlowRow {
     pub dst_node: String,
     pub dst_label_keys: Vec<String>,
     pub dst_labels: Vec<String>,
+    pub dst_group_kind: i8,
     pub dst_group_namespace: String,
     pub dst_group_workload: String,
     pub dst_group_ip: String,
@@ -100,44 +113,27 @@ struct Side {
     node: String,
     label_keys: Vec<String>,
     labels: Vec<String>,
-    group: GroupRef,
+    group: Group,
 }
 
-/// How a report groups an endpoint (the `WorkloadRef` of `query.proto`).
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct GroupRef {
-    /// The pod's namespace; empty for anything but a pod.
-    pub namespace: String,
-    /// The pod's workload, else its name; the node name for a node; empty otherwise.
-    pub workload: String,
-    /// The address for anything but a pod; empty for pods.
-    pub ip: String,
+/// The report grouping key's columns (see [`WorkloadKey`]).
+struct Group {
+    kind: i8,
+    namespace: String,
+    workload: String,
+    ip: String,
 }
 
-/// The report grouping of an endpoint: pods (also host-network pods) by
-/// namespace and workload (the pod name when it has none), nodes by node
-/// name and address, the world and unresolved endpoints by address.
-pub fn group_ref(ep: &pb::Endpoint) -> GroupRef {
-    match pb::EndpointKind::try_from(ep.kind) {
-        Ok(pb::EndpointKind::Pod | pb::EndpointKind::HostNetworkPod) => GroupRef {
-            namespace: ep.namespace.clone(),
-            workload: if ep.workload.is_empty() {
-                ep.pod_name.clone()
-            } else {
-                ep.workload.clone()
-            },
-            ip: String::new(),
-        },
-        Ok(pb::EndpointKind::Node) => GroupRef {
-            namespace: String::new(),
-            workload: ep.node_name.clone(),
-            ip: ep.ip.clone(),
-        },
-        _ => GroupRef {
-            namespace: String::new(),
-            workload: String::new(),
-            ip: ep.ip.clone(),
-        },
+impl Group {
+    fn of(endpoint: Option<&pb::Endpoint>) -> Group {
+        let key = WorkloadKey::of(endpoint);
+        Group {
+            // Every EndpointKind number is below 128 (the Enum8 holds them).
+            kind: i8::try_from(key.kind.number()).unwrap_or(0),
+            namespace: key.namespace.to_string(),
+            workload: key.workload.to_string(),
+            ip: key.ip.to_string(),
+        }
     }
 }
 
@@ -154,24 +150,19 @@ fn policy_names(refs: &[pb::PolicyRef]) -> Vec<String> {
     v
 }
 
-/// A DNS name as the `dns_query` filter compares it.
-pub(crate) fn normalize_dns(name: &str) -> String {
-    name.trim_end_matches('.').to_ascii_lowercase()
-}
-
-fn invalid(flow: &pb::Flow, field: &'static str, reason: impl Into<String>) -> StoreError {
-    StoreError::InvalidFlow {
+fn invalid(flow: &pb::Flow, field: &'static str, problem: Problem) -> StoreError {
+    StoreError::InvalidFlow(FlowError {
         id: flow.id.clone(),
         field,
-        reason: reason.into(),
-    }
+        problem,
+    })
 }
 
-fn enum8<E: TryFrom<i32>>(flow: &pb::Flow, field: &'static str, v: i32) -> Result<i8, StoreError> {
-    if E::try_from(v).is_err() {
-        return Err(invalid(flow, field, format!("unknown enum value {v}")));
-    }
-    i8::try_from(v).map_err(|_| invalid(flow, field, format!("enum value {v} out of range")))
+/// An `Enum8` column's value: the proto number of a value the enum knows.
+fn enum8<E: EnumName>(flow: &pb::Flow, field: &'static str, v: i32) -> Result<i8, StoreError> {
+    E::from_number(v)
+        .and_then(|e| i8::try_from(e.number()).ok())
+        .ok_or_else(|| invalid(flow, field, Problem::UnknownEnum(v)))
 }
 
 /// Nanoseconds since the epoch, and the whole seconds for a `DateTime`.
@@ -180,15 +171,11 @@ fn time(
     field: &'static str,
     t: Option<&prost_types::Timestamp>,
 ) -> Result<(u32, i64), StoreError> {
-    let t = t.ok_or_else(|| invalid(flow, field, "missing"))?;
+    let t = t.ok_or_else(|| invalid(flow, field, Problem::Missing))?;
     let secs = u32::try_from(t.seconds)
-        .map_err(|_| invalid(flow, field, format!("{}s is outside 1970..2106", t.seconds)))?;
+        .map_err(|_| invalid(flow, field, Problem::TimeOutOfRange(t.seconds)))?;
     if !(0..1_000_000_000).contains(&t.nanos) {
-        return Err(invalid(
-            flow,
-            field,
-            format!("nanos {} out of range", t.nanos),
-        ));
+        return Err(invalid(flow, field, Problem::InvalidNanos(t.nanos)));
     }
     Ok((secs, i64::from(secs) * 1_000_000_000 + i64::from(t.nanos)))
 }
@@ -197,7 +184,9 @@ fn side(
     flow: &pb::Flow,
     ep: Option<&pb::Endpoint>,
     port_field: &'static str,
+    kind_field: &'static str,
 ) -> Result<Side, StoreError> {
+    let group = Group::of(ep);
     let Some(ep) = ep else {
         return Ok(Side {
             present: 0,
@@ -213,7 +202,7 @@ fn side(
             node: String::new(),
             label_keys: Vec::new(),
             labels: Vec::new(),
-            group: GroupRef::default(),
+            group,
         });
     };
     let (family, v4, v6) = match ep.ip.parse::<IpAddr>() {
@@ -222,7 +211,7 @@ fn side(
         Err(_) => (0, 0, [0; 16]),
     };
     let port = u16::try_from(ep.port)
-        .map_err(|_| invalid(flow, port_field, format!("port {} above 65535", ep.port)))?;
+        .map_err(|_| invalid(flow, port_field, Problem::PortOutOfRange(ep.port)))?;
     let mut keys: Vec<&String> = ep.labels.keys().collect();
     keys.sort();
     Ok(Side {
@@ -232,7 +221,7 @@ fn side(
         v4,
         v6,
         port,
-        kind: enum8::<pb::EndpointKind>(flow, "kind", ep.kind)?,
+        kind: enum8::<pb::EndpointKind>(flow, kind_field, ep.kind)?,
         namespace: ep.namespace.clone(),
         pod: ep.pod_name.clone(),
         workload: ep.workload.clone(),
@@ -242,23 +231,29 @@ fn side(
             .map(|k| format!("{k}={}", ep.labels[*k]))
             .collect(),
         label_keys: keys.into_iter().cloned().collect(),
-        group: group_ref(ep),
+        group,
     })
 }
 
 impl FlowRow {
-    /// Flattens `flow`; fails on values the columns cannot hold.
+    /// Flattens `flow`; fails on values the columns cannot hold (never on a
+    /// flow `check_storable` accepts).
     pub(crate) fn from_flow(flow: &pb::Flow) -> Result<FlowRow, StoreError> {
         if flow.id.is_empty() {
-            return Err(invalid(flow, "id", "empty"));
+            return Err(invalid(flow, "id", Problem::Empty));
         }
         let (last_seen, last_seen_ns) = time(flow, "last_seen", flow.last_seen.as_ref())?;
         let (first_seen, first_seen_ns) = match flow.first_seen.as_ref() {
             Some(t) => time(flow, "first_seen", Some(t))?,
             None => (last_seen, last_seen_ns),
         };
-        let src = side(flow, flow.source.as_ref(), "source.port")?;
-        let dst = side(flow, flow.destination.as_ref(), "destination.port")?;
+        let src = side(flow, flow.source.as_ref(), "source.port", "source.kind")?;
+        let dst = side(
+            flow,
+            flow.destination.as_ref(),
+            "destination.port",
+            "destination.kind",
+        )?;
         let egress = flow.egress.clone().unwrap_or_default();
         let ingress = flow.ingress.clone().unwrap_or_default();
         let dns = flow.dns.as_ref();
@@ -297,6 +292,7 @@ impl FlowRow {
             src_node: src.node,
             src_label_keys: src.label_keys,
             src_labels: src.labels,
+            src_group_kind: src.group.kind,
             src_group_namespace: src.group.namespace,
             src_group_workload: src.group.workload,
             src_group_ip: src.group.ip,
@@ -314,6 +310,7 @@ impl FlowRow {
             dst_node: dst.node,
             dst_label_keys: dst.label_keys,
             dst_labels: dst.labels,
+            dst_group_kind: dst.group.kind,
             dst_group_namespace: dst.group.namespace,
             dst_group_workload: dst.group.workload,
             dst_group_ip: dst.group.ip,
@@ -329,7 +326,9 @@ impl FlowRow {
 
             has_dns: u8::from(dns.is_some()),
             dns_query: dns.map(|d| d.query.clone()).unwrap_or_default(),
-            dns_query_norm: dns.map(|d| normalize_dns(&d.query)).unwrap_or_default(),
+            dns_query_norm: dns
+                .map(|d| normalize_dns_name(&d.query))
+                .unwrap_or_default(),
             dns_qtype: dns.map(|d| d.qtype.clone()).unwrap_or_default(),
             dns_rcode: dns.map(|d| d.rcode.clone()).unwrap_or_default(),
             dns_answers: dns.map_or(0, |d| d.answers),
@@ -337,5 +336,172 @@ impl FlowRow {
 
             flow: flow.encode_to_vec(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use netverdict_proto::validate::check_storable;
+    use proptest::prelude::*;
+    use prost_types::Timestamp;
+
+    use super::*;
+
+    /// Values at and around every limit the columns have.
+    fn seconds() -> impl Strategy<Value = i64> {
+        prop_oneof![
+            Just(i64::MIN),
+            Just(-1i64),
+            Just(0i64),
+            Just(1_700_000_000i64),
+            Just(i64::from(u32::MAX)),
+            Just(i64::from(u32::MAX) + 1),
+            Just(i64::MAX),
+            any::<i64>(),
+        ]
+    }
+
+    fn timestamp() -> impl Strategy<Value = Option<Timestamp>> {
+        let nanos = prop_oneof![
+            Just(0i32),
+            Just(999_999_999i32),
+            Just(1_000_000_000i32),
+            Just(-1i32),
+            any::<i32>()
+        ];
+        proptest::option::weighted(0.9, (seconds(), nanos))
+            .prop_map(|t| t.map(|(seconds, nanos)| Timestamp { seconds, nanos }))
+    }
+
+    fn number() -> impl Strategy<Value = i32> {
+        prop_oneof![8 => 0..8i32, 1 => Just(-1i32), 1 => Just(127i32), 1 => Just(128i32), 1 => any::<i32>()]
+    }
+
+    fn port() -> impl Strategy<Value = u32> {
+        prop_oneof![
+            Just(0u32),
+            Just(65535u32),
+            Just(65536u32),
+            any::<u32>(),
+            0..65536u32
+        ]
+    }
+
+    fn endpoint() -> impl Strategy<Value = Option<pb::Endpoint>> {
+        proptest::option::weighted(0.8, (port(), number(), "[a-z0-9.:]{0,12}", "[a-z/]{0,6}"))
+            .prop_map(|t| {
+                t.map(|(port, kind, ip, name)| pb::Endpoint {
+                    ip,
+                    port,
+                    kind,
+                    namespace: name.clone(),
+                    pod_name: name,
+                    ..Default::default()
+                })
+            })
+    }
+
+    fn direction() -> impl Strategy<Value = Option<pb::DirectionVerdict>> {
+        proptest::option::of(number().prop_map(|status| pb::DirectionVerdict {
+            status,
+            ..Default::default()
+        }))
+    }
+
+    fn flow() -> impl Strategy<Value = pb::Flow> {
+        (
+            prop_oneof![Just(String::new()), "[a-z0-9/]{1,12}"],
+            timestamp(),
+            timestamp(),
+            (endpoint(), endpoint()),
+            (number(), number(), number(), number(), number()),
+            (direction(), direction()),
+        )
+            .prop_map(
+                |(id, first_seen, last_seen, (source, destination), enums, (egress, ingress))| {
+                    let (verdict, outcome, mismatch, protocol, traffic_direction) = enums;
+                    pb::Flow {
+                        id,
+                        first_seen,
+                        last_seen,
+                        source,
+                        destination,
+                        verdict,
+                        outcome,
+                        mismatch,
+                        protocol,
+                        traffic_direction,
+                        egress,
+                        ingress,
+                        ..Default::default()
+                    }
+                },
+            )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// The row conversion accepts exactly what validation accepts: a flow
+        /// ingest lets through is never refused by the ClickHouse writer.
+        #[test]
+        fn the_row_accepts_exactly_what_validation_accepts(f in flow()) {
+            let valid = check_storable(&f);
+            let row = FlowRow::from_flow(&f);
+            prop_assert_eq!(valid.is_ok(), row.is_ok(), "{:?} vs {:?}", valid, row.err());
+            if let Ok(row) = row {
+                let last = f.last_seen.unwrap();
+                prop_assert_eq!(row.last_seen_ns, last.seconds * 1_000_000_000 + i64::from(last.nanos));
+            }
+        }
+    }
+
+    #[test]
+    fn group_columns_are_the_report_key() {
+        let flow = pb::Flow {
+            id: "n/1/1".into(),
+            last_seen: Some(Timestamp {
+                seconds: 1,
+                nanos: 0,
+            }),
+            source: Some(pb::Endpoint {
+                kind: pb::EndpointKind::Pod as i32,
+                namespace: "shop".into(),
+                pod_name: "web-1".into(),
+                ip: "10.0.0.1".into(),
+                ..Default::default()
+            }),
+            destination: Some(pb::Endpoint {
+                kind: pb::EndpointKind::Node as i32,
+                node_name: "node-a".into(),
+                ip: "192.168.0.1".into(),
+                ..Default::default()
+            }),
+            dns: Some(pb::Dns {
+                query: "API.Example.com.".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let row = FlowRow::from_flow(&flow).unwrap();
+        let src = WorkloadKey::of(flow.source.as_ref());
+        assert_eq!(
+            (
+                row.src_group_kind,
+                row.src_group_namespace.as_str(),
+                row.src_group_workload.as_str(),
+                row.src_group_ip.as_str()
+            ),
+            (src.kind as i8, "shop", "web-1", "")
+        );
+        assert_eq!(
+            (
+                row.dst_group_kind,
+                row.dst_group_workload.as_str(),
+                row.dst_group_ip.as_str()
+            ),
+            (pb::EndpointKind::Node as i8, "node-a", "192.168.0.1")
+        );
+        assert_eq!(row.dns_query_norm, "api.example.com");
     }
 }

@@ -4,9 +4,11 @@
 //! SCHEMA.md documents every table and column.
 
 use clickhouse::Client;
+use netverdict_proto::names::EnumName;
 use netverdict_proto::v1 as pb;
 
 use super::ch_error;
+use super::sql::enum_literal;
 use crate::store::{Result, StoreError};
 
 /// What the server can do, from its version.
@@ -42,34 +44,36 @@ impl ServerFeatures {
     }
 }
 
-/// An `Enum8` whose names are the protobuf enum's names and values its numbers.
-fn enum8<E: TryFrom<i32>>(name: impl Fn(E) -> &'static str) -> String {
-    let items: Vec<String> = (0..=127)
-        .filter_map(|i| E::try_from(i).ok().map(|e| format!("'{}' = {i}", name(e))))
+/// An `Enum8` whose members are the enum's SQL names (the proto names) and
+/// values its proto numbers.
+fn enum8<E: EnumName>() -> String {
+    let items: Vec<String> = E::ALL
+        .iter()
+        .map(|e| format!("'{}' = {}", e.sql_name(), e.number()))
         .collect();
     format!("Enum8({})", items.join(", "))
 }
 
 pub(crate) fn verdict_type() -> String {
-    enum8::<pb::Verdict>(|e| e.as_str_name())
+    enum8::<pb::Verdict>()
 }
 pub(crate) fn outcome_type() -> String {
-    enum8::<pb::Outcome>(|e| e.as_str_name())
+    enum8::<pb::Outcome>()
 }
 fn mismatch_type() -> String {
-    enum8::<pb::Mismatch>(|e| e.as_str_name())
+    enum8::<pb::Mismatch>()
 }
 fn protocol_type() -> String {
-    enum8::<pb::Protocol>(|e| e.as_str_name())
+    enum8::<pb::Protocol>()
 }
 fn direction_type() -> String {
-    enum8::<pb::TrafficDirection>(|e| e.as_str_name())
+    enum8::<pb::TrafficDirection>()
 }
 fn kind_type() -> String {
-    enum8::<pb::EndpointKind>(|e| e.as_str_name())
+    enum8::<pb::EndpointKind>()
 }
 fn status_type() -> String {
-    enum8::<pb::PolicyStatus>(|e| e.as_str_name())
+    enum8::<pb::PolicyStatus>()
 }
 
 fn endpoint_columns(p: &str) -> String {
@@ -113,7 +117,9 @@ fn flows_table(db: &str) -> String {
 }
 
 /// A rollup: its table, and the SELECT over `flows` that its materialized
-/// view runs on each insert (`{db}` stands for the database).
+/// view runs on each insert (`{db}` stands for the database,
+/// `{verdict_denied}` and `{status_denied}` for the enum members, see
+/// [`Rollup::select`]).
 pub(crate) struct Rollup {
     pub table: &'static str,
     /// `SELECT ... FROM {db}.flows [ARRAY JOIN ...]`.
@@ -139,11 +145,11 @@ pub(crate) const ROLLUPS: [Rollup; 3] = [
              src_group_namespace AS src_namespace, src_group_workload AS src_workload, \
              dst_group_namespace AS dst_namespace, dst_group_workload AS dst_workload, \
              dst_port, protocol, \
-             toUInt8(egress_status = 'POLICY_STATUS_DENIED') AS egress_denied, \
-             toUInt8(ingress_status = 'POLICY_STATUS_DENIED') AS ingress_denied, \
+             toUInt8(egress_status = {status_denied}) AS egress_denied, \
+             toUInt8(ingress_status = {status_denied}) AS ingress_denied, \
              outcome, toUInt64(1) AS flows, count AS attempts \
              FROM {db}.flows ARRAY JOIN denied_by AS policy",
-        condition: "verdict = 'VERDICT_DENIED'",
+        condition: "verdict = {verdict_denied}",
     },
     Rollup {
         table: "dns_by_minute",
@@ -158,10 +164,15 @@ pub(crate) const ROLLUPS: [Rollup; 3] = [
 impl Rollup {
     /// The view's SELECT for database `db`, with `extra` ANDed to its condition.
     pub fn select(&self, db: &str, extra: &str) -> String {
+        let expand = |sql: &str| {
+            sql.replace("{db}", db)
+                .replace("{verdict_denied}", &enum_literal(pb::Verdict::Denied))
+                .replace("{status_denied}", &enum_literal(pb::PolicyStatus::Denied))
+        };
         format!(
             "{} WHERE ({}) AND ({extra})",
-            self.select.replace("{db}", db),
-            self.condition
+            expand(self.select),
+            expand(self.condition)
         )
     }
 }
@@ -229,12 +240,47 @@ pub(crate) const TABLES: [(&str, &str); 4] = [
 ];
 
 /// One migration: its version, what it does, whether this server can run it,
-/// and its statements (each idempotent, so a half-applied migration reruns).
+/// and its steps (each idempotent, so a half-applied migration reruns).
 struct Migration {
     version: u32,
     description: &'static str,
     applies: fn(&ServerFeatures) -> bool,
-    statements: fn(&str) -> Vec<String>,
+    steps: fn(&str) -> Vec<Step>,
+}
+
+/// One idempotent step of a migration.
+enum Step {
+    /// A statement idempotent by itself (`IF NOT EXISTS`).
+    Sql(String),
+    /// `ALTER TABLE flows ADD COLUMN`, unless the table has the column (18.16
+    /// has no `ADD COLUMN IF NOT EXISTS`, so `system.columns` is asked first).
+    AddFlowsColumn {
+        /// The new column's name.
+        column: String,
+        /// Its type and default.
+        definition: String,
+        /// The column it goes after.
+        after: String,
+    },
+}
+
+fn sql_steps(statements: Vec<String>) -> Vec<Step> {
+    statements.into_iter().map(Step::Sql).collect()
+}
+
+/// Migration 4: each endpoint's report grouping kind (`report::WorkloadKey`)
+/// as a column of its own, next to the other group columns. Rows stored
+/// before it read `{p}_kind`, which is the key's kind for every flow a store
+/// accepts.
+fn group_kind_columns() -> Vec<Step> {
+    ["src", "dst"]
+        .into_iter()
+        .map(|p| Step::AddFlowsColumn {
+            column: format!("{p}_group_kind"),
+            definition: format!("{} DEFAULT {p}_kind", kind_type()),
+            after: format!("{p}_group_ip"),
+        })
+        .collect()
 }
 
 fn migrations() -> Vec<Migration> {
@@ -243,13 +289,13 @@ fn migrations() -> Vec<Migration> {
             version: 1,
             description: "flows table",
             applies: |_| true,
-            statements: |db| vec![flows_table(db)],
+            steps: |db| sql_steps(vec![flows_table(db)]),
         },
         Migration {
             version: 2,
             description: "per-minute rollups: flows, denied by policy, DNS",
             applies: |_| true,
-            statements: rollups,
+            steps: |db| sql_steps(rollups(db)),
         },
         Migration {
             // Not recorded on servers without skip indexes, so it runs once
@@ -257,19 +303,27 @@ fn migrations() -> Vec<Migration> {
             version: 3,
             description: "skip indexes for namespaces, policies, DNS names and ids",
             applies: |f| f.skip_indexes,
-            statements: |db| {
-                [
-                    "idx_src_namespace src_namespace TYPE set(1000) GRANULARITY 4",
-                    "idx_dst_namespace dst_namespace TYPE set(1000) GRANULARITY 4",
-                    "idx_denied_by denied_by TYPE bloom_filter(0.01) GRANULARITY 4",
-                    "idx_allowed_by allowed_by TYPE bloom_filter(0.01) GRANULARITY 4",
-                    "idx_dns_query dns_query_norm TYPE bloom_filter(0.01) GRANULARITY 4",
-                    "idx_id id TYPE bloom_filter(0.001) GRANULARITY 1",
-                ]
-                .iter()
-                .map(|i| format!("ALTER TABLE {db}.flows ADD INDEX IF NOT EXISTS {i}"))
-                .collect()
+            steps: |db| {
+                sql_steps(
+                    [
+                        "idx_src_namespace src_namespace TYPE set(1000) GRANULARITY 4",
+                        "idx_dst_namespace dst_namespace TYPE set(1000) GRANULARITY 4",
+                        "idx_denied_by denied_by TYPE bloom_filter(0.01) GRANULARITY 4",
+                        "idx_allowed_by allowed_by TYPE bloom_filter(0.01) GRANULARITY 4",
+                        "idx_dns_query dns_query_norm TYPE bloom_filter(0.01) GRANULARITY 4",
+                        "idx_id id TYPE bloom_filter(0.001) GRANULARITY 1",
+                    ]
+                    .iter()
+                    .map(|i| format!("ALTER TABLE {db}.flows ADD INDEX IF NOT EXISTS {i}"))
+                    .collect(),
+                )
             },
+        },
+        Migration {
+            version: 4,
+            description: "report grouping kind columns",
+            applies: |_| true,
+            steps: |_| group_kind_columns(),
         },
     ]
 }
@@ -316,8 +370,32 @@ pub(crate) async fn migrate(
             description = m.description,
             "applying migration"
         );
-        for sql in (m.statements)(db) {
-            run(sql).await?;
+        for step in (m.steps)(db) {
+            match step {
+                Step::Sql(sql) => run(sql).await?,
+                Step::AddFlowsColumn {
+                    column,
+                    definition,
+                    after,
+                } => {
+                    let has: u64 = client
+                        .query(
+                            "SELECT count() FROM system.columns \
+                             WHERE database = ? AND table = 'flows' AND name = ?",
+                        )
+                        .bind(db)
+                        .bind(&column)
+                        .fetch_one()
+                        .await
+                        .map_err(|e| ch_error("reading system.columns", e))?;
+                    if has == 0 {
+                        run(format!(
+                            "ALTER TABLE {db}.flows ADD COLUMN {column} {definition} AFTER {after}"
+                        ))
+                        .await?;
+                    }
+                }
+            }
         }
         client
             .query(&format!(

@@ -5,9 +5,9 @@
 //! named by creation time, so replay is in arrival order; a file is removed
 //! only once every flow in it is stored.
 
+use netverdict_proto::time::UnixNanos;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::io::AsyncWriteExt;
 
@@ -75,10 +75,7 @@ impl Spool {
             buf.extend_from_slice(r);
         }
         if self.current.is_none() {
-            let nanos = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_nanos();
+            let nanos = UnixNanos::now().nanos_saturating();
             self.seq += 1;
             let name = format!(
                 "spool-{nanos:024}-{:010}-{:06}{SUFFIX}",

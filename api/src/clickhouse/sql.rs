@@ -1,17 +1,18 @@
 //! Flow filters as SQL over the flattened `flows` columns, with exactly the
-//! semantics of `netverdict_proto::filter` (one function per dimension, in
-//! the same order). User values never become SQL text: each is a `?` bound by
-//! the `clickhouse` crate, which escapes it as a literal.
-
-use std::net::IpAddr;
+//! semantics of `netverdict_proto::filter` (whose matcher is the reference:
+//! `api/tests/clickhouse_filters.rs` checks both agree). The builder receives
+//! compiled [`Filter`]s: it never parses a value, and it destructures each
+//! filter without `..`, so a new filter field does not compile until it has
+//! its SQL. User values never become SQL text: each is a `?` bound by the
+//! `clickhouse` crate, which escapes it as a literal; only numbers from parsed
+//! values (ports, IPv4 bounds, hex IPv6 bounds) are written as SQL text.
 
 use ipnet::IpNet;
-use netverdict_proto::filter::{FlowPredicate, LabelSelector, Requirement};
-use netverdict_proto::v1 as pb;
-
-use super::row::normalize_dns;
-use crate::store::Result;
-
+use netverdict_proto::filter::{
+    DnsMatch, DnsPattern, Filter, FilterSet, LabelSelector, PodPattern, PolicyName, Requirement,
+};
+use netverdict_proto::names::EnumName;
+use netverdict_proto::time::TimeWindow;
 /// A bound value.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 #[serde(untagged)]
@@ -67,23 +68,17 @@ impl Sql {
     }
 }
 
-/// Appends `(include) AND NOT (exclude)` for a request's filters; the filters
-/// are first compiled by `FlowPredicate`, so invalid values fail with its error.
-pub(crate) fn predicate(
-    sql: &mut Sql,
-    include: &[pb::FlowFilter],
-    exclude: &[pb::FlowFilter],
-) -> Result<()> {
-    FlowPredicate::new(include, exclude)?;
+/// Appends `(include) AND NOT (exclude)` for a request's filters.
+pub(crate) fn predicate(sql: &mut Sql, filters: &FilterSet) {
+    let FilterSet { include, exclude } = filters;
     sql.push("(");
     any_of(sql, include, "1");
     sql.push(") AND NOT (");
     any_of(sql, exclude, "0");
     sql.push(")");
-    Ok(())
 }
 
-fn any_of(sql: &mut Sql, filters: &[pb::FlowFilter], empty: &str) {
+fn any_of(sql: &mut Sql, filters: &[Filter], empty: &str) {
     if filters.is_empty() {
         sql.push(empty);
         return;
@@ -98,10 +93,18 @@ fn any_of(sql: &mut Sql, filters: &[pb::FlowFilter], empty: &str) {
     }
 }
 
+/// Appends ` AND (condition)` for a set field; nothing for an empty one.
+fn dimension<T>(sql: &mut Sql, values: &[T], condition: impl FnOnce(&mut Sql, &[T])) {
+    if !values.is_empty() {
+        sql.push(" AND (");
+        condition(sql, values);
+        sql.push(")");
+    }
+}
+
 /// One filter: every set field must match.
-fn filter(sql: &mut Sql, f: &pb::FlowFilter) {
-    type Dim = fn(&mut Sql, &pb::FlowFilter) -> bool;
-    let dims: [Dim; 14] = [
+fn filter(sql: &mut Sql, f: &Filter) {
+    let Filter {
         verdict,
         outcome,
         namespace,
@@ -116,70 +119,49 @@ fn filter(sql: &mut Sql, f: &pb::FlowFilter) {
         node_name,
         source_ip,
         destination_ip,
-    ];
+    } = f;
     sql.push("1");
-    for dim in dims {
-        let mark = (sql.text.len(), sql.binds.len());
-        sql.push(" AND (");
-        if dim(sql, f) {
-            sql.push(")");
-        } else {
-            sql.text.truncate(mark.0);
-            sql.binds.truncate(mark.1);
-        }
-    }
+    dimension(sql, verdict, |sql, v| enum_in(sql, "verdict", v));
+    dimension(sql, outcome, |sql, v| enum_in(sql, "outcome", v));
+    dimension(sql, namespace, namespaces_either);
+    dimension(sql, source_pod, |sql, v| pods(sql, "src", v));
+    dimension(sql, destination_pod, |sql, v| pods(sql, "dst", v));
+    dimension(sql, labels, label_selectors);
+    dimension(sql, policy, policies);
+    dimension(sql, destination_port, |sql, ports| {
+        let ports: Vec<String> = ports.iter().map(|p| p.get().to_string()).collect();
+        // Ports are numbers from parsed values: safe as SQL text.
+        sql.push(&format!(
+            "dst_present = 1 AND dst_port IN ({})",
+            ports.join(", ")
+        ));
+    });
+    dimension(sql, protocol, |sql, v| enum_in(sql, "protocol", v));
+    dimension(sql, dns_query, dns_names);
+    dimension(sql, mismatch, |sql, v| enum_in(sql, "mismatch", v));
+    dimension(sql, node_name, |sql, v| {
+        sql.push("has(").strs(v.to_vec()).push(", node)");
+    });
+    dimension(sql, source_ip, |sql, v| ips(sql, "src", v));
+    dimension(sql, destination_ip, |sql, v| ips(sql, "dst", v));
 }
 
-/// `column IN (names)` for enum values (already validated).
-fn enum_in<E: TryFrom<i32>>(
-    sql: &mut Sql,
-    column: &str,
-    values: &[i32],
-    name: fn(E) -> &'static str,
-) -> bool {
-    if values.is_empty() {
-        return false;
-    }
+/// `column IN (names)`: an `Enum8` column against its members' names.
+fn enum_in<E: EnumName>(sql: &mut Sql, column: &str, values: &[E]) {
     sql.push(&format!("{column} IN ("));
-    let mut first = true;
-    for v in values {
-        if let Ok(e) = E::try_from(*v) {
-            if !first {
-                sql.push(", ");
-            }
-            first = false;
-            sql.str(name(e));
+    for (i, v) in values.iter().enumerate() {
+        if i > 0 {
+            sql.push(", ");
         }
-    }
-    if first {
-        sql.push("NULL");
+        sql.str(v.sql_name());
     }
     sql.push(")");
-    true
 }
 
-fn verdict(sql: &mut Sql, f: &pb::FlowFilter) -> bool {
-    enum_in::<pb::Verdict>(sql, "verdict", &f.verdict, |e| e.as_str_name())
-}
-
-fn outcome(sql: &mut Sql, f: &pb::FlowFilter) -> bool {
-    enum_in::<pb::Outcome>(sql, "outcome", &f.outcome, |e| e.as_str_name())
-}
-
-fn protocol(sql: &mut Sql, f: &pb::FlowFilter) -> bool {
-    enum_in::<pb::Protocol>(sql, "protocol", &f.protocol, |e| e.as_str_name())
-}
-
-fn mismatch(sql: &mut Sql, f: &pb::FlowFilter) -> bool {
-    enum_in::<pb::Mismatch>(sql, "mismatch", &f.mismatch, |e| e.as_str_name())
-}
-
-fn namespace(sql: &mut Sql, f: &pb::FlowFilter) -> bool {
-    if f.namespace.is_empty() {
-        return false;
-    }
-    namespaces_either(sql, &f.namespace);
-    true
+/// An enum value as a SQL literal, for conditions of our own (never user
+/// input): the `Enum8` member name, quoted.
+pub(crate) fn enum_literal<E: EnumName>(value: E) -> String {
+    format!("'{}'", value.sql_name())
 }
 
 /// Either endpoint's (non-empty) namespace is one of `values`.
@@ -196,47 +178,22 @@ pub(crate) fn namespaces_either(sql: &mut Sql, values: &[String]) {
         .push(", dst_namespace))");
 }
 
-fn node_name(sql: &mut Sql, f: &pb::FlowFilter) -> bool {
-    if f.node_name.is_empty() {
-        return false;
-    }
-    sql.push("has(").strs(f.node_name.clone()).push(", node)");
-    true
-}
-
-fn pods(sql: &mut Sql, p: &str, values: &[String]) -> bool {
-    if values.is_empty() {
-        return false;
-    }
+fn pods(sql: &mut Sql, p: &str, patterns: &[PodPattern]) {
     sql.push(&format!("{p}_pod != '' AND (0"));
-    for v in values {
-        let Some((ns, name)) = v.split_once('/') else {
-            continue;
-        };
+    for pod in patterns {
         sql.push(&format!(" OR ({p}_namespace = "))
-            .str(ns)
+            .str(pod.namespace())
             .push(" AND ");
-        match name.strip_suffix('*') {
-            Some(prefix) => {
-                sql.push(&format!("substring({p}_pod, 1, {}) = ", prefix.len()))
-                    .str(prefix);
-            }
-            None => {
-                sql.push(&format!("{p}_pod = ")).str(name);
-            }
+        if pod.is_prefix() {
+            // substring counts bytes, as str::starts_with compares them.
+            sql.push(&format!("substring({p}_pod, 1, {}) = ", pod.name().len()))
+                .str(pod.name());
+        } else {
+            sql.push(&format!("{p}_pod = ")).str(pod.name());
         }
         sql.push(")");
     }
     sql.push(")");
-    true
-}
-
-fn source_pod(sql: &mut Sql, f: &pb::FlowFilter) -> bool {
-    pods(sql, "src", &f.source_pod)
-}
-
-fn destination_pod(sql: &mut Sql, f: &pb::FlowFilter) -> bool {
-    pods(sql, "dst", &f.destination_pod)
 }
 
 fn requirement(sql: &mut Sql, p: &str, r: &Requirement) {
@@ -273,15 +230,10 @@ fn requirement(sql: &mut Sql, p: &str, r: &Requirement) {
     }
 }
 
-fn labels(sql: &mut Sql, f: &pb::FlowFilter) -> bool {
-    if f.labels.is_empty() {
-        return false;
-    }
+/// One of the selectors holds on one endpoint (all its requirements there).
+fn label_selectors(sql: &mut Sql, selectors: &[LabelSelector]) {
     sql.push("0");
-    for text in &f.labels {
-        let Ok(selector) = LabelSelector::parse("labels", text) else {
-            continue;
-        };
+    for selector in selectors {
         for p in ["src", "dst"] {
             sql.push(&format!(" OR ({p}_present = 1"));
             for r in selector.requirements() {
@@ -291,72 +243,45 @@ fn labels(sql: &mut Sql, f: &pb::FlowFilter) -> bool {
             sql.push(")");
         }
     }
-    true
 }
 
-fn policy(sql: &mut Sql, f: &pb::FlowFilter) -> bool {
-    if f.policy.is_empty() {
-        return false;
-    }
+/// One of the policies is in `allowed_by` or `denied_by` (stored as
+/// `namespace/name`, the policies' display form).
+fn policies(sql: &mut Sql, policies: &[PolicyName]) {
+    let names: Vec<String> = policies.iter().map(PolicyName::to_string).collect();
     sql.push("hasAny(allowed_by, ")
-        .strs(f.policy.clone())
+        .strs(names.clone())
         .push(") OR hasAny(denied_by, ")
-        .strs(f.policy.clone())
+        .strs(names)
         .push(")");
-    true
 }
 
-fn destination_port(sql: &mut Sql, f: &pb::FlowFilter) -> bool {
-    if f.destination_port.is_empty() {
-        return false;
-    }
-    let ports: Vec<String> = f.destination_port.iter().map(u32::to_string).collect();
-    // Ports are validated numbers (1..65535), so they are SQL text safely.
-    sql.push(&format!(
-        "dst_present = 1 AND dst_port IN ({})",
-        ports.join(", ")
-    ));
-    true
-}
-
-fn dns_query(sql: &mut Sql, f: &pb::FlowFilter) -> bool {
-    if f.dns_query.is_empty() {
-        return false;
-    }
+/// The flow has DNS and its normalized query (`dns_query_norm`, normalized
+/// at insert by the filter's own function) matches one of the patterns.
+fn dns_names(sql: &mut Sql, patterns: &[DnsPattern]) {
     sql.push("has_dns = 1 AND (0");
-    for v in &f.dns_query {
-        match v.strip_prefix("*.") {
-            Some(rest) => {
-                let suffix = format!(".{}", normalize_dns(rest));
+    for pattern in patterns {
+        match pattern.as_match() {
+            DnsMatch::Subdomains { suffix } => {
+                // length and endsWith count bytes, as the matcher does.
                 sql.push(&format!(
                     " OR (length(dns_query_norm) > {} AND endsWith(dns_query_norm, ",
                     suffix.len()
                 ))
-                .str(&suffix)
+                .str(suffix)
                 .push("))");
             }
-            None => {
-                sql.push(" OR dns_query_norm = ").str(&normalize_dns(v));
+            DnsMatch::Exact(name) => {
+                sql.push(" OR dns_query_norm = ").str(name);
             }
         }
     }
     sql.push(")");
-    true
 }
 
-fn ips(sql: &mut Sql, p: &str, values: &[String]) -> bool {
-    if values.is_empty() {
-        return false;
-    }
+fn ips(sql: &mut Sql, p: &str, nets: &[IpNet]) {
     sql.push("0");
-    for v in values {
-        let net = match v.parse::<IpAddr>() {
-            Ok(ip) => IpNet::from(ip),
-            Err(_) => match v.parse::<IpNet>() {
-                Ok(n) => n,
-                Err(_) => continue,
-            },
-        };
+    for net in nets {
         // Addresses are numbers or hex from parsed values: safe as SQL text.
         match net {
             IpNet::V4(n) => sql.push(&format!(
@@ -372,58 +297,121 @@ fn ips(sql: &mut Sql, p: &str, values: &[String]) -> bool {
             )),
         };
     }
-    true
 }
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn source_ip(sql: &mut Sql, f: &pb::FlowFilter) -> bool {
-    ips(sql, "src", &f.source_ip)
-}
-
-fn destination_ip(sql: &mut Sql, f: &pb::FlowFilter) -> bool {
-    ips(sql, "dst", &f.destination_ip)
+/// `last_seen` in the window: exact on `last_seen_ns` (the window's bounds
+/// saturated to `Int64`, exact for every storable time), and on the
+/// `DateTime` column by the window's whole seconds too, so partitions and the
+/// sort key prune. An empty window matches nothing.
+pub(crate) fn time_range(sql: &mut Sql, window: &TimeWindow) {
+    let Some(seconds) = window.seconds() else {
+        sql.push(" AND 0");
+        return;
+    };
+    // DateTime holds 0..=u32::MAX; the exact bound below decides at the ends.
+    let datetime = |s: i64| Value::I64(s.clamp(0, i64::from(u32::MAX)));
+    if let (Some(since), Some(first)) = (window.since(), seconds.first) {
+        sql.push(" AND last_seen >= toDateTime(")
+            .bind(datetime(first))
+            .push(") AND last_seen_ns >= ")
+            .bind(Value::I64(since.nanos_saturating()));
+    }
+    if let (Some(until), Some(last)) = (window.until(), seconds.last) {
+        sql.push(" AND last_seen <= toDateTime(")
+            .bind(datetime(last))
+            .push(") AND last_seen_ns < ")
+            .bind(Value::I64(until.nanos_saturating()));
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use netverdict_proto::v1 as pb;
+
     use super::*;
+
+    fn compile(include: &[pb::FlowFilter], exclude: &[pb::FlowFilter]) -> Sql {
+        let mut sql = Sql::default();
+        predicate(&mut sql, &FilterSet::compile(include, exclude).unwrap());
+        sql
+    }
 
     #[test]
     fn hostile_values_are_bound_not_spliced() {
         let f = pb::FlowFilter {
             namespace: vec!["x' OR 1=1 --".into()],
             source_pod: vec!["x' OR 1=1 --/p".into()],
+            node_name: vec!["x' OR 1=1 --".into()],
+            dns_query: vec!["*.x' OR 1=1 --".into()],
+            policy: vec!["x' OR 1=1 --/p".into()],
             ..Default::default()
         };
-        let mut sql = Sql::default();
-        predicate(&mut sql, &[f], &[]).unwrap();
+        let sql = compile(&[f], &[]);
         assert!(!sql.text.contains("1=1"), "{}", sql.text);
         assert!(
             sql.binds
                 .contains(&Value::Strs(vec!["x' OR 1=1 --".into()]))
         );
+        assert!(sql.binds.contains(&Value::Str(".x' or 1=1 --".into())));
     }
 
     #[test]
-    fn invalid_values_fail_like_the_predicate() {
+    fn enums_bind_their_stored_names() {
         let f = pb::FlowFilter {
-            source_ip: vec!["nope".into()],
+            outcome: vec![pb::Outcome::NoAnswer as i32],
             ..Default::default()
         };
-        let e = predicate(&mut Sql::default(), &[], &[f]).unwrap_err();
-        assert!(e.to_string().contains("source_ip"), "{e}");
+        let sql = compile(&[f], &[]);
+        assert_eq!(sql.text, "((1 AND (outcome IN (?)))) AND NOT (0)");
+        assert_eq!(sql.binds, [Value::Str("OUTCOME_NO_ANSWER".into())]);
+        assert_eq!(enum_literal(pb::Verdict::Denied), "'VERDICT_DENIED'");
     }
 
     #[test]
     fn empty_filters() {
+        assert_eq!(compile(&[], &[]).text, "(1) AND NOT (0)");
+        assert_eq!(
+            compile(&[], &[pb::FlowFilter::default()]).text,
+            "(1) AND NOT ((1))"
+        );
+    }
+
+    #[test]
+    fn extreme_windows_bind_saturated_bounds() {
+        use netverdict_proto::time::UnixNanos;
+        use prost_types::Timestamp;
+        let at = |seconds, nanos| Some(UnixNanos::from_timestamp(&Timestamp { seconds, nanos }));
         let mut sql = Sql::default();
-        predicate(&mut sql, &[], &[]).unwrap();
-        assert_eq!(sql.text, "(1) AND NOT (0)");
+        time_range(
+            &mut sql,
+            &TimeWindow::new(at(i64::MIN, 0), at(i64::MAX, 999_999_999)),
+        );
+        assert_eq!(
+            sql.binds,
+            [
+                Value::I64(0),
+                Value::I64(i64::MIN),
+                Value::I64(i64::from(u32::MAX)),
+                Value::I64(i64::MAX)
+            ]
+        );
         let mut sql = Sql::default();
-        predicate(&mut sql, &[], &[pb::FlowFilter::default()]).unwrap();
-        assert_eq!(sql.text, "(1) AND NOT ((1))");
+        time_range(&mut sql, &TimeWindow::new(at(5, 0), at(5, 0)));
+        assert_eq!(sql.text, " AND 0");
+        let mut sql = Sql::default();
+        time_range(&mut sql, &TimeWindow::new(at(10, 0), at(20, 0)));
+        assert_eq!(
+            sql.binds,
+            [
+                Value::I64(10),
+                Value::I64(10_000_000_000),
+                Value::I64(19),
+                Value::I64(20_000_000_000)
+            ]
+        );
     }
 }

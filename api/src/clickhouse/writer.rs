@@ -75,10 +75,7 @@ pub(crate) struct Uncertain {
 static QUERY_SEQ: AtomicU64 = AtomicU64::new(0);
 
 fn query_id() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_nanos();
+    let nanos = netverdict_proto::time::UnixNanos::now().nanos_saturating();
     format!(
         "netverdict-insert-{}-{nanos}-{}",
         std::process::id(),

@@ -14,9 +14,10 @@
 //! server stops reading, acknowledges what it is inserting, then ends the
 //! stream.
 //!
-//! Flows the store could never take (no id, no valid `last_seen`) are dropped
-//! before the insert, logged with their id and field and counted, so one bad
-//! record cannot wedge a collector resending it forever. New flows are also
+//! Flows no store can take (`netverdict_proto::validate::check_storable`: no
+//! id, no storable `last_seen`, an out-of-range port or an unknown enum
+//! number) are dropped before the insert, logged with their id and field and
+//! counted, so one bad record cannot wedge a collector resending it forever. New flows are also
 //! broadcast to follow streams (only when someone follows).
 
 use std::future::Future;
@@ -27,6 +28,7 @@ use std::time::Instant;
 use futures::stream::FuturesOrdered;
 use futures::{FutureExt, Stream, StreamExt};
 use netverdict_proto::v1 as pb;
+use netverdict_proto::validate::check_storable;
 use pb::ingest_server::{Ingest, IngestServer};
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
@@ -34,7 +36,6 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::Shared;
 use crate::store::{Store, StoreError};
-use crate::time::to_system;
 
 /// Batches of one stream being inserted at once, at most (flows are bounded
 /// across streams by [`super::ApiConfig::max_in_flight_flows`]).
@@ -53,18 +54,6 @@ impl<S: Store> IngestService<S> {
     /// Wrapped for `tonic::transport::Server::add_service`, accepting large batches.
     pub fn into_server(self) -> IngestServer<Self> {
         IngestServer::new(self).max_decoding_message_size(64 * 1024 * 1024)
-    }
-}
-
-/// Why a flow cannot be stored: the field and what is wrong.
-pub fn invalid_field(flow: &pb::Flow) -> Option<(&'static str, &'static str)> {
-    if flow.id.is_empty() {
-        return Some(("id", "empty"));
-    }
-    match &flow.last_seen {
-        None => Some(("last_seen", "missing")),
-        Some(t) if to_system(t).is_none() => Some(("last_seen", "out of range")),
-        Some(_) => None,
     }
 }
 
@@ -227,16 +216,16 @@ async fn handle<S: Store>(shared: &Shared<S>, batch: pb::FlowBatch) -> Result<()
     metrics.ingest_batches.inc();
     metrics.ingest_flows.inc_by(batch.flows.len() as u64);
     let mut flows = batch.flows;
-    flows.retain(|flow| match invalid_field(flow) {
-        None => true,
-        Some((field, reason)) => {
+    flows.retain(|flow| match check_storable(flow) {
+        Ok(()) => true,
+        Err(e) => {
             metrics.ingest_invalid_flows.inc();
             tracing::warn!(
                 node = batch.node_name,
                 sequence = batch.sequence,
                 flow = flow.id,
-                field,
-                reason,
+                field = e.field,
+                problem = %e.problem,
                 "flow rejected"
             );
             false
@@ -276,9 +265,7 @@ async fn handle<S: Store>(shared: &Shared<S>, batch: pb::FlowBatch) -> Result<()
                 "store insert failed; batch not acknowledged"
             );
             Err(match e {
-                StoreError::InvalidFlow { .. } | StoreError::Filter(_) => {
-                    Status::invalid_argument(e.to_string())
-                }
+                StoreError::InvalidFlow(_) => Status::invalid_argument(e.to_string()),
                 StoreError::Backend { .. } => Status::unavailable(e.to_string()),
             })
         }

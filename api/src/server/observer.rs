@@ -18,7 +18,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use futures::Stream;
-use netverdict_proto::filter::FlowPredicate;
+use netverdict_proto::filter::FilterSet;
+use netverdict_proto::time::{TimeWindow, timestamp};
 use netverdict_proto::v1 as pb;
 use pb::observer_server::{Observer, ObserverServer};
 use rustc_hash::FxHashSet;
@@ -29,7 +30,6 @@ use tonic::{Request, Response, Status};
 use super::Shared;
 use super::ingest::on_drop;
 use crate::store::{FlowQuery, Store};
-use crate::time::{in_window, system_key, to_system, to_timestamp};
 
 /// How many flows `GetFlows` sends when `number` is 0 and `follow` is not set.
 pub const DEFAULT_NUMBER: u64 = 20;
@@ -50,16 +50,13 @@ impl<S: Store> ObserverService<S> {
     }
 }
 
-/// A request timestamp as a `SystemTime`, or INVALID_ARGUMENT naming the field.
-pub(crate) fn request_time(
-    field: &'static str,
-    t: Option<&prost_types::Timestamp>,
-) -> Result<Option<std::time::SystemTime>, Status> {
-    t.map(|t| {
-        to_system(t)
-            .ok_or_else(|| Status::invalid_argument(format!("{field}: invalid timestamp {t:?}")))
-    })
-    .transpose()
+/// The window of a request's `since` and `until`, or INVALID_ARGUMENT naming
+/// the field and the value.
+pub(crate) fn request_window(
+    since: Option<&prost_types::Timestamp>,
+    until: Option<&prost_types::Timestamp>,
+) -> Result<TimeWindow, Status> {
+    TimeWindow::from_request(since, until).map_err(|e| Status::invalid_argument(e.to_string()))
 }
 
 type FlowStream = Pin<Box<dyn Stream<Item = Result<pb::GetFlowsResponse, Status>> + Send>>;
@@ -73,25 +70,22 @@ impl<S: Store> Observer for ObserverService<S> {
         request: Request<pb::GetFlowsRequest>,
     ) -> Result<Response<FlowStream>, Status> {
         let req = request.into_inner();
-        let predicate = FlowPredicate::new(&req.include, &req.exclude)
+        let filters = FilterSet::compile(&req.include, &req.exclude)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         if req.first && req.follow {
             return Err(Status::invalid_argument(
                 "first and follow together: follow continues after the last flows",
             ));
         }
-        let since = request_time("since", req.since.as_ref())?;
-        let until = request_time("until", req.until.as_ref())?;
+        let window = request_window(req.since.as_ref(), req.until.as_ref())?;
         let limit = match (req.number, req.follow) {
             (0, false) => DEFAULT_NUMBER,
             (n, _) => n,
         };
         let follower = req.follow.then(|| self.shared.flows.subscribe());
         let query = FlowQuery {
-            include: req.include,
-            exclude: req.exclude,
-            since,
-            until,
+            filters,
+            window,
             limit: usize::try_from(limit).unwrap_or(usize::MAX),
             first: req.first,
         };
@@ -119,8 +113,7 @@ impl<S: Store> Observer for ObserverService<S> {
                 }
             }
             if let Some(follower) = follower {
-                let window = (since.map(system_key), until.map(system_key));
-                follow(&shared, follower, predicate, window, seen, tx).await;
+                follow(&shared, follower, &query, seen, tx).await;
             }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
@@ -139,21 +132,18 @@ impl<S: Store> Observer for ObserverService<S> {
         Ok(Response::new(pb::ServerStatusResponse {
             flows_stored: status.flows_stored,
             flows_dropped: status.flows_dropped + self.shared.metrics.ingest_invalid_flows.get(),
-            oldest: status.oldest.map(to_timestamp),
-            newest: status.newest.map(to_timestamp),
+            oldest: status.oldest.map(timestamp),
+            newest: status.newest.map(timestamp),
         }))
     }
 }
 
-type Window = (Option<(i64, i32)>, Option<(i64, i32)>);
-
-/// Sends new matching flows until the client goes away, the server stops, or
-/// the follower falls behind.
+/// Sends new flows matching `query`'s filters and window until the client
+/// goes away, the server stops, or the follower falls behind.
 async fn follow<S>(
     shared: &Shared<S>,
     mut follower: broadcast::Receiver<Arc<pb::Flow>>,
-    predicate: FlowPredicate,
-    (since, until): Window,
+    query: &FlowQuery,
     mut seen: FxHashSet<String>,
     tx: mpsc::Sender<Result<pb::GetFlowsResponse, Status>>,
 ) {
@@ -177,8 +167,8 @@ async fn follow<S>(
                 if !seen.is_empty() && seen.remove(&flow.id) {
                     continue;
                 }
-                if in_window(flow.last_seen.as_ref(), since, until)
-                    && predicate.matches(&flow)
+                if query.window.contains_flow(&flow)
+                    && query.filters.matches(&flow)
                     && tx
                         .send(Ok(pb::GetFlowsResponse {
                             flow: Some(Arc::unwrap_or_clone(flow)),

@@ -9,7 +9,7 @@ use pb::query_server::{Query, QueryServer};
 use tonic::{Request, Response, Status};
 
 use super::Shared;
-use super::observer::request_time;
+use super::observer::request_window;
 use crate::report::dns_policy_gaps;
 use crate::store::{ReportQuery, Store};
 
@@ -35,8 +35,7 @@ impl<S: Store> QueryService<S> {
 /// The store query of a report request.
 pub fn report_query(req: &pb::ReportRequest) -> Result<ReportQuery, Status> {
     Ok(ReportQuery {
-        since: request_time("since", req.since.as_ref())?,
-        until: request_time("until", req.until.as_ref())?,
+        window: request_window(req.since.as_ref(), req.until.as_ref())?,
         namespaces: req.namespace.clone(),
         limit: match req.limit {
             0 => DEFAULT_LIMIT,

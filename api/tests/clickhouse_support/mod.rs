@@ -314,18 +314,12 @@ fn which(bin: &str) -> Option<PathBuf> {
 }
 
 pub fn ts(ns: i64) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: ns.div_euclid(1_000_000_000),
-        nanos: ns.rem_euclid(1_000_000_000) as i32,
-    }
+    netverdict_proto::time::UnixNanos::from_nanos(ns).to_timestamp()
 }
 
 /// Now, in nanoseconds since the epoch.
 pub fn now_ns() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as i64
+    netverdict_proto::time::UnixNanos::from_system(SystemTime::now()).nanos_saturating()
 }
 
 pub fn pref(ns: &str, name: &str) -> pb::PolicyRef {

@@ -21,7 +21,7 @@ use prost_types::Timestamp;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 pub fn at(t: SystemTime) -> Option<Timestamp> {
-    Some(netverdict_api::time::to_timestamp(t))
+    Some(netverdict_proto::time::timestamp(t))
 }
 
 pub fn pod(ns: &str, name: &str, workload: &str, port: u32) -> Option<pb::Endpoint> {

@@ -10,7 +10,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use netverdict_cluster::SharedState;
 use netverdict_cluster::kube::{ClientOptions, KubeSource, KubeSourceConfig};
-use netverdict_policy::{Endpoint, Flow, ObjectKind, Protocol};
+use netverdict_policy::{Connection, Endpoint, ObjectKind, Protocol};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -50,7 +50,7 @@ fn ip(s: &str) -> Endpoint {
 }
 
 fn allowed(shared: &SharedState, src: &str, dst: &str, port: u16) -> bool {
-    let flow = Flow::new(ip(src), ip(dst), port, Protocol::Tcp);
+    let flow = Connection::new(ip(src), ip(dst), port, Protocol::Tcp);
     shared.read().verdict(&flow).expect("verdict").allowed
 }
 
@@ -188,7 +188,9 @@ async fn converges_after_a_forced_410() {
         );
         assert!(
             state
-                .policy(&netverdict_policy::PolicyKey::new("ops", "deny-all"))
+                .policy(&netverdict_policy::PolicyKey::network_policy(
+                    "ops", "deny-all"
+                ))
                 .is_none()
         );
         assert!(state.nodes().is_empty());
@@ -530,7 +532,7 @@ async fn a_large_cluster_converges_after_a_forced_410() {
         let mut verdicts = 0u64;
         while !reader_stop.load(std::sync::atomic::Ordering::Relaxed) {
             for i in 0..50u32 {
-                let flow = Flow::new(
+                let flow = Connection::new(
                     ip(&format!("10.1.0.{}", i + 1)),
                     ip(&format!("10.1.1.{}", i + 1)),
                     8080,

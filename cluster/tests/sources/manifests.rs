@@ -9,7 +9,7 @@ use crate::support::objects::*;
 use crate::support::{self, summary, wait_equal};
 use netverdict_cluster::SharedState;
 use netverdict_cluster::manifests::{Error, ManifestOptions, ManifestSource, ReloadReport};
-use netverdict_policy::{ClusterState, Endpoint, Flow, ObjectKind, Protocol};
+use netverdict_policy::{ClusterState, Connection, Endpoint, ObjectKind, Protocol};
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -99,7 +99,7 @@ async fn wait_report(source: &ManifestSource, attempt: u64) -> Arc<ReloadReport>
 
 fn allowed(shared: &SharedState, src: &str, dst: &str, port: u16) -> bool {
     let ip = |s: &str| Endpoint::Ip(s.parse().expect("IP"));
-    let flow = Flow::new(ip(src), ip(dst), port, Protocol::Tcp);
+    let flow = Connection::new(ip(src), ip(dst), port, Protocol::Tcp);
     shared.read().verdict(&flow).expect("verdict").allowed
 }
 

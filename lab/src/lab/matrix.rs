@@ -8,7 +8,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use netverdict_policy::{ClusterState, Endpoint, Flow, PodKey, Protocol};
+use netverdict_policy::{ClusterState, Connection, Endpoint, PodKey, Protocol};
 use serde::Serialize;
 
 use super::state::LabPod;
@@ -90,8 +90,8 @@ fn pod_key(id: &str) -> PodKey {
     PodKey::new(ns, name)
 }
 
-fn pod_flow(from: &str, to: &str, port: u16, protocol: Protocol) -> Flow {
-    Flow::new(
+fn pod_flow(from: &str, to: &str, port: u16, protocol: Protocol) -> Connection {
+    Connection::new(
         Endpoint::Pod(pod_key(from)),
         Endpoint::Pod(pod_key(to)),
         port,

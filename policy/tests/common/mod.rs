@@ -7,7 +7,7 @@
 
 use std::path::Path;
 
-use netverdict_policy::{ClusterState, Flow, K8sObject, LoadOptions, Manifests};
+use netverdict_policy::{ClusterState, Connection, K8sObject, LoadOptions, Manifests};
 
 /// Parses YAML (possibly multi-document) into objects; panics on any error.
 pub fn objects(yaml: &str) -> Vec<K8sObject> {
@@ -42,7 +42,7 @@ pub fn state_from_manifests(yaml: &str) -> ClusterState {
 
 /// Evaluates `flow` three ways (cached, uncached, by scanning every policy) and
 /// panics unless they agree (explanations included); returns the decision.
-pub fn consistent_verdict(state: &ClusterState, flow: &Flow) -> bool {
+pub fn consistent_verdict(state: &ClusterState, flow: &Connection) -> bool {
     let cached = state.verdict(flow).expect("valid flow");
     let uncached = state.verdict_uncached(flow).expect("valid flow");
     let scanned = state.verdict_by_scan(flow).expect("valid flow");

@@ -1,63 +1,98 @@
 //! `dns_query`: the flow's DNS query name equals a value (case-insensitive, a
 //! trailing dot ignored), or is a subdomain of `example.com` for a value
 //! `"*.example.com"`.
+//!
+//! [`normalize_dns_name`] is the one definition of how names compare: the
+//! matcher applies it to the flow's query, and the ClickHouse store to the
+//! `dns_query_norm` column it filters on.
 
-use super::{FilterError, FlowCheck, Result};
+use super::{FilterError, Result, each};
 use crate::v1 as pb;
 
-#[derive(Debug)]
-enum NameMatch {
-    Exact(String),
-    /// The suffix, with its leading dot: `.example.com`.
-    Subdomain(String),
-}
-
-fn normalize(name: &str) -> String {
+/// A DNS name as filters compare it: ASCII-lowercased, trailing dots removed.
+pub fn normalize_dns_name(name: &str) -> String {
     name.trim_end_matches('.').to_ascii_lowercase()
 }
 
-fn parse(value: &str) -> Result<NameMatch> {
-    let invalid = |reason| FilterError::invalid("dns_query", value, reason);
-    let (wild, rest) = match value.strip_prefix("*.") {
-        Some(rest) => (true, rest),
-        None => (false, value),
-    };
-    let name = normalize(rest);
-    if name.is_empty() {
-        return Err(invalid("empty name"));
-    }
-    if name.contains('*') {
-        return Err(invalid("'*' is only allowed as a leading \"*.\""));
-    }
-    if name.chars().any(char::is_control) {
-        return Err(invalid("a DNS name has no control characters"));
-    }
-    Ok(if wild {
-        NameMatch::Subdomain(format!(".{name}"))
-    } else {
-        NameMatch::Exact(name)
-    })
+/// One parsed `dns_query` value, normalized.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DnsPattern {
+    /// The name, or for subdomains the suffix with its leading dot (`.example.com`).
+    text: String,
+    subdomains: bool,
 }
 
-pub(super) fn build(filter: &pb::FlowFilter) -> Result<Option<FlowCheck>> {
-    if filter.dns_query.is_empty() {
-        return Ok(None);
-    }
-    let names = filter
-        .dns_query
-        .iter()
-        .map(|v| parse(v))
-        .collect::<Result<Vec<_>>>()?;
-    Ok(Some(Box::new(move |flow| {
-        let Some(dns) = &flow.dns else {
-            return false;
+impl DnsPattern {
+    /// Parses `"name"` or `"*.name"`; the error names `field`.
+    pub fn parse(field: &'static str, value: &str) -> Result<Self> {
+        let invalid = |reason| FilterError::invalid(field, value, reason);
+        let (subdomains, rest) = match value.strip_prefix("*.") {
+            Some(rest) => (true, rest),
+            None => (false, value),
         };
-        let query = normalize(&dns.query);
-        names.iter().any(|m| match m {
-            NameMatch::Exact(n) => *n == query,
-            NameMatch::Subdomain(s) => query.len() > s.len() && query.ends_with(s.as_str()),
+        let name = normalize_dns_name(rest);
+        if name.is_empty() {
+            return Err(invalid("empty name"));
+        }
+        if name.contains('*') {
+            return Err(invalid("'*' is only allowed as a leading \"*.\""));
+        }
+        if name.chars().any(char::is_control) {
+            return Err(invalid("a DNS name has no control characters"));
+        }
+        Ok(DnsPattern {
+            text: if subdomains { format!(".{name}") } else { name },
+            subdomains,
         })
-    })))
+    }
+
+    /// What the pattern matches, for backends that match in their own terms.
+    pub fn as_match(&self) -> DnsMatch<'_> {
+        if self.subdomains {
+            DnsMatch::Subdomains { suffix: &self.text }
+        } else {
+            DnsMatch::Exact(&self.text)
+        }
+    }
+
+    /// Whether a name already normalized by [`normalize_dns_name`] matches.
+    pub fn matches_normalized(&self, name: &str) -> bool {
+        if self.subdomains {
+            name.len() > self.text.len() && name.ends_with(self.text.as_str())
+        } else {
+            name == self.text
+        }
+    }
+}
+
+/// What a [`DnsPattern`] matches, names normalized.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DnsMatch<'a> {
+    /// Exactly this name.
+    Exact(&'a str),
+    /// Names longer than `suffix` that end with it (`suffix` has its leading
+    /// dot: `.example.com`).
+    Subdomains {
+        /// The suffix, leading dot included.
+        suffix: &'a str,
+    },
+}
+
+/// The patterns of the field.
+pub(super) fn parse(field: &'static str, values: &[String]) -> Result<Vec<DnsPattern>> {
+    each(values, |v| DnsPattern::parse(field, v))
+}
+
+/// Whether the flow has DNS whose query matches one of `patterns`.
+pub(super) fn matches(patterns: &[DnsPattern], flow: &pb::Flow) -> bool {
+    if patterns.is_empty() {
+        return true;
+    }
+    let Some(dns) = &flow.dns else {
+        return false;
+    };
+    let query = normalize_dns_name(&dns.query);
+    patterns.iter().any(|p| p.matches_normalized(&query))
 }
 
 #[cfg(test)]

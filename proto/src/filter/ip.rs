@@ -1,49 +1,33 @@
 //! `source_ip` and `destination_ip`: the endpoint's address is one of the
-//! values, an IP address or a CIDR.
+//! values, an IP address (a /32 or /128) or a CIDR. An IPv4-mapped IPv6
+//! address is IPv6: it is not in an IPv4 network.
 
 use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use super::{FilterError, FlowCheck, Result};
+use super::{FilterError, Result, each};
 use crate::v1 as pb;
 
-fn parse(field: &'static str, value: &str) -> Result<IpNet> {
-    if let Ok(ip) = value.parse::<IpAddr>() {
-        return Ok(IpNet::from(ip));
-    }
-    value
-        .parse::<IpNet>()
-        .map_err(|e| FilterError::invalid(field, value, format!("not an IP or CIDR: {e}")))
+/// The networks of the field.
+pub(super) fn parse(field: &'static str, values: &[String]) -> Result<Vec<IpNet>> {
+    each(values, |value| {
+        if let Ok(ip) = value.parse::<IpAddr>() {
+            return Ok(IpNet::from(ip));
+        }
+        value
+            .parse::<IpNet>()
+            .map_err(|e| FilterError::invalid(field, value, format!("not an IP or CIDR: {e}")))
+    })
 }
 
-fn build(
-    field: &'static str,
-    values: &[String],
-    endpoint: fn(&pb::Flow) -> Option<&pb::Endpoint>,
-) -> Result<Option<FlowCheck>> {
-    if values.is_empty() {
-        return Ok(None);
-    }
-    let nets = values
-        .iter()
-        .map(|v| parse(field, v))
-        .collect::<Result<Vec<_>>>()?;
-    Ok(Some(Box::new(move |flow| {
-        endpoint(flow)
+/// Whether the endpoint's address is in one of `nets`; an absent endpoint or
+/// an address that does not parse is in none.
+pub(super) fn matches(nets: &[IpNet], endpoint: Option<&pb::Endpoint>) -> bool {
+    nets.is_empty()
+        || endpoint
             .and_then(|ep| ep.ip.parse::<IpAddr>().ok())
             .is_some_and(|ip| nets.iter().any(|n| n.contains(&ip)))
-    })))
-}
-
-pub(super) fn build_source(filter: &pb::FlowFilter) -> Result<Option<FlowCheck>> {
-    build("source_ip", &filter.source_ip, |f| f.source.as_ref())
-}
-
-pub(super) fn build_destination(filter: &pb::FlowFilter) -> Result<Option<FlowCheck>> {
-    build("destination_ip", &filter.destination_ip, |f| {
-        f.destination.as_ref()
-    })
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 
-use super::{FilterError, FlowCheck, Result};
+use super::{FilterError, Result, each};
 use crate::v1 as pb;
 
 /// One requirement of a selector.
@@ -191,21 +191,19 @@ fn parse_requirement(part: &str) -> std::result::Result<Requirement, &'static st
     Err("expected an operator: =, ==, !=, in or notin")
 }
 
-pub(super) fn build(filter: &pb::FlowFilter) -> Result<Option<FlowCheck>> {
-    if filter.labels.is_empty() {
-        return Ok(None);
-    }
-    let selectors = filter
-        .labels
-        .iter()
-        .map(|s| LabelSelector::parse("labels", s))
-        .collect::<Result<Vec<_>>>()?;
-    Ok(Some(Box::new(move |flow| {
-        [&flow.source, &flow.destination]
+/// The selectors of the field.
+pub(super) fn parse(field: &'static str, values: &[String]) -> Result<Vec<LabelSelector>> {
+    each(values, |v| LabelSelector::parse(field, v))
+}
+
+/// Whether one of `selectors` holds on either endpoint's labels (all its
+/// requirements on the same endpoint).
+pub(super) fn matches(selectors: &[LabelSelector], flow: &pb::Flow) -> bool {
+    selectors.is_empty()
+        || [&flow.source, &flow.destination]
             .into_iter()
             .flatten()
             .any(|ep| selectors.iter().any(|s| s.matches(&ep.labels)))
-    })))
 }
 
 #[cfg(test)]

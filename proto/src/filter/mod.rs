@@ -1,33 +1,48 @@
-//! Flow filters, compiled once from the protobuf [`FlowFilter`](pb::FlowFilter)
-//! into predicates, then run against every flow.
+//! Flow filters, compiled once: a protobuf [`FlowFilter`](pb::FlowFilter)
+//! becomes one typed, validated [`Filter`], which every backend consumes.
 //!
-//! Each dimension (verdict, namespace, labels, IPs...) lives in its own file and
-//! turns one field of the filter into a check, validating its values once. A
-//! field with several values matches when any value matches; within a filter
-//! every set field must match (AND); a [`FlowPredicate`] matches a flow when the
-//! flow matches any include filter (or there is none) and no exclude filter
+//! ```text
+//! pb::FlowFilter ──Filter::compile──> Filter ──matches(flow)──> memory store, collector ring, follow streams
+//!   (strings, i32s)   (validates once;     └──api's clickhouse/sql.rs──> SQL with bound values
+//!                      errors name the field and the value)
+//! ```
+//!
+//! Each dimension (verdict, namespace, labels, IPs...) lives in its own file,
+//! which parses the field's values into their type and matches a flow against
+//! them. A field with several values matches when any value matches; within a
+//! filter every set field must match (AND); a [`FilterSet`] matches a flow when
+//! the flow matches any include filter (or there is none) and no exclude filter
 //! (OR across filters). A filter with no field set matches every flow, so an
 //! empty exclude filter excludes everything.
+//!
+//! [`Filter::compile`] destructures the protobuf filter and the matcher and the
+//! SQL builder destructure [`Filter`], all without `..`: a field added to
+//! `FlowFilter` does not compile until the parser, the matcher and the SQL
+//! handle it.
 //!
 //! Values are data, never code: a namespace like `x' OR 1=1 --` is just a name
 //! that matches no flow.
 
 mod dns;
+mod enums;
 mod ip;
 mod labels;
-mod mismatch;
 mod namespace;
 mod node;
-mod outcome;
 mod pod;
 mod policy;
 mod port;
-mod protocol;
-mod verdict;
+
+use std::num::NonZeroU16;
+
+use ipnet::IpNet;
 
 use crate::v1 as pb;
 
+pub use dns::{DnsMatch, DnsPattern, normalize_dns_name};
 pub use labels::{LabelSelector, Requirement};
+pub use pod::PodPattern;
+pub use policy::PolicyName;
 
 /// Why a filter does not compile.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -56,94 +71,160 @@ impl FilterError {
             reason: reason.into(),
         }
     }
+
+    /// The filter field the error is about.
+    pub fn field(&self) -> &'static str {
+        match self {
+            FilterError::InvalidValue { field, .. } => field,
+        }
+    }
 }
 
 /// The result of compiling filters.
 pub type Result<T, E = FilterError> = std::result::Result<T, E>;
 
-/// One compiled check of one dimension.
-pub type FlowCheck = Box<dyn Fn(&pb::Flow) -> bool + Send + Sync>;
-
-/// Compiles one field of a filter; `None` when the field is not set.
-type Builder = fn(&pb::FlowFilter) -> Result<Option<FlowCheck>>;
-
-/// One compiled [`FlowFilter`](pb::FlowFilter): every check must pass.
-pub struct CompiledFilter {
-    checks: Vec<(&'static str, FlowCheck)>,
+/// One compiled [`FlowFilter`](pb::FlowFilter): each field holds its parsed
+/// values (the field's doc says what matches); an empty field is not set and
+/// matches every flow.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Filter {
+    /// The flow's policy verdict is one of these.
+    pub verdict: Vec<pb::Verdict>,
+    /// What the kernel did is one of these.
+    pub outcome: Vec<pb::Outcome>,
+    /// Either endpoint's (non-empty) namespace is one of these.
+    pub namespace: Vec<String>,
+    /// The source is a pod matching one of these.
+    pub source_pod: Vec<PodPattern>,
+    /// The destination is a pod matching one of these.
+    pub destination_pod: Vec<PodPattern>,
+    /// One of these selectors holds on either endpoint's labels.
+    pub labels: Vec<LabelSelector>,
+    /// One of these policies is in the flow's `allowed_by` or `denied_by`.
+    pub policy: Vec<PolicyName>,
+    /// The destination port (after Service DNAT) is one of these.
+    pub destination_port: Vec<NonZeroU16>,
+    /// The transport protocol is one of these.
+    pub protocol: Vec<pb::Protocol>,
+    /// The flow's DNS query name matches one of these.
+    pub dns_query: Vec<DnsPattern>,
+    /// The verdict/outcome contradiction is one of these (`None`: they agree).
+    pub mismatch: Vec<pb::Mismatch>,
+    /// The observing node is one of these.
+    pub node_name: Vec<String>,
+    /// The source address is in one of these networks.
+    pub source_ip: Vec<IpNet>,
+    /// The destination address is in one of these networks.
+    pub destination_ip: Vec<IpNet>,
 }
 
-impl std::fmt::Debug for CompiledFilter {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_list()
-            .entries(self.checks.iter().map(|(name, _)| name))
-            .finish()
-    }
-}
-
-impl CompiledFilter {
-    /// Compiles every set field of `filter`.
+impl Filter {
+    /// Parses every field of `filter`; the first invalid value is the error,
+    /// naming its field and the value.
     pub fn compile(filter: &pb::FlowFilter) -> Result<Self> {
-        let builders: [(&'static str, Builder); 14] = [
-            ("verdict", verdict::build),
-            ("outcome", outcome::build),
-            ("namespace", namespace::build),
-            ("source_pod", pod::build_source),
-            ("destination_pod", pod::build_destination),
-            ("labels", labels::build),
-            ("policy", policy::build),
-            ("destination_port", port::build),
-            ("protocol", protocol::build),
-            ("dns_query", dns::build),
-            ("mismatch", mismatch::build),
-            ("node_name", node::build),
-            ("source_ip", ip::build_source),
-            ("destination_ip", ip::build_destination),
-        ];
-        let mut checks = Vec::new();
-        for (name, build) in builders {
-            if let Some(check) = build(filter)? {
-                checks.push((name, check));
-            }
-        }
-        Ok(CompiledFilter { checks })
+        let pb::FlowFilter {
+            verdict,
+            outcome,
+            namespace,
+            source_pod,
+            destination_pod,
+            labels,
+            policy,
+            destination_port,
+            protocol,
+            dns_query,
+            mismatch,
+            node_name,
+            source_ip,
+            destination_ip,
+        } = filter;
+        Ok(Filter {
+            verdict: enums::parse("verdict", verdict)?,
+            outcome: enums::parse("outcome", outcome)?,
+            namespace: namespace.clone(),
+            source_pod: pod::parse("source_pod", source_pod)?,
+            destination_pod: pod::parse("destination_pod", destination_pod)?,
+            labels: labels::parse("labels", labels)?,
+            policy: policy::parse("policy", policy)?,
+            destination_port: port::parse("destination_port", destination_port)?,
+            protocol: enums::parse("protocol", protocol)?,
+            dns_query: dns::parse("dns_query", dns_query)?,
+            mismatch: enums::parse("mismatch", mismatch)?,
+            node_name: node_name.clone(),
+            source_ip: ip::parse("source_ip", source_ip)?,
+            destination_ip: ip::parse("destination_ip", destination_ip)?,
+        })
     }
 
     /// Whether every set field matches `flow`.
     pub fn matches(&self, flow: &pb::Flow) -> bool {
-        self.checks.iter().all(|(_, check)| check(flow))
+        let Filter {
+            verdict,
+            outcome,
+            namespace,
+            source_pod,
+            destination_pod,
+            labels,
+            policy,
+            destination_port,
+            protocol,
+            dns_query,
+            mismatch,
+            node_name,
+            source_ip,
+            destination_ip,
+        } = self;
+        enums::matches(verdict, flow.verdict)
+            && enums::matches(outcome, flow.outcome)
+            && namespace::matches(namespace, flow)
+            && pod::matches(source_pod, flow.source.as_ref())
+            && pod::matches(destination_pod, flow.destination.as_ref())
+            && labels::matches(labels, flow)
+            && policy::matches(policy, flow)
+            && port::matches(destination_port, flow)
+            && enums::matches(protocol, flow.protocol)
+            && dns::matches(dns_query, flow)
+            && enums::matches(mismatch, flow.mismatch)
+            && node::matches(node_name, flow)
+            && ip::matches(source_ip, flow.source.as_ref())
+            && ip::matches(destination_ip, flow.destination.as_ref())
     }
 
-    /// The names of the fields this filter checks.
-    pub fn fields(&self) -> impl Iterator<Item = &'static str> + '_ {
-        self.checks.iter().map(|(name, _)| *name)
+    /// Whether no field is set (the filter matches every flow).
+    pub fn is_empty(&self) -> bool {
+        *self == Filter::default()
     }
 }
 
-/// Include and exclude filters of a request, compiled.
-#[derive(Debug, Default)]
-pub struct FlowPredicate {
-    include: Vec<CompiledFilter>,
-    exclude: Vec<CompiledFilter>,
+impl TryFrom<&pb::FlowFilter> for Filter {
+    type Error = FilterError;
+
+    fn try_from(filter: &pb::FlowFilter) -> Result<Self> {
+        Filter::compile(filter)
+    }
 }
 
-impl FlowPredicate {
+/// A request's include and exclude filters, compiled.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FilterSet {
+    /// Flows matching any of these (every flow when empty).
+    pub include: Vec<Filter>,
+    /// Minus flows matching any of these.
+    pub exclude: Vec<Filter>,
+}
+
+impl FilterSet {
     /// Compiles a request's filters; the first invalid value is the error.
-    pub fn new(include: &[pb::FlowFilter], exclude: &[pb::FlowFilter]) -> Result<Self> {
-        Ok(FlowPredicate {
-            include: include
-                .iter()
-                .map(CompiledFilter::compile)
-                .collect::<Result<_>>()?,
-            exclude: exclude
-                .iter()
-                .map(CompiledFilter::compile)
-                .collect::<Result<_>>()?,
+    pub fn compile(include: &[pb::FlowFilter], exclude: &[pb::FlowFilter]) -> Result<Self> {
+        Ok(FilterSet {
+            include: include.iter().map(Filter::compile).collect::<Result<_>>()?,
+            exclude: exclude.iter().map(Filter::compile).collect::<Result<_>>()?,
         })
     }
 
-    /// A predicate that matches every flow.
+    /// A set that matches every flow.
     pub fn everything() -> Self {
-        FlowPredicate::default()
+        FilterSet::default()
     }
 
     /// Whether `flow` matches any include filter (or there are none) and no
@@ -154,35 +235,15 @@ impl FlowPredicate {
     }
 }
 
-/// Splits `"namespace/name"` into its parts, both non-empty.
-pub(crate) fn namespaced<'a>(field: &'static str, value: &'a str) -> Result<(&'a str, &'a str)> {
-    match value.split_once('/') {
-        Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
-            Ok((ns, name))
-        }
-        _ => Err(FilterError::invalid(
-            field,
-            value,
-            "expected \"namespace/name\"",
-        )),
-    }
+/// Whether a set field matches: an empty one (not set) always does, a set one
+/// when any value matches.
+pub(crate) fn any<T>(values: &[T], matches: impl FnMut(&T) -> bool) -> bool {
+    values.is_empty() || values.iter().any(matches)
 }
 
-/// Compiles the values of an enum field, rejecting numbers the enum does not know.
-pub(crate) fn enum_values<E: TryFrom<i32> + Copy + Send + Sync + 'static>(
-    field: &'static str,
-    values: &[i32],
-) -> Result<Vec<i32>> {
-    for &v in values {
-        if E::try_from(v).is_err() {
-            return Err(FilterError::invalid(
-                field,
-                v.to_string(),
-                "unknown enum value",
-            ));
-        }
-    }
-    Ok(values.to_vec())
+/// Parses each value of a field with `parse`.
+pub(crate) fn each<V, T>(values: &[V], parse: impl FnMut(&V) -> Result<T>) -> Result<Vec<T>> {
+    values.iter().map(parse).collect()
 }
 
 #[cfg(test)]
@@ -228,14 +289,12 @@ pub(crate) mod testing {
 
     /// Compiles `filter` and runs it on `flow`.
     pub fn check(filter: pb::FlowFilter, flow: &pb::Flow) -> bool {
-        super::CompiledFilter::compile(&filter)
-            .unwrap()
-            .matches(flow)
+        super::Filter::compile(&filter).unwrap().matches(flow)
     }
 
     /// The error `filter` compiles to.
     pub fn error(filter: pb::FlowFilter) -> super::FilterError {
-        super::CompiledFilter::compile(&filter).unwrap_err()
+        super::Filter::compile(&filter).unwrap_err()
     }
 }
 
@@ -253,20 +312,25 @@ mod tests {
 
     #[test]
     fn no_filters_match_everything() {
-        assert!(FlowPredicate::everything().matches(&flow()));
-        assert!(FlowPredicate::new(&[], &[]).unwrap().matches(&flow()));
+        assert!(FilterSet::everything().matches(&flow()));
+        assert!(FilterSet::compile(&[], &[]).unwrap().matches(&flow()));
     }
 
     #[test]
     fn empty_filter_matches_everything() {
         assert!(testing::check(pb::FlowFilter::default(), &flow()));
+        assert!(
+            Filter::compile(&pb::FlowFilter::default())
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[test]
     fn include_is_or_across_filters() {
-        let p = FlowPredicate::new(&[ns("other"), ns("shop")], &[]).unwrap();
+        let p = FilterSet::compile(&[ns("other"), ns("shop")], &[]).unwrap();
         assert!(p.matches(&flow()));
-        let p = FlowPredicate::new(&[ns("other"), ns("nope")], &[]).unwrap();
+        let p = FilterSet::compile(&[ns("other"), ns("nope")], &[]).unwrap();
         assert!(!p.matches(&flow()));
     }
 
@@ -282,21 +346,47 @@ mod tests {
 
     #[test]
     fn exclude_wins_over_include() {
-        let p = FlowPredicate::new(&[ns("shop")], &[ns("shop")]).unwrap();
+        let p = FilterSet::compile(&[ns("shop")], &[ns("shop")]).unwrap();
         assert!(!p.matches(&flow()));
-        let p = FlowPredicate::new(&[ns("shop")], &[ns("other")]).unwrap();
+        let p = FilterSet::compile(&[ns("shop")], &[ns("other")]).unwrap();
         assert!(p.matches(&flow()));
-        let p = FlowPredicate::new(&[], &[ns("shop")]).unwrap();
+        let p = FilterSet::compile(&[], &[ns("shop")]).unwrap();
         assert!(!p.matches(&flow()));
     }
 
     #[test]
-    fn an_invalid_exclude_value_is_an_error() {
+    fn an_invalid_exclude_value_is_an_error_naming_field_and_value() {
         let bad = pb::FlowFilter {
             source_ip: vec!["10.0.0.0/99".into()],
             ..Default::default()
         };
-        let err = FlowPredicate::new(&[], &[bad]).unwrap_err();
-        assert!(err.to_string().contains("source_ip"), "{err}");
+        let err = FilterSet::compile(&[], &[bad]).unwrap_err();
+        assert_eq!(err.field(), "source_ip");
+        assert!(err.to_string().contains("\"10.0.0.0/99\""), "{err}");
+    }
+
+    #[test]
+    fn compiled_values_are_typed() {
+        let f = Filter::compile(&pb::FlowFilter {
+            verdict: vec![2],
+            source_pod: vec!["shop/web*".into()],
+            destination_port: vec![8080],
+            dns_query: vec!["*.Example.COM.".into()],
+            source_ip: vec!["10.0.0.1".into()],
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(f.verdict, [pb::Verdict::Denied]);
+        assert_eq!(f.source_pod[0].namespace(), "shop");
+        assert_eq!(f.source_pod[0].name(), "web");
+        assert!(f.source_pod[0].is_prefix());
+        assert_eq!(f.destination_port[0].get(), 8080);
+        assert_eq!(
+            f.dns_query[0].as_match(),
+            DnsMatch::Subdomains {
+                suffix: ".example.com"
+            }
+        );
+        assert_eq!(f.source_ip[0].to_string(), "10.0.0.1/32");
     }
 }

@@ -1,19 +1,16 @@
-//! `namespace`: either endpoint's namespace is one of the values.
+//! `namespace`: either endpoint's namespace is one of the values. An endpoint
+//! that is not a pod (empty namespace) never matches, not even `""`.
 
-use super::{FlowCheck, Result};
+use super::any;
 use crate::v1 as pb;
 
-pub(super) fn build(filter: &pb::FlowFilter) -> Result<Option<FlowCheck>> {
-    if filter.namespace.is_empty() {
-        return Ok(None);
-    }
-    let values = filter.namespace.clone();
-    Ok(Some(Box::new(move |flow| {
-        [&flow.source, &flow.destination]
+/// Whether either endpoint's non-empty namespace is one of `values`.
+pub(crate) fn matches(values: &[String], flow: &pb::Flow) -> bool {
+    values.is_empty()
+        || [&flow.source, &flow.destination]
             .into_iter()
             .flatten()
-            .any(|ep| !ep.namespace.is_empty() && values.contains(&ep.namespace))
-    })))
+            .any(|ep| !ep.namespace.is_empty() && any(values, |v| *v == ep.namespace))
 }
 
 #[cfg(test)]

@@ -1,14 +1,11 @@
 //! `node_name`: the observing node is one of the values.
 
-use super::{FlowCheck, Result};
+use super::any;
 use crate::v1 as pb;
 
-pub(super) fn build(filter: &pb::FlowFilter) -> Result<Option<FlowCheck>> {
-    if filter.node_name.is_empty() {
-        return Ok(None);
-    }
-    let values = filter.node_name.clone();
-    Ok(Some(Box::new(move |flow| values.contains(&flow.node_name))))
+/// Whether the flow's node is one of `values`.
+pub(super) fn matches(values: &[String], flow: &pb::Flow) -> bool {
+    any(values, |v| *v == flow.node_name)
 }
 
 #[cfg(test)]

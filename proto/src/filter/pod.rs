@@ -1,20 +1,21 @@
 //! `source_pod` and `destination_pod`: the endpoint is the pod
 //! `"namespace/name"`, or a pod whose name starts with the prefix of
-//! `"namespace/prefix*"`.
+//! `"namespace/prefix*"`. An endpoint that is not a pod never matches.
 
-use super::{FilterError, FlowCheck, Result};
+use super::{FilterError, Result, each};
 use crate::v1 as pb;
 
-/// One compiled pod value.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct PodMatch {
+/// One parsed pod value: a namespace and a pod name or name prefix.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PodPattern {
     namespace: String,
     name: String,
     prefix: bool,
 }
 
-impl PodMatch {
-    fn parse(field: &'static str, value: &str) -> Result<Self> {
+impl PodPattern {
+    /// Parses `"namespace/name"` or `"namespace/prefix*"`; the error names `field`.
+    pub fn parse(field: &'static str, value: &str) -> Result<Self> {
         let Some((ns, name)) = value.split_once('/') else {
             return Err(FilterError::invalid(
                 field,
@@ -43,14 +44,30 @@ impl PodMatch {
         if name.is_empty() && !prefix {
             return Err(FilterError::invalid(field, value, "needs a pod name"));
         }
-        Ok(PodMatch {
+        Ok(PodPattern {
             namespace: ns.to_string(),
             name: name.to_string(),
             prefix,
         })
     }
 
-    fn matches(&self, ep: &pb::Endpoint) -> bool {
+    /// The pod's namespace.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    /// The pod's name, or the prefix of its name (without the `*`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether [`name`](Self::name) is a prefix.
+    pub fn is_prefix(&self) -> bool {
+        self.prefix
+    }
+
+    /// Whether `ep` is a pod this pattern names.
+    pub fn matches(&self, ep: &pb::Endpoint) -> bool {
         !ep.pod_name.is_empty()
             && ep.namespace == self.namespace
             && if self.prefix {
@@ -61,31 +78,14 @@ impl PodMatch {
     }
 }
 
-fn build(
-    field: &'static str,
-    values: &[String],
-    endpoint: fn(&pb::Flow) -> Option<&pb::Endpoint>,
-) -> Result<Option<FlowCheck>> {
-    if values.is_empty() {
-        return Ok(None);
-    }
-    let pods = values
-        .iter()
-        .map(|v| PodMatch::parse(field, v))
-        .collect::<Result<Vec<_>>>()?;
-    Ok(Some(Box::new(move |flow| {
-        endpoint(flow).is_some_and(|ep| pods.iter().any(|p| p.matches(ep)))
-    })))
+/// The patterns of the field.
+pub(super) fn parse(field: &'static str, values: &[String]) -> Result<Vec<PodPattern>> {
+    each(values, |v| PodPattern::parse(field, v))
 }
 
-pub(super) fn build_source(filter: &pb::FlowFilter) -> Result<Option<FlowCheck>> {
-    build("source_pod", &filter.source_pod, |f| f.source.as_ref())
-}
-
-pub(super) fn build_destination(filter: &pb::FlowFilter) -> Result<Option<FlowCheck>> {
-    build("destination_pod", &filter.destination_pod, |f| {
-        f.destination.as_ref()
-    })
+/// Whether the endpoint is a pod one of `pods` names.
+pub(super) fn matches(pods: &[PodPattern], endpoint: Option<&pb::Endpoint>) -> bool {
+    pods.is_empty() || endpoint.is_some_and(|ep| pods.iter().any(|p| p.matches(ep)))
 }
 
 #[cfg(test)]

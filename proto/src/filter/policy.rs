@@ -1,24 +1,70 @@
-//! `policy`: a `"namespace/name"` policy is in the flow's `allowed_by` or `denied_by`.
+//! `policy`: a `"namespace/name"` policy is in the flow's `allowed_by` or
+//! `denied_by`.
 
-use super::{FlowCheck, Result, namespaced};
+use super::{FilterError, Result, any, each};
 use crate::v1 as pb;
 
-pub(super) fn build(filter: &pb::FlowFilter) -> Result<Option<FlowCheck>> {
-    if filter.policy.is_empty() {
-        return Ok(None);
+/// A NetworkPolicy by namespace and name, both non-empty.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PolicyName {
+    namespace: String,
+    name: String,
+}
+
+impl PolicyName {
+    /// Parses `"namespace/name"`; the error names `field`.
+    pub fn parse(field: &'static str, value: &str) -> Result<Self> {
+        match value.split_once('/') {
+            Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
+                Ok(PolicyName {
+                    namespace: ns.to_string(),
+                    name: name.to_string(),
+                })
+            }
+            _ => Err(FilterError::invalid(
+                field,
+                value,
+                "expected \"namespace/name\"",
+            )),
+        }
     }
-    let values = filter
-        .policy
-        .iter()
-        .map(|v| namespaced("policy", v).map(|(ns, n)| (ns.to_string(), n.to_string())))
-        .collect::<Result<Vec<_>>>()?;
-    Ok(Some(Box::new(move |flow| {
-        flow.allowed_by.iter().chain(&flow.denied_by).any(|p| {
-            values
-                .iter()
-                .any(|(ns, n)| *ns == p.namespace && *n == p.name)
-        })
-    })))
+
+    /// The policy's namespace.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    /// The policy's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether `policy` is this one.
+    pub fn is(&self, policy: &pb::PolicyRef) -> bool {
+        self.namespace == policy.namespace && self.name == policy.name
+    }
+}
+
+impl std::fmt::Display for PolicyName {
+    /// `namespace/name`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// The policies of the field.
+pub(super) fn parse(field: &'static str, values: &[String]) -> Result<Vec<PolicyName>> {
+    each(values, |v| PolicyName::parse(field, v))
+}
+
+/// Whether one of `policies` allowed or denied the flow.
+pub(super) fn matches(policies: &[PolicyName], flow: &pb::Flow) -> bool {
+    policies.is_empty()
+        || flow
+            .allowed_by
+            .iter()
+            .chain(&flow.denied_by)
+            .any(|p| any(policies, |name| name.is(p)))
 }
 
 #[cfg(test)]

@@ -1,27 +1,28 @@
-//! `destination_port`: the destination port (after Service DNAT) is one of the values.
+//! `destination_port`: the destination port (after Service DNAT) is one of
+//! the values, each 1 to 65535.
 
-use super::{FilterError, FlowCheck, Result};
+use std::num::NonZeroU16;
+
+use super::{FilterError, Result, each};
 use crate::v1 as pb;
 
-pub(super) fn build(filter: &pb::FlowFilter) -> Result<Option<FlowCheck>> {
-    if filter.destination_port.is_empty() {
-        return Ok(None);
-    }
-    for &port in &filter.destination_port {
-        if port == 0 || port > u32::from(u16::MAX) {
-            return Err(FilterError::invalid(
-                "destination_port",
-                port.to_string(),
-                "ports are 1 to 65535",
-            ));
-        }
-    }
-    let values = filter.destination_port.clone();
-    Ok(Some(Box::new(move |flow| {
-        flow.destination
+/// The ports of the field.
+pub(super) fn parse(field: &'static str, values: &[u32]) -> Result<Vec<NonZeroU16>> {
+    each(values, |&port| {
+        u16::try_from(port)
+            .ok()
+            .and_then(NonZeroU16::new)
+            .ok_or_else(|| FilterError::invalid(field, port.to_string(), "ports are 1 to 65535"))
+    })
+}
+
+/// Whether the flow has a destination on one of `ports`.
+pub(super) fn matches(ports: &[NonZeroU16], flow: &pb::Flow) -> bool {
+    ports.is_empty()
+        || flow
+            .destination
             .as_ref()
-            .is_some_and(|d| values.contains(&d.port))
-    })))
+            .is_some_and(|d| ports.iter().any(|p| u32::from(p.get()) == d.port))
 }
 
 #[cfg(test)]

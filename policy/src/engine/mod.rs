@@ -1,0 +1,427 @@
+//! The verdict engine: what policy says about a connection.
+//!
+//! A connection leaves its source through the source pod's egress and enters
+//! its destination through the destination pod's ingress; each direction is
+//! decided on its own and the connection is allowed when both allow it.
+//!
+//! A direction is decided in tiers (`Tier`), in order: the first tier with an
+//! opinion decides it, and a direction no tier has an opinion on is allowed.
+//! Today there is one tier, NetworkPolicy (`network_policy`). The
+//! cluster-scoped kinds slot in around it: AdminNetworkPolicy before it (its
+//! Allow and Deny decide, its Pass goes on to NetworkPolicy) and
+//! BaselineAdminNetworkPolicy after it (it decides only for pods NetworkPolicy
+//! does not isolate); each is a `Tier` variant, a module with its decision,
+//! and its policies' [`PolicyKey`](crate::PolicyKey)s in the verdict.
+//!
+//! Before any tier, whatever the policies say:
+//! - an endpoint that is not a pod (external IP, node, host-network pod) is never
+//!   isolated;
+//! - a pod connecting to itself (its own IP) is always allowed (the e2e `netpol`
+//!   suite's `AllowLoopback`);
+//! - traffic between a pod and its own node is always allowed.
+//!
+//! Verdicts are cached per (source identity, destination identity, port,
+//! protocol) where an identity is a namespace, label set and container ports plus
+//! the set of ipBlocks the IP falls in; policy or namespace-label changes empty the
+//! cache, pod changes do not need to (a changed pod has a new identity).
+
+mod network_policy;
+
+use std::fmt;
+use std::net::IpAddr;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use serde::Serialize;
+
+use crate::cache::cache_key;
+use crate::error::ConnectionError;
+use crate::model::{Direction, Pod, PodKey, Protocol};
+use crate::state::{ClusterState, DEPARTED, EXTERNAL, HOST_NETWORK};
+use crate::verdict::{DirectionVerdict, Status, Verdict};
+
+/// One end of a connection: a pod by name, or an IP address (resolved to the pod that
+/// holds it, if any).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(untagged)]
+pub enum Endpoint {
+    Pod(PodKey),
+    Ip(IpAddr),
+}
+
+impl FromStr for Endpoint {
+    type Err = ConnectionError;
+
+    /// `namespace/pod` or an IPv4/IPv6 address.
+    fn from_str(s: &str) -> Result<Self, ConnectionError> {
+        if let Ok(ip) = s.parse::<IpAddr>() {
+            return Ok(Endpoint::Ip(ip));
+        }
+        match s.split_once('/') {
+            Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
+                Ok(Endpoint::Pod(PodKey::new(ns, name)))
+            }
+            _ => Err(ConnectionError::BadEndpoint(s.to_string())),
+        }
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Endpoint::Pod(key) => write!(f, "{key}"),
+            Endpoint::Ip(ip) => write!(f, "{ip}"),
+        }
+    }
+}
+
+/// What the engine decides about: a connection from a source to a
+/// destination port and protocol, as policy sees it (no source port, no
+/// packets, no time; the collector's protobuf `Flow` is an observed one).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+pub struct Connection {
+    pub src: Endpoint,
+    pub dst: Endpoint,
+    pub port: u16,
+    pub protocol: Protocol,
+}
+
+impl Connection {
+    pub fn new(src: Endpoint, dst: Endpoint, port: u16, protocol: Protocol) -> Self {
+        Connection {
+            src,
+            dst,
+            port,
+            protocol,
+        }
+    }
+}
+
+/// A connection's endpoint resolved against the state.
+#[derive(Clone, Debug)]
+struct View<'a> {
+    /// The pod, if the endpoint is one (host-network pods included).
+    pod: Option<&'a Arc<Pod>>,
+    ip: IpAddr,
+    identity: u32,
+    ip_class: u32,
+}
+
+impl View<'_> {
+    /// The pod, if policies can select it.
+    fn selectable(&self) -> Option<&Arc<Pod>> {
+        self.pod.filter(|p| !p.host_network)
+    }
+
+    fn unselected_status(&self) -> Status {
+        match self.pod {
+            Some(p) if p.host_network => Status::HostNetwork,
+            _ => Status::NotAPod,
+        }
+    }
+}
+
+/// How the engine finds the policies selecting a pod.
+#[derive(Clone, Copy)]
+enum Selection {
+    Indexed,
+    Scan,
+}
+
+/// The tiers a direction is decided in, in `TIERS` order.
+#[derive(Clone, Copy, Debug)]
+enum Tier {
+    /// networking.k8s.io/v1 NetworkPolicy (`network_policy`).
+    NetworkPolicy,
+}
+
+/// The order of the tiers: the first with an opinion decides.
+/// (AdminNetworkPolicy goes before NetworkPolicy, BaselineAdminNetworkPolicy after.)
+const TIERS: [Tier; 1] = [Tier::NetworkPolicy];
+
+/// What one tier says about one direction.
+enum TierDecision {
+    /// The tier decides (allowed or denied); its verdict on the direction.
+    Decided(DirectionVerdict),
+    /// The tier has no opinion (no policy of it selects the pod, or one passes):
+    /// the next tier decides.
+    Pass,
+}
+
+/// One direction of a connection to decide, as every tier sees it.
+struct DirectionCase<'a> {
+    direction: Direction,
+    /// The pod whose policies decide: the source for egress, the destination
+    /// for ingress.
+    subject: &'a Pod,
+    /// The other end of the connection.
+    peer: &'a View<'a>,
+    /// The destination, which named ports resolve against.
+    dst: &'a View<'a>,
+    port: u16,
+    protocol: Protocol,
+    selection: Selection,
+}
+
+impl ClusterState {
+    /// The verdict on a connection, from the cache when the same identities were asked
+    /// about since the last policy change.
+    pub fn verdict(&self, conn: &Connection) -> Result<Arc<Verdict>, ConnectionError> {
+        let (src, dst) = self.resolve(conn)?;
+        if let Some(v) = self.special_case(&src, &dst) {
+            return Ok(Arc::new(v));
+        }
+        let Some(key) = cache_key(
+            src.identity,
+            src.ip_class,
+            dst.identity,
+            dst.ip_class,
+            conn.port,
+            conn.protocol,
+        ) else {
+            let verdict = self.evaluate(&src, &dst, conn.port, conn.protocol, Selection::Indexed);
+            return Ok(Arc::new(verdict));
+        };
+        if let Some(hit) = self.cache_get(key) {
+            return Ok(hit);
+        }
+        let verdict = self.evaluate(&src, &dst, conn.port, conn.protocol, Selection::Indexed);
+        Ok(self.cache_insert(key, verdict))
+    }
+
+    /// The verdict on a connection at time `at` (in the state's time, see
+    /// [`ClusterState::set_time`]): an IP endpoint resolves to the pod that
+    /// held the IP then ([`ClusterState::holder_at`]), so a recycled pod IP is
+    /// judged as the pod that used it. From the cache when both sides are
+    /// current holders (as [`ClusterState::verdict`]); evaluated afresh, not
+    /// cached, when a side is a departed pod (or an earlier version of one).
+    pub fn verdict_at(
+        &self,
+        conn: &Connection,
+        at: SystemTime,
+    ) -> Result<Arc<Verdict>, ConnectionError> {
+        let past = |e: &Endpoint| match e {
+            Endpoint::Ip(ip) => self
+                .holder_at(*ip, at)
+                .filter(|h| !h.current)
+                .map(|h| (h.pod, *ip)),
+            Endpoint::Pod(_) => None,
+        };
+        let (src_past, dst_past) = (past(&conn.src), past(&conn.dst));
+        if src_past.is_none() && dst_past.is_none() {
+            return self.verdict(conn);
+        }
+        if conn.port == 0 {
+            return Err(ConnectionError::BadPort);
+        }
+        let src = match src_past {
+            Some((pod, ip)) => self.pod_view(pod, DEPARTED, ip),
+            None => self.view(&conn.src, None)?,
+        };
+        let dst = match dst_past {
+            Some((pod, ip)) => self.pod_view(pod, DEPARTED, ip),
+            None => self.view(&conn.dst, Some(src.ip))?,
+        };
+        let verdict = self.special_case(&src, &dst).unwrap_or_else(|| {
+            self.evaluate(&src, &dst, conn.port, conn.protocol, Selection::Indexed)
+        });
+        Ok(Arc::new(verdict))
+    }
+
+    /// The verdict computed afresh through the label index (no cache).
+    pub fn verdict_uncached(&self, conn: &Connection) -> Result<Verdict, ConnectionError> {
+        let (src, dst) = self.resolve(conn)?;
+        Ok(self.special_case(&src, &dst).unwrap_or_else(|| {
+            self.evaluate(&src, &dst, conn.port, conn.protocol, Selection::Indexed)
+        }))
+    }
+
+    /// The verdict computed by scanning every policy of the cluster: the
+    /// reference the indexed engine is checked and measured against.
+    pub fn verdict_by_scan(&self, conn: &Connection) -> Result<Verdict, ConnectionError> {
+        let (src, dst) = self.resolve(conn)?;
+        Ok(self.special_case(&src, &dst).unwrap_or_else(|| {
+            self.evaluate(&src, &dst, conn.port, conn.protocol, Selection::Scan)
+        }))
+    }
+
+    /// The addresses a connection's endpoints use (a pod named by key uses its
+    /// address of the other side's family).
+    pub fn connection_ips(&self, conn: &Connection) -> Result<(IpAddr, IpAddr), ConnectionError> {
+        let (src, dst) = self.resolve(conn)?;
+        Ok((src.ip, dst.ip))
+    }
+
+    /// The pod an endpoint names or whose IP it is, if any.
+    pub fn endpoint_pod(&self, endpoint: &Endpoint) -> Option<&Arc<Pod>> {
+        match endpoint {
+            Endpoint::Pod(key) => self.pod(key),
+            Endpoint::Ip(ip) => self.pod_by_ip(*ip),
+        }
+    }
+
+    fn resolve(&self, conn: &Connection) -> Result<(View<'_>, View<'_>), ConnectionError> {
+        if conn.port == 0 {
+            return Err(ConnectionError::BadPort);
+        }
+        let other_ip = |e: &Endpoint| match e {
+            Endpoint::Ip(ip) => Some(*ip),
+            Endpoint::Pod(_) => None,
+        };
+        let src = self.view(&conn.src, other_ip(&conn.dst))?;
+        let dst = self.view(&conn.dst, Some(src.ip))?;
+        Ok((src, dst))
+    }
+
+    /// Resolves an endpoint; a pod named without IP uses its address of the
+    /// family of `peer_ip` when it has one.
+    fn view(
+        &self,
+        endpoint: &Endpoint,
+        peer_ip: Option<IpAddr>,
+    ) -> Result<View<'_>, ConnectionError> {
+        match endpoint {
+            Endpoint::Pod(key) => {
+                let entry = self
+                    .pod_entry(key)
+                    .ok_or_else(|| ConnectionError::UnknownPod(key.to_string()))?;
+                let pod = &entry.pod;
+                let ip = peer_ip
+                    .and_then(|peer| pod.ips.iter().find(|ip| ip.is_ipv4() == peer.is_ipv4()))
+                    .or(pod.ips.first())
+                    .copied()
+                    .ok_or_else(|| ConnectionError::PodWithoutIp(key.to_string()))?;
+                Ok(self.pod_view(pod, entry.identity, ip))
+            }
+            Endpoint::Ip(ip) => match self.ip_entry(*ip) {
+                Some(entry) => Ok(View {
+                    pod: Some(&entry.pod),
+                    ip: *ip,
+                    identity: entry.identity,
+                    ip_class: entry.ip_class,
+                }),
+                None => Ok(View {
+                    pod: None,
+                    ip: *ip,
+                    identity: EXTERNAL,
+                    ip_class: self.ip_class(*ip),
+                }),
+            },
+        }
+    }
+
+    fn pod_view<'a>(&'a self, pod: &'a Arc<Pod>, identity: u32, ip: IpAddr) -> View<'a> {
+        View {
+            pod: Some(pod),
+            ip,
+            // Host-network pods are addresses of their node for policy purposes.
+            identity: if pod.host_network {
+                HOST_NETWORK
+            } else {
+                identity
+            },
+            ip_class: self.ip_class(ip),
+        }
+    }
+
+    /// Self traffic and pod-to-own-node traffic: allowed whatever the policies say.
+    fn special_case(&self, src: &View, dst: &View) -> Option<Verdict> {
+        let same_pod = match (src.pod, dst.pod) {
+            // One Arc per pod: the index and the pod map share it.
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        };
+        if same_pod || src.ip == dst.ip {
+            return Some(self.always_allowed(src, dst, Status::SelfTraffic, Status::SelfTraffic));
+        }
+        if let Some(pod) = src.selectable()
+            && dst.selectable().is_none()
+            && self.is_node_of(pod, dst.ip)
+        {
+            return Some(self.always_allowed(src, dst, Status::NodeLocal, dst.unselected_status()));
+        }
+        if let Some(pod) = dst.selectable()
+            && src.selectable().is_none()
+            && self.is_node_of(pod, src.ip)
+        {
+            return Some(self.always_allowed(src, dst, src.unselected_status(), Status::NodeLocal));
+        }
+        None
+    }
+
+    fn always_allowed(&self, src: &View, dst: &View, egress: Status, ingress: Status) -> Verdict {
+        let side = |view: &View, direction: Direction, status: Status| {
+            let selected_by: Vec<_> = match view.selectable() {
+                Some(pod) => self
+                    .policies_selecting(pod, direction)
+                    .iter()
+                    .map(|p| p.key.clone())
+                    .collect(),
+                None => Vec::new(),
+            };
+            DirectionVerdict {
+                direction,
+                status,
+                isolated: !selected_by.is_empty(),
+                selected_by,
+                allowed_by: Vec::new(),
+                without_rules: Vec::new(),
+                nearest_miss: None,
+            }
+        };
+        Verdict {
+            allowed: true,
+            egress: side(src, Direction::Egress, egress),
+            ingress: side(dst, Direction::Ingress, ingress),
+        }
+    }
+
+    fn evaluate(
+        &self,
+        src: &View,
+        dst: &View,
+        port: u16,
+        protocol: Protocol,
+        selection: Selection,
+    ) -> Verdict {
+        let decide = |direction: Direction, subject: Option<&Arc<Pod>>, peer: &View| {
+            let case = DirectionCase {
+                direction,
+                subject: subject?,
+                peer,
+                dst,
+                port,
+                protocol,
+                selection,
+            };
+            Some(self.decide_direction(&case))
+        };
+        let egress = decide(Direction::Egress, src.selectable(), dst).unwrap_or_else(|| {
+            DirectionVerdict::unselected(Direction::Egress, src.unselected_status())
+        });
+        let ingress = decide(Direction::Ingress, dst.selectable(), src).unwrap_or_else(|| {
+            DirectionVerdict::unselected(Direction::Ingress, dst.unselected_status())
+        });
+        Verdict {
+            allowed: egress.allowed() && ingress.allowed(),
+            egress,
+            ingress,
+        }
+    }
+
+    /// Decides one direction for a pod: each tier in order, until one decides;
+    /// allowed (not isolated) when none does.
+    fn decide_direction(&self, case: &DirectionCase) -> DirectionVerdict {
+        for tier in TIERS {
+            let decision = match tier {
+                Tier::NetworkPolicy => self.network_policy_tier(case),
+            };
+            match decision {
+                TierDecision::Decided(verdict) => return verdict,
+                TierDecision::Pass => {}
+            }
+        }
+        DirectionVerdict::unselected(case.direction, Status::NotIsolated)
+    }
+}
