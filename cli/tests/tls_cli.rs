@@ -25,7 +25,7 @@ use netverdict_tls::{ClientTlsFiles, ServerTlsFiles};
 use support::stdout;
 
 fn flows() -> Vec<pb::Flow> {
-    let now = netverdict_api::time::to_timestamp(SystemTime::now() - Duration::from_secs(60));
+    let now = netverdict_proto::time::timestamp(SystemTime::now() - Duration::from_secs(60));
     let endpoint = |ns: &str, pod: &str, port| {
         Some(pb::Endpoint {
             kind: pb::EndpointKind::Pod as i32,

@@ -38,7 +38,7 @@ use crate::server::{ALPN_H2, provider};
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The address cannot be parsed.
-    #[error("address {address:?} is invalid: {reason}")]
+    #[error("invalid address {address:?}: {reason}")]
     Address {
         /// The address as given.
         address: String,
