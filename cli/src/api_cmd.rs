@@ -167,8 +167,9 @@ async fn serve<S: Store>(config: ApiConfig, store: S, cluster: ClusterHandle) ->
         Some(_) => "TLS, no client certificates",
         None => "plaintext",
     };
+    eprintln!("netverdict api: gRPC security: {security}");
     eprintln!(
-        "netverdict api: gRPC on {}, metrics on http://{}/metrics, {security}",
+        "netverdict api: gRPC on {}, metrics on http://{}/metrics",
         server.grpc_addr(),
         server
             .metrics_addr()

@@ -426,14 +426,18 @@ async fn certificates_made_by_openssl_work_for_the_api_server_the_exporter_and_q
         .unwrap();
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
     let mut line = String::new();
+    let mut security = None;
     let addr = loop {
         line.clear();
         assert!(stderr.read_line(&mut line).unwrap() > 0, "api exited early");
+        if let Some(rest) = line.strip_prefix("netverdict api: gRPC security: ") {
+            security = Some(rest.trim_end().to_string());
+        }
         if let Some(rest) = line.strip_prefix("netverdict api: gRPC on ") {
-            assert!(rest.trim_end().ends_with(", mutual TLS"), "{rest}");
             break rest.split(',').next().unwrap().to_string();
         }
     };
+    assert_eq!(security.as_deref(), Some("mutual TLS"));
 
     // The collector's exporter with the openssl node certificate.
     let mut config = ExporterConfig::new(addr.clone(), "node-a");

@@ -512,7 +512,7 @@ impl Exporter {
             let delay = self.config.backoff.delay(failures, &mut rng);
             failures = failures.saturating_add(1);
             tracing::warn!(
-                error = %error,
+                error = %with_causes(&error),
                 endpoint = %self.config.endpoint,
                 failures,
                 retry_in = ?delay,
@@ -636,6 +636,18 @@ async fn connect(target: &Target, endpoint: Endpoint, timeout: Duration) -> Resu
     tokio::time::timeout(timeout, open)
         .await
         .map_err(|_| Error::ConnectTimeout(timeout))?
+}
+
+/// The error and its causes, so that a refused TLS handshake says why (an
+/// untrusted or expired certificate), not only "transport error".
+fn with_causes(error: &Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = std::error::Error::source(error);
+    while let Some(c) = cause {
+        text.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
+    text
 }
 
 async fn sleep_opt(deadline: Option<Instant>) {
