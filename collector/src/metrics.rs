@@ -52,6 +52,8 @@ pub struct Snapshot {
     pub observer_lagged: u64,
     /// Kernel NAT events that joined a connection, and those none claimed.
     pub nat: (u64, u64),
+    /// The Observer's TLS counters (None in plaintext).
+    pub observer_tls: Option<netverdict_tls::server::TlsStatsSnapshot>,
 }
 
 impl Snapshot {
@@ -316,6 +318,9 @@ impl Collector for Snapshot {
             "Observer follow streams ended because the follower fell behind.",
             one(self.observer_lagged),
         )?;
+        if let Some(tls) = self.observer_tls {
+            netverdict_tls::metrics::encode_stats(&mut e, "netverdict_collector_observer_", tls)?;
+        }
         Ok(())
     }
 }

@@ -539,7 +539,7 @@ class PolicySemanticsTest(unittest.TestCase):
 
 class FlagsTest(unittest.TestCase):
     """The flags the rules accept are the binary's (switches included), except
-    the ones the TLS branch adds (`PENDING_FLAGS`), while this binary lacks them."""
+    those in `PENDING_FLAGS` while the binary lacks them."""
 
     @staticmethod
     def help_flags(sub: str) -> dict[str, bool]:
@@ -580,7 +580,7 @@ class ReadmeTest(unittest.TestCase):
                 self.assertRegex(m.group(1), rf"--from-(?:literal|file)={re.escape(key)}=", f"{name}: key {key}")
 
     def test_ports(self) -> None:
-        for port in (4254, 4255, 9964, 9966):
+        for port in (4254, 4255, 9967, 9966):
             self.assertTrue(re.search(rf"\b{port}\b", self.readme), f"README does not mention port {port}")
 
 
