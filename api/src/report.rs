@@ -31,7 +31,7 @@ use std::collections::BTreeSet;
 
 use netverdict_policy::ClusterState;
 use netverdict_policy::lint::{cluster_dns_pods, dns_denied};
-use netverdict_proto::filter::Filter;
+use netverdict_proto::filter::{Filter, PolicyName};
 use netverdict_proto::time::{TimeWindow, UnixNanos};
 use netverdict_proto::v1 as pb;
 use rustc_hash::FxHashMap;
@@ -137,7 +137,8 @@ impl<'a> WorkloadKey<'a> {
     }
 }
 
-type PolicyPair<'a> = (&'a str, &'a str);
+/// A policy as reports group it (kind and name; see `PolicyName`).
+type PolicyPair = PolicyName;
 
 #[derive(PartialEq, Eq, Hash)]
 struct DeniedKey<'a> {
@@ -145,7 +146,7 @@ struct DeniedKey<'a> {
     destination: WorkloadKey<'a>,
     protocol: i32,
     port: u32,
-    policies: Vec<PolicyPair<'a>>,
+    policies: Vec<PolicyPair>,
 }
 
 struct DeniedAcc<'a> {
@@ -163,10 +164,10 @@ fn more_recent(a: &pb::Flow, b: &pb::Flow) -> bool {
     (last_seen(a), &a.id) > (last_seen(b), &b.id)
 }
 
-fn sorted_policies(refs: &[pb::PolicyRef]) -> Vec<PolicyPair<'_>> {
-    let mut out: Vec<PolicyPair<'_>> = refs
+fn sorted_policies(refs: &[pb::PolicyRef]) -> Vec<PolicyPair> {
+    let mut out: Vec<PolicyPair> = refs
         .iter()
-        .map(|p| (p.namespace.as_str(), p.name.as_str()))
+        .map(PolicyName::of)
         .collect();
     out.sort_unstable();
     out.dedup();
@@ -266,10 +267,7 @@ pub fn denied_groups<'a>(
             denied_by: k
                 .policies
                 .iter()
-                .map(|(namespace, name)| pb::PolicyRef {
-                    namespace: namespace.to_string(),
-                    name: name.to_string(),
-                })
+                .map(PolicyName::to_ref)
                 .collect(),
             egress_denied: acc.egress_denied,
             ingress_denied: acc.ingress_denied,
@@ -310,7 +308,7 @@ struct DnsAcc<'a> {
     count: u64,
     last_seen: Option<UnixNanos>,
     latest: &'a pb::Flow,
-    denied_by: BTreeSet<PolicyPair<'a>>,
+    denied_by: BTreeSet<PolicyPair>,
 }
 
 /// Failed DNS queries of `flows` matching `query`, grouped as `query.proto`
@@ -354,7 +352,7 @@ pub fn dns_failures<'a>(
             acc.denied_by.extend(
                 flow.denied_by
                     .iter()
-                    .map(|p| (p.namespace.as_str(), p.name.as_str())),
+                    .map(PolicyName::of),
             );
         }
     }
@@ -383,10 +381,7 @@ pub fn dns_failures<'a>(
                 denied_by: acc
                     .denied_by
                     .iter()
-                    .map(|(namespace, name)| pb::PolicyRef {
-                        namespace: namespace.to_string(),
-                        name: name.to_string(),
-                    })
+                    .map(PolicyName::to_ref)
                     .collect(),
                 egress_allows_cluster_dns: acc
                     .latest
@@ -463,6 +458,7 @@ mod tests {
         pb::PolicyRef {
             namespace: ns.into(),
             name: name.into(),
+            ..Default::default()
         }
     }
 

@@ -443,6 +443,7 @@ mod tests {
         pb::PolicyRef {
             namespace: ns.into(),
             name: name.into(),
+            ..Default::default()
         }
     }
 

@@ -41,6 +41,7 @@ fn policy(ns: &str, name: &str) -> pb::PolicyRef {
     pb::PolicyRef {
         namespace: ns.into(),
         name: name.into(),
+        ..Default::default()
     }
 }
 

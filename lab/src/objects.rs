@@ -34,14 +34,7 @@ pub fn read_objects<P: AsRef<Path>>(paths: &[P]) -> Result<Vec<K8sObject>> {
 }
 
 pub(crate) fn object_id(o: &K8sObject) -> (&'static str, String, String) {
-    let (meta, namespaced) = match o {
-        K8sObject::Namespace(x) => (&x.metadata, false),
-        K8sObject::Pod(x) => (&x.metadata, true),
-        K8sObject::NetworkPolicy(x) => (&x.metadata, true),
-        K8sObject::Service(x) => (&x.metadata, true),
-        K8sObject::EndpointSlice(x) => (&x.metadata, true),
-        K8sObject::Node(x) => (&x.metadata, false),
-    };
+    let (meta, namespaced) = (o.metadata(), o.is_namespaced());
     let ns = if namespaced {
         meta.namespace.clone().unwrap_or_else(|| "default".into())
     } else {
@@ -51,15 +44,7 @@ pub(crate) fn object_id(o: &K8sObject) -> (&'static str, String, String) {
 }
 
 pub(crate) fn object_value(o: &K8sObject) -> serde_json::Value {
-    let v = match o {
-        K8sObject::Namespace(x) => serde_json::to_value(x),
-        K8sObject::Pod(x) => serde_json::to_value(x),
-        K8sObject::NetworkPolicy(x) => serde_json::to_value(x),
-        K8sObject::Service(x) => serde_json::to_value(x),
-        K8sObject::EndpointSlice(x) => serde_json::to_value(x),
-        K8sObject::Node(x) => serde_json::to_value(x),
-    };
-    v.unwrap_or(serde_json::Value::Null)
+    o.to_json().unwrap_or(serde_json::Value::Null)
 }
 
 pub(crate) fn objects_from_values(

@@ -153,6 +153,28 @@ enum_names!(pb::PolicyStatus, "policy status", {
     Denied => "denied",
 });
 
+enum_names!(pb::PolicyKind, "policy kind", {
+    Unspecified => "unspecified",
+    NetworkPolicy => "network-policy",
+    AdminNetworkPolicy => "admin-network-policy",
+    BaselineAdminNetworkPolicy => "baseline-admin-network-policy",
+    ClusterNetworkPolicy => "cluster-network-policy",
+});
+
+enum_names!(pb::PolicyTier, "policy tier", {
+    Unspecified => "unspecified",
+    Admin => "admin",
+    NetworkPolicy => "network-policy",
+    Baseline => "baseline",
+});
+
+enum_names!(pb::AdminAction, "admin action", {
+    Unspecified => "unspecified",
+    Allow => "allow",
+    Deny => "deny",
+    Pass => "pass",
+});
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -189,6 +211,9 @@ mod tests {
         check::<pb::Mismatch>("MISMATCH_");
         check::<pb::EndpointKind>("ENDPOINT_KIND_");
         check::<pb::PolicyStatus>("POLICY_STATUS_");
+        check::<pb::PolicyKind>("POLICY_KIND_");
+        check::<pb::PolicyTier>("POLICY_TIER_");
+        check::<pb::AdminAction>("ADMIN_ACTION_");
     }
 
     #[test]

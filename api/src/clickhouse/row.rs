@@ -11,7 +11,7 @@
 
 use std::net::IpAddr;
 
-use netverdict_proto::filter::normalize_dns_name;
+use netverdict_proto::filter::{PolicyName, normalize_dns_name};
 use netverdict_proto::names::EnumName;
 use netverdict_proto::v1 as pb;
 use netverdict_proto::validate::{FlowError, Problem};
@@ -137,12 +137,12 @@ impl Group {
     }
 }
 
-/// `"namespace/name"` of a policy.
+/// `"namespace/name"` or `"Kind/name"` of a policy (`PolicyName`'s spelling).
 pub(crate) fn policy_name(p: &pb::PolicyRef) -> String {
-    format!("{}/{}", p.namespace, p.name)
+    PolicyName::of(p).to_string()
 }
 
-/// Sorted, deduplicated `"namespace/name"`s.
+/// Sorted, deduplicated policy names.
 fn policy_names(refs: &[pb::PolicyRef]) -> Vec<String> {
     let mut v: Vec<String> = refs.iter().map(policy_name).collect();
     v.sort();

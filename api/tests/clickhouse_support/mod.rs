@@ -293,6 +293,7 @@ pub fn pref(ns: &str, name: &str) -> pb::PolicyRef {
     pb::PolicyRef {
         namespace: ns.into(),
         name: name.into(),
+        ..Default::default()
     }
 }
 

@@ -23,13 +23,18 @@ use crate::state::ClusterState;
 use crate::verdict::{DirectionVerdict, Failure, Miss, RuleRef, Status};
 
 impl ClusterState {
+    /// The NetworkPolicies selecting the case's subject for its direction.
+    pub(super) fn selecting(&self, case: &DirectionCase) -> Vec<Arc<NetworkPolicy>> {
+        match case.selection {
+            Selection::Indexed => self.policies_selecting(case.subject, case.direction),
+            Selection::Scan => self.policies_selecting_by_scan(case.subject, case.direction),
+        }
+    }
+
     /// What the NetworkPolicies selecting the case's subject say about it.
     pub(super) fn network_policy_tier(&self, case: &DirectionCase) -> TierDecision {
         let direction = case.direction;
-        let policies = match case.selection {
-            Selection::Indexed => self.policies_selecting(case.subject, direction),
-            Selection::Scan => self.policies_selecting_by_scan(case.subject, direction),
-        };
+        let policies = self.selecting(case);
         if policies.is_empty() {
             return TierDecision::Pass;
         }
@@ -78,8 +83,6 @@ impl ClusterState {
             Status::Allowed
         };
         TierDecision::Decided(DirectionVerdict {
-            direction,
-            status,
             isolated: true,
             selected_by: policies.iter().map(|p| p.key.clone()).collect(),
             without_rules: policies
@@ -93,6 +96,7 @@ impl ClusterState {
                 None
             },
             allowed_by,
+            ..DirectionVerdict::unselected(direction, status)
         })
     }
 
