@@ -165,10 +165,7 @@ fn more_recent(a: &pb::Flow, b: &pb::Flow) -> bool {
 }
 
 fn sorted_policies(refs: &[pb::PolicyRef]) -> Vec<PolicyPair> {
-    let mut out: Vec<PolicyPair> = refs
-        .iter()
-        .map(PolicyName::of)
-        .collect();
+    let mut out: Vec<PolicyPair> = refs.iter().map(PolicyName::of).collect();
     out.sort_unstable();
     out.dedup();
     out
@@ -264,11 +261,7 @@ pub fn denied_groups<'a>(
             destination: Some(k.destination.to_ref()),
             protocol: k.protocol,
             destination_port: k.port,
-            denied_by: k
-                .policies
-                .iter()
-                .map(PolicyName::to_ref)
-                .collect(),
+            denied_by: k.policies.iter().map(PolicyName::to_ref).collect(),
             egress_denied: acc.egress_denied,
             ingress_denied: acc.ingress_denied,
             count: acc.count,
@@ -349,11 +342,8 @@ pub fn dns_failures<'a>(
             acc.latest = flow;
         }
         if flow.verdict == pb::Verdict::Denied as i32 {
-            acc.denied_by.extend(
-                flow.denied_by
-                    .iter()
-                    .map(PolicyName::of),
-            );
+            acc.denied_by
+                .extend(flow.denied_by.iter().map(PolicyName::of));
         }
     }
     let mut groups: Vec<(DnsKey<'a>, DnsAcc<'a>)> = groups.into_iter().collect();
@@ -378,11 +368,7 @@ pub fn dns_failures<'a>(
                 rcode: k.rcode.to_string(),
                 count: acc.count,
                 last_seen: acc.last_seen.map(UnixNanos::to_timestamp),
-                denied_by: acc
-                    .denied_by
-                    .iter()
-                    .map(PolicyName::to_ref)
-                    .collect(),
+                denied_by: acc.denied_by.iter().map(PolicyName::to_ref).collect(),
                 egress_allows_cluster_dns: acc
                     .latest
                     .dns

@@ -42,7 +42,9 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
-use netverdict_policy::crd::{AdminNetworkPolicy, BaselineAdminNetworkPolicy, ClusterNetworkPolicy};
+use netverdict_policy::crd::{
+    AdminNetworkPolicy, BaselineAdminNetworkPolicy, ClusterNetworkPolicy,
+};
 use netverdict_policy::{K8sObject, ObjectKind};
 use serde::de::DeserializeOwned;
 use tokio::sync::{mpsc, watch};
@@ -353,7 +355,10 @@ async fn watch_kind<K: Watched>(
                     // A list went through: whatever made us restart is over.
                     restart_delay = config.restart_delay;
                     if metrics.set_not_installed(K::KIND, false) {
-                        tracing::info!(kind, "the kind's CustomResourceDefinition is installed now: watching it");
+                        tracing::info!(
+                            kind,
+                            "the kind's CustomResourceDefinition is installed now: watching it"
+                        );
                     }
                     Update::InitDone(K::KIND)
                 }

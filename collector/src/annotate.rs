@@ -11,9 +11,7 @@ use std::sync::Arc;
 use netverdict_policy::explain::Party;
 use netverdict_policy::lint::dns_denied;
 use netverdict_policy::model::Pod;
-use netverdict_policy::{
-    ClusterState, Connection, ConnectionError, Endpoint, PodKey, Verdict,
-};
+use netverdict_policy::{ClusterState, Connection, ConnectionError, Endpoint, PodKey, Verdict};
 use netverdict_proto::v1 as pb;
 
 use crate::correlate::{Observation, TrafficDirection};

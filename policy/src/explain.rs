@@ -307,7 +307,10 @@ fn write_direction(
         };
         writeln!(f, "    {verb}: {rule}")?;
     }
-    if let Some(rule) = d.deciding_admin_rule().filter(|_| d.tier == Some(Tier::Baseline)) {
+    if let Some(rule) = d
+        .deciding_admin_rule()
+        .filter(|_| d.tier == Some(Tier::Baseline))
+    {
         writeln!(f, "    decided by: {rule}")?;
     }
     if let Some(miss) = &d.admin_nearest_miss {

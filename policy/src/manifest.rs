@@ -246,7 +246,10 @@ impl Manifests {
             (crd::GROUP, "ClusterNetworkPolicy") if api_version.ends_with("/v1alpha2") => {
                 typed(&value).map(K8sObject::ClusterNetworkPolicy)
             }
-            (crd::GROUP, "AdminNetworkPolicy" | "BaselineAdminNetworkPolicy" | "ClusterNetworkPolicy") => Err((
+            (
+                crd::GROUP,
+                "AdminNetworkPolicy" | "BaselineAdminNetworkPolicy" | "ClusterNetworkPolicy",
+            ) => Err((
                 "apiVersion".to_string(),
                 format!(
                     "unsupported version {api_version:?} (netverdict reads v1alpha1 AdminNetworkPolicy and \

@@ -429,7 +429,8 @@ impl Failure {
                 names.join(", ")
             ),
             Failure::UnrecognizedPeer => {
-                "has a peer of a newer API version, which matches nothing in an allow rule".to_string()
+                "has a peer of a newer API version, which matches nothing in an allow rule"
+                    .to_string()
             }
         }
     }

@@ -43,10 +43,7 @@ fn ns(house: &str) -> String {
 
 /// `gryffindor`, 0 → `network-policy-conformance-gryffindor/harry-potter-0`.
 fn pod(house: &str, i: u8) -> PodKey {
-    let (_, person) = HOUSES
-        .iter()
-        .find(|(h, _)| *h == house)
-        .expect("a house");
+    let (_, person) = HOUSES.iter().find(|(h, _)| *h == house).expect("a house");
     PodKey::new(ns(house), format!("{person}-{i}"))
 }
 
@@ -82,11 +79,7 @@ fn cluster() -> ClusterState {
             "metadata": {"name": node, "labels": {"kubernetes.io/os": "linux"}},
             "status": {"addresses": [{"type": "InternalIP", "address": format!("192.168.0.{}", i + 1)}]}}));
     }
-    for house in HOUSES
-        .iter()
-        .map(|(h, _)| *h)
-        .chain(["forbidden-forrest"])
-    {
+    for house in HOUSES.iter().map(|(h, _)| *h).chain(["forbidden-forrest"]) {
         v.push(json!({"apiVersion": "v1", "kind": "Namespace",
             "metadata": {"name": ns(house), "labels": {"conformance-house": house}}}));
     }
@@ -200,7 +193,10 @@ impl Policy {
             Subject::House(h) => json!({"pods": house_selector(h)}),
         };
         let rules = |rules: &[Rule], field: &str| -> Vec<Value> {
-            rules.iter().map(|r| self.render_rule(r, field, dialect)).collect()
+            rules
+                .iter()
+                .map(|r| self.render_rule(r, field, dialect))
+                .collect()
         };
         let mut spec = json!({"subject": subject});
         if !self.ingress.is_empty() {
@@ -222,7 +218,11 @@ impl Policy {
             }
             (Dialect::V1alpha2, tier) => {
                 spec["priority"] = json!(self.priority);
-                spec["tier"] = json!(if tier == Tier::Baseline { "Baseline" } else { "Admin" });
+                spec["tier"] = json!(if tier == Tier::Baseline {
+                    "Baseline"
+                } else {
+                    "Admin"
+                });
                 json!({"apiVersion": "policy.networking.k8s.io/v1alpha2",
                        "kind": "ClusterNetworkPolicy",
                        "metadata": {"name": self.name}, "spec": spec})
@@ -245,7 +245,9 @@ impl Policy {
                     json!({"namespaces": {"matchLabels": {"kubernetes.io/metadata.name": ns(h)}}})
                 }
                 Peer::House(h) => json!({"pods": house_selector(h)}),
-                Peer::LinuxNodes => json!({"nodes": {"matchLabels": {"kubernetes.io/os": "linux"}}}),
+                Peer::LinuxNodes => {
+                    json!({"nodes": {"matchLabels": {"kubernetes.io/os": "linux"}}})
+                }
                 Peer::Networks(n) => json!({"networks": n}),
             })
             .collect();
@@ -349,7 +351,8 @@ impl Run {
             }
         );
         assert_eq!(
-            actual, allowed,
+            actual,
+            allowed,
             "{} ({:?}): {conn}: expected {}, got {:#?}",
             self.scenario,
             self.dialect,
@@ -495,9 +498,24 @@ impl Ordering {
     fn policy(&self, tier: Tier) -> Policy {
         let p = self.protocol;
         let mut rules = vec![
-            rule("allow-everything", Action::Allow, self.peer(self.everything), vec![]),
-            rule("deny-everything", Action::Deny, self.peer(self.everything), vec![]),
-            rule("pass-everything", Action::Pass, self.peer(self.everything), vec![]),
+            rule(
+                "allow-everything",
+                Action::Allow,
+                self.peer(self.everything),
+                vec![],
+            ),
+            rule(
+                "deny-everything",
+                Action::Deny,
+                self.peer(self.everything),
+                vec![],
+            ),
+            rule(
+                "pass-everything",
+                Action::Pass,
+                self.peer(self.everything),
+                vec![],
+            ),
             rule(
                 "deny-at-port",
                 Action::Deny,
@@ -516,7 +534,12 @@ impl Ordering {
                 self.peer(self.allowed),
                 vec![Port::Number(p, self.port_h)],
             ),
-            rule("deny-everything-else", Action::Deny, self.peer(self.allowed), vec![]),
+            rule(
+                "deny-everything-else",
+                Action::Deny,
+                self.peer(self.allowed),
+                vec![],
+            ),
         ];
         if tier == Tier::Baseline {
             rules.retain(|r| r.action != Action::Pass);
@@ -539,11 +562,34 @@ impl Ordering {
     /// A connection between pod `i` of `house` and pod `j` of the subject, in
     /// the scenario's direction (the subject is the server for ingress).
     #[track_caller]
-    fn check(&self, run: &Run, house: &'static str, i: u8, j: u8, port: u16, allowed: bool, rule: Option<&str>) {
+    fn check(
+        &self,
+        run: &Run,
+        house: &'static str,
+        i: u8,
+        j: u8,
+        port: u16,
+        allowed: bool,
+        rule: Option<&str>,
+    ) {
         if self.egress {
-            run.expect((self.subject, j), To::Pod(house, i), self.protocol, port, allowed, rule);
+            run.expect(
+                (self.subject, j),
+                To::Pod(house, i),
+                self.protocol,
+                port,
+                allowed,
+                rule,
+            );
         } else {
-            run.expect((house, i), To::Pod(self.subject, j), self.protocol, port, allowed, rule);
+            run.expect(
+                (house, i),
+                To::Pod(self.subject, j),
+                self.protocol,
+                port,
+                allowed,
+                rule,
+            );
         }
     }
 }
@@ -556,24 +602,80 @@ fn admin_network_policy_rule_ordering_per_protocol_and_direction() {
             let mut policy = o.policy(Tier::Admin);
             run.apply(&policy);
             // Allow before Deny: everything allowed.
-            o.check(&run, o.everything, 0, 0, o.port_a, true, Some("allow-everything"));
-            o.check(&run, o.everything, 1, 0, o.port_a_other, true, Some("allow-everything"));
+            o.check(
+                &run,
+                o.everything,
+                0,
+                0,
+                o.port_a,
+                true,
+                Some("allow-everything"),
+            );
+            o.check(
+                &run,
+                o.everything,
+                1,
+                0,
+                o.port_a_other,
+                true,
+                Some("allow-everything"),
+            );
             // Allowed at one port, denied on the others.
             o.check(&run, o.allowed, 0, 1, o.port_h, true, Some("allow-at-port"));
-            o.check(&run, o.allowed, 1, 1, o.port_h_other, false, Some("deny-everything-else"));
+            o.check(
+                &run,
+                o.allowed,
+                1,
+                1,
+                o.port_h_other,
+                false,
+                Some("deny-everything-else"),
+            );
             // Deny before Allow.
             policy.rules_mut(o.egress).swap(0, 1);
             run.apply(&policy);
-            o.check(&run, o.everything, 0, 1, o.port_a, false, Some("deny-everything"));
-            o.check(&run, o.everything, 1, 1, o.port_a_other, false, Some("deny-everything"));
+            o.check(
+                &run,
+                o.everything,
+                0,
+                1,
+                o.port_a,
+                false,
+                Some("deny-everything"),
+            );
+            o.check(
+                &run,
+                o.everything,
+                1,
+                1,
+                o.port_a_other,
+                false,
+                Some("deny-everything"),
+            );
             // Denied at one port; no rule matches the others.
             o.check(&run, o.ported, 0, 0, o.port_a, false, Some("deny-at-port"));
             o.check(&run, o.ported, 1, 0, o.port_a_other, true, None);
             // Pass first: no NetworkPolicy, no baseline: allowed.
             policy.rules_mut(o.egress).swap(0, 2);
             run.apply(&policy);
-            o.check(&run, o.everything, 0, 0, o.port_a, true, Some("pass-everything"));
-            o.check(&run, o.everything, 1, 0, o.port_a_other, true, Some("pass-everything"));
+            o.check(
+                &run,
+                o.everything,
+                0,
+                0,
+                o.port_a,
+                true,
+                Some("pass-everything"),
+            );
+            o.check(
+                &run,
+                o.everything,
+                1,
+                0,
+                o.port_a_other,
+                true,
+                Some("pass-everything"),
+            );
             // Pass before Deny at the port.
             policy.rules_mut(o.egress).swap(3, 4);
             run.apply(&policy);
@@ -590,14 +692,54 @@ fn baseline_admin_network_policy_rule_ordering_per_protocol_and_direction() {
             let mut run = Run::new(o.name, dialect);
             let mut policy = o.policy(Tier::Baseline);
             run.apply(&policy);
-            o.check(&run, o.everything, 0, 0, o.port_a, true, Some("allow-everything"));
-            o.check(&run, o.everything, 1, 0, o.port_a_other, true, Some("allow-everything"));
+            o.check(
+                &run,
+                o.everything,
+                0,
+                0,
+                o.port_a,
+                true,
+                Some("allow-everything"),
+            );
+            o.check(
+                &run,
+                o.everything,
+                1,
+                0,
+                o.port_a_other,
+                true,
+                Some("allow-everything"),
+            );
             o.check(&run, o.allowed, 0, 1, o.port_h, true, Some("allow-at-port"));
-            o.check(&run, o.allowed, 1, 1, o.port_h_other, false, Some("deny-everything-else"));
+            o.check(
+                &run,
+                o.allowed,
+                1,
+                1,
+                o.port_h_other,
+                false,
+                Some("deny-everything-else"),
+            );
             policy.rules_mut(o.egress).swap(0, 1);
             run.apply(&policy);
-            o.check(&run, o.everything, 0, 1, o.port_a, false, Some("deny-everything"));
-            o.check(&run, o.everything, 1, 1, o.port_a_other, false, Some("deny-everything"));
+            o.check(
+                &run,
+                o.everything,
+                0,
+                1,
+                o.port_a,
+                false,
+                Some("deny-everything"),
+            );
+            o.check(
+                &run,
+                o.everything,
+                1,
+                1,
+                o.port_a_other,
+                false,
+                Some("deny-everything"),
+            );
             o.check(&run, o.ported, 0, 0, o.port_a, false, Some("deny-at-port"));
             o.check(&run, o.ported, 1, 0, o.port_a_other, true, None);
         });
@@ -608,17 +750,56 @@ fn baseline_admin_network_policy_rule_ordering_per_protocol_and_direction() {
 
 fn gress_policy(tier: Tier) -> Policy {
     let all = |a: u16, b: u16, c: u16| {
-        vec![Port::Number(Tcp, a), Port::Number(Udp, b), Port::Number(Sctp, c)]
+        vec![
+            Port::Number(Tcp, a),
+            Port::Number(Udp, b),
+            Port::Number(Sctp, c),
+        ]
     };
     let rules = |hufflepuff_ports: Vec<Port>| {
         let mut r = vec![
-            rule("allow-everything", Action::Allow, vec![Peer::Namespace("ravenclaw")], vec![]),
-            rule("deny-everything", Action::Deny, vec![Peer::Namespace("ravenclaw")], vec![]),
-            rule("pass-everything", Action::Pass, vec![Peer::Namespace("ravenclaw")], vec![]),
-            rule("deny-at-ports", Action::Deny, vec![Peer::Namespace("slytherin")], all(80, 53, 9003)),
-            rule("pass-at-ports", Action::Pass, vec![Peer::Namespace("slytherin")], all(80, 53, 9003)),
-            rule("allow-at-ports", Action::Allow, vec![Peer::Namespace("hufflepuff")], hufflepuff_ports),
-            rule("deny-everything-else", Action::Deny, vec![Peer::Namespace("hufflepuff")], vec![]),
+            rule(
+                "allow-everything",
+                Action::Allow,
+                vec![Peer::Namespace("ravenclaw")],
+                vec![],
+            ),
+            rule(
+                "deny-everything",
+                Action::Deny,
+                vec![Peer::Namespace("ravenclaw")],
+                vec![],
+            ),
+            rule(
+                "pass-everything",
+                Action::Pass,
+                vec![Peer::Namespace("ravenclaw")],
+                vec![],
+            ),
+            rule(
+                "deny-at-ports",
+                Action::Deny,
+                vec![Peer::Namespace("slytherin")],
+                all(80, 53, 9003),
+            ),
+            rule(
+                "pass-at-ports",
+                Action::Pass,
+                vec![Peer::Namespace("slytherin")],
+                all(80, 53, 9003),
+            ),
+            rule(
+                "allow-at-ports",
+                Action::Allow,
+                vec![Peer::Namespace("hufflepuff")],
+                hufflepuff_ports,
+            ),
+            rule(
+                "deny-everything-else",
+                Action::Deny,
+                vec![Peer::Namespace("hufflepuff")],
+                vec![],
+            ),
         ];
         if tier == Tier::Baseline {
             r.retain(|r| r.action != Action::Pass);
@@ -644,28 +825,98 @@ fn gress_rules_across_protocols() {
             run.apply(&policy);
             let (g, r) = ("gryffindor", "ravenclaw");
             for (proto, port) in [(Tcp, 80), (Udp, 53), (Sctp, 9003)] {
-                run.expect((g, 0), To::Pod(r, 0), proto, port, true, Some("allow-everything"));
-                run.expect((r, 1), To::Pod(g, 0), proto, port, true, Some("allow-everything"));
+                run.expect(
+                    (g, 0),
+                    To::Pod(r, 0),
+                    proto,
+                    port,
+                    true,
+                    Some("allow-everything"),
+                );
+                run.expect(
+                    (r, 1),
+                    To::Pod(g, 0),
+                    proto,
+                    port,
+                    true,
+                    Some("allow-everything"),
+                );
             }
             for (proto, yes, no) in [(Tcp, 8080, 80), (Udp, 5353, 53), (Sctp, 9003, 9005)] {
-                run.expect((g, 0), To::Pod("hufflepuff", 1), proto, yes, true, Some("allow-at-ports"));
-                run.expect((g, 1), To::Pod("hufflepuff", 1), proto, no, false, Some("deny-everything-else"));
+                run.expect(
+                    (g, 0),
+                    To::Pod("hufflepuff", 1),
+                    proto,
+                    yes,
+                    true,
+                    Some("allow-at-ports"),
+                );
+                run.expect(
+                    (g, 1),
+                    To::Pod("hufflepuff", 1),
+                    proto,
+                    no,
+                    false,
+                    Some("deny-everything-else"),
+                );
             }
             for (proto, yes, no) in [(Tcp, 80, 8080), (Udp, 5353, 53), (Sctp, 9003, 9005)] {
-                run.expect(("hufflepuff", 0), To::Pod(g, 1), proto, yes, true, Some("allow-at-ports"));
-                run.expect(("hufflepuff", 1), To::Pod(g, 1), proto, no, false, Some("deny-everything-else"));
+                run.expect(
+                    ("hufflepuff", 0),
+                    To::Pod(g, 1),
+                    proto,
+                    yes,
+                    true,
+                    Some("allow-at-ports"),
+                );
+                run.expect(
+                    ("hufflepuff", 1),
+                    To::Pod(g, 1),
+                    proto,
+                    no,
+                    false,
+                    Some("deny-everything-else"),
+                );
             }
             policy.egress.swap(0, 1);
             policy.ingress.swap(0, 1);
             run.apply(&policy);
             for (proto, port) in [(Tcp, 80), (Udp, 53), (Sctp, 9003)] {
-                run.expect((g, 0), To::Pod(r, 1), proto, port, false, Some("deny-everything"));
-                run.expect((r, 1), To::Pod(g, 1), proto, port, false, Some("deny-everything"));
+                run.expect(
+                    (g, 0),
+                    To::Pod(r, 1),
+                    proto,
+                    port,
+                    false,
+                    Some("deny-everything"),
+                );
+                run.expect(
+                    (r, 1),
+                    To::Pod(g, 1),
+                    proto,
+                    port,
+                    false,
+                    Some("deny-everything"),
+                );
             }
             for (proto, denied, other) in [(Tcp, 80, 8080), (Udp, 53, 5353), (Sctp, 9003, 9005)] {
-                run.expect((g, 0), To::Pod("slytherin", 0), proto, denied, false, Some("deny-at-ports"));
+                run.expect(
+                    (g, 0),
+                    To::Pod("slytherin", 0),
+                    proto,
+                    denied,
+                    false,
+                    Some("deny-at-ports"),
+                );
                 run.expect((g, 1), To::Pod("slytherin", 0), proto, other, true, None);
-                run.expect(("slytherin", 0), To::Pod(g, 0), proto, denied, false, Some("deny-at-ports"));
+                run.expect(
+                    ("slytherin", 0),
+                    To::Pod(g, 0),
+                    proto,
+                    denied,
+                    false,
+                    Some("deny-at-ports"),
+                );
                 run.expect(("slytherin", 1), To::Pod(g, 0), proto, other, true, None);
             }
             if tier == Tier::Baseline {
@@ -675,18 +926,46 @@ fn gress_rules_across_protocols() {
             policy.ingress.swap(0, 2);
             run.apply(&policy);
             for (proto, port) in [(Tcp, 80), (Udp, 5353), (Sctp, 9003)] {
-                run.expect((g, 0), To::Pod(r, 0), proto, port, true, Some("pass-everything"));
+                run.expect(
+                    (g, 0),
+                    To::Pod(r, 0),
+                    proto,
+                    port,
+                    true,
+                    Some("pass-everything"),
+                );
             }
             for (proto, port) in [(Tcp, 80), (Udp, 53), (Sctp, 9003)] {
-                run.expect((r, 1), To::Pod(g, 0), proto, port, true, Some("pass-everything"));
+                run.expect(
+                    (r, 1),
+                    To::Pod(g, 0),
+                    proto,
+                    port,
+                    true,
+                    Some("pass-everything"),
+                );
             }
             policy.egress.swap(3, 4);
             policy.ingress.swap(3, 4);
             run.apply(&policy);
             for (proto, a, b) in [(Tcp, 80, 8080), (Udp, 53, 5353), (Sctp, 9003, 9005)] {
-                run.expect((g, 0), To::Pod("slytherin", 0), proto, a, true, Some("pass-at-ports"));
+                run.expect(
+                    (g, 0),
+                    To::Pod("slytherin", 0),
+                    proto,
+                    a,
+                    true,
+                    Some("pass-at-ports"),
+                );
                 run.expect((g, 1), To::Pod("slytherin", 0), proto, b, true, None);
-                run.expect(("slytherin", 0), To::Pod(g, 0), proto, a, true, Some("pass-at-ports"));
+                run.expect(
+                    ("slytherin", 0),
+                    To::Pod(g, 0),
+                    proto,
+                    a,
+                    true,
+                    Some("pass-at-ports"),
+                );
                 run.expect(("slytherin", 1), To::Pod(g, 0), proto, b, true, None);
             }
         });
@@ -702,7 +981,12 @@ fn house_to_house(name: &str, tier: Tier, priority: u32, action: Action) -> Poli
             Action::Deny => "deny",
             Action::Pass => "pass",
         };
-        vec![rule(&format!("{verb}-all-{dir}-slytherin"), action, vec![Peer::House("slytherin")], vec![])]
+        vec![rule(
+            &format!("{verb}-all-{dir}-slytherin"),
+            action,
+            vec![Peer::House("slytherin")],
+            vec![],
+        )]
     };
     Policy {
         name: name.into(),
@@ -718,22 +1002,93 @@ fn house_to_house(name: &str, tier: Tier, priority: u32, action: Action) -> Poli
 fn priority_decides_between_admin_policies() {
     both(|dialect| {
         let mut run = Run::new("priority-field", dialect);
-        run.apply(&house_to_house("priority-50-example", Tier::Admin, 50, Action::Deny));
-        let mut pass = house_to_house("old-priority-60-new-priority-40-example", Tier::Admin, 60, Action::Pass);
+        run.apply(&house_to_house(
+            "priority-50-example",
+            Tier::Admin,
+            50,
+            Action::Deny,
+        ));
+        let mut pass = house_to_house(
+            "old-priority-60-new-priority-40-example",
+            Tier::Admin,
+            60,
+            Action::Pass,
+        );
         run.apply(&pass);
-        run.apply(&house_to_house("default", Tier::Baseline, 10, Action::Allow));
+        run.apply(&house_to_house(
+            "default",
+            Tier::Baseline,
+            10,
+            Action::Allow,
+        ));
         let (g, s) = ("gryffindor", "slytherin");
-        run.expect((s, 0), To::Pod(g, 0), Tcp, 80, false, Some("deny-all-ingress-from-slytherin"));
-        run.expect((s, 1), To::Pod(g, 0), Tcp, 8080, false, Some("deny-all-ingress-from-slytherin"));
-        run.expect((g, 0), To::Pod(s, 0), Tcp, 80, false, Some("deny-all-egress-to-slytherin"));
-        run.expect((g, 1), To::Pod(s, 0), Tcp, 8080, false, Some("deny-all-egress-to-slytherin"));
+        run.expect(
+            (s, 0),
+            To::Pod(g, 0),
+            Tcp,
+            80,
+            false,
+            Some("deny-all-ingress-from-slytherin"),
+        );
+        run.expect(
+            (s, 1),
+            To::Pod(g, 0),
+            Tcp,
+            8080,
+            false,
+            Some("deny-all-ingress-from-slytherin"),
+        );
+        run.expect(
+            (g, 0),
+            To::Pod(s, 0),
+            Tcp,
+            80,
+            false,
+            Some("deny-all-egress-to-slytherin"),
+        );
+        run.expect(
+            (g, 1),
+            To::Pod(s, 0),
+            Tcp,
+            8080,
+            false,
+            Some("deny-all-egress-to-slytherin"),
+        );
         // The Pass now comes first: the baseline allows.
         pass.priority = 40;
         run.apply(&pass);
-        run.expect((s, 0), To::Pod(g, 0), Tcp, 80, true, Some("allow-all-ingress-from-slytherin"));
-        run.expect((s, 1), To::Pod(g, 0), Tcp, 8080, true, Some("pass-all-ingress-from-slytherin"));
-        run.expect((g, 0), To::Pod(s, 0), Tcp, 80, true, Some("allow-all-egress-to-slytherin"));
-        run.expect((g, 1), To::Pod(s, 0), Tcp, 8080, true, Some("pass-all-egress-to-slytherin"));
+        run.expect(
+            (s, 0),
+            To::Pod(g, 0),
+            Tcp,
+            80,
+            true,
+            Some("allow-all-ingress-from-slytherin"),
+        );
+        run.expect(
+            (s, 1),
+            To::Pod(g, 0),
+            Tcp,
+            8080,
+            true,
+            Some("pass-all-ingress-from-slytherin"),
+        );
+        run.expect(
+            (g, 0),
+            To::Pod(s, 0),
+            Tcp,
+            80,
+            true,
+            Some("allow-all-egress-to-slytherin"),
+        );
+        run.expect(
+            (g, 1),
+            To::Pod(s, 0),
+            Tcp,
+            8080,
+            true,
+            Some("pass-all-egress-to-slytherin"),
+        );
     });
 }
 
@@ -742,7 +1097,12 @@ fn admin_pass_network_policy_then_baseline() {
     both(|dialect| {
         let mut run = Run::new("anp-np-banp", dialect);
         let ns_rule = |name: &str, action| {
-            vec![rule(name, action, vec![Peer::Namespace("slytherin")], vec![])]
+            vec![rule(
+                name,
+                action,
+                vec![Peer::Namespace("slytherin")],
+                vec![],
+            )]
         };
         let mut anp = Policy {
             name: "pass-example".into(),
@@ -753,12 +1113,15 @@ fn admin_pass_network_policy_then_baseline() {
             egress: ns_rule("deny-all-egress-to-slytherin", Action::Deny),
         };
         run.apply(&anp);
-        apply(&mut run.state, &[json!({
+        apply(
+            &mut run.state,
+            &[json!({
             "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
             "metadata": {"name": "allow-gress-from-to-slytherin-to-gryffindor", "namespace": ns("gryffindor")},
             "spec": {"podSelector": {}, "policyTypes": ["Ingress", "Egress"],
                 "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"conformance-house": "slytherin"}}}]}],
-                "egress": [{"to": [{"namespaceSelector": {"matchLabels": {"conformance-house": "slytherin"}}}]}]}})]);
+                "egress": [{"to": [{"namespaceSelector": {"matchLabels": {"conformance-house": "slytherin"}}}]}]}})],
+        );
         run.apply(&Policy {
             name: "default".into(),
             tier: Tier::Baseline,
@@ -768,11 +1131,32 @@ fn admin_pass_network_policy_then_baseline() {
             egress: ns_rule("deny-all-egress-to-slytherin", Action::Deny),
         });
         let (g, s) = ("gryffindor", "slytherin");
-        run.expect((s, 0), To::Pod(g, 0), Tcp, 80, false, Some("deny-all-ingress-from-slytherin"));
-        run.expect((g, 1), To::Pod(s, 0), Tcp, 8080, false, Some("deny-all-egress-to-slytherin"));
+        run.expect(
+            (s, 0),
+            To::Pod(g, 0),
+            Tcp,
+            80,
+            false,
+            Some("deny-all-ingress-from-slytherin"),
+        );
+        run.expect(
+            (g, 1),
+            To::Pod(s, 0),
+            Tcp,
+            8080,
+            false,
+            Some("deny-all-egress-to-slytherin"),
+        );
         anp.ingress[0].action = Action::Pass;
         run.apply(&anp);
-        run.expect((s, 0), To::Pod(g, 0), Tcp, 80, true, Some("deny-all-ingress-from-slytherin"));
+        run.expect(
+            (s, 0),
+            To::Pod(g, 0),
+            Tcp,
+            80,
+            true,
+            Some("deny-all-ingress-from-slytherin"),
+        );
         run.expect((s, 1), To::Pod(g, 0), Tcp, 8080, true, None);
         // The Pass names the ANP and gives NetworkPolicy's outcome.
         let (_, v) = run.verdict((s, 0), &To::Pod(g, 0), Tcp, 80);
@@ -791,8 +1175,22 @@ fn admin_pass_network_policy_then_baseline() {
             &ns("gryffindor"),
             "allow-gress-from-to-slytherin-to-gryffindor"
         ));
-        run.expect((s, 0), To::Pod(g, 0), Tcp, 80, false, Some("deny-all-ingress-from-slytherin"));
-        run.expect((g, 1), To::Pod(s, 0), Tcp, 8080, false, Some("deny-all-egress-to-slytherin"));
+        run.expect(
+            (s, 0),
+            To::Pod(g, 0),
+            Tcp,
+            80,
+            false,
+            Some("deny-all-ingress-from-slytherin"),
+        );
+        run.expect(
+            (g, 1),
+            To::Pod(s, 0),
+            Tcp,
+            8080,
+            false,
+            Some("deny-all-egress-to-slytherin"),
+        );
         let (_, v) = run.verdict((s, 0), &To::Pod(g, 0), Tcp, 80);
         assert_eq!(v.ingress.tier, Some(Tier::Baseline));
         assert_eq!(v.denied_by().len(), 1);
@@ -814,7 +1212,12 @@ fn egress_to_networks() {
                 subject: Subject::House("gryffindor"),
                 ingress: vec![],
                 egress: vec![
-                    rule("allow-egress-to-slytherin", Action::Allow, vec![Peer::House("slytherin")], vec![]),
+                    rule(
+                        "allow-egress-to-slytherin",
+                        Action::Allow,
+                        vec![Peer::House("slytherin")],
+                        vec![],
+                    ),
                     rule(
                         "deny-egress-to-internet",
                         Action::Deny,
@@ -826,9 +1229,30 @@ fn egress_to_networks() {
             run.apply(&policy);
             let g = ("gryffindor", 1);
             for (proto, port) in [(Tcp, 80), (Udp, 53), (Sctp, 9003)] {
-                run.expect(g, To::Pod("ravenclaw", 0), proto, port, false, Some("deny-egress-to-internet"));
-                run.expect(g, To::Pod("hufflepuff", 0), proto, port, false, Some("deny-egress-to-internet"));
-                run.expect(g, To::Pod("slytherin", 0), proto, port, true, Some("allow-egress-to-slytherin"));
+                run.expect(
+                    g,
+                    To::Pod("ravenclaw", 0),
+                    proto,
+                    port,
+                    false,
+                    Some("deny-egress-to-internet"),
+                );
+                run.expect(
+                    g,
+                    To::Pod("hufflepuff", 0),
+                    proto,
+                    port,
+                    false,
+                    Some("deny-egress-to-internet"),
+                );
+                run.expect(
+                    g,
+                    To::Pod("slytherin", 0),
+                    proto,
+                    port,
+                    true,
+                    Some("allow-egress-to-slytherin"),
+                );
             }
             policy.egress.insert(
                 0,
@@ -845,14 +1269,35 @@ fn egress_to_networks() {
             run.apply(&policy);
             for (proto, port) in [(Tcp, 80), (Udp, 53), (Sctp, 9003)] {
                 for house in ["ravenclaw", "hufflepuff"] {
-                    run.expect(g, To::Pod(house, 0), proto, port, true, Some("allow-egress-to-specific-podIPs"));
-                    run.expect(g, To::Pod(house, 1), proto, port, false, Some("deny-egress-to-internet"));
+                    run.expect(
+                        g,
+                        To::Pod(house, 0),
+                        proto,
+                        port,
+                        true,
+                        Some("allow-egress-to-specific-podIPs"),
+                    );
+                    run.expect(
+                        g,
+                        To::Pod(house, 1),
+                        proto,
+                        port,
+                        false,
+                        Some("deny-egress-to-internet"),
+                    );
                 }
             }
             // The deny's nearest miss is the CIDR allow, which names the address.
             let (_, v) = run.verdict(g, &To::Pod("ravenclaw", 1), Tcp, 80);
-            let miss = v.egress.admin_nearest_miss.as_ref().expect("a nearest miss");
-            assert_eq!(miss.rule.name.as_deref(), Some("allow-egress-to-specific-podIPs"));
+            let miss = v
+                .egress
+                .admin_nearest_miss
+                .as_ref()
+                .expect("a nearest miss");
+            assert_eq!(
+                miss.rule.name.as_deref(),
+                Some("allow-egress-to-specific-podIPs")
+            );
             assert_eq!(miss.failures[0].kind(), "outside_cidr");
         });
     }
@@ -869,8 +1314,18 @@ fn egress_to_nodes() {
             subject: Subject::House("gryffindor"),
             ingress: vec![],
             egress: vec![
-                rule("allow-egress-to-36363-on-nodes", Action::Allow, vec![Peer::LinuxNodes], vec![Port::Number(Tcp, 36363)]),
-                rule("pass-egress-to-34345-on-nodes", Action::Pass, vec![Peer::LinuxNodes], vec![Port::Number(Udp, 34345)]),
+                rule(
+                    "allow-egress-to-36363-on-nodes",
+                    Action::Allow,
+                    vec![Peer::LinuxNodes],
+                    vec![Port::Number(Tcp, 36363)],
+                ),
+                rule(
+                    "pass-egress-to-34345-on-nodes",
+                    Action::Pass,
+                    vec![Peer::LinuxNodes],
+                    vec![Port::Number(Udp, 34345)],
+                ),
                 rule(
                     "deny-egress-to-slytherin-and-nodes-and-internet",
                     Action::Deny,
@@ -884,8 +1339,22 @@ fn egress_to_nodes() {
             ],
         });
         let centaur = || To::Ip(CENTAUR_1_IP.into());
-        run.expect(("gryffindor", 0), centaur(), Tcp, 36363, true, Some("allow-egress-to-36363-on-nodes"));
-        run.expect(("gryffindor", 1), centaur(), Udp, 34345, true, Some("pass-egress-to-34345-on-nodes"));
+        run.expect(
+            ("gryffindor", 0),
+            centaur(),
+            Tcp,
+            36363,
+            true,
+            Some("allow-egress-to-36363-on-nodes"),
+        );
+        run.expect(
+            ("gryffindor", 1),
+            centaur(),
+            Udp,
+            34345,
+            true,
+            Some("pass-egress-to-34345-on-nodes"),
+        );
         let deny = Some("deny-egress-to-slytherin-and-nodes-and-internet");
         run.expect(("gryffindor", 1), centaur(), Tcp, 36364, false, deny);
         run.expect(("gryffindor", 1), centaur(), Udp, 34346, false, deny);
@@ -894,14 +1363,24 @@ fn egress_to_nodes() {
         let (_, v) = run.verdict(("gryffindor", 1), &centaur(), Tcp, 36364);
         assert_eq!(v.egress.admin_rule.as_ref().map(|r| r.peer), Some(1));
         // Relabelled, the node no longer matches the nodes peer (no stale cache).
-        apply(&mut run.state, &[json!({"apiVersion": "v1", "kind": "Node",
+        apply(
+            &mut run.state,
+            &[json!({"apiVersion": "v1", "kind": "Node",
             "metadata": {"name": "node-3", "labels": {"kubernetes.io/os": "windows"}},
-            "status": {"addresses": [{"type": "InternalIP", "address": CENTAUR_1_IP}]}})]);
+            "status": {"addresses": [{"type": "InternalIP", "address": CENTAUR_1_IP}]}})],
+        );
         let (allowed, v) = run.verdict(("gryffindor", 0), &centaur(), Tcp, 36363);
         assert!(!allowed, "{v:#?}");
-        assert_eq!(v.egress.admin_rule.as_ref().map(|r| r.peer), Some(2), "the networks peer");
+        assert_eq!(
+            v.egress.admin_rule.as_ref().map(|r| r.peer),
+            Some(2),
+            "the networks peer"
+        );
         let miss = v.egress.admin_nearest_miss.as_ref().expect("nearest miss");
-        assert_eq!(miss.rule.name.as_deref(), Some("allow-egress-to-36363-on-nodes"));
+        assert_eq!(
+            miss.rule.name.as_deref(),
+            Some("allow-egress-to-36363-on-nodes")
+        );
         assert_eq!(miss.failures[0].kind(), "node_label");
     });
     both(|dialect| {
@@ -913,20 +1392,56 @@ fn egress_to_nodes() {
             subject: Subject::Namespace("gryffindor"),
             ingress: vec![],
             egress: vec![
-                rule("allow-egress-to-36363-on-nodes", Action::Allow, vec![Peer::LinuxNodes], vec![Port::Range(Tcp, 36363, 36364)]),
+                rule(
+                    "allow-egress-to-36363-on-nodes",
+                    Action::Allow,
+                    vec![Peer::LinuxNodes],
+                    vec![Port::Range(Tcp, 36363, 36364)],
+                ),
                 rule(
                     "deny-egress-to-nodes-and-internet",
                     Action::Deny,
-                    vec![Peer::LinuxNodes, Peer::Networks(vec!["0.0.0.0/0".into(), "::/0".into()])],
+                    vec![
+                        Peer::LinuxNodes,
+                        Peer::Networks(vec!["0.0.0.0/0".into(), "::/0".into()]),
+                    ],
                     vec![],
                 ),
             ],
         });
         let centaur = || To::Ip(CENTAUR_1_IP.into());
-        run.expect(("gryffindor", 0), centaur(), Tcp, 36363, true, Some("allow-egress-to-36363-on-nodes"));
-        run.expect(("gryffindor", 1), centaur(), Tcp, 36364, true, Some("allow-egress-to-36363-on-nodes"));
-        run.expect(("gryffindor", 1), centaur(), Udp, 34346, false, Some("deny-egress-to-nodes-and-internet"));
-        run.expect(("gryffindor", 1), centaur(), Sctp, 9003, false, Some("deny-egress-to-nodes-and-internet"));
+        run.expect(
+            ("gryffindor", 0),
+            centaur(),
+            Tcp,
+            36363,
+            true,
+            Some("allow-egress-to-36363-on-nodes"),
+        );
+        run.expect(
+            ("gryffindor", 1),
+            centaur(),
+            Tcp,
+            36364,
+            true,
+            Some("allow-egress-to-36363-on-nodes"),
+        );
+        run.expect(
+            ("gryffindor", 1),
+            centaur(),
+            Udp,
+            34346,
+            false,
+            Some("deny-egress-to-nodes-and-internet"),
+        );
+        run.expect(
+            ("gryffindor", 1),
+            centaur(),
+            Sctp,
+            9003,
+            false,
+            Some("deny-egress-to-nodes-and-internet"),
+        );
     });
 }
 
@@ -939,30 +1454,86 @@ fn named_ports() {
         let mut policy = o.policy(Tier::Admin);
         policy.egress[5].ports = vec![Port::Named("web")];
         run.apply(&policy);
-        run.expect(("gryffindor", 0), To::Pod("hufflepuff", 1), Tcp, 80, true, Some("allow-at-port"));
-        run.expect(("gryffindor", 1), To::Pod("hufflepuff", 1), Tcp, 8080, false, Some("deny-everything-else"));
+        run.expect(
+            ("gryffindor", 0),
+            To::Pod("hufflepuff", 1),
+            Tcp,
+            80,
+            true,
+            Some("allow-at-port"),
+        );
+        run.expect(
+            ("gryffindor", 1),
+            To::Pod("hufflepuff", 1),
+            Tcp,
+            8080,
+            false,
+            Some("deny-everything-else"),
+        );
         // ANP ingress-udp, rule 5 on the `dns` named port (UDP 53).
         let o = &ORDERINGS[2];
         let mut run = Run::new("ingress named port", dialect);
         let mut policy = o.policy(Tier::Admin);
         policy.ingress[5].ports = vec![Port::Named("dns")];
         run.apply(&policy);
-        run.expect(("gryffindor", 0), To::Pod("hufflepuff", 1), Udp, 53, true, Some("allow-at-port"));
-        run.expect(("gryffindor", 1), To::Pod("hufflepuff", 1), Udp, 5353, false, Some("deny-everything-else"));
+        run.expect(
+            ("gryffindor", 0),
+            To::Pod("hufflepuff", 1),
+            Udp,
+            53,
+            true,
+            Some("allow-at-port"),
+        );
+        run.expect(
+            ("gryffindor", 1),
+            To::Pod("hufflepuff", 1),
+            Udp,
+            5353,
+            false,
+            Some("deny-everything-else"),
+        );
         // BANP egress-udp (rule 3 `dns`) and ingress-tcp (rule 3 `web`).
         let o = &ORDERINGS[3];
         let mut run = Run::new("baseline egress named port", dialect);
         let mut policy = o.policy(Tier::Baseline);
         policy.egress[3].ports = vec![Port::Named("dns")];
         run.apply(&policy);
-        run.expect(("hufflepuff", 0), To::Pod("gryffindor", 1), Udp, 53, true, Some("allow-at-port"));
-        run.expect(("hufflepuff", 1), To::Pod("gryffindor", 1), Udp, 5353, false, Some("deny-everything-else"));
+        run.expect(
+            ("hufflepuff", 0),
+            To::Pod("gryffindor", 1),
+            Udp,
+            53,
+            true,
+            Some("allow-at-port"),
+        );
+        run.expect(
+            ("hufflepuff", 1),
+            To::Pod("gryffindor", 1),
+            Udp,
+            5353,
+            false,
+            Some("deny-everything-else"),
+        );
         let o = &ORDERINGS[0];
         let mut run = Run::new("baseline ingress named port", dialect);
         let mut policy = o.policy(Tier::Baseline);
         policy.ingress[3].ports = vec![Port::Named("web")];
         run.apply(&policy);
-        run.expect(("hufflepuff", 0), To::Pod("gryffindor", 1), Tcp, 80, true, Some("allow-at-port"));
-        run.expect(("hufflepuff", 1), To::Pod("gryffindor", 1), Tcp, 8080, false, Some("deny-everything-else"));
+        run.expect(
+            ("hufflepuff", 0),
+            To::Pod("gryffindor", 1),
+            Tcp,
+            80,
+            true,
+            Some("allow-at-port"),
+        );
+        run.expect(
+            ("hufflepuff", 1),
+            To::Pod("gryffindor", 1),
+            Tcp,
+            8080,
+            false,
+            Some("deny-everything-else"),
+        );
     });
 }

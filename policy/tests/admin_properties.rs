@@ -17,7 +17,9 @@ mod common;
 
 use common::objects;
 use ipnet::IpNet;
-use netverdict_policy::{ClusterState, Connection, Direction, Endpoint, ObjectKind, PodKey, Protocol};
+use netverdict_policy::{
+    ClusterState, Connection, Direction, Endpoint, ObjectKind, PodKey, Protocol,
+};
 use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::sample::select;
@@ -26,7 +28,12 @@ use serde_json::{Value, json};
 const NAMESPACES: [&str; 3] = ["n0", "n1", "n2"];
 const VALUES: [&str; 2] = ["a", "b"];
 const PORTS: [u16; 3] = [80, 443, 5353];
-const NETWORKS: [&str; 4] = ["10.0.0.0/24", "10.0.0.0/30", "10.0.1.0/24", "203.0.113.0/24"];
+const NETWORKS: [&str; 4] = [
+    "10.0.0.0/24",
+    "10.0.0.0/30",
+    "10.0.1.0/24",
+    "203.0.113.0/24",
+];
 const NODE_IP: &str = "192.168.0.9";
 
 #[derive(Clone, Debug)]
@@ -160,14 +167,22 @@ fn admin_json(i: usize, a: &GAdmin) -> Value {
     };
     let subject = match a.subject_app {
         None => json!({"namespaces": {"matchLabels": {"team": VALUES[a.subject_team]}}}),
-        Some(app) => json!({"pods": {"namespaceSelector": {"matchLabels": {"team": VALUES[a.subject_team]}},
-                                    "podSelector": {"matchLabels": {"app": VALUES[app]}}}}),
+        Some(app) => {
+            json!({"pods": {"namespaceSelector": {"matchLabels": {"team": VALUES[a.subject_team]}},
+                                    "podSelector": {"matchLabels": {"app": VALUES[app]}}}})
+        }
     };
     let mut spec = json!({"subject": subject, "ingress": rules(&a.ingress, "from"), "egress": rules(&a.egress, "to")});
     let (api, kind, name) = match a.kind {
         GKind::Anp => ("v1alpha1", "AdminNetworkPolicy", format!("p{i}")),
-        GKind::Banp => ("v1alpha1", "BaselineAdminNetworkPolicy", "default".to_string()),
-        GKind::CnpAdmin | GKind::CnpBaseline => ("v1alpha2", "ClusterNetworkPolicy", format!("p{i}")),
+        GKind::Banp => (
+            "v1alpha1",
+            "BaselineAdminNetworkPolicy",
+            "default".to_string(),
+        ),
+        GKind::CnpAdmin | GKind::CnpBaseline => {
+            ("v1alpha2", "ClusterNetworkPolicy", format!("p{i}"))
+        }
     };
     match a.kind {
         GKind::Banp => {}
@@ -293,7 +308,9 @@ impl GCluster {
         match port {
             GPort::Number(n, p) => *n == number && *p == proto,
             GPort::Range(s, e) => proto == Protocol::Tcp && *s <= number && number <= *e,
-            GPort::Web => proto == Protocol::Tcp && number == 80 && dst.is_some_and(|d| self.pods[d].web),
+            GPort::Web => {
+                proto == Protocol::Tcp && number == 80 && dst.is_some_and(|d| self.pods[d].web)
+            }
         }
     }
 
@@ -336,7 +353,10 @@ impl GCluster {
             };
             for r in rules {
                 let peer_ok = r.peers.iter().any(|p| self.peer_matches(p, peer));
-                let port_ok = r.ports.is_empty() || r.ports.iter().any(|p| self.port_matches(p, dst, port, proto));
+                let port_ok = r.ports.is_empty()
+                    || r.ports
+                        .iter()
+                        .any(|p| self.port_matches(p, dst, port, proto));
                 if peer_ok && port_ok {
                     return Some(r.action);
                 }
@@ -351,15 +371,31 @@ impl GCluster {
         let selecting: Vec<&GNp> = self
             .nps
             .iter()
-            .filter(|np| np.ns == pod.ns && np.app == pod.app && (direction == Direction::Ingress || np.egress))
+            .filter(|np| {
+                np.ns == pod.ns
+                    && np.app == pod.app
+                    && (direction == Direction::Ingress || np.egress)
+            })
             .collect();
         if selecting.is_empty() {
             return None;
         }
-        Some(selecting.iter().any(|np| peer.is_some_and(|p| self.pods[p].app == np.peer_app)))
+        Some(
+            selecting
+                .iter()
+                .any(|np| peer.is_some_and(|p| self.pods[p].app == np.peer_app)),
+        )
     }
 
-    fn direction_allows(&self, subject: usize, direction: Direction, peer: Option<usize>, dst: Option<usize>, port: u16, proto: Protocol) -> bool {
+    fn direction_allows(
+        &self,
+        subject: usize,
+        direction: Direction,
+        peer: Option<usize>,
+        dst: Option<usize>,
+        port: u16,
+        proto: Protocol,
+    ) -> bool {
         match self.tier_action(false, subject, direction, peer, dst, port, proto) {
             Some(GAction::Allow) => return true,
             Some(GAction::Deny) => return false,
@@ -368,7 +404,10 @@ impl GCluster {
         if let Some(allowed) = self.np_allows(subject, direction, peer) {
             return allowed;
         }
-        !matches!(self.tier_action(true, subject, direction, peer, dst, port, proto), Some(GAction::Deny))
+        !matches!(
+            self.tier_action(true, subject, direction, peer, dst, port, proto),
+            Some(GAction::Deny)
+        )
     }
 
     /// Pod to pod (or to the node when `dst` is None).
@@ -410,23 +449,38 @@ fn admin_rule(ingress: bool, pass: bool) -> impl Strategy<Value = GRule> {
     } else {
         vec![GAction::Allow, GAction::Deny]
     };
-    (select(actions), vec(peer(), 1..3), vec(port(), 0..3)).prop_map(move |(action, mut peers, mut ports)| {
-        if ingress {
-            // Ingress peers are namespaces and pods only.
-            peers.retain(|p| matches!(p, GPeer::Namespaces(_) | GPeer::Pods(_)));
-            if peers.is_empty() {
-                peers.push(GPeer::Namespaces(0));
+    (select(actions), vec(peer(), 1..3), vec(port(), 0..3)).prop_map(
+        move |(action, mut peers, mut ports)| {
+            if ingress {
+                // Ingress peers are namespaces and pods only.
+                peers.retain(|p| matches!(p, GPeer::Namespaces(_) | GPeer::Pods(_)));
+                if peers.is_empty() {
+                    peers.push(GPeer::Namespaces(0));
+                }
+            } else if peers
+                .iter()
+                .any(|p| matches!(p, GPeer::Networks(_) | GPeer::Nodes))
+            {
+                // Named ports need pod peers.
+                ports.retain(|p| !matches!(p, GPort::Web));
             }
-        } else if peers.iter().any(|p| matches!(p, GPeer::Networks(_) | GPeer::Nodes)) {
-            // Named ports need pod peers.
-            ports.retain(|p| !matches!(p, GPort::Web));
-        }
-        GRule { action, peers, ports }
-    })
+            GRule {
+                action,
+                peers,
+                ports,
+            }
+        },
+    )
 }
 
 fn admin() -> impl Strategy<Value = GAdmin> {
-    select(vec![GKind::Anp, GKind::Banp, GKind::CnpAdmin, GKind::CnpBaseline]).prop_flat_map(|kind| {
+    select(vec![
+        GKind::Anp,
+        GKind::Banp,
+        GKind::CnpAdmin,
+        GKind::CnpBaseline,
+    ])
+    .prop_flat_map(|kind| {
         let pass = kind != GKind::Banp;
         (
             Just(kind),
@@ -436,26 +490,47 @@ fn admin() -> impl Strategy<Value = GAdmin> {
             vec(admin_rule(true, pass), 0..3),
             vec(admin_rule(false, pass), 0..3),
         )
-            .prop_map(|(kind, priority, subject_team, subject_app, ingress, egress)| GAdmin {
-                kind,
-                priority,
-                subject_team,
-                subject_app,
-                ingress,
-                egress,
-            })
+            .prop_map(
+                |(kind, priority, subject_team, subject_app, ingress, egress)| GAdmin {
+                    kind,
+                    priority,
+                    subject_team,
+                    subject_app,
+                    ingress,
+                    egress,
+                },
+            )
     })
 }
 
 fn cluster() -> impl Strategy<Value = GCluster> {
     (
         vec(0..2usize, 3),
-        vec((0..3usize, 0..2usize, any::<bool>()).prop_map(|(ns, app, web)| GPod { ns, app, web }), 2..5),
-        vec((0..3usize, 0..2usize, any::<bool>(), 0..2usize).prop_map(|(ns, app, egress, peer_app)| GNp { ns, app, egress, peer_app }), 0..3),
+        vec(
+            (0..3usize, 0..2usize, any::<bool>()).prop_map(|(ns, app, web)| GPod { ns, app, web }),
+            2..5,
+        ),
+        vec(
+            (0..3usize, 0..2usize, any::<bool>(), 0..2usize).prop_map(
+                |(ns, app, egress, peer_app)| GNp {
+                    ns,
+                    app,
+                    egress,
+                    peer_app,
+                },
+            ),
+            0..3,
+        ),
         vec(admin(), 0..5),
         any::<bool>(),
     )
-        .prop_map(|(teams, pods, nps, admins, node_zone_a)| GCluster { teams, pods, nps, admins, node_zone_a })
+        .prop_map(|(teams, pods, nps, admins, node_zone_a)| GCluster {
+            teams,
+            pods,
+            nps,
+            admins,
+            node_zone_a,
+        })
 }
 
 fn connections(model: &GCluster) -> Vec<(Connection, usize, Option<usize>, u16, Protocol)> {

@@ -160,9 +160,16 @@ impl ClusterState {
     }
 
     /// The nearest of the Allow and Pass rules that did not match.
-    fn nearest_admin_miss(&self, candidates: &[Located], case: &DirectionCase) -> Option<AdminMiss> {
+    fn nearest_admin_miss(
+        &self,
+        candidates: &[Located],
+        case: &DirectionCase,
+    ) -> Option<AdminMiss> {
         let mut nearest: Option<(u32, AdminMiss)> = None;
-        for c in candidates.iter().filter(|c| c.rule.action != AdminAction::Deny) {
+        for c in candidates
+            .iter()
+            .filter(|c| c.rule.action != AdminAction::Deny)
+        {
             let (peer, mut failures) = self.nearest_admin_peer(c.rule, case.peer);
             if match_ports(&c.rule.ports, case).is_none() {
                 failures.push(Failure::Port {

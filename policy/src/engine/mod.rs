@@ -421,11 +421,7 @@ impl ClusterState {
         {
             // NetworkPolicy does not decide, but the verdict still says which
             // NetworkPolicies select the pod.
-            let selected_by: Vec<_> = self
-                .selecting(case)
-                .iter()
-                .map(|p| p.key.clone())
-                .collect();
+            let selected_by: Vec<_> = self.selecting(case).iter().map(|p| p.key.clone()).collect();
             return DirectionVerdict {
                 status: if rule.action.allows() {
                     Status::Allowed

@@ -66,7 +66,10 @@ pub enum AdminSubject {
     /// Every pod of the matching namespaces.
     Namespaces(Selector),
     /// The matching pods of the matching namespaces.
-    Pods { namespaces: Selector, pods: Selector },
+    Pods {
+        namespaces: Selector,
+        pods: Selector,
+    },
 }
 
 impl fmt::Display for AdminSubject {
@@ -87,7 +90,10 @@ pub enum AdminPeer {
     /// Every (non-host-network) pod of the matching namespaces.
     Namespaces(Selector),
     /// The matching (non-host-network) pods of the matching namespaces.
-    Pods { namespaces: Selector, pods: Selector },
+    Pods {
+        namespaces: Selector,
+        pods: Selector,
+    },
     /// The addresses of the nodes whose labels match (egress only).
     Nodes(Selector),
     /// Addresses in any of these CIDRs, pod addresses included (egress only).
@@ -241,7 +247,11 @@ impl AdminPolicy {
     }
 
     /// Whether the subject selects `pod` in a namespace labelled `ns_labels`.
-    pub fn selects(&self, pod: &Pod, ns_labels: &std::collections::BTreeMap<String, String>) -> bool {
+    pub fn selects(
+        &self,
+        pod: &Pod,
+        ns_labels: &std::collections::BTreeMap<String, String>,
+    ) -> bool {
         if pod.host_network {
             return false;
         }
@@ -407,10 +417,9 @@ fn subject(subject: Option<&crd::Subject>) -> Result<AdminSubject, FieldError> {
 
 fn rule_name(name: Option<&String>, field: &str) -> Result<Option<String>, FieldError> {
     match name {
-        Some(n) if n.chars().count() > 100 => Err(FieldError::new(
-            field,
-            "longer than 100 characters",
-        )),
+        Some(n) if n.chars().count() > 100 => {
+            Err(FieldError::new(field, "longer than 100 characters"))
+        }
         Some(n) if !n.is_empty() => Ok(Some(n.clone())),
         _ => Ok(None),
     }
@@ -463,7 +472,10 @@ fn peers(
                     pods.namespace_selector.as_ref(),
                     &format!("{at}.pods.namespaceSelector"),
                 )?,
-                pods: selector(pods.pod_selector.as_ref(), &format!("{at}.pods.podSelector"))?,
+                pods: selector(
+                    pods.pod_selector.as_ref(),
+                    &format!("{at}.pods.podSelector"),
+                )?,
             }
         } else if let Some(nodes) = &p.nodes {
             egress_only("nodes")?;
@@ -546,7 +558,10 @@ fn v1alpha1_rules(
         let mut ports = Vec::new();
         if let Some(list) = &r.ports {
             if list.is_empty() {
-                return Err(FieldError::new(format!("{at}.ports"), "needs at least one port"));
+                return Err(FieldError::new(
+                    format!("{at}.ports"),
+                    "needs at least one port",
+                ));
             }
             for (j, p) in list.iter().enumerate() {
                 let pf = format!("{at}.ports[{j}]");
@@ -567,8 +582,7 @@ fn v1alpha1_rules(
                             r.protocol.as_deref(),
                             &format!("{pf}.portRange.protocol"),
                         )?;
-                        let (start, end) =
-                            range(r.start, r.end, &format!("{pf}.portRange"))?;
+                        let (start, end) = range(r.start, r.end, &format!("{pf}.portRange"))?;
                         AdminPort::Range {
                             protocol,
                             start,

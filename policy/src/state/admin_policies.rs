@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 
-use crate::model::{AdminPolicy, Tier, PolicyKey};
+use crate::model::{AdminPolicy, PolicyKey, Tier};
 
 #[derive(Debug, Default)]
 pub(crate) struct AdminPolicies {

@@ -41,8 +41,8 @@ use crate::cache::{CacheKey, VerdictCache};
 use crate::error::{LoadError, LoadErrors, ObjectError};
 use crate::manifest::{K8sObject, Manifests};
 use crate::model::{
-    AdminPolicy, Tier, Direction, EndpointSlice, IpBlock, Namespace, NamespaceMatch,
-    NetworkPolicy, Node, Peer, Pod, PodKey, PolicyKey, PolicyKind, PortRef, Protocol, Service,
+    AdminPolicy, Direction, EndpointSlice, IpBlock, Namespace, NamespaceMatch, NetworkPolicy, Node,
+    Peer, Pod, PodKey, PolicyKey, PolicyKind, PortRef, Protocol, Service, Tier,
 };
 use crate::selector::{Labels, Selector};
 use crate::verdict::Verdict;
@@ -700,7 +700,11 @@ impl ClusterState {
     }
 
     fn upsert_admin_policy(&mut self, policy: AdminPolicy) {
-        if self.admin.get(&policy.key).is_some_and(|old| **old == policy) {
+        if self
+            .admin
+            .get(&policy.key)
+            .is_some_and(|old| **old == policy)
+        {
             return;
         }
         self.remove_admin_policy(&policy.key);

@@ -100,7 +100,9 @@ impl PolicyName {
 
     /// Whether `policy` is this one.
     pub fn is(&self, policy: &pb::PolicyRef) -> bool {
-        self.kind == kind_of(policy) && self.namespace == policy.namespace && self.name == policy.name
+        self.kind == kind_of(policy)
+            && self.namespace == policy.namespace
+            && self.name == policy.name
     }
 }
 
