@@ -443,7 +443,8 @@ mod tests {
         pb::PolicyRef {
             namespace: ns.into(),
             name: name.into(),
-            ..Default::default()
+            kind: pb::PolicyKind::NetworkPolicy as i32,
+            tier: pb::PolicyTier::NetworkPolicy as i32,
         }
     }
 

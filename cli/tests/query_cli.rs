@@ -41,7 +41,8 @@ fn policy(ns: &str, name: &str) -> pb::PolicyRef {
     pb::PolicyRef {
         namespace: ns.into(),
         name: name.into(),
-        ..Default::default()
+        kind: pb::PolicyKind::NetworkPolicy as i32,
+        tier: pb::PolicyTier::NetworkPolicy as i32,
     }
 }
 

@@ -80,9 +80,11 @@ pub(crate) struct FlowRow {
     pub allowed_by: Vec<String>,
     pub denied_by: Vec<String>,
     pub egress_status: i8,
+    pub egress_tier: i8,
     pub egress_isolated: u8,
     pub egress_selected_by: Vec<String>,
     pub ingress_status: i8,
+    pub ingress_tier: i8,
     pub ingress_isolated: u8,
     pub ingress_selected_by: Vec<String>,
 
@@ -318,9 +320,11 @@ impl FlowRow {
             allowed_by: policy_names(&flow.allowed_by),
             denied_by: policy_names(&flow.denied_by),
             egress_status: enum8::<pb::PolicyStatus>(flow, "egress.status", egress.status)?,
+            egress_tier: enum8::<pb::PolicyTier>(flow, "egress.tier", egress.tier)?,
             egress_isolated: u8::from(egress.isolated),
             egress_selected_by: policy_names(&egress.selected_by),
             ingress_status: enum8::<pb::PolicyStatus>(flow, "ingress.status", ingress.status)?,
+            ingress_tier: enum8::<pb::PolicyTier>(flow, "ingress.tier", ingress.tier)?,
             ingress_isolated: u8::from(ingress.isolated),
             ingress_selected_by: policy_names(&ingress.selected_by),
 
