@@ -575,7 +575,10 @@ async fn migration_6_gives_rows_stored_before_it_their_tier() {
         "SELECT toString(egress_tier), toString(ingress_tier) FROM {}.flows",
         db.name
     ));
-    assert_eq!(tiers, "POLICY_TIER_UNSPECIFIED\tPOLICY_TIER_NETWORK_POLICY\n");
+    assert_eq!(
+        tiers,
+        "POLICY_TIER_UNSPECIFIED\tPOLICY_TIER_NETWORK_POLICY\n"
+    );
     // New rows store the tier, an admin one included, and its policy as Kind/name.
     let mut admin = simple_flow("node-a/2/1", base + 20);
     admin.verdict = pb::Verdict::Denied as i32;
@@ -595,7 +598,10 @@ async fn migration_6_gives_rows_stored_before_it_their_tier() {
         "SELECT toString(egress_tier), denied_by FROM {}.flows WHERE id = 'node-a/2/1'",
         db.name
     ));
-    assert_eq!(stored, "POLICY_TIER_ADMIN\t['AdminNetworkPolicy/deny-tenant']\n");
+    assert_eq!(
+        stored,
+        "POLICY_TIER_ADMIN\t['AdminNetworkPolicy/deny-tenant']\n"
+    );
     // The policy filter finds it by that name.
     let filter = pb::FlowFilter {
         policy: vec!["AdminNetworkPolicy/deny-tenant".into()],
