@@ -19,6 +19,16 @@ pub enum Error {
     /// file, document and field).
     #[error("invalid manifests:\n{0}")]
     Invalid(LoadErrors),
+    /// The manifests hold a policy kind the lab cannot enforce in nftables
+    /// yet (AdminNetworkPolicy, BaselineAdminNetworkPolicy,
+    /// ClusterNetworkPolicy): the engine's verdicts would disagree with the
+    /// kernel's.
+    #[error(
+        "{kind} {name}: the lab does not enforce the admin tiers (AdminNetworkPolicy, \
+         BaselineAdminNetworkPolicy, ClusterNetworkPolicy) in nftables yet; use `netverdict explain` \
+         or `lint` with --cluster for them"
+    )]
+    Unenforced { kind: &'static str, name: String },
 }
 
 /// Result alias of this module.
@@ -29,6 +39,16 @@ pub fn read_objects<P: AsRef<Path>>(paths: &[P]) -> Result<Vec<K8sObject>> {
     let manifests = Manifests::read_paths(paths);
     if !manifests.errors.is_empty() {
         return Err(Error::Invalid(LoadErrors(manifests.errors)));
+    }
+    if let Some(o) = manifests
+        .objects
+        .iter()
+        .find(|o| o.object.is_admin_policy())
+    {
+        return Err(Error::Unenforced {
+            kind: o.object.kind(),
+            name: o.object.metadata().name.clone().unwrap_or_default(),
+        });
     }
     Ok(manifests.objects.into_iter().map(|o| o.object).collect())
 }
@@ -196,4 +216,26 @@ pub(crate) fn build_cluster(objects: &[K8sObject]) -> Result<ClusterState> {
     }
     cluster.set_local_node_ips([IpAddr::V4(NODE_IP)]);
     Ok(cluster)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn admin_policies_are_refused_until_the_lab_enforces_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("anp.yaml");
+        std::fs::write(
+            &path,
+            "apiVersion: policy.networking.k8s.io/v1alpha1\nkind: AdminNetworkPolicy\n\
+             metadata: {name: deny-tenant}\nspec: {priority: 1, subject: {namespaces: {}}}\n",
+        )
+        .unwrap();
+        let error = read_objects(&[&path]).unwrap_err().to_string();
+        assert!(
+            error.starts_with("AdminNetworkPolicy deny-tenant: the lab does not enforce"),
+            "{error}"
+        );
+    }
 }
