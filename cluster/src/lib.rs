@@ -8,7 +8,8 @@
 //! ```text
 //!  kube: one kube-rs watcher per kind ─┐                       ┌─> SharedState (RwLock<ClusterState>)
 //!        (Namespace, Pod, NetworkPolicy,├─> mpsc ─> writer task ┤     read by the annotator (verdict(&self))
-//!         Service, EndpointSlice, Node) ┘   (Tracker: apply,    └─> SourceMetrics (counters, invalid objects)
+//!         Service, EndpointSlice, Node, │   (Tracker: apply,    └─> SourceMetrics (counters, invalid objects)
+//!         the admin policy CRDs)       ─┘
 //!                                            delete, re-list diff)
 //!  manifests: poll files ─> parse + validate all ─> Tracker diff ─> SharedState
 //!  lab: a running lab's objects, once at start ─────────────────> SharedState
