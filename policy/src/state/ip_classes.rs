@@ -37,10 +37,10 @@ impl IpClasses {
     /// Counts the ipBlocks of a policy being added (a NetworkPolicy's
     /// ipBlocks, an admin policy's networks); returns whether the set of
     /// blocks changed (then every class must be recomputed).
-    pub fn add_blocks(&mut self, blocks: impl IntoIterator<Item = IpBlock>) -> bool {
+    pub fn add_blocks<'a>(&mut self, blocks: impl IntoIterator<Item = &'a IpBlock>) -> bool {
         let mut changed = false;
         for block in blocks {
-            match self.blocks.iter_mut().find(|(b, _)| *b == block) {
+            match self.blocks.iter_mut().find(|(b, _)| b == block) {
                 Some((_, uses)) => {
                     if *uses == 0 {
                         changed = true;
@@ -48,7 +48,7 @@ impl IpClasses {
                     *uses += 1;
                 }
                 None => {
-                    self.blocks.push((block, 1));
+                    self.blocks.push((block.clone(), 1));
                     changed = true;
                 }
             }
@@ -58,10 +58,10 @@ impl IpClasses {
 
     /// Uncounts the ipBlocks of a policy being removed; returns whether the
     /// set of blocks changed.
-    pub fn remove_blocks(&mut self, blocks: impl IntoIterator<Item = IpBlock>) -> bool {
+    pub fn remove_blocks<'a>(&mut self, blocks: impl IntoIterator<Item = &'a IpBlock>) -> bool {
         let mut changed = false;
         for block in blocks {
-            if let Some((_, uses)) = self.blocks.iter_mut().find(|(b, _)| *b == block) {
+            if let Some((_, uses)) = self.blocks.iter_mut().find(|(b, _)| b == block) {
                 *uses = uses.saturating_sub(1);
                 changed |= *uses == 0;
             }

@@ -682,7 +682,7 @@ impl ClusterState {
         }
         self.remove_policy(&policy.key);
         let policy = Arc::new(policy);
-        let blocks_changed = self.ip_classes.add_blocks(policy.ip_blocks().cloned());
+        let blocks_changed = self.ip_classes.add_blocks(policy.ip_blocks());
         self.policies.insert(policy);
         if blocks_changed {
             self.recompute_ip_classes();
@@ -692,7 +692,7 @@ impl ClusterState {
 
     fn remove_policy(&mut self, key: &PolicyKey) -> Option<Arc<NetworkPolicy>> {
         let policy = self.policies.remove(key)?;
-        if self.ip_classes.remove_blocks(policy.ip_blocks().cloned()) {
+        if self.ip_classes.remove_blocks(policy.ip_blocks()) {
             self.recompute_ip_classes();
         }
         self.clear_cache();
@@ -709,7 +709,7 @@ impl ClusterState {
         }
         self.remove_admin_policy(&policy.key);
         let policy = Arc::new(policy);
-        let blocks_changed = self.ip_classes.add_blocks(network_blocks(&policy));
+        let blocks_changed = self.ip_classes.add_blocks(&network_blocks(&policy));
         self.admin.insert(policy);
         if blocks_changed {
             self.recompute_ip_classes();
@@ -719,7 +719,7 @@ impl ClusterState {
 
     fn remove_admin_policy(&mut self, key: &PolicyKey) -> Option<Arc<AdminPolicy>> {
         let policy = self.admin.remove(key)?;
-        if self.ip_classes.remove_blocks(network_blocks(&policy)) {
+        if self.ip_classes.remove_blocks(&network_blocks(&policy)) {
             self.recompute_ip_classes();
         }
         self.clear_cache();
