@@ -7,7 +7,7 @@ mod clickhouse_support;
 use std::time::{Duration, UNIX_EPOCH};
 
 use clickhouse_support::*;
-use netverdict_api::clickhouse::{latest_version, migration_versions};
+use netverdict_api::clickhouse::migration_versions;
 use netverdict_api::store::{FlowQuery, ReportQuery, Store};
 use netverdict_proto::filter::FilterSet;
 use netverdict_proto::time::{TimeWindow, UnixNanos};

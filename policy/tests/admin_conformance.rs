@@ -566,8 +566,7 @@ impl Ordering {
         &self,
         run: &Run,
         house: &'static str,
-        i: u8,
-        j: u8,
+        (i, j): (u8, u8),
         port: u16,
         allowed: bool,
         rule: Option<&str>,
@@ -605,8 +604,7 @@ fn admin_network_policy_rule_ordering_per_protocol_and_direction() {
             o.check(
                 &run,
                 o.everything,
-                0,
-                0,
+                (0, 0),
                 o.port_a,
                 true,
                 Some("allow-everything"),
@@ -614,19 +612,24 @@ fn admin_network_policy_rule_ordering_per_protocol_and_direction() {
             o.check(
                 &run,
                 o.everything,
-                1,
-                0,
+                (1, 0),
                 o.port_a_other,
                 true,
                 Some("allow-everything"),
             );
             // Allowed at one port, denied on the others.
-            o.check(&run, o.allowed, 0, 1, o.port_h, true, Some("allow-at-port"));
             o.check(
                 &run,
                 o.allowed,
-                1,
-                1,
+                (0, 1),
+                o.port_h,
+                true,
+                Some("allow-at-port"),
+            );
+            o.check(
+                &run,
+                o.allowed,
+                (1, 1),
                 o.port_h_other,
                 false,
                 Some("deny-everything-else"),
@@ -637,8 +640,7 @@ fn admin_network_policy_rule_ordering_per_protocol_and_direction() {
             o.check(
                 &run,
                 o.everything,
-                0,
-                1,
+                (0, 1),
                 o.port_a,
                 false,
                 Some("deny-everything"),
@@ -646,23 +648,28 @@ fn admin_network_policy_rule_ordering_per_protocol_and_direction() {
             o.check(
                 &run,
                 o.everything,
-                1,
-                1,
+                (1, 1),
                 o.port_a_other,
                 false,
                 Some("deny-everything"),
             );
             // Denied at one port; no rule matches the others.
-            o.check(&run, o.ported, 0, 0, o.port_a, false, Some("deny-at-port"));
-            o.check(&run, o.ported, 1, 0, o.port_a_other, true, None);
+            o.check(
+                &run,
+                o.ported,
+                (0, 0),
+                o.port_a,
+                false,
+                Some("deny-at-port"),
+            );
+            o.check(&run, o.ported, (1, 0), o.port_a_other, true, None);
             // Pass first: no NetworkPolicy, no baseline: allowed.
             policy.rules_mut(o.egress).swap(0, 2);
             run.apply(&policy);
             o.check(
                 &run,
                 o.everything,
-                0,
-                0,
+                (0, 0),
                 o.port_a,
                 true,
                 Some("pass-everything"),
@@ -670,8 +677,7 @@ fn admin_network_policy_rule_ordering_per_protocol_and_direction() {
             o.check(
                 &run,
                 o.everything,
-                1,
-                0,
+                (1, 0),
                 o.port_a_other,
                 true,
                 Some("pass-everything"),
@@ -679,8 +685,8 @@ fn admin_network_policy_rule_ordering_per_protocol_and_direction() {
             // Pass before Deny at the port.
             policy.rules_mut(o.egress).swap(3, 4);
             run.apply(&policy);
-            o.check(&run, o.ported, 0, 0, o.port_a, true, Some("pass-at-port"));
-            o.check(&run, o.ported, 1, 0, o.port_a_other, true, None);
+            o.check(&run, o.ported, (0, 0), o.port_a, true, Some("pass-at-port"));
+            o.check(&run, o.ported, (1, 0), o.port_a_other, true, None);
         });
     }
 }
@@ -695,8 +701,7 @@ fn baseline_admin_network_policy_rule_ordering_per_protocol_and_direction() {
             o.check(
                 &run,
                 o.everything,
-                0,
-                0,
+                (0, 0),
                 o.port_a,
                 true,
                 Some("allow-everything"),
@@ -704,18 +709,23 @@ fn baseline_admin_network_policy_rule_ordering_per_protocol_and_direction() {
             o.check(
                 &run,
                 o.everything,
-                1,
-                0,
+                (1, 0),
                 o.port_a_other,
                 true,
                 Some("allow-everything"),
             );
-            o.check(&run, o.allowed, 0, 1, o.port_h, true, Some("allow-at-port"));
             o.check(
                 &run,
                 o.allowed,
-                1,
-                1,
+                (0, 1),
+                o.port_h,
+                true,
+                Some("allow-at-port"),
+            );
+            o.check(
+                &run,
+                o.allowed,
+                (1, 1),
                 o.port_h_other,
                 false,
                 Some("deny-everything-else"),
@@ -725,8 +735,7 @@ fn baseline_admin_network_policy_rule_ordering_per_protocol_and_direction() {
             o.check(
                 &run,
                 o.everything,
-                0,
-                1,
+                (0, 1),
                 o.port_a,
                 false,
                 Some("deny-everything"),
@@ -734,14 +743,20 @@ fn baseline_admin_network_policy_rule_ordering_per_protocol_and_direction() {
             o.check(
                 &run,
                 o.everything,
-                1,
-                1,
+                (1, 1),
                 o.port_a_other,
                 false,
                 Some("deny-everything"),
             );
-            o.check(&run, o.ported, 0, 0, o.port_a, false, Some("deny-at-port"));
-            o.check(&run, o.ported, 1, 0, o.port_a_other, true, None);
+            o.check(
+                &run,
+                o.ported,
+                (0, 0),
+                o.port_a,
+                false,
+                Some("deny-at-port"),
+            );
+            o.check(&run, o.ported, (1, 0), o.port_a_other, true, None);
         });
     }
 }

@@ -323,8 +323,7 @@ impl GCluster {
         direction: Direction,
         peer: Option<usize>,
         dst: Option<usize>,
-        port: u16,
-        proto: Protocol,
+        (port, proto): (u16, Protocol),
     ) -> Option<GAction> {
         let mut policies: Vec<(u32, String, u8, &GAdmin)> = self
             .effective_admins()
@@ -396,7 +395,7 @@ impl GCluster {
         port: u16,
         proto: Protocol,
     ) -> bool {
-        match self.tier_action(false, subject, direction, peer, dst, port, proto) {
+        match self.tier_action(false, subject, direction, peer, dst, (port, proto)) {
             Some(GAction::Allow) => return true,
             Some(GAction::Deny) => return false,
             _ => {}
@@ -405,7 +404,7 @@ impl GCluster {
             return allowed;
         }
         !matches!(
-            self.tier_action(true, subject, direction, peer, dst, port, proto),
+            self.tier_action(true, subject, direction, peer, dst, (port, proto)),
             Some(GAction::Deny)
         )
     }

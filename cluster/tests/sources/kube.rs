@@ -707,6 +707,7 @@ async fn the_source_asks_only_list_and_watch_of_its_kinds() {
     ] {
         let server = FakeApiServer::start().await;
         populate(&server);
+        server.install_crds(true);
         let shared = SharedState::default();
         let config = KubeSourceConfig {
             kinds: kinds.clone(),
@@ -729,6 +730,11 @@ async fn the_source_asks_only_list_and_watch_of_its_kinds() {
             ObjectKind::Service => "services",
             ObjectKind::EndpointSlice => "endpointslices.discovery.k8s.io",
             ObjectKind::Node => "nodes",
+            ObjectKind::AdminNetworkPolicy => "adminnetworkpolicies.policy.networking.k8s.io",
+            ObjectKind::BaselineAdminNetworkPolicy => {
+                "baselineadminnetworkpolicies.policy.networking.k8s.io"
+            }
+            ObjectKind::ClusterNetworkPolicy => "clusternetworkpolicies.policy.networking.k8s.io",
         };
         let want: BTreeSet<String> = kinds
             .iter()
@@ -747,6 +753,7 @@ async fn the_source_asks_only_list_and_watch_of_its_kinds() {
         );
         source.shutdown().await;
     }
+}
 
 /// The network-policy-api CRDs missing (lists answer 404) is said once per
 /// kind (the not-installed gauge), does not keep the source from syncing nor

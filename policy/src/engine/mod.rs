@@ -140,15 +140,6 @@ enum Selection {
     Scan,
 }
 
-/// What the NetworkPolicy tier says about one direction.
-enum TierDecision {
-    /// The tier decides (allowed or denied); its verdict on the direction.
-    Decided(DirectionVerdict),
-    /// The tier has no opinion (no policy of it selects the pod, or one passes):
-    /// the next tier decides.
-    Pass,
-}
-
 /// One direction of a connection to decide, as every tier sees it.
 struct DirectionCase<'a> {
     direction: Direction,
@@ -438,7 +429,7 @@ impl ClusterState {
             };
         }
         let passed = admin.decided;
-        if let TierDecision::Decided(mut verdict) = self.network_policy_tier(case) {
+        if let Some(mut verdict) = self.network_policy_tier(case) {
             verdict.tier = Some(Tier::NetworkPolicy);
             verdict.admin_rule = passed;
             verdict.not_evaluated = not_evaluated;

@@ -17,7 +17,7 @@
 
 use std::sync::Arc;
 
-use super::{DirectionCase, Selection, TierDecision, View};
+use super::{DirectionCase, Selection, View};
 use crate::model::{NamespaceMatch, NetworkPolicy, Peer, Pod, PortRef, PortRule, Protocol};
 use crate::state::ClusterState;
 use crate::verdict::{DirectionVerdict, Failure, Miss, RuleRef, Status};
@@ -31,12 +31,13 @@ impl ClusterState {
         }
     }
 
-    /// What the NetworkPolicies selecting the case's subject say about it.
-    pub(super) fn network_policy_tier(&self, case: &DirectionCase) -> TierDecision {
+    /// What the NetworkPolicies selecting the case's subject say about it:
+    /// None when none selects it (the tier has no opinion).
+    pub(super) fn network_policy_tier(&self, case: &DirectionCase) -> Option<DirectionVerdict> {
         let direction = case.direction;
         let policies = self.selecting(case);
         if policies.is_empty() {
-            return TierDecision::Pass;
+            return None;
         }
         let mut allowed_by = Vec::new();
         let mut nearest: Option<(u32, Miss)> = None;
@@ -82,7 +83,7 @@ impl ClusterState {
         } else {
             Status::Allowed
         };
-        TierDecision::Decided(DirectionVerdict {
+        Some(DirectionVerdict {
             isolated: true,
             selected_by: policies.iter().map(|p| p.key.clone()).collect(),
             without_rules: policies
