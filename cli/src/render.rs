@@ -571,6 +571,8 @@ mod tests {
         pb::PolicyRef {
             namespace: ns.into(),
             name: name.into(),
+            kind: pb::PolicyKind::NetworkPolicy as i32,
+            tier: pb::PolicyTier::NetworkPolicy as i32,
         }
     }
 

@@ -54,6 +54,8 @@ fn flows() -> Vec<pb::Flow> {
             denied_by: vec![pb::PolicyRef {
                 namespace: "default".into(),
                 name: "default-deny".into(),
+                kind: pb::PolicyKind::NetworkPolicy as i32,
+                tier: pb::PolicyTier::NetworkPolicy as i32,
             }],
             ..base.clone()
         },

@@ -856,11 +856,17 @@ class CheckerTest(unittest.TestCase):
         self.assert_caught(errors, "'apps/endpointslices'")
 
     def test_wildcard_resource_and_non_resource_url(self) -> None:
-        def edit(o):
-            self.role(o)["rules"].append({"apiGroups": ["*"], "resources": ["*"], "verbs": ["get"]})
-            self.role(o)["rules"].append({"nonResourceURLs": ["/metrics"], "verbs": ["get"]})
+        appended_at = []
 
-        self.assert_caught(self.broken(edit), "rules[3].resources: '*/*'", "rules[4].nonResourceURLs")
+        def edit(o):
+            rules = self.role(o)["rules"]
+            appended_at.append(len(rules))
+            rules.append({"apiGroups": ["*"], "resources": ["*"], "verbs": ["get"]})
+            rules.append({"nonResourceURLs": ["/metrics"], "verbs": ["get"]})
+
+        errors = self.broken(edit)
+        n = appended_at[0]
+        self.assert_caught(errors, f"rules[{n}].resources: '*/*'", f"rules[{n + 1}].nonResourceURLs")
 
     def test_binding_to_builtin_role(self) -> None:
         errors = self.broken(lambda o: one(o, "ClusterRoleBinding", "netverdict-collector")["roleRef"].update(name="view"))

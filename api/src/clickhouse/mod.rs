@@ -38,7 +38,7 @@ use netverdict_proto::validate::check_storable;
 use tokio::sync::{mpsc, oneshot};
 
 pub use query::DEFAULT_REPORT_LIMIT;
-pub use schema::{ServerFeatures, latest_version};
+pub use schema::{ServerFeatures, latest_version, migration_versions};
 pub use stats::{ClickHouseStats, Histogram, LATENCY_BUCKETS};
 
 use crate::store::{FlowQuery, InsertOutcome, ReportQuery, Result, Store, StoreError, StoreStatus};
