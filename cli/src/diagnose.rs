@@ -29,7 +29,7 @@ use serde_json::{Value, json};
 
 use crate::output::{self, Output};
 use crate::policy_cmds::ClusterArgs;
-use crate::query_cmds;
+use crate::query_cmds::{self, ServerArgs};
 use crate::render;
 
 #[derive(Args, Debug)]
@@ -50,11 +50,11 @@ pub struct DiagnoseArgs {
     /// TCP, UDP or SCTP.
     #[arg(long, default_value = "TCP")]
     protocol: String,
-    /// The API server (gRPC address) to read observed flows from: evidence of
-    /// enforcement, failed DNS queries, the pair's recent flows. Without it,
-    /// those steps say they need one.
-    #[arg(long, env = "NETVERDICT_SERVER")]
-    server: Option<String>,
+    /// The API server to read observed flows from (evidence of enforcement,
+    /// failed DNS queries, the pair's recent flows); without --server (or
+    /// $NETVERDICT_SERVER), those steps say they need one.
+    #[command(flatten)]
+    server: ServerArgs,
     /// How far back observed flows are read (e.g. 15m, 1h).
     #[arg(long, default_value = "1h")]
     since: String,
@@ -92,14 +92,15 @@ pub fn diagnose(args: DiagnoseArgs) -> Result<ExitCode> {
         protocol,
     };
     let diagnosis = diagnose_flow(&state, &request)?;
-    let observed = match &args.server {
-        Some(server) => {
+    let observed = match &args.server.server {
+        Some(_) => {
+            let target = query_cmds::target(&args.server)?;
             let since = query_cmds::parse_time("--since", &args.since, SystemTime::now())?;
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .context("starting the async runtime")?;
-            Some(runtime.block_on(observe(server, since, &request, &diagnosis))?)
+            Some(runtime.block_on(observe(&target, since, &request, &diagnosis))?)
         }
         None => None,
     };
@@ -120,7 +121,7 @@ pub fn diagnose(args: DiagnoseArgs) -> Result<ExitCode> {
 
 /// Reads the observed flows each step needs from the API server, since `since`.
 pub async fn observe(
-    server: &str,
+    server: &netverdict_tls::Target,
     since: prost_types::Timestamp,
     request: &Request,
     d: &Diagnosis,
@@ -160,7 +161,11 @@ pub async fn observe(
         since: Some(since),
         ..Default::default()
     };
-    let mut client = ObserverClient::new(query_cmds::channel(server).await?);
+    let channel = server
+        .connect_default(std::time::Duration::from_secs(5))
+        .await
+        .with_context(|| format!("cannot reach the netverdict server at {server}"))?;
+    let mut client = ObserverClient::new(channel);
     let enforcement = flows(&mut client, request(enforcement)).await?;
     let mut dns_request = request(dns);
     // Failures are picked from more of the DNS flows than are shown.

@@ -24,13 +24,20 @@
 //! from being synced, and [`KubeSource::wait_synced`] names it. A `403
 //! Forbidden` (the role lacks a grant: the agent needs `list` and `watch` on
 //! namespaces, pods, services, nodes, networkpolicies.networking.k8s.io,
-//! endpointslices.discovery.k8s.io, replicasets.apps and jobs.batch) is named
-//! as the permission to grant ([`ForbiddenKind`]): in a warning when it
-//! starts, in [`SourceMetrics`] (the `cluster_forbidden` gauges) while it
-//! lasts, and in the error of a sync that does not complete.
+//! endpointslices.discovery.k8s.io, the three policy.networking.k8s.io kinds,
+//! replicasets.apps and jobs.batch) is named as the permission to grant
+//! ([`ForbiddenKind`]): in a warning when it starts, in [`SourceMetrics`]
+//! (the `cluster_forbidden` gauges) while it lasts, and in the error of a
+//! sync that does not complete.
 //! [`KubeSourceConfig::kinds`] narrows what is watched (the API server reads
 //! fewer kinds than the agent); the source asks the API server for nothing but
 //! `list` and `watch` of those kinds, across all namespaces.
+//!
+//! The custom resources (AdminNetworkPolicy, BaselineAdminNetworkPolicy,
+//! ClusterNetworkPolicy) are often not installed: a list answered `404` says
+//! so once (a warning and the kind's `not_installed` gauge), counts as an
+//! empty list (so the source syncs), and the kind is listed again every
+//! `not_installed_retry` until its CRD appears; no crash loop, no log per retry.
 
 use std::fmt::Debug;
 use std::path::PathBuf;
@@ -47,6 +54,9 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::ListParams;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
+use netverdict_policy::crd::{
+    AdminNetworkPolicy, BaselineAdminNetworkPolicy, ClusterNetworkPolicy,
+};
 use netverdict_policy::{K8sObject, ObjectKind};
 use serde::de::DeserializeOwned;
 use tokio::sync::{mpsc, watch};
@@ -168,6 +178,9 @@ pub struct KubeSourceConfig {
     /// Delay before restarting a watcher whose watch request was refused with
     /// `410 Gone`; doubles on each consecutive refusal, up to 30 s.
     pub restart_delay: Duration,
+    /// How often a kind whose CustomResourceDefinition is not installed (its
+    /// list answers 404) is listed again.
+    pub not_installed_retry: Duration,
 }
 
 impl Default for KubeSourceConfig {
@@ -177,6 +190,7 @@ impl Default for KubeSourceConfig {
             page_size: Some(500),
             watch_timeout: None,
             restart_delay: Duration::from_millis(200),
+            not_installed_retry: Duration::from_secs(60),
         }
     }
 }
@@ -205,6 +219,9 @@ watched!(NetworkPolicy, NetworkPolicy);
 watched!(Service, Service);
 watched!(EndpointSlice, EndpointSlice);
 watched!(Node, Node);
+watched!(AdminNetworkPolicy, AdminNetworkPolicy);
+watched!(BaselineAdminNetworkPolicy, BaselineAdminNetworkPolicy);
+watched!(ClusterNetworkPolicy, ClusterNetworkPolicy);
 watched!(ReplicaSet, ReplicaSet);
 watched!(Job, Job);
 
@@ -216,6 +233,8 @@ enum Update {
     InitDone(ObjectKind),
     Apply(K8sObject),
     Delete(ObjectRef),
+    /// The kind's CustomResourceDefinition is not installed: it has no objects.
+    NotInstalled(ObjectKind),
 }
 
 /// The running Kubernetes source. Dropping it stops its tasks (the state keeps
@@ -249,6 +268,15 @@ impl KubeSource {
                 ObjectKind::Service => spawn_watch::<Service>(&mut tasks, shared),
                 ObjectKind::EndpointSlice => spawn_watch::<EndpointSlice>(&mut tasks, shared),
                 ObjectKind::Node => spawn_watch::<Node>(&mut tasks, shared),
+                ObjectKind::AdminNetworkPolicy => {
+                    spawn_watch::<AdminNetworkPolicy>(&mut tasks, shared)
+                }
+                ObjectKind::BaselineAdminNetworkPolicy => {
+                    spawn_watch::<BaselineAdminNetworkPolicy>(&mut tasks, shared)
+                }
+                ObjectKind::ClusterNetworkPolicy => {
+                    spawn_watch::<ClusterNetworkPolicy>(&mut tasks, shared)
+                }
                 ObjectKind::ReplicaSet => spawn_watch::<ReplicaSet>(&mut tasks, shared),
                 ObjectKind::Job => spawn_watch::<Job>(&mut tasks, shared),
             }
@@ -358,6 +386,12 @@ fn forbidden<K: Watched>(error: &watcher::Error) -> Option<ForbiddenKind> {
     })
 }
 
+/// Whether a watcher error is a `404` answered to the list: the kind's
+/// CustomResourceDefinition is not installed.
+fn not_installed(error: &watcher::Error) -> bool {
+    matches!(error, watcher::Error::InitialListFailed(kube::Error::Api(status)) if status.code == 404)
+}
+
 /// Runs the watcher of one kind, forwarding its events, until the writer is gone.
 async fn watch_kind<K: Watched>(
     client: Client,
@@ -387,6 +421,7 @@ async fn watch_kind<K: Watched>(
             .default_backoff()
             .boxed();
         let mut restart = false;
+        let mut missing = false;
         while let Some(event) = events.next().await {
             let update = match event {
                 Ok(watcher::Event::Init) => {
@@ -401,12 +436,35 @@ async fn watch_kind<K: Watched>(
                         tracing::info!(kind, "listing is permitted again");
                     }
                     metrics.permitted(K::KIND);
+                    if metrics.set_not_installed(K::KIND, false) {
+                        tracing::info!(
+                            kind,
+                            "the kind's CustomResourceDefinition is installed now: watching it"
+                        );
+                    }
                     Update::InitDone(K::KIND)
                 }
                 Ok(watcher::Event::Apply(o)) => Update::Apply(o.into_object()),
                 Ok(watcher::Event::Delete(o)) => {
                     let o = o.into_object();
                     Update::Delete(ObjectRef::of(&o))
+                }
+                Err(error) if not_installed(&error) => {
+                    // Said once (log line and the not-installed gauge), not
+                    // on every retry; the kind counts as listed, empty.
+                    if !metrics.set_not_installed(K::KIND, true) {
+                        tracing::warn!(
+                            kind,
+                            retry = ?config.not_installed_retry,
+                            "the kind's CustomResourceDefinition is not installed (list answered 404): \
+                             no policy of this kind is evaluated; listing again periodically"
+                        );
+                    }
+                    missing = true;
+                    if tx.send(Update::NotInstalled(K::KIND)).await.is_err() {
+                        return;
+                    }
+                    break;
                 }
                 Err(error) => {
                     metrics.watch_error(K::KIND);
@@ -442,6 +500,10 @@ async fn watch_kind<K: Watched>(
             if tx.send(update).await.is_err() {
                 return;
             }
+        }
+        if missing {
+            tokio::time::sleep(config.not_installed_retry).await;
+            continue;
         }
         if !restart {
             // The watcher stream never ends by itself; if it did, start over.
@@ -504,6 +566,12 @@ async fn write(
                         Update::Delete(r) => {
                             tracker.delete(s, &r);
                         }
+                        Update::NotInstalled(kind) => {
+                            // Objects of a CRD uninstalled while watched leave.
+                            tracker.begin_list(kind);
+                            tracker.finish_list(s, kind);
+                            listed[kind_index(kind)].store(true, Ordering::Relaxed);
+                        }
                     }
                 }
             });
@@ -519,7 +587,8 @@ async fn write(
 /// namespace: the cluster as one-shot commands (`explain`, `lint`,
 /// `verdicts`, `diagnose` with `--kubeconfig`) see it. Asks only `list`. A
 /// kind the API server refuses (403) is [`Error::Forbidden`], naming every
-/// kind refused and the permission to grant.
+/// kind refused and the permission to grant; an admin policy kind whose
+/// CustomResourceDefinition is not installed (404) has no object.
 pub async fn list_once(
     client: &Client,
     kinds: &[ObjectKind],
@@ -537,9 +606,33 @@ pub async fn list_once(
             ObjectKind::Node => list_all::<Node>(client, page_size).await,
             ObjectKind::ReplicaSet => list_all::<ReplicaSet>(client, page_size).await,
             ObjectKind::Job => list_all::<Job>(client, page_size).await,
+            ObjectKind::AdminNetworkPolicy => {
+                list_all::<AdminNetworkPolicy>(client, page_size).await
+            }
+            ObjectKind::BaselineAdminNetworkPolicy => {
+                list_all::<BaselineAdminNetworkPolicy>(client, page_size).await
+            }
+            ObjectKind::ClusterNetworkPolicy => {
+                list_all::<ClusterNetworkPolicy>(client, page_size).await
+            }
         };
         match listed {
             Ok(mut items) => objects.append(&mut items),
+            // A CustomResourceDefinition not installed: no object of the kind.
+            Err(kube::Error::Api(status))
+                if status.code == 404
+                    && matches!(
+                        kind,
+                        ObjectKind::AdminNetworkPolicy
+                            | ObjectKind::BaselineAdminNetworkPolicy
+                            | ObjectKind::ClusterNetworkPolicy
+                    ) =>
+            {
+                tracing::info!(
+                    kind = kind_name(kind),
+                    "not installed (list answered 404): none"
+                );
+            }
             Err(kube::Error::Api(status)) if status.code == 403 => refused.push(ForbiddenKind {
                 kind,
                 verb: "list",

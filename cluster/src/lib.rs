@@ -9,7 +9,8 @@
 //!  kube: one kube-rs watcher per kind ─┐                       ┌─> SharedState (RwLock<ClusterState>)
 //!        (Namespace, Pod, NetworkPolicy,├─> mpsc ─> writer task ┤     read by the annotator (verdict(&self))
 //!         Service, EndpointSlice, Node, │   (Tracker: apply,    └─> SourceMetrics (counters, invalid objects,
-//!         ReplicaSet, Job)             ─┘    delete, re-list diff)     kinds the RBAC forbids)
+//!         the admin policy CRDs,        │    delete, re-list diff)     kinds the RBAC forbids)
+//!         ReplicaSet, Job)             ─┘
 //!  manifests: poll files ─> parse + validate all ─> Tracker diff ─> SharedState
 //!  lab: a running lab's objects, once at start ─────────────────> SharedState
 //! ```
@@ -76,16 +77,19 @@ pub use tracker::ObjectRef;
 use netverdict_policy::ObjectKind;
 
 /// How many kinds the sources keep.
-pub const KIND_COUNT: usize = 8;
+pub const KIND_COUNT: usize = KINDS.len();
 
 /// Every kind of object the sources keep, in a fixed order (metrics use it).
-pub const KINDS: [ObjectKind; KIND_COUNT] = [
+pub const KINDS: [ObjectKind; 11] = [
     ObjectKind::Namespace,
     ObjectKind::Pod,
     ObjectKind::NetworkPolicy,
     ObjectKind::Service,
     ObjectKind::EndpointSlice,
     ObjectKind::Node,
+    ObjectKind::AdminNetworkPolicy,
+    ObjectKind::BaselineAdminNetworkPolicy,
+    ObjectKind::ClusterNetworkPolicy,
     ObjectKind::ReplicaSet,
     ObjectKind::Job,
 ];
@@ -99,6 +103,9 @@ pub fn kind_name(kind: ObjectKind) -> &'static str {
         ObjectKind::Service => "Service",
         ObjectKind::EndpointSlice => "EndpointSlice",
         ObjectKind::Node => "Node",
+        ObjectKind::AdminNetworkPolicy => "AdminNetworkPolicy",
+        ObjectKind::BaselineAdminNetworkPolicy => "BaselineAdminNetworkPolicy",
+        ObjectKind::ClusterNetworkPolicy => "ClusterNetworkPolicy",
         ObjectKind::ReplicaSet => "ReplicaSet",
         ObjectKind::Job => "Job",
     }
@@ -113,8 +120,11 @@ pub fn kind_index(kind: ObjectKind) -> usize {
         ObjectKind::Service => 3,
         ObjectKind::EndpointSlice => 4,
         ObjectKind::Node => 5,
-        ObjectKind::ReplicaSet => 6,
-        ObjectKind::Job => 7,
+        ObjectKind::AdminNetworkPolicy => 6,
+        ObjectKind::BaselineAdminNetworkPolicy => 7,
+        ObjectKind::ClusterNetworkPolicy => 8,
+        ObjectKind::ReplicaSet => 9,
+        ObjectKind::Job => 10,
     }
 }
 
@@ -130,5 +140,10 @@ pub fn kind_resource(kind: ObjectKind) -> &'static str {
         ObjectKind::Node => "nodes",
         ObjectKind::ReplicaSet => "replicasets.apps",
         ObjectKind::Job => "jobs.batch",
+        ObjectKind::AdminNetworkPolicy => "adminnetworkpolicies.policy.networking.k8s.io",
+        ObjectKind::BaselineAdminNetworkPolicy => {
+            "baselineadminnetworkpolicies.policy.networking.k8s.io"
+        }
+        ObjectKind::ClusterNetworkPolicy => "clusternetworkpolicies.policy.networking.k8s.io",
     }
 }

@@ -1,7 +1,7 @@
 //! Counters a cluster state source keeps, for logs, status endpoints and the
 //! Prometheus metrics (the collector and the API server encode them).
 //!
-//! Labels stay low-cardinality: counters are per kind (eight values) and per source;
+//! Labels stay low-cardinality: counters are per kind (eleven values) and per source;
 //! which objects are currently invalid is a list for status pages and logs, never a
 //! metric label. A kind the API server refuses to list or watch (`403
 //! Forbidden`: the role lacks a grant) is a [`ForbiddenKind`], which names the
@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use netverdict_policy::{ObjectError, ObjectKind};
 
-use crate::{KIND_COUNT, KINDS, kind_index, kind_resource};
+use crate::{KINDS, kind_index, kind_resource};
 
 /// The counters of one kind.
 #[derive(Debug, Default)]
@@ -23,13 +23,14 @@ struct KindCounters {
     rejected: AtomicU64,
     lists: AtomicU64,
     watch_errors: AtomicU64,
+    not_installed: std::sync::atomic::AtomicBool,
 }
 
 /// The counters of one source (shared by its tasks; all updates are relaxed
 /// atomics, read as a [`MetricsSnapshot`]).
 #[derive(Debug, Default)]
 pub struct SourceMetrics {
-    kinds: [KindCounters; KIND_COUNT],
+    kinds: [KindCounters; KINDS.len()],
     reloads: AtomicU64,
     reload_failures: AtomicU64,
     invalid: Mutex<BTreeMap<(usize, String, String), ObjectError>>,
@@ -83,6 +84,9 @@ pub struct KindCounts {
     pub lists: u64,
     /// Errors of the watch of this kind (failed lists or watches, error events).
     pub watch_errors: u64,
+    /// The kind's CustomResourceDefinition is not installed (its list answered
+    /// 404): no object of it is in the state.
+    pub not_installed: bool,
 }
 
 impl KindCounts {
@@ -163,6 +167,14 @@ impl SourceMetrics {
         self.kind(kind).watch_errors.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Records whether a kind's CustomResourceDefinition is installed; returns
+    /// the previous answer (so that a change is logged once).
+    pub(crate) fn set_not_installed(&self, kind: ObjectKind, not_installed: bool) -> bool {
+        self.kind(kind)
+            .not_installed
+            .swap(not_installed, Ordering::Relaxed)
+    }
+
     pub(crate) fn reloaded(&self) {
         self.reloads.fetch_add(1, Ordering::Relaxed);
     }
@@ -229,6 +241,7 @@ impl SourceMetrics {
                             rejected: get(&c.rejected),
                             lists: get(&c.lists),
                             watch_errors: get(&c.watch_errors),
+                            not_installed: c.not_installed.load(Ordering::Relaxed),
                         },
                     )
                 })

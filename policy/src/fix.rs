@@ -24,6 +24,12 @@
 //! workload with identical labels are selected too, and a selected pod that
 //! no egress (or ingress) policy selected yet becomes isolated.
 //!
+//! A side an Admin-tier policy denies (an AdminNetworkPolicy or Admin-tier
+//! ClusterNetworkPolicy Deny, decided before NetworkPolicy) gets no policy but
+//! a note naming the rule: no NetworkPolicy can override it. A side a
+//! Baseline-tier policy denies is fixed like one NetworkPolicy denies: the
+//! new policy isolates the pod, and NetworkPolicy then decides.
+//!
 //! DNS to the cluster DNS is fixed on UDP and TCP 53 together (see
 //! [`dns_targets`]): resolvers retry over TCP, and the seed guide's advice is
 //! both.
@@ -41,7 +47,7 @@ use serde::Serialize;
 use crate::engine::{Connection, Endpoint};
 use crate::error::ConnectionError;
 use crate::lint::cluster_dns_pods;
-use crate::model::{NAMESPACE_NAME_LABEL, Pod, PodKey, Protocol, workload_name};
+use crate::model::{NAMESPACE_NAME_LABEL, Pod, PodKey, Protocol, Tier, workload_name};
 use crate::state::ClusterState;
 use crate::verdict::Status;
 
@@ -276,6 +282,7 @@ pub fn fix(
     source: &Endpoint,
     targets: &[Target],
 ) -> Result<Fix, ConnectionError> {
+    let mut admin_denied: Vec<String> = Vec::new();
     let mut egress_denied: Vec<&Target> = Vec::new();
     let mut ingress_denied: Vec<&Target> = Vec::new();
     for target in targets {
@@ -286,15 +293,39 @@ pub fn fix(
             target.protocol,
         );
         let verdict = state.verdict(&conn)?;
-        if verdict.egress.status == Status::Denied {
-            egress_denied.push(target);
-        }
-        if verdict.ingress.status == Status::Denied {
-            ingress_denied.push(target);
+        for (side, denied) in [
+            (&verdict.egress, &mut egress_denied),
+            (&verdict.ingress, &mut ingress_denied),
+        ] {
+            if side.status != Status::Denied {
+                continue;
+            }
+            // An Admin-tier Deny is decided before NetworkPolicy: no
+            // NetworkPolicy can allow what it denies.
+            if side.tier == Some(Tier::Admin) {
+                let by = side
+                    .admin_rule
+                    .as_ref()
+                    .map_or_else(|| "an Admin-tier policy".to_string(), ToString::to_string);
+                admin_denied.push(format!(
+                    "{} to {} port {}/{} is denied by {by}, decided before NetworkPolicy: no NetworkPolicy can allow it; the policy's owner must change it",
+                    side.direction,
+                    target_label(&target.endpoint),
+                    target.port,
+                    target.protocol
+                ));
+                continue;
+            }
+            denied.push(target);
         }
     }
-    let mut out = Fix::default();
+    let mut out = Fix {
+        notes: admin_denied,
+        ..Fix::default()
+    };
     if egress_denied.is_empty() && ingress_denied.is_empty() {
+        out.notes.sort();
+        out.notes.dedup();
         return Ok(out);
     }
     let dns = is_dns(state, targets);
@@ -593,6 +624,14 @@ fn policy(
             ingress,
             egress,
         }),
+    }
+}
+
+/// A target for a person: `ns/pod` or the address.
+fn target_label(endpoint: &TargetEndpoint) -> String {
+    match endpoint {
+        TargetEndpoint::Pod(key) => key.to_string(),
+        TargetEndpoint::Ip(ip) => ip.to_string(),
     }
 }
 

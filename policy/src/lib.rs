@@ -16,6 +16,7 @@
 //! - `proto` (feature `proto`) converts verdicts to the netverdict.v1 protobuf types.
 
 mod cache;
+pub mod crd;
 pub mod diagnose;
 pub mod engine;
 pub mod error;

@@ -372,3 +372,73 @@ fn requests_the_cluster_cannot_answer_are_errors_naming_the_problem() {
         Destination::Service(PodKey::new("ns", "web"))
     );
 }
+
+/// An Admin-tier Deny is decided before NetworkPolicy: the fix says so and
+/// writes nothing for that side. A Baseline-tier Deny is fixed by a
+/// NetworkPolicy (it isolates the pod, and NetworkPolicy then decides).
+#[test]
+fn admin_denies_get_a_note_and_baseline_denies_a_network_policy() {
+    let admin = r#"
+---
+apiVersion: policy.networking.k8s.io/v1alpha1
+kind: AdminNetworkPolicy
+metadata: {name: guard-api}
+spec:
+  priority: 5
+  subject: {namespaces: {matchLabels: {kubernetes.io/metadata.name: default}}}
+  ingress:
+  - {name: no-shop, action: Deny, from: [{namespaces: {matchLabels: {team: payments}}}]}
+"#;
+    let yaml = seed_yaml(&[]) + admin;
+    let cluster = state(&yaml);
+    let d = diagnose(
+        &cluster,
+        &request("shop/np-client", "default/api", Some(8080), Protocol::Tcp),
+    )
+    .expect("diagnosis");
+    assert!(!d.allowed);
+    assert!(d.fix.policies.is_empty(), "{:#?}", d.fix);
+    assert!(
+        d.fix
+            .notes
+            .iter()
+            .any(|n| n.contains("guard-api") && n.contains("no NetworkPolicy can allow it")),
+        "{:?}",
+        d.fix.notes
+    );
+
+    let baseline = r#"
+---
+apiVersion: policy.networking.k8s.io/v1alpha1
+kind: BaselineAdminNetworkPolicy
+metadata: {name: default}
+spec:
+  subject: {namespaces: {}}
+  ingress:
+  - {name: deny-all, action: Deny, from: [{namespaces: {}}]}
+"#;
+    let yaml = seed_yaml(&[]) + baseline;
+    let cluster = state(&yaml);
+    let d = diagnose(
+        &cluster,
+        &request("shop/np-client", "default/api", Some(8080), Protocol::Tcp),
+    )
+    .expect("diagnosis");
+    assert!(!d.allowed);
+    assert_eq!(d.fix.policies.len(), 1, "{:#?}", d.fix);
+    let fixed = with_fix(&yaml, &d);
+    assert!(allowed(
+        &fixed,
+        "shop/np-client",
+        "default/api",
+        8080,
+        Protocol::Tcp
+    ));
+    assert!(!allowed(
+        &fixed,
+        "shop/np-client",
+        "default/api",
+        5432,
+        Protocol::Tcp
+    ));
+}

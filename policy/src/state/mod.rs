@@ -12,15 +12,18 @@
 //! - `ip_classes`: which of the cluster's ipBlocks an IP falls in, interned
 //!   to a `u32`, the other key of the verdict cache;
 //! - `policy_index`: NetworkPolicies by key and by namespace and label;
+//! - `admin_policies`: the cluster-scoped admin policies by key and per tier
+//!   in decision order;
 //! - `services` and `nodes`: Service resolution, and the node addresses
 //!   traffic with which is always allowed;
 //! - `controllers`: ReplicaSets and Jobs, through which a pod's workload is
 //!   found (its Deployment, its CronJob); no verdict depends on them.
 //!
-//! What changes empties the verdict cache: a policy, a namespace's labels, a
-//! node, the local node's addresses. A pod change does not need to (a changed
+//! What changes empties the verdict cache: a policy (of any kind), a
+//! namespace's labels, a node, the local node's addresses. A pod change does not need to (a changed
 //! pod has another identity).
 
+mod admin_policies;
 mod controllers;
 mod identities;
 mod ip_classes;
@@ -42,12 +45,14 @@ use crate::cache::{CacheKey, VerdictCache};
 use crate::error::{LoadError, LoadErrors, ObjectError};
 use crate::manifest::{K8sObject, Manifests};
 use crate::model::{
-    Controller, ControllerKind, Direction, EndpointSlice, Namespace, NamespaceMatch, NetworkPolicy,
-    Node, Owner, Peer, Pod, PodKey, PolicyKey, PortRef, Protocol, Service,
+    AdminPolicy, Controller, ControllerKind, Direction, EndpointSlice, IpBlock, Namespace,
+    NamespaceMatch, NetworkPolicy, Node, Owner, Peer, Pod, PodKey, PolicyKey, PolicyKind, PortRef,
+    Protocol, Service, Tier,
 };
 use crate::selector::{Labels, Selector};
 use crate::verdict::Verdict;
 
+use admin_policies::AdminPolicies;
 use controllers::Controllers;
 use identities::Identities;
 pub(crate) use identities::{DEPARTED, EXTERNAL, HOST_NETWORK};
@@ -74,6 +79,22 @@ pub enum ObjectKind {
     ReplicaSet,
     /// batch/v1 Job (kept for its pods' workload).
     Job,
+    AdminNetworkPolicy,
+    BaselineAdminNetworkPolicy,
+    ClusterNetworkPolicy,
+}
+
+impl ObjectKind {
+    /// The policy kind of a policy object kind.
+    pub fn policy_kind(self) -> Option<PolicyKind> {
+        match self {
+            ObjectKind::NetworkPolicy => Some(PolicyKind::NetworkPolicy),
+            ObjectKind::AdminNetworkPolicy => Some(PolicyKind::AdminNetworkPolicy),
+            ObjectKind::BaselineAdminNetworkPolicy => Some(PolicyKind::BaselineAdminNetworkPolicy),
+            ObjectKind::ClusterNetworkPolicy => Some(PolicyKind::ClusterNetworkPolicy),
+            _ => None,
+        }
+    }
 }
 
 /// Options for building state from manifests.
@@ -101,6 +122,7 @@ pub struct ClusterState {
     identities: Identities,
     ip_classes: IpClasses,
     policies: PolicyIndex,
+    admin: AdminPolicies,
     services: Services,
     nodes: Nodes,
     controllers: Controllers,
@@ -162,6 +184,15 @@ impl ClusterState {
             }
             K8sObject::ReplicaSet(rs) => self.controllers.upsert(Controller::from_replica_set(rs)?),
             K8sObject::Job(job) => self.controllers.upsert(Controller::from_job(job)?),
+            K8sObject::AdminNetworkPolicy(anp) => {
+                self.upsert_admin_policy(AdminPolicy::from_anp(anp)?)
+            }
+            K8sObject::BaselineAdminNetworkPolicy(banp) => {
+                self.upsert_admin_policy(AdminPolicy::from_banp(banp)?)
+            }
+            K8sObject::ClusterNetworkPolicy(cnp) => {
+                self.upsert_admin_policy(AdminPolicy::from_cnp(cnp)?)
+            }
         }
         Ok(())
     }
@@ -183,7 +214,13 @@ impl ClusterState {
                 .is_some(),
             ObjectKind::Service => self.services.remove(namespace, name),
             ObjectKind::EndpointSlice => self.services.remove_slice(namespace, name),
-            ObjectKind::Node => self.nodes.remove(name),
+            ObjectKind::Node => {
+                let removed = self.nodes.remove(name);
+                if removed {
+                    self.clear_cache();
+                }
+                removed
+            }
             ObjectKind::ReplicaSet => {
                 self.controllers
                     .remove(ControllerKind::ReplicaSet, namespace, name)
@@ -191,6 +228,12 @@ impl ClusterState {
             ObjectKind::Job => self
                 .controllers
                 .remove(ControllerKind::Job, namespace, name),
+            ObjectKind::AdminNetworkPolicy
+            | ObjectKind::BaselineAdminNetworkPolicy
+            | ObjectKind::ClusterNetworkPolicy => kind
+                .policy_kind()
+                .and_then(|k| PolicyKey::cluster_scoped(k, name))
+                .is_some_and(|key| self.remove_admin_policy(&key).is_some()),
         }
     }
 
@@ -327,6 +370,53 @@ impl ClusterState {
 
     pub fn policy(&self, key: &PolicyKey) -> Option<&Arc<NetworkPolicy>> {
         self.policies.get(key)
+    }
+
+    /// Every admin policy (AdminNetworkPolicy, BaselineAdminNetworkPolicy,
+    /// ClusterNetworkPolicy): the Admin tier then the Baseline tier, each in
+    /// decision order.
+    pub fn admin_policies(&self) -> impl Iterator<Item = &Arc<AdminPolicy>> {
+        self.admin
+            .tier(Tier::Admin)
+            .iter()
+            .chain(self.admin.tier(Tier::Baseline))
+    }
+
+    /// The admin policies of one tier, in decision order.
+    pub fn admin_tier(&self, tier: Tier) -> &[Arc<AdminPolicy>] {
+        self.admin.tier(tier)
+    }
+
+    pub fn admin_policy(&self, key: &PolicyKey) -> Option<&Arc<AdminPolicy>> {
+        self.admin.get(key)
+    }
+
+    pub fn admin_policy_count(&self) -> usize {
+        self.admin.len()
+    }
+
+    /// Whether an admin policy's subject selects `pod`.
+    pub fn admin_selects(&self, policy: &AdminPolicy, pod: &Pod) -> bool {
+        policy.selects(pod, &self.namespace_labels(&pod.key.namespace))
+    }
+
+    /// The pods an admin policy's subject selects, in order.
+    pub fn admin_selected_pods(&self, policy: &AdminPolicy) -> Vec<&Arc<Pod>> {
+        self.pods()
+            .into_iter()
+            .filter(|p| self.admin_selects(policy, p))
+            .collect()
+    }
+
+    /// The node object an address belongs to.
+    pub fn node_of_ip(&self, ip: IpAddr) -> Option<&Node> {
+        self.nodes.node_of_ip(ip)
+    }
+
+    /// Whether verdicts involving a node address depend on which node it is
+    /// (some admin policy has a `nodes` peer).
+    pub(crate) fn admin_node_peers(&self) -> bool {
+        self.admin.have_node_peers()
     }
 
     /// Whether `policy` selects `pod` (host-network pods are never selected).
@@ -627,7 +717,7 @@ impl ClusterState {
         }
         self.remove_policy(&policy.key);
         let policy = Arc::new(policy);
-        let blocks_changed = self.ip_classes.add_policy(&policy);
+        let blocks_changed = self.ip_classes.add_blocks(policy.ip_blocks());
         self.policies.insert(policy);
         if blocks_changed {
             self.recompute_ip_classes();
@@ -637,12 +727,51 @@ impl ClusterState {
 
     fn remove_policy(&mut self, key: &PolicyKey) -> Option<Arc<NetworkPolicy>> {
         let policy = self.policies.remove(key)?;
-        if self.ip_classes.remove_policy(&policy) {
+        if self.ip_classes.remove_blocks(policy.ip_blocks()) {
             self.recompute_ip_classes();
         }
         self.clear_cache();
         Some(policy)
     }
+
+    fn upsert_admin_policy(&mut self, policy: AdminPolicy) {
+        if self
+            .admin
+            .get(&policy.key)
+            .is_some_and(|old| **old == policy)
+        {
+            return;
+        }
+        self.remove_admin_policy(&policy.key);
+        let policy = Arc::new(policy);
+        let blocks_changed = self.ip_classes.add_blocks(&network_blocks(&policy));
+        self.admin.insert(policy);
+        if blocks_changed {
+            self.recompute_ip_classes();
+        }
+        self.clear_cache();
+    }
+
+    fn remove_admin_policy(&mut self, key: &PolicyKey) -> Option<Arc<AdminPolicy>> {
+        let policy = self.admin.remove(key)?;
+        if self.ip_classes.remove_blocks(&network_blocks(&policy)) {
+            self.recompute_ip_classes();
+        }
+        self.clear_cache();
+        Some(policy)
+    }
+}
+
+/// An admin policy's `networks` as ipBlocks without exceptions (IP classes
+/// count them like NetworkPolicy ipBlocks).
+fn network_blocks(policy: &AdminPolicy) -> Vec<IpBlock> {
+    policy
+        .networks()
+        .map(|cidr| IpBlock {
+            cidr: *cidr,
+            except: Vec::new(),
+        })
+        .collect()
 }
 
 /// Whether two versions of a pod are the same for the engine (so the newer
