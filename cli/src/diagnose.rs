@@ -21,6 +21,7 @@ use clap::Args;
 use netverdict_api::report::is_dns_failure;
 use netverdict_policy::diagnose::{Destination, Diagnosis, Request, diagnose as diagnose_flow};
 use netverdict_policy::fix::TargetEndpoint;
+use netverdict_policy::model::Tier;
 use netverdict_policy::verdict::{DirectionVerdict, Status};
 use netverdict_policy::{Endpoint, Protocol};
 use netverdict_proto::v1 as pb;
@@ -237,7 +238,8 @@ pub fn json_report(d: &Diagnosis, observed: Option<&Observed>) -> Result<Value> 
     Ok(value)
 }
 
-/// What a direction's verdict says, in words.
+/// What a direction's verdict says, in words (the deciding tier's rule when
+/// an admin or baseline policy decided).
 fn direction_text(v: &DirectionVerdict) -> String {
     let policies = |keys: &[netverdict_policy::PolicyKey]| {
         keys.iter()
@@ -245,13 +247,22 @@ fn direction_text(v: &DirectionVerdict) -> String {
             .collect::<Vec<_>>()
             .join(", ")
     };
-    match v.status {
-        Status::NotAPod => "not a pod: NetworkPolicy does not apply".into(),
-        Status::HostNetwork => "a host-network pod: no policy selects it".into(),
-        Status::SelfTraffic => "a pod to itself: always allowed".into(),
-        Status::NodeLocal => "between a pod and its node: always allowed".into(),
-        Status::NotIsolated => "not isolated (no policy selects it): allowed".into(),
-        Status::Allowed => format!(
+    let decided = match (v.tier, &v.admin_rule, &v.baseline_rule) {
+        (Some(Tier::Admin), Some(rule), _) => Some(format!("{rule}, before NetworkPolicy")),
+        (Some(Tier::Baseline), _, Some(rule)) => {
+            Some(format!("{rule}, as no NetworkPolicy isolates it"))
+        }
+        _ => None,
+    };
+    match (v.status, decided) {
+        (Status::Allowed, Some(rule)) => format!("allowed by {rule}"),
+        (Status::Denied, Some(rule)) => format!("DENIED by {rule}"),
+        (Status::NotAPod, _) => "not a pod: NetworkPolicy does not apply".into(),
+        (Status::HostNetwork, _) => "a host-network pod: no policy selects it".into(),
+        (Status::SelfTraffic, _) => "a pod to itself: always allowed".into(),
+        (Status::NodeLocal, _) => "between a pod and its node: always allowed".into(),
+        (Status::NotIsolated, _) => "not isolated (no policy selects it): allowed".into(),
+        (Status::Allowed, None) => format!(
             "allowed by {} (isolated by {})",
             v.allowed_by
                 .iter()
@@ -262,7 +273,7 @@ fn direction_text(v: &DirectionVerdict) -> String {
                 .join(", "),
             policies(&v.selected_by)
         ),
-        Status::Denied => format!(
+        (Status::Denied, None) => format!(
             "DENIED: isolated by {}, and no rule allows it",
             policies(&v.selected_by)
         ),
