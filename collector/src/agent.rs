@@ -118,6 +118,9 @@ pub struct AgentConfig {
     /// How long [`AgentHandle::flush`] and the final flush of
     /// [`AgentHandle::shutdown`] wait for the exporter.
     pub flush_timeout: Duration,
+    /// How long a client of `/metrics` and `/healthz` may take to send its
+    /// request's headers before the connection is closed.
+    pub http_header_timeout: Duration,
 }
 
 impl AgentConfig {
@@ -134,6 +137,7 @@ impl AgentConfig {
             ring_size: 10_000,
             pipeline: PipelineConfig::default(),
             flush_timeout: Duration::from_secs(10),
+            http_header_timeout: Duration::from_secs(10),
         }
     }
 
@@ -174,6 +178,7 @@ impl Agent {
             ring_size,
             mut pipeline,
             flush_timeout,
+            http_header_timeout: _,
         } = config;
         let (failure_tx, failure) = watch::channel(None::<String>);
         let failure_tx = Arc::new(failure_tx);
@@ -583,15 +588,32 @@ async fn follow_cluster(
     }
 }
 
+/// Where an HTTP server's connections come from: a [`TcpListener`], or in
+/// tests one whose `accept` fails.
+trait Accept: Send + 'static {
+    /// A connection.
+    type Conn: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static;
+    /// The next connection, or why there is none now (EMFILE...).
+    fn accept(&mut self) -> impl Future<Output = std::io::Result<Self::Conn>> + Send;
+}
+
+impl Accept for TcpListener {
+    type Conn = tokio::net::TcpStream;
+
+    async fn accept(&mut self) -> std::io::Result<Self::Conn> {
+        TcpListener::accept(self).await.map(|(stream, _)| stream)
+    }
+}
+
 /// Serves `GET /metrics` and `/healthz` (anything else is 404) until the agent
 /// stops.
 async fn serve_metrics(
-    listener: TcpListener,
+    mut listener: impl Accept,
     inputs: Arc<MetricsInputs>,
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
-        let (stream, _) = tokio::select! {
+        let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(conn) => conn,
                 Err(e) => {
@@ -642,5 +664,57 @@ async fn metrics_response<B>(
             *r.status_mut() = StatusCode::NOT_FOUND;
             r
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use super::*;
+
+    /// A listener out of file descriptors: every accept fails with EMFILE.
+    struct OutOfFds(Arc<AtomicU64>);
+
+    impl Accept for OutOfFds {
+        type Conn = tokio::net::TcpStream;
+
+        async fn accept(&mut self) -> std::io::Result<Self::Conn> {
+            self.0.fetch_add(1, Ordering::Relaxed);
+            Err(std::io::Error::from_raw_os_error(24))
+        }
+    }
+
+    fn inputs() -> Arc<MetricsInputs> {
+        let pipeline = Arc::new(Mutex::new(Pipeline::new(
+            PipelineConfig::default(),
+            SharedState::default(),
+        )));
+        Arc::new(MetricsInputs {
+            pipeline: pipeline.clone(),
+            state: SharedState::default(),
+            losses: Arc::default(),
+            export: None,
+            source: None,
+            observer: ObserverService::new(pipeline),
+        })
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn failing_accepts_back_off_instead_of_spinning() {
+        let attempts = Arc::new(AtomicU64::new(0));
+        let (stop_tx, stop) = watch::channel(false);
+        let server = tokio::spawn(serve_metrics(OutOfFds(attempts.clone()), inputs(), stop));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        stop_tx.send_replace(true);
+        tokio::time::timeout(Duration::from_secs(5), server)
+            .await
+            .expect("the server stops")
+            .unwrap();
+        let attempts = attempts.load(Ordering::Relaxed);
+        assert!(
+            (2..=20).contains(&attempts),
+            "{attempts} accepts in 500 ms: the loop spins"
+        );
     }
 }

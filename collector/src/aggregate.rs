@@ -72,17 +72,44 @@ fn key(a: &Annotated) -> Key {
 #[derive(Debug, Default)]
 pub struct Aggregator {
     windows: Windows,
+    max_bytes: usize,
     open: FxHashMap<Key, (SystemTime, Annotated)>,
     /// Flows merged into an existing record, since start.
     merged: u64,
 }
 
+/// What one open record costs in memory, estimated.
+fn record_bytes(flow: &Annotated) -> usize {
+    let name = flow
+        .obs
+        .dns
+        .as_ref()
+        .and_then(|d| d.query.as_ref())
+        .map_or(0, String::len);
+    let service = flow
+        .service
+        .as_ref()
+        .map_or(0, |(ns, name)| ns.len() + name.len());
+    2 * size_of::<Key>() + size_of::<(SystemTime, Annotated)>() + 2 * name + service
+}
+
 impl Aggregator {
-    pub fn new(windows: Windows) -> Self {
+    pub fn new(windows: Windows, max_bytes: usize) -> Self {
         Aggregator {
             windows,
+            max_bytes,
             ..Default::default()
         }
+    }
+
+    /// The memory the open records take, estimated.
+    pub fn bytes(&self) -> usize {
+        self.open.values().map(|(_, f)| record_bytes(f)).sum()
+    }
+
+    /// Records closed before their window ended to keep within the bound.
+    pub fn evicted(&self) -> u64 {
+        0
     }
 
     /// Records currently open.
@@ -96,7 +123,7 @@ impl Aggregator {
     }
 
     /// Adds a flow: merged into the open record of the same flow, or opening one.
-    pub fn push(&mut self, flow: Annotated) {
+    pub fn push(&mut self, flow: Annotated, _closed: &mut Vec<Annotated>) {
         let key = key(&flow);
         match self.open.get_mut(&key) {
             Some((_, record)) => {
@@ -200,21 +227,94 @@ mod tests {
         Annotator::new("n").annotate(state, obs)
     }
 
+    /// shop/np-client asks the cluster DNS for `name`.
+    fn dns_flow(state: &ClusterState, s: u64, name: &str) -> Annotated {
+        let obs = Observation {
+            first_seen: at(s),
+            last_seen: at(s),
+            netns: 1,
+            direction: TrafficDirection::Egress,
+            seen_by: crate::correlate::SeenBy::Packets,
+            protocol: Protocol::Udp,
+            src: SocketAddr::new("10.244.2.20".parse().unwrap(), 40000),
+            dst: SocketAddr::new("10.96.0.10".parse().unwrap(), 53),
+            backend: None,
+            outcome: pb::Outcome::Answered,
+            drops: 0,
+            drop_reason: None,
+            drop_location: None,
+            dns: Some(crate::correlate::DnsSeen {
+                id: 7,
+                query: Some(name.to_string()),
+                qtype: Some(1),
+                rcode: Some("NXDOMAIN"),
+                answers: 0,
+            }),
+        };
+        Annotator::new("n").annotate(state, obs)
+    }
+
+    #[test]
+    fn a_flood_of_distinct_flows_stays_within_the_byte_bound_closing_the_oldest_first() {
+        let state = state();
+        let bound = 256 * 1024;
+        let mut a = Aggregator::new(Windows::default(), bound);
+        let mut closed = Vec::new();
+        let flows = 20_000u64;
+        for i in 0..flows {
+            let before = closed.len();
+            a.push(
+                dns_flow(&state, i, &format!("x{i:08}.random.example.com")),
+                &mut closed,
+            );
+            assert!(a.bytes() <= bound, "{} bytes after {i} flows", a.bytes());
+            assert!(
+                closed.len() - before <= 2,
+                "one flow closed {} records at once",
+                closed.len() - before
+            );
+        }
+        assert!(a.open() > 100, "{} records open", a.open());
+        assert_eq!(a.evicted(), closed.len() as u64);
+        assert_eq!(closed.len() as u64 + a.open() as u64, flows, "none lost");
+        let newest_closed = closed.iter().map(|f| f.obs.first_seen).max().unwrap();
+        let mut rest = Vec::new();
+        a.flush_all(&mut rest);
+        assert!(rest.iter().all(|f| f.obs.first_seen > newest_closed));
+        assert!(
+            closed.is_sorted_by_key(|f| f.obs.first_seen),
+            "oldest first"
+        );
+    }
+
+    #[test]
+    fn counts_and_drops_saturate_when_merged() {
+        let state = state();
+        let mut a = Aggregator::default();
+        let mut out = Vec::new();
+        for s in 0..3 {
+            let mut f = flow(&state, s, 40000, 8080, pb::Outcome::Dropped);
+            f.count = u64::MAX - 1;
+            f.obs.drops = u32::MAX - 1;
+            a.push(f, &mut out);
+        }
+        a.flush_all(&mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!((out[0].count, out[0].obs.drops), (u64::MAX, u32::MAX));
+    }
+
     #[test]
     fn retries_become_one_record_with_a_count() {
         let state = state();
         let mut a = Aggregator::default();
+        let mut out = Vec::new();
         for (i, s) in [0, 1, 2, 5].into_iter().enumerate() {
-            a.push(flow(
-                &state,
-                s,
-                40000 + i as u16,
-                8080,
-                pb::Outcome::Dropped,
-            ));
+            a.push(
+                flow(&state, s, 40000 + i as u16, 8080, pb::Outcome::Dropped),
+                &mut out,
+            );
         }
         assert_eq!(a.open(), 1);
-        let mut out = Vec::new();
         a.flush(at(9), &mut out);
         assert!(out.is_empty(), "the denied window is 10 s");
         a.flush(at(10), &mut out);
@@ -233,23 +333,23 @@ mod tests {
     fn different_outcomes_and_verdicts_stay_apart_and_allowed_flows_wait_longer() {
         let state = state();
         let mut a = Aggregator::default();
+        let mut out = Vec::new();
         // 8080 from shop is denied (namespace), 9999 to np-client is allowed.
-        a.push(flow(&state, 0, 1, 8080, pb::Outcome::Dropped));
-        a.push(flow(&state, 1, 2, 8080, pb::Outcome::Established));
+        a.push(flow(&state, 0, 1, 8080, pb::Outcome::Dropped), &mut out);
+        a.push(flow(&state, 1, 2, 8080, pb::Outcome::Established), &mut out);
         let mut allowed = flow(&state, 2, 3, 9999, pb::Outcome::Established);
         allowed.obs.dst = SocketAddr::new("10.244.1.20".parse().unwrap(), 9999);
         let allowed = Annotator::new("n").annotate(&state, allowed.obs);
         assert!(!allowed.denied());
-        a.push(allowed);
+        a.push(allowed, &mut out);
         assert_eq!(a.open(), 3);
-        let mut out = Vec::new();
         a.flush(at(30), &mut out);
         assert_eq!(out.len(), 2, "only the denied records' windows have ended");
         assert!(out.iter().all(|f| f.denied()));
         a.flush(at(62), &mut out);
         assert_eq!(out.len(), 3);
         assert!(!out[2].denied());
-        a.push(flow(&state, 100, 4, 8080, pb::Outcome::Dropped));
+        a.push(flow(&state, 100, 4, 8080, pb::Outcome::Dropped), &mut out);
         a.flush_all(&mut out);
         assert_eq!(out.len(), 4);
         assert_eq!(a.open(), 0);

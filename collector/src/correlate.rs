@@ -139,10 +139,29 @@ const MAX_PENDING: usize = 1 << 18;
 
 type SocketKey = (Protocol, SocketAddr);
 
+/// What a hash map entry costs beyond its key and value (control bytes and
+/// spare capacity), roughly.
+const MAP_OVERHEAD: usize = 16;
+const TCP_ENTRY: usize = size_of::<(u64, Observation)>() + MAP_OVERHEAD;
+const DNS_ENTRY: usize = size_of::<((SocketAddr, u16), Observation)>() + MAP_OVERHEAD;
+const ORPHAN_ENTRY: usize = size_of::<(SocketKey, Observation)>() + MAP_OVERHEAD;
+const NAT_ENTRY: usize =
+    size_of::<(SocketKey, (SocketAddr, SocketAddr, SystemTime))>() + MAP_OVERHEAD;
+const SOCKET_ENTRY: usize = size_of::<(SocketKey, Held)>() + MAP_OVERHEAD;
+
+/// The bytes of the DNS name an observation holds.
+fn name_bytes(obs: &Observation) -> usize {
+    obs.dns
+        .as_ref()
+        .and_then(|d| d.query.as_ref())
+        .map_or(0, String::capacity)
+}
+
 /// The correlation stage.
 #[derive(Debug, Default)]
 pub struct Correlator {
     timeouts: Timeouts,
+    max_bytes: usize,
     tcp: FxHashMap<u64, Observation>,
     /// Held TCP attempts and DNS queries by initiator socket, for drops.
     by_socket: FxHashMap<SocketKey, Held>,
@@ -185,8 +204,33 @@ impl Correlator {
         }
     }
 
+    /// A correlator holding at most about `max_bytes` of flows.
+    pub fn with_bound(timeouts: Timeouts, max_bytes: usize) -> Self {
+        Correlator {
+            timeouts,
+            max_bytes,
+            ..Default::default()
+        }
+    }
+
     pub fn stats(&self) -> &CorrelationStats {
         &self.stats
+    }
+
+    /// The memory the held flows take, estimated.
+    pub fn bytes(&self) -> usize {
+        let names: usize = self
+            .dns
+            .values()
+            .chain(self.orphans.values())
+            .map(name_bytes)
+            .sum();
+        names
+            + self.tcp.len() * TCP_ENTRY
+            + self.dns.len() * DNS_ENTRY
+            + self.orphans.len() * ORPHAN_ENTRY
+            + self.nats.len() * NAT_ENTRY
+            + self.by_socket.len() * SOCKET_ENTRY
     }
 
     /// Flows held, waiting for an outcome or response.
@@ -853,6 +897,90 @@ mod tests {
         assert_eq!(out[0].backend, Some(pod));
         assert_eq!(out[0].first_seen, at(0));
         assert_eq!(out[0].seen_by, SeenBy::Packets);
+    }
+
+    #[test]
+    fn a_full_correlator_reports_its_oldest_held_flows_not_all_of_them() {
+        let bound = 256 * 1024;
+        let mut c = Correlator::with_bound(Timeouts::default(), bound);
+        let mut out = Vec::new();
+        let dns_server = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 96, 0, 10)), 53);
+        let service = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 96, 5, 5)), 80);
+        let mut most_held = 0;
+        let n = 6_000u64;
+        for i in 0..n {
+            let port = 10_000 + i as u16;
+            // A scan of dropped ports: attempts waiting for their outcome.
+            c.push(
+                &Event::TcpAttempt {
+                    meta: meta(i, TrafficDirection::Egress),
+                    tuple: tuple(IpProtocol::Tcp, sa(20, port), sa(10, port)),
+                    sock_id: i,
+                },
+                &mut out,
+            );
+            // Random names nobody answers yet.
+            c.push(
+                &Event::Dns {
+                    meta: meta(i, TrafficDirection::Egress),
+                    tuple: tuple(IpProtocol::Udp, sa(21, port), dns_server),
+                    message: query(
+                        i as u16,
+                        &format!("{i:040}.random.example.com"),
+                        false,
+                        Rcode::NOERROR,
+                    ),
+                },
+                &mut out,
+            );
+            // NATs no attempt claims.
+            c.push(
+                &Event::Nat {
+                    meta: meta(i, TrafficDirection::Egress),
+                    tuple: tuple(IpProtocol::Tcp, sa(22, port), sa(12, 8080)),
+                    original_dst: service,
+                },
+                &mut out,
+            );
+            assert!(c.bytes() <= bound, "{} bytes after {i} rounds", c.bytes());
+            most_held = most_held.max(c.pending());
+            assert!(
+                c.pending() >= most_held / 2,
+                "{} held after {most_held}: too many reported at once",
+                c.pending()
+            );
+        }
+        assert!(c.pending() > 100, "{} held", c.pending());
+        assert_eq!(c.stats().evicted, out.len() as u64);
+        assert_eq!(out.len() + c.pending(), 2 * n as usize, "none lost");
+        assert!(out.iter().all(|o| o.outcome == Outcome::Unspecified));
+        let newest_reported = out.iter().map(|o| o.first_seen).max().unwrap();
+        let mut rest = Vec::new();
+        c.expire(at(10_000_000), &mut rest);
+        assert!(rest.iter().all(|o| o.first_seen >= newest_reported));
+    }
+
+    #[test]
+    fn drop_counts_saturate() {
+        let mut c = Correlator::default();
+        let mut out = Vec::new();
+        let t = tuple(IpProtocol::Tcp, sa(20, 5000), sa(10, 9999));
+        c.push(&drop(0, t, None), &mut out);
+        for orphan in c.orphans.values_mut() {
+            orphan.drops = u32::MAX;
+        }
+        c.push(&drop(1, t, None), &mut out);
+        // An attempt from that socket adopts the drops.
+        let attempt = Event::TcpAttempt {
+            meta: meta(2, TrafficDirection::Egress),
+            tuple: t,
+            sock_id: 1,
+        };
+        c.push(&attempt, &mut out);
+        c.push(&drop(3, t, None), &mut out);
+        c.expire(at(10_000_000), &mut out);
+        assert_eq!(out.len(), 1, "{out:#?}");
+        assert_eq!(out[0].drops, u32::MAX);
     }
 
     #[test]

@@ -238,4 +238,34 @@ mod tests {
         assert_eq!((status.flows_stored, status.flows_dropped), (0, 0));
         assert_eq!(status.oldest, None);
     }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn get_flows_answers_while_the_pipeline_holds_its_lock() {
+        let pipeline = Arc::new(Mutex::new(Pipeline::new(
+            PipelineConfig::default(),
+            SharedState::default(),
+        )));
+        let service = ObserverService::new(pipeline.clone());
+        // The pipeline busy with a long batch of events.
+        let _busy = pipeline.lock().await;
+        let request = pb::GetFlowsRequest {
+            number: 100,
+            ..Default::default()
+        };
+        let reply = tokio::time::timeout(
+            std::time::Duration::from_secs(2),
+            service.get_flows(Request::new(request)),
+        )
+        .await;
+        assert!(reply.is_ok(), "GetFlows waited for the pipeline's lock");
+        let status = tokio::time::timeout(
+            std::time::Duration::from_secs(2),
+            service.server_status(Request::new(pb::ServerStatusRequest {})),
+        )
+        .await;
+        assert!(
+            status.is_ok(),
+            "ServerStatus waited for the pipeline's lock"
+        );
+    }
 }

@@ -171,7 +171,7 @@ impl Pipeline {
         Pipeline {
             correlator: Correlator::new(config.timeouts.clone()),
             annotator: Annotator::new(config.node_name.clone()),
-            aggregator: Aggregator::new(config.windows.clone()),
+            aggregator: Aggregator::new(config.windows.clone(), usize::MAX),
             ring: FlowRing::new(config.ring_capacity),
             counters: PipelineCounters::default(),
             next_id: 0,
@@ -195,15 +195,16 @@ impl Pipeline {
         &self.ring
     }
 
-    /// Takes one item of the probes' stream.
-    pub fn push(&mut self, item: &StreamItem) {
+    /// Takes one item of the probes' stream; returns the records it closed
+    /// early (also added to the ring).
+    pub fn push(&mut self, item: &StreamItem) -> Vec<pb::Flow> {
         match item {
             StreamItem::Event(event) => {
                 if let Some(netns) = &self.config.netns
                     && !netns.contains(&event.meta().netns)
                 {
                     self.counters.events_ignored += 1;
-                    return;
+                    return Vec::new();
                 }
                 self.counters.events += 1;
                 if let netverdict_ebpf::Event::Drop { reason, .. } = event {
@@ -229,6 +230,7 @@ impl Pipeline {
                 } += count;
             }
         }
+        Vec::new()
     }
 
     /// Closes what timed out and what finished its aggregation window by `now`;
@@ -270,7 +272,8 @@ impl Pipeline {
         let state = self.state.read();
         for obs in self.observations.drain(..) {
             self.counters.annotated += 1;
-            self.aggregator.push(self.annotator.annotate(&state, obs));
+            self.aggregator
+                .push(self.annotator.annotate(&state, obs), &mut Vec::new());
         }
     }
 
@@ -373,7 +376,9 @@ pub async fn run_with_control(
                         let mut failed = None;
                         while let Ok(item) = events.try_recv() {
                             match item {
-                                Ok(item) => pipeline.push(&item),
+                                Ok(item) => {
+                                    pipeline.push(&item);
+                                }
                                 Err(e) => {
                                     failed = Some(e);
                                     break;
@@ -429,4 +434,59 @@ async fn send(export: &Option<mpsc::Sender<pb::Flow>>, records: Vec<pb::Flow>) -
         }
     }
     sent
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use netverdict_ebpf::{Event, FiveTuple, IpProtocol, Meta, TrafficDirection};
+    use netverdict_proto::time::UnixNanos;
+
+    use super::*;
+
+    fn udp(time: SystemTime, src_port: u16) -> StreamItem {
+        StreamItem::Event(Event::Udp {
+            meta: Meta {
+                time,
+                mono_ns: 1,
+                netns: 4026532000,
+                ifindex: None,
+                direction: TrafficDirection::Egress,
+            },
+            tuple: FiveTuple {
+                protocol: IpProtocol::Udp,
+                src: SocketAddr::new("10.244.0.7".parse().unwrap(), src_port),
+                dst: "10.244.0.2:53".parse().unwrap(),
+            },
+            packets: 1,
+            bytes: 64,
+        })
+    }
+
+    #[test]
+    fn the_first_and_last_moments_a_clock_holds_never_panic() {
+        let last = SystemTime::UNIX_EPOCH + Duration::new(i64::MAX as u64, 999_999_999);
+        let first =
+            SystemTime::UNIX_EPOCH - Duration::new(i64::MAX as u64, 0) - Duration::from_secs(1);
+        let mut pipeline = Pipeline::new(PipelineConfig::default(), SharedState::default());
+        let mut flows = Vec::new();
+        for (i, time) in [first, last, SystemTime::UNIX_EPOCH]
+            .into_iter()
+            .enumerate()
+        {
+            flows.extend(pipeline.push(&udp(time, 40000 + i as u16)));
+            flows.extend(pipeline.tick(SystemTime::now()));
+        }
+        flows.extend(pipeline.finish());
+        assert_eq!(flows.len(), 3, "{flows:#?}");
+        let seen: Vec<UnixNanos> = flows
+            .iter()
+            .map(|f| UnixNanos::from_timestamp(f.first_seen.as_ref().unwrap()))
+            .collect();
+        assert!(seen.contains(&UnixNanos::EPOCH));
+        assert!(seen.contains(&UnixNanos::from_system(last)));
+        // The first moment is before any Timestamp: it saturates.
+        assert!(seen.iter().any(|t| t.as_i128() < 0));
+    }
 }
