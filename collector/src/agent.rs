@@ -21,13 +21,14 @@
 //! them (acknowledged by the server, or counted as dropped).
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use netverdict_ebpf::{LossCounters, StreamError, StreamItem};
 use tokio::net::TcpListener;
 use tokio::sync::{Mutex, mpsc, oneshot, watch};
@@ -178,7 +179,7 @@ impl Agent {
             ring_size,
             mut pipeline,
             flush_timeout,
-            http_header_timeout: _,
+            http_header_timeout,
         } = config;
         let (failure_tx, failure) = watch::channel(None::<String>);
         let failure_tx = Arc::new(failure_tx);
@@ -241,7 +242,9 @@ impl Agent {
         // The pipeline.
         pipeline.node_name = node_name.clone();
         pipeline.ring_capacity = ring_size;
-        let pipeline = Arc::new(Mutex::new(Pipeline::new(pipeline, state.clone())));
+        let pipeline = Pipeline::new(pipeline, state.clone());
+        let ring = pipeline.ring().reader();
+        let pipeline = Arc::new(Mutex::new(pipeline));
         let (control, control_rx) = mpsc::channel(16);
         let pipeline_task = {
             let pipeline = pipeline.clone();
@@ -256,7 +259,7 @@ impl Agent {
             })
         };
 
-        let observer = ObserverService::new(pipeline.clone());
+        let observer = ObserverService::new(ring);
         if let Some(listener) = observer_listener {
             let server = observer.clone().into_server();
             let mut stop = stop.clone();
@@ -283,11 +286,13 @@ impl Agent {
             export: exporter.as_ref().map(|(c, _, _)| c.clone()),
             source,
             observer: observer.clone(),
+            http: Arc::default(),
         });
         if let Some(listener) = metrics_listener {
             tasks.push(tokio::spawn(serve_metrics(
                 listener,
                 inputs.clone(),
+                http_header_timeout,
                 stop.clone(),
             )));
         }
@@ -507,18 +512,30 @@ struct MetricsInputs {
     losses: Arc<StdMutex<Option<LossCounters>>>,
     export: Option<Arc<ExportCounters>>,
     source: Option<(&'static str, Arc<SourceMetrics>)>,
-    observer: ObserverService<Arc<Mutex<Pipeline>>>,
+    observer: ObserverService,
+    /// The counters of the metrics server itself.
+    http: Arc<HttpCounters>,
+}
+
+/// What the metrics server refused or failed to take.
+#[derive(Debug, Default)]
+struct HttpCounters {
+    /// Accepts that failed (EMFILE, ENFILE, ENOMEM...).
+    accept_errors: AtomicU64,
+    /// Connections closed at once because [`MAX_HTTP_CONNECTIONS`] were open.
+    connections_refused: AtomicU64,
 }
 
 impl MetricsInputs {
     async fn snapshot(&self) -> Snapshot {
-        let (counters, ring_flows, ring_evictions, nat) = {
+        let (counters, ring_flows, ring_evictions, nat, held) = {
             let p = self.pipeline.lock().await;
             (
                 p.counters().clone(),
                 p.ring().len() as u64,
                 p.ring().evicted(),
                 (p.correlation().nat_joined, p.correlation().nat_unclaimed),
+                p.held(),
             )
         };
         Snapshot {
@@ -531,6 +548,9 @@ impl MetricsInputs {
             ring_evictions,
             observer_lagged: self.observer.lagged(),
             nat,
+            held,
+            http_accept_errors: self.http.accept_errors.load(Ordering::Relaxed),
+            http_connections_refused: self.http.connections_refused.load(Ordering::Relaxed),
         }
     }
 }
@@ -605,26 +625,60 @@ impl Accept for TcpListener {
     }
 }
 
+/// Most connections the metrics server keeps open at once; more are closed
+/// at once (counted): Prometheus and the kubelet's probes need a few.
+const MAX_HTTP_CONNECTIONS: usize = 64;
+
+/// The first pause after a failed accept; it doubles up to
+/// [`ACCEPT_BACKOFF_MAX`] while accepts keep failing.
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
+/// The longest pause after failed accepts.
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
 /// Serves `GET /metrics` and `/healthz` (anything else is 404) until the agent
-/// stops.
+/// stops. A failing accept (out of file descriptors: EMFILE) is counted and
+/// followed by a pause that doubles while it keeps failing, rather than
+/// retried at once; a client gets `header_timeout` to send its request's
+/// headers; at most [`MAX_HTTP_CONNECTIONS`] connections are served at once.
 async fn serve_metrics(
     mut listener: impl Accept,
     inputs: Arc<MetricsInputs>,
+    header_timeout: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
+    let open = Arc::new(tokio::sync::Semaphore::new(MAX_HTTP_CONNECTIONS));
+    let mut backoff = ACCEPT_BACKOFF_MIN;
     loop {
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok(conn) => conn,
+                Ok(conn) => {
+                    backoff = ACCEPT_BACKOFF_MIN;
+                    conn
+                }
                 Err(e) => {
-                    tracing::warn!(error = %e, "metrics: accept failed");
+                    inputs.http.accept_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(error = %e, pause = ?backoff, "metrics: accept failed");
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff) => {}
+                        () = until_stopped(&mut stop) => return,
+                    }
+                    backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
                     continue;
                 }
             },
             () = until_stopped(&mut stop) => return,
         };
+        let Ok(permit) = open.clone().try_acquire_owned() else {
+            inputs
+                .http
+                .connections_refused
+                .fetch_add(1, Ordering::Relaxed);
+            drop(stream);
+            continue;
+        };
         let inputs = inputs.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             let service = hyper::service::service_fn(move |request: Request<_>| {
                 let inputs = inputs.clone();
                 async move {
@@ -632,6 +686,8 @@ async fn serve_metrics(
                 }
             });
             if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout)
                 .serve_connection(TokioIo::new(stream), service)
                 .await
             {
@@ -669,8 +725,6 @@ async fn metrics_response<B>(
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicU64, Ordering};
-
     use super::*;
 
     /// A listener out of file descriptors: every accept fails with EMFILE.
@@ -686,17 +740,16 @@ mod tests {
     }
 
     fn inputs() -> Arc<MetricsInputs> {
-        let pipeline = Arc::new(Mutex::new(Pipeline::new(
-            PipelineConfig::default(),
-            SharedState::default(),
-        )));
+        let pipeline = Pipeline::new(PipelineConfig::default(), SharedState::default());
+        let observer = ObserverService::new(pipeline.ring().reader());
         Arc::new(MetricsInputs {
-            pipeline: pipeline.clone(),
+            pipeline: Arc::new(Mutex::new(pipeline)),
             state: SharedState::default(),
             losses: Arc::default(),
             export: None,
             source: None,
-            observer: ObserverService::new(pipeline),
+            observer,
+            http: Arc::default(),
         })
     }
 
@@ -704,7 +757,13 @@ mod tests {
     async fn failing_accepts_back_off_instead_of_spinning() {
         let attempts = Arc::new(AtomicU64::new(0));
         let (stop_tx, stop) = watch::channel(false);
-        let server = tokio::spawn(serve_metrics(OutOfFds(attempts.clone()), inputs(), stop));
+        let inputs = inputs();
+        let server = tokio::spawn(serve_metrics(
+            OutOfFds(attempts.clone()),
+            inputs.clone(),
+            Duration::from_secs(1),
+            stop,
+        ));
         tokio::time::sleep(Duration::from_millis(500)).await;
         stop_tx.send_replace(true);
         tokio::time::timeout(Duration::from_secs(5), server)
@@ -716,5 +775,6 @@ mod tests {
             (2..=20).contains(&attempts),
             "{attempts} accepts in 500 ms: the loop spins"
         );
+        assert_eq!(inputs.snapshot().await.http_accept_errors, attempts);
     }
 }

@@ -4,7 +4,15 @@
 //! client does not flood the store. Denied flows use a shorter window than
 //! allowed ones (finer granularity where incidents are investigated); drops are
 //! summed, never lost.
+//!
+//! The open records are bounded in bytes (an estimate of what each holds):
+//! a flood of distinct flows (a pod asking for random names, a port scan)
+//! would otherwise open records until the collector is OOM-killed. When a new
+//! record does not fit, the records whose windows end first (the oldest) are
+//! closed early, one at a time, and counted ([`Aggregator::evicted`]): their
+//! flows are emitted, not lost, with less merging.
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -32,6 +40,13 @@ impl Default for Windows {
         }
     }
 }
+
+/// The default bound of the open records: 64 MiB, an eighth of the
+/// DaemonSet's memory limit (about 100,000 records of random DNS names).
+pub const DEFAULT_MAX_BYTES: usize = 64 << 20;
+
+/// What a map or index entry costs beyond its key and value, roughly.
+const ENTRY_OVERHEAD: usize = 24;
 
 /// What makes two flows "the same flow" for aggregation. Source ports vary per
 /// attempt and are left out; the verdict is keyed by its shared allocation, so a
@@ -68,48 +83,69 @@ fn key(a: &Annotated) -> Key {
     }
 }
 
-/// Open records and their deadlines.
-#[derive(Debug, Default)]
+/// An open record: the flows merged so far, and what it costs in memory.
+#[derive(Debug)]
+struct Open {
+    flow: Annotated,
+    bytes: usize,
+}
+
+/// Open records and their deadlines, within a bound in bytes.
+#[derive(Debug)]
 pub struct Aggregator {
     windows: Windows,
     max_bytes: usize,
-    open: FxHashMap<Key, (SystemTime, Annotated)>,
+    open: FxHashMap<Key, Open>,
+    /// The open records by the end of their window (then by when they were
+    /// opened): what a flush closes, and what the bound closes early.
+    closing: BTreeMap<(SystemTime, u64), Key>,
+    next_seq: u64,
+    bytes: usize,
     /// Flows merged into an existing record, since start.
     merged: u64,
+    /// Records closed before their window ended to keep within the bound.
+    evicted: u64,
 }
 
-/// What one open record costs in memory, estimated.
+impl Default for Aggregator {
+    fn default() -> Self {
+        Aggregator::new(Windows::default(), DEFAULT_MAX_BYTES)
+    }
+}
+
+/// What one open record costs in memory, estimated: the record, its key
+/// (held twice: in the map and in the deadline index), the DNS name (in the
+/// record and in each key) and the Service's name; the pods, verdicts and
+/// drop reasons it points to are shared with the cluster state and the
+/// verdict cache.
 fn record_bytes(flow: &Annotated) -> usize {
     let name = flow
         .obs
         .dns
         .as_ref()
         .and_then(|d| d.query.as_ref())
-        .map_or(0, String::len);
+        .map_or(0, String::capacity);
     let service = flow
         .service
         .as_ref()
-        .map_or(0, |(ns, name)| ns.len() + name.len());
-    2 * size_of::<Key>() + size_of::<(SystemTime, Annotated)>() + 2 * name + service
+        .map_or(0, |(ns, name)| ns.capacity() + name.capacity());
+    2 * (size_of::<Key>() + ENTRY_OVERHEAD) + size_of::<Open>() + 3 * name + service
 }
 
 impl Aggregator {
+    /// An aggregator with these windows holding at most about `max_bytes` of
+    /// open records.
     pub fn new(windows: Windows, max_bytes: usize) -> Self {
         Aggregator {
             windows,
             max_bytes,
-            ..Default::default()
+            open: FxHashMap::default(),
+            closing: BTreeMap::new(),
+            next_seq: 0,
+            bytes: 0,
+            merged: 0,
+            evicted: 0,
         }
-    }
-
-    /// The memory the open records take, estimated.
-    pub fn bytes(&self) -> usize {
-        self.open.values().map(|(_, f)| record_bytes(f)).sum()
-    }
-
-    /// Records closed before their window ended to keep within the bound.
-    pub fn evicted(&self) -> u64 {
-        0
     }
 
     /// Records currently open.
@@ -117,59 +153,95 @@ impl Aggregator {
         self.open.len()
     }
 
+    /// The memory the open records take, estimated.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
     /// Flows merged into an earlier record, since start.
     pub fn merged(&self) -> u64 {
         self.merged
     }
 
-    /// Adds a flow: merged into the open record of the same flow, or opening one.
-    pub fn push(&mut self, flow: Annotated, _closed: &mut Vec<Annotated>) {
+    /// Records closed before their window ended to keep within the bound,
+    /// since start.
+    pub fn evicted(&self) -> u64 {
+        self.evicted
+    }
+
+    /// Adds a flow: merged into the open record of the same flow, or opening
+    /// one. When the new record does not fit the bound, the records whose
+    /// windows end first are closed now, into `closed`, one at a time until
+    /// it fits.
+    pub fn push(&mut self, flow: Annotated, closed: &mut Vec<Annotated>) {
         let key = key(&flow);
-        match self.open.get_mut(&key) {
-            Some((_, record)) => {
-                self.merged += 1;
-                record.count += flow.count;
-                let (r, f) = (&mut record.obs, flow.obs);
-                r.drops += f.drops;
-                r.last_seen = r.last_seen.max(f.last_seen);
-                r.first_seen = r.first_seen.min(f.first_seen);
-                if r.drop_reason.is_none() {
-                    r.drop_reason = f.drop_reason;
-                }
+        if let Some(open) = self.open.get_mut(&key) {
+            self.merged += 1;
+            let record = &mut open.flow;
+            record.count = record.count.saturating_add(flow.count);
+            let (r, f) = (&mut record.obs, flow.obs);
+            r.drops = r.drops.saturating_add(f.drops);
+            r.last_seen = r.last_seen.max(f.last_seen);
+            r.first_seen = r.first_seen.min(f.first_seen);
+            if r.drop_reason.is_none() {
+                r.drop_reason = f.drop_reason;
             }
-            None => {
-                let fine = flow.denied() || flow.mismatch != pb::Mismatch::None;
-                let window = if fine {
-                    self.windows.denied
-                } else {
-                    self.windows.allowed
-                };
-                let deadline = flow.obs.first_seen + window;
-                self.open.insert(key, (deadline, flow));
-            }
+            return;
         }
+        let bytes = record_bytes(&flow);
+        while self.bytes + bytes > self.max_bytes && self.close_first(closed) {
+            self.evicted += 1;
+        }
+        let fine = flow.denied() || flow.mismatch != pb::Mismatch::None;
+        let window = if fine {
+            self.windows.denied
+        } else {
+            self.windows.allowed
+        };
+        // A window that would end past what the clock holds ends when it
+        // starts instead.
+        let deadline = flow
+            .obs
+            .first_seen
+            .checked_add(window)
+            .unwrap_or(flow.obs.first_seen);
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.bytes += bytes;
+        self.closing.insert((deadline, seq), key.clone());
+        self.open.insert(key, Open { flow, bytes });
+    }
+
+    /// Closes the record whose window ends first; false when none is open.
+    fn close_first(&mut self, out: &mut Vec<Annotated>) -> bool {
+        let Some((_, key)) = self.closing.pop_first() else {
+            return false;
+        };
+        if let Some(open) = self.open.remove(&key) {
+            self.bytes -= open.bytes;
+            out.push(open.flow);
+        }
+        true
     }
 
     /// Emits the records whose window ended by `now`, oldest first.
     pub fn flush(&mut self, now: SystemTime, out: &mut Vec<Annotated>) {
-        let mut done: Vec<Annotated> = Vec::new();
-        let open = std::mem::take(&mut self.open);
-        for (key, (deadline, flow)) in open {
-            if deadline <= now {
-                done.push(flow);
-            } else {
-                self.open.insert(key, (deadline, flow));
-            }
+        let start = out.len();
+        while self
+            .closing
+            .first_key_value()
+            .is_some_and(|((deadline, _), _)| *deadline <= now)
+        {
+            self.close_first(out);
         }
-        done.sort_by_key(|f| f.obs.first_seen);
-        out.extend(done);
+        out[start..].sort_by_key(|f| f.obs.first_seen);
     }
 
     /// Emits every open record (at shutdown).
     pub fn flush_all(&mut self, out: &mut Vec<Annotated>) {
-        let mut done: Vec<Annotated> = self.open.drain().map(|(_, (_, f))| f).collect();
-        done.sort_by_key(|f| f.obs.first_seen);
-        out.extend(done);
+        let start = out.len();
+        while self.close_first(out) {}
+        out[start..].sort_by_key(|f| f.obs.first_seen);
     }
 }
 

@@ -21,7 +21,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
 use crate::export::{ConnectionState, ExportStats};
-use crate::pipeline::PipelineCounters;
+use crate::pipeline::{Held, PipelineCounters};
 use netverdict_cluster::{KINDS, MetricsSnapshot, kind_index, kind_name};
 use netverdict_proto::names::EnumName;
 use netverdict_proto::v1 as pb;
@@ -52,6 +52,13 @@ pub struct Snapshot {
     pub observer_lagged: u64,
     /// Kernel NAT events that joined a connection, and those none claimed.
     pub nat: (u64, u64),
+    /// What correlation and aggregation hold, and what their bounds made
+    /// them let go of.
+    pub held: Held,
+    /// Accepts of the metrics server that failed (out of file descriptors...).
+    pub http_accept_errors: u64,
+    /// Metrics connections closed at once because too many were open.
+    pub http_connections_refused: u64,
 }
 
 impl Snapshot {
@@ -315,6 +322,58 @@ impl Collector for Snapshot {
             "netverdict_collector_observer_lagged",
             "Observer follow streams ended because the follower fell behind.",
             one(self.observer_lagged),
+        )?;
+        let h = &self.held;
+        gauges(
+            &mut e,
+            "netverdict_collector_held_flows",
+            "Flows held now: by correlation (waiting for an outcome or response) and by aggregation (open records).",
+            [
+                (
+                    vec![("stage", "correlation")],
+                    gauge_of(h.correlation_flows),
+                ),
+                (
+                    vec![("stage", "aggregation")],
+                    gauge_of(h.aggregation_records),
+                ),
+            ],
+        )?;
+        gauges(
+            &mut e,
+            "netverdict_collector_held_bytes",
+            "Memory the held flows take, estimated, by stage; each stage is bounded.",
+            [
+                (
+                    vec![("stage", "correlation")],
+                    gauge_of(h.correlation_bytes),
+                ),
+                (
+                    vec![("stage", "aggregation")],
+                    gauge_of(h.aggregation_bytes),
+                ),
+            ],
+        )?;
+        counters(
+            &mut e,
+            "netverdict_collector_held_evictions",
+            "Flows a stage let go of early to stay within its bound (the oldest first; reported, not lost): correlation reports them without their outcome, aggregation closes their record before its window ends.",
+            [
+                (vec![("stage", "correlation")], h.correlation_evicted),
+                (vec![("stage", "aggregation")], h.aggregation_evicted),
+            ],
+        )?;
+        counters(
+            &mut e,
+            "netverdict_collector_http_accept_errors",
+            "Connections the metrics server could not accept (out of file descriptors...); it pauses after each.",
+            one(self.http_accept_errors),
+        )?;
+        counters(
+            &mut e,
+            "netverdict_collector_http_connections_refused",
+            "Metrics connections closed at once because too many were open.",
+            one(self.http_connections_refused),
         )?;
         Ok(())
     }
