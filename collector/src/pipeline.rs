@@ -666,6 +666,20 @@ mod tests {
     }
 
     #[test]
+    fn kernel_loss_counts_saturate() {
+        let mut pipeline = Pipeline::new(PipelineConfig::default(), SharedState::default());
+        for _ in 0..2 {
+            pipeline.push(&StreamItem::Lost {
+                kind: EventKind::Dns,
+                count: u64::MAX - 1,
+                cause: LossCause::RingBufferFull,
+            });
+        }
+        assert_eq!(pipeline.counters().events_lost, u64::MAX);
+        assert_eq!(pipeline.counters().lost.ring_buffer_full.dns, u64::MAX);
+    }
+
+    #[test]
     fn the_first_and_last_moments_a_clock_holds_never_panic() {
         let last = SystemTime::UNIX_EPOCH + Duration::new(i64::MAX as u64, 999_999_999);
         let first =
