@@ -260,12 +260,14 @@ impl Agent {
         };
 
         let observer = ObserverService::new(ring);
+        let accept_errors = Arc::new(AcceptErrors::default());
         if let Some(listener) = observer_listener {
+            let errors = accept_errors.observer.clone();
             let server = observer.clone().into_server();
             let mut stop = stop.clone();
             let failure_tx = failure_tx.clone();
             tasks.push(tokio::spawn(async move {
-                let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+                let incoming = incoming(listener, errors, "observer");
                 let result = tonic::transport::Server::builder()
                     .add_service(server)
                     .serve_with_incoming_shutdown(incoming, async move {
@@ -286,7 +288,8 @@ impl Agent {
             export: exporter.as_ref().map(|(c, _, _)| c.clone()),
             source,
             observer: observer.clone(),
-            http: Arc::default(),
+            accept_errors,
+            http_connections_refused: AtomicU64::new(0),
         });
         if let Some(listener) = metrics_listener {
             tasks.push(tokio::spawn(serve_metrics(
@@ -513,17 +516,18 @@ struct MetricsInputs {
     export: Option<Arc<ExportCounters>>,
     source: Option<(&'static str, Arc<SourceMetrics>)>,
     observer: ObserverService,
-    /// The counters of the metrics server itself.
-    http: Arc<HttpCounters>,
+    /// Failed accepts of the servers.
+    accept_errors: Arc<AcceptErrors>,
+    /// Metrics connections closed at once because [`MAX_HTTP_CONNECTIONS`]
+    /// were open.
+    http_connections_refused: AtomicU64,
 }
 
-/// What the metrics server refused or failed to take.
+/// Accepts that failed (EMFILE, ENFILE, ENOMEM...), by server.
 #[derive(Debug, Default)]
-struct HttpCounters {
-    /// Accepts that failed (EMFILE, ENFILE, ENOMEM...).
-    accept_errors: AtomicU64,
-    /// Connections closed at once because [`MAX_HTTP_CONNECTIONS`] were open.
-    connections_refused: AtomicU64,
+struct AcceptErrors {
+    metrics: AtomicU64,
+    observer: Arc<AtomicU64>,
 }
 
 impl MetricsInputs {
@@ -549,8 +553,11 @@ impl MetricsInputs {
             observer_lagged: self.observer.lagged(),
             nat,
             held,
-            http_accept_errors: self.http.accept_errors.load(Ordering::Relaxed),
-            http_connections_refused: self.http.connections_refused.load(Ordering::Relaxed),
+            accept_errors: (
+                self.accept_errors.metrics.load(Ordering::Relaxed),
+                self.accept_errors.observer.load(Ordering::Relaxed),
+            ),
+            http_connections_refused: self.http_connections_refused.load(Ordering::Relaxed),
         }
     }
 }
@@ -635,11 +642,51 @@ const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
 /// The longest pause after failed accepts.
 const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
+/// The next connection from `listener`. A failing accept (out of file
+/// descriptors: EMFILE, ENFILE, ENOMEM...) is counted in `errors`, logged as
+/// `server`'s, and followed by a pause that doubles from
+/// [`ACCEPT_BACKOFF_MIN`] to [`ACCEPT_BACKOFF_MAX`] while accepts keep
+/// failing, rather than retried at once (a spin: the pending connection stays
+/// ready).
+async fn accept_with_backoff<L: Accept>(
+    listener: &mut L,
+    errors: &AtomicU64,
+    server: &'static str,
+) -> L::Conn {
+    let mut backoff = ACCEPT_BACKOFF_MIN;
+    loop {
+        match listener.accept().await {
+            Ok(conn) => return conn,
+            Err(e) => {
+                errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, pause = ?backoff, "{server}: accept failed");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
+            }
+        }
+    }
+}
+
+/// The connections of `listener` as a stream for a tonic server, through
+/// [`accept_with_backoff`] (tonic itself retries a failed accept at once).
+fn incoming<L: Accept>(
+    listener: L,
+    errors: Arc<AtomicU64>,
+    server: &'static str,
+) -> impl futures::Stream<Item = std::io::Result<L::Conn>> + Send + 'static {
+    futures::stream::unfold(
+        (listener, errors),
+        move |(mut listener, errors)| async move {
+            let conn = accept_with_backoff(&mut listener, &errors, server).await;
+            Some((Ok(conn), (listener, errors)))
+        },
+    )
+}
+
 /// Serves `GET /metrics` and `/healthz` (anything else is 404) until the agent
-/// stops. A failing accept (out of file descriptors: EMFILE) is counted and
-/// followed by a pause that doubles while it keeps failing, rather than
-/// retried at once; a client gets `header_timeout` to send its request's
-/// headers; at most [`MAX_HTTP_CONNECTIONS`] connections are served at once.
+/// stops. Accepts go through [`accept_with_backoff`]; a client gets
+/// `header_timeout` to send its request's headers; at most
+/// [`MAX_HTTP_CONNECTIONS`] connections are served at once.
 async fn serve_metrics(
     mut listener: impl Accept,
     inputs: Arc<MetricsInputs>,
@@ -647,31 +694,14 @@ async fn serve_metrics(
     mut stop: watch::Receiver<bool>,
 ) {
     let open = Arc::new(tokio::sync::Semaphore::new(MAX_HTTP_CONNECTIONS));
-    let mut backoff = ACCEPT_BACKOFF_MIN;
     loop {
         let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(conn) => {
-                    backoff = ACCEPT_BACKOFF_MIN;
-                    conn
-                }
-                Err(e) => {
-                    inputs.http.accept_errors.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(error = %e, pause = ?backoff, "metrics: accept failed");
-                    tokio::select! {
-                        () = tokio::time::sleep(backoff) => {}
-                        () = until_stopped(&mut stop) => return,
-                    }
-                    backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
-                    continue;
-                }
-            },
+            conn = accept_with_backoff(&mut listener, &inputs.accept_errors.metrics, "metrics") => conn,
             () = until_stopped(&mut stop) => return,
         };
         let Ok(permit) = open.clone().try_acquire_owned() else {
             inputs
-                .http
-                .connections_refused
+                .http_connections_refused
                 .fetch_add(1, Ordering::Relaxed);
             drop(stream);
             continue;
@@ -749,7 +779,8 @@ mod tests {
             export: None,
             source: None,
             observer,
-            http: Arc::default(),
+            accept_errors: Arc::default(),
+            http_connections_refused: AtomicU64::new(0),
         })
     }
 
@@ -775,6 +806,26 @@ mod tests {
             (2..=20).contains(&attempts),
             "{attempts} accepts in 500 ms: the loop spins"
         );
-        assert_eq!(inputs.snapshot().await.http_accept_errors, attempts);
+        assert_eq!(inputs.snapshot().await.accept_errors, (attempts, 0));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_observer_s_failing_accepts_back_off_too() {
+        use futures::StreamExt;
+        let attempts = Arc::new(AtomicU64::new(0));
+        let errors = Arc::new(AtomicU64::new(0));
+        let mut stream = Box::pin(incoming(
+            OutOfFds(attempts.clone()),
+            errors.clone(),
+            "observer",
+        ));
+        let next = tokio::time::timeout(Duration::from_millis(500), stream.next()).await;
+        assert!(next.is_err(), "no connection comes from a failing listener");
+        let attempts = attempts.load(Ordering::Relaxed);
+        assert!(
+            (2..=20).contains(&attempts),
+            "{attempts} accepts in 500 ms: the loop spins"
+        );
+        assert_eq!(errors.load(Ordering::Relaxed), attempts);
     }
 }

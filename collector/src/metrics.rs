@@ -55,8 +55,9 @@ pub struct Snapshot {
     /// What correlation and aggregation hold, and what their bounds made
     /// them let go of.
     pub held: Held,
-    /// Accepts of the metrics server that failed (out of file descriptors...).
-    pub http_accept_errors: u64,
+    /// Accepts that failed (out of file descriptors...): of the metrics
+    /// server, of the Observer server.
+    pub accept_errors: (u64, u64),
     /// Metrics connections closed at once because too many were open.
     pub http_connections_refused: u64,
 }
@@ -365,9 +366,12 @@ impl Collector for Snapshot {
         )?;
         counters(
             &mut e,
-            "netverdict_collector_http_accept_errors",
-            "Connections the metrics server could not accept (out of file descriptors...); it pauses after each.",
-            one(self.http_accept_errors),
+            "netverdict_collector_accept_errors",
+            "Connections a server could not accept (out of file descriptors...), by server; it pauses after each, longer while they keep failing.",
+            [
+                (vec![("server", "metrics")], self.accept_errors.0),
+                (vec![("server", "observer")], self.accept_errors.1),
+            ],
         )?;
         counters(
             &mut e,
