@@ -220,14 +220,18 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .context("starting the async runtime")
 }
 
-/// The server to connect to, checked against the TLS rules.
-pub(crate) fn target(server: &ServerArgs) -> Result<netverdict_tls::Target> {
-    let address = server
+/// The server's address as given (or the default API server).
+fn address(server: &ServerArgs) -> String {
+    server
         .server
         .clone()
-        .unwrap_or_else(|| format!("localhost:{}", netverdict_proto::ports::API_GRPC));
+        .unwrap_or_else(|| format!("localhost:{}", netverdict_proto::ports::API_GRPC))
+}
+
+/// The server to connect to, checked against the TLS rules.
+pub(crate) fn target(server: &ServerArgs) -> Result<netverdict_tls::Target> {
     netverdict_tls::Target::new(
-        &address,
+        &address(server),
         netverdict_proto::ports::API_GRPC,
         server.tls.files()?,
         server.tls.insecure,
@@ -245,12 +249,16 @@ async fn channel(server: &ServerArgs) -> Result<tonic::transport::Channel> {
 
 pub(crate) fn status_error(what: &str, status: tonic::Status) -> anyhow::Error {
     // A TLS server that refuses this client's certificate closes the
-    // connection; gRPC only says "transport error".
-    let hint = if matches!(
-        status.code(),
-        tonic::Code::Unknown | tonic::Code::Unavailable
-    ) && status.message().contains("transport error")
-    {
+    // connection; gRPC only says "transport error", or that the request was
+    // cancelled when the close comes while it is under way.
+    let closed = match status.code() {
+        tonic::Code::Unknown | tonic::Code::Unavailable => {
+            status.message().contains("transport error")
+        }
+        tonic::Code::Cancelled => true,
+        _ => false,
+    };
+    let hint = if closed {
         " (if the server requires client certificates: give --tls-cert and --tls-key, signed by the server's client CA and valid now)"
     } else {
         ""
@@ -333,7 +341,7 @@ pub fn mismatches(args: MismatchesArgs) -> Result<()> {
 
 /// What a server (the API server or a collector's observer) holds and has lost.
 pub fn status(args: StatusArgs) -> Result<()> {
-    let server = target(&args.server)?.to_string();
+    let server = address(&args.server);
     let status = runtime()?.block_on(async {
         let mut client = ObserverClient::new(channel(&args.server).await?);
         let r = client
