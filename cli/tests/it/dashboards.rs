@@ -6,9 +6,8 @@
 //! returns what the panel needs. The JSON is checked for what Grafana's
 //! dashboard schema requires.
 
-#[path = "../../api/tests/clickhouse_support/mod.rs"]
-mod clickhouse_support;
-mod dashboards_support;
+use crate::clickhouse_support;
+use crate::dashboards_support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;

@@ -1,6 +1,6 @@
 //! Privileged test (root): UDP flows are reported by 5-tuple, with counts.
 
-mod common;
+use crate::common;
 
 use std::net::UdpSocket;
 use std::time::Duration;

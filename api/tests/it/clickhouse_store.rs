@@ -2,7 +2,7 @@
 //! round trips, duplicates, hostile values, reports, retention and status.
 //! Each test works in its own database, dropped by a guard.
 
-mod clickhouse_support;
+use crate::clickhouse_support;
 
 use std::time::{Duration, UNIX_EPOCH};
 

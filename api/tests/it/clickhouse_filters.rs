@@ -7,7 +7,7 @@
 //! invalid value fails one compile, which names the field and the value,
 //! before any backend sees it.
 
-mod clickhouse_support;
+use crate::clickhouse_support;
 
 use clickhouse_support::*;
 use netverdict_api::clickhouse::ClickHouseStore;

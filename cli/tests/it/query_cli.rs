@@ -16,7 +16,7 @@ use netverdict_policy::ClusterState;
 use netverdict_proto::v1 as pb;
 use prost_types::Timestamp;
 
-mod support;
+use crate::support;
 
 use support::{netverdict, run, stdout};
 

@@ -1,7 +1,7 @@
 //! Privileged test (root): a dropped SCTP packet is reported with its ports.
 //! The kernel here has no SCTP stack, so the packet is sent on a raw socket.
 
-mod common;
+use crate::common;
 
 use std::net::IpAddr;
 use std::time::Duration;

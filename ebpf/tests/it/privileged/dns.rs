@@ -1,7 +1,7 @@
 //! Privileged tests (root): DNS queries and responses, NXDOMAIN, and a query
 //! dropped by nftables, against dnsmasq in a namespace pair.
 
-mod common;
+use crate::common;
 
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};

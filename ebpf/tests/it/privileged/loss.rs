@@ -1,7 +1,7 @@
 //! Privileged test (root): a stalled consumer makes the ring buffer overflow;
 //! the probes count what they could not submit and the stream reports it.
 
-mod common;
+use crate::common;
 
 use std::net::UdpSocket;
 use std::time::{Duration, Instant};

@@ -3,7 +3,7 @@
 //! every acknowledged flow is stored exactly once (rollups included); spool
 //! files left by a stopped process are replayed by the next one at connect.
 
-mod clickhouse_support;
+use crate::clickhouse_support;
 
 use std::collections::BTreeSet;
 use std::sync::atomic::Ordering::Relaxed;

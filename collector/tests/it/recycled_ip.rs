@@ -3,9 +3,7 @@
 //! connection A started before its deletion, whose outcome arrives after B
 //! took the IP, is still A's flow, judged as A; B's later flow is B's.
 
-#[path = "../../cluster/tests/sources/support/objects.rs"]
-#[allow(dead_code, reason = "this test uses two of the builders")]
-mod objects;
+use crate::objects;
 
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};

@@ -1,6 +1,6 @@
 //! Privileged tests (root): TCP attempts and outcomes in a namespace pair.
 
-mod common;
+use crate::common;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;

@@ -3,7 +3,7 @@
 //! DnsReport views on the seed guide's cluster, the memory bound, and the
 //! `/metrics` endpoint.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::time::{Duration, SystemTime};

@@ -17,7 +17,7 @@
 //! - a state loaded from manifests and then updated object by object answers as
 //!   one loaded fresh from the final manifests, and as one built in reverse.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};

@@ -8,7 +8,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
-mod dashboards_support;
+use crate::dashboards_support;
 
 use dashboards_support::{
     ALL_VALUE, Context, VarValue, check_dashboard, expand, query, referenced_vars,

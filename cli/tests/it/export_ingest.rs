@@ -4,8 +4,7 @@
 //! unacknowledged flow again. Here rather than in the API server's tests, so
 //! that the API server does not depend on the collector.
 
-#[path = "../../api/tests/support/mod.rs"]
-mod api_support;
+use crate::api_support;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;

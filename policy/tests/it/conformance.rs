@@ -14,7 +14,7 @@
 //! external traffic, reused and finished pods' addresses, and explanations of
 //! cached verdicts.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

@@ -6,9 +6,8 @@
 //! namespace included, and its /metrics carries the ClickHouse store's
 //! counters.
 
-#[path = "../../api/tests/clickhouse_support/mod.rs"]
-mod clickhouse_support;
-mod support;
+use crate::clickhouse_support;
+use crate::support;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;

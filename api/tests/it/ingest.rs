@@ -2,9 +2,9 @@
 //! batch is stored once; batches of one stream are inserted together and
 //! acknowledged in order, a failed one ending the stream; flows in flight are
 //! bounded across streams. (The collector's `Exporter` against this server is
-//! tested in the CLI crate, `cli/tests/export_ingest.rs`.)
+//! tested in the CLI crate, `cli/tests/it/export_ingest.rs`.)
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;

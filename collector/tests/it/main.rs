@@ -1,0 +1,13 @@
+//! The collector crate's integration tests, in one binary: the agent on
+//! replayed events, annotation, export, the observer and recycled pod IPs,
+//! one module each.
+
+mod agent;
+mod annotate;
+mod export;
+mod observer;
+mod recycled_ip;
+
+#[path = "../../../cluster/tests/it/support/objects.rs"]
+#[allow(dead_code, reason = "the collector's tests use two of the builders")]
+mod objects;

@@ -1,0 +1,11 @@
+//! The policy crate's integration tests, in one binary: the NetworkPolicy
+//! conformance cases, lint, manifests, properties, recycled pod IPs and the
+//! seed guide's scenario, one module each, with shared helpers in [`common`].
+
+mod common;
+mod conformance;
+mod lint;
+mod manifests;
+mod properties;
+mod recycled_ip;
+mod seed;
