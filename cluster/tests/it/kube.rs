@@ -3,14 +3,15 @@
 
 use std::time::Duration;
 
-use crate::support::objects::*;
-use crate::support::{self, FakeApiServer, wait_converged, wait_until};
+use crate::support::{self, FakeApiServer, wait_converged};
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use netverdict_cluster::SharedState;
 use netverdict_cluster::kube::{ClientOptions, KubeSource, KubeSourceConfig};
 use netverdict_policy::{Connection, Endpoint, ObjectKind, Protocol};
+use netverdict_testing::objects::*;
+use netverdict_testing::wait_until;
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -130,17 +131,19 @@ async fn a_label_change_changes_a_verdict() {
     assert!(allowed(&shared, "10.0.0.1", "10.0.0.2", 5432));
 
     server.apply(&pod("shop", "web", &[("app", "api")], "10.0.0.3"));
-    wait_until(WAIT, "web relabelled app=api to be allowed to db", || {
-        allowed(&shared, "10.0.0.3", "10.0.0.2", 5432)
-    })
+    wait_until(
+        "web relabelled app=api to be allowed to db",
+        WAIT,
+        async || allowed(&shared, "10.0.0.3", "10.0.0.2", 5432),
+    )
     .await;
 
     // And a policy change (cached verdicts must not survive it).
     server.apply(&allow_from("shop", "db-from-api", "db", "nobody", 5432));
     wait_until(
-        WAIT,
         "api denied once the policy no longer names it",
-        || !allowed(&shared, "10.0.0.1", "10.0.0.2", 5432),
+        WAIT,
+        async || !allowed(&shared, "10.0.0.1", "10.0.0.2", 5432),
     )
     .await;
 }
@@ -241,7 +244,7 @@ async fn an_expired_watch_relists() {
     server.apply(&pod("ops", "probe", &[("app", "probe2")], "10.0.1.1"));
     server.delete::<Pod>("shop", "web");
     wait_converged(&shared, &server, WAIT).await;
-    wait_until(WAIT, "every kind re-listed", || {
+    wait_until("every kind re-listed", WAIT, async || {
         source
             .metrics()
             .snapshot()
@@ -337,7 +340,7 @@ async fn bookmarks_keep_a_quiet_watch_resumable() {
     }
     wait_converged(&shared, &server, WAIT).await;
     server.bookmark();
-    wait_until(WAIT, "a bookmark sent to every watch", || {
+    wait_until("a bookmark sent to every watch", WAIT, async || {
         server.bookmarks_sent() >= 6
     })
     .await;
@@ -393,7 +396,7 @@ async fn an_invalid_object_is_counted_reported_and_does_not_stop_the_rest() {
     // A valid policy updated to an invalid version leaves the state (it no
     // longer exists in that form), and is reported.
     server.apply(&egress_cidr("shop", "egress", "10.1.0.0/16"));
-    wait_until(WAIT, "valid egress policy applied", || {
+    wait_until("valid egress policy applied", WAIT, async || {
         shared.read().policy_count() == 3
     })
     .await;
@@ -407,7 +410,7 @@ async fn an_invalid_object_is_counted_reported_and_does_not_stop_the_rest() {
     server.apply(&egress_cidr("shop", "egress", "10.2.0.0/16"));
     server.delete::<NetworkPolicy>("shop", "bad-cidr");
     wait_converged(&shared, &server, WAIT).await;
-    wait_until(WAIT, "no invalid objects left", || {
+    wait_until("no invalid objects left", WAIT, async || {
         source.metrics().snapshot().invalid.is_empty()
     })
     .await;
@@ -601,7 +604,7 @@ async fn a_forbidden_kind_is_named_and_picked_up_once_allowed() {
         .expect_err("EndpointSlices cannot be listed");
     assert!(error.to_string().contains("EndpointSlice"), "{error}");
     assert!(!error.to_string().contains("Pod"), "{error}");
-    wait_until(WAIT, "the other kinds applied", || {
+    wait_until("the other kinds applied", WAIT, async || {
         shared.read().pod_count() == 4
     })
     .await;

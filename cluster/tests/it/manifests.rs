@@ -5,11 +5,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::support::objects::*;
 use crate::support::{self, summary, wait_equal};
 use netverdict_cluster::SharedState;
 use netverdict_cluster::manifests::{Error, ManifestOptions, ManifestSource, ReloadReport};
 use netverdict_policy::{ClusterState, Connection, Endpoint, ObjectKind, Protocol};
+use netverdict_testing::objects::*;
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(10);

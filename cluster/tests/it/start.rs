@@ -15,8 +15,9 @@ use netverdict_cluster::{
 use netverdict_policy::ObjectKind;
 use serde_json::json;
 
-use crate::support::objects::*;
-use crate::support::{self, FakeApiServer, wait_converged, wait_until};
+use crate::support::{self, FakeApiServer, wait_converged};
+use netverdict_testing::objects::*;
+use netverdict_testing::wait_until;
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -105,12 +106,12 @@ async fn a_late_sync_is_a_warning_under_the_warn_policy_and_completes_later() {
         .expect("started despite the late sync");
     assert!(!handle.is_synced());
     // The other kinds are served meanwhile.
-    wait_until(WAIT, "the pods applied", || {
+    wait_until("the pods applied", WAIT, async || {
         handle.state().read().pod_count() == 2
     })
     .await;
     server.forbid::<EndpointSlice>(false);
-    wait_until(Duration::from_secs(30), "the source synced", || {
+    wait_until("the source synced", Duration::from_secs(30), async || {
         handle.is_synced()
     })
     .await;

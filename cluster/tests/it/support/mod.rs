@@ -1,5 +1,6 @@
 //! Test support of the cluster crate's tests: the Kubernetes API
-//! double ([`apiserver`]), object builders ([`objects`]) and state comparison.
+//! double ([`apiserver`]) and state comparison (object builders are
+//! `netverdict_testing::objects`).
 
 #![allow(
     dead_code,
@@ -7,7 +8,6 @@
 )]
 
 pub mod apiserver;
-pub mod objects;
 
 use std::time::Duration;
 
@@ -118,16 +118,4 @@ pub async fn wait_equal(shared: &SharedState, expected: &ClusterState, timeout: 
 /// Waits until the shared state equals what the server holds.
 pub async fn wait_converged(shared: &SharedState, server: &FakeApiServer, timeout: Duration) {
     wait_equal(shared, &expected_state(server), timeout).await;
-}
-
-/// Waits until `condition` holds, checking every 10 ms, or panics with `what`.
-pub async fn wait_until(timeout: Duration, what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + timeout;
-    while !condition() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }

@@ -1,12 +1,8 @@
-//! Shared by the ClickHouse tests: the shared server's URL (failing with what
-//! to run when it does not answer), a uniquely named database dropped by a
-//! guard, a private clickhouse-server process, and flow generators.
-
-#![allow(
-    dead_code,
-    clippy::allow_attributes,
-    reason = "each test binary uses a different part of this module"
-)]
+//! ClickHouse for tests: the shared server (`scripts/start-clickhouse.sh`,
+//! 127.0.0.1:8123 unless `NETVERDICT_CLICKHOUSE_ADDR` says otherwise; a test
+//! fails saying what to run when it does not answer), a uniquely named
+//! database per test dropped by a guard ([`TestDb`]), and a clickhouse-server
+//! process of the test's own that it can kill and restart ([`OwnServer`]).
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -16,19 +12,29 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use netverdict_api::clickhouse::{ClickHouseConfig, ClickHouseStore};
-use netverdict_proto::v1 as pb;
 
 /// The shared server (scripts/start-clickhouse.sh).
 pub fn shared_addr() -> String {
     std::env::var("NETVERDICT_CLICKHOUSE_ADDR").unwrap_or_else(|_| "127.0.0.1:8123".into())
 }
 
-/// Runs `sql` over HTTP (blocking, no client library: usable in `Drop`).
+/// Runs `sql` over HTTP (blocking, no client library: usable in `Drop`);
+/// the body of the answer, or the server's error.
 pub fn http_sql(addr: &str, sql: &str) -> Result<String, String> {
+    http_sql_in(addr, None, sql)
+}
+
+/// [`http_sql`] with `database` as the default database (as Grafana's
+/// datasource runs its queries).
+pub fn http_sql_in(addr: &str, database: Option<&str>, sql: &str) -> Result<String, String> {
     let mut s = TcpStream::connect(addr).map_err(|e| format!("connecting to {addr}: {e}"))?;
     s.set_read_timeout(Some(Duration::from_secs(60))).ok();
+    let path = match database {
+        Some(d) => format!("/?database={d}"),
+        None => "/".into(),
+    };
     let req = format!(
-        "POST / HTTP/1.0\r\nHost: {addr}\r\nContent-Length: {}\r\n\r\n{sql}",
+        "POST {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Length: {}\r\n\r\n{sql}",
         sql.len()
     );
     s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
@@ -40,18 +46,6 @@ pub fn http_sql(addr: &str, sql: &str) -> Result<String, String> {
     } else {
         Err(format!("{sql}: {body}"))
     }
-}
-
-/// GETs `path` from `addr` over HTTP/1.0 (blocking); the response, head
-/// included. Panics unless the status is 200.
-pub fn http_get(addr: impl std::fmt::Display, path: &str) -> String {
-    let mut s = TcpStream::connect(addr.to_string()).unwrap_or_else(|e| panic!("{addr}: {e}"));
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
-    assert!(resp.starts_with("HTTP/1.0 200"), "GET {addr}{path}: {resp}");
-    resp
 }
 
 /// Fails with what to run when the shared server does not answer.
@@ -84,17 +78,28 @@ pub fn unique(prefix: &str) -> String {
 
 /// A uniquely named database, dropped when the guard goes (also on panic).
 pub struct TestDb {
+    /// The server's HTTP address (`host:port`).
     pub addr: String,
+    /// The database's name.
     pub name: String,
+    /// A spool directory for the store, removed with the guard.
     pub spool: tempfile::TempDir,
 }
 
 impl TestDb {
+    /// A database of its own on the shared server (failing with what to run
+    /// when it does not answer).
+    pub fn shared() -> TestDb {
+        TestDb::new(&require_shared_server())
+    }
+
+    /// A database of its own on the server at `addr` (created by the store's
+    /// migrations at connect).
     pub fn new(addr: &str) -> TestDb {
         TestDb {
             addr: addr.to_string(),
             name: unique("nvtest"),
-            spool: tempfile::tempdir().unwrap(),
+            spool: tempfile::tempdir().expect("a temporary spool directory"),
         }
     }
 
@@ -113,6 +118,7 @@ impl TestDb {
         }
     }
 
+    /// The ClickHouse store on this database (migrated at connect).
     pub async fn connect(&self) -> ClickHouseStore {
         ClickHouseStore::connect(self.config())
             .await
@@ -135,22 +141,22 @@ impl Drop for TestDb {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    crate::free_addr().port()
 }
 
 /// A clickhouse-server process of our own, with its own ports and data under
 /// a temporary directory; killed and removed by the guard.
 pub struct OwnServer {
+    /// Its configuration, data and logs.
     pub dir: tempfile::TempDir,
+    /// Its HTTP port on 127.0.0.1.
     pub http_port: u16,
     child: Option<Child>,
 }
 
 impl OwnServer {
+    /// Starts a server (Debian's clickhouse-server, configured from
+    /// /etc/clickhouse-server with free ports) and waits until it answers.
     pub fn start() -> OwnServer {
         let bin = which("clickhouse-server").unwrap_or_else(|| {
             panic!(
@@ -212,6 +218,7 @@ impl OwnServer {
         server
     }
 
+    /// Its HTTP address (`127.0.0.1:port`).
     pub fn addr(&self) -> String {
         format!("127.0.0.1:{}", self.http_port)
     }
@@ -278,74 +285,4 @@ fn which(bin: &str) -> Option<PathBuf> {
             .map(|p| p.join(bin))
             .find(|p| Path::new(p).exists())
     })
-}
-
-pub fn ts(ns: i64) -> prost_types::Timestamp {
-    netverdict_proto::time::UnixNanos::from_nanos(ns).to_timestamp()
-}
-
-/// Now, in nanoseconds since the epoch.
-pub fn now_ns() -> i64 {
-    netverdict_proto::time::UnixNanos::from_system(SystemTime::now()).nanos_saturating()
-}
-
-pub fn pref(ns: &str, name: &str) -> pb::PolicyRef {
-    pb::PolicyRef {
-        namespace: ns.into(),
-        name: name.into(),
-    }
-}
-
-pub fn pod(
-    ns: &str,
-    name: &str,
-    workload: &str,
-    ip: &str,
-    port: u32,
-    labels: &[(&str, &str)],
-) -> pb::Endpoint {
-    pb::Endpoint {
-        ip: ip.into(),
-        port,
-        kind: pb::EndpointKind::Pod as i32,
-        namespace: ns.into(),
-        pod_name: name.into(),
-        labels: labels
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-        workload: workload.into(),
-        node_name: "node-a".into(),
-    }
-}
-
-/// A simple flow with a given id and time.
-pub fn simple_flow(id: &str, last_seen_ns: i64) -> pb::Flow {
-    pb::Flow {
-        id: id.into(),
-        first_seen: Some(ts(last_seen_ns - 1_000_000)),
-        last_seen: Some(ts(last_seen_ns)),
-        count: 1,
-        node_name: "node-a".into(),
-        source: Some(pod(
-            "shop",
-            "web-1",
-            "web",
-            "10.0.1.5",
-            40000,
-            &[("app", "web")],
-        )),
-        destination: Some(pod(
-            "shop",
-            "api-7",
-            "api",
-            "10.0.2.7",
-            8080,
-            &[("app", "api")],
-        )),
-        protocol: pb::Protocol::Tcp as i32,
-        verdict: pb::Verdict::Allowed as i32,
-        outcome: pb::Outcome::Established as i32,
-        ..Default::default()
-    }
 }

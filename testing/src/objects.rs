@@ -1,5 +1,5 @@
-//! Builders of the real k8s-openapi objects tests put on the API double or in
-//! manifests.
+//! Builders of the real k8s-openapi objects tests put on the Kubernetes API
+//! double, in manifests or straight into a cluster state.
 
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -19,10 +19,13 @@ fn typed<T: serde::de::DeserializeOwned>(value: Value) -> T {
     serde_json::from_value(value).expect("test object is a valid k8s-openapi object")
 }
 
+/// Namespace `name` with these labels.
 pub fn namespace(name: &str, pairs: &[(&str, &str)]) -> Namespace {
     typed(json!({"metadata": {"name": name, "labels": labels(pairs)}}))
 }
 
+/// A running pod on `node-a` with these labels and IP, serving TCP 8080
+/// (port name `http`).
 pub fn pod(namespace: &str, name: &str, pairs: &[(&str, &str)], ip: &str) -> Pod {
     typed(json!({
         "metadata": {"namespace": namespace, "name": name, "labels": labels(pairs)},
@@ -70,6 +73,7 @@ pub fn egress_cidr(namespace: &str, name: &str, cidr: &str) -> NetworkPolicy {
     }))
 }
 
+/// A ClusterIP Service selecting `app=<app>`, port 80 to target port `http`.
 pub fn service(namespace: &str, name: &str, cluster_ip: &str, app: &str) -> Service {
     typed(json!({
         "metadata": {"namespace": namespace, "name": name},
@@ -78,6 +82,8 @@ pub fn service(namespace: &str, name: &str, cluster_ip: &str, app: &str) -> Serv
     }))
 }
 
+/// The EndpointSlice of Service `service` with one endpoint, pod `pod` at
+/// `ip`, port 8080.
 pub fn endpoint_slice(
     namespace: &str,
     name: &str,
@@ -94,6 +100,7 @@ pub fn endpoint_slice(
     }))
 }
 
+/// Node `name` with this internal IP.
 pub fn node(name: &str, ip: &str) -> Node {
     typed(json!({
         "metadata": {"name": name},

@@ -1,0 +1,53 @@
+//! Builders and fixtures shared by netverdict's tests, written once: each
+//! crate's integration test binary (`tests/it/main.rs`) takes what it needs
+//! from here as a dev-dependency, so none of this is ever in a release build.
+//!
+//! Always there:
+//! - [`flow`]: protobuf flows and endpoints (`flow("node-a/1/1").denied()...`);
+//! - [`wait`]: waiting on a condition with a deadline (never sleep-and-hope);
+//! - [`metrics`]: `GET /metrics` over HTTP, parsed into samples;
+//! - [`grpc`]: `GetFlows` and ingest `Push` streams over real sockets;
+//! - [`privileged`]: [`require_root`], the first line of every test that needs
+//!   root (eBPF, network namespaces, nftables);
+//! - [`free_addr`]: a loopback address nothing listens on.
+//!
+//! Behind features (so a crate's tests compile only what they use):
+//! - `api`: [`api`], the API server over a given store on a loopback socket;
+//! - `clickhouse`: [`clickhouse`], a uniquely named database dropped by a
+//!   guard, and a clickhouse-server process of the test's own;
+//! - `cluster`: [`objects`] (Kubernetes objects) and [`seed`] (the seed
+//!   guide's cluster);
+//! - `collector`: [`observation`], correlated connections as the collector's
+//!   annotator takes them;
+//! - `lab`: [`lab`], a lab with a unique name, brought down by a guard.
+
+#[cfg(feature = "api")]
+pub mod api;
+#[cfg(feature = "clickhouse")]
+pub mod clickhouse;
+pub mod flow;
+pub mod grpc;
+#[cfg(feature = "lab")]
+pub mod lab;
+pub mod metrics;
+#[cfg(feature = "cluster")]
+pub mod objects;
+#[cfg(feature = "collector")]
+pub mod observation;
+pub mod privileged;
+#[cfg(feature = "cluster")]
+pub mod seed;
+pub mod wait;
+
+pub use flow::{FlowBuilder, flow, pod, world};
+pub use metrics::scrape;
+pub use privileged::require_root;
+pub use wait::{wait_until, wait_until_blocking};
+
+/// A loopback address with a port nothing listens on (bound, then released):
+/// for a server the test starts later, or one that must not answer.
+pub fn free_addr() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap_or_else(|e| panic!("no free loopback port: {e}"))
+}
