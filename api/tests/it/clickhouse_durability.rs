@@ -3,32 +3,25 @@
 //! every acknowledged flow is stored exactly once (rollups included); spool
 //! files left by a stopped process are replayed by the next one at connect.
 
-use crate::clickhouse_support;
-
 use std::collections::BTreeSet;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use clickhouse_support::*;
 use netverdict_api::clickhouse::ClickHouseStore;
 use netverdict_api::store::Store;
+use netverdict_testing::clickhouse::{OwnServer, TestDb};
+use netverdict_testing::flow::now_nanos;
+use netverdict_testing::{flow, wait_until};
 
+/// Flows `node-a/<run>/<i>` for `i` in `from..from + n`, 1 ms apart from `base`.
 fn batch(run: &str, from: u64, n: u64, base: i64) -> Vec<netverdict_proto::v1::Flow> {
     (from..from + n)
-        .map(|i| simple_flow(&format!("node-a/{run}/{i}"), base + i as i64 * 1_000_000))
+        .map(|i| {
+            flow(format!("node-a/{run}/{i}"))
+                .at_nanos(base + i as i64 * 1_000_000)
+                .build()
+        })
         .collect()
-}
-
-/// Polls `cond` every 100 ms until it holds or `secs` pass.
-async fn wait_for(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !cond() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {secs} s waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -37,7 +30,7 @@ async fn clickhouse_killed_during_ingest_then_restarted_stores_every_ack_once() 
     let db = TestDb::new(&server.addr());
     let store = db.connect().await;
     let stats = store.stats();
-    let base = now_ns() - 600_000_000_000;
+    let base = now_nanos() - 600_000_000_000;
     let mut acked = BTreeSet::new();
     let mut next = 0;
 
@@ -80,9 +73,11 @@ async fn clickhouse_killed_during_ingest_then_restarted_stores_every_ack_once() 
     acked.extend(ingest(store.clone(), 0).await);
 
     server.restart();
-    wait_for("the spool to be replayed", 60, || {
-        stats.spool_pending_rows.load(Relaxed) == 0
-    })
+    wait_until(
+        "the spool to be replayed",
+        Duration::from_secs(60),
+        async || stats.spool_pending_rows.load(Relaxed) == 0,
+    )
     .await;
     // Ingest goes straight to ClickHouse again.
     acked.extend(ingest(store.clone(), next).await);
@@ -115,7 +110,7 @@ async fn clickhouse_killed_during_ingest_then_restarted_stores_every_ack_once() 
 async fn spool_left_by_a_stopped_process_is_replayed_at_connect() {
     let mut server = OwnServer::start();
     let db = TestDb::new(&server.addr());
-    let base = now_ns() - 600_000_000_000;
+    let base = now_nanos() - 600_000_000_000;
     let store = db.connect().await;
     store.insert(batch("2", 0, 20, base)).await.unwrap();
     server.kill();
@@ -130,13 +125,19 @@ async fn spool_left_by_a_stopped_process_is_replayed_at_connect() {
     server.restart();
     let store = db.connect().await;
     let stats = store.stats();
-    wait_for("the spool to be replayed", 60, || {
-        stats.rows_replayed.load(Relaxed) == 30 && stats.spool_pending_rows.load(Relaxed) == 0
-    })
+    wait_until(
+        "the spool to be replayed",
+        Duration::from_secs(60),
+        async || {
+            stats.rows_replayed.load(Relaxed) == 30 && stats.spool_pending_rows.load(Relaxed) == 0
+        },
+    )
     .await;
-    wait_for("spool files to be removed", 10, || {
-        std::fs::read_dir(db.spool.path()).unwrap().next().is_none()
-    })
+    wait_until(
+        "spool files to be removed",
+        Duration::from_secs(10),
+        async || std::fs::read_dir(db.spool.path()).unwrap().next().is_none(),
+    )
     .await;
     let counts = db.sql(&format!(
         "SELECT count(), uniqExact(id) FROM {}.flows",
@@ -157,7 +158,7 @@ async fn a_store_started_while_clickhouse_is_down_spools_then_applies_the_schema
         .expect("starts without ClickHouse");
     assert!(store.features().is_none());
     let stats = store.stats();
-    let base = now_ns() - 60_000_000_000;
+    let base = now_nanos() - 60_000_000_000;
     let outcome = store.insert(batch("down", 0, 50, base)).await.unwrap();
     assert_eq!(outcome.stored, 50, "acknowledged: spooled");
     assert_eq!(stats.rows_spooled.load(Relaxed), 50);
@@ -168,9 +169,11 @@ async fn a_store_started_while_clickhouse_is_down_spools_then_applies_the_schema
     assert!(err.to_string().starts_with("clickhouse: "), "{err}");
 
     server.restart();
-    wait_for("the schema applied and the spool replayed", 60, || {
-        store.features().is_some() && stats.spool_pending_rows.load(Relaxed) == 0
-    })
+    wait_until(
+        "the schema applied and the spool replayed",
+        Duration::from_secs(60),
+        async || store.features().is_some() && stats.spool_pending_rows.load(Relaxed) == 0,
+    )
     .await;
     let name = &db.name;
     assert_eq!(

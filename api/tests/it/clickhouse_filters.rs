@@ -7,15 +7,15 @@
 //! invalid value fails one compile, which names the field and the value,
 //! before any backend sees it.
 
-use crate::clickhouse_support;
-
-use clickhouse_support::*;
 use netverdict_api::clickhouse::ClickHouseStore;
 use netverdict_api::store::{FlowQuery, Store};
 use netverdict_api::{MemoryConfig, MemoryStore};
 use netverdict_proto::filter::{FilterError, FilterSet};
 use netverdict_proto::time::{TimeWindow, UnixNanos};
 use netverdict_proto::v1 as pb;
+use netverdict_testing::clickhouse::TestDb;
+use netverdict_testing::flow::{now_nanos, policy_ref, timestamp_nanos};
+use netverdict_testing::pod;
 use proptest::prelude::*;
 
 const NAMESPACES: [&str; 4] = ["shop", "db", "", "x' OR 1=1 --"];
@@ -47,7 +47,7 @@ const LABELS: [(&str, &str); 4] = [
 /// endpoints are sometimes absent, DNS sometimes present.
 fn generated() -> Vec<pb::Flow> {
     let mut flows = Vec::new();
-    let base = now_ns() - 3_600_000_000_000;
+    let base = now_nanos() - 3_600_000_000_000;
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
     let mut next = |n: usize| {
         x ^= x << 13;
@@ -62,16 +62,16 @@ fn generated() -> Vec<pb::Flow> {
             }
             let labels: Vec<(&str, &str)> =
                 LABELS.iter().copied().filter(|_| next(2) == 0).collect();
-            let mut ep = pod(
-                NAMESPACES[next(4)],
-                PODS[next(4)],
-                "w",
-                IPS[next(6)],
-                [53, 80, 8080, 65535][next(4)],
-                &labels,
-            );
-            ep.kind = next(5) as i32;
-            Some(ep)
+            let ep = pod(NAMESPACES[next(4)], PODS[next(4)])
+                .workload("w")
+                .ip(IPS[next(6)])
+                .port([53, 80, 8080, 65535][next(4)])
+                .labels(&labels)
+                .node("node-a");
+            Some(pb::Endpoint {
+                kind: next(5) as i32,
+                ..ep.build()
+            })
         };
         let source = endpoint(&mut next);
         let destination = endpoint(&mut next);
@@ -79,18 +79,15 @@ fn generated() -> Vec<pb::Flow> {
             POLICIES
                 .iter()
                 .filter(|_| next(3) == 0)
-                .map(|p| {
-                    let (ns, n) = p.split_once('/').unwrap();
-                    pref(ns, n)
-                })
+                .map(|p| policy_ref(p))
                 .collect::<Vec<_>>()
         };
         let allowed_by = policies(&mut next);
         let denied_by = policies(&mut next);
         flows.push(pb::Flow {
             id: format!("node-{}/1/{i}", next(3)),
-            first_seen: Some(ts(base + i * 1_000_000_000)),
-            last_seen: Some(ts(base + i * 1_000_000_000 + 5)),
+            first_seen: Some(timestamp_nanos(base + i * 1_000_000_000)),
+            last_seen: Some(timestamp_nanos(base + i * 1_000_000_000 + 5)),
             count: 1 + next(4) as u64,
             node_name: ["node-0", "node-1", "x' OR 1=1 --"][next(3)].into(),
             source,
@@ -124,7 +121,7 @@ impl Fixture {
     /// The generated flows in a database of their own (dropped with the
     /// fixture), and in a memory store.
     fn new() -> Fixture {
-        let db = TestDb::new(&require_shared_server());
+        let db = TestDb::shared();
         let rt = tokio::runtime::Runtime::new().unwrap();
         let flows = generated();
         let memory = MemoryStore::new(MemoryConfig::default()).unwrap();

@@ -2,20 +2,20 @@
 //! round trips, duplicates, hostile values, reports, retention and status.
 //! Each test works in its own database, dropped by a guard.
 
-use crate::clickhouse_support;
-
 use std::time::{Duration, UNIX_EPOCH};
 
-use clickhouse_support::*;
 use netverdict_api::clickhouse::latest_version;
 use netverdict_api::store::{FlowQuery, ReportQuery, Store};
 use netverdict_proto::filter::FilterSet;
 use netverdict_proto::time::{TimeWindow, UnixNanos};
 use netverdict_proto::v1 as pb;
+use netverdict_testing::clickhouse::TestDb;
+use netverdict_testing::flow::{now_nanos, policy_ref};
+use netverdict_testing::{flow, pod};
 
 #[tokio::test]
 async fn migrations_are_idempotent() {
-    let db = TestDb::new(&require_shared_server());
+    let db = TestDb::shared();
     let first = db.connect().await;
     drop(first);
     let second = db.connect().await;
@@ -50,16 +50,17 @@ async fn migrations_are_idempotent() {
 }
 
 fn rich_flows(base: i64) -> Vec<pb::Flow> {
-    let mut dns = simple_flow("node-a/1/1", base);
+    let mut dns = flow("node-a/1/1").at_nanos(base).build();
     dns.protocol = pb::Protocol::Udp as i32;
-    dns.destination = Some(pod(
-        "kube-system",
-        "coredns-1",
-        "coredns",
-        "10.0.0.10",
-        53,
-        &[("k8s-app", "kube-dns")],
-    ));
+    dns.destination = Some(
+        pod("kube-system", "coredns-1")
+            .workload("coredns")
+            .ip("10.0.0.10")
+            .port(53)
+            .labels(&[("k8s-app", "kube-dns")])
+            .node("node-a")
+            .build(),
+    );
     dns.dns = Some(pb::Dns {
         id: 77,
         query: "API.Example.com.".into(),
@@ -70,20 +71,23 @@ fn rich_flows(base: i64) -> Vec<pb::Flow> {
     });
     dns.outcome = pb::Outcome::Answered as i32;
 
-    let mut denied = simple_flow("node-a/1/2", base + 1);
+    let mut denied = flow("node-a/1/2").at_nanos(base + 1).build();
     denied.verdict = pb::Verdict::Denied as i32;
     denied.outcome = pb::Outcome::Dropped as i32;
     denied.drop_reason = "NETFILTER_DROP".into();
     denied.drop_count = 3;
     denied.count = 5;
     denied.reason = "ingress of shop/api-7 denied".into();
-    denied.denied_by = vec![pref("shop", "default-deny"), pref("shop", "api-ingress")];
+    denied.denied_by = vec![
+        policy_ref("shop/default-deny"),
+        policy_ref("shop/api-ingress"),
+    ];
     denied.ingress = Some(pb::DirectionVerdict {
         status: pb::PolicyStatus::Denied as i32,
         isolated: true,
-        selected_by: vec![pref("shop", "default-deny")],
+        selected_by: vec![policy_ref("shop/default-deny")],
         nearest_miss: Some(pb::RuleRef {
-            policy: Some(pref("shop", "api-ingress")),
+            policy: Some(policy_ref("shop/api-ingress")),
             rule: 0,
             peer: Some(1),
             port: None,
@@ -98,7 +102,7 @@ fn rich_flows(base: i64) -> Vec<pb::Flow> {
     denied.traffic_direction = pb::TrafficDirection::Egress as i32;
     denied.mismatch = pb::Mismatch::None as i32;
 
-    let mut v6 = simple_flow("node-b/9/3", base + 2);
+    let mut v6 = flow("node-b/9/3").at_nanos(base + 2).build();
     v6.node_name = "node-b".into();
     v6.source = Some(pb::Endpoint {
         ip: "fd00::5".into(),
@@ -107,13 +111,13 @@ fn rich_flows(base: i64) -> Vec<pb::Flow> {
         ..Default::default()
     });
     v6.destination = None;
-    v6.allowed_by = vec![pref("shop", "allow-web")];
+    v6.allowed_by = vec![policy_ref("shop/allow-web")];
     v6.egress = Some(pb::DirectionVerdict {
         status: pb::PolicyStatus::Allowed as i32,
         isolated: true,
-        selected_by: vec![pref("shop", "allow-web")],
+        selected_by: vec![policy_ref("shop/allow-web")],
         allowed_by: vec![pb::RuleRef {
-            policy: Some(pref("shop", "allow-web")),
+            policy: Some(policy_ref("shop/allow-web")),
             rule: 2,
             peer: None,
             port: Some(0),
@@ -121,7 +125,7 @@ fn rich_flows(base: i64) -> Vec<pb::Flow> {
         ..Default::default()
     });
 
-    let mut hostile = simple_flow("node-a/1/4", base + 3);
+    let mut hostile = flow("node-a/1/4").at_nanos(base + 3).build();
     hostile.source.as_mut().unwrap().namespace = "x' OR 1=1 --".into();
     hostile.reason = "quote ' backslash \\ tab \t newline \n nul \0 unicode é".into();
     vec![dns, denied, v6, hostile]
@@ -129,9 +133,9 @@ fn rich_flows(base: i64) -> Vec<pb::Flow> {
 
 #[tokio::test]
 async fn flows_round_trip_exactly() {
-    let db = TestDb::new(&require_shared_server());
+    let db = TestDb::shared();
     let store = db.connect().await;
-    let base = now_ns() - 60_000_000_000;
+    let base = now_nanos() - 60_000_000_000;
     let flows = rich_flows(base);
     let out = store.insert(flows.clone()).await.unwrap();
     assert_eq!((out.stored, out.duplicates), (4, 0));
@@ -174,19 +178,23 @@ async fn flows_round_trip_exactly() {
 
 #[tokio::test]
 async fn duplicates_are_stored_once() {
-    let db = TestDb::new(&require_shared_server());
+    let db = TestDb::shared();
     let store = db.connect().await;
-    let base = now_ns() - 10_000_000_000;
+    let base = now_nanos() - 10_000_000_000;
     let batch: Vec<pb::Flow> = (0..100)
-        .map(|i| simple_flow(&format!("node-a/1/{i}"), base + i * 1_000_000))
+        .map(|i| {
+            flow(format!("node-a/1/{i}"))
+                .at_nanos(base + i * 1_000_000)
+                .build()
+        })
         .collect();
     let out = store.insert(batch.clone()).await.unwrap();
     assert_eq!((out.stored, out.duplicates), (100, 0));
 
     // The collector resends the batch (with a few new flows and a repeat inside).
     let mut resend = batch.clone();
-    resend.push(simple_flow("node-a/1/100", base + 100_000_000));
-    resend.push(simple_flow("node-a/1/100", base + 100_000_000));
+    resend.push(flow("node-a/1/100").at_nanos(base + 100_000_000).build());
+    resend.push(flow("node-a/1/100").at_nanos(base + 100_000_000).build());
     let out = store.insert(resend).await.unwrap();
     assert_eq!((out.stored, out.duplicates), (1, 101));
 
@@ -215,9 +223,9 @@ async fn duplicates_are_stored_once() {
 
 #[tokio::test]
 async fn hostile_filter_values_are_just_values() {
-    let db = TestDb::new(&require_shared_server());
+    let db = TestDb::shared();
     let store = db.connect().await;
-    let flows = rich_flows(now_ns() - 60_000_000_000);
+    let flows = rich_flows(now_nanos() - 60_000_000_000);
     store.insert(flows.clone()).await.unwrap();
     let hostile = "x' OR 1=1 --";
     let q = |f: pb::FlowFilter| FlowQuery {
@@ -285,13 +293,15 @@ async fn hostile_filter_values_are_just_values() {
 
 #[tokio::test]
 async fn denied_and_dns_reports_group_in_sql() {
-    let db = TestDb::new(&require_shared_server());
+    let db = TestDb::shared();
     let store = db.connect().await;
-    let base = now_ns() - 120_000_000_000;
+    let base = now_nanos() - 120_000_000_000;
     let mut flows = Vec::new();
     // web -> api:8080 denied by two policies, three records (two pods of web).
     for (i, src_pod) in ["web-1", "web-2", "web-1"].iter().enumerate() {
-        let mut f = simple_flow(&format!("node-a/1/{i}"), base + i as i64 * 1_000_000_000);
+        let mut f = flow(format!("node-a/1/{i}"))
+            .at_nanos(base + i as i64 * 1_000_000_000)
+            .build();
         f.source.as_mut().unwrap().pod_name = src_pod.to_string();
         f.verdict = pb::Verdict::Denied as i32;
         f.outcome = if i == 2 {
@@ -301,7 +311,10 @@ async fn denied_and_dns_reports_group_in_sql() {
         } as i32;
         f.count = 2;
         f.reason = format!("reason {i}");
-        f.denied_by = vec![pref("shop", "default-deny"), pref("shop", "api-ingress")];
+        f.denied_by = vec![
+            policy_ref("shop/default-deny"),
+            policy_ref("shop/api-ingress"),
+        ];
         f.ingress = Some(pb::DirectionVerdict {
             status: pb::PolicyStatus::Denied as i32,
             isolated: true,
@@ -310,8 +323,14 @@ async fn denied_and_dns_reports_group_in_sql() {
         flows.push(f);
     }
     // A denied egress to the world, in namespace "other".
-    let mut world = simple_flow("node-a/1/10", base + 5_000_000_000);
-    world.source = Some(pod("other", "batch-x", "", "10.0.3.3", 5555, &[]));
+    let mut world = flow("node-a/1/10").at_nanos(base + 5_000_000_000).build();
+    world.source = Some(
+        pod("other", "batch-x")
+            .ip("10.0.3.3")
+            .port(5555)
+            .node("node-a")
+            .build(),
+    );
     world.destination = Some(pb::Endpoint {
         ip: "203.0.113.9".into(),
         port: 443,
@@ -321,7 +340,7 @@ async fn denied_and_dns_reports_group_in_sql() {
     world.verdict = pb::Verdict::Denied as i32;
     world.outcome = pb::Outcome::Dropped as i32;
     world.count = 1;
-    world.denied_by = vec![pref("other", "egress-lockdown")];
+    world.denied_by = vec![policy_ref("other/egress-lockdown")];
     world.egress = Some(pb::DirectionVerdict {
         status: pb::PolicyStatus::Denied as i32,
         isolated: true,
@@ -338,21 +357,23 @@ async fn denied_and_dns_reports_group_in_sql() {
     .into_iter()
     .enumerate()
     {
-        let mut f = simple_flow(&format!("node-a/2/{i}"), base + 10_000_000_000 + i as i64);
+        let mut f = flow(format!("node-a/2/{i}"))
+            .at_nanos(base + 10_000_000_000 + i as i64)
+            .build();
         f.protocol = pb::Protocol::Udp as i32;
-        f.destination = Some(pod(
-            "kube-system",
-            "coredns-1",
-            "coredns",
-            "10.0.0.10",
-            53,
-            &[],
-        ));
+        f.destination = Some(
+            pod("kube-system", "coredns-1")
+                .workload("coredns")
+                .ip("10.0.0.10")
+                .port(53)
+                .node("node-a")
+                .build(),
+        );
         f.outcome = outcome as i32;
         f.verdict = verdict as i32;
         f.count = 1;
         if verdict == pb::Verdict::Denied {
-            f.denied_by = vec![pref("shop", "default-deny")];
+            f.denied_by = vec![policy_ref("shop/default-deny")];
             f.reason = "egress of shop/web-1 denied".into();
         }
         f.dns = Some(pb::Dns {
@@ -390,7 +411,10 @@ async fn denied_and_dns_reports_group_in_sql() {
     );
     assert_eq!(
         g.denied_by,
-        [pref("shop", "api-ingress"), pref("shop", "default-deny")]
+        [
+            policy_ref("shop/api-ingress"),
+            policy_ref("shop/default-deny")
+        ]
     );
     assert_eq!((g.count, g.flows), (6, 3));
     assert!(g.ingress_denied && !g.egress_denied);
@@ -460,7 +484,7 @@ async fn denied_and_dns_reports_group_in_sql() {
             rcode: String::new(),
             count: 2,
             last_seen: flows[5].last_seen,
-            denied_by: vec![pref("shop", "default-deny")],
+            denied_by: vec![policy_ref("shop/default-deny")],
             egress_allows_cluster_dns: false,
             reason: "egress of shop/web-1 denied".into(),
         }
@@ -483,8 +507,8 @@ async fn denied_and_dns_reports_group_in_sql() {
 
 #[tokio::test]
 async fn migration_4_gives_rows_stored_before_it_their_group_kind() {
-    let db = TestDb::new(&require_shared_server());
-    let base = now_ns() - 60_000_000_000;
+    let db = TestDb::shared();
+    let base = now_nanos() - 60_000_000_000;
     let mut flows = Vec::new();
     for (i, kind) in [
         pb::EndpointKind::Pod,
@@ -495,13 +519,15 @@ async fn migration_4_gives_rows_stored_before_it_their_group_kind() {
     .into_iter()
     .enumerate()
     {
-        let mut f = simple_flow(&format!("node-a/1/{i}"), base + i as i64);
+        let mut f = flow(format!("node-a/1/{i}"))
+            .at_nanos(base + i as i64)
+            .build();
         f.verdict = pb::Verdict::Denied as i32;
         f.destination.as_mut().unwrap().kind = kind as i32;
         f.destination.as_mut().unwrap().node_name = "node-b".into();
         flows.push(f);
     }
-    let mut no_destination = simple_flow("node-a/1/9", base + 9);
+    let mut no_destination = flow("node-a/1/9").at_nanos(base + 9).build();
     no_destination.verdict = pb::Verdict::Denied as i32;
     no_destination.destination = None;
     flows.push(no_destination);
@@ -532,7 +558,7 @@ async fn migration_4_gives_rows_stored_before_it_their_group_kind() {
         reference
     );
     // New rows store the key's kind.
-    let mut new = simple_flow("node-a/2/1", base + 20);
+    let mut new = flow("node-a/2/1").at_nanos(base + 20).build();
     new.verdict = pb::Verdict::Denied as i32;
     store.insert(vec![new]).await.unwrap();
     let stored = db.sql(&format!(
@@ -544,13 +570,19 @@ async fn migration_4_gives_rows_stored_before_it_their_group_kind() {
 
 #[tokio::test]
 async fn retention_drops_old_days_from_flows_and_rollups() {
-    let db = TestDb::new(&require_shared_server());
+    let db = TestDb::shared();
     let store = db.connect().await;
     let day = 86_400_000_000_000i64;
     let old: Vec<pb::Flow> = (0..3)
-        .map(|i| simple_flow(&format!("node-a/old/{i}"), now_ns() - 9 * day + i))
+        .map(|i| {
+            flow(format!("node-a/old/{i}"))
+                .at_nanos(now_nanos() - 9 * day + i)
+                .build()
+        })
         .collect();
-    let new = simple_flow("node-a/new/0", now_ns() - 60_000_000_000);
+    let new = flow("node-a/new/0")
+        .at_nanos(now_nanos() - 60_000_000_000)
+        .build();
     store.insert(old).await.unwrap();
     store.insert(vec![new.clone()]).await.unwrap();
     assert_eq!(store.status().await.unwrap().flows_stored, 4);
@@ -568,16 +600,19 @@ async fn retention_drops_old_days_from_flows_and_rollups() {
 
 #[tokio::test]
 async fn status_and_invalid_flows() {
-    let db = TestDb::new(&require_shared_server());
+    let db = TestDb::shared();
     let store = db.connect().await;
     let empty = store.status().await.unwrap();
     assert_eq!(
         (empty.flows_stored, empty.oldest, empty.newest),
         (0, None, None)
     );
-    let mut bad = simple_flow("", now_ns());
+    let mut bad = flow("").at_nanos(now_nanos()).build();
     let err = store
-        .insert(vec![simple_flow("ok/1/1", now_ns()), bad.clone()])
+        .insert(vec![
+            flow("ok/1/1").at_nanos(now_nanos()).build(),
+            bad.clone(),
+        ])
         .await
         .unwrap_err();
     assert!(err.to_string().contains("id"), "{err}");
@@ -593,11 +628,11 @@ async fn status_and_invalid_flows() {
         0,
         "nothing of a rejected call stored"
     );
-    let base = now_ns() - 5_000_000_000;
+    let base = now_nanos() - 5_000_000_000;
     store
         .insert(vec![
-            simple_flow("a/1/1", base),
-            simple_flow("a/1/2", base + 7),
+            flow("a/1/1").at_nanos(base).build(),
+            flow("a/1/2").at_nanos(base + 7).build(),
         ])
         .await
         .unwrap();

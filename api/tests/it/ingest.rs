@@ -4,34 +4,28 @@
 //! bounded across streams. (The collector's `Exporter` against this server is
 //! tested in the CLI crate, `cli/tests/it/export_ingest.rs`.)
 
-use crate::support;
-
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
-use netverdict_api::serve_shared;
 use netverdict_cluster::SharedState;
 use netverdict_proto::v1 as pb;
-use pb::ingest_client::IngestClient;
-use support::*;
-use tokio::sync::mpsc;
+use netverdict_testing::api::{self, ScriptedStore, stored_ids};
+use netverdict_testing::grpc::{batch as node_batch, push_stream};
+use netverdict_testing::{flow, wait_until};
+
+const WAIT: Duration = Duration::from_secs(20);
 
 #[tokio::test]
 async fn a_resent_batch_is_stored_once_and_acknowledged_again() {
-    let store = memory(10_000);
-    let server = start(store.clone()).await;
-    let mut client = IngestClient::connect(url(&server)).await.unwrap();
-    let batch = pb::FlowBatch {
-        node_name: "node-a".into(),
-        sequence: 7,
-        flows: vec![flow("node-a/1/1"), flow("node-a/1/2")],
-    };
-    let (tx, rx) = mpsc::channel(4);
-    let mut acks = client
-        .push(tokio_stream::wrappers::ReceiverStream::new(rx))
-        .await
-        .unwrap()
-        .into_inner();
+    let store = api::memory(10_000);
+    let server = api::serve(store.clone()).await;
+    let batch = node_batch(
+        "node-a",
+        7,
+        vec![flow("node-a/1/1").build(), flow("node-a/1/2").build()],
+    );
+    let (tx, mut acks) = push_stream(&api::url(&server)).await;
     tx.send(batch.clone()).await.unwrap();
     assert_eq!(acks.message().await.unwrap().unwrap().sequence, 7);
     tx.send(batch).await.unwrap();
@@ -41,13 +35,12 @@ async fn a_resent_batch_is_stored_once_and_acknowledged_again() {
     assert_eq!(server.metrics().ingest_flows.get(), 4);
     // A flow the store could never take is dropped, named and counted; the
     // rest of its batch is stored and the batch acknowledged.
-    let mut bad = flow("node-a/1/3");
-    bad.last_seen = None;
-    tx.send(pb::FlowBatch {
-        node_name: "node-a".into(),
-        sequence: 8,
-        flows: vec![bad, flow("node-a/1/4")],
-    })
+    let bad = flow("node-a/1/3").with(|f| f.last_seen = None).build();
+    tx.send(node_batch(
+        "node-a",
+        8,
+        vec![bad, flow("node-a/1/4").build()],
+    ))
     .await
     .unwrap();
     assert_eq!(acks.message().await.unwrap().unwrap().sequence, 8);
@@ -61,14 +54,14 @@ async fn a_resent_batch_is_stored_once_and_acknowledged_again() {
 
 #[tokio::test]
 async fn batches_are_inserted_together_and_acknowledged_in_order() {
-    let store = Arc::new(Scripted::new());
-    let server = start(store.clone()).await;
-    let (tx, mut acks) = open_push(&server).await;
+    let store = Arc::new(ScriptedStore::new());
+    let server = api::serve(store.clone()).await;
+    let (tx, mut acks) = push_stream(&api::url(&server)).await;
     // Batch 1 waits in the store while 2 and 3 are inserted behind it.
     for b in [batch(1, "gated"), batch(2, "ok"), batch(3, "ok")] {
         tx.send(b).await.unwrap();
     }
-    wait_until("batches 2 and 3 stored while 1 waits", async || {
+    wait_until("batches 2 and 3 stored while 1 waits", WAIT, async || {
         stored_ids(&store.inner).await == ["node-a/2/ok", "node-a/3/ok"]
     })
     .await;
@@ -82,7 +75,7 @@ async fn batches_are_inserted_together_and_acknowledged_in_order() {
     for b in [batch(4, "gated"), batch(5, "fail"), batch(6, "ok")] {
         tx.send(b).await.unwrap();
     }
-    wait_until("batch 6 stored while 4 waits", async || {
+    wait_until("batch 6 stored while 4 waits", WAIT, async || {
         stored_ids(&store.inner).await.len() == 3
     })
     .await;
@@ -98,54 +91,36 @@ async fn batches_are_inserted_together_and_acknowledged_in_order() {
     server.shutdown().await.unwrap();
 }
 
-async fn open_push(
-    server: &netverdict_api::ApiServer,
-) -> (mpsc::Sender<pb::FlowBatch>, tonic::Streaming<pb::Ack>) {
-    let mut client = IngestClient::connect(url(server)).await.unwrap();
-    let (tx, rx) = mpsc::channel(16);
-    let acks = client
-        .push(tokio_stream::wrappers::ReceiverStream::new(rx))
-        .await
-        .unwrap()
-        .into_inner();
-    (tx, acks)
-}
-
+/// Batch `sequence` of node-a with one flow `node-a/<sequence>/<id>` (the
+/// scripted store fails a batch starting with a `fail` id and holds one
+/// starting with a `gated` id).
 fn batch(sequence: u64, id: &str) -> pb::FlowBatch {
-    pb::FlowBatch {
-        node_name: "node-a".into(),
-        sequence,
-        flows: vec![flow(&format!("node-a/{sequence}/{id}"))],
-    }
+    let flows = vec![flow(format!("node-a/{sequence}/{id}")).build()];
+    node_batch("node-a", sequence, flows)
 }
 
 #[tokio::test]
 async fn flows_in_flight_are_bounded_across_the_server() {
-    let store = Arc::new(Scripted::new());
-    let server = serve_shared(
-        netverdict_api::ApiConfig {
-            max_in_flight_flows: 1,
-            ..config("127.0.0.1:0".parse().unwrap())
-        },
-        store.clone(),
-        SharedState::default(),
-    )
-    .await
-    .unwrap();
+    let store = Arc::new(ScriptedStore::new());
+    let config = netverdict_api::ApiConfig {
+        max_in_flight_flows: 1,
+        ..api::config()
+    };
+    let server = api::serve_with(config, store.clone(), SharedState::default()).await;
     // Two streams; batch 1 holds the only permit while it waits in the store.
-    let (tx_a, mut acks_a) = open_push(&server).await;
-    let (tx_b, mut acks_b) = open_push(&server).await;
+    let (tx_a, mut acks_a) = push_stream(&api::url(&server)).await;
+    let (tx_b, mut acks_b) = push_stream(&api::url(&server)).await;
     tx_a.send(batch(1, "gated")).await.unwrap();
-    wait_until("batch 1 in the store", async || {
+    wait_until("batch 1 in the store", WAIT, async || {
         store.active.load(Ordering::SeqCst) == 1
     })
     .await;
     // A batch larger than the bound waits for all of it, then goes alone.
     let mut big = batch(2, "ok");
-    big.flows.push(flow("node-a/2/ok2"));
+    big.flows.push(flow("node-a/2/ok2").build());
     tx_b.send(big).await.unwrap();
     tx_a.send(batch(3, "ok")).await.unwrap();
-    wait_until("batches 2 and 3 waiting for room", async || {
+    wait_until("batches 2 and 3 waiting for room", WAIT, async || {
         server.metrics().ingest_batches_waiting.get() == 2
     })
     .await;

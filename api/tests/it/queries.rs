@@ -3,47 +3,23 @@
 //! DnsReport views on the seed guide's cluster, the memory bound, and the
 //! `/metrics` endpoint.
 
-use crate::support;
-
-use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use netverdict_api::ApiConfig;
 use netverdict_api::store::Store;
 use netverdict_cluster::SharedState;
-use netverdict_policy::ClusterState;
 use netverdict_proto::v1 as pb;
-use pb::ingest_client::IngestClient;
+use netverdict_testing::api::{self, memory, url};
+use netverdict_testing::flow::{EndpointBuilder, policy_ref, timestamp};
+use netverdict_testing::grpc::{batch, get_flows, push_acked, push_stream};
+use netverdict_testing::{flow, pod, scrape, seed, wait_until};
 use pb::observer_client::ObserverClient;
 use pb::query_client::QueryClient;
-use support::*;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 
-const SEED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../lab/examples/seed");
+const WAIT: Duration = Duration::from_secs(20);
 
-fn policy(ns: &str, name: &str) -> pb::PolicyRef {
-    pb::PolicyRef {
-        namespace: ns.into(),
-        name: name.into(),
-    }
-}
-
-fn direction(status: pb::PolicyStatus) -> Option<pb::DirectionVerdict> {
-    Some(pb::DirectionVerdict {
-        status: status as i32,
-        ..Default::default()
-    })
-}
-
-async fn get_flows(addr: &str, req: pb::GetFlowsRequest) -> Result<Vec<pb::Flow>, tonic::Status> {
-    let mut client = ObserverClient::connect(addr.to_string()).await.unwrap();
-    let mut stream = client.get_flows(req).await?.into_inner();
-    let mut out = Vec::new();
-    while let Some(r) = stream.message().await? {
-        out.push(r.flow.unwrap());
-    }
-    Ok(out)
+fn at(t: SystemTime) -> Option<prost_types::Timestamp> {
+    Some(timestamp(t))
 }
 
 fn ids(flows: &[pb::Flow]) -> Vec<&str> {
@@ -62,22 +38,22 @@ async fn get_flows_filters_and_a_hostile_namespace_is_just_a_name() {
     let base = SystemTime::now() - Duration::from_secs(600);
     let mut flows = Vec::new();
     for i in 0..6u64 {
-        let mut f = flow(&format!("n/1/{i}"));
-        f.last_seen = at(base + Duration::from_secs(i * 60));
+        let mut f = flow(format!("n/1/{i}")).at(base + Duration::from_secs(i * 60));
         if i % 2 == 0 {
-            f.verdict = pb::Verdict::Denied as i32;
-            f.outcome = pb::Outcome::Dropped as i32;
-            f.destination = pod("payments", "db-0", "db", 5432);
-            f.denied_by = vec![policy("payments", "default-deny")];
+            f = f
+                .denied()
+                .outcome(pb::Outcome::Dropped)
+                .to(pod("payments", "db-0").workload("db").port(5432))
+                .denied_by(["payments/default-deny"]);
         }
-        flows.push(f);
+        flows.push(f.build());
     }
-    let mut hostile = flow("n/1/hostile");
-    hostile.source = pod("x' OR 1=1 --", "evil", "evil", 1);
-    hostile.last_seen = at(base);
-    flows.push(hostile);
+    let hostile = flow("n/1/hostile")
+        .from(pod("x' OR 1=1 --", "evil").workload("evil").port(1))
+        .at(base);
+    flows.push(hostile.build());
     store.insert(flows).await.unwrap();
-    let server = start(store).await;
+    let server = api::serve(store).await;
     let addr = url(&server);
 
     let denied = pb::GetFlowsRequest {
@@ -166,8 +142,8 @@ async fn get_flows_filters_and_a_hostile_namespace_is_just_a_name() {
 #[tokio::test]
 async fn follow_sends_history_then_new_matching_flows() {
     let store = memory(1000);
-    store.insert(vec![flow("old/1")]).await.unwrap();
-    let server = start(store).await;
+    store.insert(vec![flow("old/1").build()]).await.unwrap();
+    let server = api::serve(store).await;
     let addr = url(&server);
     let mut observer = ObserverClient::connect(addr.clone()).await.unwrap();
     let mut stream = observer
@@ -183,36 +159,17 @@ async fn follow_sends_history_then_new_matching_flows() {
         stream.message().await.unwrap().unwrap().flow.unwrap().id,
         "old/1"
     );
-    wait_until("the follower to subscribe", async || {
+    wait_until("the follower to subscribe", WAIT, async || {
         server.metrics().follow_subscribers.get() == 1
     })
     .await;
-    let mut other = flow("new/other");
-    other.source = pod("elsewhere", "a", "a", 1);
-    other.destination = pod("elsewhere", "b", "b", 2);
-    let mut ingest = IngestClient::connect(addr).await.unwrap();
-    let (tx, rx) = mpsc::channel(4);
-    let mut acks = ingest
-        .push(ReceiverStream::new(rx))
-        .await
-        .unwrap()
-        .into_inner();
-    tx.send(pb::FlowBatch {
-        node_name: "n".into(),
-        sequence: 1,
-        flows: vec![other, flow("new/1"), flow("old/1")],
-    })
-    .await
-    .unwrap();
-    assert_eq!(acks.message().await.unwrap().unwrap().sequence, 1);
-    tx.send(pb::FlowBatch {
-        node_name: "n".into(),
-        sequence: 2,
-        flows: vec![flow("new/2")],
-    })
-    .await
-    .unwrap();
-    assert_eq!(acks.message().await.unwrap().unwrap().sequence, 2);
+    let other = flow("new/other")
+        .from(pod("elsewhere", "a").workload("a").port(1))
+        .to(pod("elsewhere", "b").workload("b").port(2));
+    let (tx, mut acks) = push_stream(&addr).await;
+    let flows = vec![other.build(), flow("new/1").build(), flow("old/1").build()];
+    push_acked(&tx, &mut acks, batch("n", 1, flows)).await;
+    push_acked(&tx, &mut acks, batch("n", 2, vec![flow("new/2").build()])).await;
     // The other namespace's flow is filtered out; old/1 was already sent.
     assert_eq!(
         stream.message().await.unwrap().unwrap().flow.unwrap().id,
@@ -223,7 +180,7 @@ async fn follow_sends_history_then_new_matching_flows() {
         "new/2"
     );
     drop(stream);
-    wait_until("the follower to be gone", async || {
+    wait_until("the follower to be gone", WAIT, async || {
         server.metrics().follow_subscribers.get() == 0
     })
     .await;
@@ -233,11 +190,9 @@ async fn follow_sends_history_then_new_matching_flows() {
 #[tokio::test]
 async fn a_lagging_follower_is_told_and_counted_and_ingest_goes_on() {
     let store = memory(1_000_000);
-    let mut cfg = config("127.0.0.1:0".parse().unwrap());
+    let mut cfg = api::config();
     cfg.follow_buffer = 8;
-    let server = netverdict_api::serve_shared(cfg, store.clone(), SharedState::default())
-        .await
-        .unwrap();
+    let server = api::serve_with(cfg, store.clone(), SharedState::default()).await;
     let addr = url(&server);
     let mut observer = ObserverClient::connect(addr.clone()).await.unwrap();
     let mut stream = observer
@@ -248,36 +203,19 @@ async fn a_lagging_follower_is_told_and_counted_and_ingest_goes_on() {
         .await
         .unwrap()
         .into_inner();
-    wait_until("the follower to subscribe", async || {
+    wait_until("the follower to subscribe", WAIT, async || {
         server.metrics().follow_subscribers.get() == 1
     })
     .await;
     // The follower reads nothing while far more flows than every buffer on
     // the way (broadcast, channel, HTTP/2 windows) holds are ingested.
-    let mut ingest = IngestClient::connect(addr).await.unwrap();
-    let (tx, rx) = mpsc::channel(4);
-    let mut acks = ingest
-        .push(ReceiverStream::new(rx))
-        .await
-        .unwrap()
-        .into_inner();
+    let (tx, mut acks) = push_stream(&addr).await;
     let padding = "x".repeat(500);
     for b in 0..40u64 {
         let flows = (0..500)
-            .map(|i| {
-                let mut f = flow(&format!("n/{b}/{i}"));
-                f.reason = padding.clone();
-                f
-            })
+            .map(|i| flow(format!("n/{b}/{i}")).reason(&padding).build())
             .collect();
-        tx.send(pb::FlowBatch {
-            node_name: "n".into(),
-            sequence: b + 1,
-            flows,
-        })
-        .await
-        .unwrap();
-        assert_eq!(acks.message().await.unwrap().unwrap().sequence, b + 1);
+        push_acked(&tx, &mut acks, batch("n", b + 1, flows)).await;
     }
     assert_eq!(store.status().await.unwrap().flows_stored, 20_000);
     let mut received = 0;
@@ -297,77 +235,69 @@ async fn a_lagging_follower_is_told_and_counted_and_ingest_goes_on() {
 
 /// The seed's flows after default-deny and api-from-web: what the demo shows.
 fn seed_flows(base: SystemTime) -> Vec<pb::Flow> {
-    let t = |s: u64| at(base + Duration::from_secs(s));
-    let np_default = || pod("default", "np-client", "np-client", 41000);
-    let np_shop = || pod("shop", "np-client", "np-client", 42000);
-    let api = |port| pod("default", "api", "api", port);
-    let coredns = || pod("kube-system", "coredns", "coredns", 53);
-    let deny_both = vec![
-        policy("default", "default-deny"),
-        policy("default", "api-from-web"),
-    ];
-    let denied = |id: &str, src, dst, port_proto: pb::Protocol, last: u64, count| pb::Flow {
-        id: id.into(),
-        first_seen: t(last - 2),
-        last_seen: t(last),
-        count,
-        node_name: "lab-node".into(),
-        source: src,
-        destination: dst,
-        protocol: port_proto as i32,
-        verdict: pb::Verdict::Denied as i32,
-        outcome: pb::Outcome::Dropped as i32,
-        drop_reason: "NETFILTER_DROP".into(),
-        ..Default::default()
+    let t = |s: u64| base + Duration::from_secs(s);
+    let np_default = || {
+        pod("default", "np-client")
+            .workload("np-client")
+            .port(41000)
     };
-    let mut f1 = denied("lab/1/1", np_default(), api(5432), pb::Protocol::Tcp, 10, 1);
-    f1.egress = direction(pb::PolicyStatus::Denied);
-    f1.ingress = direction(pb::PolicyStatus::Denied);
-    f1.denied_by = deny_both.clone();
-    f1.reason = "first reason".into();
-    let mut f2 = f1.clone();
-    f2.id = "lab/1/2".into();
-    f2.first_seen = t(15);
-    f2.last_seen = t(20);
-    f2.reason = "egress and ingress deny 5432".into();
-    let mut f3 = denied("lab/1/3", np_shop(), api(8080), pb::Protocol::Tcp, 30, 3);
-    f3.ingress = direction(pb::PolicyStatus::Denied);
-    f3.egress = direction(pb::PolicyStatus::NotIsolated);
-    f3.denied_by = deny_both.clone();
-    f3.reason = "needs source namespace label team=web".into();
-    let mut f4 = denied("lab/1/4", np_default(), coredns(), pb::Protocol::Udp, 40, 2);
-    f4.egress = direction(pb::PolicyStatus::Denied);
-    f4.denied_by = vec![policy("default", "default-deny")];
-    f4.reason = "egress of default/np-client is isolated by default/default-deny".into();
-    f4.dns = Some(pb::Dns {
-        id: 7,
-        query: "kubernetes.default.svc.cluster.local".into(),
-        qtype: "A".into(),
-        ..Default::default()
-    });
-    let mut allowed = denied("lab/1/5", np_default(), api(8080), pb::Protocol::Tcp, 50, 4);
-    allowed.verdict = pb::Verdict::Allowed as i32;
-    allowed.outcome = pb::Outcome::Established as i32;
-    let mut nx = denied("lab/1/6", np_shop(), coredns(), pb::Protocol::Udp, 60, 1);
-    nx.verdict = pb::Verdict::Allowed as i32;
-    nx.outcome = pb::Outcome::Answered as i32;
-    nx.dns = Some(pb::Dns {
-        id: 8,
-        query: "nope.example".into(),
-        qtype: "AAAA".into(),
-        rcode: "NXDOMAIN".into(),
-        egress_allows_cluster_dns: true,
-        ..Default::default()
-    });
-    vec![f1, f2, f3, f4, allowed, nx]
-}
-
-fn seed_state(policies: &[&str]) -> ClusterState {
-    let mut paths = vec![Path::new(SEED).join("cluster.yaml")];
-    for p in policies {
-        paths.push(Path::new(SEED).join("policies").join(format!("{p}.yaml")));
-    }
-    ClusterState::load_paths(&paths).unwrap_or_else(|e| panic!("{e}"))
+    let np_shop = || pod("shop", "np-client").workload("np-client").port(42000);
+    let api = |port| pod("default", "api").workload("api").port(port);
+    let coredns = || pod("kube-system", "coredns").workload("coredns").port(53);
+    let deny_both = ["default/default-deny", "default/api-from-web"];
+    // Denied and dropped by netfilter from `last - 2` to `last`, `count` times.
+    let denied = |id: &str, src: EndpointBuilder, dst: EndpointBuilder, protocol, last, count| {
+        flow(id)
+            .node("lab-node")
+            .seen(t(last - 2), t(last))
+            .count(count)
+            .from(src)
+            .to(dst)
+            .protocol(protocol)
+            .denied()
+            .outcome(pb::Outcome::Dropped)
+            .drop_reason("NETFILTER_DROP")
+    };
+    let f1 = denied("lab/1/1", np_default(), api(5432), pb::Protocol::Tcp, 10, 1)
+        .egress_status(pb::PolicyStatus::Denied)
+        .ingress_status(pb::PolicyStatus::Denied)
+        .denied_by(deny_both)
+        .reason("first reason");
+    let f2 = f1
+        .clone()
+        .id("lab/1/2")
+        .seen(t(15), t(20))
+        .reason("egress and ingress deny 5432");
+    let f3 = denied("lab/1/3", np_shop(), api(8080), pb::Protocol::Tcp, 30, 3)
+        .ingress_status(pb::PolicyStatus::Denied)
+        .egress_status(pb::PolicyStatus::NotIsolated)
+        .denied_by(deny_both)
+        .reason("needs source namespace label team=web");
+    let f4 = denied("lab/1/4", np_default(), coredns(), pb::Protocol::Udp, 40, 2)
+        .egress_status(pb::PolicyStatus::Denied)
+        .denied_by(["default/default-deny"])
+        .reason("egress of default/np-client is isolated by default/default-deny")
+        .dns_record(pb::Dns {
+            id: 7,
+            query: "kubernetes.default.svc.cluster.local".into(),
+            qtype: "A".into(),
+            ..Default::default()
+        });
+    let allowed = denied("lab/1/5", np_default(), api(8080), pb::Protocol::Tcp, 50, 4)
+        .verdict(pb::Verdict::Allowed)
+        .outcome(pb::Outcome::Established);
+    let nx = denied("lab/1/6", np_shop(), coredns(), pb::Protocol::Udp, 60, 1)
+        .verdict(pb::Verdict::Allowed)
+        .outcome(pb::Outcome::Answered)
+        .dns_record(pb::Dns {
+            id: 8,
+            query: "nope.example".into(),
+            qtype: "AAAA".into(),
+            rcode: "NXDOMAIN".into(),
+            egress_allows_cluster_dns: true,
+            ..Default::default()
+        });
+    [f1, f2, f3, f4, allowed, nx].map(|f| f.build()).into()
 }
 
 fn workload(kind: pb::EndpointKind, ns: &str, name: &str) -> Option<pb::WorkloadRef> {
@@ -384,8 +314,8 @@ async fn denied_and_dns_reports_on_the_seed_cluster() {
     let store = memory(1000);
     let base = SystemTime::now() - Duration::from_secs(3600);
     store.insert(seed_flows(base)).await.unwrap();
-    let cluster = SharedState::new(seed_state(&["default-deny", "api-from-web"]));
-    let server = start_with(store, cluster.clone()).await;
+    let cluster = SharedState::new(seed::cluster(&["default-deny", "api-from-web"]));
+    let server = api::serve_with(api::config(), store, cluster.clone()).await;
     let mut query = QueryClient::connect(url(&server)).await.unwrap();
     let t = |s: u64| at(base + Duration::from_secs(s));
     let pod_kind = pb::EndpointKind::Pod;
@@ -403,8 +333,8 @@ async fn denied_and_dns_reports_on_the_seed_cluster() {
             protocol: pb::Protocol::Tcp as i32,
             destination_port: 8080,
             denied_by: vec![
-                policy("default", "api-from-web"),
-                policy("default", "default-deny"),
+                policy_ref("default/api-from-web"),
+                policy_ref("default/default-deny"),
             ],
             egress_denied: false,
             ingress_denied: true,
@@ -420,7 +350,7 @@ async fn denied_and_dns_reports_on_the_seed_cluster() {
             destination: workload(pod_kind, "kube-system", "coredns"),
             protocol: pb::Protocol::Udp as i32,
             destination_port: 53,
-            denied_by: vec![policy("default", "default-deny")],
+            denied_by: vec![policy_ref("default/default-deny")],
             egress_denied: true,
             ingress_denied: false,
             count: 2,
@@ -436,8 +366,8 @@ async fn denied_and_dns_reports_on_the_seed_cluster() {
             protocol: pb::Protocol::Tcp as i32,
             destination_port: 5432,
             denied_by: vec![
-                policy("default", "api-from-web"),
-                policy("default", "default-deny"),
+                policy_ref("default/api-from-web"),
+                policy_ref("default/default-deny"),
             ],
             egress_denied: true,
             ingress_denied: true,
@@ -493,7 +423,7 @@ async fn denied_and_dns_reports_on_the_seed_cluster() {
         namespace: "default".into(),
         pod: pod.into(),
         denied_protocols: vec![pb::Protocol::Udp as i32, pb::Protocol::Tcp as i32],
-        egress_policies: vec![policy("default", "default-deny")],
+        egress_policies: vec![policy_ref("default/default-deny")],
     };
     assert_eq!(report.policy_gaps, [gap("api"), gap("np-client")]);
     assert_eq!(
@@ -508,7 +438,7 @@ async fn denied_and_dns_reports_on_the_seed_cluster() {
                 rcode: String::new(),
                 count: 2,
                 last_seen: t(40),
-                denied_by: vec![policy("default", "default-deny")],
+                denied_by: vec![policy_ref("default/default-deny")],
                 egress_allows_cluster_dns: false,
                 reason: "egress of default/np-client is isolated by default/default-deny".into(),
             },
@@ -529,7 +459,9 @@ async fn denied_and_dns_reports_on_the_seed_cluster() {
     );
     // allow-dns-egress closes the gaps at once (the report reads the current
     // state); the failures in the store stay as they were.
-    cluster.update(|s| *s = seed_state(&["default-deny", "api-from-web", "allow-dns-egress"]));
+    cluster.update(|s| {
+        *s = seed::cluster(&["default-deny", "api-from-web", "allow-dns-egress"]);
+    });
     let report = query
         .dns_report(pb::ReportRequest::default())
         .await
@@ -552,32 +484,16 @@ async fn denied_and_dns_reports_on_the_seed_cluster() {
 #[tokio::test]
 async fn the_memory_bound_evicts_oldest_buckets_and_metrics_tell() {
     let store = memory(100);
-    let server = start(store).await;
+    let server = api::serve(store).await;
     let base = SystemTime::now() - Duration::from_secs(3600);
-    let mut ingest = IngestClient::connect(url(&server)).await.unwrap();
-    let (tx, rx) = mpsc::channel(4);
-    let mut acks = ingest
-        .push(ReceiverStream::new(rx))
-        .await
-        .unwrap()
-        .into_inner();
+    let (tx, mut acks) = push_stream(&url(&server)).await;
     // Three minutes of 40 flows each: the oldest minute goes.
     for minute in 0..3u64 {
+        let seen = base + Duration::from_secs(minute * 60);
         let flows = (0..40)
-            .map(|i| {
-                let mut f = flow(&format!("n/{minute}/{i}"));
-                f.last_seen = at(base + Duration::from_secs(minute * 60));
-                f
-            })
+            .map(|i| flow(format!("n/{minute}/{i}")).at(seen).build())
             .collect();
-        tx.send(pb::FlowBatch {
-            node_name: "n".into(),
-            sequence: minute + 1,
-            flows,
-        })
-        .await
-        .unwrap();
-        assert_eq!(acks.message().await.unwrap().unwrap().sequence, minute + 1);
+        push_acked(&tx, &mut acks, batch("n", minute + 1, flows)).await;
     }
     let mut observer = ObserverClient::connect(url(&server)).await.unwrap();
     let status = observer
@@ -601,11 +517,19 @@ async fn the_memory_bound_evicts_oldest_buckets_and_metrics_tell() {
     assert!(all.iter().all(|f| !f.id.starts_with("n/0/")));
 
     let metrics = scrape(server.metrics_addr().unwrap()).await;
-    let get = |name: &str| {
-        *metrics
-            .get(name)
-            .unwrap_or_else(|| panic!("no {name} in {metrics:#?}"))
-    };
+    assert!(
+        metrics
+            .content_type
+            .starts_with("application/openmetrics-text"),
+        "{}",
+        metrics.content_type
+    );
+    assert!(
+        metrics.text.trim_end().ends_with("# EOF"),
+        "{}",
+        metrics.text
+    );
+    let get = |series: &str| metrics.value(series);
     assert_eq!(get("netverdict_api_ingest_batches_total"), 3.0);
     assert_eq!(get("netverdict_api_ingest_flows_total"), 120.0);
     assert_eq!(get("netverdict_api_ingest_duplicates_total"), 0.0);
@@ -632,7 +556,7 @@ async fn the_memory_bound_evicts_oldest_buckets_and_metrics_tell() {
 
 #[tokio::test]
 async fn bad_requests_name_the_field() {
-    let server = start(memory(10)).await;
+    let server = api::serve(memory(10)).await;
     let mut observer = ObserverClient::connect(url(&server)).await.unwrap();
     let status = observer
         .get_flows(pb::GetFlowsRequest {
@@ -660,7 +584,7 @@ async fn bad_requests_name_the_field() {
         netverdict_api::serve(
             ApiConfig {
                 listen: server.grpc_addr(),
-                ..config("127.0.0.1:0".parse().unwrap())
+                ..api::config()
             },
             netverdict_api::MemoryStore::new(Default::default()).unwrap(),
             SharedState::default(),

@@ -6,23 +6,21 @@
 //! namespace included, and its /metrics carries the ClickHouse store's
 //! counters.
 
-use crate::clickhouse_support;
-use crate::support;
-
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::sync::mpsc as std_mpsc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
-use clickhouse_support::{TestDb, http_get, require_shared_server};
-use netverdict_collector::export::{
-    Backoff, ConnectionState, ExportCounters, Exporter, ExporterConfig,
-};
+use netverdict_collector::export::ConnectionState;
 use netverdict_proto::v1 as pb;
-use support::{run, stdout};
-use tokio::sync::mpsc;
+use netverdict_testing::clickhouse::TestDb;
+use netverdict_testing::flow::policy_ref;
+use netverdict_testing::{free_addr, pod, scrape, wait_until};
+
+use crate::support::{run, spawn_exporter, stdout};
+
+const WAIT: Duration = Duration::from_secs(60);
 
 /// A `netverdict api` process, SIGKILLed by the guard (also on panic).
 struct ApiProcess {
@@ -100,42 +98,6 @@ impl Drop for ApiProcess {
     }
 }
 
-fn free_port() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
-fn spawn_exporter(endpoint: String) -> (mpsc::Sender<pb::Flow>, Arc<ExportCounters>) {
-    let mut config = ExporterConfig::new(endpoint, "node-a");
-    config.batch_size = 25;
-    config.batch_delay = Duration::from_millis(20);
-    config.ack_timeout = Duration::from_secs(10);
-    config.connect_timeout = Duration::from_secs(2);
-    config.backoff = Backoff {
-        initial: Duration::from_millis(50),
-        max: Duration::from_millis(500),
-        jitter: false,
-    };
-    let exporter = Exporter::new(config).unwrap();
-    let counters = exporter.counters();
-    let (tx, rx) = mpsc::channel(4096);
-    tokio::spawn(exporter.run(rx));
-    (tx, counters)
-}
-
-fn endpoint(ns: &str, pod: &str, workload: &str, port: u32) -> Option<pb::Endpoint> {
-    Some(pb::Endpoint {
-        kind: pb::EndpointKind::Pod as i32,
-        namespace: ns.into(),
-        pod_name: pod.into(),
-        workload: workload.into(),
-        port,
-        ..Default::default()
-    })
-}
-
 /// Flows in the run; the server is killed with most of them sent.
 const TOTAL: usize = 20_000;
 const SENT_BEFORE_KILL: usize = 19_000;
@@ -146,92 +108,62 @@ fn id(i: usize) -> String {
 
 /// Flow `i`: every third one denied by shop/default-deny.
 fn flow(i: usize) -> pb::Flow {
-    let now = netverdict_proto::time::timestamp(SystemTime::now());
-    let denied = i.is_multiple_of(3);
-    pb::Flow {
-        id: id(i),
-        first_seen: Some(now),
-        last_seen: Some(now),
-        count: 1,
-        node_name: "node-a".into(),
-        source: endpoint("shop", "web-1", "web", 40000 + i as u32 % 20000),
-        destination: endpoint("shop", "api-1", "api", 8080),
-        protocol: pb::Protocol::Tcp as i32,
-        verdict: if denied {
-            pb::Verdict::Denied as i32
-        } else {
-            pb::Verdict::Allowed as i32
-        },
-        outcome: if denied {
-            pb::Outcome::Dropped as i32
-        } else {
-            pb::Outcome::Established as i32
-        },
-        ingress: Some(pb::DirectionVerdict {
-            isolated: denied,
-            selected_by: if denied {
-                vec![pb::PolicyRef {
-                    namespace: "shop".into(),
-                    name: "default-deny".into(),
-                }]
-            } else {
-                Vec::new()
-            },
-            ..Default::default()
-        }),
-        ..Default::default()
+    let flow = netverdict_testing::flow(id(i))
+        .from(
+            pod("shop", "web-1")
+                .workload("web")
+                .port(40000 + i as u32 % 20000),
+        )
+        .to(pod("shop", "api-1").workload("api").port(8080));
+    if i.is_multiple_of(3) {
+        flow.denied()
+            .outcome(pb::Outcome::Dropped)
+            .ingress(pb::DirectionVerdict {
+                isolated: true,
+                selected_by: vec![policy_ref("shop/default-deny")],
+                ..Default::default()
+            })
+            .build()
+    } else {
+        flow.ingress(pb::DirectionVerdict::default()).build()
     }
-}
-
-async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !condition() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-fn metric(text: &str, name: &str) -> u64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("{name} missing in:\n{text}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_api_server_loses_nothing_acknowledged_and_stores_it_once() {
-    let db = TestDb::new(&require_shared_server());
-    let listen = free_port();
+    let db = TestDb::shared();
+    let listen = free_addr();
     let first = ApiProcess::start(&db, listen);
     assert_eq!(first.grpc, listen);
-    let (tx, counters) = spawn_exporter(format!("http://{listen}"));
+    let (tx, counters) = spawn_exporter(format!("http://{listen}"), 25);
 
     for i in 0..300 {
         tx.send(flow(i)).await.unwrap();
     }
-    wait_until("the first 300 flows acknowledged", || {
+    wait_until("the first 300 flows acknowledged", WAIT, async || {
         counters.snapshot().flows_acked == 300
     })
     .await;
-    let text = http_get(first.metrics, "/metrics");
+    let metrics = scrape(first.metrics).await;
     assert_eq!(
-        metric(&text, "netverdict_api_clickhouse_rows_inserted_total"),
-        300
+        metrics.value("netverdict_api_clickhouse_rows_inserted_total"),
+        300.0
     );
-    assert_eq!(metric(&text, "netverdict_api_ingest_flows_total"), 300);
+    assert_eq!(metrics.value("netverdict_api_ingest_flows_total"), 300.0);
 
     // The server dies while batches are in flight: some were inserted and
     // never acknowledged, some never reached it.
     for i in 300..SENT_BEFORE_KILL {
         tx.send(flow(i)).await.unwrap();
     }
-    wait_until("some of the next flows acknowledged", || {
+    wait_until("some of the next flows acknowledged", WAIT, async || {
         counters.snapshot().flows_acked >= 1000
     })
     .await;
     first.kill();
     // Acknowledgements already in the socket still arrive after the kill:
     // count them once the exporter has seen the stream end.
-    wait_until("the exporter to see the server gone", || {
+    wait_until("the exporter to see the server gone", WAIT, async || {
         counters.snapshot().state != ConnectionState::Connected
     })
     .await;
@@ -252,9 +184,11 @@ async fn a_killed_api_server_loses_nothing_acknowledged_and_stores_it_once() {
         tx.send(flow(i)).await.unwrap();
     }
     let second = ApiProcess::start(&db, listen);
-    wait_until("every flow acknowledged after the restart", || {
-        counters.snapshot().flows_acked == TOTAL as u64
-    })
+    wait_until(
+        "every flow acknowledged after the restart",
+        WAIT,
+        async || counters.snapshot().flows_acked == TOTAL as u64,
+    )
     .await;
     let stats = counters.snapshot();
     assert!(stats.reconnects >= 1, "{stats:?}");
@@ -325,10 +259,12 @@ async fn a_killed_api_server_loses_nothing_acknowledged_and_stores_it_once() {
     // now: ClickHouse finishes inserts whose request it had received when the
     // server was killed, after `stored_at_kill` was counted, so that count is
     // a lower bound.
-    let text = http_get(second.metrics, "/metrics");
-    let inserted = metric(&text, "netverdict_api_clickhouse_rows_inserted_total");
-    let duplicates = metric(&text, "netverdict_api_clickhouse_rows_duplicate_total");
-    let received = metric(&text, "netverdict_api_ingest_flows_total");
+    let metrics = scrape(second.metrics).await;
+    let metric = |series: &str| metrics.value(series) as u64;
+    let text = &metrics.text;
+    let inserted = metric("netverdict_api_clickhouse_rows_inserted_total");
+    let duplicates = metric("netverdict_api_clickhouse_rows_duplicate_total");
+    let received = metric("netverdict_api_ingest_flows_total");
     let stored_by_first = TOTAL as u64 - inserted;
     eprintln!(
         "acknowledged at the kill {acked_at_kill}, stored {stored_at_kill} then \
@@ -338,9 +274,6 @@ async fn a_killed_api_server_loses_nothing_acknowledged_and_stores_it_once() {
     assert!(stored_by_first >= stored_at_kill, "{text}");
     assert_eq!(received, inserted + duplicates, "{text}");
     assert!(duplicates >= stored_by_first - acked_at_kill, "{text}");
-    assert_eq!(
-        metric(&text, "netverdict_api_clickhouse_spool_pending_rows"),
-        0
-    );
-    assert_eq!(metric(&text, "netverdict_api_store_flows"), TOTAL as u64);
+    assert_eq!(metric("netverdict_api_clickhouse_spool_pending_rows"), 0);
+    assert_eq!(metric("netverdict_api_store_flows"), TOTAL as u64);
 }

@@ -6,15 +6,12 @@
 //! returns what the panel needs. The JSON is checked for what Grafana's
 //! dashboard schema requires.
 
-use crate::clickhouse_support;
 use crate::dashboards_support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use clickhouse_support::{TestDb, http_get, require_shared_server};
 use dashboards_support::*;
 use netverdict_api::ApiConfig;
 use netverdict_api::store::Store;
@@ -24,6 +21,9 @@ use netverdict_collector::annotate::Annotator;
 use netverdict_collector::correlate::{DnsSeen, Observation, TrafficDirection};
 use netverdict_policy::{ClusterState, Protocol};
 use netverdict_proto::v1 as pb;
+use netverdict_testing::clickhouse::TestDb;
+use netverdict_testing::observation::{addr, observation};
+use netverdict_testing::{scrape, seed, wait_until};
 use serde_json::Value;
 
 const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
@@ -42,7 +42,7 @@ const DASHBOARDS: [&str; 4] = [
 /// histograms as `_bucket`, `_sum` and `_count`. Read from live endpoints, so
 /// a renamed metric fails the dashboards that still use the old name.
 async fn exposed_metrics() -> BTreeSet<String> {
-    let db = TestDb::new(&require_shared_server());
+    let db = TestDb::shared();
     let api = netverdict_api::serve(
         ApiConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
@@ -62,41 +62,10 @@ async fn exposed_metrics() -> BTreeSet<String> {
     let agent = Agent::start(config).await.unwrap();
     let mut names = BTreeSet::new();
     for addr in [api.metrics_addr().unwrap(), agent.metrics_addr().unwrap()] {
-        let text = tokio::task::spawn_blocking(move || http_get(addr, "/metrics"))
-            .await
-            .unwrap();
-        names.extend(series_names(&text));
+        names.extend(scrape(addr).await.series_names());
     }
     agent.shutdown().await.unwrap();
     api.shutdown().await.unwrap();
-    names
-}
-
-/// The series names of an OpenMetrics text: from each family's `# TYPE`
-/// (families with labels but no samples yet count) and from the samples.
-fn series_names(text: &str) -> BTreeSet<String> {
-    let mut names = BTreeSet::new();
-    for line in text.lines() {
-        if let Some(family) = line.strip_prefix("# TYPE ") {
-            let (name, kind) = family.split_once(' ').unwrap();
-            match kind {
-                "counter" => {
-                    names.insert(format!("{name}_total"));
-                }
-                "histogram" => {
-                    for suffix in ["_bucket", "_sum", "_count"] {
-                        names.insert(format!("{name}{suffix}"));
-                    }
-                }
-                _ => {
-                    names.insert(name.to_string());
-                }
-            }
-        } else if !line.starts_with('#') && line.starts_with("netverdict_") {
-            let end = line.find(['{', ' ']).unwrap_or(line.len());
-            names.insert(line[..end].to_string());
-        }
-    }
     names
 }
 
@@ -201,21 +170,6 @@ async fn promql_uses_only_metrics_the_components_expose() {
 
 // ---------------------------------------------------------------- the seed scenario
 
-fn seed(policies: &[&str]) -> ClusterState {
-    let dir = Path::new(ROOT).join("lab/examples/seed");
-    let mut paths: Vec<PathBuf> = vec![dir.join("cluster.yaml")];
-    paths.extend(
-        policies
-            .iter()
-            .map(|p| dir.join(format!("policies/{p}.yaml"))),
-    );
-    ClusterState::load_paths(&paths).unwrap()
-}
-
-fn addr(s: &str) -> SocketAddr {
-    s.parse().unwrap()
-}
-
 /// Builds observations as the correlator reports them, annotated and rendered
 /// by the collector's annotator against the seed cluster of their time.
 struct Scenario {
@@ -235,20 +189,8 @@ impl Scenario {
         tweak: impl FnOnce(&mut Observation),
     ) -> &pb::Flow {
         let t = self.base + Duration::from_secs(minute * 60 + 7);
-        let mut o = Observation {
-            first_seen: t,
-            last_seen: t + Duration::from_secs(2),
-            netns: 1,
-            direction: TrafficDirection::Egress,
-            protocol,
-            src: addr(src),
-            dst: addr(dst),
-            backend: None,
-            outcome,
-            drops: 0,
-            drop_reason: None,
-            dns: None,
-        };
+        let mut o = observation(src, dst, protocol, outcome, t);
+        o.last_seen = t + Duration::from_secs(2);
         tweak(&mut o);
         let id = format!("{NODE}/{}", self.flows.len() + 1);
         let flow = self
@@ -290,9 +232,9 @@ fn seed_flows(base: SystemTime) -> Vec<pb::Flow> {
         base,
         flows: Vec::new(),
     };
-    let none = seed(&[]);
-    let locked = seed(&["default-deny", "api-from-web"]);
-    let fixed = seed(&["default-deny", "api-from-web", "allow-dns-egress"]);
+    let none = seed::cluster(&[]);
+    let locked = seed::cluster(&["default-deny", "api-from-web"]);
+    let fixed = seed::cluster(&["default-deny", "api-from-web", "allow-dns-egress"]);
 
     // Before any policy: allowed traffic, and a drop nftables should not make.
     let f = s.observe(
@@ -422,7 +364,7 @@ struct Loaded {
 }
 
 async fn loaded() -> Loaded {
-    let db = TestDb::new(&require_shared_server());
+    let db = TestDb::shared();
     let store = db.connect().await;
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -447,18 +389,11 @@ async fn loaded() -> Loaded {
          (SELECT sum(flows) FROM {d}.dns_by_minute)",
         d = db.name
     );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let got = db.sql(&sql);
-        if got == want {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "rollups hold {got:?}, want {want:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let what = format!("the rollups to hold {want:?}");
+    wait_until(&what, Duration::from_secs(30), async || {
+        db.sql(&sql) == want
+    })
+    .await;
     let secs = base.duration_since(UNIX_EPOCH).unwrap().as_secs() as i64;
     Loaded {
         db,

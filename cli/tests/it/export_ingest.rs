@@ -4,52 +4,35 @@
 //! unacknowledged flow again. Here rather than in the API server's tests, so
 //! that the API server does not depend on the collector.
 
-use crate::api_support;
-
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use api_support::*;
-use netverdict_api::serve_shared;
 use netverdict_cluster::SharedState;
-use netverdict_collector::export::{Backoff, ExportCounters, Exporter, ExporterConfig};
 use netverdict_proto::v1 as pb;
-use pb::ingest_client::IngestClient;
-use tokio::sync::mpsc;
+use netverdict_testing::api::{self, ScriptedStore, memory, stored_ids, url};
+use netverdict_testing::grpc::{batch, push_stream};
+use netverdict_testing::wait_until;
 
-fn exporter_config(endpoint: String) -> ExporterConfig {
-    let mut c = ExporterConfig::new(endpoint, "node-a");
-    c.batch_size = 10;
-    c.batch_delay = Duration::from_millis(20);
-    c.ack_timeout = Duration::from_secs(5);
-    c.connect_timeout = Duration::from_secs(2);
-    c.backoff = Backoff {
-        initial: Duration::from_millis(20),
-        max: Duration::from_millis(200),
-        jitter: false,
-    };
-    c
-}
+use crate::support::spawn_exporter;
 
-fn spawn_exporter(endpoint: String) -> (mpsc::Sender<pb::Flow>, Arc<ExportCounters>) {
-    let exporter = Exporter::new(exporter_config(endpoint)).unwrap();
-    let counters = exporter.counters();
-    let (tx, rx) = mpsc::channel(1024);
-    tokio::spawn(exporter.run(rx));
-    (tx, counters)
+const WAIT: Duration = Duration::from_secs(20);
+
+/// A flow of node-a with this id.
+fn flow(id: &str) -> pb::Flow {
+    netverdict_testing::flow(id).build()
 }
 
 #[tokio::test]
 async fn exporter_flows_are_acknowledged_and_stored() {
     let store = memory(10_000);
-    let server = start(store.clone()).await;
-    let (tx, counters) = spawn_exporter(url(&server));
+    let server = api::serve(store.clone()).await;
+    let (tx, counters) = spawn_exporter(url(&server), 10);
     let ids: Vec<String> = (0..95).map(|i| format!("node-a/1/{i:03}")).collect();
     for id in &ids {
         tx.send(flow(id)).await.unwrap();
     }
-    wait_until("every flow acknowledged", async || {
+    wait_until("every flow acknowledged", WAIT, async || {
         counters.snapshot().flows_acked == 95
     })
     .await;
@@ -65,36 +48,29 @@ async fn exporter_flows_are_acknowledged_and_stored() {
 
 #[tokio::test]
 async fn a_failing_store_gets_no_ack_and_the_exporter_resends() {
-    let store = Arc::new(Scripted::new());
+    let store = Arc::new(ScriptedStore::new());
     store.failing.store(true, Ordering::SeqCst);
-    let server = start(store.clone()).await;
+    let server = api::serve(store.clone()).await;
     // The stream ends with UNAVAILABLE and no acknowledgement.
-    let mut client = IngestClient::connect(url(&server)).await.unwrap();
-    let batch = pb::FlowBatch {
-        node_name: "node-b".into(),
-        sequence: 1,
-        flows: vec![flow("node-b/1/1")],
-    };
-    let mut acks = client
-        .push(tokio_stream::iter([batch]))
+    let (push, mut acks) = push_stream(&url(&server)).await;
+    push.send(batch("node-b", 1, vec![flow("node-b/1/1")]))
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     let status = acks.message().await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::Unavailable, "{status}");
     assert!(status.message().contains("injected failure"), "{status}");
 
-    let (tx, counters) = spawn_exporter(url(&server));
+    let (tx, counters) = spawn_exporter(url(&server), 10);
     for i in 0..25 {
         tx.send(flow(&format!("node-a/1/{i:02}"))).await.unwrap();
     }
-    wait_until("an insert error", async || {
+    wait_until("an insert error", WAIT, async || {
         server.metrics().store_insert_errors.get() >= 3
     })
     .await;
     assert_eq!(counters.snapshot().flows_acked, 0);
     store.failing.store(false, Ordering::SeqCst);
-    wait_until("every flow acknowledged", async || {
+    wait_until("every flow acknowledged", WAIT, async || {
         counters.snapshot().flows_acked == 25
     })
     .await;
@@ -106,14 +82,14 @@ async fn a_failing_store_gets_no_ack_and_the_exporter_resends() {
 #[tokio::test]
 async fn a_restarted_server_gets_every_unacknowledged_flow() {
     let first_store = memory(100_000);
-    let first = start(first_store.clone()).await;
+    let first = api::serve(first_store.clone()).await;
     let addr = first.grpc_addr();
-    let (tx, counters) = spawn_exporter(format!("http://{addr}"));
+    let (tx, counters) = spawn_exporter(format!("http://{addr}"), 10);
     let id = |i: usize| format!("node-a/1/{i:04}");
     for i in 0..200 {
         tx.send(flow(&id(i))).await.unwrap();
     }
-    wait_until("the first flows acknowledged", async || {
+    wait_until("the first flows acknowledged", WAIT, async || {
         counters.snapshot().flows_acked == 200
     })
     .await;
@@ -123,19 +99,22 @@ async fn a_restarted_server_gets_every_unacknowledged_flow() {
     for i in 200..400 {
         tx.send(flow(&id(i))).await.unwrap();
     }
-    wait_until("the exporter to hold the new flows", async || {
+    wait_until("the exporter to hold the new flows", WAIT, async || {
         counters.snapshot().buffered == 200
     })
     .await;
     assert_eq!(counters.snapshot().flows_acked, 200);
     let second_store = memory(100_000);
-    let second = serve_shared(config(addr), second_store.clone(), SharedState::default())
-        .await
-        .unwrap();
+    let second = api::serve_with(
+        api::config_on(addr),
+        second_store.clone(),
+        SharedState::default(),
+    )
+    .await;
     for i in 400..500 {
         tx.send(flow(&id(i))).await.unwrap();
     }
-    wait_until("every flow acknowledged", async || {
+    wait_until("every flow acknowledged", WAIT, async || {
         counters.snapshot().flows_acked == 500
     })
     .await;

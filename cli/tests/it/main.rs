@@ -1,7 +1,8 @@
 //! The CLI crate's integration tests, in one binary: the `netverdict`
 //! commands as processes, the collector's exporter against the API server,
 //! the dashboards against ClickHouse, and (`privileged`: they need root)
-//! the demo, the lab commands and the collector on a lab.
+//! the demo, the lab commands and the collector on a lab. Shared builders,
+//! servers and the test lab come from `netverdict-testing`.
 
 mod api_clickhouse;
 mod dashboards;
@@ -17,8 +18,3 @@ mod privileged {
     mod demo;
     mod lab_cli;
 }
-
-#[path = "../../../api/tests/it/support/mod.rs"]
-mod api_support;
-#[path = "../../../api/tests/it/clickhouse_support/mod.rs"]
-mod clickhouse_support;

@@ -4,140 +4,70 @@
 //! fail naming the flag.
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use netverdict_api::store::Store;
-use netverdict_api::{ApiConfig, ApiServer, MemoryStore, serve_shared};
+use netverdict_api::{ApiConfig, ApiServer};
 use netverdict_cluster::SharedState;
-use netverdict_policy::ClusterState;
 use netverdict_proto::v1 as pb;
-use prost_types::Timestamp;
+use netverdict_testing::{api, flow, pod, seed};
 
-use crate::support;
-
-use support::{netverdict, run, stdout};
-
-const SEED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../lab/examples/seed");
-
-fn at(t: SystemTime) -> Option<Timestamp> {
-    Some(netverdict_proto::time::timestamp(t))
-}
-
-fn pod(ns: &str, name: &str, port: u32) -> Option<pb::Endpoint> {
-    Some(pb::Endpoint {
-        kind: pb::EndpointKind::Pod as i32,
-        namespace: ns.into(),
-        pod_name: name.into(),
-        workload: name.into(),
-        port,
-        ..Default::default()
-    })
-}
-
-fn policy(ns: &str, name: &str) -> pb::PolicyRef {
-    pb::PolicyRef {
-        namespace: ns.into(),
-        name: name.into(),
-    }
-}
+use crate::support::{netverdict, run, stdout};
 
 /// Flows of the seed scenario a few minutes ago.
 fn flows() -> Vec<pb::Flow> {
-    let now = SystemTime::now() - Duration::from_secs(120);
-    let base = pb::Flow {
-        first_seen: at(now),
-        last_seen: at(now),
-        count: 1,
-        node_name: "lab-node".into(),
-        protocol: pb::Protocol::Tcp as i32,
-        ..Default::default()
-    };
+    let at = SystemTime::now() - Duration::from_secs(120);
+    // A pod of the seed cluster (its workload is its name) on `port`.
+    let pod = |ns: &str, name: &str, port| pod(ns, name).workload(name).port(port);
+    let seed_flow = |id: &str| flow(id).node("lab-node").at(at);
     vec![
-        pb::Flow {
-            id: "lab/1/1".into(),
-            source: pod("shop", "np-client", 42000),
-            destination: pod("default", "api", 8080),
-            verdict: pb::Verdict::Denied as i32,
-            outcome: pb::Outcome::Dropped as i32,
-            ingress: Some(pb::DirectionVerdict {
-                status: pb::PolicyStatus::Denied as i32,
-                ..Default::default()
-            }),
-            denied_by: vec![
-                policy("default", "api-from-web"),
-                policy("default", "default-deny"),
-            ],
-            reason: "needs source namespace label team=web".into(),
-            count: 3,
-            ..base.clone()
-        },
-        pb::Flow {
-            id: "lab/1/2".into(),
-            source: pod("default", "np-client", 41000),
-            destination: pod("default", "api", 8080),
-            verdict: pb::Verdict::Allowed as i32,
-            outcome: pb::Outcome::Established as i32,
-            allowed_by: vec![policy("default", "api-from-web")],
-            ..base.clone()
-        },
-        pb::Flow {
-            id: "lab/1/3".into(),
-            source: pod("default", "np-client", 41001),
-            destination: pod("kube-system", "coredns", 53),
-            protocol: pb::Protocol::Udp as i32,
-            verdict: pb::Verdict::Denied as i32,
-            outcome: pb::Outcome::Dropped as i32,
-            egress: Some(pb::DirectionVerdict {
-                status: pb::PolicyStatus::Denied as i32,
-                ..Default::default()
-            }),
-            denied_by: vec![policy("default", "default-deny")],
-            reason: "egress isolated by default/default-deny".into(),
-            dns: Some(pb::Dns {
-                query: "kubernetes.default.svc.cluster.local".into(),
-                qtype: "A".into(),
-                ..Default::default()
-            }),
-            ..base.clone()
-        },
-        pb::Flow {
-            id: "lab/1/4".into(),
-            source: pod("x' OR 1=1 --", "evil", 1),
-            destination: pod("default", "api", 9999),
-            verdict: pb::Verdict::Allowed as i32,
-            outcome: pb::Outcome::Dropped as i32,
-            mismatch: pb::Mismatch::DroppedThoughAllowed as i32,
-            ..base
-        },
+        seed_flow("lab/1/1")
+            .from(pod("shop", "np-client", 42000))
+            .to(pod("default", "api", 8080))
+            .denied()
+            .outcome(pb::Outcome::Dropped)
+            .ingress_status(pb::PolicyStatus::Denied)
+            .denied_by(["default/api-from-web", "default/default-deny"])
+            .reason("needs source namespace label team=web")
+            .count(3)
+            .build(),
+        seed_flow("lab/1/2")
+            .from(pod("default", "np-client", 41000))
+            .to(pod("default", "api", 8080))
+            .allowed_by(["default/api-from-web"])
+            .build(),
+        seed_flow("lab/1/3")
+            .from(pod("default", "np-client", 41001))
+            .to(pod("kube-system", "coredns", 53))
+            .udp()
+            .denied()
+            .outcome(pb::Outcome::Dropped)
+            .egress_status(pb::PolicyStatus::Denied)
+            .denied_by(["default/default-deny"])
+            .reason("egress isolated by default/default-deny")
+            .dns("kubernetes.default.svc.cluster.local", "A")
+            .build(),
+        seed_flow("lab/1/4")
+            .from(pod("x' OR 1=1 --", "evil", 1))
+            .to(pod("default", "api", 9999))
+            .outcome(pb::Outcome::Dropped)
+            .mismatch(pb::Mismatch::DroppedThoughAllowed)
+            .build(),
     ]
 }
 
-fn seed_state() -> ClusterState {
-    let paths = [
-        Path::new(SEED).join("cluster.yaml"),
-        Path::new(SEED).join("policies/default-deny.yaml"),
-        Path::new(SEED).join("policies/api-from-web.yaml"),
-    ];
-    ClusterState::load_paths(&paths).unwrap_or_else(|e| panic!("{e}"))
-}
-
+/// The API server over a memory store holding [`flows`], with the seed
+/// cluster's state (default-deny and api-from-web); and its address.
 async fn server() -> (ApiServer, String) {
-    let store = Arc::new(MemoryStore::new(Default::default()).unwrap());
+    let store = api::memory(10_000);
     store.insert(flows()).await.unwrap();
-    let server = serve_shared(
-        ApiConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            metrics_listen: None,
-            ..Default::default()
-        },
-        store,
-        SharedState::new(seed_state()),
-    )
-    .await
-    .unwrap();
+    let config = ApiConfig {
+        metrics_listen: None,
+        ..api::config()
+    };
+    let cluster = seed::cluster(&["default-deny", "api-from-web"]);
+    let server = api::serve_with(config, store, SharedState::new(cluster)).await;
     let addr = server.grpc_addr().to_string();
     (server, addr)
 }
@@ -392,8 +322,7 @@ fn the_api_command_serves_the_cluster_and_stops_on_sigterm() {
             "127.0.0.1:0",
             "--cluster",
         ])
-        .arg(Path::new(SEED).join("cluster.yaml"))
-        .arg(Path::new(SEED).join("policies/default-deny.yaml"))
+        .args(seed::paths(&["default-deny"]))
         .args(["--memory-flows", "1000"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())

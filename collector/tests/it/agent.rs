@@ -1,12 +1,10 @@
 //! The agent end to end without the kernel: decoded events replayed through a
-//! channel, the seed guide's cluster from manifests, export to an in-test
-//! `Ingest` server, the Observer over a real TCP socket and `/metrics` scraped
-//! over HTTP and parsed. `flush` makes every step deterministic (no sleeps).
+//! channel, the seed guide's cluster from manifests, export to the API server
+//! over a memory store, the Observer over a real TCP socket and `/metrics`
+//! scraped over HTTP and parsed. `flush` makes every step deterministic (no
+//! sleeps).
 
-use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::Path;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use netverdict_cluster::Source;
@@ -19,59 +17,9 @@ use netverdict_ebpf::{
     TrafficDirection,
 };
 use netverdict_proto::v1 as pb;
-use pb::ingest_server::{Ingest, IngestServer};
-use pb::observer_client::ObserverClient;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use netverdict_testing::grpc::get_flows;
+use netverdict_testing::{api, free_addr, scrape, seed};
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
-use tonic::{Request, Response, Status, Streaming};
-
-const SEED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../lab/examples/seed");
-
-/// An ingest server that stores every flow and acknowledges every batch.
-#[derive(Clone, Default)]
-struct Store(Arc<Mutex<Vec<pb::Flow>>>);
-
-#[tonic::async_trait]
-impl Ingest for Store {
-    type PushStream = ReceiverStream<Result<pb::Ack, Status>>;
-
-    async fn push(
-        &self,
-        request: Request<Streaming<pb::FlowBatch>>,
-    ) -> Result<Response<Self::PushStream>, Status> {
-        let mut inbound = request.into_inner();
-        let (acks, rx) = mpsc::channel(64);
-        let store = self.0.clone();
-        tokio::spawn(async move {
-            while let Ok(Some(batch)) = inbound.message().await {
-                store.lock().unwrap().extend(batch.flows);
-                let ack = pb::Ack {
-                    sequence: batch.sequence,
-                };
-                if acks.send(Ok(ack)).await.is_err() {
-                    break;
-                }
-            }
-        });
-        Ok(Response::new(ReceiverStream::new(rx)))
-    }
-}
-
-async fn start_ingest() -> (SocketAddr, Store) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let store = Store::default();
-    let service = IngestServer::new(store.clone());
-    tokio::spawn(async move {
-        tonic::transport::Server::builder()
-            .add_service(service)
-            .serve_with_incoming(TcpListenerStream::new(listener))
-            .await
-            .unwrap();
-    });
-    (addr, store)
-}
 
 fn at(ms: u64) -> SystemTime {
     SystemTime::now() - Duration::from_secs(60) + Duration::from_millis(ms)
@@ -140,73 +88,17 @@ fn attempt(
     out
 }
 
-/// `/metrics` fetched over HTTP/1.1 and parsed: samples by `name{labels}`.
-/// Fails on a line that is neither a comment nor `name[{labels}] value`, and
-/// on a sample whose family has no `# TYPE`.
-async fn scrape(addr: SocketAddr) -> BTreeMap<String, f64> {
-    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
-    conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut raw = String::new();
-    conn.read_to_string(&mut raw).await.unwrap();
-    let (head, body) = raw.split_once("\r\n\r\n").expect("an HTTP response");
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    assert!(
-        head.to_ascii_lowercase()
-            .contains("content-type: text/plain; version=0.0.4"),
-        "{head}"
-    );
-    let mut typed = std::collections::BTreeSet::new();
-    let mut samples = BTreeMap::new();
-    for line in body.lines().filter(|l| !l.is_empty()) {
-        if let Some(rest) = line.strip_prefix("# TYPE ") {
-            typed.insert(rest.split(' ').next().unwrap().to_string());
-            continue;
-        }
-        if line.starts_with('#') {
-            continue;
-        }
-        let (series, value) = line.rsplit_once(' ').expect("`series value`");
-        let value: f64 = value
-            .parse()
-            .unwrap_or_else(|_| panic!("bad value: {line}"));
-        let name = series.split('{').next().unwrap();
-        assert!(
-            name.starts_with("netverdict_collector_"),
-            "metric outside the collector's namespace: {line}"
-        );
-        assert!(typed.contains(name), "sample without # TYPE: {line}");
-        if let Some(labels) = series.strip_prefix(name) {
-            assert!(
-                labels.is_empty() || (labels.starts_with('{') && labels.ends_with('}')),
-                "bad labels: {line}"
-            );
-        }
-        samples.insert(series.to_string(), value);
-    }
-    samples
-}
-
-fn sample(samples: &BTreeMap<String, f64>, series: &str) -> f64 {
-    *samples
-        .get(series)
-        .unwrap_or_else(|| panic!("no sample {series}; have:\n{samples:#?}"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agent_replays_events_into_ring_observer_export_and_metrics() {
-    let (ingest, store) = start_ingest().await;
+    let store = api::memory(10_000);
+    let ingest = api::serve(store.clone()).await;
     let (events, events_rx) = mpsc::channel::<Result<StreamItem, StreamError>>(1024);
-    let files = [
-        Path::new(SEED).join("cluster.yaml"),
-        Path::new(SEED).join("policies/api-from-web.yaml"),
-    ];
+    let files = seed::paths(&["api-from-web"]);
     let mut config = AgentConfig::new("node-a", Source::Manifests(ManifestOptions::new(files)));
     config.events = EventSource::Channel(events_rx);
     config.observer_listen = Some("127.0.0.1:0".parse().unwrap());
     config.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
-    config.export_to(format!("http://{ingest}"));
+    config.export_to(api::url(&ingest));
     config.pipeline = PipelineConfig {
         // Long windows: only `flush` closes them.
         windows: Windows {
@@ -260,25 +152,17 @@ async fn agent_replays_events_into_ring_observer_export_and_metrics() {
     assert_eq!(report.records, 2, "{report:?}");
     let export = report.export.expect("exporting");
     assert_eq!(export.flows_acked, 2, "{export:?}");
-    assert_eq!(store.0.lock().unwrap().len(), 2);
+    assert_eq!(api::stored_ids(&*store).await.len(), 2);
 
     // The ring over the Observer API, on a real socket.
     let observer = agent.observer_addr().expect("observer served");
-    let mut client = ObserverClient::connect(format!("http://{observer}"))
+    let request = pb::GetFlowsRequest {
+        number: 10,
+        ..Default::default()
+    };
+    let flows = get_flows(&format!("http://{observer}"), request)
         .await
         .unwrap();
-    let mut stream = client
-        .get_flows(pb::GetFlowsRequest {
-            number: 10,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let mut flows = Vec::new();
-    while let Some(response) = stream.message().await.unwrap() {
-        flows.extend(response.flow);
-    }
     assert_eq!(flows.len(), 2, "{flows:#?}");
     let denied = flows
         .iter()
@@ -301,7 +185,18 @@ async fn agent_replays_events_into_ring_observer_export_and_metrics() {
 
     // The same story in /metrics.
     let m = scrape(agent.metrics_addr().expect("metrics served")).await;
-    let s = |series: &str| sample(&m, series);
+    assert!(
+        m.content_type.starts_with("text/plain; version=0.0.4"),
+        "{}",
+        m.content_type
+    );
+    for series in m.samples().keys() {
+        assert!(
+            series.starts_with("netverdict_collector_"),
+            "metric outside the collector's namespace: {series}"
+        );
+    }
+    let s = |series: &str| m.value(series);
     assert_eq!(
         s(r#"netverdict_collector_flows_total{verdict="denied",outcome="dropped"}"#),
         1.0
@@ -377,28 +272,21 @@ async fn agent_replays_events_into_ring_observer_export_and_metrics() {
         .expect("clean shutdown")
         .expect("exporting");
     assert_eq!(stats.flows_acked, 3, "{stats:?}");
-    assert_eq!(store.0.lock().unwrap().len(), 3);
+    assert_eq!(api::stored_ids(&*store).await.len(), 3);
 }
 
 #[tokio::test]
 async fn a_flush_times_out_when_the_server_is_gone_and_says_what_is_pending() {
     let (events, events_rx) = mpsc::channel(16);
-    let state = netverdict_cluster::SharedState::new(
-        netverdict_policy::ClusterState::load_paths(&[Path::new(SEED).join("cluster.yaml")])
-            .unwrap(),
-    );
+    let state = netverdict_cluster::SharedState::new(seed::cluster(&[]));
     // Nothing listens on this port.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let nobody = free_addr();
     let mut config = AgentConfig::new("node-b", Source::Shared(state));
     config.events = EventSource::Channel(events_rx);
     config.observer_listen = None;
     config.metrics_listen = None;
     config.flush_timeout = Duration::from_millis(300);
-    config.export_to(format!("http://127.0.0.1:{port}"));
+    config.export_to(format!("http://{nobody}"));
     let agent = Agent::start(config).await.unwrap();
     for event in attempt(
         0,

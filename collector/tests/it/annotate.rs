@@ -1,53 +1,22 @@
 //! Annotation on the seed guide's cluster: endpoints, Service DNAT, verdicts with
 //! the responsible policies, mismatches and DNS.
 
-use std::net::SocketAddr;
-use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use netverdict_collector::annotate::Annotator;
-use netverdict_collector::correlate::{DnsSeen, Observation, TrafficDirection};
+use netverdict_collector::correlate::{DnsSeen, Observation};
 use netverdict_policy::{ClusterState, Protocol};
 use netverdict_proto::v1 as pb;
-
-const SEED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../lab/examples/seed");
-
-fn seed(policies: &[&str]) -> ClusterState {
-    let mut paths = vec![Path::new(SEED).join("cluster.yaml")];
-    paths.extend(
-        policies
-            .iter()
-            .map(|p| Path::new(SEED).join(format!("policies/{p}.yaml"))),
-    );
-    ClusterState::load_paths(&paths).unwrap()
-}
-
-fn addr(s: &str) -> SocketAddr {
-    s.parse().unwrap()
-}
+use netverdict_testing::observation::{addr, annotated, observation};
+use netverdict_testing::seed::cluster as seed;
 
 fn obs(src: &str, dst: &str, protocol: Protocol, outcome: pb::Outcome) -> Observation {
     let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-    Observation {
-        first_seen: t,
-        last_seen: t,
-        netns: 1,
-        direction: TrafficDirection::Egress,
-        protocol,
-        src: addr(src),
-        dst: addr(dst),
-        backend: None,
-        outcome,
-        drops: 0,
-        drop_reason: None,
-        dns: None,
-    }
+    observation(src, dst, protocol, outcome, t)
 }
 
 /// Annotates and renders, as the collector does per record.
 fn annotate(state: &ClusterState, o: &Observation) -> pb::Flow {
-    let annotator = Annotator::new("lab-node");
-    annotator.render(&annotator.annotate(state, o.clone()), "lab-node/1".into())
+    annotated(state, o.clone(), "lab-node", "lab-node/1".into())
 }
 
 fn names(refs: &[pb::PolicyRef]) -> Vec<String> {

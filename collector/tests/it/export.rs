@@ -11,6 +11,7 @@ use netverdict_collector::export::{
     Backoff, ConnectionState, ExportCounters, ExportStats, Exporter, ExporterConfig,
 };
 use netverdict_proto::v1 as pb;
+use netverdict_testing::free_addr;
 use pb::ingest_server::{Ingest, IngestServer};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -114,11 +115,6 @@ impl Server {
             .unwrap();
         self.log.lock().unwrap().clone()
     }
-}
-
-fn free_addr() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap()
 }
 
 fn config(addr: SocketAddr, batch_size: usize, bound: usize) -> ExporterConfig {

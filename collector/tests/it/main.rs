@@ -7,7 +7,3 @@ mod annotate;
 mod export;
 mod observer;
 mod recycled_ip;
-
-#[path = "../../../cluster/tests/it/support/objects.rs"]
-#[allow(dead_code, reason = "the collector's tests use two of the builders")]
-mod objects;

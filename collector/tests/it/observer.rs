@@ -7,6 +7,7 @@ use std::time::Duration;
 use netverdict_collector::observer::ObserverService;
 use netverdict_collector::pipeline::FlowRing;
 use netverdict_proto::v1 as pb;
+use netverdict_testing::pod;
 use pb::observer_client::ObserverClient;
 use prost_types::Timestamp;
 use tokio::net::TcpListener;
@@ -19,40 +20,15 @@ const DEADLINE: Duration = Duration::from_secs(10);
 
 type Ring = Arc<Mutex<FlowRing>>;
 
-/// A flow `id` from `ns/src-<id>` to `ns/dst-<id>` on port 80, seen at second `id`.
+/// A flow `n/<id>` from `shop/src-<id>` to `shop/dst-<id>` on port 80, first
+/// seen at second `10 * id`, last seen 5 s later.
 fn flow(id: u32) -> pb::Flow {
-    let seen = Timestamp {
-        seconds: i64::from(id) * 10,
-        nanos: 0,
-    };
-    pb::Flow {
-        id: format!("n/{id}"),
-        first_seen: Some(seen),
-        last_seen: Some(Timestamp {
-            seconds: i64::from(id) * 10 + 5,
-            nanos: 0,
-        }),
-        count: 1,
-        node_name: "node-a".into(),
-        source: Some(pb::Endpoint {
-            ip: "10.0.1.1".into(),
-            port: 40000,
-            namespace: "shop".into(),
-            pod_name: format!("src-{id}"),
-            ..Default::default()
-        }),
-        destination: Some(pb::Endpoint {
-            ip: "10.0.2.1".into(),
-            port: 80,
-            namespace: "shop".into(),
-            pod_name: format!("dst-{id}"),
-            ..Default::default()
-        }),
-        protocol: pb::Protocol::Tcp as i32,
-        verdict: pb::Verdict::Allowed as i32,
-        outcome: pb::Outcome::Established as i32,
-        ..Default::default()
-    }
+    let second = 1_000_000_000 * i64::from(id);
+    netverdict_testing::flow(format!("n/{id}"))
+        .seen_nanos(10 * second, 10 * second + 5_000_000_000)
+        .from(pod("shop", &format!("src-{id}")).ip("10.0.1.1").port(40000))
+        .to(pod("shop", &format!("dst-{id}")).ip("10.0.2.1").port(80))
+        .build()
 }
 
 async fn start(ring: Ring) -> ObserverClient<Channel> {

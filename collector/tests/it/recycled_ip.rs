@@ -3,7 +3,7 @@
 //! connection A started before its deletion, whose outcome arrives after B
 //! took the IP, is still A's flow, judged as A; B's later flow is B's.
 
-use crate::objects;
+use netverdict_testing::objects;
 
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};

@@ -6,18 +6,10 @@
 //! error, never passed through. Also checks a dashboard's JSON against what
 //! Grafana's dashboard schema needs, and runs SQL over ClickHouse's HTTP interface.
 
-#![allow(
-    dead_code,
-    clippy::allow_attributes,
-    reason = "each test binary uses a different part of this module"
-)]
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::time::Duration;
 
+use netverdict_testing::clickhouse::http_sql_in;
 use serde_json::Value;
 
 /// Why SQL could not be expanded.
@@ -360,21 +352,9 @@ impl Rows {
 /// Runs a SELECT in `database` over ClickHouse's HTTP interface, as the
 /// datasource does with its default database.
 pub fn query(addr: &str, database: &str, sql: &str) -> Result<Rows, String> {
-    let body = format!("{sql}\nFORMAT JSONCompact");
-    let mut s = TcpStream::connect(addr).map_err(|e| format!("connecting to {addr}: {e}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(60))).ok();
-    let req = format!(
-        "POST /?database={database} HTTP/1.0\r\nHost: {addr}\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).map_err(|e| e.to_string())?;
-    let (head, body) = resp.split_once("\r\n\r\n").unwrap_or((&resp, ""));
-    if !(head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200")) {
-        return Err(body.trim().to_string());
-    }
-    let v: Value = serde_json::from_str(body).map_err(|e| format!("{e}: {body}"))?;
+    let sql = format!("{sql}\nFORMAT JSONCompact");
+    let body = http_sql_in(addr, Some(database), &sql)?;
+    let v: Value = serde_json::from_str(&body).map_err(|e| format!("{e}: {body}"))?;
     let columns = v["meta"]
         .as_array()
         .ok_or("no meta")?
@@ -417,7 +397,6 @@ fn datasource_of(v: &Value) -> Option<(String, String)> {
 pub struct Query {
     /// "panel 3 (Title) A" or "variable namespace".
     pub what: String,
-    pub panel_type: String,
     /// "timeseries", "table" (ClickHouse) or "promql".
     pub kind: String,
     pub text: String,
@@ -493,7 +472,6 @@ pub fn check_dashboard(name: &str, d: &Value) -> Result<Vec<Query>, Vec<String>>
         }
         queries.push(Query {
             what: format!("variable {vname}"),
-            panel_type: String::new(),
             kind: "table".into(),
             text: sql.to_string(),
         });
@@ -583,7 +561,6 @@ pub fn check_dashboard(name: &str, d: &Value) -> Result<Vec<Query>, Vec<String>>
                 }
                 queries.push(Query {
                     what,
-                    panel_type: ptype.to_string(),
                     kind: kind.to_string(),
                     text: sql.to_string(),
                 });
@@ -594,7 +571,6 @@ pub fn check_dashboard(name: &str, d: &Value) -> Result<Vec<Query>, Vec<String>>
                 }
                 queries.push(Query {
                     what,
-                    panel_type: ptype.to_string(),
                     kind: "promql".into(),
                     text: expr.to_string(),
                 });

@@ -5,7 +5,7 @@
 //! outcomes and DNS names. Fails (never skips) without root or the lab's tools.
 
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,14 +15,16 @@ use netverdict_collector::agent::{Agent, AgentConfig, AgentHandle};
 use netverdict_collector::aggregate::Windows;
 use netverdict_collector::correlate::Timeouts;
 use netverdict_collector::pipeline::{self, Pipeline, PipelineConfig};
-use netverdict_lab::lab::STATE_ROOT;
-use netverdict_lab::{DownOnDrop, Lab, LabOptions};
+use netverdict_lab::Lab;
 use netverdict_policy::{ClusterState, PodKey, Protocol};
 use netverdict_proto::v1 as pb;
+use netverdict_testing::flow::describe_all;
+use netverdict_testing::grpc::get_flows;
+use netverdict_testing::lab::TestLab;
+use netverdict_testing::{scrape, seed};
 
-fn seed() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../lab/examples/seed")
-}
+/// The command that runs the lab's servers: `netverdict lab serve`.
+const SERVER: [&str; 3] = [env!("CARGO_BIN_EXE_netverdict"), "lab", "serve"];
 
 /// The inode numbers of the lab's network namespaces (pods and node).
 fn lab_netns(lab: &Lab) -> rustc_hash::FxHashSet<u32> {
@@ -68,27 +70,8 @@ async fn wait_for(
             return f.clone();
         }
         if Instant::now() > deadline {
-            let all: Vec<String> = flows
-                .lock()
-                .await
-                .iter()
-                .map(|f| {
-                    format!(
-                        "{} -> {}:{} {:?} {:?} {:?} dns={:?}",
-                        who(&f.source),
-                        who(&f.destination),
-                        f.destination.as_ref().map(|d| d.port).unwrap_or_default(),
-                        f.verdict(),
-                        f.outcome(),
-                        policies(&f.denied_by),
-                        f.dns.as_ref().map(|d| &d.query)
-                    )
-                })
-                .collect();
-            panic!(
-                "no flow {what} within 30 s; flows seen:\n{}",
-                all.join("\n")
-            );
+            let all = describe_all(&flows.lock().await);
+            panic!("no flow {what} within 30 s; flows seen:\n{all}");
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -96,28 +79,9 @@ async fn wait_for(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seed_scenario_flows_name_pods_policies_verdicts_outcomes_and_dns() {
-    if let Err(e) = netverdict_lab::preflight(true) {
-        panic!("this test needs root and iproute2, nftables, dnsmasq-base: {e}");
-    }
-    let name = format!("c{}", std::process::id());
-    let _guard = DownOnDrop {
-        name: name.clone(),
-        state_root: PathBuf::from(STATE_ROOT),
-    };
-    let options = LabOptions::new(
-        &name,
-        vec![
-            env!("CARGO_BIN_EXE_netverdict").into(),
-            "lab".into(),
-            "serve".into(),
-        ],
-    );
-    let files = [
-        seed().join("cluster.yaml"),
-        seed().join("policies/default-deny.yaml"),
-        seed().join("policies/api-from-web.yaml"),
-        seed().join("policies/allow-dns-egress.yaml"),
-    ];
+    let test_lab = TestLab::new("collector");
+    let options = test_lab.options(&SERVER);
+    let files = seed::paths(&["default-deny", "api-from-web", "allow-dns-egress"]);
     let lab = Lab::up(&files, &options).expect("lab up");
 
     // The collector's view of the same cluster, with the lab's node address.
@@ -267,45 +231,16 @@ async fn seed_scenario_flows_name_pods_policies_verdicts_outcomes_and_dns() {
     collector.abort();
 }
 
-/// `/metrics` over HTTP/1.1, parsed into samples by `name{labels}`.
-async fn scrape(addr: std::net::SocketAddr) -> std::collections::BTreeMap<String, f64> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut conn = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut raw = String::new();
-    conn.read_to_string(&mut raw).await.unwrap();
-    let (head, body) = raw.split_once("\r\n\r\n").expect("an HTTP response");
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    body.lines()
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(|l| {
-            let (series, value) = l.rsplit_once(' ').expect("`series value`");
-            (series.to_string(), value.parse().expect("a number"))
-        })
-        .collect()
-}
-
 /// The flows the agent's Observer serves now, over its socket.
 async fn observed(agent: &AgentHandle) -> Vec<pb::Flow> {
     let addr = agent.observer_addr().expect("observer served");
-    let mut client = pb::observer_client::ObserverClient::connect(format!("http://{addr}"))
-        .await
-        .expect("connect to the observer");
-    let mut stream = client
-        .get_flows(pb::GetFlowsRequest {
-            number: 10_000,
-            ..Default::default()
-        })
+    let request = pb::GetFlowsRequest {
+        number: 10_000,
+        ..Default::default()
+    };
+    get_flows(&format!("http://{addr}"), request)
         .await
         .expect("GetFlows")
-        .into_inner();
-    let mut flows = Vec::new();
-    while let Some(response) = stream.message().await.expect("stream") {
-        flows.extend(response.flow);
-    }
-    flows
 }
 
 /// Flushes the agent until the flows it serves satisfy `done`, or fails after
@@ -324,22 +259,7 @@ async fn flush_until(
             return flows;
         }
         if Instant::now() > deadline {
-            let all: Vec<String> = flows
-                .iter()
-                .map(|f| {
-                    format!(
-                        "{} -> {}:{} {:?} {:?} count={} dns={:?}",
-                        who(&f.source),
-                        who(&f.destination),
-                        f.destination.as_ref().map(|d| d.port).unwrap_or_default(),
-                        f.verdict(),
-                        f.outcome(),
-                        f.count,
-                        f.dns.as_ref().map(|d| &d.query)
-                    )
-                })
-                .collect();
-            panic!("no {what} within 30 s; flows:\n{}", all.join("\n"));
+            panic!("no {what} within 30 s; flows:\n{}", describe_all(&flows));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -350,28 +270,9 @@ async fn flush_until(
 /// count 1, although the probes see its packets in the pod and on the node.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_agent_on_a_lab_serves_flows_over_the_observer_and_counts_them_in_metrics() {
-    if let Err(e) = netverdict_lab::preflight(true) {
-        panic!("this test needs root and iproute2, nftables, dnsmasq-base: {e}");
-    }
-    let name = format!("a{}", std::process::id());
-    let _guard = DownOnDrop {
-        name: name.clone(),
-        state_root: PathBuf::from(STATE_ROOT),
-    };
-    let options = LabOptions::new(
-        &name,
-        vec![
-            env!("CARGO_BIN_EXE_netverdict").into(),
-            "lab".into(),
-            "serve".into(),
-        ],
-    );
-    let files = [
-        seed().join("cluster.yaml"),
-        seed().join("policies/default-deny.yaml"),
-        seed().join("policies/api-from-web.yaml"),
-        seed().join("policies/allow-dns-egress.yaml"),
-    ];
+    let test_lab = TestLab::new("agent");
+    let options = test_lab.options(&SERVER);
+    let files = seed::paths(&["default-deny", "api-from-web", "allow-dns-egress"]);
     let lab = Lab::up(&files, &options).expect("lab up");
     let mut files_cluster = ManifestOptions::new(&files);
     files_cluster.require_pod_ips = true;
@@ -449,10 +350,7 @@ async fn the_agent_on_a_lab_serves_flows_over_the_observer_and_counts_them_in_me
     assert_eq!(who(&dns[0].destination), "kube-system/coredns");
 
     let m = scrape(agent.metrics_addr().expect("metrics served")).await;
-    let s = |series: &str| {
-        *m.get(series)
-            .unwrap_or_else(|| panic!("no sample {series}; have {m:#?}"))
-    };
+    let s = |series: &str| m.value(series);
     assert!(s(r#"netverdict_collector_flows_total{verdict="denied",outcome="dropped"}"#) >= 1.0);
     assert!(s(r#"netverdict_collector_flows_total{verdict="allowed",outcome="answered"}"#) >= 1.0);
     assert!(s(r#"netverdict_collector_kernel_drops_total{reason="NETFILTER_DROP"}"#) >= 1.0);
@@ -467,12 +365,8 @@ async fn the_agent_on_a_lab_serves_flows_over_the_observer_and_counts_them_in_me
         observed(&agent).await.len() as f64
     );
     // The probes' own counters are read and exposed.
-    assert!(m.contains_key(
-        r#"netverdict_collector_kernel_events_not_emitted_total{reason="non_ip_drop"}"#
-    ));
-    assert!(m.contains_key(
-        r#"netverdict_collector_kernel_events_lost_total{kind="tcp",cause="ring_buffer_full"}"#
-    ));
+    s(r#"netverdict_collector_kernel_events_not_emitted_total{reason="non_ip_drop"}"#);
+    s(r#"netverdict_collector_kernel_events_lost_total{kind="tcp",cause="ring_buffer_full"}"#);
 
     agent.shutdown().await.expect("clean shutdown");
 }
@@ -482,32 +376,16 @@ async fn the_agent_on_a_lab_serves_flows_over_the_observer_and_counts_them_in_me
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_collector_command_serves_metrics_and_exits_cleanly_on_sigterm() {
     use std::io::BufRead;
-    if let Err(e) = netverdict_lab::preflight(true) {
-        panic!("this test needs root and iproute2, nftables, dnsmasq-base: {e}");
-    }
-    let name = format!("p{}", std::process::id());
-    let _guard = DownOnDrop {
-        name: name.clone(),
-        state_root: PathBuf::from(STATE_ROOT),
-    };
-    let options = LabOptions::new(
-        &name,
-        vec![
-            env!("CARGO_BIN_EXE_netverdict").into(),
-            "lab".into(),
-            "serve".into(),
-        ],
-    );
-    let files = [
-        seed().join("cluster.yaml"),
-        seed().join("policies/default-deny.yaml"),
-    ];
+    let test_lab = TestLab::new("command");
+    let name = test_lab.name();
+    let options = test_lab.options(&SERVER);
+    let files = seed::paths(&["default-deny"]);
     let _lab = Lab::up(&files, &options).expect("lab up");
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_netverdict"))
         .args([
             "collector",
             "--lab",
-            &name,
+            name,
             "--node-name",
             "cli-node",
             "--observer-listen",
@@ -548,14 +426,10 @@ async fn the_collector_command_serves_metrics_and_exits_cleanly_on_sigterm() {
     };
     let m = scrape(metrics).await;
     assert_eq!(
-        m.get(r#"netverdict_collector_cluster_objects{kind="NetworkPolicy"}"#),
-        Some(&1.0),
-        "{m:#?}"
+        m.value(r#"netverdict_collector_cluster_objects{kind="NetworkPolicy"}"#),
+        1.0
     );
-    assert!(
-        m.contains_key("netverdict_collector_kernel_events_total"),
-        "{m:#?}"
-    );
+    m.value("netverdict_collector_kernel_events_total");
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::SIGTERM,

@@ -6,6 +6,8 @@
 use std::collections::BTreeSet;
 use std::process::Command;
 
+use netverdict_testing::clickhouse::TestDb;
+use netverdict_testing::lab::TestLab;
 use serde_json::Value;
 
 use crate::dashboards_support;
@@ -276,66 +278,42 @@ fn check(report: &Value) {
 
 #[test]
 fn the_demo_through_the_embedded_store() {
-    let report = run_demo(&format!("dm{}", std::process::id()), &[]);
+    let lab = TestLab::new("demo");
+    let report = run_demo(lab.name(), &[]);
     assert_eq!(report["store"], "memory");
     check(&report);
 }
 
-/// Drops the test's ClickHouse database, even when the test fails.
-struct DropDatabase(String);
-
-impl Drop for DropDatabase {
-    fn drop(&mut self) {
-        let _ = Command::new("clickhouse-client")
-            .args(["--query", &format!("DROP DATABASE IF EXISTS {}", self.0)])
-            .status();
-    }
-}
-
 #[test]
 fn the_demo_through_clickhouse() {
-    let url = std::env::var("NETVERDICT_CLICKHOUSE_URL")
-        .unwrap_or_else(|_| "http://127.0.0.1:8123".to_string());
-    let ping = Command::new("clickhouse-client")
-        .args(["--query", "SELECT 1"])
-        .output();
-    assert!(
-        ping.is_ok_and(|o| o.status.success()),
-        "this test needs a ClickHouse server on {url}: install clickhouse-server and \
-         clickhouse-client and run scripts/start-clickhouse.sh"
-    );
-    let database = format!("nv_demo_test_{}", std::process::id());
-    let _drop = DropDatabase(database.clone());
+    let db = TestDb::shared();
+    let url = format!("http://{}", db.addr);
+    let database = &db.name;
+    let lab = TestLab::new("demo-ch");
     let report = run_demo(
-        &format!("dc{}", std::process::id()),
-        &["--clickhouse", &url, "--clickhouse-database", &database],
+        lab.name(),
+        &["--clickhouse", &url, "--clickhouse-database", database],
     );
     assert_eq!(report["store"], "clickhouse");
     check(&report);
     // Every acknowledged flow is in ClickHouse, once.
-    let out = Command::new("clickhouse-client")
-        .args([
-            "--query",
-            &format!("SELECT count(), uniqExact(id) FROM {database}.flows"),
-        ])
-        .output()
-        .expect("clickhouse-client");
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = db.sql(&format!(
+        "SELECT count(), uniqExact(id) FROM {database}.flows"
+    ));
     let counts: Vec<u64> = text
         .split_whitespace()
         .map(|n| n.parse().expect("a count"))
         .collect();
     let acked = report["exported"]["acked"].as_u64().unwrap();
     assert_eq!(counts, vec![acked, acked], "flows stored vs acknowledged");
-    dashboards_on_the_demo_flows(&url, &database);
+    dashboards_on_the_demo_flows(&db.addr, database);
 }
 
 /// Every ClickHouse query of every dashboard, with the plugin's macros and
 /// every variable set to All, over the demo's flows: each runs, and the panels
 /// about what the demo produced (denied flows, dropped DNS queries, pods whose
 /// egress blocks DNS, kernel drops) have rows.
-fn dashboards_on_the_demo_flows(url: &str, database: &str) {
-    let addr = url.trim_start_matches("http://").trim_end_matches('/');
+fn dashboards_on_the_demo_flows(addr: &str, database: &str) {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()

@@ -1,14 +1,12 @@
 //! `netverdict lab ...` end to end, as root (fails, naming what to install,
 //! without root or the tools): the seed guide's scenario through the CLI.
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const BIN: &str = env!("CARGO_BIN_EXE_netverdict");
+use netverdict_testing::lab::TestLab;
+use netverdict_testing::seed;
 
-fn seed() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../lab/examples/seed")
-}
+const BIN: &str = env!("CARGO_BIN_EXE_netverdict");
 
 fn nv(name: &str, args: &[&str]) -> (i32, String) {
     let out = Command::new(BIN)
@@ -27,16 +25,10 @@ fn nv(name: &str, args: &[&str]) -> (i32, String) {
 
 #[test]
 fn seed_scenario_through_the_cli() {
-    if let Err(e) = netverdict_lab::preflight(true) {
-        panic!("lab tests need root and iproute2, nftables, dnsmasq-base: {e}");
-    }
-    let name = format!("c{}", std::process::id());
-    let _guard = netverdict_lab::DownOnDrop {
-        name: name.clone(),
-        state_root: PathBuf::from(netverdict_lab::lab::STATE_ROOT),
-    };
-    let cluster = seed().join("cluster.yaml");
-    let (code, out) = nv(&name, &["up", "--cluster", cluster.to_str().unwrap()]);
+    let test_lab = TestLab::new("cli");
+    let name = test_lab.name();
+    let cluster = seed::dir().join("cluster.yaml");
+    let (code, out) = nv(name, &["up", "--cluster", cluster.to_str().unwrap()]);
     assert_eq!(code, 0, "{out}");
 
     let probe = [
@@ -47,11 +39,11 @@ fn seed_scenario_through_the_cli() {
         "api.default",
         "--port",
     ];
-    let (code, out) = nv(&name, &[&probe[..], &["8080"]].concat());
+    let (code, out) = nv(name, &[&probe[..], &["8080"]].concat());
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("succeeded"), "{out}");
     let (code, out) = nv(
-        &name,
+        name,
         &[
             "probe",
             "--from",
@@ -65,11 +57,11 @@ fn seed_scenario_through_the_cli() {
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("refused"), "{out}");
 
-    let policies = seed().join("policies");
-    let (code, out) = nv(&name, &["apply", policies.to_str().unwrap()]);
+    let policies = seed::dir().join("policies");
+    let (code, out) = nv(name, &["apply", policies.to_str().unwrap()]);
     assert_eq!(code, 0, "{out}");
     let (code, out) = nv(
-        &name,
+        name,
         &[&probe[..], &["8080", "--timeout", "300ms"]].concat(),
     );
     assert_eq!(code, 3, "{out}");
@@ -77,19 +69,19 @@ fn seed_scenario_through_the_cli() {
 
     let dns = ["dns", "--from", "default/np-client"];
     let (code, out) = nv(
-        &name,
+        name,
         &[&dns[..], &["kubernetes.default.svc.cluster.local"]].concat(),
     );
     assert_eq!(code, 0, "{out}");
     let (code, out) = nv(
-        &name,
+        name,
         &[&dns[..], &["nope.default.svc.cluster.local"]].concat(),
     );
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("NXDOMAIN"), "{out}");
 
     let (code, out) = nv(
-        &name,
+        name,
         &[
             "matrix",
             "--port",
@@ -106,16 +98,16 @@ fn seed_scenario_through_the_cli() {
     assert_eq!(v["matrix"]["pods"].as_array().map(Vec::len), Some(4));
 
     // The CNI does not enforce default: the kernel now disagrees with the engine.
-    let (code, out) = nv(&name, &["unenforce", "--namespace", "default"]);
+    let (code, out) = nv(name, &["unenforce", "--namespace", "default"]);
     assert_eq!(code, 0, "{out}");
     let (code, out) = nv(
-        &name,
+        name,
         &["matrix", "--port", "8080", "--timeout", "300ms", "--expect"],
     );
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("differences with the policy engine"), "{out}");
 
-    let (code, out) = nv(&name, &["down"]);
+    let (code, out) = nv(name, &["down"]);
     assert_eq!(code, 0, "{out}");
-    assert!(netverdict_lab::sys::netns_with_prefix(&netverdict_lab::lab::prefix(&name)).is_empty());
+    assert!(netverdict_lab::sys::netns_with_prefix(&netverdict_lab::lab::prefix(name)).is_empty());
 }

@@ -8,15 +8,13 @@
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use netverdict_lab::generate::random_cluster;
 use netverdict_lab::lab::{STATE_ROOT, prefix};
-use netverdict_lab::{DnsAnswer, DownOnDrop, Lab, LabOptions, LabelTarget, Outcome, Unenforced};
+use netverdict_lab::{DnsAnswer, Lab, LabOptions, LabelTarget, Outcome, Unenforced};
 use netverdict_policy::{PodKey, Protocol};
-
-static COUNTER: AtomicUsize = AtomicUsize::new(0);
+use netverdict_testing::lab::TestLab;
 
 const SERVER: &str = env!("CARGO_BIN_EXE_nv-lab");
 const TIMEOUT: Duration = Duration::from_millis(400);
@@ -25,22 +23,11 @@ fn seed_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/seed")
 }
 
-/// A unique lab name and the guard that brings it down.
-fn new_lab(tag: &str) -> (LabOptions, DownOnDrop) {
-    if let Err(e) = netverdict_lab::preflight(true) {
-        panic!("lab tests need root and iproute2, nftables, dnsmasq-base: {e}");
-    }
-    let name = format!(
-        "t{}-{}-{tag}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::SeqCst)
-    );
-    let options = LabOptions::new(&name, vec![SERVER.into(), "serve".into()]);
-    let guard = DownOnDrop {
-        name,
-        state_root: PathBuf::from(STATE_ROOT),
-    };
-    (options, guard)
+/// Options for a lab of the test's own whose servers are `nv-lab serve`, and
+/// the guard that brings it down.
+fn new_lab(tag: &str) -> (LabOptions, TestLab) {
+    let lab = TestLab::new(tag);
+    (lab.options(&[SERVER, "serve"]), lab)
 }
 
 fn key(s: &str) -> PodKey {
