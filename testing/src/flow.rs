@@ -147,6 +147,18 @@ impl FlowBuilder {
         self
     }
 
+    /// The Service the destination was reached through (`namespace/name`).
+    pub fn service(mut self, service: &str) -> Self {
+        self.flow.service = service.into();
+        self
+    }
+
+    /// Whether the observing node saw the flow leave or enter its pod.
+    pub fn traffic_direction(mut self, direction: pb::TrafficDirection) -> Self {
+        self.flow.traffic_direction = direction as i32;
+        self
+    }
+
     /// The verdict/outcome contradiction.
     pub fn mismatch(mut self, mismatch: pb::Mismatch) -> Self {
         self.flow.mismatch = mismatch as i32;

@@ -8,3 +8,4 @@ mod clickhouse_filters;
 mod clickhouse_store;
 mod ingest;
 mod queries;
+mod store_conformance;
