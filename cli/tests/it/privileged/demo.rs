@@ -8,6 +8,7 @@ use std::process::Command;
 
 use netverdict_testing::clickhouse::TestDb;
 use netverdict_testing::lab::TestLab;
+use netverdict_testing::require_root;
 use serde_json::Value;
 
 use crate::dashboards_support;
@@ -278,6 +279,9 @@ fn check(report: &Value) {
 
 #[test]
 fn the_demo_through_the_embedded_store() {
+    if !require_root() {
+        return;
+    }
     let lab = TestLab::new("demo");
     let report = run_demo(lab.name(), &[]);
     assert_eq!(report["store"], "memory");
@@ -286,6 +290,9 @@ fn the_demo_through_the_embedded_store() {
 
 #[test]
 fn the_demo_through_clickhouse() {
+    if !require_root() {
+        return;
+    }
     let db = TestDb::shared();
     let url = format!("http://{}", db.addr);
     let database = &db.name;

@@ -14,12 +14,13 @@ use std::time::{Duration, Instant};
 
 use netverdict_ebpf::{Config, Event, EventStream, Probes, StreamItem};
 
-/// Fails (never skips) when the test cannot run here, saying how to fix it.
+/// Fails (never skips) when a test that passed `require_root` still cannot
+/// run here (capabilities, kernel, tools), saying how to fix it.
 pub fn require_privileges() {
     if let Err(e) = netverdict_ebpf::check_preconditions() {
         panic!(
-            "privileged eBPF tests cannot run: {e}. Run them as root: \
-             `sudo -E cargo test -p netverdict-ebpf`"
+            "privileged eBPF tests cannot run: {e}. Run them as root with every \
+             capability: `sudo scripts/test.sh` or `sudo -E cargo test -p netverdict-ebpf`"
         );
     }
     for (tool, pkg) in [("ip", "iproute2"), ("nft", "nftables")] {

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use netverdict_ebpf::{Event, Rcode, TrafficDirection, dns};
+use netverdict_testing::require_root;
 
 const DNSMASQ: &str = "/usr/sbin/dnsmasq";
 
@@ -82,6 +83,9 @@ fn dns_of(evs: &[Event], id: u16, response: bool) -> Option<&Event> {
 
 #[tokio::test]
 async fn dns_answered() {
+    if !require_root() {
+        return;
+    }
     let mut lab = Lab::new("dnsok");
     let server = start_dnsmasq(&mut lab);
     let mut s = stream();
@@ -128,6 +132,9 @@ async fn dns_answered() {
 
 #[tokio::test]
 async fn dns_nxdomain() {
+    if !require_root() {
+        return;
+    }
     let mut lab = Lab::new("dnsnx");
     let server = start_dnsmasq(&mut lab);
     let mut s = stream();
@@ -155,6 +162,9 @@ async fn dns_nxdomain() {
 
 #[tokio::test]
 async fn dns_query_dropped_by_nftables() {
+    if !require_root() {
+        return;
+    }
     let mut lab = Lab::new("dnsdrop");
     let server = start_dnsmasq(&mut lab);
     lab.drop_port("udp", 53);
@@ -206,6 +216,9 @@ async fn dns_query_dropped_by_nftables() {
 
 #[tokio::test]
 async fn dns_over_tcp_is_decoded_or_counted() {
+    if !require_root() {
+        return;
+    }
     use std::io::{Read, Write};
     let mut lab = Lab::new("dnstcp");
     let server = start_dnsmasq(&mut lab);

@@ -8,9 +8,13 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use netverdict_ebpf::{Config, LossCause, Probes, StreamItem, dns};
+use netverdict_testing::require_root;
 
 #[tokio::test]
 async fn loss_counter_rises_when_consumer_stalls() {
+    if !require_root() {
+        return;
+    }
     let lab = Lab::new("loss");
     // 16 KiB: about 45 DNS events.
     let cfg = Config {

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use common::*;
 use netverdict_ebpf::{Event, IpProtocol};
+use netverdict_testing::require_root;
 
 /// Sends an SCTP common header (+ an empty DATA-less INIT-like chunk) on a raw
 /// IPv4 socket from the current thread's namespace.
@@ -49,6 +50,9 @@ fn send_raw_sctp(dst: IpAddr, sport: u16, dport: u16) {
 
 #[tokio::test]
 async fn sctp_drop_has_ports() {
+    if !require_root() {
+        return;
+    }
     let lab = Lab::new("sctp");
     lab.drop_port("sctp", 6000);
     let mut s = stream();

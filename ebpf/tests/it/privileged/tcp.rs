@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use common::*;
 use netverdict_ebpf::{Event, IpProtocol, TcpOutcome, TrafficDirection};
+use netverdict_testing::require_root;
 
 fn attempt_to(evs: &[Event], dst: SocketAddr) -> Option<&Event> {
     evs.iter().find(|e| {
@@ -164,6 +165,9 @@ async fn dropped(v6: bool) {
 /// client's namespace.
 #[tokio::test]
 async fn tcp_dropped_on_output_v4() {
+    if !require_root() {
+        return;
+    }
     let lab = Lab::new("out4");
     let dst = sa(lab.server_v4, 8083);
     lab.nft(
@@ -242,30 +246,48 @@ async fn refused(v6: bool) {
 
 #[tokio::test]
 async fn tcp_allowed_v4() {
+    if !require_root() {
+        return;
+    }
     allowed(false).await;
 }
 
 #[tokio::test]
 async fn tcp_allowed_v6() {
+    if !require_root() {
+        return;
+    }
     allowed(true).await;
 }
 
 #[tokio::test]
 async fn tcp_nft_dropped_v4() {
+    if !require_root() {
+        return;
+    }
     dropped(false).await;
 }
 
 #[tokio::test]
 async fn tcp_nft_dropped_v6() {
+    if !require_root() {
+        return;
+    }
     dropped(true).await;
 }
 
 #[tokio::test]
 async fn tcp_refused_v4() {
+    if !require_root() {
+        return;
+    }
     refused(false).await;
 }
 
 #[tokio::test]
 async fn tcp_refused_v6() {
+    if !require_root() {
+        return;
+    }
     refused(true).await;
 }

@@ -7,9 +7,13 @@ use std::time::Duration;
 
 use common::*;
 use netverdict_ebpf::{Event, IpProtocol, TrafficDirection};
+use netverdict_testing::require_root;
 
 #[tokio::test]
 async fn udp_flow_reported_once_then_counted() {
+    if !require_root() {
+        return;
+    }
     let lab = Lab::new("udp");
     let dst = sa(lab.server_v4, 9999);
     let server = in_netns(&lab.server, move || UdpSocket::bind(dst).unwrap());
@@ -55,6 +59,9 @@ async fn udp_flow_reported_once_then_counted() {
 
 #[tokio::test]
 async fn spawned_stream_delivers_through_a_channel() {
+    if !require_root() {
+        return;
+    }
     let lab = Lab::new("chan");
     let dst = sa(lab.server_v4, 7777);
     let (mut rx, task) = stream().spawn(1024);

@@ -1,6 +1,8 @@
 //! Privileged lab tests: real namespaces, real nftables, real traffic, compared
-//! with the policy engine. They need root, `ip` (iproute2), `nft` (nftables)
-//! and `dnsmasq` (dnsmasq-base) and FAIL (never skip) without them.
+//! with the policy engine. Without root they are skipped, one line saying so
+//! (`netverdict_testing::require_root`); as root they need `ip` (iproute2),
+//! `nft` (nftables) and `dnsmasq` (dnsmasq-base) and FAIL (never skip)
+//! without them.
 //!
 //! Each test runs its own lab, named after the test process and a counter, and
 //! brought down by a guard even when the test panics; tests run in parallel.
@@ -15,6 +17,7 @@ use netverdict_lab::lab::{STATE_ROOT, prefix};
 use netverdict_lab::{DnsAnswer, Lab, LabOptions, LabelTarget, Outcome, Unenforced};
 use netverdict_policy::{PodKey, Protocol};
 use netverdict_testing::lab::TestLab;
+use netverdict_testing::require_root;
 
 const SERVER: &str = env!("CARGO_BIN_EXE_nv-lab");
 const TIMEOUT: Duration = Duration::from_millis(400);
@@ -82,6 +85,9 @@ const SEED_PORTS: [(u16, Protocol); 4] = [
 
 #[test]
 fn seed_scenario_matches_engine_and_updates_in_place() {
+    if !require_root() {
+        return;
+    }
     let (options, _guard) = new_lab("seed");
     let mut lab = Lab::up(&[seed_dir().join("cluster.yaml")], &options).expect("lab up");
     assert_matches_engine(&lab, &SEED_PORTS, "seed, no policies");
@@ -147,6 +153,9 @@ fn seed_scenario_matches_engine_and_updates_in_place() {
 
 #[test]
 fn dns_breaks_under_default_deny_egress_and_recovers() {
+    if !require_root() {
+        return;
+    }
     let (options, _guard) = new_lab("dns");
     let mut lab = Lab::up(&[seed_dir().join("cluster.yaml")], &options).expect("lab up");
     let client = key("default/np-client");
@@ -258,6 +267,9 @@ items:
 
 #[test]
 fn service_dnat_is_policed_at_the_backend_target_port() {
+    if !require_root() {
+        return;
+    }
     let (options, _guard) = new_lab("svc");
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("cluster.yaml");
@@ -291,6 +303,9 @@ fn service_dnat_is_policed_at_the_backend_target_port() {
 
 #[test]
 fn two_labs_with_the_same_addresses_coexist() {
+    if !require_root() {
+        return;
+    }
     let (a_opts, _a) = new_lab("twin-a");
     let (b_opts, _b) = new_lab("twin-b");
     let cluster = [seed_dir().join("cluster.yaml")];
@@ -312,6 +327,9 @@ fn two_labs_with_the_same_addresses_coexist() {
 
 #[test]
 fn a_killed_lab_is_cleaned_up_by_down() {
+    if !require_root() {
+        return;
+    }
     let (options, guard) = new_lab("kill");
     let mut child = std::process::Command::new(SERVER)
         .arg("up")
@@ -386,20 +404,32 @@ fn random_clusters(seeds: std::ops::Range<u64>) {
 
 #[test]
 fn random_clusters_0_to_12_match_engine() {
+    if !require_root() {
+        return;
+    }
     random_clusters(0..13);
 }
 
 #[test]
 fn random_clusters_13_to_25_match_engine() {
+    if !require_root() {
+        return;
+    }
     random_clusters(13..26);
 }
 
 #[test]
 fn random_clusters_26_to_38_match_engine() {
+    if !require_root() {
+        return;
+    }
     random_clusters(26..39);
 }
 
 #[test]
 fn random_clusters_39_to_51_match_engine() {
+    if !require_root() {
+        return;
+    }
     random_clusters(39..52);
 }
