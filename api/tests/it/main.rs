@@ -6,6 +6,7 @@
 mod clickhouse_durability;
 mod clickhouse_filters;
 mod clickhouse_store;
+mod fixtures;
 mod ingest;
 mod queries;
 mod store_conformance;

@@ -16,6 +16,8 @@ use netverdict_testing::{flow, pod, scrape, seed, wait_until};
 use pb::observer_client::ObserverClient;
 use pb::query_client::QueryClient;
 
+use crate::fixtures::payments_and_a_hostile_namespace;
+
 const WAIT: Duration = Duration::from_secs(20);
 
 fn at(t: SystemTime) -> Option<prost_types::Timestamp> {
@@ -36,22 +38,7 @@ fn filter(f: impl FnOnce(&mut pb::FlowFilter)) -> pb::FlowFilter {
 async fn get_flows_filters_and_a_hostile_namespace_is_just_a_name() {
     let store = memory(1000);
     let base = SystemTime::now() - Duration::from_secs(600);
-    let mut flows = Vec::new();
-    for i in 0..6u64 {
-        let mut f = flow(format!("n/1/{i}")).at(base + Duration::from_secs(i * 60));
-        if i % 2 == 0 {
-            f = f
-                .denied()
-                .outcome(pb::Outcome::Dropped)
-                .to(pod("payments", "db-0").workload("db").port(5432))
-                .denied_by(["payments/default-deny"]);
-        }
-        flows.push(f.build());
-    }
-    let hostile = flow("n/1/hostile")
-        .from(pod("x' OR 1=1 --", "evil").workload("evil").port(1))
-        .at(base);
-    flows.push(hostile.build());
+    let flows = payments_and_a_hostile_namespace(base, Duration::from_secs(60));
     store.insert(flows).await.unwrap();
     let server = api::serve(store).await;
     let addr = url(&server);

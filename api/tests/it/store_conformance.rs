@@ -24,6 +24,8 @@ use netverdict_testing::clickhouse::TestDb;
 use netverdict_testing::flow::{FlowBuilder, now_nanos, policy_ref};
 use netverdict_testing::{flow, pod, world};
 
+use crate::fixtures::payments_and_a_hostile_namespace;
+
 /// One test per check for one store: `$fresh()` gives a fresh, empty store and
 /// what must live as long as it (a database guard).
 macro_rules! conformance_tests {
@@ -342,21 +344,8 @@ async fn a_flow_stored_twice_is_stored_once<S: Store>(store: &S) {
 
 async fn filters_windows_limits_and_first_combine<S: Store>(store: &S) {
     let base = now_nanos() - 600 * SECOND;
-    let mut flows = Vec::new();
-    for i in 0..6 {
-        let mut f = at(format!("n/1/{i}"), base + i * SECOND);
-        if i % 2 == 0 {
-            f = f
-                .denied()
-                .outcome(pb::Outcome::Dropped)
-                .to(pod("payments", "db-0").workload("db").port(5432))
-                .denied_by(["payments/default-deny"]);
-        }
-        flows.push(f.build());
-    }
-    let hostile = at("n/1/hostile", base + 10 * SECOND)
-        .from(pod("x' OR 1=1 --", "evil").workload("evil").port(1));
-    flows.push(hostile.build());
+    let base_time = UNIX_EPOCH + Duration::from_nanos(base as u64);
+    let flows = payments_and_a_hostile_namespace(base_time, Duration::from_secs(1));
     store.insert(flows).await.unwrap();
     let query = async |q: FlowQuery| ids(&store.flows(&q).await.unwrap()).join(" ");
 
