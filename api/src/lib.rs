@@ -10,13 +10,17 @@
 //!   store's implementation, and the reference for the ClickHouse store);
 //! - [`server`]: the gRPC services (Ingest, Observer, Query) over any store,
 //!   and [`server::serve`], the library entry point;
-//! - [`metrics`]: `netverdict_api_*` metrics and the `/metrics` endpoint.
+//! - [`metrics`]: `netverdict_api_*` metrics and the HTTP endpoint (`/metrics`,
+//!   `/healthz`, `/readyz`);
+//! - [`health`]: the store's status, checked in the background for `/metrics`
+//!   and `/readyz`.
 //!
 //! Filters, the time window, flow validation and enum names come from
 //! `netverdict_proto` (`filter`, `time`, `validate`, `names`), shared with the
 //! collector and the CLI.
 
 pub mod clickhouse;
+pub mod health;
 pub mod memory;
 pub mod metrics;
 pub mod report;
@@ -24,4 +28,5 @@ pub mod server;
 pub mod store;
 
 pub use memory::{MemoryConfig, MemoryStore};
+pub use report::CLUSTER_KINDS;
 pub use server::{ApiConfig, ApiServer, ServeError, serve, serve_shared};

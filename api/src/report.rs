@@ -23,14 +23,17 @@
 //! - both are ordered by count (largest first), then latest `last_seen` (most
 //!   recent first), then key, and cut to `limit` (0: no limit).
 //!
-//! Which flows take part: `last_seen` within `[since, until)`, and the source
-//! or the destination in one of the query's namespaces (any, when none).
+//! Which flows take part: records of account only (a record that is a second
+//! observation of a connection, `counted_elsewhere`, is skipped, so a
+//! connection seen at both ends counts once), `last_seen` within
+//! `[since, until)`, and the source or the destination in one of the query's
+//! namespaces (any, when none).
 
 use std::cmp::Reverse;
 use std::collections::BTreeSet;
 
-use netverdict_policy::ClusterState;
 use netverdict_policy::lint::{cluster_dns_pods, dns_denied};
+use netverdict_policy::{ClusterState, ObjectKind};
 use netverdict_proto::filter::Filter;
 use netverdict_proto::time::{TimeWindow, UnixNanos};
 use netverdict_proto::v1 as pb;
@@ -59,9 +62,10 @@ impl ReportFilter {
         }
     }
 
-    /// Whether `flow` is in the window and touches one of the namespaces.
+    /// Whether `flow` is a record of account, in the window, and touches one
+    /// of the namespaces.
     pub fn matches(&self, flow: &pb::Flow) -> bool {
-        self.window.contains_flow(flow) && self.namespaces.matches(flow)
+        !flow.counted_elsewhere && self.window.contains_flow(flow) && self.namespaces.matches(flow)
     }
 }
 
@@ -402,6 +406,22 @@ pub fn dns_failures<'a>(
         })
         .collect()
 }
+
+/// The kinds of cluster object the API server reads, all for
+/// [`dns_policy_gaps`]: Namespaces (their labels), Pods, NetworkPolicies,
+/// Services (the cluster DNS Service's selector finds the DNS pods) and Nodes
+/// (traffic between a pod and its own node is always allowed, which decides
+/// for a host-network DNS pod on the querying pod's node). EndpointSlices are
+/// not read: DNS pods are found by the Service's selector or their label,
+/// never through a Service address. `netverdict api` watches only these, so
+/// its RBAC role grants only these.
+pub const CLUSTER_KINDS: [ObjectKind; 5] = [
+    ObjectKind::Namespace,
+    ObjectKind::Pod,
+    ObjectKind::NetworkPolicy,
+    ObjectKind::Service,
+    ObjectKind::Node,
+];
 
 /// Pods isolated for egress whose policies deny DNS (UDP or TCP 53) to every
 /// cluster DNS pod, in `namespaces` (all when empty), sorted by namespace and

@@ -156,16 +156,19 @@ fn text(item: &StreamItem) -> String {
             message.rcode.name(),
             message.answers
         ),
+        Event::Nat { original_dst, .. } => format!("{head} nat original_dst={original_dst}"),
         Event::Drop {
             reason,
             reason_code,
+            location_symbol,
             dns,
             ..
         } => format!(
-            "{head} drop reason={}{}",
+            "{head} drop reason={} at={}{}",
             reason
                 .as_deref()
                 .map_or_else(|| reason_code.to_string(), str::to_string),
+            location_symbol.as_deref().unwrap_or("?"),
             dns.as_ref()
                 .and_then(|d| d.name.as_deref())
                 .map(|n| format!(" dns={n}"))

@@ -50,6 +50,15 @@ enum LabCommand {
         /// Leave this policy (`namespace/name`) unenforced.
         #[arg(long = "unenforced-policy")]
         unenforced_policies: Vec<String>,
+        /// How many nodes: node namespaces routed to each other, pods spread
+        /// over them (a pod whose spec.nodeName names a lab node goes there,
+        /// the others in turn: node-0, node-1, ...).
+        #[arg(long, default_value_t = 1)]
+        nodes: usize,
+        /// How NetworkPolicy is enforced: `nftables` (drop reason
+        /// NETFILTER_DROP) or `tc` (tc programs drop, as eBPF CNIs do).
+        #[arg(long, default_value = "nftables")]
+        enforcement: netverdict_lab::Enforcement,
     },
     /// List the labs on this machine (with state, or left over by a crash).
     List {
@@ -200,9 +209,13 @@ pub fn run(args: LabArgs) -> anyhow::Result<ExitCode> {
             no_dns,
             unenforced_namespaces,
             unenforced_policies,
+            nodes,
+            enforcement,
         } => {
             let mut options = LabOptions::new(&lab.name, server_command()?);
             options.dns = !no_dns;
+            options.nodes = nodes;
+            options.enforcement = enforcement;
             options.state_root = lab.state_root;
             options.unenforced = Unenforced {
                 namespaces: unenforced_namespaces.into_iter().collect(),
@@ -211,17 +224,22 @@ pub fn run(args: LabArgs) -> anyhow::Result<ExitCode> {
             let started = Instant::now();
             let l = Lab::up(&cluster, &options)?;
             println!(
-                "lab {} up: {} pods, {} policies in {:.2}s",
+                "lab {} up: {} pods on {} node(s), {} policies enforced by {} in {:.2}s",
                 l.name(),
                 l.pods().len(),
+                l.nodes().len(),
                 l.cluster().policy_count(),
+                l.state().enforcement.as_str(),
                 started.elapsed().as_secs_f64()
             );
-            for pod in l.pods() {
-                println!(
-                    "  {}/{} {} ({})",
-                    pod.namespace, pod.name, pod.ip, pod.netns
-                );
+            for (node, _) in l.namespaces_by_node() {
+                println!("  node {} {} ({})", node.name, node.ip, node.netns);
+                for pod in l.pods().into_iter().filter(|p| p.node == node.index) {
+                    println!(
+                        "    {}/{} {} ({})",
+                        pod.namespace, pod.name, pod.ip, pod.netns
+                    );
+                }
             }
             if let Some(dns) = &l.state().dns {
                 println!("  cluster DNS {} in {}", dns.service_ip, dns.pod);

@@ -287,6 +287,7 @@ pub fn build_filters(args: &FilterArgs) -> Result<Vec<pb::FlowFilter>> {
             vec![
                 pb::Mismatch::DroppedThoughAllowed as i32,
                 pb::Mismatch::AllowedThoughDenied as i32,
+                pb::Mismatch::NoAnswerThoughAllowed as i32,
             ]
         } else {
             Vec::new()

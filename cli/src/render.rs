@@ -150,6 +150,8 @@ pub fn flow_json(f: &pb::Flow) -> Value {
         "drop_reason": f.drop_reason,
         "drop_count": f.drop_count,
         "mismatch": mismatch(f.mismatch),
+        "observation_point": name_of::<pb::ObservationPoint>(f.observation_point),
+        "counted_elsewhere": f.counted_elsewhere,
         "dns": f.dns.as_ref().map(|d| json!({
             "id": d.id,
             "query": d.query,
@@ -184,6 +186,9 @@ pub fn flow_line(f: &pb::Flow) -> String {
     }
     if f.mismatch != pb::Mismatch::None as i32 {
         let _ = write!(line, "  MISMATCH {}", mismatch(f.mismatch));
+    }
+    if f.counted_elsewhere {
+        let _ = write!(line, "  (second observation, by {})", f.node_name);
     }
     if !f.denied_by.is_empty() {
         let _ = write!(line, "  denied by {}", policies(&f.denied_by));

@@ -132,6 +132,14 @@ enum_names!(pb::Mismatch, "mismatch", {
     None => "none",
     DroppedThoughAllowed => "dropped-though-allowed",
     AllowedThoughDenied => "allowed-though-denied",
+    NoAnswerThoughAllowed => "no-answer-though-allowed",
+});
+
+enum_names!(pb::ObservationPoint, "observation point", {
+    Unspecified => "unspecified",
+    Source => "source",
+    Destination => "destination",
+    Transit => "transit",
 });
 
 enum_names!(pb::EndpointKind, "endpoint kind", {
@@ -187,6 +195,7 @@ mod tests {
         check::<pb::TrafficDirection>("TRAFFIC_DIRECTION_");
         check::<pb::Protocol>("PROTOCOL_");
         check::<pb::Mismatch>("MISMATCH_");
+        check::<pb::ObservationPoint>("OBSERVATION_POINT_");
         check::<pb::EndpointKind>("ENDPOINT_KIND_");
         check::<pb::PolicyStatus>("POLICY_STATUS_");
     }

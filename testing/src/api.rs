@@ -16,7 +16,8 @@ use netverdict_cluster::SharedState;
 use netverdict_proto::v1 as pb;
 
 /// A server configuration on loopback: gRPC and `/metrics` on ports the
-/// system picks, a follow buffer of 4096, 5 s of shutdown grace.
+/// system picks, a follow buffer of 4096, 5 s of shutdown grace, the store's
+/// status checked every 50 ms.
 pub fn config() -> ApiConfig {
     config_on("127.0.0.1:0".parse().expect("an address"))
 }
@@ -28,6 +29,8 @@ pub fn config_on(listen: SocketAddr) -> ApiConfig {
         metrics_listen: Some("127.0.0.1:0".parse().expect("an address")),
         follow_buffer: 4096,
         shutdown_grace: Duration::from_secs(5),
+        // The store gauges of /metrics follow inserts within a test's wait.
+        store_check_interval: Duration::from_millis(50),
         ..Default::default()
     }
 }

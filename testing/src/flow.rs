@@ -159,6 +159,18 @@ impl FlowBuilder {
         self
     }
 
+    /// Where the node that observed the flow saw it.
+    pub fn observation_point(mut self, point: pb::ObservationPoint) -> Self {
+        self.flow.observation_point = point as i32;
+        self
+    }
+
+    /// Another node's record of the same connection is the one that counts.
+    pub fn counted_elsewhere(mut self) -> Self {
+        self.flow.counted_elsewhere = true;
+        self
+    }
+
     /// The verdict/outcome contradiction.
     pub fn mismatch(mut self, mismatch: pb::Mismatch) -> Self {
         self.flow.mismatch = mismatch as i32;
@@ -389,32 +401,44 @@ pub fn ago(secs: u64) -> SystemTime {
     SystemTime::now() - Duration::from_secs(secs)
 }
 
-/// One line on a flow, for failure messages: `shop/web-1 -> shop/api-1:8080
-/// tcp allowed established count=1 denied_by=[] dns=None`.
-pub fn describe(f: &pb::Flow) -> String {
-    fn who(e: &Option<pb::Endpoint>) -> String {
-        match e {
-            Some(e) if !e.pod_name.is_empty() => format!("{}/{}", e.namespace, e.pod_name),
-            Some(e) => e.ip.clone(),
-            None => "-".into(),
-        }
+/// The endpoint as a test names it: `namespace/pod`, else its IP (`-` when
+/// there is none).
+pub fn who(e: &Option<pb::Endpoint>) -> String {
+    match e {
+        Some(e) if !e.pod_name.is_empty() => format!("{}/{}", e.namespace, e.pod_name),
+        Some(e) => e.ip.clone(),
+        None => "-".into(),
     }
+}
+
+/// One line on a flow, for failure messages: id, node, endpoints, what
+/// policy and kernel said, counts, and where it was observed (`node-a/1/1
+/// node-a shop/web-1 -> shop/api-1:8080 Tcp Allowed Established None count=1
+/// drops=0 denied_by=[] dns=None Unspecified elsewhere=false`).
+pub fn describe(f: &pb::Flow) -> String {
     let denied_by: Vec<String> = f
         .denied_by
         .iter()
         .map(|r| format!("{}/{}", r.namespace, r.name))
         .collect();
     format!(
-        "{} {} -> {}:{} {:?} {:?} {:?} count={} denied_by={denied_by:?} dns={:?}",
+        "{} {} {} -> {}:{} {:?} {:?} {:?} {:?} count={} drops={} {} denied_by={denied_by:?} \
+         dns={:?} {:?} elsewhere={}",
         f.id,
+        f.node_name,
         who(&f.source),
         who(&f.destination),
         f.destination.as_ref().map(|d| d.port).unwrap_or_default(),
         f.protocol(),
         f.verdict(),
         f.outcome(),
+        f.mismatch(),
         f.count,
-        f.dns.as_ref().map(|d| &d.query)
+        f.drop_count,
+        f.drop_reason,
+        f.dns.as_ref().map(|d| &d.query),
+        f.observation_point(),
+        f.counted_elsewhere
     )
 }
 

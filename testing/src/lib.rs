@@ -5,7 +5,8 @@
 //! Always there:
 //! - [`flow`]: protobuf flows and endpoints (`flow("node-a/1/1").denied()...`);
 //! - [`wait`]: waiting on a condition with a deadline (never sleep-and-hope);
-//! - [`metrics`]: `GET /metrics` over HTTP, parsed into samples;
+//! - [`metrics`]: `GET /metrics` over HTTP, parsed into samples; [`http`]:
+//!   any other GET (`/healthz`, `/readyz`);
 //! - [`grpc`]: `GetFlows` and ingest `Push` streams over real sockets;
 //! - [`privileged`]: [`require_root`], the first line of every test that needs
 //!   root (eBPF, network namespaces, nftables);
@@ -17,16 +18,22 @@
 //!   guard, and a clickhouse-server process of the test's own;
 //! - `cluster`: [`objects`] (Kubernetes objects) and [`seed`] (the seed
 //!   guide's cluster);
+//! - `apiserver`: [`apiserver`], the in-process Kubernetes API server double
+//!   (the real list/watch protocol; every request recorded as the RBAC
+//!   access it needs), the one double of the test suite;
 //! - `collector`: [`observation`], correlated connections as the collector's
 //!   annotator takes them;
 //! - `lab`: [`lab`], a lab with a unique name, brought down by a guard.
 
 #[cfg(feature = "api")]
 pub mod api;
+#[cfg(feature = "apiserver")]
+pub mod apiserver;
 #[cfg(feature = "clickhouse")]
 pub mod clickhouse;
 pub mod flow;
 pub mod grpc;
+pub mod http;
 #[cfg(feature = "lab")]
 pub mod lab;
 pub mod metrics;

@@ -8,8 +8,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
 /// One answer of `/metrics`.
 #[derive(Debug, Clone)]
 pub struct Scrape {
@@ -23,31 +21,15 @@ pub struct Scrape {
     families: BTreeMap<String, String>,
 }
 
-/// GETs `/metrics` from `addr` over HTTP/1.1 and parses it.
+/// GETs `/metrics` from `addr` and parses it.
 pub async fn scrape(addr: SocketAddr) -> Scrape {
-    let mut conn = tokio::net::TcpStream::connect(addr)
-        .await
-        .unwrap_or_else(|e| panic!("connecting to the metrics endpoint {addr}: {e}"));
-    conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap_or_else(|e| panic!("GET {addr}/metrics: {e}"));
-    let mut raw = String::new();
-    conn.read_to_string(&mut raw)
-        .await
-        .unwrap_or_else(|e| panic!("reading {addr}/metrics: {e}"));
-    let (head, body) = raw
-        .split_once("\r\n\r\n")
-        .unwrap_or_else(|| panic!("{addr}/metrics: not an HTTP response: {raw:?}"));
-    assert!(head.starts_with("HTTP/1.1 200"), "{addr}/metrics: {head}");
-    let content_type = head
-        .lines()
-        .find_map(|l| {
-            let (name, value) = l.split_once(':')?;
-            name.eq_ignore_ascii_case("content-type")
-                .then(|| value.trim().to_ascii_lowercase())
-        })
-        .unwrap_or_default();
-    parse(content_type, body)
+    let response = crate::http::get(addr, "/metrics").await;
+    assert_eq!(
+        response.status, 200,
+        "{addr}/metrics answered {}: {}",
+        response.status, response.body
+    );
+    parse(response.content_type, &response.body)
 }
 
 /// Parses an exposition text (see the module doc for what fails).

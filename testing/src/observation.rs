@@ -6,12 +6,13 @@ use std::net::SocketAddr;
 use std::time::SystemTime;
 
 use netverdict_collector::annotate::Annotator;
-use netverdict_collector::correlate::{Observation, TrafficDirection};
+use netverdict_collector::correlate::{Observation, SeenBy, TrafficDirection};
 use netverdict_policy::{ClusterState, Protocol};
 use netverdict_proto::v1 as pb;
 
-/// An egress connection from `src` to `dst` (`ip:port`) seen at `at`, with
-/// this outcome: no Service backend, drops or DNS until the test sets them.
+/// An egress connection from `src` to `dst` (`ip:port`) seen at `at` by the
+/// initiator's socket, with this outcome: no Service backend, drops or DNS
+/// until the test sets them.
 pub fn observation(
     src: &str,
     dst: &str,
@@ -24,6 +25,7 @@ pub fn observation(
         last_seen: at,
         netns: 1,
         direction: TrafficDirection::Egress,
+        seen_by: SeenBy::InitiatorSocket,
         protocol,
         src: addr(src),
         dst: addr(dst),
@@ -31,6 +33,7 @@ pub fn observation(
         outcome,
         drops: 0,
         drop_reason: None,
+        drop_location: None,
         dns: None,
     }
 }

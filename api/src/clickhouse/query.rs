@@ -172,7 +172,7 @@ impl ClickHouseStore {
              sum(count) AS attempts, count() AS flows, \
              min(first_seen_ns) AS g_first_seen, max(last_seen_ns) AS g_last_seen, \
              argMax(reason, last_seen_ns) AS g_reason, argMax(outcome, last_seen_ns) AS g_outcome \
-             FROM {}.flows WHERE verdict = {}",
+             FROM {}.flows WHERE verdict = {} AND counted_elsewhere = 0",
             self.inner.db,
             enum_literal(pb::Verdict::Denied),
         ));
@@ -234,7 +234,7 @@ impl ClickHouseStore {
              arraySort(groupUniqArrayArray(if(verdict = {denied}, denied_by, emptyArrayString()))) AS denied, \
              argMax(egress_allows_cluster_dns, last_seen_ns) AS g_egress_dns, \
              argMax(if(verdict = {denied}, reason, ''), last_seen_ns) AS g_reason \
-             FROM {db}.flows WHERE has_dns = 1 \
+             FROM {db}.flows WHERE has_dns = 1 AND counted_elsewhere = 0 \
              AND (outcome IN ({dropped}, {no_answer}) \
              OR (dns_rcode != '' AND dns_rcode != 'NOERROR'))",
             db = self.inner.db,

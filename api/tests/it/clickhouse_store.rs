@@ -5,12 +5,16 @@
 //! `store_conformance`. Each test works in its own database, dropped by a
 //! guard.
 
+use std::time::Duration;
+
 use netverdict_api::clickhouse::latest_version;
 use netverdict_api::store::{FlowQuery, ReportQuery, Store};
 use netverdict_proto::v1 as pb;
 use netverdict_testing::clickhouse::TestDb;
-use netverdict_testing::flow;
 use netverdict_testing::flow::now_nanos;
+use netverdict_testing::{flow, wait_until};
+
+use crate::fixtures::both_ends;
 
 #[tokio::test]
 async fn migrations_are_idempotent() {
@@ -196,9 +200,10 @@ async fn the_store_metrics_count_what_it_inserted() {
         flow("a/1/2").at_nanos(base + 7).build(),
     ];
     store.insert(flows).await.unwrap();
-    let metrics = netverdict_api::metrics::ApiMetrics::for_store(&store)
-        .render(&store)
-        .await;
+    let status = store.status().await.unwrap();
+    let metrics = netverdict_api::metrics::ApiMetrics::for_store(&store);
+    metrics.record_status(Some(&status));
+    let metrics = metrics.encode();
     assert!(
         metrics.contains("netverdict_api_clickhouse_rows_inserted_total 2"),
         "{metrics}"
@@ -207,4 +212,116 @@ async fn the_store_metrics_count_what_it_inserted() {
         metrics.contains("netverdict_api_store_flows 2"),
         "{metrics}"
     );
+}
+
+/// The reports' side is in the conformance suite; here, the rollups.
+#[tokio::test]
+async fn a_connection_seen_at_both_ends_counts_once_in_reports_and_rollups() {
+    const N: usize = 7;
+    let db = TestDb::shared();
+    let store = db.connect().await;
+    let flows = both_ends(N, now_nanos() - 60_000_000_000);
+    store.insert(flows.clone()).await.unwrap();
+    let denied = store.denied(&ReportQuery::default()).await.unwrap();
+    assert_eq!(
+        denied.iter().map(|g| g.count).sum::<u64>(),
+        2 * N as u64,
+        "{denied:#?}"
+    );
+    // Every record is stored (both ends are there to look at)...
+    let stored = store.flows(&FlowQuery::default()).await.unwrap();
+    assert_eq!(stored.len(), 4 * N);
+    // ... and the rollups count each connection once, and every drop.
+    let sql = format!(
+        "SELECT (SELECT sum(flows) FROM {d}.flows_by_minute), \
+         (SELECT sum(drops) FROM {d}.flows_by_minute), \
+         (SELECT sum(flows) FROM {d}.denied_by_minute), \
+         (SELECT sum(flows) FROM {d}.dns_by_minute)",
+        d = db.name
+    );
+    let want = format!("{}\t{}\t{}\t{}\n", 2 * N, 2 * N, 2 * N, N);
+    let what = format!("the rollups to hold {want:?}");
+    wait_until(&what, Duration::from_secs(30), async || {
+        db.sql(&sql) == want
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn migration_5_brings_a_database_of_migrations_1_to_4_up_to_date() {
+    let db = TestDb::shared();
+    drop(db.connect().await);
+    let d = &db.name;
+    // Back to what migrations 1 to 4 made: no observation columns, three
+    // mismatches, views counting every record.
+    for table in ["flows_by_minute", "denied_by_minute", "dns_by_minute"] {
+        db.sql(&format!("DROP TABLE {d}.{table}_mv"));
+    }
+    db.sql(&format!(
+        "ALTER TABLE {d}.flows DROP COLUMN observation_point"
+    ));
+    db.sql(&format!(
+        "ALTER TABLE {d}.flows DROP COLUMN counted_elsewhere"
+    ));
+    let old = "Enum8('MISMATCH_NONE' = 0, 'MISMATCH_DROPPED_THOUGH_ALLOWED' = 1, \
+               'MISMATCH_ALLOWED_THOUGH_DENIED' = 2)";
+    for table in ["flows", "flows_by_minute"] {
+        db.sql(&format!(
+            "ALTER TABLE {d}.{table} MODIFY COLUMN mismatch {old}"
+        ));
+    }
+    db.sql(&format!(
+        "CREATE MATERIALIZED VIEW {d}.flows_by_minute_mv TO {d}.flows_by_minute AS \
+         SELECT toStartOfMinute(last_seen) AS minute, node, verdict, outcome, mismatch, \
+         drop_reason, protocol, src_group_namespace AS src_namespace, \
+         src_group_workload AS src_workload, dst_group_namespace AS dst_namespace, \
+         dst_group_workload AS dst_workload, dst_port, toUInt64(1) AS flows, \
+         count AS attempts, drop_count AS drops FROM {d}.flows"
+    ));
+    db.sql(&format!(
+        "ALTER TABLE {d}.schema_migrations DELETE WHERE version = 5"
+    ));
+    let version_5 = format!("SELECT count() FROM {d}.schema_migrations WHERE version = 5");
+    wait_until(
+        "the mutation to be done",
+        Duration::from_secs(30),
+        async || db.sql(&version_5) == "0\n",
+    )
+    .await;
+    let store = db.connect().await;
+    let columns = db.sql(&format!(
+        "SELECT name, type FROM system.columns WHERE database = '{d}' AND table = 'flows' \
+         AND name IN ('observation_point', 'counted_elsewhere', 'mismatch') ORDER BY name"
+    ));
+    assert!(columns.contains("counted_elsewhere\tUInt8"), "{columns}");
+    assert!(
+        columns.contains("OBSERVATION_POINT_DESTINATION\\' = 2"),
+        "{columns}"
+    );
+    assert!(
+        columns.contains("MISMATCH_NO_ANSWER_THOUGH_ALLOWED\\' = 3"),
+        "{columns}"
+    );
+    let at = now_nanos() - 30_000_000_000;
+    let weak = flow("node-0/9/1")
+        .at_nanos(at)
+        .mismatch(pb::Mismatch::NoAnswerThoughAllowed);
+    let second = flow("node-1/9/1").at_nanos(at).counted_elsewhere();
+    store
+        .insert(vec![weak.build(), second.build()])
+        .await
+        .unwrap();
+    let mismatches = format!(
+        "SELECT mismatch, sum(flows) FROM {d}.flows_by_minute \
+         WHERE mismatch != 'MISMATCH_NONE' GROUP BY mismatch"
+    );
+    let all = format!("SELECT sum(flows) FROM {d}.flows_by_minute");
+    wait_until(
+        "the recreated view to count records of account only",
+        Duration::from_secs(30),
+        async || {
+            db.sql(&mismatches) == "MISMATCH_NO_ANSWER_THOUGH_ALLOWED\t1\n" && db.sql(&all) == "1\n"
+        },
+    )
+    .await;
 }

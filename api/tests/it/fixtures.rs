@@ -28,3 +28,48 @@ pub fn payments_and_a_hostile_namespace(base: SystemTime, step: Duration) -> Vec
     flows.push(hostile.build());
     flows
 }
+
+/// `n` connections between two pods on two nodes, 1 s apart from `base`
+/// (nanoseconds since the epoch), each seen by both nodes' collectors: the
+/// source's record of account (no answer, denied) and the destination's
+/// second observation (its drops); and a DNS query of each, unanswered, seen
+/// at both ends too.
+pub fn both_ends(n: usize, base: i64) -> Vec<pb::Flow> {
+    let mut flows = Vec::new();
+    for i in 0..n {
+        let at = base + i as i64 * 1_000_000_000;
+        let source = flow(format!("node-0/1/{i}"))
+            .at_nanos(at)
+            .node("node-0")
+            .denied()
+            .outcome(pb::Outcome::NoAnswer)
+            .denied_by(["shop/api-ingress"])
+            .ingress(pb::DirectionVerdict {
+                status: pb::PolicyStatus::Denied as i32,
+                isolated: true,
+                ..Default::default()
+            })
+            .observation_point(pb::ObservationPoint::Source);
+        let destination = source
+            .clone()
+            .id(format!("node-1/1/{i}"))
+            .node("node-1")
+            .outcome(pb::Outcome::Dropped)
+            .drop_reason("TC_EGRESS")
+            .drop_count(2)
+            .observation_point(pb::ObservationPoint::Destination)
+            .counted_elsewhere();
+        let query = source
+            .clone()
+            .id(format!("node-0/2/{i}"))
+            .udp()
+            .dns("api.shop.svc.cluster.local", "A");
+        let seen_there = query
+            .clone()
+            .id(format!("node-1/2/{i}"))
+            .counted_elsewhere()
+            .observation_point(pb::ObservationPoint::Destination);
+        flows.extend([source, destination, query, seen_there].map(|f| f.build()));
+    }
+    flows
+}

@@ -5,6 +5,7 @@
 
 mod clickhouse_durability;
 mod clickhouse_filters;
+mod clickhouse_health;
 mod clickhouse_store;
 mod fixtures;
 mod ingest;

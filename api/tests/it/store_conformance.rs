@@ -3,8 +3,9 @@
 //! the ClickHouse store (a database of its own per test on the shared server).
 //! Each check takes a fresh, empty store and asserts what the interface
 //! promises: flows back exactly, oldest first; deduplication by id; filters,
-//! windows, limits and `first`; the denied and DNS failure reports; status;
-//! whole-batch refusal of a flow no store can take. A new store adds one line
+//! windows, limits and `first`; the denied and DNS failure reports (a
+//! connection seen at both ends counted once); status; whole-batch refusal of
+//! a flow no store can take. A new store adds one line
 //! at the bottom of this file.
 //!
 //! Store-specific behaviour stays with its store: migrations, rollups,
@@ -24,7 +25,7 @@ use netverdict_testing::clickhouse::TestDb;
 use netverdict_testing::flow::{FlowBuilder, now_nanos, policy_ref};
 use netverdict_testing::{flow, pod, world};
 
-use crate::fixtures::payments_and_a_hostile_namespace;
+use crate::fixtures::{both_ends, payments_and_a_hostile_namespace};
 
 /// One test per check for one store: `$fresh()` gives a fresh, empty store and
 /// what must live as long as it (a database guard).
@@ -58,6 +59,7 @@ macro_rules! store_conformance {
                 denied_flows_group_by_workloads_port_and_policies,
                 dns_failures_group_by_pod_and_name,
                 reports_take_namespaces_a_window_and_a_limit,
+                a_connection_seen_at_both_ends_counts_once_in_reports,
                 status_counts_flows_and_their_time_bounds,
                 a_batch_with_an_invalid_flow_is_refused_whole,
             ]
@@ -597,6 +599,34 @@ async fn reports_take_namespaces_a_window_and_a_limit<S: Store>(store: &S) {
         .await
         .unwrap();
     assert!(dns_elsewhere.is_empty(), "{dns_elsewhere:#?}");
+}
+
+async fn a_connection_seen_at_both_ends_counts_once_in_reports<S: Store>(store: &S) {
+    const N: usize = 7;
+    let flows = both_ends(N, now_nanos() - 60 * SECOND);
+    store.insert(flows).await.unwrap();
+    let denied = store.denied(&ReportQuery::default()).await.unwrap();
+    let attempts: u64 = denied.iter().map(|g| g.count).sum();
+    assert_eq!(attempts, 2 * N as u64, "{denied:#?}");
+    let records: u64 = denied.iter().map(|g| g.flows).sum();
+    assert_eq!(records, 2 * N as u64, "{denied:#?}");
+    assert!(
+        denied
+            .iter()
+            .all(|g| g.outcome == pb::Outcome::NoAnswer as i32),
+        "the source's records: {denied:#?}"
+    );
+    let dns = store.dns_failures(&ReportQuery::default()).await.unwrap();
+    assert_eq!(
+        dns.iter().map(|f| f.count).sum::<u64>(),
+        N as u64,
+        "{dns:#?}"
+    );
+    // Every record is stored: both ends are there to look at.
+    assert_eq!(
+        store.flows(&FlowQuery::default()).await.unwrap().len(),
+        4 * N
+    );
 }
 
 async fn status_counts_flows_and_their_time_bounds<S: Store>(store: &S) {

@@ -10,6 +10,7 @@ mod dashboards_support;
 mod export_ingest;
 mod policy_cli;
 mod query_cli;
+mod rbac;
 mod support;
 
 /// Tests that need root (eBPF probes, network namespaces, nftables).
@@ -17,4 +18,6 @@ mod privileged {
     mod collector_lab;
     mod demo;
     mod lab_cli;
+    mod rbac;
+    mod two_nodes;
 }

@@ -18,7 +18,7 @@ use netverdict_ebpf::{
 };
 use netverdict_proto::v1 as pb;
 use netverdict_testing::grpc::get_flows;
-use netverdict_testing::{api, free_addr, scrape, seed};
+use netverdict_testing::{api, free_addr, http, scrape, seed};
 use tokio::sync::mpsc;
 
 fn at(ms: u64) -> SystemTime {
@@ -71,6 +71,7 @@ fn attempt(
             reason_code: 12,
             len: 60,
             location: 0,
+            location_symbol: None,
             tcp_flags: 2,
             dns: None,
         });
@@ -183,8 +184,12 @@ async fn agent_replays_events_into_ring_observer_export_and_metrics() {
         .expect("the allowed record");
     assert_eq!(allowed.outcome(), pb::Outcome::Established);
 
-    // The same story in /metrics.
-    let m = scrape(agent.metrics_addr().expect("metrics served")).await;
+    // The same story in /metrics; /healthz (liveness) just answers.
+    let metrics_addr = agent.metrics_addr().expect("metrics served");
+    let health = http::get(metrics_addr, "/healthz").await;
+    assert_eq!((health.status, health.body.as_str()), (200, "ok\n"));
+    assert_eq!(http::get(metrics_addr, "/nope").await.status, 404);
+    let m = scrape(metrics_addr).await;
     assert!(
         m.content_type.starts_with("text/plain; version=0.0.4"),
         "{}",

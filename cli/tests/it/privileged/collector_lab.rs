@@ -19,7 +19,7 @@ use netverdict_collector::pipeline::{self, Pipeline, PipelineConfig};
 use netverdict_lab::Lab;
 use netverdict_policy::{ClusterState, PodKey, Protocol};
 use netverdict_proto::v1 as pb;
-use netverdict_testing::flow::describe_all;
+use netverdict_testing::flow::{describe_all, who};
 use netverdict_testing::grpc::get_flows;
 use netverdict_testing::lab::TestLab;
 use netverdict_testing::require_root;
@@ -43,14 +43,6 @@ fn lab_netns(lab: &Lab) -> rustc_hash::FxHashSet<u32> {
             meta.ino() as u32
         })
         .collect()
-}
-
-fn who(e: &Option<pb::Endpoint>) -> String {
-    match e {
-        Some(e) if !e.pod_name.is_empty() => format!("{}/{}", e.namespace, e.pod_name),
-        Some(e) => e.ip.clone(),
-        None => String::new(),
-    }
 }
 
 fn policies(refs: &[pb::PolicyRef]) -> Vec<String> {
@@ -398,7 +390,7 @@ async fn the_collector_command_serves_metrics_and_exits_cleanly_on_sigterm() {
             "--lab",
             name,
             "--node-name",
-            "cli-node",
+            "node-0",
             "--observer-listen",
             "127.0.0.1:0",
             "--metrics-listen",

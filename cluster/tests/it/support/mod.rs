@@ -1,20 +1,13 @@
-//! Test support of the cluster crate's tests: the Kubernetes API
-//! double ([`apiserver`]) and state comparison (object builders are
-//! `netverdict_testing::objects`).
-
-#![allow(
-    dead_code,
-    reason = "each test binary uses a different part of the support code"
-)]
-
-pub mod apiserver;
+//! Test support of the cluster crate's tests: comparing the state a source
+//! keeps with what the Kubernetes API double (`netverdict_testing::apiserver`)
+//! or the manifests hold (object builders are `netverdict_testing::objects`).
 
 use std::time::Duration;
 
 use netverdict_cluster::SharedState;
-use netverdict_policy::{ClusterState, K8sObject, Manifests};
+use netverdict_policy::{ClusterState, Manifests};
 
-pub use apiserver::FakeApiServer;
+pub use netverdict_testing::apiserver::FakeApiServer;
 
 /// Logs to the test output (`RUST_LOG` filters, default info of the cluster sources).
 pub fn init_tracing() {
@@ -73,15 +66,6 @@ pub fn expected_state(server: &FakeApiServer) -> ClusterState {
     let mut state = ClusterState::new();
     for object in manifests.objects {
         let _ = state.apply(&object.object);
-    }
-    state
-}
-
-/// Builds a state from objects (invalid ones left out).
-pub fn state_of(objects: &[K8sObject]) -> ClusterState {
-    let mut state = ClusterState::new();
-    for object in objects {
-        let _ = state.apply(object);
     }
     state
 }
