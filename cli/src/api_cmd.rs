@@ -38,7 +38,7 @@ pub struct ApiArgs {
     /// /metrics and /readyz (neither queries the store itself).
     #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
     store_check_interval: Duration,
-    /// The in-memory store's bound, in flow records.
+    /// The in-memory store's bound, in flow records (without --clickhouse).
     #[arg(long, default_value_t = 1_000_000)]
     memory_flows: usize,
     /// How many new flows a follower may fall behind before its stream ends.

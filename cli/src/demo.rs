@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result, bail};
-use clap::{Args, ValueEnum};
+use clap::Args;
 use netverdict_api::clickhouse::{ClickHouseConfig, ClickHouseStore};
 use netverdict_api::store::Store;
 use netverdict_api::{ApiConfig, MemoryConfig, MemoryStore};
@@ -31,6 +31,7 @@ use pb::observer_client::ObserverClient;
 use pb::query_client::QueryClient;
 use serde_json::{Value, json};
 
+use crate::output::{self, Output};
 use crate::render;
 
 #[derive(Args, Debug)]
@@ -49,9 +50,9 @@ pub struct DemoArgs {
     /// the source tree, lab/examples/seed).
     #[arg(long)]
     seed: Option<PathBuf>,
-    /// How to print: text for people, or one JSON document of every step.
-    #[arg(short, long, value_enum, default_value_t = DemoOutput::Text)]
-    output: DemoOutput,
+    /// How to print: text for people, or json (one JSON document of every step).
+    #[arg(short, long, value_parser = output::parser(output::PROSE), default_value = "text")]
+    output: Output,
     /// How many nodes the lab has (pods placed in turn); one collector per
     /// node, all exporting to the one API server.
     #[arg(long, default_value_t = 1)]
@@ -59,12 +60,6 @@ pub struct DemoArgs {
     /// How the lab enforces NetworkPolicy: nftables or tc.
     #[arg(long, default_value = "nftables")]
     enforcement: netverdict_lab::Enforcement,
-}
-
-#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
-enum DemoOutput {
-    Text,
-    Json,
 }
 
 /// The seed shipped in the source tree, or next to an installed binary.
@@ -105,7 +100,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
         }
     })?;
     let mut out = std::io::stdout().lock();
-    if args.output == DemoOutput::Json {
+    if args.output == Output::Json {
         serde_json::to_writer_pretty(&mut out, &report)?;
         writeln!(out)?;
     }
@@ -132,7 +127,7 @@ enum Expect {
 
 /// The whole scenario; returns the JSON report of every step.
 async fn demo<S: Store>(args: &DemoArgs, store: S) -> Result<Value> {
-    let text = args.output == DemoOutput::Text;
+    let text = args.output == Output::Text;
     let seed = args.seed.clone().unwrap_or_else(default_seed);
     let policy = |name: &str| seed.join("policies").join(format!("{name}.yaml"));
     let mut options = LabOptions::new(
@@ -271,9 +266,9 @@ async fn demo<S: Store>(args: &DemoArgs, store: S) -> Result<Value> {
         let (denied, dns) = reports(&server, step_start).await?;
         if text {
             println!("-- netverdict denied (this step):");
-            print!("{}", render::denied_table(&denied));
+            print!("{}", render::denied_table(&denied, true));
             println!("-- netverdict dns (this step):");
-            print!("{}", render::dns_table(&dns));
+            print!("{}", render::dns_table(&dns, true));
         }
         report.push(json!({
             "step": number,
@@ -305,12 +300,12 @@ async fn demo<S: Store>(args: &DemoArgs, store: S) -> Result<Value> {
     if text {
         println!("\n== The whole rollout: what an SRE would ask the API server");
         println!(
-            "$ netverdict denied --since {}s",
+            "$ netverdict denied -o wide --since {}s",
             started.elapsed().unwrap_or_default().as_secs() + 1
         );
-        print!("{}", render::denied_table(&denied));
-        println!("$ netverdict dns");
-        print!("{}", render::dns_table(&dns));
+        print!("{}", render::denied_table(&denied, true));
+        println!("$ netverdict dns -o wide");
+        print!("{}", render::dns_table(&dns, true));
         println!("\n== Tear down");
     }
     let mut exported: Option<(u64, u64)> = None;

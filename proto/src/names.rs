@@ -161,6 +161,15 @@ enum_names!(pb::PolicyStatus, "policy status", {
     Denied => "denied",
 });
 
+enum_names!(pb::FlowType, "flow type", {
+    Unspecified => "unspecified",
+    Allowed => "allowed",
+    Denied => "denied",
+    Dropped => "dropped",
+    Dns => "dns",
+    Mismatch => "mismatch",
+});
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -198,6 +207,7 @@ mod tests {
         check::<pb::ObservationPoint>("OBSERVATION_POINT_");
         check::<pb::EndpointKind>("ENDPOINT_KIND_");
         check::<pb::PolicyStatus>("POLICY_STATUS_");
+        check::<pb::FlowType>("FLOW_TYPE_");
     }
 
     #[test]

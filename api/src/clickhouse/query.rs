@@ -6,7 +6,7 @@ use netverdict_proto::v1 as pb;
 use prost::Message;
 
 use super::ClickHouseStore;
-use super::sql::{Sql, enum_literal, namespaces_either, predicate, time_range};
+use super::sql::{Sql, enum_literal, filter, predicate, time_range};
 use crate::store::{FlowQuery, ReportQuery, Result, StoreError, StoreStatus};
 
 /// The default number of report groups (`ReportRequest.limit` 0).
@@ -16,13 +16,12 @@ fn timestamp(ns: i64) -> prost_types::Timestamp {
     UnixNanos::from_nanos(ns).to_timestamp()
 }
 
+/// The report's window and its flow filter ([`ReportQuery::flow_filter`]).
 fn report_filter(sql: &mut Sql, q: &ReportQuery) {
     time_range(sql, &q.window);
-    if !q.namespaces.is_empty() {
-        sql.push(" AND (");
-        namespaces_either(sql, &q.namespaces);
-        sql.push(")");
-    }
+    sql.push(" AND (");
+    filter(sql, &q.flow_filter());
+    sql.push(")");
 }
 
 fn limit(q: &ReportQuery) -> usize {

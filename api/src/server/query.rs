@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use netverdict_proto::filter::LabelSelector;
 use netverdict_proto::v1 as pb;
 use pb::query_server::{Query, QueryServer};
 use tonic::{Request, Response, Status};
@@ -32,11 +33,19 @@ impl<S: Store> QueryService<S> {
     }
 }
 
-/// The store query of a report request.
+/// The store query of a report request; a bad value is INVALID_ARGUMENT
+/// naming the field and the value.
 pub fn report_query(req: &pb::ReportRequest) -> Result<ReportQuery, Status> {
+    let labels = req
+        .labels
+        .iter()
+        .map(|v| LabelSelector::parse("labels", v))
+        .collect::<Result<_, _>>()
+        .map_err(|e| Status::invalid_argument(e.to_string()))?;
     Ok(ReportQuery {
         window: request_window(req.since.as_ref(), req.until.as_ref())?,
         namespaces: req.namespace.clone(),
+        labels,
         limit: match req.limit {
             0 => DEFAULT_LIMIT,
             n => n as usize,
@@ -65,7 +74,7 @@ impl<S: Store> Query for QueryService<S> {
         request: Request<pb::ReportRequest>,
     ) -> Result<Response<pb::DnsReportResponse>, Status> {
         let query = report_query(request.get_ref())?;
-        let policy_gaps = dns_policy_gaps(&self.shared.cluster.read(), &query.namespaces);
+        let policy_gaps = dns_policy_gaps(&self.shared.cluster.read(), &query);
         let failures = self
             .shared
             .store

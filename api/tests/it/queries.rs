@@ -574,6 +574,20 @@ async fn bad_requests_name_the_field() {
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
     assert!(status.message().contains("since"), "{status}");
+    for bad in ["app in (", "x' OR 1=1 --"] {
+        let status = query
+            .dns_report(pb::ReportRequest {
+                labels: vec!["app=api".into(), bad.into()],
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        assert!(
+            status.message().contains("labels") && status.message().contains(&format!("{bad:?}")),
+            "{status}"
+        );
+    }
     assert!(matches!(
         netverdict_api::serve(
             ApiConfig {
@@ -662,7 +676,7 @@ items:
         state
     };
     let pods = |kinds: &[ObjectKind]| -> Vec<String> {
-        dns_policy_gaps(&state_of(kinds), &[])
+        dns_policy_gaps(&state_of(kinds), &Default::default())
             .into_iter()
             .map(|g| format!("{}/{}", g.namespace, g.pod))
             .collect()
