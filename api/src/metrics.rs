@@ -183,6 +183,12 @@ impl ApiMetrics {
         ApiMetrics { registry, ..m }
     }
 
+    /// Adds the gRPC port's TLS counters (`netverdict_api_tls_*`).
+    pub fn register_tls(&mut self, stats: Arc<netverdict_tls::server::TlsStats>) {
+        self.registry
+            .register_collector(Box::new(netverdict_tls::metrics::TlsCollector::new(stats)));
+    }
+
     /// Sets the store gauges from a status check (None: the check failed;
     /// the gauges keep their last values and the failure is counted).
     pub fn record_status(&self, status: Option<&StoreStatus>) {

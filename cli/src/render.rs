@@ -571,6 +571,8 @@ mod tests {
         pb::PolicyRef {
             namespace: ns.into(),
             name: name.into(),
+            kind: pb::PolicyKind::NetworkPolicy as i32,
+            tier: pb::PolicyTier::NetworkPolicy as i32,
         }
     }
 
@@ -719,8 +721,8 @@ mod tests {
             newest: None,
         };
         assert_eq!(
-            status_table("localhost:4245", &s),
-            "Server:      localhost:4245\n\
+            status_table("localhost:4255", &s),
+            "Server:      localhost:4255\n\
              Flows held:  12\n\
              Flows lost:  3\n\
              Oldest:      2023-11-14T22:13:20.000Z\n\

@@ -19,6 +19,14 @@
 //! for tests and demos (no sleeps): it returns once every open aggregation
 //! window is closed, its records are in the ring, and the exporter is done with
 //! them (acknowledged by the server, or counted as dropped).
+//!
+//! Security: the Observer serves TLS with [`AgentConfig::tls`] (files
+//! reloaded when they change) and admits only the group
+//! `netverdict:readers` when clients must present certificates; without
+//! mutual TLS it may listen only on a loopback address (the default,
+//! `127.0.0.1:4254`) unless [`AgentConfig::insecure`]. The exporter's TLS is
+//! in [`ExporterConfig`]; its certificate's CN must be the node name, since
+//! the API server accepts only that node's flows from it.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex as StdMutex};
@@ -34,6 +42,10 @@ use tokio::sync::{Mutex, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use netverdict_cluster::{ClusterHandle, SharedState, Source, SourceConfig, SourceMetrics};
+use netverdict_proto::ports;
+use netverdict_tls::authz::{READERS, RequireGroup};
+use netverdict_tls::server::TlsStats;
+use netverdict_tls::{ServerTls, ServerTlsFiles};
 
 use crate::export::{self, ExportCounters, ExportStats, Exporter, ExporterConfig, Flusher};
 use crate::metrics::Snapshot;
@@ -64,6 +76,25 @@ pub enum Error {
         addr: SocketAddr,
         #[source]
         source: std::io::Error,
+    },
+    /// The Observer may not listen there without mutual TLS.
+    #[error(transparent)]
+    Insecure(#[from] netverdict_tls::policy::Error),
+    /// The Observer's TLS files cannot be used.
+    #[error("the Observer's TLS: {0}")]
+    Tls(#[from] netverdict_tls::server::Error),
+    /// The exporter's certificate names another node than this one.
+    #[error(
+        "the client certificate {cert} is node {cn:?}'s but this collector is node {node:?}: the API \
+         server accepts only the flows of the node its certificate names"
+    )]
+    WrongNode {
+        /// The certificate file.
+        cert: String,
+        /// Its CN.
+        cn: String,
+        /// This collector's node name.
+        node: String,
     },
     /// A flush did not complete in time.
     #[error("flush not complete after {waited:?}: {pending}")]
@@ -102,11 +133,20 @@ pub struct AgentConfig {
     pub cluster: SourceConfig,
     /// Where kernel events come from.
     pub events: EventSource,
-    /// The API server's ingest endpoint (e.g. `http://netverdict-api:4245`),
-    /// with the exporter's tuning; None: no export.
+    /// The API server's ingest endpoint (e.g. `https://netverdict-api:4255`),
+    /// with the exporter's TLS and tuning; None: no export.
     pub export: Option<ExporterConfig>,
-    /// Where the Observer gRPC service listens; None: not served.
+    /// Where the Observer gRPC service listens; None: not served. Without
+    /// mutual TLS (`tls` with a client CA) it must be a loopback address,
+    /// unless `insecure`.
     pub observer_listen: Option<SocketAddr>,
+    /// The Observer's TLS: certificate, key and the CA of readers' client
+    /// certificates. None: plaintext.
+    pub tls: Option<ServerTlsFiles>,
+    /// How often the Observer's TLS files are checked for new content.
+    pub tls_reload_interval: Duration,
+    /// Allows the Observer on a non-loopback address without mutual TLS.
+    pub insecure: bool,
     /// Where `/metrics` is served over HTTP; None: not served.
     pub metrics_listen: Option<SocketAddr>,
     /// How many recent flows the ring keeps (overrides
@@ -121,16 +161,24 @@ pub struct AgentConfig {
 }
 
 impl AgentConfig {
-    /// Defaults: probes with their default configuration, no export, observer
-    /// on `0.0.0.0:4244`, metrics on `0.0.0.0:9965`, 10 000 flows in the ring.
+    /// Defaults: probes with their default configuration, no export, the
+    /// Observer in plaintext on `127.0.0.1:4254` ([`ports::COLLECTOR_OBSERVER`]),
+    /// metrics on `0.0.0.0:9967` ([`ports::COLLECTOR_METRICS`]), 10 000 flows
+    /// in the ring.
     pub fn new(node_name: impl Into<String>, cluster: Source) -> Self {
         AgentConfig {
             node_name: node_name.into(),
             cluster: SourceConfig::new(cluster),
             events: EventSource::Probes(netverdict_ebpf::Config::default()),
             export: None,
-            observer_listen: Some(SocketAddr::from(([0, 0, 0, 0], 4244))),
-            metrics_listen: Some(SocketAddr::from(([0, 0, 0, 0], 9965))),
+            observer_listen: Some(SocketAddr::from((
+                [127, 0, 0, 1],
+                ports::COLLECTOR_OBSERVER,
+            ))),
+            tls: None,
+            tls_reload_interval: netverdict_tls::server::DEFAULT_RELOAD_INTERVAL,
+            insecure: false,
+            metrics_listen: Some(SocketAddr::from(([0, 0, 0, 0], ports::COLLECTOR_METRICS))),
             ring_size: 10_000,
             pipeline: PipelineConfig::default(),
             flush_timeout: Duration::from_secs(10),
@@ -170,11 +218,43 @@ impl Agent {
             events,
             export,
             observer_listen,
+            tls,
+            tls_reload_interval,
+            insecure,
             metrics_listen,
             ring_size,
             mut pipeline,
             flush_timeout,
         } = config;
+        // Security settings first: they fail before anything starts.
+        if let Some(addr) = observer_listen {
+            netverdict_tls::policy::check_listen(
+                "collector's Observer",
+                addr,
+                tls.as_ref(),
+                insecure,
+            )?;
+        }
+        if let Some(cert) = export
+            .as_ref()
+            .and_then(|e| e.tls.as_ref())
+            .and_then(|t| t.cert.as_ref())
+        {
+            let identity = netverdict_tls::server::identity_of_file(cert)?;
+            if identity.name != node_name {
+                return Err(Error::WrongNode {
+                    cert: cert.display().to_string(),
+                    cn: identity.name,
+                    node: node_name,
+                });
+            }
+        }
+        let observer_tls = match (&tls, observer_listen) {
+            (Some(files), Some(_)) => {
+                Some(ServerTls::load(files.clone(), Some(tls_reload_interval)).await?)
+            }
+            _ => None,
+        };
         let (failure_tx, failure) = watch::channel(None::<String>);
         let failure_tx = Arc::new(failure_tx);
         let (stop_tx, stop) = watch::channel(false);
@@ -253,11 +333,15 @@ impl Agent {
 
         let observer = ObserverService::new(pipeline.clone());
         if let Some(listener) = observer_listener {
-            let server = observer.clone().into_server();
+            let server = tonic::service::interceptor::InterceptedService::new(
+                observer.clone().into_server(),
+                RequireGroup::new(READERS, "Observer"),
+            );
             let mut stop = stop.clone();
             let failure_tx = failure_tx.clone();
+            let tls = observer_tls.clone();
             tasks.push(tokio::spawn(async move {
-                let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+                let incoming = netverdict_tls::incoming(listener, tls);
                 let result = tonic::transport::Server::builder()
                     .add_service(server)
                     .serve_with_incoming_shutdown(incoming, async move {
@@ -278,6 +362,7 @@ impl Agent {
             export: exporter.as_ref().map(|(c, _, _)| c.clone()),
             source,
             observer: observer.clone(),
+            observer_tls: observer_tls.as_ref().map(ServerTls::stats),
         });
         if let Some(listener) = metrics_listener {
             tasks.push(tokio::spawn(serve_metrics(
@@ -290,6 +375,7 @@ impl Agent {
         tracing::info!(
             node = %node_name,
             observer = ?observer_addr,
+            observer_tls = observer_tls.is_some(),
             metrics = ?metrics_addr,
             exporting = exporter.is_some(),
             "collector started"
@@ -503,6 +589,7 @@ struct MetricsInputs {
     export: Option<Arc<ExportCounters>>,
     source: Option<(&'static str, Arc<SourceMetrics>)>,
     observer: ObserverService<Arc<Mutex<Pipeline>>>,
+    observer_tls: Option<Arc<TlsStats>>,
 }
 
 impl MetricsInputs {
@@ -526,6 +613,7 @@ impl MetricsInputs {
             ring_evictions,
             observer_lagged: self.observer.lagged(),
             nat,
+            observer_tls: self.observer_tls.as_ref().map(|s| s.snapshot()),
         }
     }
 }

@@ -43,7 +43,7 @@ pub struct Snapshot {
     /// The cluster source's name (`kube`, `manifests`) and counters.
     pub cluster: Option<(&'static str, MetricsSnapshot)>,
     /// Objects in the cluster state now, in [`KINDS`] order.
-    pub cluster_objects: [u64; 6],
+    pub cluster_objects: [u64; KINDS.len()],
     /// Flows in the ring now.
     pub ring_flows: u64,
     /// Flows evicted from the ring to make room.
@@ -52,6 +52,8 @@ pub struct Snapshot {
     pub observer_lagged: u64,
     /// Kernel NAT events that joined a connection, and those none claimed.
     pub nat: (u64, u64),
+    /// The Observer's TLS counters (None in plaintext).
+    pub observer_tls: Option<netverdict_tls::server::TlsStatsSnapshot>,
 }
 
 impl Snapshot {
@@ -66,14 +68,24 @@ impl Snapshot {
     }
 
     /// Counts the objects of each kind in `state`.
-    pub fn count_objects(state: &netverdict_policy::ClusterState) -> [u64; 6] {
-        let mut out = [0u64; 6];
+    pub fn count_objects(state: &netverdict_policy::ClusterState) -> [u64; KINDS.len()] {
+        let mut out = [0u64; KINDS.len()];
         out[kind_index(ObjectKind::Namespace)] = state.namespaces().len() as u64;
         out[kind_index(ObjectKind::Pod)] = state.pod_count() as u64;
         out[kind_index(ObjectKind::NetworkPolicy)] = state.policy_count() as u64;
         out[kind_index(ObjectKind::Service)] = state.services().len() as u64;
         out[kind_index(ObjectKind::EndpointSlice)] = state.endpoint_slices().len() as u64;
         out[kind_index(ObjectKind::Node)] = state.nodes().len() as u64;
+        for policy in state.admin_policies() {
+            let kind = match policy.key.kind() {
+                netverdict_policy::PolicyKind::AdminNetworkPolicy => ObjectKind::AdminNetworkPolicy,
+                netverdict_policy::PolicyKind::BaselineAdminNetworkPolicy => {
+                    ObjectKind::BaselineAdminNetworkPolicy
+                }
+                _ => ObjectKind::ClusterNetworkPolicy,
+            };
+            out[kind_index(kind)] += 1;
+        }
         out
     }
 }
@@ -316,6 +328,9 @@ impl Collector for Snapshot {
             "Observer follow streams ended because the follower fell behind.",
             one(self.observer_lagged),
         )?;
+        if let Some(tls) = self.observer_tls {
+            netverdict_tls::metrics::encode_stats(&mut e, "netverdict_collector_observer_", tls)?;
+        }
         Ok(())
     }
 }
@@ -370,7 +385,19 @@ impl Snapshot {
                 }),
             )?;
         }
-        let mut invalid = [0i64; 6];
+        gauges(
+            e,
+            "netverdict_collector_cluster_kind_not_installed",
+            "1 while the kind's CustomResourceDefinition is not installed (its list answers 404): \
+             the kind is watched again every minute, its policies are not evaluated.",
+            m.kinds.iter().map(|(kind, c)| {
+                (
+                    vec![("source", source), ("kind", kind_name(*kind))],
+                    i64::from(c.not_installed),
+                )
+            }),
+        )?;
+        let mut invalid = [0i64; KINDS.len()];
         for o in &m.invalid {
             invalid[kind_index(o.kind)] += 1;
         }

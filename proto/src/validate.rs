@@ -189,9 +189,11 @@ impl Check<'_> {
         self.enumeration::<pb::TrafficDirection>("traffic_direction", flow.traffic_direction);
         if let Some(d) = &flow.egress {
             self.enumeration::<pb::PolicyStatus>("egress.status", d.status);
+            self.enumeration::<pb::PolicyTier>("egress.tier", d.tier);
         }
         if let Some(d) = &flow.ingress {
             self.enumeration::<pb::PolicyStatus>("ingress.status", d.status);
+            self.enumeration::<pb::PolicyTier>("ingress.tier", d.tier);
         }
         Ok(())
     }

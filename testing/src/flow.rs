@@ -362,7 +362,7 @@ impl From<EndpointBuilder> for Option<pb::Endpoint> {
     }
 }
 
-/// A policy reference from `"namespace/name"`.
+/// A reference to the NetworkPolicy `"namespace/name"`.
 pub fn policy_ref(policy: &str) -> pb::PolicyRef {
     let (namespace, name) = policy
         .split_once('/')
@@ -370,6 +370,8 @@ pub fn policy_ref(policy: &str) -> pb::PolicyRef {
     pb::PolicyRef {
         namespace: namespace.into(),
         name: name.into(),
+        kind: pb::PolicyKind::NetworkPolicy as i32,
+        tier: pb::PolicyTier::NetworkPolicy as i32,
     }
 }
 

@@ -10,6 +10,7 @@
 //! - [`grpc`]: `GetFlows` and ingest `Push` streams over real sockets;
 //! - [`privileged`]: [`require_root`], the first line of every test that needs
 //!   root (eBPF, network namespaces, nftables);
+//! - [`openssl`]: certificates made by the `openssl` CLI;
 //! - [`free_addr`]: a loopback address nothing listens on.
 //!
 //! Behind features (so a crate's tests compile only what they use):
@@ -23,7 +24,9 @@
 //!   access it needs), the one double of the test suite;
 //! - `collector`: [`observation`], correlated connections as the collector's
 //!   annotator takes them;
-//! - `lab`: [`lab`], a lab with a unique name, brought down by a guard.
+//! - `lab`: [`lab`], a lab with a unique name, brought down by a guard;
+//! - `tls`: [`tls`], a CA in a temporary directory issuing the API
+//!   server's, a collector's and a reader's certificates.
 
 #[cfg(feature = "api")]
 pub mod api;
@@ -41,9 +44,12 @@ pub mod metrics;
 pub mod objects;
 #[cfg(feature = "collector")]
 pub mod observation;
+pub mod openssl;
 pub mod privileged;
 #[cfg(feature = "cluster")]
 pub mod seed;
+#[cfg(feature = "tls")]
+pub mod tls;
 pub mod wait;
 
 pub use flow::{FlowBuilder, flow, pod, world};

@@ -16,7 +16,9 @@
 //! - Queries (`query.rs`) compile `FlowFilter`s into SQL with bound values
 //!   (`sql.rs`) and group the reports in SQL.
 //! - [`ClickHouseStats`] counts inserts, spooling and query latency.
+//! - `https.rs`: the HTTP client for `https://` URLs (TLS with a CA file).
 
+mod https;
 mod query;
 mod row;
 mod schema;
@@ -36,7 +38,7 @@ use netverdict_proto::validate::check_storable;
 use tokio::sync::{mpsc, oneshot};
 
 pub use query::DEFAULT_REPORT_LIMIT;
-pub use schema::{ServerFeatures, latest_version};
+pub use schema::{ServerFeatures, latest_version, migration_versions};
 pub use stats::{ClickHouseStats, Histogram, LATENCY_BUCKETS};
 
 use crate::store::{FlowQuery, InsertOutcome, ReportQuery, Result, Store, StoreError, StoreStatus};
@@ -44,8 +46,12 @@ use crate::store::{FlowQuery, InsertOutcome, ReportQuery, Result, Store, StoreEr
 /// How to reach ClickHouse and how to write to it.
 #[derive(Debug, Clone)]
 pub struct ClickHouseConfig {
-    /// The HTTP interface, e.g. `http://127.0.0.1:8123`.
+    /// The HTTP interface, e.g. `http://127.0.0.1:8123`, or
+    /// `https://clickhouse.example:8443` for TLS.
     pub url: String,
+    /// For an `https://` URL, the CA file (PEM) the server's certificate must
+    /// chain to; None: the system's CA certificates.
+    pub ca_file: Option<PathBuf>,
     /// The database holding netverdict's tables (created if missing);
     /// letters, digits and `_`.
     pub database: String,
@@ -80,6 +86,7 @@ impl Default for ClickHouseConfig {
     fn default() -> Self {
         ClickHouseConfig {
             url: "http://127.0.0.1:8123".into(),
+            ca_file: None,
             database: "netverdict".into(),
             user: "default".into(),
             password: String::new(),
@@ -140,10 +147,18 @@ impl ClickHouseConfig {
 }
 
 /// A ClickHouse error with what we were doing.
+/// The message carries the error's causes too (an HTTPS connection refused
+/// for an untrusted certificate says so, not only "client error").
 pub(crate) fn ch_error(context: &str, e: clickhouse::error::Error) -> StoreError {
+    let mut message = format!("{context}: {e}");
+    let mut cause = std::error::Error::source(&e);
+    while let Some(c) = cause {
+        message.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
     StoreError::Backend {
         backend: "clickhouse",
-        message: format!("{context}: {e}"),
+        message,
     }
 }
 
@@ -201,7 +216,7 @@ impl ClickHouseStore {
 
     async fn open(config: ClickHouseConfig, wait_for_server: bool) -> Result<ClickHouseStore> {
         config.validate()?;
-        let mut server = Client::default()
+        let mut server = https::client(&config)?
             .with_url(&config.url)
             .with_user(&config.user)
             .with_validation(false)

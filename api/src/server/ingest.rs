@@ -67,7 +67,11 @@ impl<S: Store> Ingest for IngestService<S> {
         &self,
         request: Request<Streaming<pb::FlowBatch>>,
     ) -> Result<Response<AckStream>, Status> {
-        let peer = request.remote_addr();
+        let peer = netverdict_tls::Peer::of(&request).map(|p| p.addr);
+        // The node a collector's certificate binds its pushes to (none when
+        // the connection is not authenticated by certificate).
+        let bound_node = netverdict_tls::authz::bound_node(netverdict_tls::Peer::of(&request))
+            .map(str::to_string);
         let mut inbound = request.into_inner();
         let shared = self.shared.clone();
         let (tx, rx) = mpsc::channel(16);
@@ -125,6 +129,13 @@ impl<S: Store> Ingest for IngestService<S> {
                     {
                         match message {
                             Ok(Some(batch)) => {
+                                if let Some(bound) = &bound_node
+                                    && let Err(status) = super::authz::check_batch(bound, &batch)
+                                {
+                                    tracing::warn!(?peer, %status, "ingest refused");
+                                    let _ = tx.send(Err(status)).await;
+                                    return;
+                                }
                                 if node != batch.node_name {
                                     node.clone_from(&batch.node_name);
                                     tracing::info!(node, ?peer, "collector connected");

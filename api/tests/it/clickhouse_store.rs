@@ -7,11 +7,12 @@
 
 use std::time::Duration;
 
-use netverdict_api::clickhouse::latest_version;
+use netverdict_api::clickhouse::migration_versions;
 use netverdict_api::store::{FlowQuery, ReportQuery, Store};
+use netverdict_proto::filter::FilterSet;
 use netverdict_proto::v1 as pb;
 use netverdict_testing::clickhouse::TestDb;
-use netverdict_testing::flow::now_nanos;
+use netverdict_testing::flow::{direction, now_nanos};
 use netverdict_testing::{flow, wait_until};
 
 use crate::fixtures::both_ends;
@@ -26,7 +27,8 @@ async fn migrations_are_idempotent() {
         "SELECT version, count() FROM {}.schema_migrations GROUP BY version ORDER BY version",
         db.name
     ));
-    let expected: String = (1..=latest_version())
+    let expected: String = migration_versions()
+        .into_iter()
         .filter(|v| *v != 3 || second.features().unwrap().skip_indexes)
         .map(|v| format!("{v}\t1\n"))
         .collect();
@@ -158,6 +160,84 @@ async fn migration_4_gives_rows_stored_before_it_their_group_kind() {
         db.name
     ));
     assert_eq!(stored, "ENDPOINT_KIND_POD\n");
+}
+
+#[tokio::test]
+async fn migration_6_gives_rows_stored_before_it_their_tier() {
+    let db = TestDb::shared();
+    let base = now_nanos() - 60_000_000_000;
+    let denied = flow("node-a/1/1")
+        .at_nanos(base)
+        .denied()
+        .ingress(pb::DirectionVerdict {
+            status: pb::PolicyStatus::Denied as i32,
+            tier: pb::PolicyTier::NetworkPolicy as i32,
+            ..Default::default()
+        })
+        .egress(direction(pb::PolicyStatus::NotIsolated))
+        .build();
+    {
+        let store = db.connect().await;
+        store.insert(vec![denied]).await.unwrap();
+    }
+    // The database as it was before migration 6.
+    for sql in [
+        format!("ALTER TABLE {}.flows DROP COLUMN egress_tier", db.name),
+        format!("ALTER TABLE {}.flows DROP COLUMN ingress_tier", db.name),
+        format!("DROP TABLE {}.schema_migrations", db.name),
+    ] {
+        db.sql(&sql);
+    }
+    let store = db.connect().await;
+    let tiers = db.sql(&format!(
+        "SELECT toString(egress_tier), toString(ingress_tier) FROM {}.flows",
+        db.name
+    ));
+    assert_eq!(
+        tiers,
+        "POLICY_TIER_UNSPECIFIED\tPOLICY_TIER_NETWORK_POLICY\n"
+    );
+    // New rows store the tier, an admin one included, and its policy as Kind/name.
+    let admin = flow("node-a/2/1")
+        .at_nanos(base + 20)
+        .denied()
+        .egress(pb::DirectionVerdict {
+            status: pb::PolicyStatus::Denied as i32,
+            tier: pb::PolicyTier::Admin as i32,
+            ..Default::default()
+        })
+        .with(|f| {
+            f.denied_by = vec![pb::PolicyRef {
+                name: "deny-tenant".into(),
+                kind: pb::PolicyKind::AdminNetworkPolicy as i32,
+                tier: pb::PolicyTier::Admin as i32,
+                ..Default::default()
+            }]
+        })
+        .build();
+    store.insert(vec![admin]).await.unwrap();
+    let stored = db.sql(&format!(
+        "SELECT toString(egress_tier), denied_by FROM {}.flows WHERE id = 'node-a/2/1'",
+        db.name
+    ));
+    assert_eq!(
+        stored,
+        "POLICY_TIER_ADMIN\t['AdminNetworkPolicy/deny-tenant']\n"
+    );
+    // The policy filter finds it by that name.
+    let filter = pb::FlowFilter {
+        policy: vec!["AdminNetworkPolicy/deny-tenant".into()],
+        ..Default::default()
+    };
+    let found = store
+        .flows(&FlowQuery {
+            filters: FilterSet::compile(&[filter], &[]).unwrap(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].id, "node-a/2/1");
 }
 
 #[tokio::test]

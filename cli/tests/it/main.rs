@@ -12,6 +12,7 @@ mod policy_cli;
 mod query_cli;
 mod rbac;
 mod support;
+mod tls_cli;
 
 /// Tests that need root (eBPF probes, network namespaces, nftables).
 mod privileged {

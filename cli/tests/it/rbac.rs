@@ -21,7 +21,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc as std_mpsc;
 use std::time::{Duration, Instant};
 
-use netverdict_testing::apiserver::{Access, FakeApiServer};
+use netverdict_testing::apiserver::{Access, CRD_PATHS, FakeApiServer};
 use serde_json::{Value, json};
 
 const NAMESPACE: &str = "netverdict";
@@ -228,6 +228,17 @@ fn populate(server: &FakeApiServer) {
     for (path, object) in objects {
         server.apply_value(path, object);
     }
+    // A cluster with the network-policy-api CRDs (without them, the lists
+    // answer 404 and the kinds are never watched).
+    server.install_crds(true);
+    server.apply_value(
+        CRD_PATHS[0],
+        json!({
+            "metadata": {"name": "deny-tenant"},
+            "spec": {"priority": 1, "subject": {"namespaces": {}},
+                     "egress": [{"action": "Deny", "to": [{"networks": ["203.0.113.0/24"]}]}]},
+        }),
+    );
 }
 
 /// A `netverdict` process whose stderr is read on a thread.

@@ -1,9 +1,10 @@
 //! The collector crate's integration tests, in one binary: the agent on
-//! replayed events, annotation, export, the observer and recycled pod IPs,
-//! one module each.
+//! replayed events, annotation, export, the observer (over mutual TLS too)
+//! and recycled pod IPs, one module each.
 
 mod agent;
 mod annotate;
 mod export;
 mod observer;
+mod observer_tls;
 mod recycled_ip;

@@ -133,6 +133,7 @@ fn filter_flows() -> Vec<pb::Flow> {
     f.denied_by.push(pb::PolicyRef {
         namespace: "db".into(),
         name: "deny-all".into(),
+        ..Default::default()
     });
     // 3: UDP DNS to kube-dns on 53, from node-b.
     let f = &mut flows[2];
@@ -154,6 +155,7 @@ fn filter_flows() -> Vec<pb::Flow> {
     f.allowed_by.push(pb::PolicyRef {
         namespace: "shop".into(),
         name: "allow-web".into(),
+        ..Default::default()
     });
     // 5: other addresses, from namespace web.
     let f = &mut flows[4];

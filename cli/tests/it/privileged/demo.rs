@@ -1,7 +1,8 @@
 //! `netverdict demo` end to end (as root): the seed's lab, the real eBPF probes,
 //! the collector and the API server in one process, through the embedded store
-//! and through ClickHouse. The JSON report of every step must hold exactly the
-//! denied flows, policies and DNS names the seed's rollout produces.
+//! (over mutual TLS) and through ClickHouse (plaintext). The JSON report of
+//! every step must hold exactly the denied flows, policies and DNS names the
+//! seed's rollout produces.
 
 use std::collections::BTreeSet;
 use std::process::Command;
@@ -277,14 +278,20 @@ fn check(report: &Value) {
     assert_eq!(report["exported"]["dropped"], 0, "{:#}", report["exported"]);
 }
 
+/// The embedded store, with every gRPC connection over mutual TLS
+/// (certificates made by the demo in a fresh directory).
 #[test]
-fn the_demo_through_the_embedded_store() {
+fn the_demo_through_the_embedded_store_over_mutual_tls() {
     if !require_root() {
         return;
     }
+    let certs = tempfile::tempdir().unwrap();
+    let dir = certs.path().to_str().unwrap();
     let lab = TestLab::new("demo");
-    let report = run_demo(lab.name(), &[]);
+    let report = run_demo(lab.name(), &["--tls-dir", dir]);
     assert_eq!(report["store"], "memory");
+    assert_eq!(report["tls"], true);
+    assert!(certs.path().join("collector-lab-node/tls.crt").exists());
     check(&report);
 }
 
@@ -325,6 +332,7 @@ fn the_demo_through_clickhouse() {
         &["--clickhouse", &url, "--clickhouse-database", database],
     );
     assert_eq!(report["store"], "clickhouse");
+    assert_eq!(report["tls"], false);
     check(&report);
     // Every acknowledged flow is in ClickHouse, once.
     let text = db.sql(&format!(
