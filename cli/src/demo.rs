@@ -11,9 +11,9 @@
 //! API server's incident reports, fetched over gRPC like `netverdict denied`
 //! and `netverdict dns`. The lab is torn down at the end, even on failure.
 //! With `--tls-dir` every gRPC connection of the demo is mutual TLS, with the
-//! certificates of `netverdict certs` (made there for node `lab-node` if
-//! missing): the exporter as the collector of `lab-node`, the reports as a
-//! reader.
+//! certificates of `netverdict certs` (made there for the lab's nodes,
+//! `node-0`..., if missing): each exporter as its node's collector, the
+//! reports as a reader.
 
 use std::io::Write;
 use std::net::IpAddr;
@@ -65,7 +65,7 @@ pub struct DemoArgs {
     #[arg(long, default_value = "nftables")]
     enforcement: netverdict_lab::Enforcement,
     /// Run every gRPC connection over mutual TLS with the certificates of
-    /// `netverdict certs --out DIR --nodes lab-node,...` (one per lab node;
+    /// `netverdict certs --out DIR --nodes node-0,...` (one per lab node;
     /// made there if missing; a CA in DIR is reused).
     #[arg(long, value_name = "DIR")]
     tls_dir: Option<PathBuf>,

@@ -220,14 +220,18 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .context("starting the async runtime")
 }
 
-/// The server to connect to, checked against the TLS rules.
-fn target(server: &ServerArgs) -> Result<netverdict_tls::Target> {
-    let address = server
+/// The server's address as given (or the default API server).
+fn address(server: &ServerArgs) -> String {
+    server
         .server
         .clone()
-        .unwrap_or_else(|| format!("localhost:{}", netverdict_proto::ports::API_GRPC));
+        .unwrap_or_else(|| format!("localhost:{}", netverdict_proto::ports::API_GRPC))
+}
+
+/// The server to connect to, checked against the TLS rules.
+fn target(server: &ServerArgs) -> Result<netverdict_tls::Target> {
     netverdict_tls::Target::new(
-        &address,
+        &address(server),
         netverdict_proto::ports::API_GRPC,
         server.tls.files()?,
         server.tls.insecure,
@@ -333,7 +337,7 @@ pub fn mismatches(args: MismatchesArgs) -> Result<()> {
 
 /// What a server (the API server or a collector's observer) holds and has lost.
 pub fn status(args: StatusArgs) -> Result<()> {
-    let server = target(&args.server)?.to_string();
+    let server = address(&args.server);
     let status = runtime()?.block_on(async {
         let mut client = ObserverClient::new(channel(&args.server).await?);
         let r = client

@@ -29,13 +29,14 @@
 //! the API server accepts only that node's flows from it.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use netverdict_ebpf::{LossCounters, StreamError, StreamItem};
 use tokio::net::TcpListener;
 use tokio::sync::{Mutex, mpsc, oneshot, watch};
@@ -158,6 +159,9 @@ pub struct AgentConfig {
     /// How long [`AgentHandle::flush`] and the final flush of
     /// [`AgentHandle::shutdown`] wait for the exporter.
     pub flush_timeout: Duration,
+    /// How long a client of `/metrics` and `/healthz` may take to send its
+    /// request's headers before the connection is closed.
+    pub http_header_timeout: Duration,
 }
 
 impl AgentConfig {
@@ -182,6 +186,7 @@ impl AgentConfig {
             ring_size: 10_000,
             pipeline: PipelineConfig::default(),
             flush_timeout: Duration::from_secs(10),
+            http_header_timeout: Duration::from_secs(10),
         }
     }
 
@@ -225,6 +230,7 @@ impl Agent {
             ring_size,
             mut pipeline,
             flush_timeout,
+            http_header_timeout,
         } = config;
         // Security settings first: they fail before anything starts.
         if let Some(addr) = observer_listen {
@@ -316,7 +322,9 @@ impl Agent {
         // The pipeline.
         pipeline.node_name = node_name.clone();
         pipeline.ring_capacity = ring_size;
-        let pipeline = Arc::new(Mutex::new(Pipeline::new(pipeline, state.clone())));
+        let pipeline = Pipeline::new(pipeline, state.clone());
+        let ring = pipeline.ring().reader();
+        let pipeline = Arc::new(Mutex::new(pipeline));
         let (control, control_rx) = mpsc::channel(16);
         let pipeline_task = {
             let pipeline = pipeline.clone();
@@ -331,8 +339,10 @@ impl Agent {
             })
         };
 
-        let observer = ObserverService::new(pipeline.clone());
+        let observer = ObserverService::new(ring);
+        let accept_errors = Arc::new(AcceptErrors::default());
         if let Some(listener) = observer_listener {
+            let errors = accept_errors.observer.clone();
             let server = tonic::service::interceptor::InterceptedService::new(
                 observer.clone().into_server(),
                 RequireGroup::new(READERS, "Observer"),
@@ -341,7 +351,7 @@ impl Agent {
             let failure_tx = failure_tx.clone();
             let tls = observer_tls.clone();
             tasks.push(tokio::spawn(async move {
-                let incoming = netverdict_tls::incoming(listener, tls);
+                let incoming = netverdict_tls::server::incoming_counted(listener, tls, errors);
                 let result = tonic::transport::Server::builder()
                     .add_service(server)
                     .serve_with_incoming_shutdown(incoming, async move {
@@ -363,11 +373,14 @@ impl Agent {
             source,
             observer: observer.clone(),
             observer_tls: observer_tls.as_ref().map(ServerTls::stats),
+            accept_errors,
+            http_connections_refused: AtomicU64::new(0),
         });
         if let Some(listener) = metrics_listener {
             tasks.push(tokio::spawn(serve_metrics(
                 listener,
                 inputs.clone(),
+                http_header_timeout,
                 stop.clone(),
             )));
         }
@@ -588,19 +601,32 @@ struct MetricsInputs {
     losses: Arc<StdMutex<Option<LossCounters>>>,
     export: Option<Arc<ExportCounters>>,
     source: Option<(&'static str, Arc<SourceMetrics>)>,
-    observer: ObserverService<Arc<Mutex<Pipeline>>>,
+    observer: ObserverService,
     observer_tls: Option<Arc<TlsStats>>,
+    /// Failed accepts of the servers.
+    accept_errors: Arc<AcceptErrors>,
+    /// Metrics connections closed at once because [`MAX_HTTP_CONNECTIONS`]
+    /// were open.
+    http_connections_refused: AtomicU64,
+}
+
+/// Accepts that failed (EMFILE, ENFILE, ENOMEM...), by server.
+#[derive(Debug, Default)]
+struct AcceptErrors {
+    metrics: AtomicU64,
+    observer: Arc<AtomicU64>,
 }
 
 impl MetricsInputs {
     async fn snapshot(&self) -> Snapshot {
-        let (counters, ring_flows, ring_evictions, nat) = {
+        let (counters, ring_flows, ring_evictions, nat, held) = {
             let p = self.pipeline.lock().await;
             (
                 p.counters().clone(),
                 p.ring().len() as u64,
                 p.ring().evicted(),
                 (p.correlation().nat_joined, p.correlation().nat_unclaimed),
+                p.held(),
             )
         };
         Snapshot {
@@ -614,6 +640,12 @@ impl MetricsInputs {
             observer_lagged: self.observer.lagged(),
             nat,
             observer_tls: self.observer_tls.as_ref().map(|s| s.snapshot()),
+            held,
+            accept_errors: (
+                self.accept_errors.metrics.load(Ordering::Relaxed),
+                self.accept_errors.observer.load(Ordering::Relaxed),
+            ),
+            http_connections_refused: self.http_connections_refused.load(Ordering::Relaxed),
         }
     }
 }
@@ -671,26 +703,84 @@ async fn follow_cluster(
     }
 }
 
+/// Where an HTTP server's connections come from: a [`TcpListener`], or in
+/// tests one whose `accept` fails.
+trait Accept: Send + 'static {
+    /// A connection.
+    type Conn: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static;
+    /// The next connection, or why there is none now (EMFILE...).
+    fn accept(&mut self) -> impl Future<Output = std::io::Result<Self::Conn>> + Send;
+}
+
+impl Accept for TcpListener {
+    type Conn = tokio::net::TcpStream;
+
+    async fn accept(&mut self) -> std::io::Result<Self::Conn> {
+        TcpListener::accept(self).await.map(|(stream, _)| stream)
+    }
+}
+
+/// Most connections the metrics server keeps open at once; more are closed
+/// at once (counted): Prometheus and the kubelet's probes need a few.
+const MAX_HTTP_CONNECTIONS: usize = 64;
+
+/// The first pause after a failed accept; it doubles up to
+/// [`ACCEPT_BACKOFF_MAX`] while accepts keep failing.
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
+/// The longest pause after failed accepts.
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// The next connection from `listener`. A failing accept (out of file
+/// descriptors: EMFILE, ENFILE, ENOMEM...) is counted in `errors`, logged as
+/// `server`'s, and followed by a pause that doubles from
+/// [`ACCEPT_BACKOFF_MIN`] to [`ACCEPT_BACKOFF_MAX`] while accepts keep
+/// failing, rather than retried at once (a spin: the pending connection stays
+/// ready).
+async fn accept_with_backoff<L: Accept>(
+    listener: &mut L,
+    errors: &AtomicU64,
+    server: &'static str,
+) -> L::Conn {
+    let mut backoff = ACCEPT_BACKOFF_MIN;
+    loop {
+        match listener.accept().await {
+            Ok(conn) => return conn,
+            Err(e) => {
+                errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, pause = ?backoff, "{server}: accept failed");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
+            }
+        }
+    }
+}
+
 /// Serves `GET /metrics` and `/healthz` (anything else is 404) until the agent
-/// stops.
+/// stops. Accepts go through [`accept_with_backoff`]; a client gets
+/// `header_timeout` to send its request's headers; at most
+/// [`MAX_HTTP_CONNECTIONS`] connections are served at once.
 async fn serve_metrics(
-    listener: TcpListener,
+    mut listener: impl Accept,
     inputs: Arc<MetricsInputs>,
+    header_timeout: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
+    let open = Arc::new(tokio::sync::Semaphore::new(MAX_HTTP_CONNECTIONS));
     loop {
-        let (stream, _) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(conn) => conn,
-                Err(e) => {
-                    tracing::warn!(error = %e, "metrics: accept failed");
-                    continue;
-                }
-            },
+        let stream = tokio::select! {
+            conn = accept_with_backoff(&mut listener, &inputs.accept_errors.metrics, "metrics") => conn,
             () = until_stopped(&mut stop) => return,
+        };
+        let Ok(permit) = open.clone().try_acquire_owned() else {
+            inputs
+                .http_connections_refused
+                .fetch_add(1, Ordering::Relaxed);
+            drop(stream);
+            continue;
         };
         let inputs = inputs.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             let service = hyper::service::service_fn(move |request: Request<_>| {
                 let inputs = inputs.clone();
                 async move {
@@ -698,6 +788,8 @@ async fn serve_metrics(
                 }
             });
             if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout)
                 .serve_connection(TokioIo::new(stream), service)
                 .await
             {
@@ -730,5 +822,63 @@ async fn metrics_response<B>(
             *r.status_mut() = StatusCode::NOT_FOUND;
             r
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A listener out of file descriptors: every accept fails with EMFILE.
+    struct OutOfFds(Arc<AtomicU64>);
+
+    impl Accept for OutOfFds {
+        type Conn = tokio::net::TcpStream;
+
+        async fn accept(&mut self) -> std::io::Result<Self::Conn> {
+            self.0.fetch_add(1, Ordering::Relaxed);
+            Err(std::io::Error::from_raw_os_error(24))
+        }
+    }
+
+    fn inputs() -> Arc<MetricsInputs> {
+        let pipeline = Pipeline::new(PipelineConfig::default(), SharedState::default());
+        let observer = ObserverService::new(pipeline.ring().reader());
+        Arc::new(MetricsInputs {
+            pipeline: Arc::new(Mutex::new(pipeline)),
+            state: SharedState::default(),
+            losses: Arc::default(),
+            export: None,
+            source: None,
+            observer,
+            observer_tls: None,
+            accept_errors: Arc::default(),
+            http_connections_refused: AtomicU64::new(0),
+        })
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn failing_accepts_back_off_instead_of_spinning() {
+        let attempts = Arc::new(AtomicU64::new(0));
+        let (stop_tx, stop) = watch::channel(false);
+        let inputs = inputs();
+        let server = tokio::spawn(serve_metrics(
+            OutOfFds(attempts.clone()),
+            inputs.clone(),
+            Duration::from_secs(1),
+            stop,
+        ));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        stop_tx.send_replace(true);
+        tokio::time::timeout(Duration::from_secs(5), server)
+            .await
+            .expect("the server stops")
+            .unwrap();
+        let attempts = attempts.load(Ordering::Relaxed);
+        assert!(
+            (2..=20).contains(&attempts),
+            "{attempts} accepts in 500 ms: the loop spins"
+        );
+        assert_eq!(inputs.snapshot().await.accept_errors, (attempts, 0));
     }
 }

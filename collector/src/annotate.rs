@@ -31,6 +31,7 @@ use netverdict_policy::explain::Party;
 use netverdict_policy::lint::dns_denied;
 use netverdict_policy::model::Pod;
 use netverdict_policy::{ClusterState, Connection, ConnectionError, Endpoint, PodKey, Verdict};
+use netverdict_proto::time::UnixNanos;
 use netverdict_proto::v1 as pb;
 
 use crate::correlate::{Observation, SeenBy, TrafficDirection};
@@ -222,8 +223,10 @@ impl Annotator {
         let obs = &a.obs;
         let mut out = pb::Flow {
             id,
-            first_seen: Some(obs.first_seen.into()),
-            last_seen: Some(obs.last_seen.into()),
+            // Exact, saturating at the ends of what a Timestamp holds (prost's
+            // own conversion panics there).
+            first_seen: Some(UnixNanos::from_system(obs.first_seen).to_timestamp()),
+            last_seen: Some(UnixNanos::from_system(obs.last_seen).to_timestamp()),
             count: a.count,
             node_name: self.node_name.clone(),
             source: Some(endpoint(&a.source)),

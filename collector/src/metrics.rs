@@ -21,7 +21,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
 use crate::export::{ConnectionState, ExportStats};
-use crate::pipeline::PipelineCounters;
+use crate::pipeline::{Held, PipelineCounters};
 use netverdict_cluster::{KINDS, MetricsSnapshot, kind_index, kind_name};
 use netverdict_proto::names::EnumName;
 use netverdict_proto::v1 as pb;
@@ -54,6 +54,14 @@ pub struct Snapshot {
     pub nat: (u64, u64),
     /// The Observer's TLS counters (None in plaintext).
     pub observer_tls: Option<netverdict_tls::server::TlsStatsSnapshot>,
+    /// What correlation and aggregation hold, and what their bounds made
+    /// them let go of.
+    pub held: Held,
+    /// Accepts that failed (out of file descriptors...): of the metrics
+    /// server, of the Observer server.
+    pub accept_errors: (u64, u64),
+    /// Metrics connections closed at once because too many were open.
+    pub http_connections_refused: u64,
 }
 
 impl Snapshot {
@@ -331,6 +339,61 @@ impl Collector for Snapshot {
         if let Some(tls) = self.observer_tls {
             netverdict_tls::metrics::encode_stats(&mut e, "netverdict_collector_observer_", tls)?;
         }
+        let h = &self.held;
+        gauges(
+            &mut e,
+            "netverdict_collector_held_flows",
+            "Flows held now: by correlation (waiting for an outcome or response) and by aggregation (open records).",
+            [
+                (
+                    vec![("stage", "correlation")],
+                    gauge_of(h.correlation_flows),
+                ),
+                (
+                    vec![("stage", "aggregation")],
+                    gauge_of(h.aggregation_records),
+                ),
+            ],
+        )?;
+        gauges(
+            &mut e,
+            "netverdict_collector_held_bytes",
+            "Memory the held flows take, estimated, by stage; each stage is bounded.",
+            [
+                (
+                    vec![("stage", "correlation")],
+                    gauge_of(h.correlation_bytes),
+                ),
+                (
+                    vec![("stage", "aggregation")],
+                    gauge_of(h.aggregation_bytes),
+                ),
+            ],
+        )?;
+        counters(
+            &mut e,
+            "netverdict_collector_held_evictions",
+            "Flows a stage let go of early to stay within its bound (the oldest first; reported, not lost): correlation reports them without their outcome, aggregation closes their record before its window ends.",
+            [
+                (vec![("stage", "correlation")], h.correlation_evicted),
+                (vec![("stage", "aggregation")], h.aggregation_evicted),
+            ],
+        )?;
+        counters(
+            &mut e,
+            "netverdict_collector_accept_errors",
+            "Connections a server could not accept (out of file descriptors...), by server; it pauses after each, longer while they keep failing.",
+            [
+                (vec![("server", "metrics")], self.accept_errors.0),
+                (vec![("server", "observer")], self.accept_errors.1),
+            ],
+        )?;
+        counters(
+            &mut e,
+            "netverdict_collector_http_connections_refused",
+            "Metrics connections closed at once because too many were open.",
+            one(self.http_connections_refused),
+        )?;
         Ok(())
     }
 }

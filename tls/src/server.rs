@@ -428,25 +428,51 @@ impl Stream for Incoming {
 /// configuration current at accept time. Must be called inside a tokio
 /// runtime.
 pub fn incoming(listener: TcpListener, tls: Option<ServerTls>) -> Incoming {
+    incoming_counted(listener, tls, Arc::default())
+}
+
+/// The first failed accept's pause; it doubles up to [`ACCEPT_PAUSE_MAX`]
+/// while accepts keep failing.
+const ACCEPT_PAUSE_MIN: Duration = Duration::from_millis(10);
+/// The longest pause after a failed accept.
+const ACCEPT_PAUSE_MAX: Duration = Duration::from_secs(1);
+
+/// [`incoming`], counting failed accepts (out of file descriptors and the
+/// like) in `accept_errors`. After a failed accept the loop pauses, 10 ms
+/// doubling to 1 s while they keep failing, rather than spin.
+pub fn incoming_counted(
+    listener: TcpListener,
+    tls: Option<ServerTls>,
+    accept_errors: Arc<AtomicU64>,
+) -> Incoming {
     let (tx, rx) = mpsc::channel(64);
-    tokio::spawn(accept_loop(listener, tls, tx));
+    tokio::spawn(accept_loop(listener, tls, tx, accept_errors));
     Incoming { rx }
 }
 
-async fn accept_loop(listener: TcpListener, tls: Option<ServerTls>, tx: mpsc::Sender<Connection>) {
+async fn accept_loop(
+    listener: TcpListener,
+    tls: Option<ServerTls>,
+    tx: mpsc::Sender<Connection>,
+    accept_errors: Arc<AtomicU64>,
+) {
     let local = listener.local_addr().ok();
+    let mut pause = ACCEPT_PAUSE_MIN;
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             () = tx.closed() => return,
         };
         let (stream, addr) = match accepted {
-            Ok(conn) => conn,
+            Ok(conn) => {
+                pause = ACCEPT_PAUSE_MIN;
+                conn
+            }
             Err(e) => {
-                // Out of file descriptors and the like: wait a little rather
-                // than spin.
-                tracing::warn!(error = %e, listen = ?local, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                accept_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, listen = ?local, ?pause, "accept failed");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(ACCEPT_PAUSE_MAX);
                 continue;
             }
         };

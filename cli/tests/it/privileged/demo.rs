@@ -291,7 +291,13 @@ fn the_demo_through_the_embedded_store_over_mutual_tls() {
     let report = run_demo(lab.name(), &["--tls-dir", dir]);
     assert_eq!(report["store"], "memory");
     assert_eq!(report["tls"], true);
-    assert!(certs.path().join("collector-lab-node/tls.crt").exists());
+    let node = report["nodes"][0]["name"].as_str().expect("the lab's node");
+    assert!(
+        certs
+            .path()
+            .join(format!("collector-{node}/tls.crt"))
+            .exists()
+    );
     check(&report);
 }
 
