@@ -12,10 +12,11 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use netverdict_lab::generate::random_cluster;
+use netverdict_lab::generate::{random_admin_cluster, random_cluster};
 use netverdict_lab::lab::{STATE_ROOT, prefix};
 use netverdict_lab::{DnsAnswer, Enforcement, Lab, LabOptions, LabelTarget, Outcome, Unenforced};
-use netverdict_policy::{PodKey, Protocol};
+use netverdict_policy::model::Tier;
+use netverdict_policy::{Connection, Endpoint, PodKey, Protocol};
 use netverdict_testing::lab::TestLab;
 use netverdict_testing::require_root;
 
@@ -65,7 +66,16 @@ fn assert_matches_engine(lab: &Lab, ports: &[(u16, Protocol)], context: &str) ->
             .state()
             .objects
             .iter()
-            .filter(|o| o["kind"] == "NetworkPolicy")
+            .filter(|o| {
+                [
+                    "NetworkPolicy",
+                    "AdminNetworkPolicy",
+                    "BaselineAdminNetworkPolicy",
+                    "ClusterNetworkPolicy",
+                ]
+                .iter()
+                .any(|k| o["kind"] == *k)
+            })
             .collect();
         panic!(
             "{context}: the kernel and the policy engine disagree:\n{report}\npolicies:\n{}\nnft ruleset:\n{}",
@@ -469,31 +479,84 @@ fn random_clusters(seeds: std::ops::Range<u64>) {
 }
 
 fn random_clusters_on(seeds: std::ops::Range<u64>, nodes: usize, enforcement: Enforcement) {
-    let (mut options, _guard) = new_lab(&format!("rnd{}", seeds.start));
+    let admin_decided = random_clusters_of(random_cluster, "rnd", seeds, nodes, enforcement);
+    assert_eq!(admin_decided, 0, "no admin policy, no admin tier");
+}
+
+/// Brings up the cluster `generate(seed)` for each seed (one lab, replaced
+/// each time) and fails with every pair where the kernel and the engine
+/// disagree on TCP 80, TCP 81 or UDP 80.
+const RANDOM_PORTS: [(u16, Protocol); 3] = [
+    (80, Protocol::Tcp),
+    (81, Protocol::Tcp),
+    (80, Protocol::Udp),
+];
+
+/// How many directions of the matrix cells an admin tier (Admin or
+/// Baseline) decides, by the engine.
+fn decided_by_admin_tiers(lab: &Lab) -> usize {
+    let pods: Vec<PodKey> = lab.pods().iter().map(|p| p.key()).collect();
+    let mut decided = 0;
+    for from in &pods {
+        for to in &pods {
+            for &(port, protocol) in &RANDOM_PORTS {
+                let conn = Connection::new(
+                    Endpoint::Pod(from.clone()),
+                    Endpoint::Pod(to.clone()),
+                    port,
+                    protocol,
+                );
+                let verdict = lab.cluster().verdict(&conn).expect("verdict");
+                decided += [&verdict.egress, &verdict.ingress]
+                    .iter()
+                    .filter(|d| matches!(d.tier, Some(Tier::Admin | Tier::Baseline)))
+                    .count();
+            }
+        }
+    }
+    decided
+}
+
+/// Brings up the cluster `generate(seed)` for each seed (one lab, replaced
+/// each time) and fails with every pair where the kernel and the engine
+/// disagree on TCP 80, TCP 81 or UDP 80; returns how many cell directions the
+/// admin tiers decided.
+fn random_clusters_of(
+    generate: fn(u64) -> Vec<netverdict_policy::K8sObject>,
+    tag: &str,
+    seeds: std::ops::Range<u64>,
+    nodes: usize,
+    enforcement: Enforcement,
+) -> usize {
+    let (mut options, _guard) = new_lab(&format!("{tag}{}", seeds.start));
     options.dns = false;
     options.nodes = nodes;
     options.enforcement = enforcement;
     let mut counts = [0, 0];
+    let mut admin_decided = 0;
+    let started = std::time::Instant::now();
+    let seed_count = seeds.end - seeds.start;
     for seed in seeds {
-        let lab = Lab::up_objects(random_cluster(seed), &options).expect("lab up");
-        let [blocked, reached] = assert_matches_engine(
-            &lab,
-            &[
-                (80, Protocol::Tcp),
-                (81, Protocol::Tcp),
-                (80, Protocol::Udp),
-            ],
-            &format!("random cluster seed {seed}"),
-        );
+        let lab = Lab::up_objects(generate(seed), &options).expect("lab up");
+        let [blocked, reached] =
+            assert_matches_engine(&lab, &RANDOM_PORTS, &format!("random cluster seed {seed}"));
+        admin_decided += decided_by_admin_tiers(&lab);
         counts[0] += blocked;
         counts[1] += reached;
     }
-    eprintln!("pairs blocked: {}, reached: {}", counts[0], counts[1]);
+    eprintln!(
+        "{seed_count} clusters, pairs blocked: {}, reached: {}, all agreeing with the engine, \
+         in {:.1?}; directions decided by an admin tier: {admin_decided}",
+        counts[0],
+        counts[1],
+        started.elapsed()
+    );
     // The generated policies must exercise both answers.
     assert!(
         counts[0] > 50 && counts[1] > 50,
         "degenerate clusters: {counts:?}"
     );
+    admin_decided
 }
 
 #[test]
@@ -542,4 +605,378 @@ fn random_clusters_60_to_67_on_two_nodes_with_nftables_match_engine() {
         return;
     }
     random_clusters_on(60..68, 2, Enforcement::Nftables);
+}
+
+fn random_admin_clusters(seeds: std::ops::Range<u64>, nodes: usize, enforcement: Enforcement) {
+    let cells = (seeds.end - seeds.start) as usize * 6 * 6 * RANDOM_PORTS.len();
+    let admin_decided = random_clusters_of(random_admin_cluster, "adm", seeds, nodes, enforcement);
+    // The admin tiers must decide a good share of the 2 directions per cell.
+    assert!(
+        admin_decided * 5 > cells * 2,
+        "admin tiers decided only {admin_decided} directions of {cells} cells"
+    );
+}
+
+#[test]
+fn random_admin_clusters_0_to_9_match_engine() {
+    if !require_root() {
+        return;
+    }
+    random_admin_clusters(0..10, 1, Enforcement::Nftables);
+}
+
+#[test]
+fn random_admin_clusters_10_to_15_on_two_nodes_with_tc_match_engine() {
+    if !require_root() {
+        return;
+    }
+    random_admin_clusters(10..16, 2, Enforcement::Tc);
+}
+
+/// Three namespaces of one pod each, serving TCP 80: the admin tier
+/// scenarios' cluster.
+const TIERS_CLUSTER: &str = r#"
+apiVersion: v1
+kind: List
+items:
+- {apiVersion: v1, kind: Namespace, metadata: {name: tenant, labels: {kind: tenant}}}
+- {apiVersion: v1, kind: Namespace, metadata: {name: other, labels: {kind: tenant}}}
+- {apiVersion: v1, kind: Namespace, metadata: {name: monitoring, labels: {kind: infra}}}
+- apiVersion: v1
+  kind: Pod
+  metadata: {name: web, namespace: tenant, labels: {app: web}}
+  spec: {containers: [{name: c, image: x, ports: [{name: http, containerPort: 80}]}]}
+  status: {podIP: 10.1.0.10}
+- apiVersion: v1
+  kind: Pod
+  metadata: {name: client, namespace: other, labels: {app: client}}
+  spec: {containers: [{name: c, image: x, ports: [{name: http, containerPort: 80}]}]}
+  status: {podIP: 10.1.1.10}
+- apiVersion: v1
+  kind: Pod
+  metadata: {name: prom, namespace: monitoring, labels: {app: prom}}
+  spec: {containers: [{name: c, image: x, ports: [{name: http, containerPort: 80}]}]}
+  status: {podIP: 10.1.2.10}
+"#;
+
+fn objects(yaml: &str) -> Vec<netverdict_policy::K8sObject> {
+    netverdict_lab::objects::parse_objects(yaml).expect("objects")
+}
+
+/// Whether `from` reaches `to` on TCP 80 (a short timeout, confirmed with a
+/// long one when nothing came back, as a busy machine can be late).
+fn reaches(lab: &Lab, from: &str, to: &str) -> bool {
+    let ip = lab.pod(&key(to)).expect("destination").ip;
+    let probe = |timeout| {
+        lab.probe(&key(from), ip, 80, Protocol::Tcp, timeout)
+            .expect("probe")
+    };
+    probe(TIMEOUT).reached() || probe(Duration::from_secs(3)).reached()
+}
+
+/// Checks one step of a scenario: each (from, to, reached) by a real probe,
+/// the engine's verdict on it, which names `decided_by`, and the whole
+/// matrix against the engine.
+fn check_step(lab: &Lab, step: &str, cells: &[(&str, &str, bool)], decided_by: &str) {
+    for &(from, to, expected) in cells {
+        assert_eq!(
+            reaches(lab, from, to),
+            expected,
+            "{step}: {from} -> {to} should be {}\nnft ruleset:\n{}",
+            if expected { "reached" } else { "blocked" },
+            lab.ruleset()
+        );
+        let (allowed, why) = lab.verdict(from, to, 80, Protocol::Tcp);
+        assert_eq!(
+            allowed, expected,
+            "{step}: the engine on {from} -> {to}: {why}"
+        );
+    }
+    let (_, why) = lab.verdict(cells[0].0, cells[0].1, 80, Protocol::Tcp);
+    assert!(why.contains(decided_by), "{step}: {why}");
+    assert_matches_engine(lab, &[(80, Protocol::Tcp)], step);
+}
+
+#[test]
+fn admin_tiers_decide_before_and_after_network_policy_in_the_kernel() {
+    if !require_root() {
+        return;
+    }
+    let (mut options, _guard) = new_lab("tiers");
+    options.dns = false;
+    let mut lab = Lab::up_objects(objects(TIERS_CLUSTER), &options).expect("lab up");
+
+    // An ANP Deny wins over a NetworkPolicy allow.
+    lab.apply_objects(objects(
+        r#"
+apiVersion: v1
+kind: List
+items:
+- apiVersion: networking.k8s.io/v1
+  kind: NetworkPolicy
+  metadata: {name: web-ingress, namespace: tenant}
+  spec:
+    podSelector: {matchLabels: {app: web}}
+    policyTypes: [Ingress]
+    ingress: [{from: [{namespaceSelector: {}}], ports: [{port: 80}]}]
+- apiVersion: policy.networking.k8s.io/v1alpha1
+  kind: AdminNetworkPolicy
+  metadata: {name: deny-other}
+  spec:
+    priority: 10
+    subject: {namespaces: {matchLabels: {kubernetes.io/metadata.name: tenant}}}
+    ingress:
+    - name: deny-from-other
+      action: Deny
+      from: [{namespaces: {matchLabels: {kubernetes.io/metadata.name: other}}}]
+"#,
+    ))
+    .expect("apply");
+    check_step(
+        &lab,
+        "ANP Deny over a NetworkPolicy allow",
+        &[
+            ("other/client", "tenant/web", false),
+            ("monitoring/prom", "tenant/web", true),
+        ],
+        "deny-from-other",
+    );
+
+    // A Pass at a lower priority number is decided first and falls through
+    // to the NetworkPolicy, which allows.
+    lab.apply_objects(objects(
+        r#"
+apiVersion: policy.networking.k8s.io/v1alpha1
+kind: AdminNetworkPolicy
+metadata: {name: pass-other}
+spec:
+  priority: 5
+  subject: {namespaces: {matchLabels: {kind: tenant}}}
+  ingress:
+  - name: pass-from-other
+    action: Pass
+    from: [{namespaces: {matchLabels: {kubernetes.io/metadata.name: other}}}]
+"#,
+    ))
+    .expect("apply");
+    check_step(
+        &lab,
+        "Pass falls through to a NetworkPolicy allow",
+        &[
+            ("other/client", "tenant/web", true),
+            ("monitoring/prom", "tenant/web", true),
+        ],
+        "pass-from-other",
+    );
+
+    // The same Pass, with a NetworkPolicy that admits monitoring only.
+    lab.apply_objects(objects(
+        r#"
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: web-ingress, namespace: tenant}
+spec:
+  podSelector: {matchLabels: {app: web}}
+  policyTypes: [Ingress]
+  ingress: [{from: [{namespaceSelector: {matchLabels: {kind: infra}}}]}]
+"#,
+    ))
+    .expect("apply");
+    check_step(
+        &lab,
+        "Pass falls through to a NetworkPolicy deny",
+        &[
+            ("other/client", "tenant/web", false),
+            ("monitoring/prom", "tenant/web", true),
+        ],
+        "web-ingress",
+    );
+
+    // The BANP denies other for the pods no NetworkPolicy isolates (prom)
+    // and allows the rest; the web pod, isolated, is decided by its
+    // NetworkPolicy.
+    lab.apply_objects(objects(
+        r#"
+apiVersion: policy.networking.k8s.io/v1alpha1
+kind: BaselineAdminNetworkPolicy
+metadata: {name: default}
+spec:
+  subject: {namespaces: {}}
+  ingress:
+  - name: baseline-deny-other
+    action: Deny
+    from: [{namespaces: {matchLabels: {kubernetes.io/metadata.name: other}}}]
+  - name: baseline-allow-rest
+    action: Allow
+    from: [{namespaces: {}}]
+"#,
+    ))
+    .expect("apply");
+    check_step(
+        &lab,
+        "BANP deny for pods NetworkPolicy does not isolate",
+        &[
+            ("other/client", "monitoring/prom", false),
+            ("tenant/web", "monitoring/prom", true),
+            ("monitoring/prom", "tenant/web", true),
+            ("other/client", "tenant/web", false),
+        ],
+        "baseline-deny-other",
+    );
+
+    // Priority order: an Allow at priority 3 is decided before the Pass (5)
+    // and the Deny (10), so it wins over the NetworkPolicy's deny; moved to
+    // priority 20, it comes after the Pass and the NetworkPolicy denies again.
+    let allow_at = |priority: u32| {
+        objects(&format!(
+            r#"
+apiVersion: policy.networking.k8s.io/v1alpha2
+kind: ClusterNetworkPolicy
+metadata: {{name: accept-other}}
+spec:
+  tier: Admin
+  priority: {priority}
+  subject: {{pods: {{namespaceSelector: {{}}, podSelector: {{matchLabels: {{app: web}}}}}}}}
+  ingress:
+  - name: accept-from-other
+    action: Accept
+    from: [{{namespaces: {{matchLabels: {{kubernetes.io/metadata.name: other}}}}}}]
+    protocols: [{{destinationNamedPort: http}}]
+"#
+        ))
+    };
+    lab.apply_objects(allow_at(3)).expect("apply");
+    check_step(
+        &lab,
+        "a lower priority number decides first",
+        &[
+            ("other/client", "tenant/web", true),
+            ("other/client", "monitoring/prom", false),
+        ],
+        "accept-from-other",
+    );
+    lab.apply_objects(allow_at(20)).expect("apply");
+    check_step(
+        &lab,
+        "a higher priority number decides later",
+        &[("other/client", "tenant/web", false)],
+        "pass-from-other",
+    );
+
+    // Egress: an ANP denies monitoring's egress to the client's network; a
+    // Baseline ClusterNetworkPolicy denying all egress of tenant is not
+    // reached for the web pod when an Admin Allow decides first.
+    lab.apply_objects(objects(
+        r#"
+apiVersion: v1
+kind: List
+items:
+- apiVersion: policy.networking.k8s.io/v1alpha1
+  kind: AdminNetworkPolicy
+  metadata: {name: monitoring-egress}
+  spec:
+    priority: 1
+    subject: {namespaces: {matchLabels: {kind: infra}}}
+    egress:
+    - name: deny-client-network
+      action: Deny
+      to: [{networks: [10.1.1.0/24]}]
+- apiVersion: policy.networking.k8s.io/v1alpha2
+  kind: ClusterNetworkPolicy
+  metadata: {name: tenant-egress}
+  spec:
+    tier: Baseline
+    priority: 1
+    subject: {namespaces: {matchLabels: {kubernetes.io/metadata.name: tenant}}}
+    egress:
+    - name: baseline-deny-egress
+      action: Deny
+      to: [{networks: [0.0.0.0/0]}]
+- apiVersion: policy.networking.k8s.io/v1alpha1
+  kind: AdminNetworkPolicy
+  metadata: {name: web-to-monitoring}
+  spec:
+    priority: 2
+    subject: {namespaces: {matchLabels: {kubernetes.io/metadata.name: tenant}}}
+    egress:
+    - name: allow-to-monitoring
+      action: Allow
+      to: [{pods: {namespaceSelector: {matchLabels: {kind: infra}}, podSelector: {}}}]
+      ports: [{portRange: {protocol: TCP, start: 79, end: 81}}]
+"#,
+    ))
+    .expect("apply");
+    check_step(
+        &lab,
+        "egress networks and a Baseline ClusterNetworkPolicy",
+        &[
+            ("monitoring/prom", "other/client", false),
+            ("monitoring/prom", "tenant/web", true),
+            ("tenant/web", "monitoring/prom", true),
+            ("tenant/web", "other/client", false),
+        ],
+        "deny-client-network",
+    );
+    assert!(lab.dropped_packets().expect("counters") > 0);
+}
+
+#[test]
+fn admin_nodes_peers_deny_other_nodes_but_never_a_pod_s_own_node() {
+    if !require_root() {
+        return;
+    }
+    let (mut options, _guard) = new_lab("adnodes");
+    options.dns = false;
+    options.nodes = 2;
+    let mut objects = objects(TIERS_CLUSTER);
+    objects.extend(
+        netverdict_lab::objects::parse_objects(
+            r#"
+apiVersion: policy.networking.k8s.io/v1alpha1
+kind: AdminNetworkPolicy
+metadata: {name: no-nodes}
+spec:
+  priority: 1
+  subject: {namespaces: {}}
+  egress:
+  - name: deny-nodes
+    action: Deny
+    to: [{nodes: {matchExpressions: [{key: kubernetes.io/hostname, operator: Exists}]}}]
+"#,
+        )
+        .expect("anp"),
+    );
+    let lab = Lab::up_objects(objects, &options).expect("lab up");
+    let nodes: Vec<(usize, IpAddr)> = lab.nodes().iter().map(|n| (n.index, n.ip)).collect();
+    assert_eq!(nodes.len(), 2);
+    let mut checked = 0;
+    for pod in ["tenant/web", "other/client", "monitoring/prom"] {
+        let on = lab.pod(&key(pod)).expect("pod").node;
+        for &(node, ip) in &nodes {
+            // Nothing listens on the node's port 80: a refusal is an answer.
+            let out = lab
+                .probe(&key(pod), ip, 80, Protocol::Tcp, Duration::from_secs(1))
+                .expect("probe");
+            let verdict = lab
+                .cluster()
+                .verdict(&Connection::new(
+                    Endpoint::Pod(key(pod)),
+                    Endpoint::Ip(ip),
+                    80,
+                    Protocol::Tcp,
+                ))
+                .expect("verdict");
+            assert_eq!(
+                out.reached(),
+                node == on,
+                "{pod} (on node {on}) -> node {node} {ip}: {out}\n{}",
+                lab.node_ruleset(on)
+            );
+            assert_eq!(verdict.allowed, out.reached(), "{pod} -> {ip}");
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 6);
+    // Pods still reach each other across nodes.
+    assert_matches_engine(&lab, &[(80, Protocol::Tcp)], "nodes peers");
 }
