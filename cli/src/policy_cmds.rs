@@ -1,5 +1,6 @@
 //! The policy engine's subcommands: `verdicts` (bulk, JSON lines), `explain`
-//! (one flow, for a person) and `lint`.
+//! (one flow, for a person) and `lint`, over manifests or a live cluster
+//! ([`ClusterArgs`], which `diagnose` shares).
 
 use std::io::{BufRead, BufWriter, Write};
 use std::net::IpAddr;
@@ -9,30 +10,78 @@ use std::str::FromStr;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
+use netverdict_cluster::kube::ClientOptions;
 use netverdict_policy::lint::Severity;
 use netverdict_policy::{ClusterState, Connection, Endpoint, Protocol};
 use serde::Deserialize;
 
 use crate::output::{self, Output};
 
-/// Where the cluster state comes from.
+/// Where the cluster state comes from: manifest files (`--cluster`), else a
+/// live cluster, listed once, found as kubectl finds it (`--kubeconfig`,
+/// `--context`, else `$KUBECONFIG` or `~/.kube/config`, else the in-cluster
+/// service account).
 #[derive(Args, Debug)]
 pub struct ClusterArgs {
     /// Cluster manifests: YAML/JSON files or directories (e.g. the output of
-    /// `kubectl get ns,pods,netpol,svc -A -o yaml`). Repeatable.
-    #[arg(long = "cluster", required = true, value_name = "PATH")]
+    /// `kubectl get ns,pods,netpol,svc,endpointslices,nodes,rs,jobs -A -o yaml`),
+    /// instead of a live cluster. Repeatable.
+    #[arg(long = "cluster", value_name = "PATH", conflicts_with_all = ["kubeconfig", "context"])]
     paths: Vec<PathBuf>,
-    /// IP addresses of the node(s) the pods run on, when the manifests hold no
+    /// The kubeconfig of the live cluster (default: $KUBECONFIG, else
+    /// ~/.kube/config, else the in-cluster service account).
+    #[arg(long, value_name = "PATH")]
+    kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context (default: its current context).
+    #[arg(long, value_name = "NAME")]
+    context: Option<String>,
+    /// IP addresses of the node(s) the pods run on, when the cluster holds no
     /// Node objects: traffic between a pod and its node is always allowed.
     #[arg(long = "node-ip", value_name = "IP")]
     node_ips: Vec<IpAddr>,
 }
 
+/// Objects per page when listing a live cluster.
+const LIST_PAGE_SIZE: u32 = 500;
+
 impl ClusterArgs {
-    fn load(&self) -> Result<ClusterState> {
-        let mut state = ClusterState::load_paths(&self.paths).context("loading the cluster")?;
+    pub fn load(&self) -> Result<ClusterState> {
+        let mut state = if self.paths.is_empty() {
+            self.load_live()?
+        } else {
+            ClusterState::load_paths(&self.paths).context("loading the cluster")?
+        };
         if !self.node_ips.is_empty() {
             state.set_local_node_ips(self.node_ips.iter().copied());
+        }
+        Ok(state)
+    }
+
+    /// Lists every kind the engine reads once; an invalid object is left out
+    /// with a warning naming it and the field, as the watchers do.
+    fn load_live(&self) -> Result<ClusterState> {
+        let options = ClientOptions {
+            kubeconfig: self.kubeconfig.clone(),
+            context: self.context.clone(),
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting the async runtime")?;
+        let objects = runtime.block_on(async {
+            let client = netverdict_cluster::kube::client(&options).await.context(
+                "no cluster: pass --cluster FILES, or --kubeconfig/--context (default: $KUBECONFIG, ~/.kube/config, in-cluster)",
+            )?;
+            netverdict_cluster::kube::list_once(&client, &netverdict_cluster::KINDS, LIST_PAGE_SIZE)
+                .await
+                .context("listing the cluster")
+        })?;
+        let mut state = ClusterState::new();
+        for object in &objects {
+            if let Err(error) = state.apply(object) {
+                tracing::warn!("left out of the cluster state: {error}");
+                eprintln!("netverdict: warning: left out: {error}");
+            }
         }
         Ok(state)
     }
@@ -202,7 +251,7 @@ pub fn lint(args: LintArgs) -> Result<ExitCode> {
         && state.admin_policy_count() == 0
         && state.pod_count() == 0
     {
-        bail!("the cluster manifests hold no pods and no policies");
+        bail!("the cluster holds no pods and no policies");
     }
     Ok(ExitCode::SUCCESS)
 }

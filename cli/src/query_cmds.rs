@@ -229,7 +229,7 @@ fn address(server: &ServerArgs) -> String {
 }
 
 /// The server to connect to, checked against the TLS rules.
-fn target(server: &ServerArgs) -> Result<netverdict_tls::Target> {
+pub(crate) fn target(server: &ServerArgs) -> Result<netverdict_tls::Target> {
     netverdict_tls::Target::new(
         &address(server),
         netverdict_proto::ports::API_GRPC,
@@ -247,7 +247,7 @@ async fn channel(server: &ServerArgs) -> Result<tonic::transport::Channel> {
         .with_context(|| format!("cannot reach the netverdict server at {target}"))
 }
 
-fn status_error(what: &str, status: tonic::Status) -> anyhow::Error {
+pub(crate) fn status_error(what: &str, status: tonic::Status) -> anyhow::Error {
     // A TLS server that refuses this client's certificate closes the
     // connection; gRPC only says "transport error", or that the request was
     // cancelled when the close comes while it is under way.

@@ -264,4 +264,46 @@ mod tests {
         assert!(error.contains("AdminNetworkPolicy no-priority"), "{error}");
         assert!(error.contains("spec.priority"), "{error}");
     }
+
+    /// Pods made with owner references keep them through the lab's saved
+    /// state, with their ReplicaSet: the lab's cluster names their workload.
+    #[test]
+    fn owned_pods_and_their_replica_sets_survive_the_saved_state() {
+        let objects = parse_objects(
+            r#"
+apiVersion: v1
+kind: List
+items:
+- apiVersion: apps/v1
+  kind: ReplicaSet
+  metadata:
+    name: web-7d9f
+    namespace: shop
+    ownerReferences: [{apiVersion: apps/v1, kind: Deployment, name: web, uid: u1, controller: true}]
+  spec: {selector: {matchLabels: {app: web}}}
+- apiVersion: v1
+  kind: Pod
+  metadata:
+    name: web-7d9f-a
+    namespace: shop
+    labels: {app: web, pod-template-hash: 7d9f}
+    ownerReferences: [{apiVersion: apps/v1, kind: ReplicaSet, name: web-7d9f, uid: u2, controller: true}]
+  spec: {containers: [{name: c, image: i}]}
+  status: {podIP: 10.244.5.1}
+"#,
+        )
+        .expect("valid objects");
+        let saved: Vec<serde_json::Value> = objects.iter().map(object_value).collect();
+        let restored = objects_from_values(&saved, Path::new("state.json")).expect("restored");
+        let cluster = build_cluster(&restored).expect("cluster");
+        let pod = cluster
+            .pod(&netverdict_policy::PodKey::new("shop", "web-7d9f-a"))
+            .expect("pod")
+            .clone();
+        assert_eq!(
+            netverdict_policy::model::workload_name(cluster.workload_of(&pod).as_deref(), &pod.key),
+            "Deployment/web"
+        );
+        assert_eq!(object_id(&restored[0]).0, "ReplicaSet");
+    }
 }

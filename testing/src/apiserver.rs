@@ -55,7 +55,7 @@ pub const CRD_PATHS: [&str; 3] = [
 ];
 
 /// A resource the server serves: collection path, list kind, object kind, apiVersion.
-const RESOURCES: [(&str, &str, &str); 9] = [
+const RESOURCES: [(&str, &str, &str); 13] = [
     ("/api/v1/namespaces", "Namespace", "v1"),
     ("/api/v1/pods", "Pod", "v1"),
     (
@@ -85,6 +85,12 @@ const RESOURCES: [(&str, &str, &str); 9] = [
         "ClusterNetworkPolicy",
         "policy.networking.k8s.io/v1alpha2",
     ),
+    // Owners: pods' ReplicaSets and Jobs (watched), and the Deployments and
+    // CronJobs owning those (served as a real API server does, never watched).
+    ("/apis/apps/v1/replicasets", "ReplicaSet", "apps/v1"),
+    ("/apis/batch/v1/jobs", "Job", "batch/v1"),
+    ("/apis/apps/v1/deployments", "Deployment", "apps/v1"),
+    ("/apis/batch/v1/cronjobs", "CronJob", "batch/v1"),
 ];
 
 /// What live watches are told.
@@ -511,7 +517,13 @@ impl FakeApiServer {
     /// Answers every request for the collection of `K` with `403 Forbidden`
     /// (`on`), as when the agent's RBAC lacks it, or serves it again.
     pub fn forbid<K: k8s_openapi::Resource>(&self, on: bool) {
-        let path = static_path(&collection_path::<K>()).expect("known resource");
+        self.forbid_path(&collection_path::<K>(), on);
+    }
+
+    /// [`FakeApiServer::forbid`] by collection path (`/api/v1/pods`), for
+    /// tests without the k8s-openapi types.
+    pub fn forbid_path(&self, path: &str, on: bool) {
+        let path = static_path(path).unwrap_or_else(|| panic!("unknown resource path {path}"));
         let mut inner = self.shared.lock();
         inner.forbidden.retain(|p| *p != path);
         if on {
@@ -642,7 +654,7 @@ async fn handle(shared: Arc<Shared>, request: Request<hyper::body::Incoming>) ->
         shared.lock().log.push(format!("FORBIDDEN {path}"));
         return json_response(
             StatusCode::FORBIDDEN,
-            &status(403, "Forbidden", &format!("cannot list or watch {path}")),
+            &status(403, "Forbidden", &forbidden_message(path, watch)),
         );
     }
     if watch {
@@ -650,6 +662,17 @@ async fn handle(shared: Arc<Shared>, request: Request<hyper::body::Incoming>) ->
     } else {
         list_response(&shared, path, &params)
     }
+}
+
+/// The message a real API server's authorizer gives for a refused request.
+fn forbidden_message(path: &str, watch: bool) -> String {
+    let access = access_of(&hyper::Method::GET, path, watch);
+    format!(
+        "{resource} is forbidden: User \"system:serviceaccount:netverdict:test\" cannot {verb} resource \"{resource}\" in API group \"{group}\" at the cluster scope",
+        resource = access.resource,
+        verb = access.verb,
+        group = access.group,
+    )
 }
 
 fn list_response(

@@ -1,6 +1,8 @@
 //! Builders of the real k8s-openapi objects tests put on the Kubernetes API
 //! double, in manifests or straight into a cluster state.
 
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
@@ -106,4 +108,58 @@ pub fn node(name: &str, ip: &str) -> Node {
         "metadata": {"name": name},
         "status": {"addresses": [{"type": "InternalIP", "address": ip}]},
     }))
+}
+
+/// An owner reference with `controller: true`.
+fn controller_ref(api_version: &str, kind: &str, name: &str) -> Value {
+    json!([{"apiVersion": api_version, "kind": kind, "name": name,
+            "uid": format!("uid-{kind}-{name}"), "controller": true}])
+}
+
+/// A pod controlled by `owner` (`(apiVersion, kind, name)`), labelled `pairs`.
+pub fn owned_pod(
+    namespace: &str,
+    name: &str,
+    pairs: &[(&str, &str)],
+    ip: &str,
+    owner: (&str, &str, &str),
+) -> Pod {
+    let mut value = serde_json::to_value(pod(namespace, name, pairs, ip)).expect("pod");
+    value["metadata"]["ownerReferences"] = controller_ref(owner.0, owner.1, owner.2);
+    typed(value)
+}
+
+/// A Deployment's ReplicaSet (`owner`: the Deployment's name, or None).
+pub fn replica_set(namespace: &str, name: &str, owner: Option<&str>) -> ReplicaSet {
+    let mut value = json!({
+        "metadata": {"namespace": namespace, "name": name},
+        "spec": {"selector": {"matchLabels": {"app": name}}},
+    });
+    if let Some(owner) = owner {
+        value["metadata"]["ownerReferences"] = controller_ref("apps/v1", "Deployment", owner);
+    }
+    typed(value)
+}
+
+/// A Deployment (served by the double as a real API server does; never watched).
+pub fn deployment(namespace: &str, name: &str) -> Deployment {
+    typed(json!({
+        "metadata": {"namespace": namespace, "name": name},
+        "spec": {"selector": {"matchLabels": {"app": name}},
+                 "template": {"metadata": {"labels": {"app": name}},
+                              "spec": {"containers": [{"name": "app", "image": "app"}]}}},
+    }))
+}
+
+/// A Job (`owner`: its CronJob's name, or None).
+pub fn job(namespace: &str, name: &str, owner: Option<&str>) -> Job {
+    let mut value = json!({
+        "metadata": {"namespace": namespace, "name": name},
+        "spec": {"template": {"spec": {"containers": [{"name": "app", "image": "app"}],
+                                       "restartPolicy": "Never"}}},
+    });
+    if let Some(owner) = owner {
+        value["metadata"]["ownerReferences"] = controller_ref("batch/v1", "CronJob", owner);
+    }
+    typed(value)
 }

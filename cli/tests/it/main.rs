@@ -8,6 +8,7 @@ mod api_clickhouse;
 mod dashboards;
 mod dashboards_support;
 mod export_ingest;
+mod live_cluster;
 mod policy_cli;
 mod query_cli;
 mod rbac;

@@ -792,3 +792,100 @@ fn nix_kill(pid: u32) {
         .unwrap();
     assert!(status.success());
 }
+
+/// `diagnose` with an API server: the pair's observed flows, the mismatches
+/// on the flow's node as evidence of enforcement, the source's failed DNS
+/// queries; one JSON object whose `fix` is an array of Kubernetes objects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn diagnose_reads_the_steps_that_need_flows_from_the_api_server() {
+    let (server, addr) = server().await;
+    let seed_dir = netverdict_testing::seed::dir();
+    let seed = seed_dir.to_str().expect("a UTF-8 path");
+    let ids = |v: &serde_json::Value| -> Vec<String> {
+        v.as_array()
+            .unwrap_or_else(|| panic!("an array: {v}"))
+            .iter()
+            .map(|f| f["id"].as_str().unwrap_or("").to_string())
+            .collect()
+    };
+    let out = run(args(&[
+        "diagnose",
+        "--cluster",
+        seed,
+        "--from",
+        "shop/np-client",
+        "--to",
+        "default/api",
+        "--port",
+        "8080",
+        "--server",
+        &addr,
+        "-o",
+        "json",
+    ]))
+    .await;
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "denied: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let d: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(ids(&d["observed_flows"]), ["lab/1/1"]);
+    assert_eq!(
+        ids(&d["enforcement_evidence"]),
+        ["lab/1/4"],
+        "the mismatch on lab-node"
+    );
+    assert_eq!(ids(&d["dns_failures"]), Vec::<String>::new());
+    let fix = d["fix"].as_array().expect("fix is an array");
+    assert_eq!(fix.len(), 1);
+    assert_eq!(fix[0]["kind"], "NetworkPolicy");
+    assert_eq!(fix[0]["apiVersion"], "networking.k8s.io/v1");
+    assert_eq!(fix[0]["metadata"]["namespace"], "default");
+
+    // DNS that policy allows but that failed: the failure is shown, no fix.
+    let out = run(args(&[
+        "diagnose",
+        "--cluster",
+        seed,
+        "--from",
+        "default/np-client",
+        "--to",
+        "kube-system/kube-dns",
+        "--protocol",
+        "UDP",
+        "--server",
+        &addr,
+    ]))
+    .await;
+    let text = stdout(&out);
+    assert!(text.contains("5. DNS of the source"), "{text}");
+    assert!(
+        text.contains("dns A kubernetes.default.svc.cluster.local"),
+        "{text}"
+    );
+    assert!(text.contains("Fix: none needed"), "{text}");
+
+    // Without a server, each of those steps says what it needs.
+    let out = run(args(&[
+        "diagnose",
+        "--cluster",
+        seed,
+        "--from",
+        "shop/np-client",
+        "--to",
+        "default/api",
+        "--port",
+        "8080",
+    ]))
+    .await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        text.matches("needs an API server (--server)").count(),
+        3,
+        "{text}"
+    );
+    assert!(text.contains("kind: NetworkPolicy"), "{text}");
+    server.shutdown().await.unwrap();
+}

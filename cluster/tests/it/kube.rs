@@ -1,5 +1,6 @@
 //! The Kubernetes source against the in-process API double: initial list,
-//! watch events, re-lists after `410 Gone`, bookmarks, invalid objects, config.
+//! watch events, re-lists after `410 Gone`, bookmarks, invalid objects, config,
+//! `403 Forbidden` named as the permission to grant, pods' owner workloads.
 
 use std::time::Duration;
 
@@ -15,6 +16,10 @@ use netverdict_testing::objects::*;
 use netverdict_testing::wait_until;
 
 const WAIT: Duration = Duration::from_secs(10);
+
+/// The kinds that watch on the double: every kind but the three admin policy
+/// kinds, whose CustomResourceDefinitions it does not install by default.
+const WATCHING: usize = netverdict_cluster::KIND_COUNT - 3;
 
 /// A small cluster with every kind.
 fn populate(server: &FakeApiServer) {
@@ -239,7 +244,7 @@ async fn an_expired_watch_relists() {
     let (shared, source) = start(&server).await;
     wait_converged(&shared, &server, WAIT).await;
     // Every kind is watching (a watch starts just after its list).
-    server.wait_requests("WATCH ", 6, WAIT).await;
+    server.wait_requests("WATCH ", WATCHING, WAIT).await;
 
     server.expire_watches();
     server.apply(&pod("ops", "probe", &[("app", "probe2")], "10.0.1.1"));
@@ -330,7 +335,7 @@ async fn bookmarks_keep_a_quiet_watch_resumable() {
     populate(&server);
     let (shared, source) = start(&server).await;
     wait_converged(&shared, &server, WAIT).await;
-    server.wait_requests("WATCH ", 6, WAIT).await;
+    server.wait_requests("WATCH ", WATCHING, WAIT).await;
     let watches = server.count_requests("WATCH ");
 
     // Namespaces change; pods, policies... stay quiet while the revision moves on.
@@ -349,7 +354,9 @@ async fn bookmarks_keep_a_quiet_watch_resumable() {
     server.compact();
     server.drop_watches();
 
-    server.wait_requests("WATCH ", watches + 6, WAIT).await;
+    server
+        .wait_requests("WATCH ", watches + WATCHING, WAIT)
+        .await;
     server.apply(&pod("shop", "after", &[("app", "after")], "10.0.0.10"));
     wait_converged(&shared, &server, WAIT).await;
     let metrics = source.metrics().snapshot();
@@ -604,8 +611,20 @@ async fn a_forbidden_kind_is_named_and_picked_up_once_allowed() {
         .wait_synced(Duration::from_millis(500))
         .await
         .expect_err("EndpointSlices cannot be listed");
-    assert!(error.to_string().contains("EndpointSlice"), "{error}");
-    assert!(!error.to_string().contains("Pod"), "{error}");
+    // The error names the permission to grant, and what the server said.
+    let text = error.to_string();
+    assert!(
+        text.contains("grant list and watch on endpointslices (apiGroups [\"discovery.k8s.io\"])"),
+        "{text}"
+    );
+    assert!(text.contains("endpointslices is forbidden: User"), "{text}");
+    assert!(!text.contains("pods"), "{text}");
+    let refused = source.metrics().snapshot().forbidden;
+    assert_eq!(
+        refused.iter().map(|f| f.kind).collect::<Vec<_>>(),
+        [ObjectKind::EndpointSlice],
+        "{refused:?}"
+    );
     wait_until("the other kinds applied", WAIT, async || {
         shared.read().pod_count() == 4
     })
@@ -625,6 +644,121 @@ async fn a_forbidden_kind_is_named_and_picked_up_once_allowed() {
         .await
         .expect("synced once allowed");
     wait_converged(&shared, &server, WAIT).await;
+    assert!(source.metrics().snapshot().forbidden.is_empty());
+}
+
+/// Pods resolve to their workloads through the ReplicaSets and Jobs the
+/// source watches (Deployments and CronJobs are named by the owner
+/// references, never read), and follow their owners' changes.
+#[tokio::test]
+async fn pods_resolve_to_their_workloads_through_owner_references() {
+    let server = FakeApiServer::start().await;
+    server.apply(&namespace("shop", &[]));
+    server.apply(&deployment("shop", "web"));
+    server.apply(&replica_set("shop", "web-7d9f", Some("web")));
+    let rs = ("apps/v1", "ReplicaSet", "web-7d9f");
+    server.apply(&owned_pod(
+        "shop",
+        "web-7d9f-a",
+        &[("app", "web")],
+        "10.0.0.1",
+        rs,
+    ));
+    server.apply(&owned_pod("shop", "web-7d9f-b", &[], "10.0.0.2", rs));
+    server.apply(&job("shop", "backup-2890", Some("backup")));
+    let job_ref = ("batch/v1", "Job", "backup-2890");
+    server.apply(&owned_pod(
+        "shop",
+        "backup-2890-x",
+        &[],
+        "10.0.0.3",
+        job_ref,
+    ));
+    let sts = ("apps/v1", "StatefulSet", "db");
+    server.apply(&owned_pod(
+        "shop",
+        "db-0",
+        &[("app", "db")],
+        "10.0.0.4",
+        sts,
+    ));
+    server.apply(&pod("shop", "debug", &[], "10.0.0.5"));
+    let (shared, source) = start(&server).await;
+    wait_converged(&shared, &server, WAIT).await;
+    let workload = |name: &str| {
+        let state = shared.read();
+        let pod = state
+            .pod(&netverdict_policy::PodKey::new("shop", name))
+            .unwrap_or_else(|| panic!("pod {name}"))
+            .clone();
+        netverdict_policy::model::workload_name(state.workload_of(&pod).as_deref(), &pod.key)
+    };
+    // Two pods, with and without labels, are one Deployment.
+    assert_eq!(workload("web-7d9f-a"), "Deployment/web");
+    assert_eq!(workload("web-7d9f-b"), "Deployment/web");
+    assert_eq!(workload("backup-2890-x"), "CronJob/backup");
+    assert_eq!(workload("db-0"), "StatefulSet/db");
+    assert_eq!(workload("debug"), "Pod/debug");
+    let metrics = source.metrics().snapshot();
+    assert_eq!(
+        metrics.kind(ObjectKind::ReplicaSet).applied,
+        1,
+        "{metrics:?}"
+    );
+    assert_eq!(metrics.kind(ObjectKind::Job).applied, 1, "{metrics:?}");
+
+    // A ReplicaSet orphaned (its Deployment deleted with --cascade=orphan)
+    // is its pods' workload; deleted, its pods name it still.
+    server.apply(&replica_set("shop", "web-7d9f", None));
+    wait_converged(&shared, &server, WAIT).await;
+    assert_eq!(workload("web-7d9f-a"), "ReplicaSet/web-7d9f");
+    server.apply(&replica_set("shop", "web-7d9f", Some("web")));
+    wait_converged(&shared, &server, WAIT).await;
+    assert_eq!(workload("web-7d9f-a"), "Deployment/web");
+    assert!(server.delete::<k8s_openapi::api::batch::v1::Job>("shop", "backup-2890"));
+    wait_converged(&shared, &server, WAIT).await;
+    assert_eq!(workload("backup-2890-x"), "Job/backup-2890");
+}
+
+/// One-shot commands list each kind once, page by page; a refused kind is
+/// an error naming every permission missing, not just the first.
+#[tokio::test]
+async fn listing_once_reads_every_kind_and_names_what_is_forbidden() {
+    let server = FakeApiServer::start().await;
+    populate(&server);
+    server.apply(&replica_set("shop", "web-1", Some("web")));
+    let objects =
+        netverdict_cluster::kube::list_once(&server.client(), &netverdict_cluster::KINDS, 2)
+            .await
+            .expect("listed");
+    let expected = support::summary(&support::expected_state(&server));
+    let mut listed = netverdict_policy::ClusterState::new();
+    for object in &objects {
+        let _ = listed.apply(object);
+    }
+    assert_eq!(support::summary(&listed), expected);
+    assert!(server.count_requests("LIST /api/v1/pods") >= 2, "paginated");
+
+    server.forbid::<Pod>(true);
+    server.forbid::<k8s_openapi::api::apps::v1::ReplicaSet>(true);
+    let error =
+        netverdict_cluster::kube::list_once(&server.client(), &netverdict_cluster::KINDS, 2)
+            .await
+            .expect_err("forbidden");
+    let text = error.to_string();
+    assert!(
+        text.contains(
+            "cannot list pods at cluster scope: grant list and watch on pods (apiGroups [\"\"])"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("cannot list replicasets.apps at cluster scope: grant list and watch on replicasets (apiGroups [\"apps\"])"), "{text}");
+    // Only the kinds asked for are listed.
+    let objects =
+        netverdict_cluster::kube::list_once(&server.client(), &[ObjectKind::Namespace], 2)
+            .await
+            .expect("namespaces are permitted");
+    assert_eq!(objects.len(), 2);
 }
 
 /// The RBAC access each request path and method needs, as the API server's
@@ -733,6 +867,8 @@ async fn the_source_asks_only_list_and_watch_of_its_kinds() {
             ObjectKind::Service => "services",
             ObjectKind::EndpointSlice => "endpointslices.discovery.k8s.io",
             ObjectKind::Node => "nodes",
+            ObjectKind::ReplicaSet => "replicasets.apps",
+            ObjectKind::Job => "jobs.batch",
             ObjectKind::AdminNetworkPolicy => "adminnetworkpolicies.policy.networking.k8s.io",
             ObjectKind::BaselineAdminNetworkPolicy => {
                 "baselineadminnetworkpolicies.policy.networking.k8s.io"

@@ -76,7 +76,7 @@ async fn the_kubernetes_source_starts_from_a_kubeconfig_with_the_node_ips() {
 }
 
 #[tokio::test]
-async fn a_late_sync_fails_under_the_fail_policy_naming_the_kind() {
+async fn a_refused_sync_fails_under_the_fail_policy_naming_the_permission() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (server, source) = server_and_kubeconfig(&dir).await;
     server.forbid::<EndpointSlice>(true);
@@ -86,12 +86,23 @@ async fn a_late_sync_fails_under_the_fail_policy_naming_the_kind() {
         .await
         .expect_err("EndpointSlices cannot be listed");
     match &error {
-        Error::Kube(kube::Error::SyncTimeout { kinds, .. }) => {
-            assert_eq!(kinds, &["EndpointSlice"], "{error}");
+        // Late because refused: the error names the permission to grant.
+        Error::Kube(kube::Error::Forbidden { refused }) => {
+            let kinds: Vec<_> = refused.iter().map(|f| f.kind).collect();
+            assert_eq!(
+                kinds,
+                [netverdict_policy::ObjectKind::EndpointSlice],
+                "{error}"
+            );
         }
-        other => panic!("expected a sync timeout, got {other:?}"),
+        other => panic!("expected a refused sync, got {other:?}"),
     }
-    assert!(error.to_string().contains("EndpointSlice"), "{error}");
+    assert!(
+        error
+            .to_string()
+            .contains("grant list and watch on endpointslices"),
+        "{error}"
+    );
 }
 
 #[tokio::test]

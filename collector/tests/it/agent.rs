@@ -254,6 +254,15 @@ async fn agent_replays_events_into_ring_observer_export_and_metrics() {
         ),
         0.0
     );
+    // Every kind has its series, the workloads' controllers too.
+    assert_eq!(
+        s(r#"netverdict_collector_cluster_invalid_objects{source="manifests",kind="Job"}"#),
+        0.0
+    );
+    assert_eq!(
+        s(r#"netverdict_collector_cluster_forbidden{source="manifests",kind="ReplicaSet"}"#),
+        0.0
+    );
     assert_eq!(s("netverdict_collector_ring_flows"), 2.0);
     assert_eq!(s("netverdict_collector_ring_evictions_total"), 0.0);
     assert_eq!(s("netverdict_collector_observer_lagged_total"), 0.0);

@@ -426,3 +426,67 @@ fn drops_by_any_enforcing_datapath_and_unanswered_allowed_flows_are_mismatches()
     );
     assert_eq!(annotate(&state, &refused).mismatch(), pb::Mismatch::None);
 }
+
+/// Flows name each pod's workload from its owner references: two pods of
+/// one Deployment (one labelled, one not) are one workload, a CronJob's pod
+/// its CronJob, and a bare pod itself.
+#[test]
+fn endpoints_name_the_workload_their_owners_make() {
+    let mut state = seed(&[]);
+    let objects = r#"
+apiVersion: v1
+kind: List
+items:
+- apiVersion: apps/v1
+  kind: ReplicaSet
+  metadata:
+    name: web-7d9f
+    namespace: default
+    ownerReferences: [{apiVersion: apps/v1, kind: Deployment, name: web, uid: u1, controller: true}]
+  spec: {selector: {matchLabels: {pod-template-hash: 7d9f}}}
+- apiVersion: v1
+  kind: Pod
+  metadata:
+    name: web-7d9f-a
+    namespace: default
+    labels: {pod-template-hash: 7d9f}
+    ownerReferences: [{apiVersion: apps/v1, kind: ReplicaSet, name: web-7d9f, uid: u2, controller: true}]
+  spec: {containers: [{name: c, image: i}]}
+  status: {podIP: 10.244.3.1, podIPs: [{ip: 10.244.3.1}]}
+- apiVersion: v1
+  kind: Pod
+  metadata:
+    name: web-7d9f-b
+    namespace: default
+    ownerReferences: [{apiVersion: apps/v1, kind: ReplicaSet, name: web-7d9f, uid: u2, controller: true}]
+  spec: {containers: [{name: c, image: i}]}
+  status: {podIP: 10.244.3.2, podIPs: [{ip: 10.244.3.2}]}
+"#;
+    let mut manifests = netverdict_policy::Manifests::default();
+    manifests.read_str(std::path::Path::new("owners.yaml"), objects);
+    assert!(manifests.errors.is_empty(), "{:?}", manifests.errors);
+    for object in &manifests.objects {
+        state.apply(&object.object).expect("valid object");
+    }
+    let a = annotate(
+        &state,
+        &obs(
+            "10.244.3.1:40000",
+            "10.244.3.2:80",
+            Protocol::Tcp,
+            pb::Outcome::Established,
+        ),
+    );
+    assert_eq!(a.source.as_ref().unwrap().workload, "Deployment/web");
+    assert_eq!(a.destination.as_ref().unwrap().workload, "Deployment/web");
+    let b = annotate(
+        &state,
+        &obs(
+            "10.244.2.20:40000",
+            "10.244.3.1:80",
+            Protocol::Tcp,
+            pb::Outcome::Established,
+        ),
+    );
+    assert_eq!(b.source.as_ref().unwrap().workload, "Pod/np-client");
+}

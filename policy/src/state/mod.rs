@@ -1,4 +1,5 @@
-//! The cluster state: namespaces, pods, policies, services, slices and nodes,
+//! The cluster state: namespaces, pods, policies, services, slices, nodes and
+//! the ReplicaSets and Jobs owning pods,
 //! kept incrementally (one object applied or deleted at a time, as watches
 //! deliver them) with the indexes the engine needs. [`ClusterState`] is the
 //! composition of these parts, and keeps them consistent on each change:
@@ -14,13 +15,16 @@
 //! - `admin_policies`: the cluster-scoped admin policies by key and per tier
 //!   in decision order;
 //! - `services` and `nodes`: Service resolution, and the node addresses
-//!   traffic with which is always allowed.
+//!   traffic with which is always allowed;
+//! - `controllers`: ReplicaSets and Jobs, through which a pod's workload is
+//!   found (its Deployment, its CronJob); no verdict depends on them.
 //!
 //! What changes empties the verdict cache: a policy (of any kind), a
 //! namespace's labels, a node, the local node's addresses. A pod change does not need to (a changed
 //! pod has another identity).
 
 mod admin_policies;
+mod controllers;
 mod identities;
 mod ip_classes;
 mod ip_history;
@@ -41,14 +45,15 @@ use crate::cache::{CacheKey, VerdictCache};
 use crate::error::{LoadError, LoadErrors, ObjectError};
 use crate::manifest::{K8sObject, Manifests};
 use crate::model::{
-    AdminPeer, AdminPolicy, Direction, EndpointSlice, IpBlock, Namespace, NamespaceMatch,
-    NetworkPolicy, Node, Peer, Pod, PodKey, PolicyKey, PolicyKind, PortRef, Protocol, Service,
-    Tier,
+    AdminPeer, AdminPolicy, Controller, ControllerKind, Direction, EndpointSlice, IpBlock,
+    Namespace, NamespaceMatch, NetworkPolicy, Node, Owner, Peer, Pod, PodKey, PolicyKey,
+    PolicyKind, PortRef, Protocol, Service, Tier,
 };
 use crate::selector::{Labels, Selector};
 use crate::verdict::Verdict;
 
 use admin_policies::AdminPolicies;
+use controllers::Controllers;
 use identities::Identities;
 pub(crate) use identities::{DEPARTED, EXTERNAL, HOST_NETWORK};
 use ip_classes::IpClasses;
@@ -70,6 +75,10 @@ pub enum ObjectKind {
     Service,
     EndpointSlice,
     Node,
+    /// apps/v1 ReplicaSet (kept for its pods' workload).
+    ReplicaSet,
+    /// batch/v1 Job (kept for its pods' workload).
+    Job,
     AdminNetworkPolicy,
     BaselineAdminNetworkPolicy,
     ClusterNetworkPolicy,
@@ -116,6 +125,7 @@ pub struct ClusterState {
     admin: AdminPolicies,
     services: Services,
     nodes: Nodes,
+    controllers: Controllers,
     cache: Mutex<VerdictCache>,
     require_pod_ips: bool,
 }
@@ -172,6 +182,8 @@ impl ClusterState {
                 self.nodes.upsert(Node::from_k8s(node)?);
                 self.clear_cache();
             }
+            K8sObject::ReplicaSet(rs) => self.controllers.upsert(Controller::from_replica_set(rs)?),
+            K8sObject::Job(job) => self.controllers.upsert(Controller::from_job(job)?),
             K8sObject::AdminNetworkPolicy(anp) => {
                 self.upsert_admin_policy(AdminPolicy::from_anp(anp)?)
             }
@@ -209,6 +221,13 @@ impl ClusterState {
                 }
                 removed
             }
+            ObjectKind::ReplicaSet => {
+                self.controllers
+                    .remove(ControllerKind::ReplicaSet, namespace, name)
+            }
+            ObjectKind::Job => self
+                .controllers
+                .remove(ControllerKind::Job, namespace, name),
             ObjectKind::AdminNetworkPolicy
             | ObjectKind::BaselineAdminNetworkPolicy
             | ObjectKind::ClusterNetworkPolicy => kind
@@ -562,6 +581,21 @@ impl ClusterState {
             }
         }
         Some(out)
+    }
+
+    /// The ReplicaSets and Jobs, in kind, namespace and name order.
+    pub fn controllers(&self) -> Vec<&Controller> {
+        self.controllers.sorted()
+    }
+
+    /// A pod's workload: its controller, followed through a ReplicaSet to its
+    /// Deployment and through a Job to its CronJob when the state holds that
+    /// ReplicaSet or Job and it has a controller (else the ReplicaSet or Job
+    /// itself); None for a pod nothing controls. Render it with
+    /// [`workload_name`](crate::model::workload_name).
+    pub fn workload_of(&self, pod: &Pod) -> Option<Arc<Owner>> {
+        let owner = pod.owner.as_ref()?;
+        Some(self.controllers.top(&pod.key.namespace, owner))
     }
 
     /// All nodes, in name order.

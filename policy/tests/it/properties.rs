@@ -15,7 +15,9 @@
 //!   across random incremental updates (cache invalidation) and identity
 //!   rebuilds;
 //! - a state loaded from manifests and then updated object by object answers as
-//!   one loaded fresh from the final manifests, and as one built in reverse.
+//!   one loaded fresh from the final manifests, and as one built in reverse;
+//! - the fix of a denied flow (`netverdict diagnose`) allows it and nothing else
+//!   that was denied, replayed over every pair of pods.
 
 use crate::common;
 
@@ -25,6 +27,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use common::{objects, state_from_manifests};
 use ipnet::IpNet;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use netverdict_policy::fix::{Target, TargetEndpoint, fix};
 use netverdict_policy::selector::Selector;
 use netverdict_policy::{
     ClusterState, Connection, Direction, Endpoint, ObjectKind, PodKey, Protocol, Status, Verdict,
@@ -1325,6 +1328,109 @@ fn identity_rebuilds_keep_verdicts_exact() {
             let cached = state.verdict(&flow).expect("valid flow");
             assert_eq!(*cached, state.verdict_uncached(&flow).unwrap(), "{flow:?}");
             assert_eq!(cached.allowed, model.allowed(&flow), "{flow:?}");
+        }
+    }
+}
+
+// ---- the fix of a denied flow ----------------------------------------------------------
+
+/// Every flow between the cluster's pods (by name) on every flow port and
+/// protocol, with its decision.
+fn every_pod_flow(
+    model: &GCluster,
+    state: &ClusterState,
+) -> Vec<(usize, usize, u16, Protocol, bool)> {
+    let present: Vec<usize> = (0..model.pods.len())
+        .filter(|i| model.pods[*i].is_some())
+        .collect();
+    let mut out = Vec::new();
+    for &s in &present {
+        for &d in &present {
+            for port in FLOW_PORTS {
+                for protocol in [Protocol::Tcp, Protocol::Udp] {
+                    let flow = Connection::new(
+                        Endpoint::Pod(PodKey::new(
+                            NAMESPACES[model.pods[s].as_ref().map_or(0, |p| p.ns)],
+                            pod_name(s),
+                        )),
+                        Endpoint::Pod(PodKey::new(
+                            NAMESPACES[model.pods[d].as_ref().map_or(0, |p| p.ns)],
+                            pod_name(d),
+                        )),
+                        port,
+                        protocol,
+                    );
+                    let allowed = state.verdict(&flow).expect("valid flow").allowed;
+                    out.push((s, d, port, protocol, allowed));
+                }
+            }
+        }
+    }
+    out
+}
+
+proptest! {
+    #![proptest_config(config(128))]
+
+    /// The fix of a denied flow between two pods allows it, and allows
+    /// nothing else that was denied but the same flow between pods its
+    /// selectors cannot tell apart from these two (same namespace, same
+    /// labels); an allowed flow gets no fix. The fix's objects are loaded
+    /// as manifests, as `kubectl apply` would take them.
+    #[test]
+    fn the_fix_allows_the_flow_and_nothing_else_denied(
+        model in cluster(),
+        src in 0..MAX_PODS,
+        dst in 0..MAX_PODS,
+        port in select(&FLOW_PORTS[..]),
+        udp in any::<bool>(),
+    ) {
+        let (Some(Some(s)), Some(Some(d))) = (model.pods.get(src), model.pods.get(dst)) else {
+            return Ok(());
+        };
+        prop_assume!(src != dst && !s.host_network && !d.host_network);
+        let protocol = if udp { Protocol::Udp } else { Protocol::Tcp };
+        let before = model.state();
+        let source = Endpoint::Pod(PodKey::new(NAMESPACES[s.ns], pod_name(src)));
+        let target = Target {
+            endpoint: TargetEndpoint::Pod(PodKey::new(NAMESPACES[d.ns], pod_name(dst))),
+            port,
+            protocol,
+        };
+        let flow = Connection::new(source.clone(), target.endpoint.engine(), port, protocol);
+        let was_allowed = before.verdict(&flow).expect("valid flow").allowed;
+        let fixed = fix(&before, &source, std::slice::from_ref(&target)).expect("fix");
+        if was_allowed {
+            prop_assert!(fixed.policies.is_empty(), "{:?}", fixed);
+            return Ok(());
+        }
+        prop_assert!(!fixed.policies.is_empty() || !fixed.notes.is_empty(), "neither a fix nor a reason");
+        let mut yaml = model.manifests();
+        for policy in &fixed.policies {
+            yaml.push_str(&to_yaml(&serde_json::to_value(policy).expect("policy as JSON")));
+        }
+        let after = state_from_manifests(&yaml);
+        let now_allowed = after.verdict(&flow).expect("valid flow").allowed;
+        // Only a pod without labels (no selector can pick it alone) is left denied.
+        if !now_allowed {
+            prop_assert!(s.labels.is_empty() || d.labels.is_empty(), "not fixed: {:?}", fixed);
+            prop_assert!(fixed.notes.iter().any(|n| n.contains("no labels")), "{:?}", fixed.notes);
+        }
+        let like = |i: usize, j: usize| {
+            let (a, b) = (model.pods[i].as_ref(), model.pods[j].as_ref());
+            a.zip(b).is_some_and(|(a, b)| a.ns == b.ns && a.labels == b.labels && !a.host_network)
+        };
+        let old = every_pod_flow(&model, &before);
+        let new = every_pod_flow(&model, &after);
+        for (o, n) in old.iter().zip(&new) {
+            if !o.4 && n.4 {
+                let (os, od, oport, oproto, _) = *o;
+                prop_assert!(
+                    like(os, src) && like(od, dst) && oport == port && oproto == protocol,
+                    "the fix of p{}->p{} {}/{:?} also allows p{}->p{} {}/{:?}: {:#?}",
+                    src, dst, port, protocol, os, od, oport, oproto, fixed.policies
+                );
+            }
         }
     }
 }

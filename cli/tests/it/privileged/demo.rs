@@ -23,12 +23,17 @@ use dashboards_support::{
 /// before a rollout, dropped by the kernel afterwards (see the closing note).
 type Group = (String, String, String, Vec<String>, &'static str);
 
+/// `namespace/name` of a group's workload: the seed's pods are bare pods,
+/// each its own workload (`Pod/<name>`).
 fn workload(v: &Value) -> String {
-    format!(
-        "{}/{}",
-        v["namespace"].as_str().unwrap_or(""),
-        v["workload"].as_str().unwrap_or("")
-    )
+    let workload = v["workload"].as_str().unwrap_or("");
+    let name = match v["kind"].as_str() {
+        Some("pod") => workload
+            .strip_prefix("Pod/")
+            .unwrap_or_else(|| panic!("a bare pod's workload is Pod/<name>: {v}")),
+        _ => workload,
+    };
+    format!("{}/{name}", v["namespace"].as_str().unwrap_or(""))
 }
 
 fn strings(v: &Value) -> Vec<String> {
@@ -276,6 +281,25 @@ fn check(report: &Value) {
         "{shop_reason}"
     );
     assert_eq!(report["exported"]["dropped"], 0, "{:#}", report["exported"]);
+
+    // diagnose on the flow left denied: the steps, the observed flows, the fix.
+    let d = &report["diagnose"];
+    assert_eq!(d["allowed"], false, "{d:#}");
+    assert_eq!(d["destination"]["kind"], "service", "{d:#}");
+    assert!(
+        d["observed_flows"].as_array().is_some_and(
+            |f| !f.is_empty() && f.iter().all(|f| f["destination"]["pod_name"] == "api")
+        ),
+        "the pair's flows: {:#}",
+        d["observed_flows"]
+    );
+    let fix = d["fix"].as_array().expect("fix");
+    assert_eq!(fix.len(), 1, "{d:#}");
+    assert_eq!(fix[0]["metadata"]["namespace"], "default");
+    assert_eq!(
+        fix[0]["spec"]["policyTypes"],
+        serde_json::json!(["Ingress"])
+    );
 }
 
 /// The embedded store, with every gRPC connection over mutual TLS

@@ -29,8 +29,23 @@ pub fn summary(state: &ClusterState) -> Vec<String> {
     }
     for pod in state.pods() {
         out.push(format!(
-            "Pod {} labels={:?} ips={:?} node={:?} host_network={} ports={:?}",
-            pod.key, pod.labels, pod.ips, pod.node, pod.host_network, pod.ports
+            "Pod {} labels={:?} ips={:?} node={:?} host_network={} ports={:?} workload={}",
+            pod.key,
+            pod.labels,
+            pod.ips,
+            pod.node,
+            pod.host_network,
+            pod.ports,
+            netverdict_policy::model::workload_name(state.workload_of(pod).as_deref(), &pod.key)
+        ));
+    }
+    for controller in state.controllers() {
+        out.push(format!(
+            "{} {}/{} owner={:?}",
+            controller.kind.as_str(),
+            controller.namespace,
+            controller.name,
+            controller.owner
         ));
     }
     for policy in state.policies() {
