@@ -7,7 +7,7 @@ mod clickhouse_support;
 use std::time::{Duration, UNIX_EPOCH};
 
 use clickhouse_support::*;
-use netverdict_api::clickhouse::latest_version;
+use netverdict_api::clickhouse::migration_versions;
 use netverdict_api::store::{FlowQuery, ReportQuery, Store};
 use netverdict_proto::filter::FilterSet;
 use netverdict_proto::time::{TimeWindow, UnixNanos};
@@ -23,8 +23,8 @@ async fn migrations_are_idempotent() {
         "SELECT version, count() FROM {}.schema_migrations GROUP BY version ORDER BY version",
         db.name
     ));
-    let expected: String = (1..=latest_version())
-        .filter(|v| *v != 3 || second.features().unwrap().skip_indexes)
+    let expected: String = migration_versions(&second.features().unwrap())
+        .iter()
         .map(|v| format!("{v}\t1\n"))
         .collect();
     assert_eq!(versions, expected, "each migration recorded once");
@@ -37,6 +37,7 @@ async fn migrations_are_idempotent() {
         "denied_by_minute_mv",
         "dns_by_minute",
         "dns_by_minute_mv",
+        "dead_letters",
         "flows",
         "flows_by_minute",
         "flows_by_minute_mv",
@@ -622,4 +623,42 @@ async fn status_and_invalid_flows() {
         metrics.contains("netverdict_api_store_flows 2"),
         "{metrics}"
     );
+}
+
+#[tokio::test]
+async fn queries_run_under_clickhouses_result_and_time_limits() {
+    let db = TestDb::new(&require_shared_server());
+    let store = netverdict_api::clickhouse::ClickHouseStore::connect(
+        netverdict_api::clickhouse::ClickHouseConfig {
+            query_max_rows: 5,
+            ..db.config()
+        },
+    )
+    .await
+    .unwrap();
+    let base = now_ns() - 60_000_000_000;
+    store
+        .insert(
+            (0..10)
+                .map(|i| simple_flow(&format!("node-a/1/{i}"), base + i * 1_000_000))
+                .collect(),
+        )
+        .await
+        .unwrap();
+    let err = store
+        .flows(&netverdict_api::store::FlowQuery::default())
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("Limit for result exceeded"),
+        "ClickHouse refuses more than query_max_rows: {err}"
+    );
+    let five = store
+        .flows(&netverdict_api::store::FlowQuery {
+            limit: 5,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(five.len(), 5);
 }

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use netverdict_api::serve_shared;
+use netverdict_api::store::Store;
 use netverdict_cluster::SharedState;
 use netverdict_proto::v1 as pb;
 use pb::ingest_client::IngestClient;
@@ -124,7 +125,7 @@ async fn flows_in_flight_are_bounded_across_the_server() {
     let store = Arc::new(Scripted::new());
     let server = serve_shared(
         netverdict_api::ApiConfig {
-            max_in_flight_flows: 1,
+            max_in_flight_bytes: 1,
             ..config("127.0.0.1:0".parse().unwrap())
         },
         store.clone(),
@@ -156,5 +157,116 @@ async fn flows_in_flight_are_bounded_across_the_server() {
     assert_eq!(store.peak.load(Ordering::SeqCst), 1, "inserts overlapped");
     assert_eq!(stored_ids(&store.inner).await.len(), 4);
     assert_eq!(server.metrics().ingest_batches_waiting.get(), 0);
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn bad_flows_are_refused_one_by_one_and_counted_in_the_ack() {
+    let store = memory(10_000);
+    let server = start(store.clone()).await;
+    let (tx, mut acks) = open_push(&server).await;
+    let mut newer = flow("node-a/1/newer");
+    newer.verdict = 99;
+    newer.protocol = 42;
+    let mut ahead = flow("node-a/1/ahead");
+    ahead.last_seen = Some(netverdict_proto::time::timestamp(
+        std::time::SystemTime::now() + std::time::Duration::from_secs(2 * 3600),
+    ));
+    let mut no_id = flow("");
+    no_id.id.clear();
+    tx.send(pb::FlowBatch {
+        node_name: "node-a".into(),
+        sequence: 1,
+        flows: vec![flow("node-a/1/ok"), newer, ahead, no_id],
+    })
+    .await
+    .unwrap();
+    let ack = acks.message().await.unwrap().unwrap();
+    assert_eq!((ack.sequence, ack.refused), (1, 2));
+    // The newer collector's flow is stored with its numbers as sent.
+    assert_eq!(stored_ids(&*store).await, ["node-a/1/newer", "node-a/1/ok"]);
+    let stored = store
+        .flows(&netverdict_api::store::FlowQuery::default())
+        .await
+        .unwrap();
+    let kept = stored.iter().find(|f| f.id == "node-a/1/newer").unwrap();
+    assert_eq!((kept.verdict, kept.protocol), (99, 42));
+    let m = server.metrics();
+    assert_eq!(m.ingest_invalid_flows.get(), 2);
+    assert_eq!(m.ingest_unknown_enum_flows.get(), 1);
+    // The stream goes on.
+    tx.send(batch(2, "ok")).await.unwrap();
+    let ack = acks.message().await.unwrap().unwrap();
+    assert_eq!((ack.sequence, ack.refused), (2, 0));
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_message_above_the_limit_is_refused_after_the_batches_before_it_are_acknowledged() {
+    let store = Arc::new(Scripted::new());
+    let server = serve_shared(
+        netverdict_api::ApiConfig {
+            max_message_bytes: 2048,
+            ..config("127.0.0.1:0".parse().unwrap())
+        },
+        store.clone(),
+        SharedState::default(),
+    )
+    .await
+    .unwrap();
+    let (tx, mut acks) = open_push(&server).await;
+    // Batch 1 waits in the store while batch 2, too large, is read.
+    let mut big = batch(2, "ok");
+    big.flows[0].reason = "x".repeat(4096);
+    for b in [batch(1, "gated"), big, batch(3, "ok")] {
+        tx.send(b).await.unwrap();
+    }
+    wait_until("batch 1 in the store", async || {
+        store.active.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    store.gate.add_permits(1);
+    assert_eq!(acks.message().await.unwrap().unwrap().sequence, 1);
+    let status = acks.message().await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::OutOfRange, "{status}");
+    assert_eq!(stored_ids(&store.inner).await, ["node-a/1/gated"]);
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn streams_are_bounded_in_number() {
+    let store = memory(10_000);
+    let server = serve_shared(
+        netverdict_api::ApiConfig {
+            max_streams: 1,
+            ..config("127.0.0.1:0".parse().unwrap())
+        },
+        store.clone(),
+        SharedState::default(),
+    )
+    .await
+    .unwrap();
+    let (tx, mut acks) = open_push(&server).await;
+    tx.send(batch(1, "ok")).await.unwrap();
+    assert_eq!(acks.message().await.unwrap().unwrap().sequence, 1);
+    let mut client = IngestClient::connect(url(&server)).await.unwrap();
+    let (_tx2, rx2) = mpsc::channel(1);
+    let status = client
+        .push(tokio_stream::wrappers::ReceiverStream::new(rx2))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status}");
+    assert!(status.message().contains("max_streams"), "{status}");
+    assert_eq!(server.metrics().ingest_streams_refused.get(), 1);
+    // Once the first stream ends, another is taken.
+    drop(tx);
+    assert!(acks.message().await.unwrap().is_none());
+    wait_until("the stream to close", async || {
+        server.metrics().ingest_streams.get() == 0
+    })
+    .await;
+    let (tx3, mut acks3) = open_push(&server).await;
+    tx3.send(batch(2, "ok")).await.unwrap();
+    assert_eq!(acks3.message().await.unwrap().unwrap().sequence, 2);
     server.shutdown().await.unwrap();
 }

@@ -8,8 +8,8 @@ mod support;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use netverdict_api::ApiConfig;
 use netverdict_api::store::Store;
+use netverdict_api::{ApiConfig, serve_shared};
 use netverdict_cluster::SharedState;
 use netverdict_policy::ClusterState;
 use netverdict_proto::v1 as pb;
@@ -163,70 +163,222 @@ async fn get_flows_filters_and_a_hostile_namespace_is_just_a_name() {
     server.shutdown().await.unwrap();
 }
 
-#[tokio::test]
-async fn follow_sends_history_then_new_matching_flows() {
-    let store = memory(1000);
-    store.insert(vec![flow("old/1")]).await.unwrap();
-    let server = start(store).await;
-    let addr = url(&server);
-    let mut observer = ObserverClient::connect(addr.clone()).await.unwrap();
-    let mut stream = observer
-        .get_flows(pb::GetFlowsRequest {
-            follow: true,
-            include: vec![filter(|f| f.namespace = vec!["shop".into()])],
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(
-        stream.message().await.unwrap().unwrap().flow.unwrap().id,
-        "old/1"
-    );
+/// Opens a follow stream and waits until it is subscribed to new flows.
+async fn follow(
+    server: &netverdict_api::ApiServer,
+    request: pb::GetFlowsRequest,
+) -> tonic::Streaming<pb::GetFlowsResponse> {
+    let mut observer = ObserverClient::connect(url(server)).await.unwrap();
+    let stream = observer.get_flows(request).await.unwrap().into_inner();
     wait_until("the follower to subscribe", async || {
         server.metrics().follow_subscribers.get() == 1
     })
     .await;
-    let mut other = flow("new/other");
-    other.source = pod("elsewhere", "a", "a", 1);
-    other.destination = pod("elsewhere", "b", "b", 2);
-    let mut ingest = IngestClient::connect(addr).await.unwrap();
+    stream
+}
+
+/// Pushes batches of flows and waits for each acknowledgement.
+async fn ingest(server: &netverdict_api::ApiServer, batches: Vec<Vec<pb::Flow>>) {
+    let mut ingest = IngestClient::connect(url(server)).await.unwrap();
     let (tx, rx) = mpsc::channel(4);
     let mut acks = ingest
         .push(ReceiverStream::new(rx))
         .await
         .unwrap()
         .into_inner();
-    tx.send(pb::FlowBatch {
-        node_name: "n".into(),
-        sequence: 1,
-        flows: vec![other, flow("new/1"), flow("old/1")],
-    })
-    .await
-    .unwrap();
-    assert_eq!(acks.message().await.unwrap().unwrap().sequence, 1);
-    tx.send(pb::FlowBatch {
-        node_name: "n".into(),
-        sequence: 2,
-        flows: vec![flow("new/2")],
-    })
-    .await
-    .unwrap();
-    assert_eq!(acks.message().await.unwrap().unwrap().sequence, 2);
-    // The other namespace's flow is filtered out; old/1 was already sent.
-    assert_eq!(
-        stream.message().await.unwrap().unwrap().flow.unwrap().id,
-        "new/1"
-    );
-    assert_eq!(
-        stream.message().await.unwrap().unwrap().flow.unwrap().id,
-        "new/2"
-    );
+    for (i, flows) in batches.into_iter().enumerate() {
+        let sequence = i as u64 + 1;
+        tx.send(pb::FlowBatch {
+            node_name: "n".into(),
+            sequence,
+            flows,
+        })
+        .await
+        .unwrap();
+        assert_eq!(acks.message().await.unwrap().unwrap().sequence, sequence);
+    }
+}
+
+async fn next_id(stream: &mut tonic::Streaming<pb::GetFlowsResponse>) -> String {
+    tokio::time::timeout(Duration::from_secs(10), stream.message())
+        .await
+        .expect("a flow within 10 s")
+        .unwrap()
+        .unwrap()
+        .flow
+        .unwrap()
+        .id
+}
+
+#[tokio::test]
+async fn follow_starts_from_now_unless_history_is_asked_for() {
+    let store = memory(1000);
+    store
+        .insert((0..500).map(|i| flow(&format!("old/{i}"))).collect())
+        .await
+        .unwrap();
+    let server = start(store).await;
+    // `netverdict observe -f`: no number, no since: nothing stored is read.
+    let mut stream = follow(
+        &server,
+        pb::GetFlowsRequest {
+            follow: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    ingest(&server, vec![vec![flow("new/1")]]).await;
+    assert_eq!(next_id(&mut stream).await, "new/1", "no stored flow first");
     drop(stream);
     wait_until("the follower to be gone", async || {
         server.metrics().follow_subscribers.get() == 0
     })
     .await;
+    // With a number: the last N stored, then new ones.
+    let mut stream = follow(
+        &server,
+        pb::GetFlowsRequest {
+            follow: true,
+            number: 2,
+            ..Default::default()
+        },
+    )
+    .await;
+    let last_two = [next_id(&mut stream).await, next_id(&mut stream).await];
+    assert!(last_two.contains(&"new/1".to_string()), "{last_two:?}");
+    assert!(last_two.iter().any(|id| id.starts_with("old/")), "{last_two:?}");
+    ingest(&server, vec![vec![flow("new/2")]]).await;
+    assert_eq!(next_id(&mut stream).await, "new/2");
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn follow_since_sends_the_window_then_new_matching_flows() {
+    let store = memory(1000);
+    store.insert(vec![flow("old/1")]).await.unwrap();
+    let server = start(store).await;
+    let since =
+        netverdict_proto::time::timestamp(std::time::SystemTime::now() - Duration::from_secs(3600));
+    let mut stream = follow(
+        &server,
+        pb::GetFlowsRequest {
+            follow: true,
+            since: Some(since),
+            include: vec![filter(|f| f.namespace = vec!["shop".into()])],
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(next_id(&mut stream).await, "old/1");
+    let mut other = flow("new/other");
+    other.source = pod("elsewhere", "a", "a", 1);
+    other.destination = pod("elsewhere", "b", "b", 2);
+    ingest(
+        &server,
+        vec![
+            vec![other, flow("new/1"), flow("old/1")],
+            vec![flow("new/2")],
+        ],
+    )
+    .await;
+    // The other namespace's flow is filtered out; old/1 was already sent.
+    assert_eq!(next_id(&mut stream).await, "new/1");
+    assert_eq!(next_id(&mut stream).await, "new/2");
+    drop(stream);
+    wait_until("the follower to be gone", async || {
+        server.metrics().follow_subscribers.get() == 0
+    })
+    .await;
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn queries_are_capped_with_a_clear_error() {
+    let store = memory(1000);
+    store
+        .insert((0..30).map(|i| flow(&format!("old/{i}"))).collect())
+        .await
+        .unwrap();
+    let server = serve_shared(
+        netverdict_api::ApiConfig {
+            max_query_flows: 20,
+            max_report_groups: 5,
+            ..config("127.0.0.1:0".parse().unwrap())
+        },
+        store,
+        SharedState::default(),
+    )
+    .await
+    .unwrap();
+    let addr = url(&server);
+    let status = get_flows(
+        &addr,
+        pb::GetFlowsRequest {
+            number: 21,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(
+        status
+            .message()
+            .contains("number: 21 is above this server's cap of 20"),
+        "{status}"
+    );
+    assert_eq!(
+        get_flows(
+            &addr,
+            pb::GetFlowsRequest {
+                number: 20,
+                ..Default::default()
+            }
+        )
+        .await
+        .unwrap()
+        .len(),
+        20
+    );
+    // A follow from `since` whose window holds more than the cap.
+    let mut observer = ObserverClient::connect(addr.clone()).await.unwrap();
+    let status = observer
+        .get_flows(pb::GetFlowsRequest {
+            follow: true,
+            since: Some(prost_types::Timestamp::default()),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(
+        status.message().contains("more than 20 stored flows match"),
+        "{status}"
+    );
+    let mut query = QueryClient::connect(addr).await.unwrap();
+    let status = query
+        .denied(pb::ReportRequest {
+            limit: 6,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(
+        status
+            .message()
+            .contains("limit: 6 is above this server's cap of 5 groups"),
+        "{status}"
+    );
+    assert!(
+        query
+            .denied(pb::ReportRequest {
+                limit: 5,
+                ..Default::default()
+            })
+            .await
+            .is_ok()
+    );
     server.shutdown().await.unwrap();
 }
 

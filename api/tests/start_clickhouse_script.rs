@@ -91,7 +91,9 @@ fn a_caller_capturing_the_output_gets_it_back_once_the_server_answers() {
     let status = child.wait().unwrap();
     assert!(status.success(), "the script failed: {output}");
     assert!(
-        output.contains(&format!("ClickHouse answers on http://127.0.0.1:{http_port}/")),
+        output.contains(&format!(
+            "ClickHouse answers on http://127.0.0.1:{http_port}/"
+        )),
         "{output}"
     );
     // The server it started runs on after the script returned.

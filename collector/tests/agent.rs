@@ -48,6 +48,7 @@ impl Ingest for Store {
                 store.lock().unwrap().extend(batch.flows);
                 let ack = pb::Ack {
                     sequence: batch.sequence,
+                    refused: 0,
                 };
                 if acks.send(Ok(ack)).await.is_err() {
                     break;

@@ -32,15 +32,24 @@ impl<S: Store> QueryService<S> {
     }
 }
 
-/// The store query of a report request.
-pub fn report_query(req: &pb::ReportRequest) -> Result<ReportQuery, Status> {
+/// The store query of a report request; a `limit` above `max_groups` (the
+/// server's [`super::ApiConfig::max_report_groups`]) is `INVALID_ARGUMENT`.
+pub fn report_query(req: &pb::ReportRequest, max_groups: usize) -> Result<ReportQuery, Status> {
+    let limit = match req.limit {
+        0 => DEFAULT_LIMIT.min(max_groups),
+        n => usize::try_from(n).unwrap_or(usize::MAX),
+    };
+    if limit > max_groups {
+        return Err(Status::invalid_argument(format!(
+            "limit: {} is above this server's cap of {max_groups} groups per report \
+             (max_report_groups)",
+            req.limit
+        )));
+    }
     Ok(ReportQuery {
         window: request_window(req.since.as_ref(), req.until.as_ref())?,
         namespaces: req.namespace.clone(),
-        limit: match req.limit {
-            0 => DEFAULT_LIMIT,
-            n => n as usize,
-        },
+        limit,
     })
 }
 
@@ -50,7 +59,7 @@ impl<S: Store> Query for QueryService<S> {
         &self,
         request: Request<pb::ReportRequest>,
     ) -> Result<Response<pb::DeniedResponse>, Status> {
-        let query = report_query(request.get_ref())?;
+        let query = report_query(request.get_ref(), self.shared.config.max_report_groups)?;
         let groups = self
             .shared
             .store
@@ -64,7 +73,7 @@ impl<S: Store> Query for QueryService<S> {
         &self,
         request: Request<pb::ReportRequest>,
     ) -> Result<Response<pb::DnsReportResponse>, Status> {
-        let query = report_query(request.get_ref())?;
+        let query = report_query(request.get_ref(), self.shared.config.max_report_groups)?;
         let policy_gaps = dns_policy_gaps(&self.shared.cluster.read(), &query.namespaces);
         let failures = self
             .shared
