@@ -84,7 +84,7 @@ pub struct ApiArgs {
     /// The most bytes the spool may hold; when full, collectors' batches are
     /// not acknowledged (they keep them and retry). Keep it below the spool
     /// volume's size.
-    #[arg(long, default_value_t = 2 << 30, requires = "clickhouse")]
+    #[arg(long, default_value_t = 1 << 30, requires = "clickhouse")]
     spool_max_bytes: u64,
     /// How many days ClickHouse keeps flows and rollups (flows older than
     /// that are refused at ingest).

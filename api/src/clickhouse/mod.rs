@@ -72,7 +72,8 @@ pub struct ClickHouseConfig {
     pub batch_max_delay: Duration,
     /// Where flows are spooled while ClickHouse is unreachable.
     pub spool_dir: PathBuf,
-    /// The most bytes the spool may hold (default 2 GiB). When full, inserts
+    /// The most bytes the spool may hold (default 1 GiB, half the deploy's
+    /// 2 GiB volume: room for the file system). When full, inserts
     /// fail (collectors keep their flows and send them again later); keep it
     /// below the spool volume's size.
     pub spool_max_bytes: u64,
@@ -108,7 +109,7 @@ impl Default for ClickHouseConfig {
             batch_max_rows: 100_000,
             batch_max_delay: Duration::from_millis(100),
             spool_dir: PathBuf::from("/var/lib/netverdict/spool"),
-            spool_max_bytes: 2 << 30,
+            spool_max_bytes: 1 << 30,
             spool_segment_bytes: 64 << 20,
             replay_chunk_rows: 10_000,
             query_max_rows: 1_000_000,

@@ -84,12 +84,9 @@ impl Quarantine<'_> {
                 .map_or_else(|| "segment".into(), |n| n.to_string_lossy().into_owned());
             let path = self.dir.join(format!("{name}.corrupt"));
             tracing::warn!(segment = %self.segment.path.display(), quarantine = %path.display(), "quarantining unreadable spool data");
-            self.file = Some(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)?,
-            );
+            // Created afresh by each pass over the segment: a pass cut
+            // short and read again writes the same pieces once.
+            self.file = Some(File::create(path)?);
         }
         let Some(file) = self.file.as_mut() else {
             unreachable!("opened above")
