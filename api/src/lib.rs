@@ -10,13 +10,17 @@
 //!   store's implementation, and the reference for the ClickHouse store);
 //! - [`server`]: the gRPC services (Ingest, Observer, Query) over any store,
 //!   and [`server::serve`], the library entry point;
-//! - [`metrics`]: `netverdict_api_*` metrics and the `/metrics` endpoint.
+//! - [`metrics`]: `netverdict_api_*` metrics and the `/metrics` endpoint;
+//! - `fuzzing` (feature `fuzzing`, and in unit tests): the cargo-fuzz targets'
+//!   entry points, used by `fuzz/`.
 //!
 //! Filters, the time window, flow validation and enum names come from
 //! `netverdict_proto` (`filter`, `time`, `validate`, `names`), shared with the
 //! collector and the CLI.
 
 pub mod clickhouse;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 pub mod memory;
 pub mod metrics;
 pub mod report;

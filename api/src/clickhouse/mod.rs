@@ -21,6 +21,8 @@
 //!   `max_execution_time` and `max_result_rows`.
 //! - [`ClickHouseStats`] counts inserts, spooling and query latency.
 
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 mod query;
 mod replay;
 mod row;
