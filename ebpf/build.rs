@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 /// The probe objects, each built from one `bpf/<name>.bpf.c`.
-const PROBES: &[&str] = &["netverdict"];
+const PROBES: &[&str] = &["netverdict", "lab_tc_drop"];
 /// Headers the probes include; a change to any of them rebuilds every probe.
 const HEADERS: &[&str] = &["netverdict_events.h", "vmlinux_min.h"];
 

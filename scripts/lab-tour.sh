@@ -28,7 +28,7 @@ run $nv lab apply --name $lab $seed/policies/default-deny.yaml
 cluster+=(--cluster $seed/policies/default-deny.yaml)
 run $nv lab dns --name $lab --from default/np-client kubernetes.default.svc.cluster.local
 echo "-- DNS broke first, as the guide warns. What the kernel saw (eBPF) while the client retried:"
-$nv capture --seconds 3 -o text > /tmp/netverdict-demo-capture.txt 2>/dev/null &
+$nv capture --seconds 3 -o compact > /tmp/netverdict-demo-capture.txt 2>/dev/null &
 capture=$!
 sleep 0.5
 $nv lab dns --name $lab --from default/np-client api.default.svc.cluster.local >/dev/null 2>&1 || true

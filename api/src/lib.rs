@@ -10,7 +10,10 @@
 //!   store's implementation, and the reference for the ClickHouse store);
 //! - [`server`]: the gRPC services (Ingest, Observer, Query) over any store,
 //!   and [`server::serve`], the library entry point;
-//! - [`metrics`]: `netverdict_api_*` metrics and the `/metrics` endpoint;
+//! - [`metrics`]: `netverdict_api_*` metrics and the HTTP endpoint (`/metrics`,
+//!   `/healthz`, `/readyz`);
+//! - [`health`]: the store's status, checked in the background for `/metrics`
+//!   and `/readyz`;
 //! - `fuzzing` (feature `fuzzing`, and in unit tests): the cargo-fuzz targets'
 //!   entry points, used by `fuzz/`.
 //!
@@ -21,6 +24,7 @@
 pub mod clickhouse;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
+pub mod health;
 pub mod memory;
 pub mod metrics;
 pub mod report;
@@ -28,4 +32,5 @@ pub mod server;
 pub mod store;
 
 pub use memory::{MemoryConfig, MemoryStore};
+pub use report::CLUSTER_KINDS;
 pub use server::{ApiConfig, ApiServer, ServeError, serve, serve_shared};

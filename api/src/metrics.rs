@@ -1,8 +1,11 @@
 //! The API server's metrics (Prometheus / OpenMetrics text, `netverdict_api_*`)
-//! and the small HTTP endpoint that serves them at `/metrics`.
+//! and the small HTTP endpoint of its metrics port: `/metrics`, `/healthz`
+//! (liveness: answers while the process serves HTTP) and `/readyz` (readiness:
+//! the store's last status check, see [`crate::health`]).
 //!
 //! Counters and the histogram are updated by the services as they work; the
-//! store gauges are read from [`Store::status`] at each scrape. Labels stay
+//! store gauges hold the last [`Store::status`](crate::store::Store::status)
+//! the background check got, so a scrape never queries the store. Labels stay
 //! low-cardinality (none carry pod names, ids or addresses).
 
 use std::convert::Infallible;
@@ -23,7 +26,8 @@ use prometheus_client::registry::{Registry, Unit};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::store::Store;
+use crate::health::{Readiness, StoreHealth};
+use crate::store::{Store, StoreStatus};
 
 /// Every metric of the API server.
 #[derive(Debug)]
@@ -62,6 +66,7 @@ pub struct ApiMetrics {
     store_oldest: Gauge,
     store_newest: Gauge,
     store_status_errors: Counter,
+    store_ready: Gauge,
 }
 
 impl Default for ApiMetrics {
@@ -100,6 +105,7 @@ impl ApiMetrics {
             store_oldest: Gauge::default(),
             store_newest: Gauge::default(),
             store_status_errors: Counter::default(),
+            store_ready: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -192,16 +198,22 @@ impl ApiMetrics {
         );
         registry.register(
             "store_status_errors",
-            "Scrapes where the store could not report its status",
+            "Store status checks that failed (the server is not ready meanwhile)",
             m.store_status_errors.clone(),
+        );
+        registry.register(
+            "store_ready",
+            "1 when the last store status check succeeded, else 0",
+            m.store_ready.clone(),
         );
         ApiMetrics { registry, ..m }
     }
 
-    /// Reads the store's status into the gauges, then renders every metric.
-    pub async fn render<S: Store>(&self, store: &S) -> String {
-        match store.status().await {
-            Ok(status) => {
+    /// Sets the store gauges from a status check (None: the check failed;
+    /// the gauges keep their last values and the failure is counted).
+    pub fn record_status(&self, status: Option<&StoreStatus>) {
+        match status {
+            Some(status) => {
                 let secs = |t: Option<std::time::SystemTime>| {
                     t.map_or(0, |t| UnixNanos::from_system(t).floor_seconds().max(0))
                 };
@@ -210,12 +222,17 @@ impl ApiMetrics {
                 self.store_flows_dropped.set(clamp(status.flows_dropped));
                 self.store_oldest.set(secs(status.oldest));
                 self.store_newest.set(secs(status.newest));
+                self.store_ready.set(1);
             }
-            Err(e) => {
+            None => {
                 self.store_status_errors.inc();
-                tracing::warn!(error = %e, "store status for metrics failed");
+                self.store_ready.set(0);
             }
         }
+    }
+
+    /// Renders every metric as it is now (the store is not asked).
+    pub fn encode(&self) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = encode(&mut out, &self.registry);
@@ -223,11 +240,12 @@ impl ApiMetrics {
     }
 }
 
-/// Serves `/metrics` on `listener` until `shutdown` turns true.
-pub(crate) async fn serve_metrics<S: Store>(
+/// Serves `/metrics`, `/healthz` and `/readyz` on `listener` until `shutdown`
+/// turns true.
+pub(crate) async fn serve_metrics(
     listener: TcpListener,
     metrics: Arc<ApiMetrics>,
-    store: Arc<S>,
+    health: Arc<StoreHealth>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
@@ -243,12 +261,12 @@ pub(crate) async fn serve_metrics<S: Store>(
                 continue;
             }
         };
-        let (metrics, store) = (metrics.clone(), store.clone());
+        let (metrics, health) = (metrics.clone(), health.clone());
         let mut conn_shutdown = shutdown.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                let (metrics, store) = (metrics.clone(), store.clone());
-                async move { Ok::<_, Infallible>(respond(req, &metrics, &*store).await) }
+                let (metrics, health) = (metrics.clone(), health.clone());
+                async move { Ok::<_, Infallible>(respond(&req, &metrics, &health)) }
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service);
@@ -268,22 +286,34 @@ pub(crate) async fn serve_metrics<S: Store>(
     }
 }
 
-async fn respond<S: Store>(
-    req: Request<Incoming>,
+fn respond(
+    req: &Request<Incoming>,
     metrics: &ApiMetrics,
-    store: &S,
+    health: &StoreHealth,
 ) -> Response<Full<Bytes>> {
     let (status, content_type, body) = match (req.method(), req.uri().path()) {
         (&Method::GET, "/metrics") => (
             StatusCode::OK,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            metrics.render(store).await,
+            metrics.encode(),
         ),
         (&Method::GET, "/healthz") => (StatusCode::OK, "text/plain", "ok\n".to_string()),
+        (&Method::GET, "/readyz") => match health.readiness(tokio::time::Instant::now()) {
+            Readiness::Ready { checked_ago } => (
+                StatusCode::OK,
+                "text/plain",
+                format!("ready: the store answered {checked_ago:.0?} ago\n"),
+            ),
+            Readiness::NotReady { reason } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                format!("not ready: {reason}\n"),
+            ),
+        },
         _ => (
             StatusCode::NOT_FOUND,
             "text/plain",
-            "not found: try /metrics\n".to_string(),
+            "not found: try /metrics, /healthz or /readyz\n".to_string(),
         ),
     };
     let mut resp = Response::new(Full::new(Bytes::from(body)));

@@ -23,14 +23,18 @@
 //! - both are ordered by count (largest first), then latest `last_seen` (most
 //!   recent first), then key, and cut to `limit` (0: no limit).
 //!
-//! Which flows take part: `last_seen` within `[since, until)`, and the source
-//! or the destination in one of the query's namespaces (any, when none).
+//! Which flows take part: records of account only (a record that is a second
+//! observation of a connection, `counted_elsewhere`, is skipped, so a
+//! connection seen at both ends counts once), `last_seen` within
+//! `[since, until)`, the source or the destination in one of the query's
+//! namespaces (any, when none), and one of its label selectors holding on the
+//! source or the destination (any, when none).
 
 use std::cmp::Reverse;
 use std::collections::BTreeSet;
 
-use netverdict_policy::ClusterState;
 use netverdict_policy::lint::{cluster_dns_pods, dns_denied};
+use netverdict_policy::{ClusterState, ObjectKind};
 use netverdict_proto::filter::Filter;
 use netverdict_proto::names::known_or_zero;
 use netverdict_proto::time::{TimeWindow, UnixNanos};
@@ -39,30 +43,27 @@ use rustc_hash::FxHashMap;
 
 use crate::store::ReportQuery;
 
-/// A compiled report query: the window and the namespaces.
+/// A compiled report query: the window and the flow filter of its namespaces
+/// and labels ([`ReportQuery::flow_filter`]).
 #[derive(Debug, Clone, Default)]
 pub struct ReportFilter {
     window: TimeWindow,
-    /// The `namespace` dimension of flow filters: either endpoint's
-    /// (non-empty) namespace is one of the query's.
-    namespaces: Filter,
+    flows: Filter,
 }
 
 impl ReportFilter {
-    /// Compiles `query`'s window and namespaces.
+    /// Compiles `query`'s window and filter.
     pub fn new(query: &ReportQuery) -> Self {
         ReportFilter {
             window: query.window,
-            namespaces: Filter {
-                namespace: query.namespaces.clone(),
-                ..Filter::default()
-            },
+            flows: query.flow_filter(),
         }
     }
 
-    /// Whether `flow` is in the window and touches one of the namespaces.
+    /// Whether `flow` is a record of account, in the window, and passes the
+    /// filter.
     pub fn matches(&self, flow: &pb::Flow) -> bool {
-        self.window.contains_flow(flow) && self.namespaces.matches(flow)
+        !flow.counted_elsewhere && self.window.contains_flow(flow) && self.flows.matches(flow)
     }
 }
 
@@ -405,17 +406,37 @@ pub fn dns_failures<'a>(
         .collect()
 }
 
+/// The kinds of cluster object the API server reads, all for
+/// [`dns_policy_gaps`]: Namespaces (their labels), Pods, NetworkPolicies,
+/// Services (the cluster DNS Service's selector finds the DNS pods) and Nodes
+/// (traffic between a pod and its own node is always allowed, which decides
+/// for a host-network DNS pod on the querying pod's node). EndpointSlices are
+/// not read: DNS pods are found by the Service's selector or their label,
+/// never through a Service address. `netverdict api` watches only these, so
+/// its RBAC role grants only these.
+pub const CLUSTER_KINDS: [ObjectKind; 5] = [
+    ObjectKind::Namespace,
+    ObjectKind::Pod,
+    ObjectKind::NetworkPolicy,
+    ObjectKind::Service,
+    ObjectKind::Node,
+];
+
 /// Pods isolated for egress whose policies deny DNS (UDP or TCP 53) to every
-/// cluster DNS pod, in `namespaces` (all when empty), sorted by namespace and
-/// name. Host-network pods and the DNS pods themselves are left out; with no
+/// cluster DNS pod, in the query's namespaces (all when none) with labels one
+/// of its selectors holds on (any when none), sorted by namespace and name.
+/// Host-network pods and the DNS pods themselves are left out; with no
 /// cluster DNS pod known there is nothing to check against, so no gap.
-pub fn dns_policy_gaps(state: &ClusterState, namespaces: &[String]) -> Vec<pb::DnsPolicyGap> {
+pub fn dns_policy_gaps(state: &ClusterState, query: &ReportQuery) -> Vec<pb::DnsPolicyGap> {
     let dns = cluster_dns_pods(state);
     let mut gaps: Vec<pb::DnsPolicyGap> = state
         .pods()
         .into_iter()
         .filter(|pod| !pod.host_network && !dns.iter().any(|d| d.key == pod.key))
-        .filter(|pod| namespaces.is_empty() || namespaces.contains(&pod.key.namespace))
+        .filter(|pod| query.namespaces.is_empty() || query.namespaces.contains(&pod.key.namespace))
+        .filter(|pod| {
+            query.labels.is_empty() || query.labels.iter().any(|s| s.matches(&*pod.labels))
+        })
         .filter_map(|pod| {
             let (denied, isolating) = dns_denied(state, pod)?;
             if denied.is_empty() {
@@ -546,19 +567,35 @@ mod tests {
     }
 
     #[test]
-    fn denied_window_namespaces_and_limit() {
-        let flows = [denied_flow("1", "c", 10, 1), denied_flow("2", "c", 20, 1)];
+    fn denied_window_namespaces_labels_and_limit() {
+        let mut labelled = denied_flow("2", "c", 20, 1);
+        labelled.destination.as_mut().unwrap().labels = [("app".into(), "api".into())].into();
+        let flows = [denied_flow("1", "c", 10, 1), labelled];
         let q = |since: u64, ns: &[&str], limit| ReportQuery {
             window: TimeWindow::from_system(
                 Some(std::time::UNIX_EPOCH + std::time::Duration::from_secs(since)),
                 None,
             ),
             namespaces: ns.iter().map(|s| s.to_string()).collect(),
+            labels: Vec::new(),
             limit,
         };
         assert_eq!(denied_groups(&flows, &q(15, &[], 0))[0].count, 1);
         assert_eq!(denied_groups(&flows, &q(0, &["default"], 0))[0].count, 2);
         assert!(denied_groups(&flows, &q(0, &["x' OR 1=1 --"], 0)).is_empty());
+        let selector =
+            |text| vec![netverdict_proto::filter::LabelSelector::parse("labels", text).unwrap()];
+        let with_labels = |text| ReportQuery {
+            labels: selector(text),
+            ..q(0, &["shop"], 0)
+        };
+        assert_eq!(denied_groups(&flows, &with_labels("app=api"))[0].count, 1);
+        assert_eq!(
+            denied_groups(&flows, &with_labels("!app"))[0].count,
+            2,
+            "the source has none"
+        );
+        assert!(denied_groups(&flows, &with_labels("app=web")).is_empty());
         let mut more = flows.to_vec();
         let mut f = denied_flow("3", "c", 20, 1);
         f.protocol = pb::Protocol::Udp as i32;

@@ -6,7 +6,7 @@
 use std::future::Future;
 use std::time::SystemTime;
 
-use netverdict_proto::filter::FilterSet;
+use netverdict_proto::filter::{Filter, FilterSet, LabelSelector};
 use netverdict_proto::time::TimeWindow;
 use netverdict_proto::v1 as pb;
 
@@ -65,15 +65,31 @@ pub struct FlowQuery {
     pub first: bool,
 }
 
-/// A report query (`netverdict denied`, `netverdict dns`).
+/// A report query (`netverdict denied`, `netverdict dns`), its values
+/// already compiled.
 #[derive(Debug, Clone, Default)]
 pub struct ReportQuery {
     /// Flows whose `last_seen` is in this window.
     pub window: TimeWindow,
     /// Flows with an endpoint in one of these namespaces; empty means all.
     pub namespaces: Vec<String>,
+    /// Flows where one of these selectors holds on an endpoint's labels;
+    /// empty means all.
+    pub labels: Vec<LabelSelector>,
     /// The most groups to return.
     pub limit: usize,
+}
+
+impl ReportQuery {
+    /// The flows that take part, as the one flow filter every store applies
+    /// (its `namespace` and `labels` dimensions: either endpoint).
+    pub fn flow_filter(&self) -> Filter {
+        Filter {
+            namespace: self.namespaces.clone(),
+            labels: self.labels.clone(),
+            ..Filter::default()
+        }
+    }
 }
 
 /// What a store holds.

@@ -5,15 +5,16 @@
 //! (hostile and invalid values included), then random combinations (include,
 //! exclude, several values, windows up to the extremes) with proptest. An
 //! invalid value fails one compile, which names the field and the value,
-//! before any backend sees it.
+//! before any backend sees it. The reports' namespace and label filters
+//! select the same flows in SQL as in the memory store.
 
 mod clickhouse_support;
 
 use clickhouse_support::*;
 use netverdict_api::clickhouse::ClickHouseStore;
-use netverdict_api::store::{FlowQuery, Store};
+use netverdict_api::store::{FlowQuery, ReportQuery, Store};
 use netverdict_api::{MemoryConfig, MemoryStore};
-use netverdict_proto::filter::{FilterError, FilterSet};
+use netverdict_proto::filter::{FilterError, FilterSet, LabelSelector};
 use netverdict_proto::time::{TimeWindow, UnixNanos};
 use netverdict_proto::v1 as pb;
 use proptest::prelude::*;
@@ -36,6 +37,7 @@ const NAMES: [&str; 5] = [
     "badexample.com",
 ];
 const POLICIES: [&str; 3] = ["shop/default-deny", "shop/allow-web", "db/x"];
+const DROP_REASONS: [&str; 4] = ["NETFILTER_DROP", "NO_SOCKET", "", "x' OR 1=1 --"];
 const LABELS: [(&str, &str); 4] = [
     ("app", "web"),
     ("app", "api"),
@@ -98,7 +100,8 @@ fn generated() -> Vec<pb::Flow> {
             protocol: next(4) as i32,
             verdict: next(3) as i32,
             outcome: next(7) as i32,
-            mismatch: next(3) as i32,
+            mismatch: next(4) as i32,
+            drop_reason: DROP_REASONS[next(4)].into(),
             allowed_by,
             denied_by,
             dns: (next(2) == 0).then(|| pb::Dns {
@@ -230,7 +233,7 @@ fn table() -> Vec<pb::FlowFilter> {
             ..d()
         });
     }
-    for v in 0..3 {
+    for v in 0..4 {
         t.push(pb::FlowFilter {
             mismatch: vec![v],
             ..d()
@@ -352,6 +355,70 @@ fn table() -> Vec<pb::FlowFilter> {
             ..d()
         });
     }
+    for ns in NAMESPACES {
+        t.push(pb::FlowFilter {
+            source_namespace: strs(&[ns]),
+            ..d()
+        });
+        t.push(pb::FlowFilter {
+            destination_namespace: strs(&[ns]),
+            ..d()
+        });
+    }
+    t.push(pb::FlowFilter {
+        destination_namespace: strs(&["db", "shop"]),
+        ..d()
+    });
+    for l in [
+        "app=web",
+        "app in (web, api)",
+        "app notin (web)",
+        "!tier",
+        "canary=",
+        "app=web,tier=backend",
+        "bad selector (",
+        "app=x' OR 1=1 --",
+    ] {
+        t.push(pb::FlowFilter {
+            source_labels: strs(&[l]),
+            ..d()
+        });
+        t.push(pb::FlowFilter {
+            destination_labels: strs(&[l]),
+            ..d()
+        });
+    }
+    t.push(pb::FlowFilter {
+        source_labels: strs(&["app=api", "tier"]),
+        ..d()
+    });
+    for r in [
+        "NETFILTER_DROP",
+        "netfilter-drop",
+        "SKB_DROP_REASON_NO_SOCKET",
+        "UNKNOWN",
+        "x' OR 1=1 --",
+        "",
+    ] {
+        t.push(pb::FlowFilter {
+            drop_reason: strs(&[r]),
+            ..d()
+        });
+    }
+    t.push(pb::FlowFilter {
+        drop_reason: strs(&["no_socket", "NETFILTER_DROP"]),
+        ..d()
+    });
+    for k in 0..7 {
+        t.push(pb::FlowFilter {
+            flow_type: vec![k],
+            ..d()
+        });
+    }
+    t.push(pb::FlowFilter {
+        flow_type: vec![pb::FlowType::Dns as i32, pb::FlowType::Mismatch as i32],
+        ..d()
+    });
     t.push(d());
     t
 }
@@ -390,6 +457,12 @@ fn every_dimension_matches_the_predicate() {
         "node_name",
         "source_ip",
         "destination_ip",
+        "source_namespace",
+        "destination_namespace",
+        "source_labels",
+        "destination_labels",
+        "drop_reason",
+        "flow_type",
     ] {
         assert!(selective.contains(dim), "no selective filter on {dim}");
     }
@@ -413,6 +486,12 @@ fn dimension(f: &pb::FlowFilter) -> &'static str {
         node_name,
         source_ip,
         destination_ip,
+        source_namespace,
+        destination_namespace,
+        source_labels,
+        destination_labels,
+        drop_reason,
+        flow_type,
     } = f;
     [
         ("verdict", !verdict.is_empty()),
@@ -429,6 +508,12 @@ fn dimension(f: &pb::FlowFilter) -> &'static str {
         ("node_name", !node_name.is_empty()),
         ("source_ip", !source_ip.is_empty()),
         ("destination_ip", !destination_ip.is_empty()),
+        ("source_namespace", !source_namespace.is_empty()),
+        ("destination_namespace", !destination_namespace.is_empty()),
+        ("source_labels", !source_labels.is_empty()),
+        ("destination_labels", !destination_labels.is_empty()),
+        ("drop_reason", !drop_reason.is_empty()),
+        ("flow_type", !flow_type.is_empty()),
     ]
     .into_iter()
     .find(|(_, set)| *set)
@@ -457,6 +542,12 @@ fn arb_filter() -> impl Strategy<Value = pb::FlowFilter> {
                 node_name,
                 source_ip,
                 destination_ip,
+                source_namespace,
+                destination_namespace,
+                source_labels,
+                destination_labels,
+                drop_reason,
+                flow_type,
             } = table[i].clone();
             f.verdict.extend(verdict);
             f.outcome.extend(outcome);
@@ -472,6 +563,12 @@ fn arb_filter() -> impl Strategy<Value = pb::FlowFilter> {
             f.node_name.extend(node_name);
             f.source_ip.extend(source_ip);
             f.destination_ip.extend(destination_ip);
+            f.source_namespace.extend(source_namespace);
+            f.destination_namespace.extend(destination_namespace);
+            f.source_labels.extend(source_labels);
+            f.destination_labels.extend(destination_labels);
+            f.drop_reason.extend(drop_reason);
+            f.flow_type.extend(flow_type);
         }
         f
     })
@@ -539,4 +636,67 @@ fn windows_match_the_matcher() {
             f.agree(vec![], vec![], window)
         })
         .unwrap();
+}
+
+/// A report's groups in a fixed order, to compare as sets.
+fn sorted<T: std::fmt::Debug>(groups: Vec<T>) -> Vec<String> {
+    let mut out: Vec<String> = groups.iter().map(|g| format!("{g:?}")).collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn report_filters_match_the_memory_store() {
+    let f = Fixture::new();
+    let selector = |text: &str| LabelSelector::parse("labels", text).unwrap();
+    let mut cases = vec![ReportQuery::default()];
+    for ns in NAMESPACES {
+        cases.push(ReportQuery {
+            namespaces: strs(&[ns]),
+            ..Default::default()
+        });
+    }
+    for l in ["app=web", "!tier", "app in (web, api),tier", "app=x"] {
+        cases.push(ReportQuery {
+            labels: vec![selector(l)],
+            ..Default::default()
+        });
+        cases.push(ReportQuery {
+            namespaces: strs(&["shop", "db"]),
+            labels: vec![selector(l)],
+            ..Default::default()
+        });
+    }
+    cases.push(ReportQuery {
+        labels: vec![selector("app=api"), selector("canary")],
+        ..Default::default()
+    });
+    let mut selective = 0;
+    for q in &cases {
+        let denied = f.rt.block_on(f.store.denied(q)).unwrap();
+        let reference = f.rt.block_on(f.memory.denied(q)).unwrap();
+        // The groups hold exactly the denied flows the query's filter matches.
+        let filter = q.flow_filter();
+        let expected = f
+            .flows
+            .iter()
+            .filter(|fl| fl.verdict == pb::Verdict::Denied as i32 && filter.matches(fl))
+            .count() as u64;
+        assert_eq!(
+            denied.iter().map(|g| g.flows).sum::<u64>(),
+            expected,
+            "{q:?}"
+        );
+        if expected > 0 && denied.len() < f.rt.block_on(f.store.denied(&cases[0])).unwrap().len() {
+            selective += 1;
+        }
+        assert_eq!(sorted(denied), sorted(reference), "denied {q:?}");
+        let dns = f.rt.block_on(f.store.dns_failures(q)).unwrap();
+        let reference = f.rt.block_on(f.memory.dns_failures(q)).unwrap();
+        assert_eq!(sorted(dns), sorted(reference), "dns {q:?}");
+    }
+    assert!(
+        selective >= 4,
+        "too few queries select some groups: {selective}"
+    );
 }

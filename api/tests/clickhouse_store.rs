@@ -612,9 +612,9 @@ async fn status_and_invalid_flows() {
         s.newest,
         Some(UNIX_EPOCH + Duration::from_nanos(base as u64 + 7))
     );
-    let metrics = netverdict_api::metrics::ApiMetrics::for_store(&store)
-        .render(&store)
-        .await;
+    let metrics = netverdict_api::metrics::ApiMetrics::for_store(&store);
+    metrics.record_status(Some(&s));
+    let metrics = metrics.encode();
     assert!(
         metrics.contains("netverdict_api_clickhouse_rows_inserted_total 2"),
         "{metrics}"
@@ -661,4 +661,187 @@ async fn queries_run_under_clickhouses_result_and_time_limits() {
         .await
         .unwrap();
     assert_eq!(five.len(), 5);
+}
+
+/// `n` connections between two pods on two nodes, each seen by both nodes'
+/// collectors: the source's record of account (no answer, denied) and the
+/// destination's second observation (its drops).
+fn both_ends(n: usize, base: i64) -> Vec<pb::Flow> {
+    let mut flows = Vec::new();
+    for i in 0..n {
+        let at = base + i as i64 * 1_000_000_000;
+        let mut source = simple_flow(&format!("node-0/1/{i}"), at);
+        source.node_name = "node-0".into();
+        source.verdict = pb::Verdict::Denied as i32;
+        source.outcome = pb::Outcome::NoAnswer as i32;
+        source.denied_by = vec![pref("shop", "api-ingress")];
+        source.ingress = Some(pb::DirectionVerdict {
+            status: pb::PolicyStatus::Denied as i32,
+            isolated: true,
+            ..Default::default()
+        });
+        source.observation_point = pb::ObservationPoint::Source as i32;
+        let mut destination = source.clone();
+        destination.id = format!("node-1/1/{i}");
+        destination.node_name = "node-1".into();
+        destination.outcome = pb::Outcome::Dropped as i32;
+        destination.drop_reason = "TC_EGRESS".into();
+        destination.drop_count = 2;
+        destination.observation_point = pb::ObservationPoint::Destination as i32;
+        destination.counted_elsewhere = true;
+        // DNS queries seen at both ends, unanswered.
+        let mut query = source.clone();
+        query.id = format!("node-0/2/{i}");
+        query.protocol = pb::Protocol::Udp as i32;
+        query.dns = Some(pb::Dns {
+            query: "api.shop.svc.cluster.local".into(),
+            qtype: "A".into(),
+            ..Default::default()
+        });
+        let mut seen_there = query.clone();
+        seen_there.id = format!("node-1/2/{i}");
+        seen_there.counted_elsewhere = true;
+        seen_there.observation_point = pb::ObservationPoint::Destination as i32;
+        flows.extend([source, destination, query, seen_there]);
+    }
+    flows
+}
+
+#[tokio::test]
+async fn a_connection_seen_at_both_ends_counts_once_in_reports_and_rollups() {
+    const N: usize = 7;
+    let db = TestDb::new(&require_shared_server());
+    let store = db.connect().await;
+    let memory = netverdict_api::MemoryStore::new(Default::default()).unwrap();
+    let flows = both_ends(N, now_ns() - 60_000_000_000);
+    store.insert(flows.clone()).await.unwrap();
+    memory.insert(flows.clone()).await.unwrap();
+    for (name, denied, dns) in [
+        (
+            "clickhouse",
+            store.denied(&ReportQuery::default()).await.unwrap(),
+            store.dns_failures(&ReportQuery::default()).await.unwrap(),
+        ),
+        (
+            "memory",
+            memory.denied(&ReportQuery::default()).await.unwrap(),
+            memory.dns_failures(&ReportQuery::default()).await.unwrap(),
+        ),
+    ] {
+        let attempts: u64 = denied.iter().map(|g| g.count).sum();
+        assert_eq!(attempts, 2 * N as u64, "{name}: {denied:#?}");
+        let records: u64 = denied.iter().map(|g| g.flows).sum();
+        assert_eq!(records, 2 * N as u64, "{name}: {denied:#?}");
+        assert_eq!(dns.iter().map(|f| f.count).sum::<u64>(), N as u64, "{name}");
+        assert!(
+            denied
+                .iter()
+                .all(|g| g.outcome == pb::Outcome::NoAnswer as i32),
+            "{name}: the source's records: {denied:#?}"
+        );
+    }
+    // Every record is stored (both ends are there to look at)...
+    let stored = store.flows(&FlowQuery::default()).await.unwrap();
+    assert_eq!(stored.len(), 4 * N);
+    // ... and the rollups count each connection once, and every drop.
+    let sql = format!(
+        "SELECT (SELECT sum(flows) FROM {d}.flows_by_minute), \
+         (SELECT sum(drops) FROM {d}.flows_by_minute), \
+         (SELECT sum(flows) FROM {d}.denied_by_minute), \
+         (SELECT sum(flows) FROM {d}.dns_by_minute)",
+        d = db.name
+    );
+    let want = format!("{}\t{}\t{}\t{}\n", 2 * N, 2 * N, 2 * N, N);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let got = db.sql(&sql);
+        if got == want {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "rollups hold {got:?}, want {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn migration_5_brings_a_database_of_migrations_1_to_4_up_to_date() {
+    let db = TestDb::new(&require_shared_server());
+    drop(db.connect().await);
+    let d = &db.name;
+    // Back to what migrations 1 to 4 made: no observation columns, three
+    // mismatches, views counting every record.
+    for table in ["flows_by_minute", "denied_by_minute", "dns_by_minute"] {
+        db.sql(&format!("DROP TABLE {d}.{table}_mv"));
+    }
+    db.sql(&format!(
+        "ALTER TABLE {d}.flows DROP COLUMN observation_point"
+    ));
+    db.sql(&format!(
+        "ALTER TABLE {d}.flows DROP COLUMN counted_elsewhere"
+    ));
+    let old = "Enum8('MISMATCH_NONE' = 0, 'MISMATCH_DROPPED_THOUGH_ALLOWED' = 1, \
+               'MISMATCH_ALLOWED_THOUGH_DENIED' = 2)";
+    for table in ["flows", "flows_by_minute"] {
+        db.sql(&format!(
+            "ALTER TABLE {d}.{table} MODIFY COLUMN mismatch {old}"
+        ));
+    }
+    db.sql(&format!(
+        "CREATE MATERIALIZED VIEW {d}.flows_by_minute_mv TO {d}.flows_by_minute AS \
+         SELECT toStartOfMinute(last_seen) AS minute, node, verdict, outcome, mismatch, \
+         drop_reason, protocol, src_group_namespace AS src_namespace, \
+         src_group_workload AS src_workload, dst_group_namespace AS dst_namespace, \
+         dst_group_workload AS dst_workload, dst_port, toUInt64(1) AS flows, \
+         count AS attempts, drop_count AS drops FROM {d}.flows"
+    ));
+    db.sql(&format!(
+        "ALTER TABLE {d}.schema_migrations DELETE WHERE version = 5"
+    ));
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while db.sql(&format!(
+        "SELECT count() FROM {d}.schema_migrations WHERE version = 5"
+    )) != "0\n"
+    {
+        assert!(std::time::Instant::now() < deadline, "mutation not done");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let store = db.connect().await;
+    let columns = db.sql(&format!(
+        "SELECT name, type FROM system.columns WHERE database = '{d}' AND table = 'flows' \
+         AND name IN ('observation_point', 'counted_elsewhere', 'mismatch') ORDER BY name"
+    ));
+    assert!(columns.contains("counted_elsewhere\tUInt8"), "{columns}");
+    assert!(
+        columns.contains("OBSERVATION_POINT_DESTINATION\\' = 2"),
+        "{columns}"
+    );
+    assert!(
+        columns.contains("MISMATCH_NO_ANSWER_THOUGH_ALLOWED\\' = 3"),
+        "{columns}"
+    );
+    let mut weak = simple_flow("node-0/9/1", now_ns() - 30_000_000_000);
+    weak.mismatch = pb::Mismatch::NoAnswerThoughAllowed as i32;
+    let mut second = simple_flow("node-1/9/1", now_ns() - 30_000_000_000);
+    second.counted_elsewhere = true;
+    store.insert(vec![weak, second]).await.unwrap();
+    let want = "MISMATCH_NO_ANSWER_THOUGH_ALLOWED\t1\n";
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let got = db.sql(&format!(
+            "SELECT mismatch, sum(flows) FROM {d}.flows_by_minute \
+             WHERE mismatch != 'MISMATCH_NONE' GROUP BY mismatch"
+        ));
+        let all = db.sql(&format!("SELECT sum(flows) FROM {d}.flows_by_minute"));
+        if got == want && all == "1\n" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{got:?} {all:?}: the recreated view counts records of account"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

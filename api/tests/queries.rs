@@ -246,7 +246,10 @@ async fn follow_starts_from_now_unless_history_is_asked_for() {
     .await;
     let last_two = [next_id(&mut stream).await, next_id(&mut stream).await];
     assert!(last_two.contains(&"new/1".to_string()), "{last_two:?}");
-    assert!(last_two.iter().any(|id| id.starts_with("old/")), "{last_two:?}");
+    assert!(
+        last_two.iter().any(|id| id.starts_with("old/")),
+        "{last_two:?}"
+    );
     ingest(&server, vec![vec![flow("new/2")]]).await;
     assert_eq!(next_id(&mut stream).await, "new/2");
     server.shutdown().await.unwrap();
@@ -752,7 +755,14 @@ async fn the_memory_bound_evicts_oldest_buckets_and_metrics_tell() {
     assert_eq!(all.len(), 80);
     assert!(all.iter().all(|f| !f.id.starts_with("n/0/")));
 
-    let metrics = scrape(server.metrics_addr().unwrap()).await;
+    // The store gauges come from the background status check: wait for the
+    // first one after the last insert.
+    let metrics_addr = server.metrics_addr().unwrap();
+    wait_until("the store gauges to show 80 flows", async || {
+        scrape(metrics_addr).await.get("netverdict_api_store_flows") == Some(&80.0)
+    })
+    .await;
+    let metrics = scrape(metrics_addr).await;
     let get = |name: &str| {
         *metrics
             .get(name)
@@ -808,6 +818,20 @@ async fn bad_requests_name_the_field() {
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
     assert!(status.message().contains("since"), "{status}");
+    for bad in ["app in (", "x' OR 1=1 --"] {
+        let status = query
+            .dns_report(pb::ReportRequest {
+                labels: vec!["app=api".into(), bad.into()],
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        assert!(
+            status.message().contains("labels") && status.message().contains(&format!("{bad:?}")),
+            "{status}"
+        );
+    }
     assert!(matches!(
         netverdict_api::serve(
             ApiConfig {
@@ -821,4 +845,99 @@ async fn bad_requests_name_the_field() {
         Err(netverdict_api::ServeError::Bind { what: "grpc", .. })
     ));
     server.shutdown().await.unwrap();
+}
+
+/// The DNS policy gaps read only `CLUSTER_KINDS` (what `netverdict api`
+/// watches and its role grants): without EndpointSlices they are the same;
+/// without Nodes they change (a host-network DNS pod on the querying pod's
+/// own node is always reachable), which is why Nodes are read.
+#[test]
+fn dns_policy_gaps_need_exactly_the_cluster_kinds() {
+    use netverdict_api::CLUSTER_KINDS;
+    use netverdict_api::report::dns_policy_gaps;
+    use netverdict_cluster::{KINDS, kind_name};
+    use netverdict_policy::{Manifests, ObjectKind};
+
+    let cluster = r#"
+apiVersion: v1
+kind: List
+items:
+- {apiVersion: v1, kind: Namespace, metadata: {name: default}}
+- {apiVersion: v1, kind: Namespace, metadata: {name: kube-system}}
+- apiVersion: v1
+  kind: Node
+  metadata: {name: node-a}
+  status: {addresses: [{type: InternalIP, address: 192.168.1.10}]}
+- apiVersion: v1
+  kind: Node
+  metadata: {name: node-b}
+  status: {addresses: [{type: InternalIP, address: 192.168.1.11}]}
+- apiVersion: v1
+  kind: Pod
+  metadata: {namespace: kube-system, name: coredns-a, labels: {k8s-app: kube-dns}}
+  spec: {nodeName: node-a, hostNetwork: true, containers: [{name: dns, image: dns}]}
+  status: {podIP: 192.168.1.10, podIPs: [{ip: 192.168.1.10}]}
+- apiVersion: v1
+  kind: Service
+  metadata: {namespace: kube-system, name: kube-dns}
+  spec:
+    selector: {k8s-app: kube-dns}
+    clusterIP: 10.96.0.10
+    ports: [{name: dns, port: 53, protocol: UDP}, {name: dns-tcp, port: 53, protocol: TCP}]
+- apiVersion: discovery.k8s.io/v1
+  kind: EndpointSlice
+  metadata: {namespace: kube-system, name: kube-dns-1, labels: {kubernetes.io/service-name: kube-dns}}
+  addressType: IPv4
+  endpoints: [{addresses: [192.168.1.10], targetRef: {kind: Pod, namespace: kube-system, name: coredns-a}}]
+  ports: [{name: dns, port: 53, protocol: UDP}, {name: dns-tcp, port: 53, protocol: TCP}]
+- apiVersion: v1
+  kind: Pod
+  metadata: {namespace: default, name: on-a, labels: {app: web}}
+  spec: {nodeName: node-a, containers: [{name: app, image: app}]}
+  status: {podIP: 10.244.0.5, podIPs: [{ip: 10.244.0.5}]}
+- apiVersion: v1
+  kind: Pod
+  metadata: {namespace: default, name: on-b, labels: {app: web}}
+  spec: {nodeName: node-b, containers: [{name: app, image: app}]}
+  status: {podIP: 10.244.1.5, podIPs: [{ip: 10.244.1.5}]}
+- apiVersion: networking.k8s.io/v1
+  kind: NetworkPolicy
+  metadata: {namespace: default, name: default-deny}
+  spec: {podSelector: {}, policyTypes: [Ingress, Egress]}
+"#;
+    let mut manifests = Manifests::default();
+    manifests.read_str(Path::new("cluster.yaml"), cluster);
+    assert!(manifests.errors.is_empty(), "{:?}", manifests.errors);
+    let state_of = |kinds: &[ObjectKind]| {
+        let names: Vec<&str> = kinds.iter().map(|k| kind_name(*k)).collect();
+        let mut state = ClusterState::new();
+        for o in &manifests.objects {
+            if names.contains(&o.object.kind()) {
+                state.apply(&o.object).unwrap();
+            }
+        }
+        state
+    };
+    let pods = |kinds: &[ObjectKind]| -> Vec<String> {
+        dns_policy_gaps(&state_of(kinds), &Default::default())
+            .into_iter()
+            .map(|g| format!("{}/{}", g.namespace, g.pod))
+            .collect()
+    };
+    let every_kind = pods(&KINDS);
+    assert_eq!(
+        every_kind,
+        ["default/on-b"],
+        "on-a reaches the DNS pod on its own node"
+    );
+    assert_eq!(pods(&CLUSTER_KINDS), every_kind);
+    let without = |gone: ObjectKind| -> Vec<ObjectKind> {
+        CLUSTER_KINDS.into_iter().filter(|k| *k != gone).collect()
+    };
+    assert_eq!(
+        pods(&without(ObjectKind::Node)),
+        ["default/on-a", "default/on-b"],
+        "without Nodes the node-local exception is lost"
+    );
+    assert!(!CLUSTER_KINDS.contains(&ObjectKind::EndpointSlice));
 }

@@ -336,6 +336,7 @@ async fn denied(server: &mut Server) -> Result<()> {
                 None,
             ),
             namespaces,
+            labels: Vec::new(),
             limit: 50,
         };
         let mut times = Vec::new();

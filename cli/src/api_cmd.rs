@@ -30,7 +30,16 @@ pub struct ApiArgs {
     /// Cluster state from the Kubernetes API with this kubeconfig.
     #[arg(long)]
     kubeconfig: Option<PathBuf>,
-    /// The in-memory store's bound, in flow records.
+    /// Cluster state from the Kubernetes API: $KUBECONFIG or ~/.kube/config,
+    /// else the in-cluster service account (as deployed). Only Namespaces,
+    /// Pods, NetworkPolicies, Services and Nodes are listed and watched.
+    #[arg(long, conflicts_with = "cluster")]
+    kubernetes: bool,
+    /// How often the store's status is checked in the background for
+    /// /metrics and /readyz (neither queries the store itself).
+    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
+    store_check_interval: Duration,
+    /// The in-memory store's bound, in flow records (without --clickhouse).
     #[arg(long, default_value_t = 1_000_000)]
     memory_flows: usize,
     /// How many new flows a follower may fall behind before its stream ends.
@@ -106,6 +115,7 @@ pub fn run(args: ApiArgs) -> Result<()> {
         },
         max_query_flows: args.max_query_flows,
         max_report_groups: args.max_report_groups,
+        store_check_interval: args.store_check_interval,
         ..Default::default()
     };
     if args.clickhouse.is_some() {
@@ -154,16 +164,25 @@ async fn start_cluster(args: &ApiArgs) -> Result<ClusterHandle> {
     let (source, flag) = if !args.cluster.is_empty() {
         let options = ManifestOptions::new(args.cluster.clone());
         (Source::Manifests(options), "--cluster")
-    } else if let Some(path) = &args.kubeconfig {
+    } else if args.kubeconfig.is_some() || args.kubernetes {
         let client = ClientOptions {
-            kubeconfig: Some(path.clone()),
+            kubeconfig: args.kubeconfig.clone(),
             context: None,
         };
-        let config = KubeSourceConfig::default();
-        (Source::Kube { client, config }, "--kubeconfig")
+        // Only what the DNS policy gaps read: the role grants only these.
+        let config = KubeSourceConfig {
+            kinds: netverdict_api::CLUSTER_KINDS.to_vec(),
+            ..KubeSourceConfig::default()
+        };
+        let flag = if args.kubeconfig.is_some() {
+            "--kubeconfig"
+        } else {
+            "--kubernetes"
+        };
+        (Source::Kube { client, config }, flag)
     } else {
         tracing::warn!(
-            "no cluster state (--cluster or --kubeconfig): the DNS report will list no policy gaps"
+            "no cluster state (--cluster, --kubeconfig or --kubernetes): the DNS report will list no policy gaps"
         );
         (Source::Shared(SharedState::default()), "the cluster state")
     };

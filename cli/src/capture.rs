@@ -1,5 +1,5 @@
 //! `netverdict capture`: loads the eBPF probes and prints the decoded events
-//! they see, one per line (JSON by default), until stopped or `--seconds` pass;
+//! they see, one per line (a JSON object by default), until stopped or `--seconds` pass;
 //! the tool for seeing what the probes see. Loss reports are printed as lines
 //! too (`"kind":"lost"`), and a loss summary goes to stderr at the end.
 
@@ -9,14 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use netverdict_ebpf::{Config, Event, Probes, StreamItem};
 
-/// Output format of `capture`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Output {
-    /// One JSON object per line.
-    Json,
-    /// One short human-readable line per event.
-    Text,
-}
+use crate::output::{self, Output};
 
 /// Print the events the eBPF probes see (TCP attempts/outcomes, drops, UDP, DNS).
 #[derive(Debug, clap::Args)]
@@ -24,8 +17,9 @@ pub struct CaptureArgs {
     /// Stop after this many seconds (default: until Ctrl-C).
     #[arg(long)]
     pub seconds: Option<u64>,
-    /// Output format.
-    #[arg(short = 'o', long = "output", value_enum, default_value_t = Output::Json)]
+    /// Output format: jsonl (one JSON object per event) or compact (one short
+    /// line per event).
+    #[arg(short = 'o', long = "output", value_parser = output::parser(output::EVENTS), default_value = "jsonl")]
     pub output: Output,
     /// Only events of this network namespace (inode, as in `ls -iL /run/netns/<name>`).
     #[arg(long)]
@@ -93,8 +87,8 @@ async fn capture(args: CaptureArgs) -> anyhow::Result<()> {
             continue;
         }
         let line = match args.output {
-            Output::Json => serde_json::to_string(&item)?,
-            Output::Text => text(&item),
+            Output::Compact => text(&item),
+            _ => serde_json::to_string(&item)?,
         };
         if let Err(e) = writeln!(out, "{line}").and_then(|()| out.flush()) {
             if e.kind() == std::io::ErrorKind::BrokenPipe {
@@ -156,16 +150,19 @@ fn text(item: &StreamItem) -> String {
             message.rcode.name(),
             message.answers
         ),
+        Event::Nat { original_dst, .. } => format!("{head} nat original_dst={original_dst}"),
         Event::Drop {
             reason,
             reason_code,
+            location_symbol,
             dns,
             ..
         } => format!(
-            "{head} drop reason={}{}",
+            "{head} drop reason={} at={}{}",
             reason
                 .as_deref()
                 .map_or_else(|| reason_code.to_string(), str::to_string),
+            location_symbol.as_deref().unwrap_or("?"),
             dns.as_ref()
                 .and_then(|d| d.name.as_deref())
                 .map(|n| format!(" dns={n}"))

@@ -19,7 +19,8 @@ use netverdict_lab::lab::STATE_ROOT;
 /// (as root).
 #[derive(Debug, clap::Args)]
 pub struct CollectorArgs {
-    /// The node name flows are stamped with (default: the host name).
+    /// The node name flows are stamped with (default: the host name; with
+    /// --lab, the lab node to collect for, by default its only node).
     #[arg(long, env = "NODE_NAME", value_name = "NAME")]
     pub node_name: Option<String>,
     /// Cluster manifests (files or directories), reloaded on change. Without
@@ -43,8 +44,9 @@ pub struct CollectorArgs {
     /// How many recent flows are kept for the Observer API.
     #[arg(long, value_name = "N", default_value_t = 10_000)]
     pub ring_size: usize,
-    /// Only the network namespaces of this lab (`netverdict lab up`), with its
-    /// node address; its cluster (as it is at start) unless --cluster is given.
+    /// Collect for one node of this lab (`netverdict lab up`): only the
+    /// network namespaces of that node (its own and its pods'), as a node's
+    /// collector sees them; its cluster unless --cluster is given.
     #[arg(long, value_name = "NAME")]
     pub lab: Option<String>,
     /// Where labs keep their state (for tests).
@@ -70,12 +72,16 @@ fn hostname() -> String {
 }
 
 async fn collect(args: CollectorArgs) -> anyhow::Result<()> {
-    let node_name = args.node_name.clone().unwrap_or_else(hostname);
+    let mut node_name = args.node_name.clone().unwrap_or_else(hostname);
     let mut lab_netns = None;
+    let mut lab_node_ip = None;
     if let Some(name) = &args.lab {
         let lab = netverdict_lab::Lab::open(name, &args.lab_state_root)
             .with_context(|| format!("opening lab {name}"))?;
-        lab_netns = Some(netns_inodes(&lab)?);
+        let node = lab_node(&lab, args.node_name.as_deref())?;
+        node_name = node.name.clone();
+        lab_node_ip = Some(node.ip);
+        lab_netns = Some(netns_inodes(&lab, &node_name)?);
     }
     let cluster = if !args.cluster.is_empty() {
         let mut options = ManifestOptions::new(args.cluster.clone());
@@ -106,6 +112,7 @@ async fn collect(args: CollectorArgs) -> anyhow::Result<()> {
     if let Some(netns) = lab_netns {
         config.pipeline.netns = Some(netns);
         config.cluster.local_node_ips = vec![IpAddr::V4(netverdict_lab::lab::NODE_IP)];
+        config.cluster.local_node_ips.extend(lab_node_ip);
     }
     let agent = Agent::start(config)
         .await
@@ -143,18 +150,46 @@ fn fmt_addr(addr: Option<SocketAddr>) -> String {
     addr.map_or_else(|| "-".to_string(), |a| a.to_string())
 }
 
-/// The inode numbers of a lab's network namespaces (its pods and its node).
+/// The lab node a collector works for: `wanted` when it names one, else
+/// the lab's only node.
+fn lab_node<'a>(
+    lab: &'a netverdict_lab::Lab,
+    wanted: Option<&str>,
+) -> anyhow::Result<&'a netverdict_lab::LabNode> {
+    let names: Vec<&str> = lab.nodes().iter().map(|n| n.name.as_str()).collect();
+    match (wanted, lab.nodes()) {
+        (Some(name), _) if names.contains(&name) => Ok(lab.node(name)?),
+        (None, [only]) => Ok(only),
+        (Some(name), _) => anyhow::bail!(
+            "--node-name {name}: lab {} has no such node (its nodes: {})",
+            lab.name(),
+            names.join(", ")
+        ),
+        (None, _) => anyhow::bail!(
+            "lab {} has {} nodes: name the one to collect for with --node-name ({})",
+            lab.name(),
+            names.len(),
+            names.join(", ")
+        ),
+    }
+}
+
+/// The inode numbers of the network namespaces of one lab node: the node's
+/// own and its pods'. The probes see every namespace of the machine; a node's
+/// collector keeps only these, as a real node's collector sees only its node.
 pub(crate) fn netns_inodes(
     lab: &netverdict_lab::Lab,
+    node: &str,
 ) -> anyhow::Result<rustc_hash::FxHashSet<u32>> {
-    let node = netverdict_lab::lab::node_netns(lab.name());
-    lab.state()
-        .pods
-        .values()
-        .map(|p| p.netns.clone())
-        .chain([node])
+    let by_node = lab.namespaces_by_node();
+    let (_, names) = by_node
+        .iter()
+        .find(|(n, _)| n.name == node)
+        .with_context(|| format!("lab {} has no node {node}", lab.name()))?;
+    names
+        .iter()
         .map(|name| {
-            let path = Path::new("/run/netns").join(&name);
+            let path = Path::new("/run/netns").join(name);
             let meta = std::fs::metadata(&path)
                 .with_context(|| format!("lab network namespace {}", path.display()))?;
             Ok(meta.ino() as u32)

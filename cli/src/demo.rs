@@ -1,8 +1,10 @@
 //! `netverdict demo`: the seed guide's scenario on one machine, end to end.
 //!
-//! Builds the seed's lab (pods as network namespaces, NetworkPolicy enforced by
-//! nftables, a cluster DNS), runs the collector agent (real eBPF probes) and
-//! the API server (embedded store, or ClickHouse) in this process, and walks
+//! Builds the seed's lab (pods as network namespaces on one or more nodes,
+//! NetworkPolicy enforced by nftables or tc, a cluster DNS), runs one collector
+//! agent per node (real eBPF probes; each keeps the namespaces of its node
+//! only, under its node's name) and the API server they all export to
+//! (embedded store, or ClickHouse) in this process, and walks
 //! through the rollout: the seed's lab commands with no policy, after
 //! default-deny, after allow-dns-egress and after api-from-web. After each step
 //! it waits (with a deadline) until the step's flows are stored, then prints the
@@ -15,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result, bail};
-use clap::{Args, ValueEnum};
+use clap::Args;
 use netverdict_api::clickhouse::{ClickHouseConfig, ClickHouseStore};
 use netverdict_api::store::Store;
 use netverdict_api::{ApiConfig, MemoryConfig, MemoryStore};
@@ -29,6 +31,7 @@ use pb::observer_client::ObserverClient;
 use pb::query_client::QueryClient;
 use serde_json::{Value, json};
 
+use crate::output::{self, Output};
 use crate::render;
 
 #[derive(Args, Debug)]
@@ -47,15 +50,16 @@ pub struct DemoArgs {
     /// the source tree, lab/examples/seed).
     #[arg(long)]
     seed: Option<PathBuf>,
-    /// How to print: text for people, or one JSON document of every step.
-    #[arg(short, long, value_enum, default_value_t = DemoOutput::Text)]
-    output: DemoOutput,
-}
-
-#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
-enum DemoOutput {
-    Text,
-    Json,
+    /// How to print: text for people, or json (one JSON document of every step).
+    #[arg(short, long, value_parser = output::parser(output::PROSE), default_value = "text")]
+    output: Output,
+    /// How many nodes the lab has (pods placed in turn); one collector per
+    /// node, all exporting to the one API server.
+    #[arg(long, default_value_t = 1)]
+    nodes: usize,
+    /// How the lab enforces NetworkPolicy: nftables or tc.
+    #[arg(long, default_value = "nftables")]
+    enforcement: netverdict_lab::Enforcement,
 }
 
 /// The seed shipped in the source tree, or next to an installed binary.
@@ -96,7 +100,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
         }
     })?;
     let mut out = std::io::stdout().lock();
-    if args.output == DemoOutput::Json {
+    if args.output == Output::Json {
         serde_json::to_writer_pretty(&mut out, &report)?;
         writeln!(out)?;
     }
@@ -123,10 +127,10 @@ enum Expect {
 
 /// The whole scenario; returns the JSON report of every step.
 async fn demo<S: Store>(args: &DemoArgs, store: S) -> Result<Value> {
-    let text = args.output == DemoOutput::Text;
+    let text = args.output == Output::Text;
     let seed = args.seed.clone().unwrap_or_else(default_seed);
     let policy = |name: &str| seed.join("policies").join(format!("{name}.yaml"));
-    let options = LabOptions::new(
+    let mut options = LabOptions::new(
         &args.name,
         vec![
             std::env::current_exe()
@@ -136,6 +140,8 @@ async fn demo<S: Store>(args: &DemoArgs, store: S) -> Result<Value> {
             "serve".into(),
         ],
     );
+    options.nodes = args.nodes;
+    options.enforcement = args.enforcement;
     let _down = DownOnDrop {
         name: args.name.clone(),
         state_root: PathBuf::from(STATE_ROOT),
@@ -163,16 +169,37 @@ async fn demo<S: Store>(args: &DemoArgs, store: S) -> Result<Value> {
     .await
     .context("starting the API server")?;
     let server = format!("http://{}", api.grpc_addr());
-    let mut config = AgentConfig::new("lab-node", Source::Shared(state.clone()));
-    config.export_to(server.clone());
-    config.observer_listen = None;
-    config.metrics_listen = None;
-    config.cluster.local_node_ips = vec![IpAddr::V4(NODE_IP)];
-    config.pipeline.netns = Some(crate::collector::netns_inodes(&lab)?);
-    config.pipeline.timeouts.dns = Duration::from_secs(2);
-    let agent = Agent::start(config)
-        .await
-        .context("starting the collector (eBPF probes)")?;
+    let mut agents = Vec::new();
+    for node in lab.nodes() {
+        let mut config = AgentConfig::new(&node.name, Source::Shared(state.clone()));
+        config.export_to(server.clone());
+        config.observer_listen = None;
+        config.metrics_listen = None;
+        config.cluster.local_node_ips = vec![IpAddr::V4(NODE_IP), node.ip];
+        config.pipeline.netns = Some(crate::collector::netns_inodes(&lab, &node.name)?);
+        config.pipeline.timeouts.dns = Duration::from_secs(2);
+        let agent = Agent::start(config)
+            .await
+            .with_context(|| format!("starting the collector of {} (eBPF probes)", node.name))?;
+        agents.push(agent);
+    }
+    if text && lab.nodes().len() > 1 {
+        println!(
+            "lab {}: {} nodes enforcing with {}, a collector on each",
+            args.name,
+            lab.nodes().len(),
+            lab.state().enforcement.as_str()
+        );
+        for (node, _) in lab.namespaces_by_node() {
+            let pods: Vec<String> = lab
+                .pods()
+                .into_iter()
+                .filter(|p| p.node == node.index)
+                .map(|p| p.key().to_string())
+                .collect();
+            println!("  {} ({}): {}", node.name, node.ip, pods.join(", "));
+        }
+    }
     let started = SystemTime::now();
 
     let client = PodKey::new("default", "np-client");
@@ -235,13 +262,13 @@ async fn demo<S: Store>(args: &DemoArgs, store: S) -> Result<Value> {
                 println!("$ kubectl exec {} -- {}\n    {}", c.from, c.text, c.result);
             }
         }
-        wait_stored(&agent, &server, step_start, &commands).await?;
+        wait_stored(&agents, &server, step_start, &commands).await?;
         let (denied, dns) = reports(&server, step_start).await?;
         if text {
             println!("-- netverdict denied (this step):");
-            print!("{}", render::denied_table(&denied));
+            print!("{}", render::denied_table(&denied, true));
             println!("-- netverdict dns (this step):");
-            print!("{}", render::dns_table(&dns));
+            print!("{}", render::dns_table(&dns, true));
         }
         report.push(json!({
             "step": number,
@@ -257,28 +284,43 @@ async fn demo<S: Store>(args: &DemoArgs, store: S) -> Result<Value> {
             "dns": render::dns_json(&dns),
         }));
     }
+    let lab_nodes: Vec<Value> = lab
+        .namespaces_by_node()
+        .into_iter()
+        .map(|(node, _)| {
+            json!({
+                "name": node.name,
+                "ip": node.ip.to_string(),
+                "pods": lab.pods().into_iter().filter(|p| p.node == node.index)
+                    .map(|p| p.key().to_string()).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
     let (denied, dns) = reports(&server, started).await?;
     if text {
         println!("\n== The whole rollout: what an SRE would ask the API server");
         println!(
-            "$ netverdict denied --since {}s",
+            "$ netverdict denied -o wide --since {}s",
             started.elapsed().unwrap_or_default().as_secs() + 1
         );
-        print!("{}", render::denied_table(&denied));
-        println!("$ netverdict dns");
-        print!("{}", render::dns_table(&dns));
+        print!("{}", render::denied_table(&denied, true));
+        println!("$ netverdict dns -o wide");
+        print!("{}", render::dns_table(&dns, true));
         println!("\n== Tear down");
     }
-    let exported = agent.shutdown().await.context("stopping the collector")?;
+    let mut exported: Option<(u64, u64)> = None;
+    for agent in agents {
+        if let Some(stats) = agent.shutdown().await.context("stopping a collector")? {
+            let (acked, dropped) = exported.unwrap_or_default();
+            exported = Some((acked + stats.flows_acked, dropped + stats.flows_dropped));
+        }
+    }
     api.shutdown().await.context("stopping the API server")?;
     tokio::task::block_in_place(|| netverdict_lab::down(&args.name, Path::new(STATE_ROOT)))
         .with_context(|| format!("tearing lab {} down", args.name))?;
     if text {
-        if let Some(stats) = &exported {
-            println!(
-                "collector: {} flows acknowledged by the API server, {} dropped",
-                stats.flows_acked, stats.flows_dropped
-            );
+        if let Some((acked, dropped)) = exported {
+            println!("collectors: {acked} flows acknowledged by the API server, {dropped} dropped");
         }
         println!("lab {} is down", args.name);
     }
@@ -290,7 +332,8 @@ async fn demo<S: Store>(args: &DemoArgs, store: S) -> Result<Value> {
             "denied": render::denied_json(&denied),
             "dns": render::dns_json(&dns),
         },
-        "exported": exported.map(|s| json!({"acked": s.flows_acked, "dropped": s.flows_dropped})),
+        "nodes": lab_nodes,
+        "exported": exported.map(|(acked, dropped)| json!({"acked": acked, "dropped": dropped})),
     }))
 }
 
@@ -372,11 +415,11 @@ fn nc(lab: &Lab, from: &PodKey, name: &str, port: u16) -> Command {
     }
 }
 
-/// Flushes the collector until every command's flow is in the API server's
+/// Flushes the collectors until every command's flow is in the API server's
 /// store (over the Observer API), or fails after a deadline naming what is
 /// missing. Kernel events may still be in the ring buffer at the first flush.
 async fn wait_stored(
-    agent: &AgentHandle,
+    agents: &[AgentHandle],
     server: &str,
     since: SystemTime,
     commands: &[Command],
@@ -386,7 +429,9 @@ async fn wait_stored(
         .await
         .context("connecting to the API server")?;
     loop {
-        agent.flush().await.context("flushing the collector")?;
+        for agent in agents {
+            agent.flush().await.context("flushing a collector")?;
+        }
         let request = pb::GetFlowsRequest {
             since: Some(netverdict_proto::time::timestamp(since)),
             ..Default::default()

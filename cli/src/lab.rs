@@ -13,6 +13,8 @@ use netverdict_lab::serve::ServeSpec;
 use netverdict_lab::{DnsAnswer, Lab, LabOptions, LabelTarget, Outcome, Unenforced};
 use netverdict_policy::{PodKey, Protocol};
 
+use crate::output::{self, Output};
+
 /// Arguments of `netverdict lab`.
 #[derive(Args, Debug)]
 pub struct LabArgs {
@@ -50,6 +52,15 @@ enum LabCommand {
         /// Leave this policy (`namespace/name`) unenforced.
         #[arg(long = "unenforced-policy")]
         unenforced_policies: Vec<String>,
+        /// How many nodes: node namespaces routed to each other, pods spread
+        /// over them (a pod whose spec.nodeName names a lab node goes there,
+        /// the others in turn: node-0, node-1, ...).
+        #[arg(long, default_value_t = 1)]
+        nodes: usize,
+        /// How NetworkPolicy is enforced: `nftables` (drop reason
+        /// NETFILTER_DROP) or `tc` (tc programs drop, as eBPF CNIs do).
+        #[arg(long, default_value = "nftables")]
+        enforcement: netverdict_lab::Enforcement,
     },
     /// List the labs on this machine (with state, or left over by a crash).
     List {
@@ -66,6 +77,7 @@ enum LabCommand {
     Apply {
         #[command(flatten)]
         lab: LabName,
+        /// Manifest files or directories.
         #[arg(required = true)]
         paths: Vec<PathBuf>,
     },
@@ -73,6 +85,7 @@ enum LabCommand {
     DeletePolicy {
         #[command(flatten)]
         lab: LabName,
+        /// The policy, `namespace/name`.
         policy: String,
     },
     /// Change labels: `label pod NS/NAME k=v k2-` or `label namespace NS k=v`.
@@ -81,7 +94,9 @@ enum LabCommand {
         lab: LabName,
         /// `pod` or `namespace`.
         kind: String,
+        /// The pod (`namespace/name`) or the namespace.
         target: String,
+        /// `key=value` to set a label, `key-` to remove it.
         #[arg(required = true)]
         changes: Vec<String>,
     },
@@ -90,8 +105,10 @@ enum LabCommand {
     Unenforce {
         #[command(flatten)]
         lab: LabName,
+        /// Leave this namespace's policies unenforced (repeatable).
         #[arg(long = "namespace")]
         namespaces: Vec<String>,
+        /// Leave this policy (`namespace/name`) unenforced (repeatable).
         #[arg(long = "policy")]
         policies: Vec<String>,
     },
@@ -107,10 +124,13 @@ enum LabCommand {
         /// `namespace/pod`, `service.namespace` (resolved through the cluster DNS) or an IP.
         #[arg(long)]
         to: String,
+        /// The destination port.
         #[arg(long)]
         port: u16,
+        /// TCP, UDP or SCTP.
         #[arg(long, default_value = "TCP")]
         protocol: String,
+        /// How long to wait for an answer.
         #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
         timeout: Duration,
     },
@@ -121,6 +141,7 @@ enum LabCommand {
     Dns {
         #[command(flatten)]
         lab: LabName,
+        /// The pod asking, `namespace/name`.
         #[arg(long)]
         from: String,
         /// The name to resolve.
@@ -132,6 +153,7 @@ enum LabCommand {
         /// Query over TCP.
         #[arg(long)]
         tcp: bool,
+        /// How long to wait for an answer.
         #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
         timeout: Duration,
     },
@@ -139,25 +161,30 @@ enum LabCommand {
     Matrix {
         #[command(flatten)]
         lab: LabName,
+        /// The port every pod is probed on.
         #[arg(long, default_value_t = 80)]
         port: u16,
+        /// TCP, UDP or SCTP.
         #[arg(long, default_value = "TCP")]
         protocol: String,
+        /// How long each probe waits for an answer.
         #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
         timeout: Duration,
         /// Compare with the policy engine's verdicts; exit 1 on a difference.
         #[arg(long)]
         expect: bool,
-        /// Output format: text or json.
-        #[arg(short = 'o', long, default_value = "text")]
-        output: String,
+        /// Output format: text, json.
+        #[arg(short = 'o', long, value_parser = output::parser(output::PROSE), default_value = "text")]
+        output: Output,
     },
     /// Time `lab up` (100 pods, 50 policies) and a 100×100 matrix.
     Bench {
         #[command(flatten)]
         lab: LabName,
+        /// How many pods the benchmark's cluster has.
         #[arg(long, default_value_t = 100)]
         pods: usize,
+        /// How many policies it has.
         #[arg(long, default_value_t = 50)]
         policies: usize,
     },
@@ -200,9 +227,13 @@ pub fn run(args: LabArgs) -> anyhow::Result<ExitCode> {
             no_dns,
             unenforced_namespaces,
             unenforced_policies,
+            nodes,
+            enforcement,
         } => {
             let mut options = LabOptions::new(&lab.name, server_command()?);
             options.dns = !no_dns;
+            options.nodes = nodes;
+            options.enforcement = enforcement;
             options.state_root = lab.state_root;
             options.unenforced = Unenforced {
                 namespaces: unenforced_namespaces.into_iter().collect(),
@@ -211,17 +242,22 @@ pub fn run(args: LabArgs) -> anyhow::Result<ExitCode> {
             let started = Instant::now();
             let l = Lab::up(&cluster, &options)?;
             println!(
-                "lab {} up: {} pods, {} policies in {:.2}s",
+                "lab {} up: {} pods on {} node(s), {} policies enforced by {} in {:.2}s",
                 l.name(),
                 l.pods().len(),
+                l.nodes().len(),
                 l.cluster().policy_count(),
+                l.state().enforcement.as_str(),
                 started.elapsed().as_secs_f64()
             );
-            for pod in l.pods() {
-                println!(
-                    "  {}/{} {} ({})",
-                    pod.namespace, pod.name, pod.ip, pod.netns
-                );
+            for (node, _) in l.namespaces_by_node() {
+                println!("  node {} {} ({})", node.name, node.ip, node.netns);
+                for pod in l.pods().into_iter().filter(|p| p.node == node.index) {
+                    println!(
+                        "    {}/{} {} ({})",
+                        pod.namespace, pod.name, pod.ip, pod.netns
+                    );
+                }
             }
             if let Some(dns) = &l.state().dns {
                 println!("  cluster DNS {} in {}", dns.service_ip, dns.pod);
@@ -382,12 +418,12 @@ pub fn run(args: LabArgs) -> anyhow::Result<ExitCode> {
             } else {
                 Vec::new()
             };
-            match output.as_str() {
-                "json" => {
+            match output {
+                Output::Json => {
                     let v = serde_json::json!({"matrix": matrix, "differences": diffs, "expect": expect});
                     println!("{}", serde_json::to_string_pretty(&v)?);
                 }
-                "text" => {
+                _ => {
                     print!("{}", matrix.render());
                     if expect {
                         if diffs.is_empty() {
@@ -400,7 +436,6 @@ pub fn run(args: LabArgs) -> anyhow::Result<ExitCode> {
                         }
                     }
                 }
-                other => bail!("unknown output format {other:?}: use text or json"),
             }
             Ok(if diffs.is_empty() {
                 ExitCode::SUCCESS

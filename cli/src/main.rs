@@ -4,15 +4,18 @@
 mod api_cmd;
 mod capture;
 mod collector;
+mod completion;
 mod demo;
+mod filter_flags;
 mod lab;
+mod output;
 mod policy_cmds;
 mod query_cmds;
 mod render;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 /// Policy-aware flow observability for Kubernetes NetworkPolicy.
@@ -45,17 +48,26 @@ enum Command {
     /// and the API server in one process, the rollout of default-deny, the
     /// denied flows and DNS breakage it causes, and the fix.
     Demo(demo::DemoArgs),
-    /// Run the API server: flow ingest from collectors, the store (in memory),
-    /// flow queries and incident reports, and Prometheus metrics.
+    /// Run the API server: flow ingest from collectors, the store (ClickHouse
+    /// with --clickhouse, else bounded in memory), flow queries and incident
+    /// reports, and Prometheus metrics.
     Api(api_cmd::ApiArgs),
-    /// Print flows from the API server (or a collector), filtered, like `hubble observe`.
-    Observe(query_cmds::ObserveArgs),
+    /// Print flows from the API server (or a collector's observer), filtered
+    /// like `hubble observe`: every filter flag narrows, a repeated flag
+    /// matches any of its values, --ip and --pod match either end, and --not
+    /// excludes the flows the next filter flag matches.
+    Observe(Box<query_cmds::ObserveArgs>),
     /// Denied flows grouped by workload pair, port and the policies that denied them.
-    Denied(query_cmds::DeniedArgs),
+    Denied(query_cmds::ReportArgs),
     /// DNS breakage: pods whose egress policies block DNS, and failed queries.
-    Dns(query_cmds::DnsArgs),
+    Dns(query_cmds::ReportArgs),
     /// Flows where the kernel's outcome contradicts the policy verdict.
     Mismatches(query_cmds::MismatchesArgs),
+    /// What a server (the API server or a collector's observer) holds and has
+    /// lost: flow records held and lost, the oldest and the newest.
+    Status(query_cmds::StatusArgs),
+    /// Print a shell completion script: `source <(netverdict completion bash)`.
+    Completion(completion::CompletionArgs),
 }
 
 fn main() -> ExitCode {
@@ -65,7 +77,8 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let result = match cli.command {
         Command::Verdicts(args) => policy_cmds::verdicts(args),
         Command::Explain(args) => policy_cmds::explain(args),
@@ -75,10 +88,16 @@ fn main() -> ExitCode {
         Command::Lab(args) => lab::run(args),
         Command::Demo(args) => demo::run(args).map(|()| ExitCode::SUCCESS),
         Command::Api(args) => api_cmd::run(args).map(|()| ExitCode::SUCCESS),
-        Command::Observe(args) => query_cmds::observe(args).map(|()| ExitCode::SUCCESS),
+        Command::Observe(args) => {
+            // `observe` reads its filter flags in command-line order (for --not).
+            let observe = matches.subcommand_matches("observe").unwrap_or(&matches);
+            query_cmds::observe(*args, observe).map(|()| ExitCode::SUCCESS)
+        }
         Command::Denied(args) => query_cmds::denied(args).map(|()| ExitCode::SUCCESS),
         Command::Dns(args) => query_cmds::dns(args).map(|()| ExitCode::SUCCESS),
         Command::Mismatches(args) => query_cmds::mismatches(args).map(|()| ExitCode::SUCCESS),
+        Command::Status(args) => query_cmds::status(args).map(|()| ExitCode::SUCCESS),
+        Command::Completion(args) => completion::run(&args, Cli::command()),
     };
     match result {
         Ok(code) => code,
@@ -97,4 +116,37 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
             .downcast_ref::<std::io::Error>()
             .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every subcommand and every argument has a help text.
+    #[test]
+    fn every_command_and_argument_is_documented() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if arg.get_help().is_none() && !matches!(id, "help" | "version") {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+                let path = format!("{path} {}", sub.get_name());
+                if sub.get_about().is_none() && sub.get_name() != "help" {
+                    missing.push(path.clone());
+                }
+                walk(sub, &path, missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "netverdict", &mut missing);
+        assert!(missing.is_empty(), "undocumented: {missing:#?}");
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
 }

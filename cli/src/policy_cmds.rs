@@ -8,10 +8,12 @@ use std::process::ExitCode;
 use std::str::FromStr;
 
 use anyhow::{Context, Result, bail};
-use clap::{Args, ValueEnum};
+use clap::Args;
 use netverdict_policy::lint::Severity;
 use netverdict_policy::{ClusterState, Connection, Endpoint, Protocol};
 use serde::Deserialize;
+
+use crate::output::{self, Output};
 
 /// Where the cluster state comes from.
 #[derive(Args, Debug)]
@@ -34,12 +36,6 @@ impl ClusterArgs {
         }
         Ok(state)
     }
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum Output {
-    Text,
-    Json,
 }
 
 #[derive(Args, Debug)]
@@ -144,7 +140,8 @@ pub struct ExplainArgs {
     /// TCP, UDP or SCTP.
     #[arg(long, default_value = "TCP")]
     protocol: String,
-    #[arg(short = 'o', long = "output", value_enum, default_value = "text")]
+    /// Output format: text, json.
+    #[arg(short = 'o', long = "output", value_parser = output::parser(output::PROSE), default_value = "text")]
     output: Output,
 }
 
@@ -156,8 +153,8 @@ pub fn explain(args: ExplainArgs) -> Result<ExitCode> {
     let explanation = netverdict_policy::explain(&state, &flow, &verdict);
     let mut out = std::io::stdout().lock();
     match args.output {
-        Output::Text => writeln!(out, "{explanation}")?,
         Output::Json => writeln!(out, "{}", serde_json::to_string_pretty(&explanation)?)?,
+        _ => writeln!(out, "{explanation}")?,
     }
     Ok(if verdict.allowed {
         ExitCode::SUCCESS
@@ -170,7 +167,8 @@ pub fn explain(args: ExplainArgs) -> Result<ExitCode> {
 pub struct LintArgs {
     #[command(flatten)]
     cluster: ClusterArgs,
-    #[arg(short = 'o', long = "output", value_enum, default_value = "text")]
+    /// Output format: text, json.
+    #[arg(short = 'o', long = "output", value_parser = output::parser(output::PROSE), default_value = "text")]
     output: Output,
 }
 
@@ -180,7 +178,8 @@ pub fn lint(args: LintArgs) -> Result<ExitCode> {
     let findings = netverdict_policy::lint::lint(&state);
     let mut out = std::io::stdout().lock();
     match args.output {
-        Output::Text => {
+        Output::Json => writeln!(out, "{}", serde_json::to_string_pretty(&findings)?)?,
+        _ => {
             for f in &findings {
                 writeln!(out, "{f}")?;
             }
@@ -193,7 +192,6 @@ pub fn lint(args: LintArgs) -> Result<ExitCode> {
                 )?;
             }
         }
-        Output::Json => writeln!(out, "{}", serde_json::to_string_pretty(&findings)?)?,
     }
     if findings.iter().any(|f| f.severity == Severity::Warning) {
         return Ok(ExitCode::from(1));

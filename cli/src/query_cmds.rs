@@ -1,50 +1,31 @@
 //! The query subcommands against an API server (or a collector's observer):
-//! `observe`, `denied`, `dns` and `mismatches`. Flags are parsed into the
-//! protobuf requests by pure functions (each error names its flag); the
-//! answers are printed by [`crate::render`].
+//! `observe`, `denied`, `dns`, `mismatches` and `status`. Flags are parsed
+//! into the protobuf requests by pure functions (each error names its flag;
+//! the filter flags are [`crate::filter_flags`]); the answers are printed by
+//! [`crate::render`] in the `-o` formats of [`crate::output`].
 
 use std::io::Write;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result, bail};
-use clap::{Args, ValueEnum};
-use netverdict_proto::filter::Filter;
-use netverdict_proto::names::EnumName;
+use clap::{ArgMatches, Args};
 use netverdict_proto::time::timestamp;
 use netverdict_proto::v1 as pb;
 use pb::observer_client::ObserverClient;
 use pb::query_client::QueryClient;
 use prost_types::Timestamp;
 
+use crate::filter_flags::{self, FilterArgs, Flag, Occurrence, RequestFilters, ScopeArgs};
+use crate::output::{self, Output};
 use crate::render;
 
 /// Where the server is.
 #[derive(Args, Debug, Clone)]
 pub struct ServerArgs {
-    /// The API server's gRPC address (a collector's observer, on 4244, answers
-    /// `observe` too).
+    /// The API server's gRPC address (a collector's observer, on 4244,
+    /// answers `observe`, `mismatches` and `status` too).
     #[arg(long, default_value = "localhost:4245", env = "NETVERDICT_SERVER")]
     pub server: String,
-}
-
-/// Output formats of `observe` and `mismatches`.
-#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FlowOutput {
-    /// One line per flow, for people.
-    Table,
-    /// One JSON array of flows.
-    Json,
-    /// One JSON object per line (streams with --follow).
-    Jsonl,
-}
-
-/// Output formats of the reports.
-#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReportOutput {
-    /// Aligned tables, for people.
-    Table,
-    /// JSON.
-    Json,
 }
 
 /// Time range flags.
@@ -59,59 +40,23 @@ pub struct TimeArgs {
     pub until: Option<String>,
 }
 
-/// Filters of `observe`.
-#[derive(Args, Debug, Clone, Default)]
-pub struct FilterArgs {
-    /// Flows with either endpoint in this namespace (repeatable).
-    #[arg(short = 'n', long = "namespace")]
-    pub namespace: Vec<String>,
-    /// Every namespace (the default; for kubectl habits).
-    #[arg(short = 'A', long = "all-namespaces", conflicts_with = "namespace")]
-    pub all_namespaces: bool,
-    /// Either endpoint matches this label selector ("app=api,tier in (web)").
-    #[arg(short = 'l', long = "selector")]
-    pub selector: Vec<String>,
-    /// Flows from or to this pod: NAMESPACE/NAME or NAME with -n; a trailing * matches a prefix.
+/// How flows are printed.
+#[derive(Args, Debug, Clone)]
+pub struct FlowOutputArgs {
+    /// Print the observing node's name with each flow (compact and table;
+    /// wide and JSON always have it).
     #[arg(long)]
-    pub pod: Vec<String>,
-    /// Flows from this pod.
-    #[arg(long)]
-    pub from_pod: Vec<String>,
-    /// Flows to this pod.
-    #[arg(long)]
-    pub to_pod: Vec<String>,
-    /// Policy verdict: allowed, denied, unspecified.
-    #[arg(long)]
-    pub verdict: Vec<String>,
-    /// Kernel outcome: established, refused, reset, no-answer, dropped, answered, unspecified.
-    #[arg(long)]
-    pub outcome: Vec<String>,
-    /// Flows allowed or denied by this policy: NAMESPACE/NAME or NAME with -n.
-    #[arg(long)]
-    pub policy: Vec<String>,
-    /// Destination port (after Service DNAT).
-    #[arg(long)]
-    pub port: Vec<String>,
-    /// Transport protocol: tcp, udp, sctp, unspecified.
-    #[arg(long)]
-    pub protocol: Vec<String>,
-    /// DNS query name; "*.example.com" matches subdomains.
-    #[arg(long)]
-    pub dns: Vec<String>,
-    /// Only flows where the kernel contradicts the policy verdict.
-    #[arg(long)]
-    pub mismatch: bool,
-    /// Flows observed on this node.
-    #[arg(long)]
-    pub node: Vec<String>,
+    pub print_node_name: bool,
+    /// Output format: compact (one line per flow), table, wide (the table
+    /// with the node and the denial reason), json, jsonl.
+    #[arg(short = 'o', long, value_parser = output::parser(output::FLOWS), default_value = "compact")]
+    pub output: Output,
 }
 
 #[derive(Args, Debug)]
 pub struct ObserveArgs {
     #[command(flatten)]
     pub server: ServerArgs,
-    #[command(flatten)]
-    pub filters: FilterArgs,
     #[command(flatten)]
     pub time: TimeArgs,
     /// The last N matching flows (default: the server's, 20).
@@ -123,51 +68,34 @@ pub struct ObserveArgs {
     /// Keep streaming new matching flows.
     #[arg(short = 'f', long)]
     pub follow: bool,
-    /// Output format.
-    #[arg(short = 'o', long, value_enum, default_value_t = FlowOutput::Table)]
-    pub output: FlowOutput,
+    #[command(flatten)]
+    pub print: FlowOutputArgs,
+    /// Last, under their own heading.
+    #[command(flatten)]
+    pub filters: FilterArgs,
 }
 
+/// The flags of a report (`denied`, `dns`).
 #[derive(Args, Debug)]
-pub struct DeniedArgs {
+pub struct ReportArgs {
     #[command(flatten)]
     pub server: ServerArgs,
-    /// Denied flows last seen at or after this (duration ago or RFC 3339).
-    #[arg(long, default_value = "15m")]
-    pub since: String,
-    /// ... and before this.
+    /// Flows last seen at or after this: a duration ago (15m, 1h) or an RFC
+    /// 3339 time (default: 15m for `denied`, 1h for `dns`).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Flows last seen before this: a duration ago or an RFC 3339 time.
     #[arg(long)]
     pub until: Option<String>,
-    /// Flows with either endpoint in this namespace (repeatable).
-    #[arg(short = 'n', long = "namespace")]
-    pub namespace: Vec<String>,
+    #[command(flatten)]
+    pub scope: ScopeArgs,
     /// The most groups to show (0: the server's default).
     #[arg(long, default_value_t = 0)]
     pub limit: u32,
-    /// Output format.
-    #[arg(short = 'o', long, value_enum, default_value_t = ReportOutput::Table)]
-    pub output: ReportOutput,
-}
-
-#[derive(Args, Debug)]
-pub struct DnsArgs {
-    #[command(flatten)]
-    pub server: ServerArgs,
-    /// Failed queries last seen at or after this (duration ago or RFC 3339).
-    #[arg(long, default_value = "1h")]
-    pub since: String,
-    /// ... and before this.
-    #[arg(long)]
-    pub until: Option<String>,
-    /// Pods in this namespace (repeatable).
-    #[arg(short = 'n', long = "namespace")]
-    pub namespace: Vec<String>,
-    /// The most failure groups to show (0: the server's default).
-    #[arg(long, default_value_t = 0)]
-    pub limit: u32,
-    /// Output format.
-    #[arg(short = 'o', long, value_enum, default_value_t = ReportOutput::Table)]
-    pub output: ReportOutput,
+    /// Output format: table, wide (with the reason of each group's latest
+    /// flow), json.
+    #[arg(short = 'o', long, value_parser = output::parser(output::REPORTS), default_value = "table")]
+    pub output: Output,
 }
 
 #[derive(Args, Debug)]
@@ -175,16 +103,26 @@ pub struct MismatchesArgs {
     #[command(flatten)]
     pub server: ServerArgs,
     #[command(flatten)]
+    pub scope: ScopeArgs,
+    #[command(flatten)]
     pub time: TimeArgs,
-    /// Flows with either endpoint in this namespace (repeatable).
-    #[arg(short = 'n', long = "namespace")]
-    pub namespace: Vec<String>,
     /// The last N mismatched flows (default: the server's, 20).
     #[arg(long)]
     pub last: Option<u64>,
-    /// Output format.
-    #[arg(short = 'o', long, value_enum, default_value_t = FlowOutput::Table)]
-    pub output: FlowOutput,
+    /// Keep streaming new mismatched flows.
+    #[arg(short = 'f', long)]
+    pub follow: bool,
+    #[command(flatten)]
+    pub print: FlowOutputArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// Output format: table, json.
+    #[arg(short = 'o', long, value_parser = output::parser(output::STATUS), default_value = "table")]
+    pub output: Output,
 }
 
 /// A `--since`/`--until` value: a duration ago from `now`, or an RFC 3339 time.
@@ -216,120 +154,9 @@ fn parse_times(
     ))
 }
 
-/// The proto number of a flag's enum value, by its name (`netverdict_proto::names`).
-fn enum_value<E: EnumName>(flag: &str, value: &str) -> Result<i32> {
-    E::parse_or_list(value)
-        .map(E::number)
-        .map_err(|reason| anyhow::anyhow!("{flag}: invalid value {value:?}: {reason}"))
-}
-
-/// `ns/name`, or `name` qualified by the only `-n` namespace.
-fn qualified(flag: &str, value: &str, namespaces: &[String]) -> Result<String> {
-    if value.contains('/') {
-        let (ns, name) = value.split_once('/').unwrap_or_default();
-        if ns.is_empty() || name.is_empty() || name.contains('/') {
-            bail!("{flag}: invalid value {value:?}: expected NAMESPACE/NAME");
-        }
-        return Ok(value.to_string());
-    }
-    match namespaces {
-        [ns] => Ok(format!("{ns}/{value}")),
-        _ => bail!("{flag}: {value:?} needs a namespace: write NAMESPACE/NAME or give one -n"),
-    }
-}
-
-/// The include filters of `observe`'s flags (one, or two for `--pod`: from or to).
-pub fn build_filters(args: &FilterArgs) -> Result<Vec<pb::FlowFilter>> {
-    let ns = &args.namespace;
-    let base = pb::FlowFilter {
-        verdict: args
-            .verdict
-            .iter()
-            .map(|v| enum_value::<pb::Verdict>("--verdict", v))
-            .collect::<Result<_>>()?,
-        outcome: args
-            .outcome
-            .iter()
-            .map(|v| enum_value::<pb::Outcome>("--outcome", v))
-            .collect::<Result<_>>()?,
-        namespace: ns.clone(),
-        source_pod: args
-            .from_pod
-            .iter()
-            .map(|p| qualified("--from-pod", p, ns))
-            .collect::<Result<_>>()?,
-        destination_pod: args
-            .to_pod
-            .iter()
-            .map(|p| qualified("--to-pod", p, ns))
-            .collect::<Result<_>>()?,
-        labels: args.selector.clone(),
-        policy: args
-            .policy
-            .iter()
-            .map(|p| qualified("--policy", p, ns))
-            .collect::<Result<_>>()?,
-        destination_port: args
-            .port
-            .iter()
-            .map(|p| match p.parse::<u32>() {
-                Ok(n) if (1..=65535).contains(&n) => Ok(n),
-                _ => bail!("--port: invalid value {p:?}: expected a port number 1-65535"),
-            })
-            .collect::<Result<_>>()?,
-        protocol: args
-            .protocol
-            .iter()
-            .map(|v| enum_value::<pb::Protocol>("--protocol", v))
-            .collect::<Result<_>>()?,
-        dns_query: args.dns.clone(),
-        mismatch: if args.mismatch {
-            vec![
-                pb::Mismatch::DroppedThoughAllowed as i32,
-                pb::Mismatch::AllowedThoughDenied as i32,
-            ]
-        } else {
-            Vec::new()
-        },
-        node_name: args.node.clone(),
-        ..Default::default()
-    };
-    // Check every value the server would reject, here, naming our flag.
-    let check = |f: &pb::FlowFilter| {
-        Filter::compile(f).map_err(|e| {
-            let flag = match e.field() {
-                "labels" => "-l/--selector",
-                "dns_query" => "--dns",
-                "source_pod" => "--from-pod/--pod",
-                "destination_pod" => "--to-pod/--pod",
-                "policy" => "--policy",
-                "node_name" => "--node",
-                "namespace" => "-n/--namespace",
-                _ => "filter",
-            };
-            anyhow::anyhow!("{flag}: {e}")
-        })
-    };
-    if args.pod.is_empty() {
-        check(&base)?;
-        return Ok(vec![base]);
-    }
-    let pods: Vec<String> = args
-        .pod
-        .iter()
-        .map(|p| qualified("--pod", p, ns))
-        .collect::<Result<_>>()?;
-    let mut from = base.clone();
-    from.source_pod.extend(pods.iter().cloned());
-    let mut to = base;
-    to.destination_pod.extend(pods);
-    check(&from)?;
-    check(&to)?;
-    Ok(vec![from, to])
-}
-
-/// The `GetFlows` request of `observe`'s flags.
-pub fn observe_request(args: &ObserveArgs) -> Result<pb::GetFlowsRequest> {
+/// The `GetFlows` request of `observe`'s flags (`matches` are the ones
+/// `args` came from: they give the flags' order, for `--not`).
+pub fn observe_request(args: &ObserveArgs, matches: &ArgMatches) -> Result<pb::GetFlowsRequest> {
     let (since, until) = parse_times(args.time.since.as_deref(), args.time.until.as_deref())?;
     let (number, first) = match (args.last, args.first) {
         (_, Some(0)) => bail!("--first: must be at least 1"),
@@ -338,14 +165,47 @@ pub fn observe_request(args: &ObserveArgs) -> Result<pb::GetFlowsRequest> {
         (Some(n), None) => (n, false),
         (None, None) => (0, false),
     };
+    let RequestFilters { include, exclude } =
+        filter_flags::build(&filter_flags::occurrences(&args.filters, matches)?)?;
     Ok(pb::GetFlowsRequest {
         number,
         first,
         follow: args.follow,
-        include: build_filters(&args.filters)?,
-        exclude: Vec::new(),
+        include,
+        exclude,
         since,
         until,
+    })
+}
+
+/// The `GetFlows` request of `mismatches`' flags.
+pub fn mismatches_request(args: &MismatchesArgs) -> Result<pb::GetFlowsRequest> {
+    let (since, until) = parse_times(args.time.since.as_deref(), args.time.until.as_deref())?;
+    if args.last == Some(0) {
+        bail!("--last: must be at least 1");
+    }
+    let mut flags: Vec<Occurrence> = args
+        .scope
+        .namespace
+        .iter()
+        .map(|ns| Occurrence::include(Flag::Namespace, ns))
+        .collect();
+    flags.extend(
+        args.scope
+            .selector
+            .iter()
+            .map(|s| Occurrence::include(Flag::Selector, s)),
+    );
+    flags.push(Occurrence::include(Flag::Mismatch, ""));
+    let RequestFilters { include, exclude } = filter_flags::build(&flags)?;
+    Ok(pb::GetFlowsRequest {
+        number: args.last.unwrap_or(0),
+        follow: args.follow,
+        include,
+        exclude,
+        since,
+        until,
+        ..Default::default()
     })
 }
 
@@ -378,11 +238,25 @@ fn status_error(what: &str, status: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("{what}: {} ({:?})", status.message(), status.code())
 }
 
+/// Prints the flows of `request` as they come (compact, jsonl) or once all
+/// have come (table, wide, json); with `follow` until Ctrl-C.
 async fn stream_flows(
     server: &str,
     request: pb::GetFlowsRequest,
-    output: FlowOutput,
+    print: &FlowOutputArgs,
 ) -> Result<()> {
+    let output = print.output;
+    if request.follow && matches!(output, Output::Table | Output::Wide) {
+        bail!(
+            "-o {}: a table is aligned over the whole answer, which --follow never ends: \
+             use compact, jsonl or json",
+            if output == Output::Table {
+                "table"
+            } else {
+                "wide"
+            }
+        );
+    }
     let mut client = ObserverClient::new(channel(server).await?);
     let mut stream = client
         .get_flows(request)
@@ -402,68 +276,78 @@ async fn stream_flows(
         let Some(flow) = response.flow else { continue };
         let mut out = stdout.lock();
         match output {
-            FlowOutput::Table => writeln!(out, "{}", render::flow_line(&flow))?,
-            FlowOutput::Jsonl => writeln!(out, "{}", render::flow_json(&flow))?,
-            FlowOutput::Json => all.push(render::flow_json(&flow)),
+            Output::Compact => {
+                writeln!(out, "{}", render::flow_line(&flow, print.print_node_name))?
+            }
+            Output::Jsonl => writeln!(out, "{}", render::flow_json(&flow))?,
+            _ => all.push(flow),
         }
         out.flush()?;
     }
-    if output == FlowOutput::Json {
-        let mut out = stdout.lock();
-        serde_json::to_writer_pretty(&mut out, &all)?;
-        writeln!(out)?;
+    let mut out = stdout.lock();
+    match output {
+        Output::Json => {
+            let flows: Vec<_> = all.iter().map(render::flow_json).collect();
+            serde_json::to_writer_pretty(&mut out, &flows)?;
+            writeln!(out)?;
+        }
+        Output::Table | Output::Wide if !all.is_empty() => write!(
+            out,
+            "{}",
+            render::flow_table(&all, output == Output::Wide, print.print_node_name)
+        )?,
+        _ => {}
     }
     Ok(())
 }
 
-pub fn observe(args: ObserveArgs) -> Result<()> {
-    let request = observe_request(&args)?;
-    runtime()?.block_on(stream_flows(&args.server.server, request, args.output))
+pub fn observe(args: ObserveArgs, matches: &ArgMatches) -> Result<()> {
+    let request = observe_request(&args, matches)?;
+    runtime()?.block_on(stream_flows(&args.server.server, request, &args.print))
 }
 
 pub fn mismatches(args: MismatchesArgs) -> Result<()> {
-    let filters = FilterArgs {
-        namespace: args.namespace,
-        mismatch: true,
-        ..Default::default()
-    };
-    let (since, until) = parse_times(args.time.since.as_deref(), args.time.until.as_deref())?;
-    if args.last == Some(0) {
-        bail!("--last: must be at least 1");
-    }
-    let request = pb::GetFlowsRequest {
-        number: args.last.unwrap_or(0),
-        include: build_filters(&filters)?,
-        since,
-        until,
-        ..Default::default()
-    };
-    runtime()?.block_on(stream_flows(&args.server.server, request, args.output))
+    let request = mismatches_request(&args)?;
+    runtime()?.block_on(stream_flows(&args.server.server, request, &args.print))
 }
 
-/// The report request of the report flags.
-pub fn report_request(
-    since: &str,
-    until: Option<&str>,
-    namespaces: &[String],
-    limit: u32,
-) -> Result<pb::ReportRequest> {
-    let (since, until) = parse_times(Some(since), until)?;
+/// What a server (the API server or a collector's observer) holds and has lost.
+pub fn status(args: StatusArgs) -> Result<()> {
+    let server = args.server.server;
+    let status = runtime()?.block_on(async {
+        let mut client = ObserverClient::new(channel(&server).await?);
+        let r = client
+            .server_status(pb::ServerStatusRequest {})
+            .await
+            .map_err(|s| status_error("ServerStatus", s))?;
+        anyhow::Ok(r.into_inner())
+    })?;
+    let mut out = std::io::stdout().lock();
+    match args.output {
+        Output::Json => {
+            serde_json::to_writer_pretty(&mut out, &render::status_json(&server, &status))?;
+            writeln!(out)?;
+        }
+        _ => write!(out, "{}", render::status_table(&server, &status))?,
+    }
+    Ok(())
+}
+
+/// The report request of a report's flags; `since` unless `--since` is given.
+pub fn report_request(since: &str, args: &ReportArgs) -> Result<pb::ReportRequest> {
+    let since = args.since.as_deref().unwrap_or(since);
+    let (since, until) = parse_times(Some(since), args.until.as_deref())?;
     Ok(pb::ReportRequest {
         since,
         until,
-        namespace: namespaces.to_vec(),
-        limit,
+        namespace: args.scope.namespace.clone(),
+        labels: args.scope.selectors()?,
+        limit: args.limit,
     })
 }
 
-pub fn denied(args: DeniedArgs) -> Result<()> {
-    let request = report_request(
-        &args.since,
-        args.until.as_deref(),
-        &args.namespace,
-        args.limit,
-    )?;
+pub fn denied(args: ReportArgs) -> Result<()> {
+    let request = report_request("15m", &args)?;
     let groups = runtime()?.block_on(async {
         let mut client = QueryClient::new(channel(&args.server.server).await?);
         let r = client
@@ -474,22 +358,17 @@ pub fn denied(args: DeniedArgs) -> Result<()> {
     })?;
     let mut out = std::io::stdout().lock();
     match args.output {
-        ReportOutput::Table => write!(out, "{}", render::denied_table(&groups))?,
-        ReportOutput::Json => {
+        Output::Json => {
             serde_json::to_writer_pretty(&mut out, &render::denied_json(&groups))?;
             writeln!(out)?;
         }
+        o => write!(out, "{}", render::denied_table(&groups, o == Output::Wide))?,
     }
     Ok(())
 }
 
-pub fn dns(args: DnsArgs) -> Result<()> {
-    let request = report_request(
-        &args.since,
-        args.until.as_deref(),
-        &args.namespace,
-        args.limit,
-    )?;
+pub fn dns(args: ReportArgs) -> Result<()> {
+    let request = report_request("1h", &args)?;
     let report = runtime()?.block_on(async {
         let mut client = QueryClient::new(channel(&args.server.server).await?);
         let r = client
@@ -500,18 +379,46 @@ pub fn dns(args: DnsArgs) -> Result<()> {
     })?;
     let mut out = std::io::stdout().lock();
     match args.output {
-        ReportOutput::Table => write!(out, "{}", render::dns_table(&report))?,
-        ReportOutput::Json => {
+        Output::Json => {
             serde_json::to_writer_pretty(&mut out, &render::dns_json(&report))?;
             writeln!(out)?;
         }
+        o => write!(out, "{}", render::dns_table(&report, o == Output::Wide))?,
     }
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
+    use clap::Parser;
+
     use super::*;
+
+    #[derive(Parser)]
+    struct Mismatches {
+        #[command(flatten)]
+        args: MismatchesArgs,
+    }
+
+    #[test]
+    fn mismatches_narrow_by_namespace_and_labels() {
+        let parse = |flags: &[&str]| {
+            let cmd = Mismatches::try_parse_from(
+                std::iter::once("mismatches").chain(flags.iter().copied()),
+            )
+            .unwrap();
+            mismatches_request(&cmd.args)
+        };
+        let r = parse(&["-n", "shop", "-l", "app=api", "-f"]).unwrap();
+        assert!(r.follow && r.exclude.is_empty());
+        let [f] = &r.include[..] else { panic!("{r:?}") };
+        assert_eq!(f.namespace, ["shop"]);
+        assert_eq!(f.labels, ["app=api"]);
+        assert_eq!(f.mismatch.len(), 3, "every kind of mismatch");
+        let e = parse(&["-l", "app in ("]).unwrap_err().to_string();
+        assert!(e.starts_with("-l/--selector: "), "{e}");
+        assert!(Mismatches::try_parse_from(["mismatches", "-A", "-n", "x"]).is_err());
+    }
 
     #[test]
     fn times_are_durations_ago_or_rfc3339() {
@@ -533,60 +440,5 @@ mod tests {
             err.starts_with("--since: invalid value \"yesterday\""),
             "{err}"
         );
-    }
-
-    #[test]
-    fn filters_from_flags() {
-        let args = FilterArgs {
-            namespace: vec!["shop".into()],
-            verdict: vec!["denied".into()],
-            outcome: vec![
-                "no_answer".into(),
-                "no-answer".into(),
-                "OUTCOME_NO_ANSWER".into(),
-            ],
-            protocol: vec!["TCP".into()],
-            port: vec!["8080".into()],
-            policy: vec!["default-deny".into()],
-            pod: vec!["np-client".into()],
-            ..Default::default()
-        };
-        let filters = build_filters(&args).unwrap();
-        assert_eq!(filters.len(), 2);
-        assert_eq!(filters[0].source_pod, ["shop/np-client"]);
-        assert_eq!(filters[1].destination_pod, ["shop/np-client"]);
-        assert_eq!(filters[0].policy, ["shop/default-deny"]);
-        assert_eq!(filters[0].outcome, [pb::Outcome::NoAnswer as i32; 3]);
-        assert_eq!(filters[0].verdict, [pb::Verdict::Denied as i32]);
-        assert_eq!(filters[0].destination_port, [8080]);
-    }
-
-    #[test]
-    fn bad_flag_values_name_the_flag() {
-        let err = |args: FilterArgs| build_filters(&args).unwrap_err().to_string();
-        let e = err(FilterArgs {
-            verdict: vec!["maybe".into()],
-            ..Default::default()
-        });
-        assert!(e.starts_with("--verdict: invalid value \"maybe\""), "{e}");
-        assert!(
-            e.ends_with("expected one of unspecified, allowed, denied"),
-            "{e}"
-        );
-        let e = err(FilterArgs {
-            port: vec!["70000".into()],
-            ..Default::default()
-        });
-        assert!(e.starts_with("--port:"), "{e}");
-        let e = err(FilterArgs {
-            from_pod: vec!["api".into()],
-            ..Default::default()
-        });
-        assert!(e.starts_with("--from-pod:"), "{e}");
-        let e = err(FilterArgs {
-            selector: vec!["app in (".into()],
-            ..Default::default()
-        });
-        assert!(e.starts_with("-l/--selector:"), "{e}");
     }
 }

@@ -150,6 +150,8 @@ pub fn flow_json(f: &pb::Flow) -> Value {
         "drop_reason": f.drop_reason,
         "drop_count": f.drop_count,
         "mismatch": mismatch(f.mismatch),
+        "observation_point": name_of::<pb::ObservationPoint>(f.observation_point),
+        "counted_elsewhere": f.counted_elsewhere,
         "dns": f.dns.as_ref().map(|d| json!({
             "id": d.id,
             "query": d.query,
@@ -161,12 +163,59 @@ pub fn flow_json(f: &pb::Flow) -> Value {
     })
 }
 
-/// One line per flow, in the spirit of `hubble observe`:
-/// `TIME SOURCE -> DESTINATION PROTO VERDICT OUTCOME [details]`.
-pub fn flow_line(f: &pb::Flow) -> String {
-    let mut line = format!(
-        "{}  {} -> {}  {}  {}  {}",
-        time(f.last_seen.as_ref()),
+/// The short details of a flow: DNS, a mismatch, a second observation of a
+/// connection counted elsewhere, the denying policies.
+fn flow_details(f: &pb::Flow) -> String {
+    let mut parts = Vec::new();
+    if let Some(d) = &f.dns {
+        let mut dns = format!("dns {} {}", d.qtype, d.query);
+        if !d.rcode.is_empty() {
+            let _ = write!(dns, " {}", d.rcode);
+        }
+        parts.push(dns);
+    }
+    if f.mismatch != pb::Mismatch::None as i32 {
+        parts.push(format!("MISMATCH {}", mismatch(f.mismatch)));
+    }
+    if f.counted_elsewhere {
+        parts.push(format!("(second observation, by {})", f.node_name));
+    }
+    if !f.denied_by.is_empty() {
+        parts.push(format!("denied by {}", policies(&f.denied_by)));
+    }
+    parts.join("  ")
+}
+
+/// A denied flow's reason; "-" for others.
+fn flow_reason(f: &pb::Flow) -> String {
+    if f.verdict == pb::Verdict::Denied as i32 && !f.reason.is_empty() {
+        f.reason.clone()
+    } else {
+        "-".into()
+    }
+}
+
+/// The observing node for a person ("-" when unknown).
+fn node(f: &pb::Flow) -> &str {
+    if f.node_name.is_empty() {
+        "-"
+    } else {
+        &f.node_name
+    }
+}
+
+/// One line per flow (`-o compact`), in the spirit of `hubble observe`:
+/// `TIME [NODE] SOURCE -> DESTINATION PROTO VERDICT OUTCOME [xCOUNT] DETAILS`,
+/// the node with `--print-node-name`. The denial reason is left out (`-o
+/// wide` shows it).
+pub fn flow_line(f: &pb::Flow, print_node: bool) -> String {
+    let mut line = time(f.last_seen.as_ref());
+    if print_node {
+        let _ = write!(line, " [{}]", node(f));
+    }
+    let _ = write!(
+        line,
+        "  {} -> {}  {}  {}  {}",
         endpoint(f.source.as_ref()),
         endpoint(f.destination.as_ref()),
         protocol(f.protocol),
@@ -176,22 +225,61 @@ pub fn flow_line(f: &pb::Flow) -> String {
     if f.count > 1 {
         let _ = write!(line, " x{}", f.count);
     }
-    if let Some(d) = &f.dns {
-        let _ = write!(line, "  dns {} {}", d.qtype, d.query);
-        if !d.rcode.is_empty() {
-            let _ = write!(line, " {}", d.rcode);
-        }
-    }
-    if f.mismatch != pb::Mismatch::None as i32 {
-        let _ = write!(line, "  MISMATCH {}", mismatch(f.mismatch));
-    }
-    if !f.denied_by.is_empty() {
-        let _ = write!(line, "  denied by {}", policies(&f.denied_by));
-    }
-    if f.verdict == pb::Verdict::Denied as i32 && !f.reason.is_empty() {
-        let _ = write!(line, "  ({})", f.reason);
+    let details = flow_details(f);
+    if !details.is_empty() {
+        let _ = write!(line, "  {details}");
     }
     line
+}
+
+/// Flows as a table (`-o table`; the node with `--print-node-name`), or with
+/// the node and the denial reason (`-o wide`).
+pub fn flow_table(flows: &[pb::Flow], wide: bool, print_node: bool) -> String {
+    let node_column = wide || print_node;
+    let mut headers = vec!["TIME"];
+    if node_column {
+        headers.push("NODE");
+    }
+    headers.extend([
+        "SOURCE",
+        "DESTINATION",
+        "PROTOCOL",
+        "VERDICT",
+        "OUTCOME",
+        "COUNT",
+        "DETAILS",
+    ]);
+    if wide {
+        headers.push("REASON");
+    }
+    let rows: Vec<Vec<String>> = flows
+        .iter()
+        .map(|f| {
+            let mut row = vec![time(f.last_seen.as_ref())];
+            if node_column {
+                row.push(node(f).to_string());
+            }
+            let details = flow_details(f);
+            row.extend([
+                endpoint(f.source.as_ref()),
+                endpoint(f.destination.as_ref()),
+                protocol(f.protocol).into_owned(),
+                verdict(f.verdict).into_owned(),
+                outcome(f.outcome).into_owned(),
+                f.count.to_string(),
+                if details.is_empty() {
+                    "-".into()
+                } else {
+                    details
+                },
+            ]);
+            if wide {
+                row.push(flow_reason(f));
+            }
+            row
+        })
+        .collect();
+    table(&headers, &rows)
 }
 
 /// Columns padded to their widest cell, two spaces apart, header first.
@@ -249,15 +337,16 @@ fn side(g: &pb::DeniedGroup) -> &'static str {
     }
 }
 
-/// The denied report as a table.
-pub fn denied_table(groups: &[pb::DeniedGroup]) -> String {
+/// The denied report as a table; `wide` adds the reason of each group's most
+/// recent flow (a sentence: it makes lines long).
+pub fn denied_table(groups: &[pb::DeniedGroup], wide: bool) -> String {
     if groups.is_empty() {
         return "No denied flows.\n".into();
     }
     let rows: Vec<Vec<String>> = groups
         .iter()
         .map(|g| {
-            vec![
+            let mut row = vec![
                 workload(g.source.as_ref()),
                 workload(g.destination.as_ref()),
                 format!("{}/{}", g.destination_port, protocol(g.protocol)),
@@ -265,27 +354,30 @@ pub fn denied_table(groups: &[pb::DeniedGroup]) -> String {
                 side(g).to_string(),
                 g.count.to_string(),
                 time(g.last_seen.as_ref()),
-                if g.reason.is_empty() {
+            ];
+            if wide {
+                row.push(if g.reason.is_empty() {
                     "-".into()
                 } else {
                     g.reason.clone()
-                },
-            ]
+                });
+            }
+            row
         })
         .collect();
-    table(
-        &[
-            "SOURCE",
-            "DESTINATION",
-            "PORT",
-            "DENIED BY",
-            "DENIED ON",
-            "COUNT",
-            "LAST SEEN",
-            "REASON",
-        ],
-        &rows,
-    )
+    let mut headers = vec![
+        "SOURCE",
+        "DESTINATION",
+        "PORT",
+        "DENIED BY",
+        "DENIED ON",
+        "COUNT",
+        "LAST SEEN",
+    ];
+    if wide {
+        headers.push("REASON");
+    }
+    table(&headers, &rows)
 }
 
 fn workload_json(w: Option<&pb::WorkloadRef>) -> Value {
@@ -339,8 +431,9 @@ fn failure_what(f: &pb::DnsFailure) -> String {
     }
 }
 
-/// The DNS report as two tables: policy gaps, then failed queries.
-pub fn dns_table(report: &pb::DnsReportResponse) -> String {
+/// The DNS report as two tables: policy gaps, then failed queries; `wide`
+/// adds the denial reason of each failure's most recent query.
+pub fn dns_table(report: &pb::DnsReportResponse, wide: bool) -> String {
     let mut out = String::from("Pods whose egress policies block DNS to the cluster DNS:\n");
     if report.policy_gaps.is_empty() {
         out.push_str("  none\n");
@@ -366,7 +459,7 @@ pub fn dns_table(report: &pb::DnsReportResponse) -> String {
             .failures
             .iter()
             .map(|f| {
-                vec![
+                let mut row = vec![
                     format!("{}/{}", f.namespace, f.pod),
                     f.query.clone(),
                     f.qtype.clone(),
@@ -380,22 +473,31 @@ pub fn dns_table(report: &pb::DnsReportResponse) -> String {
                         "no"
                     }
                     .into(),
-                ]
+                ];
+                if wide {
+                    row.push(if f.reason.is_empty() {
+                        "-".into()
+                    } else {
+                        f.reason.clone()
+                    });
+                }
+                row
             })
             .collect();
-        out.push_str(&table(
-            &[
-                "POD",
-                "QUERY",
-                "TYPE",
-                "OUTCOME",
-                "COUNT",
-                "LAST SEEN",
-                "DENIED BY",
-                "DNS ALLOWED",
-            ],
-            &rows,
-        ));
+        let mut headers = vec![
+            "POD",
+            "QUERY",
+            "TYPE",
+            "OUTCOME",
+            "COUNT",
+            "LAST SEEN",
+            "DENIED BY",
+            "DNS ALLOWED",
+        ];
+        if wide {
+            headers.push("REASON");
+        }
+        out.push_str(&table(&headers, &rows));
     }
     out
 }
@@ -425,6 +527,39 @@ pub fn dns_json(report: &pb::DnsReportResponse) -> Value {
     })
 }
 
+/// A server's status for a person: what it holds and what it has lost.
+pub fn status_table(server: &str, s: &pb::ServerStatusResponse) -> String {
+    // Refusals (part of the flows lost) and dead letters only when there are
+    // some: a collector has neither.
+    let rows = [
+        Some(("Server", server.to_string())),
+        Some(("Flows held", s.flows_stored.to_string())),
+        Some(("Flows lost", s.flows_dropped.to_string())),
+        (s.flows_refused > 0).then(|| ("  refused", s.flows_refused.to_string())),
+        (s.flows_dead_lettered > 0).then(|| ("Dead letters", s.flows_dead_lettered.to_string())),
+        Some(("Oldest", time(s.oldest.as_ref()))),
+        Some(("Newest", time(s.newest.as_ref()))),
+    ];
+    let rows: Vec<_> = rows.into_iter().flatten().collect();
+    let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0) + 1;
+    rows.iter()
+        .map(|(k, v)| format!("{:width$}  {v}\n", format!("{k}:")))
+        .collect()
+}
+
+/// A server's status as JSON (the `ServerStatusResponse` fields).
+pub fn status_json(server: &str, s: &pb::ServerStatusResponse) -> Value {
+    json!({
+        "server": server,
+        "flows_stored": s.flows_stored,
+        "flows_dropped": s.flows_dropped,
+        "flows_refused": s.flows_refused,
+        "flows_dead_lettered": s.flows_dead_lettered,
+        "oldest": time_json(s.oldest.as_ref()),
+        "newest": time_json(s.newest.as_ref()),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -447,7 +582,7 @@ mod tests {
     }
 
     #[test]
-    fn a_denied_flow_line_names_the_policies_and_reason() {
+    fn a_denied_flow_names_its_policies_and_wide_its_reason() {
         let f = pb::Flow {
             last_seen: Some(Timestamp {
                 seconds: 1_700_000_000,
@@ -464,9 +599,34 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            flow_line(&f),
+            flow_line(&f, false),
             "2023-11-14T22:13:20.005Z  shop/np-client:42000 -> default/api:8080  tcp  denied  dropped x3  \
-             denied by default/api-from-web  (needs team=web)"
+             denied by default/api-from-web"
+        );
+        let f = pb::Flow {
+            node_name: "node-a".into(),
+            ..f
+        };
+        assert!(
+            flow_line(&f, true).starts_with("2023-11-14T22:13:20.005Z [node-a]  shop/np-client"),
+            "{}",
+            flow_line(&f, true)
+        );
+        let t = flow_table(std::slice::from_ref(&f), false, false);
+        assert!(
+            !t.contains("needs team=web") && !t.contains("node-a"),
+            "{t}"
+        );
+        assert!(t.starts_with("TIME  "), "{t}");
+        let w = flow_table(std::slice::from_ref(&f), true, false);
+        let lines: Vec<&str> = w.lines().collect();
+        assert!(
+            lines[0].starts_with("TIME") && lines[0].ends_with("REASON"),
+            "{w}"
+        );
+        assert!(
+            lines[1].contains("node-a") && lines[1].ends_with("needs team=web"),
+            "{w}"
         );
         let j = flow_json(&f);
         assert_eq!(j["verdict"], "denied");
@@ -529,19 +689,65 @@ mod tests {
             reason: "egress isolated".into(),
             ..Default::default()
         };
-        let t = denied_table(std::slice::from_ref(&g));
+        let t = denied_table(std::slice::from_ref(&g), false);
         let lines: Vec<&str> = t.lines().collect();
-        assert!(lines[0].starts_with("SOURCE"), "{t}");
+        assert!(
+            lines[0].starts_with("SOURCE") && lines[0].ends_with("LAST SEEN"),
+            "{t}"
+        );
         assert!(
             lines[1].starts_with("shop/np-client  1.1.1.1      443/tcp  shop/default-deny  egress"),
             "{t}"
         );
-        assert!(lines[1].ends_with("egress isolated"), "{t}");
+        assert!(
+            !t.contains("egress isolated"),
+            "the reason is for -o wide: {t}"
+        );
+        let w = denied_table(std::slice::from_ref(&g), true);
+        let lines: Vec<&str> = w.lines().collect();
+        assert!(lines[0].ends_with("REASON"), "{w}");
+        assert!(lines[1].ends_with("egress isolated"), "{w}");
         let j = denied_json(&[g]);
         assert_eq!(j[0]["destination"]["ip"], "1.1.1.1");
         assert_eq!(j[0]["count"], 4);
         assert_eq!(j[0]["source"]["kind"], "pod");
-        assert_eq!(denied_table(&[]), "No denied flows.\n");
+        assert_eq!(denied_table(&[], false), "No denied flows.\n");
+    }
+
+    #[test]
+    fn status_for_people_and_programs() {
+        let s = pb::ServerStatusResponse {
+            flows_stored: 12,
+            flows_dropped: 3,
+            oldest: Some(Timestamp {
+                seconds: 1_700_000_000,
+                nanos: 0,
+            }),
+            newest: None,
+            flows_refused: 2,
+            flows_dead_lettered: 1,
+        };
+        assert_eq!(
+            status_table("localhost:4245", &s),
+            "Server:        localhost:4245\n\
+             Flows held:    12\n\
+             Flows lost:    3\n\
+             \x20 refused:     2\n\
+             Dead letters:  1\n\
+             Oldest:        2023-11-14T22:13:20.000Z\n\
+             Newest:        -\n"
+        );
+        let j = status_json("x", &s);
+        assert_eq!(
+            (
+                j["flows_stored"].as_u64(),
+                j["flows_dropped"].as_u64(),
+                j["flows_refused"].as_u64(),
+                j["flows_dead_lettered"].as_u64()
+            ),
+            (Some(12), Some(3), Some(2), Some(1))
+        );
+        assert_eq!(j["newest"], Value::Null);
     }
 
     #[test]
@@ -564,7 +770,9 @@ mod tests {
                 ..Default::default()
             }],
         };
-        let t = dns_table(&report);
+        let t = dns_table(&report, false);
+        assert!(!t.contains("REASON"), "{t}");
+        assert!(dns_table(&report, true).contains("REASON"));
         assert!(
             t.contains("default/api  udp/53,tcp/53  default/default-deny"),
             "{t}"

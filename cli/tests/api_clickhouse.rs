@@ -39,6 +39,7 @@ impl ApiProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_netverdict"))
             .args(["api", "--listen", &listen.to_string()])
             .args(["--metrics-listen", "127.0.0.1:0"])
+            .args(["--store-check-interval", "100ms"])
             .args(["--clickhouse", &format!("http://{}", db.addr)])
             .args(["--clickhouse-database", &db.name])
             .arg("--spool-dir")
@@ -343,5 +344,12 @@ async fn a_killed_api_server_loses_nothing_acknowledged_and_stores_it_once() {
         metric(&text, "netverdict_api_clickhouse_spool_pending_rows"),
         0
     );
-    assert_eq!(metric(&text, "netverdict_api_store_flows"), TOTAL as u64);
+    // The store gauges follow the background status check.
+    wait_until("the store gauge to count every flow", || {
+        metric(
+            &http_get(second.metrics, "/metrics"),
+            "netverdict_api_store_flows",
+        ) == TOTAL as u64
+    })
+    .await;
 }

@@ -509,7 +509,7 @@ async fn the_collector_command_serves_metrics_and_exits_cleanly_on_sigterm() {
             "--lab",
             &name,
             "--node-name",
-            "cli-node",
+            "node-0",
             "--observer-listen",
             "127.0.0.1:0",
             "--metrics-listen",

@@ -281,6 +281,28 @@ fn the_demo_through_the_embedded_store() {
     check(&report);
 }
 
+/// The same rollout on two nodes enforcing with tc: the same reports, each
+/// connection counted once although both nodes' collectors see it.
+#[test]
+fn the_demo_on_two_nodes_with_tc_enforcement() {
+    let report = run_demo(
+        &format!("dn{}", std::process::id()),
+        &["--nodes", "2", "--enforcement", "tc"],
+    );
+    let nodes = report["nodes"].as_array().expect("nodes");
+    assert_eq!(nodes.len(), 2, "{:#}", report["nodes"]);
+    assert_eq!(nodes[1]["name"], "node-1");
+    check(&report);
+    // One `nc` from shop/np-client per step: one denied attempt, not two.
+    for step in &report["steps"].as_array().unwrap()[1..] {
+        for g in step["denied"].as_array().unwrap() {
+            if workload(&g["source"]) == "shop/np-client" {
+                assert_eq!(g["count"], 1, "{g:#}");
+            }
+        }
+    }
+}
+
 /// Drops the test's ClickHouse database, even when the test fails.
 struct DropDatabase(String);
 

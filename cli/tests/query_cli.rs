@@ -1,7 +1,9 @@
-//! The query commands as processes against a running API server: `observe`,
-//! `denied`, `dns` and `mismatches` print what the server holds (tables and
-//! JSON); `netverdict api` itself serves and stops on SIGTERM; bad flag values
-//! fail naming the flag.
+//! The query commands as processes against a running API server (and a
+//! collector's observer): `observe` with hubble's filter flags (`--not`
+//! included), `denied`, `dns` and `mismatches` (with `-A`, `-l`, `-f`) and
+//! `status` print what the server holds in every `-o` format; `completion`
+//! scripts know the commands; `netverdict api` itself serves and stops on
+//! SIGTERM; bad flag values fail naming the flag.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -12,8 +14,11 @@ use std::time::{Duration, SystemTime};
 use netverdict_api::store::Store;
 use netverdict_api::{ApiConfig, ApiServer, MemoryStore, serve_shared};
 use netverdict_cluster::SharedState;
+use netverdict_collector::observer::ObserverService;
+use netverdict_collector::pipeline::FlowRing;
 use netverdict_policy::ClusterState;
 use netverdict_proto::v1 as pb;
+use pb::ingest_client::IngestClient;
 use prost_types::Timestamp;
 
 mod support;
@@ -26,12 +31,22 @@ fn at(t: SystemTime) -> Option<Timestamp> {
     Some(netverdict_proto::time::timestamp(t))
 }
 
-fn pod(ns: &str, name: &str, port: u32) -> Option<pb::Endpoint> {
+/// A pod `ns/name` at `ip`, labelled as the seed's pods are (np-client
+/// `role=frontend`, coredns `k8s-app=kube-dns`, others `app=<name>`).
+fn pod(ns: &str, name: &str, ip: &str, port: u32) -> Option<pb::Endpoint> {
+    let (key, value) = match name {
+        "np-client" => ("role", "frontend"),
+        "coredns" => ("k8s-app", "kube-dns"),
+        other => ("app", other),
+    };
+    let label = (key.to_string(), value.to_string());
     Some(pb::Endpoint {
         kind: pb::EndpointKind::Pod as i32,
+        ip: ip.into(),
         namespace: ns.into(),
         pod_name: name.into(),
         workload: name.into(),
+        labels: [label].into(),
         port,
         ..Default::default()
     })
@@ -58,10 +73,12 @@ fn flows() -> Vec<pb::Flow> {
     vec![
         pb::Flow {
             id: "lab/1/1".into(),
-            source: pod("shop", "np-client", 42000),
-            destination: pod("default", "api", 8080),
+            source: pod("shop", "np-client", "10.0.1.5", 42000),
+            destination: pod("default", "api", "10.0.2.7", 8080),
             verdict: pb::Verdict::Denied as i32,
             outcome: pb::Outcome::Dropped as i32,
+            drop_reason: "NETFILTER_DROP".into(),
+            drop_count: 3,
             ingress: Some(pb::DirectionVerdict {
                 status: pb::PolicyStatus::Denied as i32,
                 ..Default::default()
@@ -76,8 +93,9 @@ fn flows() -> Vec<pb::Flow> {
         },
         pb::Flow {
             id: "lab/1/2".into(),
-            source: pod("default", "np-client", 41000),
-            destination: pod("default", "api", 8080),
+            node_name: "node-b".into(),
+            source: pod("default", "np-client", "10.0.2.5", 41000),
+            destination: pod("default", "api", "10.0.2.7", 8080),
             verdict: pb::Verdict::Allowed as i32,
             outcome: pb::Outcome::Established as i32,
             allowed_by: vec![policy("default", "api-from-web")],
@@ -85,11 +103,13 @@ fn flows() -> Vec<pb::Flow> {
         },
         pb::Flow {
             id: "lab/1/3".into(),
-            source: pod("default", "np-client", 41001),
-            destination: pod("kube-system", "coredns", 53),
+            source: pod("default", "np-client", "10.0.2.5", 41001),
+            destination: pod("kube-system", "coredns", "10.0.3.10", 53),
             protocol: pb::Protocol::Udp as i32,
             verdict: pb::Verdict::Denied as i32,
             outcome: pb::Outcome::Dropped as i32,
+            drop_reason: "NETFILTER_DROP".into(),
+            drop_count: 1,
             egress: Some(pb::DirectionVerdict {
                 status: pb::PolicyStatus::Denied as i32,
                 ..Default::default()
@@ -105,10 +125,12 @@ fn flows() -> Vec<pb::Flow> {
         },
         pb::Flow {
             id: "lab/1/4".into(),
-            source: pod("x' OR 1=1 --", "evil", 1),
-            destination: pod("default", "api", 9999),
+            source: pod("x' OR 1=1 --", "evil", "10.0.9.9", 1),
+            destination: pod("default", "api", "10.0.2.7", 9999),
             verdict: pb::Verdict::Allowed as i32,
             outcome: pb::Outcome::Dropped as i32,
+            drop_reason: "NO_SOCKET".into(),
+            drop_count: 1,
             mismatch: pb::Mismatch::DroppedThoughAllowed as i32,
             ..base
         },
@@ -256,10 +278,7 @@ async fn denied_dns_and_mismatches_reports() {
             "3"
         ]
     );
-    assert_eq!(
-        first.last().unwrap(),
-        "needs source namespace label team=web"
-    );
+    assert_eq!(first.len(), 7, "no reason without -o wide: {out}");
     let second = cells(lines[2]);
     assert_eq!(
         second[..6],
@@ -321,6 +340,410 @@ async fn denied_dns_and_mismatches_reports() {
     server.shutdown().await.unwrap();
 }
 
+/// The flow ids of `observe ... -o jsonl` output.
+fn ids(out: &str) -> Vec<String> {
+    out.lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn observe_takes_hubbles_filter_flags() {
+    let (server, addr) = server().await;
+    // The fixture: 1 shop/np-client -> default/api denied, dropped (NETFILTER_DROP);
+    // 2 default/np-client -> default/api allowed on node-b; 3 default/np-client ->
+    // kube-system/coredns DNS denied, dropped (NETFILTER_DROP); 4 evil -> default/api
+    // allowed though dropped (NO_SOCKET).
+    for (flags, expected) in [
+        (&["--ip", "10.0.2.5"][..], &[2, 3][..]),
+        (&["--ip", "10.0.2.7"], &[1, 2, 4]),
+        (&["--ip", "10.0.2.5", "--ip", "10.0.9.9"], &[2, 3, 4]),
+        (&["--from-ip", "10.0.2.0/24"], &[2, 3]),
+        (&["--to-ip", "10.0.2.7"], &[1, 2, 4]),
+        (&["--to-ip", "10.0.2.5"], &[]),
+        (&["--from-namespace", "default"], &[2, 3]),
+        (&["--to-namespace", "default"], &[1, 2, 4]),
+        (
+            &[
+                "--from-namespace",
+                "default",
+                "--to-namespace",
+                "kube-system",
+            ],
+            &[3],
+        ),
+        (&["--from-label", "role=frontend"], &[1, 2, 3]),
+        (&["--to-label", "k8s-app=kube-dns"], &[3]),
+        (&["-l", "app=api"], &[1, 2, 4]),
+        (&["--type", "dns"], &[3]),
+        (&["--type", "mismatch"], &[4]),
+        (&["-t", "dropped"], &[1, 3, 4]),
+        (&["--type", "allowed", "--type", "denied"], &[1, 2, 3, 4]),
+        (&["--drop-reason", "netfilter_drop"], &[1, 3]),
+        (&["--drop-reason", "SKB_DROP_REASON_NO_SOCKET"], &[4]),
+        // --not excludes the next filter flag only.
+        (&["--not", "--type", "dns"], &[1, 2, 4]),
+        (
+            &["--to-ip", "10.0.2.7", "--not", "--from-namespace", "shop"],
+            &[2, 4],
+        ),
+        (
+            &["--not", "--from-namespace", "shop", "--to-ip", "10.0.2.7"],
+            &[2, 4],
+        ),
+        // Either-end flags exclude either end.
+        (&["--ip", "10.0.2.5", "--not", "--ip", "10.0.3.10"], &[2]),
+        // Excluded flags narrow each other, as in hubble: only flows from
+        // default AND of type dns go.
+        (&["--not", "--from-namespace", "default"], &[1, 4]),
+        (
+            &[
+                "--not",
+                "--from-namespace",
+                "default",
+                "--not",
+                "--type",
+                "dns",
+            ],
+            &[1, 2, 4],
+        ),
+        (
+            &["--not", "-n", "x' OR 1=1 --", "--not", "--mismatch"],
+            &[1, 2, 3],
+        ),
+    ] {
+        let mut a = args(&["observe", "--server", &addr, "-o", "jsonl"]);
+        a.extend(args(flags));
+        let want: Vec<String> = expected.iter().map(|i| format!("lab/1/{i}")).collect();
+        assert_eq!(ids(&stdout(&run(a).await)), want, "{flags:?}");
+    }
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn observe_prints_compact_table_and_wide() {
+    let (server, addr) = server().await;
+    let observe = |extra: &[&str]| {
+        let mut a = args(&["observe", "--server", &addr]);
+        a.extend(args(extra));
+        run(a)
+    };
+    let out = stdout(&observe(&["--verdict", "allowed", "--print-node-name"]).await);
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines[0].contains(" [node-b]  default/np-client:41000 -> "),
+        "{out}"
+    );
+    assert!(
+        lines[1].contains(" [lab-node]  x' OR 1=1 --/evil:1 -> "),
+        "{out}"
+    );
+    let compact = stdout(&observe(&[]).await);
+    assert!(!compact.contains("node-b"), "{compact}");
+    assert!(
+        !compact.contains("needs source namespace label"),
+        "compact leaves the reason out: {compact}"
+    );
+
+    let table = stdout(&observe(&["-o", "table", "--type", "denied"]).await);
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 3, "{table}");
+    assert!(lines[0].starts_with("TIME "), "{table}");
+    assert!(lines[0].ends_with(" DETAILS"), "{table}");
+    let column = |line: &str, header: &str| line[lines[0].find(header).unwrap()..].to_string();
+    assert!(
+        column(lines[1], "SOURCE").starts_with("shop/np-client:42000 "),
+        "{table}"
+    );
+    assert!(column(lines[2], "PROTOCOL").starts_with("udp "), "{table}");
+
+    let wide = stdout(&observe(&["-o", "wide", "--type", "denied"]).await);
+    let lines: Vec<&str> = wide.lines().collect();
+    assert!(
+        lines[0].contains(" NODE ") && lines[0].ends_with(" REASON"),
+        "{wide}"
+    );
+    assert!(
+        lines[1].ends_with("needs source namespace label team=web"),
+        "{wide}"
+    );
+    assert!(
+        lines[2].ends_with("egress isolated by default/default-deny"),
+        "{wide}"
+    );
+    assert!(lines[1].len() > table.lines().nth(1).unwrap().len());
+
+    let out = observe(&["-o", "table", "-f"]).await;
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("-o table: a table is aligned over the whole answer"),
+        "{stderr}"
+    );
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_take_all_namespaces_and_label_selectors() {
+    let (server, addr) = server().await;
+    // `netverdict COMMAND --server ADDR FLAGS...`, JSON unless FLAGS say otherwise.
+    let report = |flags: &[&str]| {
+        let mut a = args(&[flags[0], "--server", &addr]);
+        if !flags.contains(&"-o") {
+            a.extend(args(&["-o", "json"]));
+        }
+        a.extend(args(&flags[1..]));
+        run(a)
+    };
+    let json = |out: &std::process::Output| -> serde_json::Value {
+        serde_json::from_str(&stdout(out)).unwrap()
+    };
+    let all = json(&report(&["denied", "-A"]).await);
+    assert_eq!(all.as_array().unwrap().len(), 2, "{all}");
+    let api = json(&report(&["denied", "-l", "app=api"]).await);
+    assert_eq!(api.as_array().unwrap().len(), 1, "{api}");
+    assert_eq!(api[0]["source"]["namespace"], "shop");
+    let dns = json(&report(&["denied", "-l", "k8s-app in (kube-dns)", "-n", "default"]).await);
+    assert_eq!(dns[0]["destination"]["workload"], "coredns", "{dns}");
+    assert_eq!(dns.as_array().unwrap().len(), 1);
+    let none = json(&report(&["denied", "-l", "app=nope"]).await);
+    assert_eq!(none, serde_json::json!([]));
+
+    let gaps = |v: &serde_json::Value| -> Vec<String> {
+        v["policy_gaps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| {
+                format!(
+                    "{}/{}",
+                    g["namespace"].as_str().unwrap(),
+                    g["pod"].as_str().unwrap()
+                )
+            })
+            .collect()
+    };
+    let frontend = json(&report(&["dns", "-A", "-l", "role=frontend"]).await);
+    assert_eq!(gaps(&frontend), ["default/np-client"]);
+    assert_eq!(
+        frontend["failures"].as_array().unwrap().len(),
+        1,
+        "{frontend}"
+    );
+    let api = json(&report(&["dns", "-l", "app=api"]).await);
+    assert_eq!(gaps(&api), ["default/api"]);
+    assert_eq!(api["failures"], serde_json::json!([]));
+
+    // Wide shows the reason the table leaves out.
+    let table = stdout(&run(args(&["dns", "--server", &addr])).await);
+    let wide = stdout(&run(args(&["dns", "--server", &addr, "-o", "wide"])).await);
+    assert!(
+        !table.contains("REASON") && wide.contains("REASON"),
+        "{wide}"
+    );
+    assert!(
+        wide.contains("egress isolated by default/default-deny"),
+        "{wide}"
+    );
+
+    for (flags, expected) in [
+        (&["denied", "-A", "-n", "shop"][..], "cannot be used with"),
+        (
+            &["dns", "-l", "app in ("][..],
+            "-l/--selector: filter field labels",
+        ),
+        (
+            &["denied", "-o", "jsonl"][..],
+            "[possible values: table, wide, json]",
+        ),
+    ] {
+        let out = report(flags).await;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flags:?}: {stderr}");
+        assert!(stderr.contains(expected), "{flags:?}: {stderr}");
+    }
+    server.shutdown().await.unwrap();
+}
+
+/// The next line of a child's stdout, within a deadline.
+fn next_line(lines: &std::sync::mpsc::Receiver<String>) -> String {
+    lines
+        .recv_timeout(Duration::from_secs(20))
+        .expect("a line within 20 s")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mismatches_follow_new_flows() {
+    let (server, addr) = server().await;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_netverdict"))
+        .args([
+            "mismatches",
+            "--server",
+            &addr,
+            "-f",
+            "-o",
+            "jsonl",
+            "-n",
+            "default",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, lines) = std::sync::mpsc::channel();
+    let out = BufReader::new(child.stdout.take().unwrap());
+    let reader = std::thread::spawn(move || {
+        for line in out.lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let id = |line: &str| serde_json::from_str::<serde_json::Value>(line).unwrap()["id"].clone();
+    // The stored mismatch first: the follower subscribed before it was read.
+    assert_eq!(id(&next_line(&lines)), "lab/1/4");
+    let fresh = |id: &str, mismatch: pb::Mismatch, ns: &str| pb::Flow {
+        id: id.into(),
+        first_seen: at(SystemTime::now()),
+        last_seen: at(SystemTime::now()),
+        count: 1,
+        node_name: "lab-node".into(),
+        source: pod(ns, "web", "10.0.2.9", 40000),
+        destination: pod(ns, "api", "10.0.2.7", 8080),
+        protocol: pb::Protocol::Tcp as i32,
+        verdict: pb::Verdict::Denied as i32,
+        outcome: pb::Outcome::Established as i32,
+        mismatch: mismatch as i32,
+        ..Default::default()
+    };
+    let mut ingest = IngestClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+    let (batches, rx) = tokio::sync::mpsc::channel(4);
+    let mut acks = ingest
+        .push(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    batches
+        .send(pb::FlowBatch {
+            node_name: "lab-node".into(),
+            sequence: 1,
+            flows: vec![
+                fresh("new/agrees", pb::Mismatch::None, "default"),
+                fresh("new/elsewhere", pb::Mismatch::AllowedThoughDenied, "other"),
+                fresh("new/mismatch", pb::Mismatch::AllowedThoughDenied, "default"),
+            ],
+        })
+        .await
+        .unwrap();
+    assert_eq!(acks.message().await.unwrap().unwrap().sequence, 1);
+    assert_eq!(id(&next_line(&lines)), "new/mismatch");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    reader.join().unwrap();
+    let rest: Vec<String> = lines.try_iter().collect();
+    assert!(rest.is_empty(), "only the mismatch in default: {rest:?}");
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_of_the_api_server_and_of_a_collector() {
+    let (server, addr) = server().await;
+    let out = stdout(&run(args(&["status", "--server", &addr])).await);
+    assert!(out.contains(&format!("Server:      {addr}\n")), "{out}");
+    assert!(out.contains("Flows held:  4\n"), "{out}");
+    assert!(out.contains("Flows lost:  0\n"), "{out}");
+    let json: serde_json::Value = serde_json::from_str(&stdout(
+        &run(args(&["status", "--server", &addr, "-o", "json"])).await,
+    ))
+    .unwrap();
+    assert_eq!(json["flows_stored"], 4);
+    assert_eq!(
+        json["newest"], json["oldest"],
+        "the fixture's flows share one time"
+    );
+    server.shutdown().await.unwrap();
+
+    // A collector's observer over a ring of 3 that was given 5 flows.
+    let ring = Arc::new(tokio::sync::Mutex::new(FlowRing::new(3)));
+    {
+        let mut ring = ring.lock().await;
+        for (i, mut flow) in flows()
+            .into_iter()
+            .chain(flows().into_iter().take(1))
+            .enumerate()
+        {
+            flow.id = format!("ring/{i}");
+            ring.push(flow);
+        }
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let collector = listener.local_addr().unwrap().to_string();
+    let serving = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(ObserverService::new(ring).into_server())
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    let json: serde_json::Value = serde_json::from_str(&stdout(
+        &run(args(&["status", "--server", &collector, "-o", "json"])).await,
+    ))
+    .unwrap();
+    assert_eq!(
+        (
+            json["flows_stored"].as_u64(),
+            json["flows_dropped"].as_u64()
+        ),
+        (Some(3), Some(2))
+    );
+    assert_eq!(json["server"], collector.as_str());
+    // And observe's filters work on the ring as on the API server.
+    let out = stdout(
+        &run(args(&[
+            "observe", "--server", &collector, "--not", "--type", "dns", "-o", "jsonl",
+        ]))
+        .await,
+    );
+    assert_eq!(ids(&out), ["ring/3", "ring/4"]);
+    serving.abort();
+}
+
+#[test]
+fn completion_scripts_know_the_commands_and_flags() {
+    for (shell, marker) in [
+        ("bash", "complete "),
+        ("zsh", "#compdef netverdict"),
+        ("fish", "complete -c netverdict"),
+    ] {
+        let script = stdout(&netverdict(&["completion", shell]));
+        assert!(script.contains(marker), "{shell}: no {marker:?}");
+        for word in [
+            "observe",
+            "from-ip",
+            "drop-reason",
+            "no-answer",
+            "mismatches",
+            "status",
+            "wide",
+        ] {
+            assert!(script.contains(word), "{shell}: no {word}");
+        }
+    }
+    let out = netverdict(&["completion", "tcsh"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
 #[test]
 fn bad_flag_values_fail_naming_the_flag() {
     for (args, expected) in [
@@ -330,7 +753,7 @@ fn bad_flag_values_fail_naming_the_flag() {
         ),
         (
             &["observe", "--verdict", "maybe"][..],
-            "--verdict: invalid value \"maybe\"",
+            "invalid value 'maybe' for '--verdict <VERDICT>'",
         ),
         (
             &["observe", "--port", "http"][..],
@@ -341,6 +764,26 @@ fn bad_flag_values_fail_naming_the_flag() {
             "--pod: \"api\" needs a namespace",
         ),
         (&["observe", "-l", "app in ("][..], "-l/--selector:"),
+        (
+            &["observe", "--ip", "10.0.0.1", "--not"][..],
+            "--not at the end",
+        ),
+        (
+            &["observe", "--ip", "1.2.3.4", "--from-ip", "1.2.3.5"][..],
+            "--ip and --from-ip cannot be combined",
+        ),
+        (
+            &["observe", "--type", "trace"][..],
+            "[possible values: allowed, denied, dropped, dns, mismatch]",
+        ),
+        (
+            &["observe", "--from-ip", "10.0.0.0/33"][..],
+            "--from-ip: filter field source_ip",
+        ),
+        (
+            &["capture", "-o", "json"][..],
+            "[possible values: compact, jsonl]",
+        ),
         (
             &["denied", "--until", "soon"][..],
             "--until: invalid value \"soon\"",

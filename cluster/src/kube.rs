@@ -22,6 +22,9 @@
 //! agent needs `list` and `watch` on namespaces, pods, services, nodes,
 //! networkpolicies.networking.k8s.io and endpointslices.discovery.k8s.io) keeps
 //! the source from being synced, and [`KubeSource::wait_synced`] names it.
+//! [`KubeSourceConfig::kinds`] narrows what is watched (the API server reads
+//! fewer kinds than the agent); the source asks the API server for nothing but
+//! `list` and `watch` of those kinds, across all namespaces.
 
 use std::fmt::Debug;
 use std::path::PathBuf;
@@ -129,6 +132,10 @@ pub async fn client(options: &ClientOptions) -> Result<Client> {
 /// Options of the Kubernetes source.
 #[derive(Clone, Debug)]
 pub struct KubeSourceConfig {
+    /// The kinds to watch (default: every kind of [`KINDS`]). A component
+    /// that reads fewer kinds lists only those, so that its RBAC role grants
+    /// only those; the state then holds nothing of the others.
+    pub kinds: Vec<ObjectKind>,
     /// Objects per list page (None: unpaginated lists).
     pub page_size: Option<u32>,
     /// Server-side timeout of each watch request, in seconds (kube-rs default
@@ -142,6 +149,7 @@ pub struct KubeSourceConfig {
 impl Default for KubeSourceConfig {
     fn default() -> Self {
         KubeSourceConfig {
+            kinds: KINDS.to_vec(),
             page_size: Some(500),
             watch_timeout: None,
             restart_delay: Duration::from_millis(200),
@@ -201,15 +209,22 @@ impl KubeSource {
         let metrics = Arc::new(SourceMetrics::default());
         let (tx, rx) = mpsc::channel(1024);
         let (synced_tx, synced) = watch::channel(false);
-        let listed: Arc<[AtomicBool; 6]> = Arc::new(Default::default());
+        // Kinds not watched count as listed: the source is synced once the
+        // watched ones are.
+        let listed: Arc<[AtomicBool; 6]> =
+            Arc::new(KINDS.map(|kind| AtomicBool::new(!config.kinds.contains(&kind))));
         let mut tasks = JoinSet::new();
         let shared = (&client, &config, &tx, &metrics);
-        spawn_watch::<Namespace>(&mut tasks, shared);
-        spawn_watch::<Pod>(&mut tasks, shared);
-        spawn_watch::<NetworkPolicy>(&mut tasks, shared);
-        spawn_watch::<Service>(&mut tasks, shared);
-        spawn_watch::<EndpointSlice>(&mut tasks, shared);
-        spawn_watch::<Node>(&mut tasks, shared);
+        for kind in KINDS.into_iter().filter(|k| config.kinds.contains(k)) {
+            match kind {
+                ObjectKind::Namespace => spawn_watch::<Namespace>(&mut tasks, shared),
+                ObjectKind::Pod => spawn_watch::<Pod>(&mut tasks, shared),
+                ObjectKind::NetworkPolicy => spawn_watch::<NetworkPolicy>(&mut tasks, shared),
+                ObjectKind::Service => spawn_watch::<Service>(&mut tasks, shared),
+                ObjectKind::EndpointSlice => spawn_watch::<EndpointSlice>(&mut tasks, shared),
+                ObjectKind::Node => spawn_watch::<Node>(&mut tasks, shared),
+            }
+        }
         drop(tx);
         tasks.spawn(write(rx, state, metrics.clone(), synced_tx, listed.clone()));
         KubeSource {

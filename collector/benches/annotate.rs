@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime};
 
 use netverdict_collector::annotate::Annotator;
-use netverdict_collector::correlate::{Observation, TrafficDirection};
+use netverdict_collector::correlate::{Observation, SeenBy, TrafficDirection};
 use netverdict_policy::synthetic::{self, Size};
 use netverdict_policy::{ClusterState, Endpoint};
 use netverdict_proto::v1::Outcome;
@@ -61,6 +61,7 @@ fn main() {
                 last_seen: now,
                 netns: 1,
                 direction: TrafficDirection::Egress,
+                seen_by: SeenBy::InitiatorSocket,
                 protocol: f.protocol,
                 src: SocketAddr::new(ip(&f.src), 30000 + (i % 30000) as u16),
                 dst: SocketAddr::new(ip(&f.dst), f.port),
@@ -72,6 +73,7 @@ fn main() {
                 },
                 drops: 0,
                 drop_reason: None,
+                drop_location: None,
                 dns: None,
             }
         })

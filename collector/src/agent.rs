@@ -505,12 +505,13 @@ struct MetricsInputs {
 
 impl MetricsInputs {
     async fn snapshot(&self) -> Snapshot {
-        let (counters, ring_flows, ring_evictions) = {
+        let (counters, ring_flows, ring_evictions, nat) = {
             let p = self.pipeline.lock().await;
             (
                 p.counters().clone(),
                 p.ring().len() as u64,
                 p.ring().evicted(),
+                (p.correlation().nat_joined, p.correlation().nat_unclaimed),
             )
         };
         Snapshot {
@@ -522,6 +523,7 @@ impl MetricsInputs {
             ring_flows,
             ring_evictions,
             observer_lagged: self.observer.lagged(),
+            nat,
         }
     }
 }
@@ -579,7 +581,8 @@ async fn follow_cluster(
     }
 }
 
-/// Serves `GET /metrics` (anything else is 404) until the agent stops.
+/// Serves `GET /metrics` and `/healthz` (anything else is 404) until the agent
+/// stops.
 async fn serve_metrics(
     listener: TcpListener,
     inputs: Arc<MetricsInputs>,
@@ -618,19 +621,24 @@ async fn metrics_response<B>(
     inputs: &MetricsInputs,
     request: &Request<B>,
 ) -> Response<Full<Bytes>> {
-    let mut response = if request.uri().path() == "/metrics" {
-        let text = inputs.snapshot().await.encode();
-        let mut r = Response::new(Full::new(Bytes::from(text)));
-        r.headers_mut().insert(
-            hyper::header::CONTENT_TYPE,
-            hyper::header::HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
-        );
-        r
-    } else {
-        Response::new(Full::new(Bytes::from_static(b"not found; try /metrics\n")))
-    };
-    if request.uri().path() != "/metrics" {
-        *response.status_mut() = StatusCode::NOT_FOUND;
+    match request.uri().path() {
+        "/metrics" => {
+            let text = inputs.snapshot().await.encode();
+            let mut r = Response::new(Full::new(Bytes::from(text)));
+            r.headers_mut().insert(
+                hyper::header::CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
+            );
+            r
+        }
+        // Liveness: answers while the agent serves HTTP; reads nothing.
+        "/healthz" => Response::new(Full::new(Bytes::from_static(b"ok\n"))),
+        _ => {
+            let mut r = Response::new(Full::new(Bytes::from_static(
+                b"not found; try /metrics or /healthz\n",
+            )));
+            *r.status_mut() = StatusCode::NOT_FOUND;
+            r
+        }
     }
-    response
 }

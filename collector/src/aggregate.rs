@@ -45,6 +45,7 @@ struct Key {
     verdict: usize,
     outcome: pb::Outcome,
     direction: TrafficDirection,
+    point: pb::ObservationPoint,
     mismatch: pb::Mismatch,
     dns: Option<(Option<String>, Option<&'static str>)>,
 }
@@ -61,6 +62,7 @@ fn key(a: &Annotated) -> Key {
         },
         outcome: a.obs.outcome,
         direction: a.obs.direction,
+        point: a.point,
         mismatch: a.mismatch,
         dns: a.obs.dns.as_ref().map(|d| (d.query.clone(), d.rcode)),
     }
@@ -180,6 +182,7 @@ mod tests {
             last_seen: at(s),
             netns: 1,
             direction: TrafficDirection::Egress,
+            seen_by: crate::correlate::SeenBy::InitiatorSocket,
             protocol: Protocol::Tcp,
             src: SocketAddr::new("10.244.2.20".parse().unwrap(), src_port),
             dst: SocketAddr::new("10.244.1.10".parse().unwrap(), port),
@@ -191,6 +194,7 @@ mod tests {
                 0
             },
             drop_reason: None,
+            drop_location: None,
             dns: None,
         };
         Annotator::new("n").annotate(state, obs)

@@ -4,6 +4,25 @@
 //! (both directions: selecting policies, allowing rules, or the isolating
 //! policies and the nearest miss), what the kernel did, and whether the two
 //! contradict each other.
+//!
+//! Service traffic is judged at the backend the kernel sent it to (a drop
+//! after DNAT, the NAT of its SYN, its DNS query seen after DNAT), or at the
+//! Service's only backend; with several backends and none of that seen, the
+//! flow says the backend is not known ([`NotEvaluated::BackendUnknown`])
+//! rather than guess.
+//!
+//! Each flow also says at which end this node saw it ([`pb::ObservationPoint`]:
+//! the source's node, the destination's, or neither) and whether another
+//! observation is the connection's record of account (`counted_elsewhere`),
+//! so that a connection seen by the collectors of both its nodes counts once.
+//! The source's end is the record of account when the source is in the
+//! cluster (a pod or a node: its node's collector saw the connection from its
+//! start, before Service DNAT, with the outcome the client got); the
+//! destination's end only when the source is outside the cluster; a transit
+//! observation never. Both ends decide alike from the cluster state alone, so
+//! exactly one record counts. A pod whose node is not known (no
+//! `spec.nodeName`) is taken as this node's. Only the record of account
+//! carries a mismatch.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,7 +35,8 @@ use netverdict_policy::{
 };
 use netverdict_proto::v1 as pb;
 
-use crate::correlate::{Observation, TrafficDirection};
+use crate::correlate::{Observation, SeenBy, TrafficDirection};
+use crate::enforcement::is_enforcement_drop;
 
 /// One end of an annotated flow, resolved against the cluster state: the
 /// address and, when it is one, the pod that held it or whether it is a node's.
@@ -26,6 +46,28 @@ pub struct ResolvedEndpoint {
     pub pod: Option<Arc<Pod>>,
     /// The address is a node's.
     pub node: bool,
+    /// The address stands for endpoints not told apart (a Service's address
+    /// whose backend is not known): neither a pod, a node nor the world.
+    pub unresolved: bool,
+}
+
+/// Why a flow has no verdict.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum NotEvaluated {
+    /// The policy engine could not evaluate it.
+    #[error(transparent)]
+    Connection(#[from] ConnectionError),
+    /// It went to a Service with several backends, and which one it reached
+    /// is not known (the kernel's NAT was not seen).
+    #[error(
+        "the Service {service} has {backends} backends and which one this flow reached is not known (the kernel's NAT was not seen)"
+    )]
+    BackendUnknown {
+        /// The Service, `namespace/name`.
+        service: String,
+        /// How many backends it has.
+        backends: usize,
+    },
 }
 
 /// A flow annotated but not rendered: cheap to make (reference counts and
@@ -40,10 +82,14 @@ pub struct Annotated {
     pub destination: ResolvedEndpoint,
     /// The Service the destination was reached through.
     pub service: Option<(String, String)>,
-    pub verdict: Result<Arc<Verdict>, ConnectionError>,
+    pub verdict: Result<Arc<Verdict>, NotEvaluated>,
     pub mismatch: pb::Mismatch,
     /// For DNS flows: whether the source's egress allows DNS to the cluster DNS.
     pub egress_allows_cluster_dns: Option<bool>,
+    /// Which end of the flow this node saw it at.
+    pub point: pb::ObservationPoint,
+    /// Another observation of the connection is its record of account.
+    pub counted_elsewhere: bool,
 }
 
 impl Annotated {
@@ -59,9 +105,6 @@ pub struct Annotator {
     node_name: String,
 }
 
-/// The drop reason nftables' drops carry.
-pub const NETFILTER_DROP: &str = "NETFILTER_DROP";
-
 impl Annotator {
     pub fn new(node_name: impl Into<String>) -> Self {
         Annotator {
@@ -74,25 +117,50 @@ impl Annotator {
     /// and the verdict judges that pod (a departed pod's verdict is computed
     /// afresh rather than cached; see [`ClusterState::verdict_at`]).
     pub fn annotate(&self, state: &ClusterState, obs: Observation) -> Annotated {
-        let (destination, service) = resolve_destination(state, &obs);
+        let (destination, service, unknown_backend) = resolve_destination(state, &obs);
         let at = obs.first_seen;
         let resolve = |addr: SocketAddr| {
             let pod = state.pod_by_ip_at(addr.ip(), at).cloned();
             let node = pod.is_none() && state.is_node_ip(addr.ip());
-            ResolvedEndpoint { addr, pod, node }
+            ResolvedEndpoint {
+                addr,
+                pod,
+                node,
+                unresolved: false,
+            }
         };
         let source = resolve(obs.src);
-        let destination = resolve(destination);
-        let conn = Connection::new(
-            Endpoint::Ip(obs.src.ip()),
-            Endpoint::Ip(destination.addr.ip()),
-            destination.addr.port(),
-            obs.protocol,
-        );
-        let verdict = state.verdict_at(&conn, at);
+        let mut destination = resolve(destination);
+        let verdict = match unknown_backend {
+            Some(unknown) => {
+                destination.unresolved = true;
+                Err(unknown)
+            }
+            None => {
+                let conn = Connection::new(
+                    Endpoint::Ip(obs.src.ip()),
+                    Endpoint::Ip(destination.addr.ip()),
+                    destination.addr.port(),
+                    obs.protocol,
+                );
+                state.verdict_at(&conn, at).map_err(NotEvaluated::from)
+            }
+        };
+        let point = self.observation_point(state, &obs, &source, &destination);
+        let counted_elsewhere = match point {
+            pb::ObservationPoint::Source | pb::ObservationPoint::Unspecified => false,
+            // The source's node has the record of account, unless the
+            // source is outside the cluster.
+            pb::ObservationPoint::Destination => source.pod.is_some() || source.node,
+            pb::ObservationPoint::Transit => true,
+        };
+        let peer_exists = destination
+            .pod
+            .as_ref()
+            .is_some_and(|pod| state.pod(&pod.key).is_some());
         let mismatch = match &verdict {
-            Ok(v) => mismatch(v.allowed, &obs),
-            Err(_) => pb::Mismatch::None,
+            Ok(v) if !counted_elsewhere => mismatch(v.allowed, &obs, peer_exists),
+            _ => pb::Mismatch::None,
         };
         let egress_allows_cluster_dns = obs.dns.as_ref().map(|_| {
             source
@@ -110,6 +178,43 @@ impl Annotator {
             verdict,
             mismatch,
             egress_allows_cluster_dns,
+            point,
+            counted_elsewhere,
+        }
+    }
+
+    /// Where this node saw the flow: an accepted connection in the
+    /// destination's namespace, a connect in the source's, else packets on
+    /// the node of the source or of the destination, or of neither.
+    fn observation_point(
+        &self,
+        state: &ClusterState,
+        obs: &Observation,
+        source: &ResolvedEndpoint,
+        destination: &ResolvedEndpoint,
+    ) -> pb::ObservationPoint {
+        match obs.seen_by {
+            SeenBy::ResponderSocket => pb::ObservationPoint::Destination,
+            SeenBy::InitiatorSocket => pb::ObservationPoint::Source,
+            SeenBy::Packets if self.is_local(state, source) => pb::ObservationPoint::Source,
+            SeenBy::Packets if self.is_local(state, destination) => {
+                pb::ObservationPoint::Destination
+            }
+            SeenBy::Packets => pb::ObservationPoint::Transit,
+        }
+    }
+
+    /// Whether an endpoint is on this node: a pod placed here (or on no known
+    /// node), or an address of this node.
+    fn is_local(&self, state: &ClusterState, end: &ResolvedEndpoint) -> bool {
+        match &end.pod {
+            Some(pod) => pod.node.as_deref().is_none_or(|n| n == self.node_name),
+            None if end.node => state
+                .nodes()
+                .iter()
+                .find(|n| n.ips.contains(&end.addr.ip()))
+                .is_none_or(|n| n.name == self.node_name),
+            None => false,
         }
     }
 
@@ -136,6 +241,8 @@ impl Annotator {
             drop_reason: obs.drop_reason.as_deref().unwrap_or_default().to_string(),
             drop_count: u64::from(obs.drops),
             mismatch: a.mismatch as i32,
+            observation_point: a.point as i32,
+            counted_elsewhere: a.counted_elsewhere,
             ..Default::default()
         };
         match &a.verdict {
@@ -197,6 +304,9 @@ impl Annotator {
 
 /// An endpoint for a person: `ns/pod`, `10.1.0.1 (node)`, `203.0.113.9 (outside the cluster)`.
 fn describe(end: &ResolvedEndpoint) -> String {
+    if end.unresolved {
+        return format!("{} (a Service)", end.addr.ip());
+    }
     match (&end.pod, end.node) {
         (Some(pod), _) => pod.key.to_string(),
         (None, true) => format!("{} (node)", end.addr.ip()),
@@ -204,29 +314,50 @@ fn describe(end: &ResolvedEndpoint) -> String {
     }
 }
 
-/// The destination after Service DNAT: the backend a drop revealed, else the
-/// Service's first backend, else the address as observed. Returns the Service's
-/// `namespace/name` when the destination was one.
+/// The destination after Service DNAT: the backend the kernel revealed, else
+/// the Service's only backend, else the address as observed. Returns the
+/// Service's `namespace/name` when the destination was one, and why the
+/// backend is not known when the Service has several and the kernel did not
+/// say which.
 fn resolve_destination(
     state: &ClusterState,
     obs: &Observation,
-) -> (SocketAddr, Option<(String, String)>) {
+) -> (SocketAddr, Option<(String, String)>, Option<NotEvaluated>) {
     let service = state
         .service_by_ip(obs.dst.ip())
         .map(|s| (s.namespace.clone(), s.name.clone()));
     if let Some(backend) = obs.backend {
-        return (backend, service);
+        return (backend, service, None);
     }
-    if service.is_some()
+    if let Some((namespace, name)) = &service
         && let Some(backends) = state.service_backends(obs.dst.ip(), obs.dst.port(), obs.protocol)
-        && let Some((pod, port)) = backends.first()
-        && let Some(ip) = state
-            .pod(pod)
-            .and_then(|p| p.ips.iter().find(|ip| ip.is_ipv4() == obs.dst.is_ipv4()))
     {
-        return (SocketAddr::new(*ip, *port), service);
+        let mut addrs: Vec<SocketAddr> = backends
+            .iter()
+            .filter_map(|(pod, port)| {
+                let pod = state.pod(pod)?;
+                let ip = pod
+                    .ips
+                    .iter()
+                    .find(|ip| ip.is_ipv4() == obs.dst.is_ipv4())?;
+                Some(SocketAddr::new(*ip, *port))
+            })
+            .collect();
+        addrs.sort_unstable();
+        addrs.dedup();
+        match addrs.as_slice() {
+            [] => {}
+            [only] => return (*only, service, None),
+            many => {
+                let unknown = NotEvaluated::BackendUnknown {
+                    service: format!("{namespace}/{name}"),
+                    backends: many.len(),
+                };
+                return (obs.dst, service, Some(unknown));
+            }
+        }
     }
-    (obs.dst, service)
+    (obs.dst, service, None)
 }
 
 fn endpoint(end: &ResolvedEndpoint) -> pb::Endpoint {
@@ -252,6 +383,7 @@ fn endpoint(end: &ResolvedEndpoint) -> pb::Endpoint {
             out.workload = workload(&pod.key, &pod.labels);
             out.node_name = pod.node.clone().unwrap_or_default();
         }
+        None if end.unresolved => out.kind = pb::EndpointKind::Unspecified as i32,
         None if end.node => out.kind = pb::EndpointKind::Node as i32,
         None => out.kind = pb::EndpointKind::World as i32,
     }
@@ -278,17 +410,22 @@ fn traffic_direction(direction: TrafficDirection) -> pb::TrafficDirection {
 }
 
 /// Whether the kernel's outcome contradicts the verdict: an allowed flow that
-/// nftables dropped, or a denied flow that got through.
-pub fn mismatch(allowed: bool, obs: &Observation) -> pb::Mismatch {
-    let dropped_by_netfilter = obs.drop_reason.as_deref() == Some(NETFILTER_DROP);
+/// a datapath enforcing policy dropped (see [`crate::enforcement`]), a denied
+/// flow that got through, or (weaker) an allowed flow to a pod that exists
+/// which got no answer, with no enforcing drop seen.
+pub fn mismatch(allowed: bool, obs: &Observation, peer_exists: bool) -> pb::Mismatch {
+    let enforced = is_enforcement_drop(obs.drop_reason.as_deref(), obs.drop_location.as_deref());
     let got_through = matches!(
         obs.outcome,
         pb::Outcome::Established | pb::Outcome::Answered
     );
-    if allowed && dropped_by_netfilter {
+    let unanswered = matches!(obs.outcome, pb::Outcome::NoAnswer | pb::Outcome::Dropped);
+    if allowed && enforced {
         pb::Mismatch::DroppedThoughAllowed
     } else if !allowed && got_through {
         pb::Mismatch::AllowedThoughDenied
+    } else if allowed && unanswered && peer_exists {
+        pb::Mismatch::NoAnswerThoughAllowed
     } else {
         pb::Mismatch::None
     }

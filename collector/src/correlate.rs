@@ -12,7 +12,19 @@
 //!   probes may report a connect's attempt after its first SYN was dropped. An
 //!   attempt or query from that socket adopts it; otherwise it becomes a
 //!   dropped observation of its own when `expire` passes its hold time.
+//! - The kernel's NAT of a connection (a forwarded SYN whose destination
+//!   conntrack translated: the backend a Service's ClusterIP went to) joins
+//!   the held attempt of its initiator's socket as `backend`; one that comes
+//!   before its attempt (a successful connect is reported with its outcome,
+//!   after its SYN left) waits for it like a drop, and is forgotten after the
+//!   same hold.
+//! - A DNS query seen leaving a second device (the node, after Service DNAT)
+//!   keeps where the client sent it as `dst` and records where it went as
+//!   `backend`.
 //! - UDP flows become observations at once.
+//! - Each observation says how it was seen ([`SeenBy`]): through the
+//!   initiator's socket, the responder's (an accepted connection, in the
+//!   destination's namespace), or packets only.
 //!
 //! Nothing here reads a clock: `expire(now)` closes what timed out, so tests
 //! drive time themselves.
@@ -26,6 +38,19 @@ use netverdict_ebpf::{DnsMessage, Event, FiveTuple, TcpOutcome};
 use netverdict_policy::Protocol;
 use netverdict_proto::v1::Outcome;
 use rustc_hash::FxHashMap;
+
+/// How the kernel showed a flow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SeenBy {
+    /// The initiator's socket: a connect (and its outcome) in the source's
+    /// namespace.
+    InitiatorSocket,
+    /// The responder's socket: an accepted connection, in the destination's
+    /// namespace.
+    ResponderSocket,
+    /// Packets only: devices they left, drops.
+    Packets,
+}
 
 /// DNS details of an observation.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -50,18 +75,24 @@ pub struct Observation {
     /// where it arrived (the responder's), or not known (e.g. a drop in a
     /// routing namespace).
     pub direction: TrafficDirection,
+    /// Through which socket, if any, the kernel showed the flow.
+    pub seen_by: SeenBy,
     pub protocol: Protocol,
     /// Initiator.
     pub src: SocketAddr,
     /// Responder as the initiator addressed it (a Service IP before DNAT).
     pub dst: SocketAddr,
-    /// The destination after DNAT, when a drop revealed it.
+    /// The destination after DNAT, when the kernel revealed it (a drop of a
+    /// packet after DNAT, the NAT of the connection's SYN, a DNS query seen
+    /// after DNAT).
     pub backend: Option<SocketAddr>,
     pub outcome: Outcome,
     /// Packets the kernel dropped for this flow.
     pub drops: u32,
     /// The reason of the first drop (e.g. `NETFILTER_DROP`).
     pub drop_reason: Option<Arc<str>>,
+    /// The kernel function where the first drop happened, when known.
+    pub drop_location: Option<Arc<str>>,
     pub dns: Option<DnsSeen>,
 }
 
@@ -97,6 +128,10 @@ pub struct CorrelationStats {
     pub dns_responses_without_query: u64,
     /// Held flows dropped because too many were pending.
     pub evicted: u64,
+    /// NAT events that joined a connection (its backend).
+    pub nat_joined: u64,
+    /// NAT events no connection claimed within the hold.
+    pub nat_unclaimed: u64,
 }
 
 /// Most flows held at once; past it the oldest are reported as they are.
@@ -114,6 +149,9 @@ pub struct Correlator {
     dns: FxHashMap<(SocketAddr, u16), Observation>,
     /// Drops no held flow claimed yet, by initiator socket.
     orphans: FxHashMap<SocketKey, Observation>,
+    /// NATs no held flow claimed yet, by initiator socket: the original
+    /// destination, the translated one, and when it was seen.
+    nats: FxHashMap<SocketKey, (SocketAddr, SocketAddr, SystemTime)>,
     stats: CorrelationStats,
 }
 
@@ -156,11 +194,21 @@ impl Correlator {
         self.tcp.len() + self.dns.len() + self.orphans.len()
     }
 
-    /// A new held flow adopts the drops its socket had before it was seen.
+    /// A new held flow adopts the drops and the NAT its socket had before it
+    /// was seen.
     fn adopt_orphan(&mut self, obs: &mut Observation) {
+        if let Some((original, backend, _)) = self.nats.remove(&(obs.protocol, obs.src)) {
+            if original == obs.dst {
+                obs.backend = Some(backend);
+                self.stats.nat_joined += 1;
+            } else {
+                self.stats.nat_unclaimed += 1;
+            }
+        }
         if let Some(orphan) = self.orphans.remove(&(obs.protocol, obs.src)) {
             obs.drops += orphan.drops;
             obs.drop_reason = orphan.drop_reason;
+            obs.drop_location = orphan.drop_location;
             obs.backend = orphan
                 .backend
                 .or(Some(orphan.dst))
@@ -174,11 +222,21 @@ impl Correlator {
         let meta = event.meta();
         let tuple = event.tuple();
         let Some(proto) = protocol(tuple) else { return };
+        let seen_by = match (event, meta.direction) {
+            (Event::TcpAttempt { .. } | Event::TcpOutcome { .. }, TrafficDirection::Egress) => {
+                SeenBy::InitiatorSocket
+            }
+            (Event::TcpAttempt { .. } | Event::TcpOutcome { .. }, TrafficDirection::Ingress) => {
+                SeenBy::ResponderSocket
+            }
+            _ => SeenBy::Packets,
+        };
         let base = |outcome| Observation {
             first_seen: meta.time,
             last_seen: meta.time,
             netns: meta.netns,
             direction: meta.direction,
+            seen_by,
             protocol: proto,
             src: tuple.src,
             dst: tuple.dst,
@@ -186,6 +244,7 @@ impl Correlator {
             outcome,
             drops: 0,
             drop_reason: None,
+            drop_location: None,
             dns: None,
         };
         match event {
@@ -231,6 +290,14 @@ impl Correlator {
                 out.push(obs);
             }
             Event::Dns { message, .. } if !message.response => {
+                if let Some(held) = self.dns.get_mut(&(tuple.src, message.id)) {
+                    // The same query leaving another device (the node, after
+                    // Service DNAT): where it really went.
+                    if tuple.dst != held.dst {
+                        held.backend = Some(tuple.dst);
+                    }
+                    return;
+                }
                 self.make_room(out);
                 let mut obs = base(Outcome::Unspecified);
                 obs.dns = Some(dns_seen(message));
@@ -238,6 +305,26 @@ impl Correlator {
                 self.dns.insert((tuple.src, message.id), obs);
                 self.by_socket
                     .insert((proto, tuple.src), Held::Dns(message.id));
+            }
+            Event::Nat { original_dst, .. } => {
+                let held = match self.by_socket.get(&(proto, tuple.src)).copied() {
+                    Some(Held::Tcp(id)) => self.tcp.get_mut(&id),
+                    _ => None,
+                };
+                match held {
+                    Some(obs) if obs.dst == *original_dst => {
+                        obs.backend = Some(tuple.dst);
+                        self.stats.nat_joined += 1;
+                    }
+                    _ => {
+                        if self.nats.len() >= MAX_PENDING {
+                            self.stats.nat_unclaimed += self.nats.len() as u64;
+                            self.nats.clear();
+                        }
+                        self.nats
+                            .insert((proto, tuple.src), (*original_dst, tuple.dst, meta.time));
+                    }
+                }
             }
             Event::Dns { message, .. } => {
                 // A response goes from the server back to the client.
@@ -256,7 +343,12 @@ impl Correlator {
                 }
             }
             Event::Udp { .. } => out.push(base(Outcome::Unspecified)),
-            Event::Drop { reason, dns, .. } => {
+            Event::Drop {
+                reason,
+                location_symbol,
+                dns,
+                ..
+            } => {
                 let held = self.by_socket.get(&(proto, tuple.src)).copied();
                 let target = match held {
                     Some(Held::Tcp(id)) => self.tcp.get_mut(&id),
@@ -267,9 +359,11 @@ impl Correlator {
                     Some(obs) => {
                         obs.drops += 1;
                         obs.last_seen = meta.time;
-                        obs.drop_reason.get_or_insert_with(|| {
-                            reason.clone().unwrap_or_else(|| "UNKNOWN".into())
-                        });
+                        if obs.drop_reason.is_none() {
+                            obs.drop_reason =
+                                Some(reason.clone().unwrap_or_else(|| "UNKNOWN".into()));
+                            obs.drop_location = location_symbol.clone();
+                        }
                         if tuple.dst != obs.dst {
                             obs.backend = Some(tuple.dst);
                         }
@@ -297,6 +391,7 @@ impl Correlator {
                             obs.drops = 1;
                             obs.drop_reason =
                                 Some(reason.clone().unwrap_or_else(|| "UNKNOWN".into()));
+                            obs.drop_location = location_symbol.clone();
                             obs.dns = dns.as_ref().map(dns_seen);
                             self.orphans.insert((proto, tuple.src), obs);
                         }
@@ -339,6 +434,9 @@ impl Correlator {
             }
             keep
         });
+        let before = self.nats.len();
+        self.nats.retain(|_, (_, _, seen)| *seen > orphan_deadline);
+        self.stats.nat_unclaimed += (before - self.nats.len()) as u64;
         let before = self.tcp.len();
         self.tcp.retain(|_, obs| {
             let keep = obs.first_seen > tcp_deadline;
@@ -424,6 +522,7 @@ mod tests {
             reason_code: 12,
             len: 60,
             location: 0,
+            location_symbol: Some("nf_hook_slow".into()),
             tcp_flags: 2,
             dns,
         }
@@ -674,6 +773,86 @@ mod tests {
             "the drop went where the socket addressed"
         );
         assert_eq!(c.pending(), 0);
+    }
+
+    #[test]
+    fn the_kernel_s_nat_names_the_backend_before_or_after_the_attempt() {
+        let mut c = Correlator::default();
+        let mut out = Vec::new();
+        let service = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 96, 5, 5)), 80);
+        let nat = |ms, client: SocketAddr, backend: SocketAddr| Event::Nat {
+            meta: meta(ms, TrafficDirection::Egress),
+            tuple: tuple(IpProtocol::Tcp, client, backend),
+            original_dst: service,
+        };
+        // A connect that succeeds: its SYN was forwarded (NAT) before the
+        // probe reports attempt and outcome together.
+        let client = sa(20, 41000);
+        c.push(&nat(0, client, sa(12, 8080)), &mut out);
+        let t = tuple(IpProtocol::Tcp, client, service);
+        c.push(
+            &Event::TcpAttempt {
+                meta: meta(0, TrafficDirection::Egress),
+                tuple: t,
+                sock_id: 1,
+            },
+            &mut out,
+        );
+        c.push(&outcome(2, t, 1, TcpOutcome::Established), &mut out);
+        assert_eq!(out[0].backend, Some(sa(12, 8080)));
+        assert_eq!(out[0].seen_by, SeenBy::InitiatorSocket);
+        // A connect held before its SYN's NAT arrives (retransmitted SYN).
+        let client = sa(20, 41001);
+        let t = tuple(IpProtocol::Tcp, client, service);
+        c.push(
+            &Event::TcpAttempt {
+                meta: meta(10, TrafficDirection::Egress),
+                tuple: t,
+                sock_id: 2,
+            },
+            &mut out,
+        );
+        c.push(&nat(11, client, sa(13, 8080)), &mut out);
+        c.push(&outcome(5000, t, 2, TcpOutcome::NoAnswer), &mut out);
+        assert_eq!(out[1].backend, Some(sa(13, 8080)));
+        // A NAT nobody claims is forgotten after the hold, and counted.
+        c.push(&nat(20, sa(20, 41002), sa(14, 8080)), &mut out);
+        c.expire(at(4000), &mut out);
+        assert_eq!(c.stats().nat_joined, 2);
+        assert_eq!(c.stats().nat_unclaimed, 1);
+        assert_eq!(out.len(), 2);
+    }
+
+    #[test]
+    fn a_dns_query_seen_after_dnat_keeps_the_service_and_names_the_backend() {
+        let mut c = Correlator::default();
+        let mut out = Vec::new();
+        let service = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 96, 0, 10)), 53);
+        let pod = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 244, 0, 10)), 53);
+        let client = sa(20, 50000);
+        for (ms, dst) in [(0, service), (1, pod)] {
+            c.push(
+                &Event::Dns {
+                    meta: meta(ms, TrafficDirection::Egress),
+                    tuple: tuple(IpProtocol::Udp, client, dst),
+                    message: query(7, "a.b", false, Rcode::NOERROR),
+                },
+                &mut out,
+            );
+        }
+        c.push(
+            &Event::Dns {
+                meta: meta(2, TrafficDirection::Egress),
+                tuple: tuple(IpProtocol::Udp, pod, client),
+                message: query(7, "a.b", true, Rcode::NOERROR),
+            },
+            &mut out,
+        );
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].dst, service);
+        assert_eq!(out[0].backend, Some(pod));
+        assert_eq!(out[0].first_seen, at(0));
+        assert_eq!(out[0].seen_by, SeenBy::Packets);
     }
 
     #[test]

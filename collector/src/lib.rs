@@ -25,6 +25,7 @@ pub mod agent;
 pub mod aggregate;
 pub mod annotate;
 pub mod correlate;
+pub mod enforcement;
 pub mod export;
 pub mod metrics;
 pub mod observer;

@@ -50,6 +50,8 @@ pub struct Snapshot {
     pub ring_evictions: u64,
     /// Observer follow streams ended because the follower fell behind.
     pub observer_lagged: u64,
+    /// Kernel NAT events that joined a connection, and those none claimed.
+    pub nat: (u64, u64),
 }
 
 impl Snapshot {
@@ -121,6 +123,7 @@ fn kind_label(kind: EventKind) -> &'static str {
         EventKind::Drop => "drop",
         EventKind::Udp => "udp",
         EventKind::Dns => "dns",
+        EventKind::Nat => "nat",
         EventKind::Unknown => "unknown",
     }
 }
@@ -131,7 +134,7 @@ impl Collector for Snapshot {
         counters(
             &mut e,
             "netverdict_collector_flows",
-            "Flow records emitted (after aggregation), by policy verdict and kernel outcome.",
+            "Flow records of account emitted (after aggregation), by policy verdict and kernel outcome; second observations of a connection are in netverdict_collector_flows_counted_elsewhere.",
             pb::Verdict::ALL.iter().flat_map(|verdict| {
                 pb::Outcome::ALL.iter().map(move |outcome| {
                     (
@@ -140,6 +143,24 @@ impl Collector for Snapshot {
                     )
                 })
             }),
+        )?;
+        counters(
+            &mut e,
+            "netverdict_collector_flows_counted_elsewhere",
+            "Flow records that are a second observation of a connection (seen at its other end), whose record of account is another one.",
+            one(p.counted_elsewhere),
+        )?;
+        counters(
+            &mut e,
+            "netverdict_collector_nat_joined",
+            "Kernel NAT events that named the backend a connection to a Service reached.",
+            one(self.nat.0),
+        )?;
+        counters(
+            &mut e,
+            "netverdict_collector_nat_unclaimed",
+            "Kernel NAT events no connection of the watched namespaces claimed.",
+            one(self.nat.1),
         )?;
         counters(
             &mut e,

@@ -69,6 +69,9 @@ pub struct PipelineCounters {
     pub records: u64,
     /// Records by verdict (indexed by the protobuf `Verdict` value).
     pub by_verdict: [u64; VERDICTS],
+    /// Records that are a second observation of a connection (not counted
+    /// in `by_verdict`, `by_verdict_outcome` or the mismatches).
+    pub counted_elsewhere: u64,
     /// Records whose kernel outcome contradicts the verdict.
     pub mismatches: u64,
     /// Records by verdict (as `by_verdict`) and outcome (indexed by the
@@ -183,6 +186,11 @@ impl Pipeline {
         &self.counters
     }
 
+    /// The correlation stage's counters.
+    pub fn correlation(&self) -> &crate::correlate::CorrelationStats {
+        self.correlator.stats()
+    }
+
     pub fn ring(&self) -> &FlowRing {
         &self.ring
     }
@@ -216,6 +224,7 @@ impl Pipeline {
                     EventKind::Drop => &mut by_kind.drop,
                     EventKind::Udp => &mut by_kind.udp,
                     EventKind::Dns => &mut by_kind.dns,
+                    EventKind::Nat => &mut by_kind.nat,
                     EventKind::Unknown => &mut by_kind.unknown,
                 } += count;
             }
@@ -274,6 +283,12 @@ impl Pipeline {
                 format!("{}/{}/{}", self.config.node_name, self.run_id, self.next_id),
             );
             self.counters.records += 1;
+            if flow.counted_elsewhere {
+                self.counters.counted_elsewhere += 1;
+                self.ring.push(flow.clone());
+                out.push(flow);
+                continue;
+            }
             let verdict = usize::try_from(flow.verdict() as i32).unwrap_or(0);
             self.counters.by_verdict[verdict.min(VERDICTS - 1)] += 1;
             let outcome = usize::try_from(flow.outcome() as i32).unwrap_or(0);

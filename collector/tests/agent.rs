@@ -124,6 +124,7 @@ fn attempt(
             reason_code: 12,
             len: 60,
             location: 0,
+            location_symbol: None,
             tcp_flags: 2,
             dns: None,
         });
@@ -139,6 +140,25 @@ fn attempt(
         new_state: 7,
     });
     out
+}
+
+/// GET `path` over HTTP/1.1: the status code and the body.
+async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    conn.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut raw = String::new();
+    conn.read_to_string(&mut raw).await.unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").expect("an HTTP response");
+    let code = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("a status code");
+    (code, body.to_string())
 }
 
 /// `/metrics` fetched over HTTP/1.1 and parsed: samples by `name{labels}`.
@@ -300,8 +320,14 @@ async fn agent_replays_events_into_ring_observer_export_and_metrics() {
         .expect("the allowed record");
     assert_eq!(allowed.outcome(), pb::Outcome::Established);
 
-    // The same story in /metrics.
-    let m = scrape(agent.metrics_addr().expect("metrics served")).await;
+    // The same story in /metrics; /healthz (liveness) just answers.
+    let metrics_addr = agent.metrics_addr().expect("metrics served");
+    assert_eq!(
+        get(metrics_addr, "/healthz").await,
+        (200, "ok\n".to_string())
+    );
+    assert_eq!(get(metrics_addr, "/nope").await.0, 404);
+    let m = scrape(metrics_addr).await;
     let s = |series: &str| sample(&m, series);
     assert_eq!(
         s(r#"netverdict_collector_flows_total{verdict="denied",outcome="dropped"}"#),

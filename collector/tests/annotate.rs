@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use netverdict_collector::annotate::Annotator;
-use netverdict_collector::correlate::{DnsSeen, Observation, TrafficDirection};
+use netverdict_collector::correlate::{DnsSeen, Observation, SeenBy, TrafficDirection};
 use netverdict_policy::{ClusterState, Protocol};
 use netverdict_proto::v1 as pb;
 
@@ -33,6 +33,7 @@ fn obs(src: &str, dst: &str, protocol: Protocol, outcome: pb::Outcome) -> Observ
         last_seen: t,
         netns: 1,
         direction: TrafficDirection::Egress,
+        seen_by: SeenBy::InitiatorSocket,
         protocol,
         src: addr(src),
         dst: addr(dst),
@@ -40,6 +41,7 @@ fn obs(src: &str, dst: &str, protocol: Protocol, outcome: pb::Outcome) -> Observ
         outcome,
         drops: 0,
         drop_reason: None,
+        drop_location: None,
         dns: None,
     }
 }
@@ -211,4 +213,249 @@ fn addresses_outside_the_cluster_are_the_world() {
         f.ingress.as_ref().unwrap().status(),
         pb::PolicyStatus::NotAPod
     );
+}
+
+/// Two nodes; `client` on node-a; `api-0`..`api-2` behind the Service
+/// `api` (10.96.7.7:80 → 8080), only `api-2` admitting the client.
+const TWO_NODES: &str = r#"
+apiVersion: v1
+kind: List
+items:
+- {apiVersion: v1, kind: Namespace, metadata: {name: app, labels: {kubernetes.io/metadata.name: app}}}
+- {apiVersion: v1, kind: Node, metadata: {name: node-a}, status: {addresses: [{type: InternalIP, address: 10.249.0.1}]}}
+- {apiVersion: v1, kind: Node, metadata: {name: node-b}, status: {addresses: [{type: InternalIP, address: 10.249.0.2}]}}
+- apiVersion: v1
+  kind: Pod
+  metadata: {name: client, namespace: app, labels: {app: client}}
+  spec: {nodeName: node-a, containers: [{name: c, image: x}]}
+  status: {podIP: 10.250.0.2}
+- apiVersion: v1
+  kind: Pod
+  metadata: {name: api-0, namespace: app, labels: {app: api, slot: "0"}}
+  spec: {nodeName: node-b, containers: [{name: c, image: x, ports: [{containerPort: 8080}]}]}
+  status: {podIP: 10.250.0.10}
+- apiVersion: v1
+  kind: Pod
+  metadata: {name: api-1, namespace: app, labels: {app: api, slot: "1"}}
+  spec: {nodeName: node-a, containers: [{name: c, image: x, ports: [{containerPort: 8080}]}]}
+  status: {podIP: 10.250.0.11}
+- apiVersion: v1
+  kind: Pod
+  metadata: {name: api-2, namespace: app, labels: {app: api, slot: "2"}}
+  spec: {nodeName: node-b, containers: [{name: c, image: x, ports: [{containerPort: 8080}]}]}
+  status: {podIP: 10.250.0.12}
+- apiVersion: v1
+  kind: Service
+  metadata: {name: api, namespace: app}
+  spec:
+    clusterIP: 10.96.7.7
+    selector: {app: api}
+    ports: [{port: 80, protocol: TCP, targetPort: 8080}]
+- apiVersion: networking.k8s.io/v1
+  kind: NetworkPolicy
+  metadata: {name: only-slot-2, namespace: app}
+  spec:
+    podSelector: {matchLabels: {app: api, slot: "2"}}
+    policyTypes: [Ingress]
+    ingress:
+    - from: [{podSelector: {matchLabels: {app: client}}}]
+      ports: [{port: 8080}]
+- apiVersion: networking.k8s.io/v1
+  kind: NetworkPolicy
+  metadata: {name: deny-slots-0-1, namespace: app}
+  spec:
+    podSelector: {matchExpressions: [{key: slot, operator: In, values: ["0", "1"]}]}
+    policyTypes: [Ingress]
+"#;
+
+fn two_nodes() -> ClusterState {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cluster.yaml");
+    std::fs::write(&path, TWO_NODES).unwrap();
+    ClusterState::load_paths(&[path]).unwrap()
+}
+
+fn on(node: &str, state: &ClusterState, o: &Observation) -> pb::Flow {
+    let annotator = Annotator::new(node);
+    annotator.render(&annotator.annotate(state, o.clone()), format!("{node}/1"))
+}
+
+#[test]
+fn service_traffic_is_judged_at_the_backend_the_kernel_chose_and_never_guessed() {
+    let state = two_nodes();
+    let mut o = obs(
+        "10.250.0.2:40000",
+        "10.96.7.7:80",
+        Protocol::Tcp,
+        pb::Outcome::Established,
+    );
+    // Three backends, no NAT seen: the backend is not known, and said so.
+    let f = on("node-a", &state, &o);
+    assert_eq!(f.service, "app/api");
+    assert_eq!(f.verdict(), pb::Verdict::Unspecified);
+    assert!(
+        f.reason.contains(
+            "the Service app/api has 3 backends and which one this flow reached is not known"
+        ),
+        "{}",
+        f.reason
+    );
+    let dst = f.destination.as_ref().unwrap();
+    assert_eq!(
+        (dst.kind(), dst.ip.as_str(), dst.port, dst.pod_name.as_str()),
+        (pb::EndpointKind::Unspecified, "10.96.7.7", 80, "")
+    );
+    assert_eq!(f.mismatch(), pb::Mismatch::None);
+    // The kernel's NAT names the backend: api-2 admits the client...
+    o.backend = Some(addr("10.250.0.12:8080"));
+    let f = on("node-a", &state, &o);
+    assert_eq!(f.destination.as_ref().unwrap().pod_name, "api-2");
+    assert_eq!(f.verdict(), pb::Verdict::Allowed);
+    assert_eq!(f.mismatch(), pb::Mismatch::None);
+    // ... api-0 does not: established there is a mismatch.
+    o.backend = Some(addr("10.250.0.10:8080"));
+    let f = on("node-a", &state, &o);
+    assert_eq!(f.destination.as_ref().unwrap().pod_name, "api-0");
+    assert_eq!(f.verdict(), pb::Verdict::Denied);
+    assert_eq!(f.mismatch(), pb::Mismatch::AllowedThoughDenied);
+}
+
+#[test]
+fn a_connection_seen_at_both_ends_has_one_record_of_account() {
+    let state = two_nodes();
+    // client (node-a) -> api-2 (node-b), allowed and established.
+    let connect = obs(
+        "10.250.0.2:40001",
+        "10.250.0.12:8080",
+        Protocol::Tcp,
+        pb::Outcome::Established,
+    );
+    let mut accept = connect.clone();
+    accept.direction = TrafficDirection::Ingress;
+    accept.seen_by = SeenBy::ResponderSocket;
+    let source = on("node-a", &state, &connect);
+    let destination = on("node-b", &state, &accept);
+    assert_eq!(source.observation_point(), pb::ObservationPoint::Source);
+    assert!(!source.counted_elsewhere);
+    assert_eq!(
+        destination.observation_point(),
+        pb::ObservationPoint::Destination
+    );
+    assert!(destination.counted_elsewhere);
+    assert_eq!(source.verdict(), destination.verdict());
+
+    // Denied at api-0's ingress on node-b: the client saw no answer (the
+    // record of account), node-b saw the drops (a second observation, with
+    // no mismatch of its own).
+    let mut no_answer = obs(
+        "10.250.0.2:40002",
+        "10.250.0.10:8080",
+        Protocol::Tcp,
+        pb::Outcome::NoAnswer,
+    );
+    let f = on("node-a", &state, &no_answer);
+    assert_eq!(
+        (f.verdict(), f.counted_elsewhere),
+        (pb::Verdict::Denied, false)
+    );
+    no_answer.seen_by = SeenBy::Packets;
+    no_answer.direction = TrafficDirection::Ingress;
+    no_answer.outcome = pb::Outcome::Dropped;
+    no_answer.drops = 2;
+    no_answer.drop_reason = Some("TC_EGRESS".into());
+    let f = on("node-b", &state, &no_answer);
+    assert_eq!(f.observation_point(), pb::ObservationPoint::Destination);
+    assert!(f.counted_elsewhere);
+    assert_eq!(f.drop_reason, "TC_EGRESS");
+    // A node holding neither end: transit, never counted.
+    let f = on("node-c", &state, &no_answer);
+    assert_eq!(f.observation_point(), pb::ObservationPoint::Transit);
+    assert!(f.counted_elsewhere);
+    // From outside the cluster, only the destination's node saw it: it counts.
+    let mut world = no_answer.clone();
+    world.src = addr("203.0.113.9:5555");
+    let f = on("node-b", &state, &world);
+    assert_eq!(f.observation_point(), pb::ObservationPoint::Destination);
+    assert!(!f.counted_elsewhere);
+    // Packets of a pod with no known node are taken as this node's.
+    let seed_flow = annotate(
+        &seed(&[]),
+        &obs(
+            "10.244.2.20:40005",
+            "10.244.1.10:8080",
+            Protocol::Tcp,
+            pb::Outcome::Established,
+        ),
+    );
+    assert_eq!(seed_flow.observation_point(), pb::ObservationPoint::Source);
+}
+
+#[test]
+fn drops_by_any_enforcing_datapath_and_unanswered_allowed_flows_are_mismatches() {
+    let state = seed(&[]);
+    let dropped = |reason: &str, location: Option<&str>| {
+        let mut o = obs(
+            "10.244.2.20:40006",
+            "10.244.1.10:8080",
+            Protocol::Tcp,
+            pb::Outcome::Dropped,
+        );
+        o.drops = 1;
+        o.drop_reason = Some(reason.into());
+        o.drop_location = location.map(Into::into);
+        annotate(&state, &o).mismatch()
+    };
+    for reason in [
+        "NETFILTER_DROP",
+        "TC_INGRESS",
+        "TC_EGRESS",
+        "XDP",
+        "BPF_CGROUP_EGRESS",
+    ] {
+        assert_eq!(
+            dropped(reason, None),
+            pb::Mismatch::DroppedThoughAllowed,
+            "{reason}"
+        );
+    }
+    assert_eq!(
+        dropped("NOT_SPECIFIED", Some("skb_do_redirect")),
+        pb::Mismatch::DroppedThoughAllowed
+    );
+    // Dropped by the stack, not by a filter: only the weaker mismatch.
+    assert_eq!(
+        dropped("NOT_SPECIFIED", Some("veth_xmit")),
+        pb::Mismatch::NoAnswerThoughAllowed
+    );
+    assert_eq!(
+        dropped("NEIGH_FAILED", None),
+        pb::Mismatch::NoAnswerThoughAllowed
+    );
+    // No answer, no drop, the peer exists: the weaker mismatch.
+    let silent = obs(
+        "10.244.2.20:40007",
+        "10.244.1.10:8080",
+        Protocol::Tcp,
+        pb::Outcome::NoAnswer,
+    );
+    assert_eq!(
+        annotate(&state, &silent).mismatch(),
+        pb::Mismatch::NoAnswerThoughAllowed
+    );
+    // No peer (an address outside the cluster): nothing to say.
+    let outside = obs(
+        "10.244.2.20:40008",
+        "203.0.113.9:443",
+        Protocol::Tcp,
+        pb::Outcome::NoAnswer,
+    );
+    assert_eq!(annotate(&state, &outside).mismatch(), pb::Mismatch::None);
+    // Refused is an answer.
+    let refused = obs(
+        "10.244.2.20:40009",
+        "10.244.1.10:9999",
+        Protocol::Tcp,
+        pb::Outcome::Refused,
+    );
+    assert_eq!(annotate(&state, &refused).mismatch(), pb::Mismatch::None);
 }

@@ -179,10 +179,13 @@ fn filter_flows() -> Vec<pb::Flow> {
         namespace: "shop".into(),
         name: "allow-web".into(),
     });
-    // 5: other addresses.
+    // 5: other addresses, from namespace web.
     let f = &mut flows[4];
     f.source.as_mut().unwrap().ip = "192.168.7.7".into();
+    f.source.as_mut().unwrap().namespace = "web".into();
     f.destination.as_mut().unwrap().ip = "fd00::9".into();
+    // 2 was dropped by nftables.
+    flows[1].drop_reason = "NETFILTER_DROP".into();
     flows
 }
 
@@ -320,6 +323,94 @@ async fn every_filter_dimension_through_the_wire() {
             vec![5],
         ),
         (
+            "source_namespace",
+            pb::FlowFilter {
+                source_namespace: s(&["web"]),
+                ..Default::default()
+            },
+            vec![5],
+        ),
+        (
+            "source_namespace is not the destination's",
+            pb::FlowFilter {
+                source_namespace: s(&["db"]),
+                ..Default::default()
+            },
+            vec![],
+        ),
+        (
+            "destination_namespace",
+            pb::FlowFilter {
+                destination_namespace: s(&["db", "nope"]),
+                ..Default::default()
+            },
+            vec![2],
+        ),
+        (
+            "source_labels",
+            pb::FlowFilter {
+                source_labels: s(&["app=web"]),
+                ..Default::default()
+            },
+            vec![4],
+        ),
+        (
+            "destination_labels",
+            pb::FlowFilter {
+                destination_labels: s(&["app=web", "tier in (backend)"]),
+                ..Default::default()
+            },
+            vec![4],
+        ),
+        (
+            "destination_labels is not the source's",
+            pb::FlowFilter {
+                destination_labels: s(&["app=web"]),
+                ..Default::default()
+            },
+            vec![],
+        ),
+        (
+            "drop_reason",
+            pb::FlowFilter {
+                drop_reason: s(&["netfilter-drop"]),
+                ..Default::default()
+            },
+            vec![2],
+        ),
+        (
+            "flow_type dns or denied",
+            pb::FlowFilter {
+                flow_type: vec![pb::FlowType::Dns as i32, pb::FlowType::Denied as i32],
+                ..Default::default()
+            },
+            vec![2, 3],
+        ),
+        (
+            "flow_type allowed",
+            pb::FlowFilter {
+                flow_type: vec![pb::FlowType::Allowed as i32],
+                ..Default::default()
+            },
+            vec![1, 3, 4, 5, 6],
+        ),
+        (
+            "flow_type dropped",
+            pb::FlowFilter {
+                flow_type: vec![pb::FlowType::Dropped as i32],
+                ..Default::default()
+            },
+            vec![2],
+        ),
+        (
+            "flow_type mismatch",
+            pb::FlowFilter {
+                flow_type: vec![pb::FlowType::Mismatch as i32],
+                ..Default::default()
+            },
+            vec![2],
+        ),
+        (
             "and within a filter",
             pb::FlowFilter {
                 namespace: s(&["shop"]),
@@ -373,6 +464,30 @@ async fn include_or_and_exclude() {
         ..Default::default()
     };
     assert_eq!(ids(&mut client, only_exclude).await, names([2]));
+    // `observe --ip 10.0.1.1 --not --type dns`: the address on either side
+    // (one include filter per side), minus DNS flows.
+    let either_side_minus_dns = pb::GetFlowsRequest {
+        number: 100,
+        include: vec![
+            pb::FlowFilter {
+                source_ip: vec!["10.0.1.1".into()],
+                ..Default::default()
+            },
+            pb::FlowFilter {
+                destination_ip: vec!["10.0.1.1".into()],
+                ..Default::default()
+            },
+        ],
+        exclude: vec![pb::FlowFilter {
+            flow_type: vec![pb::FlowType::Dns as i32],
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    assert_eq!(
+        ids(&mut client, either_side_minus_dns).await,
+        names([1, 2, 4, 6])
+    );
 }
 
 #[tokio::test]
@@ -410,6 +525,30 @@ async fn invalid_filters_are_invalid_arguments_naming_the_field() {
             },
             "source_pod",
             "\"x' OR 1=1 --\"",
+        ),
+        (
+            pb::FlowFilter {
+                flow_type: vec![pb::FlowType::Unspecified as i32],
+                ..Default::default()
+            },
+            "flow_type",
+            "\"0\"",
+        ),
+        (
+            pb::FlowFilter {
+                drop_reason: vec!["x' OR 1=1 --".into()],
+                ..Default::default()
+            },
+            "drop_reason",
+            "\"x' OR 1=1 --\"",
+        ),
+        (
+            pb::FlowFilter {
+                source_labels: vec!["app in (a".into()],
+                ..Default::default()
+            },
+            "source_labels",
+            "\"app in (a\"",
         ),
     ] {
         let status = client.get_flows(include(filter)).await.unwrap_err();

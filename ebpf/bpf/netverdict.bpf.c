@@ -14,7 +14,8 @@
  *   tp_btf/tcp_retransmit_skb   attempts still unanswered at their first SYN retransmit
  *   tp_btf/kfree_skb            drops with reason and parsed packet (NV_KIND_DROP)
  *   tp_btf/net_dev_queue        UDP flows and DNS messages leaving any device
- *                               (NV_KIND_UDP, NV_KIND_DNS)
+ *                               (NV_KIND_UDP, NV_KIND_DNS), forwarded SYNs whose
+ *                               destination conntrack NATed (NV_KIND_NAT)
  *   raw_tp/nv_synth             synthetic events for the benchmark (never attached)
  */
 #include "vmlinux_min.h"
@@ -521,6 +522,56 @@ int nv_kfree_skb(unsigned long long *ctx)
 	return 0;
 }
 
+/* The conntrack entry of a packet (NULL when untracked). */
+#define NV_NFCT_PTRMASK (~7UL)
+
+/* Emits an NV_KIND_NAT event when the packet's destination differs from the
+ * ORIGINAL destination of its conntrack entry: the backend a Service's
+ * ClusterIP was translated to, as the kernel chose it. */
+static __always_inline void emit_nat(struct sk_buff *skb, struct pkt *p, __u32 netns,
+				     __u32 ifindex)
+{
+	if (!bpf_core_field_exists(skb->_nfct))
+		return;
+	unsigned long nfct = skb->_nfct;
+	struct nf_conn *ct = (struct nf_conn *)(nfct & NV_NFCT_PTRMASK);
+	if (!ct)
+		return;
+	union nf_inet_addr orig = {};
+	__be16 orig_port = 0;
+	if (BPF_CORE_READ_INTO(&orig, ct, tuplehash[0].tuple.dst.u3) ||
+	    BPF_CORE_READ_INTO(&orig_port, ct, tuplehash[0].tuple.dst.u.all))
+		return;
+	__u16 oport = bpf_ntohs(orig_port);
+	if (p->family == AF_INET) {
+		__be32 now = 0;
+		__builtin_memcpy(&now, p->daddr, 4);
+		if (orig.ip == now && oport == p->dport)
+			return;
+	} else if (oport == p->dport) {
+		__u32 now[4];
+		__builtin_memcpy(now, p->daddr, 16);
+		if (orig.all[0] == now[0] && orig.all[1] == now[1] && orig.all[2] == now[2] &&
+		    orig.all[3] == now[3])
+			return;
+	}
+	struct nv_nat_event *e = bpf_ringbuf_reserve(&NV_EVENTS, sizeof(*e), 0);
+	if (!e) {
+		count(NV_KIND_NAT);
+		return;
+	}
+	__builtin_memset(e, 0, sizeof(*e));
+	e->hdr.ts_ns = bpf_ktime_get_ns();
+	e->hdr.kind = NV_KIND_NAT;
+	e->hdr.direction = NV_DIR_EGRESS;
+	e->hdr.netns = netns;
+	e->hdr.ifindex = ifindex;
+	hdr_from_pkt(&e->hdr, p);
+	__builtin_memcpy(e->orig_daddr, orig.all, 16);
+	e->orig_dport = oport;
+	bpf_ringbuf_submit(e, submit_flags());
+}
+
 SEC("tp_btf/net_dev_queue")
 int BPF_PROG(nv_dev_queue, struct sk_buff *skb)
 {
@@ -542,6 +593,10 @@ int BPF_PROG(nv_dev_queue, struct sk_buff *skb)
 	struct net_device *dev = skb->dev;
 	__u32 netns = dev ? dev->nd_net.net->ns.inum : 0;
 	__u32 ifindex = dev ? dev->ifindex : 0;
+
+	/* A forwarded connection request: was its destination translated? */
+	if (!owner && is_syn(&p))
+		emit_nat(skb, &p, netns, ifindex);
 
 	if (p.is_dns) {
 		if (p.payload_len > 0)

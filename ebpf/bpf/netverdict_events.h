@@ -12,7 +12,8 @@
 #define NV_KIND_DROP 2 /* struct nv_skb_event: skb:kfree_skb of an IP packet */
 #define NV_KIND_UDP 3  /* struct nv_skb_event: a UDP flow seen leaving a device */
 #define NV_KIND_DNS 4  /* struct nv_skb_event: a DNS message (UDP/TCP 53) leaving a device */
-#define NV_KIND_MAX 5
+#define NV_KIND_NAT 5  /* struct nv_nat_event: a forwarded SYN whose destination the kernel NATed */
+#define NV_KIND_MAX 6
 
 /* Other counters in NV_STATS. */
 #define NV_STAT_NONIP_DROPS 8 /* kfree_skb of packets that are not IPv4/IPv6 TCP/UDP/SCTP */
@@ -78,6 +79,18 @@ struct nv_skb_event {
 	__u8 tcp_flags;   /* TCP: flags byte of the header */
 	__u8 _pad0;
 	/* followed by payload_len bytes (0 or NV_DNS_PAYLOAD_MAX reserved) */
+};
+
+/* A TCP SYN leaving a device after the kernel changed its destination
+ * (Service DNAT by kube-proxy, or the lab's nftables): the header's tuple is
+ * the packet as it leaves (initiator -> backend), the original destination is
+ * read from the packet's conntrack entry (its ORIGINAL tuple). */
+struct nv_nat_event {
+	struct nv_hdr hdr;
+	__u8 orig_daddr[16]; /* network order; IPv4: first 4 bytes */
+	__u16 orig_dport;    /* host order */
+	__u16 _pad0;
+	__u32 _pad1;
 };
 
 #endif

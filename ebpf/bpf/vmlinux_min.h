@@ -102,6 +102,42 @@ struct sk_buff {
 	unsigned int tail;
 	unsigned char *head;
 	unsigned char *data;
+	unsigned long _nfct; /* conntrack entry | ctinfo (low 3 bits) */
+};
+
+/* Connection tracking (include/net/netfilter/nf_conntrack_tuple.h): only the
+ * ORIGINAL direction's destination is read. */
+union nf_inet_addr {
+	__u32 all[4];
+	__be32 ip;
+};
+
+union nf_conntrack_man_proto {
+	__be16 all;
+};
+
+struct nf_conntrack_man {
+	union nf_inet_addr u3;
+	union nf_conntrack_man_proto u;
+};
+
+struct nf_conntrack_tuple {
+	struct nf_conntrack_man src;
+	struct {
+		union nf_inet_addr u3;
+		union {
+			__be16 all;
+		} u;
+		__u8 protonum;
+	} dst;
+};
+
+struct nf_conntrack_tuple_hash {
+	struct nf_conntrack_tuple tuple;
+};
+
+struct nf_conn {
+	struct nf_conntrack_tuple_hash tuplehash[2];
 };
 
 #pragma clang attribute pop

@@ -12,6 +12,9 @@ pub const KIND_DROP: u16 = 2;
 pub const KIND_UDP: u16 = 3;
 /// Event kind: a DNS message leaving a device ([`RawSkbEvent`] + payload).
 pub const KIND_DNS: u16 = 4;
+/// Event kind: a forwarded SYN whose destination conntrack translated
+/// ([`RawNatEvent`]).
+pub const KIND_NAT: u16 = 5;
 /// `RawTcpEvent::flags`: the record also stands for the attempt of the
 /// connection, not reported on its own (at `attempt_ts_ns`).
 pub const TCP_WITH_ATTEMPT: u16 = 1;
@@ -110,7 +113,27 @@ pub struct RawSkbEvent {
     pub pad0: u8,
 }
 
+/// `struct nv_nat_event`: the header's tuple is the packet as it left
+/// (initiator → backend), `orig_daddr:orig_dport` where the initiator sent it.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RawNatEvent {
+    /// Common header.
+    pub hdr: RawHdr,
+    /// The original destination address (network order; IPv4: first 4 bytes).
+    pub orig_daddr: [u8; 16],
+    /// The original destination port, host order.
+    pub orig_dport: u16,
+    /// Padding.
+    pub pad0: u16,
+    /// Padding.
+    pub pad1: u32,
+}
+
 const _: () = {
+    assert!(size_of::<RawNatEvent>() == 96);
+    assert!(offset_of!(RawNatEvent, orig_daddr) == 72);
+    assert!(offset_of!(RawNatEvent, orig_dport) == 88);
     assert!(size_of::<RawHdr>() == 72);
     assert!(offset_of!(RawHdr, kind) == 16);
     assert!(offset_of!(RawHdr, direction) == 18);
@@ -182,6 +205,8 @@ pub enum RawEvent<'a> {
     Tcp(RawTcpEvent),
     /// `KIND_DROP`, `KIND_UDP` or `KIND_DNS`, with the DNS payload bytes.
     Skb(RawSkbEvent, &'a [u8]),
+    /// `KIND_NAT`.
+    Nat(RawNatEvent),
 }
 
 /// Reads the kind of a record (0 if it is too short to have one).
@@ -226,6 +251,7 @@ pub fn parse(b: &[u8]) -> Result<RawEvent<'_>, AbiError> {
     let need = match kind {
         KIND_TCP => size_of::<RawTcpEvent>(),
         KIND_DROP | KIND_UDP | KIND_DNS => size_of::<RawSkbEvent>(),
+        KIND_NAT => size_of::<RawNatEvent>(),
         k => return Err(AbiError::UnknownKind(k)),
     };
     if b.len() < need {
@@ -246,6 +272,15 @@ pub fn parse(b: &[u8]) -> Result<RawEvent<'_>, AbiError> {
             retransmits: u32_at(b, offset_of!(RawTcpEvent, retransmits)),
             pad1: 0,
             attempt_ts_ns: u64_at(b, offset_of!(RawTcpEvent, attempt_ts_ns)),
+        }));
+    }
+    if kind == KIND_NAT {
+        return Ok(RawEvent::Nat(RawNatEvent {
+            hdr,
+            orig_daddr: addr_at(b, offset_of!(RawNatEvent, orig_daddr)),
+            orig_dport: u16_at(b, offset_of!(RawNatEvent, orig_dport)),
+            pad0: 0,
+            pad1: 0,
         }));
     }
     let ev = RawSkbEvent {
@@ -296,6 +331,16 @@ pub fn encode_tcp(e: &RawTcpEvent) -> Vec<u8> {
     v.extend_from_slice(&e.retransmits.to_ne_bytes());
     v.extend_from_slice(&[0; 4]);
     v.extend_from_slice(&e.attempt_ts_ns.to_ne_bytes());
+    v
+}
+
+/// Encodes a NAT event into bytes.
+pub fn encode_nat(e: &RawNatEvent) -> Vec<u8> {
+    let mut v = Vec::with_capacity(size_of::<RawNatEvent>());
+    encode_hdr(&e.hdr, &mut v);
+    v.extend_from_slice(&e.orig_daddr);
+    v.extend_from_slice(&e.orig_dport.to_ne_bytes());
+    v.extend_from_slice(&[0; 6]);
     v
 }
 

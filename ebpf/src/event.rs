@@ -11,6 +11,7 @@ use serde::{Serialize, Serializer};
 use crate::abi::{self, RawEvent, RawHdr, RawSkbEvent, RawTcpEvent};
 use crate::btf::DropReasons;
 use crate::dns::{self, DnsMessage};
+use crate::kallsyms::KernelSymbols;
 
 /// The kinds of events, also the keys of the loss counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -24,17 +25,20 @@ pub enum EventKind {
     Udp,
     /// DNS messages.
     Dns,
+    /// Destinations translated by the kernel (Service DNAT).
+    Nat,
     /// A record whose kind could not be read.
     Unknown,
 }
 
 impl EventKind {
     /// Every kind the probes emit.
-    pub const ALL: [EventKind; 4] = [
+    pub const ALL: [EventKind; 5] = [
         EventKind::Tcp,
         EventKind::Drop,
         EventKind::Udp,
         EventKind::Dns,
+        EventKind::Nat,
     ];
 
     /// The kind number in the probes' ABI.
@@ -44,6 +48,7 @@ impl EventKind {
             EventKind::Drop => abi::KIND_DROP,
             EventKind::Udp => abi::KIND_UDP,
             EventKind::Dns => abi::KIND_DNS,
+            EventKind::Nat => abi::KIND_NAT,
             EventKind::Unknown => 0,
         }
     }
@@ -55,6 +60,7 @@ impl EventKind {
             abi::KIND_DROP => EventKind::Drop,
             abi::KIND_UDP => EventKind::Udp,
             abi::KIND_DNS => EventKind::Dns,
+            abi::KIND_NAT => EventKind::Nat,
             _ => EventKind::Unknown,
         }
     }
@@ -255,10 +261,26 @@ pub enum Event {
         len: u32,
         /// Kernel address of the function that dropped it.
         location: u64,
+        /// The kernel function at `location`, from `/proc/kallsyms` (`None`
+        /// when the symbols could not be read).
+        #[serde(serialize_with = "ser_reason")]
+        location_symbol: Option<Arc<str>>,
         /// TCP flags of the dropped segment (0 for other protocols).
         tcp_flags: u8,
         /// The DNS message in the packet, if it was DNS (name of a dropped query).
         dns: Option<DnsMessage>,
+    },
+    /// A connection request (TCP SYN) leaving a device after the kernel
+    /// translated its destination (Service DNAT): where it really goes.
+    Nat {
+        /// Common fields.
+        #[serde(flatten)]
+        meta: Meta,
+        /// Initiator → the translated destination (the Service's backend), as
+        /// the packet leaves.
+        tuple: FiveTuple,
+        /// Where the initiator sent it (the Service's address and port).
+        original_dst: SocketAddr,
     },
 }
 
@@ -277,7 +299,8 @@ impl Event {
             | Event::TcpOutcome { meta, .. }
             | Event::Udp { meta, .. }
             | Event::Dns { meta, .. }
-            | Event::Drop { meta, .. } => meta,
+            | Event::Drop { meta, .. }
+            | Event::Nat { meta, .. } => meta,
         }
     }
 
@@ -288,7 +311,8 @@ impl Event {
             | Event::TcpOutcome { tuple, .. }
             | Event::Udp { tuple, .. }
             | Event::Dns { tuple, .. }
-            | Event::Drop { tuple, .. } => tuple,
+            | Event::Drop { tuple, .. }
+            | Event::Nat { tuple, .. } => tuple,
         }
     }
 
@@ -299,6 +323,7 @@ impl Event {
             Event::Udp { .. } => EventKind::Udp,
             Event::Dns { .. } => EventKind::Dns,
             Event::Drop { .. } => EventKind::Drop,
+            Event::Nat { .. } => EventKind::Nat,
         }
     }
 }
@@ -340,6 +365,7 @@ const EHOSTDOWN: i32 = 112;
 #[derive(Debug, Clone)]
 pub struct Decoder {
     reasons: Arc<DropReasons>,
+    symbols: Arc<KernelSymbols>,
     /// Wall-clock ns minus monotonic ns, sampled at creation.
     wall_offset_ns: i128,
 }
@@ -349,8 +375,15 @@ impl Decoder {
     pub fn new(reasons: Arc<DropReasons>) -> Decoder {
         Decoder {
             reasons,
+            symbols: Arc::new(KernelSymbols::default()),
             wall_offset_ns: crate::clock::wall_minus_monotonic_ns(),
         }
+    }
+
+    /// This decoder naming drop locations with `symbols`.
+    pub fn with_symbols(mut self, symbols: Arc<KernelSymbols>) -> Decoder {
+        self.symbols = symbols;
+        self
     }
 
     /// The drop reason names in use.
@@ -372,7 +405,26 @@ impl Decoder {
         match abi::parse(record)? {
             RawEvent::Tcp(t) => self.tcp(&t),
             RawEvent::Skb(s, payload) => self.skb(&s, payload).map(|e| (e, None)),
+            RawEvent::Nat(n) => self.nat(&n).map(|e| (e, None)),
         }
+    }
+
+    fn nat(&self, n: &abi::RawNatEvent) -> Result<Event, DecodeError> {
+        let tuple = tuple(&n.hdr)?;
+        let ip = match tuple.dst {
+            SocketAddr::V4(_) => IpAddr::V4(Ipv4Addr::new(
+                n.orig_daddr[0],
+                n.orig_daddr[1],
+                n.orig_daddr[2],
+                n.orig_daddr[3],
+            )),
+            SocketAddr::V6(_) => IpAddr::V6(Ipv6Addr::from(n.orig_daddr)),
+        };
+        Ok(Event::Nat {
+            meta: self.meta(&n.hdr),
+            tuple,
+            original_dst: SocketAddr::new(ip, n.orig_dport),
+        })
     }
 
     fn meta(&self, h: &RawHdr) -> Meta {
@@ -475,6 +527,7 @@ impl Decoder {
                 reason_code: s.reason,
                 len: s.pkt_len,
                 location: s.location,
+                location_symbol: self.symbols.name(s.location),
                 tcp_flags: s.tcp_flags,
                 dns: if payload.is_empty() {
                     None
@@ -635,6 +688,48 @@ mod tests {
             }
             let _ = d.decode(&b);
         }
+    }
+
+    #[test]
+    fn decodes_nat_and_names_drop_locations() {
+        let mut n = abi::RawNatEvent::default();
+        n.hdr.kind = abi::KIND_NAT;
+        n.hdr.family = 2;
+        n.hdr.protocol = 6;
+        n.hdr.saddr[..4].copy_from_slice(&[10, 244, 2, 20]);
+        n.hdr.daddr[..4].copy_from_slice(&[10, 244, 1, 10]);
+        n.hdr.sport = 40000;
+        n.hdr.dport = 8080;
+        n.orig_daddr[..4].copy_from_slice(&[10, 96, 1, 10]);
+        n.orig_dport = 80;
+        let e = dec().decode(&abi::encode_nat(&n)).unwrap().0;
+        let Event::Nat {
+            tuple,
+            original_dst,
+            ..
+        } = &e
+        else {
+            panic!("{e:?}")
+        };
+        assert_eq!(tuple.dst, "10.244.1.10:8080".parse().unwrap());
+        assert_eq!(*original_dst, "10.96.1.10:80".parse().unwrap());
+        assert_eq!(e.kind(), EventKind::Nat);
+
+        let symbols = KernelSymbols::parse("ffffffff81000000 T __dev_queue_xmit\n");
+        let d = dec().with_symbols(Arc::new(symbols));
+        let mut s = RawSkbEvent::default();
+        s.hdr.kind = abi::KIND_DROP;
+        s.hdr.family = 2;
+        s.hdr.protocol = 6;
+        s.location = 0xffff_ffff_8100_0360;
+        let e = d.decode(&encode_skb(&s, &[])).unwrap().0;
+        let Event::Drop {
+            location_symbol, ..
+        } = &e
+        else {
+            panic!("{e:?}")
+        };
+        assert_eq!(location_symbol.as_deref(), Some("__dev_queue_xmit"));
     }
 
     #[test]

@@ -31,6 +31,7 @@ pub mod btf;
 mod clock;
 pub mod dns;
 pub mod event;
+pub mod kallsyms;
 pub mod loader;
 pub mod stream;
 
@@ -41,7 +42,18 @@ pub use event::{
     DecodeError, Decoder, Event, EventKind, FiveTuple, IpProtocol, Meta, TcpOutcome,
     TrafficDirection,
 };
+pub use kallsyms::KernelSymbols;
 pub use loader::{
     Config, LoadError, Preconditions, Probes, SYNTH_BATCH, SynthGenerator, check_preconditions,
 };
 pub use stream::{EventStream, KindCounts, LossCause, LossCounters, StreamError, StreamItem};
+
+/// The lab's tc drop program (`bpf/lab_tc_drop.bpf.c`), an ELF object for
+/// `tc filter ... bpf direct-action obj FILE sec tc`: it drops the packets
+/// marked [`LAB_DENY_MARK`] on the tc egress hook it is attached to.
+pub const LAB_TC_DROP_OBJECT: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/lab_tc_drop.bpf.o"));
+
+/// The packet mark the lab's policy chains set on denied packets in its tc
+/// enforcement mode (`NV_LAB_DENY_MARK` of `bpf/lab_tc_drop.bpf.c`).
+pub const LAB_DENY_MARK: u32 = 0x6e76_0001;

@@ -200,6 +200,8 @@ pub fn check_preconditions() -> Result<Preconditions> {
 pub struct Probes {
     pub(crate) ebpf: Ebpf,
     pub(crate) reasons: Arc<DropReasons>,
+    /// The kernel's function symbols, naming drop locations.
+    pub(crate) symbols: Arc<crate::KernelSymbols>,
     /// How often the stream polls the ring (wake-ups batched), if it must.
     pub(crate) poll_interval: Option<Duration>,
 }
@@ -270,9 +272,12 @@ impl Probes {
         } else {
             Some(config.max_latency.max(Duration::from_millis(1)))
         };
+        let symbols = Arc::new(crate::KernelSymbols::from_kernel());
+        tracing::debug!(symbols = symbols.len(), "kernel symbols read");
         Ok(Probes {
             ebpf,
             reasons,
+            symbols,
             poll_interval,
         })
     }

@@ -96,6 +96,8 @@ pub struct KindCounts {
     pub udp: u64,
     /// DNS messages.
     pub dns: u64,
+    /// Translated destinations (NAT).
+    pub nat: u64,
     /// Records of unknown kind.
     pub unknown: u64,
 }
@@ -108,6 +110,7 @@ impl KindCounts {
             EventKind::Drop => self.drop,
             EventKind::Udp => self.udp,
             EventKind::Dns => self.dns,
+            EventKind::Nat => self.nat,
             EventKind::Unknown => self.unknown,
         }
     }
@@ -118,13 +121,14 @@ impl KindCounts {
             EventKind::Drop => &mut self.drop,
             EventKind::Udp => &mut self.udp,
             EventKind::Dns => &mut self.dns,
+            EventKind::Nat => &mut self.nat,
             EventKind::Unknown => &mut self.unknown,
         }
     }
 
     /// Sum over kinds.
     pub fn total(&self) -> u64 {
-        self.tcp + self.drop + self.udp + self.dns + self.unknown
+        self.tcp + self.drop + self.udp + self.dns + self.nat + self.unknown
     }
 }
 
@@ -200,7 +204,7 @@ impl Probes {
         Ok(EventStream {
             ring,
             stats,
-            decoder: Decoder::new(self.reasons.clone()),
+            decoder: Decoder::new(self.reasons.clone()).with_symbols(self.symbols.clone()),
             counters: LossCounters::default(),
             reported: LossCounters::default(),
             pending: VecDeque::new(),

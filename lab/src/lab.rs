@@ -2,10 +2,11 @@
 //! DNS and its nftables, and the operations on it (up, down, apply, label,
 //! unenforce, probe, dns, matrix).
 //!
-//! Everything a lab creates lives in namespaces named `nv.<lab>.*`: the node
-//! namespace `nv.<lab>.node` (the router every pod's traffic crosses, holding the
-//! nftables tables) and one namespace `nv.<lab>.<n>` per pod, joined to the node
-//! by a veth pair whose both ends are inside the lab's namespaces. Two labs with
+//! Everything a lab creates lives in namespaces named `nv.<lab>.*`: one
+//! namespace per node, `nv.<lab>.node`, `nv.<lab>.node1`... (the routers the
+//! pods' traffic crosses, holding the nftables tables, joined pairwise by veth
+//! pairs) and one namespace `nv.<lab>.<n>` per pod, joined to its node by a veth
+//! pair whose both ends are inside the lab's namespaces. Two labs with
 //! the same pod IPs therefore never meet, and the host's root namespace is never
 //! touched. The lab's state (its objects, pods and processes) is a JSON file in
 //! `<state root>/<lab>/state.json`; `down` works without it, by scanning names
@@ -42,11 +43,15 @@ mod state;
 mod topology;
 
 pub use dns::{CLUSTER_DOMAIN, expand_name, search_list};
+pub use enforce::Enforcement;
 pub use lifecycle::{
     DownOnDrop, DownReport, LabListing, LabOptions, LabelTarget, down, list, preflight,
 };
 pub use matrix::{Difference, Matrix};
-pub use state::{ALLOC_RANGE, DnsInfo, LabPod, LabState, STATE_ROOT, node_netns, prefix};
+pub use state::{
+    ALLOC_RANGE, DnsInfo, LabNode, LabPod, LabState, MAX_NODES, NODE_RANGE, STATE_ROOT, node_ip,
+    node_name, node_netns, node_netns_of, prefix,
+};
 pub use topology::NODE_IP;
 
 /// Errors of lab operations, whichever part of the lab they come from.
@@ -70,6 +75,9 @@ pub enum Error {
     /// The lab name is not usable.
     #[error("invalid lab name {0:?}: use 1-40 characters among a-z, 0-9 and '-'")]
     BadName(String),
+    /// The number of nodes is out of range.
+    #[error("invalid number of nodes {0}: a lab has 1 to {max} nodes", max = state::MAX_NODES)]
+    BadNodes(usize),
     /// Manifests could not be read or are invalid.
     #[error(transparent)]
     Objects(#[from] objects::Error),
@@ -133,6 +141,46 @@ impl Lab {
         self.state.pods.values().collect()
     }
 
+    /// The lab's nodes, by number.
+    pub fn nodes(&self) -> &[LabNode] {
+        &self.state.nodes
+    }
+
+    /// A node of the lab by name.
+    pub fn node(&self, name: &str) -> Result<&LabNode> {
+        self.state
+            .nodes
+            .iter()
+            .find(|n| n.name == name)
+            .ok_or_else(|| Error::Unknown {
+                what: "node",
+                name: name.to_string(),
+            })
+    }
+
+    /// The network namespaces of each node: the node's own, then its pods',
+    /// by pod number. What a collector of that node sees (its probes see every
+    /// namespace of the machine; a lab collector keeps these only).
+    pub fn namespaces_by_node(&self) -> Vec<(&LabNode, Vec<String>)> {
+        self.state
+            .nodes
+            .iter()
+            .map(|node| {
+                let mut pods: Vec<&LabPod> = self
+                    .state
+                    .pods
+                    .values()
+                    .filter(|p| p.node == node.index)
+                    .collect();
+                pods.sort_by_key(|p| p.index);
+                let names = std::iter::once(node.netns.clone())
+                    .chain(pods.into_iter().map(|p| p.netns.clone()))
+                    .collect();
+                (node, names)
+            })
+            .collect()
+    }
+
     /// A pod of the lab.
     pub fn pod(&self, key: &PodKey) -> Result<&LabPod> {
         self.state
@@ -152,7 +200,7 @@ pub(crate) mod fixture {
 
     use netverdict_policy::manifest::K8sObject;
 
-    use super::{Lab, LabOptions};
+    use super::{Enforcement, Lab, LabOptions};
     use crate::objects::read_objects;
 
     /// The seed scenario's directory (`lab/examples/seed`).
@@ -192,5 +240,17 @@ pub(crate) mod fixture {
     /// [`planned_in`] with a state directory that is never written.
     pub fn planned(objects: Vec<K8sObject>, dns: bool) -> Lab {
         planned_in(objects, dns, Path::new("/nonexistent/netverdict-unit"))
+    }
+
+    /// A planned lab with DNS, on `nodes` nodes, enforcing with `enforcement`.
+    pub fn planned_on(objects: Vec<K8sObject>, nodes: usize, enforcement: Enforcement) -> Lab {
+        let mut options = LabOptions::new("unit", vec!["nv-lab".into(), "serve".into()]);
+        options.nodes = nodes;
+        options.enforcement = enforcement;
+        options.state_root = Path::new("/nonexistent/netverdict-unit").to_path_buf();
+        let (mut lab, _) = Lab::prepare(objects, &options).expect("prepare");
+        let pods = lab.plan_new_pods().expect("plan pods");
+        lab.record_pods(&pods);
+        lab
     }
 }

@@ -26,7 +26,8 @@ pub mod serve;
 pub mod sys;
 
 pub use lab::{
-    DownOnDrop, Lab, LabOptions, LabPod, LabState, LabelTarget, Matrix, down, preflight,
+    DownOnDrop, Enforcement, Lab, LabNode, LabOptions, LabPod, LabState, LabelTarget, Matrix, down,
+    preflight,
 };
 pub use nft::Unenforced;
 pub use objects::read_objects;

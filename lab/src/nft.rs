@@ -48,6 +48,25 @@ impl Unenforced {
     }
 }
 
+/// What ends an isolated pod's chain: the packet is denied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Deny {
+    /// `counter drop` (the kernel's drop reason is NETFILTER_DROP).
+    Drop,
+    /// `counter meta mark set MARK accept`: marked for a drop elsewhere (the
+    /// lab's tc programs drop marked packets, with a tc drop reason).
+    Mark(u32),
+}
+
+impl Deny {
+    fn statement(self) -> String {
+        match self {
+            Deny::Drop => "counter drop".to_string(),
+            Deny::Mark(mark) => format!("counter meta mark set {mark:#x} accept"),
+        }
+    }
+}
+
 /// A pod as the lab runs it: its chain index and address.
 #[derive(Clone, Debug)]
 pub struct PodAddr {
@@ -157,11 +176,26 @@ enum AddrCond {
     },
 }
 
-/// The policy table body for the lab's pods.
+/// The policy table body for the lab's pods, all on one node, dropping what
+/// is denied.
 pub fn policy_rules(
     state: &ClusterState,
     pods: &BTreeMap<PodKey, PodAddr>,
     unenforced: &Unenforced,
+) -> String {
+    policy_rules_for(state, pods, unenforced, |_| true, Deny::Drop)
+}
+
+/// The policy table body of one node: peers are matched against every pod of
+/// the lab (`pods`), but only the pods `local` says run on this node get
+/// chains (egress is checked on the source's node, ingress on the
+/// destination's); a denied packet gets `deny`.
+pub fn policy_rules_for(
+    state: &ClusterState,
+    pods: &BTreeMap<PodKey, PodAddr>,
+    unenforced: &Unenforced,
+    local: impl Fn(&PodKey) -> bool,
+    deny: Deny,
 ) -> String {
     let mut chains = String::new();
     let mut egress_map = Vec::new();
@@ -171,7 +205,7 @@ pub fn policy_rules(
         .filter_map(|(key, addr)| state.pod(key).map(|p| (p.as_ref(), addr)))
         .filter(|(p, _)| !p.host_network)
         .collect();
-    for &(pod, addr) in &lab_pods {
+    for &(pod, addr) in lab_pods.iter().filter(|(p, _)| local(&p.key)) {
         for direction in [Direction::Egress, Direction::Ingress] {
             let mut isolated = false;
             let mut rules: Vec<(String, &Rule)> = Vec::new();
@@ -208,7 +242,7 @@ pub fn policy_rules(
                     let _ = writeln!(chains, "    {line} {verdict}");
                 }
             }
-            let _ = writeln!(chains, "    counter drop\n  }}");
+            let _ = writeln!(chains, "    {}\n  }}", deny.statement());
         }
     }
     let mut out = String::from(
@@ -501,6 +535,49 @@ items:
             text.contains("chain e"),
             "client-egress is still enforced: {text}"
         );
+    }
+
+    #[test]
+    fn a_node_has_chains_for_its_own_pods_only_and_peers_from_every_node() {
+        let mut m = Manifests::default();
+        m.read_str(std::path::Path::new("test.yaml"), CLUSTER);
+        let (state, errors) = ClusterState::from_manifests(m, &Default::default());
+        assert!(errors.is_empty(), "{errors:?}");
+        let pods: BTreeMap<PodKey, PodAddr> = state
+            .pods()
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                (
+                    p.key.clone(),
+                    PodAddr {
+                        index: i,
+                        ip: p.ips[0],
+                    },
+                )
+            })
+            .collect();
+        let server = PodKey::new("a", "server");
+        let text = policy_rules_for(
+            &state,
+            &pods,
+            &Unenforced::default(),
+            |k| *k == server,
+            Deny::Mark(0x6e76_0001),
+        );
+        // The server's ingress chain admits the client, which runs elsewhere.
+        assert!(
+            text.contains("ip saddr { 10.0.0.3 } tcp dport 8080 accept"),
+            "{text}"
+        );
+        assert!(
+            text.contains("counter meta mark set 0x6e760001 accept"),
+            "{text}"
+        );
+        assert!(!text.contains("drop"), "{text}");
+        // The client's egress chain is on its own node.
+        assert!(!text.contains("ip saddr vmap"), "{text}");
+        assert!(text.contains("ip daddr vmap { 10.0.0.1 : jump"), "{text}");
     }
 
     #[test]

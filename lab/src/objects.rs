@@ -33,6 +33,16 @@ pub fn read_objects<P: AsRef<Path>>(paths: &[P]) -> Result<Vec<K8sObject>> {
     Ok(manifests.objects.into_iter().map(|o| o.object).collect())
 }
 
+/// Reads objects from YAML or JSON text (one or more documents, `List`s).
+pub fn parse_objects(text: &str) -> Result<Vec<K8sObject>> {
+    let mut manifests = Manifests::default();
+    manifests.read_str(Path::new("<text>"), text);
+    if !manifests.errors.is_empty() {
+        return Err(Error::Invalid(LoadErrors(manifests.errors)));
+    }
+    Ok(manifests.objects.into_iter().map(|o| o.object).collect())
+}
+
 pub(crate) fn object_id(o: &K8sObject) -> (&'static str, String, String) {
     let (meta, namespaced) = match o {
         K8sObject::Namespace(x) => (&x.metadata, false),
@@ -108,6 +118,28 @@ pub(crate) fn set_pod_ip(pod: &mut k8s_openapi::api::core::v1::Pod, ip: Ipv4Addr
     status.pod_ips = Some(vec![k8s_openapi::api::core::v1::PodIP {
         ip: ip.to_string(),
     }]);
+}
+
+/// The node a pod names in `spec.nodeName`.
+pub(crate) fn pod_node_name(pod: &k8s_openapi::api::core::v1::Pod) -> Option<&str> {
+    pod.spec.as_ref()?.node_name.as_deref()
+}
+
+/// Sets a pod's `spec.nodeName`.
+pub(crate) fn set_pod_node_name(pod: &mut k8s_openapi::api::core::v1::Pod, node: &str) {
+    pod.spec.get_or_insert_with(Default::default).node_name = Some(node.to_string());
+}
+
+/// A Node object: its name and its address as InternalIP.
+pub(crate) fn node_object(name: &str, ip: IpAddr) -> K8sObject {
+    K8sObject::Node(Box::new(from_json(serde_json::json!({
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}},
+        "status": {"addresses": [
+            {"type": "InternalIP", "address": ip.to_string()},
+            {"type": "Hostname", "address": name}
+        ]}
+    }))))
 }
 
 pub(crate) fn from_json<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> T {

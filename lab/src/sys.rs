@@ -68,6 +68,7 @@ pub fn package_of(program: &str) -> Option<&'static str> {
         "ip" => Some("iproute2"),
         "nft" => Some("nftables"),
         "dnsmasq" => Some("dnsmasq-base"),
+        "tc" => Some("iproute2"),
         _ => None,
     }
 }
@@ -159,6 +160,11 @@ pub fn ip_batch(netns: Option<&str>, lines: &str, force: bool) -> Result<String>
     }
     args.extend(["-batch", "-"]);
     run("ip", &args, Some(lines))
+}
+
+/// Runs `tc -n <netns> -batch -` with the given lines (stops at the first failure).
+pub fn tc_batch(netns: &str, lines: &str) -> Result<String> {
+    run("tc", &["-n", netns, "-batch", "-"], Some(lines))
 }
 
 /// Runs `nft -f -` with `script` inside `netns` (one atomic transaction).

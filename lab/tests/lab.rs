@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use netverdict_lab::generate::random_cluster;
 use netverdict_lab::lab::{STATE_ROOT, prefix};
-use netverdict_lab::{DnsAnswer, DownOnDrop, Lab, LabOptions, LabelTarget, Outcome, Unenforced};
+use netverdict_lab::{
+    DnsAnswer, DownOnDrop, Enforcement, Lab, LabOptions, LabelTarget, Outcome, Unenforced,
+};
 use netverdict_policy::{PodKey, Protocol};
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
@@ -371,9 +373,100 @@ fn a_killed_lab_is_cleaned_up_by_down() {
     drop(guard);
 }
 
+#[test]
+fn two_nodes_with_tc_enforcement_route_across_nodes_and_match_the_engine() {
+    let (mut options, _guard) = new_lab("nodes");
+    options.nodes = 2;
+    options.enforcement = Enforcement::Tc;
+    let mut lab = Lab::up(&[seed_dir().join("cluster.yaml")], &options).expect("lab up");
+    // Placed in turn, in the manifests' order; Node objects for the engine.
+    let nodes: Vec<(String, String)> = lab
+        .nodes()
+        .iter()
+        .map(|n| (n.name.clone(), n.ip.to_string()))
+        .collect();
+    assert_eq!(
+        nodes,
+        [
+            ("node-0".to_string(), "10.249.0.1".to_string()),
+            ("node-1".to_string(), "10.249.0.2".to_string())
+        ]
+    );
+    let on = |pod: &str| lab.pod(&key(pod)).expect("pod").node;
+    assert_eq!(
+        [
+            on("kube-system/coredns"),
+            on("default/api"),
+            on("default/np-client"),
+            on("shop/np-client")
+        ],
+        [0, 1, 0, 1]
+    );
+    let engine_nodes: Vec<String> = lab
+        .cluster()
+        .nodes()
+        .iter()
+        .map(|n| n.name.clone())
+        .collect();
+    assert_eq!(engine_nodes, ["node-0", "node-1"]);
+    let by_node = lab.namespaces_by_node();
+    assert_eq!(by_node.len(), 2);
+    assert_eq!(by_node[1].1[0], format!("{}node1", prefix(&options.name)));
+    assert_eq!(by_node[0].1.len() + by_node[1].1.len(), 6, "{by_node:?}");
+
+    // No policy: every pair reaches every other, across nodes too, and the
+    // cluster DNS (on node-0) answers the pods of node-1.
+    let [blocked, reached] = assert_matches_engine(&lab, &SEED_PORTS, "two nodes, no policy");
+    assert_eq!((blocked, reached), (0, 64));
+    assert!(matches!(
+        lab.dns(
+            &key("shop/np-client"),
+            "api.default.svc.cluster.local",
+            TIMEOUT
+        )
+        .expect("dns"),
+        DnsAnswer::Addresses(_)
+    ));
+    assert_eq!(lab.dropped_packets().expect("counters"), 0);
+
+    // The seed's policies: egress checked on the source's node, ingress on
+    // the destination's; what they deny is dropped by tc.
+    lab.apply(&[seed_dir().join("policies")]).expect("policies");
+    assert_matches_engine(&lab, &SEED_PORTS, "two nodes, the seed's policies");
+    let api = lab.pod(&key("default/api")).expect("api").ip;
+    assert_eq!(
+        lab.probe(&key("shop/np-client"), api, 8080, Protocol::Tcp, TIMEOUT)
+            .expect("probe"),
+        Outcome::TimedOut
+    );
+    assert!(lab.dropped_packets().expect("counters") > 0);
+    assert!(!lab.node_ruleset(1).contains(" drop"), "tc mode marks only");
+
+    // A pod applied later is placed in turn and reached across nodes.
+    lab.apply_objects(
+        netverdict_lab::objects::parse_objects(
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: late, namespace: shop, labels: {role: frontend}}\nspec: {containers: [{name: c, image: x, ports: [{containerPort: 8080}]}]}\n",
+        )
+        .expect("late pod"),
+    )
+    .expect("apply a pod");
+    assert_eq!(on_late(&lab), 0);
+    assert_matches_engine(&lab, &[(8080, Protocol::Tcp)], "two nodes, a pod added");
+}
+
+fn on_late(lab: &Lab) -> usize {
+    lab.pod(&key("shop/late")).expect("late").node
+}
+
 fn random_clusters(seeds: std::ops::Range<u64>) {
+    random_clusters_on(seeds, 1, Enforcement::Nftables);
+}
+
+fn random_clusters_on(seeds: std::ops::Range<u64>, nodes: usize, enforcement: Enforcement) {
     let (mut options, _guard) = new_lab(&format!("rnd{}", seeds.start));
     options.dns = false;
+    options.nodes = nodes;
+    options.enforcement = enforcement;
     let mut counts = [0, 0];
     for seed in seeds {
         let lab = Lab::up_objects(random_cluster(seed), &options).expect("lab up");
@@ -415,4 +508,14 @@ fn random_clusters_26_to_38_match_engine() {
 #[test]
 fn random_clusters_39_to_51_match_engine() {
     random_clusters(39..52);
+}
+
+#[test]
+fn random_clusters_52_to_59_on_three_nodes_with_tc_match_engine() {
+    random_clusters_on(52..60, 3, Enforcement::Tc);
+}
+
+#[test]
+fn random_clusters_60_to_67_on_two_nodes_with_nftables_match_engine() {
+    random_clusters_on(60..68, 2, Enforcement::Nftables);
 }

@@ -142,6 +142,14 @@ enum_names!(pb::Mismatch, "mismatch", {
     None => "none",
     DroppedThoughAllowed => "dropped-though-allowed",
     AllowedThoughDenied => "allowed-though-denied",
+    NoAnswerThoughAllowed => "no-answer-though-allowed",
+});
+
+enum_names!(pb::ObservationPoint, "observation point", {
+    Unspecified => "unspecified",
+    Source => "source",
+    Destination => "destination",
+    Transit => "transit",
 });
 
 enum_names!(pb::EndpointKind, "endpoint kind", {
@@ -161,6 +169,15 @@ enum_names!(pb::PolicyStatus, "policy status", {
     NotIsolated => "not-isolated",
     Allowed => "allowed",
     Denied => "denied",
+});
+
+enum_names!(pb::FlowType, "flow type", {
+    Unspecified => "unspecified",
+    Allowed => "allowed",
+    Denied => "denied",
+    Dropped => "dropped",
+    Dns => "dns",
+    Mismatch => "mismatch",
 });
 
 #[cfg(test)]
@@ -197,8 +214,10 @@ mod tests {
         check::<pb::TrafficDirection>("TRAFFIC_DIRECTION_");
         check::<pb::Protocol>("PROTOCOL_");
         check::<pb::Mismatch>("MISMATCH_");
+        check::<pb::ObservationPoint>("OBSERVATION_POINT_");
         check::<pb::EndpointKind>("ENDPOINT_KIND_");
         check::<pb::PolicyStatus>("POLICY_STATUS_");
+        check::<pb::FlowType>("FLOW_TYPE_");
     }
 
     #[test]

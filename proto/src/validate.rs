@@ -261,6 +261,7 @@ impl Check<'_> {
         self.enumeration::<pb::Mismatch>("mismatch", flow.mismatch);
         self.enumeration::<pb::Protocol>("protocol", flow.protocol);
         self.enumeration::<pb::TrafficDirection>("traffic_direction", flow.traffic_direction);
+        self.enumeration::<pb::ObservationPoint>("observation_point", flow.observation_point);
         if let Some(d) = &flow.egress {
             self.enumeration::<pb::PolicyStatus>("egress.status", d.status);
         }

@@ -8,6 +8,7 @@ const PROTOS: &[&str] = &[
     "netverdict/v1/flow.proto",
     "netverdict/v1/ingest.proto",
     "netverdict/v1/observer.proto",
+    "netverdict/v1/query.proto",
 ];
 
 fn documented(loc: Option<&Location>) -> bool {

@@ -6,7 +6,7 @@ use netverdict_proto::v1 as pb;
 use prost::Message;
 
 use super::ClickHouseStore;
-use super::sql::{Sql, enum_literal, namespaces_either, predicate, time_range};
+use super::sql::{Sql, enum_literal, filter, predicate, time_range};
 use crate::store::{FlowQuery, ReportQuery, Result, StoreError, StoreStatus};
 
 /// The default number of report groups (`ReportRequest.limit` 0).
@@ -16,13 +16,12 @@ fn timestamp(ns: i64) -> prost_types::Timestamp {
     UnixNanos::from_nanos(ns).to_timestamp()
 }
 
+/// The report's window and its flow filter ([`ReportQuery::flow_filter`]).
 fn report_filter(sql: &mut Sql, q: &ReportQuery) {
     time_range(sql, &q.window);
-    if !q.namespaces.is_empty() {
-        sql.push(" AND (");
-        namespaces_either(sql, &q.namespaces);
-        sql.push(")");
-    }
+    sql.push(" AND (");
+    filter(sql, &q.flow_filter());
+    sql.push(")");
 }
 
 fn limit(q: &ReportQuery) -> usize {
@@ -185,7 +184,7 @@ impl ClickHouseStore {
              sum(count) AS attempts, count() AS flows, \
              min(first_seen_ns) AS g_first_seen, max(last_seen_ns) AS g_last_seen, \
              argMax(reason, last_seen_ns) AS g_reason, argMax(outcome, last_seen_ns) AS g_outcome \
-             FROM {}.flows WHERE verdict = {}",
+             FROM {}.flows WHERE verdict = {} AND counted_elsewhere = 0",
             self.inner.db,
             enum_literal(pb::Verdict::Denied),
         ));
@@ -247,7 +246,7 @@ impl ClickHouseStore {
              arraySort(groupUniqArrayArray(if(verdict = {denied}, denied_by, emptyArrayString()))) AS denied, \
              argMax(egress_allows_cluster_dns, last_seen_ns) AS g_egress_dns, \
              argMax(if(verdict = {denied}, reason, ''), last_seen_ns) AS g_reason \
-             FROM {db}.flows WHERE has_dns = 1 \
+             FROM {db}.flows WHERE has_dns = 1 AND counted_elsewhere = 0 \
              AND (outcome IN ({dropped}, {no_answer}) \
              OR (dns_rcode != '' AND dns_rcode != 'NOERROR'))",
             db = self.inner.db,

@@ -103,6 +103,9 @@ pub(crate) struct FlowRow {
 
     #[serde(with = "serde_bytes")]
     pub flow: Vec<u8>,
+
+    pub observation_point: i8,
+    pub counted_elsewhere: u8,
 }
 
 /// The endpoint columns of one side.
@@ -332,6 +335,9 @@ impl FlowRow {
             egress_allows_cluster_dns: u8::from(dns.is_some_and(|d| d.egress_allows_cluster_dns)),
 
             flow: flow.encode_to_vec(),
+
+            observation_point: enum8::<pb::ObservationPoint>(flow.observation_point),
+            counted_elsewhere: u8::from(flow.counted_elsewhere),
         })
     }
 }

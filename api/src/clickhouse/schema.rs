@@ -69,6 +69,9 @@ fn protocol_type() -> String {
 fn direction_type() -> String {
     enum8::<pb::TrafficDirection>()
 }
+fn observation_point_type() -> String {
+    enum8::<pb::ObservationPoint>()
+}
 fn kind_type() -> String {
     enum8::<pb::EndpointKind>()
 }
@@ -100,7 +103,7 @@ fn flows_table(db: &str) -> String {
          ingress_status {s}, ingress_isolated UInt8, ingress_selected_by Array(String), \
          has_dns UInt8, dns_query String, dns_query_norm String, dns_qtype String, \
          dns_rcode String, dns_answers UInt32, egress_allows_cluster_dns UInt8, \
-         flow String\
+         flow String, {observed}\
          ) ENGINE = ReplacingMergeTree() \
          PARTITION BY toYYYYMMDD(last_seen) \
          ORDER BY (verdict, last_seen, id) \
@@ -113,8 +116,31 @@ fn flows_table(db: &str) -> String {
         s = status_type(),
         src = endpoint_columns("src"),
         dst = endpoint_columns("dst"),
+        observed = OBSERVED_COLUMNS
+            .iter()
+            .map(|(name, definition)| format!("{name} {}", definition()))
+            .collect::<Vec<_>>()
+            .join(", "),
     )
 }
+
+/// A column's type and default, made when needed (enum types are built).
+type ColumnDefinition = fn() -> String;
+
+/// The columns migration 5 added to `flows`, after `flow` (name,
+/// definition): which end observed a record, and whether another record of
+/// the connection is its record of account. `CREATE TABLE` makes them too, as
+/// the rollups' views (migration 2) read `counted_elsewhere`.
+const OBSERVED_COLUMNS: [(&str, ColumnDefinition); 2] = [
+    ("observation_point", || {
+        format!(
+            "{} DEFAULT {}",
+            observation_point_type(),
+            enum_literal(pb::ObservationPoint::Unspecified)
+        )
+    }),
+    ("counted_elsewhere", || "UInt8 DEFAULT 0".to_string()),
+];
 
 /// A rollup: its table, and the SELECT over `flows` that its materialized
 /// view runs on each insert (`{db}` stands for the database,
@@ -128,6 +154,10 @@ pub(crate) struct Rollup {
     pub condition: &'static str,
 }
 
+/// The rollups count a connection once: records that are a second
+/// observation (`counted_elsewhere`) add nothing to `flows` and `attempts`
+/// and are left out of the denied and DNS rollups; their `drops` still count
+/// (a packet is dropped on one node only, so drops never repeat).
 pub(crate) const ROLLUPS: [Rollup; 3] = [
     Rollup {
         table: "flows_by_minute",
@@ -135,7 +165,8 @@ pub(crate) const ROLLUPS: [Rollup; 3] = [
              drop_reason, protocol, src_group_namespace AS src_namespace, \
              src_group_workload AS src_workload, dst_group_namespace AS dst_namespace, \
              dst_group_workload AS dst_workload, dst_port, \
-             toUInt64(1) AS flows, count AS attempts, drop_count AS drops \
+             toUInt64(counted_elsewhere = 0) AS flows, \
+             if(counted_elsewhere = 0, count, toUInt64(0)) AS attempts, drop_count AS drops \
              FROM {db}.flows",
         condition: "1",
     },
@@ -149,7 +180,7 @@ pub(crate) const ROLLUPS: [Rollup; 3] = [
              toUInt8(ingress_status = {status_denied}) AS ingress_denied, \
              outcome, toUInt64(1) AS flows, count AS attempts \
              FROM {db}.flows ARRAY JOIN denied_by AS policy",
-        condition: "verdict = {verdict_denied}",
+        condition: "verdict = {verdict_denied} AND counted_elsewhere = 0",
     },
     Rollup {
         table: "dns_by_minute",
@@ -157,7 +188,7 @@ pub(crate) const ROLLUPS: [Rollup; 3] = [
              dns_query_norm AS query, dns_qtype AS qtype, dns_rcode AS rcode, outcome, \
              verdict, egress_allows_cluster_dns, toUInt64(1) AS flows, count AS attempts \
              FROM {db}.flows",
-        condition: "has_dns = 1",
+        condition: "has_dns = 1 AND counted_elsewhere = 0",
     },
 ];
 
@@ -313,6 +344,40 @@ fn group_kind_columns() -> Vec<Step> {
         .collect()
 }
 
+/// Migration 5: observation points and one record of account per connection
+/// (the columns, the rollups' views recreated to count connections once), and
+/// the mismatch `MISMATCH_NO_ANSWER_THOUGH_ALLOWED` (Enum8 extended: a
+/// metadata change on 18.16 and modern servers, sort keys included).
+fn observation_points(db: &str) -> Vec<Step> {
+    let mut after = "flow";
+    let mut steps: Vec<Step> = OBSERVED_COLUMNS
+        .iter()
+        .map(|(name, definition)| {
+            let step = Step::AddFlowsColumn {
+                column: name.to_string(),
+                definition: definition(),
+                after: after.to_string(),
+            };
+            after = name;
+            step
+        })
+        .collect();
+    let m = mismatch_type();
+    for table in ["flows", "flows_by_minute"] {
+        steps.push(Step::Sql(format!(
+            "ALTER TABLE {db}.{table} MODIFY COLUMN mismatch {m}"
+        )));
+    }
+    for r in &ROLLUPS {
+        steps.push(Step::Sql(format!(
+            "DROP TABLE IF EXISTS {db}.{}_mv",
+            r.table
+        )));
+        steps.push(Step::Sql(view(db, r)));
+    }
+    steps
+}
+
 fn migrations() -> Vec<Migration> {
     vec![
         Migration {
@@ -354,6 +419,13 @@ fn migrations() -> Vec<Migration> {
             description: "report grouping kind columns",
             applies: |_| true,
             steps: |_| group_kind_columns(),
+        },
+        Migration {
+            version: 5,
+            description: "observation points, one record of account per connection in the \
+                          rollups, mismatch no answer though allowed",
+            applies: |_| true,
+            steps: observation_points,
         },
         Migration {
             version: 7,

@@ -9,10 +9,13 @@
 
 use ipnet::IpNet;
 use netverdict_proto::filter::{
-    DnsMatch, DnsPattern, Filter, FilterSet, LabelSelector, PodPattern, PolicyName, Requirement,
+    DnsMatch, DnsPattern, DropReason, Filter, FilterSet, LabelSelector, PodPattern, PolicyName,
+    Requirement,
 };
 use netverdict_proto::names::EnumName;
 use netverdict_proto::time::TimeWindow;
+use netverdict_proto::v1 as pb;
+
 /// A bound value.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 #[serde(untagged)]
@@ -103,7 +106,7 @@ fn dimension<T>(sql: &mut Sql, values: &[T], condition: impl FnOnce(&mut Sql, &[
 }
 
 /// One filter: every set field must match.
-fn filter(sql: &mut Sql, f: &Filter) {
+pub(crate) fn filter(sql: &mut Sql, f: &Filter) {
     let Filter {
         verdict,
         outcome,
@@ -119,14 +122,28 @@ fn filter(sql: &mut Sql, f: &Filter) {
         node_name,
         source_ip,
         destination_ip,
+        source_namespace,
+        destination_namespace,
+        source_labels,
+        destination_labels,
+        drop_reason,
+        flow_type,
     } = f;
     sql.push("1");
     dimension(sql, verdict, |sql, v| enum_in(sql, "verdict", v));
     dimension(sql, outcome, |sql, v| enum_in(sql, "outcome", v));
-    dimension(sql, namespace, namespaces_either);
+    dimension(sql, namespace, |sql, v| {
+        namespaces(sql, "src", v);
+        sql.push(" OR ");
+        namespaces(sql, "dst", v);
+    });
     dimension(sql, source_pod, |sql, v| pods(sql, "src", v));
     dimension(sql, destination_pod, |sql, v| pods(sql, "dst", v));
-    dimension(sql, labels, label_selectors);
+    dimension(sql, labels, |sql, v| {
+        label_selectors(sql, "src", v);
+        sql.push(" OR ");
+        label_selectors(sql, "dst", v);
+    });
     dimension(sql, policy, policies);
     dimension(sql, destination_port, |sql, ports| {
         let ports: Vec<String> = ports.iter().map(|p| p.get().to_string()).collect();
@@ -144,6 +161,16 @@ fn filter(sql: &mut Sql, f: &Filter) {
     });
     dimension(sql, source_ip, |sql, v| ips(sql, "src", v));
     dimension(sql, destination_ip, |sql, v| ips(sql, "dst", v));
+    dimension(sql, source_namespace, |sql, v| namespaces(sql, "src", v));
+    dimension(sql, destination_namespace, |sql, v| {
+        namespaces(sql, "dst", v)
+    });
+    dimension(sql, source_labels, |sql, v| label_selectors(sql, "src", v));
+    dimension(sql, destination_labels, |sql, v| {
+        label_selectors(sql, "dst", v)
+    });
+    dimension(sql, drop_reason, drop_reasons);
+    dimension(sql, flow_type, flow_types);
 }
 
 /// `column IN (names)`: an `Enum8` column against its members' names.
@@ -164,18 +191,12 @@ pub(crate) fn enum_literal<E: EnumName>(value: E) -> String {
     format!("'{}'", value.sql_name())
 }
 
-/// Either endpoint's (non-empty) namespace is one of `values`.
-pub(crate) fn namespaces_either(sql: &mut Sql, values: &[String]) {
-    let values: Vec<String> = values.iter().filter(|v| !v.is_empty()).cloned().collect();
-    if values.is_empty() {
-        sql.push("0");
-        return;
-    }
-    sql.push("(src_namespace != '' AND has(")
-        .strs(values.clone())
-        .push(", src_namespace)) OR (dst_namespace != '' AND has(")
-        .strs(values)
-        .push(", dst_namespace))");
+/// The endpoint's (non-empty) namespace is one of `values` (an absent
+/// endpoint's columns are empty).
+fn namespaces(sql: &mut Sql, p: &str, values: &[String]) {
+    sql.push(&format!("({p}_namespace != '' AND has("))
+        .strs(values.to_vec())
+        .push(&format!(", {p}_namespace))"));
 }
 
 fn pods(sql: &mut Sql, p: &str, patterns: &[PodPattern]) {
@@ -230,18 +251,40 @@ fn requirement(sql: &mut Sql, p: &str, r: &Requirement) {
     }
 }
 
-/// One of the selectors holds on one endpoint (all its requirements there).
-fn label_selectors(sql: &mut Sql, selectors: &[LabelSelector]) {
-    sql.push("0");
+/// One of the selectors holds on the endpoint (all its requirements there).
+fn label_selectors(sql: &mut Sql, p: &str, selectors: &[LabelSelector]) {
+    sql.push("(0");
     for selector in selectors {
-        for p in ["src", "dst"] {
-            sql.push(&format!(" OR ({p}_present = 1"));
-            for r in selector.requirements() {
-                sql.push(" AND ");
-                requirement(sql, p, r);
-            }
-            sql.push(")");
+        sql.push(&format!(" OR ({p}_present = 1"));
+        for r in selector.requirements() {
+            sql.push(" AND ");
+            requirement(sql, p, r);
         }
+        sql.push(")");
+    }
+    sql.push(")");
+}
+
+/// The flow's drop reason (as the collector wrote it) is one of `reasons`.
+fn drop_reasons(sql: &mut Sql, reasons: &[DropReason]) {
+    let names: Vec<String> = reasons.iter().map(|r| r.as_str().to_string()).collect();
+    sql.push("has(").strs(names).push(", drop_reason)");
+}
+
+/// The flow is of one of `kinds` (`netverdict_proto::filter`'s `flow_type`
+/// table; the conditions are ours, never user input).
+fn flow_types(sql: &mut Sql, kinds: &[pb::FlowType]) {
+    sql.push("0");
+    for kind in kinds {
+        let condition = match kind {
+            pb::FlowType::Unspecified => "0".to_string(),
+            pb::FlowType::Allowed => format!("verdict = {}", enum_literal(pb::Verdict::Allowed)),
+            pb::FlowType::Denied => format!("verdict = {}", enum_literal(pb::Verdict::Denied)),
+            pb::FlowType::Dropped => format!("outcome = {}", enum_literal(pb::Outcome::Dropped)),
+            pb::FlowType::Dns => "has_dns = 1".to_string(),
+            pb::FlowType::Mismatch => format!("mismatch != {}", enum_literal(pb::Mismatch::None)),
+        };
+        sql.push(&format!(" OR ({condition})"));
     }
 }
 
@@ -330,8 +373,6 @@ pub(crate) fn time_range(sql: &mut Sql, window: &TimeWindow) {
 
 #[cfg(test)]
 mod tests {
-    use netverdict_proto::v1 as pb;
-
     use super::*;
 
     fn compile(include: &[pb::FlowFilter], exclude: &[pb::FlowFilter]) -> Sql {
@@ -348,6 +389,8 @@ mod tests {
             node_name: vec!["x' OR 1=1 --".into()],
             dns_query: vec!["*.x' OR 1=1 --".into()],
             policy: vec!["x' OR 1=1 --/p".into()],
+            source_namespace: vec!["x' OR 1=1 --".into()],
+            destination_namespace: vec!["x' OR 1=1 --".into()],
             ..Default::default()
         };
         let sql = compile(&[f], &[]);

@@ -1,5 +1,5 @@
 //! The API server: one gRPC port for `Ingest`, `Observer` and `Query`, and an
-//! HTTP port for `/metrics`, over any [`Store`].
+//! HTTP port for `/metrics`, `/healthz` and `/readyz`, over any [`Store`].
 //!
 //! How data flows through it:
 //!
@@ -15,7 +15,10 @@
 //!   store error ends the stream so the collector sends it again;
 //! - [`observer`]: flow queries and follow streams (a lagging follower is told
 //!   and counted, never slows ingest);
-//! - [`query`]: the incident views.
+//! - [`query`]: the incident views;
+//! - a background check of the store's status every
+//!   [`ApiConfig::store_check_interval`] ([`crate::health`]), which `/metrics`
+//!   and `/readyz` read: neither queries the store per request.
 //!
 //! [`serve`] binds both listeners (port 0 allowed; [`ApiServer::grpc_addr`]
 //! tells the port) and returns a handle; [`ApiServer::shutdown`] ends the open
@@ -37,6 +40,7 @@ use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
 
+use crate::health::StoreHealth;
 use crate::metrics::{ApiMetrics, serve_metrics};
 use crate::store::Store;
 
@@ -75,12 +79,15 @@ pub struct ApiConfig {
     /// The most groups one report may ask for (`limit`); a larger limit is
     /// refused with `INVALID_ARGUMENT`.
     pub max_report_groups: usize,
+    /// How often the store's status is checked for `/metrics` and `/readyz`
+    /// (each check is one status query; each is bounded by this interval).
+    pub store_check_interval: Duration,
 }
 
 impl Default for ApiConfig {
     /// gRPC on 0.0.0.0:4245, metrics on 0.0.0.0:9966; 64 MiB in flight,
     /// messages up to 4 MiB, 1024 streams; queries up to 100 000 flows and
-    /// 10 000 report groups.
+    /// 10 000 report groups; the store checked every 15 s.
     fn default() -> Self {
         ApiConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 4245)),
@@ -93,6 +100,7 @@ impl Default for ApiConfig {
             time_bounds: TimeBounds::default(),
             max_query_flows: 100_000,
             max_report_groups: 10_000,
+            store_check_interval: Duration::from_secs(15),
         }
     }
 }
@@ -148,9 +156,11 @@ pub struct ApiServer {
     grpc_addr: SocketAddr,
     metrics_addr: Option<SocketAddr>,
     metrics: Arc<ApiMetrics>,
+    health: Arc<StoreHealth>,
     shutdown: watch::Sender<bool>,
     grpc: JoinHandle<Result<(), tonic::transport::Error>>,
     http: Option<JoinHandle<()>>,
+    health_check: JoinHandle<()>,
     grace: Duration,
 }
 
@@ -174,6 +184,12 @@ pub async fn serve_shared<S: Store>(
         return Err(ServeError::Config {
             field: "follow_buffer",
             reason: "must be at least 1",
+        });
+    }
+    if config.store_check_interval.is_zero() {
+        return Err(ServeError::Config {
+            field: "store_check_interval",
+            reason: "must be more than 0",
         });
     }
     let positive = |field, value: usize| {
@@ -232,16 +248,30 @@ pub async fn serve_shared<S: Store>(
             stopped(&mut grpc_shutdown).await;
         },
     ));
-    let http = metrics_listener
-        .map(|listener| tokio::spawn(serve_metrics(listener, metrics.clone(), store, shutdown_rx)));
+    let health = Arc::new(StoreHealth::new(config.store_check_interval));
+    let health_check = tokio::spawn(health.clone().run(
+        store,
+        metrics.clone(),
+        shutdown_rx.clone(),
+    ));
+    let http = metrics_listener.map(|listener| {
+        tokio::spawn(serve_metrics(
+            listener,
+            metrics.clone(),
+            health.clone(),
+            shutdown_rx,
+        ))
+    });
     tracing::info!(%grpc_addr, metrics_addr = ?metrics_addr, "API server listening");
     Ok(ApiServer {
         grpc_addr,
         metrics_addr,
         metrics,
+        health,
         shutdown,
         grpc,
         http,
+        health_check,
         grace: config.shutdown_grace,
     })
 }
@@ -277,6 +307,11 @@ impl ApiServer {
         &self.metrics
     }
 
+    /// The store's last status check and readiness (what `/readyz` answers).
+    pub fn health(&self) -> &Arc<StoreHealth> {
+        &self.health
+    }
+
     /// Waits until the gRPC server stops on its own (it only does on error).
     pub async fn wait(&mut self) -> Result<(), ServeError> {
         match (&mut self.grpc).await {
@@ -302,6 +337,7 @@ impl ApiServer {
                 Ok(())
             }
         };
+        self.health_check.abort();
         if let Some(http) = self.http {
             let abort = http.abort_handle();
             if tokio::time::timeout(self.grace, http).await.is_err() {

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use netverdict_proto::filter::LabelSelector;
 use netverdict_proto::v1 as pb;
 use pb::query_server::{Query, QueryServer};
 use tonic::{Request, Response, Status};
@@ -32,9 +33,16 @@ impl<S: Store> QueryService<S> {
     }
 }
 
-/// The store query of a report request; a `limit` above `max_groups` (the
-/// server's [`super::ApiConfig::max_report_groups`]) is `INVALID_ARGUMENT`.
+/// The store query of a report request; a bad value is INVALID_ARGUMENT
+/// naming the field and the value, and a `limit` above `max_groups` (the
+/// server's [`super::ApiConfig::max_report_groups`]) is one too.
 pub fn report_query(req: &pb::ReportRequest, max_groups: usize) -> Result<ReportQuery, Status> {
+    let labels = req
+        .labels
+        .iter()
+        .map(|v| LabelSelector::parse("labels", v))
+        .collect::<Result<_, _>>()
+        .map_err(|e| Status::invalid_argument(e.to_string()))?;
     let limit = match req.limit {
         0 => DEFAULT_LIMIT.min(max_groups),
         n => usize::try_from(n).unwrap_or(usize::MAX),
@@ -49,6 +57,7 @@ pub fn report_query(req: &pb::ReportRequest, max_groups: usize) -> Result<Report
     Ok(ReportQuery {
         window: request_window(req.since.as_ref(), req.until.as_ref())?,
         namespaces: req.namespace.clone(),
+        labels,
         limit,
     })
 }
@@ -74,7 +83,7 @@ impl<S: Store> Query for QueryService<S> {
         request: Request<pb::ReportRequest>,
     ) -> Result<Response<pb::DnsReportResponse>, Status> {
         let query = report_query(request.get_ref(), self.shared.config.max_report_groups)?;
-        let policy_gaps = dns_policy_gaps(&self.shared.cluster.read(), &query.namespaces);
+        let policy_gaps = dns_policy_gaps(&self.shared.cluster.read(), &query);
         let failures = self
             .shared
             .store

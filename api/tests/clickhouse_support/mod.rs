@@ -54,6 +54,23 @@ pub fn http_get(addr: impl std::fmt::Display, path: &str) -> String {
     resp
 }
 
+/// GETs `path` from `addr` over HTTP/1.0 (blocking): the status code and
+/// the body, whatever the status.
+pub fn http_status(addr: impl std::fmt::Display, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr.to_string()).unwrap_or_else(|e| panic!("{addr}: {e}"));
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let (head, body) = resp.split_once("\r\n\r\n").unwrap_or((&resp, ""));
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("GET {addr}{path}: not an HTTP response: {resp}"));
+    (code, body.to_string())
+}
+
 /// Fails with what to run when the shared server does not answer.
 pub fn require_shared_server() -> String {
     let addr = shared_addr();

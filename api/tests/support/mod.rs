@@ -70,6 +70,8 @@ pub fn config(listen: SocketAddr) -> ApiConfig {
         metrics_listen: Some("127.0.0.1:0".parse().unwrap()),
         follow_buffer: 4096,
         shutdown_grace: Duration::from_secs(5),
+        // The store gauges of /metrics follow inserts within a test's wait.
+        store_check_interval: Duration::from_millis(50),
         ..Default::default()
     }
 }

@@ -621,3 +621,128 @@ async fn a_forbidden_kind_is_named_and_picked_up_once_allowed() {
         .expect("synced once allowed");
     wait_converged(&shared, &server, WAIT).await;
 }
+
+/// The RBAC access each request path and method needs, as the API server's
+/// authorizer derives it.
+#[test]
+fn requests_map_to_the_rbac_access_they_need() {
+    use crate::support::apiserver::access_of;
+    use hyper::Method;
+    let show =
+        |method: Method, path: &str, watch: bool| access_of(&method, path, watch).to_string();
+    assert_eq!(
+        show(Method::GET, "/api/v1/pods", false),
+        "list pods cluster-wide"
+    );
+    assert_eq!(
+        show(Method::GET, "/api/v1/pods", true),
+        "watch pods cluster-wide"
+    );
+    assert_eq!(
+        show(Method::GET, "/api/v1/namespaces/shop/pods", false),
+        "list pods in namespace shop"
+    );
+    assert_eq!(
+        show(Method::GET, "/api/v1/namespaces/shop/secrets/db", false),
+        "get secrets in namespace shop"
+    );
+    assert_eq!(
+        show(Method::GET, "/api/v1/namespaces/shop", false),
+        "get namespaces cluster-wide"
+    );
+    assert_eq!(
+        show(Method::GET, "/api/v1/namespaces/shop/pods/web/log", false),
+        "get pods/log in namespace shop"
+    );
+    assert_eq!(
+        show(
+            Method::GET,
+            "/apis/networking.k8s.io/v1/networkpolicies",
+            true
+        ),
+        "watch networkpolicies.networking.k8s.io cluster-wide"
+    );
+    assert_eq!(
+        show(
+            Method::POST,
+            "/apis/certificates.k8s.io/v1/certificatesigningrequests",
+            false
+        ),
+        "create certificatesigningrequests.certificates.k8s.io cluster-wide"
+    );
+    assert_eq!(
+        show(Method::PATCH, "/api/v1/nodes/node-a/status", false),
+        "patch nodes/status cluster-wide"
+    );
+    assert_eq!(
+        show(Method::DELETE, "/api/v1/namespaces/x/pods", false),
+        "deletecollection pods in namespace x"
+    );
+    assert_eq!(
+        show(Method::GET, "/version", false),
+        "get /version (non-resource URL)"
+    );
+    assert_eq!(
+        show(Method::GET, "/apis", false),
+        "get /apis (non-resource URL)"
+    );
+}
+
+/// Lists and watches of the kinds asked for, cluster-wide, and nothing else:
+/// what RBAC must grant the component that runs the source.
+#[tokio::test]
+async fn the_source_asks_only_list_and_watch_of_its_kinds() {
+    use std::collections::BTreeSet;
+    support::init_tracing();
+    for kinds in [
+        netverdict_cluster::KINDS.to_vec(),
+        vec![
+            ObjectKind::Namespace,
+            ObjectKind::Pod,
+            ObjectKind::NetworkPolicy,
+            ObjectKind::Service,
+        ],
+    ] {
+        let server = FakeApiServer::start().await;
+        populate(&server);
+        let shared = SharedState::default();
+        let config = KubeSourceConfig {
+            kinds: kinds.clone(),
+            ..KubeSourceConfig::default()
+        };
+        let source = KubeSource::spawn(server.client(), shared.clone(), config);
+        source
+            .wait_synced(WAIT)
+            .await
+            .expect("initial lists complete");
+        // Re-lists after an expired watch, and reconnects, ask for nothing new.
+        server.wait_requests("WATCH", kinds.len(), WAIT).await;
+        server.expire_watches();
+        server.wait_requests("WATCH", 2 * kinds.len(), WAIT).await;
+        server.wait_requests("LIST", 2 * kinds.len(), WAIT).await;
+        let resources = |k: &ObjectKind| match k {
+            ObjectKind::Namespace => "namespaces",
+            ObjectKind::Pod => "pods",
+            ObjectKind::NetworkPolicy => "networkpolicies.networking.k8s.io",
+            ObjectKind::Service => "services",
+            ObjectKind::EndpointSlice => "endpointslices.discovery.k8s.io",
+            ObjectKind::Node => "nodes",
+        };
+        let want: BTreeSet<String> = kinds
+            .iter()
+            .flat_map(|k| {
+                ["list", "watch"].map(|verb| format!("{verb} {} cluster-wide", resources(k)))
+            })
+            .collect();
+        let got: BTreeSet<String> = server.accesses().iter().map(|a| a.to_string()).collect();
+        assert_eq!(got, want, "kinds {kinds:?}");
+        // The state holds only the watched kinds.
+        let has_nodes = !shared.read().nodes().is_empty();
+        assert_eq!(
+            has_nodes,
+            kinds.contains(&ObjectKind::Node),
+            "nodes in the state"
+        );
+        source.shutdown().await;
+    }
+}

@@ -164,13 +164,19 @@ async fn a_bad_file_keeps_the_previous_state_and_is_reported() {
     assert!(errors.to_string().contains("infra.yaml"), "{errors}");
     assert_eq!(summary(&shared.read()), before);
 
-    // An invalid object (bad CIDR) among valid changes: still nothing applies.
+    // The broken file restored: a load of its own (waited for, so the next
+    // change cannot be picked up by the same poll or by a separate one).
     std::fs::write(&f.infra, INFRA_YAML).expect("write");
+    let report = wait_report(&source, 3).await;
+    assert!(report.outcome.is_ok(), "{report:?}");
+    assert_eq!(summary(&shared.read()), before);
+
+    // An invalid object (bad CIDR) among valid changes: still nothing applies.
     let mut objects = shop("api");
     objects.push(value(&egress_cidr("shop", "bad", "10.0.0.0/99")));
     objects.remove(1);
     write_list(&f.shop, &objects);
-    let report = wait_report(&source, 3).await;
+    let report = wait_report(&source, 4).await;
     let errors = report
         .outcome
         .as_ref()
@@ -189,7 +195,7 @@ async fn a_bad_file_keeps_the_previous_state_and_is_reported() {
     // Fixed: the diff applies.
     objects.pop();
     write_list(&f.shop, &objects);
-    let report = wait_report(&source, 4).await;
+    let report = wait_report(&source, 5).await;
     assert!(report.outcome.is_ok(), "{report:?}");
     wait_equal(&shared, &loaded(&[f.dir.path()]), WAIT).await;
     assert!(

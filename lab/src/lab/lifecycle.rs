@@ -16,9 +16,8 @@ use netverdict_policy::manifest::K8sObject;
 use netverdict_policy::{ClusterState, PodKey};
 use serde::Serialize;
 
-use super::state::{
-    LabPod, STATE_ROOT, assign_pod_ips, check_name, node_netns, prefix, state_error,
-};
+use super::enforce::Enforcement;
+use super::state::{LabPod, STATE_ROOT, assign_pod_ips, check_name, prefix, state_error};
 use super::{Error, Lab, Result, topology};
 use crate::nft::Unenforced;
 use crate::objects::{build_cluster, from_json, merge, object_id, read_objects};
@@ -37,10 +36,15 @@ pub struct LabOptions {
     pub server_command: Vec<OsString>,
     pub unenforced: Unenforced,
     pub state_root: PathBuf,
+    /// How many nodes (1 to [`MAX_NODES`](super::state::MAX_NODES)).
+    pub nodes: usize,
+    /// How NetworkPolicy is enforced.
+    pub enforcement: Enforcement,
 }
 
 impl LabOptions {
-    /// Options with DNS on, the default state root and nothing unenforced.
+    /// Options with DNS on, the default state root, nothing unenforced, one
+    /// node and nftables enforcement.
     pub fn new(name: impl Into<String>, server_command: Vec<OsString>) -> Self {
         LabOptions {
             name: name.into(),
@@ -48,6 +52,8 @@ impl LabOptions {
             server_command,
             unenforced: Unenforced::default(),
             state_root: PathBuf::from(STATE_ROOT),
+            nodes: 1,
+            enforcement: Enforcement::Nftables,
         }
     }
 }
@@ -138,12 +144,12 @@ pub fn list(state_root: &Path) -> Vec<LabListing> {
     labs.into_values().collect()
 }
 
-/// Checks root and the tools the lab runs.
+/// Checks root and the tools the lab runs (`tc` is part of iproute2, as `ip`).
 pub fn preflight(dns: bool) -> Result<()> {
     if !sys::is_root() {
         return Err(Error::NotRoot);
     }
-    let mut tools = vec![("ip", "iproute2"), ("nft", "nftables")];
+    let mut tools = vec![("ip", "iproute2"), ("tc", "iproute2"), ("nft", "nftables")];
     if dns {
         tools.push(("dnsmasq", "dnsmasq-base"));
     }
@@ -306,6 +312,8 @@ impl Lab {
         }
         tracing::info!(
             lab = options.name,
+            nodes = lab.state.nodes.len(),
+            enforcement = lab.state.enforcement.as_str(),
             pods = lab.state.pods.len(),
             seconds = started.elapsed().as_secs_f64(),
             "lab up"
@@ -313,10 +321,20 @@ impl Lab {
         Ok(lab)
     }
 
-    /// Creates the node, the pods, the rules, the servers and the DNS (in the
+    /// Creates the nodes, the pods, the rules, the servers and the DNS (in the
     /// kube-dns pod `dns_pod`, when given).
     fn build(&mut self, dns_pod: Option<String>) -> Result<()> {
-        topology::create_node(&node_netns(&self.state.name))?;
+        topology::create_nodes(&self.state.nodes)?;
+        for node in &self.state.nodes {
+            let links: Vec<String> = self
+                .state
+                .nodes
+                .iter()
+                .filter(|o| o.index != node.index)
+                .map(|o| format!("n{}", o.index))
+                .collect();
+            self.attach_tc_drops(node, &links)?;
+        }
         let new = self.add_pods()?;
         self.sync_rules()?;
         self.start_servers(&new, dns_pod.as_deref())?;
@@ -330,7 +348,15 @@ impl Lab {
     /// not run yet, and records them; returns them.
     fn add_pods(&mut self) -> Result<Vec<LabPod>> {
         let new = self.plan_new_pods()?;
-        topology::create_pods(&node_netns(&self.state.name), &new)?;
+        topology::create_pods(&self.state.nodes, &new)?;
+        for node in &self.state.nodes {
+            let links: Vec<String> = new
+                .iter()
+                .filter(|p| p.node == node.index)
+                .map(|p| format!("p{}", p.index))
+                .collect();
+            self.attach_tc_drops(node, &links)?;
+        }
         self.write_resolv_confs(&new);
         self.record_pods(&new);
         Ok(new)
@@ -339,7 +365,7 @@ impl Lab {
     /// Fills the IPs of new pods and rebuilds the engine's cluster from the
     /// objects.
     fn refresh_cluster(&mut self) -> Result<()> {
-        assign_pod_ips(&mut self.objects, &self.state.pods)?;
+        assign_pod_ips(&mut self.objects, &self.state.pods, &self.state.nodes)?;
         self.cluster = build_cluster(&self.objects)?;
         Ok(())
     }

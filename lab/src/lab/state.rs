@@ -1,9 +1,10 @@
-//! What a lab is: its name and the names of its namespaces, its pods (index,
-//! network namespace, address, served ports), its cluster DNS, what it leaves
-//! unenforced and its objects, saved as `<state root>/<lab>/state.json` between
-//! commands; the allocation of pod addresses; and the planning of the pods a
-//! lab does not run yet. Nothing here touches the kernel: `lifecycle` makes
-//! what is planned here, through `topology`.
+//! What a lab is: its name and the names of its namespaces, its nodes (name,
+//! namespace, address), its pods (index, node, network namespace, address,
+//! served ports), its cluster DNS, how and what it enforces and its objects,
+//! saved as `<state root>/<lab>/state.json` between commands; the allocation
+//! of pod addresses; the placement of pods on nodes; and the planning of the
+//! pods a lab does not run yet. Nothing here touches the kernel: `lifecycle`
+//! makes what is planned here, through `topology`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
@@ -14,11 +15,12 @@ use netverdict_policy::PodKey;
 use netverdict_policy::manifest::K8sObject;
 use serde::{Deserialize, Serialize};
 
-use super::{Error, Lab, LabOptions, Result, topology};
+use super::enforce::Enforcement;
+use super::{Error, Lab, LabOptions, Result};
 use crate::nft::Unenforced;
 use crate::objects::{
-    build_cluster, ensure_dns_objects, host_network, object_id, object_value, objects_from_values,
-    pod_ipv4, set_pod_ip,
+    build_cluster, ensure_dns_objects, host_network, node_object, object_id, object_value,
+    objects_from_values, pod_ipv4, pod_node_name, set_pod_ip, set_pod_node_name,
 };
 
 /// The default state root.
@@ -27,6 +29,48 @@ pub const STATE_ROOT: &str = "/run/netverdict/labs";
 pub const ALLOC_RANGE: (Ipv4Addr, u32) = (Ipv4Addr::new(10, 250, 0, 0), 16);
 /// The state file in a lab's directory.
 const STATE_FILE: &str = "state.json";
+/// The nodes' addresses: node `i` has the `i + 1`-th address of this /24.
+pub const NODE_RANGE: (Ipv4Addr, u32) = (Ipv4Addr::new(10, 249, 0, 0), 24);
+/// The most nodes a lab can have (addresses of [`NODE_RANGE`]).
+pub const MAX_NODES: usize = 250;
+
+/// A node of the lab: a network namespace that routes for its pods, enforces
+/// their policies, and is joined to every other node by a veth pair.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LabNode {
+    /// Its name (the Node object's, and the pods' `spec.nodeName`).
+    pub name: String,
+    /// Its number: node `i` is `node-<i>`.
+    pub index: usize,
+    /// Its network namespace.
+    pub netns: String,
+    /// Its address (the Node object's InternalIP), on its loopback and on its
+    /// links to the other nodes.
+    pub ip: IpAddr,
+}
+
+/// The nodes of lab `name` when it has `count` of them.
+pub(crate) fn plan_nodes(name: &str, count: usize) -> Vec<LabNode> {
+    (0..count)
+        .map(|index| LabNode {
+            name: node_name(index),
+            index,
+            netns: node_netns_of(name, index),
+            ip: IpAddr::V4(node_ip(index)),
+        })
+        .collect()
+}
+
+/// The name of node number `index`.
+pub fn node_name(index: usize) -> String {
+    format!("node-{index}")
+}
+
+/// The address of node number `index` (in [`NODE_RANGE`]).
+pub fn node_ip(index: usize) -> Ipv4Addr {
+    let offset = u32::try_from(index + 1).unwrap_or(u32::MAX).min(254);
+    Ipv4Addr::from(u32::from(NODE_RANGE.0) + offset)
+}
 
 /// A pod of the lab.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,6 +85,9 @@ pub struct LabPod {
     /// The ports a server listens on (protocol, port).
     #[serde(default)]
     pub served: Vec<(String, u16)>,
+    /// The number of the node it runs on (0 in labs saved before nodes).
+    #[serde(default)]
+    pub node: usize,
 }
 
 impl LabPod {
@@ -63,6 +110,12 @@ pub struct DnsInfo {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct LabState {
     pub name: String,
+    /// The nodes, by number (one node, `node-0`, in labs saved before nodes).
+    #[serde(default)]
+    pub nodes: Vec<LabNode>,
+    /// How policy is enforced (nftables in labs saved before the choice).
+    #[serde(default)]
+    pub enforcement: Enforcement,
     /// By `namespace/name`.
     pub pods: BTreeMap<String, LabPod>,
     /// The index the next new pod gets (indexes are never reused).
@@ -81,9 +134,19 @@ pub fn prefix(name: &str) -> String {
     format!("nv.{name}.")
 }
 
-/// The node namespace of a lab.
+/// The namespace of a lab's first node (its only one in a one-node lab).
 pub fn node_netns(name: &str) -> String {
-    format!("nv.{name}.node")
+    node_netns_of(name, 0)
+}
+
+/// The namespace of a lab's node number `index`: `nv.<lab>.node`, then
+/// `nv.<lab>.node1`, `nv.<lab>.node2`...
+pub fn node_netns_of(name: &str, index: usize) -> String {
+    if index == 0 {
+        format!("nv.{name}.node")
+    } else {
+        format!("nv.{name}.node{index}")
+    }
 }
 
 /// The namespace of a lab's pod number `index`.
@@ -160,20 +223,68 @@ impl AddressPool {
     }
 }
 
-/// Fills the IP of every pod without one: pods the lab already runs (`known`)
-/// keep theirs, host-network pods get the node's, others the next free address
-/// of [`ALLOC_RANGE`]. Fails, naming the pod, when the range is used up.
+/// Places every pod on a node (see [`place_pods`]), then fills the IP of every
+/// pod without one: pods the lab already runs (`known`) keep theirs,
+/// host-network pods get their node's, others the next free address of
+/// [`ALLOC_RANGE`]. Fails, naming the pod, when the range is used up or a pod's
+/// address is a node's.
 pub(super) fn assign_pod_ips(
-    objects: &mut [K8sObject],
+    objects: &mut Vec<K8sObject>,
     known: &BTreeMap<String, LabPod>,
+    nodes: &[LabNode],
 ) -> Result<()> {
-    assign_pod_ips_from(objects, known, AddressPool::lab_range())
+    place_pods(objects, known, nodes);
+    assign_pod_ips_from(objects, known, nodes, AddressPool::lab_range())
 }
 
-/// [`assign_pod_ips`] from the addresses of `range`.
+/// Puts a Node object per lab node into `objects` (replacing one of the same
+/// name) and sets `spec.nodeName` of every pod:
+///
+/// - a pod the lab runs stays on its node;
+/// - a pod whose `spec.nodeName` names a lab node goes there;
+/// - every other pod is placed in turn, in the order of the objects: the
+///   `k`-th pod placed so in the lab's life (pods it already runs included)
+///   goes on node `k mod N` (`node-0`, `node-1`, ..., `node-0`...).
+pub(super) fn place_pods(
+    objects: &mut Vec<K8sObject>,
+    known: &BTreeMap<String, LabPod>,
+    nodes: &[LabNode],
+) {
+    if nodes.is_empty() {
+        return;
+    }
+    for node in nodes {
+        let object = node_object(&node.name, node.ip);
+        let id = object_id(&object);
+        match objects.iter().position(|o| object_id(o) == id) {
+            Some(i) => objects[i] = object,
+            None => objects.push(object),
+        }
+    }
+    let mut turn = known.len();
+    for o in objects.iter_mut() {
+        let (_, namespace, name) = object_id(o);
+        let K8sObject::Pod(pod) = o else { continue };
+        let node = match known.get(&format!("{namespace}/{name}")) {
+            Some(running) => nodes.get(running.node).unwrap_or(&nodes[0]),
+            None => match pod_node_name(pod).and_then(|n| nodes.iter().find(|x| x.name == n)) {
+                Some(named) => named,
+                None => {
+                    let node = &nodes[turn % nodes.len()];
+                    turn += 1;
+                    node
+                }
+            },
+        };
+        set_pod_node_name(pod, &node.name);
+    }
+}
+
+/// [`assign_pod_ips`] from the addresses of `range` (pods already placed).
 fn assign_pod_ips_from(
     objects: &mut [K8sObject],
     known: &BTreeMap<String, LabPod>,
+    nodes: &[LabNode],
     range: Ipv4Net,
 ) -> Result<()> {
     let mut used: BTreeSet<Ipv4Addr> = objects
@@ -191,12 +302,26 @@ fn assign_pod_ips_from(
     for o in objects.iter_mut() {
         let (_, namespace, name) = object_id(o);
         let K8sObject::Pod(pod) = o else { continue };
+        let node = pod_node_name(pod).and_then(|n| nodes.iter().find(|x| x.name == n));
         if host_network(pod) {
             // A host-network pod shares the node's network: its IP is the node's.
-            if pod_ipv4(pod).is_none() {
-                set_pod_ip(pod, topology::NODE_IP);
+            if pod_ipv4(pod).is_none()
+                && let Some(IpAddr::V4(ip)) = node.map(|n| n.ip)
+            {
+                set_pod_ip(pod, ip);
             }
             continue;
+        }
+        if let Some(ip) = pod_ipv4(pod)
+            && let Some(taken) = nodes.iter().find(|n| n.ip == IpAddr::V4(ip))
+        {
+            return Err(Error::Pod {
+                pod: format!("{namespace}/{name}"),
+                message: format!(
+                    "status.podIP {ip} is the address of lab node {}",
+                    taken.name
+                ),
+            });
         }
         if let Some(existing) = known.get(&format!("{namespace}/{name}")) {
             if let IpAddr::V4(v4) = existing.ip {
@@ -223,6 +348,8 @@ impl LabState {
     fn new(options: &LabOptions) -> Self {
         LabState {
             name: options.name.clone(),
+            nodes: plan_nodes(&options.name, options.nodes),
+            enforcement: options.enforcement,
             pods: BTreeMap::new(),
             next_index: 0,
             dns: None,
@@ -248,12 +375,16 @@ impl Lab {
         options: &LabOptions,
     ) -> Result<(Lab, Option<String>)> {
         check_name(&options.name)?;
+        if options.nodes == 0 || options.nodes > MAX_NODES {
+            return Err(Error::BadNodes(options.nodes));
+        }
+        let state = LabState::new(options);
         let dns_pod = options.dns.then(|| ensure_dns_objects(&mut objects));
-        assign_pod_ips(&mut objects, &BTreeMap::new())?;
+        assign_pod_ips(&mut objects, &BTreeMap::new(), &state.nodes)?;
         let cluster = build_cluster(&objects)?;
         let lab = Lab {
             dir: options.state_root.join(&options.name),
-            state: LabState::new(options),
+            state,
             cluster,
             objects,
         };
@@ -269,7 +400,10 @@ impl Lab {
             name: name.to_string(),
             path: path.clone(),
         })?;
-        let state: LabState = serde_json::from_str(&text).map_err(|e| state_error(&path, e))?;
+        let mut state: LabState = serde_json::from_str(&text).map_err(|e| state_error(&path, e))?;
+        if state.nodes.is_empty() {
+            state.nodes = plan_nodes(name, 1);
+        }
         let objects = objects_from_values(&state.objects, &path)?;
         let cluster = build_cluster(&objects)?;
         Ok(Lab {
@@ -311,6 +445,11 @@ impl Lab {
                     pod: id.clone(),
                     message: "the lab runs IPv4 pods only".into(),
                 })?;
+            let node = pod
+                .node
+                .as_ref()
+                .and_then(|n| self.state.nodes.iter().position(|x| &x.name == n))
+                .unwrap_or(0);
             new.push(LabPod {
                 namespace: pod.key.namespace.clone(),
                 name: pod.key.name.clone(),
@@ -318,6 +457,7 @@ impl Lab {
                 netns: pod_netns(&self.state.name, index),
                 ip,
                 served: Vec::new(),
+                node,
             });
             index += 1;
         }
@@ -378,13 +518,13 @@ items:
     #[test]
     fn addresses_skip_those_in_use_and_the_node_gets_host_network_pods() {
         let mut objects = fixture::objects(NO_IPS);
-        assign_pod_ips(&mut objects, &BTreeMap::new()).expect("assign");
+        assign_pod_ips(&mut objects, &BTreeMap::new(), &plan_nodes("unit", 1)).expect("assign");
         let ips = pod_ips(&objects);
         assert_eq!(ips["fixed"], Ipv4Addr::new(10, 250, 0, 3));
         assert_eq!(ips["first"], Ipv4Addr::new(10, 250, 0, 2));
         // .3 is fixed's.
         assert_eq!(ips["second"], Ipv4Addr::new(10, 250, 0, 4));
-        assert_eq!(ips["host"], topology::NODE_IP);
+        assert_eq!(ips["host"], node_ip(0), "on node-0");
     }
 
     #[test]
@@ -397,11 +537,12 @@ items:
             netns: "nv.x.7".into(),
             ip: "10.250.0.2".parse().unwrap(),
             served: Vec::new(),
+            node: 0,
         }]
         .into_iter()
         .map(|p| (p.key().to_string(), p))
         .collect();
-        assign_pod_ips(&mut objects, &known).expect("assign");
+        assign_pod_ips(&mut objects, &known, &plan_nodes("unit", 1)).expect("assign");
         let ips = pod_ips(&objects);
         assert_eq!(ips["second"], Ipv4Addr::new(10, 250, 0, 2));
         assert_eq!(ips["first"], Ipv4Addr::new(10, 250, 0, 4));
@@ -434,7 +575,7 @@ items:
         )
         .into_values()
         .collect();
-        assign_pod_ips(&mut objects, &BTreeMap::new()).expect("assign");
+        assign_pod_ips(&mut objects, &BTreeMap::new(), &plan_nodes("unit", 1)).expect("assign");
         let ips = pod_ips(&objects);
         assert_eq!(ips.len(), 3000);
         let distinct: BTreeSet<Ipv4Addr> = ips.values().copied().collect();
@@ -466,10 +607,11 @@ items:
                 netns: format!("nv.x.{i}"),
                 ip: IpAddr::V4(Ipv4Addr::new(10, 9, 0, i as u8)),
                 served: Vec::new(),
+                node: 0,
             })
             .map(|p| (p.key().to_string(), p))
             .collect();
-        let err = assign_pod_ips_from(&mut objects, &known, "10.9.0.0/29".parse().unwrap())
+        let err = assign_pod_ips_from(&mut objects, &known, &[], "10.9.0.0/29".parse().unwrap())
             .expect_err("one address (.6) for two pods");
         assert_eq!(
             err.to_string(),
@@ -501,7 +643,7 @@ items:
         objects.extend(fixture::objects(
             "apiVersion: v1\nkind: List\nitems:\n- {apiVersion: v1, kind: Pod, metadata: {name: late, namespace: a}, spec: {containers: [{name: c, image: x}]}}\n",
         ));
-        assign_pod_ips(&mut objects, &lab.state.pods).expect("assign");
+        assign_pod_ips(&mut objects, &lab.state.pods, &lab.state.nodes).expect("assign");
         lab.objects = objects;
         lab.cluster = build_cluster(&lab.objects).expect("cluster");
         let new = lab.plan_new_pods().expect("plan");

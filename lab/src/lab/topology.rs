@@ -1,16 +1,20 @@
-//! The lab's network plumbing: the node namespace, a router (`ip_forward`,
-//! the pods' gateway [`NODE_IP`] on its loopback, a /32 route per pod), and one
-//! namespace per pod joined to it by a veth pair (`p<index>` on the node,
-//! `eth0` in the pod) with the pod's /32 and a default route via the node
-//! `onlink`. Both ends of every veth are created inside the lab's namespaces.
+//! The lab's network plumbing: the node namespaces, each a router
+//! (`ip_forward`, the pods' gateway [`NODE_IP`] and the node's own address on
+//! its loopback, a /32 route per local pod), joined to each other by a veth
+//! pair per pair of nodes (`n<j>` in node `i` is the link to node `j`, holding
+//! node `i`'s address with node `j`'s as peer, so the nodes route to each
+//! other like hosts of one network); one namespace per pod joined to its node
+//! by a veth pair (`p<index>` on the node, `eth0` in the pod) with the pod's /32
+//! and a default route via the node `onlink`; and on every other node a /32
+//! route to the pod via its node. Both ends of every veth are created inside
+//! the lab's namespaces.
 //!
 //! The `ip -batch` scripts and the sysctls are built here as text and run
-//! through `sys`; this is where a multi-node lab would add its other node
-//! namespaces, the links between nodes and the routes to each node's pods.
+//! through `sys`.
 
 use std::net::Ipv4Addr;
 
-use super::state::LabPod;
+use super::state::{LabNode, LabPod};
 use super::{Error, Result};
 use crate::{nft, sys};
 
@@ -55,14 +59,53 @@ pub(super) fn netns_del_script<'a>(names: impl IntoIterator<Item = &'a str>) -> 
         .collect()
 }
 
-/// `ip -batch` lines run in the node namespace when it is made.
-pub(super) fn node_script() -> String {
-    format!("link set lo up\naddr add {NODE_IP}/32 dev lo\n")
+/// `ip -batch` lines run in a node namespace when it is made: the pods'
+/// gateway and the node's address on its loopback.
+pub(super) fn node_script(node: &LabNode) -> String {
+    format!(
+        "link set lo up\naddr add {NODE_IP}/32 dev lo\naddr add {ip}/32 dev lo\n",
+        ip = node.ip
+    )
 }
 
-/// `ip -batch` lines run in the node namespace to join `pods` to it: a veth
-/// pair per pod (its peer made directly in the pod's namespace) and the /32
-/// route to the pod.
+/// `ip -batch` lines (run in the root namespace, touching only the lab's)
+/// making one veth pair per pair of nodes: `n<j>` in node `i`, `n<i>` in node `j`.
+pub(super) fn node_links_script(nodes: &[LabNode]) -> String {
+    let mut out = String::new();
+    for (k, a) in nodes.iter().enumerate() {
+        for b in &nodes[k + 1..] {
+            out.push_str(&format!(
+                "link add n{j} netns {a_ns} type veth peer name n{i} netns {b_ns}\n",
+                i = a.index,
+                j = b.index,
+                a_ns = a.netns,
+                b_ns = b.netns
+            ));
+        }
+    }
+    out
+}
+
+/// `ip -batch` lines run in `node` to bring its links to the other nodes up:
+/// its address on each, with the other node's as peer (which routes to it).
+pub(super) fn node_addresses_script(node: &LabNode, nodes: &[LabNode]) -> String {
+    nodes
+        .iter()
+        .filter(|other| other.index != node.index)
+        .map(|other| {
+            format!(
+                "addr add {ip} peer {peer}/32 dev n{j}\nlink set n{j} up\n",
+                ip = node.ip,
+                peer = other.ip,
+                j = other.index
+            )
+        })
+        .collect()
+}
+
+/// `ip -batch` lines run in a node namespace to join `pods` (on that node)
+/// to it: a veth pair per pod (its peer made directly in the pod's namespace)
+/// and the /32 route to the pod.
 pub(super) fn pod_links_script(pods: &[LabPod]) -> String {
     pods.iter()
         .map(|p| {
@@ -71,6 +114,21 @@ pub(super) fn pod_links_script(pods: &[LabPod]) -> String {
                 i = p.index,
                 ns = p.netns,
                 ip = p.ip
+            )
+        })
+        .collect()
+}
+
+/// `ip -batch` lines run in a node namespace to reach `pods` of another
+/// node, `via`, over the link to it.
+pub(super) fn remote_pod_routes_script(pods: &[LabPod], via: &LabNode) -> String {
+    pods.iter()
+        .map(|p| {
+            format!(
+                "route add {ip}/32 via {node} dev n{j}\n",
+                ip = p.ip,
+                node = via.ip,
+                j = via.index
             )
         })
         .collect()
@@ -85,17 +143,33 @@ pub(super) fn pod_script(pod: &LabPod) -> String {
     )
 }
 
-/// Makes the node namespace `node`.
-pub(super) fn create_node(node: &str) -> Result<()> {
-    sys::ip_batch(None, &netns_add_script([node]), false)?;
-    sys::write_net_sysctls(node, &NODE_SYSCTLS)?;
-    sys::ip_batch(Some(node), &node_script(), false)?;
+/// Makes the node namespaces and the links between them.
+pub(super) fn create_nodes(nodes: &[LabNode]) -> Result<()> {
+    sys::ip_batch(
+        None,
+        &netns_add_script(nodes.iter().map(|n| n.netns.as_str())),
+        false,
+    )?;
+    for node in nodes {
+        sys::write_net_sysctls(&node.netns, &NODE_SYSCTLS)?;
+        sys::ip_batch(Some(&node.netns), &node_script(node), false)?;
+    }
+    if nodes.len() > 1 {
+        sys::ip_batch(None, &node_links_script(nodes), false)?;
+        for node in nodes {
+            sys::ip_batch(
+                Some(&node.netns),
+                &node_addresses_script(node, nodes),
+                false,
+            )?;
+        }
+    }
     Ok(())
 }
 
-/// Makes the namespaces of `pods` and joins them to the node `node` (pods
-/// are set up in parallel).
-pub(super) fn create_pods(node: &str, pods: &[LabPod]) -> Result<()> {
+/// Makes the namespaces of `pods`, joins each to its node and routes to it
+/// from the other nodes (pods are set up in parallel).
+pub(super) fn create_pods(nodes: &[LabNode], pods: &[LabPod]) -> Result<()> {
     if pods.is_empty() {
         return Ok(());
     }
@@ -104,7 +178,28 @@ pub(super) fn create_pods(node: &str, pods: &[LabPod]) -> Result<()> {
         &netns_add_script(pods.iter().map(|p| p.netns.as_str())),
         false,
     )?;
-    sys::ip_batch(Some(node), &pod_links_script(pods), false)?;
+    for node in nodes {
+        let local: Vec<LabPod> = pods
+            .iter()
+            .filter(|p| p.node == node.index)
+            .cloned()
+            .collect();
+        if !local.is_empty() {
+            sys::ip_batch(Some(&node.netns), &pod_links_script(&local), false)?;
+        }
+        let mut routes = String::new();
+        for other in nodes.iter().filter(|o| o.index != node.index) {
+            let there: Vec<LabPod> = pods
+                .iter()
+                .filter(|p| p.node == other.index)
+                .cloned()
+                .collect();
+            routes.push_str(&remote_pod_routes_script(&there, other));
+        }
+        if !routes.is_empty() {
+            sys::ip_batch(Some(&node.netns), &routes, false)?;
+        }
+    }
     let results: Vec<Result<()>> = std::thread::scope(|scope| {
         let handles: Vec<_> = pods
             .chunks(pods.len().div_ceil(SETUP_THREADS))
@@ -144,6 +239,7 @@ mod tests {
             netns: format!("nv.lab.{index}"),
             ip: ip.parse().unwrap(),
             served: Vec::new(),
+            node: 0,
         }
     }
 
@@ -171,10 +267,34 @@ mod tests {
              route add 169.254.1.1/32 dev eth0 scope link\n\
              route add default via 169.254.1.1 dev eth0 onlink\n"
         );
+        let nodes = super::super::state::plan_nodes("lab", 3);
         assert_eq!(
-            node_script(),
-            "link set lo up\naddr add 169.254.1.1/32 dev lo\n"
+            node_script(&nodes[1]),
+            "link set lo up\naddr add 169.254.1.1/32 dev lo\naddr add 10.249.0.2/32 dev lo\n"
         );
+    }
+
+    #[test]
+    fn nodes_are_joined_pairwise_and_route_to_each_other_s_pods() {
+        let nodes = super::super::state::plan_nodes("lab", 3);
+        assert_eq!(
+            node_links_script(&nodes),
+            "link add n1 netns nv.lab.node type veth peer name n0 netns nv.lab.node1\n\
+             link add n2 netns nv.lab.node type veth peer name n0 netns nv.lab.node2\n\
+             link add n2 netns nv.lab.node1 type veth peer name n1 netns nv.lab.node2\n"
+        );
+        assert_eq!(
+            node_addresses_script(&nodes[1], &nodes),
+            "addr add 10.249.0.2 peer 10.249.0.1/32 dev n0\nlink set n0 up\n\
+             addr add 10.249.0.2 peer 10.249.0.3/32 dev n2\nlink set n2 up\n"
+        );
+        let mut remote = pod(4, "10.250.0.9");
+        remote.node = 2;
+        assert_eq!(
+            remote_pod_routes_script(&[remote], &nodes[2]),
+            "route add 10.250.0.9/32 via 10.249.0.3 dev n2\n"
+        );
+        assert_eq!(node_links_script(&nodes[..1]), "");
     }
 
     #[test]

@@ -1,4 +1,6 @@
-//! `labels`: a label selector matches either endpoint's labels.
+//! `labels`, `source_labels` and `destination_labels`: a label selector
+//! matches either endpoint's labels, the source's or the destination's. An
+//! absent endpoint has no labels for any selector to match, not even `!k`.
 //!
 //! The syntax is Kubernetes' set-based selector: comma-separated requirements,
 //! all of which must hold on the same endpoint:
@@ -6,7 +8,8 @@
 //! (does not exist). As in Kubernetes, `k!=v` and `k notin (..)` also hold when
 //! the key is absent.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::hash::BuildHasher;
 
 use super::{FilterError, Result, each};
 use crate::v1 as pb;
@@ -28,15 +31,36 @@ pub enum Requirement {
     DoesNotExist(String),
 }
 
+/// Labels a selector can be matched against: a flow endpoint's (a
+/// `HashMap`) or a pod's in the cluster state (a `BTreeMap`).
+pub trait LabelSet {
+    /// The value of label `key`, if the set has it.
+    fn label(&self, key: &str) -> Option<&str>;
+}
+
+impl<S: BuildHasher> LabelSet for HashMap<String, String, S> {
+    fn label(&self, key: &str) -> Option<&str> {
+        self.get(key).map(String::as_str)
+    }
+}
+
+impl LabelSet for BTreeMap<String, String> {
+    fn label(&self, key: &str) -> Option<&str> {
+        self.get(key).map(String::as_str)
+    }
+}
+
 impl Requirement {
-    fn matches(&self, labels: &HashMap<String, String>) -> bool {
+    fn matches<L: LabelSet + ?Sized>(&self, labels: &L) -> bool {
+        let in_set =
+            |k: &str, vs: &[String]| labels.label(k).is_some_and(|v| vs.iter().any(|x| x == v));
         match self {
-            Requirement::Equals(k, v) => labels.get(k) == Some(v),
-            Requirement::NotEquals(k, v) => labels.get(k) != Some(v),
-            Requirement::In(k, vs) => labels.get(k).is_some_and(|v| vs.contains(v)),
-            Requirement::NotIn(k, vs) => !labels.get(k).is_some_and(|v| vs.contains(v)),
-            Requirement::Exists(k) => labels.contains_key(k),
-            Requirement::DoesNotExist(k) => !labels.contains_key(k),
+            Requirement::Equals(k, v) => labels.label(k) == Some(v.as_str()),
+            Requirement::NotEquals(k, v) => labels.label(k) != Some(v.as_str()),
+            Requirement::In(k, vs) => in_set(k, vs),
+            Requirement::NotIn(k, vs) => !in_set(k, vs),
+            Requirement::Exists(k) => labels.label(k).is_some(),
+            Requirement::DoesNotExist(k) => labels.label(k).is_none(),
         }
     }
 }
@@ -69,7 +93,7 @@ impl LabelSelector {
     }
 
     /// Whether every requirement holds on `labels`.
-    pub fn matches(&self, labels: &HashMap<String, String>) -> bool {
+    pub fn matches<L: LabelSet + ?Sized>(&self, labels: &L) -> bool {
         self.requirements.iter().all(|r| r.matches(labels))
     }
 }
@@ -198,12 +222,20 @@ pub(super) fn parse(field: &'static str, values: &[String]) -> Result<Vec<LabelS
 
 /// Whether one of `selectors` holds on either endpoint's labels (all its
 /// requirements on the same endpoint).
-pub(super) fn matches(selectors: &[LabelSelector], flow: &pb::Flow) -> bool {
+pub(super) fn matches_either(selectors: &[LabelSelector], flow: &pb::Flow) -> bool {
     selectors.is_empty()
         || [&flow.source, &flow.destination]
             .into_iter()
-            .flatten()
-            .any(|ep| selectors.iter().any(|s| s.matches(&ep.labels)))
+            .any(|ep| holds(selectors, ep.as_ref()))
+}
+
+/// Whether one of `selectors` holds on the endpoint's labels.
+pub(super) fn matches(selectors: &[LabelSelector], endpoint: Option<&pb::Endpoint>) -> bool {
+    selectors.is_empty() || holds(selectors, endpoint)
+}
+
+fn holds(selectors: &[LabelSelector], endpoint: Option<&pb::Endpoint>) -> bool {
+    endpoint.is_some_and(|ep| selectors.iter().any(|s| s.matches(&ep.labels)))
 }
 
 #[cfg(test)]
@@ -269,6 +301,32 @@ mod tests {
         );
         assert!(!check(f(&["app in (db)"]), &flow()));
         assert!(check(f(&["app=db", "tier"]), &flow()), "any selector");
+    }
+
+    #[test]
+    fn one_endpoint() {
+        let src = |v: &str| pb::FlowFilter {
+            source_labels: vec![v.to_string()],
+            ..Default::default()
+        };
+        let dst = |v: &str| pb::FlowFilter {
+            destination_labels: vec![v.to_string()],
+            ..Default::default()
+        };
+        assert!(check(src("app=web"), &flow()));
+        assert!(!check(src("app=api"), &flow()));
+        assert!(check(dst("app=api,tier=backend"), &flow()));
+        assert!(!check(dst("app=web"), &flow()));
+        assert!(check(src("!tier"), &flow()));
+        assert!(!check(dst("!tier"), &flow()));
+        let mut flow = flow();
+        flow.source = None;
+        assert!(
+            !check(src("!tier"), &flow),
+            "an absent endpoint matches nothing"
+        );
+        let e = error(dst("app in (")).to_string();
+        assert!(e.contains("destination_labels"), "{e}");
     }
 
     #[test]

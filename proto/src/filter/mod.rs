@@ -24,7 +24,9 @@
 //! that matches no flow.
 
 mod dns;
+mod drop_reason;
 mod enums;
+mod flow_type;
 mod ip;
 mod labels;
 mod namespace;
@@ -40,7 +42,8 @@ use ipnet::IpNet;
 use crate::v1 as pb;
 
 pub use dns::{DnsMatch, DnsPattern, normalize_dns_name};
-pub use labels::{LabelSelector, Requirement};
+pub use drop_reason::DropReason;
+pub use labels::{LabelSelector, LabelSet, Requirement};
 pub use pod::PodPattern;
 pub use policy::PolicyName;
 
@@ -116,6 +119,19 @@ pub struct Filter {
     pub source_ip: Vec<IpNet>,
     /// The destination address is in one of these networks.
     pub destination_ip: Vec<IpNet>,
+    /// The source's (non-empty) namespace is one of these.
+    pub source_namespace: Vec<String>,
+    /// The destination's (non-empty) namespace is one of these.
+    pub destination_namespace: Vec<String>,
+    /// One of these selectors holds on the source's labels.
+    pub source_labels: Vec<LabelSelector>,
+    /// One of these selectors holds on the destination's labels.
+    pub destination_labels: Vec<LabelSelector>,
+    /// The kernel's drop reason is one of these.
+    pub drop_reason: Vec<DropReason>,
+    /// The flow is of one of these kinds (`FlowType::Unspecified` never
+    /// compiles).
+    pub flow_type: Vec<pb::FlowType>,
 }
 
 impl Filter {
@@ -137,6 +153,12 @@ impl Filter {
             node_name,
             source_ip,
             destination_ip,
+            source_namespace,
+            destination_namespace,
+            source_labels,
+            destination_labels,
+            drop_reason,
+            flow_type,
         } = filter;
         Ok(Filter {
             verdict: enums::parse("verdict", verdict)?,
@@ -153,6 +175,12 @@ impl Filter {
             node_name: node_name.clone(),
             source_ip: ip::parse("source_ip", source_ip)?,
             destination_ip: ip::parse("destination_ip", destination_ip)?,
+            source_namespace: source_namespace.clone(),
+            destination_namespace: destination_namespace.clone(),
+            source_labels: labels::parse("source_labels", source_labels)?,
+            destination_labels: labels::parse("destination_labels", destination_labels)?,
+            drop_reason: drop_reason::parse("drop_reason", drop_reason)?,
+            flow_type: flow_type::parse("flow_type", flow_type)?,
         })
     }
 
@@ -173,13 +201,19 @@ impl Filter {
             node_name,
             source_ip,
             destination_ip,
+            source_namespace,
+            destination_namespace,
+            source_labels,
+            destination_labels,
+            drop_reason,
+            flow_type,
         } = self;
         enums::matches(verdict, flow.verdict)
             && enums::matches(outcome, flow.outcome)
-            && namespace::matches(namespace, flow)
+            && namespace::matches_either(namespace, flow)
             && pod::matches(source_pod, flow.source.as_ref())
             && pod::matches(destination_pod, flow.destination.as_ref())
-            && labels::matches(labels, flow)
+            && labels::matches_either(labels, flow)
             && policy::matches(policy, flow)
             && port::matches(destination_port, flow)
             && enums::matches(protocol, flow.protocol)
@@ -188,6 +222,12 @@ impl Filter {
             && node::matches(node_name, flow)
             && ip::matches(source_ip, flow.source.as_ref())
             && ip::matches(destination_ip, flow.destination.as_ref())
+            && namespace::matches(source_namespace, flow.source.as_ref())
+            && namespace::matches(destination_namespace, flow.destination.as_ref())
+            && labels::matches(source_labels, flow.source.as_ref())
+            && labels::matches(destination_labels, flow.destination.as_ref())
+            && drop_reason::matches(drop_reason, flow)
+            && flow_type::matches(flow_type, flow)
     }
 
     /// Whether no field is set (the filter matches every flow).

@@ -19,8 +19,14 @@
 //! The test drives it: add/modify/delete objects ([`FakeApiServer::apply`],
 //! [`FakeApiServer::delete`]), send bookmarks, compact history, drop or hold
 //! watch connections, expire watches with an in-stream 410.
+//!
+//! Every request, served or not, is also recorded as the RBAC [`Access`] it
+//! needs (verb, API group, resource, namespace; or a non-resource URL), the
+//! way the real API server's authorizer sees it: [`FakeApiServer::accesses`]
+//! is what a component's role must grant (the CLI's least-privilege test
+//! compares it with the deploy's roles).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -95,6 +101,107 @@ struct Inner {
     expire_next_continue: bool,
     /// Collections answered with `403 Forbidden` (missing RBAC).
     forbidden: Vec<&'static str>,
+    /// What every request asked for, as RBAC sees it.
+    accesses: BTreeSet<Access>,
+}
+
+/// What one request needs from RBAC: a verb on a resource (in a namespace, or
+/// cluster-wide), or on a non-resource URL.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Access {
+    /// `get`, `list`, `watch`, `create`, `update`, `patch`, `delete` or
+    /// `deletecollection` (for non-resource URLs: the lowercase HTTP method).
+    pub verb: String,
+    /// The API group ("" for the core group); empty for a non-resource URL.
+    pub group: String,
+    /// The resource, with `/subresource` if any; for a non-resource URL, its path.
+    pub resource: String,
+    /// The namespace of a namespaced request; None when cluster-wide (a
+    /// cluster-scoped kind, or a list or watch across every namespace).
+    pub namespace: Option<String>,
+    /// Whether `resource` is a non-resource URL (`/version`, `/healthz`...).
+    pub non_resource: bool,
+}
+
+impl std::fmt::Display for Access {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.non_resource {
+            return write!(f, "{} {} (non-resource URL)", self.verb, self.resource);
+        }
+        let group = if self.group.is_empty() {
+            String::new()
+        } else {
+            format!(".{}", self.group)
+        };
+        match &self.namespace {
+            Some(ns) => write!(
+                f,
+                "{} {}{} in namespace {ns}",
+                self.verb, self.resource, group
+            ),
+            None => write!(f, "{} {}{} cluster-wide", self.verb, self.resource, group),
+        }
+    }
+}
+
+/// The RBAC access of a request, by the Kubernetes API's path conventions:
+/// `/api/v1/...` (core) or `/apis/GROUP/VERSION/...`, then `RESOURCE[/NAME[/SUB]]`
+/// or `namespaces/NS/RESOURCE[/NAME[/SUB]]`; anything else is a non-resource URL.
+pub fn access_of(method: &hyper::Method, path: &str, watch: bool) -> Access {
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let rest = match segments.as_slice() {
+        ["api", _version, rest @ ..] if !rest.is_empty() => Some(("", rest)),
+        ["apis", group, _version, rest @ ..] if !rest.is_empty() => Some((*group, rest)),
+        _ => None,
+    };
+    let Some((group, rest)) = rest else {
+        return Access {
+            verb: method.as_str().to_ascii_lowercase(),
+            group: String::new(),
+            resource: path.to_string(),
+            namespace: None,
+            non_resource: true,
+        };
+    };
+    let (namespace, rest) = match rest {
+        // `namespaces/NS` alone is the Namespace object NS itself.
+        ["namespaces", ns, rest @ ..] if !rest.is_empty() => (Some(ns.to_string()), rest),
+        _ => (None, rest),
+    };
+    let (resource, name) = match rest {
+        [resource] => (resource.to_string(), None),
+        [resource, name] => (resource.to_string(), Some(*name)),
+        [resource, name, sub, ..] => (format!("{resource}/{sub}"), Some(*name)),
+        [] => (String::new(), None),
+    };
+    let verb = match (method.as_str(), name.is_some()) {
+        ("GET" | "HEAD", true) => "get",
+        ("GET" | "HEAD", false) if watch => "watch",
+        ("GET" | "HEAD", false) => "list",
+        ("POST", _) => "create",
+        ("PUT", _) => "update",
+        ("PATCH", _) => "patch",
+        ("DELETE", true) => "delete",
+        ("DELETE", false) => "deletecollection",
+        (other, _) => return access_of_unknown(other, path),
+    };
+    Access {
+        verb: verb.to_string(),
+        group: group.to_string(),
+        resource,
+        namespace,
+        non_resource: false,
+    }
+}
+
+fn access_of_unknown(method: &str, path: &str) -> Access {
+    Access {
+        verb: method.to_ascii_lowercase(),
+        group: String::new(),
+        resource: path.to_string(),
+        namespace: None,
+        non_resource: true,
+    }
 }
 
 #[derive(Debug)]
@@ -189,6 +296,7 @@ impl FakeApiServer {
                 bookmarks_sent: 0,
                 expire_next_continue: false,
                 forbidden: Vec::new(),
+                accesses: BTreeSet::new(),
             }),
             live: broadcast::channel(4096).0,
             disconnect: watch::Sender::new(0),
@@ -413,6 +521,11 @@ impl FakeApiServer {
         self.shared.lock().bookmarks_sent
     }
 
+    /// What every request so far asked for, as RBAC sees it (served or not).
+    pub fn accesses(&self) -> BTreeSet<Access> {
+        self.shared.lock().accesses.clone()
+    }
+
     /// The requests served so far (`LIST path` or `WATCH path rv=N`).
     pub fn requests(&self) -> Vec<String> {
         self.shared.lock().log.clone()
@@ -455,6 +568,12 @@ fn query_params(query: Option<&str>) -> HashMap<String, String> {
 }
 
 async fn handle(shared: Arc<Shared>, request: Request<hyper::body::Incoming>) -> Response<Body> {
+    let params = query_params(request.uri().query());
+    let watch = params.get("watch").is_some_and(|w| w == "true" || w == "1");
+    shared
+        .lock()
+        .accesses
+        .insert(access_of(request.method(), request.uri().path(), watch));
     if request.method() != hyper::Method::GET {
         return json_response(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -478,8 +597,7 @@ async fn handle(shared: Arc<Shared>, request: Request<hyper::body::Incoming>) ->
             &status(403, "Forbidden", &format!("cannot list or watch {path}")),
         );
     }
-    let params = query_params(request.uri().query());
-    if params.get("watch").is_some_and(|w| w == "true" || w == "1") {
+    if watch {
         watch_response(shared, path, params).await
     } else {
         list_response(&shared, path, &params)
