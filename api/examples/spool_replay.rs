@@ -64,6 +64,8 @@ fn flow(i: u64, now: i64) -> pb::Flow {
         denied_by: vec![pb::PolicyRef {
             namespace: "shop".into(),
             name: "default-deny".into(),
+            kind: pb::PolicyKind::NetworkPolicy as i32,
+            tier: pb::PolicyTier::NetworkPolicy as i32,
         }],
         ..Default::default()
     }

@@ -49,6 +49,9 @@ pub struct ApiMetrics {
     pub ingest_rejected_flows: Counter,
     /// Ingest streams refused because `max_streams` were open.
     pub ingest_streams_refused: Counter,
+    /// Batches refused (ending their stream with `PERMISSION_DENIED`)
+    /// because they name another node than the client certificate's.
+    pub ingest_batches_denied: Counter,
     /// Ingest streams open now.
     pub ingest_streams: Gauge,
     /// Batches read and waiting for room under the server's in-flight bound.
@@ -94,6 +97,7 @@ impl ApiMetrics {
             ingest_unknown_enum_flows: Counter::default(),
             ingest_rejected_flows: Counter::default(),
             ingest_streams_refused: Counter::default(),
+            ingest_batches_denied: Counter::default(),
             ingest_streams: Gauge::default(),
             ingest_batches_waiting: Gauge::default(),
             store_insert_duration: Histogram::new(exponential_buckets(0.0001, 4.0, 10)),
@@ -142,6 +146,11 @@ impl ApiMetrics {
             "ingest_streams_refused",
             "Ingest streams refused because max_streams were open",
             m.ingest_streams_refused.clone(),
+        );
+        registry.register(
+            "ingest_batches_denied",
+            "Batches refused because they name another node than the client certificate's",
+            m.ingest_batches_denied.clone(),
         );
         registry.register(
             "ingest_streams",
@@ -207,6 +216,12 @@ impl ApiMetrics {
             m.store_ready.clone(),
         );
         ApiMetrics { registry, ..m }
+    }
+
+    /// Adds the gRPC port's TLS counters (`netverdict_api_tls_*`).
+    pub fn register_tls(&mut self, stats: Arc<netverdict_tls::server::TlsStats>) {
+        self.registry
+            .register_collector(Box::new(netverdict_tls::metrics::TlsCollector::new(stats)));
     }
 
     /// Sets the store gauges from a status check (None: the check failed;

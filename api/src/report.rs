@@ -35,7 +35,7 @@ use std::collections::BTreeSet;
 
 use netverdict_policy::lint::{cluster_dns_pods, dns_denied};
 use netverdict_policy::{ClusterState, ObjectKind};
-use netverdict_proto::filter::Filter;
+use netverdict_proto::filter::{Filter, PolicyName};
 use netverdict_proto::names::known_or_zero;
 use netverdict_proto::time::{TimeWindow, UnixNanos};
 use netverdict_proto::v1 as pb;
@@ -139,7 +139,8 @@ impl<'a> WorkloadKey<'a> {
     }
 }
 
-type PolicyPair<'a> = (&'a str, &'a str);
+/// A policy as reports group it (kind and name; see `PolicyName`).
+type PolicyPair = PolicyName;
 
 #[derive(PartialEq, Eq, Hash)]
 struct DeniedKey<'a> {
@@ -147,7 +148,7 @@ struct DeniedKey<'a> {
     destination: WorkloadKey<'a>,
     protocol: i32,
     port: u32,
-    policies: Vec<PolicyPair<'a>>,
+    policies: Vec<PolicyPair>,
 }
 
 struct DeniedAcc<'a> {
@@ -165,11 +166,8 @@ fn more_recent(a: &pb::Flow, b: &pb::Flow) -> bool {
     (last_seen(a), &a.id) > (last_seen(b), &b.id)
 }
 
-fn sorted_policies(refs: &[pb::PolicyRef]) -> Vec<PolicyPair<'_>> {
-    let mut out: Vec<PolicyPair<'_>> = refs
-        .iter()
-        .map(|p| (p.namespace.as_str(), p.name.as_str()))
-        .collect();
+fn sorted_policies(refs: &[pb::PolicyRef]) -> Vec<PolicyPair> {
+    let mut out: Vec<PolicyPair> = refs.iter().map(PolicyName::of).collect();
     out.sort_unstable();
     out.dedup();
     out
@@ -266,14 +264,7 @@ pub fn denied_groups<'a>(
             destination: Some(k.destination.to_ref()),
             protocol: k.protocol,
             destination_port: k.port,
-            denied_by: k
-                .policies
-                .iter()
-                .map(|(namespace, name)| pb::PolicyRef {
-                    namespace: namespace.to_string(),
-                    name: name.to_string(),
-                })
-                .collect(),
+            denied_by: k.policies.iter().map(PolicyName::to_ref).collect(),
             egress_denied: acc.egress_denied,
             ingress_denied: acc.ingress_denied,
             count: acc.count,
@@ -313,7 +304,7 @@ struct DnsAcc<'a> {
     count: u64,
     last_seen: Option<UnixNanos>,
     latest: &'a pb::Flow,
-    denied_by: BTreeSet<PolicyPair<'a>>,
+    denied_by: BTreeSet<PolicyPair>,
 }
 
 /// Failed DNS queries of `flows` matching `query`, grouped as `query.proto`
@@ -354,11 +345,8 @@ pub fn dns_failures<'a>(
             acc.latest = flow;
         }
         if flow.verdict == pb::Verdict::Denied as i32 {
-            acc.denied_by.extend(
-                flow.denied_by
-                    .iter()
-                    .map(|p| (p.namespace.as_str(), p.name.as_str())),
-            );
+            acc.denied_by
+                .extend(flow.denied_by.iter().map(PolicyName::of));
         }
     }
     let mut groups: Vec<(DnsKey<'a>, DnsAcc<'a>)> = groups.into_iter().collect();
@@ -383,14 +371,7 @@ pub fn dns_failures<'a>(
                 rcode: k.rcode.to_string(),
                 count: acc.count,
                 last_seen: acc.last_seen.map(UnixNanos::to_timestamp),
-                denied_by: acc
-                    .denied_by
-                    .iter()
-                    .map(|(namespace, name)| pb::PolicyRef {
-                        namespace: namespace.to_string(),
-                        name: name.to_string(),
-                    })
-                    .collect(),
+                denied_by: acc.denied_by.iter().map(PolicyName::to_ref).collect(),
                 egress_allows_cluster_dns: acc
                     .latest
                     .dns
@@ -412,14 +393,18 @@ pub fn dns_failures<'a>(
 /// (traffic between a pod and its own node is always allowed, which decides
 /// for a host-network DNS pod on the querying pod's node). EndpointSlices are
 /// not read: DNS pods are found by the Service's selector or their label,
-/// never through a Service address. `netverdict api` watches only these, so
-/// its RBAC role grants only these.
-pub const CLUSTER_KINDS: [ObjectKind; 5] = [
+/// never through a Service address. The admin policy kinds are read: their
+/// tiers decide before and after NetworkPolicy. `netverdict api` watches only
+/// these, so its RBAC role grants only these.
+pub const CLUSTER_KINDS: [ObjectKind; 8] = [
     ObjectKind::Namespace,
     ObjectKind::Pod,
     ObjectKind::NetworkPolicy,
     ObjectKind::Service,
     ObjectKind::Node,
+    ObjectKind::AdminNetworkPolicy,
+    ObjectKind::BaselineAdminNetworkPolicy,
+    ObjectKind::ClusterNetworkPolicy,
 ];
 
 /// Pods isolated for egress whose policies deny DNS (UDP or TCP 53) to every
@@ -486,6 +471,8 @@ mod tests {
         pb::PolicyRef {
             namespace: ns.into(),
             name: name.into(),
+            kind: pb::PolicyKind::NetworkPolicy as i32,
+            tier: pb::PolicyTier::NetworkPolicy as i32,
         }
     }
 

@@ -544,6 +544,81 @@ async fn migration_4_gives_rows_stored_before_it_their_group_kind() {
 }
 
 #[tokio::test]
+async fn migration_6_gives_rows_stored_before_it_their_tier() {
+    let db = TestDb::new(&require_shared_server());
+    let base = now_ns() - 60_000_000_000;
+    let mut denied = simple_flow("node-a/1/1", base);
+    denied.verdict = pb::Verdict::Denied as i32;
+    denied.ingress = Some(pb::DirectionVerdict {
+        status: pb::PolicyStatus::Denied as i32,
+        tier: pb::PolicyTier::NetworkPolicy as i32,
+        ..Default::default()
+    });
+    denied.egress = Some(pb::DirectionVerdict {
+        status: pb::PolicyStatus::NotIsolated as i32,
+        ..Default::default()
+    });
+    {
+        let store = db.connect().await;
+        store.insert(vec![denied]).await.unwrap();
+    }
+    // The database as it was before migration 6.
+    for sql in [
+        format!("ALTER TABLE {}.flows DROP COLUMN egress_tier", db.name),
+        format!("ALTER TABLE {}.flows DROP COLUMN ingress_tier", db.name),
+        format!("DROP TABLE {}.schema_migrations", db.name),
+    ] {
+        db.sql(&sql);
+    }
+    let store = db.connect().await;
+    let tiers = db.sql(&format!(
+        "SELECT toString(egress_tier), toString(ingress_tier) FROM {}.flows",
+        db.name
+    ));
+    assert_eq!(
+        tiers,
+        "POLICY_TIER_UNSPECIFIED\tPOLICY_TIER_NETWORK_POLICY\n"
+    );
+    // New rows store the tier, an admin one included, and its policy as Kind/name.
+    let mut admin = simple_flow("node-a/2/1", base + 20);
+    admin.verdict = pb::Verdict::Denied as i32;
+    admin.egress = Some(pb::DirectionVerdict {
+        status: pb::PolicyStatus::Denied as i32,
+        tier: pb::PolicyTier::Admin as i32,
+        ..Default::default()
+    });
+    admin.denied_by = vec![pb::PolicyRef {
+        name: "deny-tenant".into(),
+        kind: pb::PolicyKind::AdminNetworkPolicy as i32,
+        tier: pb::PolicyTier::Admin as i32,
+        ..Default::default()
+    }];
+    store.insert(vec![admin]).await.unwrap();
+    let stored = db.sql(&format!(
+        "SELECT toString(egress_tier), denied_by FROM {}.flows WHERE id = 'node-a/2/1'",
+        db.name
+    ));
+    assert_eq!(
+        stored,
+        "POLICY_TIER_ADMIN\t['AdminNetworkPolicy/deny-tenant']\n"
+    );
+    // The policy filter finds it by that name.
+    let filter = pb::FlowFilter {
+        policy: vec!["AdminNetworkPolicy/deny-tenant".into()],
+        ..Default::default()
+    };
+    let found = store
+        .flows(&FlowQuery {
+            filters: FilterSet::compile(&[filter], &[]).unwrap(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].id, "node-a/2/1");
+}
+
+#[tokio::test]
 async fn retention_drops_old_days_from_flows_and_rollups() {
     let db = TestDb::new(&require_shared_server());
     let store = db.connect().await;

@@ -26,6 +26,8 @@ fn policy(ns: &str, name: &str) -> pb::PolicyRef {
     pb::PolicyRef {
         namespace: ns.into(),
         name: name.into(),
+        kind: pb::PolicyKind::NetworkPolicy as i32,
+        tier: pb::PolicyTier::NetworkPolicy as i32,
     }
 }
 

@@ -10,7 +10,10 @@
 //!    a fresh database with the same schema and rollups; and the ratio of the
 //!    two rates (the goal is at least 0.5). `NETVERDICT_BENCH_FLOWS` flows per
 //!    round (default 200 000), `NETVERDICT_BENCH_ROUNDS` rounds (default 3),
-//!    the order alternating.
+//!    the order alternating. Each round also runs the pipeline over mutual
+//!    TLS (the exporter with a collector certificate, the API server
+//!    requiring it; certificates of `netverdict_tls::certs`) and prints the
+//!    cost of TLS (the goal is under 10%); `NETVERDICT_BENCH_TLS=0` skips it.
 //! 2. denied: the `denied` report over `NETVERDICT_BENCH_STORED` flows
 //!    (default 10 000 000) spread over the last 24 hours, for 24 hours and for
 //!    15 minutes, all namespaces and one; the median of 5 runs (the goal is
@@ -35,6 +38,8 @@ use netverdict_api::{ApiConfig, serve};
 use netverdict_cluster::SharedState;
 use netverdict_collector::export::{Exporter, ExporterConfig};
 use netverdict_proto::v1 as pb;
+use netverdict_tls::certs::{Pki, PkiOptions, write_pki};
+use netverdict_tls::{ClientTlsFiles, ServerTlsFiles};
 use support::spread_flow;
 
 fn env_u64(name: &str, default: u64) -> u64 {
@@ -128,13 +133,23 @@ impl Drop for Server {
     }
 }
 
-/// Flows per second from an exporter through the API server into `store`.
-async fn through_the_pipeline(store: ClickHouseStore, flows: Vec<pb::Flow>) -> Result<f64> {
+/// Flows per second from an exporter through the API server into `store`,
+/// over mutual TLS with `pki`'s certificates, else in plaintext.
+async fn through_the_pipeline(
+    store: ClickHouseStore,
+    flows: Vec<pb::Flow>,
+    pki: Option<&Pki>,
+) -> Result<f64> {
     let n = flows.len() as u64;
     let api = serve(
         ApiConfig {
             listen: "127.0.0.1:0".parse()?,
             metrics_listen: None,
+            tls: pki.map(|pki| ServerTlsFiles {
+                cert: pki.api.cert.clone(),
+                key: pki.api.key.clone(),
+                client_ca: Some(pki.api.ca.clone()),
+            }),
             ..Default::default()
         },
         store,
@@ -142,8 +157,17 @@ async fn through_the_pipeline(store: ClickHouseStore, flows: Vec<pb::Flow>) -> R
     )
     .await?;
     // A node agent's settings, with room for the whole run.
-    let mut config = ExporterConfig::new(format!("http://{}", api.grpc_addr()), "bench-node");
+    let mut config = ExporterConfig::new(api.grpc_addr().to_string(), "bench-node");
     config.buffer_bound = config.buffer_bound.max(flows.len());
+    config.tls = pki.map(|pki| {
+        let node = &pki.collectors[0].1;
+        ClientTlsFiles {
+            ca: node.ca.clone(),
+            cert: Some(node.cert.clone()),
+            key: Some(node.key.clone()),
+            server_name: None,
+        }
+    });
     let exporter = Exporter::new(config)?;
     let counters = exporter.counters();
     let (tx, rx) = tokio::sync::mpsc::channel(8192);
@@ -198,7 +222,20 @@ fn through_the_client(server: &Server, db: &str, native: &[u8], n: u64) -> Resul
 async fn ingest(server: &mut Server) -> Result<()> {
     let n = env_u64("NETVERDICT_BENCH_FLOWS", 200_000);
     let rounds = env_u64("NETVERDICT_BENCH_ROUNDS", 3);
+    let certs = tempfile::tempdir()?;
+    let pki = if env_u64("NETVERDICT_BENCH_TLS", 1) == 0 {
+        None
+    } else {
+        Some(write_pki(
+            certs.path(),
+            &PkiOptions {
+                nodes: vec!["bench-node".into()],
+                ..Default::default()
+            },
+        )?)
+    };
     let mut ratios = Vec::new();
+    let mut tls_costs = Vec::new();
     for round in 0..rounds {
         let now = SystemTime::now();
         // Unique ids per round: node-*/<round>/<i>.
@@ -206,6 +243,7 @@ async fn ingest(server: &mut Server) -> Result<()> {
             .map(|i| {
                 let mut f = spread_flow(i, n, now, Duration::from_secs(60));
                 f.id = format!("bench-node/{round}/{i}");
+                f.node_name = "bench-node".into();
                 f
             })
             .collect();
@@ -224,15 +262,46 @@ async fn ingest(server: &mut Server) -> Result<()> {
         drop(alone);
         let native = native_rows(server, &alone_db)?;
         server.sql(&format!("DROP DATABASE IF EXISTS {alone_db}"))?;
+        let tls_store = match &pki {
+            Some(_) => Some(server.store(&format!("tls{round}")).await?),
+            None => None,
+        };
+        let tls_db = tls_store.as_ref().map(|s| s.database().to_string());
+        // The TLS run goes first in odd rounds, last in even ones.
+        let mut tls_rate = None;
+        if round % 2 == 1
+            && let Some(store) = tls_store.clone()
+        {
+            tls_rate = Some(through_the_pipeline(store, flows.clone(), pki.as_ref()).await?);
+        }
         let (pipeline_rate, client_rate) = if round % 2 == 0 {
-            let pipeline_rate = through_the_pipeline(piped, flows).await?;
+            let pipeline_rate = through_the_pipeline(piped, flows.clone(), None).await?;
             let client_rate = through_the_client(server, &direct_db, &native, n)?;
             (pipeline_rate, client_rate)
         } else {
             let client_rate = through_the_client(server, &direct_db, &native, n)?;
-            let pipeline_rate = through_the_pipeline(piped, flows).await?;
+            let pipeline_rate = through_the_pipeline(piped, flows.clone(), None).await?;
             (pipeline_rate, client_rate)
         };
+        if round % 2 == 0
+            && let Some(store) = tls_store
+        {
+            tls_rate = Some(through_the_pipeline(store, flows, pki.as_ref()).await?);
+        }
+        if let (Some(rate), Some(db)) = (tls_rate, &tls_db) {
+            ensure!(
+                server.count(db)? == n,
+                "the pipeline over TLS stored another count"
+            );
+            let cost = 1.0 - rate / pipeline_rate;
+            println!(
+                "ingest round {}: over mutual TLS {rate:.0} flows/s, plaintext {pipeline_rate:.0} flows/s: TLS costs {:.1}%",
+                round + 1,
+                cost * 100.0
+            );
+            tls_costs.push(cost);
+            server.sql(&format!("DROP DATABASE IF EXISTS {db}"))?;
+        }
         ensure!(
             server.count(&piped_db)? == n,
             "the pipeline stored another count"
@@ -257,6 +326,13 @@ async fn ingest(server: &mut Server) -> Result<()> {
         "ingest: median ratio {:.2} over {rounds} rounds (goal >= 0.5)",
         ratios[ratios.len() / 2]
     );
+    if !tls_costs.is_empty() {
+        tls_costs.sort_by(f64::total_cmp);
+        println!(
+            "ingest: median cost of mutual TLS {:.1}% over {rounds} rounds (goal < 10%)",
+            tls_costs[tls_costs.len() / 2] * 100.0
+        );
+    }
     Ok(())
 }
 

@@ -1,5 +1,7 @@
 //! `netverdict api`: runs the API server with its store and a cluster state
-//! source, until SIGINT or SIGTERM.
+//! source, until SIGINT or SIGTERM. With `--tls-cert`, `--tls-key` and
+//! `--tls-client-ca` it serves mutual TLS on every address; without them,
+//! plaintext on 127.0.0.1 only (unless `--insecure`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -13,15 +15,21 @@ use netverdict_api::{ApiConfig, MemoryConfig, MemoryStore, ServeError};
 use netverdict_cluster::kube::{ClientOptions, KubeSourceConfig};
 use netverdict_cluster::manifests::ManifestOptions;
 use netverdict_cluster::{ClusterHandle, SharedState, Source, SourceConfig, SyncPolicy};
+use netverdict_proto::ports;
 use netverdict_proto::validate::TimeBounds;
+
+use crate::tls_args::ServerTlsArgs;
 
 #[derive(Args, Debug)]
 pub struct ApiArgs {
-    /// The gRPC address for collectors (Ingest) and clients (Observer, Query).
-    #[arg(long, default_value = "0.0.0.0:4245")]
-    listen: SocketAddr,
+    /// The gRPC address for collectors (Ingest) and clients (Observer,
+    /// Query) [default: 0.0.0.0:4255 with mutual TLS, else 127.0.0.1:4255].
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    #[command(flatten)]
+    tls: ServerTlsArgs,
     /// The Prometheus /metrics address.
-    #[arg(long, default_value = "0.0.0.0:9966")]
+    #[arg(long, default_value_t = SocketAddr::from(([0, 0, 0, 0], ports::API_METRICS)))]
     metrics_listen: SocketAddr,
     /// Cluster state from manifest files or directories (reloaded on change),
     /// for the DNS policy gaps.
@@ -72,6 +80,15 @@ pub struct ApiArgs {
     /// http://clickhouse:8123) instead of in memory.
     #[arg(long)]
     clickhouse: Option<String>,
+    /// For an https:// --clickhouse URL: the CA (PEM) of ClickHouse's
+    /// certificate (default: the system's CA certificates).
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "NETVERDICT_CLICKHOUSE_CA",
+        requires = "clickhouse"
+    )]
+    clickhouse_ca: Option<PathBuf>,
     /// The ClickHouse database (created, with its tables, if missing).
     #[arg(long, default_value = "netverdict", requires = "clickhouse")]
     clickhouse_database: String,
@@ -103,7 +120,9 @@ pub struct ApiArgs {
 
 pub fn run(args: ApiArgs) -> Result<()> {
     let mut config = ApiConfig {
-        listen: args.listen,
+        listen: args.tls.listen(args.listen, ports::API_GRPC)?,
+        tls: args.tls.files()?,
+        insecure: args.tls.insecure,
         metrics_listen: Some(args.metrics_listen),
         follow_buffer: args.follow_buffer,
         max_in_flight_bytes: args.max_in_flight_bytes,
@@ -133,6 +152,7 @@ pub fn run(args: ApiArgs) -> Result<()> {
                     // flows are spooled until it answers.
                     let store = ClickHouseStore::start(ClickHouseConfig {
                         url: url.clone(),
+                        ca_file: args.clickhouse_ca.clone(),
                         database: args.clickhouse_database.clone(),
                         user: args.clickhouse_user.clone(),
                         password: args.clickhouse_password.clone(),
@@ -201,6 +221,12 @@ async fn serve<S: Store>(config: ApiConfig, store: S, cluster: ClusterHandle) ->
             }
             e => e.into(),
         })?;
+    let security = match server.tls() {
+        Some(tls) if tls.mutual() => "mutual TLS",
+        Some(_) => "TLS, no client certificates",
+        None => "plaintext",
+    };
+    eprintln!("netverdict api: gRPC security: {security}");
     eprintln!(
         "netverdict api: gRPC on {}, metrics on http://{}/metrics",
         server.grpc_addr(),

@@ -2,6 +2,11 @@
 //! [`AgentConfig`](netverdict_collector::agent::AgentConfig), starts the
 //! agent, and on SIGTERM or Ctrl-C shuts it down, flushing what it holds to
 //! the ring and the API server.
+//!
+//! With `--tls-cert`, `--tls-key` and `--tls-client-ca` the Observer serves
+//! mutual TLS on every address (readers only); without them it listens on
+//! 127.0.0.1. With `--tls-ca` the export is TLS, presenting the same
+//! certificate, whose CN must be the node name.
 
 use std::net::{IpAddr, SocketAddr};
 use std::os::unix::fs::MetadataExt;
@@ -13,6 +18,9 @@ use netverdict_cluster::kube::{ClientOptions, KubeSourceConfig};
 use netverdict_cluster::manifests::ManifestOptions;
 use netverdict_collector::agent::{Agent, AgentConfig};
 use netverdict_lab::lab::STATE_ROOT;
+use netverdict_proto::ports;
+
+use crate::tls_args::CollectorTlsArgs;
 
 /// Run the node agent: annotate the flows the eBPF probes see, keep the last
 /// ones for the Observer API, export them to the API server, serve /metrics
@@ -31,15 +39,18 @@ pub struct CollectorArgs {
     /// in-cluster service account).
     #[arg(long, value_name = "PATH", conflicts_with = "cluster")]
     pub kubeconfig: Option<PathBuf>,
-    /// The API server's ingest endpoint, e.g. http://netverdict-api:4245 (no
-    /// export when absent).
+    /// The API server's ingest endpoint, e.g. https://netverdict-api:4255
+    /// with --tls-ca (no export when absent).
     #[arg(long, value_name = "URL")]
     pub export: Option<String>,
-    /// Where the Observer gRPC API listens.
-    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:4244")]
-    pub observer_listen: SocketAddr,
+    /// Where the Observer gRPC API listens [default: 0.0.0.0:4254 with
+    /// mutual TLS, else 127.0.0.1:4254].
+    #[arg(long, value_name = "ADDR")]
+    pub observer_listen: Option<SocketAddr>,
+    #[command(flatten)]
+    pub tls: CollectorTlsArgs,
     /// Where /metrics is served.
-    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:9965")]
+    #[arg(long, value_name = "ADDR", default_value_t = SocketAddr::from(([0, 0, 0, 0], ports::COLLECTOR_METRICS)))]
     pub metrics_listen: SocketAddr,
     /// How many recent flows are kept for the Observer API.
     #[arg(long, value_name = "N", default_value_t = 10_000)]
@@ -105,8 +116,19 @@ async fn collect(args: CollectorArgs) -> anyhow::Result<()> {
     let mut config = AgentConfig::new(node_name, cluster);
     if let Some(url) = &args.export {
         config.export_to(url.clone());
+        if let Some(export) = &mut config.export {
+            export.tls = args.tls.export()?;
+            export.insecure = args.tls.insecure;
+        }
+    } else if args.tls.tls_ca.is_some() {
+        anyhow::bail!("--tls-ca is for --export, which is not given");
     }
-    config.observer_listen = Some(args.observer_listen);
+    config.observer_listen = Some(
+        args.tls
+            .observer_listen(args.observer_listen, ports::COLLECTOR_OBSERVER)?,
+    );
+    config.tls = args.tls.observer()?;
+    config.insecure = args.tls.insecure;
     config.metrics_listen = Some(args.metrics_listen);
     config.ring_size = args.ring_size;
     if let Some(netns) = lab_netns {

@@ -10,6 +10,10 @@
 //! it waits (with a deadline) until the step's flows are stored, then prints the
 //! API server's incident reports, fetched over gRPC like `netverdict denied`
 //! and `netverdict dns`. The lab is torn down at the end, even on failure.
+//! With `--tls-dir` every gRPC connection of the demo is mutual TLS, with the
+//! certificates of `netverdict certs` (made there for the lab's nodes,
+//! `node-0`..., if missing): each exporter as its node's collector, the
+//! reports as a reader.
 
 use std::io::Write;
 use std::net::IpAddr;
@@ -60,6 +64,11 @@ pub struct DemoArgs {
     /// How the lab enforces NetworkPolicy: nftables or tc.
     #[arg(long, default_value = "nftables")]
     enforcement: netverdict_lab::Enforcement,
+    /// Run every gRPC connection over mutual TLS with the certificates of
+    /// `netverdict certs --out DIR --nodes node-0,...` (one per lab node;
+    /// made there if missing; a CA in DIR is reused).
+    #[arg(long, value_name = "DIR")]
+    tls_dir: Option<PathBuf>,
 }
 
 /// The seed shipped in the source tree, or next to an installed binary.
@@ -157,10 +166,28 @@ async fn demo<S: Store>(args: &DemoArgs, store: S) -> Result<Value> {
     .await?;
     let state = cluster.state().clone();
 
+    let pki = match &args.tls_dir {
+        Some(dir) => Some(
+            netverdict_tls::certs::write_pki(
+                dir,
+                &netverdict_tls::certs::PkiOptions {
+                    nodes: lab.nodes().iter().map(|n| n.name.clone()).collect(),
+                    ..Default::default()
+                },
+            )
+            .with_context(|| format!("--tls-dir {}", dir.display()))?,
+        ),
+        None => None,
+    };
     let api = netverdict_api::serve(
         ApiConfig {
             listen: "127.0.0.1:0".parse()?,
             metrics_listen: None,
+            tls: pki.as_ref().map(|pki| netverdict_tls::ServerTlsFiles {
+                cert: pki.api.cert.clone(),
+                key: pki.api.key.clone(),
+                client_ca: Some(pki.api.ca.clone()),
+            }),
             ..ApiConfig::default()
         },
         store,
@@ -168,11 +195,31 @@ async fn demo<S: Store>(args: &DemoArgs, store: S) -> Result<Value> {
     )
     .await
     .context("starting the API server")?;
-    let server = format!("http://{}", api.grpc_addr());
+    // The address the certificates name (127.0.0.1), with the port bound.
+    let server = format!("127.0.0.1:{}", api.grpc_addr().port());
+    let tls_client = |bundle: &netverdict_tls::certs::Bundle| netverdict_tls::ClientTlsFiles {
+        ca: bundle.ca.clone(),
+        cert: Some(bundle.cert.clone()),
+        key: Some(bundle.key.clone()),
+        server_name: None,
+    };
+    let reader = netverdict_tls::Target::new(
+        &server,
+        0,
+        pki.as_ref().map(|pki| tls_client(&pki.reader)),
+        false,
+    )?;
     let mut agents = Vec::new();
     for node in lab.nodes() {
         let mut config = AgentConfig::new(&node.name, Source::Shared(state.clone()));
         config.export_to(server.clone());
+        if let (Some(export), Some(pki)) = (&mut config.export, &pki) {
+            export.tls = pki
+                .collectors
+                .iter()
+                .find(|(name, _)| *name == node.name)
+                .map(|(_, bundle)| tls_client(bundle));
+        }
         config.observer_listen = None;
         config.metrics_listen = None;
         config.cluster.local_node_ips = vec![IpAddr::V4(NODE_IP), node.ip];
@@ -262,8 +309,8 @@ async fn demo<S: Store>(args: &DemoArgs, store: S) -> Result<Value> {
                 println!("$ kubectl exec {} -- {}\n    {}", c.from, c.text, c.result);
             }
         }
-        wait_stored(&agents, &server, step_start, &commands).await?;
-        let (denied, dns) = reports(&server, step_start).await?;
+        wait_stored(&agents, &reader, step_start, &commands).await?;
+        let (denied, dns) = reports(&reader, step_start).await?;
         if text {
             println!("-- netverdict denied (this step):");
             print!("{}", render::denied_table(&denied, true));
@@ -296,7 +343,7 @@ async fn demo<S: Store>(args: &DemoArgs, store: S) -> Result<Value> {
             })
         })
         .collect();
-    let (denied, dns) = reports(&server, started).await?;
+    let (denied, dns) = reports(&reader, started).await?;
     if text {
         println!("\n== The whole rollout: what an SRE would ask the API server");
         println!(
@@ -327,6 +374,7 @@ async fn demo<S: Store>(args: &DemoArgs, store: S) -> Result<Value> {
     Ok(json!({
         "lab": args.name,
         "store": if args.clickhouse.is_some() { "clickhouse" } else { "memory" },
+        "tls": reader.is_tls(),
         "steps": report,
         "total": {
             "denied": render::denied_json(&denied),
@@ -420,14 +468,17 @@ fn nc(lab: &Lab, from: &PodKey, name: &str, port: u16) -> Command {
 /// missing. Kernel events may still be in the ring buffer at the first flush.
 async fn wait_stored(
     agents: &[AgentHandle],
-    server: &str,
+    server: &netverdict_tls::Target,
     since: SystemTime,
     commands: &[Command],
 ) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
-    let mut observer = ObserverClient::connect(server.to_string())
-        .await
-        .context("connecting to the API server")?;
+    let mut observer = ObserverClient::new(
+        server
+            .connect_default(Duration::from_secs(5))
+            .await
+            .context("connecting to the API server")?,
+    );
     loop {
         for agent in agents {
             agent.flush().await.context("flushing a collector")?;
@@ -486,12 +537,15 @@ fn matches(flow: &pb::Flow, from: &PodKey, expect: &Expect) -> bool {
 
 /// The denied and DNS reports since `since`, from the API server over gRPC.
 async fn reports(
-    server: &str,
+    server: &netverdict_tls::Target,
     since: SystemTime,
 ) -> Result<(Vec<pb::DeniedGroup>, pb::DnsReportResponse)> {
-    let mut query = QueryClient::connect(server.to_string())
-        .await
-        .context("connecting to the API server")?;
+    let mut query = QueryClient::new(
+        server
+            .connect_default(Duration::from_secs(5))
+            .await
+            .context("connecting to the API server")?,
+    );
     let request = pb::ReportRequest {
         since: Some(netverdict_proto::time::timestamp(since)),
         ..Default::default()

@@ -3,6 +3,7 @@
 
 mod api_cmd;
 mod capture;
+mod certs_cmd;
 mod collector;
 mod completion;
 mod demo;
@@ -12,6 +13,7 @@ mod output;
 mod policy_cmds;
 mod query_cmds;
 mod render;
+mod tls_args;
 
 use std::process::ExitCode;
 
@@ -68,6 +70,9 @@ enum Command {
     Status(query_cmds::StatusArgs),
     /// Print a shell completion script: `source <(netverdict completion bash)`.
     Completion(completion::CompletionArgs),
+    /// Make a CA and the certificates for mutual TLS: the API server's, one
+    /// per collector node, and a reader's.
+    Certs(certs_cmd::CertsArgs),
 }
 
 fn main() -> ExitCode {
@@ -98,6 +103,7 @@ fn main() -> ExitCode {
         Command::Mismatches(args) => query_cmds::mismatches(args).map(|()| ExitCode::SUCCESS),
         Command::Status(args) => query_cmds::status(args).map(|()| ExitCode::SUCCESS),
         Command::Completion(args) => completion::run(&args, Cli::command()),
+        Command::Certs(args) => certs_cmd::run(args).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

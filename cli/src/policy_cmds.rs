@@ -186,8 +186,9 @@ pub fn lint(args: LintArgs) -> Result<ExitCode> {
             if findings.is_empty() {
                 writeln!(
                     out,
-                    "no findings ({} policies, {} pods)",
+                    "no findings ({} policies, {} admin policies, {} pods)",
                     state.policy_count(),
+                    state.admin_policy_count(),
                     state.pod_count()
                 )?;
             }
@@ -196,7 +197,11 @@ pub fn lint(args: LintArgs) -> Result<ExitCode> {
     if findings.iter().any(|f| f.severity == Severity::Warning) {
         return Ok(ExitCode::from(1));
     }
-    if findings.is_empty() && state.policy_count() == 0 && state.pod_count() == 0 {
+    if findings.is_empty()
+        && state.policy_count() == 0
+        && state.admin_policy_count() == 0
+        && state.pod_count() == 0
+    {
         bail!("the cluster manifests hold no pods and no policies");
     }
     Ok(ExitCode::SUCCESS)

@@ -18,14 +18,18 @@ use prost_types::Timestamp;
 use crate::filter_flags::{self, FilterArgs, Flag, Occurrence, RequestFilters, ScopeArgs};
 use crate::output::{self, Output};
 use crate::render;
+use crate::tls_args::ClientTlsArgs;
 
-/// Where the server is.
+/// Where the server is, and how to connect.
 #[derive(Args, Debug, Clone)]
 pub struct ServerArgs {
-    /// The API server's gRPC address (a collector's observer, on 4244,
-    /// answers `observe`, `mismatches` and `status` too).
-    #[arg(long, default_value = "localhost:4245", env = "NETVERDICT_SERVER")]
-    pub server: String,
+    /// The API server's gRPC address: host:port, https://host:port or
+    /// http://host:port (a collector's Observer, on 4254, answers `observe`,
+    /// `mismatches` and `status` too) [default: localhost:4255].
+    #[arg(long, value_name = "ADDR", env = "NETVERDICT_SERVER")]
+    pub server: Option<String>,
+    #[command(flatten)]
+    pub tls: ClientTlsArgs,
 }
 
 /// Time range flags.
@@ -209,14 +213,6 @@ pub fn mismatches_request(args: &MismatchesArgs) -> Result<pb::GetFlowsRequest> 
     })
 }
 
-fn endpoint(server: &str) -> String {
-    if server.contains("://") {
-        server.to_string()
-    } else {
-        format!("http://{server}")
-    }
-}
-
 fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -224,24 +220,52 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .context("starting the async runtime")
 }
 
-async fn channel(server: &str) -> Result<tonic::transport::Channel> {
-    let url = endpoint(server);
-    tonic::transport::Endpoint::from_shared(url.clone())
-        .with_context(|| format!("--server: invalid address {server:?}"))?
-        .connect_timeout(Duration::from_secs(5))
-        .connect()
+/// The server's address as given (or the default API server).
+fn address(server: &ServerArgs) -> String {
+    server
+        .server
+        .clone()
+        .unwrap_or_else(|| format!("localhost:{}", netverdict_proto::ports::API_GRPC))
+}
+
+/// The server to connect to, checked against the TLS rules.
+fn target(server: &ServerArgs) -> Result<netverdict_tls::Target> {
+    netverdict_tls::Target::new(
+        &address(server),
+        netverdict_proto::ports::API_GRPC,
+        server.tls.files()?,
+        server.tls.insecure,
+    )
+    .context("--server")
+}
+
+async fn channel(server: &ServerArgs) -> Result<tonic::transport::Channel> {
+    let target = target(server)?;
+    target
+        .connect_default(Duration::from_secs(5))
         .await
-        .with_context(|| format!("cannot reach the netverdict server at {url}"))
+        .with_context(|| format!("cannot reach the netverdict server at {target}"))
 }
 
 fn status_error(what: &str, status: tonic::Status) -> anyhow::Error {
-    anyhow::anyhow!("{what}: {} ({:?})", status.message(), status.code())
+    // A TLS server that refuses this client's certificate closes the
+    // connection; gRPC only says "transport error".
+    let hint = if matches!(
+        status.code(),
+        tonic::Code::Unknown | tonic::Code::Unavailable
+    ) && status.message().contains("transport error")
+    {
+        " (if the server requires client certificates: give --tls-cert and --tls-key, signed by the server's client CA and valid now)"
+    } else {
+        ""
+    };
+    anyhow::anyhow!("{what}: {} ({:?}){hint}", status.message(), status.code())
 }
 
 /// Prints the flows of `request` as they come (compact, jsonl) or once all
 /// have come (table, wide, json); with `follow` until Ctrl-C.
 async fn stream_flows(
-    server: &str,
+    server: &ServerArgs,
     request: pb::GetFlowsRequest,
     print: &FlowOutputArgs,
 ) -> Result<()> {
@@ -303,19 +327,19 @@ async fn stream_flows(
 
 pub fn observe(args: ObserveArgs, matches: &ArgMatches) -> Result<()> {
     let request = observe_request(&args, matches)?;
-    runtime()?.block_on(stream_flows(&args.server.server, request, &args.print))
+    runtime()?.block_on(stream_flows(&args.server, request, &args.print))
 }
 
 pub fn mismatches(args: MismatchesArgs) -> Result<()> {
     let request = mismatches_request(&args)?;
-    runtime()?.block_on(stream_flows(&args.server.server, request, &args.print))
+    runtime()?.block_on(stream_flows(&args.server, request, &args.print))
 }
 
 /// What a server (the API server or a collector's observer) holds and has lost.
 pub fn status(args: StatusArgs) -> Result<()> {
-    let server = args.server.server;
+    let server = address(&args.server);
     let status = runtime()?.block_on(async {
-        let mut client = ObserverClient::new(channel(&server).await?);
+        let mut client = ObserverClient::new(channel(&args.server).await?);
         let r = client
             .server_status(pb::ServerStatusRequest {})
             .await
@@ -349,7 +373,7 @@ pub fn report_request(since: &str, args: &ReportArgs) -> Result<pb::ReportReques
 pub fn denied(args: ReportArgs) -> Result<()> {
     let request = report_request("15m", &args)?;
     let groups = runtime()?.block_on(async {
-        let mut client = QueryClient::new(channel(&args.server.server).await?);
+        let mut client = QueryClient::new(channel(&args.server).await?);
         let r = client
             .denied(request)
             .await
@@ -370,7 +394,7 @@ pub fn denied(args: ReportArgs) -> Result<()> {
 pub fn dns(args: ReportArgs) -> Result<()> {
     let request = report_request("1h", &args)?;
     let report = runtime()?.block_on(async {
-        let mut client = QueryClient::new(channel(&args.server.server).await?);
+        let mut client = QueryClient::new(channel(&args.server).await?);
         let r = client
             .dns_report(request)
             .await

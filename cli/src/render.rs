@@ -578,6 +578,8 @@ mod tests {
         pb::PolicyRef {
             namespace: ns.into(),
             name: name.into(),
+            kind: pb::PolicyKind::NetworkPolicy as i32,
+            tier: pb::PolicyTier::NetworkPolicy as i32,
         }
     }
 
@@ -728,8 +730,8 @@ mod tests {
             flows_dead_lettered: 1,
         };
         assert_eq!(
-            status_table("localhost:4245", &s),
-            "Server:        localhost:4245\n\
+            status_table("localhost:4255", &s),
+            "Server:        localhost:4255\n\
              Flows held:    12\n\
              Flows lost:    3\n\
              \x20 refused:     2\n\

@@ -175,6 +175,7 @@ fn flow(i: usize) -> pb::Flow {
                 vec![pb::PolicyRef {
                     namespace: "shop".into(),
                     name: "default-deny".into(),
+                    ..Default::default()
                 }]
             } else {
                 Vec::new()

@@ -1,7 +1,8 @@
 //! `netverdict demo` end to end (as root): the seed's lab, the real eBPF probes,
 //! the collector and the API server in one process, through the embedded store
-//! and through ClickHouse. The JSON report of every step must hold exactly the
-//! denied flows, policies and DNS names the seed's rollout produces.
+//! (over mutual TLS) and through ClickHouse (plaintext). The JSON report of
+//! every step must hold exactly the denied flows, policies and DNS names the
+//! seed's rollout produces.
 
 use std::collections::BTreeSet;
 use std::process::Command;
@@ -274,10 +275,22 @@ fn check(report: &Value) {
     assert_eq!(report["exported"]["dropped"], 0, "{:#}", report["exported"]);
 }
 
+/// The embedded store, with every gRPC connection over mutual TLS
+/// (certificates made by the demo in a fresh directory).
 #[test]
-fn the_demo_through_the_embedded_store() {
-    let report = run_demo(&format!("dm{}", std::process::id()), &[]);
+fn the_demo_through_the_embedded_store_over_mutual_tls() {
+    let certs = tempfile::tempdir().unwrap();
+    let dir = certs.path().to_str().unwrap();
+    let report = run_demo(&format!("dm{}", std::process::id()), &["--tls-dir", dir]);
     assert_eq!(report["store"], "memory");
+    assert_eq!(report["tls"], true);
+    let node = report["nodes"][0]["name"].as_str().expect("the lab's node");
+    assert!(
+        certs
+            .path()
+            .join(format!("collector-{node}/tls.crt"))
+            .exists()
+    );
     check(&report);
 }
 
@@ -333,6 +346,7 @@ fn the_demo_through_clickhouse() {
         &["--clickhouse", &url, "--clickhouse-database", &database],
     );
     assert_eq!(report["store"], "clickhouse");
+    assert_eq!(report["tls"], false);
     check(&report);
     // Every acknowledged flow is in ClickHouse, once.
     let out = Command::new("clickhouse-client")

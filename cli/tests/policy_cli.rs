@@ -207,3 +207,73 @@ fn bad_manifests_fail_with_file_object_and_field() {
         "{err}"
     );
 }
+
+/// The seed's policies plus an AdminNetworkPolicy that denies the web team's
+/// namespace to the api: what NetworkPolicy allows (default/np-client ->
+/// default/api) is denied, and every command says by which admin rule.
+#[test]
+fn admin_network_policy_through_explain_verdicts_and_lint() {
+    let dir = tempfile::tempdir().unwrap();
+    let anp = dir.path().join("anp.yaml");
+    std::fs::write(
+        &anp,
+        "apiVersion: policy.networking.k8s.io/v1alpha1\nkind: AdminNetworkPolicy\n\
+         metadata: {name: lock-api}\nspec:\n  priority: 5\n  subject: {pods: {namespaceSelector: {}, \
+         podSelector: {matchLabels: {app: api}}}}\n  ingress:\n  - name: no-frontends\n    action: Deny\n    \
+         from: [{pods: {namespaceSelector: {}, podSelector: {matchLabels: {role: frontend}}}}]\n",
+    )
+    .unwrap();
+    let anp = anp.to_str().unwrap();
+    let args = [
+        "explain",
+        "--cluster",
+        SEED,
+        "--cluster",
+        anp,
+        "--from",
+        "default/np-client",
+        "--to",
+        "default/api",
+        "--port",
+        "8080",
+    ];
+    let out = netverdict(&args, "");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("ingress of default/api: Admin tier: DENIED"),
+        "{text}"
+    );
+    assert!(
+        text.contains("decided by: rule 0 \"no-frontends\" (Deny) of AdminNetworkPolicy/lock-api (Admin tier, priority 5)"),
+        "{text}"
+    );
+
+    let out = netverdict(
+        &["verdicts", "--cluster", SEED, "--cluster", anp],
+        r#"{"src":"default/np-client","dst":"default/api","port":8080}"#,
+    );
+    let lines = json_lines(&out);
+    assert_eq!(lines[0]["verdict"], "deny");
+    assert_eq!(lines[0]["ingress"]["tier"], "admin");
+    assert_eq!(
+        lines[0]["ingress"]["admin_rule"]["policy"],
+        "AdminNetworkPolicy/lock-api"
+    );
+    assert_eq!(lines[0]["ingress"]["admin_rule"]["name"], "no-frontends");
+
+    let out = netverdict(&["lint", "--cluster", SEED, "--cluster", anp], "");
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(
+            "warning[admin-deny-shadows-network-policy] AdminNetworkPolicy/lock-api spec.ingress[0]"
+        ),
+        "{text}"
+    );
+}

@@ -56,6 +56,8 @@ fn policy(ns: &str, name: &str) -> pb::PolicyRef {
     pb::PolicyRef {
         namespace: ns.into(),
         name: name.into(),
+        kind: pb::PolicyKind::NetworkPolicy as i32,
+        tier: pb::PolicyTier::NetworkPolicy as i32,
     }
 }
 
@@ -680,23 +682,21 @@ async fn status_of_the_api_server_and_of_a_collector() {
     server.shutdown().await.unwrap();
 
     // A collector's observer over a ring of 3 that was given 5 flows.
-    let ring = Arc::new(tokio::sync::Mutex::new(FlowRing::new(3)));
+    let mut ring = FlowRing::new(3);
+    for (i, mut flow) in flows()
+        .into_iter()
+        .chain(flows().into_iter().take(1))
+        .enumerate()
     {
-        let mut ring = ring.lock().await;
-        for (i, mut flow) in flows()
-            .into_iter()
-            .chain(flows().into_iter().take(1))
-            .enumerate()
-        {
-            flow.id = format!("ring/{i}");
-            ring.push(flow);
-        }
+        flow.id = format!("ring/{i}");
+        ring.push(flow);
     }
+    ring.publish();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let collector = listener.local_addr().unwrap().to_string();
     let serving = tokio::spawn(
         tonic::transport::Server::builder()
-            .add_service(ObserverService::new(ring).into_server())
+            .add_service(ObserverService::new(ring.reader()).into_server())
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
     );
     let json: serde_json::Value = serde_json::from_str(&stdout(

@@ -236,6 +236,17 @@ fn populate(server: &FakeApiServer) {
     for (path, object) in objects {
         server.apply_value(path, object);
     }
+    // A cluster with the network-policy-api CRDs (without them, the lists
+    // answer 404 and the kinds are never watched).
+    server.install_crds(true);
+    server.apply_value(
+        apiserver::CRD_PATHS[0],
+        json!({
+            "metadata": {"name": "deny-tenant"},
+            "spec": {"priority": 1, "subject": {"namespaces": {}},
+                     "egress": [{"action": "Deny", "to": [{"networks": ["203.0.113.0/24"]}]}]},
+        }),
+    );
 }
 
 /// A `netverdict` process whose stderr is read on a thread.

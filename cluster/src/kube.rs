@@ -20,11 +20,18 @@
 //! Errors never stop the source: they are logged, counted per kind, and the
 //! watcher retries with backoff. A kind that cannot be listed (e.g. RBAC: the
 //! agent needs `list` and `watch` on namespaces, pods, services, nodes,
-//! networkpolicies.networking.k8s.io and endpointslices.discovery.k8s.io) keeps
-//! the source from being synced, and [`KubeSource::wait_synced`] names it.
+//! networkpolicies.networking.k8s.io, endpointslices.discovery.k8s.io and
+//! the three policy.networking.k8s.io kinds) keeps the source from being
+//! synced, and [`KubeSource::wait_synced`] names it.
 //! [`KubeSourceConfig::kinds`] narrows what is watched (the API server reads
 //! fewer kinds than the agent); the source asks the API server for nothing but
 //! `list` and `watch` of those kinds, across all namespaces.
+//!
+//! The custom resources (AdminNetworkPolicy, BaselineAdminNetworkPolicy,
+//! ClusterNetworkPolicy) are often not installed: a list answered `404` says
+//! so once (a warning and the kind's `not_installed` gauge), counts as an
+//! empty list (so the source syncs), and the kind is listed again every
+//! `not_installed_retry` until its CRD appears; no crash loop, no log per retry.
 
 use std::fmt::Debug;
 use std::path::PathBuf;
@@ -38,6 +45,9 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
+use netverdict_policy::crd::{
+    AdminNetworkPolicy, BaselineAdminNetworkPolicy, ClusterNetworkPolicy,
+};
 use netverdict_policy::{K8sObject, ObjectKind};
 use serde::de::DeserializeOwned;
 use tokio::sync::{mpsc, watch};
@@ -144,6 +154,9 @@ pub struct KubeSourceConfig {
     /// Delay before restarting a watcher whose watch request was refused with
     /// `410 Gone`; doubles on each consecutive refusal, up to 30 s.
     pub restart_delay: Duration,
+    /// How often a kind whose CustomResourceDefinition is not installed (its
+    /// list answers 404) is listed again.
+    pub not_installed_retry: Duration,
 }
 
 impl Default for KubeSourceConfig {
@@ -153,6 +166,7 @@ impl Default for KubeSourceConfig {
             page_size: Some(500),
             watch_timeout: None,
             restart_delay: Duration::from_millis(200),
+            not_installed_retry: Duration::from_secs(60),
         }
     }
 }
@@ -181,6 +195,9 @@ watched!(NetworkPolicy, NetworkPolicy);
 watched!(Service, Service);
 watched!(EndpointSlice, EndpointSlice);
 watched!(Node, Node);
+watched!(AdminNetworkPolicy, AdminNetworkPolicy);
+watched!(BaselineAdminNetworkPolicy, BaselineAdminNetworkPolicy);
+watched!(ClusterNetworkPolicy, ClusterNetworkPolicy);
 
 /// What a watch task tells the writer.
 #[derive(Debug)]
@@ -190,6 +207,8 @@ enum Update {
     InitDone(ObjectKind),
     Apply(K8sObject),
     Delete(ObjectRef),
+    /// The kind's CustomResourceDefinition is not installed: it has no objects.
+    NotInstalled(ObjectKind),
 }
 
 /// The running Kubernetes source. Dropping it stops its tasks (the state keeps
@@ -199,7 +218,7 @@ pub struct KubeSource {
     tasks: JoinSet<()>,
     metrics: Arc<SourceMetrics>,
     synced: watch::Receiver<bool>,
-    listed: Arc<[AtomicBool; 6]>,
+    listed: Arc<[AtomicBool; KINDS.len()]>,
 }
 
 impl KubeSource {
@@ -211,7 +230,7 @@ impl KubeSource {
         let (synced_tx, synced) = watch::channel(false);
         // Kinds not watched count as listed: the source is synced once the
         // watched ones are.
-        let listed: Arc<[AtomicBool; 6]> =
+        let listed: Arc<[AtomicBool; KINDS.len()]> =
             Arc::new(KINDS.map(|kind| AtomicBool::new(!config.kinds.contains(&kind))));
         let mut tasks = JoinSet::new();
         let shared = (&client, &config, &tx, &metrics);
@@ -223,6 +242,15 @@ impl KubeSource {
                 ObjectKind::Service => spawn_watch::<Service>(&mut tasks, shared),
                 ObjectKind::EndpointSlice => spawn_watch::<EndpointSlice>(&mut tasks, shared),
                 ObjectKind::Node => spawn_watch::<Node>(&mut tasks, shared),
+                ObjectKind::AdminNetworkPolicy => {
+                    spawn_watch::<AdminNetworkPolicy>(&mut tasks, shared)
+                }
+                ObjectKind::BaselineAdminNetworkPolicy => {
+                    spawn_watch::<BaselineAdminNetworkPolicy>(&mut tasks, shared)
+                }
+                ObjectKind::ClusterNetworkPolicy => {
+                    spawn_watch::<ClusterNetworkPolicy>(&mut tasks, shared)
+                }
             }
         }
         drop(tx);
@@ -303,6 +331,12 @@ fn watch_start_gone(error: &watcher::Error) -> bool {
     matches!(error, watcher::Error::WatchStartFailed(kube::Error::Api(status)) if status.code == 410)
 }
 
+/// Whether a watcher error is a `404` answered to the list: the kind's
+/// CustomResourceDefinition is not installed.
+fn not_installed(error: &watcher::Error) -> bool {
+    matches!(error, watcher::Error::InitialListFailed(kube::Error::Api(status)) if status.code == 404)
+}
+
 /// Runs the watcher of one kind, forwarding its events, until the writer is gone.
 async fn watch_kind<K: Watched>(
     client: Client,
@@ -330,6 +364,7 @@ async fn watch_kind<K: Watched>(
             .default_backoff()
             .boxed();
         let mut restart = false;
+        let mut missing = false;
         while let Some(event) = events.next().await {
             let update = match event {
                 Ok(watcher::Event::Init) => {
@@ -340,12 +375,35 @@ async fn watch_kind<K: Watched>(
                 Ok(watcher::Event::InitDone) => {
                     // A list went through: whatever made us restart is over.
                     restart_delay = config.restart_delay;
+                    if metrics.set_not_installed(K::KIND, false) {
+                        tracing::info!(
+                            kind,
+                            "the kind's CustomResourceDefinition is installed now: watching it"
+                        );
+                    }
                     Update::InitDone(K::KIND)
                 }
                 Ok(watcher::Event::Apply(o)) => Update::Apply(o.into_object()),
                 Ok(watcher::Event::Delete(o)) => {
                     let o = o.into_object();
                     Update::Delete(ObjectRef::of(&o))
+                }
+                Err(error) if not_installed(&error) => {
+                    // Said once (log line and the not-installed gauge), not
+                    // on every retry; the kind counts as listed, empty.
+                    if !metrics.set_not_installed(K::KIND, true) {
+                        tracing::warn!(
+                            kind,
+                            retry = ?config.not_installed_retry,
+                            "the kind's CustomResourceDefinition is not installed (list answered 404): \
+                             no policy of this kind is evaluated; listing again periodically"
+                        );
+                    }
+                    missing = true;
+                    if tx.send(Update::NotInstalled(K::KIND)).await.is_err() {
+                        return;
+                    }
+                    break;
                 }
                 Err(error) => {
                     metrics.watch_error(K::KIND);
@@ -369,6 +427,10 @@ async fn watch_kind<K: Watched>(
                 return;
             }
         }
+        if missing {
+            tokio::time::sleep(config.not_installed_retry).await;
+            continue;
+        }
         if !restart {
             // The watcher stream never ends by itself; if it did, start over.
             tracing::warn!(kind, "watcher ended; restarting");
@@ -384,7 +446,7 @@ async fn write(
     state: SharedState,
     metrics: Arc<SourceMetrics>,
     synced: watch::Sender<bool>,
-    listed: Arc<[AtomicBool; 6]>,
+    listed: Arc<[AtomicBool; KINDS.len()]>,
 ) {
     let mut tracker = Tracker::new(Versioning::ResourceVersion, metrics);
     let mut batch = Vec::with_capacity(256);
@@ -429,6 +491,12 @@ async fn write(
                         }
                         Update::Delete(r) => {
                             tracker.delete(s, &r);
+                        }
+                        Update::NotInstalled(kind) => {
+                            // Objects of a CRD uninstalled while watched leave.
+                            tracker.begin_list(kind);
+                            tracker.finish_list(s, kind);
+                            listed[kind_index(kind)].store(true, Ordering::Relaxed);
                         }
                     }
                 }

@@ -8,7 +8,8 @@
 //! ```text
 //!  kube: one kube-rs watcher per kind ─┐                       ┌─> SharedState (RwLock<ClusterState>)
 //!        (Namespace, Pod, NetworkPolicy,├─> mpsc ─> writer task ┤     read by the annotator (verdict(&self))
-//!         Service, EndpointSlice, Node) ┘   (Tracker: apply,    └─> SourceMetrics (counters, invalid objects)
+//!         Service, EndpointSlice, Node, │   (Tracker: apply,    └─> SourceMetrics (counters, invalid objects)
+//!         the admin policy CRDs)       ─┘
 //!                                            delete, re-list diff)
 //!  manifests: poll files ─> parse + validate all ─> Tracker diff ─> SharedState
 //!  lab: a running lab's objects, once at start ─────────────────> SharedState
@@ -76,13 +77,16 @@ pub use tracker::ObjectRef;
 use netverdict_policy::ObjectKind;
 
 /// Every kind of object the sources keep, in a fixed order (metrics use it).
-pub const KINDS: [ObjectKind; 6] = [
+pub const KINDS: [ObjectKind; 9] = [
     ObjectKind::Namespace,
     ObjectKind::Pod,
     ObjectKind::NetworkPolicy,
     ObjectKind::Service,
     ObjectKind::EndpointSlice,
     ObjectKind::Node,
+    ObjectKind::AdminNetworkPolicy,
+    ObjectKind::BaselineAdminNetworkPolicy,
+    ObjectKind::ClusterNetworkPolicy,
 ];
 
 /// The Kubernetes name of a kind (`Pod`, `NetworkPolicy`...).
@@ -94,6 +98,9 @@ pub fn kind_name(kind: ObjectKind) -> &'static str {
         ObjectKind::Service => "Service",
         ObjectKind::EndpointSlice => "EndpointSlice",
         ObjectKind::Node => "Node",
+        ObjectKind::AdminNetworkPolicy => "AdminNetworkPolicy",
+        ObjectKind::BaselineAdminNetworkPolicy => "BaselineAdminNetworkPolicy",
+        ObjectKind::ClusterNetworkPolicy => "ClusterNetworkPolicy",
     }
 }
 
@@ -106,5 +113,8 @@ pub fn kind_index(kind: ObjectKind) -> usize {
         ObjectKind::Service => 3,
         ObjectKind::EndpointSlice => 4,
         ObjectKind::Node => 5,
+        ObjectKind::AdminNetworkPolicy => 6,
+        ObjectKind::BaselineAdminNetworkPolicy => 7,
+        ObjectKind::ClusterNetworkPolicy => 8,
     }
 }

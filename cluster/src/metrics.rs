@@ -1,7 +1,7 @@
 //! Counters a cluster state source keeps, for logs, status endpoints and the
 //! Prometheus metrics (the collector and the API server encode them).
 //!
-//! Labels stay low-cardinality: counters are per kind (six values) and per source;
+//! Labels stay low-cardinality: counters are per kind (nine values) and per source;
 //! which objects are currently invalid is a list for status pages and logs, never a
 //! metric label.
 
@@ -21,13 +21,14 @@ struct KindCounters {
     rejected: AtomicU64,
     lists: AtomicU64,
     watch_errors: AtomicU64,
+    not_installed: std::sync::atomic::AtomicBool,
 }
 
 /// The counters of one source (shared by its tasks; all updates are relaxed
 /// atomics, read as a [`MetricsSnapshot`]).
 #[derive(Debug, Default)]
 pub struct SourceMetrics {
-    kinds: [KindCounters; 6],
+    kinds: [KindCounters; KINDS.len()],
     reloads: AtomicU64,
     reload_failures: AtomicU64,
     invalid: Mutex<BTreeMap<(usize, String, String), ObjectError>>,
@@ -48,6 +49,9 @@ pub struct KindCounts {
     pub lists: u64,
     /// Errors of the watch of this kind (failed lists or watches, error events).
     pub watch_errors: u64,
+    /// The kind's CustomResourceDefinition is not installed (its list answered
+    /// 404): no object of it is in the state.
+    pub not_installed: bool,
 }
 
 impl KindCounts {
@@ -126,6 +130,14 @@ impl SourceMetrics {
         self.kind(kind).watch_errors.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Records whether a kind's CustomResourceDefinition is installed; returns
+    /// the previous answer (so that a change is logged once).
+    pub(crate) fn set_not_installed(&self, kind: ObjectKind, not_installed: bool) -> bool {
+        self.kind(kind)
+            .not_installed
+            .swap(not_installed, Ordering::Relaxed)
+    }
+
     pub(crate) fn reloaded(&self) {
         self.reloads.fetch_add(1, Ordering::Relaxed);
     }
@@ -176,6 +188,7 @@ impl SourceMetrics {
                             rejected: get(&c.rejected),
                             lists: get(&c.lists),
                             watch_errors: get(&c.watch_errors),
+                            not_installed: c.not_installed.load(Ordering::Relaxed),
                         },
                     )
                 })

@@ -32,7 +32,7 @@ use netverdict_policy::model;
 use netverdict_policy::{ClusterState, K8sObject, ObjectError, ObjectKind};
 
 use crate::metrics::SourceMetrics;
-use crate::{kind_index, kind_name};
+use crate::{KINDS, kind_index, kind_name};
 
 /// Which object of the state: kind, namespace (empty for cluster-scoped kinds)
 /// and name.
@@ -73,14 +73,7 @@ impl std::fmt::Display for ObjectRef {
 
 /// The metadata of an object.
 pub(crate) fn meta(object: &K8sObject) -> &ObjectMeta {
-    match object {
-        K8sObject::Namespace(o) => &o.metadata,
-        K8sObject::Pod(o) => &o.metadata,
-        K8sObject::NetworkPolicy(o) => &o.metadata,
-        K8sObject::Service(o) => &o.metadata,
-        K8sObject::EndpointSlice(o) => &o.metadata,
-        K8sObject::Node(o) => &o.metadata,
-    }
+    object.metadata()
 }
 
 /// The kind of an object.
@@ -92,6 +85,9 @@ pub(crate) fn kind_of(object: &K8sObject) -> ObjectKind {
         K8sObject::Service(_) => ObjectKind::Service,
         K8sObject::EndpointSlice(_) => ObjectKind::EndpointSlice,
         K8sObject::Node(_) => ObjectKind::Node,
+        K8sObject::AdminNetworkPolicy(_) => ObjectKind::AdminNetworkPolicy,
+        K8sObject::BaselineAdminNetworkPolicy(_) => ObjectKind::BaselineAdminNetworkPolicy,
+        K8sObject::ClusterNetworkPolicy(_) => ObjectKind::ClusterNetworkPolicy,
     }
 }
 
@@ -105,6 +101,9 @@ pub(crate) fn validate(object: &K8sObject, require_pod_ips: bool) -> Result<(), 
         K8sObject::Service(o) => model::Service::from_k8s(o).map(drop),
         K8sObject::EndpointSlice(o) => model::EndpointSlice::from_k8s(o).map(drop),
         K8sObject::Node(o) => model::Node::from_k8s(o).map(drop),
+        K8sObject::AdminNetworkPolicy(o) => model::AdminPolicy::from_anp(o).map(drop),
+        K8sObject::BaselineAdminNetworkPolicy(o) => model::AdminPolicy::from_banp(o).map(drop),
+        K8sObject::ClusterNetworkPolicy(o) => model::AdminPolicy::from_cnp(o).map(drop),
     }
 }
 
@@ -159,7 +158,7 @@ struct KindState {
 pub(crate) struct Tracker {
     versioning: Versioning,
     metrics: Arc<SourceMetrics>,
-    kinds: [KindState; 6],
+    kinds: [KindState; KINDS.len()],
 }
 
 impl Tracker {
@@ -178,14 +177,7 @@ impl Tracker {
         {
             return format!("rv:{rv}");
         }
-        let json = match object {
-            K8sObject::Namespace(o) => serde_json::to_string(o),
-            K8sObject::Pod(o) => serde_json::to_string(o),
-            K8sObject::NetworkPolicy(o) => serde_json::to_string(o),
-            K8sObject::Service(o) => serde_json::to_string(o),
-            K8sObject::EndpointSlice(o) => serde_json::to_string(o),
-            K8sObject::Node(o) => serde_json::to_string(o),
-        };
+        let json = object.to_json().map(|v| v.to_string());
         // k8s-openapi objects always serialize; an error would only make the
         // object look changed, which is harmless.
         format!("json:{}", json.unwrap_or_default())

@@ -19,21 +19,34 @@
 //! for tests and demos (no sleeps): it returns once every open aggregation
 //! window is closed, its records are in the ring, and the exporter is done with
 //! them (acknowledged by the server, or counted as dropped).
+//!
+//! Security: the Observer serves TLS with [`AgentConfig::tls`] (files
+//! reloaded when they change) and admits only the group
+//! `netverdict:readers` when clients must present certificates; without
+//! mutual TLS it may listen only on a loopback address (the default,
+//! `127.0.0.1:4254`) unless [`AgentConfig::insecure`]. The exporter's TLS is
+//! in [`ExporterConfig`]; its certificate's CN must be the node name, since
+//! the API server accepts only that node's flows from it.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use netverdict_ebpf::{LossCounters, StreamError, StreamItem};
 use tokio::net::TcpListener;
 use tokio::sync::{Mutex, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use netverdict_cluster::{ClusterHandle, SharedState, Source, SourceConfig, SourceMetrics};
+use netverdict_proto::ports;
+use netverdict_tls::authz::{READERS, RequireGroup};
+use netverdict_tls::server::TlsStats;
+use netverdict_tls::{ServerTls, ServerTlsFiles};
 
 use crate::export::{self, ExportCounters, ExportStats, Exporter, ExporterConfig, Flusher};
 use crate::metrics::Snapshot;
@@ -64,6 +77,25 @@ pub enum Error {
         addr: SocketAddr,
         #[source]
         source: std::io::Error,
+    },
+    /// The Observer may not listen there without mutual TLS.
+    #[error(transparent)]
+    Insecure(#[from] netverdict_tls::policy::Error),
+    /// The Observer's TLS files cannot be used.
+    #[error("the Observer's TLS: {0}")]
+    Tls(#[from] netverdict_tls::server::Error),
+    /// The exporter's certificate names another node than this one.
+    #[error(
+        "the client certificate {cert} is node {cn:?}'s but this collector is node {node:?}: the API \
+         server accepts only the flows of the node its certificate names"
+    )]
+    WrongNode {
+        /// The certificate file.
+        cert: String,
+        /// Its CN.
+        cn: String,
+        /// This collector's node name.
+        node: String,
     },
     /// A flush did not complete in time.
     #[error("flush not complete after {waited:?}: {pending}")]
@@ -102,11 +134,20 @@ pub struct AgentConfig {
     pub cluster: SourceConfig,
     /// Where kernel events come from.
     pub events: EventSource,
-    /// The API server's ingest endpoint (e.g. `http://netverdict-api:4245`),
-    /// with the exporter's tuning; None: no export.
+    /// The API server's ingest endpoint (e.g. `https://netverdict-api:4255`),
+    /// with the exporter's TLS and tuning; None: no export.
     pub export: Option<ExporterConfig>,
-    /// Where the Observer gRPC service listens; None: not served.
+    /// Where the Observer gRPC service listens; None: not served. Without
+    /// mutual TLS (`tls` with a client CA) it must be a loopback address,
+    /// unless `insecure`.
     pub observer_listen: Option<SocketAddr>,
+    /// The Observer's TLS: certificate, key and the CA of readers' client
+    /// certificates. None: plaintext.
+    pub tls: Option<ServerTlsFiles>,
+    /// How often the Observer's TLS files are checked for new content.
+    pub tls_reload_interval: Duration,
+    /// Allows the Observer on a non-loopback address without mutual TLS.
+    pub insecure: bool,
     /// Where `/metrics` is served over HTTP; None: not served.
     pub metrics_listen: Option<SocketAddr>,
     /// How many recent flows the ring keeps (overrides
@@ -118,22 +159,34 @@ pub struct AgentConfig {
     /// How long [`AgentHandle::flush`] and the final flush of
     /// [`AgentHandle::shutdown`] wait for the exporter.
     pub flush_timeout: Duration,
+    /// How long a client of `/metrics` and `/healthz` may take to send its
+    /// request's headers before the connection is closed.
+    pub http_header_timeout: Duration,
 }
 
 impl AgentConfig {
-    /// Defaults: probes with their default configuration, no export, observer
-    /// on `0.0.0.0:4244`, metrics on `0.0.0.0:9965`, 10 000 flows in the ring.
+    /// Defaults: probes with their default configuration, no export, the
+    /// Observer in plaintext on `127.0.0.1:4254` ([`ports::COLLECTOR_OBSERVER`]),
+    /// metrics on `0.0.0.0:9967` ([`ports::COLLECTOR_METRICS`]), 10 000 flows
+    /// in the ring.
     pub fn new(node_name: impl Into<String>, cluster: Source) -> Self {
         AgentConfig {
             node_name: node_name.into(),
             cluster: SourceConfig::new(cluster),
             events: EventSource::Probes(netverdict_ebpf::Config::default()),
             export: None,
-            observer_listen: Some(SocketAddr::from(([0, 0, 0, 0], 4244))),
-            metrics_listen: Some(SocketAddr::from(([0, 0, 0, 0], 9965))),
+            observer_listen: Some(SocketAddr::from((
+                [127, 0, 0, 1],
+                ports::COLLECTOR_OBSERVER,
+            ))),
+            tls: None,
+            tls_reload_interval: netverdict_tls::server::DEFAULT_RELOAD_INTERVAL,
+            insecure: false,
+            metrics_listen: Some(SocketAddr::from(([0, 0, 0, 0], ports::COLLECTOR_METRICS))),
             ring_size: 10_000,
             pipeline: PipelineConfig::default(),
             flush_timeout: Duration::from_secs(10),
+            http_header_timeout: Duration::from_secs(10),
         }
     }
 
@@ -170,11 +223,44 @@ impl Agent {
             events,
             export,
             observer_listen,
+            tls,
+            tls_reload_interval,
+            insecure,
             metrics_listen,
             ring_size,
             mut pipeline,
             flush_timeout,
+            http_header_timeout,
         } = config;
+        // Security settings first: they fail before anything starts.
+        if let Some(addr) = observer_listen {
+            netverdict_tls::policy::check_listen(
+                "collector's Observer",
+                addr,
+                tls.as_ref(),
+                insecure,
+            )?;
+        }
+        if let Some(cert) = export
+            .as_ref()
+            .and_then(|e| e.tls.as_ref())
+            .and_then(|t| t.cert.as_ref())
+        {
+            let identity = netverdict_tls::server::identity_of_file(cert)?;
+            if identity.name != node_name {
+                return Err(Error::WrongNode {
+                    cert: cert.display().to_string(),
+                    cn: identity.name,
+                    node: node_name,
+                });
+            }
+        }
+        let observer_tls = match (&tls, observer_listen) {
+            (Some(files), Some(_)) => {
+                Some(ServerTls::load(files.clone(), Some(tls_reload_interval)).await?)
+            }
+            _ => None,
+        };
         let (failure_tx, failure) = watch::channel(None::<String>);
         let failure_tx = Arc::new(failure_tx);
         let (stop_tx, stop) = watch::channel(false);
@@ -236,7 +322,9 @@ impl Agent {
         // The pipeline.
         pipeline.node_name = node_name.clone();
         pipeline.ring_capacity = ring_size;
-        let pipeline = Arc::new(Mutex::new(Pipeline::new(pipeline, state.clone())));
+        let pipeline = Pipeline::new(pipeline, state.clone());
+        let ring = pipeline.ring().reader();
+        let pipeline = Arc::new(Mutex::new(pipeline));
         let (control, control_rx) = mpsc::channel(16);
         let pipeline_task = {
             let pipeline = pipeline.clone();
@@ -251,13 +339,19 @@ impl Agent {
             })
         };
 
-        let observer = ObserverService::new(pipeline.clone());
+        let observer = ObserverService::new(ring);
+        let accept_errors = Arc::new(AcceptErrors::default());
         if let Some(listener) = observer_listener {
-            let server = observer.clone().into_server();
+            let errors = accept_errors.observer.clone();
+            let server = tonic::service::interceptor::InterceptedService::new(
+                observer.clone().into_server(),
+                RequireGroup::new(READERS, "Observer"),
+            );
             let mut stop = stop.clone();
             let failure_tx = failure_tx.clone();
+            let tls = observer_tls.clone();
             tasks.push(tokio::spawn(async move {
-                let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+                let incoming = netverdict_tls::server::incoming_counted(listener, tls, errors);
                 let result = tonic::transport::Server::builder()
                     .add_service(server)
                     .serve_with_incoming_shutdown(incoming, async move {
@@ -278,11 +372,15 @@ impl Agent {
             export: exporter.as_ref().map(|(c, _, _)| c.clone()),
             source,
             observer: observer.clone(),
+            observer_tls: observer_tls.as_ref().map(ServerTls::stats),
+            accept_errors,
+            http_connections_refused: AtomicU64::new(0),
         });
         if let Some(listener) = metrics_listener {
             tasks.push(tokio::spawn(serve_metrics(
                 listener,
                 inputs.clone(),
+                http_header_timeout,
                 stop.clone(),
             )));
         }
@@ -290,6 +388,7 @@ impl Agent {
         tracing::info!(
             node = %node_name,
             observer = ?observer_addr,
+            observer_tls = observer_tls.is_some(),
             metrics = ?metrics_addr,
             exporting = exporter.is_some(),
             "collector started"
@@ -500,18 +599,32 @@ struct MetricsInputs {
     losses: Arc<StdMutex<Option<LossCounters>>>,
     export: Option<Arc<ExportCounters>>,
     source: Option<(&'static str, Arc<SourceMetrics>)>,
-    observer: ObserverService<Arc<Mutex<Pipeline>>>,
+    observer: ObserverService,
+    observer_tls: Option<Arc<TlsStats>>,
+    /// Failed accepts of the servers.
+    accept_errors: Arc<AcceptErrors>,
+    /// Metrics connections closed at once because [`MAX_HTTP_CONNECTIONS`]
+    /// were open.
+    http_connections_refused: AtomicU64,
+}
+
+/// Accepts that failed (EMFILE, ENFILE, ENOMEM...), by server.
+#[derive(Debug, Default)]
+struct AcceptErrors {
+    metrics: AtomicU64,
+    observer: Arc<AtomicU64>,
 }
 
 impl MetricsInputs {
     async fn snapshot(&self) -> Snapshot {
-        let (counters, ring_flows, ring_evictions, nat) = {
+        let (counters, ring_flows, ring_evictions, nat, held) = {
             let p = self.pipeline.lock().await;
             (
                 p.counters().clone(),
                 p.ring().len() as u64,
                 p.ring().evicted(),
                 (p.correlation().nat_joined, p.correlation().nat_unclaimed),
+                p.held(),
             )
         };
         Snapshot {
@@ -524,6 +637,13 @@ impl MetricsInputs {
             ring_evictions,
             observer_lagged: self.observer.lagged(),
             nat,
+            observer_tls: self.observer_tls.as_ref().map(|s| s.snapshot()),
+            held,
+            accept_errors: (
+                self.accept_errors.metrics.load(Ordering::Relaxed),
+                self.accept_errors.observer.load(Ordering::Relaxed),
+            ),
+            http_connections_refused: self.http_connections_refused.load(Ordering::Relaxed),
         }
     }
 }
@@ -581,26 +701,84 @@ async fn follow_cluster(
     }
 }
 
+/// Where an HTTP server's connections come from: a [`TcpListener`], or in
+/// tests one whose `accept` fails.
+trait Accept: Send + 'static {
+    /// A connection.
+    type Conn: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static;
+    /// The next connection, or why there is none now (EMFILE...).
+    fn accept(&mut self) -> impl Future<Output = std::io::Result<Self::Conn>> + Send;
+}
+
+impl Accept for TcpListener {
+    type Conn = tokio::net::TcpStream;
+
+    async fn accept(&mut self) -> std::io::Result<Self::Conn> {
+        TcpListener::accept(self).await.map(|(stream, _)| stream)
+    }
+}
+
+/// Most connections the metrics server keeps open at once; more are closed
+/// at once (counted): Prometheus and the kubelet's probes need a few.
+const MAX_HTTP_CONNECTIONS: usize = 64;
+
+/// The first pause after a failed accept; it doubles up to
+/// [`ACCEPT_BACKOFF_MAX`] while accepts keep failing.
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
+/// The longest pause after failed accepts.
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// The next connection from `listener`. A failing accept (out of file
+/// descriptors: EMFILE, ENFILE, ENOMEM...) is counted in `errors`, logged as
+/// `server`'s, and followed by a pause that doubles from
+/// [`ACCEPT_BACKOFF_MIN`] to [`ACCEPT_BACKOFF_MAX`] while accepts keep
+/// failing, rather than retried at once (a spin: the pending connection stays
+/// ready).
+async fn accept_with_backoff<L: Accept>(
+    listener: &mut L,
+    errors: &AtomicU64,
+    server: &'static str,
+) -> L::Conn {
+    let mut backoff = ACCEPT_BACKOFF_MIN;
+    loop {
+        match listener.accept().await {
+            Ok(conn) => return conn,
+            Err(e) => {
+                errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, pause = ?backoff, "{server}: accept failed");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
+            }
+        }
+    }
+}
+
 /// Serves `GET /metrics` and `/healthz` (anything else is 404) until the agent
-/// stops.
+/// stops. Accepts go through [`accept_with_backoff`]; a client gets
+/// `header_timeout` to send its request's headers; at most
+/// [`MAX_HTTP_CONNECTIONS`] connections are served at once.
 async fn serve_metrics(
-    listener: TcpListener,
+    mut listener: impl Accept,
     inputs: Arc<MetricsInputs>,
+    header_timeout: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
+    let open = Arc::new(tokio::sync::Semaphore::new(MAX_HTTP_CONNECTIONS));
     loop {
-        let (stream, _) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(conn) => conn,
-                Err(e) => {
-                    tracing::warn!(error = %e, "metrics: accept failed");
-                    continue;
-                }
-            },
+        let stream = tokio::select! {
+            conn = accept_with_backoff(&mut listener, &inputs.accept_errors.metrics, "metrics") => conn,
             () = until_stopped(&mut stop) => return,
+        };
+        let Ok(permit) = open.clone().try_acquire_owned() else {
+            inputs
+                .http_connections_refused
+                .fetch_add(1, Ordering::Relaxed);
+            drop(stream);
+            continue;
         };
         let inputs = inputs.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             let service = hyper::service::service_fn(move |request: Request<_>| {
                 let inputs = inputs.clone();
                 async move {
@@ -608,6 +786,8 @@ async fn serve_metrics(
                 }
             });
             if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout)
                 .serve_connection(TokioIo::new(stream), service)
                 .await
             {
@@ -640,5 +820,63 @@ async fn metrics_response<B>(
             *r.status_mut() = StatusCode::NOT_FOUND;
             r
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A listener out of file descriptors: every accept fails with EMFILE.
+    struct OutOfFds(Arc<AtomicU64>);
+
+    impl Accept for OutOfFds {
+        type Conn = tokio::net::TcpStream;
+
+        async fn accept(&mut self) -> std::io::Result<Self::Conn> {
+            self.0.fetch_add(1, Ordering::Relaxed);
+            Err(std::io::Error::from_raw_os_error(24))
+        }
+    }
+
+    fn inputs() -> Arc<MetricsInputs> {
+        let pipeline = Pipeline::new(PipelineConfig::default(), SharedState::default());
+        let observer = ObserverService::new(pipeline.ring().reader());
+        Arc::new(MetricsInputs {
+            pipeline: Arc::new(Mutex::new(pipeline)),
+            state: SharedState::default(),
+            losses: Arc::default(),
+            export: None,
+            source: None,
+            observer,
+            observer_tls: None,
+            accept_errors: Arc::default(),
+            http_connections_refused: AtomicU64::new(0),
+        })
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn failing_accepts_back_off_instead_of_spinning() {
+        let attempts = Arc::new(AtomicU64::new(0));
+        let (stop_tx, stop) = watch::channel(false);
+        let inputs = inputs();
+        let server = tokio::spawn(serve_metrics(
+            OutOfFds(attempts.clone()),
+            inputs.clone(),
+            Duration::from_secs(1),
+            stop,
+        ));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        stop_tx.send_replace(true);
+        tokio::time::timeout(Duration::from_secs(5), server)
+            .await
+            .expect("the server stops")
+            .unwrap();
+        let attempts = attempts.load(Ordering::Relaxed);
+        assert!(
+            (2..=20).contains(&attempts),
+            "{attempts} accepts in 500 ms: the loop spins"
+        );
+        assert_eq!(inputs.snapshot().await.accept_errors, (attempts, 0));
     }
 }

@@ -30,9 +30,8 @@ use std::sync::Arc;
 use netverdict_policy::explain::Party;
 use netverdict_policy::lint::dns_denied;
 use netverdict_policy::model::Pod;
-use netverdict_policy::{
-    ClusterState, Connection, ConnectionError, Endpoint, PodKey, PolicyKey, Verdict,
-};
+use netverdict_policy::{ClusterState, Connection, ConnectionError, Endpoint, PodKey, Verdict};
+use netverdict_proto::time::UnixNanos;
 use netverdict_proto::v1 as pb;
 
 use crate::correlate::{Observation, SeenBy, TrafficDirection};
@@ -224,8 +223,10 @@ impl Annotator {
         let obs = &a.obs;
         let mut out = pb::Flow {
             id,
-            first_seen: Some(obs.first_seen.into()),
-            last_seen: Some(obs.last_seen.into()),
+            // Exact, saturating at the ends of what a Timestamp holds (prost's
+            // own conversion panics there).
+            first_seen: Some(UnixNanos::from_system(obs.first_seen).to_timestamp()),
+            last_seen: Some(UnixNanos::from_system(obs.last_seen).to_timestamp()),
             count: a.count,
             node_name: self.node_name.clone(),
             source: Some(endpoint(&a.source)),
@@ -271,17 +272,8 @@ impl Annotator {
                 // The peer of the source's egress is the destination, and the reverse.
                 out.egress = Some(verdict.egress.to_proto(&dst_ip));
                 out.ingress = Some(verdict.ingress.to_proto(&src_ip));
-                let mut allowed_by: Vec<&PolicyKey> = verdict
-                    .egress
-                    .allowed_by
-                    .iter()
-                    .chain(&verdict.ingress.allowed_by)
-                    .map(|r| &r.policy)
-                    .collect();
-                allowed_by.sort();
-                allowed_by.dedup();
-                out.allowed_by = allowed_by.into_iter().map(Into::into).collect();
-                out.denied_by = verdict.denied_by().into_iter().map(Into::into).collect();
+                // Admin and baseline policies of deciding rules included, with their tier.
+                (out.allowed_by, out.denied_by) = verdict.policy_refs();
             }
             Err(e) => {
                 out.verdict = pb::Verdict::Unspecified as i32;

@@ -126,7 +126,8 @@ pub struct CorrelationStats {
     pub attempts_timed_out: u64,
     /// DNS responses whose query was never seen.
     pub dns_responses_without_query: u64,
-    /// Held flows dropped because too many were pending.
+    /// Held flows reported before their outcome or response because the held
+    /// flows reached their bound in bytes (the oldest go first).
     pub evicted: u64,
     /// NAT events that joined a connection (its backend).
     pub nat_joined: u64,
@@ -134,15 +135,38 @@ pub struct CorrelationStats {
     pub nat_unclaimed: u64,
 }
 
-/// Most flows held at once; past it the oldest are reported as they are.
-const MAX_PENDING: usize = 1 << 18;
+/// The default bound of what correlation holds: 32 MiB, a sixteenth of the
+/// DaemonSet's memory limit (about 150,000 held attempts or queries).
+pub const DEFAULT_MAX_BYTES: usize = 32 << 20;
 
 type SocketKey = (Protocol, SocketAddr);
 
+/// What a hash map entry costs beyond its key and value (control bytes and
+/// spare capacity), roughly.
+const MAP_OVERHEAD: usize = 16;
+const TCP_ENTRY: usize = size_of::<(u64, Observation)>() + MAP_OVERHEAD;
+const DNS_ENTRY: usize = size_of::<((SocketAddr, u16), Observation)>() + MAP_OVERHEAD;
+const ORPHAN_ENTRY: usize = size_of::<(SocketKey, Observation)>() + MAP_OVERHEAD;
+const NAT_ENTRY: usize =
+    size_of::<(SocketKey, (SocketAddr, SocketAddr, SystemTime))>() + MAP_OVERHEAD;
+const SOCKET_ENTRY: usize = size_of::<(SocketKey, Held)>() + MAP_OVERHEAD;
+
+/// The bytes of the DNS name an observation holds.
+fn name_bytes(obs: &Observation) -> usize {
+    obs.dns
+        .as_ref()
+        .and_then(|d| d.query.as_ref())
+        .map_or(0, String::capacity)
+}
+
 /// The correlation stage.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Correlator {
     timeouts: Timeouts,
+    /// What the held flows may take, estimated ([`Correlator::bytes`]).
+    max_bytes: usize,
+    /// The bytes of the DNS names held (in `dns` and `orphans`).
+    names: usize,
     tcp: FxHashMap<u64, Observation>,
     /// Held TCP attempts and DNS queries by initiator socket, for drops.
     by_socket: FxHashMap<SocketKey, Held>,
@@ -153,6 +177,12 @@ pub struct Correlator {
     /// destination, the translated one, and when it was seen.
     nats: FxHashMap<SocketKey, (SocketAddr, SocketAddr, SystemTime)>,
     stats: CorrelationStats,
+}
+
+impl Default for Correlator {
+    fn default() -> Self {
+        Correlator::new(Timeouts::default())
+    }
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -178,15 +208,39 @@ fn dns_seen(message: &DnsMessage) -> DnsSeen {
 }
 
 impl Correlator {
+    /// A correlator with the default bound ([`DEFAULT_MAX_BYTES`]).
     pub fn new(timeouts: Timeouts) -> Self {
+        Correlator::with_bound(timeouts, DEFAULT_MAX_BYTES)
+    }
+
+    /// A correlator holding at most about `max_bytes` of flows.
+    pub fn with_bound(timeouts: Timeouts, max_bytes: usize) -> Self {
         Correlator {
             timeouts,
-            ..Default::default()
+            max_bytes,
+            names: 0,
+            tcp: FxHashMap::default(),
+            by_socket: FxHashMap::default(),
+            dns: FxHashMap::default(),
+            orphans: FxHashMap::default(),
+            nats: FxHashMap::default(),
+            stats: CorrelationStats::default(),
         }
     }
 
     pub fn stats(&self) -> &CorrelationStats {
         &self.stats
+    }
+
+    /// The memory the held flows take, estimated: their entries and the DNS
+    /// names they hold.
+    pub fn bytes(&self) -> usize {
+        self.names
+            + self.tcp.len() * TCP_ENTRY
+            + self.dns.len() * DNS_ENTRY
+            + self.orphans.len() * ORPHAN_ENTRY
+            + self.nats.len() * NAT_ENTRY
+            + self.by_socket.len() * SOCKET_ENTRY
     }
 
     /// Flows held, waiting for an outcome or response.
@@ -206,7 +260,8 @@ impl Correlator {
             }
         }
         if let Some(orphan) = self.orphans.remove(&(obs.protocol, obs.src)) {
-            obs.drops += orphan.drops;
+            self.names -= name_bytes(&orphan);
+            obs.drops = obs.drops.saturating_add(orphan.drops);
             obs.drop_reason = orphan.drop_reason;
             obs.drop_location = orphan.drop_location;
             obs.backend = orphan
@@ -249,7 +304,7 @@ impl Correlator {
         };
         match event {
             Event::TcpAttempt { sock_id, .. } => {
-                self.make_room(out);
+                self.make_room(TCP_ENTRY + SOCKET_ENTRY, out);
                 let mut obs = base(Outcome::Unspecified);
                 self.adopt_orphan(&mut obs);
                 self.tcp.insert(*sock_id, obs);
@@ -298,10 +353,11 @@ impl Correlator {
                     }
                     return;
                 }
-                self.make_room(out);
                 let mut obs = base(Outcome::Unspecified);
                 obs.dns = Some(dns_seen(message));
+                self.make_room(DNS_ENTRY + SOCKET_ENTRY + name_bytes(&obs), out);
                 self.adopt_orphan(&mut obs);
+                self.names += name_bytes(&obs);
                 self.dns.insert((tuple.src, message.id), obs);
                 self.by_socket
                     .insert((proto, tuple.src), Held::Dns(message.id));
@@ -317,10 +373,7 @@ impl Correlator {
                         self.stats.nat_joined += 1;
                     }
                     _ => {
-                        if self.nats.len() >= MAX_PENDING {
-                            self.stats.nat_unclaimed += self.nats.len() as u64;
-                            self.nats.clear();
-                        }
+                        self.make_room(NAT_ENTRY, out);
                         self.nats
                             .insert((proto, tuple.src), (*original_dst, tuple.dst, meta.time));
                     }
@@ -330,6 +383,7 @@ impl Correlator {
                 // A response goes from the server back to the client.
                 match self.dns.remove(&(tuple.dst, message.id)) {
                     Some(mut obs) => {
+                        self.names -= name_bytes(&obs);
                         self.by_socket.remove(&(proto, obs.src));
                         obs.last_seen = meta.time;
                         obs.outcome = Outcome::Answered;
@@ -357,7 +411,7 @@ impl Correlator {
                 };
                 match target {
                     Some(obs) => {
-                        obs.drops += 1;
+                        obs.drops = obs.drops.saturating_add(1);
                         obs.last_seen = meta.time;
                         if obs.drop_reason.is_none() {
                             obs.drop_reason =
@@ -375,6 +429,7 @@ impl Correlator {
                                 obs.dns.as_ref().map(|d| d.id).unwrap_or_default(),
                             );
                             if let Some(obs) = self.dns.remove(&key) {
+                                self.names -= name_bytes(&obs);
                                 self.by_socket.remove(&(proto, tuple.src));
                                 out.push(obs);
                             }
@@ -382,17 +437,18 @@ impl Correlator {
                     }
                     None => match self.orphans.get_mut(&(proto, tuple.src)) {
                         Some(orphan) => {
-                            orphan.drops += 1;
+                            orphan.drops = orphan.drops.saturating_add(1);
                             orphan.last_seen = meta.time;
                         }
                         None => {
-                            self.make_room(out);
                             let mut obs = base(Outcome::Dropped);
                             obs.drops = 1;
                             obs.drop_reason =
                                 Some(reason.clone().unwrap_or_else(|| "UNKNOWN".into()));
                             obs.drop_location = location_symbol.clone();
                             obs.dns = dns.as_ref().map(dns_seen);
+                            self.make_room(ORPHAN_ENTRY + name_bytes(&obs), out);
+                            self.names += name_bytes(&obs);
                             self.orphans.insert((proto, tuple.src), obs);
                         }
                     },
@@ -404,16 +460,46 @@ impl Correlator {
     /// Reports held flows that timed out by `now`: DNS queries as unanswered
     /// (or dropped), TCP attempts as they are.
     pub fn expire(&mut self, now: SystemTime, out: &mut Vec<Observation>) {
-        let dns_deadline = now
-            .checked_sub(self.timeouts.dns)
-            .unwrap_or(SystemTime::UNIX_EPOCH);
-        let tcp_deadline = now
-            .checked_sub(self.timeouts.tcp)
-            .unwrap_or(SystemTime::UNIX_EPOCH);
+        let deadline = |timeout| Some(now.checked_sub(timeout).unwrap_or(SystemTime::UNIX_EPOCH));
+        self.expire_before(
+            Deadlines {
+                dns: deadline(self.timeouts.dns),
+                tcp: deadline(self.timeouts.tcp),
+                orphan: deadline(self.timeouts.orphan_drop),
+            },
+            out,
+        );
+    }
+
+    /// Reports every held flow as [`expire`](Self::expire) would once its
+    /// time is up (at shutdown), whatever its time.
+    pub fn expire_all(&mut self, out: &mut Vec<Observation>) {
+        self.expire_before(
+            Deadlines {
+                dns: None,
+                tcp: None,
+                orphan: None,
+            },
+            out,
+        );
+    }
+
+    /// Reports the held flows first seen at or before their kind's deadline
+    /// (every one when it is None).
+    fn expire_before(&mut self, deadlines: Deadlines, out: &mut Vec<Observation>) {
+        let keep =
+            |deadline: Option<SystemTime>, seen: SystemTime| deadline.is_some_and(|d| seen > d);
+        let Deadlines {
+            dns: dns_deadline,
+            tcp: tcp_deadline,
+            orphan: orphan_deadline,
+        } = deadlines;
         let mut expired: Vec<Observation> = Vec::new();
+        let names = &mut self.names;
         self.dns.retain(|_, obs| {
-            let keep = obs.first_seen > dns_deadline;
+            let keep = keep(dns_deadline, obs.first_seen);
             if !keep {
+                *names -= name_bytes(obs);
                 let mut obs = obs.clone();
                 obs.outcome = if obs.drops > 0 {
                     Outcome::Dropped
@@ -424,22 +510,21 @@ impl Correlator {
             }
             keep
         });
-        let orphan_deadline = now
-            .checked_sub(self.timeouts.orphan_drop)
-            .unwrap_or(SystemTime::UNIX_EPOCH);
         self.orphans.retain(|_, obs| {
-            let keep = obs.first_seen > orphan_deadline;
+            let keep = keep(orphan_deadline, obs.first_seen);
             if !keep {
+                *names -= name_bytes(obs);
                 expired.push(obs.clone());
             }
             keep
         });
         let before = self.nats.len();
-        self.nats.retain(|_, (_, _, seen)| *seen > orphan_deadline);
+        self.nats
+            .retain(|_, (_, _, seen)| keep(orphan_deadline, *seen));
         self.stats.nat_unclaimed += (before - self.nats.len()) as u64;
         let before = self.tcp.len();
         self.tcp.retain(|_, obs| {
-            let keep = obs.first_seen > tcp_deadline;
+            let keep = keep(tcp_deadline, obs.first_seen);
             if !keep {
                 let mut obs = obs.clone();
                 if obs.drops > 0 {
@@ -457,18 +542,107 @@ impl Correlator {
         out.extend(expired);
     }
 
-    /// Keeps the held flows bounded: past the limit, everything held is
-    /// reported as it is (counted), rather than growing without end.
-    fn make_room(&mut self, out: &mut Vec<Observation>) {
-        if self.pending() < MAX_PENDING {
-            return;
+    /// Keeps what is held within the bound: when `incoming` more bytes do not
+    /// fit, the oldest eighth of the held flows and NATs (by first sight) is
+    /// let go, the flows reported as they are (counted in `evicted`), the NATs
+    /// forgotten (counted in `nat_unclaimed`); again if that was not enough.
+    fn make_room(&mut self, incoming: usize, out: &mut Vec<Observation>) {
+        while self.bytes() + incoming > self.max_bytes {
+            let mut held: Vec<(SystemTime, Slot)> = Vec::with_capacity(
+                self.tcp.len() + self.dns.len() + self.orphans.len() + self.nats.len(),
+            );
+            held.extend(
+                self.tcp
+                    .iter()
+                    .map(|(id, o)| (o.first_seen, Slot::Tcp(*id))),
+            );
+            held.extend(self.dns.iter().map(|(k, o)| (o.first_seen, Slot::Dns(*k))));
+            held.extend(
+                self.orphans
+                    .iter()
+                    .map(|(k, o)| (o.first_seen, Slot::Orphan(*k))),
+            );
+            held.extend(
+                self.nats
+                    .iter()
+                    .map(|(k, (_, _, seen))| (*seen, Slot::Nat(*k))),
+            );
+            if held.is_empty() {
+                return;
+            }
+            let n = (held.len() / 8).max(1);
+            if n < held.len() {
+                held.select_nth_unstable_by_key(n - 1, |(seen, _)| *seen);
+                held.truncate(n);
+            }
+            held.sort_unstable_by_key(|(seen, _)| *seen);
+            for (_, slot) in held {
+                self.let_go(slot, out);
+            }
         }
-        self.stats.evicted += self.pending() as u64;
-        out.extend(self.tcp.drain().map(|(_, o)| o));
-        out.extend(self.dns.drain().map(|(_, o)| o));
-        out.extend(self.orphans.drain().map(|(_, o)| o));
-        self.by_socket.clear();
     }
+
+    /// Lets one held flow or NAT go (see [`make_room`](Self::make_room)).
+    fn let_go(&mut self, slot: Slot, out: &mut Vec<Observation>) {
+        let obs = match slot {
+            Slot::Tcp(id) => {
+                let Some(mut obs) = self.tcp.remove(&id) else {
+                    return;
+                };
+                let key = (obs.protocol, obs.src);
+                if matches!(self.by_socket.get(&key), Some(Held::Tcp(held)) if *held == id) {
+                    self.by_socket.remove(&key);
+                }
+                if obs.drops > 0 {
+                    obs.outcome = Outcome::Dropped;
+                }
+                obs
+            }
+            Slot::Dns(key) => {
+                let Some(obs) = self.dns.remove(&key) else {
+                    return;
+                };
+                self.names -= name_bytes(&obs);
+                let socket = (obs.protocol, obs.src);
+                if matches!(self.by_socket.get(&socket), Some(Held::Dns(id)) if *id == key.1) {
+                    self.by_socket.remove(&socket);
+                }
+                obs
+            }
+            Slot::Orphan(key) => {
+                let Some(obs) = self.orphans.remove(&key) else {
+                    return;
+                };
+                self.names -= name_bytes(&obs);
+                obs
+            }
+            Slot::Nat(key) => {
+                if self.nats.remove(&key).is_some() {
+                    self.stats.nat_unclaimed += 1;
+                }
+                return;
+            }
+        };
+        self.stats.evicted += 1;
+        out.push(obs);
+    }
+}
+
+/// Up to when each kind of held flow has timed out; None: every one.
+#[derive(Clone, Copy, Debug)]
+struct Deadlines {
+    dns: Option<SystemTime>,
+    tcp: Option<SystemTime>,
+    orphan: Option<SystemTime>,
+}
+
+/// Where a held flow or NAT is.
+#[derive(Clone, Copy, Debug)]
+enum Slot {
+    Tcp(u64),
+    Dns((SocketAddr, u16)),
+    Orphan(SocketKey),
+    Nat(SocketKey),
 }
 
 #[cfg(test)]
@@ -853,6 +1027,90 @@ mod tests {
         assert_eq!(out[0].backend, Some(pod));
         assert_eq!(out[0].first_seen, at(0));
         assert_eq!(out[0].seen_by, SeenBy::Packets);
+    }
+
+    #[test]
+    fn a_full_correlator_reports_its_oldest_held_flows_not_all_of_them() {
+        let bound = 256 * 1024;
+        let mut c = Correlator::with_bound(Timeouts::default(), bound);
+        let mut out = Vec::new();
+        let dns_server = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 96, 0, 10)), 53);
+        let service = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 96, 5, 5)), 80);
+        let mut most_held = 0;
+        let n = 6_000u64;
+        for i in 0..n {
+            let port = 10_000 + i as u16;
+            // A scan of dropped ports: attempts waiting for their outcome.
+            c.push(
+                &Event::TcpAttempt {
+                    meta: meta(i, TrafficDirection::Egress),
+                    tuple: tuple(IpProtocol::Tcp, sa(20, port), sa(10, port)),
+                    sock_id: i,
+                },
+                &mut out,
+            );
+            // Random names nobody answers yet.
+            c.push(
+                &Event::Dns {
+                    meta: meta(i, TrafficDirection::Egress),
+                    tuple: tuple(IpProtocol::Udp, sa(21, port), dns_server),
+                    message: query(
+                        i as u16,
+                        &format!("{i:040}.random.example.com"),
+                        false,
+                        Rcode::NOERROR,
+                    ),
+                },
+                &mut out,
+            );
+            // NATs no attempt claims.
+            c.push(
+                &Event::Nat {
+                    meta: meta(i, TrafficDirection::Egress),
+                    tuple: tuple(IpProtocol::Tcp, sa(22, port), sa(12, 8080)),
+                    original_dst: service,
+                },
+                &mut out,
+            );
+            assert!(c.bytes() <= bound, "{} bytes after {i} rounds", c.bytes());
+            most_held = most_held.max(c.pending());
+            assert!(
+                c.pending() >= most_held / 2,
+                "{} held after {most_held}: too many reported at once",
+                c.pending()
+            );
+        }
+        assert!(c.pending() > 100, "{} held", c.pending());
+        assert_eq!(c.stats().evicted, out.len() as u64);
+        assert_eq!(out.len() + c.pending(), 2 * n as usize, "none lost");
+        assert!(out.iter().all(|o| o.outcome == Outcome::Unspecified));
+        let newest_reported = out.iter().map(|o| o.first_seen).max().unwrap();
+        let mut rest = Vec::new();
+        c.expire(at(10_000_000), &mut rest);
+        assert!(rest.iter().all(|o| o.first_seen >= newest_reported));
+    }
+
+    #[test]
+    fn drop_counts_saturate() {
+        let mut c = Correlator::default();
+        let mut out = Vec::new();
+        let t = tuple(IpProtocol::Tcp, sa(20, 5000), sa(10, 9999));
+        c.push(&drop(0, t, None), &mut out);
+        for orphan in c.orphans.values_mut() {
+            orphan.drops = u32::MAX;
+        }
+        c.push(&drop(1, t, None), &mut out);
+        // An attempt from that socket adopts the drops.
+        let attempt = Event::TcpAttempt {
+            meta: meta(2, TrafficDirection::Egress),
+            tuple: t,
+            sock_id: 1,
+        };
+        c.push(&attempt, &mut out);
+        c.push(&drop(3, t, None), &mut out);
+        c.expire(at(10_000_000), &mut out);
+        assert_eq!(out.len(), 1, "{out:#?}");
+        assert_eq!(out[0].drops, u32::MAX);
     }
 
     #[test]

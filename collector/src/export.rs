@@ -30,11 +30,17 @@
 //! When it ends the stream with an error, the batches before the first
 //! unacknowledged one are acknowledged, and the code says what to do with that
 //! one ([`is_permanent`]): `INVALID_ARGUMENT`, `OUT_OF_RANGE` (a message above
-//! its size limit), `PERMISSION_DENIED` or `FAILED_PRECONDITION` refuse it for
-//! good, so it is dropped and counted ([`ExportStats::batches_refused`]) and
-//! never sent again; every other code is transient and the batch is sent again
-//! after the backoff. Batches are also cut at
+//! its size limit), `PERMISSION_DENIED` (a batch naming another node than the
+//! collector's certificate) or `FAILED_PRECONDITION` refuse it for good, so
+//! it is dropped and counted ([`ExportStats::batches_refused`]) and never sent
+//! again; every other code is transient and the batch is sent again after the
+//! backoff. Batches are also cut at
 //! [`ExporterConfig::max_batch_bytes`], below the server's message limit.
+//!
+//! The connection goes through [`netverdict_tls::Target`]: TLS with
+//! [`ExporterConfig::tls`] (the files are read again at each reconnect, so
+//! rotated certificates are picked up), plaintext only to a loopback address
+//! unless [`ExporterConfig::insecure`].
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -43,6 +49,7 @@ use std::time::Duration;
 
 use netverdict_proto::time::UnixNanos;
 use netverdict_proto::v1 as pb;
+use netverdict_tls::{ClientTlsFiles, Target};
 use pb::ingest_client::IngestClient;
 use prost::Message;
 use tokio::sync::{Notify, mpsc};
@@ -54,13 +61,10 @@ use tonic::transport::Endpoint;
 /// [`Exporter::new`]; the others end one push stream and are retried.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The endpoint is not a URI tonic can connect to.
-    #[error("export endpoint {endpoint:?} is invalid: {source}")]
-    Endpoint {
-        endpoint: String,
-        #[source]
-        source: tonic::transport::Error,
-    },
+    /// The endpoint is invalid, its TLS files unusable, or it is plaintext
+    /// to a non-loopback address without `insecure`.
+    #[error("export endpoint: {0}")]
+    Endpoint(#[from] netverdict_tls::client::Error),
     /// A setting is out of range.
     #[error("export setting {field} is invalid: {reason}")]
     Config {
@@ -151,8 +155,14 @@ impl Backoff {
 /// Exporter settings.
 #[derive(Clone, Debug)]
 pub struct ExporterConfig {
-    /// The API server's gRPC endpoint, e.g. `http://netverdict-api:4245`.
+    /// The API server's gRPC endpoint: `host:port`, `https://host:port`
+    /// (with `tls`) or `http://host:port`; port 4255 when it has none.
     pub endpoint: String,
+    /// TLS: the CA the server's certificate must chain to, and the
+    /// collector's certificate (its CN must be `node_name`). None: plaintext.
+    pub tls: Option<ClientTlsFiles>,
+    /// Allows plaintext to a non-loopback endpoint.
+    pub insecure: bool,
     /// The node name batches are stamped with.
     pub node_name: String,
     /// A batch is sent once it holds this many flows.
@@ -181,6 +191,8 @@ impl ExporterConfig {
     pub fn new(endpoint: impl Into<String>, node_name: impl Into<String>) -> Self {
         ExporterConfig {
             endpoint: endpoint.into(),
+            tls: None,
+            insecure: false,
             node_name: node_name.into(),
             batch_size: 500,
             max_batch_bytes: 1 << 20,
@@ -455,6 +467,7 @@ struct Stream {
 /// partial batches on demand), then [`Exporter::run`].
 pub struct Exporter {
     config: ExporterConfig,
+    target: Target,
     endpoint: Endpoint,
     counters: Arc<ExportCounters>,
     flush: Arc<Notify>,
@@ -494,11 +507,14 @@ impl Exporter {
                 reason: "initial must be positive and at most max",
             });
         }
-        let endpoint = Endpoint::from_shared(config.endpoint.clone())
-            .map_err(|source| Error::Endpoint {
-                endpoint: config.endpoint.clone(),
-                source,
-            })?
+        let target = Target::new(
+            &config.endpoint,
+            netverdict_proto::ports::API_GRPC,
+            config.tls.clone(),
+            config.insecure,
+        )?;
+        let endpoint = target
+            .endpoint()
             .connect_timeout(config.connect_timeout)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))
@@ -506,6 +522,7 @@ impl Exporter {
             .keep_alive_while_idle(true);
         Ok(Exporter {
             config,
+            target,
             endpoint,
             counters: Arc::default(),
             flush: Arc::default(),
@@ -544,7 +561,11 @@ impl Exporter {
         let mut rng = jitter_seed(&self.config.node_name);
         loop {
             self.counters.set_state(ConnectionState::Connecting);
-            let connect = connect(self.endpoint.clone(), self.config.connect_timeout);
+            let connect = connect(
+                &self.target,
+                self.endpoint.clone(),
+                self.config.connect_timeout,
+            );
             tokio::pin!(connect);
             let connected = loop {
                 tokio::select! {
@@ -581,7 +602,7 @@ impl Exporter {
             let delay = self.config.backoff.delay(failures, &mut rng);
             failures = failures.saturating_add(1);
             tracing::warn!(
-                error = %error,
+                error = %with_causes(&error),
                 endpoint = %self.config.endpoint,
                 failures,
                 retry_in = ?delay,
@@ -696,9 +717,9 @@ impl Exporter {
 }
 
 /// Connects and opens the push stream, within `timeout`.
-async fn connect(endpoint: Endpoint, timeout: Duration) -> Result<Stream> {
+async fn connect(target: &Target, endpoint: Endpoint, timeout: Duration) -> Result<Stream> {
     let open = async {
-        let channel = endpoint.connect().await.map_err(Error::Connect)?;
+        let channel = target.connect(endpoint).await.map_err(Error::Connect)?;
         let mut client = IngestClient::new(channel);
         let (batches, rx) = mpsc::unbounded_channel();
         let acks = client
@@ -711,6 +732,18 @@ async fn connect(endpoint: Endpoint, timeout: Duration) -> Result<Stream> {
     tokio::time::timeout(timeout, open)
         .await
         .map_err(|_| Error::ConnectTimeout(timeout))?
+}
+
+/// The error and its causes, so that a refused TLS handshake says why (an
+/// untrusted or expired certificate), not only "transport error".
+fn with_causes(error: &Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = std::error::Error::source(error);
+    while let Some(c) = cause {
+        text.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
+    text
 }
 
 async fn sleep_opt(deadline: Option<Instant>) {
@@ -781,7 +814,22 @@ mod tests {
         ));
         assert!(matches!(
             Exporter::new(ExporterConfig::new("not a uri", "n")),
-            Err(Error::Endpoint { .. })
+            Err(Error::Endpoint(_))
         ));
+        // Plaintext off loopback needs `insecure`.
+        let remote = ExporterConfig::new("http://netverdict-api:4255", "n");
+        assert!(matches!(
+            Exporter::new(remote.clone()),
+            Err(Error::Endpoint(
+                netverdict_tls::client::Error::PlaintextToRemote { .. }
+            ))
+        ));
+        assert!(
+            Exporter::new(ExporterConfig {
+                insecure: true,
+                ..remote
+            })
+            .is_ok()
+        );
     }
 }

@@ -12,6 +12,9 @@
 //!    buffered within a bound while it is unreachable; and a ring of recent
 //!    flows ([`pipeline`]) served by the [`observer`] gRPC API.
 //!
+//! [`fuzzing`] (feature `fuzzing`, and in unit tests) holds the cargo-fuzz
+//! targets' entry points for kernel records and DNS messages.
+//!
 //! [`agent`] wires them all (with the Observer and `/metrics` servers) into one
 //! running node agent: [`agent::Agent::start`].
 //!
@@ -27,6 +30,8 @@ pub mod annotate;
 pub mod correlate;
 pub mod enforcement;
 pub mod export;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 pub mod metrics;
 pub mod observer;
 pub mod pipeline;

@@ -21,7 +21,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
 use crate::export::{ConnectionState, ExportStats};
-use crate::pipeline::PipelineCounters;
+use crate::pipeline::{Held, PipelineCounters};
 use netverdict_cluster::{KINDS, MetricsSnapshot, kind_index, kind_name};
 use netverdict_proto::names::EnumName;
 use netverdict_proto::v1 as pb;
@@ -43,7 +43,7 @@ pub struct Snapshot {
     /// The cluster source's name (`kube`, `manifests`) and counters.
     pub cluster: Option<(&'static str, MetricsSnapshot)>,
     /// Objects in the cluster state now, in [`KINDS`] order.
-    pub cluster_objects: [u64; 6],
+    pub cluster_objects: [u64; KINDS.len()],
     /// Flows in the ring now.
     pub ring_flows: u64,
     /// Flows evicted from the ring to make room.
@@ -52,6 +52,16 @@ pub struct Snapshot {
     pub observer_lagged: u64,
     /// Kernel NAT events that joined a connection, and those none claimed.
     pub nat: (u64, u64),
+    /// The Observer's TLS counters (None in plaintext).
+    pub observer_tls: Option<netverdict_tls::server::TlsStatsSnapshot>,
+    /// What correlation and aggregation hold, and what their bounds made
+    /// them let go of.
+    pub held: Held,
+    /// Accepts that failed (out of file descriptors...): of the metrics
+    /// server, of the Observer server.
+    pub accept_errors: (u64, u64),
+    /// Metrics connections closed at once because too many were open.
+    pub http_connections_refused: u64,
 }
 
 impl Snapshot {
@@ -66,14 +76,24 @@ impl Snapshot {
     }
 
     /// Counts the objects of each kind in `state`.
-    pub fn count_objects(state: &netverdict_policy::ClusterState) -> [u64; 6] {
-        let mut out = [0u64; 6];
+    pub fn count_objects(state: &netverdict_policy::ClusterState) -> [u64; KINDS.len()] {
+        let mut out = [0u64; KINDS.len()];
         out[kind_index(ObjectKind::Namespace)] = state.namespaces().len() as u64;
         out[kind_index(ObjectKind::Pod)] = state.pod_count() as u64;
         out[kind_index(ObjectKind::NetworkPolicy)] = state.policy_count() as u64;
         out[kind_index(ObjectKind::Service)] = state.services().len() as u64;
         out[kind_index(ObjectKind::EndpointSlice)] = state.endpoint_slices().len() as u64;
         out[kind_index(ObjectKind::Node)] = state.nodes().len() as u64;
+        for policy in state.admin_policies() {
+            let kind = match policy.key.kind() {
+                netverdict_policy::PolicyKind::AdminNetworkPolicy => ObjectKind::AdminNetworkPolicy,
+                netverdict_policy::PolicyKind::BaselineAdminNetworkPolicy => {
+                    ObjectKind::BaselineAdminNetworkPolicy
+                }
+                _ => ObjectKind::ClusterNetworkPolicy,
+            };
+            out[kind_index(kind)] += 1;
+        }
         out
     }
 }
@@ -328,6 +348,64 @@ impl Collector for Snapshot {
             "Observer follow streams ended because the follower fell behind.",
             one(self.observer_lagged),
         )?;
+        if let Some(tls) = self.observer_tls {
+            netverdict_tls::metrics::encode_stats(&mut e, "netverdict_collector_observer_", tls)?;
+        }
+        let h = &self.held;
+        gauges(
+            &mut e,
+            "netverdict_collector_held_flows",
+            "Flows held now: by correlation (waiting for an outcome or response) and by aggregation (open records).",
+            [
+                (
+                    vec![("stage", "correlation")],
+                    gauge_of(h.correlation_flows),
+                ),
+                (
+                    vec![("stage", "aggregation")],
+                    gauge_of(h.aggregation_records),
+                ),
+            ],
+        )?;
+        gauges(
+            &mut e,
+            "netverdict_collector_held_bytes",
+            "Memory the held flows take, estimated, by stage; each stage is bounded.",
+            [
+                (
+                    vec![("stage", "correlation")],
+                    gauge_of(h.correlation_bytes),
+                ),
+                (
+                    vec![("stage", "aggregation")],
+                    gauge_of(h.aggregation_bytes),
+                ),
+            ],
+        )?;
+        counters(
+            &mut e,
+            "netverdict_collector_held_evictions",
+            "Flows a stage let go of early to stay within its bound (the oldest first; reported, not lost): correlation reports them without their outcome, aggregation closes their record before its window ends.",
+            [
+                (vec![("stage", "correlation")], h.correlation_evicted),
+                (vec![("stage", "aggregation")], h.aggregation_evicted),
+            ],
+        )?;
+        counters(
+            &mut e,
+            "netverdict_collector_accept_errors",
+            "Connections a server could not accept (out of file descriptors...), by server; it pauses after each, longer while they keep failing.",
+            [
+                (vec![("server", "metrics")], self.accept_errors.0),
+                (vec![("server", "observer")], self.accept_errors.1),
+            ],
+        )?;
+        counters(
+            &mut e,
+            "netverdict_collector_http_connections_refused",
+            "Metrics connections closed at once because too many were open.",
+            one(self.http_connections_refused),
+        )?;
         Ok(())
     }
 }
@@ -382,7 +460,19 @@ impl Snapshot {
                 }),
             )?;
         }
-        let mut invalid = [0i64; 6];
+        gauges(
+            e,
+            "netverdict_collector_cluster_kind_not_installed",
+            "1 while the kind's CustomResourceDefinition is not installed (its list answers 404): \
+             the kind is watched again every minute, its policies are not evaluated.",
+            m.kinds.iter().map(|(kind, c)| {
+                (
+                    vec![("source", source), ("kind", kind_name(*kind))],
+                    i64::from(c.not_installed),
+                )
+            }),
+        )?;
+        let mut invalid = [0i64; KINDS.len()];
         for o in &m.invalid {
             invalid[kind_index(o.kind)] += 1;
         }

@@ -4,17 +4,19 @@
 //! window ([`TimeWindow`], `[since, until)` on `last_seen`, as the API server's
 //! stores apply it); a bad value of either is `INVALID_ARGUMENT` naming the
 //! field and the value. It takes the matching held flows in the window and,
-//! with `follow`, subscribes to new
-//! flows *under the same lock* as the snapshot, so a follower sees every flow
-//! exactly once: held ones from the snapshot, later ones from the broadcast.
+//! with `follow`, the flows published after them, each exactly once
+//! ([`RingReader::follow`]: the subscription is made before the snapshot is
+//! taken, and what the snapshot holds is skipped).
+//!
+//! The service reads the ring through a [`RingReader`]: the last published
+//! snapshot, taken without waiting for the pipeline (whose lock a request
+//! never touches), filtered and copied in the request's own task. Parallel
+//! requests therefore cannot starve event handling.
 //!
 //! A follower that falls behind the broadcast (it holds as many flows as the
 //! ring, at least 16) is not silently skipped ahead: its stream ends with
 //! `RESOURCE_EXHAUSTED`, naming how many flows it missed, and the client can
 //! reconnect with `since`. Each such end is counted ([`ObserverService::lagged`]).
-//!
-//! The service reads the ring through [`RingSource`], a one-method seam: the
-//! daemon shares its [`Pipeline`], tests share a bare [`FlowRing`].
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -25,49 +27,28 @@ use netverdict_proto::filter::FilterSet;
 use netverdict_proto::time::{TimeWindow, UnixNanos};
 use netverdict_proto::v1 as pb;
 use pb::observer_server::{Observer, ObserverServer};
-use tokio::sync::{Mutex, broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use crate::pipeline::{FlowRing, Pipeline};
+use crate::pipeline::{RingFollower, RingReader, RingSnapshot};
 
 /// How many flows `GetFlows` sends when `number` is 0 and `follow` is not set.
 pub const DEFAULT_NUMBER: u64 = 20;
 
-/// Gives the service brief access to a ring of flows.
-pub trait RingSource: Send + Sync + 'static {
-    /// Runs `f` on the ring while holding whatever lock guards it.
-    fn with_ring<R: Send>(
-        &self,
-        f: impl FnOnce(&FlowRing) -> R + Send,
-    ) -> impl Future<Output = R> + Send;
-}
-
-impl RingSource for Arc<Mutex<Pipeline>> {
-    async fn with_ring<R: Send>(&self, f: impl FnOnce(&FlowRing) -> R + Send) -> R {
-        f(self.lock().await.ring())
-    }
-}
-
-impl RingSource for Arc<Mutex<FlowRing>> {
-    async fn with_ring<R: Send>(&self, f: impl FnOnce(&FlowRing) -> R + Send) -> R {
-        f(&*self.lock().await)
-    }
-}
-
-/// The Observer service of one collector. Clones share the source and the
+/// The Observer service of one collector. Clones share the ring and the
 /// lag counter, so one can be kept to read [`lagged`](Self::lagged).
 #[derive(Debug, Clone)]
-pub struct ObserverService<S> {
-    source: S,
+pub struct ObserverService {
+    ring: RingReader,
     lagged: Arc<AtomicU64>,
 }
 
-impl<S: RingSource> ObserverService<S> {
-    /// A service reading `source`.
-    pub fn new(source: S) -> Self {
+impl ObserverService {
+    /// A service reading `ring`.
+    pub fn new(ring: RingReader) -> Self {
         ObserverService {
-            source,
+            ring,
             lagged: Arc::new(AtomicU64::new(0)),
         }
     }
@@ -85,8 +66,33 @@ impl<S: RingSource> ObserverService<S> {
 
 type FlowStream = Pin<Box<dyn Stream<Item = Result<pb::GetFlowsResponse, Status>> + Send>>;
 
+/// The positions in `snapshot` of the flows a request asks for: matching,
+/// the first or last `limit` of them (all when None), oldest first.
+fn pick(
+    snapshot: &RingSnapshot,
+    filters: &FilterSet,
+    window: &TimeWindow,
+    limit: Option<usize>,
+    first: bool,
+) -> Vec<usize> {
+    let matching = snapshot
+        .flows()
+        .enumerate()
+        .filter(|(_, f)| window.contains_flow(f) && filters.matches(f))
+        .map(|(i, _)| i);
+    match (limit, first) {
+        (Some(n), true) => matching.take(n).collect(),
+        (Some(n), false) => {
+            let mut last: Vec<usize> = matching.rev().take(n).collect();
+            last.reverse();
+            last
+        }
+        (None, _) => matching.collect(),
+    }
+}
+
 #[tonic::async_trait]
-impl<S: RingSource> Observer for ObserverService<S> {
+impl Observer for ObserverService {
     type GetFlowsStream = FlowStream;
 
     async fn get_flows(
@@ -112,40 +118,28 @@ impl<S: RingSource> Observer for ObserverService<S> {
             (n, _, _) => Some(n),
         };
         let limit = limit.map(|n| usize::try_from(n).unwrap_or(usize::MAX));
-        let (history, follower) = {
-            let (filters, window) = (&filters, &window);
-            self.source
-                .with_ring(move |ring| {
-                    let mut matching = ring
-                        .flows()
-                        .filter(|f| window.contains_flow(f) && filters.matches(f));
-                    let history: Vec<pb::Flow> = match (limit, req.first) {
-                        (Some(n), true) => matching.by_ref().take(n).cloned().collect(),
-                        (Some(n), false) => {
-                            let all: Vec<&pb::Flow> = matching.collect();
-                            all[all.len().saturating_sub(n)..]
-                                .iter()
-                                .map(|f| (*f).clone())
-                                .collect()
-                        }
-                        (None, _) => matching.cloned().collect(),
-                    };
-                    (history, req.follow.then(|| ring.subscribe()))
-                })
-                .await
+        let (snapshot, follower) = if req.follow {
+            let (snapshot, follower) = self.ring.follow();
+            (snapshot, Some(follower))
+        } else {
+            (self.ring.snapshot(), None)
         };
         let (tx, rx) = mpsc::channel(64);
         let lagged = self.lagged.clone();
+        let first = req.first;
         tokio::spawn(async move {
-            for flow in history {
-                if tx
-                    .send(Ok(pb::GetFlowsResponse { flow: Some(flow) }))
-                    .await
-                    .is_err()
-                {
+            for i in pick(&snapshot, &filters, &window, limit, first) {
+                let Some(flow) = snapshot.get(i) else {
+                    continue;
+                };
+                let response = pb::GetFlowsResponse {
+                    flow: Some(flow.clone()),
+                };
+                if tx.send(Ok(response)).await.is_err() {
                     return;
                 }
             }
+            drop(snapshot);
             if let Some(follower) = follower {
                 follow(follower, filters, window, tx, lagged).await;
             }
@@ -157,36 +151,31 @@ impl<S: RingSource> Observer for ObserverService<S> {
         &self,
         _request: Request<pb::ServerStatusRequest>,
     ) -> Result<Response<pb::ServerStatusResponse>, Status> {
-        let status = self
-            .source
-            .with_ring(|ring| {
-                let oldest = ring
-                    .flows()
-                    .filter_map(|f| f.first_seen.as_ref())
-                    .min_by_key(|t| UnixNanos::from_timestamp(t))
-                    .cloned();
-                let newest = ring
-                    .flows()
-                    .filter_map(|f| f.last_seen.as_ref())
-                    .max_by_key(|t| UnixNanos::from_timestamp(t))
-                    .cloned();
-                pb::ServerStatusResponse {
-                    flows_stored: ring.len() as u64,
-                    flows_dropped: ring.evicted(),
-                    oldest,
-                    newest,
-                    ..Default::default()
-                }
-            })
-            .await;
-        Ok(Response::new(status))
+        let ring = self.ring.snapshot();
+        let oldest = ring
+            .flows()
+            .filter_map(|f| f.first_seen.as_ref())
+            .min_by_key(|t| UnixNanos::from_timestamp(t))
+            .cloned();
+        let newest = ring
+            .flows()
+            .filter_map(|f| f.last_seen.as_ref())
+            .max_by_key(|t| UnixNanos::from_timestamp(t))
+            .cloned();
+        Ok(Response::new(pb::ServerStatusResponse {
+            flows_stored: ring.len() as u64,
+            flows_dropped: ring.evicted(),
+            oldest,
+            newest,
+            ..Default::default()
+        }))
     }
 }
 
 /// Sends new matching flows until the client goes away or the ring closes; a
 /// lagging follower's stream ends with `RESOURCE_EXHAUSTED`.
 async fn follow(
-    mut follower: broadcast::Receiver<pb::Flow>,
+    mut follower: RingFollower,
     filters: FilterSet,
     window: TimeWindow,
     tx: mpsc::Sender<Result<pb::GetFlowsResponse, Status>>,
@@ -202,7 +191,9 @@ async fn follow(
                 if window.contains_flow(&flow)
                     && filters.matches(&flow)
                     && tx
-                        .send(Ok(pb::GetFlowsResponse { flow: Some(flow) }))
+                        .send(Ok(pb::GetFlowsResponse {
+                            flow: Some((*flow).clone()),
+                        }))
                         .await
                         .is_err()
                 {
@@ -227,13 +218,14 @@ async fn follow(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::PipelineConfig;
+    use crate::pipeline::{Pipeline, PipelineConfig};
     use netverdict_cluster::SharedState;
+    use tokio::sync::Mutex;
 
     #[tokio::test]
     async fn serves_a_shared_pipeline() {
         let pipeline = Pipeline::new(PipelineConfig::default(), SharedState::default());
-        let service = ObserverService::new(Arc::new(Mutex::new(pipeline)));
+        let service = ObserverService::new(pipeline.ring().reader());
         let status = service
             .server_status(Request::new(pb::ServerStatusRequest {}))
             .await
@@ -241,5 +233,35 @@ mod tests {
             .into_inner();
         assert_eq!((status.flows_stored, status.flows_dropped), (0, 0));
         assert_eq!(status.oldest, None);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn get_flows_answers_while_the_pipeline_holds_its_lock() {
+        let pipeline = Arc::new(Mutex::new(Pipeline::new(
+            PipelineConfig::default(),
+            SharedState::default(),
+        )));
+        let service = ObserverService::new(pipeline.lock().await.ring().reader());
+        // The pipeline busy with a long batch of events.
+        let _busy = pipeline.lock().await;
+        let request = pb::GetFlowsRequest {
+            number: 100,
+            ..Default::default()
+        };
+        let reply = tokio::time::timeout(
+            std::time::Duration::from_secs(2),
+            service.get_flows(Request::new(request)),
+        )
+        .await;
+        assert!(reply.is_ok(), "GetFlows waited for the pipeline's lock");
+        let status = tokio::time::timeout(
+            std::time::Duration::from_secs(2),
+            service.server_status(Request::new(pb::ServerStatusRequest {})),
+        )
+        .await;
+        assert!(
+            status.is_ok(),
+            "ServerStatus waited for the pipeline's lock"
+        );
     }
 }

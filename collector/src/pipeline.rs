@@ -31,6 +31,13 @@ pub struct PipelineConfig {
     pub windows: Windows,
     /// How many recent flows the ring keeps.
     pub ring_capacity: usize,
+    /// What the open aggregation records may take, estimated; past it the
+    /// records whose windows end first are closed early (counted).
+    pub aggregation_max_bytes: usize,
+    /// What correlation may hold (attempts waiting for their outcome, queries
+    /// for their response, drops and NATs for their attempt), estimated;
+    /// past it the oldest eighth is reported as it is (counted).
+    pub correlation_max_bytes: usize,
     /// How often `run` expires held flows and flushes aggregation windows.
     pub tick: Duration,
     /// Only events of these network namespaces (inode numbers), when set: the
@@ -46,6 +53,8 @@ impl Default for PipelineConfig {
             timeouts: Timeouts::default(),
             windows: Windows::default(),
             ring_capacity: 10_000,
+            aggregation_max_bytes: crate::aggregate::DEFAULT_MAX_BYTES,
+            correlation_max_bytes: crate::correlate::DEFAULT_MAX_BYTES,
             tick: Duration::from_millis(500),
             netns: None,
         }
@@ -92,13 +101,122 @@ pub const OUTCOMES: usize = <pb::Outcome as EnumName>::ALL.len();
 /// How many protobuf `Mismatch` values there are.
 pub const MISMATCHES: usize = <pb::Mismatch as EnumName>::ALL.len();
 
-/// The last flows, bounded, with a broadcast for followers.
+/// A flow and its place in the ring's history (the number of flows pushed
+/// before it).
+pub type Sequenced = (u64, Arc<pb::Flow>);
+
+/// The last flows, bounded, written by the pipeline and read by any number of
+/// readers that never wait for it.
+///
+/// The pipeline [`push`](Self::push)es flows, then [`publish`](Self::publish)es
+/// them (at the end of each tick and flush, and whenever a ring's worth is
+/// waiting): the ring's content becomes a new immutable [`RingSnapshot`]
+/// behind an `Arc`, swapped in under a lock held only to replace or clone that
+/// `Arc`, and the new flows go to followers. Readers ([`RingReader`]) take
+/// the last snapshot and filter or copy it at their leisure; the pipeline's
+/// own lock is never involved.
 #[derive(Debug)]
 pub struct FlowRing {
-    flows: VecDeque<pb::Flow>,
+    flows: VecDeque<Arc<pb::Flow>>,
     capacity: usize,
-    followers: broadcast::Sender<pb::Flow>,
+    /// Flows pushed since the ring was made: the next flow's sequence number.
+    pushed: u64,
     evicted: u64,
+    /// Flows pushed since the last publish.
+    unpublished: Vec<Sequenced>,
+    shared: Arc<RingShared>,
+}
+
+#[derive(Debug)]
+struct RingShared {
+    snapshot: std::sync::RwLock<Arc<RingSnapshot>>,
+    followers: broadcast::Sender<Sequenced>,
+}
+
+/// The ring's content when it was last published.
+#[derive(Debug, Default)]
+pub struct RingSnapshot {
+    flows: Vec<Arc<pb::Flow>>,
+    /// The sequence number of the first flow published after this snapshot.
+    next: u64,
+    evicted: u64,
+}
+
+impl RingSnapshot {
+    /// The flows held, oldest first.
+    pub fn flows(&self) -> impl DoubleEndedIterator<Item = &pb::Flow> + ExactSizeIterator {
+        self.flows.iter().map(|f| &**f)
+    }
+
+    /// The flow at `index` (0 is the oldest).
+    pub fn get(&self, index: usize) -> Option<&pb::Flow> {
+        self.flows.get(index).map(|f| &**f)
+    }
+
+    /// How many flows are held.
+    pub fn len(&self) -> usize {
+        self.flows.len()
+    }
+
+    /// Whether no flow is held.
+    pub fn is_empty(&self) -> bool {
+        self.flows.is_empty()
+    }
+
+    /// How many flows had been evicted to make room.
+    pub fn evicted(&self) -> u64 {
+        self.evicted
+    }
+}
+
+/// Reads a [`FlowRing`] from anywhere, without waiting for its writer.
+#[derive(Clone, Debug)]
+pub struct RingReader {
+    shared: Arc<RingShared>,
+}
+
+impl RingReader {
+    /// The ring as last published.
+    pub fn snapshot(&self) -> Arc<RingSnapshot> {
+        self.shared
+            .snapshot
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The ring as last published and every flow published after it, each
+    /// once: the follower subscribes before the snapshot is taken and skips
+    /// what the snapshot already holds.
+    pub fn follow(&self) -> (Arc<RingSnapshot>, RingFollower) {
+        let receiver = self.shared.followers.subscribe();
+        let snapshot = self.snapshot();
+        let follower = RingFollower {
+            receiver,
+            next: snapshot.next,
+        };
+        (snapshot, follower)
+    }
+}
+
+/// The flows published after a snapshot ([`RingReader::follow`]).
+#[derive(Debug)]
+pub struct RingFollower {
+    receiver: broadcast::Receiver<Sequenced>,
+    next: u64,
+}
+
+impl RingFollower {
+    /// The next flow; `Lagged` when the follower fell so far behind that
+    /// flows were missed (it holds as many as the ring, at least 16).
+    pub async fn recv(&mut self) -> Result<Arc<pb::Flow>, broadcast::error::RecvError> {
+        loop {
+            let (seq, flow) = self.receiver.recv().await?;
+            if seq >= self.next {
+                return Ok(flow);
+            }
+        }
+    }
 }
 
 impl FlowRing {
@@ -107,30 +225,65 @@ impl FlowRing {
         FlowRing {
             flows: VecDeque::with_capacity(capacity.min(65_536)),
             capacity: capacity.max(1),
-            followers,
+            pushed: 0,
             evicted: 0,
+            unpublished: Vec::new(),
+            shared: Arc::new(RingShared {
+                snapshot: std::sync::RwLock::new(Arc::default()),
+                followers,
+            }),
         }
     }
 
-    /// Adds a flow, evicting the oldest when full, and sends it to followers.
+    /// A reader of this ring.
+    pub fn reader(&self) -> RingReader {
+        RingReader {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// Adds a flow, evicting the oldest when full; readers see it once
+    /// published (at once when a ring's worth is waiting).
     pub fn push(&mut self, flow: pb::Flow) {
         if self.flows.len() == self.capacity {
             self.flows.pop_front();
             self.evicted += 1;
         }
-        // No follower is not an error.
-        let _ = self.followers.send(flow.clone());
+        let flow = Arc::new(flow);
+        self.unpublished.push((self.pushed, flow.clone()));
+        self.pushed += 1;
         self.flows.push_back(flow);
+        if self.unpublished.len() >= self.capacity {
+            self.publish();
+        }
     }
 
-    /// The flows held, oldest first.
+    /// Makes the flows pushed so far visible to readers: a new snapshot,
+    /// then the new flows to followers (in that order, so that a follower
+    /// that subscribed in between finds them in its snapshot).
+    pub fn publish(&mut self) {
+        if self.unpublished.is_empty() {
+            return;
+        }
+        let snapshot = Arc::new(RingSnapshot {
+            flows: self.flows.iter().cloned().collect(),
+            next: self.pushed,
+            evicted: self.evicted,
+        });
+        *self
+            .shared
+            .snapshot
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = snapshot;
+        for flow in self.unpublished.drain(..) {
+            // No follower is not an error.
+            let _ = self.shared.followers.send(flow);
+        }
+    }
+
+    /// The flows held, oldest first (published or not).
     pub fn flows(&self) -> impl Iterator<Item = &pb::Flow> {
-        self.flows.iter()
-    }
-
-    /// New flows from now on (a slow follower is told how many it missed).
-    pub fn subscribe(&self) -> broadcast::Receiver<pb::Flow> {
-        self.followers.subscribe()
+        self.flows.iter().map(|f| &**f)
     }
 
     /// How many flows are held.
@@ -147,6 +300,26 @@ impl FlowRing {
     pub fn evicted(&self) -> u64 {
         self.evicted
     }
+}
+
+/// What the stages that hold flows hold, and what their bounds made them let
+/// go of ([`Pipeline::held`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Held {
+    /// Flows correlation holds (attempts, queries, drops waiting for them).
+    pub correlation_flows: u64,
+    /// What they take, estimated.
+    pub correlation_bytes: u64,
+    /// Flows correlation reported before their outcome to stay within its
+    /// bound, since start.
+    pub correlation_evicted: u64,
+    /// Open aggregation records.
+    pub aggregation_records: u64,
+    /// What they take, estimated.
+    pub aggregation_bytes: u64,
+    /// Records closed before their window ended to stay within the bound,
+    /// since start.
+    pub aggregation_evicted: u64,
 }
 
 /// The stages and their state.
@@ -169,9 +342,12 @@ pub struct Pipeline {
 impl Pipeline {
     pub fn new(config: PipelineConfig, state: SharedState) -> Self {
         Pipeline {
-            correlator: Correlator::new(config.timeouts.clone()),
+            correlator: Correlator::with_bound(
+                config.timeouts.clone(),
+                config.correlation_max_bytes,
+            ),
             annotator: Annotator::new(config.node_name.clone()),
-            aggregator: Aggregator::new(config.windows.clone()),
+            aggregator: Aggregator::new(config.windows.clone(), config.aggregation_max_bytes),
             ring: FlowRing::new(config.ring_capacity),
             counters: PipelineCounters::default(),
             next_id: 0,
@@ -191,19 +367,33 @@ impl Pipeline {
         self.correlator.stats()
     }
 
+    /// What the stages that hold flows hold now, and what their bounds made
+    /// them let go of.
+    pub fn held(&self) -> Held {
+        Held {
+            correlation_flows: self.correlator.pending() as u64,
+            correlation_bytes: self.correlator.bytes() as u64,
+            correlation_evicted: self.correlator.stats().evicted,
+            aggregation_records: self.aggregator.open() as u64,
+            aggregation_bytes: self.aggregator.bytes() as u64,
+            aggregation_evicted: self.aggregator.evicted(),
+        }
+    }
+
     pub fn ring(&self) -> &FlowRing {
         &self.ring
     }
 
-    /// Takes one item of the probes' stream.
-    pub fn push(&mut self, item: &StreamItem) {
+    /// Takes one item of the probes' stream; returns the records it closed
+    /// early (also added to the ring).
+    pub fn push(&mut self, item: &StreamItem) -> Vec<pb::Flow> {
         match item {
             StreamItem::Event(event) => {
                 if let Some(netns) = &self.config.netns
                     && !netns.contains(&event.meta().netns)
                 {
                     self.counters.events_ignored += 1;
-                    return;
+                    return Vec::new();
                 }
                 self.counters.events += 1;
                 if let netverdict_ebpf::Event::Drop { reason, .. } = event {
@@ -211,66 +401,78 @@ impl Pipeline {
                     *self.counters.drops_by_reason.entry(reason).or_default() += 1;
                 }
                 self.correlator.push(event, &mut self.observations);
-                self.annotate_pending();
+                let mut closed = Vec::new();
+                self.annotate_pending(&mut closed);
+                if !closed.is_empty() {
+                    return self.render(closed);
+                }
             }
             StreamItem::Lost { kind, count, cause } => {
-                self.counters.events_lost += count;
+                self.counters.events_lost = self.counters.events_lost.saturating_add(*count);
                 let by_kind = match cause {
                     LossCause::RingBufferFull => &mut self.counters.lost.ring_buffer_full,
                     LossCause::DecodeError => &mut self.counters.lost.decode_errors,
                 };
-                *match kind {
+                let slot = match kind {
                     EventKind::Tcp => &mut by_kind.tcp,
                     EventKind::Drop => &mut by_kind.drop,
                     EventKind::Udp => &mut by_kind.udp,
                     EventKind::Dns => &mut by_kind.dns,
                     EventKind::Nat => &mut by_kind.nat,
                     EventKind::Unknown => &mut by_kind.unknown,
-                } += count;
+                };
+                *slot = slot.saturating_add(*count);
             }
         }
+        Vec::new()
     }
 
     /// Closes what timed out and what finished its aggregation window by `now`;
     /// returns the records rendered (also added to the ring).
     pub fn tick(&mut self, now: SystemTime) -> Vec<pb::Flow> {
         self.correlator.expire(now, &mut self.observations);
-        self.annotate_pending();
         let mut done = Vec::new();
+        self.annotate_pending(&mut done);
         self.aggregator.flush(now, &mut done);
-        self.render(done)
+        let flows = self.render(done);
+        self.ring.publish();
+        flows
     }
 
     /// Closes every open aggregation window now (what correlation still holds,
     /// such as a TCP attempt waiting for its outcome, stays held); returns the
     /// records rendered (also added to the ring).
     pub fn flush_windows(&mut self) -> Vec<pb::Flow> {
-        self.annotate_pending();
         let mut done = Vec::new();
+        self.annotate_pending(&mut done);
         self.aggregator.flush_all(&mut done);
-        self.render(done)
+        let flows = self.render(done);
+        self.ring.publish();
+        flows
     }
 
     /// Closes everything held (at shutdown).
     pub fn finish(&mut self) -> Vec<pb::Flow> {
-        self.correlator.expire(
-            SystemTime::now() + Duration::from_secs(86_400),
-            &mut self.observations,
-        );
-        self.annotate_pending();
+        self.correlator.expire_all(&mut self.observations);
         let mut done = Vec::new();
+        self.annotate_pending(&mut done);
         self.aggregator.flush_all(&mut done);
-        self.render(done)
+        let flows = self.render(done);
+        self.ring.publish();
+        flows
     }
 
-    fn annotate_pending(&mut self) {
+    /// Annotates what correlation completed and aggregates it; records the
+    /// aggregator's bound closed early go to `closed`.
+    fn annotate_pending(&mut self, closed: &mut Vec<Annotated>) {
         if self.observations.is_empty() {
             return;
         }
         let state = self.state.read();
         for obs in self.observations.drain(..) {
             self.counters.annotated += 1;
-            self.aggregator.push(self.annotator.annotate(&state, obs));
+            self.aggregator
+                .push(self.annotator.annotate(&state, obs), closed);
         }
     }
 
@@ -357,10 +559,8 @@ pub async fn run_with_control(
     let result = loop {
         let records = tokio::select! {
             item = events.recv() => match item {
-                Some(Ok(item)) => {
-                    pipeline.lock().await.push(&item);
-                    continue;
-                }
+                // Records the bounds closed early, usually none.
+                Some(Ok(item)) => pipeline.lock().await.push(&item),
                 Some(Err(e)) => break Err(e),
                 None => break Ok(()),
             },
@@ -371,16 +571,17 @@ pub async fn run_with_control(
                         let mut pipeline = pipeline.lock().await;
                         // Events already delivered belong to this flush.
                         let mut failed = None;
+                        let mut records = Vec::new();
                         while let Ok(item) = events.try_recv() {
                             match item {
-                                Ok(item) => pipeline.push(&item),
+                                Ok(item) => records.extend(pipeline.push(&item)),
                                 Err(e) => {
                                     failed = Some(e);
                                     break;
                                 }
                             }
                         }
-                        let records = pipeline.flush_windows();
+                        records.extend(pipeline.flush_windows());
                         if let Some(e) = failed {
                             drop(pipeline);
                             send(&export, records).await;
@@ -398,10 +599,14 @@ pub async fn run_with_control(
                     continue;
                 }
                 Some(Control::Stop) => {
-                    let mut pipeline = pipeline.lock().await;
-                    while let Ok(Ok(item)) = events.try_recv() {
-                        pipeline.push(&item);
+                    let mut records = Vec::new();
+                    {
+                        let mut pipeline = pipeline.lock().await;
+                        while let Ok(Ok(item)) = events.try_recv() {
+                            records.extend(pipeline.push(&item));
+                        }
                     }
+                    send(&export, records).await;
                     break Ok(());
                 }
                 None => {
@@ -429,4 +634,74 @@ async fn send(export: &Option<mpsc::Sender<pb::Flow>>, records: Vec<pb::Flow>) -
         }
     }
     sent
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use netverdict_ebpf::{Event, FiveTuple, IpProtocol, Meta, TrafficDirection};
+    use netverdict_proto::time::UnixNanos;
+
+    use super::*;
+
+    /// A UDP flow to a port of its own (flows to one port would be merged).
+    fn udp(time: SystemTime, port: u16) -> StreamItem {
+        StreamItem::Event(Event::Udp {
+            meta: Meta {
+                time,
+                mono_ns: 1,
+                netns: 4026532000,
+                ifindex: None,
+                direction: TrafficDirection::Egress,
+            },
+            tuple: FiveTuple {
+                protocol: IpProtocol::Udp,
+                src: SocketAddr::new("10.244.0.7".parse().unwrap(), 40000),
+                dst: SocketAddr::new("10.244.0.2".parse().unwrap(), port),
+            },
+            packets: 1,
+            bytes: 64,
+        })
+    }
+
+    #[test]
+    fn kernel_loss_counts_saturate() {
+        let mut pipeline = Pipeline::new(PipelineConfig::default(), SharedState::default());
+        for _ in 0..2 {
+            pipeline.push(&StreamItem::Lost {
+                kind: EventKind::Dns,
+                count: u64::MAX - 1,
+                cause: LossCause::RingBufferFull,
+            });
+        }
+        assert_eq!(pipeline.counters().events_lost, u64::MAX);
+        assert_eq!(pipeline.counters().lost.ring_buffer_full.dns, u64::MAX);
+    }
+
+    #[test]
+    fn the_first_and_last_moments_a_clock_holds_never_panic() {
+        let last = SystemTime::UNIX_EPOCH + Duration::new(i64::MAX as u64, 999_999_999);
+        let first =
+            SystemTime::UNIX_EPOCH - Duration::new(i64::MAX as u64, 0) - Duration::from_secs(1);
+        let mut pipeline = Pipeline::new(PipelineConfig::default(), SharedState::default());
+        let mut flows = Vec::new();
+        for (i, time) in [first, last, SystemTime::UNIX_EPOCH]
+            .into_iter()
+            .enumerate()
+        {
+            flows.extend(pipeline.push(&udp(time, 5000 + i as u16)));
+            flows.extend(pipeline.tick(SystemTime::now()));
+        }
+        flows.extend(pipeline.finish());
+        assert_eq!(flows.len(), 3, "{flows:#?}");
+        let seen: Vec<UnixNanos> = flows
+            .iter()
+            .map(|f| UnixNanos::from_timestamp(f.first_seen.as_ref().unwrap()))
+            .collect();
+        assert!(seen.contains(&UnixNanos::EPOCH));
+        assert!(seen.contains(&UnixNanos::from_system(last)));
+        // The first moment is before any Timestamp: it saturates.
+        assert!(seen.iter().any(|t| t.as_i128() < 0));
+    }
 }

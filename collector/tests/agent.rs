@@ -445,3 +445,34 @@ async fn a_flush_times_out_when_the_server_is_gone_and_says_what_is_pending() {
     assert_eq!(agent.pipeline().lock().await.ring().len(), 1);
     assert!(agent.shutdown().await.is_err());
 }
+
+#[tokio::test]
+async fn the_metrics_server_closes_connections_whose_headers_never_end() {
+    let (_events, rx) = mpsc::channel(1);
+    let mut config = AgentConfig::new(
+        "node-a",
+        Source::Manifests(ManifestOptions::new(vec![
+            Path::new(SEED).join("cluster.yaml"),
+        ])),
+    );
+    config.events = EventSource::Channel(rx);
+    config.observer_listen = None;
+    config.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+    config.http_header_timeout = Duration::from_millis(300);
+    let agent = Agent::start(config).await.expect("agent starts");
+    let addr = agent.metrics_addr().unwrap();
+    let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+    slow.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(10), slow.read_to_end(&mut answer)).await;
+    assert!(
+        closed.is_ok(),
+        "a connection whose headers never end is still open after 10 s"
+    );
+    // Others are still served.
+    let (code, _) = get(addr, "/healthz").await;
+    assert_eq!(code, 200);
+    agent.shutdown().await.unwrap();
+}

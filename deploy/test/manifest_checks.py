@@ -5,7 +5,9 @@
 names the object and the field. The rules:
 
 - RBAC: roles only get, list and watch the kinds netverdict reads (namespaces,
-  pods, services, nodes, endpointslices, networkpolicies); no wildcard, no
+  pods, services, nodes, endpointslices, networkpolicies, and the
+  policy.networking.k8s.io adminnetworkpolicies, baselineadminnetworkpolicies
+  and clusternetworkpolicies); no wildcard, no
   non-resource URL, no aggregation; bindings only refer to roles defined here
   and only bind the service accounts of the components that use the Kubernetes
   API; every other workload mounts no service account token. (Exactly which
@@ -62,6 +64,9 @@ READ_RESOURCES = {
     ("", "nodes"),
     ("discovery.k8s.io", "endpointslices"),
     ("networking.k8s.io", "networkpolicies"),
+    ("policy.networking.k8s.io", "adminnetworkpolicies"),
+    ("policy.networking.k8s.io", "baselineadminnetworkpolicies"),
+    ("policy.networking.k8s.io", "clusternetworkpolicies"),
 }
 
 # The flags of each `netverdict` subcommand the manifests may use. All take a
@@ -91,11 +96,10 @@ REQUIRED_FLAGS = {
     "collector": {"--node-name", "--export"},
     "api": {"--listen"},
 }
-# Flags the manifests use that the `netverdict` binary of this branch does not
-# have yet (the TLS work lands on another branch): the test that compares FLAGS
-# with the binary's --help excuses them only while the binary lacks them. Empty
-# it once that branch is merged.
-PENDING_FLAGS = TLS_SERVER_FLAGS | TLS_CLIENT_FLAGS | {"--insecure", "--clickhouse-ca"}
+# Flags the manifests use that the `netverdict` binary does not have yet: the
+# test that compares FLAGS with the binary's --help excuses them only while the
+# binary lacks them (empty: every flag the manifests use exists).
+PENDING_FLAGS: set[str] = set()
 
 # The gRPC listener of each netverdict server and its address when the flag is
 # absent (the binary's default, not loopback).

@@ -539,7 +539,7 @@ class PolicySemanticsTest(unittest.TestCase):
 
 class FlagsTest(unittest.TestCase):
     """The flags the rules accept are the binary's (switches included), except
-    the ones the TLS branch adds (`PENDING_FLAGS`), while this binary lacks them."""
+    those in `PENDING_FLAGS` while the binary lacks them."""
 
     @staticmethod
     def help_flags(sub: str) -> dict[str, bool]:
@@ -580,7 +580,7 @@ class ReadmeTest(unittest.TestCase):
                 self.assertRegex(m.group(1), rf"--from-(?:literal|file)={re.escape(key)}=", f"{name}: key {key}")
 
     def test_ports(self) -> None:
-        for port in (4254, 4255, 9964, 9966):
+        for port in (4254, 4255, 9967, 9966):
             self.assertTrue(re.search(rf"\b{port}\b", self.readme), f"README does not mention port {port}")
 
 
@@ -856,11 +856,17 @@ class CheckerTest(unittest.TestCase):
         self.assert_caught(errors, "'apps/endpointslices'")
 
     def test_wildcard_resource_and_non_resource_url(self) -> None:
-        def edit(o):
-            self.role(o)["rules"].append({"apiGroups": ["*"], "resources": ["*"], "verbs": ["get"]})
-            self.role(o)["rules"].append({"nonResourceURLs": ["/metrics"], "verbs": ["get"]})
+        appended_at = []
 
-        self.assert_caught(self.broken(edit), "rules[3].resources: '*/*'", "rules[4].nonResourceURLs")
+        def edit(o):
+            rules = self.role(o)["rules"]
+            appended_at.append(len(rules))
+            rules.append({"apiGroups": ["*"], "resources": ["*"], "verbs": ["get"]})
+            rules.append({"nonResourceURLs": ["/metrics"], "verbs": ["get"]})
+
+        errors = self.broken(edit)
+        n = appended_at[0]
+        self.assert_caught(errors, f"rules[{n}].resources: '*/*'", f"rules[{n + 1}].nonResourceURLs")
 
     def test_binding_to_builtin_role(self) -> None:
         errors = self.broken(lambda o: one(o, "ClusterRoleBinding", "netverdict-collector")["roleRef"].update(name="view"))

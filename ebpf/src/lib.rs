@@ -26,6 +26,13 @@
 //! # Ok(()) }
 //! ```
 
+/// The oldest Linux the probes load on: BPF ring buffers, `CAP_BPF` and
+/// `CAP_PERFMON` came in 5.8 (tp_btf programs in 5.5). Drop reasons are named
+/// from 5.17 on ([`DropReasons`]); before that, drops are seen without one.
+/// README.md ("What it needs") says the same for users; this is the one place
+/// in code.
+pub const MIN_KERNEL: &str = "5.8";
+
 pub mod abi;
 pub mod btf;
 mod clock;

@@ -40,8 +40,9 @@ pub enum LoadError {
     },
     /// The kernel does not expose BTF: CO-RE and tp_btf programs cannot work.
     #[error(
-        "kernel BTF not found at {path}: the node kernel must be 5.15+ built with \
-         CONFIG_DEBUG_INFO_BTF=y"
+        "kernel BTF not found at {path}: the node kernel must be Linux {} or later built \
+         with CONFIG_DEBUG_INFO_BTF=y",
+        crate::MIN_KERNEL
     )]
     BtfMissing {
         /// Where it was looked for.

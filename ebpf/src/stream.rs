@@ -126,9 +126,11 @@ impl KindCounts {
         }
     }
 
-    /// Sum over kinds.
+    /// Sum over kinds (saturating: the counts are the kernel's).
     pub fn total(&self) -> u64 {
-        self.tcp + self.drop + self.udp + self.dns + self.nat + self.unknown
+        [self.drop, self.udp, self.dns, self.nat, self.unknown]
+            .into_iter()
+            .fold(self.tcp, u64::saturating_add)
     }
 }
 
@@ -275,7 +277,8 @@ impl EventStream {
             Err(e) => {
                 let kind = EventKind::from_abi(abi::kind_of(&record));
                 drop(record);
-                *self.counters.decode_errors.slot(kind) += 1;
+                let slot = self.counters.decode_errors.slot(kind);
+                *slot = slot.saturating_add(1);
                 tracing::debug!(?kind, error = %e, "undecodable probe record");
                 None
             }

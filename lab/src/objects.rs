@@ -19,6 +19,16 @@ pub enum Error {
     /// file, document and field).
     #[error("invalid manifests:\n{0}")]
     Invalid(LoadErrors),
+    /// The manifests hold a policy kind the lab cannot enforce in nftables
+    /// yet (AdminNetworkPolicy, BaselineAdminNetworkPolicy,
+    /// ClusterNetworkPolicy): the engine's verdicts would disagree with the
+    /// kernel's.
+    #[error(
+        "{kind} {name}: the lab does not enforce the admin tiers (AdminNetworkPolicy, \
+         BaselineAdminNetworkPolicy, ClusterNetworkPolicy) in nftables yet; use `netverdict explain` \
+         or `lint` with --cluster for them"
+    )]
+    Unenforced { kind: &'static str, name: String },
 }
 
 /// Result alias of this module.
@@ -29,6 +39,16 @@ pub fn read_objects<P: AsRef<Path>>(paths: &[P]) -> Result<Vec<K8sObject>> {
     let manifests = Manifests::read_paths(paths);
     if !manifests.errors.is_empty() {
         return Err(Error::Invalid(LoadErrors(manifests.errors)));
+    }
+    if let Some(o) = manifests
+        .objects
+        .iter()
+        .find(|o| o.object.is_admin_policy())
+    {
+        return Err(Error::Unenforced {
+            kind: o.object.kind(),
+            name: o.object.metadata().name.clone().unwrap_or_default(),
+        });
     }
     Ok(manifests.objects.into_iter().map(|o| o.object).collect())
 }
@@ -44,14 +64,7 @@ pub fn parse_objects(text: &str) -> Result<Vec<K8sObject>> {
 }
 
 pub(crate) fn object_id(o: &K8sObject) -> (&'static str, String, String) {
-    let (meta, namespaced) = match o {
-        K8sObject::Namespace(x) => (&x.metadata, false),
-        K8sObject::Pod(x) => (&x.metadata, true),
-        K8sObject::NetworkPolicy(x) => (&x.metadata, true),
-        K8sObject::Service(x) => (&x.metadata, true),
-        K8sObject::EndpointSlice(x) => (&x.metadata, true),
-        K8sObject::Node(x) => (&x.metadata, false),
-    };
+    let (meta, namespaced) = (o.metadata(), o.is_namespaced());
     let ns = if namespaced {
         meta.namespace.clone().unwrap_or_else(|| "default".into())
     } else {
@@ -61,15 +74,7 @@ pub(crate) fn object_id(o: &K8sObject) -> (&'static str, String, String) {
 }
 
 pub(crate) fn object_value(o: &K8sObject) -> serde_json::Value {
-    let v = match o {
-        K8sObject::Namespace(x) => serde_json::to_value(x),
-        K8sObject::Pod(x) => serde_json::to_value(x),
-        K8sObject::NetworkPolicy(x) => serde_json::to_value(x),
-        K8sObject::Service(x) => serde_json::to_value(x),
-        K8sObject::EndpointSlice(x) => serde_json::to_value(x),
-        K8sObject::Node(x) => serde_json::to_value(x),
-    };
-    v.unwrap_or(serde_json::Value::Null)
+    o.to_json().unwrap_or(serde_json::Value::Null)
 }
 
 pub(crate) fn objects_from_values(
@@ -243,4 +248,26 @@ pub(crate) fn build_cluster(objects: &[K8sObject]) -> Result<ClusterState> {
     }
     cluster.set_local_node_ips([IpAddr::V4(NODE_IP)]);
     Ok(cluster)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn admin_policies_are_refused_until_the_lab_enforces_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("anp.yaml");
+        std::fs::write(
+            &path,
+            "apiVersion: policy.networking.k8s.io/v1alpha1\nkind: AdminNetworkPolicy\n\
+             metadata: {name: deny-tenant}\nspec: {priority: 1, subject: {namespaces: {}}}\n",
+        )
+        .unwrap();
+        let error = read_objects(&[&path]).unwrap_err().to_string();
+        assert!(
+            error.starts_with("AdminNetworkPolicy deny-tenant: the lab does not enforce"),
+            "{error}"
+        );
+    }
 }

@@ -1,15 +1,17 @@
 //! Explanations of verdicts for people and for machines: the flow's endpoints by
-//! name, the verdict, and per direction the selecting policies, the allowing rules
-//! or the denial with the policies that isolated the endpoint and the nearest miss.
+//! name, the verdict, and per direction the tier that decided, the admin or
+//! baseline rule that decided or passed (policy, rule name, action), the
+//! selecting NetworkPolicies, the allowing rules or the denial with the
+//! policies that isolated the endpoint, and the nearest miss.
 
 use std::fmt;
 
 use serde::Serialize;
 
 use crate::engine::{Connection, Endpoint};
-use crate::model::{Direction, PolicyKey};
+use crate::model::{Direction, PolicyKey, Tier};
 use crate::state::ClusterState;
-use crate::verdict::{DirectionVerdict, Status, Verdict};
+use crate::verdict::{AdminMiss, DirectionVerdict, Status, Verdict};
 
 /// A verdict with the flow it is about, ready to print or serialize.
 #[derive(Clone, Debug, Serialize)]
@@ -145,7 +147,15 @@ pub fn reason(verdict: &Verdict, src: Party, dst: Party) -> String {
 
 fn allow_reason(v: &Verdict) -> String {
     let part = |d: &DirectionVerdict| -> String {
-        match d.status {
+        if let Some(rule) = d.deciding_admin_rule() {
+            return format!("{} allowed by {rule}", d.direction);
+        }
+        let passed = match (&d.admin_rule, &d.baseline_rule) {
+            (Some(a), _) => format!(" (after {a} passed)"),
+            (None, Some(b)) => format!(" ({b} passed)"),
+            _ => String::new(),
+        };
+        let text = match d.status {
             Status::NotAPod => format!("{} does not apply (not a pod)", d.direction),
             Status::HostNetwork => format!("{} does not apply (host-network pod)", d.direction),
             Status::SelfTraffic => "a pod may always reach itself".to_string(),
@@ -165,7 +175,8 @@ fn allow_reason(v: &Verdict) -> String {
                     .join(", ")
             ),
             Status::Denied => format!("{} denied", d.direction),
-        }
+        };
+        text + &passed
     };
     if v.egress.status == Status::SelfTraffic || v.egress.status == Status::NodeLocal {
         return part(&v.egress);
@@ -179,11 +190,26 @@ fn allow_reason(v: &Verdict) -> String {
 /// Why one direction denies: the policies that isolated the endpoint, and the
 /// nearest miss.
 fn denial_reason(d: &DirectionVerdict, who: &str, peer_ip: &str) -> String {
-    let mut out = format!(
+    if let Some(rule) = d.deciding_admin_rule() {
+        let mut out = format!("{} of {who} denied by {rule}", d.direction);
+        if let Some(miss) = &d.admin_nearest_miss {
+            out.push_str(&format!(
+                "; nearest miss: {} {}",
+                miss.rule,
+                describe_failures(miss, d.direction, peer_ip).join(" and ")
+            ));
+        }
+        return out;
+    }
+    let mut out = String::new();
+    if let Some(pass) = &d.admin_rule {
+        out.push_str(&format!("{pass} passed, then "));
+    }
+    out.push_str(&format!(
         "{} of {who} denied: isolated by {}",
         d.direction,
         keys(&d.selected_by)
-    );
+    ));
     match &d.nearest_miss {
         Some(miss) => {
             let what: Vec<String> = miss
@@ -201,6 +227,16 @@ fn denial_reason(d: &DirectionVerdict, who: &str, peer_ip: &str) -> String {
         None => out.push_str(&format!(", which allow no {} at all", d.direction)),
     }
     out
+}
+
+fn describe_failures(miss: &AdminMiss, direction: Direction, peer_ip: &str) -> Vec<String> {
+    if miss.failures.is_empty() {
+        return vec!["(its peer and ports match; a rule before it decided)".to_string()];
+    }
+    miss.failures
+        .iter()
+        .map(|f| f.describe(direction, peer_ip))
+        .collect()
 }
 
 impl fmt::Display for Explanation<'_> {
@@ -234,7 +270,20 @@ fn write_direction(
         Direction::Egress => "egress of",
         Direction::Ingress => "ingress of",
     };
+    let decided_by = match d.tier {
+        Some(tier @ (Tier::Admin | Tier::Baseline)) => Some(tier),
+        _ => None,
+    };
     let status = match d.status {
+        Status::Allowed | Status::Denied if decided_by.is_some() => format!(
+            "{}: {}",
+            decided_by.map(Tier::title).unwrap_or_default(),
+            if d.status == Status::Allowed {
+                "allowed"
+            } else {
+                "DENIED"
+            }
+        ),
         Status::NotAPod => "not a pod: NetworkPolicy does not apply".to_string(),
         Status::HostNetwork => "host-network pod: never selected by NetworkPolicy".to_string(),
         Status::SelfTraffic => "a pod reaching itself: always allowed".to_string(),
@@ -244,13 +293,50 @@ fn write_direction(
         Status::Denied => "isolated: DENIED".to_string(),
     };
     writeln!(f, "  {head} {who}: {status}")?;
+    for r in &d.not_evaluated {
+        writeln!(
+            f,
+            "    not evaluated: {r}: domain names cannot be matched to a connection"
+        )?;
+    }
+    if let Some(rule) = &d.admin_rule {
+        let verb = if d.tier == Some(Tier::Admin) {
+            "decided by"
+        } else {
+            "passed by"
+        };
+        writeln!(f, "    {verb}: {rule}")?;
+    }
+    if let Some(rule) = d
+        .deciding_admin_rule()
+        .filter(|_| d.tier == Some(Tier::Baseline))
+    {
+        writeln!(f, "    decided by: {rule}")?;
+    }
+    if let Some(miss) = &d.admin_nearest_miss {
+        writeln!(f, "    nearest miss: {}", miss.rule)?;
+        for failure in describe_failures(miss, d.direction, peer_ip) {
+            writeln!(f, "      - {failure}")?;
+        }
+    }
+    if d.tier == Some(Tier::Baseline) || (d.tier.is_none() && d.baseline_rule.is_some()) {
+        if let Some(rule) = d.baseline_rule.as_ref().filter(|_| d.tier.is_none()) {
+            writeln!(f, "    passed by: {rule}")?;
+        }
+        writeln!(f, "    no NetworkPolicy isolates it")?;
+    }
     if !d.selected_by.is_empty() {
-        writeln!(f, "    selected by: {}", keys(&d.selected_by))?;
+        let note = if decided_by == Some(Tier::Admin) {
+            " (not evaluated: the Admin tier decided)"
+        } else {
+            ""
+        };
+        writeln!(f, "    selected by: {}{note}", keys(&d.selected_by))?;
     }
     for r in &d.allowed_by {
         writeln!(f, "    allowed by: {r}")?;
     }
-    if d.status == Status::Denied {
+    if d.status == Status::Denied && d.tier == Some(Tier::NetworkPolicy) {
         if !d.without_rules.is_empty() {
             writeln!(
                 f,

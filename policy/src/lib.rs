@@ -14,6 +14,7 @@
 //! - `proto` (feature `proto`) converts verdicts to the netverdict.v1 protobuf types.
 
 mod cache;
+pub mod crd;
 pub mod engine;
 pub mod error;
 pub mod explain;

@@ -8,15 +8,23 @@
 //! - selectors that match no pod or namespace, policies that select no pod;
 //! - named ports no relevant pod defines;
 //! - namespace labels (e.g. `kubernetes.io/metadata.name: kube-sytem`) that no
-//!   namespace carries.
+//!   namespace carries;
+//! - the admin-tier pitfalls: an Admin-tier Pass rule whose subject pods no
+//!   NetworkPolicy isolates (the passed traffic falls through to the Baseline
+//!   tier, or is allowed); an Admin-tier Deny that shadows a NetworkPolicy
+//!   allow (the NetworkPolicy's author sees a rule that never applies); and
+//!   Admin-tier policies that share a priority and select the same pods (their
+//!   order is undefined upstream; netverdict's is by name).
 
 use std::fmt;
 
 use serde::Serialize;
 
 use crate::engine::{Connection, Endpoint};
+use crate::model::admin::rules_field;
 use crate::model::{
-    Direction, NamespaceMatch, NetworkPolicy, Peer, Pod, PolicyKey, PortRef, Protocol, Rule,
+    AdminAction, AdminPolicy, AdminPort, Direction, NamespaceMatch, NetworkPolicy, Peer, Pod,
+    PolicyKey, PortRef, Protocol, Rule, Tier,
 };
 use crate::selector::Selector;
 use crate::state::ClusterState;
@@ -70,6 +78,9 @@ pub fn lint(state: &ClusterState) -> Vec<Finding> {
     for policy in state.policies() {
         check_policy(state, policy, &mut out);
     }
+    check_admin_passes(state, &mut out);
+    check_admin_shadows(state, &mut out);
+    check_admin_ties(state, &mut out);
     out.sort_by(|a, b| {
         b.severity
             .cmp(&a.severity)
@@ -461,6 +472,273 @@ fn check_named_ports(
                     port.protocol
                 ),
             });
+        }
+    }
+}
+
+/// `spec.ingress[2] "name"`: where a rule is, for findings.
+fn rule_field(direction: Direction, index: usize) -> String {
+    format!("{}[{index}]", rules_field(direction).0)
+}
+
+fn rule_label(policy: &AdminPolicy, direction: Direction, index: usize) -> String {
+    let rule = &policy.rules(direction)[index];
+    match &rule.name {
+        Some(name) => format!("rule {index} {name:?}"),
+        None => format!("rule {index}"),
+    }
+}
+
+fn pod_list(pods: &[&std::sync::Arc<Pod>]) -> String {
+    const SHOWN: usize = 5;
+    let mut names: Vec<String> = pods.iter().take(SHOWN).map(|p| p.key.to_string()).collect();
+    if pods.len() > SHOWN {
+        names.push(format!("and {} more", pods.len() - SHOWN));
+    }
+    names.join(", ")
+}
+
+/// Admin-tier Pass rules over pods no NetworkPolicy isolates for the rule's
+/// direction: the passed traffic goes on to the Baseline tier (or the
+/// default allow), which is rarely what "hand over to the namespace owners"
+/// meant.
+fn check_admin_passes(state: &ClusterState, out: &mut Vec<Finding>) {
+    for policy in state.admin_tier(Tier::Admin) {
+        let subjects = state.admin_selected_pods(policy);
+        for direction in [Direction::Ingress, Direction::Egress] {
+            let unisolated: Vec<&std::sync::Arc<Pod>> = subjects
+                .iter()
+                .copied()
+                .filter(|p| state.policies_selecting(p, direction).is_empty())
+                .collect();
+            if unisolated.is_empty() {
+                continue;
+            }
+            for (i, rule) in policy.rules(direction).iter().enumerate() {
+                if rule.action != AdminAction::Pass {
+                    continue;
+                }
+                let baselines: Vec<String> = state
+                    .admin_tier(Tier::Baseline)
+                    .iter()
+                    .filter(|b| {
+                        !b.rules(direction).is_empty()
+                            && unisolated.iter().any(|p| state.admin_selects(b, p))
+                    })
+                    .map(|b| b.key.to_string())
+                    .collect();
+                let then = if baselines.is_empty() {
+                    "no baseline policy selects them either, so it is allowed".to_string()
+                } else {
+                    format!(
+                        "it falls through to the Baseline tier ({})",
+                        baselines.join(", ")
+                    )
+                };
+                out.push(Finding {
+                    severity: Severity::Warning,
+                    code: "admin-pass-without-network-policy",
+                    policy: Some(policy.key.clone()),
+                    field: Some(rule_field(direction, i)),
+                    message: format!(
+                        "{} passes {direction} traffic to NetworkPolicy, but no NetworkPolicy isolates {} for \
+                         {direction}: {then}",
+                        rule_label(policy, direction, i),
+                        pod_list(&unisolated)
+                    ),
+                });
+            }
+        }
+    }
+}
+
+/// The ports worth trying for a NetworkPolicy rule and an admin rule: the
+/// rule's own, else the admin rule's, else 80.
+fn probe_ports(rule: &Rule, admin_ports: &[AdminPort], dst: &Pod) -> Vec<(u16, Protocol)> {
+    let mut out = Vec::new();
+    for p in &rule.ports {
+        match &p.port {
+            Some(PortRef::Number(n)) => out.push((*n, p.protocol)),
+            Some(PortRef::Name(name)) => {
+                if let Some(n) = dst.named_port(name, p.protocol) {
+                    out.push((n, p.protocol));
+                }
+            }
+            None => {}
+        }
+    }
+    if out.is_empty() {
+        for p in admin_ports {
+            match p {
+                AdminPort::Number { protocol, port } => out.push((*port, *protocol)),
+                AdminPort::Range {
+                    protocol, start, ..
+                } => out.push((*start, *protocol)),
+                AdminPort::Protocol(protocol) => out.push((80, *protocol)),
+                AdminPort::Named(name) => {
+                    for protocol in Protocol::ALL {
+                        if let Some(n) = dst.named_port(name, protocol) {
+                            out.push((n, protocol));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    if out.is_empty() {
+        out.push((80, Protocol::Tcp));
+    }
+    out
+}
+
+/// Admin-tier Deny rules that deny traffic a NetworkPolicy rule allows: one
+/// finding per (Deny rule, NetworkPolicy rule), with an example connection.
+fn check_admin_shadows(state: &ClusterState, out: &mut Vec<Finding>) {
+    if state.admin_tier(Tier::Admin).is_empty() {
+        return;
+    }
+    let pods: Vec<&std::sync::Arc<Pod>> = state
+        .pods()
+        .into_iter()
+        .filter(|p| !p.host_network && !p.ips.is_empty())
+        .collect();
+    let mut seen = std::collections::BTreeSet::new();
+    for subject in &pods {
+        for direction in [Direction::Ingress, Direction::Egress] {
+            for np in state.policies_selecting(subject, direction) {
+                let Some(rules) = np.rules(direction) else {
+                    continue;
+                };
+                for (ri, rule) in rules.iter().enumerate() {
+                    for peer in &pods {
+                        if peer.key == subject.key
+                            || !(rule.peers.is_empty()
+                                || rule
+                                    .peers
+                                    .iter()
+                                    .any(|p| state.peer_matches_pod(np.namespace(), p, peer)))
+                        {
+                            continue;
+                        }
+                        let (src, dst) = match direction {
+                            Direction::Ingress => (*peer, *subject),
+                            Direction::Egress => (*subject, *peer),
+                        };
+                        let admin_ports: Vec<AdminPort> = state
+                            .admin_tier(Tier::Admin)
+                            .iter()
+                            .flat_map(|a| a.rules(direction))
+                            .filter(|r| r.action == AdminAction::Deny)
+                            .flat_map(|r| r.ports.iter().cloned())
+                            .collect();
+                        for (port, protocol) in probe_ports(rule, &admin_ports, dst) {
+                            let conn = Connection::new(
+                                Endpoint::Pod(src.key.clone()),
+                                Endpoint::Pod(dst.key.clone()),
+                                port,
+                                protocol,
+                            );
+                            let Ok(verdict) = state.verdict(&conn) else {
+                                continue;
+                            };
+                            let d = verdict.direction(direction);
+                            let Some(deny) = d
+                                .deciding_admin_rule()
+                                .filter(|r| r.action == AdminAction::Deny && r.tier == Tier::Admin)
+                            else {
+                                continue;
+                            };
+                            // The NetworkPolicy rule would have allowed it.
+                            let np_allows = rule.ports.is_empty()
+                                || rule.ports.iter().any(|p| {
+                                    p.protocol == protocol
+                                        && match (&p.port, p.end_port) {
+                                            (None, _) => true,
+                                            (Some(PortRef::Number(a)), Some(b)) => {
+                                                (*a..=b).contains(&port)
+                                            }
+                                            (Some(PortRef::Number(a)), None) => *a == port,
+                                            (Some(PortRef::Name(n)), _) => {
+                                                dst.named_port(n, protocol) == Some(port)
+                                            }
+                                        }
+                                });
+                            if !np_allows
+                                || !seen.insert((
+                                    deny.policy.clone(),
+                                    direction,
+                                    deny.rule,
+                                    np.key.clone(),
+                                    ri,
+                                ))
+                            {
+                                continue;
+                            }
+                            out.push(Finding {
+                                severity: Severity::Warning,
+                                code: "admin-deny-shadows-network-policy",
+                                policy: Some(deny.policy.clone()),
+                                field: Some(rule_field(direction, deny.rule)),
+                                message: format!(
+                                    "{deny} denies {direction} traffic that rule {ri} of NetworkPolicy {} \
+                                     allows, e.g. {} -> {} {protocol}/{port}: the NetworkPolicy rule never \
+                                     applies to it",
+                                    np.key, src.key, dst.key
+                                ),
+                            });
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Admin-tier policies of one priority whose subjects share pods and which
+/// have rules in the same direction: upstream leaves their order undefined.
+fn check_admin_ties(state: &ClusterState, out: &mut Vec<Finding>) {
+    for tier in [Tier::Admin, Tier::Baseline] {
+        let policies = state.admin_tier(tier);
+        for (i, a) in policies.iter().enumerate() {
+            for b in &policies[i + 1..] {
+                if a.priority.is_none() || a.priority != b.priority {
+                    continue;
+                }
+                let directions: Vec<&str> = [Direction::Ingress, Direction::Egress]
+                    .into_iter()
+                    .filter(|d| !a.rules(*d).is_empty() && !b.rules(*d).is_empty())
+                    .map(Direction::as_str)
+                    .collect();
+                if directions.is_empty() {
+                    continue;
+                }
+                let shared: Vec<&std::sync::Arc<Pod>> = state
+                    .admin_selected_pods(a)
+                    .into_iter()
+                    .filter(|p| state.admin_selects(b, p))
+                    .collect();
+                if shared.is_empty() {
+                    continue;
+                }
+                out.push(Finding {
+                    severity: Severity::Warning,
+                    code: "admin-priority-tie",
+                    policy: Some(a.key.clone()),
+                    field: Some("spec.priority".into()),
+                    message: format!(
+                        "{} and {} share priority {} in the {} and both have {} rules for {}: upstream leaves \
+                         their order undefined (implementations may differ); netverdict decides {} first (by name). \
+                         Give them distinct priorities",
+                        a.key,
+                        b.key,
+                        a.priority.unwrap_or_default(),
+                        tier.title(),
+                        directions.join(" and "),
+                        pod_list(&shared),
+                        a.key
+                    ),
+                });
+            }
         }
     }
 }

@@ -5,8 +5,8 @@
 
 use netverdict_proto::v1 as pb;
 
-use crate::model::{PolicyKey, Protocol};
-use crate::verdict::{DirectionVerdict, RuleRef, Status};
+use crate::model::{AdminAction, PolicyKey, PolicyKind, Protocol, Tier};
+use crate::verdict::{AdminRuleRef, DirectionVerdict, RuleRef, Status, Verdict};
 
 impl From<Protocol> for pb::Protocol {
     fn from(protocol: Protocol) -> Self {
@@ -18,14 +18,83 @@ impl From<Protocol> for pb::Protocol {
     }
 }
 
-/// A cluster-scoped policy has an empty namespace. (`PolicyRef` has no kind
-/// yet: it gains one with the first cluster-scoped kind the engine evaluates.)
+impl From<PolicyKind> for pb::PolicyKind {
+    fn from(kind: PolicyKind) -> Self {
+        match kind {
+            PolicyKind::NetworkPolicy => pb::PolicyKind::NetworkPolicy,
+            PolicyKind::AdminNetworkPolicy => pb::PolicyKind::AdminNetworkPolicy,
+            PolicyKind::BaselineAdminNetworkPolicy => pb::PolicyKind::BaselineAdminNetworkPolicy,
+            PolicyKind::ClusterNetworkPolicy => pb::PolicyKind::ClusterNetworkPolicy,
+        }
+    }
+}
+
+impl From<Tier> for pb::PolicyTier {
+    fn from(tier: Tier) -> Self {
+        match tier {
+            Tier::Admin => pb::PolicyTier::Admin,
+            Tier::NetworkPolicy => pb::PolicyTier::NetworkPolicy,
+            Tier::Baseline => pb::PolicyTier::Baseline,
+        }
+    }
+}
+
+impl From<AdminAction> for pb::AdminAction {
+    fn from(action: AdminAction) -> Self {
+        match action {
+            AdminAction::Allow => pb::AdminAction::Allow,
+            AdminAction::Deny => pb::AdminAction::Deny,
+            AdminAction::Pass => pb::AdminAction::Pass,
+        }
+    }
+}
+
+/// A policy of a tier: a cluster-scoped policy has an empty namespace.
+pub fn policy_ref(key: &PolicyKey, tier: Option<Tier>) -> pb::PolicyRef {
+    pb::PolicyRef {
+        namespace: key.namespace().unwrap_or_default().to_string(),
+        name: key.name().to_string(),
+        kind: pb::PolicyKind::from(key.kind()) as i32,
+        tier: tier
+            .or(key.kind().tier())
+            .map_or(pb::PolicyTier::Unspecified, pb::PolicyTier::from) as i32,
+    }
+}
+
+/// The tier is the kind's (unspecified for a ClusterNetworkPolicy named
+/// without its policy: use [`policy_ref`] where the tier is known).
 impl From<&PolicyKey> for pb::PolicyRef {
     fn from(key: &PolicyKey) -> Self {
-        pb::PolicyRef {
-            namespace: key.namespace().unwrap_or_default().to_string(),
-            name: key.name().to_string(),
+        policy_ref(key, None)
+    }
+}
+
+impl From<&AdminRuleRef> for pb::AdminRuleRef {
+    fn from(rule: &AdminRuleRef) -> Self {
+        pb::AdminRuleRef {
+            policy: Some(policy_ref(&rule.policy, Some(rule.tier))),
+            rule: rule.rule as u32,
+            name: rule.name.clone().unwrap_or_default(),
+            action: pb::AdminAction::from(rule.action) as i32,
+            priority: rule.priority,
+            peer: rule.peer as u32,
+            port: rule.port.map(|p| p as u32),
         }
+    }
+}
+
+impl Verdict {
+    /// The policies that allowed (`allowed_by`) and denied (`denied_by`) the
+    /// flow, for the protobuf `Flow`'s query fields: sorted, deduplicated.
+    pub fn policy_refs(&self) -> (Vec<pb::PolicyRef>, Vec<pb::PolicyRef>) {
+        let refs = |mut list: Vec<(&PolicyKey, Tier)>| {
+            list.sort();
+            list.dedup();
+            list.into_iter()
+                .map(|(key, tier)| policy_ref(key, Some(tier)))
+                .collect()
+        };
+        (refs(self.allowed_by()), refs(self.denied_by()))
     }
 }
 
@@ -75,11 +144,19 @@ impl DirectionVerdict {
                 .nearest_miss
                 .iter()
                 .flat_map(|m| &m.failures)
+                .chain(self.admin_nearest_miss.iter().flat_map(|m| &m.failures))
                 .map(|f| pb::Failure {
                     kind: f.kind().to_string(),
                     description: f.describe(self.direction, peer_ip),
                 })
                 .collect(),
+            tier: self
+                .tier
+                .map_or(pb::PolicyTier::Unspecified, pb::PolicyTier::from) as i32,
+            admin_rule: self.admin_rule.as_ref().map(Into::into),
+            baseline_rule: self.baseline_rule.as_ref().map(Into::into),
+            admin_nearest_miss: self.admin_nearest_miss.as_ref().map(|m| (&m.rule).into()),
+            not_evaluated: self.not_evaluated.iter().map(Into::into).collect(),
         }
     }
 }
@@ -87,7 +164,6 @@ impl DirectionVerdict {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::PolicyKind;
 
     #[test]
     fn policy_refs_of_both_scopes() {
@@ -100,6 +176,17 @@ mod tests {
             (anp.namespace.as_str(), anp.name.as_str()),
             ("", "deny-all")
         );
+        assert_eq!(anp.kind, pb::PolicyKind::AdminNetworkPolicy as i32);
+        assert_eq!(anp.tier, pb::PolicyTier::Admin as i32);
+        assert_eq!(np.tier, pb::PolicyTier::NetworkPolicy as i32);
+        // Stores spell it as the key displays it.
+        assert_eq!(
+            netverdict_proto::filter::PolicyName::of(&anp).to_string(),
+            "AdminNetworkPolicy/deny-all"
+        );
+        let cnp = PolicyKey::cluster_scoped(PolicyKind::ClusterNetworkPolicy, "c").unwrap();
+        let cnp = policy_ref(&cnp, Some(Tier::Baseline));
+        assert_eq!(cnp.tier, pb::PolicyTier::Baseline as i32);
     }
 
     #[test]

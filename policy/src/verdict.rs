@@ -1,7 +1,9 @@
 //! What the engine says about a flow: the verdict, and for each direction
-//! (egress of the source, ingress of the destination) whether the endpoint is
-//! isolated, the policies that select it, the rules that allowed the flow, or the
-//! policies that isolated it and the nearest miss when it is denied.
+//! (egress of the source, ingress of the destination) the tier that decided;
+//! the admin or baseline rule (policy, rule name, action) that decided or
+//! passed; whether NetworkPolicy isolates the endpoint, the policies that
+//! select it, the rules that allowed the flow, or the policies that isolated
+//! it; and when denied the nearest miss.
 //!
 //! A verdict describes endpoints by their labels, never by pod name, so that one
 //! verdict serves every pod of the same identity (the cache shares them); the
@@ -11,7 +13,7 @@ use std::fmt;
 
 use serde::Serialize;
 
-use crate::model::{Direction, PolicyKey};
+use crate::model::{AdminAction, Direction, PolicyKey, Tier};
 
 /// The verdict on a flow and why.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -37,12 +39,26 @@ impl Verdict {
         if self.allowed { "allow" } else { "deny" }
     }
 
-    /// Every policy that isolated an endpoint of a denied flow (empty when allowed).
-    pub fn denied_by(&self) -> Vec<&PolicyKey> {
+    /// The policies that denied a denied flow, with their tier (empty when
+    /// allowed): the admin or baseline policy whose Deny rule decided a
+    /// direction, or the NetworkPolicies that isolated an endpoint and allow
+    /// nothing that matches.
+    pub fn denied_by(&self) -> Vec<(&PolicyKey, Tier)> {
         [&self.egress, &self.ingress]
             .into_iter()
             .filter(|d| d.status == Status::Denied)
-            .flat_map(|d| d.selected_by.iter())
+            .flat_map(|d| d.deciding_policies())
+            .collect()
+    }
+
+    /// The policies whose rules allowed a direction, with their tier: the
+    /// NetworkPolicies of the allowing rules, and the admin or baseline policy
+    /// whose Allow rule decided a direction.
+    pub fn allowed_by(&self) -> Vec<(&PolicyKey, Tier)> {
+        [&self.egress, &self.ingress]
+            .into_iter()
+            .filter(|d| d.status == Status::Allowed)
+            .flat_map(|d| d.deciding_policies())
             .collect()
     }
 }
@@ -62,9 +78,11 @@ pub enum Status {
     NodeLocal,
     /// No policy selects the pod for this direction: allowed by default.
     NotIsolated,
-    /// Isolated, and at least one rule allows the flow.
+    /// A tier decided, and allows the flow: an admin or baseline Allow rule,
+    /// or a rule of a NetworkPolicy isolating the pod.
     Allowed,
-    /// Isolated, and no rule allows the flow.
+    /// A tier decided, and denies the flow: an admin or baseline Deny rule, or
+    /// the NetworkPolicies isolating the pod allow nothing that matches.
     Denied,
 }
 
@@ -75,22 +93,49 @@ impl Status {
 }
 
 /// The decision of one direction.
+///
+/// The NetworkPolicy fields (`isolated`, `selected_by`, `allowed_by`,
+/// `without_rules`, `nearest_miss`) say what NetworkPolicy did; the admin
+/// fields, present only where admin policies had a say, what the Admin and
+/// Baseline tiers did.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct DirectionVerdict {
     pub direction: Direction,
     pub status: Status,
-    /// Whether some policy selects the endpoint for this direction.
+    /// The tier that decided (None: no tier had an opinion, or the endpoint
+    /// is not subject to policy: see `status`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tier: Option<Tier>,
+    /// Whether some NetworkPolicy selects the endpoint for this direction.
     pub isolated: bool,
-    /// Every policy selecting the endpoint for this direction, in order.
+    /// Every NetworkPolicy selecting the endpoint for this direction, in order.
     pub selected_by: Vec<PolicyKey>,
     /// Every rule that allows the flow.
     pub allowed_by: Vec<RuleRef>,
     /// Selecting policies with no rule at all for this direction (default deny).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub without_rules: Vec<PolicyKey>,
-    /// When denied: the rule that came nearest to allowing the flow.
+    /// When NetworkPolicy denied: the rule that came nearest to allowing the flow.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub nearest_miss: Option<Miss>,
+    /// The first Admin-tier rule that matched: its Allow or Deny decided the
+    /// direction, its Pass sent it on to NetworkPolicy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin_rule: Option<AdminRuleRef>,
+    /// The first Baseline-tier rule that matched, for a pod NetworkPolicy does
+    /// not isolate: its Allow or Deny decided, its Pass left the default (allow).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub baseline_rule: Option<AdminRuleRef>,
+    /// When an admin or baseline Deny rule decided: the Allow or Pass rule
+    /// before it (in the same tier) that came nearest to matching.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin_nearest_miss: Option<AdminMiss>,
+    /// Rules before the deciding one whose ports match but whose peers are
+    /// domain names: netverdict cannot tell which name a connection was made
+    /// for, so these rules were not evaluated (had the destination been one of
+    /// those names, the rule may have allowed the flow).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub not_evaluated: Vec<AdminRuleRef>,
 }
 
 impl DirectionVerdict {
@@ -98,17 +143,108 @@ impl DirectionVerdict {
         DirectionVerdict {
             direction,
             status,
+            tier: None,
             isolated: false,
             selected_by: Vec::new(),
             allowed_by: Vec::new(),
             without_rules: Vec::new(),
             nearest_miss: None,
+            admin_rule: None,
+            baseline_rule: None,
+            admin_nearest_miss: None,
+            not_evaluated: Vec::new(),
         }
     }
 
     pub fn allowed(&self) -> bool {
         self.status.allows()
     }
+
+    /// The admin or baseline rule that decided the direction, if one did.
+    pub fn deciding_admin_rule(&self) -> Option<&AdminRuleRef> {
+        match self.tier {
+            Some(Tier::Admin) => self.admin_rule.as_ref(),
+            Some(Tier::Baseline) => self.baseline_rule.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// The policies that made the decision, with their tier: the admin or
+    /// baseline policy of the deciding rule; for NetworkPolicy, the policies of
+    /// the allowing rules, or when denied every selecting policy.
+    pub fn deciding_policies(&self) -> Vec<(&PolicyKey, Tier)> {
+        if let Some(rule) = self.deciding_admin_rule() {
+            return vec![(&rule.policy, rule.tier)];
+        }
+        match (self.tier, self.status) {
+            (Some(Tier::NetworkPolicy), Status::Allowed) => self
+                .allowed_by
+                .iter()
+                .map(|r| (&r.policy, Tier::NetworkPolicy))
+                .collect(),
+            (Some(Tier::NetworkPolicy), Status::Denied) => self
+                .selected_by
+                .iter()
+                .map(|p| (p, Tier::NetworkPolicy))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// A rule of an admin policy (AdminNetworkPolicy, BaselineAdminNetworkPolicy,
+/// ClusterNetworkPolicy) that matched a flow, or came near.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+pub struct AdminRuleRef {
+    pub policy: PolicyKey,
+    /// The tier of the policy (Admin or Baseline).
+    pub tier: Tier,
+    /// The policy's priority (None for the BaselineAdminNetworkPolicy).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub priority: Option<u32>,
+    /// The rule's index in the policy's ingress or egress list.
+    pub rule: usize,
+    /// The rule's name, if it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// What the rule does (a Deny or Pass rule with a peer of a newer API
+    /// version denies: see `model::AdminPeer::Unrecognized`).
+    pub action: AdminAction,
+    /// The index of the matching (or nearest) peer.
+    pub peer: usize,
+    /// The index of the matching port (None: the rule has no ports, or none matched).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<usize>,
+}
+
+impl AdminRuleRef {
+    /// `Deny`, `Allow`, `Accept` or `Pass`, as the policy's kind spells it.
+    pub fn action_name(&self) -> &'static str {
+        self.action.spelled_for(self.policy.kind())
+    }
+}
+
+/// `rule 3 "deny-from-slytherin" (Deny) of AdminNetworkPolicy/x (priority 10)`.
+impl fmt::Display for AdminRuleRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "rule {}", self.rule)?;
+        if let Some(name) = &self.name {
+            write!(f, " {name:?}")?;
+        }
+        write!(f, " ({}) of {}", self.action_name(), self.policy)?;
+        match self.priority {
+            Some(p) => write!(f, " ({}, priority {p})", self.tier.title()),
+            None => write!(f, " ({})", self.tier.title()),
+        }
+    }
+}
+
+/// The admin rule that came nearest to keeping a Deny rule from deciding.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct AdminMiss {
+    pub rule: AdminRuleRef,
+    /// What did not match, each a thing a person can change.
+    pub failures: Vec<Failure>,
 }
 
 /// A rule that allowed a flow: policy, rule index, peer index (None: the rule
@@ -188,6 +324,19 @@ pub enum Failure {
     },
     /// A named port the destination pod does not define for the protocol.
     NamedPortUndefined { name: String, protocol: String },
+    /// The rule's `nodes` peer needs a node address; the peer is no node's.
+    NotANode,
+    /// The peer's node lacks a label the `nodes` selector requires.
+    NodeLabel {
+        requirement: String,
+        node: String,
+        actual: String,
+    },
+    /// The peer is a domain name: which name a connection was made for is not
+    /// known, so the peer is never matched.
+    DomainNames { names: Vec<String> },
+    /// The peer has none of the fields this version knows (a newer API's).
+    UnrecognizedPeer,
 }
 
 impl Failure {
@@ -202,6 +351,10 @@ impl Failure {
             Failure::InExcept { .. } => "in_except",
             Failure::Port { .. } => "port",
             Failure::NamedPortUndefined { .. } => "named_port_undefined",
+            Failure::NotANode => "not_a_node",
+            Failure::NodeLabel { .. } => "node_label",
+            Failure::DomainNames { .. } => "domain_names",
+            Failure::UnrecognizedPeer => "unrecognized_peer",
         }
     }
 
@@ -211,8 +364,10 @@ impl Failure {
             Failure::NamespaceLabel { .. } | Failure::PodLabel { .. } => 1,
             Failure::Port { .. } | Failure::NamedPortUndefined { .. } => 1,
             Failure::OutsideCidr { .. } | Failure::InExcept { .. } => 1,
+            Failure::NodeLabel { .. } => 1,
             Failure::OtherNamespace { .. } => 2,
-            Failure::NotAPod => 3,
+            Failure::NotAPod | Failure::NotANode => 3,
+            Failure::DomainNames { .. } | Failure::UnrecognizedPeer => 4,
         }
     }
 
@@ -262,6 +417,21 @@ impl Failure {
                     "names port {name:?}, which the destination pod does not define for {protocol}"
                 )
             }
+            Failure::NotANode => format!("selects nodes; the {side} {ip} is no node's address"),
+            Failure::NodeLabel {
+                requirement,
+                node,
+                actual,
+            } => format!("needs {side} node label {requirement}; node {node} has {actual}"),
+            Failure::DomainNames { names } => format!(
+                "names domain names ({}), which netverdict cannot evaluate: it does not know which \
+                 name a connection to {ip} was made for",
+                names.join(", ")
+            ),
+            Failure::UnrecognizedPeer => {
+                "has a peer of a newer API version, which matches nothing in an allow rule"
+                    .to_string()
+            }
         }
     }
 }
@@ -298,6 +468,16 @@ mod tests {
                 name: text(),
                 protocol: text(),
             },
+            Failure::NotANode,
+            Failure::NodeLabel {
+                requirement: text(),
+                node: text(),
+                actual: text(),
+            },
+            Failure::DomainNames {
+                names: vec![text()],
+            },
+            Failure::UnrecognizedPeer,
         ];
         for failure in failures {
             let json = serde_json::to_value(&failure).expect("serializable");

@@ -156,3 +156,141 @@ fn an_and_that_matches_nothing_where_either_selector_would() {
         .unwrap();
     assert_eq!(and.field.as_deref(), Some("spec.ingress[0].from[0]"));
 }
+
+// ---- the admin-tier pitfalls ---------------------------------------------------
+
+/// Lints the cluster with extra objects (NetworkPolicies, admin policies).
+fn findings_with(objects: &str) -> Vec<Finding> {
+    let mut m = Manifests::default();
+    m.read_str(Path::new("cluster.yaml"), CLUSTER);
+    m.read_str(Path::new("policies.yaml"), objects);
+    let (state, errors): (ClusterState, _) =
+        ClusterState::from_manifests(m, &LoadOptions::default());
+    assert!(errors.is_empty(), "{errors:?}");
+    lint(&state)
+}
+
+const PASS_TO_PROD: &str = r#"
+apiVersion: policy.networking.k8s.io/v1alpha1
+kind: AdminNetworkPolicy
+metadata: {name: hand-over}
+spec:
+  priority: 10
+  subject: {namespaces: {matchLabels: {team: web}}}
+  ingress:
+  - {name: to-owners, action: Pass, from: [{namespaces: {}}]}
+---
+apiVersion: policy.networking.k8s.io/v1alpha1
+kind: BaselineAdminNetworkPolicy
+metadata: {name: default}
+spec:
+  subject: {namespaces: {}}
+  ingress:
+  - {name: deny-all, action: Deny, from: [{namespaces: {}}]}
+"#;
+
+#[test]
+fn an_admin_pass_with_no_network_policy_behind_it() {
+    let f = findings_with(PASS_TO_PROD);
+    let pass: Vec<_> = f
+        .iter()
+        .filter(|f| f.code == "admin-pass-without-network-policy")
+        .collect();
+    assert_eq!(pass.len(), 1, "{f:#?}");
+    assert_eq!(
+        pass[0].policy.as_ref().map(|p| p.to_string()).as_deref(),
+        Some("AdminNetworkPolicy/hand-over")
+    );
+    assert_eq!(pass[0].field.as_deref(), Some("spec.ingress[0]"));
+    let m = &pass[0].message;
+    assert!(m.contains("\"to-owners\"") && m.contains("prod/api"), "{m}");
+    assert!(m.contains("BaselineAdminNetworkPolicy/default"), "{m}");
+    // With a NetworkPolicy isolating both pods, the pass has somewhere to go.
+    let isolated = format!(
+        "{PASS_TO_PROD}---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n\
+         metadata: {{name: all, namespace: prod}}\nspec: {{podSelector: {{}}, ingress: [{{}}]}}\n"
+    );
+    let f = findings_with(&isolated);
+    assert!(
+        !codes(&f).contains(&"admin-pass-without-network-policy"),
+        "{f:#?}"
+    );
+}
+
+#[test]
+fn an_admin_deny_shadowing_a_network_policy_allow() {
+    let objects = r#"
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: api-from-web, namespace: prod}
+spec:
+  podSelector: {matchLabels: {app: api}}
+  ingress:
+  - from: [{podSelector: {matchLabels: {app: web}}}]
+    ports: [{port: 8080}]
+---
+apiVersion: policy.networking.k8s.io/v1alpha2
+kind: ClusterNetworkPolicy
+metadata: {name: lockdown}
+spec:
+  tier: Admin
+  priority: 5
+  subject: {pods: {namespaceSelector: {}, podSelector: {matchLabels: {app: api}}}}
+  ingress:
+  - name: no-web
+    action: Deny
+    from: [{pods: {namespaceSelector: {}, podSelector: {matchLabels: {role: frontend}}}}]
+"#;
+    let f = findings_with(objects);
+    let shadow: Vec<_> = f
+        .iter()
+        .filter(|f| f.code == "admin-deny-shadows-network-policy")
+        .collect();
+    assert_eq!(shadow.len(), 1, "{f:#?}");
+    assert_eq!(
+        shadow[0].policy.as_ref().map(|p| p.to_string()).as_deref(),
+        Some("ClusterNetworkPolicy/lockdown")
+    );
+    let m = &shadow[0].message;
+    assert!(
+        m.contains("prod/api-from-web") && m.contains("prod/web -> prod/api TCP/8080"),
+        "{m}"
+    );
+    // A deny of other pods shadows nothing.
+    let f = findings_with(&objects.replace("role: frontend", "role: backend"));
+    assert!(
+        !codes(&f).contains(&"admin-deny-shadows-network-policy"),
+        "{f:#?}"
+    );
+}
+
+#[test]
+fn admin_policies_sharing_a_priority_and_pods() {
+    let anp = |name: &str, priority: u32, app: &str| {
+        format!(
+            "---\napiVersion: policy.networking.k8s.io/v1alpha1\nkind: AdminNetworkPolicy\n\
+             metadata: {{name: {name}}}\nspec:\n  priority: {priority}\n  subject: {{pods: {{namespaceSelector: {{}}, \
+             podSelector: {{matchLabels: {{app: {app}}}}}}}}}\n  egress:\n  - {{action: Deny, to: [{{networks: [203.0.113.0/24]}}]}}\n"
+        )
+    };
+    let f = findings_with(&(anp("b-second", 7, "api") + &anp("a-first", 7, "api")));
+    let ties: Vec<_> = f
+        .iter()
+        .filter(|f| f.code == "admin-priority-tie")
+        .collect();
+    assert_eq!(ties.len(), 1, "{f:#?}");
+    let m = &ties[0].message;
+    assert!(
+        m.contains("AdminNetworkPolicy/a-first and AdminNetworkPolicy/b-second share priority 7"),
+        "{m}"
+    );
+    assert!(
+        m.contains("decides AdminNetworkPolicy/a-first first"),
+        "{m}"
+    );
+    // Other pods, or another priority: no tie.
+    let f = findings_with(&(anp("b-second", 7, "api") + &anp("a-first", 7, "web")));
+    assert!(!codes(&f).contains(&"admin-priority-tie"), "{f:#?}");
+    let f = findings_with(&(anp("b-second", 7, "api") + &anp("a-first", 8, "api")));
+    assert!(!codes(&f).contains(&"admin-priority-tie"), "{f:#?}");
+}

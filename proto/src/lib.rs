@@ -17,10 +17,12 @@
 //! - [`time`]: moments, `Timestamp`/`SystemTime`/nanosecond conversions and
 //!   the `[since, until)` window on `last_seen`;
 //! - [`validate`]: what every store can store;
-//! - [`names`]: the display, flag, JSON and SQL names of the enums.
+//! - [`names`]: the display, flag, JSON and SQL names of the enums;
+//! - [`ports`]: the servers' default ports.
 
 pub mod filter;
 pub mod names;
+pub mod ports;
 pub mod time;
 pub mod validate;
 

@@ -180,6 +180,28 @@ enum_names!(pb::FlowType, "flow type", {
     Mismatch => "mismatch",
 });
 
+enum_names!(pb::PolicyKind, "policy kind", {
+    Unspecified => "unspecified",
+    NetworkPolicy => "network-policy",
+    AdminNetworkPolicy => "admin-network-policy",
+    BaselineAdminNetworkPolicy => "baseline-admin-network-policy",
+    ClusterNetworkPolicy => "cluster-network-policy",
+});
+
+enum_names!(pb::PolicyTier, "policy tier", {
+    Unspecified => "unspecified",
+    Admin => "admin",
+    NetworkPolicy => "network-policy",
+    Baseline => "baseline",
+});
+
+enum_names!(pb::AdminAction, "admin action", {
+    Unspecified => "unspecified",
+    Allow => "allow",
+    Deny => "deny",
+    Pass => "pass",
+});
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -218,6 +240,9 @@ mod tests {
         check::<pb::EndpointKind>("ENDPOINT_KIND_");
         check::<pb::PolicyStatus>("POLICY_STATUS_");
         check::<pb::FlowType>("FLOW_TYPE_");
+        check::<pb::PolicyKind>("POLICY_KIND_");
+        check::<pb::PolicyTier>("POLICY_TIER_");
+        check::<pb::AdminAction>("ADMIN_ACTION_");
     }
 
     #[test]

@@ -264,9 +264,11 @@ impl Check<'_> {
         self.enumeration::<pb::ObservationPoint>("observation_point", flow.observation_point);
         if let Some(d) = &flow.egress {
             self.enumeration::<pb::PolicyStatus>("egress.status", d.status);
+            self.enumeration::<pb::PolicyTier>("egress.tier", d.tier);
         }
         if let Some(d) = &flow.ingress {
             self.enumeration::<pb::PolicyStatus>("ingress.status", d.status);
+            self.enumeration::<pb::PolicyTier>("ingress.tier", d.tier);
         }
         Ok(())
     }

@@ -97,6 +97,7 @@ fn a_flow_survives_encoding() {
         denied_by: vec![PolicyRef {
             namespace: "default".into(),
             name: "default-deny".into(),
+            ..Default::default()
         }],
         ..Default::default()
     };

@@ -49,6 +49,7 @@ pub fn flow(i: u64, base: SystemTime) -> pb::Flow {
             vec![pb::PolicyRef {
                 namespace: "default".into(),
                 name: "default-deny".into(),
+                ..Default::default()
             }]
         } else {
             Vec::new()

@@ -20,9 +20,11 @@
 //!   (`sql.rs`) and group the reports in SQL; every query runs with
 //!   `max_execution_time` and `max_result_rows`.
 //! - [`ClickHouseStats`] counts inserts, spooling and query latency.
+//! - `https.rs`: the HTTP client for `https://` URLs (TLS with a CA file).
 
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
+mod https;
 mod query;
 mod replay;
 mod row;
@@ -54,8 +56,12 @@ use crate::store::{FlowQuery, InsertOutcome, ReportQuery, Result, Store, StoreEr
 /// How to reach ClickHouse and how to write to it.
 #[derive(Debug, Clone)]
 pub struct ClickHouseConfig {
-    /// The HTTP interface, e.g. `http://127.0.0.1:8123`.
+    /// The HTTP interface, e.g. `http://127.0.0.1:8123`, or
+    /// `https://clickhouse.example:8443` for TLS.
     pub url: String,
+    /// For an `https://` URL, the CA file (PEM) the server's certificate must
+    /// chain to; None: the system's CA certificates.
+    pub ca_file: Option<PathBuf>,
     /// The database holding netverdict's tables (created if missing);
     /// letters, digits and `_`.
     pub database: String,
@@ -104,6 +110,7 @@ impl Default for ClickHouseConfig {
     fn default() -> Self {
         ClickHouseConfig {
             url: "http://127.0.0.1:8123".into(),
+            ca_file: None,
             database: "netverdict".into(),
             user: "default".into(),
             password: String::new(),
@@ -180,10 +187,18 @@ impl ClickHouseConfig {
 }
 
 /// A ClickHouse error with what we were doing.
+/// The message carries the error's causes too (an HTTPS connection refused
+/// for an untrusted certificate says so, not only "client error").
 pub(crate) fn ch_error(context: &str, e: clickhouse::error::Error) -> StoreError {
+    let mut message = format!("{context}: {e}");
+    let mut cause = std::error::Error::source(&e);
+    while let Some(c) = cause {
+        message.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
     StoreError::Backend {
         backend: "clickhouse",
-        message: format!("{context}: {e}"),
+        message,
     }
 }
 
@@ -241,7 +256,7 @@ impl ClickHouseStore {
 
     async fn open(config: ClickHouseConfig, wait_for_server: bool) -> Result<ClickHouseStore> {
         config.validate()?;
-        let mut server = Client::default()
+        let mut server = https::client(&config)?
             .with_url(&config.url)
             .with_user(&config.user)
             .with_validation(false)

@@ -1,6 +1,7 @@
 //! The read side: `flows`, the `denied` and `dns_failures` reports grouped in
 //! SQL, and `status`. Every user value is bound (see `sql.rs`).
 
+use netverdict_proto::filter::PolicyName;
 use netverdict_proto::time::UnixNanos;
 use netverdict_proto::v1 as pb;
 use prost::Message;
@@ -32,17 +33,15 @@ fn limit(q: &ReportQuery) -> usize {
     }
 }
 
+/// Stored policy names (`PolicyName`'s spellings) back to references.
 fn policy_refs(names: Vec<String>) -> Vec<pb::PolicyRef> {
     names
         .into_iter()
-        .map(|n| match n.split_once('/') {
-            Some((ns, name)) => pb::PolicyRef {
-                namespace: ns.to_string(),
-                name: name.to_string(),
-            },
-            None => pb::PolicyRef {
-                namespace: String::new(),
+        .map(|n| match PolicyName::parse("policy", &n) {
+            Ok(name) => name.to_ref(),
+            Err(_) => pb::PolicyRef {
                 name: n,
+                ..Default::default()
             },
         })
         .collect()

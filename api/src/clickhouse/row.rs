@@ -18,7 +18,7 @@
 
 use std::net::IpAddr;
 
-use netverdict_proto::filter::normalize_dns_name;
+use netverdict_proto::filter::{PolicyName, normalize_dns_name};
 use netverdict_proto::names::{EnumName, known_or_zero};
 use netverdict_proto::v1 as pb;
 use netverdict_proto::validate::{FlowError, Problem};
@@ -87,9 +87,11 @@ pub(crate) struct FlowRow {
     pub allowed_by: Vec<String>,
     pub denied_by: Vec<String>,
     pub egress_status: i8,
+    pub egress_tier: i8,
     pub egress_isolated: u8,
     pub egress_selected_by: Vec<String>,
     pub ingress_status: i8,
+    pub ingress_tier: i8,
     pub ingress_isolated: u8,
     pub ingress_selected_by: Vec<String>,
 
@@ -147,12 +149,12 @@ impl Group {
     }
 }
 
-/// `"namespace/name"` of a policy.
+/// `"namespace/name"` or `"Kind/name"` of a policy (`PolicyName`'s spelling).
 pub(crate) fn policy_name(p: &pb::PolicyRef) -> String {
-    format!("{}/{}", p.namespace, p.name)
+    PolicyName::of(p).to_string()
 }
 
-/// Sorted, deduplicated `"namespace/name"`s.
+/// Sorted, deduplicated policy names.
 fn policy_names(refs: &[pb::PolicyRef]) -> Vec<String> {
     let mut v: Vec<String> = refs.iter().map(policy_name).collect();
     v.sort();
@@ -318,9 +320,11 @@ impl FlowRow {
             allowed_by: policy_names(&flow.allowed_by),
             denied_by: policy_names(&flow.denied_by),
             egress_status: enum8::<pb::PolicyStatus>(egress.status),
+            egress_tier: enum8::<pb::PolicyTier>(egress.tier),
             egress_isolated: u8::from(egress.isolated),
             egress_selected_by: policy_names(&egress.selected_by),
             ingress_status: enum8::<pb::PolicyStatus>(ingress.status),
+            ingress_tier: enum8::<pb::PolicyTier>(ingress.tier),
             ingress_isolated: u8::from(ingress.isolated),
             ingress_selected_by: policy_names(&ingress.selected_by),
 

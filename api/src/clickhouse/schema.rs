@@ -78,6 +78,9 @@ fn kind_type() -> String {
 fn status_type() -> String {
     enum8::<pb::PolicyStatus>()
 }
+fn tier_type() -> String {
+    enum8::<pb::PolicyTier>()
+}
 
 fn endpoint_columns(p: &str) -> String {
     let kind = kind_type();
@@ -378,6 +381,28 @@ fn observation_points(db: &str) -> Vec<Step> {
     steps
 }
 
+/// Migration 6: the tier that decided each direction (`POLICY_TIER_*`), next
+/// to its status. Rows stored before it read a default from their status: a
+/// decided direction (allowed or denied) was NetworkPolicy's, the only tier
+/// there was.
+fn tier_columns() -> Vec<Step> {
+    let allowed = enum_literal(pb::PolicyStatus::Allowed);
+    let denied = enum_literal(pb::PolicyStatus::Denied);
+    let np = enum_literal(pb::PolicyTier::NetworkPolicy);
+    let none = enum_literal(pb::PolicyTier::Unspecified);
+    ["egress", "ingress"]
+        .into_iter()
+        .map(|d| Step::AddFlowsColumn {
+            column: format!("{d}_tier"),
+            definition: format!(
+                "{} DEFAULT if({d}_status IN ({allowed}, {denied}), {np}, {none})",
+                tier_type()
+            ),
+            after: format!("{d}_status"),
+        })
+        .collect()
+}
+
 fn migrations() -> Vec<Migration> {
     vec![
         Migration {
@@ -426,6 +451,12 @@ fn migrations() -> Vec<Migration> {
                           rollups, mismatch no answer though allowed",
             applies: |_| true,
             steps: observation_points,
+        },
+        Migration {
+            version: 6,
+            description: "deciding tier columns (admin, network policy, baseline)",
+            applies: |_| true,
+            steps: |_| tier_columns(),
         },
         Migration {
             version: 7,

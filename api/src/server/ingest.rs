@@ -28,6 +28,14 @@
 //! stored and counted, not refused. New flows are also broadcast to follow
 //! streams (only when someone follows).
 //!
+//! Authorization comes before validation: on a connection whose client
+//! certificate binds it to a node (`super::authz`), a batch naming another
+//! node, or holding a flow that does, is not looked at further. The batches
+//! before it are acknowledged, then the stream ends with `PERMISSION_DENIED`
+//! (counted in `ingest_batches_denied`), which refuses that batch for good;
+//! nothing of it is stored. A batch that passes has its flows validated one by
+//! one as above: a malformed flow never ends the stream.
+//!
 //! Memory: the batches being inserted are bounded in bytes across streams
 //! ([`super::ApiConfig::max_in_flight_bytes`]), each stream holds at most one
 //! more batch read and waiting for room, and streams are bounded in number
@@ -84,7 +92,11 @@ impl<S: Store> Ingest for IngestService<S> {
         &self,
         request: Request<Streaming<pb::FlowBatch>>,
     ) -> Result<Response<AckStream>, Status> {
-        let peer = request.remote_addr();
+        let peer = netverdict_tls::Peer::of(&request).map(|p| p.addr);
+        // The node a collector's certificate binds its pushes to (none when
+        // the connection is not authenticated by certificate).
+        let bound_node = netverdict_tls::authz::bound_node(netverdict_tls::Peer::of(&request))
+            .map(str::to_string);
         let Ok(stream_permit) = self.shared.streams.clone().try_acquire_owned() else {
             self.shared.metrics.ingest_streams_refused.inc();
             let max = self.shared.config.max_streams;
@@ -153,8 +165,25 @@ impl<S: Store> Ingest for IngestService<S> {
                     message = inbound.message(),
                         if reading && waiting.is_none() && in_flight.len() < MAX_IN_FLIGHT =>
                     {
-                        match message {
-                            Ok(Some(batch)) => {
+                        // Authorization first, before any flow is looked
+                        // at: the batches before are acknowledged, then the
+                        // stream ends with PERMISSION_DENIED, so this batch
+                        // is the first unacknowledged one (the exporter
+                        // drops it for good), and nothing of it is stored.
+                        let denied = match (&message, &bound_node) {
+                            (Ok(Some(batch)), Some(bound)) => {
+                                super::authz::check_batch(bound, batch).err()
+                            }
+                            _ => None,
+                        };
+                        match (message, denied) {
+                            (Ok(Some(_)), Some(status)) => {
+                                metrics.ingest_batches_denied.inc();
+                                tracing::warn!(?peer, %status, "ingest refused");
+                                reading = false;
+                                read_error = Some(status);
+                            }
+                            (Ok(Some(batch)), None) => {
                                 if node != batch.node_name {
                                     node.clone_from(&batch.node_name);
                                     tracing::info!(node, ?peer, "collector connected");
@@ -171,11 +200,11 @@ impl<S: Store> Ingest for IngestService<S> {
                                     &metrics.ingest_batches_waiting,
                                 ));
                             }
-                            Ok(None) => {
+                            (Ok(None), _) => {
                                 tracing::debug!(node, ?peer, "ingest stream ended by the collector");
                                 reading = false;
                             }
-                            Err(status) => {
+                            (Err(status), _) => {
                                 // Acknowledge what came before, then say why.
                                 tracing::info!(node, ?peer, %status, "ingest stream failed");
                                 reading = false;

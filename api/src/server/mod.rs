@@ -23,7 +23,16 @@
 //! [`serve`] binds both listeners (port 0 allowed; [`ApiServer::grpc_addr`]
 //! tells the port) and returns a handle; [`ApiServer::shutdown`] ends the open
 //! streams, waits for in-flight batches and stops.
+//!
+//! Security (`netverdict_tls`): the gRPC port speaks TLS with
+//! [`ApiConfig::tls`] (certificate files reloaded when they change), and with
+//! a client CA every client must present a certificate. Each service admits
+//! one group ([`netverdict_tls::authz`]): `Ingest` the collectors, `Observer`
+//! and `Query` the readers; [`authz`] binds a collector's pushes to its own
+//! node. Without mutual TLS the server listens only on a loopback address,
+//! unless [`ApiConfig::insecure`].
 
+pub mod authz;
 pub mod ingest;
 pub mod observer;
 pub mod query;
@@ -33,12 +42,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use netverdict_cluster::SharedState;
+use netverdict_proto::ports;
 use netverdict_proto::v1 as pb;
 use netverdict_proto::validate::TimeBounds;
+use netverdict_tls::authz::{COLLECTORS, READERS, RequireGroup};
+use netverdict_tls::{ServerTls, ServerTlsFiles};
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::service::interceptor::InterceptedService;
 
 use crate::health::StoreHealth;
 use crate::metrics::{ApiMetrics, serve_metrics};
@@ -48,7 +60,15 @@ use crate::store::Store;
 #[derive(Debug, Clone)]
 pub struct ApiConfig {
     /// The gRPC address (Ingest, Observer, Query); port 0 picks a free port.
+    /// Without mutual TLS it must be a loopback address, unless `insecure`.
     pub listen: SocketAddr,
+    /// TLS on the gRPC port: certificate, key and (for mutual TLS, which
+    /// enables authorization by group) the client CA. None: plaintext.
+    pub tls: Option<ServerTlsFiles>,
+    /// How often the TLS files are checked for new content.
+    pub tls_reload_interval: Duration,
+    /// Allows listening on a non-loopback address without mutual TLS.
+    pub insecure: bool,
     /// The `/metrics` HTTP address; None serves no metrics endpoint.
     pub metrics_listen: Option<SocketAddr>,
     /// How many new flows a follower may fall behind before its stream ends.
@@ -85,13 +105,17 @@ pub struct ApiConfig {
 }
 
 impl Default for ApiConfig {
-    /// gRPC on 0.0.0.0:4245, metrics on 0.0.0.0:9966; 64 MiB in flight,
-    /// messages up to 4 MiB, 1024 streams; queries up to 100 000 flows and
-    /// 10 000 report groups; the store checked every 15 s.
+    /// gRPC in plaintext on 127.0.0.1:4255 ([`ports::API_GRPC`]), metrics on
+    /// 0.0.0.0:9966 ([`ports::API_METRICS`]); 64 MiB in flight, messages up
+    /// to 4 MiB, 1024 streams; queries up to 100 000 flows and 10 000 report
+    /// groups; the store checked every 15 s.
     fn default() -> Self {
         ApiConfig {
-            listen: SocketAddr::from(([0, 0, 0, 0], 4245)),
-            metrics_listen: Some(SocketAddr::from(([0, 0, 0, 0], 9966))),
+            listen: SocketAddr::from(([127, 0, 0, 1], ports::API_GRPC)),
+            tls: None,
+            tls_reload_interval: netverdict_tls::server::DEFAULT_RELOAD_INTERVAL,
+            insecure: false,
+            metrics_listen: Some(SocketAddr::from(([0, 0, 0, 0], ports::API_METRICS))),
             follow_buffer: 4096,
             shutdown_grace: Duration::from_secs(10),
             max_in_flight_bytes: 64 << 20,
@@ -130,6 +154,12 @@ pub enum ServeError {
     /// The gRPC server failed.
     #[error("gRPC server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// The listen address needs mutual TLS or `insecure`.
+    #[error(transparent)]
+    Insecure(#[from] netverdict_tls::policy::Error),
+    /// The TLS files cannot be used.
+    #[error(transparent)]
+    Tls(#[from] netverdict_tls::server::Error),
 }
 
 /// What every service shares.
@@ -162,6 +192,7 @@ pub struct ApiServer {
     http: Option<JoinHandle<()>>,
     health_check: JoinHandle<()>,
     grace: Duration,
+    tls: Option<ServerTls>,
 }
 
 /// Binds the listeners and starts serving `store` with the cluster state
@@ -206,6 +237,18 @@ pub async fn serve_shared<S: Store>(
     positive("max_streams", config.max_streams)?;
     positive("max_query_flows", config.max_query_flows)?;
     positive("max_report_groups", config.max_report_groups)?;
+    netverdict_tls::policy::check_listen(
+        "API server",
+        config.listen,
+        config.tls.as_ref(),
+        config.insecure,
+    )?;
+    let tls = match &config.tls {
+        Some(files) => {
+            Some(ServerTls::load(files.clone(), Some(config.tls_reload_interval)).await?)
+        }
+        None => None,
+    };
     let bind = |what, addr| async move {
         TcpListener::bind(addr)
             .await
@@ -221,7 +264,11 @@ pub async fn serve_shared<S: Store>(
         (Some(l), Some(addr)) => Some(local_addr(l, "metrics", addr)?),
         _ => None,
     };
-    let metrics = Arc::new(ApiMetrics::for_store(&*store));
+    let mut metrics = ApiMetrics::for_store(&*store);
+    if let Some(tls) = &tls {
+        metrics.register_tls(tls.stats());
+    }
+    let metrics = Arc::new(metrics);
     let (shutdown, shutdown_rx) = watch::channel(false);
     let (flows, _) = broadcast::channel(config.follow_buffer);
     let shared = Arc::new(Shared {
@@ -238,12 +285,21 @@ pub async fn serve_shared<S: Store>(
         .tcp_nodelay(true)
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-        .add_service(ingest::IngestService::new(shared.clone()).into_server())
-        .add_service(observer::ObserverService::new(shared.clone()).into_server())
-        .add_service(query::QueryService::new(shared).into_server());
+        .add_service(InterceptedService::new(
+            ingest::IngestService::new(shared.clone()).into_server(),
+            RequireGroup::new(COLLECTORS, "Ingest"),
+        ))
+        .add_service(InterceptedService::new(
+            observer::ObserverService::new(shared.clone()).into_server(),
+            RequireGroup::new(READERS, "Observer"),
+        ))
+        .add_service(InterceptedService::new(
+            query::QueryService::new(shared).into_server(),
+            RequireGroup::new(READERS, "Query"),
+        ));
     let mut grpc_shutdown = shutdown_rx.clone();
     let grpc = tokio::spawn(router.serve_with_incoming_shutdown(
-        TcpListenerStream::new(grpc_listener),
+        netverdict_tls::incoming(grpc_listener, tls.clone()),
         async move {
             stopped(&mut grpc_shutdown).await;
         },
@@ -262,7 +318,13 @@ pub async fn serve_shared<S: Store>(
             shutdown_rx,
         ))
     });
-    tracing::info!(%grpc_addr, metrics_addr = ?metrics_addr, "API server listening");
+    tracing::info!(
+        %grpc_addr,
+        metrics_addr = ?metrics_addr,
+        tls = tls.is_some(),
+        client_certificates = tls.as_ref().is_some_and(ServerTls::mutual),
+        "API server listening"
+    );
     Ok(ApiServer {
         grpc_addr,
         metrics_addr,
@@ -273,6 +335,7 @@ pub async fn serve_shared<S: Store>(
         http,
         health_check,
         grace: config.shutdown_grace,
+        tls,
     })
 }
 
@@ -305,6 +368,12 @@ impl ApiServer {
     /// The server's metrics.
     pub fn metrics(&self) -> &Arc<ApiMetrics> {
         &self.metrics
+    }
+
+    /// The gRPC port's TLS configuration (None in plaintext): its counters,
+    /// and its generation to wait for a certificate reload.
+    pub fn tls(&self) -> Option<&ServerTls> {
+        self.tls.as_ref()
     }
 
     /// The store's last status check and readiness (what `/readyz` answers).

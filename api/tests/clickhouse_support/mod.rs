@@ -164,11 +164,22 @@ fn free_port() -> u16 {
 pub struct OwnServer {
     pub dir: tempfile::TempDir,
     pub http_port: u16,
+    /// The HTTPS port, when started with [`OwnServer::start_https`].
+    pub https_port: Option<u16>,
     child: Option<Child>,
 }
 
 impl OwnServer {
     pub fn start() -> OwnServer {
+        OwnServer::start_with(None)
+    }
+
+    /// A server that also serves HTTPS with this certificate and key (PEM).
+    pub fn start_https(cert: &Path, key: &Path) -> OwnServer {
+        OwnServer::start_with(Some((cert, key)))
+    }
+
+    fn start_with(https: Option<(&Path, &Path)>) -> OwnServer {
         let bin = which("clickhouse-server").unwrap_or_else(|| {
             panic!(
                 "clickhouse-server is not installed: run scripts/install-deps.sh \
@@ -213,6 +224,27 @@ impl OwnServer {
                 &format!("<path>{d}/data/</path>"),
             )
             .replace("/var/log/clickhouse-server/", &format!("{d}/log/"));
+        let https_port = https.map(|_| free_port());
+        let config = match (https, https_port) {
+            (Some((cert, key)), Some(port)) => config
+                .replace(
+                    "<!--\n    <https_port>8443</https_port>",
+                    &format!("<https_port>{port}</https_port>\n    <!--"),
+                )
+                .replace(
+                    "/etc/clickhouse-server/server.crt",
+                    &cert.display().to_string(),
+                )
+                .replace(
+                    "/etc/clickhouse-server/server.key",
+                    &key.display().to_string(),
+                )
+                .replace(
+                    "<dhParamsFile>/etc/clickhouse-server/dhparam.pem</dhParamsFile>",
+                    "",
+                ),
+            _ => config,
+        };
         std::fs::write(dir.path().join("config.xml"), config).unwrap();
         std::fs::copy(
             "/etc/clickhouse-server/users.xml",
@@ -223,6 +255,7 @@ impl OwnServer {
         let mut server = OwnServer {
             dir,
             http_port,
+            https_port,
             child: None,
         };
         server.restart();
@@ -310,6 +343,8 @@ pub fn pref(ns: &str, name: &str) -> pb::PolicyRef {
     pb::PolicyRef {
         namespace: ns.into(),
         name: name.into(),
+        kind: pb::PolicyKind::NetworkPolicy as i32,
+        tier: pb::PolicyTier::NetworkPolicy as i32,
     }
 }
 

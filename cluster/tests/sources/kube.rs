@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use crate::support::apiserver::CRD_PATHS;
 use crate::support::objects::*;
 use crate::support::{self, FakeApiServer, wait_converged, wait_until};
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
@@ -241,12 +242,13 @@ async fn an_expired_watch_relists() {
     server.apply(&pod("ops", "probe", &[("app", "probe2")], "10.0.1.1"));
     server.delete::<Pod>("shop", "web");
     wait_converged(&shared, &server, WAIT).await;
-    wait_until(WAIT, "every kind re-listed", || {
+    wait_until(WAIT, "every installed kind re-listed", || {
         source
             .metrics()
             .snapshot()
             .kinds
             .iter()
+            .filter(|(_, c)| !c.not_installed)
             .all(|(_, c)| c.lists >= 2)
     })
     .await;
@@ -705,6 +707,7 @@ async fn the_source_asks_only_list_and_watch_of_its_kinds() {
     ] {
         let server = FakeApiServer::start().await;
         populate(&server);
+        server.install_crds(true);
         let shared = SharedState::default();
         let config = KubeSourceConfig {
             kinds: kinds.clone(),
@@ -727,6 +730,11 @@ async fn the_source_asks_only_list_and_watch_of_its_kinds() {
             ObjectKind::Service => "services",
             ObjectKind::EndpointSlice => "endpointslices.discovery.k8s.io",
             ObjectKind::Node => "nodes",
+            ObjectKind::AdminNetworkPolicy => "adminnetworkpolicies.policy.networking.k8s.io",
+            ObjectKind::BaselineAdminNetworkPolicy => {
+                "baselineadminnetworkpolicies.policy.networking.k8s.io"
+            }
+            ObjectKind::ClusterNetworkPolicy => "clusternetworkpolicies.policy.networking.k8s.io",
         };
         let want: BTreeSet<String> = kinds
             .iter()
@@ -745,4 +753,79 @@ async fn the_source_asks_only_list_and_watch_of_its_kinds() {
         );
         source.shutdown().await;
     }
+}
+
+/// The network-policy-api CRDs missing (lists answer 404) is said once per
+/// kind (the not-installed gauge), does not keep the source from syncing nor
+/// make it retry in a loop; once installed, their policies are watched.
+#[tokio::test]
+async fn admin_policy_crds_not_installed_then_installed() {
+    support::init_tracing();
+    let server = FakeApiServer::start().await;
+    populate(&server);
+    let shared = SharedState::default();
+    let config = KubeSourceConfig {
+        not_installed_retry: Duration::from_millis(300),
+        ..KubeSourceConfig::default()
+    };
+    let source = KubeSource::spawn(server.client(), shared.clone(), config);
+    source
+        .wait_synced(WAIT)
+        .await
+        .expect("synced without the CRDs");
+    let kinds = [
+        ObjectKind::AdminNetworkPolicy,
+        ObjectKind::BaselineAdminNetworkPolicy,
+        ObjectKind::ClusterNetworkPolicy,
+    ];
+    wait_until(WAIT, "the three kinds marked not installed", || {
+        let m = source.metrics().snapshot();
+        kinds.iter().all(|k| m.kind(*k).not_installed)
+    })
+    .await;
+    let m = source.metrics().snapshot();
+    assert!(
+        kinds.iter().all(|k| m.kind(*k).watch_errors == 0),
+        "a 404 is no error: {m:?}"
+    );
+    // Listed again every retry period, not in a loop.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let tries = server.count_requests(&format!("NOTFOUND {}", CRD_PATHS[0]));
+    assert!(
+        (1..=4).contains(&tries),
+        "{tries} tries in ~0.7 s: {:#?}",
+        server.requests()
+    );
+    assert!(allowed(&shared, "10.0.0.3", "10.0.0.1", 80));
+
+    // Installed, with a policy denying web -> api: picked up on the next try.
+    server.install_crds(true);
+    server.apply_value(
+        CRD_PATHS[0],
+        serde_json::json!({
+            "apiVersion": "policy.networking.k8s.io/v1alpha1", "kind": "AdminNetworkPolicy",
+            "metadata": {"name": "deny-web"},
+            "spec": {"priority": 1,
+                "subject": {"pods": {"namespaceSelector": {}, "podSelector": {"matchLabels": {"app": "api"}}}},
+                "ingress": [{"name": "no-web", "action": "Deny",
+                    "from": [{"pods": {"namespaceSelector": {}, "podSelector": {"matchLabels": {"app": "web"}}}}]}]}}),
+    );
+    server.apply_value(
+        CRD_PATHS[2],
+        serde_json::json!({
+            "apiVersion": "policy.networking.k8s.io/v1alpha2", "kind": "ClusterNetworkPolicy",
+            "metadata": {"name": "baseline"},
+            "spec": {"tier": "Baseline", "priority": 1, "subject": {"namespaces": {}},
+                "egress": [{"action": "Deny", "to": [{"networks": ["203.0.113.0/24"]}]}]}}),
+    );
+    wait_converged(&shared, &server, WAIT).await;
+    assert_eq!(shared.read().admin_policy_count(), 2);
+    assert!(!allowed(&shared, "10.0.0.3", "10.0.0.1", 80));
+    assert!(!allowed(&shared, "10.0.0.3", "203.0.113.9", 443));
+    let m = source.metrics().snapshot();
+    assert!(kinds.iter().all(|k| !m.kind(*k).not_installed), "{m:?}");
+    // Watched: a deletion is applied.
+    assert!(server.delete_at(CRD_PATHS[0], "", "deny-web"));
+    wait_converged(&shared, &server, WAIT).await;
+    assert!(allowed(&shared, "10.0.0.3", "10.0.0.1", 80));
 }

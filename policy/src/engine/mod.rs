@@ -4,14 +4,21 @@
 //! its destination through the destination pod's ingress; each direction is
 //! decided on its own and the connection is allowed when both allow it.
 //!
-//! A direction is decided in tiers (`Tier`), in order: the first tier with an
-//! opinion decides it, and a direction no tier has an opinion on is allowed.
-//! Today there is one tier, NetworkPolicy (`network_policy`). The
-//! cluster-scoped kinds slot in around it: AdminNetworkPolicy before it (its
-//! Allow and Deny decide, its Pass goes on to NetworkPolicy) and
-//! BaselineAdminNetworkPolicy after it (it decides only for pods NetworkPolicy
-//! does not isolate); each is a `Tier` variant, a module with its decision,
-//! and its policies' [`PolicyKey`](crate::PolicyKey)s in the verdict.
+//! A direction is decided in tiers ([`Tier`](crate::model::Tier)), in order:
+//! the first tier with an opinion decides it, and a direction no tier has an
+//! opinion on is allowed:
+//!
+//! 1. Admin (`admin`): AdminNetworkPolicies and `tier: Admin`
+//!    ClusterNetworkPolicies, lowest priority first; the first matching rule's
+//!    Allow or Deny decides, its Pass skips to NetworkPolicy;
+//! 2. NetworkPolicy (`network_policy`): decides for the pods it isolates;
+//! 3. Baseline (`admin` again): the BaselineAdminNetworkPolicy and `tier:
+//!    Baseline` ClusterNetworkPolicies, for pods NetworkPolicy does not
+//!    isolate; Pass leaves the default;
+//! 4. the default: allowed.
+//!
+//! The verdict names the tier that decided, the admin rule that decided or
+//! passed (policy, rule name and action), and NetworkPolicy's outcome.
 //!
 //! Before any tier, whatever the policies say:
 //! - an endpoint that is not a pod (external IP, node, host-network pod) is never
@@ -22,9 +29,13 @@
 //!
 //! Verdicts are cached per (source identity, destination identity, port,
 //! protocol) where an identity is a namespace, label set and container ports plus
-//! the set of ipBlocks the IP falls in; policy or namespace-label changes empty the
-//! cache, pod changes do not need to (a changed pod has a new identity).
+//! the set of ipBlocks (and admin `networks`) the IP falls in; policy (of any
+//! kind), namespace-label and node changes empty the cache, pod changes do not
+//! need to (a changed pod has a new identity). A verdict with a node's address
+//! as an end is not cached while an admin policy has a `nodes` peer (it
+//! depends on the node's labels, which no key holds).
 
+mod admin;
 mod network_policy;
 
 use std::fmt;
@@ -37,7 +48,7 @@ use serde::Serialize;
 
 use crate::cache::cache_key;
 use crate::error::ConnectionError;
-use crate::model::{Direction, Pod, PodKey, Protocol};
+use crate::model::{AdminAction, Direction, Pod, PodKey, Protocol, Tier};
 use crate::state::{ClusterState, DEPARTED, EXTERNAL, HOST_NETWORK};
 use crate::verdict::{DirectionVerdict, Status, Verdict};
 
@@ -129,26 +140,6 @@ enum Selection {
     Scan,
 }
 
-/// The tiers a direction is decided in, in `TIERS` order.
-#[derive(Clone, Copy, Debug)]
-enum Tier {
-    /// networking.k8s.io/v1 NetworkPolicy (`network_policy`).
-    NetworkPolicy,
-}
-
-/// The order of the tiers: the first with an opinion decides.
-/// (AdminNetworkPolicy goes before NetworkPolicy, BaselineAdminNetworkPolicy after.)
-const TIERS: [Tier; 1] = [Tier::NetworkPolicy];
-
-/// What one tier says about one direction.
-enum TierDecision {
-    /// The tier decides (allowed or denied); its verdict on the direction.
-    Decided(DirectionVerdict),
-    /// The tier has no opinion (no policy of it selects the pod, or one passes):
-    /// the next tier decides.
-    Pass,
-}
-
 /// One direction of a connection to decide, as every tier sees it.
 struct DirectionCase<'a> {
     direction: Direction,
@@ -183,6 +174,11 @@ impl ClusterState {
             let verdict = self.evaluate(&src, &dst, conn.port, conn.protocol, Selection::Indexed);
             return Ok(Arc::new(verdict));
         };
+        if self.admin_node_peers() && (self.is_node_ip(src.ip) || self.is_node_ip(dst.ip)) {
+            // The verdict depends on the node's labels, which no key holds.
+            let verdict = self.evaluate(&src, &dst, conn.port, conn.protocol, Selection::Indexed);
+            return Ok(Arc::new(verdict));
+        }
         if let Some(hit) = self.cache_get(key) {
             return Ok(hit);
         }
@@ -361,13 +357,9 @@ impl ClusterState {
                 None => Vec::new(),
             };
             DirectionVerdict {
-                direction,
-                status,
                 isolated: !selected_by.is_empty(),
                 selected_by,
-                allowed_by: Vec::new(),
-                without_rules: Vec::new(),
-                nearest_miss: None,
+                ..DirectionVerdict::unselected(direction, status)
             }
         };
         Verdict {
@@ -413,15 +405,50 @@ impl ClusterState {
     /// Decides one direction for a pod: each tier in order, until one decides;
     /// allowed (not isolated) when none does.
     fn decide_direction(&self, case: &DirectionCase) -> DirectionVerdict {
-        for tier in TIERS {
-            let decision = match tier {
-                Tier::NetworkPolicy => self.network_policy_tier(case),
+        let admin = self.admin_tier_outcome(Tier::Admin, case);
+        let mut not_evaluated = admin.not_evaluated;
+        if let Some(rule) = &admin.decided
+            && rule.action != AdminAction::Pass
+        {
+            // NetworkPolicy does not decide, but the verdict still says which
+            // NetworkPolicies select the pod.
+            let selected_by: Vec<_> = self.selecting(case).iter().map(|p| p.key.clone()).collect();
+            return DirectionVerdict {
+                status: if rule.action.allows() {
+                    Status::Allowed
+                } else {
+                    Status::Denied
+                },
+                tier: Some(Tier::Admin),
+                isolated: !selected_by.is_empty(),
+                selected_by,
+                admin_rule: admin.decided,
+                admin_nearest_miss: admin.nearest_miss,
+                not_evaluated,
+                ..DirectionVerdict::unselected(case.direction, Status::Allowed)
             };
-            match decision {
-                TierDecision::Decided(verdict) => return verdict,
-                TierDecision::Pass => {}
-            }
         }
-        DirectionVerdict::unselected(case.direction, Status::NotIsolated)
+        let passed = admin.decided;
+        if let Some(mut verdict) = self.network_policy_tier(case) {
+            verdict.tier = Some(Tier::NetworkPolicy);
+            verdict.admin_rule = passed;
+            verdict.not_evaluated = not_evaluated;
+            return verdict;
+        }
+        let baseline = self.admin_tier_outcome(Tier::Baseline, case);
+        not_evaluated.extend(baseline.not_evaluated);
+        let (status, tier) = match baseline.decided.as_ref().map(|r| r.action) {
+            Some(AdminAction::Allow) => (Status::Allowed, Some(Tier::Baseline)),
+            Some(AdminAction::Deny) => (Status::Denied, Some(Tier::Baseline)),
+            Some(AdminAction::Pass) | None => (Status::NotIsolated, None),
+        };
+        DirectionVerdict {
+            tier,
+            admin_rule: passed,
+            baseline_rule: baseline.decided,
+            admin_nearest_miss: baseline.nearest_miss,
+            not_evaluated,
+            ..DirectionVerdict::unselected(case.direction, status)
+        }
     }
 }

@@ -17,21 +17,27 @@
 
 use std::sync::Arc;
 
-use super::{DirectionCase, Selection, TierDecision, View};
+use super::{DirectionCase, Selection, View};
 use crate::model::{NamespaceMatch, NetworkPolicy, Peer, Pod, PortRef, PortRule, Protocol};
 use crate::state::ClusterState;
 use crate::verdict::{DirectionVerdict, Failure, Miss, RuleRef, Status};
 
 impl ClusterState {
-    /// What the NetworkPolicies selecting the case's subject say about it.
-    pub(super) fn network_policy_tier(&self, case: &DirectionCase) -> TierDecision {
+    /// The NetworkPolicies selecting the case's subject for its direction.
+    pub(super) fn selecting(&self, case: &DirectionCase) -> Vec<Arc<NetworkPolicy>> {
+        match case.selection {
+            Selection::Indexed => self.policies_selecting(case.subject, case.direction),
+            Selection::Scan => self.policies_selecting_by_scan(case.subject, case.direction),
+        }
+    }
+
+    /// What the NetworkPolicies selecting the case's subject say about it:
+    /// None when none selects it (the tier has no opinion).
+    pub(super) fn network_policy_tier(&self, case: &DirectionCase) -> Option<DirectionVerdict> {
         let direction = case.direction;
-        let policies = match case.selection {
-            Selection::Indexed => self.policies_selecting(case.subject, direction),
-            Selection::Scan => self.policies_selecting_by_scan(case.subject, direction),
-        };
+        let policies = self.selecting(case);
         if policies.is_empty() {
-            return TierDecision::Pass;
+            return None;
         }
         let mut allowed_by = Vec::new();
         let mut nearest: Option<(u32, Miss)> = None;
@@ -77,9 +83,7 @@ impl ClusterState {
         } else {
             Status::Allowed
         };
-        TierDecision::Decided(DirectionVerdict {
-            direction,
-            status,
+        Some(DirectionVerdict {
             isolated: true,
             selected_by: policies.iter().map(|p| p.key.clone()).collect(),
             without_rules: policies
@@ -93,6 +97,7 @@ impl ClusterState {
                 None
             },
             allowed_by,
+            ..DirectionVerdict::unselected(direction, status)
         })
     }
 

@@ -1,7 +1,7 @@
 //! The names of the objects the engine holds and verdicts refer to: a pod's
 //! namespace and name, and a policy's kind, namespace (for namespaced kinds) and
-//! name. Verdicts name policies by [`PolicyKey`], which can also name the
-//! cluster-scoped kinds of the AdminNetworkPolicy API, whose tiers come next.
+//! name. Verdicts name policies by [`PolicyKey`], which also names the
+//! cluster-scoped kinds of the AdminNetworkPolicy API, and tiers by [`Tier`].
 
 use std::fmt;
 
@@ -36,13 +36,11 @@ impl fmt::Display for PodKey {
     }
 }
 
-/// The kinds of policy a verdict can name. The engine evaluates NetworkPolicy;
-/// the cluster-scoped kinds of the network-policy-api project
-/// (policy.networking.k8s.io) are named so that keys, verdicts and
-/// explanations can carry them when their tiers are added (see
-/// `engine::Tier`): AdminNetworkPolicy is decided before NetworkPolicy,
-/// BaselineAdminNetworkPolicy after it, and ClusterNetworkPolicy (v1alpha2)
-/// holds both tiers in one kind.
+/// The kinds of policy the engine evaluates: NetworkPolicy and the
+/// cluster-scoped kinds of the network-policy-api project
+/// (policy.networking.k8s.io): AdminNetworkPolicy is decided before
+/// NetworkPolicy, BaselineAdminNetworkPolicy after it, and
+/// ClusterNetworkPolicy (v1alpha2) holds both tiers in one kind (see [`Tier`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub enum PolicyKind {
     /// networking.k8s.io/v1 NetworkPolicy: namespaced.
@@ -66,6 +64,30 @@ impl PolicyKind {
         }
     }
 
+    /// The tier policies of this kind are decided in; None for
+    /// ClusterNetworkPolicy, whose objects say theirs.
+    pub fn tier(self) -> Option<Tier> {
+        match self {
+            PolicyKind::NetworkPolicy => Some(Tier::NetworkPolicy),
+            PolicyKind::AdminNetworkPolicy => Some(Tier::Admin),
+            PolicyKind::BaselineAdminNetworkPolicy => Some(Tier::Baseline),
+            PolicyKind::ClusterNetworkPolicy => None,
+        }
+    }
+
+    /// Every kind.
+    pub const ALL: [PolicyKind; 4] = [
+        PolicyKind::NetworkPolicy,
+        PolicyKind::AdminNetworkPolicy,
+        PolicyKind::BaselineAdminNetworkPolicy,
+        PolicyKind::ClusterNetworkPolicy,
+    ];
+
+    /// The kind named as the API writes it.
+    pub fn parse(name: &str) -> Option<PolicyKind> {
+        PolicyKind::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+
     /// Whether objects of this kind live in a namespace.
     pub fn is_namespaced(self) -> bool {
         match self {
@@ -78,6 +100,50 @@ impl PolicyKind {
 }
 
 impl fmt::Display for PolicyKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The tiers a direction of a connection is decided in, in this order: the
+/// first tier with an opinion decides, and none means allowed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Tier {
+    /// AdminNetworkPolicy and `tier: Admin` ClusterNetworkPolicy: Allow and
+    /// Deny decide, Pass goes on to NetworkPolicy.
+    Admin,
+    /// networking.k8s.io/v1 NetworkPolicy: decides for the pods it isolates.
+    NetworkPolicy,
+    /// BaselineAdminNetworkPolicy and `tier: Baseline` ClusterNetworkPolicy:
+    /// decide for pods NetworkPolicy does not isolate.
+    Baseline,
+}
+
+impl Tier {
+    /// Every tier, in decision order.
+    pub const ALL: [Tier; 3] = [Tier::Admin, Tier::NetworkPolicy, Tier::Baseline];
+
+    /// `admin`, `network_policy`, `baseline`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tier::Admin => "admin",
+            Tier::NetworkPolicy => "network_policy",
+            Tier::Baseline => "baseline",
+        }
+    }
+
+    /// For people: `Admin tier`, `NetworkPolicy tier`, `Baseline tier`.
+    pub fn title(self) -> &'static str {
+        match self {
+            Tier::Admin => "Admin tier",
+            Tier::NetworkPolicy => "NetworkPolicy tier",
+            Tier::Baseline => "Baseline tier",
+        }
+    }
+}
+
+impl fmt::Display for Tier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }

@@ -1,18 +1,23 @@
-//! The validated cluster model: namespaces, pods, NetworkPolicies, services,
+//! The validated cluster model: namespaces, pods, NetworkPolicies and the
+//! cluster-scoped admin policies, services,
 //! endpoint slices and nodes as the engine needs them, converted from the
 //! k8s-openapi types with every field checked; a conversion error names the
 //! object and the field.
 //!
 //! - [`keys`]: how objects are named ([`PodKey`], and [`PolicyKey`] with its
-//!   [`PolicyKind`], which can name cluster-scoped policy kinds too);
+//!   [`PolicyKind`], which can name cluster-scoped policy kinds too), and the
+//!   [`Tier`]s policies are decided in;
 //! - [`ports`]: [`Protocol`] and [`PortRef`], shared by pods, services and policies;
 //! - [`policy`]: [`NetworkPolicy`], its rules, peers and ports, and [`Direction`];
+//! - [`admin`]: [`AdminPolicy`], what AdminNetworkPolicy, BaselineAdminNetworkPolicy
+//!   and ClusterNetworkPolicy become, with its [`Tier`] and ordered rules;
 //! - [`workload`]: [`Namespace`], [`Pod`] and [`Node`];
 //! - [`service`]: [`Service`] and [`EndpointSlice`];
 //! - `validate`: the field checks the conversions share.
 //!
 //! Every type is re-exported here: `model::Pod` is `model::workload::Pod`.
 
+pub mod admin;
 pub mod keys;
 pub mod policy;
 pub mod ports;
@@ -20,7 +25,8 @@ pub mod service;
 mod validate;
 pub mod workload;
 
-pub use keys::{PodKey, PolicyKey, PolicyKind};
+pub use admin::{AdminAction, AdminPeer, AdminPolicy, AdminPort, AdminRule, AdminSubject};
+pub use keys::{PodKey, PolicyKey, PolicyKind, Tier};
 pub use policy::{Direction, IpBlock, NamespaceMatch, NetworkPolicy, Peer, PortRule, Rule};
 pub use ports::{PortRef, Protocol};
 pub use service::{EndpointSlice, Service, ServicePort, SliceEndpoint};

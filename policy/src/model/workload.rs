@@ -178,10 +178,12 @@ impl Pod {
     }
 }
 
-/// A node and its addresses (traffic between a pod and its node is always allowed).
+/// A node, its labels (which admin policies' `nodes` peers select) and its
+/// addresses (traffic between a pod and its node is always allowed).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Node {
     pub name: String,
+    pub labels: Labels,
     pub ips: Vec<IpAddr>,
 }
 
@@ -189,6 +191,11 @@ impl Node {
     pub fn from_k8s(node: &core::Node) -> Result<Self, ObjectError> {
         let name = node.metadata.name.clone().unwrap_or_default();
         let object = format!("Node {name}");
+        let labels = node.metadata.labels.clone().unwrap_or_default();
+        validate_labels(&labels).map_err(|error| ObjectError {
+            object: object.clone(),
+            error,
+        })?;
         let mut ips = Vec::new();
         for (i, a) in node
             .status
@@ -208,6 +215,10 @@ impl Node {
                 ips.push(ip);
             }
         }
-        Ok(Node { name, ips })
+        Ok(Node {
+            name,
+            labels: Arc::new(labels),
+            ips,
+        })
     }
 }

@@ -1,14 +1,15 @@
 //! IP classes: which of the cluster's distinct ipBlocks an address falls in
 //! (and, inside each, which exception if any), interned to a `u32`. A verdict
 //! depends on an address only through its class, so the class keys the verdict
-//! cache next to the identities. The ipBlocks are counted by the policy peers
+//! cache next to the identities. The ipBlocks (and admin policies' `networks`,
+//! as ipBlocks without exceptions) are counted by the policy peers
 //! that use them; when the set changes, every class is recomputed.
 
 use std::net::IpAddr;
 
 use rustc_hash::FxHashMap;
 
-use crate::model::{IpBlock, NetworkPolicy};
+use crate::model::IpBlock;
 
 /// The IP class of addresses whose ipBlock membership was never interned.
 pub(crate) const UNCACHED_CLASS: u32 = u32::MAX;
@@ -33,11 +34,12 @@ impl Default for IpClasses {
 }
 
 impl IpClasses {
-    /// Counts the ipBlocks of a policy being added; returns whether the set of
+    /// Counts the ipBlocks of a policy being added (a NetworkPolicy's
+    /// ipBlocks, an admin policy's networks); returns whether the set of
     /// blocks changed (then every class must be recomputed).
-    pub fn add_policy(&mut self, policy: &NetworkPolicy) -> bool {
+    pub fn add_blocks<'a>(&mut self, blocks: impl IntoIterator<Item = &'a IpBlock>) -> bool {
         let mut changed = false;
-        for block in policy.ip_blocks() {
+        for block in blocks {
             match self.blocks.iter_mut().find(|(b, _)| b == block) {
                 Some((_, uses)) => {
                     if *uses == 0 {
@@ -56,9 +58,9 @@ impl IpClasses {
 
     /// Uncounts the ipBlocks of a policy being removed; returns whether the
     /// set of blocks changed.
-    pub fn remove_policy(&mut self, policy: &NetworkPolicy) -> bool {
+    pub fn remove_blocks<'a>(&mut self, blocks: impl IntoIterator<Item = &'a IpBlock>) -> bool {
         let mut changed = false;
-        for block in policy.ip_blocks() {
+        for block in blocks {
             if let Some((_, uses)) = self.blocks.iter_mut().find(|(b, _)| b == block) {
                 *uses = uses.saturating_sub(1);
                 changed |= *uses == 0;

@@ -11,13 +11,16 @@
 //! - `ip_classes`: which of the cluster's ipBlocks an IP falls in, interned
 //!   to a `u32`, the other key of the verdict cache;
 //! - `policy_index`: NetworkPolicies by key and by namespace and label;
+//! - `admin_policies`: the cluster-scoped admin policies by key and per tier
+//!   in decision order;
 //! - `services` and `nodes`: Service resolution, and the node addresses
 //!   traffic with which is always allowed.
 //!
-//! What changes empties the verdict cache: a policy, a namespace's labels, a
-//! node, the local node's addresses. A pod change does not need to (a changed
+//! What changes empties the verdict cache: a policy (of any kind), a
+//! namespace's labels, a node, the local node's addresses. A pod change does not need to (a changed
 //! pod has another identity).
 
+mod admin_policies;
 mod identities;
 mod ip_classes;
 mod ip_history;
@@ -38,12 +41,13 @@ use crate::cache::{CacheKey, VerdictCache};
 use crate::error::{LoadError, LoadErrors, ObjectError};
 use crate::manifest::{K8sObject, Manifests};
 use crate::model::{
-    Direction, EndpointSlice, Namespace, NamespaceMatch, NetworkPolicy, Node, Peer, Pod, PodKey,
-    PolicyKey, PortRef, Protocol, Service,
+    AdminPolicy, Direction, EndpointSlice, IpBlock, Namespace, NamespaceMatch, NetworkPolicy, Node,
+    Peer, Pod, PodKey, PolicyKey, PolicyKind, PortRef, Protocol, Service, Tier,
 };
 use crate::selector::{Labels, Selector};
 use crate::verdict::Verdict;
 
+use admin_policies::AdminPolicies;
 use identities::Identities;
 pub(crate) use identities::{DEPARTED, EXTERNAL, HOST_NETWORK};
 use ip_classes::IpClasses;
@@ -65,6 +69,22 @@ pub enum ObjectKind {
     Service,
     EndpointSlice,
     Node,
+    AdminNetworkPolicy,
+    BaselineAdminNetworkPolicy,
+    ClusterNetworkPolicy,
+}
+
+impl ObjectKind {
+    /// The policy kind of a policy object kind.
+    pub fn policy_kind(self) -> Option<PolicyKind> {
+        match self {
+            ObjectKind::NetworkPolicy => Some(PolicyKind::NetworkPolicy),
+            ObjectKind::AdminNetworkPolicy => Some(PolicyKind::AdminNetworkPolicy),
+            ObjectKind::BaselineAdminNetworkPolicy => Some(PolicyKind::BaselineAdminNetworkPolicy),
+            ObjectKind::ClusterNetworkPolicy => Some(PolicyKind::ClusterNetworkPolicy),
+            _ => None,
+        }
+    }
 }
 
 /// Options for building state from manifests.
@@ -92,6 +112,7 @@ pub struct ClusterState {
     identities: Identities,
     ip_classes: IpClasses,
     policies: PolicyIndex,
+    admin: AdminPolicies,
     services: Services,
     nodes: Nodes,
     cache: Mutex<VerdictCache>,
@@ -150,6 +171,15 @@ impl ClusterState {
                 self.nodes.upsert(Node::from_k8s(node)?);
                 self.clear_cache();
             }
+            K8sObject::AdminNetworkPolicy(anp) => {
+                self.upsert_admin_policy(AdminPolicy::from_anp(anp)?)
+            }
+            K8sObject::BaselineAdminNetworkPolicy(banp) => {
+                self.upsert_admin_policy(AdminPolicy::from_banp(banp)?)
+            }
+            K8sObject::ClusterNetworkPolicy(cnp) => {
+                self.upsert_admin_policy(AdminPolicy::from_cnp(cnp)?)
+            }
         }
         Ok(())
     }
@@ -171,7 +201,19 @@ impl ClusterState {
                 .is_some(),
             ObjectKind::Service => self.services.remove(namespace, name),
             ObjectKind::EndpointSlice => self.services.remove_slice(namespace, name),
-            ObjectKind::Node => self.nodes.remove(name),
+            ObjectKind::Node => {
+                let removed = self.nodes.remove(name);
+                if removed {
+                    self.clear_cache();
+                }
+                removed
+            }
+            ObjectKind::AdminNetworkPolicy
+            | ObjectKind::BaselineAdminNetworkPolicy
+            | ObjectKind::ClusterNetworkPolicy => kind
+                .policy_kind()
+                .and_then(|k| PolicyKey::cluster_scoped(k, name))
+                .is_some_and(|key| self.remove_admin_policy(&key).is_some()),
         }
     }
 
@@ -308,6 +350,53 @@ impl ClusterState {
 
     pub fn policy(&self, key: &PolicyKey) -> Option<&Arc<NetworkPolicy>> {
         self.policies.get(key)
+    }
+
+    /// Every admin policy (AdminNetworkPolicy, BaselineAdminNetworkPolicy,
+    /// ClusterNetworkPolicy): the Admin tier then the Baseline tier, each in
+    /// decision order.
+    pub fn admin_policies(&self) -> impl Iterator<Item = &Arc<AdminPolicy>> {
+        self.admin
+            .tier(Tier::Admin)
+            .iter()
+            .chain(self.admin.tier(Tier::Baseline))
+    }
+
+    /// The admin policies of one tier, in decision order.
+    pub fn admin_tier(&self, tier: Tier) -> &[Arc<AdminPolicy>] {
+        self.admin.tier(tier)
+    }
+
+    pub fn admin_policy(&self, key: &PolicyKey) -> Option<&Arc<AdminPolicy>> {
+        self.admin.get(key)
+    }
+
+    pub fn admin_policy_count(&self) -> usize {
+        self.admin.len()
+    }
+
+    /// Whether an admin policy's subject selects `pod`.
+    pub fn admin_selects(&self, policy: &AdminPolicy, pod: &Pod) -> bool {
+        policy.selects(pod, &self.namespace_labels(&pod.key.namespace))
+    }
+
+    /// The pods an admin policy's subject selects, in order.
+    pub fn admin_selected_pods(&self, policy: &AdminPolicy) -> Vec<&Arc<Pod>> {
+        self.pods()
+            .into_iter()
+            .filter(|p| self.admin_selects(policy, p))
+            .collect()
+    }
+
+    /// The node object an address belongs to.
+    pub fn node_of_ip(&self, ip: IpAddr) -> Option<&Node> {
+        self.nodes.node_of_ip(ip)
+    }
+
+    /// Whether verdicts involving a node address depend on which node it is
+    /// (some admin policy has a `nodes` peer).
+    pub(crate) fn admin_node_peers(&self) -> bool {
+        self.admin.have_node_peers()
     }
 
     /// Whether `policy` selects `pod` (host-network pods are never selected).
@@ -593,7 +682,7 @@ impl ClusterState {
         }
         self.remove_policy(&policy.key);
         let policy = Arc::new(policy);
-        let blocks_changed = self.ip_classes.add_policy(&policy);
+        let blocks_changed = self.ip_classes.add_blocks(policy.ip_blocks());
         self.policies.insert(policy);
         if blocks_changed {
             self.recompute_ip_classes();
@@ -603,12 +692,51 @@ impl ClusterState {
 
     fn remove_policy(&mut self, key: &PolicyKey) -> Option<Arc<NetworkPolicy>> {
         let policy = self.policies.remove(key)?;
-        if self.ip_classes.remove_policy(&policy) {
+        if self.ip_classes.remove_blocks(policy.ip_blocks()) {
             self.recompute_ip_classes();
         }
         self.clear_cache();
         Some(policy)
     }
+
+    fn upsert_admin_policy(&mut self, policy: AdminPolicy) {
+        if self
+            .admin
+            .get(&policy.key)
+            .is_some_and(|old| **old == policy)
+        {
+            return;
+        }
+        self.remove_admin_policy(&policy.key);
+        let policy = Arc::new(policy);
+        let blocks_changed = self.ip_classes.add_blocks(&network_blocks(&policy));
+        self.admin.insert(policy);
+        if blocks_changed {
+            self.recompute_ip_classes();
+        }
+        self.clear_cache();
+    }
+
+    fn remove_admin_policy(&mut self, key: &PolicyKey) -> Option<Arc<AdminPolicy>> {
+        let policy = self.admin.remove(key)?;
+        if self.ip_classes.remove_blocks(&network_blocks(&policy)) {
+            self.recompute_ip_classes();
+        }
+        self.clear_cache();
+        Some(policy)
+    }
+}
+
+/// An admin policy's `networks` as ipBlocks without exceptions (IP classes
+/// count them like NetworkPolicy ipBlocks).
+fn network_blocks(policy: &AdminPolicy) -> Vec<IpBlock> {
+    policy
+        .networks()
+        .map(|cidr| IpBlock {
+            cidr: *cidr,
+            except: Vec::new(),
+        })
+        .collect()
 }
 
 /// Whether two versions of a pod are the same for the engine (so the newer

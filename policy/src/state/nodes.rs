@@ -60,6 +60,12 @@ impl Nodes {
         }
     }
 
+    /// The node an address belongs to (the local node's declared addresses
+    /// name no node object).
+    pub fn node_of_ip(&self, ip: IpAddr) -> Option<&Node> {
+        self.by_ip.get(&ip).and_then(|name| self.by_name.get(name))
+    }
+
     /// Whether an IP belongs to any known node.
     pub fn is_node_ip(&self, ip: IpAddr) -> bool {
         self.local.contains(&ip) || self.by_ip.contains_key(&ip)

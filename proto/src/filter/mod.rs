@@ -322,6 +322,7 @@ pub(crate) mod testing {
             denied_by: vec![pb::PolicyRef {
                 namespace: "shop".into(),
                 name: "api-ingress".into(),
+                ..Default::default()
             }],
             ..Default::default()
         }

@@ -45,8 +45,17 @@ use tokio::task::JoinHandle;
 
 type Body = UnsyncBoxBody<Bytes, Infallible>;
 
+/// The collection paths of the network-policy-api custom resources: served
+/// only once [`FakeApiServer::install_crds`] installs them (a `404` before,
+/// as from a cluster without the CRDs).
+pub const CRD_PATHS: [&str; 3] = [
+    "/apis/policy.networking.k8s.io/v1alpha1/adminnetworkpolicies",
+    "/apis/policy.networking.k8s.io/v1alpha1/baselineadminnetworkpolicies",
+    "/apis/policy.networking.k8s.io/v1alpha2/clusternetworkpolicies",
+];
+
 /// A resource the server serves: collection path, list kind, object kind, apiVersion.
-const RESOURCES: [(&str, &str, &str); 6] = [
+const RESOURCES: [(&str, &str, &str); 9] = [
     ("/api/v1/namespaces", "Namespace", "v1"),
     ("/api/v1/pods", "Pod", "v1"),
     (
@@ -61,6 +70,21 @@ const RESOURCES: [(&str, &str, &str); 6] = [
         "discovery.k8s.io/v1",
     ),
     ("/api/v1/nodes", "Node", "v1"),
+    (
+        CRD_PATHS[0],
+        "AdminNetworkPolicy",
+        "policy.networking.k8s.io/v1alpha1",
+    ),
+    (
+        CRD_PATHS[1],
+        "BaselineAdminNetworkPolicy",
+        "policy.networking.k8s.io/v1alpha1",
+    ),
+    (
+        CRD_PATHS[2],
+        "ClusterNetworkPolicy",
+        "policy.networking.k8s.io/v1alpha2",
+    ),
 ];
 
 /// What live watches are told.
@@ -101,6 +125,8 @@ struct Inner {
     expire_next_continue: bool,
     /// Collections answered with `403 Forbidden` (missing RBAC).
     forbidden: Vec<&'static str>,
+    /// Whether the custom resources' collections are served.
+    crds_installed: bool,
     /// What every request asked for, as RBAC sees it.
     accesses: BTreeSet<Access>,
 }
@@ -296,6 +322,7 @@ impl FakeApiServer {
                 bookmarks_sent: 0,
                 expire_next_continue: false,
                 forbidden: Vec::new(),
+                crds_installed: false,
                 accesses: BTreeSet::new(),
             }),
             live: broadcast::channel(4096).0,
@@ -414,8 +441,13 @@ impl FakeApiServer {
 
     /// Deletes an object (DELETED event); returns whether it existed.
     pub fn delete<K: k8s_openapi::Resource>(&self, namespace: &str, name: &str) -> bool {
-        let path = collection_path::<K>();
-        let path = static_path(&path).expect("known resource");
+        self.delete_at(&collection_path::<K>(), namespace, name)
+    }
+
+    /// Deletes an object of the collection at `path` (DELETED event); returns
+    /// whether it existed.
+    pub fn delete_at(&self, path: &str, namespace: &str, name: &str) -> bool {
+        let path = static_path(path).expect("known resource");
         let mut inner = self.shared.lock();
         let key = (namespace.to_string(), name.to_string());
         let Some(mut value) = inner
@@ -451,6 +483,12 @@ impl FakeApiServer {
             }
         }
         out
+    }
+
+    /// Installs (or removes) the network-policy-api CRDs: their collections
+    /// are served, or answered `404`.
+    pub fn install_crds(&self, on: bool) {
+        self.shared.lock().crds_installed = on;
     }
 
     /// Forgets the history up to now: a watch from an older resourceVersion gets
@@ -590,6 +628,17 @@ async fn handle(shared: Arc<Shared>, request: Request<hyper::body::Incoming>) ->
             ),
         );
     };
+    if CRD_PATHS.contains(&path) && !shared.lock().crds_installed {
+        shared.lock().log.push(format!("NOTFOUND {path}"));
+        return json_response(
+            StatusCode::NOT_FOUND,
+            &status(
+                404,
+                "NotFound",
+                "the server could not find the requested resource",
+            ),
+        );
+    }
     if shared.lock().forbidden.contains(&path) {
         shared.lock().log.push(format!("FORBIDDEN {path}"));
         return json_response(

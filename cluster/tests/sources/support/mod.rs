@@ -53,7 +53,13 @@ pub fn summary(state: &ClusterState) -> Vec<String> {
         ));
     }
     for node in state.nodes() {
-        out.push(format!("Node {} ips={:?}", node.name, node.ips));
+        out.push(format!(
+            "Node {} labels={:?} ips={:?}",
+            node.name, node.labels, node.ips
+        ));
+    }
+    for policy in state.admin_policies() {
+        out.push(format!("{} {:?}", policy.key, policy));
     }
     out.sort();
     out

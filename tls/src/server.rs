@@ -1,0 +1,554 @@
+//! The server side: a rustls configuration from files that follows the files
+//! as they change, and the accept loop that turns a TCP listener into
+//! authenticated connections for tonic.
+//!
+//! How it works:
+//!
+//! ```text
+//! files (cert, key, client CA) ──poll every reload interval, compare bytes──> ServerTls
+//!                                  (new content parsed and checked; on success the
+//!                                   current Arc<ServerConfig> is swapped)
+//! TcpListener ─accept─> handshake task per connection (timeout) ─> Connection{io, Peer} ─> tonic
+//!                         └─ uses the config current at accept time
+//! ```
+//!
+//! Rotation never touches an established connection: each connection keeps
+//! the rustls state of its handshake, so streams opened before a rotation go
+//! on, and connections accepted after it use the new certificate and client
+//! CA. A half-written rotation (a new certificate with the old key, a file
+//! mid-write) fails the check; the old configuration stays and the files are
+//! read again at the next poll. Polling content rather than watching inotify
+//! events works the same with plain files, cert-manager's Secret volumes
+//! (updated through a symlink swap) and editors that replace files.
+//!
+//! A failed handshake (plaintext to a TLS port, no client certificate, a
+//! certificate from another CA or out of its validity) ends that connection
+//! only; it is counted ([`TlsStats`]) and logged at debug.
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock, Weak};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use rustls::ServerConfig;
+use rustls::server::WebPkiClientVerifier;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Mutex, mpsc, watch};
+use tokio_rustls::TlsAcceptor;
+use tokio_stream::Stream;
+
+use crate::identity::{Authentication, Identity, Peer};
+use crate::pem::{self, Source};
+
+/// How often the files are checked for new content by default.
+pub const DEFAULT_RELOAD_INTERVAL: Duration = Duration::from_secs(10);
+
+/// How long a client may take to complete the TLS handshake.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Errors of the server side.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A file could not be read or decoded.
+    #[error(transparent)]
+    Pem(#[from] pem::Error),
+    /// The certificate, key and client CA do not make a TLS configuration
+    /// (e.g. the key is not the certificate's).
+    #[error("TLS settings ({cert}, {key}): {reason}")]
+    Config {
+        /// The certificate file.
+        cert: String,
+        /// The key file.
+        key: String,
+        /// What rustls objected to.
+        reason: String,
+    },
+}
+
+/// This module's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Where a server's certificate, key and (optionally) client CA are.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerTlsFiles {
+    /// The certificate chain (PEM, the server's certificate first).
+    pub cert: PathBuf,
+    /// The certificate's private key (PEM).
+    pub key: PathBuf,
+    /// The CA bundle client certificates must chain to (PEM). With it,
+    /// clients must present a certificate; without it, none is asked for.
+    pub client_ca: Option<PathBuf>,
+}
+
+impl ServerTlsFiles {
+    /// Whether clients must present a certificate.
+    pub fn mutual(&self) -> bool {
+        self.client_ca.is_some()
+    }
+}
+
+/// Counters of a TLS server, shared by its clones.
+#[derive(Debug, Default)]
+pub struct TlsStats {
+    handshakes: AtomicU64,
+    handshake_failures: AtomicU64,
+    reloads: AtomicU64,
+    reload_failures: AtomicU64,
+}
+
+/// A snapshot of [`TlsStats`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TlsStatsSnapshot {
+    /// Handshakes completed.
+    pub handshakes: u64,
+    /// Handshakes failed or timed out (each ended its connection).
+    pub handshake_failures: u64,
+    /// Times new file content was loaded.
+    pub reloads: u64,
+    /// Times changed files could not be loaded (the previous settings stayed).
+    pub reload_failures: u64,
+}
+
+impl TlsStats {
+    /// The counters now.
+    pub fn snapshot(&self) -> TlsStatsSnapshot {
+        TlsStatsSnapshot {
+            handshakes: self.handshakes.load(Ordering::Relaxed),
+            handshake_failures: self.handshake_failures.load(Ordering::Relaxed),
+            reloads: self.reloads.load(Ordering::Relaxed),
+            reload_failures: self.reload_failures.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// The bytes of the files, to tell when they change.
+#[derive(PartialEq, Eq)]
+struct Contents {
+    cert: Vec<u8>,
+    key: Vec<u8>,
+    client_ca: Option<Vec<u8>>,
+}
+
+struct Inner {
+    files: ServerTlsFiles,
+    current: RwLock<Arc<ServerConfig>>,
+    seen: Mutex<Contents>,
+    stats: Arc<TlsStats>,
+    generation: watch::Sender<u64>,
+}
+
+/// A server's TLS configuration, kept equal to its files. Cheap to clone.
+#[derive(Clone)]
+pub struct ServerTls {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for ServerTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerTls")
+            .field("files", &self.inner.files)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The rustls crypto provider netverdict uses everywhere (ring).
+pub(crate) fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// The ALPN protocol of gRPC.
+pub(crate) const ALPN_H2: &[u8] = b"h2";
+
+fn build(files: &ServerTlsFiles, contents: &Contents) -> Result<ServerConfig> {
+    let chain = pem::certificates(
+        Source {
+            what: "certificate",
+            path: &files.cert,
+        },
+        &contents.cert,
+    )?;
+    let key = pem::private_key(
+        Source {
+            what: "private key",
+            path: &files.key,
+        },
+        &contents.key,
+    )?;
+    let config_error = |reason: String| Error::Config {
+        cert: files.cert.display().to_string(),
+        key: files.key.display().to_string(),
+        reason,
+    };
+    let provider = provider();
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| config_error(e.to_string()))?;
+    let builder = match (&files.client_ca, &contents.client_ca) {
+        (Some(path), Some(ca)) => {
+            let roots = pem::roots(
+                Source {
+                    what: "client CA",
+                    path,
+                },
+                ca,
+            )?;
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .map_err(|e| config_error(format!("client CA {}: {e}", path.display())))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        _ => builder.with_no_client_auth(),
+    };
+    let mut config = builder
+        .with_single_cert(chain, key)
+        .map_err(|e| config_error(e.to_string()))?;
+    config.alpn_protocols = vec![ALPN_H2.to_vec()];
+    Ok(config)
+}
+
+async fn read_contents(files: &ServerTlsFiles) -> Result<Contents> {
+    Ok(Contents {
+        cert: pem::read("certificate", &files.cert).await?,
+        key: pem::read("private key", &files.key).await?,
+        client_ca: match &files.client_ca {
+            Some(path) => Some(pem::read("client CA", path).await?),
+            None => None,
+        },
+    })
+}
+
+impl ServerTls {
+    /// Loads the files and, with `reload_interval`, checks them for new
+    /// content at that interval for as long as a clone of the result lives.
+    /// Must be called inside a tokio runtime.
+    pub async fn load(files: ServerTlsFiles, reload_interval: Option<Duration>) -> Result<Self> {
+        let contents = read_contents(&files).await?;
+        let config = build(&files, &contents)?;
+        let (generation, _) = watch::channel(0);
+        let tls = ServerTls {
+            inner: Arc::new(Inner {
+                files,
+                current: RwLock::new(Arc::new(config)),
+                seen: Mutex::new(contents),
+                stats: Arc::default(),
+                generation,
+            }),
+        };
+        if let Some(interval) = reload_interval {
+            tokio::spawn(poll(Arc::downgrade(&tls.inner), interval));
+        }
+        Ok(tls)
+    }
+
+    /// The files.
+    pub fn files(&self) -> &ServerTlsFiles {
+        &self.inner.files
+    }
+
+    /// Whether clients must present a certificate.
+    pub fn mutual(&self) -> bool {
+        self.inner.files.mutual()
+    }
+
+    /// The configuration new connections get now.
+    pub fn current(&self) -> Arc<ServerConfig> {
+        self.inner
+            .current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> Arc<TlsStats> {
+        self.inner.stats.clone()
+    }
+
+    /// How many times new content was loaded; changes on each reload (wait on
+    /// it rather than sleeping).
+    pub fn generation(&self) -> watch::Receiver<u64> {
+        self.inner.generation.subscribe()
+    }
+
+    /// Reads the files; when their content changed, builds and switches to
+    /// the new configuration. Ok(true) when it switched; Err (and the old
+    /// configuration kept) when the new content is unusable.
+    pub async fn reload_if_changed(&self) -> Result<bool> {
+        reload(&self.inner).await
+    }
+}
+
+async fn reload(inner: &Inner) -> Result<bool> {
+    let mut seen = inner.seen.lock().await;
+    let contents = read_contents(&inner.files).await?;
+    if contents == *seen {
+        return Ok(false);
+    }
+    let config = build(&inner.files, &contents)?;
+    *inner.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(config);
+    *seen = contents;
+    inner.stats.reloads.fetch_add(1, Ordering::Relaxed);
+    inner.generation.send_modify(|g| *g += 1);
+    tracing::info!(
+        cert = %inner.files.cert.display(),
+        "TLS certificate files changed: new connections use the new ones"
+    );
+    Ok(true)
+}
+
+/// Checks the files every `interval` until the configuration is dropped. An
+/// unusable change is logged once per distinct error and tried again.
+async fn poll(inner: Weak<Inner>, interval: Duration) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker.tick().await;
+    let mut last_error = None::<String>;
+    loop {
+        ticker.tick().await;
+        let Some(inner) = inner.upgrade() else { return };
+        match reload(&inner).await {
+            Ok(_) => last_error = None,
+            Err(e) => {
+                let message = e.to_string();
+                if last_error.as_deref() != Some(&message) {
+                    inner.stats.reload_failures.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(error = %message, "TLS files changed but cannot be used yet; keeping the previous ones");
+                    last_error = Some(message);
+                }
+            }
+        }
+    }
+}
+
+/// One accepted connection: plaintext or TLS, with who is on the other end.
+pub struct Connection {
+    io: Io,
+    peer: Peer,
+}
+
+enum Io {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+}
+
+impl Connection {
+    /// Who is on the other end.
+    pub fn peer(&self) -> &Peer {
+        &self.peer
+    }
+}
+
+impl tonic::transport::server::Connected for Connection {
+    type ConnectInfo = Peer;
+
+    fn connect_info(&self) -> Peer {
+        self.peer.clone()
+    }
+}
+
+impl AsyncRead for Connection {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match &mut self.get_mut().io {
+            Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Connection {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match &mut self.get_mut().io {
+            Io::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match &mut self.get_mut().io {
+            Io::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match &self.io {
+            Io::Plain(s) => s.is_write_vectored(),
+            Io::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.get_mut().io {
+            Io::Plain(s) => Pin::new(s).poll_flush(cx),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.get_mut().io {
+            Io::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// The connections of a listener, for tonic's `serve_with_incoming*`. The
+/// accept loop runs in its own task and ends when this stream is dropped.
+pub struct Incoming {
+    rx: mpsc::Receiver<Connection>,
+}
+
+impl Stream for Incoming {
+    type Item = io::Result<Connection>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.get_mut().rx.poll_recv(cx).map(|c| c.map(Ok))
+    }
+}
+
+/// Accepts connections on `listener`: plaintext without `tls`, else TLS
+/// handshakes (each in its own task, within [`HANDSHAKE_TIMEOUT`]) with the
+/// configuration current at accept time. Must be called inside a tokio
+/// runtime.
+pub fn incoming(listener: TcpListener, tls: Option<ServerTls>) -> Incoming {
+    incoming_counted(listener, tls, Arc::default())
+}
+
+/// The first failed accept's pause; it doubles up to [`ACCEPT_PAUSE_MAX`]
+/// while accepts keep failing.
+const ACCEPT_PAUSE_MIN: Duration = Duration::from_millis(10);
+/// The longest pause after a failed accept.
+const ACCEPT_PAUSE_MAX: Duration = Duration::from_secs(1);
+
+/// [`incoming`], counting failed accepts (out of file descriptors and the
+/// like) in `accept_errors`. After a failed accept the loop pauses, 10 ms
+/// doubling to 1 s while they keep failing, rather than spin.
+pub fn incoming_counted(
+    listener: TcpListener,
+    tls: Option<ServerTls>,
+    accept_errors: Arc<AtomicU64>,
+) -> Incoming {
+    let (tx, rx) = mpsc::channel(64);
+    tokio::spawn(accept_loop(listener, tls, tx, accept_errors));
+    Incoming { rx }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    tls: Option<ServerTls>,
+    tx: mpsc::Sender<Connection>,
+    accept_errors: Arc<AtomicU64>,
+) {
+    let local = listener.local_addr().ok();
+    let mut pause = ACCEPT_PAUSE_MIN;
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = tx.closed() => return,
+        };
+        let (stream, addr) = match accepted {
+            Ok(conn) => {
+                pause = ACCEPT_PAUSE_MIN;
+                conn
+            }
+            Err(e) => {
+                accept_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, listen = ?local, ?pause, "accept failed");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(ACCEPT_PAUSE_MAX);
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let Some(tls) = &tls else {
+            let connection = Connection {
+                io: Io::Plain(stream),
+                peer: Peer {
+                    addr,
+                    authentication: Authentication::Plaintext,
+                },
+            };
+            if tx.send(connection).await.is_err() {
+                return;
+            }
+            continue;
+        };
+        let acceptor = TlsAcceptor::from(tls.current());
+        let stats = tls.stats();
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(acceptor, stream, addr)).await {
+                Ok(Ok(connection)) => {
+                    stats.handshakes.fetch_add(1, Ordering::Relaxed);
+                    let _ = tx.send(connection).await;
+                }
+                Ok(Err(e)) => {
+                    stats.handshake_failures.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(%addr, error = %e, "TLS handshake failed");
+                }
+                Err(_) => {
+                    stats.handshake_failures.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(%addr, timeout = ?HANDSHAKE_TIMEOUT, "TLS handshake timed out");
+                }
+            }
+        });
+    }
+}
+
+async fn handshake(
+    acceptor: TlsAcceptor,
+    stream: TcpStream,
+    addr: SocketAddr,
+) -> io::Result<Connection> {
+    let tls = acceptor.accept(stream).await?;
+    let authentication = match tls.get_ref().1.peer_certificates().and_then(|c| c.first()) {
+        Some(leaf) => {
+            let identity = Identity::from_der(leaf)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            Authentication::Certificate(Arc::new(identity))
+        }
+        None => Authentication::ServerTls,
+    };
+    Ok(Connection {
+        io: Io::Tls(Box::new(tls)),
+        peer: Peer {
+            addr,
+            authentication,
+        },
+    })
+}
+
+/// The certificate files' identity, for a daemon that checks at start that
+/// its certificate names what it expects (a collector's node name).
+pub fn identity_of_file(path: &Path) -> Result<Identity> {
+    let pem_bytes = pem::read_blocking("certificate", path)?;
+    let source = Source {
+        what: "certificate",
+        path,
+    };
+    let chain = pem::certificates(source, &pem_bytes)?;
+    Identity::from_der(&chain[0]).map_err(|e| {
+        Error::Pem(pem::Error::Invalid {
+            what: "certificate",
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })
+    })
+}
