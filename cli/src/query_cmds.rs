@@ -249,12 +249,16 @@ async fn channel(server: &ServerArgs) -> Result<tonic::transport::Channel> {
 
 fn status_error(what: &str, status: tonic::Status) -> anyhow::Error {
     // A TLS server that refuses this client's certificate closes the
-    // connection; gRPC only says "transport error".
-    let hint = if matches!(
-        status.code(),
-        tonic::Code::Unknown | tonic::Code::Unavailable
-    ) && status.message().contains("transport error")
-    {
+    // connection; gRPC only says "transport error", or that the request was
+    // cancelled when the close comes while it is under way.
+    let closed = match status.code() {
+        tonic::Code::Unknown | tonic::Code::Unavailable => {
+            status.message().contains("transport error")
+        }
+        tonic::Code::Cancelled => true,
+        _ => false,
+    };
+    let hint = if closed {
         " (if the server requires client certificates: give --tls-cert and --tls-key, signed by the server's client CA and valid now)"
     } else {
         ""

@@ -41,8 +41,9 @@ use crate::cache::{CacheKey, VerdictCache};
 use crate::error::{LoadError, LoadErrors, ObjectError};
 use crate::manifest::{K8sObject, Manifests};
 use crate::model::{
-    AdminPolicy, Direction, EndpointSlice, IpBlock, Namespace, NamespaceMatch, NetworkPolicy, Node,
-    Peer, Pod, PodKey, PolicyKey, PolicyKind, PortRef, Protocol, Service, Tier,
+    AdminPeer, AdminPolicy, Direction, EndpointSlice, IpBlock, Namespace, NamespaceMatch,
+    NetworkPolicy, Node, Peer, Pod, PodKey, PolicyKey, PolicyKind, PortRef, Protocol, Service,
+    Tier,
 };
 use crate::selector::{Labels, Selector};
 use crate::verdict::Verdict;
@@ -378,6 +379,39 @@ impl ClusterState {
     /// Whether an admin policy's subject selects `pod`.
     pub fn admin_selects(&self, policy: &AdminPolicy, pod: &Pod) -> bool {
         policy.selects(pod, &self.namespace_labels(&pod.key.namespace))
+    }
+
+    /// Whether a `namespaces` or `pods` peer of an admin rule matches `pod`
+    /// (never a host-network pod; other peers, which match addresses, never).
+    pub fn admin_peer_matches_pod(&self, peer: &AdminPeer, pod: &Pod) -> bool {
+        if pod.host_network {
+            return false;
+        }
+        match peer {
+            AdminPeer::Namespaces(ns) => ns.matches(&self.namespace_labels(&pod.key.namespace)),
+            AdminPeer::Pods { namespaces, pods } => {
+                pods.matches(&pod.labels)
+                    && namespaces.matches(&self.namespace_labels(&pod.key.namespace))
+            }
+            AdminPeer::Nodes(_)
+            | AdminPeer::Networks(_)
+            | AdminPeer::DomainNames(_)
+            | AdminPeer::Unrecognized => false,
+        }
+    }
+
+    /// The addresses of the nodes a `nodes` peer of an admin rule selects
+    /// (none for other peers).
+    pub fn admin_peer_node_ips(&self, peer: &AdminPeer) -> Vec<IpAddr> {
+        match peer {
+            AdminPeer::Nodes(selector) => self
+                .nodes()
+                .into_iter()
+                .filter(|n| selector.matches(&n.labels))
+                .flat_map(|n| n.ips.iter().copied())
+                .collect(),
+            _ => Vec::new(),
+        }
     }
 
     /// The pods an admin policy's subject selects, in order.
