@@ -2,7 +2,27 @@
 # Installs every system package netverdict's build, tests and demo need on a
 # Debian (bookworm) machine, as root. Rust itself (cargo >= 1.89) must already be
 # installed (rustup); Debian's own cargo is too old for this workspace.
+#
+# `install-deps.sh --fuzz` installs only what scripts/fuzz.sh needs instead: the
+# nightly toolchain (rustup) and cargo-fuzz. The tests and CI do not need them
+# (the fuzz targets' seeds run as unit tests on stable).
 set -euo pipefail
+
+if [ "${1:-}" = --fuzz ]; then
+    if ! command -v rustup >/dev/null; then
+        echo "install-deps: rustup is not installed: install it, then run me again" >&2
+        exit 1
+    fi
+    if ! cargo +nightly --version >/dev/null 2>&1; then
+        echo "install-deps: installing the nightly Rust toolchain (for cargo-fuzz)"
+        rustup toolchain install nightly --profile minimal
+    fi
+    if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
+        echo "install-deps: installing cargo-fuzz"
+        cargo install cargo-fuzz --locked
+    fi
+    exit 0
+fi
 
 packages=(
     clang llvm libbpf-dev bpftool      # eBPF probes: C compiled with clang -target bpf, CO-RE headers

@@ -13,13 +13,17 @@
 //! - [`metrics`]: `netverdict_api_*` metrics and the HTTP endpoint (`/metrics`,
 //!   `/healthz`, `/readyz`);
 //! - [`health`]: the store's status, checked in the background for `/metrics`
-//!   and `/readyz`.
+//!   and `/readyz`;
+//! - `fuzzing` (feature `fuzzing`, and in unit tests): the cargo-fuzz targets'
+//!   entry points, used by `fuzz/`.
 //!
 //! Filters, the time window, flow validation and enum names come from
 //! `netverdict_proto` (`filter`, `time`, `validate`, `names`), shared with the
 //! collector and the CLI.
 
 pub mod clickhouse;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 pub mod health;
 pub mod memory;
 pub mod metrics;

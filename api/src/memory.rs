@@ -271,6 +271,7 @@ impl Store for MemoryStore {
             flows_dropped: inner.dropped,
             oldest: bound(inner.buckets.first_key_value(), false),
             newest: bound(inner.buckets.last_key_value(), true),
+            flows_dead_lettered: 0,
         })
     }
 }
@@ -318,14 +319,16 @@ mod tests {
             s.insert(batch.clone()).await.unwrap(),
             InsertOutcome {
                 stored: 2,
-                duplicates: 0
+                duplicates: 0,
+                rejected: 0
             }
         );
         assert_eq!(
             s.insert(batch).await.unwrap(),
             InsertOutcome {
                 stored: 0,
-                duplicates: 2
+                duplicates: 2,
+                rejected: 0
             }
         );
         assert_eq!(s.status().await.unwrap().flows_stored, 2);

@@ -39,8 +39,19 @@ pub struct ApiMetrics {
     pub ingest_flows: Counter,
     /// Flows the store already held (a resent batch).
     pub ingest_duplicates: Counter,
-    /// Flows rejected before the store (no id, no or bad `last_seen`).
+    /// Flows refused before the store (invalid, or `last_seen` outside the
+    /// time bounds).
     pub ingest_invalid_flows: Counter,
+    /// Flows stored with enum numbers this build does not know (a newer
+    /// collector).
+    pub ingest_unknown_enum_flows: Counter,
+    /// Flows the store rejected and set aside (ClickHouse's `dead_letters`).
+    pub ingest_rejected_flows: Counter,
+    /// Ingest streams refused because `max_streams` were open.
+    pub ingest_streams_refused: Counter,
+    /// Batches refused (ending their stream with `PERMISSION_DENIED`)
+    /// because they name another node than the client certificate's.
+    pub ingest_batches_denied: Counter,
     /// Ingest streams open now.
     pub ingest_streams: Gauge,
     /// Batches read and waiting for room under the server's in-flight bound.
@@ -83,6 +94,10 @@ impl ApiMetrics {
             ingest_flows: Counter::default(),
             ingest_duplicates: Counter::default(),
             ingest_invalid_flows: Counter::default(),
+            ingest_unknown_enum_flows: Counter::default(),
+            ingest_rejected_flows: Counter::default(),
+            ingest_streams_refused: Counter::default(),
+            ingest_batches_denied: Counter::default(),
             ingest_streams: Gauge::default(),
             ingest_batches_waiting: Gauge::default(),
             store_insert_duration: Histogram::new(exponential_buckets(0.0001, 4.0, 10)),
@@ -114,8 +129,28 @@ impl ApiMetrics {
         );
         registry.register(
             "ingest_invalid_flows",
-            "Flow records rejected before the store (no id, no valid last_seen)",
+            "Flow records refused before the store (invalid, or last_seen outside the time bounds)",
             m.ingest_invalid_flows.clone(),
+        );
+        registry.register(
+            "ingest_unknown_enum_flows",
+            "Flow records stored with enum values this server does not know (newer collectors)",
+            m.ingest_unknown_enum_flows.clone(),
+        );
+        registry.register(
+            "ingest_rejected_flows",
+            "Flow records the store rejected and set aside (ClickHouse dead_letters)",
+            m.ingest_rejected_flows.clone(),
+        );
+        registry.register(
+            "ingest_streams_refused",
+            "Ingest streams refused because max_streams were open",
+            m.ingest_streams_refused.clone(),
+        );
+        registry.register(
+            "ingest_batches_denied",
+            "Batches refused because they name another node than the client certificate's",
+            m.ingest_batches_denied.clone(),
         );
         registry.register(
             "ingest_streams",
@@ -124,7 +159,7 @@ impl ApiMetrics {
         );
         registry.register(
             "ingest_batches_waiting",
-            "Batches waiting for room under the in-flight bound (max_in_flight_flows)",
+            "Batches waiting for room under the in-flight bound (max_in_flight_bytes)",
             m.ingest_batches_waiting.clone(),
         );
         registry.register_with_unit(

@@ -36,6 +36,7 @@ use std::collections::BTreeSet;
 use netverdict_policy::lint::{cluster_dns_pods, dns_denied};
 use netverdict_policy::{ClusterState, ObjectKind};
 use netverdict_proto::filter::{Filter, PolicyName};
+use netverdict_proto::names::known_or_zero;
 use netverdict_proto::time::{TimeWindow, UnixNanos};
 use netverdict_proto::v1 as pb;
 use rustc_hash::FxHashMap;
@@ -206,7 +207,7 @@ pub fn denied_groups<'a>(
         let k = DeniedKey {
             source: WorkloadKey::of(flow.source.as_ref()),
             destination: WorkloadKey::of(flow.destination.as_ref()),
-            protocol: flow.protocol,
+            protocol: known_or_zero::<pb::Protocol>(flow.protocol),
             port: flow.destination.as_ref().map_or(0, |d| d.port),
             policies: sorted_policies(&flow.denied_by),
         };
@@ -221,8 +222,9 @@ pub fn denied_groups<'a>(
             egress_denied: false,
             ingress_denied: false,
         });
-        acc.count += flow.count;
-        acc.flows += 1;
+        // Counts come from the network: saturate, never overflow.
+        acc.count = acc.count.saturating_add(flow.count);
+        acc.flows = acc.flows.saturating_add(1);
         acc.first_seen = min_opt(acc.first_seen, first);
         acc.last_seen = acc.last_seen.max(last);
         if more_recent(flow, acc.latest) {
@@ -270,7 +272,7 @@ pub fn denied_groups<'a>(
             first_seen: acc.first_seen.map(UnixNanos::to_timestamp),
             last_seen: acc.last_seen.map(UnixNanos::to_timestamp),
             reason: acc.latest.reason.clone(),
-            outcome: acc.latest.outcome,
+            outcome: known_or_zero::<pb::Outcome>(acc.latest.outcome),
         })
         .collect()
 }
@@ -337,7 +339,7 @@ pub fn dns_failures<'a>(
             latest: flow,
             denied_by: BTreeSet::new(),
         });
-        acc.count += flow.count;
+        acc.count = acc.count.saturating_add(flow.count);
         acc.last_seen = acc.last_seen.max(last);
         if more_recent(flow, acc.latest) {
             acc.latest = flow;
@@ -522,6 +524,33 @@ mod tests {
         assert!(g.ingress_denied && !g.egress_denied);
         assert_eq!(g.source.as_ref().unwrap().workload, "client");
         assert_eq!(groups[1].destination_port, 5432);
+    }
+
+    #[test]
+    fn counts_from_the_network_saturate_and_unknown_enums_group_as_unspecified() {
+        let mut newer = denied_flow("3", "c", 30, 1);
+        newer.protocol = 99;
+        newer.outcome = 42;
+        let flows = [
+            denied_flow("1", "c", 10, u64::MAX),
+            denied_flow("2", "c", 20, u64::MAX),
+            newer,
+        ];
+        let groups = denied_groups(&flows, &ReportQuery::default());
+        assert_eq!(groups.len(), 2, "{groups:?}");
+        assert_eq!((groups[0].count, groups[0].flows), (u64::MAX, 2));
+        // A newer collector's numbers: as ClickHouse files them.
+        assert_eq!(groups[1].protocol, pb::Protocol::Unspecified as i32);
+        assert_eq!(groups[1].outcome, pb::Outcome::Unspecified as i32);
+        let mut dns: Vec<pb::Flow> = flows.to_vec();
+        for f in &mut dns {
+            f.dns = Some(pb::Dns {
+                query: "a.example".into(),
+                ..Default::default()
+            });
+        }
+        let failures = dns_failures(&dns, &ReportQuery::default());
+        assert_eq!(failures[0].count, u64::MAX);
     }
 
     #[test]

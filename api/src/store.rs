@@ -11,7 +11,7 @@ use netverdict_proto::time::TimeWindow;
 use netverdict_proto::v1 as pb;
 
 /// Why a store operation failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// A flow no store can store (`netverdict_proto::validate`; names the
     /// flow id and field).
@@ -23,6 +23,15 @@ pub enum StoreError {
         /// Which store ("clickhouse", "spool", "memory").
         backend: &'static str,
         /// What went wrong, with context.
+        message: String,
+    },
+    /// The store has no room now (the ClickHouse spool is full): nothing was
+    /// stored or acknowledged; the caller keeps the flows and tries later.
+    #[error("{backend}: {message}")]
+    Full {
+        /// Which store part is full ("spool").
+        backend: &'static str,
+        /// What is full, with its figures.
         message: String,
     },
 }
@@ -37,6 +46,9 @@ pub struct InsertOutcome {
     pub stored: usize,
     /// Flows skipped because a flow with the same id was already stored.
     pub duplicates: usize,
+    /// Flows the backend refused and set aside for a person (ClickHouse's
+    /// `dead_letters`): never stored, and sending them again cannot help.
+    pub rejected: usize,
 }
 
 /// A flow query: the observer API's `GetFlows` without `follow`, its filters
@@ -91,6 +103,9 @@ pub struct StoreStatus {
     pub oldest: Option<SystemTime>,
     /// The newest `last_seen` stored.
     pub newest: Option<SystemTime>,
+    /// Flow records the backend rejected and set aside (ClickHouse's
+    /// `dead_letters`).
+    pub flows_dead_lettered: u64,
 }
 
 /// A flow store. Every flow is a `pb::Flow` whose `id` ("node/run/sequence") is

@@ -16,6 +16,7 @@ use netverdict_cluster::kube::{ClientOptions, KubeSourceConfig};
 use netverdict_cluster::manifests::ManifestOptions;
 use netverdict_cluster::{ClusterHandle, SharedState, Source, SourceConfig, SyncPolicy};
 use netverdict_proto::ports;
+use netverdict_proto::validate::TimeBounds;
 
 use crate::tls_args::ServerTlsArgs;
 
@@ -54,10 +55,29 @@ pub struct ApiArgs {
     /// How many new flows a follower may fall behind before its stream ends.
     #[arg(long, default_value_t = 4096)]
     follow_buffer: usize,
-    /// Flows being stored at once across every collector, at most: what
-    /// ingest holds in memory while the store is slow (collectors then wait).
-    #[arg(long, default_value_t = 200_000)]
-    max_in_flight_flows: usize,
+    /// Bytes of flow batches (encoded) being stored at once across every
+    /// collector, at most: what ingest holds in memory while the store is slow
+    /// (collectors then wait).
+    #[arg(long, default_value_t = 64 << 20)]
+    max_in_flight_bytes: usize,
+    /// The largest batch (encoded bytes) a collector may send; a larger one is
+    /// refused for good.
+    #[arg(long, default_value_t = 4 << 20)]
+    max_message_bytes: usize,
+    /// Collector ingest streams open at once, at most (more are refused; they
+    /// retry after a backoff).
+    #[arg(long, default_value_t = 1024)]
+    max_streams: usize,
+    /// Flows whose last_seen is further ahead of this server's clock are
+    /// refused at ingest.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    max_clock_ahead: Duration,
+    /// The most stored flows one query (observe --last/--first) may ask for.
+    #[arg(long, default_value_t = 100_000)]
+    max_query_flows: usize,
+    /// The most groups one report (denied, dns --limit) may ask for.
+    #[arg(long, default_value_t = 10_000)]
+    max_report_groups: usize,
     /// Store flows in ClickHouse at this URL (its HTTP interface, e.g.
     /// http://clickhouse:8123) instead of in memory.
     #[arg(long)]
@@ -89,22 +109,41 @@ pub struct ApiArgs {
         requires = "clickhouse"
     )]
     spool_dir: PathBuf,
-    /// How many days ClickHouse keeps flows and rollups.
+    /// The most bytes the spool may hold; when full, collectors' batches are
+    /// not acknowledged (they keep them and retry). Keep it below the spool
+    /// volume's size.
+    #[arg(long, default_value_t = 1 << 30, requires = "clickhouse")]
+    spool_max_bytes: u64,
+    /// How many days ClickHouse keeps flows and rollups (flows older than
+    /// that are refused at ingest).
     #[arg(long, default_value_t = 7, requires = "clickhouse")]
     retention_days: u32,
 }
 
 pub fn run(args: ApiArgs) -> Result<()> {
-    let config = ApiConfig {
+    let mut config = ApiConfig {
         listen: args.tls.listen(args.listen, ports::API_GRPC)?,
         tls: args.tls.files()?,
         insecure: args.tls.insecure,
         metrics_listen: Some(args.metrics_listen),
         follow_buffer: args.follow_buffer,
-        max_in_flight_flows: args.max_in_flight_flows,
+        max_in_flight_bytes: args.max_in_flight_bytes,
+        max_message_bytes: args.max_message_bytes,
+        max_streams: args.max_streams,
+        time_bounds: TimeBounds {
+            max_age: None,
+            max_ahead: args.max_clock_ahead,
+        },
+        max_query_flows: args.max_query_flows,
+        max_report_groups: args.max_report_groups,
         store_check_interval: args.store_check_interval,
         ..Default::default()
     };
+    if args.clickhouse.is_some() {
+        // Older flows would be dropped by the next retention pass.
+        config.time_bounds.max_age =
+            Some(Duration::from_secs(u64::from(args.retention_days) * 86_400));
+    }
     tokio::runtime::Runtime::new()
         .context("starting the async runtime")?
         .block_on(async {
@@ -121,6 +160,7 @@ pub fn run(args: ApiArgs) -> Result<()> {
                         password: args.clickhouse_password.clone(),
                         retention_days: args.retention_days,
                         spool_dir: args.spool_dir.clone(),
+                        spool_max_bytes: args.spool_max_bytes,
                         ..Default::default()
                     })
                     .await

@@ -529,13 +529,18 @@ pub fn dns_json(report: &pb::DnsReportResponse) -> Value {
 
 /// A server's status for a person: what it holds and what it has lost.
 pub fn status_table(server: &str, s: &pb::ServerStatusResponse) -> String {
+    // Refusals (part of the flows lost) and dead letters only when there are
+    // some: a collector has neither.
     let rows = [
-        ("Server", server.to_string()),
-        ("Flows held", s.flows_stored.to_string()),
-        ("Flows lost", s.flows_dropped.to_string()),
-        ("Oldest", time(s.oldest.as_ref())),
-        ("Newest", time(s.newest.as_ref())),
+        Some(("Server", server.to_string())),
+        Some(("Flows held", s.flows_stored.to_string())),
+        Some(("Flows lost", s.flows_dropped.to_string())),
+        (s.flows_refused > 0).then(|| ("  refused", s.flows_refused.to_string())),
+        (s.flows_dead_lettered > 0).then(|| ("Dead letters", s.flows_dead_lettered.to_string())),
+        Some(("Oldest", time(s.oldest.as_ref()))),
+        Some(("Newest", time(s.newest.as_ref()))),
     ];
+    let rows: Vec<_> = rows.into_iter().flatten().collect();
     let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0) + 1;
     rows.iter()
         .map(|(k, v)| format!("{:width$}  {v}\n", format!("{k}:")))
@@ -548,6 +553,8 @@ pub fn status_json(server: &str, s: &pb::ServerStatusResponse) -> Value {
         "server": server,
         "flows_stored": s.flows_stored,
         "flows_dropped": s.flows_dropped,
+        "flows_refused": s.flows_refused,
+        "flows_dead_lettered": s.flows_dead_lettered,
         "oldest": time_json(s.oldest.as_ref()),
         "newest": time_json(s.newest.as_ref()),
     })
@@ -719,19 +726,28 @@ mod tests {
                 nanos: 0,
             }),
             newest: None,
+            flows_refused: 2,
+            flows_dead_lettered: 1,
         };
         assert_eq!(
             status_table("localhost:4255", &s),
-            "Server:      localhost:4255\n\
-             Flows held:  12\n\
-             Flows lost:  3\n\
-             Oldest:      2023-11-14T22:13:20.000Z\n\
-             Newest:      -\n"
+            "Server:        localhost:4255\n\
+             Flows held:    12\n\
+             Flows lost:    3\n\
+             \x20 refused:     2\n\
+             Dead letters:  1\n\
+             Oldest:        2023-11-14T22:13:20.000Z\n\
+             Newest:        -\n"
         );
         let j = status_json("x", &s);
         assert_eq!(
-            (j["flows_stored"].as_u64(), j["flows_dropped"].as_u64()),
-            (Some(12), Some(3))
+            (
+                j["flows_stored"].as_u64(),
+                j["flows_dropped"].as_u64(),
+                j["flows_refused"].as_u64(),
+                j["flows_dead_lettered"].as_u64()
+            ),
+            (Some(12), Some(3), Some(2), Some(1))
         );
         assert_eq!(j["newest"], Value::Null);
     }

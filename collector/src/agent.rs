@@ -518,9 +518,7 @@ impl AgentHandle {
                 pending: format!(
                     "{} of {} flows handed to the exporter are neither acknowledged nor dropped \
                      (connection {:?})",
-                    flushed
-                        .handed_to_export
-                        .saturating_sub(s.flows_acked + s.flows_dropped),
+                    flushed.handed_to_export.saturating_sub(counters.settled()),
                     flushed.handed_to_export,
                     s.state
                 ),

@@ -25,6 +25,18 @@
 //! record is the only unsent one and is dropped. Every drop is counted in
 //! [`ExportStats::flows_dropped`].
 //!
+//! **Refusals are not outages.** The server refuses bad flows one by one and
+//! says how many in each [`Ack`](pb::Ack) ([`ExportStats::flows_refused`]).
+//! When it ends the stream with an error, the batches before the first
+//! unacknowledged one are acknowledged, and the code says what to do with that
+//! one ([`is_permanent`]): `INVALID_ARGUMENT`, `OUT_OF_RANGE` (a message above
+//! its size limit), `PERMISSION_DENIED` (a batch naming another node than the
+//! collector's certificate) or `FAILED_PRECONDITION` refuse it for good, so
+//! it is dropped and counted ([`ExportStats::batches_refused`]) and never sent
+//! again; every other code is transient and the batch is sent again after the
+//! backoff. Batches are also cut at
+//! [`ExporterConfig::max_batch_bytes`], below the server's message limit.
+//!
 //! The connection goes through [`netverdict_tls::Target`]: TLS with
 //! [`ExporterConfig::tls`] (the files are read again at each reconnect, so
 //! rotated certificates are picked up), plaintext only to a loopback address
@@ -39,6 +51,7 @@ use netverdict_proto::time::UnixNanos;
 use netverdict_proto::v1 as pb;
 use netverdict_tls::{ClientTlsFiles, Target};
 use pb::ingest_client::IngestClient;
+use prost::Message;
 use tokio::sync::{Notify, mpsc};
 use tokio::time::{Instant, sleep_until};
 use tokio_stream::wrappers::UnboundedReceiverStream;
@@ -71,6 +84,17 @@ pub enum Error {
     /// overloaded or starting).
     #[error("the API server refused the push stream: {0}")]
     Refused(#[source] tonic::Status),
+    /// The server refused the first unacknowledged batch for good
+    /// ([`is_permanent`]): it is dropped, its flows counted as refused, and
+    /// the stream opened again for the batches after it.
+    #[error("the API server refused batch {sequence} for good: {status}")]
+    BatchRefused {
+        /// The refused batch.
+        sequence: u64,
+        /// The server's answer.
+        #[source]
+        status: tonic::Status,
+    },
     /// The stream failed while open: connection lost, reset or the server
     /// ended it with an error (retried).
     #[error("the push stream failed: {0}")]
@@ -143,6 +167,10 @@ pub struct ExporterConfig {
     pub node_name: String,
     /// A batch is sent once it holds this many flows.
     pub batch_size: usize,
+    /// ... or once its flows' encoded size reaches this many bytes (a batch
+    /// holds one flow at least); keep it below the server's message limit
+    /// (the API server's `--max-message-bytes`, 4 MiB by default).
+    pub max_batch_bytes: usize,
     /// ... or once its oldest flow has waited this long.
     pub batch_delay: Duration,
     /// At most this many flows are held, unsent or unacknowledged; must be at
@@ -158,8 +186,8 @@ pub struct ExporterConfig {
 }
 
 impl ExporterConfig {
-    /// Settings with defaults that work for a node agent: batches of 500 flows or
-    /// 1 s, 100 000 flows held, 30 s for an acknowledgement.
+    /// Settings with defaults that work for a node agent: batches of 500 flows,
+    /// 1 MiB or 1 s, 100 000 flows held, 30 s for an acknowledgement.
     pub fn new(endpoint: impl Into<String>, node_name: impl Into<String>) -> Self {
         ExporterConfig {
             endpoint: endpoint.into(),
@@ -167,6 +195,7 @@ impl ExporterConfig {
             insecure: false,
             node_name: node_name.into(),
             batch_size: 500,
+            max_batch_bytes: 1 << 20,
             batch_delay: Duration::from_secs(1),
             buffer_bound: 100_000,
             ack_timeout: Duration::from_secs(30),
@@ -197,6 +226,10 @@ pub struct ExportCounters {
     batches_resent: AtomicU64,
     reconnects: AtomicU64,
     flows_dropped: AtomicU64,
+    flows_refused: AtomicU64,
+    batches_refused: AtomicU64,
+    /// Flows of the batches refused whole (settled without an ack).
+    flows_in_refused_batches: AtomicU64,
     buffered: AtomicU64,
     state: AtomicU8,
     /// Woken when flows are acknowledged or dropped.
@@ -216,6 +249,12 @@ pub struct ExportStats {
     pub reconnects: u64,
     /// Flows dropped because the buffer was full.
     pub flows_dropped: u64,
+    /// Flows the server refused and will never store: those its
+    /// acknowledgements counted as refused (invalid, or set aside by its
+    /// store) and those of the batches it refused whole.
+    pub flows_refused: u64,
+    /// Batches the server refused whole ([`is_permanent`]), dropped.
+    pub batches_refused: u64,
     /// Flows held now: not yet sent, or sent and not yet acknowledged.
     pub buffered: u64,
     /// The connection's state now.
@@ -231,6 +270,8 @@ impl ExportCounters {
             batches_resent: self.batches_resent.load(Ordering::Relaxed),
             reconnects: self.reconnects.load(Ordering::Relaxed),
             flows_dropped: self.flows_dropped.load(Ordering::Relaxed),
+            flows_refused: self.flows_refused.load(Ordering::Relaxed),
+            batches_refused: self.batches_refused.load(Ordering::Relaxed),
             buffered: self.buffered.load(Ordering::Relaxed),
             state: match self.state.load(Ordering::Relaxed) {
                 1 => ConnectionState::Connecting,
@@ -240,15 +281,20 @@ impl ExportCounters {
         }
     }
 
-    /// Waits until the server has acknowledged, or the buffer dropped, at
-    /// least `flows` flows in all since the exporter started.
+    /// Flows settled since the exporter started: acknowledged, dropped by
+    /// the buffer, or in batches the server refused whole.
+    pub fn settled(&self) -> u64 {
+        let s = self.snapshot();
+        s.flows_acked + s.flows_dropped + self.flows_in_refused_batches.load(Ordering::Relaxed)
+    }
+
+    /// Waits until at least `flows` flows in all are [settled](Self::settled).
     pub async fn wait_done(&self, flows: u64) {
         loop {
             let progress = self.progress.notified();
             tokio::pin!(progress);
             progress.as_mut().enable();
-            let s = self.snapshot();
-            if s.flows_acked + s.flows_dropped >= flows {
+            if self.settled() >= flows {
                 return;
             }
             progress.await;
@@ -270,6 +316,7 @@ struct Buffer {
     node_name: String,
     bound: usize,
     batch_size: usize,
+    max_batch_bytes: usize,
     unsent: VecDeque<pb::Flow>,
     unacked: VecDeque<pb::FlowBatch>,
     unacked_flows: usize,
@@ -330,7 +377,16 @@ impl Buffer {
         if self.unsent.is_empty() || (!partial && self.unsent.len() < self.batch_size) {
             return None;
         }
-        let n = self.unsent.len().min(self.batch_size);
+        let mut n = 0;
+        let mut bytes = 0usize;
+        for flow in self.unsent.iter().take(self.batch_size) {
+            let len = flow.encoded_len();
+            if n > 0 && bytes.saturating_add(len) > self.max_batch_bytes {
+                break;
+            }
+            n += 1;
+            bytes = bytes.saturating_add(len);
+        }
         let batch = pb::FlowBatch {
             node_name: self.node_name.clone(),
             sequence: self.next_sequence,
@@ -343,8 +399,15 @@ impl Buffer {
         Some(batch)
     }
 
-    /// Releases every batch up to `sequence`.
-    fn ack(&mut self, sequence: u64) {
+    /// Releases every batch up to `sequence`; `refused` of batch `sequence`'s
+    /// flows were refused by the server.
+    fn ack(&mut self, sequence: u64, refused: u64) {
+        if refused > 0 {
+            tracing::warn!(sequence, refused, "the API server refused flows of a batch");
+            self.counters
+                .flows_refused
+                .fetch_add(refused, Ordering::Relaxed);
+        }
         let mut acked = 0;
         while let Some(batch) = self.unacked.front()
             && batch.sequence <= sequence
@@ -365,6 +428,32 @@ impl Buffer {
         self.counters.progress.notify_waiters();
         tracing::debug!(sequence, flows = acked, "batches acknowledged");
     }
+
+    /// Drops the first unacknowledged batch, which the server refused for
+    /// good; returns its sequence.
+    fn refuse_first(&mut self) -> Option<u64> {
+        let batch = self.unacked.pop_front()?;
+        let n = batch.flows.len();
+        self.unacked_flows -= n;
+        ExportCounters::add(&self.counters.flows_refused, n);
+        ExportCounters::add(&self.counters.flows_in_refused_batches, n);
+        ExportCounters::add(&self.counters.batches_refused, 1);
+        self.update_gauge();
+        self.counters.progress.notify_waiters();
+        Some(batch.sequence)
+    }
+}
+
+/// Whether a status ending the push stream refuses the first unacknowledged
+/// batch for good (`ingest.proto`): sending it again cannot succeed.
+pub fn is_permanent(status: &tonic::Status) -> bool {
+    matches!(
+        status.code(),
+        tonic::Code::InvalidArgument
+            | tonic::Code::OutOfRange
+            | tonic::Code::PermissionDenied
+            | tonic::Code::FailedPrecondition
+    )
 }
 
 /// The open push stream: where batches go, where acknowledgements come from.
@@ -458,6 +547,7 @@ impl Exporter {
             node_name: self.config.node_name.clone(),
             bound: self.config.buffer_bound,
             batch_size: self.config.batch_size,
+            max_batch_bytes: self.config.max_batch_bytes,
             unsent: VecDeque::new(),
             unacked: VecDeque::new(),
             unacked_flows: 0,
@@ -589,10 +679,16 @@ impl Exporter {
                 },
                 ack = stream.acks.message() => match ack {
                     Ok(Some(ack)) => {
-                        buffer.ack(ack.sequence);
+                        buffer.ack(ack.sequence, ack.refused);
                         last_progress = Instant::now();
                     }
                     Ok(None) => return Err(Error::Closed),
+                    Err(status) if is_permanent(&status) => {
+                        return Err(match buffer.refuse_first() {
+                            Some(sequence) => Error::BatchRefused { sequence, status },
+                            None => Error::Stream(status),
+                        });
+                    }
                     Err(status) => return Err(Error::Stream(status)),
                 },
                 () = sleep_opt(batch_deadline) => {

@@ -292,6 +292,18 @@ impl Collector for Snapshot {
         )?;
         counters(
             &mut e,
+            "netverdict_collector_export_flows_refused",
+            "Flows the API server refused and will never store (invalid, set aside, or in a batch refused whole).",
+            one(x.flows_refused),
+        )?;
+        counters(
+            &mut e,
+            "netverdict_collector_export_batches_refused",
+            "Batches the API server refused for good, dropped rather than sent again.",
+            one(x.batches_refused),
+        )?;
+        counters(
+            &mut e,
             "netverdict_collector_export_batches_resent",
             "Batches sent again on a new stream because they were not acknowledged.",
             one(x.batches_resent),

@@ -109,10 +109,13 @@ impl Observer for ObserverService {
         }
         let window = TimeWindow::from_request(req.since.as_ref(), req.until.as_ref())
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let limit = match (req.number, req.follow) {
-            (0, false) => Some(DEFAULT_NUMBER),
-            (0, true) => None,
-            (n, _) => Some(n),
+        // A follow starts from now unless history is asked for (number or
+        // since), as on the API server (observer.proto).
+        let limit = match (req.number, req.follow, req.since.is_some()) {
+            (0, false, _) => Some(DEFAULT_NUMBER),
+            (0, true, false) => Some(0),
+            (0, true, true) => None,
+            (n, _, _) => Some(n),
         };
         let limit = limit.map(|n| usize::try_from(n).unwrap_or(usize::MAX));
         let (snapshot, follower) = if req.follow {
@@ -164,6 +167,7 @@ impl Observer for ObserverService {
             flows_dropped: ring.evicted(),
             oldest,
             newest,
+            ..Default::default()
         }))
     }
 }

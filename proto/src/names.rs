@@ -75,6 +75,16 @@ pub fn name_of<E: EnumName>(number: i32) -> Cow<'static, str> {
     }
 }
 
+/// The number a store files a proto number under, and what filters and
+/// reports compare: the number itself when this build knows it, else the
+/// enum's zero value (`*_UNSPECIFIED`, `MISMATCH_NONE`). A flow from a newer
+/// sender keeps its number (the memory store holds the flow as sent, ClickHouse
+/// in its `flow` column), so `GetFlows` returns it; its `Enum8` column, the
+/// filters of both stores and the reports see the zero value.
+pub fn known_or_zero<E: EnumName>(number: i32) -> i32 {
+    E::from_number(number).map_or(0, E::number)
+}
+
 /// Implements [`EnumName`] for a prost enum: its display names, by variant.
 macro_rules! enum_names {
     ($ty:ty, $what:literal, { $($variant:ident => $name:literal),+ $(,)? }) => {
@@ -242,6 +252,14 @@ mod tests {
         }
         assert_eq!(pb::Outcome::NoAnswer.name(), "no-answer");
         assert_eq!(pb::Outcome::NoAnswer.sql_name(), "OUTCOME_NO_ANSWER");
+    }
+
+    #[test]
+    fn unknown_numbers_are_filed_under_the_zero_value() {
+        assert_eq!(known_or_zero::<pb::Verdict>(2), 2);
+        assert_eq!(known_or_zero::<pb::Verdict>(99), 0);
+        assert_eq!(known_or_zero::<pb::Mismatch>(-1), 0);
+        assert_eq!(known_or_zero::<pb::PolicyStatus>(i32::MAX), 0);
     }
 
     #[test]

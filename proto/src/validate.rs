@@ -1,30 +1,36 @@
 //! Flow validation, defined once: what every store can store.
 //!
-//! The API server's ingest runs [`check_storable`] on every flow and drops
-//! (and counts) the ones it refuses; the stores may then assume their flows
-//! pass it (the memory store and the ClickHouse row conversion check again
-//! with the same function, so a direct caller gets the same answer). A flow is
-//! storable when:
+//! The API server's ingest runs [`validate`] on every flow and refuses (and
+//! counts, and reports in the batch's `Ack.refused`) the ones it finds
+//! [`Validity::Invalid`]; the stores may then assume their flows pass
+//! [`check_storable`] (the memory store and the ClickHouse row conversion
+//! check again with the same function, so a direct caller gets the same
+//! answer). A flow is storable when:
 //!
 //! - `id` is not empty (it is the deduplication key);
 //! - `last_seen` is set, and it and `first_seen` (when set) are normalized
 //!   timestamps within [`STORABLE_SECONDS`] (1970 to 2106: ClickHouse's
 //!   `DateTime`);
-//! - each endpoint's `port` fits 16 bits;
-//! - every enum field holds a number this build knows.
+//! - each endpoint's `port` fits 16 bits.
 //!
-//! [`validate`] tells these apart: a flow whose only fault is enum numbers this
-//! build does not know (sent by a newer collector) is
-//! [`Validity::UnknownEnums`], not [`Validity::Invalid`], so that a later
-//! version can choose to store such flows; today [`check_storable`] refuses
-//! them too.
+//! Enum numbers this build does not know (sent by a newer collector during a
+//! rolling upgrade) do not make a flow invalid: [`validate`] reports them as
+//! [`Validity::UnknownEnums`] so ingest can count them, and the stores keep
+//! the number in the flow and file it under the enum's zero value
+//! (`names::known_or_zero`).
+//!
+//! Ingest also refuses flows whose `last_seen` is far from its own clock
+//! ([`check_received`] with [`TimeBounds`]): older than the store keeps or
+//! further ahead than clocks drift. So one batch spans a few days, and an
+//! INSERT a few day partitions, however wrong a sender's clock is.
 
 use std::ops::RangeInclusive;
+use std::time::Duration;
 
 use prost_types::Timestamp;
 
 use crate::names::EnumName;
-use crate::time::is_normalized;
+use crate::time::{UnixNanos, is_normalized};
 use crate::v1 as pb;
 
 /// The seconds since the epoch a stored time may have (ClickHouse's `DateTime`).
@@ -51,6 +57,23 @@ pub enum Problem {
     /// An enum number this build does not know.
     #[error("unknown enum value {0}")]
     UnknownEnum(i32),
+    /// A time older than the receiver keeps ([`TimeBounds::max_age`]).
+    #[error("{seconds}s is more than {max_age:?} before the receiver's clock")]
+    TooOld {
+        /// The time, in seconds since the epoch.
+        seconds: i64,
+        /// The bound it is past.
+        max_age: Duration,
+    },
+    /// A time further ahead of the receiver's clock than
+    /// [`TimeBounds::max_ahead`].
+    #[error("{seconds}s is more than {max_ahead:?} after the receiver's clock")]
+    TooFarAhead {
+        /// The time, in seconds since the epoch.
+        seconds: i64,
+        /// The bound it is past.
+        max_ahead: Duration,
+    },
 }
 
 /// A flow no store can store: its id, the field and the problem.
@@ -80,11 +103,73 @@ pub struct UnknownEnum {
 pub enum Validity {
     /// Every store can store the flow.
     Valid,
-    /// Valid but for enum numbers this build does not know, as a newer sender
-    /// would send: storable once the stores keep unknown numbers.
+    /// Storable, with enum numbers this build does not know, as a newer
+    /// sender would send (kept as sent, filed under the zero value).
     UnknownEnums(Vec<UnknownEnum>),
     /// No store can store the flow: the first problem found.
     Invalid(FlowError),
+}
+
+impl Validity {
+    /// Whether a store can take the flow.
+    pub fn is_storable(&self) -> bool {
+        !matches!(self, Validity::Invalid(_))
+    }
+}
+
+/// How far from the receiver's clock a flow's `last_seen` may be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeBounds {
+    /// At most this long before the receiver's clock (older flows would be
+    /// expired by the store's retention at once); None: no bound.
+    pub max_age: Option<Duration>,
+    /// At most this long after it (clocks drift; a flow dated in the future
+    /// would sit in a partition retention never reaches).
+    pub max_ahead: Duration,
+}
+
+impl Default for TimeBounds {
+    /// No age bound, one hour ahead.
+    fn default() -> Self {
+        TimeBounds {
+            max_age: None,
+            max_ahead: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// Whether `flow`'s `last_seen` is within `bounds` of `now` (the receiver's
+/// clock). A flow without `last_seen` passes: [`validate`] refuses it.
+pub fn check_received(
+    flow: &pb::Flow,
+    now: UnixNanos,
+    bounds: &TimeBounds,
+) -> Result<(), FlowError> {
+    let Some(t) = &flow.last_seen else {
+        return Ok(());
+    };
+    let at = UnixNanos::from_timestamp(t).as_i128();
+    let error = |problem| FlowError {
+        id: flow.id.clone(),
+        field: "last_seen",
+        problem,
+    };
+    let now = now.as_i128();
+    if at > now.saturating_add(bounds.max_ahead.as_nanos() as i128) {
+        return Err(error(Problem::TooFarAhead {
+            seconds: t.seconds,
+            max_ahead: bounds.max_ahead,
+        }));
+    }
+    if let Some(max_age) = bounds.max_age
+        && at < now.saturating_sub(max_age.as_nanos() as i128)
+    {
+        return Err(error(Problem::TooOld {
+            seconds: t.seconds,
+            max_age,
+        }));
+    }
+    Ok(())
 }
 
 /// Checks `flow` against what every store can store.
@@ -100,23 +185,12 @@ pub fn validate(flow: &pb::Flow) -> Validity {
     }
 }
 
-/// Whether a store may take `flow` today: [`Validity::Valid`] only; otherwise
-/// the first problem (an unknown enum number included).
+/// Whether a store can take `flow` ([`Validity::Valid`] or
+/// [`Validity::UnknownEnums`]); otherwise the first problem.
 pub fn check_storable(flow: &pb::Flow) -> Result<(), FlowError> {
     match validate(flow) {
-        Validity::Valid => Ok(()),
+        Validity::Valid | Validity::UnknownEnums(_) => Ok(()),
         Validity::Invalid(e) => Err(e),
-        Validity::UnknownEnums(unknown) => {
-            let first = unknown.first().copied().unwrap_or(UnknownEnum {
-                field: "flow",
-                number: 0,
-            });
-            Err(FlowError {
-                id: flow.id.clone(),
-                field: first.field,
-                problem: Problem::UnknownEnum(first.number),
-            })
-        }
     }
 }
 
@@ -187,6 +261,7 @@ impl Check<'_> {
         self.enumeration::<pb::Mismatch>("mismatch", flow.mismatch);
         self.enumeration::<pb::Protocol>("protocol", flow.protocol);
         self.enumeration::<pb::TrafficDirection>("traffic_direction", flow.traffic_direction);
+        self.enumeration::<pb::ObservationPoint>("observation_point", flow.observation_point);
         if let Some(d) = &flow.egress {
             self.enumeration::<pb::PolicyStatus>("egress.status", d.status);
             self.enumeration::<pb::PolicyTier>("egress.tier", d.tier);
@@ -292,15 +367,52 @@ mod tests {
                 },
             ])
         );
-        assert_eq!(
-            error(f),
-            "flow node-a/1/7: source.kind: unknown enum value 9"
-        );
+        // Storable: the stores keep the numbers.
+        assert!(validate(&f).is_storable());
+        assert_eq!(check_storable(&f), Ok(()));
         // A real problem wins over unknown enums.
         let mut f = flow();
         f.verdict = 9;
         f.last_seen = None;
         assert!(matches!(validate(&f), Validity::Invalid(_)));
+    }
+
+    #[test]
+    fn received_times_are_bounded_around_the_receivers_clock() {
+        let now = UnixNanos::from_seconds(1_700_000_000);
+        let bounds = TimeBounds {
+            max_age: Some(Duration::from_secs(7 * 86_400)),
+            max_ahead: Duration::from_secs(3600),
+        };
+        let at = |seconds: i64| {
+            let mut f = flow();
+            f.last_seen = Some(Timestamp { seconds, nanos: 0 });
+            check_received(&f, now, &bounds).map_err(|e| e.to_string())
+        };
+        assert_eq!(at(1_700_000_000), Ok(()));
+        assert_eq!(at(1_700_000_000 + 3600), Ok(()));
+        assert_eq!(at(1_700_000_000 - 7 * 86_400), Ok(()));
+        assert_eq!(
+            at(1_700_000_000 + 3601),
+            Err("flow node-a/1/7: last_seen: 1700003601s is more than 3600s after the receiver's clock".into())
+        );
+        assert!(
+            at(1_700_000_000 - 7 * 86_400 - 1)
+                .unwrap_err()
+                .contains("before the receiver's clock")
+        );
+        // 200 years ahead, and the extremes: refused, never an overflow.
+        assert!(at(1_700_000_000 + 200 * 365 * 86_400).is_err());
+        assert!(at(i64::MAX).is_err());
+        assert!(at(i64::MIN).is_err());
+        let mut f = flow();
+        f.last_seen = None;
+        assert_eq!(check_received(&f, now, &bounds), Ok(()));
+        let open = TimeBounds::default();
+        assert_eq!(
+            check_received(&flow(), UnixNanos::from_seconds(i64::MAX), &open),
+            Ok(())
+        );
     }
 
     #[test]

@@ -11,15 +11,22 @@
 //!   answer yet, spools until it does.
 //! - `insert()` flattens flows into rows (`row.rs`) and hands them to the one
 //!   writer task (`writer.rs`), which batches by size and time, reads back
-//!   stored ids before inserting so retries never store a flow twice, and
-//!   spools to disk (`spool.rs`) while ClickHouse is unreachable.
+//!   stored ids before inserting so retries never store a flow twice, splits
+//!   INSERTs ClickHouse rejects down to the rows it refuses (set aside in
+//!   `dead_letters`), and spools to disk (`spool.rs`: checksummed segments,
+//!   capped) while ClickHouse is unreachable; a reader task (`replay.rs`)
+//!   streams the spool back beside new batches once it answers.
 //! - Queries (`query.rs`) compile `FlowFilter`s into SQL with bound values
-//!   (`sql.rs`) and group the reports in SQL.
+//!   (`sql.rs`) and group the reports in SQL; every query runs with
+//!   `max_execution_time` and `max_result_rows`.
 //! - [`ClickHouseStats`] counts inserts, spooling and query latency.
 //! - `https.rs`: the HTTP client for `https://` URLs (TLS with a CA file).
 
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 mod https;
 mod query;
+mod replay;
 mod row;
 mod schema;
 mod spool;
@@ -28,7 +35,7 @@ mod stats;
 mod writer;
 
 use std::path::PathBuf;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -39,6 +46,9 @@ use tokio::sync::{mpsc, oneshot};
 
 pub use query::DEFAULT_REPORT_LIMIT;
 pub use schema::{ServerFeatures, latest_version, migration_versions};
+pub use spool::{
+    Item as SpoolItem, MAX_RECORD_BYTES, RecordReader as SpoolRecordReader, SpoolError,
+};
 pub use stats::{ClickHouseStats, Histogram, LATENCY_BUCKETS};
 
 use crate::store::{FlowQuery, InsertOutcome, ReportQuery, Result, Store, StoreError, StoreStatus};
@@ -70,6 +80,20 @@ pub struct ClickHouseConfig {
     pub batch_max_delay: Duration,
     /// Where flows are spooled while ClickHouse is unreachable.
     pub spool_dir: PathBuf,
+    /// The most bytes the spool may hold (default 1 GiB, half the deploy's
+    /// 2 GiB volume: room for the file system). When full, inserts
+    /// fail (collectors keep their flows and send them again later); keep it
+    /// below the spool volume's size.
+    pub spool_max_bytes: u64,
+    /// Spool segments are sealed at this size (default 64 MiB); replay
+    /// removes each once its flows are stored.
+    pub spool_segment_bytes: u64,
+    /// Flows per chunk when the spool is replayed (default 10 000): what the
+    /// replay holds in memory, whatever the spool's size.
+    pub replay_chunk_rows: usize,
+    /// `max_result_rows` of flow queries (default 1 000 000): ClickHouse
+    /// refuses to return more.
+    pub query_max_rows: u64,
     /// Attempts per batch before it is spooled (default 3).
     pub insert_attempts: u32,
     /// The first retry's backoff, doubled per retry up to 5 s (default 100 ms).
@@ -94,6 +118,10 @@ impl Default for ClickHouseConfig {
             batch_max_rows: 100_000,
             batch_max_delay: Duration::from_millis(100),
             spool_dir: PathBuf::from("/var/lib/netverdict/spool"),
+            spool_max_bytes: 1 << 30,
+            spool_segment_bytes: 64 << 20,
+            replay_chunk_rows: 10_000,
+            query_max_rows: 1_000_000,
             insert_attempts: 3,
             retry_backoff: Duration::from_millis(100),
             replay_interval: Duration::from_secs(1),
@@ -141,6 +169,18 @@ impl ClickHouseConfig {
         }
         if self.insert_attempts == 0 {
             return Err(bad("insert_attempts", "must be at least 1"));
+        }
+        if self.replay_chunk_rows == 0 {
+            return Err(bad("replay_chunk_rows", "must be at least 1"));
+        }
+        if self.spool_segment_bytes == 0 || self.spool_max_bytes < self.spool_segment_bytes {
+            return Err(bad(
+                "spool_max_bytes",
+                "must be at least spool_segment_bytes, which must be positive",
+            ));
+        }
+        if self.query_max_rows == 0 {
+            return Err(bad("query_max_rows", "must be at least 1"));
         }
         Ok(())
     }
@@ -229,7 +269,8 @@ impl ClickHouseStore {
         let client = server.clone().with_database(&db);
         let stats = Arc::new(ClickHouseStats::default());
         let features = Arc::new(OnceLock::new());
-        let prepared = prepare(&server, &client, &config, &stats).await;
+        let max_partitions = Arc::new(AtomicUsize::new(0));
+        let prepared = prepare(&server, &client, &config, &stats, &max_partitions).await;
         let ready = match prepared {
             Ok(f) => {
                 let _ = features.set(f);
@@ -246,27 +287,30 @@ impl ClickHouseStore {
             Err(e) => return Err(e),
         };
 
-        let spool =
-            spool::Spool::open(&config.spool_dir)
-                .await
-                .map_err(|e| StoreError::Backend {
-                    backend: "spool",
-                    message: format!("opening {}: {e}", config.spool_dir.display()),
-                })?;
-        let pending = spool.files().await.map_err(|e| StoreError::Backend {
+        let spool = spool::Spool::open(spool::SpoolConfig {
+            dir: config.spool_dir.clone(),
+            max_bytes: config.spool_max_bytes,
+            segment_bytes: config.spool_segment_bytes,
+        })
+        .await
+        .map_err(|e| StoreError::Backend {
             backend: "spool",
-            message: format!("listing {}: {e}", config.spool_dir.display()),
+            message: format!("opening {}: {e}", config.spool_dir.display()),
         })?;
         let (tx, rx) = mpsc::channel(1024);
+        // Spool segments left by an earlier process are replayed at the
+        // writer's first tick, beside new batches.
         let writer = writer::Writer {
             client: client.clone(),
             db: db.clone(),
             config: config.clone(),
             stats: stats.clone(),
             spool,
-            spooling: !pending.is_empty() || !ready,
+            healthy: ready,
             uncertain: Vec::new(),
             schema: features.clone(),
+            max_partitions: max_partitions.clone(),
+            replay: None,
         };
         tokio::spawn(writer.run(rx));
         let retention = tokio::spawn(maintain(
@@ -275,6 +319,7 @@ impl ClickHouseStore {
             config.clone(),
             stats.clone(),
             features.clone(),
+            max_partitions,
         ));
         Ok(ClickHouseStore {
             inner: Arc::new(Inner {
@@ -325,6 +370,7 @@ async fn prepare(
     client: &Client,
     config: &ClickHouseConfig,
     stats: &ClickHouseStats,
+    max_partitions: &AtomicUsize,
 ) -> Result<ServerFeatures> {
     let version: String = tokio::time::timeout(
         config.request_timeout,
@@ -342,7 +388,9 @@ async fn prepare(
     let features = ServerFeatures::from_version(&version)?;
     let db = &config.database;
     let applied = schema::migrate(server, db, &features).await?;
-    tracing::info!(%version, database = %db, ?applied, "ClickHouse schema ready");
+    let partitions = schema::max_partitions_per_insert(client).await?;
+    max_partitions.store(partitions, Relaxed);
+    tracing::info!(%version, database = %db, ?applied, max_partitions_per_insert_block = partitions, "ClickHouse schema ready");
     schema::apply_ttl(client, db, &features, config.retention_days).await;
     let expired = schema::drop_expired(client, db, config.retention_days).await?;
     stats.rows_expired.fetch_add(expired, Relaxed);
@@ -357,12 +405,13 @@ async fn maintain(
     config: ClickHouseConfig,
     stats: Arc<ClickHouseStats>,
     features: Arc<OnceLock<ServerFeatures>>,
+    max_partitions: Arc<AtomicUsize>,
 ) {
     // Every replay_interval (at least 1 s) at first, backing off to 30 s.
     let mut retry = config.replay_interval.max(Duration::from_secs(1));
     while features.get().is_none() {
         tokio::time::sleep(retry).await;
-        match prepare(&server, &client, &config, &stats).await {
+        match prepare(&server, &client, &config, &stats, &max_partitions).await {
             Ok(f) => {
                 let _ = features.set(f);
                 tracing::info!(url = %config.url, "ClickHouse answers: replaying the spool");

@@ -98,9 +98,22 @@ struct StatusRow {
     flows: u64,
     oldest: i64,
     newest: i64,
+    dead_letters: u64,
 }
 
 impl ClickHouseStore {
+    /// A query with the limits every read runs under: ClickHouse stops it
+    /// after the request timeout (`max_execution_time`) and refuses to return
+    /// more than `query_max_rows` rows (`max_result_rows`), with an error.
+    fn limited(&self, sql: &Sql) -> clickhouse::query::Query {
+        let config = &self.inner.config;
+        let seconds = config.request_timeout.as_secs_f64().ceil().max(1.0);
+        sql.query(&self.inner.client)
+            .with_setting("max_execution_time", format!("{seconds}"))
+            .with_setting("max_result_rows", config.query_max_rows.to_string())
+            .with_setting("result_overflow_mode", "throw")
+    }
+
     async fn timed<T>(&self, what: &str, fut: impl Future<Output = Result<T>>) -> Result<T> {
         let started = std::time::Instant::now();
         let result = tokio::time::timeout(self.inner.config.request_timeout, fut)
@@ -137,8 +150,8 @@ impl ClickHouseStore {
             sql.push(&format!(" LIMIT {}", q.limit));
         }
         self.timed("flows", async {
-            let rows: Vec<FlowBytes> = sql
-                .query(&self.inner.client)
+            let rows: Vec<FlowBytes> = self
+                .limited(&sql)
                 .fetch_all()
                 .await
                 .map_err(|e| super::ch_error("querying flows", e))?;
@@ -187,8 +200,8 @@ impl ClickHouseStore {
             limit(q)
         ));
         self.timed("denied", async {
-            let rows: Vec<DeniedRow> = sql
-                .query(&self.inner.client)
+            let rows: Vec<DeniedRow> = self
+                .limited(&sql)
                 .fetch_all()
                 .await
                 .map_err(|e| super::ch_error("querying denied flows", e))?;
@@ -248,8 +261,8 @@ impl ClickHouseStore {
             limit(q)
         ));
         self.timed("dns_failures", async {
-            let rows: Vec<DnsRow> = sql
-                .query(&self.inner.client)
+            let rows: Vec<DnsRow> = self
+                .limited(&sql)
                 .fetch_all()
                 .await
                 .map_err(|e| super::ch_error("querying DNS failures", e))?;
@@ -274,16 +287,15 @@ impl ClickHouseStore {
     }
 
     pub(crate) async fn query_status(&self) -> Result<StoreStatus> {
-        let sql = format!(
-            "SELECT count() AS flows, min(last_seen_ns) AS oldest, max(last_seen_ns) AS newest \
-             FROM {}.flows",
-            self.inner.db
-        );
+        let sql = Sql::new(&format!(
+            "SELECT count() AS flows, min(last_seen_ns) AS oldest, max(last_seen_ns) AS newest, \
+             (SELECT count() FROM {db}.dead_letters) AS dead_letters \
+             FROM {db}.flows",
+            db = self.inner.db
+        ));
         self.timed("status", async {
             let r: StatusRow = self
-                .inner
-                .client
-                .query(&sql)
+                .limited(&sql)
                 .fetch_one()
                 .await
                 .map_err(|e| super::ch_error("querying status", e))?;
@@ -301,6 +313,7 @@ impl ClickHouseStore {
                 newest: some
                     .then(|| UnixNanos::from_nanos(r.newest).to_system())
                     .flatten(),
+                flows_dead_lettered: r.dead_letters,
             })
         })
         .await

@@ -7,12 +7,19 @@
 //! ([`normalize_dns_name`]) and the enums' stored names. Conversion fails only
 //! on values the columns cannot hold, and it accepts exactly the flows that
 //! `netverdict_proto::validate::check_storable` accepts (a property test below
-//! checks both ways), so a flow ingest accepted never jams the writer.
+//! checks both ways, and the `ingest_row` fuzz target), so a flow ingest
+//! accepted never jams the writer.
+//!
+//! An enum number this build does not know (a newer collector) goes into its
+//! `Enum8` column as the enum's zero value (`names::known_or_zero`: an `Enum8`
+//! cannot hold a value it does not list, and ClickHouse 18.16 takes one in
+//! RowBinary only to fail every later read of the column); the `flow` column
+//! keeps the number as sent.
 
 use std::net::IpAddr;
 
 use netverdict_proto::filter::{PolicyName, normalize_dns_name};
-use netverdict_proto::names::EnumName;
+use netverdict_proto::names::{EnumName, known_or_zero};
 use netverdict_proto::v1 as pb;
 use netverdict_proto::validate::{FlowError, Problem};
 use prost::Message;
@@ -163,11 +170,11 @@ fn invalid(flow: &pb::Flow, field: &'static str, problem: Problem) -> StoreError
     })
 }
 
-/// An `Enum8` column's value: the proto number of a value the enum knows.
-fn enum8<E: EnumName>(flow: &pb::Flow, field: &'static str, v: i32) -> Result<i8, StoreError> {
-    E::from_number(v)
-        .and_then(|e| i8::try_from(e.number()).ok())
-        .ok_or_else(|| invalid(flow, field, Problem::UnknownEnum(v)))
+/// An `Enum8` column's value: the proto number of a value the enum knows,
+/// the zero value for any other number.
+fn enum8<E: EnumName>(v: i32) -> i8 {
+    // Every known number is below 128 (`every_enum_fits_an_enum8` below).
+    i8::try_from(known_or_zero::<E>(v)).unwrap_or(0)
 }
 
 /// Nanoseconds since the epoch, and the whole seconds for a `DateTime`.
@@ -189,7 +196,6 @@ fn side(
     flow: &pb::Flow,
     ep: Option<&pb::Endpoint>,
     port_field: &'static str,
-    kind_field: &'static str,
 ) -> Result<Side, StoreError> {
     let group = Group::of(ep);
     let Some(ep) = ep else {
@@ -226,7 +232,7 @@ fn side(
         v4,
         v6,
         port,
-        kind: enum8::<pb::EndpointKind>(flow, kind_field, ep.kind)?,
+        kind: enum8::<pb::EndpointKind>(ep.kind),
         namespace: ep.namespace.clone(),
         pod: ep.pod_name.clone(),
         workload: ep.workload.clone(),
@@ -252,13 +258,8 @@ impl FlowRow {
             Some(t) => time(flow, "first_seen", Some(t))?,
             None => (last_seen, last_seen_ns),
         };
-        let src = side(flow, flow.source.as_ref(), "source.port", "source.kind")?;
-        let dst = side(
-            flow,
-            flow.destination.as_ref(),
-            "destination.port",
-            "destination.kind",
-        )?;
+        let src = side(flow, flow.source.as_ref(), "source.port")?;
+        let dst = side(flow, flow.destination.as_ref(), "destination.port")?;
         let egress = flow.egress.clone().unwrap_or_default();
         let ingress = flow.ingress.clone().unwrap_or_default();
         let dns = flow.dns.as_ref();
@@ -270,15 +271,11 @@ impl FlowRow {
             first_seen_ns,
             last_seen_ns,
             count: flow.count,
-            verdict: enum8::<pb::Verdict>(flow, "verdict", flow.verdict)?,
-            outcome: enum8::<pb::Outcome>(flow, "outcome", flow.outcome)?,
-            mismatch: enum8::<pb::Mismatch>(flow, "mismatch", flow.mismatch)?,
-            protocol: enum8::<pb::Protocol>(flow, "protocol", flow.protocol)?,
-            traffic_direction: enum8::<pb::TrafficDirection>(
-                flow,
-                "traffic_direction",
-                flow.traffic_direction,
-            )?,
+            verdict: enum8::<pb::Verdict>(flow.verdict),
+            outcome: enum8::<pb::Outcome>(flow.outcome),
+            mismatch: enum8::<pb::Mismatch>(flow.mismatch),
+            protocol: enum8::<pb::Protocol>(flow.protocol),
+            traffic_direction: enum8::<pb::TrafficDirection>(flow.traffic_direction),
             drop_reason: flow.drop_reason.clone(),
             drop_count: flow.drop_count,
             service: flow.service.clone(),
@@ -322,12 +319,12 @@ impl FlowRow {
 
             allowed_by: policy_names(&flow.allowed_by),
             denied_by: policy_names(&flow.denied_by),
-            egress_status: enum8::<pb::PolicyStatus>(flow, "egress.status", egress.status)?,
-            egress_tier: enum8::<pb::PolicyTier>(flow, "egress.tier", egress.tier)?,
+            egress_status: enum8::<pb::PolicyStatus>(egress.status),
+            egress_tier: enum8::<pb::PolicyTier>(egress.tier),
             egress_isolated: u8::from(egress.isolated),
             egress_selected_by: policy_names(&egress.selected_by),
-            ingress_status: enum8::<pb::PolicyStatus>(flow, "ingress.status", ingress.status)?,
-            ingress_tier: enum8::<pb::PolicyTier>(flow, "ingress.tier", ingress.tier)?,
+            ingress_status: enum8::<pb::PolicyStatus>(ingress.status),
+            ingress_tier: enum8::<pb::PolicyTier>(ingress.tier),
             ingress_isolated: u8::from(ingress.isolated),
             ingress_selected_by: policy_names(&ingress.selected_by),
 
@@ -343,11 +340,7 @@ impl FlowRow {
 
             flow: flow.encode_to_vec(),
 
-            observation_point: enum8::<pb::ObservationPoint>(
-                flow,
-                "observation_point",
-                flow.observation_point,
-            )?,
+            observation_point: enum8::<pb::ObservationPoint>(flow.observation_point),
             counted_elsewhere: u8::from(flow.counted_elsewhere),
         })
     }
@@ -466,8 +459,27 @@ mod tests {
             if let Ok(row) = row {
                 let last = f.last_seen.unwrap();
                 prop_assert_eq!(row.last_seen_ns, last.seconds * 1_000_000_000 + i64::from(last.nanos));
+                // Unknown enum numbers are filed under the zero value; the
+                // flow column keeps them.
+                prop_assert_eq!(i32::from(row.verdict), known_or_zero::<pb::Verdict>(f.verdict));
+                prop_assert_eq!(i32::from(row.mismatch), known_or_zero::<pb::Mismatch>(f.mismatch));
+                prop_assert_eq!(pb::Flow::decode(row.flow.as_slice()).unwrap(), f);
             }
         }
+    }
+
+    #[test]
+    fn every_enum_fits_an_enum8() {
+        fn fits<E: EnumName>() {
+            assert!(E::ALL.iter().all(|e| i8::try_from(e.number()).is_ok()));
+        }
+        fits::<pb::Verdict>();
+        fits::<pb::Outcome>();
+        fits::<pb::Mismatch>();
+        fits::<pb::Protocol>();
+        fits::<pb::TrafficDirection>();
+        fits::<pb::EndpointKind>();
+        fits::<pb::PolicyStatus>();
     }
 
     #[test]

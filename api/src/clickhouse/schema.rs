@@ -266,12 +266,42 @@ fn rollups(db: &str) -> Vec<String> {
 }
 
 /// Every table retention applies to, with its time column.
-pub(crate) const TABLES: [(&str, &str); 4] = [
+pub(crate) const TABLES: [(&str, &str); 5] = [
     ("flows", "last_seen"),
     ("flows_by_minute", "minute"),
     ("denied_by_minute", "minute"),
     ("dns_by_minute", "minute"),
+    ("dead_letters", "received"),
 ];
+
+/// Migration 7: where the writer sets aside the flows ClickHouse rejects
+/// (`writer.rs`), with the error, for a person to look at (and, once the
+/// cause is fixed, to re-insert from the encoded `flow`). Partitioned by
+/// the day received, so retention drops it like the other tables.
+fn dead_letters_table(db: &str) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS {db}.dead_letters (\
+         received DateTime, id String, node String, last_seen DateTime, \
+         error String, flow String\
+         ) ENGINE = MergeTree() \
+         PARTITION BY toYYYYMMDD(received) \
+         ORDER BY (received, id)"
+    )
+}
+
+/// The server's `max_partitions_per_insert_block` for our user; 0 when it
+/// has none (18.16) or it is unlimited.
+pub(crate) async fn max_partitions_per_insert(client: &Client) -> Result<usize> {
+    let values: Vec<String> = client
+        .query("SELECT value FROM system.settings WHERE name = 'max_partitions_per_insert_block'")
+        .fetch_all()
+        .await
+        .map_err(|e| ch_error("reading max_partitions_per_insert_block", e))?;
+    Ok(values
+        .first()
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(0))
+}
 
 /// One migration: its version, what it does, whether this server can run it,
 /// and its steps (each idempotent, so a half-applied migration reruns).
@@ -428,17 +458,28 @@ fn migrations() -> Vec<Migration> {
             applies: |_| true,
             steps: |_| tier_columns(),
         },
+        Migration {
+            version: 7,
+            description: "dead_letters: flows ClickHouse rejected, set aside",
+            applies: |_| true,
+            steps: |db| sql_steps(vec![dead_letters_table(db)]),
+        },
     ]
-}
-
-/// Every migration's version, in order (servers record those that apply to them).
-pub fn migration_versions() -> Vec<u32> {
-    migrations().iter().map(|m| m.version).collect()
 }
 
 /// The newest schema version this code knows.
 pub fn latest_version() -> u32 {
     migrations().iter().map(|m| m.version).max().unwrap_or(0)
+}
+
+/// Every migration's version, ascending (numbers are assigned per change, so
+/// there may be gaps), with whether it runs on a server with `features`.
+pub fn migration_versions(features: &ServerFeatures) -> Vec<u32> {
+    migrations()
+        .iter()
+        .filter(|m| (m.applies)(features))
+        .map(|m| m.version)
+        .collect()
 }
 
 /// Creates the database and applies every migration not applied yet.

@@ -59,11 +59,25 @@ pub struct ClickHouseStats {
     pub rows_spooled: AtomicU64,
     /// Spooled flows replayed into ClickHouse (new or already there).
     pub rows_replayed: AtomicU64,
-    /// Flows in the spool not replayed yet (a gauge).
+    /// Flows in the spool not replayed yet (a gauge; those this process
+    /// spooled: a spool left by an earlier process counts as it replays).
     pub spool_pending_rows: AtomicU64,
-    /// Spool records that decode to no valid flow (skipped on replay; a cut
-    /// short record at the end of a file is logged, not counted).
+    /// Bytes the spool holds on disk (a gauge).
+    pub spool_bytes: AtomicU64,
+    /// Inserts refused because the spool was full (not acknowledged: the
+    /// collectors send them again).
+    pub spool_full_refusals: AtomicU64,
+    /// Spool records that decode to no valid flow (moved to the quarantine
+    /// on replay; a cut short record at the end of a file is logged, not
+    /// counted).
     pub spool_bad_records: AtomicU64,
+    /// Bytes of spool segments that form no valid record (a corrupt record:
+    /// moved to the quarantine, the records after it replayed).
+    pub spool_corrupt_bytes: AtomicU64,
+    /// INSERTs ClickHouse refused for their rows (each then split).
+    pub insert_rejections: AtomicU64,
+    /// Flows ClickHouse rejected, set aside in `dead_letters`.
+    pub rows_dead_lettered: AtomicU64,
     /// Flows removed by retention (dropped day partitions).
     pub rows_expired: AtomicU64,
     /// Time to make one gathered batch durable (id read-back, INSERT and its
@@ -90,7 +104,7 @@ struct StatsCollector(Arc<ClickHouseStats>);
 impl Collector for StatsCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let s = &self.0;
-        let counters: [(&str, &AtomicU64, &str); 10] = [
+        let counters: [(&str, &AtomicU64, &str); 14] = [
             (
                 "rows_inserted",
                 &s.rows_inserted,
@@ -121,7 +135,27 @@ impl Collector for StatsCollector {
             (
                 "spool_bad_records",
                 &s.spool_bad_records,
-                "Spool records that could not be decoded",
+                "Spool records that could not be decoded (quarantined)",
+            ),
+            (
+                "spool_corrupt_bytes",
+                &s.spool_corrupt_bytes,
+                "Spool bytes forming no valid record (quarantined)",
+            ),
+            (
+                "spool_full_refusals",
+                &s.spool_full_refusals,
+                "Inserts refused because the spool was full (sent again by collectors)",
+            ),
+            (
+                "insert_rejections",
+                &s.insert_rejections,
+                "INSERTs ClickHouse refused for their rows (split to find them)",
+            ),
+            (
+                "rows_dead_lettered",
+                &s.rows_dead_lettered,
+                "Flows ClickHouse rejected, kept in the dead_letters table",
             ),
             (
                 "rows_expired",
@@ -135,14 +169,22 @@ impl Collector for StatsCollector {
             let metric = encoder.encode_descriptor(&name, help, None, MetricType::Counter)?;
             ConstCounter::new(value.load(Relaxed)).encode(metric)?;
         }
-        let metric = encoder.encode_descriptor(
-            "clickhouse_spool_pending_rows",
-            "Flows waiting in the spool",
-            None,
-            MetricType::Gauge,
-        )?;
-        ConstGauge::new(i64::try_from(s.spool_pending_rows.load(Relaxed)).unwrap_or(i64::MAX))
-            .encode(metric)?;
+        for (name, value, help) in [
+            (
+                "clickhouse_spool_pending_rows",
+                &s.spool_pending_rows,
+                "Flows waiting in the spool",
+            ),
+            (
+                "clickhouse_spool_bytes",
+                &s.spool_bytes,
+                "Bytes the spool holds on disk",
+            ),
+        ] {
+            let metric = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            ConstGauge::new(i64::try_from(value.load(Relaxed)).unwrap_or(i64::MAX))
+                .encode(metric)?;
+        }
         for (name, histogram, help) in [
             (
                 "clickhouse_insert",

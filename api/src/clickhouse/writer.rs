@@ -4,39 +4,63 @@
 //! `insert()` calls become requests; the writer gathers them into a batch
 //! until it holds `batch_max_rows` flows or `batch_max_delay` has passed since
 //! the first was queued (so under load, when requests queued while the last
-//! INSERT ran, a batch takes what is there and goes), then stores the batch
+//! INSERT ran, a batch takes what is there and goes). The batch is cut into
+//! INSERTs of at most `batch_max_rows` rows spanning at most
+//! [`days_per_insert`] days of `last_seen` (the tables are partitioned by day,
+//! and ClickHouse refuses an INSERT touching more than
+//! `max_partitions_per_insert_block` partitions), and each INSERT is stored
 //! exactly once:
 //!
 //! 1. wait until no earlier INSERT of ours whose outcome is unknown is still
 //!    running on the server (each INSERT has its own `query_id`, looked up in
 //!    `system.processes`), so none can land after the next step;
-//! 2. read back which of the batch's ids are stored already (bounded by the
-//!    batch's `last_seen` range: day partitions, and on modern servers the
-//!    `idx_id` bloom filter, keep it to a few granules);
+//! 2. read back which of the INSERT's ids are stored already (bounded by its
+//!    `last_seen` range: day partitions, and on modern servers the `idx_id`
+//!    bloom filter, keep it to a few granules);
 //! 3. insert the others.
 //!
-//! A failed attempt is retried from step 1 with exponential backoff, so a
-//! retried batch is never stored twice. When every attempt fails, the batch
-//! is appended to the spool (fsynced) and acknowledged; from then on batches
-//! go straight to the spool until a replay, tried every `replay_interval`,
-//! has stored every spooled flow by the same three steps and removed the
-//! files. Spool files left by an earlier process are replayed first.
+//! **What ClickHouse rejects is isolated.** A failure is either an outage
+//! (no answer, a timeout, or an error not about the data: retried with
+//! exponential backoff from step 1, so a retried INSERT is never stored
+//! twice) or a rejection of the rows themselves (a ClickHouse error code in
+//! [`REJECTED_CODES`]). A rejected INSERT is split in halves, each stored on
+//! its own, down to the single rows ClickHouse refuses; those go to the
+//! `dead_letters` table with the error (counted in
+//! `netverdict_api_clickhouse_rows_dead_lettered_total` and in `status`), and
+//! everything else is stored. So one collector's bad rows never keep the
+//! other collectors' rows of the same batch out. Bisection is bounded: once
+//! [`rejection_budget`] INSERTs of one batch have been refused with none
+//! accepted, the parts left are dead-lettered whole.
+//!
+//! **Outages go to the spool.** When an outage outlasts the retries, the rows
+//! not stored are appended to the spool (`spool.rs`, fsynced) and
+//! acknowledged, and later batches go straight to the spool until ClickHouse
+//! answers again (probed every `replay_interval`). From then on new batches go
+//! to ClickHouse again, and the spool is **replayed beside them**: a reader
+//! task streams the sealed segments in chunks of `replay_chunk_rows` flows
+//! (bounded memory, whatever the spool's size), and this task stores each
+//! chunk by the same steps between live batches, removing a segment once all
+//! its flows are stored or dead-lettered. A corrupt record is quarantined by
+//! the reader and the records after it are replayed. When the spool is full
+//! (`spool_max_bytes`), inserts fail: collectors keep their flows and send
+//! them again later; nothing acknowledged is dropped.
+//!
 //! `ReplacingMergeTree` on `(verdict, last_seen, id)` is only a backstop
 //! (for several API servers writing one table): the steps above are what
 //! keep duplicates out of the rollups.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use clickhouse::Client;
-use netverdict_proto::v1 as pb;
-use prost::Message;
+use netverdict_proto::time::UnixNanos;
 use tokio::sync::{mpsc, oneshot};
 
+use super::replay::{self, ReplayChunk};
 use super::row::FlowRow;
-use super::spool::Spool;
+use super::spool::{Spool, SpoolError};
 use super::stats::ClickHouseStats;
 use super::{ClickHouseConfig, ch_error, schema};
 use crate::store::{InsertOutcome, Result, StoreError};
@@ -56,12 +80,17 @@ pub(crate) struct Writer {
     pub config: ClickHouseConfig,
     pub stats: Arc<ClickHouseStats>,
     pub spool: Spool,
-    /// Whether batches go to the spool (it holds flows not replayed yet).
-    pub spooling: bool,
+    /// Whether ClickHouse takes inserts: batches go to it (else to the spool).
+    pub healthy: bool,
     /// INSERTs whose outcome is unknown.
     pub uncertain: Vec<Uncertain>,
     /// Set once the schema is applied; until then every batch is spooled.
     pub schema: Arc<std::sync::OnceLock<schema::ServerFeatures>>,
+    /// The server's `max_partitions_per_insert_block` (0: none or unknown),
+    /// read when the schema is applied.
+    pub max_partitions: Arc<AtomicUsize>,
+    /// The replay under way, if any.
+    pub replay: Option<mpsc::Receiver<ReplayChunk>>,
 }
 
 /// An INSERT whose outcome is unknown: its query id and what it carried.
@@ -72,10 +101,155 @@ pub(crate) struct Uncertain {
     hi: u32,
 }
 
+/// What became of one row of a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fate {
+    /// Not stored yet (an outage): spool it, or leave it in the spool.
+    Pending,
+    /// Inserted now.
+    Stored,
+    /// Already in `flows`.
+    Duplicate,
+    /// Rejected by ClickHouse and kept in `dead_letters`.
+    DeadLettered,
+    /// Appended to the spool.
+    Spooled,
+}
+
+/// Why one INSERT failed.
+#[derive(Debug)]
+enum Failure {
+    /// ClickHouse is unreachable or failing for reasons not about the rows.
+    Outage(StoreError),
+    /// ClickHouse refused the rows ([`REJECTED_CODES`]).
+    Rejected(StoreError),
+}
+
+/// ClickHouse error codes that refuse the inserted rows themselves (values
+/// it cannot parse, convert or accept), rather than report an outage: an
+/// INSERT failing with one of these is bisected. Any other error (none, a
+/// timeout, too many parts, memory, a missing table, access) is retried and
+/// then spooled: it is no reason to set flows aside.
+pub(crate) const REJECTED_CODES: &[u32] = &[
+    6,   // CANNOT_PARSE_TEXT
+    26,  // CANNOT_PARSE_QUOTED_STRING
+    27,  // CANNOT_PARSE_INPUT_ASSERTION_FAILED
+    32,  // ATTEMPT_TO_READ_AFTER_EOF
+    33,  // CANNOT_READ_ALL_DATA
+    36,  // BAD_ARGUMENTS
+    38,  // CANNOT_PARSE_DATE
+    41,  // CANNOT_PARSE_DATETIME
+    43,  // ILLEGAL_TYPE_OF_ARGUMENT
+    44,  // ILLEGAL_COLUMN
+    53,  // TYPE_MISMATCH
+    69,  // ARGUMENT_OUT_OF_BOUND
+    70,  // CANNOT_CONVERT_TYPE
+    72,  // CANNOT_PARSE_NUMBER
+    117, // INCORRECT_DATA
+    128, // TOO_LARGE_ARRAY_SIZE
+    131, // TOO_LARGE_STRING_SIZE
+    190, // SIZES_OF_ARRAYS_DOESNT_MATCH
+    321, // VALUE_IS_OUT_OF_RANGE_OF_DATA_TYPE
+    395, // FUNCTION_THROW_IF_VALUE_IS_NON_ZERO
+    407, // DECIMAL_OVERFLOW
+    469, // VIOLATED_CONSTRAINT
+    691, // UNKNOWN_ELEMENT_OF_ENUM
+];
+
+/// The ClickHouse error code in an error's text (`Code: 395`), if any.
+pub(crate) fn error_code(text: &str) -> Option<u32> {
+    let at = text.find("Code: ")? + "Code: ".len();
+    let digits: String = text[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
+}
+
+/// Whether a failed INSERT's error refuses its rows (see [`REJECTED_CODES`]).
+/// "Too many partitions for single INSERT block" (code 252, shared with "too
+/// many parts", an outage) is a rejection too: halves touch fewer partitions.
+pub(crate) fn is_rejection(text: &str) -> bool {
+    match error_code(text) {
+        Some(252) => text.contains("partitions"),
+        Some(code) => REJECTED_CODES.contains(&code),
+        None => false,
+    }
+}
+
+/// How many days of `last_seen` one INSERT may span: half the server's
+/// `max_partitions_per_insert_block` (partitions are days in the server's
+/// time zone, cut here in UTC: one UTC day touches at most two), at most 50.
+pub(crate) fn days_per_insert(max_partitions: usize) -> usize {
+    match max_partitions {
+        0 => 50,
+        n => (n / 2).clamp(1, 50),
+    }
+}
+
+/// The INSERTs of a batch: indices into `rows`, each at most `max_rows`
+/// long and spanning at most `max_days` UTC days of `last_seen`.
+pub(crate) fn insert_chunks(rows: &[FlowRow], max_rows: usize, max_days: usize) -> Vec<Vec<usize>> {
+    let (max_rows, max_days) = (max_rows.max(1), max_days.max(1));
+    let mut by_day: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
+    for (i, row) in rows.iter().enumerate() {
+        by_day.entry(row.last_seen / 86_400).or_default().push(i);
+    }
+    let mut chunks = Vec::new();
+    let mut chunk: Vec<usize> = Vec::new();
+    let mut days = 0;
+    for day in by_day.into_values() {
+        if days == max_days {
+            chunks.push(std::mem::take(&mut chunk));
+            days = 0;
+        }
+        days += 1;
+        for i in day {
+            if chunk.len() == max_rows {
+                chunks.push(std::mem::take(&mut chunk));
+                days = 1;
+            }
+            chunk.push(i);
+        }
+    }
+    if !chunk.is_empty() {
+        chunks.push(chunk);
+    }
+    chunks
+}
+
+/// How many refused INSERTs with none accepted a bisection of `rows` rows
+/// may try before it dead-letters what is left whole: about two walks from
+/// the top to a single row.
+pub(crate) fn rejection_budget(rows: usize) -> usize {
+    let depth = usize::BITS - rows.max(1).leading_zeros();
+    2 * depth as usize + 8
+}
+
+/// The whole minutes an interrupted INSERT's rows (`lo..=hi` seconds) fall
+/// in, as an inclusive range of seconds, never past `u32::MAX`.
+pub(crate) fn minute_range(lo: u32, hi: u32) -> (u32, u32) {
+    let start = lo - lo % 60;
+    let end = (u64::from(hi) - u64::from(hi % 60) + 59).min(u64::from(u32::MAX));
+    (start, u32::try_from(end).unwrap_or(u32::MAX))
+}
+
+/// A row of `dead_letters`.
+#[derive(Debug, clickhouse::Row, serde::Serialize)]
+struct DeadLetterRow {
+    received: u32,
+    id: String,
+    node: String,
+    last_seen: u32,
+    error: String,
+    #[serde(with = "serde_bytes")]
+    flow: Vec<u8>,
+}
+
 static QUERY_SEQ: AtomicU64 = AtomicU64::new(0);
 
 fn query_id() -> String {
-    let nanos = netverdict_proto::time::UnixNanos::now().nanos_saturating();
+    let nanos = UnixNanos::now().nanos_saturating();
     format!(
         "netverdict-insert-{}-{nanos}-{}",
         std::process::id(),
@@ -83,22 +257,36 @@ fn query_id() -> String {
     )
 }
 
+/// The next chunk of the replay under way; pending without one.
+async fn next_chunk(replay: &mut Option<mpsc::Receiver<ReplayChunk>>) -> Option<ReplayChunk> {
+    match replay {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 impl Writer {
     /// Runs until every sender is gone.
     pub async fn run(mut self, mut rx: mpsc::Receiver<Request>) {
-        if self.spooling {
-            self.replay().await;
-        }
+        self.stats
+            .spool_bytes
+            .store(self.spool.used_bytes(), Relaxed);
         let mut tick = tokio::time::interval(self.config.replay_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            // Unbiased: with live batches and replay chunks both ready, either
+            // may go first, so neither waits for the other to run dry.
             tokio::select! {
                 req = rx.recv() => {
                     let Some(first) = req else { break };
                     let batch = self.gather(first, &mut rx).await;
                     self.process(batch).await;
                 }
-                _ = tick.tick(), if self.spooling => self.replay().await,
+                chunk = next_chunk(&mut self.replay) => match chunk {
+                    Some(chunk) => self.replay_chunk(chunk).await,
+                    None => self.replay_ended().await,
+                },
+                _ = tick.tick() => self.maintain().await,
             }
         }
     }
@@ -123,6 +311,93 @@ impl Writer {
         batch
     }
 
+    /// Marks ClickHouse healthy again when it answers, and starts a replay
+    /// when the spool holds sealed segments.
+    async fn maintain(&mut self) {
+        if self.schema.get().is_none() {
+            return;
+        }
+        if !self.healthy {
+            if self.client.query("SELECT 1").execute().await.is_err() {
+                return;
+            }
+            tracing::info!("ClickHouse answers: inserting again, replaying the spool beside");
+            self.healthy = true;
+        }
+        if self.replay.is_some() {
+            return;
+        }
+        // What was appended while unhealthy becomes replayable.
+        self.spool.seal();
+        match self.spool.sealed().await {
+            Ok(segments) if segments.is_empty() => {
+                self.stats.spool_pending_rows.store(0, Relaxed);
+            }
+            Ok(segments) => {
+                tracing::info!(
+                    segments = segments.len(),
+                    bytes = segments.iter().map(|s| s.bytes).sum::<u64>(),
+                    "replaying the spool"
+                );
+                self.replay = Some(replay::start(
+                    segments,
+                    self.spool.dir().join(super::spool::QUARANTINE_DIR),
+                    self.config.replay_chunk_rows,
+                    self.stats.clone(),
+                ));
+            }
+            Err(e) => tracing::error!(error = %e, "cannot list the spool"),
+        }
+    }
+
+    async fn replay_ended(&mut self) {
+        self.replay = None;
+        match self.spool.sealed().await {
+            Ok(left) if left.is_empty() => {
+                self.stats.spool_pending_rows.store(0, Relaxed);
+                tracing::info!("spool replayed");
+            }
+            Ok(left) => tracing::info!(segments = left.len(), "replay round over; segments left"),
+            Err(e) => tracing::error!(error = %e, "cannot list the spool"),
+        }
+    }
+
+    /// Stores one chunk of a spool segment; removes the segment after its
+    /// last chunk. An outage stops the replay (the segment stays, and is
+    /// replayed from its start next time: stored ids are skipped).
+    async fn replay_chunk(&mut self, chunk: ReplayChunk) {
+        if !self.healthy {
+            self.replay = None;
+            return;
+        }
+        let fates = self.store_all(&chunk.rows).await;
+        if fates.contains(&Fate::Pending) {
+            tracing::warn!(segment = %chunk.segment.path.display(), "replay interrupted; will retry");
+            self.replay = None;
+            return;
+        }
+        let replayed = chunk.rows.len() as u64;
+        let duplicates = fates.iter().filter(|f| **f == Fate::Duplicate).count() as u64;
+        self.stats.rows_replayed.fetch_add(replayed, Relaxed);
+        self.stats.rows_duplicate.fetch_add(duplicates, Relaxed);
+        let pending = &self.stats.spool_pending_rows;
+        let _ = pending.fetch_update(Relaxed, Relaxed, |p| Some(p.saturating_sub(chunk.records)));
+        if chunk.last {
+            match self.spool.remove(&chunk.segment).await {
+                Ok(()) => {
+                    tracing::info!(segment = %chunk.segment.path.display(), "spool segment replayed")
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot remove a replayed spool segment");
+                    self.replay = None;
+                }
+            }
+            self.stats
+                .spool_bytes
+                .store(self.spool.used_bytes(), Relaxed);
+        }
+    }
+
     async fn process(&mut self, batch: Vec<Request>) {
         let started = Instant::now();
         let mut seen = HashSet::new();
@@ -141,82 +416,240 @@ impl Writer {
             }
             replies.push(req.reply);
         }
-        let mut result = Ok(HashSet::new());
-        if !self.spooling {
-            result = self.store_chunks(&rows).await;
-            if let Err(e) = &result {
-                tracing::warn!(error = %e, rows = rows.len(), "ClickHouse unreachable: spooling");
+        let mut fates = if self.healthy && self.schema.get().is_some() {
+            self.store_all(&rows).await
+        } else {
+            vec![Fate::Pending; rows.len()]
+        };
+        let pending: Vec<usize> = (0..rows.len())
+            .filter(|&i| fates[i] == Fate::Pending)
+            .collect();
+        let mut failed: Option<StoreError> = None;
+        if !pending.is_empty() {
+            match self.spool_rows(&rows, &pending).await {
+                Ok(()) => pending.iter().for_each(|&i| fates[i] = Fate::Spooled),
+                Err(e) => {
+                    tracing::error!(error = %e, rows = pending.len(), "flows neither stored nor spooled");
+                    failed = Some(e);
+                }
             }
         }
-        if self.spooling || result.is_err() {
-            result = self.spool_rows(&rows).await.map(|()| HashSet::new());
+        let mut failed_owner = vec![false; replies.len()];
+        for (fate, &owner) in fates.iter().zip(&owners) {
+            let o = &mut outcomes[owner];
+            match fate {
+                Fate::Stored | Fate::Spooled => o.stored += 1,
+                Fate::Duplicate => o.duplicates += 1,
+                Fate::DeadLettered => o.rejected += 1,
+                Fate::Pending => failed_owner[owner] = true,
+            }
         }
-        match result {
-            Ok(existing) => {
-                for (row, &owner) in rows.iter().zip(&owners) {
-                    if existing.contains(&row.id) {
-                        outcomes[owner].duplicates += 1;
-                    } else {
-                        outcomes[owner].stored += 1;
-                    }
-                }
-                let dups: usize = outcomes.iter().map(|o| o.duplicates).sum();
-                self.stats.rows_duplicate.fetch_add(dups as u64, Relaxed);
-                self.stats.insert_latency.observe(started.elapsed());
-                for (reply, outcome) in replies.into_iter().zip(outcomes) {
-                    let _ = reply.send(Ok(outcome));
-                }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "flows neither stored nor spooled");
-                for reply in replies {
-                    let _ = reply.send(Err(StoreError::Backend {
-                        backend: "spool",
-                        message: e.to_string(),
-                    }));
-                }
-            }
+        let dups: usize = outcomes.iter().map(|o| o.duplicates).sum();
+        self.stats.rows_duplicate.fetch_add(dups as u64, Relaxed);
+        self.stats.insert_latency.observe(started.elapsed());
+        for ((reply, outcome), failed_owner) in replies.into_iter().zip(outcomes).zip(failed_owner)
+        {
+            let result = match (&failed, failed_owner) {
+                (Some(e), true) => Err(e.clone()),
+                _ => Ok(outcome),
+            };
+            let _ = reply.send(result);
         }
     }
 
-    async fn spool_rows(&mut self, rows: &[FlowRow]) -> Result<()> {
-        self.spool
-            .append(rows.iter().map(|r| r.flow.as_slice()))
-            .await
-            .map_err(|e| StoreError::Backend {
+    async fn spool_rows(&mut self, rows: &[FlowRow], which: &[usize]) -> Result<()> {
+        let appended = self
+            .spool
+            .append(which.iter().map(|&i| rows[i].flow.as_slice()))
+            .await;
+        self.stats
+            .spool_bytes
+            .store(self.spool.used_bytes(), Relaxed);
+        match appended {
+            Ok(_) => {
+                self.healthy = false;
+                let n = which.len() as u64;
+                self.stats.rows_spooled.fetch_add(n, Relaxed);
+                self.stats.spool_pending_rows.fetch_add(n, Relaxed);
+                Ok(())
+            }
+            Err(e @ SpoolError::Full { .. }) => {
+                self.stats.spool_full_refusals.fetch_add(1, Relaxed);
+                Err(StoreError::Full {
+                    backend: "spool",
+                    message: format!("{e}: not acknowledged, send again later"),
+                })
+            }
+            Err(e) => Err(StoreError::Backend {
                 backend: "spool",
-                message: format!("appending to the spool: {e}"),
-            })?;
-        self.spooling = true;
-        self.stats
-            .rows_spooled
-            .fetch_add(rows.len() as u64, Relaxed);
-        self.stats
-            .spool_pending_rows
-            .fetch_add(rows.len() as u64, Relaxed);
+                message: e.to_string(),
+            }),
+        }
+    }
+
+    /// Stores `rows` by INSERTs of bounded size and day span, isolating what
+    /// ClickHouse rejects. An outage marks ClickHouse unhealthy and leaves the
+    /// rows not stored yet [`Fate::Pending`].
+    async fn store_all(&mut self, rows: &[FlowRow]) -> Vec<Fate> {
+        let mut fates = vec![Fate::Pending; rows.len()];
+        let days = days_per_insert(self.max_partitions.load(Relaxed));
+        for chunk in insert_chunks(rows, self.config.batch_max_rows, days) {
+            if let Err(e) = self.isolate(rows, chunk, &mut fates).await {
+                tracing::warn!(error = %e, rows = rows.len(), "ClickHouse unreachable: spooling");
+                self.healthy = false;
+                break;
+            }
+        }
+        fates
+    }
+
+    /// Stores the rows `part` of `rows`, bisecting rejected INSERTs down to
+    /// the rows ClickHouse refuses, which go to `dead_letters`. Err on an
+    /// outage (what is not stored stays [`Fate::Pending`]).
+    async fn isolate(
+        &mut self,
+        rows: &[FlowRow],
+        part: Vec<usize>,
+        fates: &mut [Fate],
+    ) -> Result<()> {
+        let budget = rejection_budget(part.len());
+        let (mut accepted, mut refused) = (0usize, 0usize);
+        let mut suspects: Vec<(usize, String)> = Vec::new();
+        let mut stack = vec![part];
+        while let Some(part) = stack.pop() {
+            match self.store_with_retries(rows, &part).await {
+                Ok(existing) => {
+                    accepted += 1;
+                    for &i in &part {
+                        fates[i] = if existing.contains(&rows[i].id) {
+                            Fate::Duplicate
+                        } else {
+                            Fate::Stored
+                        };
+                    }
+                }
+                Err(Failure::Outage(e)) => return Err(e),
+                Err(Failure::Rejected(e)) => {
+                    refused += 1;
+                    self.stats.insert_rejections.fetch_add(1, Relaxed);
+                    let whole = part.len() == 1 || (accepted == 0 && refused >= budget);
+                    if whole {
+                        if part.len() > 1 {
+                            tracing::warn!(rows = part.len(), error = %e, "ClickHouse refuses every part of this batch: setting the rest aside whole");
+                        }
+                        let error = e.to_string();
+                        suspects.extend(part.into_iter().map(|i| (i, error.clone())));
+                    } else {
+                        tracing::debug!(rows = part.len(), error = %e, "insert rejected: splitting");
+                        let (a, b) = part.split_at(part.len() / 2);
+                        stack.push(b.to_vec());
+                        stack.push(a.to_vec());
+                    }
+                }
+            }
+        }
+        if suspects.is_empty() {
+            return Ok(());
+        }
+        self.dead_letter(rows, &suspects, fates).await
+    }
+
+    /// Sets rejected rows aside in `dead_letters` (skipping rows that did
+    /// land in `flows` and rows already set aside).
+    async fn dead_letter(
+        &mut self,
+        rows: &[FlowRow],
+        suspects: &[(usize, String)],
+        fates: &mut [Fate],
+    ) -> Result<()> {
+        self.settle().await?;
+        let idx: Vec<usize> = suspects.iter().map(|(i, _)| *i).collect();
+        let landed = self.existing_ids(rows, &idx).await?;
+        let ids: Vec<&str> = idx.iter().map(|&i| rows[i].id.as_str()).collect();
+        let already: HashSet<String> = self
+            .client
+            .query(&format!(
+                "SELECT id FROM {}.dead_letters WHERE id IN (SELECT arrayJoin(?))",
+                self.db
+            ))
+            .bind(&ids)
+            .with_setting("max_query_size", "268435456")
+            .fetch_all::<String>()
+            .await
+            .map_err(|e| ch_error("reading back dead letters", e))?
+            .into_iter()
+            .collect();
+        let received = u32::try_from(UnixNanos::now().floor_seconds().max(0)).unwrap_or(u32::MAX);
+        let mut letters = Vec::new();
+        for (i, error) in suspects {
+            let row = &rows[*i];
+            if landed.contains(&row.id) {
+                fates[*i] = Fate::Stored;
+            } else if !already.contains(&row.id) {
+                letters.push(DeadLetterRow {
+                    received,
+                    id: row.id.clone(),
+                    node: row.node.clone(),
+                    last_seen: row.last_seen,
+                    error: error.clone(),
+                    flow: row.flow.clone(),
+                });
+            }
+        }
+        if !letters.is_empty() {
+            let timeout = Some(self.config.request_timeout);
+            let mut insert = self
+                .client
+                .insert::<DeadLetterRow>("dead_letters")
+                .await
+                .map_err(|e| ch_error("setting rejected flows aside", e))?
+                .with_timeouts(timeout, timeout);
+            for letter in &letters {
+                insert
+                    .write(letter)
+                    .await
+                    .map_err(|e| ch_error("setting rejected flows aside", e))?;
+            }
+            insert
+                .end()
+                .await
+                .map_err(|e| ch_error("setting rejected flows aside", e))?;
+            tracing::warn!(
+                flows = letters.len(),
+                first = %letters[0].id,
+                error = %letters[0].error,
+                "ClickHouse rejected flows: kept in dead_letters"
+            );
+        }
+        let mut set_aside = 0;
+        for (i, _) in suspects {
+            if fates[*i] != Fate::Stored {
+                fates[*i] = Fate::DeadLettered;
+                set_aside += 1;
+            }
+        }
+        self.stats.rows_dead_lettered.fetch_add(set_aside, Relaxed);
         Ok(())
     }
 
-    /// Stores rows in chunks of at most `batch_max_rows`; returns the ids that
-    /// were stored already.
-    async fn store_chunks(&mut self, rows: &[FlowRow]) -> Result<HashSet<String>> {
-        let mut existing = HashSet::new();
-        for chunk in rows.chunks(self.config.batch_max_rows.max(1)) {
-            existing.extend(self.store_with_retries(chunk).await?);
-        }
-        Ok(existing)
-    }
-
-    async fn store_with_retries(&mut self, rows: &[FlowRow]) -> Result<HashSet<String>> {
+    async fn store_with_retries(
+        &mut self,
+        rows: &[FlowRow],
+        part: &[usize],
+    ) -> Result<HashSet<String>, Failure> {
         let mut backoff = self.config.retry_backoff;
         let mut attempt = 1;
         loop {
-            match self.store_once(rows).await {
+            match self.store_once(rows, part).await {
                 Ok(existing) => return Ok(existing),
-                Err(e) => {
+                Err(Failure::Rejected(e)) => {
+                    self.stats.insert_failures.fetch_add(1, Relaxed);
+                    return Err(Failure::Rejected(e));
+                }
+                Err(Failure::Outage(e)) => {
                     self.stats.insert_failures.fetch_add(1, Relaxed);
                     if attempt >= self.config.insert_attempts {
-                        return Err(e);
+                        return Err(Failure::Outage(e));
                     }
                     tracing::debug!(attempt, error = %e, "insert failed; retrying");
                     self.stats.insert_retries.fetch_add(1, Relaxed);
@@ -229,10 +662,21 @@ impl Writer {
     }
 
     /// One attempt of the three steps in the module doc.
-    async fn store_once(&mut self, rows: &[FlowRow]) -> Result<HashSet<String>> {
-        self.settle().await?;
-        let existing = self.existing_ids(rows).await?;
-        let fresh: Vec<&FlowRow> = rows.iter().filter(|r| !existing.contains(&r.id)).collect();
+    async fn store_once(
+        &mut self,
+        rows: &[FlowRow],
+        part: &[usize],
+    ) -> Result<HashSet<String>, Failure> {
+        self.settle().await.map_err(Failure::Outage)?;
+        let existing = self
+            .existing_ids(rows, part)
+            .await
+            .map_err(Failure::Outage)?;
+        let fresh: Vec<&FlowRow> = part
+            .iter()
+            .map(|&i| &rows[i])
+            .filter(|r| !existing.contains(&r.id))
+            .collect();
         if fresh.is_empty() {
             return Ok(existing);
         }
@@ -266,7 +710,15 @@ impl Writer {
                     .fetch_add(fresh.len() as u64, Relaxed);
                 Ok(existing)
             }
-            Err(e) => Err(ch_error("inserting flows", e)),
+            Err(e) => {
+                let text = e.to_string();
+                let err = ch_error("inserting flows", e);
+                if is_rejection(&text) {
+                    Err(Failure::Rejected(err))
+                } else {
+                    Err(Failure::Outage(err))
+                }
+            }
         }
     }
 
@@ -312,12 +764,12 @@ impl Writer {
     /// that landed are added to it.
     async fn repair_rollups(&self, u: &Uncertain) -> Result<()> {
         let db = &self.db;
-        let (lo, hi) = (u.lo - u.lo % 60, u.hi - u.hi % 60 + 60);
+        let (lo, hi) = minute_range(u.lo, u.hi);
         let landed: u64 = self
             .client
             .query(&format!(
                 "SELECT count() FROM {db}.flows WHERE last_seen >= toDateTime(?) \
-                 AND last_seen < toDateTime(?) AND id IN (SELECT arrayJoin(?))"
+                 AND last_seen <= toDateTime(?) AND id IN (SELECT arrayJoin(?))"
             ))
             .bind(lo)
             .bind(hi)
@@ -329,7 +781,7 @@ impl Writer {
         if landed == 0 {
             return Ok(());
         }
-        let range = format!("last_seen >= toDateTime({lo}) AND last_seen < toDateTime({hi})");
+        let range = format!("last_seen >= toDateTime({lo}) AND last_seen <= toDateTime({hi})");
         for r in &schema::ROLLUPS {
             let expected: u64 = self
                 .client
@@ -341,7 +793,7 @@ impl Writer {
                 .client
                 .query(&format!(
                     "SELECT sum(flows) FROM {db}.{} WHERE minute >= toDateTime({lo}) \
-                     AND minute < toDateTime({hi})",
+                     AND minute <= toDateTime({hi})",
                     r.table
                 ))
                 .fetch_one()
@@ -369,11 +821,11 @@ impl Writer {
         Ok(())
     }
 
-    /// Which of `rows`' ids are stored already.
-    async fn existing_ids(&self, rows: &[FlowRow]) -> Result<HashSet<String>> {
+    /// Which of the rows `part`'s ids are stored already.
+    async fn existing_ids(&self, rows: &[FlowRow], part: &[usize]) -> Result<HashSet<String>> {
         let (Some(lo), Some(hi)) = (
-            rows.iter().map(|r| r.last_seen).min(),
-            rows.iter().map(|r| r.last_seen).max(),
+            part.iter().map(|&i| rows[i].last_seen).min(),
+            part.iter().map(|&i| rows[i].last_seen).max(),
         ) else {
             return Ok(HashSet::new());
         };
@@ -382,7 +834,7 @@ impl Writer {
              AND last_seen <= toDateTime(?) AND id IN (SELECT arrayJoin(?))",
             self.db
         );
-        let ids_bound: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
+        let ids_bound: Vec<&str> = part.iter().map(|&i| rows[i].id.as_str()).collect();
         let q = self.client.query(&sql).bind(lo).bind(hi).bind(ids_bound);
         let ids: Vec<String> = q
             .with_setting("max_query_size", "268435456")
@@ -391,75 +843,95 @@ impl Writer {
             .map_err(|e| ch_error("reading back stored ids", e))?;
         Ok(ids.into_iter().collect())
     }
+}
 
-    /// Replays the spool if ClickHouse answers; stops at the first failure.
-    async fn replay(&mut self) {
-        if self.schema.get().is_none() || self.client.query("SELECT 1").execute().await.is_err() {
-            return;
-        }
-        self.spool.seal();
-        let files = match self.spool.files().await {
-            Ok(f) => f,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot list the spool");
-                return;
-            }
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(id: usize, last_seen: u32) -> FlowRow {
+        let flow = netverdict_proto::v1::Flow {
+            id: format!("n/1/{id}"),
+            last_seen: Some(prost_types::Timestamp {
+                seconds: i64::from(last_seen),
+                nanos: 0,
+            }),
+            ..Default::default()
         };
-        for path in files {
-            let file = match Spool::read(&path).await {
-                Ok(f) => f,
-                Err(e) => {
-                    tracing::error!(path = %path.display(), error = %e, "cannot read spool file");
-                    return;
-                }
-            };
-            if file.torn_bytes > 0 {
-                tracing::warn!(path = %path.display(), bytes = file.torn_bytes, "spool file ends in a partial record (never acknowledged)");
-            }
-            let mut rows = Vec::with_capacity(file.records.len());
-            let mut bad = 0;
-            for rec in &file.records {
-                match pb::Flow::decode(rec.as_slice())
-                    .map_err(|e| e.to_string())
-                    .and_then(|f| FlowRow::from_flow(&f).map_err(|e| e.to_string()))
-                {
-                    Ok(row) => rows.push(row),
-                    Err(e) => {
-                        bad += 1;
-                        tracing::error!(path = %path.display(), error = %e, "bad spool record");
-                    }
-                }
-            }
-            let existing = match self.store_chunks(&rows).await {
-                Ok(e) => e,
-                Err(e) => {
-                    tracing::warn!(error = %e, "replay interrupted; will retry");
-                    return;
-                }
-            };
-            self.stats
-                .rows_duplicate
-                .fetch_add(existing.len() as u64, Relaxed);
-            self.stats
-                .rows_replayed
-                .fetch_add(rows.len() as u64, Relaxed);
-            let pending = &self.stats.spool_pending_rows;
-            let _ = pending.fetch_update(Relaxed, Relaxed, |p| {
-                Some(p.saturating_sub(file.records.len() as u64))
-            });
-            let done = if bad > 0 {
-                self.stats.spool_bad_records.fetch_add(bad, Relaxed);
-                self.spool.quarantine(&path).await.map(|_| ())
-            } else {
-                self.spool.remove(&path).await
-            };
-            if let Err(e) = done {
-                tracing::error!(path = %path.display(), error = %e, "cannot remove replayed spool file");
-                return;
-            }
-            tracing::info!(path = %path.display(), flows = rows.len(), already_stored = existing.len(), "spool file replayed");
+        FlowRow::from_flow(&flow).unwrap()
+    }
+
+    #[test]
+    fn inserts_span_few_days_and_rows() {
+        // 150 days, two rows each: the issue's batch ClickHouse refused whole.
+        let rows: Vec<FlowRow> = (0..300)
+            .map(|i| row(i, 1_700_000_000 + (i as u32 / 2) * 86_400))
+            .collect();
+        let chunks = insert_chunks(&rows, 100_000, days_per_insert(100));
+        assert_eq!(chunks.len(), 3);
+        let mut all: Vec<usize> = chunks.concat();
+        all.sort_unstable();
+        assert_eq!(all, (0..300).collect::<Vec<_>>(), "every row once");
+        for chunk in &chunks {
+            let days: HashSet<u32> = chunk.iter().map(|&i| rows[i].last_seen / 86_400).collect();
+            assert!(days.len() <= 50, "{} days", days.len());
         }
-        self.spooling = false;
-        self.stats.spool_pending_rows.store(0, Relaxed);
+        // Rows per insert too, within a day.
+        let same_day: Vec<FlowRow> = (0..10).map(|i| row(i, 1_700_000_000)).collect();
+        let chunks = insert_chunks(&same_day, 4, 50);
+        assert_eq!(chunks.iter().map(Vec::len).collect::<Vec<_>>(), [4, 4, 2]);
+        assert!(insert_chunks(&[], 4, 50).is_empty());
+        // Days spill over a row-cut chunk: never more than max_days per chunk.
+        let rows: Vec<FlowRow> = (0..6)
+            .map(|i| row(i, 1_700_000_000 + i as u32 * 86_400))
+            .collect();
+        for chunk in insert_chunks(&rows, 4, 2) {
+            let days: HashSet<u32> = chunk.iter().map(|&i| rows[i].last_seen / 86_400).collect();
+            assert!(days.len() <= 2 && chunk.len() <= 4, "{chunk:?}");
+        }
+    }
+
+    #[test]
+    fn days_per_insert_follows_the_servers_limit() {
+        assert_eq!(days_per_insert(0), 50);
+        assert_eq!(days_per_insert(100), 50);
+        assert_eq!(days_per_insert(1000), 50);
+        assert_eq!(days_per_insert(10), 5);
+        assert_eq!(days_per_insert(1), 1);
+    }
+
+    #[test]
+    fn the_minutes_of_an_interrupted_insert_never_overflow() {
+        assert_eq!(minute_range(125, 130), (120, 179));
+        assert_eq!(minute_range(0, 0), (0, 59));
+        // last_seen near u32::MAX (2106): clamped, not a panic.
+        assert_eq!(
+            minute_range(u32::MAX - 5, u32::MAX),
+            (u32::MAX - 5 - (u32::MAX - 5) % 60, u32::MAX)
+        );
+    }
+
+    #[test]
+    fn rejections_are_told_from_outages() {
+        let v18 = "Code: 395, e.displayText() = DB::Exception: Value passed to 'throwIf' function is non zero, e.what() = DB::Exception";
+        let modern = "Code: 53. DB::Exception: Type mismatch in VALUES section. (TYPE_MISMATCH) (version 24.3.1)";
+        let partitions = "Code: 252. DB::Exception: Too many partitions for single INSERT block (more than 100). (TOO_MANY_PARTS)";
+        let parts = "Code: 252. DB::Exception: Too many parts (300). Merges are processing significantly slower than inserts. (TOO_MANY_PARTS)";
+        assert_eq!(error_code(v18), Some(395));
+        assert!(is_rejection(v18) && is_rejection(modern) && is_rejection(partitions));
+        assert!(!is_rejection(parts), "too many parts is an outage");
+        assert!(!is_rejection(
+            "Code: 60. DB::Exception: Table db.flows doesn't exist"
+        ));
+        assert!(!is_rejection("network error: connection refused"));
+        assert!(!is_rejection("timeout expired"));
+        assert_eq!(error_code("Code: x"), None);
+    }
+
+    #[test]
+    fn the_rejection_budget_allows_a_few_walks_down() {
+        assert_eq!(rejection_budget(1), 10);
+        assert_eq!(rejection_budget(100_000), 2 * 17 + 8);
+        assert_eq!(rejection_budget(0), 10);
     }
 }

@@ -10,7 +10,9 @@
 //! naming the certificate's node and the node the batch or flow claims; it is
 //! never re-stamped, because a collector sending another node's flows is
 //! misconfigured (or compromised) and should be seen, not silently fixed.
-//! Nothing of such a batch is stored. Unauthenticated connections (plaintext
+//! Nothing of such a batch is stored. This check comes before validation
+//! (`super::ingest`): a batch that passes has its malformed flows (an empty
+//! id among them) refused one by one, never the whole stream. Unauthenticated connections (plaintext
 //! on loopback, `--insecure`, TLS without a client CA) are bound to no node.
 
 use netverdict_proto::v1 as pb;
@@ -25,8 +27,10 @@ pub fn check_batch(node: &str, batch: &pb::FlowBatch) -> Result<(), Status> {
         )));
     }
     for flow in &batch.flows {
+        // An empty id claims no node's scope: such a flow is malformed,
+        // refused on its own by validation after this check, never stored.
         let id_node = flow.id.split('/').next().unwrap_or_default();
-        if flow.node_name != node || id_node != node {
+        if flow.node_name != node || (id_node != node && !flow.id.is_empty()) {
             return Err(Status::permission_denied(format!(
                 "the client certificate is node {node:?}'s, but flow {:?} of batch {} is node {:?}'s \
                  (id scope {id_node:?}): a collector may push only its own node's flows",
@@ -79,5 +83,8 @@ mod tests {
         assert!(e.message().contains("id scope \"b\""), "{}", e.message());
         // A node name that is a prefix of another is not its scope.
         assert!(check_batch("a", &batch("a", vec![flow("ab/1/1", "a")])).is_err());
+        // No id: left to validation, which refuses that flow alone.
+        assert!(check_batch("a", &batch("a", vec![flow("", "a")])).is_ok());
+        assert!(check_batch("a", &batch("a", vec![flow("", "b")])).is_err());
     }
 }

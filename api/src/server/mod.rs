@@ -44,6 +44,7 @@ use std::time::Duration;
 use netverdict_cluster::SharedState;
 use netverdict_proto::ports;
 use netverdict_proto::v1 as pb;
+use netverdict_proto::validate::TimeBounds;
 use netverdict_tls::authz::{COLLECTORS, READERS, RequireGroup};
 use netverdict_tls::{ServerTls, ServerTlsFiles};
 use tokio::net::TcpListener;
@@ -75,10 +76,29 @@ pub struct ApiConfig {
     /// How long [`ApiServer::shutdown`] waits for streams to end before
     /// cutting them.
     pub shutdown_grace: Duration,
-    /// Flows being inserted at once across every ingest stream, at most (the
-    /// bound on what ingest holds in memory; a larger batch waits for all of
-    /// it). Streams stop reading while it is reached.
-    pub max_in_flight_flows: usize,
+    /// Bytes of batches (encoded) being inserted at once across every ingest
+    /// stream, at most: the bound on what ingest holds in memory while the
+    /// store works (a larger batch waits for all of it and goes alone).
+    /// Streams stop reading while it is reached, so collectors wait.
+    pub max_in_flight_bytes: usize,
+    /// The largest ingest message (one batch, encoded) a collector may send;
+    /// a larger one is refused for good (`OUT_OF_RANGE`). Besides the
+    /// in-flight bound, each stream holds at most one batch read and waiting
+    /// for room, so ingest memory is bounded by about `max_in_flight_bytes +
+    /// max_streams * max_message_bytes` of encoded flows.
+    pub max_message_bytes: usize,
+    /// Ingest streams open at once, at most; more are refused with
+    /// `RESOURCE_EXHAUSTED` (collectors retry after a backoff).
+    pub max_streams: usize,
+    /// How far from this server's clock a flow's `last_seen` may be; flows
+    /// outside are refused at ingest (set the age to the store's retention).
+    pub time_bounds: TimeBounds,
+    /// The most stored flows one `GetFlows` may ask for (`number`); a larger
+    /// number is refused with `INVALID_ARGUMENT`.
+    pub max_query_flows: usize,
+    /// The most groups one report may ask for (`limit`); a larger limit is
+    /// refused with `INVALID_ARGUMENT`.
+    pub max_report_groups: usize,
     /// How often the store's status is checked for `/metrics` and `/readyz`
     /// (each check is one status query; each is bounded by this interval).
     pub store_check_interval: Duration,
@@ -86,7 +106,9 @@ pub struct ApiConfig {
 
 impl Default for ApiConfig {
     /// gRPC in plaintext on 127.0.0.1:4255 ([`ports::API_GRPC`]), metrics on
-    /// 0.0.0.0:9966 ([`ports::API_METRICS`]), the store checked every 15 s.
+    /// 0.0.0.0:9966 ([`ports::API_METRICS`]); 64 MiB in flight, messages up
+    /// to 4 MiB, 1024 streams; queries up to 100 000 flows and 10 000 report
+    /// groups; the store checked every 15 s.
     fn default() -> Self {
         ApiConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], ports::API_GRPC)),
@@ -96,7 +118,12 @@ impl Default for ApiConfig {
             metrics_listen: Some(SocketAddr::from(([0, 0, 0, 0], ports::API_METRICS))),
             follow_buffer: 4096,
             shutdown_grace: Duration::from_secs(10),
-            max_in_flight_flows: 200_000,
+            max_in_flight_bytes: 64 << 20,
+            max_message_bytes: 4 << 20,
+            max_streams: 1024,
+            time_bounds: TimeBounds::default(),
+            max_query_flows: 100_000,
+            max_report_groups: 10_000,
             store_check_interval: Duration::from_secs(15),
         }
     }
@@ -144,10 +171,12 @@ pub(crate) struct Shared<S> {
     pub flows: broadcast::Sender<Arc<pb::Flow>>,
     /// Turns true when the server stops; open streams end.
     pub shutdown: watch::Receiver<bool>,
-    /// One permit per flow being inserted ([`ApiConfig::max_in_flight_flows`]).
-    pub in_flight_flows: Arc<tokio::sync::Semaphore>,
-    /// Its number of permits.
-    pub max_in_flight_flows: usize,
+    /// One permit per byte being inserted ([`ApiConfig::max_in_flight_bytes`]).
+    pub in_flight_bytes: Arc<tokio::sync::Semaphore>,
+    /// One permit per open ingest stream ([`ApiConfig::max_streams`]).
+    pub streams: Arc<tokio::sync::Semaphore>,
+    /// The settings the services read.
+    pub config: ApiConfig,
 }
 
 /// A running API server. Dropping it without [`shutdown`](Self::shutdown)
@@ -194,12 +223,20 @@ pub async fn serve_shared<S: Store>(
             reason: "must be more than 0",
         });
     }
-    if config.max_in_flight_flows == 0 || config.max_in_flight_flows > u32::MAX as usize {
-        return Err(ServeError::Config {
-            field: "max_in_flight_flows",
-            reason: "must be between 1 and 4294967295",
-        });
-    }
+    let positive = |field, value: usize| {
+        if value == 0 || value > u32::MAX as usize {
+            return Err(ServeError::Config {
+                field,
+                reason: "must be between 1 and 4294967295",
+            });
+        }
+        Ok(())
+    };
+    positive("max_in_flight_bytes", config.max_in_flight_bytes)?;
+    positive("max_message_bytes", config.max_message_bytes)?;
+    positive("max_streams", config.max_streams)?;
+    positive("max_query_flows", config.max_query_flows)?;
+    positive("max_report_groups", config.max_report_groups)?;
     netverdict_tls::policy::check_listen(
         "API server",
         config.listen,
@@ -240,8 +277,9 @@ pub async fn serve_shared<S: Store>(
         cluster,
         flows,
         shutdown: shutdown_rx.clone(),
-        in_flight_flows: Arc::new(tokio::sync::Semaphore::new(config.max_in_flight_flows)),
-        max_in_flight_flows: config.max_in_flight_flows,
+        in_flight_bytes: Arc::new(tokio::sync::Semaphore::new(config.max_in_flight_bytes)),
+        streams: Arc::new(tokio::sync::Semaphore::new(config.max_streams)),
+        config: config.clone(),
     });
     let router = tonic::transport::Server::builder()
         .tcp_nodelay(true)

@@ -13,6 +13,13 @@
 //!
 //! Time windows follow the store's [`FlowQuery`]: `since` and `until` bound
 //! `last_seen` (`[since, until)`).
+//!
+//! Bounds: `number` above [`super::ApiConfig::max_query_flows`] is refused
+//! with `INVALID_ARGUMENT`; without `number`, a request reads
+//! [`DEFAULT_NUMBER`] flows, and a follow request reads none (it starts from
+//! now: `netverdict observe -f` never loads the store) unless it sets
+//! `since`, when it reads the window up to the cap (more is an error asking
+//! for a number or a later `since`).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -78,23 +85,47 @@ impl<S: Store> Observer for ObserverService<S> {
             ));
         }
         let window = request_window(req.since.as_ref(), req.until.as_ref())?;
-        let limit = match (req.number, req.follow) {
-            (0, false) => DEFAULT_NUMBER,
-            (n, _) => n,
+        let cap = self.shared.config.max_query_flows;
+        let number = usize::try_from(req.number).unwrap_or(usize::MAX);
+        if number > cap {
+            return Err(Status::invalid_argument(format!(
+                "number: {} is above this server's cap of {cap} flows per request (max_query_flows)",
+                req.number
+            )));
+        }
+        // How many stored flows to send first, and whether more than that
+        // matching is an error (a follow from `since` asked for all of them).
+        let (limit, whole_window) = match (number, req.follow, req.since.is_some()) {
+            (0, false, _) => ((DEFAULT_NUMBER as usize).min(cap), false),
+            (0, true, false) => (0, false),
+            (0, true, true) => (cap, true),
+            (n, _, _) => (n, false),
         };
         let follower = req.follow.then(|| self.shared.flows.subscribe());
-        let query = FlowQuery {
+        let mut query = FlowQuery {
             filters,
             window,
-            limit: usize::try_from(limit).unwrap_or(usize::MAX),
+            // One more than the cap tells a window holding more.
+            limit: if whole_window { cap + 1 } else { limit },
             first: req.first,
         };
-        let history = self
-            .shared
-            .store
-            .flows(&query)
-            .await
-            .map_err(|e| Status::unavailable(format!("store query failed: {e}")))?;
+        let history = if limit == 0 {
+            Vec::new()
+        } else {
+            self.shared
+                .store
+                .flows(&query)
+                .await
+                .map_err(|e| Status::unavailable(format!("store query failed: {e}")))?
+        };
+        if whole_window && history.len() > cap {
+            return Err(Status::invalid_argument(format!(
+                "more than {cap} stored flows match since the requested time \
+                 (this server's cap per request, max_query_flows): set number \
+                 (at most {cap}) or a later since"
+            )));
+        }
+        query.limit = limit;
         let (tx, rx) = mpsc::channel(256);
         let shared = self.shared.clone();
         tokio::spawn(async move {
@@ -129,11 +160,14 @@ impl<S: Store> Observer for ObserverService<S> {
             .status()
             .await
             .map_err(|e| Status::unavailable(format!("store status failed: {e}")))?;
+        let refused = self.shared.metrics.ingest_invalid_flows.get();
         Ok(Response::new(pb::ServerStatusResponse {
             flows_stored: status.flows_stored,
-            flows_dropped: status.flows_dropped + self.shared.metrics.ingest_invalid_flows.get(),
+            flows_dropped: status.flows_dropped.saturating_add(refused),
             oldest: status.oldest.map(timestamp),
             newest: status.newest.map(timestamp),
+            flows_refused: refused,
+            flows_dead_lettered: status.flows_dead_lettered,
         }))
     }
 }

@@ -34,22 +34,31 @@ impl<S: Store> QueryService<S> {
 }
 
 /// The store query of a report request; a bad value is INVALID_ARGUMENT
-/// naming the field and the value.
-pub fn report_query(req: &pb::ReportRequest) -> Result<ReportQuery, Status> {
+/// naming the field and the value, and a `limit` above `max_groups` (the
+/// server's [`super::ApiConfig::max_report_groups`]) is one too.
+pub fn report_query(req: &pb::ReportRequest, max_groups: usize) -> Result<ReportQuery, Status> {
     let labels = req
         .labels
         .iter()
         .map(|v| LabelSelector::parse("labels", v))
         .collect::<Result<_, _>>()
         .map_err(|e| Status::invalid_argument(e.to_string()))?;
+    let limit = match req.limit {
+        0 => DEFAULT_LIMIT.min(max_groups),
+        n => usize::try_from(n).unwrap_or(usize::MAX),
+    };
+    if limit > max_groups {
+        return Err(Status::invalid_argument(format!(
+            "limit: {} is above this server's cap of {max_groups} groups per report \
+             (max_report_groups)",
+            req.limit
+        )));
+    }
     Ok(ReportQuery {
         window: request_window(req.since.as_ref(), req.until.as_ref())?,
         namespaces: req.namespace.clone(),
         labels,
-        limit: match req.limit {
-            0 => DEFAULT_LIMIT,
-            n => n as usize,
-        },
+        limit,
     })
 }
 
@@ -59,7 +68,7 @@ impl<S: Store> Query for QueryService<S> {
         &self,
         request: Request<pb::ReportRequest>,
     ) -> Result<Response<pb::DeniedResponse>, Status> {
-        let query = report_query(request.get_ref())?;
+        let query = report_query(request.get_ref(), self.shared.config.max_report_groups)?;
         let groups = self
             .shared
             .store
@@ -73,7 +82,7 @@ impl<S: Store> Query for QueryService<S> {
         &self,
         request: Request<pb::ReportRequest>,
     ) -> Result<Response<pb::DnsReportResponse>, Status> {
-        let query = report_query(request.get_ref())?;
+        let query = report_query(request.get_ref(), self.shared.config.max_report_groups)?;
         let policy_gaps = dns_policy_gaps(&self.shared.cluster.read(), &query);
         let failures = self
             .shared

@@ -1,18 +1,21 @@
 //! Ingest over TCP into the API server from plain gRPC clients: a resent
 //! batch is stored once; batches of one stream are inserted together and
-//! acknowledged in order, a failed one ending the stream; flows in flight are
-//! bounded across streams. (The collector's `Exporter` against this server is
+//! acknowledged in order, a failed one ending the stream; bad flows are
+//! refused one by one and counted in the ack; bytes in flight are bounded
+//! across streams, messages in size and streams in number. (The collector's `Exporter` against this server is
 //! tested in the CLI crate, `cli/tests/it/export_ingest.rs`.)
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use netverdict_api::store::Store;
 use netverdict_cluster::SharedState;
 use netverdict_proto::v1 as pb;
 use netverdict_testing::api::{self, ScriptedStore, stored_ids};
 use netverdict_testing::grpc::{batch as node_batch, push_stream};
 use netverdict_testing::{flow, wait_until};
+use pb::ingest_client::IngestClient;
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -33,7 +36,7 @@ async fn a_resent_batch_is_stored_once_and_acknowledged_again() {
     assert_eq!(stored_ids(&*store).await, ["node-a/1/1", "node-a/1/2"]);
     assert_eq!(server.metrics().ingest_duplicates.get(), 2);
     assert_eq!(server.metrics().ingest_flows.get(), 4);
-    // A flow the store could never take is dropped, named and counted; the
+    // A flow the store could never take is refused, named and counted; the
     // rest of its batch is stored and the batch acknowledged.
     let bad = flow("node-a/1/3").with(|f| f.last_seen = None).build();
     tx.send(node_batch(
@@ -103,7 +106,7 @@ fn batch(sequence: u64, id: &str) -> pb::FlowBatch {
 async fn flows_in_flight_are_bounded_across_the_server() {
     let store = Arc::new(ScriptedStore::new());
     let config = netverdict_api::ApiConfig {
-        max_in_flight_flows: 1,
+        max_in_flight_bytes: 1,
         ..api::config()
     };
     let server = api::serve_with(config, store.clone(), SharedState::default()).await;
@@ -131,5 +134,107 @@ async fn flows_in_flight_are_bounded_across_the_server() {
     assert_eq!(store.peak.load(Ordering::SeqCst), 1, "inserts overlapped");
     assert_eq!(stored_ids(&store.inner).await.len(), 4);
     assert_eq!(server.metrics().ingest_batches_waiting.get(), 0);
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn bad_flows_are_refused_one_by_one_and_counted_in_the_ack() {
+    let store = api::memory(10_000);
+    let server = api::serve(store.clone()).await;
+    let (tx, mut acks) = push_stream(&api::url(&server)).await;
+    let newer = flow("node-a/1/newer")
+        .with(|f| {
+            f.verdict = 99;
+            f.protocol = 42;
+        })
+        .build();
+    let ahead = flow("node-a/1/ahead")
+        .at(std::time::SystemTime::now() + Duration::from_secs(2 * 3600))
+        .build();
+    let no_id = flow("").build();
+    tx.send(node_batch(
+        "node-a",
+        1,
+        vec![flow("node-a/1/ok").build(), newer, ahead, no_id],
+    ))
+    .await
+    .unwrap();
+    let ack = acks.message().await.unwrap().unwrap();
+    assert_eq!((ack.sequence, ack.refused), (1, 2));
+    // The newer collector's flow is stored with its numbers as sent.
+    assert_eq!(stored_ids(&*store).await, ["node-a/1/newer", "node-a/1/ok"]);
+    let stored = store
+        .flows(&netverdict_api::store::FlowQuery::default())
+        .await
+        .unwrap();
+    let kept = stored.iter().find(|f| f.id == "node-a/1/newer").unwrap();
+    assert_eq!((kept.verdict, kept.protocol), (99, 42));
+    let m = server.metrics();
+    assert_eq!(m.ingest_invalid_flows.get(), 2);
+    assert_eq!(m.ingest_unknown_enum_flows.get(), 1);
+    // The stream goes on.
+    tx.send(batch(2, "ok")).await.unwrap();
+    let ack = acks.message().await.unwrap().unwrap();
+    assert_eq!((ack.sequence, ack.refused), (2, 0));
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_message_above_the_limit_is_refused_after_the_batches_before_it_are_acknowledged() {
+    let store = Arc::new(ScriptedStore::new());
+    let config = netverdict_api::ApiConfig {
+        max_message_bytes: 2048,
+        ..api::config()
+    };
+    let server = api::serve_with(config, store.clone(), SharedState::default()).await;
+    let (tx, mut acks) = push_stream(&api::url(&server)).await;
+    // Batch 1 waits in the store while batch 2, too large, is read.
+    let mut big = batch(2, "ok");
+    big.flows[0].reason = "x".repeat(4096);
+    for b in [batch(1, "gated"), big, batch(3, "ok")] {
+        tx.send(b).await.unwrap();
+    }
+    wait_until("batch 1 in the store", WAIT, async || {
+        store.active.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    store.gate.add_permits(1);
+    assert_eq!(acks.message().await.unwrap().unwrap().sequence, 1);
+    let status = acks.message().await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::OutOfRange, "{status}");
+    assert_eq!(stored_ids(&store.inner).await, ["node-a/1/gated"]);
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn streams_are_bounded_in_number() {
+    let store = api::memory(10_000);
+    let config = netverdict_api::ApiConfig {
+        max_streams: 1,
+        ..api::config()
+    };
+    let server = api::serve_with(config, store.clone(), SharedState::default()).await;
+    let (tx, mut acks) = push_stream(&api::url(&server)).await;
+    tx.send(batch(1, "ok")).await.unwrap();
+    assert_eq!(acks.message().await.unwrap().unwrap().sequence, 1);
+    let mut client = IngestClient::connect(api::url(&server)).await.unwrap();
+    let (_tx2, rx2) = tokio::sync::mpsc::channel(1);
+    let status = client
+        .push(tokio_stream::wrappers::ReceiverStream::new(rx2))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status}");
+    assert!(status.message().contains("max_streams"), "{status}");
+    assert_eq!(server.metrics().ingest_streams_refused.get(), 1);
+    // Once the first stream ends, another is taken.
+    drop(tx);
+    assert!(acks.message().await.unwrap().is_none());
+    wait_until("the stream to close", WAIT, async || {
+        server.metrics().ingest_streams.get() == 0
+    })
+    .await;
+    let (tx3, mut acks3) = push_stream(&api::url(&server)).await;
+    tx3.send(batch(2, "ok")).await.unwrap();
+    assert_eq!(acks3.message().await.unwrap().unwrap().sequence, 2);
     server.shutdown().await.unwrap();
 }

@@ -126,51 +126,207 @@ async fn get_flows_filters_and_a_hostile_namespace_is_just_a_name() {
     server.shutdown().await.unwrap();
 }
 
-#[tokio::test]
-async fn follow_sends_history_then_new_matching_flows() {
-    let store = memory(1000);
-    store.insert(vec![flow("old/1").build()]).await.unwrap();
-    let server = api::serve(store).await;
-    let addr = url(&server);
-    let mut observer = ObserverClient::connect(addr.clone()).await.unwrap();
-    let mut stream = observer
-        .get_flows(pb::GetFlowsRequest {
-            follow: true,
-            include: vec![filter(|f| f.namespace = vec!["shop".into()])],
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(
-        stream.message().await.unwrap().unwrap().flow.unwrap().id,
-        "old/1"
-    );
+/// Opens a follow stream and waits until it is subscribed to new flows.
+async fn follow(
+    server: &netverdict_api::ApiServer,
+    request: pb::GetFlowsRequest,
+) -> tonic::Streaming<pb::GetFlowsResponse> {
+    let mut observer = ObserverClient::connect(url(server)).await.unwrap();
+    let stream = observer.get_flows(request).await.unwrap().into_inner();
     wait_until("the follower to subscribe", WAIT, async || {
         server.metrics().follow_subscribers.get() == 1
     })
     .await;
-    let other = flow("new/other")
-        .from(pod("elsewhere", "a").workload("a").port(1))
-        .to(pod("elsewhere", "b").workload("b").port(2));
-    let (tx, mut acks) = push_stream(&addr).await;
-    let flows = vec![other.build(), flow("new/1").build(), flow("old/1").build()];
-    push_acked(&tx, &mut acks, batch("n", 1, flows)).await;
-    push_acked(&tx, &mut acks, batch("n", 2, vec![flow("new/2").build()])).await;
-    // The other namespace's flow is filtered out; old/1 was already sent.
-    assert_eq!(
-        stream.message().await.unwrap().unwrap().flow.unwrap().id,
-        "new/1"
-    );
-    assert_eq!(
-        stream.message().await.unwrap().unwrap().flow.unwrap().id,
-        "new/2"
-    );
+    stream
+}
+
+/// Pushes batches of flows and waits for each acknowledgement.
+async fn ingest(server: &netverdict_api::ApiServer, batches: Vec<Vec<pb::Flow>>) {
+    let (tx, mut acks) = push_stream(&url(server)).await;
+    for (i, flows) in batches.into_iter().enumerate() {
+        push_acked(&tx, &mut acks, batch("n", i as u64 + 1, flows)).await;
+    }
+}
+
+async fn next_id(stream: &mut tonic::Streaming<pb::GetFlowsResponse>) -> String {
+    tokio::time::timeout(Duration::from_secs(10), stream.message())
+        .await
+        .expect("a flow within 10 s")
+        .unwrap()
+        .unwrap()
+        .flow
+        .unwrap()
+        .id
+}
+
+#[tokio::test]
+async fn follow_starts_from_now_unless_history_is_asked_for() {
+    let store = memory(1000);
+    store
+        .insert((0..500).map(|i| flow(format!("old/{i}")).build()).collect())
+        .await
+        .unwrap();
+    let server = api::serve(store).await;
+    // `netverdict observe -f`: no number, no since: nothing stored is read.
+    let mut stream = follow(
+        &server,
+        pb::GetFlowsRequest {
+            follow: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    ingest(&server, vec![vec![flow("new/1").build()]]).await;
+    assert_eq!(next_id(&mut stream).await, "new/1", "no stored flow first");
     drop(stream);
     wait_until("the follower to be gone", WAIT, async || {
         server.metrics().follow_subscribers.get() == 0
     })
     .await;
+    // With a number: the last N stored, then new ones.
+    let mut stream = follow(
+        &server,
+        pb::GetFlowsRequest {
+            follow: true,
+            number: 2,
+            ..Default::default()
+        },
+    )
+    .await;
+    let last_two = [next_id(&mut stream).await, next_id(&mut stream).await];
+    assert!(last_two.contains(&"new/1".to_string()), "{last_two:?}");
+    assert!(
+        last_two.iter().any(|id| id.starts_with("old/")),
+        "{last_two:?}"
+    );
+    ingest(&server, vec![vec![flow("new/2").build()]]).await;
+    assert_eq!(next_id(&mut stream).await, "new/2");
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn follow_since_sends_the_window_then_new_matching_flows() {
+    let store = memory(1000);
+    store.insert(vec![flow("old/1").build()]).await.unwrap();
+    let server = api::serve(store).await;
+    let since =
+        netverdict_proto::time::timestamp(std::time::SystemTime::now() - Duration::from_secs(3600));
+    let mut stream = follow(
+        &server,
+        pb::GetFlowsRequest {
+            follow: true,
+            since: Some(since),
+            include: vec![filter(|f| f.namespace = vec!["shop".into()])],
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(next_id(&mut stream).await, "old/1");
+    let other = flow("new/other")
+        .from(pod("elsewhere", "a").workload("a").port(1))
+        .to(pod("elsewhere", "b").workload("b").port(2))
+        .build();
+    ingest(
+        &server,
+        vec![
+            vec![other, flow("new/1").build(), flow("old/1").build()],
+            vec![flow("new/2").build()],
+        ],
+    )
+    .await;
+    // The other namespace's flow is filtered out; old/1 was already sent.
+    assert_eq!(next_id(&mut stream).await, "new/1");
+    assert_eq!(next_id(&mut stream).await, "new/2");
+    drop(stream);
+    wait_until("the follower to be gone", WAIT, async || {
+        server.metrics().follow_subscribers.get() == 0
+    })
+    .await;
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn queries_are_capped_with_a_clear_error() {
+    let store = memory(1000);
+    store
+        .insert((0..30).map(|i| flow(format!("old/{i}")).build()).collect())
+        .await
+        .unwrap();
+    let config = ApiConfig {
+        max_query_flows: 20,
+        max_report_groups: 5,
+        ..api::config()
+    };
+    let server = api::serve_with(config, store, SharedState::default()).await;
+    let addr = url(&server);
+    let status = get_flows(
+        &addr,
+        pb::GetFlowsRequest {
+            number: 21,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(
+        status
+            .message()
+            .contains("number: 21 is above this server's cap of 20"),
+        "{status}"
+    );
+    assert_eq!(
+        get_flows(
+            &addr,
+            pb::GetFlowsRequest {
+                number: 20,
+                ..Default::default()
+            }
+        )
+        .await
+        .unwrap()
+        .len(),
+        20
+    );
+    // A follow from `since` whose window holds more than the cap.
+    let mut observer = ObserverClient::connect(addr.clone()).await.unwrap();
+    let status = observer
+        .get_flows(pb::GetFlowsRequest {
+            follow: true,
+            since: Some(prost_types::Timestamp::default()),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(
+        status.message().contains("more than 20 stored flows match"),
+        "{status}"
+    );
+    let mut query = QueryClient::connect(addr).await.unwrap();
+    let status = query
+        .denied(pb::ReportRequest {
+            limit: 6,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(
+        status
+            .message()
+            .contains("limit: 6 is above this server's cap of 5 groups"),
+        "{status}"
+    );
+    assert!(
+        query
+            .denied(pb::ReportRequest {
+                limit: 5,
+                ..Default::default()
+            })
+            .await
+            .is_ok()
+    );
     server.shutdown().await.unwrap();
 }
 

@@ -299,6 +299,48 @@ async fn a_collector_cannot_push_or_shadow_another_nodes_flows() {
     server.shutdown().await.unwrap();
 }
 
+#[tokio::test]
+async fn authorization_ends_the_stream_after_the_batches_before_and_malformed_flows_are_refused_one_by_one()
+ {
+    let pki = TestPki::new("test CA");
+    let (server, store) = tls_server(&pki, &pki.server()).await;
+    let a = target(&server, &pki.ca_file(), Some(&pki.collector("node-a")));
+    let mut client = IngestClient::new(channel(&a).await.unwrap());
+    // Batch 1 is node a's, with one malformed flow (no id: it claims no
+    // node's scope); batch 2 claims node b; batch 3 is node a's again. All
+    // three are on the wire before the first acknowledgement.
+    let mut first = batch("node-a", 1, &["node-a/1/1"]);
+    first.flows.push(flow("").node("node-a").build());
+    let (tx, rx) = mpsc::channel(3);
+    for b in [
+        first,
+        batch("node-b", 2, &["node-b/1/1"]),
+        batch("node-a", 3, &["node-a/1/2"]),
+    ] {
+        tx.send(b).await.unwrap();
+    }
+    let mut acks = client
+        .push(ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    // The malformed flow is refused on its own; its batch is acknowledged.
+    let ack = acks.message().await.unwrap().unwrap();
+    assert_eq!((ack.sequence, ack.refused), (1, 1));
+    // Then the foreign batch ends the stream: it is the first unacknowledged.
+    let err = acks.message().await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err:?}");
+    assert!(
+        err.message().contains("batch 2 is from node \"node-b\""),
+        "{err:?}"
+    );
+    assert_eq!(server.metrics().ingest_batches_denied.get(), 1);
+    assert_eq!(server.metrics().ingest_invalid_flows.get(), 1);
+    // Nothing of batch 2 is stored, nor of batch 3 (never read).
+    assert_eq!(stored_ids(&*store).await, vec!["node-a/1/1".to_string()]);
+    server.shutdown().await.unwrap();
+}
+
 /// Writes `contents` beside `path` and renames it over, as cert-manager's
 /// Secret volumes swap files.
 fn replace(path: &Path, contents: &[u8]) {
@@ -354,6 +396,8 @@ async fn rotated_files_serve_new_connections_while_open_streams_go_on() {
     let mut observer = ObserverClient::new(channel(&reader).await.unwrap());
     let mut follow = observer
         .get_flows(pb::GetFlowsRequest {
+            // The stored flow first (a follow alone starts from now).
+            number: 1,
             follow: true,
             ..Default::default()
         })

@@ -128,3 +128,56 @@ async fn a_restarted_server_gets_every_unacknowledged_flow() {
     assert_eq!(second.metrics().ingest_duplicates.get(), 0);
     second.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn refused_flows_and_a_batch_refused_for_good_are_counted_not_resent() {
+    let store = memory(10_000);
+    // A server taking messages up to 8 KiB: one batch carries a flow larger
+    // than that (the exporter's own cut is at 1 MiB).
+    let config = netverdict_api::ApiConfig {
+        max_message_bytes: 8 << 10,
+        ..api::config()
+    };
+    let server = api::serve_with(config, store.clone(), SharedState::default()).await;
+    let (tx, counters) = spawn_exporter(url(&server), 10);
+    let id = |i: usize| format!("node-a/1/{i:03}");
+    for i in 0..30 {
+        let mut f = flow(&id(i));
+        if i == 15 {
+            f.reason = "x".repeat(16 << 10);
+        }
+        if i == 25 {
+            // Dated 200 years ahead: refused on its own.
+            f.last_seen = Some(prost_types::Timestamp {
+                seconds: 1_700_000_000 + 200 * 365 * 86_400,
+                nanos: 0,
+            });
+        }
+        tx.send(f).await.unwrap();
+    }
+    wait_until("every flow settled", WAIT, async || {
+        counters.settled() == 30
+    })
+    .await;
+    let s = counters.snapshot();
+    assert_eq!(s.batches_refused, 1, "{s:?}");
+    assert_eq!(s.flows_acked, 20, "{s:?}");
+    assert_eq!(
+        s.flows_refused, 11,
+        "the refused batch's 10 and one more: {s:?}"
+    );
+    assert_eq!(s.buffered, 0, "nothing left to resend: {s:?}");
+    let stored = stored_ids(&*store).await;
+    let expected: Vec<String> = (0..30)
+        .filter(|i| !(10..20).contains(i) && *i != 25)
+        .map(id)
+        .collect();
+    assert_eq!(stored, expected);
+    // Later flows go through on the next stream.
+    tx.send(flow(&id(30))).await.unwrap();
+    wait_until("the next flow acknowledged", WAIT, async || {
+        counters.snapshot().flows_acked == 21
+    })
+    .await;
+    server.shutdown().await.unwrap();
+}

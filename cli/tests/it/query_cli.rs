@@ -521,6 +521,9 @@ async fn mismatches_follow_new_flows() {
             "--server",
             &addr,
             "-f",
+            // Follow starts from now unless history is asked for.
+            "--last",
+            "10",
             "-o",
             "jsonl",
             "-n",
@@ -720,8 +723,8 @@ fn bad_flag_values_fail_naming_the_flag() {
             "--clickhouse <CLICKHOUSE>",
         ),
         (
-            &["api", "--max-in-flight-flows", "0"][..],
-            "--max-in-flight-flows: must be between 1 and 4294967295",
+            &["api", "--max-in-flight-bytes", "0"][..],
+            "--max-in-flight-bytes: must be between 1 and 4294967295",
         ),
     ] {
         let out = netverdict(args);

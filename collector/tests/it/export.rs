@@ -57,7 +57,7 @@ impl Ingest for TestIngest {
                             sequence: batch.sequence,
                             ids: batch.flows.iter().map(|f| f.id.clone()).collect(),
                         });
-                        let reply = pb::Ack { sequence: batch.sequence };
+                        let reply = pb::Ack { sequence: batch.sequence, refused: 0 };
                         if ack && acks.send(Ok(reply)).await.is_err() {
                             break;
                         }

@@ -57,6 +57,7 @@ impl Ingest for Store {
                 store.lock().unwrap().extend(batch.flows);
                 let ack = pb::Ack {
                     sequence: batch.sequence,
+                    ..Default::default()
                 };
                 if acks.send(Ok(ack)).await.is_err() {
                     break;

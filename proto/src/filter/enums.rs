@@ -1,9 +1,11 @@
 //! `verdict`, `outcome`, `protocol` and `mismatch`: the flow's enum field is
 //! one of the values (`MISMATCH_NONE` selects flows where the verdict and the
-//! outcome agree). A number the enum does not know is an error.
+//! outcome agree). A number the enum does not know is an error in a filter;
+//! in a flow (from a newer sender) it matches as the enum's zero value, as
+//! the stores file it (`names::known_or_zero`).
 
 use super::{FilterError, Result, any, each};
-use crate::names::EnumName;
+use crate::names::{EnumName, known_or_zero};
 
 /// The values of an enum field, each a number the enum knows.
 pub(super) fn parse<E: EnumName>(field: &'static str, values: &[i32]) -> Result<Vec<E>> {
@@ -14,8 +16,10 @@ pub(super) fn parse<E: EnumName>(field: &'static str, values: &[i32]) -> Result<
     })
 }
 
-/// Whether the flow's number is one of the values.
+/// Whether the flow's number (an unknown one read as the zero value) is one
+/// of the values.
 pub(super) fn matches<E: EnumName>(values: &[E], number: i32) -> bool {
+    let number = known_or_zero::<E>(number);
     any(values, |v| v.number() == number)
 }
 
@@ -41,6 +45,11 @@ mod tests {
             e,
             "filter field verdict: invalid value \"42\": not a known verdict"
         );
+        // A flow's unknown verdict (a newer collector) matches as unspecified.
+        let mut newer = flow();
+        newer.verdict = 99;
+        assert!(check(f(&[pb::Verdict::Unspecified as i32]), &newer));
+        assert!(!check(f(&[pb::Verdict::Denied as i32]), &newer));
     }
 
     #[test]
