@@ -573,8 +573,9 @@ async fn denied_flows_dashboard_on_the_seed_flows() {
     // The top pair: the shop client to the API, denied by both policies.
     let top = by_title(&rows, "Top denied source → destination").records();
     let first = &top[0];
-    assert_eq!(first["source"], "shop/np-client");
-    assert_eq!(first["destination"], "default/api");
+    // Workloads are the pods' owners, `Pod/NAME` for the seed's bare pods.
+    assert_eq!(first["source"], "shop/Pod/np-client");
+    assert_eq!(first["destination"], "default/Pod/api");
     assert_eq!(first["port"], "8080");
     assert_eq!(first["proto"], "tcp");
     assert_eq!(
@@ -586,7 +587,7 @@ async fn denied_flows_dashboard_on_the_seed_flows() {
         "default/api-from-web, default/default-deny"
     );
     assert!(
-        top.iter().any(|r| r["destination"] == "kube-system/coredns"
+        top.iter().any(|r| r["destination"] == "kube-system/Pod/coredns"
             && r["port"] == "53"
             && r["policies"] == "default/default-deny"),
         "the dropped DNS queries: {top:?}"
