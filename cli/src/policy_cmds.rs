@@ -9,8 +9,8 @@ use std::str::FromStr;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use netverdict_policy::lint::Severity;
-use netverdict_policy::{ClusterState, Connection, Endpoint, Protocol};
+use netverdict_policy::lint::{DnsTarget, LintOptions, Severity};
+use netverdict_policy::{ClusterState, Connection, Endpoint, LoadOptions, Manifests, Protocol};
 use serde::Deserialize;
 
 use crate::output::{self, Output};
@@ -165,17 +165,72 @@ pub fn explain(args: ExplainArgs) -> Result<ExitCode> {
 
 #[derive(Args, Debug)]
 pub struct LintArgs {
-    #[command(flatten)]
-    cluster: ClusterArgs,
+    /// Cluster manifests: YAML/JSON files or directories (e.g. the output of
+    /// `kubectl get ns,pods,netpol,svc -A -o yaml`). Repeatable. With -f: the
+    /// cluster the policies would be applied to.
+    #[arg(
+        long = "cluster",
+        value_name = "PATH",
+        required_unless_present = "files"
+    )]
+    cluster: Vec<PathBuf>,
+    /// Policy manifests, read as kubectl reads them: files, directories (their
+    /// .yaml, .yml and .json files), `-` for standard input; multi-document
+    /// YAML and `kind: List`. Repeatable. Alone, before `kubectl apply`: checks
+    /// that need pods or namespaces are skipped, and said so.
+    #[arg(short = 'f', long = "filename", value_name = "PATH")]
+    files: Vec<PathBuf>,
+    /// The cluster DNS's namespace, for the DNS check when the manifests hold
+    /// no DNS pod.
+    #[arg(long, value_name = "NAMESPACE", default_value = "kube-system")]
+    dns_namespace: String,
+    /// The cluster DNS pods' labels (`key=value,...`), for the DNS check when
+    /// the manifests hold no DNS pod.
+    #[arg(long, value_name = "LABELS", default_value = "k8s-app=kube-dns")]
+    dns_labels: String,
+    /// IP addresses of the node(s) the pods run on (see `verdicts`).
+    #[arg(long = "node-ip", value_name = "IP")]
+    node_ips: Vec<IpAddr>,
     /// Output format: text, json.
     #[arg(short = 'o', long = "output", value_parser = output::parser(output::PROSE), default_value = "text")]
     output: Output,
 }
 
+/// `key=value,...` into labels; an error names the flag.
+fn parse_labels(flag: &str, text: &str) -> Result<std::collections::BTreeMap<String, String>> {
+    let mut labels = std::collections::BTreeMap::new();
+    for pair in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some((k, v)) if !k.is_empty() => {
+                labels.insert(k.to_string(), v.to_string());
+            }
+            _ => bail!("{flag}: invalid label {pair:?}: expected key=value"),
+        }
+    }
+    if labels.is_empty() {
+        bail!("{flag}: give at least one key=value label");
+    }
+    Ok(labels)
+}
+
 /// Prints the findings; exit 1 when there is a warning.
 pub fn lint(args: LintArgs) -> Result<ExitCode> {
-    let state = args.cluster.load()?;
-    let findings = netverdict_policy::lint::lint(&state);
+    let options = LintOptions {
+        dns: DnsTarget {
+            namespace: args.dns_namespace.clone(),
+            labels: parse_labels("--dns-labels", &args.dns_labels)?,
+        },
+    };
+    let paths: Vec<&PathBuf> = args.cluster.iter().chain(&args.files).collect();
+    let (mut state, errors) =
+        ClusterState::from_manifests(Manifests::read_paths(&paths), &LoadOptions::default());
+    if !errors.is_empty() {
+        return Err(netverdict_policy::LoadErrors(errors)).context("loading the manifests");
+    }
+    if !args.node_ips.is_empty() {
+        state.set_local_node_ips(args.node_ips.iter().copied());
+    }
+    let findings = netverdict_policy::lint::lint_with(&state, &options);
     let mut out = std::io::stdout().lock();
     match args.output {
         Output::Json => writeln!(out, "{}", serde_json::to_string_pretty(&findings)?)?,
@@ -183,10 +238,10 @@ pub fn lint(args: LintArgs) -> Result<ExitCode> {
             for f in &findings {
                 writeln!(out, "{f}")?;
             }
-            if findings.is_empty() {
+            if findings.iter().all(|f| f.severity != Severity::Warning) {
                 writeln!(
                     out,
-                    "no findings ({} policies, {} admin policies, {} pods)",
+                    "no warnings ({} policies, {} admin policies, {} pods)",
                     state.policy_count(),
                     state.admin_policy_count(),
                     state.pod_count()
@@ -197,12 +252,8 @@ pub fn lint(args: LintArgs) -> Result<ExitCode> {
     if findings.iter().any(|f| f.severity == Severity::Warning) {
         return Ok(ExitCode::from(1));
     }
-    if findings.is_empty()
-        && state.policy_count() == 0
-        && state.admin_policy_count() == 0
-        && state.pod_count() == 0
-    {
-        bail!("the cluster manifests hold no pods and no policies");
+    if state.policy_count() == 0 && state.admin_policy_count() == 0 && state.pod_count() == 0 {
+        bail!("the manifests hold no pods and no policies");
     }
     Ok(ExitCode::SUCCESS)
 }
