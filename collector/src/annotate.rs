@@ -382,14 +382,10 @@ fn endpoint(end: &ResolvedEndpoint) -> pb::Endpoint {
     out
 }
 
-/// The workload a pod belongs to, for grouping: its `app.kubernetes.io/name` or
-/// `app` label, else its name.
+/// The workload a pod belongs to, for grouping (one definition, shared with
+/// what-if replay).
 fn workload(key: &PodKey, labels: &std::collections::BTreeMap<String, String>) -> String {
-    labels
-        .get("app.kubernetes.io/name")
-        .or_else(|| labels.get("app"))
-        .cloned()
-        .unwrap_or_else(|| key.name.clone())
+    netverdict_policy::whatif::workload_name(key, labels)
 }
 
 /// The kernel's traffic direction as protobuf: the one place the two meet.

@@ -11,6 +11,7 @@
 //!   where cluster-scoped policy kinds will slot in; [`verdict`] is its answer;
 //! - [`explain`](mod@explain) renders answers for people and machines;
 //! - [`lint`] finds the pitfalls of a policy set before any traffic flows;
+//! - [`whatif`] replays flows against the cluster before and after a rollout;
 //! - `proto` (feature `proto`) converts verdicts to the netverdict.v1 protobuf types.
 
 mod cache;
@@ -27,6 +28,7 @@ pub mod selector;
 pub mod state;
 pub mod synthetic;
 pub mod verdict;
+pub mod whatif;
 
 pub use engine::{Connection, Endpoint};
 pub use error::{ConnectionError, FieldError, LoadError, LoadErrors, ObjectError};
