@@ -51,15 +51,15 @@ pub struct VerdictsArgs {
 /// One input line of `verdicts`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct FlowLine {
-    src: String,
-    dst: String,
-    port: u16,
+pub(crate) struct FlowLine {
+    pub src: String,
+    pub dst: String,
+    pub port: u16,
     #[serde(default)]
-    protocol: Option<String>,
+    pub protocol: Option<String>,
 }
 
-fn parse_flow(
+pub(crate) fn parse_flow(
     src: &str,
     dst: &str,
     port: u16,

@@ -213,7 +213,7 @@ pub fn mismatches_request(args: &MismatchesArgs) -> Result<pb::GetFlowsRequest> 
     })
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -239,7 +239,7 @@ fn target(server: &ServerArgs) -> Result<netverdict_tls::Target> {
     .context("--server")
 }
 
-async fn channel(server: &ServerArgs) -> Result<tonic::transport::Channel> {
+pub(crate) async fn channel(server: &ServerArgs) -> Result<tonic::transport::Channel> {
     let target = target(server)?;
     target
         .connect_default(Duration::from_secs(5))
@@ -247,7 +247,7 @@ async fn channel(server: &ServerArgs) -> Result<tonic::transport::Channel> {
         .with_context(|| format!("cannot reach the netverdict server at {target}"))
 }
 
-fn status_error(what: &str, status: tonic::Status) -> anyhow::Error {
+pub(crate) fn status_error(what: &str, status: tonic::Status) -> anyhow::Error {
     // A TLS server that refuses this client's certificate closes the
     // connection; gRPC only says "transport error".
     let hint = if matches!(
