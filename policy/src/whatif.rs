@@ -376,18 +376,8 @@ impl Replay<'_> {
                     after: allow_str(key.after),
                     count: group.count,
                     flows: group.flows,
-                    denied_by: group
-                        .after
-                        .denied_by()
-                        .into_iter()
-                        .map(|(p, _)| p.clone())
-                        .collect(),
-                    allowed_by: group
-                        .after
-                        .allowed_by()
-                        .into_iter()
-                        .map(|(p, _)| p.clone())
-                        .collect(),
+                    denied_by: distinct(group.after.denied_by()),
+                    allowed_by: distinct(group.after.allowed_by()),
                     reason: explanation.reason,
                     example_src: group.example.src.to_string(),
                     example_dst: group.example.dst.to_string(),
@@ -406,6 +396,18 @@ impl Replay<'_> {
             unresolved: self.unresolved,
         }
     }
+}
+
+/// The policies of a verdict, each once (a policy may decide both
+/// directions), in order.
+fn distinct(policies: Vec<(&PolicyKey, crate::model::Tier)>) -> Vec<PolicyKey> {
+    let mut out: Vec<PolicyKey> = Vec::new();
+    for (p, _) in policies {
+        if !out.contains(p) {
+            out.push(p.clone());
+        }
+    }
+    out
 }
 
 fn allow_str(allowed: bool) -> &'static str {
