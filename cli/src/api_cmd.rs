@@ -39,7 +39,9 @@ pub struct ApiArgs {
     kubeconfig: Option<PathBuf>,
     /// Cluster state from the Kubernetes API: $KUBECONFIG or ~/.kube/config,
     /// else the in-cluster service account (as deployed). Only Namespaces,
-    /// Pods, NetworkPolicies, Services and Nodes are listed and watched.
+    /// Pods, NetworkPolicies, Services and Nodes are listed and watched. The
+    /// default when none of --cluster, --kubeconfig or --kubernetes is given
+    /// and the server runs in a pod ($KUBERNETES_SERVICE_HOST is set).
     #[arg(long, conflicts_with = "cluster")]
     kubernetes: bool,
     /// How often the store's status is checked in the background for
@@ -144,7 +146,7 @@ async fn start_cluster(args: &ApiArgs) -> Result<ClusterHandle> {
     let (source, flag) = if !args.cluster.is_empty() {
         let options = ManifestOptions::new(args.cluster.clone());
         (Source::Manifests(options), "--cluster")
-    } else if args.kubeconfig.is_some() || args.kubernetes {
+    } else if args.kubeconfig.is_some() || args.kubernetes || in_a_pod() {
         let client = ClientOptions {
             kubeconfig: args.kubeconfig.clone(),
             context: None,
@@ -156,19 +158,27 @@ async fn start_cluster(args: &ApiArgs) -> Result<ClusterHandle> {
         };
         let flag = if args.kubeconfig.is_some() {
             "--kubeconfig"
-        } else {
+        } else if args.kubernetes {
             "--kubernetes"
+        } else {
+            "the in-cluster Kubernetes API ($KUBERNETES_SERVICE_HOST is set)"
         };
         (Source::Kube { client, config }, flag)
     } else {
         tracing::warn!(
-            "no cluster state (--cluster, --kubeconfig or --kubernetes): the DNS report will list no policy gaps"
+            "no cluster state (--cluster, --kubeconfig or --kubernetes, and not in a pod): the DNS report will list no policy gaps"
         );
         (Source::Shared(SharedState::default()), "the cluster state")
     };
     let mut config = SourceConfig::new(source);
     config.sync = SyncPolicy::warn_after(Duration::from_secs(60));
     netverdict_cluster::start(config).await.context(flag)
+}
+
+/// Whether this process runs in a Kubernetes pod (the kubelet sets
+/// `KUBERNETES_SERVICE_HOST` in every container).
+fn in_a_pod() -> bool {
+    std::env::var_os("KUBERNETES_SERVICE_HOST").is_some_and(|v| !v.is_empty())
 }
 
 async fn serve<S: Store>(config: ApiConfig, store: S, cluster: ClusterHandle) -> Result<()> {

@@ -9,7 +9,10 @@
 //! default-deny, after allow-dns-egress and after api-from-web. After each step
 //! it waits (with a deadline) until the step's flows are stored, then prints the
 //! API server's incident reports, fetched over gRPC like `netverdict denied`
-//! and `netverdict dns`. The lab is torn down at the end, even on failure.
+//! and `netverdict dns`. Then it runs `netverdict diagnose` on the flow the
+//! rollout leaves denied (shop's frontend to the api Service): the guide's
+//! debugging steps with the flows the API server stored, and the fix. The lab
+//! is torn down at the end, even on failure.
 //! With `--tls-dir` every gRPC connection of the demo is mutual TLS, with the
 //! certificates of `netverdict certs` (made there for the lab's nodes,
 //! `node-0`..., if missing): each exporter as its node's collector, the
@@ -29,7 +32,8 @@ use netverdict_cluster::{Source, SourceConfig};
 use netverdict_collector::agent::{Agent, AgentConfig, AgentHandle};
 use netverdict_lab::lab::{NODE_IP, STATE_ROOT};
 use netverdict_lab::{DnsAnswer, DownOnDrop, Lab, LabOptions};
-use netverdict_policy::{K8sObject, Manifests, PodKey, Protocol};
+use netverdict_policy::diagnose::{Destination, Request, diagnose};
+use netverdict_policy::{Endpoint, K8sObject, Manifests, PodKey, Protocol};
 use netverdict_proto::v1 as pb;
 use pb::observer_client::ObserverClient;
 use pb::query_client::QueryClient;
@@ -344,6 +348,31 @@ async fn demo<S: Store>(args: &DemoArgs, store: S) -> Result<Value> {
         })
         .collect();
     let (denied, dns) = reports(&reader, started).await?;
+    // The guide's debugging flow for the flow the rollout left denied.
+    let request = Request {
+        from: Endpoint::Pod(shop.clone()),
+        to: Destination::Service(PodKey::new("default", "api")),
+        port: Some(8080),
+        protocol: Protocol::Tcp,
+    };
+    let diagnosis = diagnose(&state.read(), &request).context("diagnosing the denied flow")?;
+    let observed = crate::diagnose::observe(
+        &reader,
+        netverdict_proto::time::timestamp(started),
+        &request,
+        &diagnosis,
+    )
+    .await
+    .context("reading the observed flows for diagnose")?;
+    if text {
+        println!("\n== Why is shop's frontend still denied, and what would fix it?");
+        println!("$ netverdict diagnose --from shop/np-client --to default/svc/api --port 8080");
+        print!(
+            "{}",
+            crate::diagnose::text_report(&diagnosis, Some(&observed))?
+        );
+    }
+    let diagnosed = crate::diagnose::json_report(&diagnosis, Some(&observed))?;
     if text {
         println!("\n== The whole rollout: what an SRE would ask the API server");
         println!(
@@ -376,6 +405,7 @@ async fn demo<S: Store>(args: &DemoArgs, store: S) -> Result<Value> {
         "store": if args.clickhouse.is_some() { "clickhouse" } else { "memory" },
         "tls": reader.is_tls(),
         "steps": report,
+        "diagnose": diagnosed,
         "total": {
             "denied": render::denied_json(&denied),
             "dns": render::dns_json(&dns),

@@ -49,7 +49,7 @@ enum LabCommand {
         /// Leave this namespace's policies unenforced (as with a CNI that does not enforce).
         #[arg(long = "unenforced-namespace")]
         unenforced_namespaces: Vec<String>,
-        /// Leave this policy (`namespace/name`) unenforced.
+        /// Leave this policy (`namespace/name`, or `Kind/name` for an admin policy) unenforced.
         #[arg(long = "unenforced-policy")]
         unenforced_policies: Vec<String>,
         /// How many nodes: node namespaces routed to each other, pods spread
@@ -108,7 +108,7 @@ enum LabCommand {
         /// Leave this namespace's policies unenforced (repeatable).
         #[arg(long = "namespace")]
         namespaces: Vec<String>,
-        /// Leave this policy (`namespace/name`) unenforced (repeatable).
+        /// Leave this policy (`namespace/name`, or `Kind/name` for an admin policy) unenforced (repeatable).
         #[arg(long = "policy")]
         policies: Vec<String>,
     },

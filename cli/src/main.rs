@@ -7,6 +7,7 @@ mod certs_cmd;
 mod collector;
 mod completion;
 mod demo;
+mod diagnose;
 mod filter_flags;
 mod lab;
 mod output;
@@ -37,6 +38,12 @@ enum Command {
     Explain(policy_cmds::ExplainArgs),
     /// Report the pitfalls of a cluster's policies (DNS, selectors, named ports).
     Lint(policy_cmds::LintArgs),
+    /// Why is this traffic denied, and what would fix it: the seed guide's
+    /// debugging steps for one source and destination (enforcement, the
+    /// policies and which select whom, the labels that matter, DNS, each
+    /// direction, observed flows), then the least-privilege NetworkPolicies
+    /// that allow exactly this flow. Exit 0 when allowed, 1 when denied.
+    Diagnose(Box<diagnose::DiagnoseArgs>),
     /// Print what the eBPF probes see (connection attempts, DNS, kernel drops) as
     /// JSON lines, until stopped (as root).
     Capture(capture::CaptureArgs),
@@ -95,6 +102,7 @@ fn main() -> ExitCode {
         Command::Explain(args) => policy_cmds::explain(args),
         Command::Lint(args) => policy_cmds::lint(args),
         Command::Whatif(args) => whatif_cmd::run(*args),
+        Command::Diagnose(args) => diagnose::diagnose(*args),
         Command::Capture(args) => capture::run(args).map(|()| ExitCode::SUCCESS),
         Command::Collector(args) => collector::run(args).map(|()| ExitCode::SUCCESS),
         Command::Lab(args) => lab::run(args),

@@ -1,5 +1,6 @@
 //! The policy engine's subcommands: `verdicts` (bulk, JSON lines), `explain`
-//! (one flow, for a person) and `lint`.
+//! (one flow, for a person) and `lint`, over manifests or a live cluster
+//! ([`ClusterArgs`], which `diagnose` shares).
 
 use std::io::{BufRead, BufWriter, Write};
 use std::net::IpAddr;
@@ -9,30 +10,91 @@ use std::str::FromStr;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
+use netverdict_cluster::kube::ClientOptions;
 use netverdict_policy::lint::{DnsTarget, LintOptions, Severity};
 use netverdict_policy::{ClusterState, Connection, Endpoint, LoadOptions, Manifests, Protocol};
 use serde::Deserialize;
 
 use crate::output::{self, Output};
 
-/// Where the cluster state comes from.
+/// Where the cluster state comes from: manifest files (`--cluster`), else a
+/// live cluster, listed once, found as kubectl finds it (`--kubeconfig`,
+/// `--context`, else `$KUBECONFIG` or `~/.kube/config`, else the in-cluster
+/// service account).
 #[derive(Args, Debug)]
 pub struct ClusterArgs {
     /// Cluster manifests: YAML/JSON files or directories (e.g. the output of
-    /// `kubectl get ns,pods,netpol,svc -A -o yaml`). Repeatable.
-    #[arg(long = "cluster", required = true, value_name = "PATH")]
+    /// `kubectl get ns,pods,netpol,svc,endpointslices,nodes,rs,jobs -A -o yaml`),
+    /// instead of a live cluster. Repeatable.
+    #[arg(long = "cluster", value_name = "PATH", conflicts_with_all = ["kubeconfig", "context"])]
     paths: Vec<PathBuf>,
-    /// IP addresses of the node(s) the pods run on, when the manifests hold no
+    /// The kubeconfig of the live cluster (default: $KUBECONFIG, else
+    /// ~/.kube/config, else the in-cluster service account).
+    #[arg(long, value_name = "PATH")]
+    kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context (default: its current context).
+    #[arg(long, value_name = "NAME")]
+    context: Option<String>,
+    /// IP addresses of the node(s) the pods run on, when the cluster holds no
     /// Node objects: traffic between a pod and its node is always allowed.
     #[arg(long = "node-ip", value_name = "IP")]
     node_ips: Vec<IpAddr>,
 }
 
+/// Objects per page when listing a live cluster.
+const LIST_PAGE_SIZE: u32 = 500;
+
 impl ClusterArgs {
-    fn load(&self) -> Result<ClusterState> {
-        let mut state = ClusterState::load_paths(&self.paths).context("loading the cluster")?;
+    /// Whether a cluster was named (manifests, a kubeconfig or a context),
+    /// rather than left to the defaults.
+    pub fn is_given(&self) -> bool {
+        !self.paths.is_empty() || self.kubeconfig.is_some() || self.context.is_some()
+    }
+
+    /// Declares the `--node-ip`s on a state built elsewhere.
+    pub fn set_node_ips(&self, state: &mut ClusterState) {
         if !self.node_ips.is_empty() {
             state.set_local_node_ips(self.node_ips.iter().copied());
+        }
+    }
+
+    pub fn load(&self) -> Result<ClusterState> {
+        let mut state = if self.paths.is_empty() {
+            self.load_live()?
+        } else {
+            ClusterState::load_paths(&self.paths).context("loading the cluster")?
+        };
+        if !self.node_ips.is_empty() {
+            state.set_local_node_ips(self.node_ips.iter().copied());
+        }
+        Ok(state)
+    }
+
+    /// Lists every kind the engine reads once; an invalid object is left out
+    /// with a warning naming it and the field, as the watchers do.
+    fn load_live(&self) -> Result<ClusterState> {
+        let options = ClientOptions {
+            kubeconfig: self.kubeconfig.clone(),
+            context: self.context.clone(),
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting the async runtime")?;
+        let objects = runtime.block_on(async {
+            let client = netverdict_cluster::kube::client(&options).await.context(
+                "no cluster: pass --cluster FILES, or --kubeconfig/--context (default: $KUBECONFIG, ~/.kube/config, in-cluster)",
+            )?;
+            netverdict_cluster::kube::list_once(&client, &netverdict_cluster::KINDS, LIST_PAGE_SIZE)
+                .await
+                .context("listing the cluster")
+        })?;
+        let mut state = ClusterState::new();
+        for object in &objects {
+            if let Err(error) = state.apply(object) {
+                tracing::warn!("left out of the cluster state: {error}");
+                eprintln!("netverdict: warning: left out: {error}");
+            }
         }
         Ok(state)
     }
@@ -165,15 +227,10 @@ pub fn explain(args: ExplainArgs) -> Result<ExitCode> {
 
 #[derive(Args, Debug)]
 pub struct LintArgs {
-    /// Cluster manifests: YAML/JSON files or directories (e.g. the output of
-    /// `kubectl get ns,pods,netpol,svc -A -o yaml`). Repeatable. With -f: the
-    /// cluster the policies would be applied to.
-    #[arg(
-        long = "cluster",
-        value_name = "PATH",
-        required_unless_present = "files"
-    )]
-    cluster: Vec<PathBuf>,
+    /// With -f: the cluster the policies would be applied to, when given
+    /// (--cluster, --kubeconfig or --context); without -f, the cluster to lint.
+    #[command(flatten)]
+    cluster: ClusterArgs,
     /// Policy manifests, read as kubectl reads them: files, directories (their
     /// .yaml, .yml and .json files), `-` for standard input; multi-document
     /// YAML and `kind: List`. Repeatable. Alone, before `kubectl apply`: checks
@@ -188,9 +245,6 @@ pub struct LintArgs {
     /// the manifests hold no DNS pod.
     #[arg(long, value_name = "LABELS", default_value = "k8s-app=kube-dns")]
     dns_labels: String,
-    /// IP addresses of the node(s) the pods run on (see `verdicts`).
-    #[arg(long = "node-ip", value_name = "IP")]
-    node_ips: Vec<IpAddr>,
     /// Output format: text, json.
     #[arg(short = 'o', long = "output", value_parser = output::parser(output::PROSE), default_value = "text")]
     output: Output,
@@ -221,15 +275,36 @@ pub fn lint(args: LintArgs) -> Result<ExitCode> {
             labels: parse_labels("--dns-labels", &args.dns_labels)?,
         },
     };
-    let paths: Vec<&PathBuf> = args.cluster.iter().chain(&args.files).collect();
-    let (mut state, errors) =
-        ClusterState::from_manifests(Manifests::read_paths(&paths), &LoadOptions::default());
-    if !errors.is_empty() {
-        return Err(netverdict_policy::LoadErrors(errors)).context("loading the manifests");
-    }
-    if !args.node_ips.is_empty() {
-        state.set_local_node_ips(args.node_ips.iter().copied());
-    }
+    let state = if args.files.is_empty() {
+        args.cluster.load()?
+    } else {
+        let files = Manifests::read_paths(&args.files);
+        let mut errors = Vec::new();
+        let state = if args.cluster.is_given() {
+            // These policies applied to that cluster.
+            let mut state = args.cluster.load()?;
+            errors.extend(files.errors);
+            for sourced in files.objects {
+                if let Err(error) = state.apply(&sourced.object) {
+                    errors.push(netverdict_policy::LoadError::Invalid {
+                        origin: sourced.origin,
+                        error,
+                    });
+                }
+            }
+            state
+        } else {
+            let (mut state, read_errors) =
+                ClusterState::from_manifests(files, &LoadOptions::default());
+            errors = read_errors;
+            args.cluster.set_node_ips(&mut state);
+            state
+        };
+        if !errors.is_empty() {
+            return Err(netverdict_policy::LoadErrors(errors)).context("loading -f");
+        }
+        state
+    };
     let findings = netverdict_policy::lint::lint_with(&state, &options);
     let mut out = std::io::stdout().lock();
     match args.output {
@@ -253,7 +328,7 @@ pub fn lint(args: LintArgs) -> Result<ExitCode> {
         return Ok(ExitCode::from(1));
     }
     if state.policy_count() == 0 && state.admin_policy_count() == 0 && state.pod_count() == 0 {
-        bail!("the manifests hold no pods and no policies");
+        bail!("the cluster holds no pods and no policies");
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -229,7 +229,7 @@ fn address(server: &ServerArgs) -> String {
 }
 
 /// The server to connect to, checked against the TLS rules.
-fn target(server: &ServerArgs) -> Result<netverdict_tls::Target> {
+pub(crate) fn target(server: &ServerArgs) -> Result<netverdict_tls::Target> {
     netverdict_tls::Target::new(
         &address(server),
         netverdict_proto::ports::API_GRPC,
@@ -249,12 +249,16 @@ pub(crate) async fn channel(server: &ServerArgs) -> Result<tonic::transport::Cha
 
 pub(crate) fn status_error(what: &str, status: tonic::Status) -> anyhow::Error {
     // A TLS server that refuses this client's certificate closes the
-    // connection; gRPC only says "transport error".
-    let hint = if matches!(
-        status.code(),
-        tonic::Code::Unknown | tonic::Code::Unavailable
-    ) && status.message().contains("transport error")
-    {
+    // connection; gRPC only says "transport error", or that the request was
+    // cancelled when the close comes while it is under way.
+    let closed = match status.code() {
+        tonic::Code::Unknown | tonic::Code::Unavailable => {
+            status.message().contains("transport error")
+        }
+        tonic::Code::Cancelled => true,
+        _ => false,
+    };
+    let hint = if closed {
         " (if the server requires client certificates: give --tls-cert and --tls-key, signed by the server's client CA and valid now)"
     } else {
         ""

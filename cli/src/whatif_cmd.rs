@@ -1,17 +1,17 @@
 //! `netverdict whatif`: replays flows against the cluster with candidate
 //! policies added (or replacing those of the same name) or named policies
 //! deleted, and prints the flow groups whose verdict would change. This file
-//! only wires: it loads the cluster (manifests or the Kubernetes API), reads
+//! only wires: it loads the cluster (`ClusterArgs`: manifests or a live
+//! cluster listed once), reads
 //! the flows (a `verdicts` JSON lines file, or the API server's stored flows
 //! over the Observer stream, page by page), and prints;
 //! `netverdict_policy::whatif` decides and groups.
 
 use std::collections::HashSet;
 use std::io::{BufRead, Write};
-use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
@@ -21,7 +21,7 @@ use netverdict_proto::v1 as pb;
 use pb::observer_client::ObserverClient;
 
 use crate::output::{self, Output};
-use crate::policy_cmds::{FlowLine, parse_flow};
+use crate::policy_cmds::{ClusterArgs, FlowLine, parse_flow};
 use crate::query_cmds::{self, ServerArgs};
 use crate::render;
 
@@ -42,21 +42,8 @@ pub struct WhatIfArgs {
     /// ClusterNetworkPolicy/x). Repeatable.
     #[arg(long = "delete", value_name = "POLICY", num_args = 1..)]
     delete: Vec<String>,
-    /// Cluster manifests (files or directories, as for `verdicts`). Without
-    /// it, the Kubernetes API (--kubeconfig).
-    #[arg(long = "cluster", value_name = "PATH", num_args = 1..)]
-    cluster: Vec<PathBuf>,
-    /// The kubeconfig of the live cluster to read (default: $KUBECONFIG,
-    /// ~/.kube/config, else the in-cluster service account).
-    #[arg(long, value_name = "PATH", conflicts_with = "cluster")]
-    kubeconfig: Option<PathBuf>,
-    /// The kubeconfig context (default: its current context).
-    #[arg(long, value_name = "NAME", conflicts_with = "cluster")]
-    context: Option<String>,
-    /// IP addresses of the node(s) the pods run on, when the manifests hold
-    /// no Node objects.
-    #[arg(long = "node-ip", value_name = "IP")]
-    node_ips: Vec<IpAddr>,
+    #[command(flatten)]
+    cluster: ClusterArgs,
     /// Flows to replay: JSON lines as `verdicts` reads them
     /// (`{"src":"x/a","dst":"y/b","port":80,"protocol":"TCP"}`), `-` for
     /// standard input. Without it, the API server's stored flows (--server).
@@ -83,24 +70,18 @@ pub fn run(args: WhatIfArgs) -> Result<ExitCode> {
     if args.flows.is_none() && args.server.server.is_none() {
         bail!("give the flows to replay: --flows FILE, or --server ADDR for the API server's");
     }
-    let needs_runtime = args.cluster.is_empty() || args.flows.is_none();
-    let runtime = needs_runtime.then(query_cmds::runtime).transpose()?;
-    let mut state = match &runtime {
-        Some(rt) if args.cluster.is_empty() => rt.block_on(live_cluster(&args))?,
-        _ => ClusterState::load_paths(&args.cluster).context("loading the cluster")?,
-    };
-    if !args.node_ips.is_empty() {
-        state.set_local_node_ips(args.node_ips.iter().copied());
-    }
-    let whatif = WhatIf::new(state, &rollout)?;
+    let whatif = WhatIf::new(args.cluster.load()?, &rollout)?;
     let mut replay = whatif.replay();
     let mut skipped = 0u64;
-    match (&args.flows, &runtime) {
-        (Some(path), _) => replay_file(path, whatif.before(), &mut replay)?,
-        (None, Some(rt)) => {
-            skipped = rt.block_on(replay_server(&args, whatif.before(), &mut replay))?
+    match &args.flows {
+        Some(path) => replay_file(path, whatif.before(), &mut replay)?,
+        None => {
+            skipped = query_cmds::runtime()?.block_on(replay_server(
+                &args,
+                whatif.before(),
+                &mut replay,
+            ))?
         }
-        (None, None) => bail!("no async runtime for --server"),
     }
     let changes = replay.finish();
     print(&args, &changes, skipped)?;
@@ -130,25 +111,6 @@ fn read_rollout(args: &WhatIfArgs) -> Result<Rollout> {
             .push(whatif::parse_policy_key(name).context("--delete")?);
     }
     Ok(rollout)
-}
-
-/// The live cluster's state, read once through the Kubernetes watchers.
-async fn live_cluster(args: &WhatIfArgs) -> Result<ClusterState> {
-    use netverdict_cluster::kube::{ClientOptions, KubeSourceConfig};
-    use netverdict_cluster::{Source, SourceConfig, SyncPolicy};
-    let mut config = SourceConfig::new(Source::Kube {
-        client: ClientOptions {
-            kubeconfig: args.kubeconfig.clone(),
-            context: args.context.clone(),
-        },
-        config: KubeSourceConfig::default(),
-    });
-    config.sync = SyncPolicy::fail_after(Duration::from_secs(60));
-    let handle = netverdict_cluster::start(config)
-        .await
-        .context("reading the cluster from the Kubernetes API (or give --cluster)")?;
-    let state = handle.state().read().clone();
-    Ok(state)
 }
 
 /// Replays a `verdicts` JSON lines file, line by line.

@@ -1,5 +1,7 @@
 //! The Kubernetes source: kube-rs watchers of Namespaces, Pods, NetworkPolicies,
-//! Services, EndpointSlices and Nodes, applied to the shared state incrementally.
+//! Services, EndpointSlices, Nodes, ReplicaSets and Jobs (for pods' workloads),
+//! applied to the shared state incrementally; and [`list_once`], the same
+//! kinds listed once for one-shot commands (`netverdict explain --kubeconfig`).
 //!
 //! One task per kind runs `watcher(..).default_backoff()` (bookmarks on, paginated
 //! lists) and forwards its events to one writer task, which owns the
@@ -18,11 +20,15 @@
 //! forever, so this source restarts that kind's watcher (which re-lists).
 //!
 //! Errors never stop the source: they are logged, counted per kind, and the
-//! watcher retries with backoff. A kind that cannot be listed (e.g. RBAC: the
-//! agent needs `list` and `watch` on namespaces, pods, services, nodes,
-//! networkpolicies.networking.k8s.io, endpointslices.discovery.k8s.io and
-//! the three policy.networking.k8s.io kinds) keeps the source from being
-//! synced, and [`KubeSource::wait_synced`] names it.
+//! watcher retries with backoff. A kind that cannot be listed keeps the source
+//! from being synced, and [`KubeSource::wait_synced`] names it. A `403
+//! Forbidden` (the role lacks a grant: the agent needs `list` and `watch` on
+//! namespaces, pods, services, nodes, networkpolicies.networking.k8s.io,
+//! endpointslices.discovery.k8s.io, the three policy.networking.k8s.io kinds,
+//! replicasets.apps and jobs.batch) is named as the permission to grant
+//! ([`ForbiddenKind`]): in a warning when it starts, in [`SourceMetrics`]
+//! (the `cluster_forbidden` gauges) while it lasts, and in the error of a
+//! sync that does not complete.
 //! [`KubeSourceConfig::kinds`] narrows what is watched (the API server reads
 //! fewer kinds than the agent); the source asks the API server for nothing but
 //! `list` and `watch` of those kinds, across all namespaces.
@@ -40,9 +46,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
+use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::api::ListParams;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use netverdict_policy::crd::{
@@ -53,10 +62,10 @@ use serde::de::DeserializeOwned;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
-use crate::metrics::SourceMetrics;
+use crate::metrics::{ForbiddenKind, SourceMetrics};
 use crate::shared::SharedState;
 use crate::tracker::{ObjectRef, Tracker, Versioning};
-use crate::{KINDS, kind_index, kind_name};
+use crate::{KIND_COUNT, KINDS, kind_index, kind_name};
 
 /// Errors of the Kubernetes source.
 #[derive(Debug, thiserror::Error)]
@@ -85,6 +94,21 @@ pub enum Error {
         /// The kinds still listing.
         kinds: Vec<&'static str>,
         waited: Duration,
+    },
+    /// The Kubernetes API refused to list or watch some kinds (403): each
+    /// names the permission to grant.
+    #[error("{}", refused.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Forbidden {
+        /// The kinds refused.
+        refused: Vec<ForbiddenKind>,
+    },
+    /// Listing a kind failed (other than 403).
+    #[error("cannot list {kind}: {source}")]
+    List {
+        /// The kind.
+        kind: &'static str,
+        #[source]
+        source: kube::Error,
     },
 }
 
@@ -198,6 +222,8 @@ watched!(Node, Node);
 watched!(AdminNetworkPolicy, AdminNetworkPolicy);
 watched!(BaselineAdminNetworkPolicy, BaselineAdminNetworkPolicy);
 watched!(ClusterNetworkPolicy, ClusterNetworkPolicy);
+watched!(ReplicaSet, ReplicaSet);
+watched!(Job, Job);
 
 /// What a watch task tells the writer.
 #[derive(Debug)]
@@ -218,7 +244,7 @@ pub struct KubeSource {
     tasks: JoinSet<()>,
     metrics: Arc<SourceMetrics>,
     synced: watch::Receiver<bool>,
-    listed: Arc<[AtomicBool; KINDS.len()]>,
+    listed: Arc<[AtomicBool; KIND_COUNT]>,
 }
 
 impl KubeSource {
@@ -230,7 +256,7 @@ impl KubeSource {
         let (synced_tx, synced) = watch::channel(false);
         // Kinds not watched count as listed: the source is synced once the
         // watched ones are.
-        let listed: Arc<[AtomicBool; KINDS.len()]> =
+        let listed: Arc<[AtomicBool; KIND_COUNT]> =
             Arc::new(KINDS.map(|kind| AtomicBool::new(!config.kinds.contains(&kind))));
         let mut tasks = JoinSet::new();
         let shared = (&client, &config, &tx, &metrics);
@@ -251,6 +277,8 @@ impl KubeSource {
                 ObjectKind::ClusterNetworkPolicy => {
                     spawn_watch::<ClusterNetworkPolicy>(&mut tasks, shared)
                 }
+                ObjectKind::ReplicaSet => spawn_watch::<ReplicaSet>(&mut tasks, shared),
+                ObjectKind::Job => spawn_watch::<Job>(&mut tasks, shared),
             }
         }
         drop(tx);
@@ -274,20 +302,32 @@ impl KubeSource {
         *self.synced.borrow()
     }
 
-    /// Waits until every kind has completed its initial list.
+    /// Waits until every kind has completed its initial list. When it has
+    /// not in time and the API server refused kinds still listing (403),
+    /// the error is [`Error::Forbidden`], naming the permissions to grant.
     pub async fn wait_synced(&self, timeout: Duration) -> Result<()> {
         let mut synced = self.synced.clone();
-        match tokio::time::timeout(timeout, synced.wait_for(|s| *s)).await {
-            Ok(Ok(_)) => Ok(()),
-            _ => Err(Error::SyncTimeout {
-                kinds: KINDS
-                    .iter()
-                    .filter(|k| !self.listed[kind_index(**k)].load(Ordering::Relaxed))
-                    .map(|k| kind_name(*k))
-                    .collect(),
-                waited: timeout,
-            }),
+        if let Ok(Ok(_)) = tokio::time::timeout(timeout, synced.wait_for(|s| *s)).await {
+            return Ok(());
         }
+        let late: Vec<ObjectKind> = KINDS
+            .into_iter()
+            .filter(|k| !self.listed[kind_index(*k)].load(Ordering::Relaxed))
+            .collect();
+        let refused: Vec<ForbiddenKind> = self
+            .metrics
+            .snapshot()
+            .forbidden
+            .into_iter()
+            .filter(|f| late.contains(&f.kind))
+            .collect();
+        if !refused.is_empty() {
+            return Err(Error::Forbidden { refused });
+        }
+        Err(Error::SyncTimeout {
+            kinds: late.into_iter().map(kind_name).collect(),
+            waited: timeout,
+        })
     }
 
     /// Resolves when the source stops following the cluster (a task ended: a
@@ -331,6 +371,21 @@ fn watch_start_gone(error: &watcher::Error) -> bool {
     matches!(error, watcher::Error::WatchStartFailed(kube::Error::Api(status)) if status.code == 410)
 }
 
+/// What the API server refused, when `error` is a `403 Forbidden`.
+fn forbidden<K: Watched>(error: &watcher::Error) -> Option<ForbiddenKind> {
+    let (verb, status) = match error {
+        watcher::Error::InitialListFailed(kube::Error::Api(status)) => ("list", &**status),
+        watcher::Error::WatchStartFailed(kube::Error::Api(status)) => ("watch", &**status),
+        watcher::Error::WatchError(status) => ("watch", &**status),
+        _ => return None,
+    };
+    (status.code == 403).then(|| ForbiddenKind {
+        kind: K::KIND,
+        verb,
+        message: status.message.clone(),
+    })
+}
+
 /// Whether a watcher error is a `404` answered to the list: the kind's
 /// CustomResourceDefinition is not installed.
 fn not_installed(error: &watcher::Error) -> bool {
@@ -354,6 +409,8 @@ async fn watch_kind<K: Watched>(
         ..watcher::Config::default()
     };
     let mut restart_delay = config.restart_delay;
+    // Whether the last list or watch was refused with 403 (warned once).
+    let mut refused = false;
     loop {
         let mut events = watcher(api.clone(), wc.clone())
             // The engine reads neither: don't hold them while a list is buffered.
@@ -375,6 +432,10 @@ async fn watch_kind<K: Watched>(
                 Ok(watcher::Event::InitDone) => {
                     // A list went through: whatever made us restart is over.
                     restart_delay = config.restart_delay;
+                    if std::mem::take(&mut refused) {
+                        tracing::info!(kind, "listing is permitted again");
+                    }
+                    metrics.permitted(K::KIND);
                     if metrics.set_not_installed(K::KIND, false) {
                         tracing::info!(
                             kind,
@@ -407,6 +468,19 @@ async fn watch_kind<K: Watched>(
                 }
                 Err(error) => {
                     metrics.watch_error(K::KIND);
+                    if let Some(denied) = forbidden::<K>(&error) {
+                        // Logged once per refusal, not on every retry.
+                        if !std::mem::replace(&mut refused, true) {
+                            tracing::warn!(
+                                kind,
+                                resource = crate::kind_resource(K::KIND),
+                                verb = denied.verb,
+                                "{denied}; retrying with backoff"
+                            );
+                        }
+                        metrics.forbidden(denied);
+                        continue;
+                    }
                     match &error {
                         watcher::Error::WatchError(status) if status.code == 410 => {
                             tracing::info!(kind, reason = %status.message, "watch history expired (410 Gone): re-listing");
@@ -446,7 +520,7 @@ async fn write(
     state: SharedState,
     metrics: Arc<SourceMetrics>,
     synced: watch::Sender<bool>,
-    listed: Arc<[AtomicBool; KINDS.len()]>,
+    listed: Arc<[AtomicBool; KIND_COUNT]>,
 ) {
     let mut tracker = Tracker::new(Versioning::ResourceVersion, metrics);
     let mut batch = Vec::with_capacity(256);
@@ -505,6 +579,91 @@ async fn write(
         if !*synced.borrow() && listed.iter().all(|l| l.load(Ordering::Relaxed)) {
             tracing::info!("cluster state synced: every kind listed");
             synced.send_replace(true);
+        }
+    }
+}
+
+/// Lists `kinds` once (paginated, `page_size` objects a page) across every
+/// namespace: the cluster as one-shot commands (`explain`, `lint`,
+/// `verdicts`, `diagnose` with `--kubeconfig`) see it. Asks only `list`. A
+/// kind the API server refuses (403) is [`Error::Forbidden`], naming every
+/// kind refused and the permission to grant; an admin policy kind whose
+/// CustomResourceDefinition is not installed (404) has no object.
+pub async fn list_once(
+    client: &Client,
+    kinds: &[ObjectKind],
+    page_size: u32,
+) -> Result<Vec<K8sObject>> {
+    let mut objects = Vec::new();
+    let mut refused = Vec::new();
+    for kind in KINDS.into_iter().filter(|k| kinds.contains(k)) {
+        let listed = match kind {
+            ObjectKind::Namespace => list_all::<Namespace>(client, page_size).await,
+            ObjectKind::Pod => list_all::<Pod>(client, page_size).await,
+            ObjectKind::NetworkPolicy => list_all::<NetworkPolicy>(client, page_size).await,
+            ObjectKind::Service => list_all::<Service>(client, page_size).await,
+            ObjectKind::EndpointSlice => list_all::<EndpointSlice>(client, page_size).await,
+            ObjectKind::Node => list_all::<Node>(client, page_size).await,
+            ObjectKind::ReplicaSet => list_all::<ReplicaSet>(client, page_size).await,
+            ObjectKind::Job => list_all::<Job>(client, page_size).await,
+            ObjectKind::AdminNetworkPolicy => {
+                list_all::<AdminNetworkPolicy>(client, page_size).await
+            }
+            ObjectKind::BaselineAdminNetworkPolicy => {
+                list_all::<BaselineAdminNetworkPolicy>(client, page_size).await
+            }
+            ObjectKind::ClusterNetworkPolicy => {
+                list_all::<ClusterNetworkPolicy>(client, page_size).await
+            }
+        };
+        match listed {
+            Ok(mut items) => objects.append(&mut items),
+            // A CustomResourceDefinition not installed: no object of the kind.
+            Err(kube::Error::Api(status))
+                if status.code == 404
+                    && matches!(
+                        kind,
+                        ObjectKind::AdminNetworkPolicy
+                            | ObjectKind::BaselineAdminNetworkPolicy
+                            | ObjectKind::ClusterNetworkPolicy
+                    ) =>
+            {
+                tracing::info!(
+                    kind = kind_name(kind),
+                    "not installed (list answered 404): none"
+                );
+            }
+            Err(kube::Error::Api(status)) if status.code == 403 => refused.push(ForbiddenKind {
+                kind,
+                verb: "list",
+                message: status.message.clone(),
+            }),
+            Err(source) => {
+                return Err(Error::List {
+                    kind: kind_name(kind),
+                    source,
+                });
+            }
+        }
+    }
+    if !refused.is_empty() {
+        return Err(Error::Forbidden { refused });
+    }
+    Ok(objects)
+}
+
+/// Every object of one kind, page after page.
+async fn list_all<K: Watched>(client: &Client, page_size: u32) -> kube::Result<Vec<K8sObject>> {
+    let api: Api<K> = Api::all(client.clone());
+    let mut out = Vec::new();
+    let mut params = ListParams::default().limit(page_size.max(1));
+    loop {
+        let page = api.list(&params).await?;
+        let next = page.metadata.continue_.clone().filter(|c| !c.is_empty());
+        out.extend(page.items.into_iter().map(Watched::into_object));
+        match next {
+            Some(token) => params = params.continue_token(&token),
+            None => return Ok(out),
         }
     }
 }

@@ -8,9 +8,9 @@
 //! ```text
 //!  kube: one kube-rs watcher per kind ─┐                       ┌─> SharedState (RwLock<ClusterState>)
 //!        (Namespace, Pod, NetworkPolicy,├─> mpsc ─> writer task ┤     read by the annotator (verdict(&self))
-//!         Service, EndpointSlice, Node, │   (Tracker: apply,    └─> SourceMetrics (counters, invalid objects)
-//!         the admin policy CRDs)       ─┘
-//!                                            delete, re-list diff)
+//!         Service, EndpointSlice, Node, │   (Tracker: apply,    └─> SourceMetrics (counters, invalid objects,
+//!         the admin policy CRDs,        │    delete, re-list diff)     kinds the RBAC forbids)
+//!         ReplicaSet, Job)             ─┘
 //!  manifests: poll files ─> parse + validate all ─> Tracker diff ─> SharedState
 //!  lab: a running lab's objects, once at start ─────────────────> SharedState
 //! ```
@@ -69,15 +69,18 @@ pub mod shared;
 pub mod source;
 pub mod tracker;
 
-pub use metrics::{InvalidObject, KindCounts, MetricsSnapshot, SourceMetrics};
+pub use metrics::{ForbiddenKind, InvalidObject, KindCounts, MetricsSnapshot, SourceMetrics};
 pub use shared::SharedState;
 pub use source::{ClusterHandle, Error, OnSyncTimeout, Source, SourceConfig, SyncPolicy, start};
 pub use tracker::ObjectRef;
 
 use netverdict_policy::ObjectKind;
 
+/// How many kinds the sources keep.
+pub const KIND_COUNT: usize = KINDS.len();
+
 /// Every kind of object the sources keep, in a fixed order (metrics use it).
-pub const KINDS: [ObjectKind; 9] = [
+pub const KINDS: [ObjectKind; 11] = [
     ObjectKind::Namespace,
     ObjectKind::Pod,
     ObjectKind::NetworkPolicy,
@@ -87,6 +90,8 @@ pub const KINDS: [ObjectKind; 9] = [
     ObjectKind::AdminNetworkPolicy,
     ObjectKind::BaselineAdminNetworkPolicy,
     ObjectKind::ClusterNetworkPolicy,
+    ObjectKind::ReplicaSet,
+    ObjectKind::Job,
 ];
 
 /// The Kubernetes name of a kind (`Pod`, `NetworkPolicy`...).
@@ -101,6 +106,8 @@ pub fn kind_name(kind: ObjectKind) -> &'static str {
         ObjectKind::AdminNetworkPolicy => "AdminNetworkPolicy",
         ObjectKind::BaselineAdminNetworkPolicy => "BaselineAdminNetworkPolicy",
         ObjectKind::ClusterNetworkPolicy => "ClusterNetworkPolicy",
+        ObjectKind::ReplicaSet => "ReplicaSet",
+        ObjectKind::Job => "Job",
     }
 }
 
@@ -116,5 +123,27 @@ pub fn kind_index(kind: ObjectKind) -> usize {
         ObjectKind::AdminNetworkPolicy => 6,
         ObjectKind::BaselineAdminNetworkPolicy => 7,
         ObjectKind::ClusterNetworkPolicy => 8,
+        ObjectKind::ReplicaSet => 9,
+        ObjectKind::Job => 10,
+    }
+}
+
+/// The RBAC resource of a kind as `resource.group` (`pods`,
+/// `replicasets.apps`): what a role must grant `list` and `watch` on.
+pub fn kind_resource(kind: ObjectKind) -> &'static str {
+    match kind {
+        ObjectKind::Namespace => "namespaces",
+        ObjectKind::Pod => "pods",
+        ObjectKind::NetworkPolicy => "networkpolicies.networking.k8s.io",
+        ObjectKind::Service => "services",
+        ObjectKind::EndpointSlice => "endpointslices.discovery.k8s.io",
+        ObjectKind::Node => "nodes",
+        ObjectKind::ReplicaSet => "replicasets.apps",
+        ObjectKind::Job => "jobs.batch",
+        ObjectKind::AdminNetworkPolicy => "adminnetworkpolicies.policy.networking.k8s.io",
+        ObjectKind::BaselineAdminNetworkPolicy => {
+            "baselineadminnetworkpolicies.policy.networking.k8s.io"
+        }
+        ObjectKind::ClusterNetworkPolicy => "clusternetworkpolicies.policy.networking.k8s.io",
     }
 }

@@ -1,9 +1,11 @@
 //! Counters a cluster state source keeps, for logs, status endpoints and the
 //! Prometheus metrics (the collector and the API server encode them).
 //!
-//! Labels stay low-cardinality: counters are per kind (nine values) and per source;
+//! Labels stay low-cardinality: counters are per kind (eleven values) and per source;
 //! which objects are currently invalid is a list for status pages and logs, never a
-//! metric label.
+//! metric label. A kind the API server refuses to list or watch (`403
+//! Forbidden`: the role lacks a grant) is a [`ForbiddenKind`], which names the
+//! permission to grant.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -11,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use netverdict_policy::{ObjectError, ObjectKind};
 
-use crate::{KINDS, kind_index};
+use crate::{KINDS, kind_index, kind_resource};
 
 /// The counters of one kind.
 #[derive(Debug, Default)]
@@ -32,6 +34,39 @@ pub struct SourceMetrics {
     reloads: AtomicU64,
     reload_failures: AtomicU64,
     invalid: Mutex<BTreeMap<(usize, String, String), ObjectError>>,
+    /// Kinds whose last list or watch was refused with 403, by kind index.
+    forbidden: Mutex<BTreeMap<usize, ForbiddenKind>>,
+}
+
+/// A kind the Kubernetes API refused to list or watch (`403 Forbidden`): the
+/// source's service account lacks a grant. Its display names the permission:
+/// `forbidden: cannot list replicasets.apps at cluster scope: grant list and
+/// watch on replicasets (apiGroups ["apps"]) cluster-wide (...)`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ForbiddenKind {
+    pub kind: ObjectKind,
+    /// What was refused: `list` or `watch`.
+    pub verb: &'static str,
+    /// The API server's message.
+    pub message: String,
+}
+
+impl std::fmt::Display for ForbiddenKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let resource = kind_resource(self.kind);
+        let (plural, group) = resource.split_once('.').unwrap_or((resource, ""));
+        write!(
+            f,
+            "forbidden: cannot {} {resource} at cluster scope: grant list and watch on \
+             {plural} (apiGroups [\"{group}\"]) cluster-wide, in a ClusterRole bound to \
+             this service account",
+            self.verb
+        )?;
+        if !self.message.is_empty() {
+            write!(f, " (the API server said: {})", self.message)?;
+        }
+        Ok(())
+    }
 }
 
 /// The counts of one kind at one moment.
@@ -83,6 +118,8 @@ pub struct MetricsSnapshot {
     pub reload_failures: u64,
     /// Objects currently left out of the state because they are invalid.
     pub invalid: Vec<InvalidObject>,
+    /// Kinds the Kubernetes API currently refuses to list or watch.
+    pub forbidden: Vec<ForbiddenKind>,
 }
 
 impl MetricsSnapshot {
@@ -164,6 +201,22 @@ impl SourceMetrics {
             );
     }
 
+    /// Records that the API server refused to list or watch a kind (403).
+    pub(crate) fn forbidden(&self, refused: ForbiddenKind) {
+        self.forbidden
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(kind_index(refused.kind), refused);
+    }
+
+    /// Records that a list of a kind went through (it is no longer forbidden).
+    pub(crate) fn permitted(&self, kind: ObjectKind) {
+        self.forbidden
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&kind_index(kind));
+    }
+
     /// Records that an object is no longer invalid (fixed or deleted).
     pub(crate) fn cleared(&self, kind: ObjectKind, namespace: &str, name: &str) {
         self.invalid
@@ -206,6 +259,13 @@ impl SourceMetrics {
                     name: name.clone(),
                     error: error.clone(),
                 })
+                .collect(),
+            forbidden: self
+                .forbidden
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .values()
+                .cloned()
                 .collect(),
         }
     }

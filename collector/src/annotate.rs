@@ -29,8 +29,8 @@ use std::sync::Arc;
 
 use netverdict_policy::explain::Party;
 use netverdict_policy::lint::dns_denied;
-use netverdict_policy::model::Pod;
-use netverdict_policy::{ClusterState, Connection, ConnectionError, Endpoint, PodKey, Verdict};
+use netverdict_policy::model::{Owner, Pod, workload_name};
+use netverdict_policy::{ClusterState, Connection, ConnectionError, Endpoint, Verdict};
 use netverdict_proto::time::UnixNanos;
 use netverdict_proto::v1 as pb;
 
@@ -48,6 +48,10 @@ pub struct ResolvedEndpoint {
     /// The address stands for endpoints not told apart (a Service's address
     /// whose backend is not known): neither a pod, a node nor the world.
     pub unresolved: bool,
+    /// The pod's workload (its controller, followed through a ReplicaSet or
+    /// a Job; see [`ClusterState::workload_of`]); None for a pod nothing
+    /// controls, and for anything but a pod.
+    pub workload: Option<Arc<Owner>>,
 }
 
 /// Why a flow has no verdict.
@@ -121,11 +125,13 @@ impl Annotator {
         let resolve = |addr: SocketAddr| {
             let pod = state.pod_by_ip_at(addr.ip(), at).cloned();
             let node = pod.is_none() && state.is_node_ip(addr.ip());
+            let workload = pod.as_deref().and_then(|p| state.workload_of(p));
             ResolvedEndpoint {
                 addr,
                 pod,
                 node,
                 unresolved: false,
+                workload,
             }
         };
         let source = resolve(obs.src);
@@ -372,7 +378,7 @@ fn endpoint(end: &ResolvedEndpoint) -> pb::Endpoint {
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect();
-            out.workload = workload(&pod.key, &pod.labels);
+            out.workload = workload_name(end.workload.as_deref(), &pod.key);
             out.node_name = pod.node.clone().unwrap_or_default();
         }
         None if end.unresolved => out.kind = pb::EndpointKind::Unspecified as i32,
@@ -380,12 +386,6 @@ fn endpoint(end: &ResolvedEndpoint) -> pb::Endpoint {
         None => out.kind = pb::EndpointKind::World as i32,
     }
     out
-}
-
-/// The workload a pod belongs to, for grouping (one definition, shared with
-/// what-if replay).
-fn workload(key: &PodKey, labels: &std::collections::BTreeMap<String, String>) -> String {
-    netverdict_policy::whatif::workload_name(key, labels)
 }
 
 /// The kernel's traffic direction as protobuf: the one place the two meet.

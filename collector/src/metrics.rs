@@ -22,7 +22,7 @@ use prometheus_client::registry::Registry;
 
 use crate::export::{ConnectionState, ExportStats};
 use crate::pipeline::{Held, PipelineCounters};
-use netverdict_cluster::{KINDS, MetricsSnapshot, kind_index, kind_name};
+use netverdict_cluster::{KIND_COUNT, KINDS, MetricsSnapshot, kind_index, kind_name};
 use netverdict_proto::names::EnumName;
 use netverdict_proto::v1 as pb;
 
@@ -472,6 +472,21 @@ impl Snapshot {
                 (
                     vec![("source", source), ("kind", kind_name(k))],
                     invalid[kind_index(k)],
+                )
+            }),
+        )?;
+        let mut forbidden = [0i64; KIND_COUNT];
+        for f in &m.forbidden {
+            forbidden[kind_index(f.kind)] = 1;
+        }
+        gauges(
+            e,
+            "netverdict_collector_cluster_forbidden",
+            "1 while the Kubernetes API refuses to list or watch the kind (403: the role lacks a grant; the log names it).",
+            KINDS.iter().map(|&k| {
+                (
+                    vec![("source", source), ("kind", kind_name(k))],
+                    forbidden[kind_index(k)],
                 )
             }),
         )?;

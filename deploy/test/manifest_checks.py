@@ -5,9 +5,9 @@
 names the object and the field. The rules:
 
 - RBAC: roles only get, list and watch the kinds netverdict reads (namespaces,
-  pods, services, nodes, endpointslices, networkpolicies, and the
+  pods, services, nodes, endpointslices, networkpolicies, the
   policy.networking.k8s.io adminnetworkpolicies, baselineadminnetworkpolicies
-  and clusternetworkpolicies); no wildcard, no
+  and clusternetworkpolicies, and replicasets and jobs for pods' workloads); no wildcard, no
   non-resource URL, no aggregation; bindings only refer to roles defined here
   and only bind the service accounts of the components that use the Kubernetes
   API; every other workload mounts no service account token. (Exactly which
@@ -67,6 +67,8 @@ READ_RESOURCES = {
     ("policy.networking.k8s.io", "adminnetworkpolicies"),
     ("policy.networking.k8s.io", "baselineadminnetworkpolicies"),
     ("policy.networking.k8s.io", "clusternetworkpolicies"),
+    ("apps", "replicasets"),
+    ("batch", "jobs"),
 }
 
 # The flags of each `netverdict` subcommand the manifests may use. All take a

@@ -163,7 +163,10 @@ class OverlayTest(unittest.TestCase):
             (g, r) for rule in one(objects, "ClusterRole", name)["rules"] for g in rule["apiGroups"] for r in rule["resources"]
         }
         self.assertEqual(mc.READ_RESOURCES, granted("netverdict-collector"))
-        self.assertEqual(mc.READ_RESOURCES - {("discovery.k8s.io", "endpointslices")}, granted("netverdict-api"))
+        self.assertEqual(
+            mc.READ_RESOURCES - {("discovery.k8s.io", "endpointslices"), ("apps", "replicasets"), ("batch", "jobs")},
+            granted("netverdict-api"),
+        )
         # The collector: node name from the downward API, exports over TLS to the API Service.
         ds = one(objects, "DaemonSet", "netverdict-collector")
         pod = ds["spec"]["template"]["spec"]

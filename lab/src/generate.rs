@@ -1,5 +1,7 @@
 //! Generated clusters: random small clusters with random policy sets (for the
-//! lab-versus-engine tests) and the benchmark cluster (100 pods, 50 policies).
+//! lab-versus-engine tests), the same with random admin policies
+//! (AdminNetworkPolicy, BaselineAdminNetworkPolicy, ClusterNetworkPolicy of
+//! both tiers) on top, and the benchmark cluster (100 pods, 50 policies).
 //!
 //! Generation is deterministic per seed, so a failing cluster can be rebuilt
 //! from the seed the test prints.
@@ -178,6 +180,182 @@ pub fn random_cluster(seed: u64) -> Vec<K8sObject> {
     out
 }
 
+/// The admin policy kinds, as the generator writes them.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum AdminKind {
+    Anp,
+    Banp,
+    Cnp,
+}
+
+impl AdminKind {
+    fn allow(self) -> &'static str {
+        match self {
+            AdminKind::Cnp => "Accept",
+            _ => "Allow",
+        }
+    }
+}
+
+fn admin_object(kind: AdminKind, name: &str, spec: Value) -> K8sObject {
+    let v = |api: &str, kind: &str| {
+        json!({"apiVersion": format!("policy.networking.k8s.io/{api}"), "kind": kind,
+               "metadata": {"name": name}, "spec": spec})
+    };
+    match kind {
+        AdminKind::Anp => {
+            K8sObject::AdminNetworkPolicy(Box::new(obj(v("v1alpha1", "AdminNetworkPolicy"))))
+        }
+        AdminKind::Banp => K8sObject::BaselineAdminNetworkPolicy(Box::new(obj(v(
+            "v1alpha1",
+            "BaselineAdminNetworkPolicy",
+        )))),
+        AdminKind::Cnp => {
+            K8sObject::ClusterNetworkPolicy(Box::new(obj(v("v1alpha2", "ClusterNetworkPolicy"))))
+        }
+    }
+}
+
+fn random_admin_subject(rng: &mut StdRng) -> Value {
+    if rng.random_bool(0.5) {
+        json!({"namespaces": random_ns_selector(rng)})
+    } else {
+        json!({"pods": {"namespaceSelector": random_ns_selector(rng),
+                        "podSelector": random_pod_selector(rng)}})
+    }
+}
+
+/// A peer of an admin rule; `addresses` allows `networks` and `nodes` (egress
+/// rules without named ports).
+fn random_admin_peer(rng: &mut StdRng, addresses: bool) -> Value {
+    match rng.random_range(0..if addresses { 6 } else { 3 }) {
+        0 => json!({"namespaces": random_ns_selector(rng)}),
+        1 | 2 => json!({"pods": {"namespaceSelector": random_ns_selector(rng),
+                                 "podSelector": random_pod_selector(rng)}}),
+        3 => {
+            // Pod IPs are 10.1.<ns>.<10+i>: networks of a namespace, of one
+            // pod, or of everything, overlapping each other.
+            let ns = rng.random_range(0..3);
+            let nets = match rng.random_range(0..3) {
+                0 => json!([format!("10.1.{ns}.0/24")]),
+                1 => json!([
+                    format!("10.1.{ns}.{}/32", 10 + rng.random_range(0..2)),
+                    format!("10.1.{}.0/24", (ns + 1) % 3)
+                ]),
+                _ => json!(["10.1.0.0/16", format!("10.1.{ns}.0/24")]),
+            };
+            json!({"networks": nets})
+        }
+        4 => json!({"networks": [format!("10.1.{}.0/25", rng.random_range(0..3))]}),
+        _ => json!({"nodes": {}}),
+    }
+}
+
+/// The ports of an admin rule (None: every port), and whether one is named.
+fn random_admin_ports(rng: &mut StdRng, kind: AdminKind) -> (Option<Value>, bool) {
+    if rng.random_bool(0.35) {
+        return (None, false);
+    }
+    let mut named = false;
+    let ports: Vec<Value> = (0..rng.random_range(1..3))
+        .map(|_| {
+            let pick = rng.random_range(0..6);
+            named |= pick == 3;
+            match (kind, pick) {
+                (AdminKind::Cnp, 0) => json!({"tcp": {"destinationPort": {"number": 80}}}),
+                (AdminKind::Cnp, 1) => json!({"tcp": {"destinationPort": {"number": 81}}}),
+                (AdminKind::Cnp, 2) => {
+                    json!({"tcp": {"destinationPort": {"range": {"start": 79, "end": 80}}}})
+                }
+                (AdminKind::Cnp, 3) => json!({"destinationNamedPort": "http"}),
+                (AdminKind::Cnp, 4) => json!({"udp": {"destinationPort": {"number": 80}}}),
+                (AdminKind::Cnp, _) => json!({"tcp": {}}),
+                (_, 0) => json!({"portNumber": {"protocol": "TCP", "port": 80}}),
+                (_, 1) => json!({"portNumber": {"protocol": "TCP", "port": 81}}),
+                (_, 2) => json!({"portRange": {"protocol": "TCP", "start": 79, "end": 80}}),
+                (_, 3) => json!({"namedPort": "http"}),
+                (_, 4) => json!({"portNumber": {"protocol": "UDP", "port": 80}}),
+                (_, _) => json!({"portRange": {"protocol": "TCP", "start": 81, "end": 90}}),
+            }
+        })
+        .collect();
+    let field = if kind == AdminKind::Cnp {
+        "protocols"
+    } else {
+        "ports"
+    };
+    (Some(json!({field: ports})), named)
+}
+
+fn random_admin_rules(rng: &mut StdRng, kind: AdminKind, egress: bool) -> Value {
+    let (peers_field, prefix) = if egress { ("to", "e") } else { ("from", "i") };
+    let rules: Vec<Value> = (0..rng.random_range(0..4))
+        .map(|r| {
+            let actions: &[&str] = if kind == AdminKind::Banp {
+                &["Deny", "Allow"]
+            } else {
+                &["Deny", "Pass", "Allow"]
+            };
+            let action = match *actions.choose(rng).unwrap_or(&"Deny") {
+                "Allow" => kind.allow(),
+                other => other,
+            };
+            let (ports, named) = random_admin_ports(rng, kind);
+            let peers: Vec<Value> = (0..rng.random_range(1..3))
+                .map(|_| random_admin_peer(rng, egress && !named))
+                .collect();
+            let mut rule = json!({"name": format!("{prefix}{r}-{}", action.to_lowercase()),
+                                  "action": action, peers_field: peers});
+            if let Some(Value::Object(ports)) = ports {
+                for (k, v) in ports {
+                    rule[k] = v;
+                }
+            }
+            rule
+        })
+        .collect();
+    json!(rules)
+}
+
+fn random_admin_spec(rng: &mut StdRng, kind: AdminKind) -> Value {
+    let mut spec = json!({"subject": random_admin_subject(rng)});
+    // Few priorities, so some are shared (decided by name, then kind).
+    if kind != AdminKind::Banp {
+        spec["priority"] = json!([1, 2, 2, 5].choose(rng).unwrap_or(&1));
+    }
+    spec["ingress"] = random_admin_rules(rng, kind, false);
+    spec["egress"] = random_admin_rules(rng, kind, true);
+    spec
+}
+
+/// [`random_cluster`] for the same seed, plus random admin policies: 1 to 3
+/// AdminNetworkPolicies, often a BaselineAdminNetworkPolicy, and sometimes
+/// an Admin or a Baseline ClusterNetworkPolicy (priorities among 1, 2 and 5,
+/// so some are shared). Rules have Allow (Accept), Deny and Pass actions,
+/// `namespaces` and `pods` peers, egress `networks` (overlapping CIDRs) and
+/// `nodes`, and ports by number, range, protocol or name.
+pub fn random_admin_cluster(seed: u64) -> Vec<K8sObject> {
+    let mut out = random_cluster(seed);
+    let mut rng = StdRng::seed_from_u64(seed ^ 0xad41_0000_0000_0000);
+    for k in 0..rng.random_range(1..4) {
+        let spec = random_admin_spec(&mut rng, AdminKind::Anp);
+        out.push(admin_object(AdminKind::Anp, &format!("anp-{k}"), spec));
+    }
+    if rng.random_bool(0.7) {
+        let spec = random_admin_spec(&mut rng, AdminKind::Banp);
+        out.push(admin_object(AdminKind::Banp, "default", spec));
+    }
+    for tier in ["Admin", "Baseline"] {
+        if rng.random_bool(0.5) {
+            let mut spec = random_admin_spec(&mut rng, AdminKind::Cnp);
+            spec["tier"] = json!(tier);
+            let name = format!("cnp-{}", tier.to_lowercase());
+            out.push(admin_object(AdminKind::Cnp, &name, spec));
+        }
+    }
+    out
+}
+
 /// The benchmark cluster: `pods` pods over 10 namespaces (no IPs: the lab
 /// allocates them), each serving TCP 80, and `policies` policies mixing
 /// selectors, namespace selectors and ipBlocks.
@@ -223,4 +401,84 @@ pub fn bench_cluster(pods: usize, policies: usize) -> Vec<K8sObject> {
         out.push(policy(&ns, &format!("pol-{k}"), spec));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::objects::build_cluster;
+    use netverdict_policy::model::{AdminAction, AdminPeer, AdminPort, Tier};
+
+    #[test]
+    fn random_admin_clusters_are_valid_and_mix_every_kind_action_peer_and_port() {
+        let mut kinds = std::collections::BTreeSet::new();
+        let (mut actions, mut peers, mut ports) = (
+            std::collections::BTreeSet::new(),
+            std::collections::BTreeSet::new(),
+            std::collections::BTreeSet::new(),
+        );
+        let mut shared_priority = false;
+        for seed in 0..60 {
+            let objects = random_admin_cluster(seed);
+            let cluster = build_cluster(&objects).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+            assert!(cluster.admin_policy_count() >= 1);
+            assert_eq!(
+                cluster.policy_count(),
+                build_cluster(&random_cluster(seed)).unwrap().policy_count(),
+                "the NetworkPolicies are random_cluster's"
+            );
+            let admin = cluster.admin_tier(Tier::Admin);
+            shared_priority |= admin.windows(2).any(|w| w[0].priority == w[1].priority);
+            for policy in cluster.admin_policies() {
+                kinds.insert((policy.key.kind().to_string(), policy.tier));
+                for rule in policy.ingress.iter().chain(&policy.egress) {
+                    actions.insert(rule.action);
+                    for peer in &rule.peers {
+                        peers.insert(match peer {
+                            AdminPeer::Namespaces(_) => "namespaces",
+                            AdminPeer::Pods { .. } => "pods",
+                            AdminPeer::Networks(_) => "networks",
+                            AdminPeer::Nodes(_) => "nodes",
+                            _ => "other",
+                        });
+                    }
+                    for port in &rule.ports {
+                        ports.insert(match port {
+                            AdminPort::Number { .. } => "number",
+                            AdminPort::Range { .. } => "range",
+                            AdminPort::Protocol(_) => "protocol",
+                            AdminPort::Named(_) => "named",
+                        });
+                    }
+                }
+            }
+        }
+        assert_eq!(kinds.len(), 4, "{kinds:?}");
+        assert_eq!(
+            actions.into_iter().collect::<Vec<_>>(),
+            [AdminAction::Allow, AdminAction::Deny, AdminAction::Pass]
+        );
+        assert_eq!(
+            peers.into_iter().collect::<Vec<_>>(),
+            ["namespaces", "networks", "nodes", "pods"]
+        );
+        assert_eq!(
+            ports.into_iter().collect::<Vec<_>>(),
+            ["named", "number", "protocol", "range"]
+        );
+        assert!(shared_priority);
+    }
+
+    #[test]
+    fn generation_is_deterministic_per_seed() {
+        let a: Vec<_> = random_admin_cluster(7)
+            .iter()
+            .map(|o| o.to_json().ok())
+            .collect();
+        let b: Vec<_> = random_admin_cluster(7)
+            .iter()
+            .map(|o| o.to_json().ok())
+            .collect();
+        assert_eq!(a, b);
+    }
 }

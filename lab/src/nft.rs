@@ -1,10 +1,11 @@
-//! NetworkPolicy and Service translation into nftables rulesets: the lab's
-//! stand-in for a CNI and for kube-proxy.
+//! NetworkPolicy, the admin tiers and Service translation into nftables
+//! rulesets: the lab's stand-in for a CNI and for kube-proxy.
 //!
-//! This is an implementation of NetworkPolicy independent of the policy engine's
-//! verdict code: it only uses the cluster model (selectors matched against pods)
-//! and builds, per pod and direction, an isolation decision and allow rules
-//! (peers × ports), which the kernel then evaluates packet by packet.
+//! This is an implementation of the policies independent of the policy
+//! engine's verdict code: it only uses the cluster model (selectors matched
+//! against pods, admin policies in their tiers' decision order) and builds,
+//! per pod and direction, chains of match-and-verdict rules, which the kernel
+//! then evaluates packet by packet.
 //!
 //! Two tables live in the lab's node namespace, where every pod's traffic is
 //! routed:
@@ -12,18 +13,48 @@
 //! - `inet nvsvc`: DNAT of ClusterIP:port to a backend pod and target port in
 //!   `prerouting` (so policy sees the backend, as with kube-proxy);
 //! - `inet nvpol`: in `forward`, replies of accepted connections pass
-//!   (`ct state established,related`), then the source pod's egress chain and
-//!   the destination pod's ingress chain decide; an isolated pod's chain ends in
-//!   `drop` (never `reject`).
+//!   (`ct state established,related`), a pod reaching itself passes, then
+//!   `ip saddr vmap` jumps to the source pod's egress entry chain and `ip daddr
+//!   vmap` to the destination pod's ingress entry chain.
 //!
-//! Each is replaced as a whole by one `nft -f` transaction ([`replace_table`]).
+//! Each direction of pod number `N` (`e` egress, `i` ingress) has up to three
+//! stage chains, made only when they have something to say; the first one
+//! that exists is the entry the vmap jumps to:
+//!
+//! ```text
+//! forward ─ vmap ─▶ ae<N> (Admin tier) ─ Pass / no match: goto ─▶ e<N> (NetworkPolicy, pod isolated)
+//!                                                           └──▶ be<N> (Baseline tier, pod not isolated)
+//! ```
+//!
+//! - `ae<N>`/`ai<N>`, the Admin tier: the rules of every AdminNetworkPolicy
+//!   and Admin ClusterNetworkPolicy selecting the pod, lowest priority first
+//!   (then name, then kind: the engine's decision order), each policy's rules
+//!   in order, one line per (peer, port): Allow (Accept) allows, Deny denies,
+//!   Pass does `goto` the next stage; the chain ends with that same `goto`;
+//! - `e<N>`/`i<N>`, NetworkPolicy, when a policy of the pod's namespace
+//!   isolates it for the direction: its allow rules, then the deny;
+//! - `be<N>`/`bi<N>`, the Baseline tier, only when NetworkPolicy does not
+//!   isolate the pod: the BaselineAdminNetworkPolicy's and Baseline
+//!   ClusterNetworkPolicies' rules, Allow allows, Deny denies, Pass allows;
+//!   falling off the end allows.
+//!
+//! "Allows" is `return` for egress (back to `forward`, so the destination's
+//! ingress decides next; a `goto` keeps `forward` as the place to return to)
+//! and `accept` for ingress; "denies" is `counter drop` (never `reject`), or a
+//! mark in the tc mode ([`Deny`]). When a stage after the Admin tier does
+//! not exist, Pass allows. Every deny rule has a counter.
+//!
+//! Each table is replaced as a whole by one `nft -f` transaction
+//! ([`replace_table`]).
+
+mod admin;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
-use netverdict_policy::model::{Peer, Pod, PortRef, PortRule, Rule};
+use netverdict_policy::model::{Peer, Pod, PortRef, PortRule, Rule, Tier};
 use netverdict_policy::{ClusterState, Direction, PodKey, Protocol};
 
 /// Name of the policy table.
@@ -36,7 +67,8 @@ pub const SERVICE_TABLE: &str = "nvsvc";
 pub struct Unenforced {
     /// Namespaces whose policies are ignored.
     pub namespaces: BTreeSet<String>,
-    /// Policies (`namespace/name`) that are ignored.
+    /// Policies (`namespace/name`, or `Kind/name` for the cluster-scoped
+    /// admin policies) that are ignored.
     pub policies: BTreeSet<String>,
 }
 
@@ -45,6 +77,12 @@ impl Unenforced {
     pub fn skips(&self, namespace: &str, name: &str) -> bool {
         self.namespaces.contains(namespace)
             || self.policies.contains(&format!("{namespace}/{name}"))
+    }
+
+    /// Whether the cluster-scoped policy `Kind/name` is left unenforced
+    /// (namespaces do not apply to it).
+    pub fn skips_cluster_scoped(&self, key: &str) -> bool {
+        self.policies.contains(key)
     }
 }
 
@@ -174,6 +212,21 @@ enum AddrCond {
         cidr: IpNet,
         except: Vec<IpNet>,
     },
+    /// Any of these CIDRs (an admin `networks` peer; none overlap).
+    Nets(Vec<IpNet>),
+}
+
+impl AddrCond {
+    fn contains(&self, ip: IpAddr) -> bool {
+        match self {
+            AddrCond::Any => true,
+            AddrCond::Set(ips) => ips.contains(&ip),
+            AddrCond::Block { cidr, except } => {
+                cidr.contains(&ip) && !except.iter().any(|e| e.contains(&ip))
+            }
+            AddrCond::Nets(nets) => nets.iter().any(|n| n.contains(&ip)),
+        }
+    }
 }
 
 /// The policy table body for the lab's pods, all on one node, dropping what
@@ -205,8 +258,20 @@ pub fn policy_rules_for(
         .filter_map(|(key, addr)| state.pod(key).map(|p| (p.as_ref(), addr)))
         .filter(|(p, _)| !p.host_network)
         .collect();
+    let deny_statement = deny.statement();
     for &(pod, addr) in lab_pods.iter().filter(|(p, _)| local(&p.key)) {
         for direction in [Direction::Egress, Direction::Ingress] {
+            // Allowed: egress returns to `forward` (the destination's ingress
+            // is next), ingress accepts.
+            let (stage, allow, peer_dir) = match direction {
+                Direction::Egress => ('e', "return", "daddr"),
+                Direction::Ingress => ('i', "accept", "saddr"),
+            };
+            let np_chain = format!("{stage}{}", addr.index);
+            let admin_chain = format!("a{np_chain}");
+            let baseline_chain = format!("b{np_chain}");
+            // NetworkPolicy: isolated when a policy selects the pod for the
+            // direction; then it decides, and the Baseline tier is never reached.
             let mut isolated = false;
             let mut rules: Vec<(String, &Rule)> = Vec::new();
             for policy in state.policies() {
@@ -223,26 +288,96 @@ pub fn policy_rules_for(
                     }
                 }
             }
-            if !isolated {
-                continue;
-            }
-            let (chain, verdict, peer_dir) = match direction {
-                Direction::Egress => (format!("e{}", addr.index), "return", "daddr"),
-                Direction::Ingress => (format!("i{}", addr.index), "accept", "saddr"),
+            let baseline = if isolated {
+                Vec::new()
+            } else {
+                admin::tier_lines(
+                    state,
+                    &lab_pods,
+                    unenforced,
+                    Tier::Baseline,
+                    pod,
+                    direction,
+                    &admin::Verdicts {
+                        allow,
+                        deny: &deny_statement,
+                        pass: allow,
+                    },
+                )
+            };
+            let after_admin = if isolated {
+                Some(&np_chain)
+            } else if !baseline.is_empty() {
+                Some(&baseline_chain)
+            } else {
+                None
+            };
+            let pass = after_admin.map_or(allow.to_string(), |c| format!("goto {c}"));
+            let admin = admin::tier_lines(
+                state,
+                &lab_pods,
+                unenforced,
+                Tier::Admin,
+                pod,
+                direction,
+                &admin::Verdicts {
+                    allow,
+                    deny: &deny_statement,
+                    pass: &pass,
+                },
+            );
+            let entry = if admin.is_empty() {
+                match after_admin {
+                    Some(chain) => chain,
+                    None => continue,
+                }
+            } else {
+                &admin_chain
             };
             match direction {
-                Direction::Egress => egress_map.push(format!("{} : jump {chain}", addr.ip)),
-                Direction::Ingress => ingress_map.push(format!("{} : jump {chain}", addr.ip)),
+                Direction::Egress => egress_map.push(format!("{} : jump {entry}", addr.ip)),
+                Direction::Ingress => ingress_map.push(format!("{} : jump {entry}", addr.ip)),
             }
-            let _ = writeln!(chains, "  chain {chain} {{");
-            let _ = writeln!(chains, "    # {} {}", direction.as_str(), pod.key);
-            for (policy_ns, rule) in rules {
-                for line in rule_lines(state, &lab_pods, &policy_ns, rule, direction, pod, peer_dir)
-                {
-                    let _ = writeln!(chains, "    {line} {verdict}");
+            if !admin.is_empty() {
+                let _ = writeln!(chains, "  chain {admin_chain} {{");
+                let _ = writeln!(
+                    chains,
+                    "    # {} {}: Admin tier",
+                    direction.as_str(),
+                    pod.key
+                );
+                for line in &admin {
+                    let _ = writeln!(chains, "    {line}");
                 }
+                if let Some(next) = after_admin {
+                    let _ = writeln!(chains, "    goto {next}");
+                }
+                chains.push_str("  }\n");
             }
-            let _ = writeln!(chains, "    {}\n  }}", deny.statement());
+            if isolated {
+                let _ = writeln!(chains, "  chain {np_chain} {{");
+                let _ = writeln!(chains, "    # {} {}", direction.as_str(), pod.key);
+                for (policy_ns, rule) in rules {
+                    for line in
+                        rule_lines(state, &lab_pods, &policy_ns, rule, direction, pod, peer_dir)
+                    {
+                        let _ = writeln!(chains, "    {line} {allow}");
+                    }
+                }
+                let _ = writeln!(chains, "    {deny_statement}\n  }}");
+            } else if !baseline.is_empty() {
+                let _ = writeln!(chains, "  chain {baseline_chain} {{");
+                let _ = writeln!(
+                    chains,
+                    "    # {} {}: Baseline tier",
+                    direction.as_str(),
+                    pod.key
+                );
+                for line in &baseline {
+                    let _ = writeln!(chains, "    {line}");
+                }
+                chains.push_str("  }\n");
+            }
         }
     }
     let mut out = String::from(
@@ -325,15 +460,7 @@ fn rule_lines(
                     // Resolved against each destination pod the peer admits.
                     Direction::Egress => {
                         for (dst, daddr) in lab_pods {
-                            let inside = match cond {
-                                AddrCond::Any => true,
-                                AddrCond::Set(ips) => ips.contains(&daddr.ip),
-                                AddrCond::Block { cidr, except } => {
-                                    cidr.contains(&daddr.ip)
-                                        && !except.iter().any(|e| e.contains(&daddr.ip))
-                                }
-                            };
-                            if !inside {
+                            if !cond.contains(daddr.ip) {
                                 continue;
                             }
                             if let Some(n) = dst.named_port(name, pr.protocol) {
@@ -375,13 +502,21 @@ fn rule_lines(
 fn addr_lines(cond: &AddrCond, dir: &str) -> Vec<String> {
     match cond {
         AddrCond::Any => vec![String::new()],
-        AddrCond::Set(ips) => {
+        AddrCond::Set(_) | AddrCond::Nets(_) => {
+            let items: Vec<(bool, String)> = match cond {
+                AddrCond::Set(ips) => ips.iter().map(|i| (i.is_ipv4(), i.to_string())).collect(),
+                AddrCond::Nets(nets) => nets
+                    .iter()
+                    .map(|n| (matches!(n, IpNet::V4(_)), n.to_string()))
+                    .collect(),
+                _ => Vec::new(),
+            };
             let mut out = Vec::new();
             for v4 in [true, false] {
-                let fam: Vec<String> = ips
+                let fam: Vec<&str> = items
                     .iter()
-                    .filter(|i| i.is_ipv4() == v4)
-                    .map(|i| i.to_string())
+                    .filter(|(is_v4, _)| *is_v4 == v4)
+                    .map(|(_, s)| s.as_str())
                     .collect();
                 if !fam.is_empty() {
                     let f = if v4 { "ip" } else { "ip6" };

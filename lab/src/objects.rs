@@ -19,16 +19,6 @@ pub enum Error {
     /// file, document and field).
     #[error("invalid manifests:\n{0}")]
     Invalid(LoadErrors),
-    /// The manifests hold a policy kind the lab cannot enforce in nftables
-    /// yet (AdminNetworkPolicy, BaselineAdminNetworkPolicy,
-    /// ClusterNetworkPolicy): the engine's verdicts would disagree with the
-    /// kernel's.
-    #[error(
-        "{kind} {name}: the lab does not enforce the admin tiers (AdminNetworkPolicy, \
-         BaselineAdminNetworkPolicy, ClusterNetworkPolicy) in nftables yet; use `netverdict explain` \
-         or `lint` with --cluster for them"
-    )]
-    Unenforced { kind: &'static str, name: String },
 }
 
 /// Result alias of this module.
@@ -39,16 +29,6 @@ pub fn read_objects<P: AsRef<Path>>(paths: &[P]) -> Result<Vec<K8sObject>> {
     let manifests = Manifests::read_paths(paths);
     if !manifests.errors.is_empty() {
         return Err(Error::Invalid(LoadErrors(manifests.errors)));
-    }
-    if let Some(o) = manifests
-        .objects
-        .iter()
-        .find(|o| o.object.is_admin_policy())
-    {
-        return Err(Error::Unenforced {
-            kind: o.object.kind(),
-            name: o.object.metadata().name.clone().unwrap_or_default(),
-        });
     }
     Ok(manifests.objects.into_iter().map(|o| o.object).collect())
 }
@@ -255,7 +235,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn admin_policies_are_refused_until_the_lab_enforces_them() {
+    fn admin_policies_are_read_and_reach_the_engine() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("anp.yaml");
         std::fs::write(
@@ -264,10 +244,66 @@ mod tests {
              metadata: {name: deny-tenant}\nspec: {priority: 1, subject: {namespaces: {}}}\n",
         )
         .unwrap();
-        let error = read_objects(&[&path]).unwrap_err().to_string();
-        assert!(
-            error.starts_with("AdminNetworkPolicy deny-tenant: the lab does not enforce"),
-            "{error}"
+        let objects = read_objects(&[&path]).unwrap();
+        assert_eq!(objects.len(), 1);
+        assert_eq!(objects[0].kind(), "AdminNetworkPolicy");
+        assert_eq!(object_id(&objects[0]).1, "", "cluster-scoped");
+        let cluster = build_cluster(&objects).unwrap();
+        assert_eq!(cluster.admin_policy_count(), 1);
+    }
+
+    #[test]
+    fn an_invalid_admin_policy_is_an_error_naming_the_object_and_field() {
+        let error = parse_objects(
+            "apiVersion: policy.networking.k8s.io/v1alpha1\nkind: AdminNetworkPolicy\n\
+             metadata: {name: no-priority}\nspec: {subject: {namespaces: {}}}\n",
+        )
+        .and_then(|objects| build_cluster(&objects).map(|_| ()))
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("AdminNetworkPolicy no-priority"), "{error}");
+        assert!(error.contains("spec.priority"), "{error}");
+    }
+
+    /// Pods made with owner references keep them through the lab's saved
+    /// state, with their ReplicaSet: the lab's cluster names their workload.
+    #[test]
+    fn owned_pods_and_their_replica_sets_survive_the_saved_state() {
+        let objects = parse_objects(
+            r#"
+apiVersion: v1
+kind: List
+items:
+- apiVersion: apps/v1
+  kind: ReplicaSet
+  metadata:
+    name: web-7d9f
+    namespace: shop
+    ownerReferences: [{apiVersion: apps/v1, kind: Deployment, name: web, uid: u1, controller: true}]
+  spec: {selector: {matchLabels: {app: web}}}
+- apiVersion: v1
+  kind: Pod
+  metadata:
+    name: web-7d9f-a
+    namespace: shop
+    labels: {app: web, pod-template-hash: 7d9f}
+    ownerReferences: [{apiVersion: apps/v1, kind: ReplicaSet, name: web-7d9f, uid: u2, controller: true}]
+  spec: {containers: [{name: c, image: i}]}
+  status: {podIP: 10.244.5.1}
+"#,
+        )
+        .expect("valid objects");
+        let saved: Vec<serde_json::Value> = objects.iter().map(object_value).collect();
+        let restored = objects_from_values(&saved, Path::new("state.json")).expect("restored");
+        let cluster = build_cluster(&restored).expect("cluster");
+        let pod = cluster
+            .pod(&netverdict_policy::PodKey::new("shop", "web-7d9f-a"))
+            .expect("pod")
+            .clone();
+        assert_eq!(
+            netverdict_policy::model::workload_name(cluster.workload_of(&pod).as_deref(), &pod.key),
+            "Deployment/web"
         );
+        assert_eq!(object_id(&restored[0]).0, "ReplicaSet");
     }
 }

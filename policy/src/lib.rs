@@ -11,14 +11,18 @@
 //!   where cluster-scoped policy kinds will slot in; [`verdict`] is its answer;
 //! - [`explain`](mod@explain) renders answers for people and machines;
 //! - [`lint`] finds the pitfalls of a policy set before any traffic flows;
+//! - [`fix`] writes the least-privilege NetworkPolicies that allow a denied flow;
+//! - [`diagnose`] walks the debugging steps for one flow (what policy says of it);
 //! - [`whatif`] replays flows against the cluster before and after a rollout;
 //! - `proto` (feature `proto`) converts verdicts to the netverdict.v1 protobuf types.
 
 mod cache;
 pub mod crd;
+pub mod diagnose;
 pub mod engine;
 pub mod error;
 pub mod explain;
+pub mod fix;
 pub mod lint;
 pub mod manifest;
 pub mod model;

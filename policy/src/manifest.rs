@@ -5,10 +5,13 @@
 //!
 //! Reading only parses; validation happens when an object is applied to the
 //! state. Kinds the engine does not use (Deployment, ConfigMap...) are counted and
-//! skipped; a document that is not a Kubernetes object is an error.
+//! skipped (ReplicaSets and Jobs are read: their owner references name their
+//! pods' workloads); a document that is not a Kubernetes object is an error.
 
 use std::path::{Path, PathBuf};
 
+use k8s_openapi::api::apps::v1 as apps;
+use k8s_openapi::api::batch::v1 as batch;
 use k8s_openapi::api::core::v1 as core;
 use k8s_openapi::api::discovery::v1 as discovery;
 use k8s_openapi::api::networking::v1 as net;
@@ -28,6 +31,10 @@ pub enum K8sObject {
     Service(Box<core::Service>),
     EndpointSlice(Box<discovery::EndpointSlice>),
     Node(Box<core::Node>),
+    /// Kept for the owner references of its pods (a Deployment's ReplicaSet).
+    ReplicaSet(Box<apps::ReplicaSet>),
+    /// Kept for the owner references of its pods (a CronJob's Job).
+    Job(Box<batch::Job>),
     AdminNetworkPolicy(Box<crd::AdminNetworkPolicy>),
     BaselineAdminNetworkPolicy(Box<crd::BaselineAdminNetworkPolicy>),
     ClusterNetworkPolicy(Box<crd::ClusterNetworkPolicy>),
@@ -43,6 +50,8 @@ impl K8sObject {
             K8sObject::Service(_) => "Service",
             K8sObject::EndpointSlice(_) => "EndpointSlice",
             K8sObject::Node(_) => "Node",
+            K8sObject::ReplicaSet(_) => "ReplicaSet",
+            K8sObject::Job(_) => "Job",
             K8sObject::AdminNetworkPolicy(_) => "AdminNetworkPolicy",
             K8sObject::BaselineAdminNetworkPolicy(_) => "BaselineAdminNetworkPolicy",
             K8sObject::ClusterNetworkPolicy(_) => "ClusterNetworkPolicy",
@@ -58,6 +67,8 @@ impl K8sObject {
             K8sObject::Service(o) => &o.metadata,
             K8sObject::EndpointSlice(o) => &o.metadata,
             K8sObject::Node(o) => &o.metadata,
+            K8sObject::ReplicaSet(o) => &o.metadata,
+            K8sObject::Job(o) => &o.metadata,
             K8sObject::AdminNetworkPolicy(o) => &o.metadata,
             K8sObject::BaselineAdminNetworkPolicy(o) => &o.metadata,
             K8sObject::ClusterNetworkPolicy(o) => &o.metadata,
@@ -70,7 +81,9 @@ impl K8sObject {
             K8sObject::Pod(_)
             | K8sObject::NetworkPolicy(_)
             | K8sObject::Service(_)
-            | K8sObject::EndpointSlice(_) => true,
+            | K8sObject::EndpointSlice(_)
+            | K8sObject::ReplicaSet(_)
+            | K8sObject::Job(_) => true,
             K8sObject::Namespace(_)
             | K8sObject::Node(_)
             | K8sObject::AdminNetworkPolicy(_)
@@ -99,6 +112,8 @@ impl K8sObject {
             K8sObject::Service(o) => serde_json::to_value(o),
             K8sObject::EndpointSlice(o) => serde_json::to_value(o),
             K8sObject::Node(o) => serde_json::to_value(o),
+            K8sObject::ReplicaSet(o) => serde_json::to_value(o),
+            K8sObject::Job(o) => serde_json::to_value(o),
             K8sObject::AdminNetworkPolicy(o) => serde_json::to_value(o),
             K8sObject::BaselineAdminNetworkPolicy(o) => serde_json::to_value(o),
             K8sObject::ClusterNetworkPolicy(o) => serde_json::to_value(o),
@@ -237,6 +252,8 @@ impl Manifests {
             ("", "Node") => typed(&value).map(K8sObject::Node),
             ("networking.k8s.io", "NetworkPolicy") => typed(&value).map(K8sObject::NetworkPolicy),
             ("discovery.k8s.io", "EndpointSlice") => typed(&value).map(K8sObject::EndpointSlice),
+            ("apps", "ReplicaSet") => typed(&value).map(K8sObject::ReplicaSet),
+            ("batch", "Job") => typed(&value).map(K8sObject::Job),
             (crd::GROUP, "AdminNetworkPolicy") if api_version.ends_with("/v1alpha1") => {
                 typed(&value).map(K8sObject::AdminNetworkPolicy)
             }

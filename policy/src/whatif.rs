@@ -25,7 +25,7 @@ use crate::engine::{Connection, Endpoint};
 use crate::error::{LoadError, ObjectError, Origin};
 use crate::explain::explain;
 use crate::manifest::{K8sObject, SourcedObject};
-use crate::model::{PodKey, PolicyKey, PolicyKind, Protocol};
+use crate::model::{PodKey, PolicyKey, PolicyKind, Protocol, workload_name};
 use crate::state::{ClusterState, ObjectKind};
 use crate::verdict::Verdict;
 
@@ -164,7 +164,8 @@ impl WhatIf {
 /// One end of a flow as replay groups it (as the `denied` report does).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Party {
-    /// A pod, by namespace and workload (see [`workload_name`]).
+    /// A pod, by namespace and workload (`Deployment/web`, `Pod/debug`: see
+    /// [`workload_name`]), as the collector names flows' workloads.
     Workload { namespace: String, workload: String },
     /// A node, by name, and the address used.
     Node { name: String, ip: String },
@@ -179,13 +180,13 @@ impl Party {
         if let Some(pod) = state.endpoint_pod(endpoint) {
             return Party::Workload {
                 namespace: pod.key.namespace.clone(),
-                workload: workload_name(&pod.key, &pod.labels),
+                workload: workload_name(state.workload_of(pod).as_deref(), &pod.key),
             };
         }
         match endpoint {
             Endpoint::Pod(key) => Party::Workload {
                 namespace: key.namespace.clone(),
-                workload: key.name.clone(),
+                workload: workload_name(None, key),
             },
             Endpoint::Ip(ip) => match state.node_of_ip(*ip) {
                 Some(node) => Party::Node {
@@ -216,16 +217,6 @@ impl Serialize for Party {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.collect_str(self)
     }
-}
-
-/// The workload a pod belongs to, for grouping: its `app.kubernetes.io/name`
-/// or `app` label, else its name (the collector names flows' workloads so).
-pub fn workload_name(key: &PodKey, labels: &std::collections::BTreeMap<String, String>) -> String {
-    labels
-        .get("app.kubernetes.io/name")
-        .or_else(|| labels.get("app"))
-        .cloned()
-        .unwrap_or_else(|| key.name.clone())
 }
 
 /// One flow to replay: the connection the engine decides, the parties it is

@@ -1,6 +1,6 @@
 //! Flow filters as SQL over the flattened `flows` columns, with exactly the
 //! semantics of `netverdict_proto::filter` (whose matcher is the reference:
-//! `api/tests/clickhouse_filters.rs` checks both agree). The builder receives
+//! `api/tests/it/clickhouse_filters.rs` checks both agree). The builder receives
 //! compiled [`Filter`]s: it never parses a value, and it destructures each
 //! filter without `..`, so a new filter field does not compile until it has
 //! its SQL. User values never become SQL text: each is a `?` bound by the

@@ -17,7 +17,9 @@
 //!   probes). The program is `netverdict_ebpf::LAB_TC_DROP_OBJECT`, loaded by
 //!   `tc` from the lab's directory.
 //!
-//! AdminNetworkPolicy tiers would be more chains in the same transaction.
+//! The admin tiers (AdminNetworkPolicy, BaselineAdminNetworkPolicy,
+//! ClusterNetworkPolicy) are chains before and after the NetworkPolicy chains
+//! in the same transaction (see [`crate::nft`]), in both modes.
 
 use std::collections::BTreeMap;
 

@@ -144,13 +144,9 @@ impl ClusterState {
 
     fn admin_peer_matches(&self, peer: &AdminPeer, view: &View) -> bool {
         match peer {
-            AdminPeer::Namespaces(ns) => view
+            AdminPeer::Namespaces(_) | AdminPeer::Pods { .. } => view
                 .selectable()
-                .is_some_and(|pod| ns.matches(&self.namespace_labels(&pod.key.namespace))),
-            AdminPeer::Pods { namespaces, pods } => view.selectable().is_some_and(|pod| {
-                pods.matches(&pod.labels)
-                    && namespaces.matches(&self.namespace_labels(&pod.key.namespace))
-            }),
+                .is_some_and(|pod| self.admin_peer_matches_pod(peer, pod)),
             AdminPeer::Nodes(nodes) => self
                 .node_of_ip(view.ip)
                 .is_some_and(|node| nodes.matches(&node.labels)),

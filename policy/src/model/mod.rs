@@ -12,6 +12,8 @@
 //! - [`admin`]: [`AdminPolicy`], what AdminNetworkPolicy, BaselineAdminNetworkPolicy
 //!   and ClusterNetworkPolicy become, with its [`Tier`] and ordered rules;
 //! - [`workload`]: [`Namespace`], [`Pod`] and [`Node`];
+//! - [`owner`]: who runs a pod: its controller ([`Owner`]), the ReplicaSets
+//!   and Jobs between it and its workload ([`Controller`]), [`workload_name`];
 //! - [`service`]: [`Service`] and [`EndpointSlice`];
 //! - `validate`: the field checks the conversions share.
 //!
@@ -19,6 +21,7 @@
 
 pub mod admin;
 pub mod keys;
+pub mod owner;
 pub mod policy;
 pub mod ports;
 pub mod service;
@@ -27,6 +30,7 @@ pub mod workload;
 
 pub use admin::{AdminAction, AdminPeer, AdminPolicy, AdminPort, AdminRule, AdminSubject};
 pub use keys::{PodKey, PolicyKey, PolicyKind, Tier};
+pub use owner::{Controller, ControllerKind, Owner, workload_name};
 pub use policy::{Direction, IpBlock, NamespaceMatch, NetworkPolicy, Peer, PortRule, Rule};
 pub use ports::{PortRef, Protocol};
 pub use service::{EndpointSlice, Service, ServicePort, SliceEndpoint};

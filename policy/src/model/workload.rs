@@ -1,5 +1,6 @@
 //! Where traffic comes from and goes to: namespaces (whose labels peers
-//! select), pods (labels, IPs, node, container ports for named ports) and nodes
+//! select), pods (labels, IPs, node, container ports for named ports, their
+//! controller) and nodes
 //! (traffic between a pod and its node is always allowed), validated from
 //! core/v1.
 
@@ -11,6 +12,7 @@ use k8s_openapi::api::core::v1 as core;
 use serde::Serialize;
 
 use super::keys::PodKey;
+use super::owner::Owner;
 use super::ports::Protocol;
 use super::validate::{
     named, parse_ip, port_number, protocol_field, validate_labels, validate_port_name,
@@ -85,6 +87,9 @@ pub struct Pod {
     pub node: Option<String>,
     /// The ports of all containers, for named-port resolution.
     pub ports: Arc<[ContainerPort]>,
+    /// Its controller (`metadata.ownerReferences` with `controller: true`),
+    /// if any: where its workload is found (see [`super::owner`]).
+    pub owner: Option<Arc<Owner>>,
 }
 
 impl Pod {
@@ -94,6 +99,7 @@ impl Pod {
         let key = PodKey::new(namespace, name);
         let labels = pod.metadata.labels.clone().unwrap_or_default();
         validate_labels(&labels).map_err(&fail)?;
+        let owner = Owner::controller_of(&pod.metadata).map_err(&fail)?;
         let mut ips = Vec::new();
         if let Some(status) = &pod.status {
             for (i, ip) in status.pod_ips.iter().flatten().enumerate() {
@@ -166,6 +172,7 @@ impl Pod {
             host_network: spec.and_then(|s| s.host_network).unwrap_or(false),
             node: spec.and_then(|s| s.node_name.clone()),
             ports: ports.into(),
+            owner: owner.map(Arc::new),
         })
     }
 

@@ -1,4 +1,5 @@
-//! The cluster state: namespaces, pods, policies, services, slices and nodes,
+//! The cluster state: namespaces, pods, policies, services, slices, nodes and
+//! the ReplicaSets and Jobs owning pods,
 //! kept incrementally (one object applied or deleted at a time, as watches
 //! deliver them) with the indexes the engine needs. [`ClusterState`] is the
 //! composition of these parts, and keeps them consistent on each change:
@@ -14,13 +15,16 @@
 //! - `admin_policies`: the cluster-scoped admin policies by key and per tier
 //!   in decision order;
 //! - `services` and `nodes`: Service resolution, and the node addresses
-//!   traffic with which is always allowed.
+//!   traffic with which is always allowed;
+//! - `controllers`: ReplicaSets and Jobs, through which a pod's workload is
+//!   found (its Deployment, its CronJob); no verdict depends on them.
 //!
 //! What changes empties the verdict cache: a policy (of any kind), a
 //! namespace's labels, a node, the local node's addresses. A pod change does not need to (a changed
 //! pod has another identity).
 
 mod admin_policies;
+mod controllers;
 mod identities;
 mod ip_classes;
 mod ip_history;
@@ -41,13 +45,15 @@ use crate::cache::{CacheKey, VerdictCache};
 use crate::error::{LoadError, LoadErrors, ObjectError};
 use crate::manifest::{K8sObject, Manifests};
 use crate::model::{
-    AdminPolicy, Direction, EndpointSlice, IpBlock, Namespace, NamespaceMatch, NetworkPolicy, Node,
-    Peer, Pod, PodKey, PolicyKey, PolicyKind, PortRef, Protocol, Service, Tier,
+    AdminPeer, AdminPolicy, Controller, ControllerKind, Direction, EndpointSlice, IpBlock,
+    Namespace, NamespaceMatch, NetworkPolicy, Node, Owner, Peer, Pod, PodKey, PolicyKey,
+    PolicyKind, PortRef, Protocol, Service, Tier,
 };
 use crate::selector::{Labels, Selector};
 use crate::verdict::Verdict;
 
 use admin_policies::AdminPolicies;
+use controllers::Controllers;
 use identities::Identities;
 pub(crate) use identities::{DEPARTED, EXTERNAL, HOST_NETWORK};
 use ip_classes::IpClasses;
@@ -69,6 +75,10 @@ pub enum ObjectKind {
     Service,
     EndpointSlice,
     Node,
+    /// apps/v1 ReplicaSet (kept for its pods' workload).
+    ReplicaSet,
+    /// batch/v1 Job (kept for its pods' workload).
+    Job,
     AdminNetworkPolicy,
     BaselineAdminNetworkPolicy,
     ClusterNetworkPolicy,
@@ -115,6 +125,7 @@ pub struct ClusterState {
     admin: AdminPolicies,
     services: Services,
     nodes: Nodes,
+    controllers: Controllers,
     cache: Mutex<VerdictCache>,
     require_pod_ips: bool,
 }
@@ -133,6 +144,7 @@ impl Clone for ClusterState {
             admin: self.admin.clone(),
             services: self.services.clone(),
             nodes: self.nodes.clone(),
+            controllers: self.controllers.clone(),
             cache: Mutex::default(),
             require_pod_ips: self.require_pod_ips,
         }
@@ -191,6 +203,8 @@ impl ClusterState {
                 self.nodes.upsert(Node::from_k8s(node)?);
                 self.clear_cache();
             }
+            K8sObject::ReplicaSet(rs) => self.controllers.upsert(Controller::from_replica_set(rs)?),
+            K8sObject::Job(job) => self.controllers.upsert(Controller::from_job(job)?),
             K8sObject::AdminNetworkPolicy(anp) => {
                 self.upsert_admin_policy(AdminPolicy::from_anp(anp)?)
             }
@@ -228,6 +242,13 @@ impl ClusterState {
                 }
                 removed
             }
+            ObjectKind::ReplicaSet => {
+                self.controllers
+                    .remove(ControllerKind::ReplicaSet, namespace, name)
+            }
+            ObjectKind::Job => self
+                .controllers
+                .remove(ControllerKind::Job, namespace, name),
             ObjectKind::AdminNetworkPolicy
             | ObjectKind::BaselineAdminNetworkPolicy
             | ObjectKind::ClusterNetworkPolicy => kind
@@ -400,6 +421,39 @@ impl ClusterState {
         policy.selects(pod, &self.namespace_labels(&pod.key.namespace))
     }
 
+    /// Whether a `namespaces` or `pods` peer of an admin rule matches `pod`
+    /// (never a host-network pod; other peers, which match addresses, never).
+    pub fn admin_peer_matches_pod(&self, peer: &AdminPeer, pod: &Pod) -> bool {
+        if pod.host_network {
+            return false;
+        }
+        match peer {
+            AdminPeer::Namespaces(ns) => ns.matches(&self.namespace_labels(&pod.key.namespace)),
+            AdminPeer::Pods { namespaces, pods } => {
+                pods.matches(&pod.labels)
+                    && namespaces.matches(&self.namespace_labels(&pod.key.namespace))
+            }
+            AdminPeer::Nodes(_)
+            | AdminPeer::Networks(_)
+            | AdminPeer::DomainNames(_)
+            | AdminPeer::Unrecognized => false,
+        }
+    }
+
+    /// The addresses of the nodes a `nodes` peer of an admin rule selects
+    /// (none for other peers).
+    pub fn admin_peer_node_ips(&self, peer: &AdminPeer) -> Vec<IpAddr> {
+        match peer {
+            AdminPeer::Nodes(selector) => self
+                .nodes()
+                .into_iter()
+                .filter(|n| selector.matches(&n.labels))
+                .flat_map(|n| n.ips.iter().copied())
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
     /// The pods an admin policy's subject selects, in order.
     pub fn admin_selected_pods(&self, policy: &AdminPolicy) -> Vec<&Arc<Pod>> {
         self.pods()
@@ -548,6 +602,21 @@ impl ClusterState {
             }
         }
         Some(out)
+    }
+
+    /// The ReplicaSets and Jobs, in kind, namespace and name order.
+    pub fn controllers(&self) -> Vec<&Controller> {
+        self.controllers.sorted()
+    }
+
+    /// A pod's workload: its controller, followed through a ReplicaSet to its
+    /// Deployment and through a Job to its CronJob when the state holds that
+    /// ReplicaSet or Job and it has a controller (else the ReplicaSet or Job
+    /// itself); None for a pod nothing controls. Render it with
+    /// [`workload_name`](crate::model::workload_name).
+    pub fn workload_of(&self, pod: &Pod) -> Option<Arc<Owner>> {
+        let owner = pod.owner.as_ref()?;
+        Some(self.controllers.top(&pod.key.namespace, owner))
     }
 
     /// All nodes, in name order.

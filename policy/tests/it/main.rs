@@ -1,0 +1,17 @@
+//! The policy crate's integration tests, in one binary: the NetworkPolicy
+//! conformance cases, the Admin and Baseline tiers (conformance scenarios,
+//! model, properties), diagnose and its fix, lint, manifests, properties, recycled pod IPs, the
+//! seed guide's scenario and what-if replay, one module each, with shared helpers in [`common`].
+
+mod admin_conformance;
+mod admin_model;
+mod admin_properties;
+mod common;
+mod conformance;
+mod diagnose;
+mod lint;
+mod manifests;
+mod properties;
+mod recycled_ip;
+mod seed;
+mod whatif;
