@@ -15,6 +15,7 @@ mod policy_cmds;
 mod query_cmds;
 mod render;
 mod tls_args;
+mod whatif_cmd;
 
 use std::process::ExitCode;
 
@@ -61,6 +62,11 @@ enum Command {
     /// with --clickhouse, else bounded in memory), flow queries and incident
     /// reports, and Prometheus metrics.
     Api(api_cmd::ApiArgs),
+    /// Replay flows (a file, or the API server's) against the cluster with
+    /// candidate policies added or policies deleted, and print the flows whose
+    /// verdict would change, DNS first. Exit status 1 when some flow would be
+    /// newly denied.
+    Whatif(Box<whatif_cmd::WhatIfArgs>),
     /// Print flows from the API server (or a collector's observer), filtered
     /// like `hubble observe`: every filter flag narrows, a repeated flag
     /// matches any of its values, --ip and --pod match either end, and --not
@@ -95,6 +101,7 @@ fn main() -> ExitCode {
         Command::Verdicts(args) => policy_cmds::verdicts(args),
         Command::Explain(args) => policy_cmds::explain(args),
         Command::Lint(args) => policy_cmds::lint(args),
+        Command::Whatif(args) => whatif_cmd::run(*args),
         Command::Diagnose(args) => diagnose::diagnose(*args),
         Command::Capture(args) => capture::run(args).map(|()| ExitCode::SUCCESS),
         Command::Collector(args) => collector::run(args).map(|()| ExitCode::SUCCESS),

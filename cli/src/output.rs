@@ -50,6 +50,10 @@ pub const STATUS: &[Output] = &[Output::Table, Output::Json];
 /// Explanations and findings (`explain`, `lint`, `demo`, `lab matrix`).
 pub const PROSE: &[Output] = &[Output::Text, Output::Json];
 
+/// Changed flow groups (`whatif`): `json` and `jsonl` alike print one JSON
+/// object per group and line.
+pub const WHATIF: &[Output] = &[Output::Table, Output::Wide, Output::Json, Output::Jsonl];
+
 /// Kernel events as they come (`capture`).
 pub const EVENTS: &[Output] = &[Output::Compact, Output::Jsonl];
 

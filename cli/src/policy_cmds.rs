@@ -11,8 +11,8 @@ use std::str::FromStr;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use netverdict_cluster::kube::ClientOptions;
-use netverdict_policy::lint::Severity;
-use netverdict_policy::{ClusterState, Connection, Endpoint, Protocol};
+use netverdict_policy::lint::{DnsTarget, LintOptions, Severity};
+use netverdict_policy::{ClusterState, Connection, Endpoint, LoadOptions, Manifests, Protocol};
 use serde::Deserialize;
 
 use crate::output::{self, Output};
@@ -45,6 +45,19 @@ pub struct ClusterArgs {
 const LIST_PAGE_SIZE: u32 = 500;
 
 impl ClusterArgs {
+    /// Whether a cluster was named (manifests, a kubeconfig or a context),
+    /// rather than left to the defaults.
+    pub fn is_given(&self) -> bool {
+        !self.paths.is_empty() || self.kubeconfig.is_some() || self.context.is_some()
+    }
+
+    /// Declares the `--node-ip`s on a state built elsewhere.
+    pub fn set_node_ips(&self, state: &mut ClusterState) {
+        if !self.node_ips.is_empty() {
+            state.set_local_node_ips(self.node_ips.iter().copied());
+        }
+    }
+
     pub fn load(&self) -> Result<ClusterState> {
         let mut state = if self.paths.is_empty() {
             self.load_live()?
@@ -100,15 +113,15 @@ pub struct VerdictsArgs {
 /// One input line of `verdicts`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct FlowLine {
-    src: String,
-    dst: String,
-    port: u16,
+pub(crate) struct FlowLine {
+    pub src: String,
+    pub dst: String,
+    pub port: u16,
     #[serde(default)]
-    protocol: Option<String>,
+    pub protocol: Option<String>,
 }
 
-fn parse_flow(
+pub(crate) fn parse_flow(
     src: &str,
     dst: &str,
     port: u16,
@@ -214,17 +227,85 @@ pub fn explain(args: ExplainArgs) -> Result<ExitCode> {
 
 #[derive(Args, Debug)]
 pub struct LintArgs {
+    /// With -f: the cluster the policies would be applied to, when given
+    /// (--cluster, --kubeconfig or --context); without -f, the cluster to lint.
     #[command(flatten)]
     cluster: ClusterArgs,
+    /// Policy manifests, read as kubectl reads them: files, directories (their
+    /// .yaml, .yml and .json files), `-` for standard input; multi-document
+    /// YAML and `kind: List`. Repeatable. Alone, before `kubectl apply`: checks
+    /// that need pods or namespaces are skipped, and said so.
+    #[arg(short = 'f', long = "filename", value_name = "PATH")]
+    files: Vec<PathBuf>,
+    /// The cluster DNS's namespace, for the DNS check when the manifests hold
+    /// no DNS pod.
+    #[arg(long, value_name = "NAMESPACE", default_value = "kube-system")]
+    dns_namespace: String,
+    /// The cluster DNS pods' labels (`key=value,...`), for the DNS check when
+    /// the manifests hold no DNS pod.
+    #[arg(long, value_name = "LABELS", default_value = "k8s-app=kube-dns")]
+    dns_labels: String,
     /// Output format: text, json.
     #[arg(short = 'o', long = "output", value_parser = output::parser(output::PROSE), default_value = "text")]
     output: Output,
 }
 
+/// `key=value,...` into labels; an error names the flag.
+fn parse_labels(flag: &str, text: &str) -> Result<std::collections::BTreeMap<String, String>> {
+    let mut labels = std::collections::BTreeMap::new();
+    for pair in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some((k, v)) if !k.is_empty() => {
+                labels.insert(k.to_string(), v.to_string());
+            }
+            _ => bail!("{flag}: invalid label {pair:?}: expected key=value"),
+        }
+    }
+    if labels.is_empty() {
+        bail!("{flag}: give at least one key=value label");
+    }
+    Ok(labels)
+}
+
 /// Prints the findings; exit 1 when there is a warning.
 pub fn lint(args: LintArgs) -> Result<ExitCode> {
-    let state = args.cluster.load()?;
-    let findings = netverdict_policy::lint::lint(&state);
+    let options = LintOptions {
+        dns: DnsTarget {
+            namespace: args.dns_namespace.clone(),
+            labels: parse_labels("--dns-labels", &args.dns_labels)?,
+        },
+    };
+    let state = if args.files.is_empty() {
+        args.cluster.load()?
+    } else {
+        let files = Manifests::read_paths(&args.files);
+        let mut errors = Vec::new();
+        let state = if args.cluster.is_given() {
+            // These policies applied to that cluster.
+            let mut state = args.cluster.load()?;
+            errors.extend(files.errors);
+            for sourced in files.objects {
+                if let Err(error) = state.apply(&sourced.object) {
+                    errors.push(netverdict_policy::LoadError::Invalid {
+                        origin: sourced.origin,
+                        error,
+                    });
+                }
+            }
+            state
+        } else {
+            let (mut state, read_errors) =
+                ClusterState::from_manifests(files, &LoadOptions::default());
+            errors = read_errors;
+            args.cluster.set_node_ips(&mut state);
+            state
+        };
+        if !errors.is_empty() {
+            return Err(netverdict_policy::LoadErrors(errors)).context("loading -f");
+        }
+        state
+    };
+    let findings = netverdict_policy::lint::lint_with(&state, &options);
     let mut out = std::io::stdout().lock();
     match args.output {
         Output::Json => writeln!(out, "{}", serde_json::to_string_pretty(&findings)?)?,
@@ -232,10 +313,10 @@ pub fn lint(args: LintArgs) -> Result<ExitCode> {
             for f in &findings {
                 writeln!(out, "{f}")?;
             }
-            if findings.is_empty() {
+            if findings.iter().all(|f| f.severity != Severity::Warning) {
                 writeln!(
                     out,
-                    "no findings ({} policies, {} admin policies, {} pods)",
+                    "no warnings ({} policies, {} admin policies, {} pods)",
                     state.policy_count(),
                     state.admin_policy_count(),
                     state.pod_count()
@@ -246,11 +327,7 @@ pub fn lint(args: LintArgs) -> Result<ExitCode> {
     if findings.iter().any(|f| f.severity == Severity::Warning) {
         return Ok(ExitCode::from(1));
     }
-    if findings.is_empty()
-        && state.policy_count() == 0
-        && state.admin_policy_count() == 0
-        && state.pod_count() == 0
-    {
+    if state.policy_count() == 0 && state.admin_policy_count() == 0 && state.pod_count() == 0 {
         bail!("the cluster holds no pods and no policies");
     }
     Ok(ExitCode::SUCCESS)

@@ -213,7 +213,7 @@ pub fn mismatches_request(args: &MismatchesArgs) -> Result<pb::GetFlowsRequest> 
     })
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -239,7 +239,7 @@ pub(crate) fn target(server: &ServerArgs) -> Result<netverdict_tls::Target> {
     .context("--server")
 }
 
-async fn channel(server: &ServerArgs) -> Result<tonic::transport::Channel> {
+pub(crate) async fn channel(server: &ServerArgs) -> Result<tonic::transport::Channel> {
     let target = target(server)?;
     target
         .connect_default(Duration::from_secs(5))

@@ -13,6 +13,7 @@
 //! - [`lint`] finds the pitfalls of a policy set before any traffic flows;
 //! - [`fix`] writes the least-privilege NetworkPolicies that allow a denied flow;
 //! - [`diagnose`] walks the debugging steps for one flow (what policy says of it);
+//! - [`whatif`] replays flows against the cluster before and after a rollout;
 //! - `proto` (feature `proto`) converts verdicts to the netverdict.v1 protobuf types.
 
 mod cache;
@@ -31,6 +32,7 @@ pub mod selector;
 pub mod state;
 pub mod synthetic;
 pub mod verdict;
+pub mod whatif;
 
 pub use engine::{Connection, Endpoint};
 pub use error::{ConnectionError, FieldError, LoadError, LoadErrors, ObjectError};

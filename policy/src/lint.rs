@@ -1,7 +1,12 @@
 //! Lint: the pitfalls of a policy set, found before any traffic flows.
 //!
 //! - egress isolation without DNS to the cluster DNS on UDP and TCP 53 (the seed
-//!   guide's "default-deny egress often breaks DNS first");
+//!   guide's "default-deny egress often breaks DNS first"): a property of the
+//!   policies, checked for the pods the input holds and for a representative
+//!   pod of every egress policy (labels that satisfy its podSelector), against
+//!   the cluster DNS pods of the input or, when it has none, a stand-in
+//!   ([`DnsTarget`]: kube-system pods labelled k8s-app=kube-dns by default), so
+//!   policy files alone are checked;
 //! - namespaceSelector and podSelector as separate peers where one peer (AND) was
 //!   likely meant, and one peer whose AND matches nothing where separate peers
 //!   (OR) would match;
@@ -15,16 +20,26 @@
 //!   allow (the NetworkPolicy's author sees a rule that never applies); and
 //!   Admin-tier policies that share a priority and select the same pods (their
 //!   order is undefined upstream; netverdict's is by name).
+//!
+//! Checks that need the cluster's pods (what a selector matches, named ports,
+//! the admin-tier overlaps) are not made when the input holds no pod, nor
+//! those that need its namespaces' labels when it declares no namespace: one
+//! `checks-skipped` finding says which and why. The namespaces every cluster
+//! has ([`WELL_KNOWN_NAMESPACES`]) are always known.
 
+use std::collections::BTreeMap;
 use std::fmt;
+use std::net::{IpAddr, Ipv4Addr};
 
+use k8s_openapi::api::core::v1 as core;
 use serde::Serialize;
 
 use crate::engine::{Connection, Endpoint};
+use crate::manifest::K8sObject;
 use crate::model::admin::rules_field;
 use crate::model::{
     AdminAction, AdminPolicy, AdminPort, Direction, NamespaceMatch, NetworkPolicy, Peer, Pod,
-    PolicyKey, PortRef, Protocol, Rule, Tier,
+    PodKey, PolicyKey, PortRef, Protocol, Rule, Tier,
 };
 use crate::selector::Selector;
 use crate::state::ClusterState;
@@ -71,22 +86,152 @@ impl fmt::Display for Finding {
     }
 }
 
-/// Runs every check; findings come warnings first, then by policy.
-pub fn lint(state: &ClusterState) -> Vec<Finding> {
-    let mut out = Vec::new();
-    check_dns(state, &mut out);
-    for policy in state.policies() {
-        check_policy(state, policy, &mut out);
+/// The namespaces every cluster has, each with its
+/// `kubernetes.io/metadata.name` label: known to lint whatever the input holds.
+pub const WELL_KNOWN_NAMESPACES: [&str; 4] =
+    ["default", "kube-system", "kube-public", "kube-node-lease"];
+
+/// The checks that need the cluster's pods (skipped when the input has none).
+const POD_CHECKS: [&str; 7] = [
+    "selects-no-pod",
+    "pod-selector-matches-nothing",
+    "peer-and-matches-nothing",
+    "named-port-undefined",
+    "admin-pass-without-network-policy",
+    "admin-deny-shadows-network-policy",
+    "admin-priority-tie",
+];
+
+/// The checks that need the namespaces' labels (skipped when the input
+/// declares no namespace).
+const NAMESPACE_CHECKS: [&str; 2] = [
+    "namespace-selector-matches-nothing",
+    "unknown-namespace-label",
+];
+
+/// Where the cluster DNS runs, for the DNS check when the input holds no DNS
+/// pod: pods of `namespace` with `labels`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DnsTarget {
+    pub namespace: String,
+    pub labels: BTreeMap<String, String>,
+}
+
+impl Default for DnsTarget {
+    /// kube-system pods labelled `k8s-app=kube-dns` (CoreDNS and kube-dns alike).
+    fn default() -> Self {
+        DnsTarget {
+            namespace: "kube-system".into(),
+            labels: BTreeMap::from([("k8s-app".to_string(), "kube-dns".to_string())]),
+        }
     }
-    check_admin_passes(state, &mut out);
-    check_admin_shadows(state, &mut out);
-    check_admin_ties(state, &mut out);
+}
+
+impl fmt::Display for DnsTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let labels = crate::selector::format_labels(&self.labels);
+        write!(f, "{} pods labelled {labels}", self.namespace)
+    }
+}
+
+/// What lint assumes about the cluster.
+#[derive(Clone, Debug, Default)]
+pub struct LintOptions {
+    /// The cluster DNS.
+    pub dns: DnsTarget,
+}
+
+/// Runs every check with the default options; findings come warnings first,
+/// then by policy.
+pub fn lint(state: &ClusterState) -> Vec<Finding> {
+    lint_with(state, &LintOptions::default())
+}
+
+/// Runs every check; findings come warnings first, then by policy. Checks
+/// whose input is missing (pods, namespaces) are skipped, said once in a
+/// `checks-skipped` finding.
+pub fn lint_with(state: &ClusterState, options: &LintOptions) -> Vec<Finding> {
+    let scope = Scope {
+        pods: state.pod_count() > 0,
+        namespaces: !state.namespaces().is_empty(),
+    };
+    let mut out = Vec::new();
+    check_dns(state, &options.dns, &mut out);
+    for policy in state.policies() {
+        check_policy(state, scope, policy, &mut out);
+    }
+    if scope.pods {
+        check_admin_passes(state, &mut out);
+        check_admin_shadows(state, &mut out);
+        check_admin_ties(state, &mut out);
+    }
+    if let Some(skipped) = scope.skipped() {
+        out.push(skipped);
+    }
     out.sort_by(|a, b| {
         b.severity
             .cmp(&a.severity)
             .then_with(|| a.policy.cmp(&b.policy))
     });
     out
+}
+
+/// What the input holds, which decides the checks that can be made.
+#[derive(Clone, Copy, Debug)]
+struct Scope {
+    /// Some pod.
+    pods: bool,
+    /// Some declared namespace (with its labels).
+    namespaces: bool,
+}
+
+impl Scope {
+    /// The one finding that says which checks were not made, and why.
+    fn skipped(self) -> Option<Finding> {
+        let mut reasons = Vec::new();
+        if !self.pods {
+            reasons.push(format!(
+                "the input holds no pod, so {} were not checked (add the cluster's pods: \
+                 kubectl get pods -A -o yaml)",
+                POD_CHECKS.join(", ")
+            ));
+        }
+        if !self.namespaces {
+            reasons.push(format!(
+                "the input declares no namespace, so {} were not checked beyond the namespaces every \
+                 cluster has ({}; add kubectl get namespaces -o yaml)",
+                NAMESPACE_CHECKS.join(", "),
+                WELL_KNOWN_NAMESPACES.join(", ")
+            ));
+        }
+        (!reasons.is_empty()).then(|| Finding {
+            severity: Severity::Info,
+            code: "checks-skipped",
+            policy: None,
+            field: None,
+            message: reasons.join("; "),
+        })
+    }
+}
+
+/// The namespaces lint knows: the input's and the well-known ones.
+fn known_namespaces(state: &ClusterState) -> Vec<String> {
+    let mut names = state.namespace_names();
+    for n in WELL_KNOWN_NAMESPACES {
+        if !names.iter().any(|m| m == n) {
+            names.push(n.to_string());
+        }
+    }
+    names.sort();
+    names
+}
+
+/// The known namespaces a namespace selector matches.
+fn namespaces_matching(state: &ClusterState, selector: &Selector) -> Vec<String> {
+    known_namespaces(state)
+        .into_iter()
+        .filter(|n| selector.matches(&state.namespace_labels(n)))
+        .collect()
 }
 
 /// The cluster DNS pods: the backends of kube-system/kube-dns, else pods labelled
@@ -148,31 +293,141 @@ struct DnsGroup {
     namespace: String,
     policies: Vec<PolicyKey>,
     denied: Vec<Protocol>,
+    /// The input's pods (empty when only representatives were found).
     pods: Vec<String>,
 }
 
-fn check_dns(state: &ClusterState, out: &mut Vec<Finding>) {
-    let dns = cluster_dns_pods(state);
-    // One finding per namespace and set of isolating policies, naming the pods.
-    let mut groups: Vec<DnsGroup> = Vec::new();
-    for pod in state.pods() {
-        if pod.host_network || dns.iter().any(|d| d.key == pod.key) {
+/// Name prefix of the stand-in pods the DNS check adds to its copy of the state.
+const STAND_IN_PREFIX: &str = "netverdict-lint-stand-in-";
+
+/// A pod of the DNS check: one of the input's, or a stand-in.
+struct DnsSubject {
+    key: PodKey,
+    /// Whether the input holds it (else it represents a policy's pods).
+    real: bool,
+}
+
+/// Egress isolation that leaves no UDP or TCP 53 to the cluster DNS: for each
+/// pod of the input, and for a representative pod of each egress
+/// NetworkPolicy (policy files alone). The DNS pods are the input's
+/// ([`cluster_dns_pods`], or those of `target` when it is not the default),
+/// else a stand-in for `target`. Verdicts come from the engine, on a copy of
+/// the state holding the stand-ins, so every tier has its say.
+fn check_dns(state: &ClusterState, target: &DnsTarget, out: &mut Vec<Finding>) {
+    let mut scratch = state.clone();
+    let mut next_ip = 0u32;
+    let mut stand_in = |scratch: &mut ClusterState,
+                        namespace: &str,
+                        labels: &BTreeMap<String, String>,
+                        dns_ports: bool|
+     -> Option<PodKey> {
+        next_ip += 1;
+        // 10.255/16 for the stand-ins: inside the private range pod networks
+        // use, so ipBlocks of "everything but private addresses" exclude them
+        // as they would the real pods.
+        let ip = IpAddr::V4(Ipv4Addr::from(
+            u32::from(Ipv4Addr::new(10, 255, 0, 0)) + next_ip,
+        ));
+        let key = PodKey::new(namespace, format!("{STAND_IN_PREFIX}{next_ip}"));
+        let object = stand_in_pod(&key, labels, ip, dns_ports)?;
+        scratch.apply(&object).ok()?;
+        Some(key)
+    };
+    let mut dns: Vec<PodKey> = if *target == DnsTarget::default() {
+        cluster_dns_pods(state)
+            .into_iter()
+            .map(|p| p.key.clone())
+            .collect()
+    } else {
+        state
+            .pods_in(&target.namespace)
+            .filter(|p| {
+                target
+                    .labels
+                    .iter()
+                    .all(|(k, v)| p.labels.get(k) == Some(v))
+            })
+            .map(|p| p.key.clone())
+            .collect()
+    };
+    let dns_stand_in = dns.is_empty();
+    if dns_stand_in {
+        dns.extend(stand_in(
+            &mut scratch,
+            &target.namespace,
+            &target.labels,
+            true,
+        ));
+    }
+    let mut subjects: Vec<DnsSubject> = state
+        .pods()
+        .into_iter()
+        .filter(|p| !p.host_network && !dns.contains(&p.key))
+        .map(|p| DnsSubject {
+            key: p.key.clone(),
+            real: true,
+        })
+        .collect();
+    for policy in state.policies() {
+        if policy.rules(Direction::Egress).is_none() {
             continue;
         }
-        if dns.is_empty() {
-            let isolating = state.policies_selecting(pod, Direction::Egress);
-            if !isolating.is_empty() {
-                let keys: Vec<PolicyKey> = isolating.iter().map(|p| p.key.clone()).collect();
-                push_group(&mut groups, pod, keys, Vec::new());
-            }
+        let Some(labels) = satisfying_labels(&policy.pod_selector) else {
             continue;
-        }
-        if let Some((denied, isolating)) = dns_denied(state, pod)
-            && !denied.is_empty()
-        {
-            push_group(&mut groups, pod, isolating, denied);
+        };
+        if let Some(key) = stand_in(&mut scratch, policy.namespace(), &labels, false) {
+            subjects.push(DnsSubject { key, real: false });
         }
     }
+    // One finding per namespace and set of isolating policies.
+    let mut groups: Vec<DnsGroup> = Vec::new();
+    for subject in &subjects {
+        let Some(pod) = scratch.pod(&subject.key) else {
+            continue;
+        };
+        let isolating: Vec<PolicyKey> = scratch
+            .policies_selecting(pod, Direction::Egress)
+            .iter()
+            .map(|p| p.key.clone())
+            .collect();
+        if isolating.is_empty() {
+            continue;
+        }
+        let denied: Vec<Protocol> = [Protocol::Udp, Protocol::Tcp]
+            .into_iter()
+            .filter(|protocol| {
+                !dns.iter().filter(|d| **d != subject.key).any(|d| {
+                    let conn = Connection::new(
+                        Endpoint::Pod(subject.key.clone()),
+                        Endpoint::Pod(d.clone()),
+                        53,
+                        *protocol,
+                    );
+                    scratch.verdict(&conn).is_ok_and(|v| v.egress.allowed())
+                })
+            })
+            .collect();
+        if denied.is_empty() {
+            continue;
+        }
+        let name = subject.real.then(|| pod.key.name.clone());
+        match groups.iter_mut().find(|g| {
+            g.namespace == pod.key.namespace && g.policies == isolating && g.denied == denied
+        }) {
+            Some(g) => g.pods.extend(name),
+            None => groups.push(DnsGroup {
+                namespace: pod.key.namespace.clone(),
+                policies: isolating,
+                denied,
+                pods: name.into_iter().collect(),
+            }),
+        }
+    }
+    let dns_name = if dns_stand_in {
+        format!("the cluster DNS ({target}; the input holds none)")
+    } else {
+        "the cluster DNS".to_string()
+    };
     for DnsGroup {
         namespace,
         policies,
@@ -185,59 +440,80 @@ fn check_dns(state: &ClusterState, out: &mut Vec<Finding>) {
             .map(|p| p.to_string())
             .collect::<Vec<_>>()
             .join(", ");
-        let message = if denied.is_empty() {
-            format!(
-                "pods {} in namespace {namespace} are isolated for egress by {names}, and no cluster DNS pod \
-                 (kube-system/kube-dns backends or k8s-app=kube-dns) is known to check that DNS is allowed",
-                pods.join(", ")
-            )
+        let protos = denied
+            .iter()
+            .map(|p| format!("{p}/53"))
+            .collect::<Vec<_>>()
+            .join(" and ");
+        let whom = if pods.is_empty() {
+            format!("the pods it selects in namespace {namespace}")
         } else {
-            let protos = denied
-                .iter()
-                .map(|p| format!("{p}/53"))
-                .collect::<Vec<_>>()
-                .join(" and ");
-            format!(
-                "egress isolation by {names} blocks DNS ({protos}) to the cluster DNS for pods {} in namespace \
-                 {namespace}: allow egress to the kube-dns pods on UDP and TCP 53 (see allow-dns-egress)",
-                pods.join(", ")
-            )
+            format!("pods {} in namespace {namespace}", pods.join(", "))
         };
         out.push(Finding {
-            severity: if denied.is_empty() {
-                Severity::Info
-            } else {
-                Severity::Warning
-            },
+            severity: Severity::Warning,
             code: "dns-egress-blocked",
             policy: policies.first().cloned(),
             field: None,
-            message,
+            message: format!(
+                "egress isolation by {names} blocks DNS ({protos}) to {dns_name} for {whom}: allow egress to \
+                 the cluster DNS pods on UDP and TCP 53 (see allow-dns-egress)"
+            ),
         });
     }
 }
 
-fn push_group(
-    groups: &mut Vec<DnsGroup>,
-    pod: &Pod,
-    policies: Vec<PolicyKey>,
-    denied: Vec<Protocol>,
-) {
-    match groups
-        .iter_mut()
-        .find(|g| g.namespace == pod.key.namespace && g.policies == policies && g.denied == denied)
-    {
-        Some(g) => g.pods.push(pod.key.name.clone()),
-        None => groups.push(DnsGroup {
-            namespace: pod.key.namespace.clone(),
-            policies,
-            denied,
-            pods: vec![pod.key.name.clone()],
-        }),
+/// Labels that satisfy a selector (the first value of each `In`, a made-up
+/// value for `Exists`), or None when none do.
+fn satisfying_labels(selector: &Selector) -> Option<BTreeMap<String, String>> {
+    let mut labels = BTreeMap::new();
+    for r in selector.requirements() {
+        match &r.operator {
+            crate::selector::Operator::In(values) => {
+                labels.insert(r.key.clone(), values.first()?.clone());
+            }
+            crate::selector::Operator::Exists => {
+                labels
+                    .entry(r.key.clone())
+                    .or_insert_with(|| "netverdict-lint".to_string());
+            }
+            crate::selector::Operator::NotIn(_) | crate::selector::Operator::DoesNotExist => {}
+        }
     }
+    selector.matches(&labels).then_some(labels)
 }
 
-fn check_policy(state: &ClusterState, policy: &NetworkPolicy, out: &mut Vec<Finding>) {
+/// A stand-in pod as the API would serve it; a DNS one has CoreDNS's named
+/// ports (`dns` UDP 53, `dns-tcp` TCP 53).
+fn stand_in_pod(
+    key: &PodKey,
+    labels: &BTreeMap<String, String>,
+    ip: IpAddr,
+    dns_ports: bool,
+) -> Option<K8sObject> {
+    let ports = if dns_ports {
+        serde_json::json!([
+            {"name": "dns", "containerPort": 53, "protocol": "UDP"},
+            {"name": "dns-tcp", "containerPort": 53, "protocol": "TCP"},
+        ])
+    } else {
+        serde_json::json!([])
+    };
+    let pod: core::Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": key.name, "namespace": key.namespace, "labels": labels},
+        "spec": {"containers": [{"name": "c", "ports": ports}]},
+        "status": {"podIP": ip.to_string()},
+    }))
+    .ok()?;
+    Some(K8sObject::Pod(Box::new(pod)))
+}
+
+fn check_policy(
+    state: &ClusterState,
+    scope: Scope,
+    policy: &NetworkPolicy,
+    out: &mut Vec<Finding>,
+) {
     let finding = |severity, code, field: Option<String>, message: String| Finding {
         severity,
         code,
@@ -246,7 +522,7 @@ fn check_policy(state: &ClusterState, policy: &NetworkPolicy, out: &mut Vec<Find
         message,
     };
     let selected = state.selected_pods(policy);
-    if selected.is_empty() {
+    if scope.pods && selected.is_empty() {
         out.push(finding(
             Severity::Warning,
             "selects-no-pod",
@@ -268,17 +544,27 @@ fn check_policy(state: &ClusterState, policy: &NetworkPolicy, out: &mut Vec<Find
         };
         for (i, rule) in rules.iter().enumerate() {
             let at = format!("{list}[{i}]");
-            check_peer_split(state, policy, rule, &format!("{at}.{peers_field}"), out);
+            check_peer_split(
+                state,
+                scope,
+                policy,
+                rule,
+                &format!("{at}.{peers_field}"),
+                out,
+            );
             for (j, peer) in rule.peers.iter().enumerate() {
                 check_peer(
                     state,
+                    scope,
                     policy,
                     peer,
                     &format!("{at}.{peers_field}[{j}]"),
                     out,
                 );
             }
-            check_named_ports(state, policy, direction, rule, &selected, &at, out);
+            if scope.pods {
+                check_named_ports(state, policy, direction, rule, &selected, &at, out);
+            }
         }
     }
 }
@@ -288,6 +574,7 @@ fn check_policy(state: &ClusterState, policy: &NetworkPolicy, out: &mut Vec<Find
 /// whose AND matches no pod while each selector alone matches some.
 fn check_peer_split(
     state: &ClusterState,
+    scope: Scope,
     policy: &NetworkPolicy,
     rule: &Rule,
     field: &str,
@@ -319,6 +606,9 @@ fn check_peer_split(
             ),
         });
     }
+    if !scope.pods || !scope.namespaces {
+        return;
+    }
     for (j, peer) in rule.peers.iter().enumerate() {
         let Peer::Pods {
             namespaces: NamespaceMatch::Selector(ns_sel),
@@ -331,7 +621,7 @@ fn check_peer_split(
         let matches_and = pods
             .iter()
             .any(|p| state.peer_matches_pod(policy.namespace(), peer, p));
-        let ns_match = !state.namespaces_matching(ns_sel).is_empty();
+        let ns_match = !namespaces_matching(state, ns_sel).is_empty();
         let pod_match = pods
             .iter()
             .any(|p| !p.host_network && pod_sel.matches(&p.labels));
@@ -352,6 +642,7 @@ fn check_peer_split(
 
 fn check_peer(
     state: &ClusterState,
+    scope: Scope,
     policy: &NetworkPolicy,
     peer: &Peer,
     field: &str,
@@ -360,8 +651,10 @@ fn check_peer(
     let Peer::Pods { namespaces, pods } = peer else {
         return;
     };
-    if let NamespaceMatch::Selector(sel) = namespaces {
-        let matched = state.namespaces_matching(sel);
+    if let NamespaceMatch::Selector(sel) = namespaces
+        && scope.namespaces
+    {
+        let matched = namespaces_matching(state, sel);
         if matched.is_empty() {
             let unknown = unknown_namespace_labels(state, sel);
             let message = if unknown.is_empty() {
@@ -386,7 +679,13 @@ fn check_peer(
             return;
         }
     }
-    if pods.is_some()
+    // Which pods a namespaceSelector reaches needs the namespaces' labels.
+    let namespaces_known = scope.namespaces
+        || matches!(namespaces, NamespaceMatch::Selector(s) if s.is_empty())
+        || matches!(namespaces, NamespaceMatch::PolicyNamespace);
+    if scope.pods
+        && namespaces_known
+        && pods.is_some()
         && !state
             .pods()
             .iter()
@@ -411,7 +710,7 @@ fn check_peer(
 
 /// The `key=value` requirements of a selector that no namespace carries.
 fn unknown_namespace_labels(state: &ClusterState, selector: &Selector) -> Vec<String> {
-    let names = state.namespace_names();
+    let names = known_namespaces(state);
     selector
         .requirements()
         .iter()

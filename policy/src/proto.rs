@@ -161,6 +161,64 @@ impl DirectionVerdict {
     }
 }
 
+/// A stored flow as what-if replay takes it: the connection (each end the
+/// pod by name when the cluster still has it, else its address; the
+/// destination port after Service DNAT), grouped by the workloads the flow
+/// names. None for a flow replay cannot decide: a second observation
+/// (`counted_elsewhere`: its connection is counted on its record of account),
+/// a protocol policy does not cover, no port, or an end with neither a pod
+/// nor an address.
+pub fn replay_flow(
+    state: &crate::state::ClusterState,
+    flow: &pb::Flow,
+) -> Option<crate::whatif::ReplayFlow> {
+    use crate::whatif::{Party, ReplayFlow, endpoint_for_replay};
+    if flow.counted_elsewhere {
+        return None;
+    }
+    let protocol = match pb::Protocol::try_from(flow.protocol).ok()? {
+        pb::Protocol::Tcp => Protocol::Tcp,
+        pb::Protocol::Udp => Protocol::Udp,
+        pb::Protocol::Sctp => Protocol::Sctp,
+        _ => return None,
+    };
+    let src = flow.source.as_ref()?;
+    let dst = flow.destination.as_ref()?;
+    let port = u16::try_from(dst.port).ok().filter(|p| *p != 0)?;
+    let end = |e: &pb::Endpoint| {
+        let is_pod = matches!(
+            pb::EndpointKind::try_from(e.kind),
+            Ok(pb::EndpointKind::Pod | pb::EndpointKind::HostNetworkPod)
+        ) && !e.pod_name.is_empty();
+        let pod = is_pod.then(|| crate::model::PodKey::new(&e.namespace, &e.pod_name));
+        let endpoint = endpoint_for_replay(state, pod, e.ip.parse().ok())?;
+        let party = match pb::EndpointKind::try_from(e.kind).unwrap_or_default() {
+            pb::EndpointKind::Pod | pb::EndpointKind::HostNetworkPod => Party::Workload {
+                namespace: e.namespace.clone(),
+                workload: if e.workload.is_empty() {
+                    e.pod_name.clone()
+                } else {
+                    e.workload.clone()
+                },
+            },
+            pb::EndpointKind::Node => Party::Node {
+                name: e.node_name.clone(),
+                ip: e.ip.clone(),
+            },
+            pb::EndpointKind::World | pb::EndpointKind::Unspecified => Party::Address(e.ip.clone()),
+        };
+        Some((endpoint, party))
+    };
+    let (src_endpoint, src_party) = end(src)?;
+    let (dst_endpoint, dst_party) = end(dst)?;
+    Some(ReplayFlow {
+        connection: crate::engine::Connection::new(src_endpoint, dst_endpoint, port, protocol),
+        src: src_party,
+        dst: dst_party,
+        count: flow.count.max(1),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

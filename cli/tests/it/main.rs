@@ -14,6 +14,7 @@ mod query_cli;
 mod rbac;
 mod support;
 mod tls_cli;
+mod whatif_cli;
 
 /// Tests that need root (eBPF probes, network namespaces, nftables).
 mod privileged {

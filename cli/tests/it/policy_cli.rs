@@ -277,3 +277,92 @@ fn admin_network_policy_through_explain_verdicts_and_lint() {
         "{text}"
     );
 }
+
+/// `lint -f` on policy files alone, as before `kubectl apply`: a directory, a
+/// `kind: List`, multi-document YAML and standard input. Two egress default
+/// denies without DNS are flagged, no policy "selects no pod", a selector on
+/// kube-system is not an unknown namespace, and the skipped checks are said
+/// once; with the DNS allowance the run is clean.
+#[test]
+fn lint_reads_policy_files_alone_as_kubectl_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let policies = dir.path().join("policies");
+    std::fs::create_dir(&policies).unwrap();
+    std::fs::write(
+        policies.join("deny.yaml"),
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: no-egress, namespace: shop}\n\
+         spec:\n  podSelector: {}\n  policyTypes: [Egress]\n---\napiVersion: networking.k8s.io/v1\n\
+         kind: NetworkPolicy\nmetadata: {name: lockdown, namespace: vault}\nspec:\n  podSelector: {}\n  \
+         policyTypes: [Ingress, Egress]\n",
+    )
+    .unwrap();
+    std::fs::write(
+        policies.join("web.json"),
+        r#"{"apiVersion":"v1","kind":"List","items":[{"apiVersion":"networking.k8s.io/v1","kind":"NetworkPolicy",
+        "metadata":{"name":"web-in","namespace":"shop"},"spec":{"podSelector":{"matchLabels":{"app":"web"}},
+        "ingress":[{"from":[{"namespaceSelector":{"matchLabels":{"kubernetes.io/metadata.name":"kube-system"}}}]}]}}]}"#,
+    )
+    .unwrap();
+    std::fs::write(policies.join("notes.txt"), "not a manifest").unwrap();
+    let dir_arg = policies.to_str().unwrap();
+    let out = netverdict(&["lint", "-f", dir_arg, "-o", "json"], "");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let findings: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let codes: Vec<&str> = findings.iter().filter_map(|f| f["code"].as_str()).collect();
+    assert_eq!(
+        codes,
+        ["dns-egress-blocked", "dns-egress-blocked", "checks-skipped"],
+        "{findings:#?}"
+    );
+    assert_eq!(findings[0]["policy"], "shop/no-egress");
+    assert_eq!(findings[1]["policy"], "vault/lockdown");
+
+    // The fix through standard input, beside the directory: clean.
+    let fix = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: dns, namespace: NS}\n\
+               spec:\n  podSelector: {}\n  policyTypes: [Egress]\n  egress:\n  - to:\n    - namespaceSelector: \
+               {matchLabels: {kubernetes.io/metadata.name: kube-system}}\n      podSelector: {matchLabels: \
+               {k8s-app: kube-dns}}\n    ports: [{protocol: UDP, port: 53}, {protocol: TCP, port: 53}]\n";
+    let both = format!(
+        "{}---\n{}",
+        fix.replace("NS", "shop"),
+        fix.replace("NS", "vault")
+    );
+    let out = netverdict(&["lint", "-f", dir_arg, "-f", "-"], &both);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("info[checks-skipped]"), "{text}");
+    assert!(
+        text.contains("no warnings (5 policies, 0 admin policies, 0 pods)"),
+        "{text}"
+    );
+
+    // -f with --cluster: these policies applied to that cluster.
+    let out = netverdict(
+        &[
+            "lint",
+            "--cluster",
+            &format!("{SEED}/cluster.yaml"),
+            "-f",
+            &format!("{SEED}/policies/default-deny.yaml"),
+            "-o",
+            "json",
+        ],
+        "",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let findings: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        findings.iter().any(|f| f["code"] == "dns-egress-blocked"
+            && f["message"].as_str().is_some_and(|m| m.contains("pods "))),
+        "{findings:#?}"
+    );
+    assert!(
+        findings.iter().all(|f| f["code"] != "checks-skipped"),
+        "{findings:#?}"
+    );
+}

@@ -10,7 +10,7 @@ use rustc_hash::FxHashMap;
 
 use crate::model::{AdminPolicy, PolicyKey, Tier};
 
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub(crate) struct AdminPolicies {
     by_key: FxHashMap<PolicyKey, Arc<AdminPolicy>>,
     /// The Admin tier, in decision order.

@@ -11,7 +11,7 @@ use crate::model::{Controller, ControllerKind, Owner};
 /// A controller's kind, namespace and name.
 type ControllerKey = (ControllerKind, String, String);
 
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub(crate) struct Controllers {
     by_key: FxHashMap<ControllerKey, Controller>,
 }

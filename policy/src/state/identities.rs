@@ -31,7 +31,7 @@ struct IdentityKey {
 }
 
 /// The interned identities.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub(crate) struct Identities {
     ids: FxHashMap<IdentityKey, u32>,
 }

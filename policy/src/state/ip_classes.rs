@@ -15,7 +15,7 @@ use crate::model::IpBlock;
 pub(crate) const UNCACHED_CLASS: u32 = u32::MAX;
 
 /// The cluster's ipBlocks and the interned classes.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct IpClasses {
     /// Distinct ipBlocks of all policies, with the number of peers using each.
     blocks: Vec<(IpBlock, usize)>,

@@ -54,7 +54,7 @@ pub struct Holder<'a> {
 }
 
 /// Current and past holders of every (non-host-network) pod IP.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct IpHistory {
     /// The pod holding each IP now.
     current: FxHashMap<IpAddr, IpEntry>,

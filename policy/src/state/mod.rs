@@ -130,6 +130,27 @@ pub struct ClusterState {
     require_pod_ips: bool,
 }
 
+/// A copy of the state with an empty verdict cache (what-if replays change a
+/// copy and compare the two).
+impl Clone for ClusterState {
+    fn clone(&self) -> Self {
+        ClusterState {
+            namespaces: self.namespaces.clone(),
+            pods: self.pods.clone(),
+            ips: self.ips.clone(),
+            identities: self.identities.clone(),
+            ip_classes: self.ip_classes.clone(),
+            policies: self.policies.clone(),
+            admin: self.admin.clone(),
+            services: self.services.clone(),
+            nodes: self.nodes.clone(),
+            controllers: self.controllers.clone(),
+            cache: Mutex::default(),
+            require_pod_ips: self.require_pod_ips,
+        }
+    }
+}
+
 impl ClusterState {
     /// An empty cluster that accepts pods without IPs (as watches deliver them).
     pub fn new() -> Self {

@@ -16,7 +16,7 @@ pub(crate) struct PodEntry {
     pub identity: u32,
 }
 
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub(crate) struct Pods {
     by_key: FxHashMap<PodKey, PodEntry>,
     /// The pods of each namespace by name.

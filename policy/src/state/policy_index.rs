@@ -15,7 +15,7 @@ use rustc_hash::FxHashMap;
 use crate::model::{Direction, NetworkPolicy, Pod, PolicyKey};
 
 /// The policies of one namespace, indexed by a label their selector requires.
-#[derive(Default, Debug)]
+#[derive(Clone, Default, Debug)]
 struct NamespacePolicies {
     by_label: FxHashMap<(String, String), Vec<Arc<NetworkPolicy>>>,
     /// Policies whose selector has no single-valued `In` requirement (e.g. `{}`).
@@ -23,7 +23,7 @@ struct NamespacePolicies {
 }
 
 /// Every NetworkPolicy, by key and by namespace and label.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub(crate) struct PolicyIndex {
     by_key: FxHashMap<PolicyKey, Arc<NetworkPolicy>>,
     by_namespace: FxHashMap<String, NamespacePolicies>,

@@ -11,7 +11,7 @@ use crate::model::{EndpointSlice, Service};
 /// A namespaced object's namespace and name.
 type NamespacedName = (String, String);
 
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub(crate) struct Services {
     by_name: FxHashMap<NamespacedName, Service>,
     by_ip: FxHashMap<IpAddr, NamespacedName>,

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use netverdict_policy::lint::{Finding, lint};
+use netverdict_policy::lint::{DnsTarget, Finding, LintOptions, Severity, lint, lint_with};
 use netverdict_policy::{ClusterState, LoadOptions, Manifests};
 
 const CLUSTER: &str = r#"
@@ -293,4 +293,197 @@ fn admin_policies_sharing_a_priority_and_pods() {
     assert!(!codes(&f).contains(&"admin-priority-tie"), "{f:#?}");
     let f = findings_with(&(anp("b-second", 7, "api") + &anp("a-first", 8, "api")));
     assert!(!codes(&f).contains(&"admin-priority-tie"), "{f:#?}");
+}
+
+// ---- policy files alone (no pods, no namespaces), as before `kubectl apply` ----
+
+/// Classic policies written for this test: an egress default deny, a deny of
+/// everything, and the DNS allowance that fixes both.
+const DEFAULT_DENY_EGRESS: &str = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n\
+metadata: {name: no-egress, namespace: shop}\nspec:\n  podSelector: {}\n  policyTypes: [Egress]\n";
+const DENY_EVERYTHING: &str = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n\
+metadata: {name: lockdown, namespace: vault}\nspec:\n  podSelector: {}\n  policyTypes: [Ingress, Egress]\n";
+const ALLOW_WEB_FROM_SHOP: &str = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n\
+metadata: {name: web-from-shop, namespace: shop}\nspec:\n  podSelector: {matchLabels: {app: web}}\n\
+  ingress:\n  - from: [{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: shop}}}]\n";
+
+fn allow_dns(namespace: &str, ports: &str) -> String {
+    format!(
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{name: dns, namespace: {namespace}}}\n\
+         spec:\n  podSelector: {{}}\n  policyTypes: [Egress]\n  egress:\n  - to:\n    - namespaceSelector: \
+         {{matchLabels: {{kubernetes.io/metadata.name: kube-system}}}}\n      podSelector: {{matchLabels: \
+         {{k8s-app: kube-dns}}}}\n    ports: {ports}\n"
+    )
+}
+
+const DNS_PORTS: &str = "[{protocol: UDP, port: 53}, {protocol: TCP, port: 53}]";
+
+fn files_alone(docs: &[&str], options: &LintOptions) -> Vec<Finding> {
+    let mut m = Manifests::default();
+    m.read_str(Path::new("policies.yaml"), &docs.join("---\n"));
+    let (state, errors) = ClusterState::from_manifests(m, &LoadOptions::default());
+    assert!(errors.is_empty(), "{errors:?}");
+    lint_with(&state, options)
+}
+
+fn with_code<'a>(findings: &'a [Finding], code: &str) -> Vec<&'a Finding> {
+    findings.iter().filter(|f| f.code == code).collect()
+}
+
+#[test]
+fn default_denies_without_dns_are_flagged_from_the_policy_files_alone() {
+    let f = files_alone(
+        &[DEFAULT_DENY_EGRESS, DENY_EVERYTHING],
+        &LintOptions::default(),
+    );
+    let dns = with_code(&f, "dns-egress-blocked");
+    assert_eq!(dns.len(), 2, "{f:#?}");
+    for (finding, policy) in dns.iter().zip(["shop/no-egress", "vault/lockdown"]) {
+        assert_eq!(finding.severity, Severity::Warning);
+        assert_eq!(
+            finding.policy.as_ref().map(|p| p.to_string()).as_deref(),
+            Some(policy)
+        );
+        assert!(
+            finding.message.contains("(UDP/53 and TCP/53)")
+                && finding
+                    .message
+                    .contains("kube-system pods labelled k8s-app=kube-dns")
+                && finding.message.contains("the pods it selects"),
+            "{}",
+            finding.message
+        );
+    }
+    // Nothing claims the policies select no pod; the skip is said once.
+    assert!(with_code(&f, "selects-no-pod").is_empty(), "{f:#?}");
+    let skipped = with_code(&f, "checks-skipped");
+    assert_eq!(skipped.len(), 1, "{f:#?}");
+    assert_eq!(skipped[0].severity, Severity::Info);
+    assert!(
+        skipped[0].message.contains("no pod") && skipped[0].message.contains("selects-no-pod"),
+        "{}",
+        skipped[0].message
+    );
+    assert_eq!(f.len(), 3, "{f:#?}");
+}
+
+#[test]
+fn allowing_dns_to_kube_system_clears_the_finding_and_names_no_unknown_namespace() {
+    let fix = allow_dns("shop", DNS_PORTS);
+    let f = files_alone(
+        &[DEFAULT_DENY_EGRESS, &fix, ALLOW_WEB_FROM_SHOP],
+        &LintOptions::default(),
+    );
+    assert_eq!(
+        f.iter().map(|f| f.code).collect::<Vec<_>>(),
+        ["checks-skipped"],
+        "{f:#?}"
+    );
+    // The named ports CoreDNS declares resolve against the stand-in too.
+    let named = allow_dns(
+        "shop",
+        "[{protocol: UDP, port: dns}, {protocol: TCP, port: dns-tcp}]",
+    );
+    let f = files_alone(&[DEFAULT_DENY_EGRESS, &named], &LintOptions::default());
+    assert!(with_code(&f, "dns-egress-blocked").is_empty(), "{f:#?}");
+    // UDP alone is half a fix.
+    let udp = allow_dns("shop", "[{protocol: UDP, port: 53}]");
+    let f = files_alone(&[DEFAULT_DENY_EGRESS, &udp], &LintOptions::default());
+    let dns = with_code(&f, "dns-egress-blocked");
+    assert_eq!(dns.len(), 1, "{f:#?}");
+    assert!(dns[0].message.contains("(TCP/53)"), "{}", dns[0].message);
+    // The fix in another namespace does not help this one.
+    let elsewhere = allow_dns("vault", DNS_PORTS);
+    let f = files_alone(&[DEFAULT_DENY_EGRESS, &elsewhere], &LintOptions::default());
+    assert_eq!(with_code(&f, "dns-egress-blocked").len(), 1, "{f:#?}");
+}
+
+#[test]
+fn an_egress_policy_for_some_pods_needs_dns_for_those_pods() {
+    // Egress for app=web only, to the database; DNS allowed for app=api only.
+    let web = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: web-to-db, namespace: shop}\n\
+spec:\n  podSelector: {matchLabels: {app: web}}\n  egress:\n  - to: [{podSelector: {matchLabels: {app: db}}}]\n";
+    let api_dns = allow_dns("shop", DNS_PORTS)
+        .replace("podSelector: {}", "podSelector: {matchLabels: {app: api}}");
+    let f = files_alone(&[web, &api_dns], &LintOptions::default());
+    let dns = with_code(&f, "dns-egress-blocked");
+    assert_eq!(dns.len(), 1, "{f:#?}");
+    assert_eq!(
+        dns[0].policy.as_ref().map(|p| p.to_string()).as_deref(),
+        Some("shop/web-to-db")
+    );
+    let web_dns = allow_dns("shop", DNS_PORTS)
+        .replace("podSelector: {}", "podSelector: {matchLabels: {app: web}}");
+    let f = files_alone(
+        &[
+            web,
+            &api_dns,
+            &web_dns.replace("name: dns,", "name: web-dns,"),
+        ],
+        &LintOptions::default(),
+    );
+    assert!(with_code(&f, "dns-egress-blocked").is_empty(), "{f:#?}");
+}
+
+#[test]
+fn the_cluster_dns_can_be_elsewhere() {
+    let fix = allow_dns("shop", DNS_PORTS);
+    let options = LintOptions {
+        dns: DnsTarget {
+            namespace: "dns-system".into(),
+            labels: [("app".to_string(), "coredns".to_string())].into(),
+        },
+    };
+    let f = files_alone(&[DEFAULT_DENY_EGRESS, &fix], &options);
+    let dns = with_code(&f, "dns-egress-blocked");
+    assert_eq!(dns.len(), 1, "{f:#?}");
+    assert!(
+        dns[0]
+            .message
+            .contains("dns-system pods labelled app=coredns"),
+        "{}",
+        dns[0].message
+    );
+}
+
+#[test]
+fn the_namespaces_every_cluster_has_are_known() {
+    // Namespaces declared, kube-system not among them: still known.
+    let ns = "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop, labels: {team: retail}}\n";
+    let fix = allow_dns("shop", DNS_PORTS);
+    let f = files_alone(&[ns, DEFAULT_DENY_EGRESS, &fix], &LintOptions::default());
+    assert!(
+        with_code(&f, "unknown-namespace-label").is_empty(),
+        "{f:#?}"
+    );
+    assert!(
+        with_code(&f, "namespace-selector-matches-nothing").is_empty(),
+        "{f:#?}"
+    );
+    // The skip names the pods only: namespaces were given.
+    let skipped = with_code(&f, "checks-skipped");
+    assert_eq!(skipped.len(), 1);
+    assert!(
+        !skipped[0]
+            .message
+            .contains("namespace-selector-matches-nothing")
+    );
+    // A typo is still caught once namespaces are known.
+    let typo = fix.replace("name: kube-system", "name: kube-sytem");
+    let f = files_alone(&[ns, DEFAULT_DENY_EGRESS, &typo], &LintOptions::default());
+    assert_eq!(with_code(&f, "unknown-namespace-label").len(), 1, "{f:#?}");
+    assert_eq!(with_code(&f, "dns-egress-blocked").len(), 1, "{f:#?}");
+    // Without declared namespaces, namespace labels are not judged at all.
+    let f = files_alone(&[DEFAULT_DENY_EGRESS, &typo], &LintOptions::default());
+    assert!(
+        with_code(&f, "unknown-namespace-label").is_empty(),
+        "{f:#?}"
+    );
+    let skipped = with_code(&f, "checks-skipped");
+    assert!(
+        skipped[0].message.contains("no namespace")
+            && skipped[0].message.contains("unknown-namespace-label"),
+        "{}",
+        skipped[0].message
+    );
 }

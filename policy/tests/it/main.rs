@@ -1,7 +1,7 @@
 //! The policy crate's integration tests, in one binary: the NetworkPolicy
 //! conformance cases, the Admin and Baseline tiers (conformance scenarios,
-//! model, properties), diagnose and its fix, lint, manifests, properties, recycled pod IPs and the
-//! seed guide's scenario, one module each, with shared helpers in [`common`].
+//! model, properties), diagnose and its fix, lint, manifests, properties, recycled pod IPs, the
+//! seed guide's scenario and what-if replay, one module each, with shared helpers in [`common`].
 
 mod admin_conformance;
 mod admin_model;
@@ -14,3 +14,4 @@ mod manifests;
 mod properties;
 mod recycled_ip;
 mod seed;
+mod whatif;
