@@ -587,9 +587,10 @@ async fn denied_flows_dashboard_on_the_seed_flows() {
         "default/api-from-web, default/default-deny"
     );
     assert!(
-        top.iter().any(|r| r["destination"] == "kube-system/Pod/coredns"
-            && r["port"] == "53"
-            && r["policies"] == "default/default-deny"),
+        top.iter()
+            .any(|r| r["destination"] == "kube-system/Pod/coredns"
+                && r["port"] == "53"
+                && r["policies"] == "default/default-deny"),
         "the dropped DNS queries: {top:?}"
     );
 
