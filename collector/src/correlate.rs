@@ -107,6 +107,13 @@ pub struct Timeouts {
     pub orphan_drop: Duration,
 }
 
+impl Timeouts {
+    /// The longest correlation holds a flow before reporting it.
+    pub fn longest(&self) -> Duration {
+        self.tcp.max(self.dns).max(self.orphan_drop)
+    }
+}
+
 impl Default for Timeouts {
     fn default() -> Self {
         Timeouts {

@@ -322,6 +322,10 @@ pub struct Held {
     pub aggregation_evicted: u64,
 }
 
+/// How much longer than correlation holds a flow the policy sets a change
+/// replaced are kept.
+const POLICY_RETENTION_MARGIN: Duration = Duration::from_secs(30);
+
 /// The stages and their state.
 #[derive(Debug)]
 pub struct Pipeline {
@@ -341,6 +345,16 @@ pub struct Pipeline {
 
 impl Pipeline {
     pub fn new(config: PipelineConfig, state: SharedState) -> Self {
+        // A flow is judged by the policies in effect when it started, however
+        // long correlation held it (a query waiting for its answer when a
+        // default-deny lands): the state keeps the sets changes replace for
+        // that long, and a tick and a margin more.
+        let held = config
+            .timeouts
+            .longest()
+            .saturating_add(config.tick)
+            .saturating_add(POLICY_RETENTION_MARGIN);
+        state.update(|s| s.set_policy_retention(held));
         Pipeline {
             correlator: Correlator::with_bound(
                 config.timeouts.clone(),

@@ -1,11 +1,12 @@
 //! The collector crate's integration tests, in one binary: the agent on
 //! replayed events, annotation, export, the observer (over mutual TLS too),
-//! recycled pod IPs and a short chaos soak of the agent, one module each.
+//! recycled pod IPs, a policy change while a flow is held and a short chaos soak of the agent, one module each.
 
 mod agent;
 mod annotate;
 mod export;
 mod observer;
 mod observer_tls;
+mod policy_change;
 mod recycled_ip;
 mod soak;

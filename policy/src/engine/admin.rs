@@ -67,7 +67,7 @@ impl Located<'_> {
 impl ClusterState {
     /// What the policies of an admin tier (Admin or Baseline) say about the case.
     pub(super) fn admin_tier_outcome(&self, tier: Tier, case: &DirectionCase) -> AdminOutcome {
-        let policies = self.admin_tier(tier);
+        let policies = case.policies.admin.tier(tier);
         let mut outcome = AdminOutcome::default();
         if policies.is_empty() {
             return outcome;

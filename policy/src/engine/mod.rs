@@ -49,7 +49,7 @@ use serde::Serialize;
 use crate::cache::cache_key;
 use crate::error::ConnectionError;
 use crate::model::{AdminAction, Direction, Pod, PodKey, Protocol, Tier};
-use crate::state::{ClusterState, DEPARTED, EXTERNAL, HOST_NETWORK};
+use crate::state::{ClusterState, DEPARTED, EXTERNAL, HOST_NETWORK, PolicySet};
 use crate::verdict::{DirectionVerdict, Status, Verdict};
 
 /// One end of a connection: a pod by name, or an IP address (resolved to the pod that
@@ -153,6 +153,9 @@ struct DirectionCase<'a> {
     port: u16,
     protocol: Protocol,
     selection: Selection,
+    /// The policies that decide: the current ones, or those in effect when
+    /// a past flow started.
+    policies: &'a PolicySet,
 }
 
 impl ClusterState {
@@ -160,7 +163,8 @@ impl ClusterState {
     /// about since the last policy change.
     pub fn verdict(&self, conn: &Connection) -> Result<Arc<Verdict>, ConnectionError> {
         let (src, dst) = self.resolve(conn)?;
-        if let Some(v) = self.special_case(&src, &dst) {
+        let policies = self.current_policies();
+        if let Some(v) = self.special_case(&src, &dst, policies) {
             return Ok(Arc::new(v));
         }
         let Some(key) = cache_key(
@@ -171,18 +175,39 @@ impl ClusterState {
             conn.port,
             conn.protocol,
         ) else {
-            let verdict = self.evaluate(&src, &dst, conn.port, conn.protocol, Selection::Indexed);
+            let verdict = self.evaluate(
+                &src,
+                &dst,
+                conn.port,
+                conn.protocol,
+                Selection::Indexed,
+                policies,
+            );
             return Ok(Arc::new(verdict));
         };
         if self.admin_node_peers() && (self.is_node_ip(src.ip) || self.is_node_ip(dst.ip)) {
             // The verdict depends on the node's labels, which no key holds.
-            let verdict = self.evaluate(&src, &dst, conn.port, conn.protocol, Selection::Indexed);
+            let verdict = self.evaluate(
+                &src,
+                &dst,
+                conn.port,
+                conn.protocol,
+                Selection::Indexed,
+                policies,
+            );
             return Ok(Arc::new(verdict));
         }
         if let Some(hit) = self.cache_get(key) {
             return Ok(hit);
         }
-        let verdict = self.evaluate(&src, &dst, conn.port, conn.protocol, Selection::Indexed);
+        let verdict = self.evaluate(
+            &src,
+            &dst,
+            conn.port,
+            conn.protocol,
+            Selection::Indexed,
+            policies,
+        );
         Ok(self.cache_insert(key, verdict))
     }
 
@@ -192,6 +217,9 @@ impl ClusterState {
     /// judged as the pod that used it. From the cache when both sides are
     /// current holders (as [`ClusterState::verdict`]); evaluated afresh, not
     /// cached, when a side is a departed pod (or an earlier version of one).
+    /// The policies that judge are those in effect at `at`, when the state
+    /// keeps the sets changes replaced ([`ClusterState::set_policy_retention`]);
+    /// a verdict by a replaced set is not cached either.
     pub fn verdict_at(
         &self,
         conn: &Connection,
@@ -205,9 +233,10 @@ impl ClusterState {
             Endpoint::Pod(_) => None,
         };
         let (src_past, dst_past) = (past(&conn.src), past(&conn.dst));
-        if src_past.is_none() && dst_past.is_none() {
+        if src_past.is_none() && dst_past.is_none() && self.policies_current_at(at) {
             return self.verdict(conn);
         }
+        let policies = self.policies_at(at);
         if conn.port == 0 {
             return Err(ConnectionError::BadPort);
         }
@@ -219,8 +248,15 @@ impl ClusterState {
             Some((pod, ip)) => self.pod_view(pod, DEPARTED, ip),
             None => self.view(&conn.dst, Some(src.ip))?,
         };
-        let verdict = self.special_case(&src, &dst).unwrap_or_else(|| {
-            self.evaluate(&src, &dst, conn.port, conn.protocol, Selection::Indexed)
+        let verdict = self.special_case(&src, &dst, policies).unwrap_or_else(|| {
+            self.evaluate(
+                &src,
+                &dst,
+                conn.port,
+                conn.protocol,
+                Selection::Indexed,
+                policies,
+            )
         });
         Ok(Arc::new(verdict))
     }
@@ -228,8 +264,16 @@ impl ClusterState {
     /// The verdict computed afresh through the label index (no cache).
     pub fn verdict_uncached(&self, conn: &Connection) -> Result<Verdict, ConnectionError> {
         let (src, dst) = self.resolve(conn)?;
-        Ok(self.special_case(&src, &dst).unwrap_or_else(|| {
-            self.evaluate(&src, &dst, conn.port, conn.protocol, Selection::Indexed)
+        let policies = self.current_policies();
+        Ok(self.special_case(&src, &dst, policies).unwrap_or_else(|| {
+            self.evaluate(
+                &src,
+                &dst,
+                conn.port,
+                conn.protocol,
+                Selection::Indexed,
+                policies,
+            )
         }))
     }
 
@@ -237,8 +281,16 @@ impl ClusterState {
     /// reference the indexed engine is checked and measured against.
     pub fn verdict_by_scan(&self, conn: &Connection) -> Result<Verdict, ConnectionError> {
         let (src, dst) = self.resolve(conn)?;
-        Ok(self.special_case(&src, &dst).unwrap_or_else(|| {
-            self.evaluate(&src, &dst, conn.port, conn.protocol, Selection::Scan)
+        let policies = self.current_policies();
+        Ok(self.special_case(&src, &dst, policies).unwrap_or_else(|| {
+            self.evaluate(
+                &src,
+                &dst,
+                conn.port,
+                conn.protocol,
+                Selection::Scan,
+                policies,
+            )
         }))
     }
 
@@ -322,35 +374,61 @@ impl ClusterState {
     }
 
     /// Self traffic and pod-to-own-node traffic: allowed whatever the policies say.
-    fn special_case(&self, src: &View, dst: &View) -> Option<Verdict> {
+    fn special_case(&self, src: &View, dst: &View, policies: &PolicySet) -> Option<Verdict> {
         let same_pod = match (src.pod, dst.pod) {
             // One Arc per pod: the index and the pod map share it.
             (Some(a), Some(b)) => Arc::ptr_eq(a, b),
             _ => false,
         };
         if same_pod || src.ip == dst.ip {
-            return Some(self.always_allowed(src, dst, Status::SelfTraffic, Status::SelfTraffic));
+            return Some(self.always_allowed(
+                src,
+                dst,
+                policies,
+                Status::SelfTraffic,
+                Status::SelfTraffic,
+            ));
         }
         if let Some(pod) = src.selectable()
             && dst.selectable().is_none()
             && self.is_node_of(pod, dst.ip)
         {
-            return Some(self.always_allowed(src, dst, Status::NodeLocal, dst.unselected_status()));
+            return Some(self.always_allowed(
+                src,
+                dst,
+                policies,
+                Status::NodeLocal,
+                dst.unselected_status(),
+            ));
         }
         if let Some(pod) = dst.selectable()
             && src.selectable().is_none()
             && self.is_node_of(pod, src.ip)
         {
-            return Some(self.always_allowed(src, dst, src.unselected_status(), Status::NodeLocal));
+            return Some(self.always_allowed(
+                src,
+                dst,
+                policies,
+                src.unselected_status(),
+                Status::NodeLocal,
+            ));
         }
         None
     }
 
-    fn always_allowed(&self, src: &View, dst: &View, egress: Status, ingress: Status) -> Verdict {
+    fn always_allowed(
+        &self,
+        src: &View,
+        dst: &View,
+        policies: &PolicySet,
+        egress: Status,
+        ingress: Status,
+    ) -> Verdict {
         let side = |view: &View, direction: Direction, status: Status| {
             let selected_by: Vec<_> = match view.selectable() {
-                Some(pod) => self
-                    .policies_selecting(pod, direction)
+                Some(pod) => policies
+                    .network
+                    .selecting(pod, direction)
                     .iter()
                     .map(|p| p.key.clone())
                     .collect(),
@@ -376,6 +454,7 @@ impl ClusterState {
         port: u16,
         protocol: Protocol,
         selection: Selection,
+        policies: &PolicySet,
     ) -> Verdict {
         let decide = |direction: Direction, subject: Option<&Arc<Pod>>, peer: &View| {
             let case = DirectionCase {
@@ -386,6 +465,7 @@ impl ClusterState {
                 port,
                 protocol,
                 selection,
+                policies,
             };
             Some(self.decide_direction(&case))
         };

@@ -26,8 +26,14 @@ impl ClusterState {
     /// The NetworkPolicies selecting the case's subject for its direction.
     pub(super) fn selecting(&self, case: &DirectionCase) -> Vec<Arc<NetworkPolicy>> {
         match case.selection {
-            Selection::Indexed => self.policies_selecting(case.subject, case.direction),
-            Selection::Scan => self.policies_selecting_by_scan(case.subject, case.direction),
+            Selection::Indexed => case
+                .policies
+                .network
+                .selecting(case.subject, case.direction),
+            Selection::Scan => case
+                .policies
+                .network
+                .selecting_by_scan(case.subject, case.direction),
         }
     }
 

@@ -14,6 +14,8 @@
 //! - `policy_index`: NetworkPolicies by key and by namespace and label;
 //! - `admin_policies`: the cluster-scoped admin policies by key and per tier
 //!   in decision order;
+//! - `policy_history`: both as one set, and the sets recent changes replaced
+//!   (so that a flow held across a change is judged by the set of its start);
 //! - `services` and `nodes`: Service resolution, and the node addresses
 //!   traffic with which is always allowed;
 //! - `controllers`: ReplicaSets and Jobs, through which a pod's workload is
@@ -30,6 +32,7 @@ mod ip_classes;
 mod ip_history;
 mod nodes;
 mod pods;
+mod policy_history;
 mod policy_index;
 mod services;
 
@@ -52,7 +55,6 @@ use crate::model::{
 use crate::selector::{Labels, Selector};
 use crate::verdict::Verdict;
 
-use admin_policies::AdminPolicies;
 use controllers::Controllers;
 use identities::Identities;
 pub(crate) use identities::{DEPARTED, EXTERNAL, HOST_NETWORK};
@@ -63,7 +65,8 @@ pub use ip_history::{DEFAULT_DEPARTED_RETENTION, Holder};
 use nodes::Nodes;
 pub(crate) use pods::PodEntry;
 use pods::Pods;
-use policy_index::PolicyIndex;
+use policy_history::PolicyHistory;
+pub(crate) use policy_history::PolicySet;
 use services::Services;
 
 /// The kinds of object the state holds.
@@ -121,8 +124,7 @@ pub struct ClusterState {
     ips: IpHistory,
     identities: Identities,
     ip_classes: IpClasses,
-    policies: PolicyIndex,
-    admin: AdminPolicies,
+    policies: PolicyHistory,
     services: Services,
     nodes: Nodes,
     controllers: Controllers,
@@ -141,7 +143,6 @@ impl Clone for ClusterState {
             identities: self.identities.clone(),
             ip_classes: self.ip_classes.clone(),
             policies: self.policies.clone(),
-            admin: self.admin.clone(),
             services: self.services.clone(),
             nodes: self.nodes.clone(),
             controllers: self.controllers.clone(),
@@ -288,10 +289,41 @@ impl ClusterState {
         self.ips.set_retention(retention);
     }
 
-    /// Forgets past IP holders that ended more than the retention before `now`;
-    /// returns how many were forgotten.
+    /// Forgets past IP holders that ended more than the retention before `now`
+    /// (and the policy sets replaced before the policy retention); returns
+    /// how many IP holders were forgotten.
     pub fn prune_departed(&mut self, now: SystemTime) -> usize {
+        self.policies.prune(now);
         self.ips.prune(now)
+    }
+
+    /// Keeps each policy set that a change replaces for `retention` after the
+    /// change, so that [`ClusterState::verdict_at`] judges a flow by the
+    /// policies in effect when it started (a collector sets it to the longest
+    /// it holds a flow). Zero, the default, keeps none: verdicts at any time
+    /// judge by the current policies.
+    pub fn set_policy_retention(&mut self, retention: Duration) {
+        self.policies.set_retention(retention);
+    }
+
+    /// How many replaced policy sets are kept.
+    pub fn earlier_policy_sets(&self) -> usize {
+        self.policies.earlier_count()
+    }
+
+    /// The policies in effect at `at` (the current ones without retention).
+    pub(crate) fn policies_at(&self, at: SystemTime) -> &PolicySet {
+        self.policies.at(at)
+    }
+
+    /// Whether the policies in effect at `at` are the current ones.
+    pub(crate) fn policies_current_at(&self, at: SystemTime) -> bool {
+        self.policies.is_current_at(at)
+    }
+
+    /// The policies in effect now.
+    pub(crate) fn current_policies(&self) -> &PolicySet {
+        self.policies.current()
     }
 
     /// How many past IP holders are kept.
@@ -339,7 +371,13 @@ impl ClusterState {
     pub fn namespace_names(&self) -> Vec<String> {
         let mut names: FxHashSet<&str> = self.namespaces.keys().map(|s| s.as_str()).collect();
         names.extend(self.pods.iter().map(|e| e.pod.key.namespace.as_str()));
-        names.extend(self.policies.iter().map(|p| p.namespace()));
+        names.extend(
+            self.policies
+                .current()
+                .network
+                .iter()
+                .map(|p| p.namespace()),
+        );
         let mut out: Vec<String> = names.into_iter().map(str::to_string).collect();
         out.sort();
         out
@@ -380,40 +418,41 @@ impl ClusterState {
 
     /// All policies, in key order.
     pub fn policies(&self) -> Vec<&Arc<NetworkPolicy>> {
-        let mut out: Vec<_> = self.policies.iter().collect();
+        let mut out: Vec<_> = self.policies.current().network.iter().collect();
         out.sort_by(|a, b| a.key.cmp(&b.key));
         out
     }
 
     pub fn policy_count(&self) -> usize {
-        self.policies.len()
+        self.policies.current().network.len()
     }
 
     pub fn policy(&self, key: &PolicyKey) -> Option<&Arc<NetworkPolicy>> {
-        self.policies.get(key)
+        self.policies.current().network.get(key)
     }
 
     /// Every admin policy (AdminNetworkPolicy, BaselineAdminNetworkPolicy,
     /// ClusterNetworkPolicy): the Admin tier then the Baseline tier, each in
     /// decision order.
     pub fn admin_policies(&self) -> impl Iterator<Item = &Arc<AdminPolicy>> {
-        self.admin
+        let admin = &self.policies.current().admin;
+        admin
             .tier(Tier::Admin)
             .iter()
-            .chain(self.admin.tier(Tier::Baseline))
+            .chain(admin.tier(Tier::Baseline))
     }
 
     /// The admin policies of one tier, in decision order.
     pub fn admin_tier(&self, tier: Tier) -> &[Arc<AdminPolicy>] {
-        self.admin.tier(tier)
+        self.policies.current().admin.tier(tier)
     }
 
     pub fn admin_policy(&self, key: &PolicyKey) -> Option<&Arc<AdminPolicy>> {
-        self.admin.get(key)
+        self.policies.current().admin.get(key)
     }
 
     pub fn admin_policy_count(&self) -> usize {
-        self.admin.len()
+        self.policies.current().admin.len()
     }
 
     /// Whether an admin policy's subject selects `pod`.
@@ -470,7 +509,7 @@ impl ClusterState {
     /// Whether verdicts involving a node address depend on which node it is
     /// (some admin policy has a `nodes` peer).
     pub(crate) fn admin_node_peers(&self) -> bool {
-        self.admin.have_node_peers()
+        self.policies.current().admin.have_node_peers()
     }
 
     /// Whether `policy` selects `pod` (host-network pods are never selected).
@@ -510,7 +549,7 @@ impl ClusterState {
     /// The policies of the pod's namespace that select it and apply to `direction`,
     /// found through the label index, in key order.
     pub fn policies_selecting(&self, pod: &Pod, direction: Direction) -> Vec<Arc<NetworkPolicy>> {
-        self.policies.selecting(pod, direction)
+        self.policies.current().network.selecting(pod, direction)
     }
 
     /// The same answer as `policies_selecting`, by scanning every policy of the
@@ -520,7 +559,10 @@ impl ClusterState {
         pod: &Pod,
         direction: Direction,
     ) -> Vec<Arc<NetworkPolicy>> {
-        self.policies.selecting_by_scan(pod, direction)
+        self.policies
+            .current()
+            .network
+            .selecting_by_scan(pod, direction)
     }
 
     /// All services, in namespace/name order.
@@ -764,6 +806,8 @@ impl ClusterState {
     fn upsert_policy(&mut self, policy: NetworkPolicy) {
         let same = self
             .policies
+            .current()
+            .network
             .get(&policy.key)
             .is_some_and(|old| **old == policy);
         if same {
@@ -772,7 +816,8 @@ impl ClusterState {
         self.remove_policy(&policy.key);
         let policy = Arc::new(policy);
         let blocks_changed = self.ip_classes.add_blocks(policy.ip_blocks());
-        self.policies.insert(policy);
+        let now = self.time();
+        self.policies.change(now).network.insert(policy);
         if blocks_changed {
             self.recompute_ip_classes();
         }
@@ -780,7 +825,9 @@ impl ClusterState {
     }
 
     fn remove_policy(&mut self, key: &PolicyKey) -> Option<Arc<NetworkPolicy>> {
-        let policy = self.policies.remove(key)?;
+        self.policies.current().network.get(key)?;
+        let now = self.time();
+        let policy = self.policies.change(now).network.remove(key)?;
         if self.ip_classes.remove_blocks(policy.ip_blocks()) {
             self.recompute_ip_classes();
         }
@@ -790,6 +837,8 @@ impl ClusterState {
 
     fn upsert_admin_policy(&mut self, policy: AdminPolicy) {
         if self
+            .policies
+            .current()
             .admin
             .get(&policy.key)
             .is_some_and(|old| **old == policy)
@@ -799,7 +848,8 @@ impl ClusterState {
         self.remove_admin_policy(&policy.key);
         let policy = Arc::new(policy);
         let blocks_changed = self.ip_classes.add_blocks(&network_blocks(&policy));
-        self.admin.insert(policy);
+        let now = self.time();
+        self.policies.change(now).admin.insert(policy);
         if blocks_changed {
             self.recompute_ip_classes();
         }
@@ -807,7 +857,9 @@ impl ClusterState {
     }
 
     fn remove_admin_policy(&mut self, key: &PolicyKey) -> Option<Arc<AdminPolicy>> {
-        let policy = self.admin.remove(key)?;
+        self.policies.current().admin.get(key)?;
+        let now = self.time();
+        let policy = self.policies.change(now).admin.remove(key)?;
         if self.ip_classes.remove_blocks(&network_blocks(&policy)) {
             self.recompute_ip_classes();
         }

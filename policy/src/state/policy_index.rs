@@ -4,9 +4,6 @@
 //! its namespace whose label the pod has, plus the few whose selector requires
 //! none), not the cluster's policy count. A scan of every policy gives the same
 //! answer, as the reference the index is checked and measured against.
-//!
-//! Cluster-scoped policy kinds (AdminNetworkPolicy and the rest) will have
-//! indexes of their own next to this one: they select pods across namespaces.
 
 use std::sync::Arc;
 

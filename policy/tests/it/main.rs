@@ -1,6 +1,6 @@
 //! The policy crate's integration tests, in one binary: the NetworkPolicy
 //! conformance cases, the Admin and Baseline tiers (conformance scenarios,
-//! model, properties), diagnose and its fix, lint, manifests, properties, recycled pod IPs, the
+//! model, properties), diagnose and its fix, lint, manifests, verdicts by the policies of a past time, properties, recycled pod IPs, the
 //! seed guide's scenario and what-if replay, one module each, with shared helpers in [`common`].
 
 mod admin_conformance;
@@ -11,6 +11,7 @@ mod conformance;
 mod diagnose;
 mod lint;
 mod manifests;
+mod policies_at_a_time;
 mod properties;
 mod recycled_ip;
 mod seed;

@@ -419,14 +419,26 @@ fn dashboards_on_the_demo_flows(addr: &str, database: &str) {
     }
     // The demo has no error rcode (its failed queries were dropped) and no
     // mismatch (every namespace is enforced): only those panels are empty.
-    assert_eq!(
-        empty,
-        vec![
-            "dns-health panel 2 (DNS failures by rcode) A",
-            "enforcement panel 1 (Mismatches by kind) A",
-            "enforcement panel 3 (Mismatched pairs) A",
-            "enforcement panel 5 (Latest mismatched flows) A",
-        ],
-        "dashboard queries with no rows over the demo's flows"
-    );
+    let expected = vec![
+        "dns-health panel 2 (DNS failures by rcode) A",
+        "enforcement panel 1 (Mismatches by kind) A",
+        "enforcement panel 3 (Mismatched pairs) A",
+        "enforcement panel 5 (Latest mismatched flows) A",
+    ];
+    if empty != expected {
+        // Every flow, to tell what the kernel saw from what was judged.
+        let flows = query(
+            addr,
+            database,
+            "SELECT first_seen_ns, node, src_namespace, src_pod, dst_namespace, dst_pod, \
+             dst_port, protocol, outcome, drop_reason, drop_count, verdict, mismatch, \
+             dns_query, count FROM flows ORDER BY first_seen_ns",
+        )
+        .map(|r| format!("{:#?}", r.rows))
+        .unwrap_or_else(|e| e.to_string());
+        panic!(
+            "dashboard queries with no rows over the demo's flows:\n{empty:#?}\n\
+             expected:\n{expected:#?}\nthe demo's flows:\n{flows}"
+        );
+    }
 }
