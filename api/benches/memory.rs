@@ -3,8 +3,12 @@
 //! through the API server into the store), in plaintext and over mutual TLS,
 //! so that the two throughputs (criterion's elements/s) give the cost of TLS;
 //! and the `denied` report over a large store (1 million records by default;
-//! set `NETVERDICT_BENCH_FLOWS` for another size, e.g. 10000000).
+//! set `NETVERDICT_BENCH_FLOWS` for another size, e.g. 10000000). Before the
+//! `denied` benchmarks it prints the heap bytes the large store holds per flow,
+//! counted by the global allocator (every allocation of this process goes
+//! through a counting wrapper of the system allocator).
 
+use std::alloc::System;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -18,6 +22,10 @@ use netverdict_tls::{ClientTlsFiles, ServerTlsFiles, Target};
 use support::flow;
 
 mod support;
+
+/// Counts the bytes allocated and not yet freed.
+#[global_allocator]
+static ALLOCATOR: cap::Cap<System> = cap::Cap::new(System, usize::MAX);
 
 /// Batches per measured round of the ingest benchmark, and flows per batch.
 const INGEST_BATCHES: u64 = 20;
@@ -181,15 +189,26 @@ fn bench(c: &mut Criterion) {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1_000_000);
+    // Heap bytes of the store: allocated after filling it minus before
+    // creating it (each batch is freed by the time the next is built).
+    let before = ALLOCATOR.allocated();
     let big = MemoryStore::new(MemoryConfig {
         max_flows: n as usize,
         ..Default::default()
     })
     .unwrap();
-    for chunk in (0..n).collect::<Vec<_>>().chunks(10_000) {
-        let batch = chunk.iter().map(|&i| flow(i, base)).collect();
+    for start in (0..n).step_by(10_000) {
+        let batch = (start..n.min(start + 10_000))
+            .map(|i| flow(i, base))
+            .collect();
         rt.block_on(big.insert(batch)).unwrap();
     }
+    let held = ALLOCATOR.allocated().saturating_sub(before);
+    let stored = rt.block_on(big.status()).unwrap().flows_stored;
+    println!(
+        "memory_store_bytes: {stored} flows hold {held} heap bytes, {:.0} bytes per flow",
+        held as f64 / stored.max(1) as f64
+    );
     let mut group = c.benchmark_group("memory_denied");
     group.sample_size(10);
     group.bench_function(format!("all_namespaces_{n}_flows"), |b| {
