@@ -22,7 +22,9 @@ use slab::Slab;
 pub(super) struct Sym(NonZeroU32);
 
 impl Sym {
-    fn slot(self) -> usize {
+    /// The value's slot: slots are numbered densely from 0 (a table's
+    /// [`Table::slots`] bounds them), so per-query caches can be vectors.
+    pub(super) fn slot(self) -> usize {
         (self.0.get() - 1) as usize
     }
 
@@ -145,6 +147,11 @@ impl<T: Value> Table<T> {
     /// valid while referenced, so a miss is a bug: it panics.
     pub(super) fn get(&self, sym: Sym) -> &T {
         &self.entries[sym.slot()].value
+    }
+
+    /// The number of slots (every symbol's slot is below it).
+    pub(super) fn slots(&self) -> usize {
+        self.entries.capacity()
     }
 
     /// How many distinct values are held.

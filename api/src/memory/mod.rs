@@ -336,12 +336,13 @@ impl MemoryStore {
     /// first (`first`) or last `need` of them.
     fn select(bucket: &Bucket, tables: &Tables, query: &FlowQuery, need: usize) -> Vec<pb::Flow> {
         let everything = query.filters.include.is_empty() && query.filters.exclude.is_empty();
+        let mut probe = tables.probe();
         let mut matched: Vec<&Row> = bucket
             .rows
             .iter()
             .filter(|r| {
                 query.window.contains(UnixNanos::from_nanos(r.last_seen))
-                    && (everything || query.filters.matches(&tables.render(r)))
+                    && (everything || probe.check(r, |f| query.filters.matches(f)))
             })
             .collect();
         matched.sort_by(|a, b| {

@@ -607,7 +607,8 @@ impl Tables {
         Some(e)
     }
 
-    /// The flow `row` was made from.
+    /// The flow `row` was made from (its [`Probe`] is the same rendering
+    /// without allocations).
     pub(super) fn render(&self, row: &Row) -> pb::Flow {
         let mut id = String::new();
         self.write_id(&row.id, &mut id);
@@ -642,6 +643,18 @@ impl Tables {
         }
     }
 
+    /// A probe that renders rows for a filter's matcher.
+    pub(super) fn probe(&self) -> Probe<'_> {
+        Probe {
+            tables: self,
+            flow: pb::Flow::default(),
+            endpoints: Vec::new(),
+            verdicts: Vec::new(),
+            policies: Vec::new(),
+            dns: Vec::new(),
+        }
+    }
+
     /// The bytes the tables take.
     pub(super) fn bytes(&self) -> usize {
         self.texts.bytes()
@@ -666,5 +679,124 @@ impl Tables {
             + self.verdicts.len()
             + self.policies.len()
             + self.dns.len()
+    }
+}
+
+/// A rendered value per symbol slot, made on first use.
+type Cache<T> = Vec<Option<T>>;
+
+/// Takes the rendered value of `sym` out of `cache` (rendering it with
+/// `make` the first time); [`put`] gives it back.
+fn take<T>(cache: &mut Cache<T>, slots: usize, sym: Sym, make: impl FnOnce() -> T) -> T {
+    if cache.len() < slots {
+        cache.resize_with(slots, || None);
+    }
+    match cache.get_mut(sym.slot()).and_then(Option::take) {
+        Some(v) => v,
+        None => make(),
+    }
+}
+
+fn put<T>(cache: &mut Cache<T>, sym: Sym, value: T) {
+    if let Some(slot) = cache.get_mut(sym.slot()) {
+        *slot = Some(value);
+    }
+}
+
+/// Renders rows into one reused flow for a filter's matcher: texts are
+/// copied into its strings, and endpoints, verdicts, policy lists and DNS
+/// records are rendered once per symbol and moved in and out of the flow,
+/// so that matching a row allocates nothing once warm.
+pub(super) struct Probe<'t> {
+    tables: &'t Tables,
+    flow: pb::Flow,
+    endpoints: Cache<pb::Endpoint>,
+    verdicts: Cache<pb::DirectionVerdict>,
+    policies: Cache<Vec<pb::PolicyRef>>,
+    dns: Cache<pb::Dns>,
+}
+
+impl Probe<'_> {
+    /// Whether `row`'s flow passes `check`.
+    pub(super) fn check(&mut self, row: &Row, check: impl FnOnce(&pb::Flow) -> bool) -> bool {
+        let t = self.tables;
+        let f = &mut self.flow;
+        let text = |into: &mut String, sym: Option<Sym>| {
+            into.clear();
+            into.push_str(t.text_of(sym));
+        };
+        t.write_id(&row.id, &mut f.id);
+        f.first_seen = (row.first_seen != NO_TIME).then(|| timestamp(row.first_seen));
+        f.last_seen = (row.last_seen != NO_TIME).then(|| timestamp(row.last_seen));
+        f.count = row.count;
+        text(&mut f.node_name, row.node_name);
+        f.protocol = row.protocol;
+        text(&mut f.service, row.service);
+        f.traffic_direction = row.traffic_direction;
+        f.verdict = row.verdict;
+        text(&mut f.reason, row.reason);
+        f.outcome = row.outcome;
+        text(&mut f.drop_reason, row.drop_reason);
+        f.drop_count = row.drop_count;
+        f.mismatch = row.mismatch;
+        f.observation_point = row.observation_point;
+        f.counted_elsewhere = row.flags.has(Flags::COUNTED_ELSEWHERE);
+        let slots = t.endpoints.slots();
+        for (side, end) in [
+            (&row.source, &mut f.source),
+            (&row.destination, &mut f.destination),
+        ] {
+            *end = side.identity.map(|s| {
+                let mut e = take(&mut self.endpoints, slots, s, || t.endpoints.get(s).clone());
+                t.write_ip(&side.ip, &mut e.ip);
+                e.port = side.port;
+                e
+            });
+        }
+        let slots = t.verdicts.slots();
+        for (sym, into) in [(row.egress, &mut f.egress), (row.ingress, &mut f.ingress)] {
+            *into = sym.map(|s| take(&mut self.verdicts, slots, s, || t.verdicts.get(s).clone()));
+        }
+        let slots = t.policies.slots();
+        for (sym, into) in [
+            (row.allowed_by, &mut f.allowed_by),
+            (row.denied_by, &mut f.denied_by),
+        ] {
+            *into = sym.map_or_else(Vec::new, |s| {
+                take(&mut self.policies, slots, s, || t.policies.get(s).to_vec())
+            });
+        }
+        f.dns = row.dns.map(|s| {
+            let mut d = take(&mut self.dns, t.dns.slots(), s, || t.dns.get(s).clone());
+            d.id = row.dns_id;
+            d
+        });
+        let passes = check(f);
+        // The rendered values go back to their caches.
+        for (side, end) in [
+            (&row.source, &mut f.source),
+            (&row.destination, &mut f.destination),
+        ] {
+            if let (Some(s), Some(e)) = (side.identity, end.take()) {
+                put(&mut self.endpoints, s, e);
+            }
+        }
+        for (sym, from) in [(row.egress, &mut f.egress), (row.ingress, &mut f.ingress)] {
+            if let (Some(s), Some(v)) = (sym, from.take()) {
+                put(&mut self.verdicts, s, v);
+            }
+        }
+        for (sym, from) in [
+            (row.allowed_by, &mut f.allowed_by),
+            (row.denied_by, &mut f.denied_by),
+        ] {
+            if let Some(s) = sym {
+                put(&mut self.policies, s, std::mem::take(from));
+            }
+        }
+        if let (Some(s), Some(d)) = (row.dns, f.dns.take()) {
+            put(&mut self.dns, s, d);
+        }
+        passes
     }
 }

@@ -738,6 +738,17 @@ proptest! {
             prop_assert_eq!(Some(f), by_id.get(&f.id));
         }
         prop_assert_eq!(&sorted(all.clone()), &all);
+        {
+            // The probe renders each row as render does, warm or cold.
+            let inner = store.read();
+            let mut probe = inner.tables.probe();
+            for _ in 0..2 {
+                for row in inner.buckets.values().flat_map(|b| &b.rows) {
+                    let rendered = inner.tables.render(row);
+                    prop_assert!(probe.check(row, |f| *f == rendered), "{:?}", rendered);
+                }
+            }
+        }
         let st = rt.block_on(store.status()).unwrap();
         prop_assert_eq!(st.flows_stored as usize, all.len());
         prop_assert!(all.len() <= max_flows);
