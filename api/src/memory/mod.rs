@@ -48,15 +48,16 @@ use std::ops::Bound;
 use std::sync::RwLock;
 use std::time::Duration;
 
+use netverdict_proto::filter::{Filter, FilterSet};
 use netverdict_proto::time::{TimeWindow, UnixNanos};
 use netverdict_proto::v1 as pb;
 use netverdict_proto::validate::check_storable;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
-use rustc_hash::FxBuildHasher;
+use rustc_hash::{FxBuildHasher, FxHashMap};
 
 use self::index::{BucketIndex, BucketView};
 use self::intern::hash_table_bytes;
-use self::row::{FlowId, Row, Tables};
+use self::row::{Addresses, FlowId, Row, Signature, Tables};
 use crate::store::{FlowQuery, InsertOutcome, ReportQuery, Result, Store, StoreStatus};
 
 /// Settings of the in-memory store.
@@ -336,13 +337,21 @@ impl MemoryStore {
     /// first (`first`) or last `need` of them.
     fn select(bucket: &Bucket, tables: &Tables, query: &FlowQuery, need: usize) -> Vec<pb::Flow> {
         let everything = query.filters.include.is_empty() && query.filters.exclude.is_empty();
+        let addresses = Addresses(reads_addresses(&query.filters));
         let mut probe = tables.probe();
+        // The filters are decided once per signature.
+        let mut decided: FxHashMap<Signature, bool> = FxHashMap::default();
+        let mut passes = |r: &Row| {
+            *decided
+                .entry(r.signature(addresses))
+                .or_insert_with(|| probe.check(r, Some(addresses), |f| query.filters.matches(f)))
+        };
         let mut matched: Vec<&Row> = bucket
             .rows
             .iter()
             .filter(|r| {
                 query.window.contains(UnixNanos::from_nanos(r.last_seen))
-                    && (everything || probe.check(r, |f| query.filters.matches(f)))
+                    && (everything || passes(r))
             })
             .collect();
         matched.sort_by(|a, b| {
@@ -358,6 +367,41 @@ impl MemoryStore {
         };
         rows.iter().map(|r| tables.render(r)).collect()
     }
+}
+
+/// Whether a filter of `filters` reads the endpoints' addresses. Every
+/// field of [`Filter`] is named: a new one must say here what it reads. The
+/// matchers read only a row's [`row::Signature`] (its verdict, outcome,
+/// mismatch, protocol, node, drop reason, policy lists, DNS record and
+/// endpoints; never its id, times, counts, reason, Service or direction
+/// verdicts), the addresses only for `source_ip` and `destination_ip`.
+/// `api/tests/it/clickhouse_filters.rs` checks every field on this store.
+fn reads_addresses(filters: &FilterSet) -> bool {
+    filters.include.iter().chain(&filters.exclude).any(|f| {
+        let Filter {
+            verdict: _,
+            outcome: _,
+            namespace: _,
+            source_pod: _,
+            destination_pod: _,
+            labels: _,
+            policy: _,
+            destination_port: _,
+            protocol: _,
+            dns_query: _,
+            mismatch: _,
+            node_name: _,
+            source_ip,
+            destination_ip,
+            source_namespace: _,
+            destination_namespace: _,
+            source_labels: _,
+            destination_labels: _,
+            drop_reason: _,
+            flow_type: _,
+        } = f;
+        !source_ip.is_empty() || !destination_ip.is_empty()
+    })
 }
 
 impl Store for MemoryStore {

@@ -63,7 +63,7 @@ pub(super) enum Ip {
 }
 
 /// One end of a flow.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(super) struct Side {
     /// The endpoint's identity (None: the flow has no such endpoint).
     pub(super) identity: Option<Sym>,
@@ -122,6 +122,49 @@ pub(super) struct Row {
     pub(super) mismatch: i32,
     pub(super) observation_point: i32,
     pub(super) flags: Flags,
+}
+
+/// What flow filters read of a row: its verdict, outcome, mismatch,
+/// protocol, node, drop reason, policy lists, DNS record and endpoints
+/// (identities and ports; addresses only when asked). Rows with one
+/// signature pass or fail a filter set alike, so a query decides once per
+/// signature ([`Probe::check`] renders just these parts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(super) struct Signature {
+    source: Side,
+    destination: Side,
+    node_name: Option<Sym>,
+    drop_reason: Option<Sym>,
+    allowed_by: Option<Sym>,
+    denied_by: Option<Sym>,
+    dns: Option<Sym>,
+    verdict: i32,
+    outcome: i32,
+    protocol: i32,
+    mismatch: i32,
+}
+
+impl Row {
+    /// The row's signature, its addresses left out unless `addresses`.
+    pub(super) fn signature(&self, Addresses(addresses): Addresses) -> Signature {
+        let side = |s: &Side| Side {
+            ip: if addresses { s.ip } else { Ip::Empty },
+            ..*s
+        };
+        Signature {
+            source: side(&self.source),
+            destination: side(&self.destination),
+            node_name: self.node_name,
+            drop_reason: self.drop_reason,
+            allowed_by: self.allowed_by,
+            denied_by: self.denied_by,
+            dns: self.dns,
+            verdict: self.verdict,
+            outcome: self.outcome,
+            protocol: self.protocol,
+            mismatch: self.mismatch,
+        }
+    }
 }
 
 /// The per-store symbol tables.
@@ -703,6 +746,10 @@ fn put<T>(cache: &mut Cache<T>, sym: Sym, value: T) {
     }
 }
 
+/// Whether a partial probe renders the endpoints' addresses.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Addresses(pub(super) bool);
+
 /// Renders rows into one reused flow for a filter's matcher: texts are
 /// copied into its strings, and endpoints, verdicts, policy lists and DNS
 /// records are rendered once per symbol and moved in and out of the flow,
@@ -717,30 +764,43 @@ pub(super) struct Probe<'t> {
 }
 
 impl Probe<'_> {
-    /// Whether `row`'s flow passes `check`.
-    pub(super) fn check(&mut self, row: &Row, check: impl FnOnce(&pb::Flow) -> bool) -> bool {
+    /// Whether `row`'s flow passes `check`. With `partial`, only what
+    /// flow filters read is rendered (the row's [`Signature`]); the rest of
+    /// the flow is left empty.
+    pub(super) fn check(
+        &mut self,
+        row: &Row,
+        partial: Option<Addresses>,
+        check: impl FnOnce(&pb::Flow) -> bool,
+    ) -> bool {
         let t = self.tables;
         let f = &mut self.flow;
         let text = |into: &mut String, sym: Option<Sym>| {
             into.clear();
             into.push_str(t.text_of(sym));
         };
-        t.write_id(&row.id, &mut f.id);
-        f.first_seen = (row.first_seen != NO_TIME).then(|| timestamp(row.first_seen));
-        f.last_seen = (row.last_seen != NO_TIME).then(|| timestamp(row.last_seen));
-        f.count = row.count;
         text(&mut f.node_name, row.node_name);
         f.protocol = row.protocol;
-        text(&mut f.service, row.service);
-        f.traffic_direction = row.traffic_direction;
         f.verdict = row.verdict;
-        text(&mut f.reason, row.reason);
         f.outcome = row.outcome;
         text(&mut f.drop_reason, row.drop_reason);
-        f.drop_count = row.drop_count;
         f.mismatch = row.mismatch;
-        f.observation_point = row.observation_point;
-        f.counted_elsewhere = row.flags.has(Flags::COUNTED_ELSEWHERE);
+        let addresses = match partial {
+            None => {
+                t.write_id(&row.id, &mut f.id);
+                f.first_seen = (row.first_seen != NO_TIME).then(|| timestamp(row.first_seen));
+                f.last_seen = (row.last_seen != NO_TIME).then(|| timestamp(row.last_seen));
+                f.count = row.count;
+                text(&mut f.service, row.service);
+                f.traffic_direction = row.traffic_direction;
+                text(&mut f.reason, row.reason);
+                f.drop_count = row.drop_count;
+                f.observation_point = row.observation_point;
+                f.counted_elsewhere = row.flags.has(Flags::COUNTED_ELSEWHERE);
+                true
+            }
+            Some(Addresses(read)) => read,
+        };
         let slots = t.endpoints.slots();
         for (side, end) in [
             (&row.source, &mut f.source),
@@ -748,14 +808,18 @@ impl Probe<'_> {
         ] {
             *end = side.identity.map(|s| {
                 let mut e = take(&mut self.endpoints, slots, s, || t.endpoints.get(s).clone());
-                t.write_ip(&side.ip, &mut e.ip);
+                if addresses {
+                    t.write_ip(&side.ip, &mut e.ip);
+                }
                 e.port = side.port;
                 e
             });
         }
         let slots = t.verdicts.slots();
         for (sym, into) in [(row.egress, &mut f.egress), (row.ingress, &mut f.ingress)] {
-            *into = sym.map(|s| take(&mut self.verdicts, slots, s, || t.verdicts.get(s).clone()));
+            *into = sym
+                .filter(|_| partial.is_none())
+                .map(|s| take(&mut self.verdicts, slots, s, || t.verdicts.get(s).clone()));
         }
         let slots = t.policies.slots();
         for (sym, into) in [

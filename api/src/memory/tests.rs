@@ -745,7 +745,7 @@ proptest! {
             for _ in 0..2 {
                 for row in inner.buckets.values().flat_map(|b| &b.rows) {
                     let rendered = inner.tables.render(row);
-                    prop_assert!(probe.check(row, |f| *f == rendered), "{:?}", rendered);
+                    prop_assert!(probe.check(row, None, |f| *f == rendered), "{:?}", rendered);
                 }
             }
         }
