@@ -46,7 +46,7 @@ use netverdict_cluster::{ClusterHandle, SharedState, Source, SourceConfig, Sourc
 use netverdict_proto::ports;
 use netverdict_tls::accept::{Accept, accept_with_backoff};
 use netverdict_tls::authz::{READERS, RequireGroup};
-use netverdict_tls::server::TlsStats;
+use netverdict_tls::server::{ConnectionCounters, TlsStats};
 use netverdict_tls::{ServerTls, ServerTlsFiles};
 
 use crate::export::{self, ExportCounters, ExportStats, Exporter, ExporterConfig, Flusher};
@@ -609,11 +609,12 @@ struct MetricsInputs {
     http_connections_refused: AtomicU64,
 }
 
-/// Accepts that failed (EMFILE, ENFILE, ENOMEM...), by server.
+/// Accepts that failed (EMFILE, ENFILE, ENOMEM...), by server, and the
+/// Observer's connections closed for a missing HTTP/2 preface.
 #[derive(Debug, Default)]
 struct AcceptErrors {
     metrics: AtomicU64,
-    observer: Arc<AtomicU64>,
+    observer: Arc<ConnectionCounters>,
 }
 
 impl MetricsInputs {
@@ -642,8 +643,16 @@ impl MetricsInputs {
             held,
             accept_errors: (
                 self.accept_errors.metrics.load(Ordering::Relaxed),
-                self.accept_errors.observer.load(Ordering::Relaxed),
+                self.accept_errors
+                    .observer
+                    .accept_errors
+                    .load(Ordering::Relaxed),
             ),
+            observer_preface_timeouts: self
+                .accept_errors
+                .observer
+                .preface_timeouts
+                .load(Ordering::Relaxed),
             http_connections_refused: self.http_connections_refused.load(Ordering::Relaxed),
         }
     }

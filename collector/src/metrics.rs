@@ -61,6 +61,8 @@ pub struct Snapshot {
     /// Accepts that failed (out of file descriptors...): of the metrics
     /// server, of the Observer server.
     pub accept_errors: (u64, u64),
+    /// Observer connections closed for not sending the HTTP/2 preface in time.
+    pub observer_preface_timeouts: u64,
     /// Metrics connections closed at once because too many were open.
     pub http_connections_refused: u64,
 }
@@ -418,6 +420,12 @@ impl Collector for Snapshot {
                 (vec![("server", "metrics")], self.accept_errors.0),
                 (vec![("server", "observer")], self.accept_errors.1),
             ],
+        )?;
+        counters(
+            &mut e,
+            "netverdict_collector_observer_preface_timeouts",
+            "Observer connections closed for not sending the HTTP/2 preface within 10 s of connecting (or of their TLS handshake).",
+            one(self.observer_preface_timeouts),
         )?;
         counters(
             &mut e,
