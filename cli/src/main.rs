@@ -9,6 +9,7 @@ mod completion;
 mod demo;
 mod diagnose;
 mod filter_flags;
+mod flow_source;
 mod lab;
 mod output;
 mod policy_cmds;
