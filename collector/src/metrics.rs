@@ -8,7 +8,8 @@
 //! registry. Labels stay low-cardinality: verdicts, outcomes, mismatch kinds
 //! (by their display names, `netverdict_proto::names`: `denied`,
 //! `no-answer`, `allowed-though-denied`), kernel drop reasons (the kernel's
-//! enum), event kinds, object kinds; never a pod, an IP or a policy.
+//! enum), event kinds, object kinds; never a pod or an IP. Policies label one
+//! family, `policy_verdicts`, under a cap ([`crate::policy_verdicts`]).
 //!
 //! Every family is named `netverdict_collector_*`; counters end in `_total`.
 
@@ -162,6 +163,24 @@ impl Collector for Snapshot {
                         p.by_verdict_outcome[*verdict as usize][*outcome as usize],
                     )
                 })
+            }),
+        )?;
+        let policies = p.policy_verdicts.series();
+        counters(
+            &mut e,
+            "netverdict_collector_policy_verdicts",
+            "Connection attempts by the policy that decided them, direction and verdict: the policies of the allowing rules, the NetworkPolicies isolating a denied pod (a default-deny counts under the policy that isolated it), or the admin policy of the deciding rule. Policies past the cap count under policy=\"_other\".",
+            policies.iter().map(|s| {
+                (
+                    vec![
+                        ("namespace", s.namespace),
+                        ("policy", s.policy),
+                        ("kind", s.kind),
+                        ("direction", s.direction),
+                        ("verdict", s.verdict),
+                    ],
+                    s.attempts,
+                )
             }),
         )?;
         counters(

@@ -42,6 +42,7 @@ use tokio::sync::{Mutex, mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 use tokio_stream::Stream;
 
+use crate::accept::accept_with_backoff;
 use crate::identity::{Authentication, Identity, Peer};
 use crate::pem::{self, Source};
 
@@ -431,15 +432,9 @@ pub fn incoming(listener: TcpListener, tls: Option<ServerTls>) -> Incoming {
     incoming_counted(listener, tls, Arc::default())
 }
 
-/// The first failed accept's pause; it doubles up to [`ACCEPT_PAUSE_MAX`]
-/// while accepts keep failing.
-const ACCEPT_PAUSE_MIN: Duration = Duration::from_millis(10);
-/// The longest pause after a failed accept.
-const ACCEPT_PAUSE_MAX: Duration = Duration::from_secs(1);
-
 /// [`incoming`], counting failed accepts (out of file descriptors and the
-/// like) in `accept_errors`. After a failed accept the loop pauses, 10 ms
-/// doubling to 1 s while they keep failing, rather than spin.
+/// like) in `accept_errors`; failed accepts back off rather than spin
+/// ([`accept_with_backoff`]).
 pub fn incoming_counted(
     listener: TcpListener,
     tls: Option<ServerTls>,
@@ -456,25 +451,15 @@ async fn accept_loop(
     tx: mpsc::Sender<Connection>,
     accept_errors: Arc<AtomicU64>,
 ) {
-    let local = listener.local_addr().ok();
-    let mut pause = ACCEPT_PAUSE_MIN;
+    let mut listener = listener;
+    let server = match listener.local_addr() {
+        Ok(addr) => format!("gRPC server on {addr}"),
+        Err(_) => "gRPC server".to_string(),
+    };
     loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
+        let (stream, addr) = tokio::select! {
+            accepted = accept_with_backoff(&mut listener, &accept_errors, &server) => accepted,
             () = tx.closed() => return,
-        };
-        let (stream, addr) = match accepted {
-            Ok(conn) => {
-                pause = ACCEPT_PAUSE_MIN;
-                conn
-            }
-            Err(e) => {
-                accept_errors.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(error = %e, listen = ?local, ?pause, "accept failed");
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(ACCEPT_PAUSE_MAX);
-                continue;
-            }
         };
         let _ = stream.set_nodelay(true);
         let Some(tls) = &tls else {
