@@ -507,7 +507,6 @@ pub fn incoming(listener: TcpListener, tls: Option<ServerTls>) -> Incoming {
 /// [`incoming`], counting failed accepts (out of file descriptors and the
 /// like; they back off rather than spin, see [`accept_with_backoff`]) and
 /// connections closed for not sending the HTTP/2 preface in time.
-
 pub fn incoming_counted(
     listener: TcpListener,
     tls: Option<ServerTls>,
