@@ -224,6 +224,17 @@ impl ApiMetrics {
             .register_collector(Box::new(netverdict_tls::metrics::TlsCollector::new(stats)));
     }
 
+    /// Adds the gRPC server's accept counters (failed accepts, connections
+    /// closed for a missing HTTP/2 preface).
+    pub fn register_connections(
+        &mut self,
+        counters: Arc<netverdict_tls::server::ConnectionCounters>,
+    ) {
+        self.registry.register_collector(Box::new(
+            netverdict_tls::metrics::ConnectionCollector::new(counters),
+        ));
+    }
+
     /// Sets the store gauges from a status check (None: the check failed;
     /// the gauges keep their last values and the failure is counted).
     pub fn record_status(&self, status: Option<&StoreStatus>) {

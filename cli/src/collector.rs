@@ -55,6 +55,10 @@ pub struct CollectorArgs {
     /// How many recent flows are kept for the Observer API.
     #[arg(long, value_name = "N", default_value_t = 10_000)]
     pub ring_size: usize,
+    /// How many policies get their own series in
+    /// netverdict_collector_policy_verdicts_total; the rest count as `_other`.
+    #[arg(long, value_name = "N", default_value_t = netverdict_collector::policy_verdicts::DEFAULT_MAX_POLICIES)]
+    pub max_policy_series: usize,
     /// Collect for one node of this lab (`netverdict lab up`): only the
     /// network namespaces of that node (its own and its pods'), as a node's
     /// collector sees them; its cluster unless --cluster is given.
@@ -131,6 +135,7 @@ async fn collect(args: CollectorArgs) -> anyhow::Result<()> {
     config.insecure = args.tls.insecure;
     config.metrics_listen = Some(args.metrics_listen);
     config.ring_size = args.ring_size;
+    config.pipeline.max_policy_series = args.max_policy_series;
     if let Some(netns) = lab_netns {
         config.pipeline.netns = Some(netns);
         config.cluster.local_node_ips = vec![IpAddr::V4(netverdict_lab::lab::NODE_IP)];

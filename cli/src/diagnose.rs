@@ -467,9 +467,7 @@ pub fn text_report(d: &Diagnosis, observed: Option<&Observed>) -> Result<String>
     }
     for policy in &d.fix.policies {
         writeln!(s, "---")?;
-        // As JSON first: its maps are sorted, so apiVersion and kind come first.
-        let value = serde_json::to_value(policy)?;
-        s.push_str(&serde_yaml_ng::to_string(&value)?);
+        s.push_str(&render::object_yaml(policy, &|_| None)?);
     }
     Ok(s)
 }

@@ -9,10 +9,12 @@ mod completion;
 mod demo;
 mod diagnose;
 mod filter_flags;
+mod flow_source;
 mod lab;
 mod output;
 mod policy_cmds;
 mod query_cmds;
+mod recommend_cmd;
 mod render;
 mod tls_args;
 mod whatif_cmd;
@@ -67,6 +69,12 @@ enum Command {
     /// verdict would change, DNS first. Exit status 1 when some flow would be
     /// newly denied.
     Whatif(Box<whatif_cmd::WhatIfArgs>),
+    /// Write a namespace's least-privilege NetworkPolicies from its observed
+    /// flows (a file, or the API server's): one per workload and direction,
+    /// allowing every observed allowed flow (DNS included) and nothing more,
+    /// and a default deny; then check by replay that every observed allowed
+    /// flow stays allowed. Exit status 1 when the check fails.
+    Recommend(Box<recommend_cmd::RecommendArgs>),
     /// Print flows from the API server (or a collector's observer), filtered
     /// like `hubble observe`: every filter flag narrows, a repeated flag
     /// matches any of its values, --ip and --pod match either end, and --not
@@ -102,6 +110,7 @@ fn main() -> ExitCode {
         Command::Explain(args) => policy_cmds::explain(args),
         Command::Lint(args) => policy_cmds::lint(args),
         Command::Whatif(args) => whatif_cmd::run(*args),
+        Command::Recommend(args) => recommend_cmd::run(*args),
         Command::Diagnose(args) => diagnose::diagnose(*args),
         Command::Capture(args) => capture::run(args).map(|()| ExitCode::SUCCESS),
         Command::Collector(args) => collector::run(args).map(|()| ExitCode::SUCCESS),

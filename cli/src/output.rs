@@ -11,6 +11,7 @@
 //! | `text` | prose for a person | `explain`, `lint`, `demo`, `lab matrix` |
 //! | `json` | one JSON document | all but `capture` |
 //! | `jsonl` | one JSON object per line; streams | `observe`, `mismatches`, `capture` |
+//! | `yaml` | Kubernetes objects for `kubectl apply -f -` | `recommend` |
 
 use clap::ValueEnum;
 use clap::builder::{PossibleValuesParser, TypedValueParser};
@@ -30,6 +31,8 @@ pub enum Output {
     Json,
     /// One JSON object per line; printed as items come.
     Jsonl,
+    /// Kubernetes objects as YAML documents.
+    Yaml,
 }
 
 /// Flows (`observe`, `mismatches`).
@@ -53,6 +56,10 @@ pub const PROSE: &[Output] = &[Output::Text, Output::Json];
 /// Changed flow groups (`whatif`): `json` and `jsonl` alike print one JSON
 /// object per group and line.
 pub const WHATIF: &[Output] = &[Output::Table, Output::Wide, Output::Json, Output::Jsonl];
+
+/// Kubernetes objects to apply (`recommend`): YAML documents, or one JSON
+/// `List`.
+pub const OBJECTS: &[Output] = &[Output::Yaml, Output::Json];
 
 /// Kernel events as they come (`capture`).
 pub const EVENTS: &[Output] = &[Output::Compact, Output::Jsonl];
@@ -91,7 +98,7 @@ mod tests {
     fn every_format_serves_some_command() {
         for o in Output::value_variants() {
             assert!(
-                [FLOWS, REPORTS, STATUS, PROSE, EVENTS]
+                [FLOWS, REPORTS, STATUS, PROSE, WHATIF, OBJECTS, EVENTS]
                     .iter()
                     .any(|set| set.contains(o)),
                 "{o:?}"

@@ -110,7 +110,8 @@ pub struct VerdictsArgs {
     flows: Option<PathBuf>,
 }
 
-/// One input line of `verdicts`.
+/// One line of a flows file: what `verdicts` decides, and what `whatif`
+/// and `recommend` read as observed flows.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct FlowLine {
@@ -119,6 +120,28 @@ pub(crate) struct FlowLine {
     pub port: u16,
     #[serde(default)]
     pub protocol: Option<String>,
+    /// What policy decided when the flow was seen, `allow` or `deny` (as
+    /// `verdicts` prints it): `recommend` keeps allowed flows only (without
+    /// it, the cluster as given decides); `verdicts` and `whatif` decide
+    /// anew.
+    #[serde(default)]
+    pub verdict: Option<String>,
+    /// The DNS name the destination address was reached by: `recommend`
+    /// writes it beside the address's ipBlock.
+    #[serde(default)]
+    pub dst_name: Option<String>,
+}
+
+impl FlowLine {
+    /// The observed verdict: Some(true) for `allow`, Some(false) for `deny`.
+    pub fn observed_allowed(&self) -> Result<Option<bool>> {
+        match self.verdict.as_deref() {
+            None => Ok(None),
+            Some("allow") => Ok(Some(true)),
+            Some("deny") => Ok(Some(false)),
+            Some(other) => bail!("verdict: {other:?} is not allow or deny"),
+        }
+    }
 }
 
 pub(crate) fn parse_flow(

@@ -1,5 +1,6 @@
 //! Rendering of flows and reports for people (tables, one line per flow) and
-//! for programs (JSON), as pure functions so they are tested without a server.
+//! for programs (JSON), and of Kubernetes objects as YAML, as pure functions
+//! so they are tested without a server.
 //! Enum values are written in their display form (`netverdict_proto::names`:
 //! `denied`, `no-answer`, `tcp`), in tables and JSON alike.
 
@@ -44,6 +45,33 @@ fn direction(v: i32) -> Cow<'static, str> {
 const LAST_RFC3339_SECOND: i64 = 253_402_300_799;
 
 /// RFC 3339 with milliseconds, or "-" when unset or outside 1970..=9999.
+/// A Kubernetes object as one YAML document (no `---`), keys in JSON's
+/// sorted order (so `apiVersion` and `kind` come first), each `cidr:` line
+/// ending in `# <comment>` when `comment` has one for that CIDR.
+pub fn object_yaml<T: serde::Serialize>(
+    object: &T,
+    comment: &dyn Fn(&str) -> Option<String>,
+) -> anyhow::Result<String> {
+    let yaml = serde_yaml_ng::to_string(&serde_json::to_value(object)?)?;
+    let mut out = String::with_capacity(yaml.len());
+    for line in yaml.lines() {
+        out.push_str(line);
+        let field = line.trim_start().trim_start_matches("- ");
+        if let Some(value) = field.strip_prefix("cidr: ") {
+            let cidr = value.trim().trim_matches(['\'', '"']);
+            if let Some(note) = comment(cidr) {
+                let note: String = note
+                    .chars()
+                    .map(|c| if c.is_control() { ' ' } else { c })
+                    .collect();
+                let _ = write!(out, "  # {note}");
+            }
+        }
+        out.push('\n');
+    }
+    Ok(out)
+}
+
 pub fn time(t: Option<&Timestamp>) -> String {
     t.filter(|t| is_normalized(t) && (0..=LAST_RFC3339_SECOND).contains(&t.seconds))
         .and_then(system_time)
@@ -563,6 +591,34 @@ pub fn status_json(server: &str, s: &pb::ServerStatusResponse) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn object_yaml_comments_cidrs_it_knows_on_one_line() {
+        let object = json!({
+            "kind": "NetworkPolicy",
+            "apiVersion": "networking.k8s.io/v1",
+            "spec": {"egress": [{"to": [
+                {"ipBlock": {"cidr": "203.0.113.7/32"}},
+                {"ipBlock": {"cidr": "198.51.100.1/32"}},
+            ]}]},
+        });
+        let yaml = object_yaml(&object, &|cidr| {
+            (cidr == "203.0.113.7/32").then(|| "evil\nname".to_string())
+        })
+        .unwrap();
+        assert!(
+            yaml.starts_with("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n"),
+            "{yaml}"
+        );
+        assert!(
+            yaml.contains("cidr: 203.0.113.7/32  # evil name\n"),
+            "{yaml}"
+        );
+        assert!(yaml.contains("cidr: 198.51.100.1/32\n"), "{yaml}");
+        // Still the same object when read back.
+        let back: Value = serde_yaml_ng::from_str(&yaml).unwrap();
+        assert_eq!(back, object);
+    }
 
     fn pod(ns: &str, name: &str, port: u32) -> Option<pb::Endpoint> {
         Some(pb::Endpoint {

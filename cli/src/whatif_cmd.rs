@@ -2,33 +2,23 @@
 //! policies added (or replacing those of the same name) or named policies
 //! deleted, and prints the flow groups whose verdict would change. This file
 //! only wires: it loads the cluster (`ClusterArgs`: manifests or a live
-//! cluster listed once), reads
-//! the flows (a `verdicts` JSON lines file, or the API server's stored flows
-//! over the Observer stream, page by page), and prints;
+//! cluster listed once), reads the flows (`flow_source`: a flows file, or
+//! the API server's stored flows, page by page), and prints;
 //! `netverdict_policy::whatif` decides and groups.
 
-use std::collections::HashSet;
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::SystemTime;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use netverdict_policy::whatif::{self, Change, Changes, ReplayFlow, Rollout, WhatIf};
-use netverdict_policy::{ClusterState, Manifests};
-use netverdict_proto::v1 as pb;
-use pb::observer_client::ObserverClient;
+use netverdict_policy::Manifests;
+use netverdict_policy::whatif::{self, Change, Changes, Rollout, WhatIf};
 
+use crate::flow_source::FlowSourceArgs;
 use crate::output::{self, Output};
-use crate::policy_cmds::{ClusterArgs, FlowLine, parse_flow};
-use crate::query_cmds::{self, ServerArgs};
+use crate::policy_cmds::ClusterArgs;
 use crate::render;
-
-/// Flows asked of the API server per request: each page is one bounded
-/// `GetFlows` stream (the oldest flows of what is left of the window), so
-/// neither side ever holds the window's flows at once.
-const PAGE: u64 = 10_000;
 
 #[derive(Args, Debug)]
 pub struct WhatIfArgs {
@@ -44,20 +34,8 @@ pub struct WhatIfArgs {
     delete: Vec<String>,
     #[command(flatten)]
     cluster: ClusterArgs,
-    /// Flows to replay: JSON lines as `verdicts` reads them
-    /// (`{"src":"x/a","dst":"y/b","port":80,"protocol":"TCP"}`), `-` for
-    /// standard input. Without it, the API server's stored flows (--server).
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["since", "until"])]
-    flows: Option<PathBuf>,
     #[command(flatten)]
-    server: ServerArgs,
-    /// The API server's flows last seen at or after this: a duration ago or
-    /// an RFC 3339 time.
-    #[arg(long, default_value = "24h")]
-    since: String,
-    /// The API server's flows last seen before this (default: now).
-    #[arg(long)]
-    until: Option<String>,
+    source: FlowSourceArgs,
     /// Output format: table, wide (with the reason after the rollout), json
     /// or jsonl (one JSON object per changed group and line).
     #[arg(short = 'o', long = "output", value_parser = output::parser(output::WHATIF), default_value = "table")]
@@ -67,22 +45,12 @@ pub struct WhatIfArgs {
 /// Prints the changed groups; exit 1 when some flow goes from allow to deny.
 pub fn run(args: WhatIfArgs) -> Result<ExitCode> {
     let rollout = read_rollout(&args)?;
-    if args.flows.is_none() && args.server.server.is_none() {
-        bail!("give the flows to replay: --flows FILE, or --server ADDR for the API server's");
-    }
+    args.source.require()?;
     let whatif = WhatIf::new(args.cluster.load()?, &rollout)?;
     let mut replay = whatif.replay();
-    let mut skipped = 0u64;
-    match &args.flows {
-        Some(path) => replay_file(path, whatif.before(), &mut replay)?,
-        None => {
-            skipped = query_cmds::runtime()?.block_on(replay_server(
-                &args,
-                whatif.before(),
-                &mut replay,
-            ))?
-        }
-    }
+    let skipped = args
+        .source
+        .read(whatif.before(), Vec::new(), &mut |flow| replay.add(flow))?;
     let changes = replay.finish();
     print(&args, &changes, skipped)?;
     Ok(if changes.any_newly_denied() {
@@ -111,111 +79,6 @@ fn read_rollout(args: &WhatIfArgs) -> Result<Rollout> {
             .push(whatif::parse_policy_key(name).context("--delete")?);
     }
     Ok(rollout)
-}
-
-/// Replays a `verdicts` JSON lines file, line by line.
-fn replay_file(
-    path: &PathBuf,
-    state: &ClusterState,
-    replay: &mut whatif::Replay<'_>,
-) -> Result<()> {
-    let input: Box<dyn BufRead> = if path.as_os_str() == "-" {
-        Box::new(std::io::stdin().lock())
-    } else {
-        Box::new(std::io::BufReader::new(
-            std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?,
-        ))
-    };
-    for (index, line) in input.lines().enumerate() {
-        let line = line.with_context(|| format!("reading {}", path.display()))?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let at = || format!("{} line {}", path.display(), index + 1);
-        let flow: FlowLine =
-            serde_json::from_str(&line).with_context(|| format!("{}: invalid flow", at()))?;
-        let connection = parse_flow(&flow.src, &flow.dst, flow.port, flow.protocol.as_deref())
-            .with_context(|| format!("{}: invalid flow", at()))?;
-        replay.add(ReplayFlow::of_connection(state, connection));
-    }
-    Ok(())
-}
-
-/// Replays the API server's flows of the window, a page at a time (oldest
-/// first: each page starts at the last page's newest `last_seen`, skipping
-/// the flows of that instant already replayed). Returns the flows replay
-/// cannot take (see `netverdict_policy::proto::replay_flow`).
-async fn replay_server(
-    args: &WhatIfArgs,
-    state: &ClusterState,
-    replay: &mut whatif::Replay<'_>,
-) -> Result<u64> {
-    let now = SystemTime::now();
-    let mut since = query_cmds::parse_time("--since", &args.since, now)?;
-    let until = match &args.until {
-        Some(u) => query_cmds::parse_time("--until", u, now)?,
-        None => netverdict_proto::time::timestamp(now),
-    };
-    let mut client = ObserverClient::new(query_cmds::channel(&args.server).await?);
-    let mut done_at_since: HashSet<String> = HashSet::new();
-    let mut page = PAGE;
-    let mut skipped = 0u64;
-    loop {
-        let request = pb::GetFlowsRequest {
-            number: page,
-            first: true,
-            follow: false,
-            include: Vec::new(),
-            exclude: Vec::new(),
-            since: Some(since),
-            until: Some(until),
-        };
-        let mut stream = client
-            .get_flows(request)
-            .await
-            .map_err(|s| query_cmds::status_error("GetFlows", s))?
-            .into_inner();
-        let mut received = 0u64;
-        let mut newest: Option<prost_types::Timestamp> = None;
-        let mut done_at_newest: HashSet<String> = HashSet::new();
-        while let Some(response) = stream
-            .message()
-            .await
-            .map_err(|s| query_cmds::status_error("GetFlows", s))?
-        {
-            received += 1;
-            let Some(flow) = response.flow else { continue };
-            let last_seen = flow.last_seen.unwrap_or_default();
-            if newest != Some(last_seen) {
-                newest = Some(last_seen);
-                done_at_newest.clear();
-            }
-            done_at_newest.insert(flow.id.clone());
-            if last_seen == since && done_at_since.contains(&flow.id) {
-                continue;
-            }
-            match netverdict_policy::proto::replay_flow(state, &flow) {
-                Some(replay_flow) => replay.add(replay_flow),
-                None => skipped += 1,
-            }
-        }
-        if received < page {
-            return Ok(skipped);
-        }
-        match newest {
-            // A whole page at one instant: ask for more of it at once.
-            Some(n) if n == since => {
-                done_at_since.extend(done_at_newest);
-                page = page.saturating_mul(2);
-            }
-            Some(n) => {
-                since = n;
-                done_at_since = done_at_newest;
-                page = PAGE;
-            }
-            None => return Ok(skipped),
-        }
-    }
 }
 
 /// Whether a change belongs to a section of the table output.

@@ -1,6 +1,7 @@
 //! Flows annotated per second on one core, from a replayed stream of decoded
 //! observations over the synthetic cluster of 10,000 pods (warm verdict cache),
-//! and the resident memory of that cluster's state.
+//! and the resident memory of that cluster's state; then records rendered, and
+//! records counted per policy, per second.
 //!
 //! `cargo bench -p netverdict-collector --bench annotate` (`-- --quick` for a
 //! shorter run).
@@ -11,6 +12,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use netverdict_collector::annotate::Annotator;
 use netverdict_collector::correlate::{Observation, SeenBy, TrafficDirection};
+use netverdict_collector::policy_verdicts::PolicyVerdicts;
 use netverdict_policy::synthetic::{self, Size};
 use netverdict_policy::{ClusterState, Endpoint};
 use netverdict_proto::v1::Outcome;
@@ -110,6 +112,25 @@ fn main() {
     }
     let rate = done as f64 / start.elapsed().as_secs_f64();
     println!("rendered records (protobuf, once per aggregated record): {rate:.0}/s/core");
+    let rendered: Vec<_> = annotated
+        .iter()
+        .enumerate()
+        .map(|(i, a)| annotator.render(a, format!("node-0/{i}")))
+        .collect();
+    let mut by_policy = PolicyVerdicts::default();
+    let start = Instant::now();
+    let mut done = 0u64;
+    while start.elapsed() < min {
+        for flow in &rendered {
+            by_policy.count(flow);
+        }
+        done += rendered.len() as u64;
+    }
+    let rate = done as f64 / start.elapsed().as_secs_f64();
+    println!(
+        "records counted per policy (policy_verdicts, {} policies): {rate:.0}/s/core",
+        by_policy.policies()
+    );
     println!(
         "resident memory (VmRSS) now: {:.1} MiB",
         rss_bytes() as f64 / (1 << 20) as f64

@@ -400,14 +400,21 @@ fn traffic_direction(direction: TrafficDirection) -> pb::TrafficDirection {
 /// Whether the kernel's outcome contradicts the verdict: an allowed flow that
 /// a datapath enforcing policy dropped (see [`crate::enforcement`]), a denied
 /// flow that got through, or (weaker) an allowed flow to a pod that exists
-/// which got no answer, with no enforcing drop seen.
+/// which got no answer, with no enforcing drop seen. A TCP packet the stack
+/// dropped with no connection attempt seen (a late reply to a socket that has
+/// closed) is not an attempt left unanswered: no mismatch.
 pub fn mismatch(allowed: bool, obs: &Observation, peer_exists: bool) -> pb::Mismatch {
     let enforced = is_enforcement_drop(obs.drop_reason.as_deref(), obs.drop_location.as_deref());
     let got_through = matches!(
         obs.outcome,
         pb::Outcome::Established | pb::Outcome::Answered
     );
-    let unanswered = matches!(obs.outcome, pb::Outcome::NoAnswer | pb::Outcome::Dropped);
+    // TCP attempts are seen by their sockets; UDP ones (and DNS queries) by
+    // the packets they send.
+    let attempt_seen =
+        obs.protocol != netverdict_policy::Protocol::Tcp || obs.seen_by != SeenBy::Packets;
+    let unanswered =
+        attempt_seen && matches!(obs.outcome, pb::Outcome::NoAnswer | pb::Outcome::Dropped);
     if allowed && enforced {
         pb::Mismatch::DroppedThoughAllowed
     } else if !allowed && got_through {

@@ -12,6 +12,9 @@
 //!    buffered within a bound while it is unreachable; and a ring of recent
 //!    flows ([`pipeline`]) served by the [`observer`] gRPC API.
 //!
+//! [`policy_verdicts`] counts, per policy, the attempts it allowed and denied
+//! (for `/metrics`).
+//!
 //! [`fuzzing`] (feature `fuzzing`, and in unit tests) holds the cargo-fuzz
 //! targets' entry points for kernel records and DNS messages.
 //!
@@ -35,3 +38,4 @@ pub mod fuzzing;
 pub mod metrics;
 pub mod observer;
 pub mod pipeline;
+pub mod policy_verdicts;

@@ -8,7 +8,8 @@
 //! registry. Labels stay low-cardinality: verdicts, outcomes, mismatch kinds
 //! (by their display names, `netverdict_proto::names`: `denied`,
 //! `no-answer`, `allowed-though-denied`), kernel drop reasons (the kernel's
-//! enum), event kinds, object kinds; never a pod, an IP or a policy.
+//! enum), event kinds, object kinds; never a pod or an IP. Policies label one
+//! family, `policy_verdicts`, under a cap ([`crate::policy_verdicts`]).
 //!
 //! Every family is named `netverdict_collector_*`; counters end in `_total`.
 
@@ -60,6 +61,8 @@ pub struct Snapshot {
     /// Accepts that failed (out of file descriptors...): of the metrics
     /// server, of the Observer server.
     pub accept_errors: (u64, u64),
+    /// Observer connections closed for not sending the HTTP/2 preface in time.
+    pub observer_preface_timeouts: u64,
     /// Metrics connections closed at once because too many were open.
     pub http_connections_refused: u64,
 }
@@ -162,6 +165,24 @@ impl Collector for Snapshot {
                         p.by_verdict_outcome[*verdict as usize][*outcome as usize],
                     )
                 })
+            }),
+        )?;
+        let policies = p.policy_verdicts.series();
+        counters(
+            &mut e,
+            "netverdict_collector_policy_verdicts",
+            "Connection attempts by the policy that decided them, direction and verdict: the policies of the allowing rules, the NetworkPolicies isolating a denied pod (a default-deny counts under the policy that isolated it), or the admin policy of the deciding rule. Policies past the cap count under policy=\"_other\".",
+            policies.iter().map(|s| {
+                (
+                    vec![
+                        ("namespace", s.namespace),
+                        ("policy", s.policy),
+                        ("kind", s.kind),
+                        ("direction", s.direction),
+                        ("verdict", s.verdict),
+                    ],
+                    s.attempts,
+                )
             }),
         )?;
         counters(
@@ -399,6 +420,12 @@ impl Collector for Snapshot {
                 (vec![("server", "metrics")], self.accept_errors.0),
                 (vec![("server", "observer")], self.accept_errors.1),
             ],
+        )?;
+        counters(
+            &mut e,
+            "netverdict_collector_observer_preface_timeouts",
+            "Observer connections closed for not sending the HTTP/2 preface within 10 s of connecting (or of their TLS handshake).",
+            one(self.observer_preface_timeouts),
         )?;
         counters(
             &mut e,

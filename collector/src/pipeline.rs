@@ -20,6 +20,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use crate::aggregate::{Aggregator, Windows};
 use crate::annotate::{Annotated, Annotator};
 use crate::correlate::{Correlator, Observation, Timeouts};
+use crate::policy_verdicts::PolicyVerdicts;
 use netverdict_cluster::SharedState;
 
 /// Pipeline settings.
@@ -44,6 +45,8 @@ pub struct PipelineConfig {
     /// pods of a lab, or of one node agent's containers. Others are counted as
     /// ignored.
     pub netns: Option<rustc_hash::FxHashSet<u32>>,
+    /// Policies with their own `policy_verdicts` series; past it, `_other`.
+    pub max_policy_series: usize,
 }
 
 impl Default for PipelineConfig {
@@ -57,6 +60,7 @@ impl Default for PipelineConfig {
             correlation_max_bytes: crate::correlate::DEFAULT_MAX_BYTES,
             tick: Duration::from_millis(500),
             netns: None,
+            max_policy_series: crate::policy_verdicts::DEFAULT_MAX_POLICIES,
         }
     }
 }
@@ -92,6 +96,8 @@ pub struct PipelineCounters {
     /// Kernel drop events of the watched namespaces, by drop reason name (the
     /// kernel's enum: bounded). Unnamed reasons are `UNKNOWN`.
     pub drops_by_reason: BTreeMap<Arc<str>, u64>,
+    /// Attempts by the policies that decided them, direction and verdict.
+    pub policy_verdicts: PolicyVerdicts,
 }
 
 /// How many protobuf `Verdict` values there are.
@@ -363,7 +369,10 @@ impl Pipeline {
             annotator: Annotator::new(config.node_name.clone()),
             aggregator: Aggregator::new(config.windows.clone(), config.aggregation_max_bytes),
             ring: FlowRing::new(config.ring_capacity),
-            counters: PipelineCounters::default(),
+            counters: PipelineCounters {
+                policy_verdicts: PolicyVerdicts::with_cap(config.max_policy_series),
+                ..Default::default()
+            },
             next_id: 0,
             run_id: u64::try_from(UnixNanos::now().as_i128() / 1000).unwrap_or_default(),
             observations: Vec::new(),
@@ -510,6 +519,7 @@ impl Pipeline {
             let outcome = usize::try_from(flow.outcome() as i32).unwrap_or(0);
             self.counters.by_verdict_outcome[verdict.min(VERDICTS - 1)]
                 [outcome.min(OUTCOMES - 1)] += 1;
+            self.counters.policy_verdicts.count(&flow);
             if flow.mismatch() != pb::Mismatch::None {
                 self.counters.mismatches += 1;
                 let kind = usize::try_from(flow.mismatch() as i32).unwrap_or(0);

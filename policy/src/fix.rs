@@ -15,8 +15,8 @@
 //!
 //! NetworkPolicy is additive, so these only add allowed flows. Each rule is one
 //! peer by the ports that peer needs, so a rule allows nothing beyond the
-//! targets. A workload is selected by its pods' labels minus those Kubernetes
-//! sets per pod or per revision (`pod-template-hash`...), with `DoesNotExist`
+//! targets. A workload is selected by the labels all its pods share minus
+//! those Kubernetes sets per pod or per revision (`pod-template-hash`...), with `DoesNotExist`
 //! requirements on labels that set apart other pods carrying the same labels,
 //! so the selector picks the workload's pods only ([`workload_selector`]).
 //! What a selector cannot do is said in [`Fix::notes`]: a pod with no labels
@@ -47,7 +47,7 @@ use serde::Serialize;
 use crate::engine::{Connection, Endpoint};
 use crate::error::ConnectionError;
 use crate::lint::cluster_dns_pods;
-use crate::model::{NAMESPACE_NAME_LABEL, Pod, PodKey, Protocol, Tier, workload_name};
+use crate::model::{Direction, NAMESPACE_NAME_LABEL, Pod, PodKey, Protocol, Tier, workload_name};
 use crate::state::ClusterState;
 use crate::verdict::Status;
 
@@ -62,6 +62,12 @@ pub const PER_POD_LABELS: [&str; 7] = [
     "batch.kubernetes.io/controller-uid",
     "batch.kubernetes.io/job-completion-index",
 ];
+
+/// The label naming the tool that wrote a policy.
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+
+/// `app.kubernetes.io/managed-by` of the policies `diagnose` writes.
+const DIAGNOSE: &str = "netverdict-diagnose";
 
 /// Labels a Job sets on its pods: per run of a CronJob.
 const JOB_NAME_LABELS: [&str; 2] = ["job-name", "batch.kubernetes.io/job-name"];
@@ -159,7 +165,7 @@ pub fn is_dns(state: &ClusterState, targets: &[Target]) -> bool {
 /// A peer of a rule: pods (namespace, and the selector of their workload) or
 /// an address.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum PeerSpec {
+pub(crate) enum PeerSpec {
     Pods {
         namespace: String,
         selector: SelectorSpec,
@@ -183,7 +189,7 @@ impl SelectorSpec {
             && self.absent.iter().all(|k| !labels.contains_key(k))
     }
 
-    fn to_k8s(&self) -> LabelSelector {
+    pub(crate) fn to_k8s(&self) -> LabelSelector {
         LabelSelector {
             match_labels: (!self.match_labels.is_empty()).then(|| self.match_labels.clone()),
             match_expressions: (!self.absent.is_empty()).then(|| {
@@ -214,16 +220,26 @@ pub fn workload_selector(
     let cron = workload.as_ref().is_some_and(|w| w.kind == "CronJob");
     let skip =
         |key: &str| PER_POD_LABELS.contains(&key) || (cron && JOB_NAME_LABELS.contains(&key));
-    let match_labels: BTreeMap<String, String> = pod
+    let in_namespace: Vec<&Pod> = state
+        .pods_in(&pod.key.namespace)
+        .map(|p| &**p)
+        .filter(|p| !p.host_network)
+        .collect();
+    // The labels every pod of the workload carries with the same value (pods
+    // of two revisions may differ), minus the per-pod ones.
+    let mut match_labels: BTreeMap<String, String> = pod
         .labels
         .iter()
         .filter(|(k, _)| !skip(k))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
+    for other in in_namespace.iter().filter(|p| same_workload(p)) {
+        match_labels.retain(|k, v| other.labels.get(k) == Some(v));
+    }
     let name = workload_name(workload.as_deref(), &pod.key);
     if match_labels.is_empty() {
         return Err(format!(
-            "{} ({name}) has no labels a policy can select it by: label it (kubectl label pod -n {} {} KEY=VALUE) and diagnose again",
+            "{} ({name}) has no labels a policy can select it by: label it (kubectl label pod -n {} {} KEY=VALUE), and its workload's other pods alike",
             pod.key, pod.key.namespace, pod.key.name
         ));
     }
@@ -231,11 +247,6 @@ pub fn workload_selector(
         match_labels,
         absent: BTreeSet::new(),
     };
-    let in_namespace: Vec<&Pod> = state
-        .pods_in(&pod.key.namespace)
-        .map(|p| &**p)
-        .filter(|p| !p.host_network)
-        .collect();
     // Keys the workload's own pods carry cannot be required absent.
     let own_keys: BTreeSet<&String> = in_namespace
         .iter()
@@ -400,15 +411,15 @@ pub fn fix(
                 state,
                 &pod.key.namespace,
                 &selector,
-                Side::Egress,
+                Direction::Egress,
                 &mut out.notes,
             );
             out.policies.push(policy(
-                state,
                 &pod.key.namespace,
-                &name,
+                &unique_name(state, &pod.key.namespace, &name),
+                DIAGNOSE,
                 &selector,
-                Side::Egress,
+                Direction::Egress,
                 rules,
             ));
         }
@@ -457,13 +468,19 @@ pub fn fix(
                     ports_name(&targets)
                 )
             };
-            note_isolation(state, &namespace, &selector, Side::Ingress, &mut out.notes);
-            out.policies.push(policy(
+            note_isolation(
                 state,
                 &namespace,
-                &name,
                 &selector,
-                Side::Ingress,
+                Direction::Ingress,
+                &mut out.notes,
+            );
+            out.policies.push(policy(
+                &namespace,
+                &unique_name(state, &namespace, &name),
+                DIAGNOSE,
+                &selector,
+                Direction::Ingress,
                 rules,
             ));
         }
@@ -478,20 +495,14 @@ pub fn fix(
 }
 
 /// The (protocol, port) pairs a rule allows.
-type Ports = BTreeSet<(Protocol, u16)>;
+pub(crate) type Ports = BTreeSet<(Protocol, u16)>;
 
 /// One rule of a policy to write: its peers, on each of its ports.
-type RuleSpec = (Vec<PeerSpec>, Ports);
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Side {
-    Ingress,
-    Egress,
-}
+pub(crate) type RuleSpec = (Vec<PeerSpec>, Ports);
 
 /// One rule per peer with its ports, rules with the same ports merged (a
 /// rule allows its peers on each of its ports: still exactly what is needed).
-fn rules(ports_by_peer: BTreeMap<PeerSpec, Ports>) -> Vec<RuleSpec> {
+pub(crate) fn rules(ports_by_peer: BTreeMap<PeerSpec, Ports>) -> Vec<RuleSpec> {
     let mut by_ports: BTreeMap<Ports, Vec<PeerSpec>> = BTreeMap::new();
     for (peer, ports) in ports_by_peer {
         by_ports.entry(ports).or_default().push(peer);
@@ -508,13 +519,9 @@ fn note_isolation(
     state: &ClusterState,
     namespace: &str,
     selector: &SelectorSpec,
-    side: Side,
+    direction: Direction,
     notes: &mut Vec<String>,
 ) {
-    let direction = match side {
-        Side::Ingress => crate::model::Direction::Ingress,
-        Side::Egress => crate::model::Direction::Egress,
-    };
     let newly: Vec<String> = state
         .pods_in(namespace)
         .filter(|p| !p.host_network && selector.matches(&p.labels))
@@ -529,13 +536,15 @@ fn note_isolation(
     }
 }
 
-/// The NetworkPolicy object.
-fn policy(
-    state: &ClusterState,
+/// The NetworkPolicy object `name` in `namespace`, selecting `selector`
+/// for `direction` with `rules`, labelled as made by `managed_by` (the
+/// command, for `app.kubernetes.io/managed-by`).
+pub(crate) fn policy(
     namespace: &str,
     name: &str,
+    managed_by: &str,
     selector: &SelectorSpec,
-    side: Side,
+    direction: Direction,
     rules: Vec<RuleSpec>,
 ) -> net::NetworkPolicy {
     let peers = |peers: &[PeerSpec]| -> Vec<net::NetworkPolicyPeer> {
@@ -580,8 +589,8 @@ fn policy(
             })
             .collect()
     };
-    let (ingress, egress, types) = match side {
-        Side::Ingress => (
+    let (ingress, egress, types) = match direction {
+        Direction::Ingress => (
             Some(
                 rules
                     .iter()
@@ -594,7 +603,7 @@ fn policy(
             None,
             "Ingress",
         ),
-        Side::Egress => (
+        Direction::Egress => (
             None,
             Some(
                 rules
@@ -610,11 +619,11 @@ fn policy(
     };
     net::NetworkPolicy {
         metadata: ObjectMeta {
-            name: Some(unique_name(state, namespace, name)),
+            name: Some(name.to_string()),
             namespace: Some(namespace.to_string()),
             labels: Some(BTreeMap::from([(
-                "app.kubernetes.io/managed-by".to_string(),
-                "netverdict-diagnose".to_string(),
+                MANAGED_BY_LABEL.to_string(),
+                managed_by.to_string(),
             )])),
             ..Default::default()
         },
@@ -673,6 +682,24 @@ fn ports_name(targets: &[&Target]) -> String {
 /// A valid object name (lowercase letters, digits and `-`, at most 63
 /// characters) not taken by a policy of the namespace.
 fn unique_name(state: &ClusterState, namespace: &str, wanted: &str) -> String {
+    let base = object_name(wanted);
+    let taken = |name: &str| {
+        state
+            .policy(&crate::PolicyKey::network_policy(namespace, name))
+            .is_some()
+    };
+    if !taken(&base) {
+        return base;
+    }
+    (2..)
+        .map(|n| format!("{base}-{n}"))
+        .find(|name| !taken(name))
+        .unwrap_or(base)
+}
+
+/// `wanted` as an object name: lowercase letters, digits and single `-`,
+/// at most 56 characters (room for a `-N` suffix within 63).
+pub(crate) fn object_name(wanted: &str) -> String {
     let mut base: String = wanted
         .chars()
         .map(|c| {
@@ -687,17 +714,5 @@ fn unique_name(state: &ClusterState, namespace: &str, wanted: &str) -> String {
         base = base.replace("--", "-");
     }
     base.truncate(56);
-    let base = base.trim_matches('-').to_string();
-    let taken = |name: &str| {
-        state
-            .policy(&crate::PolicyKey::network_policy(namespace, name))
-            .is_some()
-    };
-    if !taken(&base) {
-        return base;
-    }
-    (2..)
-        .map(|n| format!("{base}-{n}"))
-        .find(|name| !taken(name))
-        .unwrap_or(base)
+    base.trim_matches('-').to_string()
 }

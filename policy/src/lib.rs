@@ -14,6 +14,8 @@
 //! - [`fix`] writes the least-privilege NetworkPolicies that allow a denied flow;
 //! - [`diagnose`] walks the debugging steps for one flow (what policy says of it);
 //! - [`whatif`] replays flows against the cluster before and after a rollout;
+//! - [`recommend`] writes a namespace's least-privilege NetworkPolicies from
+//!   observed flows, and checks them by replay;
 //! - `proto` (feature `proto`) converts verdicts to the netverdict.v1 protobuf types.
 
 mod cache;
@@ -28,6 +30,7 @@ pub mod manifest;
 pub mod model;
 #[cfg(feature = "proto")]
 pub mod proto;
+pub mod recommend;
 pub mod selector;
 pub mod state;
 pub mod synthetic;

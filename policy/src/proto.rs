@@ -161,7 +161,7 @@ impl DirectionVerdict {
     }
 }
 
-/// A stored flow as what-if replay takes it: the connection (each end the
+/// A stored flow as what-if replay and `recommend` take it: the connection (each end the
 /// pod by name when the cluster still has it, else its address; the
 /// destination port after Service DNAT), grouped by the workloads the flow
 /// names. None for a flow replay cannot decide: a second observation
@@ -211,11 +211,19 @@ pub fn replay_flow(
     };
     let (src_endpoint, src_party) = end(src)?;
     let (dst_endpoint, dst_party) = end(dst)?;
+    let observed_allowed = match pb::Verdict::try_from(flow.verdict) {
+        Ok(pb::Verdict::Allowed) => Some(true),
+        Ok(pb::Verdict::Denied) => Some(false),
+        _ => None,
+    };
     Some(ReplayFlow {
         connection: crate::engine::Connection::new(src_endpoint, dst_endpoint, port, protocol),
         src: src_party,
         dst: dst_party,
         count: flow.count.max(1),
+        observed_allowed,
+        // Flows carry no name for their destination address yet.
+        dst_name: None,
     })
 }
 

@@ -219,8 +219,9 @@ impl Serialize for Party {
     }
 }
 
-/// One flow to replay: the connection the engine decides, the parties it is
-/// grouped by, and how many attempts it stands for.
+/// One observed flow to replay (`whatif`) or to allow (`recommend`): the
+/// connection the engine decides, the parties it is grouped by, how many
+/// attempts it stands for, and what was seen of it.
 #[derive(Clone, Debug)]
 pub struct ReplayFlow {
     pub connection: Connection,
@@ -228,17 +229,26 @@ pub struct ReplayFlow {
     pub dst: Party,
     /// Attempts the flow record counts (at least 1).
     pub count: u64,
+    /// Whether policy allowed the flow when it was observed; None when the
+    /// record does not say (a flows file line without a verdict, a stored
+    /// flow whose backend was not known).
+    pub observed_allowed: Option<bool>,
+    /// The DNS name the destination address was reached by, when known (a
+    /// flows file line's `dst_name`; stored flows carry none yet).
+    pub dst_name: Option<String>,
 }
 
 impl ReplayFlow {
     /// A flow of `connection` counted once, grouped by the parties its ends
-    /// are in `state`.
+    /// are in `state`, with no verdict or name observed.
     pub fn of_connection(state: &ClusterState, connection: Connection) -> ReplayFlow {
         ReplayFlow {
             src: Party::of_endpoint(state, &connection.src),
             dst: Party::of_endpoint(state, &connection.dst),
             connection,
             count: 1,
+            observed_allowed: None,
+            dst_name: None,
         }
     }
 }

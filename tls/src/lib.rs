@@ -13,6 +13,7 @@
 //!
 //! - [`server`]: the server's rustls configuration from files, reloaded when
 //!   they change without dropping open streams, and the accept loop;
+//! - [`accept`]: accepting with a backoff when accepts fail (every server's);
 //! - [`client`]: addresses, the plaintext/TLS rules, the connector;
 //! - [`identity`]: who a client is (certificate CN and O, Kubernetes-style);
 //! - [`authz`]: which groups may call which service;
@@ -24,6 +25,7 @@
 //! The crypto provider is rustls' ring provider everywhere, chosen
 //! explicitly, so it does not matter which providers other crates enable.
 
+pub mod accept;
 pub mod authz;
 pub mod certs;
 pub mod client;

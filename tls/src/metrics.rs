@@ -1,6 +1,7 @@
 //! The TLS counters of a server as Prometheus metrics: a prometheus-client
 //! [`Collector`] reading [`TlsStats`] at each scrape, registered by the API
-//! server and the collector under their own prefixes (`*_tls_*`).
+//! server and the collector under their own prefixes (`*_tls_*`); and the
+//! accept loop's [`ConnectionCounters`] the same way.
 
 use std::sync::Arc;
 
@@ -8,7 +9,9 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
 
-use crate::server::{TlsStats, TlsStatsSnapshot};
+use std::sync::atomic::Ordering;
+
+use crate::server::{ConnectionCounters, TlsStats, TlsStatsSnapshot};
 
 /// Encodes a server's [`TlsStats`] on each scrape.
 #[derive(Debug)]
@@ -60,4 +63,41 @@ pub fn encode_stats(
         counter.encode(metric)?;
     }
     Ok(())
+}
+
+/// Encodes a server's [`ConnectionCounters`] on each scrape, as
+/// `accept_errors_total` and `preface_timeouts_total`.
+#[derive(Debug)]
+pub struct ConnectionCollector {
+    counters: Arc<ConnectionCounters>,
+}
+
+impl ConnectionCollector {
+    /// A collector reading `counters`.
+    pub fn new(counters: Arc<ConnectionCounters>) -> Self {
+        ConnectionCollector { counters }
+    }
+}
+
+impl Collector for ConnectionCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let c = &self.counters;
+        for (name, help, value) in [
+            (
+                "accept_errors",
+                "Connections the gRPC server could not accept (out of file descriptors...); it pauses after each, longer while they keep failing",
+                c.accept_errors.load(Ordering::Relaxed),
+            ),
+            (
+                "preface_timeouts",
+                "gRPC connections closed for not sending the HTTP/2 preface within 10 s of connecting (or of their TLS handshake)",
+                c.preface_timeouts.load(Ordering::Relaxed),
+            ),
+        ] {
+            let counter = ConstCounter::new(value);
+            let metric = encoder.encode_descriptor(name, help, None, counter.metric_type())?;
+            counter.encode(metric)?;
+        }
+        Ok(())
+    }
 }

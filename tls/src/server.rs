@@ -42,6 +42,7 @@ use tokio::sync::{Mutex, mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 use tokio_stream::Stream;
 
+use crate::accept::accept_with_backoff;
 use crate::identity::{Authentication, Identity, Peer};
 use crate::pem::{self, Source};
 
@@ -50,6 +51,25 @@ pub const DEFAULT_RELOAD_INTERVAL: Duration = Duration::from_secs(10);
 
 /// How long a client may take to complete the TLS handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a connection (after its TLS handshake, if any) has to send the
+/// HTTP/2 connection preface; a client that connects and stalls is then
+/// disconnected (counted) rather than holding a connection for ever. After
+/// the preface, HTTP/2 keepalive pings find dead peers.
+pub const PREFACE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The HTTP/2 client connection preface's length (RFC 9113, 3.4).
+const PREFACE_LEN: usize = 24;
+
+/// What a server's accept loop counts.
+#[derive(Debug, Default)]
+pub struct ConnectionCounters {
+    /// Accepts that failed (out of file descriptors...).
+    pub accept_errors: AtomicU64,
+    /// Connections closed for not sending the HTTP/2 preface within
+    /// [`PREFACE_TIMEOUT`].
+    pub preface_timeouts: AtomicU64,
+}
 
 /// Errors of the server side.
 #[derive(Debug, thiserror::Error)]
@@ -329,6 +349,26 @@ async fn poll(inner: Weak<Inner>, interval: Duration) {
 pub struct Connection {
     io: Io,
     peer: Peer,
+    /// Until the preface is read: its deadline.
+    preface: Option<PrefaceDeadline>,
+}
+
+/// The deadline of a connection's HTTP/2 preface, and how much of it is
+/// still to come.
+struct PrefaceDeadline {
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    missing: usize,
+    counters: Arc<ConnectionCounters>,
+}
+
+impl PrefaceDeadline {
+    fn new(counters: Arc<ConnectionCounters>) -> Self {
+        PrefaceDeadline {
+            deadline: Box::pin(tokio::time::sleep(PREFACE_TIMEOUT)),
+            missing: PREFACE_LEN,
+            counters,
+        }
+    }
 }
 
 enum Io {
@@ -357,10 +397,43 @@ impl AsyncRead for Connection {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        match &mut self.get_mut().io {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let read = match &mut this.io {
             Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Io::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        };
+        let Some(preface) = &mut this.preface else {
+            return read;
+        };
+        match &read {
+            Poll::Ready(Ok(())) => {
+                let n = buf.filled().len() - before;
+                preface.missing = preface.missing.saturating_sub(n);
+                // Read whole, or the end of the stream: no deadline left.
+                if preface.missing == 0 || n == 0 {
+                    this.preface = None;
+                }
+            }
+            Poll::Ready(Err(_)) => this.preface = None,
+            Poll::Pending => {
+                if preface.deadline.as_mut().poll(cx).is_ready() {
+                    preface
+                        .counters
+                        .preface_timeouts
+                        .fetch_add(1, Ordering::Relaxed);
+                    this.preface = None;
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!(
+                            "{}: no HTTP/2 preface within {PREFACE_TIMEOUT:?}",
+                            this.peer.addr
+                        ),
+                    )));
+                }
+            }
         }
+        read
     }
 }
 
@@ -431,22 +504,16 @@ pub fn incoming(listener: TcpListener, tls: Option<ServerTls>) -> Incoming {
     incoming_counted(listener, tls, Arc::default())
 }
 
-/// The first failed accept's pause; it doubles up to [`ACCEPT_PAUSE_MAX`]
-/// while accepts keep failing.
-const ACCEPT_PAUSE_MIN: Duration = Duration::from_millis(10);
-/// The longest pause after a failed accept.
-const ACCEPT_PAUSE_MAX: Duration = Duration::from_secs(1);
-
 /// [`incoming`], counting failed accepts (out of file descriptors and the
-/// like) in `accept_errors`. After a failed accept the loop pauses, 10 ms
-/// doubling to 1 s while they keep failing, rather than spin.
+/// like; they back off rather than spin, see [`accept_with_backoff`]) and
+/// connections closed for not sending the HTTP/2 preface in time.
 pub fn incoming_counted(
     listener: TcpListener,
     tls: Option<ServerTls>,
-    accept_errors: Arc<AtomicU64>,
+    counters: Arc<ConnectionCounters>,
 ) -> Incoming {
     let (tx, rx) = mpsc::channel(64);
-    tokio::spawn(accept_loop(listener, tls, tx, accept_errors));
+    tokio::spawn(accept_loop(listener, tls, tx, counters));
     Incoming { rx }
 }
 
@@ -454,27 +521,17 @@ async fn accept_loop(
     listener: TcpListener,
     tls: Option<ServerTls>,
     tx: mpsc::Sender<Connection>,
-    accept_errors: Arc<AtomicU64>,
+    counters: Arc<ConnectionCounters>,
 ) {
-    let local = listener.local_addr().ok();
-    let mut pause = ACCEPT_PAUSE_MIN;
+    let mut listener = listener;
+    let server = match listener.local_addr() {
+        Ok(addr) => format!("gRPC server on {addr}"),
+        Err(_) => "gRPC server".to_string(),
+    };
     loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
+        let (stream, addr) = tokio::select! {
+            accepted = accept_with_backoff(&mut listener, &counters.accept_errors, &server) => accepted,
             () = tx.closed() => return,
-        };
-        let (stream, addr) = match accepted {
-            Ok(conn) => {
-                pause = ACCEPT_PAUSE_MIN;
-                conn
-            }
-            Err(e) => {
-                accept_errors.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(error = %e, listen = ?local, ?pause, "accept failed");
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(ACCEPT_PAUSE_MAX);
-                continue;
-            }
         };
         let _ = stream.set_nodelay(true);
         let Some(tls) = &tls else {
@@ -484,6 +541,7 @@ async fn accept_loop(
                     addr,
                     authentication: Authentication::Plaintext,
                 },
+                preface: Some(PrefaceDeadline::new(counters.clone())),
             };
             if tx.send(connection).await.is_err() {
                 return;
@@ -493,8 +551,10 @@ async fn accept_loop(
         let acceptor = TlsAcceptor::from(tls.current());
         let stats = tls.stats();
         let tx = tx.clone();
+        let counters = counters.clone();
         tokio::spawn(async move {
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(acceptor, stream, addr)).await {
+            let handshake = handshake(acceptor, stream, addr, counters);
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
                 Ok(Ok(connection)) => {
                     stats.handshakes.fetch_add(1, Ordering::Relaxed);
                     let _ = tx.send(connection).await;
@@ -516,6 +576,7 @@ async fn handshake(
     acceptor: TlsAcceptor,
     stream: TcpStream,
     addr: SocketAddr,
+    counters: Arc<ConnectionCounters>,
 ) -> io::Result<Connection> {
     let tls = acceptor.accept(stream).await?;
     let authentication = match tls.get_ref().1.peer_certificates().and_then(|c| c.first()) {
@@ -532,6 +593,7 @@ async fn handshake(
             addr,
             authentication,
         },
+        preface: Some(PrefaceDeadline::new(counters)),
     })
 }
 
@@ -551,4 +613,56 @@ pub fn identity_of_file(path: &Path) -> Result<Identity> {
             reason: e.to_string(),
         })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_stream::StreamExt;
+
+    const PREFACE: &[u8; PREFACE_LEN] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+    /// A plaintext server's next connection, from a client that connected.
+    async fn accepted(incoming: &mut Incoming, addr: SocketAddr) -> (Connection, TcpStream) {
+        let client = TcpStream::connect(addr).await.unwrap();
+        let connection = incoming.next().await.unwrap().unwrap();
+        (connection, client)
+    }
+
+    /// Virtual time: the 10 s deadline passes as soon as nothing else can run.
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_sends_no_preface_is_disconnected_and_counted() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let counters = Arc::new(ConnectionCounters::default());
+        let mut incoming = incoming_counted(listener, None, counters.clone());
+
+        // Silent: the read fails once the deadline passes.
+        let (mut silent, _client) = accepted(&mut incoming, addr).await;
+        let mut buf = [0u8; 64];
+        let err = silent.read(&mut buf).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut, "{err}");
+        assert_eq!(counters.preface_timeouts.load(Ordering::Relaxed), 1);
+
+        // Half a preface is not enough either.
+        let (mut slow, mut client) = accepted(&mut incoming, addr).await;
+        client.write_all(&PREFACE[..10]).await.unwrap();
+        assert_eq!(slow.read(&mut buf).await.unwrap(), 10);
+        let err = slow.read(&mut buf).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut, "{err}");
+        assert_eq!(counters.preface_timeouts.load(Ordering::Relaxed), 2);
+
+        // A whole preface: then the connection may stay idle.
+        let (mut good, mut client) = accepted(&mut incoming, addr).await;
+        client.write_all(PREFACE).await.unwrap();
+        let mut preface = [0u8; PREFACE_LEN];
+        good.read_exact(&mut preface).await.unwrap();
+        let idle = tokio::time::timeout(10 * PREFACE_TIMEOUT, good.read(&mut buf)).await;
+        assert!(
+            idle.is_err(),
+            "an idle connection after its preface: {idle:?}"
+        );
+        assert_eq!(counters.preface_timeouts.load(Ordering::Relaxed), 2);
+    }
 }

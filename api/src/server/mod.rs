@@ -268,6 +268,8 @@ pub async fn serve_shared<S: Store>(
     if let Some(tls) = &tls {
         metrics.register_tls(tls.stats());
     }
+    let connections = Arc::new(netverdict_tls::server::ConnectionCounters::default());
+    metrics.register_connections(connections.clone());
     let metrics = Arc::new(metrics);
     let (shutdown, shutdown_rx) = watch::channel(false);
     let (flows, _) = broadcast::channel(config.follow_buffer);
@@ -299,7 +301,7 @@ pub async fn serve_shared<S: Store>(
         ));
     let mut grpc_shutdown = shutdown_rx.clone();
     let grpc = tokio::spawn(router.serve_with_incoming_shutdown(
-        netverdict_tls::incoming(grpc_listener, tls.clone()),
+        netverdict_tls::server::incoming_counted(grpc_listener, tls.clone(), connections),
         async move {
             stopped(&mut grpc_shutdown).await;
         },

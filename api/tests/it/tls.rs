@@ -154,6 +154,9 @@ async fn collectors_push_their_own_flows_and_readers_read_them() {
         metrics.value("netverdict_api_tls_handshake_failures_total"),
         0.0
     );
+    // Every client sent its HTTP/2 preface in time; nothing failed to accept.
+    assert_eq!(metrics.value("netverdict_api_preface_timeouts_total"), 0.0);
+    assert_eq!(metrics.value("netverdict_api_accept_errors_total"), 0.0);
     server.shutdown().await.unwrap();
 }
 

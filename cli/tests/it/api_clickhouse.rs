@@ -6,11 +6,7 @@
 //! namespace included, and its /metrics carries the ClickHouse store's
 //! counters.
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc as std_mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use netverdict_collector::export::ConnectionState;
 use netverdict_proto::v1 as pb;
@@ -18,86 +14,9 @@ use netverdict_testing::clickhouse::TestDb;
 use netverdict_testing::flow::policy_ref;
 use netverdict_testing::{free_addr, pod, scrape, wait_until};
 
-use crate::support::{run, spawn_exporter, stdout};
+use crate::support::{ApiProcess, run, spawn_exporter, stdout};
 
 const WAIT: Duration = Duration::from_secs(60);
-
-/// A `netverdict api` process, SIGKILLed by the guard (also on panic).
-struct ApiProcess {
-    child: Child,
-    grpc: SocketAddr,
-    metrics: SocketAddr,
-}
-
-impl ApiProcess {
-    /// Starts the server on `listen` and waits (up to 60 s) until it says
-    /// where it serves.
-    fn start(db: &TestDb, listen: SocketAddr) -> ApiProcess {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_netverdict"))
-            .args(["api", "--listen", &listen.to_string()])
-            .args(["--metrics-listen", "127.0.0.1:0"])
-            .args(["--store-check-interval", "100ms"])
-            .args(["--clickhouse", &format!("http://{}", db.addr)])
-            .args(["--clickhouse-database", &db.name])
-            .arg("--spool-dir")
-            .arg(db.spool.path())
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("netverdict api starts");
-        // Stderr is read on a thread until the process ends, so that the
-        // server never blocks on a full pipe; the first lines come back here.
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std_mpsc::channel::<String>();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let mut seen = Vec::new();
-        let (grpc, metrics) = loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(line) => {
-                    if let Some(rest) = line.strip_prefix("netverdict api: gRPC on ") {
-                        let (grpc, metrics) = rest.split_once(", metrics on http://").unwrap();
-                        let metrics = metrics.trim_end_matches("/metrics");
-                        break (grpc.parse().unwrap(), metrics.parse().unwrap());
-                    }
-                    seen.push(line);
-                }
-                Err(_) => {
-                    let _ = child.kill();
-                    panic!(
-                        "netverdict api did not start within 60 s; it printed:\n{}",
-                        seen.join("\n")
-                    );
-                }
-            }
-        };
-        ApiProcess {
-            child,
-            grpc,
-            metrics,
-        }
-    }
-
-    /// SIGKILL: no shutdown, no flushing, whatever was in flight is cut.
-    fn kill(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for ApiProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Flows in the run; the server is killed with most of them sent.
 const TOTAL: usize = 20_000;

@@ -12,6 +12,7 @@ mod live_cluster;
 mod policy_cli;
 mod query_cli;
 mod rbac;
+mod recommend_cli;
 mod support;
 mod tls_cli;
 mod whatif_cli;

@@ -652,6 +652,9 @@ fn completion_scripts_know_the_commands_and_flags() {
             "mismatches",
             "status",
             "wide",
+            "whatif",
+            "recommend",
+            "output-dir",
         ] {
             assert!(script.contains(word), "{shell}: no {word}");
         }

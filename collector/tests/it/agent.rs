@@ -214,6 +214,20 @@ async fn agent_replays_events_into_ring_observer_export_and_metrics() {
         s(r#"netverdict_collector_kernel_drops_total{reason="NETFILTER_DROP"}"#),
         6.0
     );
+    // Per policy: api-from-web isolated the API and denied shop's three
+    // attempts; its rule allowed the web client's one.
+    let policy = |verdict: &str| {
+        s(&format!(
+            r#"netverdict_collector_policy_verdicts_total{{namespace="default",policy="api-from-web",kind="network-policy",direction="ingress",verdict="{verdict}"}}"#
+        ))
+    };
+    assert_eq!((policy("denied"), policy("allowed")), (3.0, 1.0));
+    assert_eq!(
+        s(
+            r#"netverdict_collector_policy_verdicts_total{namespace="",policy="_other",kind="",direction="ingress",verdict="denied"}"#
+        ),
+        0.0
+    );
     assert_eq!(
         s(r#"netverdict_collector_mismatches_total{kind="allowed-though-denied"}"#),
         0.0

@@ -398,6 +398,26 @@ fn drops_by_any_enforcing_datapath_and_unanswered_allowed_flows_are_mismatches()
         dropped("NEIGH_FAILED", None),
         pb::Mismatch::NoAnswerThoughAllowed
     );
+    // A TCP packet the stack dropped with no attempt seen (a late reply to a
+    // closed socket, from the Service address to the client's port): no
+    // attempt went unanswered. A filter's drop of it still counts.
+    let late_reply = |reason: &str| {
+        let mut o = obs(
+            "10.96.1.10:5432",
+            "10.244.1.20:51240",
+            Protocol::Tcp,
+            pb::Outcome::Dropped,
+        );
+        o.seen_by = SeenBy::Packets;
+        o.drops = 2;
+        o.drop_reason = Some(reason.into());
+        annotate(&state, &o).mismatch()
+    };
+    assert_eq!(late_reply("NOT_SPECIFIED"), pb::Mismatch::None);
+    assert_eq!(
+        late_reply("NETFILTER_DROP"),
+        pb::Mismatch::DroppedThoughAllowed
+    );
     // No answer, no drop, the peer exists: the weaker mismatch.
     let silent = obs(
         "10.244.2.20:40007",

@@ -354,6 +354,18 @@ async fn the_agent_on_a_lab_serves_flows_over_the_observer_and_counts_them_in_me
     assert!(s(r#"netverdict_collector_flows_total{verdict="denied",outcome="dropped"}"#) >= 1.0);
     assert!(s(r#"netverdict_collector_flows_total{verdict="allowed",outcome="answered"}"#) >= 1.0);
     assert!(s(r#"netverdict_collector_kernel_drops_total{reason="NETFILTER_DROP"}"#) >= 1.0);
+    // The API's ingress is isolated by both policies selecting it; DNS is
+    // allowed by allow-dns-egress's rule.
+    for (policy, direction, verdict) in [
+        ("default-deny", "ingress", "denied"),
+        ("api-from-web", "ingress", "denied"),
+        ("allow-dns-egress", "egress", "allowed"),
+    ] {
+        let series = format!(
+            r#"netverdict_collector_policy_verdicts_total{{namespace="default",policy="{policy}",kind="network-policy",direction="{direction}",verdict="{verdict}"}}"#
+        );
+        assert!(s(&series) >= 1.0, "{series}");
+    }
     assert!(s("netverdict_collector_kernel_events_total") > 0.0);
     assert!(s("netverdict_collector_observations_annotated_total") >= 2.0);
     assert_eq!(
