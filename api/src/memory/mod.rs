@@ -354,17 +354,27 @@ impl MemoryStore {
                     && (everything || passes(r))
             })
             .collect();
-        matched.sort_by(|a, b| {
+        let order = |a: &&Row, b: &&Row| {
             a.last_seen
                 .cmp(&b.last_seen)
                 .then_with(|| tables.cmp_ids(&a.id, &b.id))
-        });
+        };
+        // Only the rows taken are sorted: the first or last `need` are
+        // selected first.
         let taken = need.min(matched.len());
         let rows = if query.first {
-            &matched[..taken]
+            if taken < matched.len() {
+                matched.select_nth_unstable_by(taken, order);
+            }
+            &mut matched[..taken]
         } else {
-            &matched[matched.len() - taken..]
+            let from = matched.len() - taken;
+            if from > 0 {
+                matched.select_nth_unstable_by(from - 1, order);
+            }
+            &mut matched[from..]
         };
+        rows.sort_unstable_by(order);
         rows.iter().map(|r| tables.render(r)).collect()
     }
 }
