@@ -2,22 +2,33 @@
 //! loopback (a collector's push stream, 20 batches of 500 flows in flight,
 //! through the API server into the store), in plaintext and over mutual TLS,
 //! so that the two throughputs (criterion's elements/s) give the cost of TLS;
-//! and the `denied` report over a large store (1 million records by default;
-//! set `NETVERDICT_BENCH_FLOWS` for another size, e.g. 10000000).
+//! and the `denied` report and flow queries (the newest 100; a filter no flow
+//! matches, which reads every record) over a large store (1 million records
+//! by default; set `NETVERDICT_BENCH_FLOWS` for another size, e.g. 10000000).
+//! Before the `denied` benchmarks it prints the heap bytes the large store
+//! holds per flow, counted by the global allocator (every allocation of this
+//! process goes through a counting wrapper of the system allocator), and the
+//! store's own estimate. Its stores are bounded by record count only.
 
+use std::alloc::System;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use netverdict_api::store::{ReportQuery, Store};
+use netverdict_api::store::{FlowQuery, ReportQuery, Store};
 use netverdict_api::{ApiConfig, ApiServer, MemoryConfig, MemoryStore};
 use netverdict_cluster::SharedState;
+use netverdict_proto::filter::FilterSet;
 use netverdict_proto::v1 as pb;
 use netverdict_tls::certs::{Pki, PkiOptions, write_pki};
 use netverdict_tls::{ClientTlsFiles, ServerTlsFiles, Target};
 use support::flow;
 
 mod support;
+
+/// Counts the bytes allocated and not yet freed.
+#[global_allocator]
+static ALLOCATOR: cap::Cap<System> = cap::Cap::new(System, usize::MAX);
 
 /// Batches per measured round of the ingest benchmark, and flows per batch.
 const INGEST_BATCHES: u64 = 20;
@@ -35,6 +46,7 @@ async fn ingest(pki: Option<&Pki>) -> Ingest {
     let store = Arc::new(
         MemoryStore::new(MemoryConfig {
             max_flows: 1_000_000,
+            max_bytes: usize::MAX,
             ..Default::default()
         })
         .unwrap(),
@@ -161,6 +173,7 @@ fn bench(c: &mut Criterion) {
     let base = SystemTime::now() - Duration::from_secs(7200);
     let store = MemoryStore::new(MemoryConfig {
         max_flows: 1_000_000,
+        max_bytes: usize::MAX,
         ..Default::default()
     })
     .unwrap();
@@ -181,15 +194,29 @@ fn bench(c: &mut Criterion) {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1_000_000);
+    // Heap bytes of the store: allocated after filling it minus before
+    // creating it (each batch is freed by the time the next is built).
+    let before = ALLOCATOR.allocated();
     let big = MemoryStore::new(MemoryConfig {
         max_flows: n as usize,
+        max_bytes: usize::MAX,
         ..Default::default()
     })
     .unwrap();
-    for chunk in (0..n).collect::<Vec<_>>().chunks(10_000) {
-        let batch = chunk.iter().map(|&i| flow(i, base)).collect();
+    for start in (0..n).step_by(10_000) {
+        let batch = (start..n.min(start + 10_000))
+            .map(|i| flow(i, base))
+            .collect();
         rt.block_on(big.insert(batch)).unwrap();
     }
+    let held = ALLOCATOR.allocated().saturating_sub(before);
+    let stored = rt.block_on(big.status()).unwrap().flows_stored;
+    println!(
+        "memory_store_bytes: {stored} flows hold {held} heap bytes, {:.0} bytes per flow \
+         (the store's estimate: {} bytes)",
+        held as f64 / stored.max(1) as f64,
+        big.bytes()
+    );
     let mut group = c.benchmark_group("memory_denied");
     group.sample_size(10);
     group.bench_function(format!("all_namespaces_{n}_flows"), |b| {
@@ -202,6 +229,28 @@ fn bench(c: &mut Criterion) {
             ..Default::default()
         };
         b.iter(|| rt.block_on(big.denied(&q)).unwrap())
+    });
+    group.finish();
+    let mut group = c.benchmark_group("memory_flows");
+    group.sample_size(10);
+    group.bench_function(format!("newest_100_of_{n}_flows"), |b| {
+        let q = FlowQuery {
+            limit: 100,
+            ..Default::default()
+        };
+        b.iter(|| rt.block_on(big.flows(&q)).unwrap())
+    });
+    group.bench_function(format!("filter_matching_none_of_{n}_flows"), |b| {
+        let filter = pb::FlowFilter {
+            namespace: vec!["nope".into()],
+            ..Default::default()
+        };
+        let q = FlowQuery {
+            filters: FilterSet::compile(&[filter], &[]).unwrap(),
+            limit: 100,
+            ..Default::default()
+        };
+        b.iter(|| rt.block_on(big.flows(&q)).unwrap())
     });
     group.finish();
 }

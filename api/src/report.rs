@@ -3,9 +3,10 @@
 //! ([`dns_failures`]), and pods whose egress policies block DNS
 //! ([`dns_policy_gaps`], from the cluster state alone).
 //!
-//! The in-memory store answers its reports with these functions; the ClickHouse
-//! store computes the same groups in SQL, and its tests can compare both on the
-//! same flows. Grouping follows `query.proto` exactly:
+//! These functions are the reference: the in-memory store answers from its
+//! index of per-bucket tallies (with these groups' keys and order, checked
+//! against these functions by a property test), the ClickHouse store computes
+//! the same groups in SQL, and its tests compare both on the same flows. Grouping follows `query.proto` exactly:
 //!
 //! - a [`pb::DeniedGroup`] is keyed by source and destination [`pb::WorkloadRef`],
 //!   protocol, destination port and the sorted set of `denied_by` policies; it
@@ -21,7 +22,8 @@
 //!   `egress_allows_cluster_dns` and `reason` come from the most recent record
 //!   (`reason` only if that record was denied);
 //! - both are ordered by count (largest first), then latest `last_seen` (most
-//!   recent first), then key, and cut to `limit` (0: no limit).
+//!   recent first), then key ([`denied_order`], [`dns_order`]), and cut to
+//!   `limit` (0: no limit).
 //!
 //! Which flows take part: records of account only (a record that is a second
 //! observation of a connection, `counted_elsewhere`, is skipped, so a
@@ -30,7 +32,7 @@
 //! namespaces (any, when none), and one of its label selectors holding on the
 //! source or the destination (any, when none).
 
-use std::cmp::Reverse;
+use std::cmp::{Ordering, Reverse};
 use std::collections::BTreeSet;
 
 use netverdict_policy::lint::{cluster_dns_pods, dns_denied};
@@ -93,14 +95,20 @@ pub struct WorkloadKey<'a> {
 impl<'a> WorkloadKey<'a> {
     /// The key of `endpoint`.
     pub fn of(endpoint: Option<&'a pb::Endpoint>) -> Self {
-        let Some(e) = endpoint else {
-            return WorkloadKey {
+        match endpoint {
+            Some(e) => WorkloadKey::of_parts(e, &e.ip),
+            None => WorkloadKey {
                 kind: pb::EndpointKind::Unspecified,
                 namespace: "",
                 workload: "",
                 ip: "",
-            };
-        };
+            },
+        }
+    }
+
+    /// The key of `endpoint` with the address `ip` instead of its own (the
+    /// memory store keeps addresses apart from the rest of an endpoint).
+    pub fn of_parts(e: &'a pb::Endpoint, ip: &'a str) -> Self {
         let kind = pb::EndpointKind::try_from(e.kind).unwrap_or_default();
         match kind {
             pb::EndpointKind::Pod | pb::EndpointKind::HostNetworkPod => WorkloadKey {
@@ -117,13 +125,13 @@ impl<'a> WorkloadKey<'a> {
                 kind,
                 namespace: "",
                 workload: &e.node_name,
-                ip: &e.ip,
+                ip,
             },
             pb::EndpointKind::World | pb::EndpointKind::Unspecified => WorkloadKey {
                 kind,
                 namespace: "",
                 workload: "",
-                ip: &e.ip,
+                ip,
             },
         }
     }
@@ -233,31 +241,7 @@ pub fn denied_groups<'a>(
         acc.egress_denied |= denied(flow.egress.as_ref());
         acc.ingress_denied |= denied(flow.ingress.as_ref());
     }
-    let mut groups: Vec<(DeniedKey<'a>, DeniedAcc<'a>)> = groups.into_iter().collect();
-    groups.sort_unstable_by(|(ka, a), (kb, b)| {
-        (Reverse(a.count), Reverse(a.last_seen))
-            .cmp(&(Reverse(b.count), Reverse(b.last_seen)))
-            .then_with(|| {
-                (
-                    ka.source,
-                    ka.destination,
-                    ka.protocol,
-                    ka.port,
-                    &ka.policies,
-                )
-                    .cmp(&(
-                        kb.source,
-                        kb.destination,
-                        kb.protocol,
-                        kb.port,
-                        &kb.policies,
-                    ))
-            })
-    });
-    if query.limit > 0 {
-        groups.truncate(query.limit);
-    }
-    groups
+    let mut out: Vec<pb::DeniedGroup> = groups
         .into_iter()
         .map(|(k, acc)| pb::DeniedGroup {
             source: Some(k.source.to_ref()),
@@ -274,7 +258,83 @@ pub fn denied_groups<'a>(
             reason: acc.latest.reason.clone(),
             outcome: known_or_zero::<pb::Outcome>(acc.latest.outcome),
         })
-        .collect()
+        .collect();
+    sort_and_cut(&mut out, denied_order, query.limit);
+    out
+}
+
+/// Sorts `groups` by `order` and keeps the first `limit` (all when 0).
+pub fn sort_and_cut<T>(groups: &mut Vec<T>, order: fn(&T, &T) -> Ordering, limit: usize) {
+    groups.sort_unstable_by(order);
+    if limit > 0 {
+        groups.truncate(limit);
+    }
+}
+
+fn timestamp_nanos(t: Option<&prost_types::Timestamp>) -> Option<UnixNanos> {
+    t.map(UnixNanos::from_timestamp)
+}
+
+/// The order of the largest first: count descending, then latest `last_seen`
+/// descending.
+fn largest_first(count: u64, last_seen: Option<&prost_types::Timestamp>) -> impl Ord {
+    (Reverse(count), Reverse(timestamp_nanos(last_seen)))
+}
+
+/// A workload reference in [`WorkloadKey`]'s order.
+fn workload_order(r: Option<&pb::WorkloadRef>) -> (i32, &str, &str, &str) {
+    r.map_or((0, "", "", ""), |r| {
+        (
+            r.kind,
+            r.namespace.as_str(),
+            r.workload.as_str(),
+            r.ip.as_str(),
+        )
+    })
+}
+
+/// The order of denied groups (see the module comment): the largest count
+/// first, then the latest `last_seen`, then the key (source, destination,
+/// protocol, port, policies as spelled).
+pub fn denied_order(a: &pb::DeniedGroup, b: &pb::DeniedGroup) -> Ordering {
+    largest_first(a.count, a.last_seen.as_ref())
+        .cmp(&largest_first(b.count, b.last_seen.as_ref()))
+        .then_with(|| {
+            fn key(g: &pb::DeniedGroup) -> impl Ord + '_ {
+                (
+                    workload_order(g.source.as_ref()),
+                    workload_order(g.destination.as_ref()),
+                    g.protocol,
+                    g.destination_port,
+                )
+            }
+            key(a).cmp(&key(b))
+        })
+        .then_with(|| {
+            let policies = |g: &pb::DeniedGroup| -> Vec<PolicyName> {
+                g.denied_by.iter().map(PolicyName::of).collect()
+            };
+            policies(a).cmp(&policies(b))
+        })
+}
+
+/// The order of DNS failures (see the module comment): the largest count
+/// first, then the latest `last_seen`, then the key (namespace, pod, query,
+/// type, outcome, rcode).
+pub fn dns_order(a: &pb::DnsFailure, b: &pb::DnsFailure) -> Ordering {
+    fn key(f: &pb::DnsFailure) -> impl Ord + '_ {
+        (
+            f.namespace.as_str(),
+            f.pod.as_str(),
+            f.query.as_str(),
+            f.qtype.as_str(),
+            f.outcome,
+            f.rcode.as_str(),
+        )
+    }
+    largest_first(a.count, a.last_seen.as_ref())
+        .cmp(&largest_first(b.count, b.last_seen.as_ref()))
+        .then_with(|| key(a).cmp(&key(b)))
 }
 
 /// Whether a flow is a failed DNS query: dropped, not answered, or answered
@@ -290,7 +350,7 @@ pub fn is_dns_failure(flow: &pb::Flow) -> bool {
     }
 }
 
-#[derive(PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(PartialEq, Eq, Hash)]
 struct DnsKey<'a> {
     namespace: &'a str,
     pod: &'a str,
@@ -349,16 +409,7 @@ pub fn dns_failures<'a>(
                 .extend(flow.denied_by.iter().map(PolicyName::of));
         }
     }
-    let mut groups: Vec<(DnsKey<'a>, DnsAcc<'a>)> = groups.into_iter().collect();
-    groups.sort_unstable_by(|(ka, a), (kb, b)| {
-        (Reverse(a.count), Reverse(a.last_seen))
-            .cmp(&(Reverse(b.count), Reverse(b.last_seen)))
-            .then_with(|| ka.cmp(kb))
-    });
-    if query.limit > 0 {
-        groups.truncate(query.limit);
-    }
-    groups
+    let mut out: Vec<pb::DnsFailure> = groups
         .into_iter()
         .map(|(k, acc)| {
             let latest_denied = acc.latest.verdict == pb::Verdict::Denied as i32;
@@ -384,7 +435,9 @@ pub fn dns_failures<'a>(
                 },
             }
         })
-        .collect()
+        .collect();
+    sort_and_cut(&mut out, dns_order, query.limit);
+    out
 }
 
 /// The kinds of cluster object the API server reads, all for

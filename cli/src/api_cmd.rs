@@ -50,8 +50,14 @@ pub struct ApiArgs {
     #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
     store_check_interval: Duration,
     /// The in-memory store's bound, in flow records (without --clickhouse).
-    #[arg(long, default_value_t = 1_000_000)]
+    /// The oldest minutes are dropped past it or past --memory-max-bytes.
+    #[arg(long, default_value_t = MemoryConfig::DEFAULT_MAX_FLOWS)]
     memory_flows: usize,
+    /// The in-memory store's bound, in bytes of its estimate of the memory
+    /// it holds: rows (about 180 bytes a flow), report tallies, the flow id
+    /// set and the interned texts, endpoints and policies (without --clickhouse).
+    #[arg(long, default_value_t = MemoryConfig::DEFAULT_MAX_BYTES)]
+    memory_max_bytes: usize,
     /// How many new flows a follower may fall behind before its stream ends.
     #[arg(long, default_value_t = 4096)]
     follow_buffer: usize,
@@ -170,9 +176,10 @@ pub fn run(args: ApiArgs) -> Result<()> {
                 None => {
                     let store = MemoryStore::new(MemoryConfig {
                         max_flows: args.memory_flows,
+                        max_bytes: args.memory_max_bytes,
                         ..Default::default()
                     })
-                    .context("--memory-flows")?;
+                    .context("--memory-flows, --memory-max-bytes")?;
                     serve(config, store, cluster).await
                 }
             }

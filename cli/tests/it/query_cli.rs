@@ -755,7 +755,7 @@ fn the_api_command_serves_the_cluster_and_stops_on_sigterm() {
             "--cluster",
         ])
         .args(seed::paths(&["default-deny"]))
-        .args(["--memory-flows", "1000"])
+        .args(["--memory-flows", "1000", "--memory-max-bytes", "16000000"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
