@@ -11,50 +11,27 @@ use std::time::{Duration, SystemTime};
 
 use netverdict_cluster::SharedState;
 use netverdict_collector::pipeline::{Pipeline, PipelineConfig};
-use netverdict_ebpf::{
-    Event, FiveTuple, IpProtocol, Meta, StreamItem, TcpOutcome, TrafficDirection,
-};
+use netverdict_ebpf::{StreamItem, TcpOutcome};
+
+use crate::tcp_events;
 use netverdict_policy::K8sObject;
 use netverdict_proto::v1 as pb;
 
-fn meta(time: SystemTime, mono_ns: u64) -> Meta {
-    Meta {
-        time,
-        mono_ns,
-        netns: 4026532000,
-        ifindex: None,
-        direction: TrafficDirection::Egress,
-    }
+fn api(port: u16) -> SocketAddr {
+    SocketAddr::new("10.244.0.3".parse().unwrap(), port)
 }
 
-fn tuple(src_port: u16) -> FiveTuple {
-    FiveTuple {
-        protocol: IpProtocol::Tcp,
-        src: SocketAddr::new("10.244.0.3".parse().unwrap(), src_port),
-        dst: "10.244.0.2:8080".parse().unwrap(),
-    }
+fn db() -> SocketAddr {
+    "10.244.0.2:8080".parse().unwrap()
 }
 
 fn attempt(time: SystemTime, sock_id: u64, src_port: u16) -> StreamItem {
-    StreamItem::Event(Event::TcpAttempt {
-        meta: meta(time, sock_id * 1000),
-        tuple: tuple(src_port),
-        sock_id,
-    })
+    tcp_events::attempt(time, sock_id, api(src_port), db())
 }
 
 /// The application gave up on its SYNs.
 fn gave_up(time: SystemTime, sock_id: u64, src_port: u16) -> StreamItem {
-    StreamItem::Event(Event::TcpOutcome {
-        meta: meta(time, sock_id * 1000 + 1),
-        tuple: tuple(src_port),
-        sock_id,
-        outcome: TcpOutcome::NoAnswer,
-        errno: 0,
-        retransmits: 2,
-        old_state: 2,
-        new_state: 7,
-    })
+    tcp_events::outcome(time, sock_id, api(src_port), db(), TcpOutcome::NoAnswer)
 }
 
 fn names(policies: &[pb::PolicyRef]) -> Vec<String> {

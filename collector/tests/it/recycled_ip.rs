@@ -10,51 +10,28 @@ use std::time::{Duration, SystemTime};
 
 use netverdict_cluster::SharedState;
 use netverdict_collector::pipeline::{Pipeline, PipelineConfig};
-use netverdict_ebpf::{
-    Event, FiveTuple, IpProtocol, Meta, StreamItem, TcpOutcome, TrafficDirection,
-};
+use netverdict_ebpf::{StreamItem, TcpOutcome};
+
+use crate::tcp_events;
 use netverdict_policy::{K8sObject, ObjectKind};
 use netverdict_proto::v1 as pb;
 
 const RECYCLED: &str = "10.244.0.7";
 
-fn meta(time: SystemTime, mono_ns: u64) -> Meta {
-    Meta {
-        time,
-        mono_ns,
-        netns: 4026532000,
-        ifindex: None,
-        direction: TrafficDirection::Egress,
-    }
+fn src(port: u16) -> SocketAddr {
+    SocketAddr::new(RECYCLED.parse().unwrap(), port)
 }
 
-fn tuple(src_port: u16) -> FiveTuple {
-    FiveTuple {
-        protocol: IpProtocol::Tcp,
-        src: SocketAddr::new(RECYCLED.parse().unwrap(), src_port),
-        dst: "10.244.0.2:8080".parse().unwrap(),
-    }
+fn db() -> SocketAddr {
+    "10.244.0.2:8080".parse().unwrap()
 }
 
 fn attempt(time: SystemTime, sock_id: u64, src_port: u16) -> StreamItem {
-    StreamItem::Event(Event::TcpAttempt {
-        meta: meta(time, sock_id * 1000),
-        tuple: tuple(src_port),
-        sock_id,
-    })
+    tcp_events::attempt(time, sock_id, src(src_port), db())
 }
 
 fn outcome(time: SystemTime, sock_id: u64, src_port: u16) -> StreamItem {
-    StreamItem::Event(Event::TcpOutcome {
-        meta: meta(time, sock_id * 1000 + 1),
-        tuple: tuple(src_port),
-        sock_id,
-        outcome: TcpOutcome::Established,
-        errno: 0,
-        retransmits: 0,
-        old_state: 2,
-        new_state: 1,
-    })
+    tcp_events::outcome(time, sock_id, src(src_port), db(), TcpOutcome::Established)
 }
 
 fn source(flow: &pb::Flow) -> String {
