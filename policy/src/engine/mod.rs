@@ -167,6 +167,16 @@ impl ClusterState {
         if let Some(v) = self.special_case(&src, &dst, policies) {
             return Ok(Arc::new(v));
         }
+        let evaluate = || {
+            self.evaluate(
+                &src,
+                &dst,
+                conn.port,
+                conn.protocol,
+                Selection::Indexed,
+                policies,
+            )
+        };
         let Some(key) = cache_key(
             src.identity,
             src.ip_class,
@@ -175,40 +185,16 @@ impl ClusterState {
             conn.port,
             conn.protocol,
         ) else {
-            let verdict = self.evaluate(
-                &src,
-                &dst,
-                conn.port,
-                conn.protocol,
-                Selection::Indexed,
-                policies,
-            );
-            return Ok(Arc::new(verdict));
+            return Ok(Arc::new(evaluate()));
         };
         if self.admin_node_peers() && (self.is_node_ip(src.ip) || self.is_node_ip(dst.ip)) {
             // The verdict depends on the node's labels, which no key holds.
-            let verdict = self.evaluate(
-                &src,
-                &dst,
-                conn.port,
-                conn.protocol,
-                Selection::Indexed,
-                policies,
-            );
-            return Ok(Arc::new(verdict));
+            return Ok(Arc::new(evaluate()));
         }
         if let Some(hit) = self.cache_get(key) {
             return Ok(hit);
         }
-        let verdict = self.evaluate(
-            &src,
-            &dst,
-            conn.port,
-            conn.protocol,
-            Selection::Indexed,
-            policies,
-        );
-        Ok(self.cache_insert(key, verdict))
+        Ok(self.cache_insert(key, evaluate()))
     }
 
     /// The verdict on a connection at time `at` (in the state's time, see
@@ -248,50 +234,27 @@ impl ClusterState {
             Some((pod, ip)) => self.pod_view(pod, DEPARTED, ip),
             None => self.view(&conn.dst, Some(src.ip))?,
         };
-        let verdict = self.special_case(&src, &dst, policies).unwrap_or_else(|| {
-            self.evaluate(
-                &src,
-                &dst,
-                conn.port,
-                conn.protocol,
-                Selection::Indexed,
-                policies,
-            )
-        });
+        let verdict = self.decide(&src, &dst, conn, Selection::Indexed, policies);
         Ok(Arc::new(verdict))
     }
 
     /// The verdict computed afresh through the label index (no cache).
     pub fn verdict_uncached(&self, conn: &Connection) -> Result<Verdict, ConnectionError> {
         let (src, dst) = self.resolve(conn)?;
-        let policies = self.current_policies();
-        Ok(self.special_case(&src, &dst, policies).unwrap_or_else(|| {
-            self.evaluate(
-                &src,
-                &dst,
-                conn.port,
-                conn.protocol,
-                Selection::Indexed,
-                policies,
-            )
-        }))
+        Ok(self.decide(
+            &src,
+            &dst,
+            conn,
+            Selection::Indexed,
+            self.current_policies(),
+        ))
     }
 
     /// The verdict computed by scanning every policy of the cluster: the
     /// reference the indexed engine is checked and measured against.
     pub fn verdict_by_scan(&self, conn: &Connection) -> Result<Verdict, ConnectionError> {
         let (src, dst) = self.resolve(conn)?;
-        let policies = self.current_policies();
-        Ok(self.special_case(&src, &dst, policies).unwrap_or_else(|| {
-            self.evaluate(
-                &src,
-                &dst,
-                conn.port,
-                conn.protocol,
-                Selection::Scan,
-                policies,
-            )
-        }))
+        Ok(self.decide(&src, &dst, conn, Selection::Scan, self.current_policies()))
     }
 
     /// The addresses a connection's endpoints use (a pod named by key uses its
@@ -374,6 +337,20 @@ impl ClusterState {
     }
 
     /// Self traffic and pod-to-own-node traffic: allowed whatever the policies say.
+    /// The verdict, uncached: a special case, or the tiers' evaluation.
+    fn decide(
+        &self,
+        src: &View,
+        dst: &View,
+        conn: &Connection,
+        selection: Selection,
+        policies: &PolicySet,
+    ) -> Verdict {
+        self.special_case(src, dst, policies).unwrap_or_else(|| {
+            self.evaluate(src, dst, conn.port, conn.protocol, selection, policies)
+        })
+    }
+
     fn special_case(&self, src: &View, dst: &View, policies: &PolicySet) -> Option<Verdict> {
         let same_pod = match (src.pod, dst.pod) {
             // One Arc per pod: the index and the pod map share it.
