@@ -239,7 +239,8 @@ pub(crate) const DENIED_STATES_SELECT: &str = concat!(
 /// Migration 10's rollup: the `denied` report's groups per minute of
 /// `last_seen`, as aggregate states, with each end's namespace (what the
 /// report's namespace filter reads). `query_denied` reads it for the whole
-/// minutes of a window that it covers (see `rollup_coverage`).
+/// minutes of a window that it covers (see `rollup_coverage`). Granules of
+/// 1024 rows: a short window reads few rows besides its minutes'.
 pub(crate) const DENIED_GROUPS: Rollup = Rollup {
     table: "denied_groups_by_minute",
     select: concat!(
@@ -386,7 +387,8 @@ fn denied_groups(db: &str) -> Vec<Step> {
              PARTITION BY toYYYYMMDD(minute) \
              ORDER BY (minute, src_group_namespace, src_group_workload, dst_group_namespace, \
              dst_group_workload, dst_port, protocol, src_group_kind, src_group_ip, \
-             dst_group_kind, dst_group_ip, denied_by, src_namespace, dst_namespace)",
+             dst_group_kind, dst_group_ip, denied_by, src_namespace, dst_namespace) \
+             SETTINGS index_granularity = 1024",
             o = outcome_type(),
         ),
         view(db, &DENIED_GROUPS),
