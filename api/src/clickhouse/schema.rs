@@ -403,6 +403,17 @@ fn tier_columns() -> Vec<Step> {
         .collect()
 }
 
+/// Migration 8: the names the source resolved to the destination's address
+/// (`Flow.destination_names`, normalized), for `destination_fqdn` filters.
+/// Rows stored before it have none.
+fn destination_names_column() -> Vec<Step> {
+    vec![Step::AddFlowsColumn {
+        column: "dst_names".into(),
+        definition: "Array(String)".into(),
+        after: "dst_group_ip".into(),
+    }]
+}
+
 fn migrations() -> Vec<Migration> {
     vec![
         Migration {
@@ -463,6 +474,12 @@ fn migrations() -> Vec<Migration> {
             description: "dead_letters: flows ClickHouse rejected, set aside",
             applies: |_| true,
             steps: |db| sql_steps(vec![dead_letters_table(db)]),
+        },
+        Migration {
+            version: 8,
+            description: "destination names (what the source resolved)",
+            applies: |_| true,
+            steps: |_| destination_names_column(),
         },
     ]
 }
