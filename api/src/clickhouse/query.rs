@@ -102,6 +102,7 @@ struct DeniedRow {
     last_seen: i64,
     reason: String,
     outcome: i8,
+    destination_names: Vec<String>,
 }
 
 /// The `denied` report's ` GROUP BY` the stored report key
@@ -138,6 +139,7 @@ fn denied_group(r: DeniedRow) -> pb::DeniedGroup {
         last_seen: Some(timestamp(r.last_seen)),
         reason: r.reason,
         outcome: i32::from(r.outcome),
+        destination_names: r.destination_names,
     }
 }
 
@@ -264,7 +266,8 @@ impl ClickHouseStore {
              maxMerge(ingress_denied) AS ingress_denied, sumMerge(attempts) AS attempts, \
              countMerge(flows) AS flows, minMerge(first_seen_min) AS g_first_seen, \
              maxMerge(last_seen_max) AS g_last_seen, argMaxMerge(latest_reason) AS g_reason, \
-             argMaxMerge(latest_outcome) AS g_outcome FROM ({} FROM {db}.flows \
+             argMaxMerge(latest_outcome) AS g_outcome, argMaxMerge(latest_names) AS g_names \
+             FROM ({} FROM {db}.flows \
              WHERE verdict = {} AND counted_elsewhere = 0",
             expand(DENIED_STATES_SELECT, db),
             enum_literal(pb::Verdict::Denied),
@@ -281,7 +284,7 @@ impl ClickHouseStore {
         sql.push(&format!(
             ") GROUP BY {DENIED_KEY} UNION ALL SELECT {DENIED_KEY}, egress_denied, \
              ingress_denied, attempts, flows, first_seen_min, last_seen_max, latest_reason, \
-             latest_outcome FROM {db}.{} WHERE minute >= toDateTime(",
+             latest_outcome, latest_names FROM {db}.{} WHERE minute >= toDateTime(",
             DENIED_GROUPS.table
         ))
         .bind(Value::I64(lo))
@@ -330,7 +333,8 @@ impl ClickHouseStore {
              max(ingress_status = {denied_status}) AS ingress_denied, \
              sum(count) AS attempts, count() AS flows, \
              min(first_seen_ns) AS g_first_seen, max(last_seen_ns) AS g_last_seen, \
-             argMax(reason, last_seen_ns) AS g_reason, argMax(outcome, last_seen_ns) AS g_outcome \
+             argMax(reason, last_seen_ns) AS g_reason, argMax(outcome, last_seen_ns) AS g_outcome, \
+             argMax(dst_names, last_seen_ns) AS g_names \
              FROM {}.flows WHERE verdict = {} AND counted_elsewhere = 0",
             self.inner.db,
             enum_literal(pb::Verdict::Denied),

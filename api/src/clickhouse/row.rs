@@ -108,6 +108,9 @@ pub(crate) struct FlowRow {
 
     pub observation_point: i8,
     pub counted_elsewhere: u8,
+
+    /// The destination's names as its source resolved them, normalized.
+    pub dst_names: Vec<String>,
 }
 
 /// The endpoint columns of one side.
@@ -342,6 +345,12 @@ impl FlowRow {
 
             observation_point: enum8::<pb::ObservationPoint>(flow.observation_point),
             counted_elsewhere: u8::from(flow.counted_elsewhere),
+
+            dst_names: flow
+                .destination_names
+                .iter()
+                .map(|n| normalize_dns_name(n))
+                .collect(),
         })
     }
 }

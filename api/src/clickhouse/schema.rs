@@ -223,7 +223,8 @@ macro_rules! denied_states {
          sumState(count) AS attempts, countState() AS flows, \
          minState(first_seen_ns) AS first_seen_min, maxState(last_seen_ns) AS last_seen_max, \
          argMaxState(reason, last_seen_ns) AS latest_reason, \
-         argMaxState(outcome, last_seen_ns) AS latest_outcome"
+         argMaxState(outcome, last_seen_ns) AS latest_outcome, \
+         argMaxState(dst_names, last_seen_ns) AS latest_names"
     };
 }
 
@@ -382,7 +383,8 @@ fn denied_groups(db: &str) -> Vec<Step> {
              first_seen_min AggregateFunction(min, Int64), \
              last_seen_max AggregateFunction(max, Int64), \
              latest_reason AggregateFunction(argMax, String, Int64), \
-             latest_outcome AggregateFunction(argMax, {o}, Int64)\
+             latest_outcome AggregateFunction(argMax, {o}, Int64), \
+             latest_names AggregateFunction(argMax, Array(String), Int64)\
              ) ENGINE = AggregatingMergeTree() \
              PARTITION BY toYYYYMMDD(minute) \
              ORDER BY (minute, src_group_namespace, src_group_workload, dst_group_namespace, \
@@ -536,6 +538,17 @@ fn tier_columns() -> Vec<Step> {
         .collect()
 }
 
+/// Migration 8: the names the source resolved to the destination's address
+/// (`Flow.destination_names`, normalized), for `destination_fqdn` filters.
+/// Rows stored before it have none.
+fn destination_names_column() -> Vec<Step> {
+    vec![Step::AddFlowsColumn {
+        column: "dst_names".into(),
+        definition: "Array(String)".into(),
+        after: "dst_group_ip".into(),
+    }]
+}
+
 fn migrations() -> Vec<Migration> {
     vec![
         Migration {
@@ -596,6 +609,12 @@ fn migrations() -> Vec<Migration> {
             description: "dead_letters: flows ClickHouse rejected, set aside",
             applies: |_| true,
             steps: |db| sql_steps(vec![dead_letters_table(db)]),
+        },
+        Migration {
+            version: 8,
+            description: "destination names (what the source resolved)",
+            applies: |_| true,
+            steps: |_| destination_names_column(),
         },
         Migration {
             version: 10,

@@ -591,6 +591,11 @@ fn arb_flow() -> impl Strategy<Value = (pb::Flow, u32)> {
                 dns,
                 observation_point: (salt % 5) as i32,
                 counted_elsewhere,
+                destination_names: match salt % 6 {
+                    0 => vec!["api.example.com".into()],
+                    1 => vec!["a.cdn.test".into(), "b.cdn.test".into()],
+                    _ => Vec::new(),
+                },
             };
             (flow, salt)
         },

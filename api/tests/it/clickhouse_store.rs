@@ -450,8 +450,8 @@ async fn migration_5_brings_a_database_of_migrations_1_to_4_up_to_date() {
 
 /// Denied flows over a few minutes (`base` a whole minute): pods of two
 /// namespaces and an outside address, two policies, distinct times (at
-/// nanoseconds), counts, reasons and outcomes; some allowed, some counted
-/// elsewhere.
+/// nanoseconds), counts, reasons, outcomes and destination names; some
+/// allowed, some counted elsewhere.
 fn minutes_of_denied_flows(prefix: &str, base: i64, n: i64) -> Vec<pb::Flow> {
     use netverdict_testing::flow::{pod, world};
     (0..n)
@@ -486,6 +486,9 @@ fn minutes_of_denied_flows(prefix: &str, base: i64, n: i64) -> Vec<pb::Flow> {
             };
             if i % 11 == 5 {
                 f = f.counted_elsewhere();
+            }
+            if i % 3 != 1 {
+                f = f.with(|f| f.destination_names = vec![format!("n{}.example.com", i % 5)]);
             }
             f.build()
         })
