@@ -107,6 +107,16 @@ impl Connection {
             protocol,
         }
     }
+
+    /// Whether the port fits the protocol: 1 to 65535 for TCP, UDP and
+    /// SCTP; 0 for ICMP, which has none.
+    fn check_port(&self) -> Result<(), ConnectionError> {
+        match (self.protocol.has_ports(), self.port) {
+            (true, 0) => Err(ConnectionError::BadPort),
+            (false, port @ 1..) => Err(ConnectionError::IcmpPort(port)),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// A connection's endpoint resolved against the state.
@@ -223,9 +233,7 @@ impl ClusterState {
             return self.verdict(conn);
         }
         let policies = self.policies_at(at);
-        if conn.port == 0 {
-            return Err(ConnectionError::BadPort);
-        }
+        conn.check_port()?;
         let src = match src_past {
             Some((pod, ip)) => self.pod_view(pod, DEPARTED, ip),
             None => self.view(&conn.src, None)?,
@@ -273,9 +281,7 @@ impl ClusterState {
     }
 
     fn resolve(&self, conn: &Connection) -> Result<(View<'_>, View<'_>), ConnectionError> {
-        if conn.port == 0 {
-            return Err(ConnectionError::BadPort);
-        }
+        conn.check_port()?;
         let other_ip = |e: &Endpoint| match e {
             Endpoint::Ip(ip) => Some(*ip),
             Endpoint::Pod(_) => None,
