@@ -108,6 +108,9 @@ pub(crate) struct FlowRow {
 
     pub observation_point: i8,
     pub counted_elsewhere: u8,
+
+    pub packets: u64,
+    pub bytes: u64,
 }
 
 /// The endpoint columns of one side.
@@ -342,6 +345,9 @@ impl FlowRow {
 
             observation_point: enum8::<pb::ObservationPoint>(flow.observation_point),
             counted_elsewhere: u8::from(flow.counted_elsewhere),
+
+            packets: flow.packets,
+            bytes: flow.bytes,
         })
     }
 }
