@@ -150,6 +150,13 @@ struct {
  * Batching wake-ups keeps the cost per event low under load. */
 const volatile __u64 nv_wakeup_bytes = 0;
 
+/* Set by the loader from Config::tcp_close_records, for the benchmark only:
+ * report every close of a TCP connection with its counts (segments out and
+ * in, bytes acked), to measure what byte and packet counts per connection
+ * would cost. They carry sk_err -1, so they decode as TCP outcomes (Failed,
+ * errno -1): the consumer's cost is the real one. Never set outside it. */
+const volatile __u8 nv_tcp_close_records = 0;
+
 static __always_inline __u64 submit_flags(void)
 {
 	if (nv_wakeup_bytes == 0)
@@ -271,8 +278,27 @@ int BPF_PROG(nv_tcp_state, struct sock *sk, int oldstate, int newstate)
 		return 0;
 	}
 	/* An established (or closing) connection torn down with an error: a reset. */
-	if (newstate == TCP_CLOSE && sk->sk_err != 0)
+	if (newstate == TCP_CLOSE && sk->sk_err != 0) {
 		emit_tcp(sk, oldstate, newstate, now, NV_DIR_UNKNOWN, 0);
+	} else if (nv_tcp_close_records && newstate == TCP_CLOSE) {
+		struct nv_tcp_event *e = bpf_ringbuf_reserve(&NV_EVENTS, sizeof(*e), 0);
+		if (!e) {
+			count(NV_KIND_TCP);
+			return 0;
+		}
+		__builtin_memset(e, 0, sizeof(*e));
+		hdr_from_sock(&e->hdr, sk);
+		e->hdr.ts_ns = now;
+		e->hdr.kind = NV_KIND_TCP;
+		e->oldstate = oldstate;
+		e->newstate = newstate;
+		e->sk_err = -1;
+		struct tcp_sock *tp = (struct tcp_sock *)sk;
+		e->retransmits = BPF_CORE_READ(tp, segs_out);
+		e->_pad1 = BPF_CORE_READ(tp, segs_in);
+		e->attempt_ts_ns = BPF_CORE_READ(tp, bytes_acked) + BPF_CORE_READ(tp, bytes_received);
+		bpf_ringbuf_submit(e, submit_flags());
+	}
 	return 0;
 }
 
