@@ -11,8 +11,9 @@
 //! - a [`pb::DeniedGroup`] is keyed by source and destination [`pb::WorkloadRef`],
 //!   protocol, destination port and the sorted set of `denied_by` policies; it
 //!   sums `count`, counts records (`flows`), keeps the earliest `first_seen`,
-//!   the latest `last_seen`, and the `reason` and `outcome` of the most recent
-//!   record (latest `last_seen`, ties broken by the larger flow id);
+//!   the latest `last_seen`, and the `reason`, `outcome` and destination
+//!   names (normalized) of the most recent record (latest `last_seen`, ties
+//!   broken by the larger flow id);
 //!   `egress_denied` / `ingress_denied` are set when any merged record's source
 //!   egress / destination ingress was denied;
 //! - a [`pb::DnsFailure`] is keyed by the querying pod (source namespace and
@@ -37,7 +38,7 @@ use std::collections::BTreeSet;
 
 use netverdict_policy::lint::{cluster_dns_pods, dns_denied};
 use netverdict_policy::{ClusterState, ObjectKind};
-use netverdict_proto::filter::{Filter, PolicyName};
+use netverdict_proto::filter::{Filter, PolicyName, normalize_dns_name};
 use netverdict_proto::names::known_or_zero;
 use netverdict_proto::time::{TimeWindow, UnixNanos};
 use netverdict_proto::v1 as pb;
@@ -257,6 +258,12 @@ pub fn denied_groups<'a>(
             last_seen: acc.last_seen.map(UnixNanos::to_timestamp),
             reason: acc.latest.reason.clone(),
             outcome: known_or_zero::<pb::Outcome>(acc.latest.outcome),
+            destination_names: acc
+                .latest
+                .destination_names
+                .iter()
+                .map(|n| normalize_dns_name(n))
+                .collect(),
         })
         .collect();
     sort_and_cut(&mut out, denied_order, query.limit);

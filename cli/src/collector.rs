@@ -59,6 +59,15 @@ pub struct CollectorArgs {
     /// netverdict_collector_policy_verdicts_total; the rest count as `_other`.
     #[arg(long, value_name = "N", default_value_t = netverdict_collector::policy_verdicts::DEFAULT_MAX_POLICIES)]
     pub max_policy_series: usize,
+    /// How many (pod, outside address) pairs named by the DNS answers the
+    /// pods received are kept, each for its answer's TTL; past it the pairs
+    /// that expire first are let go (counted).
+    #[arg(long, value_name = "N", default_value_t = netverdict_collector::resolved_names::DEFAULT_MAX_ENTRIES)]
+    pub max_resolved_names: usize,
+    /// The shortest time a DNS answer names an address, whatever its TTL
+    /// (answers with TTLs of 0 or a few seconds are common).
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub resolved_name_min_ttl: std::time::Duration,
     /// Collect for one node of this lab (`netverdict lab up`): only the
     /// network namespaces of that node (its own and its pods'), as a node's
     /// collector sees them; its cluster unless --cluster is given.
@@ -136,6 +145,10 @@ async fn collect(args: CollectorArgs) -> anyhow::Result<()> {
     config.metrics_listen = Some(args.metrics_listen);
     config.ring_size = args.ring_size;
     config.pipeline.max_policy_series = args.max_policy_series;
+    config.pipeline.resolved_names = netverdict_collector::resolved_names::ResolvedNamesConfig {
+        max_entries: args.max_resolved_names,
+        min_ttl: args.resolved_name_min_ttl,
+    };
     if let Some(netns) = lab_netns {
         config.pipeline.netns = Some(netns);
         config.cluster.local_node_ips = vec![IpAddr::V4(netverdict_lab::lab::NODE_IP)];

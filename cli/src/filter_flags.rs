@@ -128,6 +128,10 @@ pub struct FilterArgs {
     /// DNS query name; "*.example.com" matches subdomains.
     #[arg(long, value_name = "NAME")]
     pub dns: Vec<String>,
+    /// Name the source resolved to the destination (an address outside the
+    /// cluster); "*.example.com" matches subdomains.
+    #[arg(long, value_name = "NAME")]
+    pub to_fqdn: Vec<String>,
     /// Flows where the kernel contradicts the policy verdict (every kind of
     /// mismatch).
     #[arg(long, action = ArgAction::Append, num_args = 0, default_missing_value = "true")]
@@ -164,13 +168,14 @@ pub enum Flag {
     Port,
     Protocol,
     Dns,
+    ToFqdn,
     Mismatch,
     Node,
 }
 
 impl Flag {
     /// Every filter flag.
-    pub const ALL: [Flag; 22] = [
+    pub const ALL: [Flag; 23] = [
         Flag::Namespace,
         Flag::Selector,
         Flag::Pod,
@@ -191,6 +196,7 @@ impl Flag {
         Flag::Port,
         Flag::Protocol,
         Flag::Dns,
+        Flag::ToFqdn,
         Flag::Mismatch,
         Flag::Node,
     ];
@@ -218,6 +224,7 @@ impl Flag {
             Flag::Port => "port",
             Flag::Protocol => "protocol",
             Flag::Dns => "dns",
+            Flag::ToFqdn => "to_fqdn",
             Flag::Mismatch => "mismatch",
             Flag::Node => "node",
         }
@@ -246,6 +253,7 @@ impl Flag {
             Flag::Port => "--port",
             Flag::Protocol => "--protocol",
             Flag::Dns => "--dns",
+            Flag::ToFqdn => "--to-fqdn",
             Flag::Mismatch => "--mismatch",
             Flag::Node => "--node",
         }
@@ -275,6 +283,7 @@ impl Flag {
             Flag::Port => &args.port,
             Flag::Protocol => &args.protocol,
             Flag::Dns => &args.dns,
+            Flag::ToFqdn => &args.to_fqdn,
             Flag::Node => &args.node,
             Flag::Mismatch => return vec![String::new(); args.mismatch.len()],
         };
@@ -538,6 +547,7 @@ fn one_value(flag: Flag, value: &str, qualify: &[String]) -> Result<pb::FlowFilt
             _ => bail!("{name}: invalid value {value:?}: expected a port number 1-65535"),
         }),
         Flag::Dns => f.dns_query.push(v),
+        Flag::ToFqdn => f.destination_fqdn.push(v),
         Flag::Node => f.node_name.push(v),
         Flag::Mismatch => f.mismatch.extend(
             pb::Mismatch::ALL

@@ -121,6 +121,23 @@ pub fn endpoint(e: Option<&pb::Endpoint>) -> String {
     }
 }
 
+/// The names a source resolved to an address, for a person: ` (name)`, or
+/// ` (name +N)` when it had more; empty when none.
+fn names_suffix(names: &[String]) -> String {
+    match names {
+        [] => String::new(),
+        [one] => format!(" ({one})"),
+        [first, more @ ..] => format!(" ({first} +{})", more.len()),
+    }
+}
+
+/// A flow's destination for a person: [`endpoint`], then the name its
+/// source resolved to it when it is outside the cluster:
+/// `203.0.113.7:443 (api.example.com)`.
+pub fn destination(f: &pb::Flow) -> String {
+    endpoint(f.destination.as_ref()) + &names_suffix(&f.destination_names)
+}
+
 fn endpoint_json(e: Option<&pb::Endpoint>) -> Value {
     let Some(e) = e else { return Value::Null };
     json!({
@@ -165,6 +182,7 @@ pub fn flow_json(f: &pb::Flow) -> Value {
         "node_name": f.node_name,
         "source": endpoint_json(f.source.as_ref()),
         "destination": endpoint_json(f.destination.as_ref()),
+        "destination_names": f.destination_names,
         "protocol": protocol(f.protocol),
         "service": f.service,
         "traffic_direction": direction(f.traffic_direction),
@@ -247,7 +265,7 @@ pub fn flow_line(f: &pb::Flow, print_node: bool) -> String {
         line,
         "  {} -> {}  {}  {}  {}",
         endpoint(f.source.as_ref()),
-        endpoint(f.destination.as_ref()),
+        destination(f),
         protocol(f.protocol),
         verdict(f.verdict),
         outcome(f.outcome),
@@ -306,7 +324,7 @@ pub fn flow_table(flows: &[pb::Flow], wide: bool, print_node: bool) -> String {
             let details = flow_details(f);
             row.extend([
                 endpoint(f.source.as_ref()),
-                endpoint(f.destination.as_ref()),
+                destination(f),
                 protocol(f.protocol).into_owned(),
                 verdict(f.verdict).into_owned(),
                 outcome(f.outcome).into_owned(),
@@ -395,7 +413,7 @@ pub fn denied_table(groups: &[pb::DeniedGroup], wide: bool) -> String {
         .map(|g| {
             let mut row = vec![
                 workload(g.source.as_ref()),
-                workload(g.destination.as_ref()),
+                workload(g.destination.as_ref()) + &names_suffix(&g.destination_names),
                 format!("{}/{}", g.destination_port, protocol(g.protocol)),
                 policies(&g.denied_by),
                 side(g).to_string(),
@@ -446,6 +464,7 @@ pub fn denied_json(groups: &[pb::DeniedGroup]) -> Value {
                 json!({
                     "source": workload_json(g.source.as_ref()),
                     "destination": workload_json(g.destination.as_ref()),
+                    "destination_names": g.destination_names,
                     "protocol": protocol(g.protocol),
                     "destination_port": g.destination_port,
                     "denied_by": policies_json(&g.denied_by),
@@ -812,6 +831,50 @@ mod tests {
         assert_eq!(j[0]["count"], 4);
         assert_eq!(j[0]["source"]["kind"], "pod");
         assert_eq!(denied_table(&[], false), "No denied flows.\n");
+    }
+
+    #[test]
+    fn names_of_outside_destinations() {
+        let mut g = pb::DeniedGroup {
+            destination: Some(pb::WorkloadRef {
+                kind: pb::EndpointKind::World as i32,
+                ip: "203.0.113.7".into(),
+                ..Default::default()
+            }),
+            destination_port: 443,
+            destination_names: vec!["api.example.com".into()],
+            ..Default::default()
+        };
+        let t = denied_table(std::slice::from_ref(&g), false);
+        assert!(t.contains("203.0.113.7 (api.example.com)  443/"), "{t}");
+        g.destination_names.push("edge.cdn.test".into());
+        let t = denied_table(std::slice::from_ref(&g), false);
+        assert!(t.contains("203.0.113.7 (api.example.com +1)"), "{t}");
+        assert_eq!(
+            denied_json(&[g])[0]["destination_names"][1],
+            "edge.cdn.test"
+        );
+        let f = pb::Flow {
+            destination: Some(pb::Endpoint {
+                ip: "203.0.113.7".into(),
+                port: 443,
+                kind: pb::EndpointKind::World as i32,
+                ..Default::default()
+            }),
+            destination_names: vec!["api.example.com".into()],
+            ..Default::default()
+        };
+        assert!(
+            flow_line(&f, false).contains("-> 203.0.113.7:443 (api.example.com)  "),
+            "{}",
+            flow_line(&f, false)
+        );
+        assert_eq!(flow_json(&f)["destination_names"][0], "api.example.com");
+        let unnamed = pb::Flow {
+            destination_names: Vec::new(),
+            ..f
+        };
+        assert!(!flow_line(&unnamed, false).contains('('));
     }
 
     #[test]

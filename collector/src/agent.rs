@@ -619,7 +619,7 @@ struct AcceptErrors {
 
 impl MetricsInputs {
     async fn snapshot(&self) -> Snapshot {
-        let (counters, ring_flows, ring_evictions, nat, held) = {
+        let (counters, ring_flows, ring_evictions, nat, held, resolved_names) = {
             let p = self.pipeline.lock().await;
             (
                 p.counters().clone(),
@@ -627,6 +627,7 @@ impl MetricsInputs {
                 p.ring().evicted(),
                 (p.correlation().nat_joined, p.correlation().nat_unclaimed),
                 p.held(),
+                p.resolved_names(),
             )
         };
         Snapshot {
@@ -641,6 +642,7 @@ impl MetricsInputs {
             nat,
             observer_tls: self.observer_tls.as_ref().map(|s| s.snapshot()),
             held,
+            resolved_names,
             accept_errors: (
                 self.accept_errors.metrics.load(Ordering::Relaxed),
                 self.accept_errors

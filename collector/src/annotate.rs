@@ -54,6 +54,14 @@ pub struct ResolvedEndpoint {
     pub workload: Option<Arc<Owner>>,
 }
 
+impl ResolvedEndpoint {
+    /// Whether the address is outside the cluster: neither a pod's, a
+    /// node's, nor a Service's whose backend is not known.
+    pub fn is_outside(&self) -> bool {
+        self.pod.is_none() && !self.node && !self.unresolved
+    }
+}
+
 /// Why a flow has no verdict.
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum NotEvaluated {
@@ -93,6 +101,10 @@ pub struct Annotated {
     pub point: pb::ObservationPoint,
     /// Another observation of the connection is its record of account.
     pub counted_elsewhere: bool,
+    /// For a destination outside the cluster: the names the source resolved
+    /// to its address, latest first (set by the pipeline, which keeps the
+    /// pods' DNS answers).
+    pub destination_names: Vec<Arc<str>>,
 }
 
 impl Annotated {
@@ -185,6 +197,7 @@ impl Annotator {
             egress_allows_cluster_dns,
             point,
             counted_elsewhere,
+            destination_names: Vec::new(),
         }
     }
 
@@ -252,6 +265,7 @@ impl Annotator {
             mismatch: a.mismatch as i32,
             observation_point: a.point as i32,
             counted_elsewhere: a.counted_elsewhere,
+            destination_names: a.destination_names.iter().map(|n| n.to_string()).collect(),
             ..Default::default()
         };
         match &a.verdict {
@@ -265,7 +279,10 @@ impl Annotator {
                     a.source.addr.ip().to_string(),
                     a.destination.addr.ip().to_string(),
                 );
-                let (src_name, dst_name) = (describe(&a.source), describe(&a.destination));
+                let (src_name, dst_name) = (
+                    describe(&a.source, &[]),
+                    describe(&a.destination, &a.destination_names),
+                );
                 out.reason = netverdict_policy::explain::reason(
                     verdict,
                     Party {
@@ -302,15 +319,18 @@ impl Annotator {
     }
 }
 
-/// An endpoint for a person: `ns/pod`, `10.1.0.1 (node)`, `203.0.113.9 (outside the cluster)`.
-fn describe(end: &ResolvedEndpoint) -> String {
+/// An endpoint for a person: `ns/pod`, `10.1.0.1 (node)`, `203.0.113.9
+/// (outside the cluster)`, or with the name the source resolved,
+/// `203.0.113.9 (api.example.com, outside the cluster)`.
+fn describe(end: &ResolvedEndpoint, names: &[Arc<str>]) -> String {
     if end.unresolved {
         return format!("{} (a Service)", end.addr.ip());
     }
-    match (&end.pod, end.node) {
-        (Some(pod), _) => pod.key.to_string(),
-        (None, true) => format!("{} (node)", end.addr.ip()),
-        (None, false) => format!("{} (outside the cluster)", end.addr.ip()),
+    match (&end.pod, end.node, names.first()) {
+        (Some(pod), _, _) => pod.key.to_string(),
+        (None, true, _) => format!("{} (node)", end.addr.ip()),
+        (None, false, Some(name)) => format!("{} ({name}, outside the cluster)", end.addr.ip()),
+        (None, false, None) => format!("{} (outside the cluster)", end.addr.ip()),
     }
 }
 

@@ -960,6 +960,8 @@ mod tests {
             },
             name: Some(name.into()),
             qtype: Some(1),
+            records: Vec::new(),
+            records_truncated: false,
         }
     }
 

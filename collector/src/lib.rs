@@ -39,3 +39,4 @@ pub mod metrics;
 pub mod observer;
 pub mod pipeline;
 pub mod policy_verdicts;
+pub mod resolved_names;

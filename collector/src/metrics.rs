@@ -23,6 +23,7 @@ use prometheus_client::registry::Registry;
 
 use crate::export::{ConnectionState, ExportStats};
 use crate::pipeline::{Held, PipelineCounters};
+use crate::resolved_names::ResolvedNamesStats;
 use netverdict_cluster::{KIND_COUNT, KINDS, MetricsSnapshot, kind_index, kind_name};
 use netverdict_proto::names::EnumName;
 use netverdict_proto::v1 as pb;
@@ -58,6 +59,9 @@ pub struct Snapshot {
     /// What correlation and aggregation hold, and what their bounds made
     /// them let go of.
     pub held: Held,
+    /// The resolved-names map's counters, and the client-address pairs it
+    /// holds.
+    pub resolved_names: (ResolvedNamesStats, usize),
     /// Accepts that failed (out of file descriptors...): of the metrics
     /// server, of the Observer server.
     pub accept_errors: (u64, u64),
@@ -412,6 +416,28 @@ impl Collector for Snapshot {
             [
                 (vec![("stage", "correlation")], h.correlation_evicted),
                 (vec![("stage", "aggregation")], h.aggregation_evicted),
+            ],
+        )?;
+        let (names, pairs) = &self.resolved_names;
+        gauges(
+            &mut e,
+            "netverdict_collector_resolved_names",
+            "Client-address pairs named by the DNS answers the pods received, held for their TTL (bounded by --max-resolved-names).",
+            [(Vec::new(), gauge_of(*pairs as u64))],
+        )?;
+        counters(
+            &mut e,
+            "netverdict_collector_resolved_names_evictions",
+            "Client-address pairs let go before their TTL to stay within the bound (the flows to those addresses are then unnamed).",
+            one(names.evicted),
+        )?;
+        counters(
+            &mut e,
+            "netverdict_collector_outside_flows_named",
+            "Flows to addresses outside the cluster, by whether a DNS answer the source received named the address.",
+            [
+                (vec![("named", "true")], names.named),
+                (vec![("named", "false")], names.unnamed),
             ],
         )?;
         counters(

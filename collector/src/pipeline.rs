@@ -21,6 +21,7 @@ use crate::aggregate::{Aggregator, Windows};
 use crate::annotate::{Annotated, Annotator};
 use crate::correlate::{Correlator, Observation, Timeouts};
 use crate::policy_verdicts::PolicyVerdicts;
+use crate::resolved_names::{ResolvedNames, ResolvedNamesConfig};
 use netverdict_cluster::SharedState;
 
 /// Pipeline settings.
@@ -47,6 +48,8 @@ pub struct PipelineConfig {
     pub netns: Option<rustc_hash::FxHashSet<u32>>,
     /// Policies with their own `policy_verdicts` series; past it, `_other`.
     pub max_policy_series: usize,
+    /// The names of outside addresses, as the pods resolved them.
+    pub resolved_names: ResolvedNamesConfig,
 }
 
 impl Default for PipelineConfig {
@@ -61,6 +64,7 @@ impl Default for PipelineConfig {
             tick: Duration::from_millis(500),
             netns: None,
             max_policy_series: crate::policy_verdicts::DEFAULT_MAX_POLICIES,
+            resolved_names: ResolvedNamesConfig::default(),
         }
     }
 }
@@ -340,6 +344,8 @@ pub struct Pipeline {
     correlator: Correlator,
     annotator: Annotator,
     aggregator: Aggregator,
+    /// What addresses the pods' DNS answers named.
+    names: ResolvedNames,
     ring: FlowRing,
     counters: PipelineCounters,
     next_id: u64,
@@ -368,6 +374,8 @@ impl Pipeline {
             ),
             annotator: Annotator::new(config.node_name.clone()),
             aggregator: Aggregator::new(config.windows.clone(), config.aggregation_max_bytes),
+            // A flow annotated late is named by the answers of its start.
+            names: ResolvedNames::new(config.resolved_names.clone(), held),
             ring: FlowRing::new(config.ring_capacity),
             counters: PipelineCounters {
                 policy_verdicts: PolicyVerdicts::with_cap(config.max_policy_series),
@@ -383,6 +391,11 @@ impl Pipeline {
 
     pub fn counters(&self) -> &PipelineCounters {
         &self.counters
+    }
+
+    /// The resolved-names map's counters and how many pairs it holds.
+    pub fn resolved_names(&self) -> (crate::resolved_names::ResolvedNamesStats, usize) {
+        (self.names.stats(), self.names.len())
     }
 
     /// The correlation stage's counters.
@@ -419,9 +432,24 @@ impl Pipeline {
                     return Vec::new();
                 }
                 self.counters.events += 1;
-                if let netverdict_ebpf::Event::Drop { reason, .. } = event {
-                    let reason = reason.clone().unwrap_or_else(|| Arc::from("UNKNOWN"));
-                    *self.counters.drops_by_reason.entry(reason).or_default() += 1;
+                match event {
+                    netverdict_ebpf::Event::Drop { reason, .. } => {
+                        let reason = reason.clone().unwrap_or_else(|| Arc::from("UNKNOWN"));
+                        *self.counters.drops_by_reason.entry(reason).or_default() += 1;
+                    }
+                    // An answer names addresses for the client it goes to.
+                    netverdict_ebpf::Event::Dns {
+                        meta,
+                        tuple,
+                        message,
+                    } if message.response && !message.records.is_empty() => {
+                        if let Some(name) = &message.name {
+                            let addresses = message.resolved_addresses();
+                            self.names
+                                .learn(tuple.dst.ip(), name, &addresses, meta.time);
+                        }
+                    }
+                    _ => {}
                 }
                 self.correlator.push(event, &mut self.observations);
                 let mut closed = Vec::new();
@@ -455,6 +483,7 @@ impl Pipeline {
     /// returns the records rendered (also added to the ring).
     pub fn tick(&mut self, now: SystemTime) -> Vec<pb::Flow> {
         self.correlator.expire(now, &mut self.observations);
+        self.names.expire(now);
         let mut done = Vec::new();
         self.annotate_pending(&mut done);
         self.aggregator.flush(now, &mut done);
@@ -495,8 +524,15 @@ impl Pipeline {
         let state = self.state.read();
         for obs in self.observations.drain(..) {
             self.counters.annotated += 1;
-            self.aggregator
-                .push(self.annotator.annotate(&state, obs), closed);
+            let mut annotated = self.annotator.annotate(&state, obs);
+            if annotated.destination.is_outside() && annotated.service.is_none() {
+                annotated.destination_names = self.names.lookup(
+                    annotated.obs.src.ip(),
+                    annotated.destination.addr.ip(),
+                    annotated.obs.first_seen,
+                );
+            }
+            self.aggregator.push(annotated, closed);
         }
     }
 

@@ -37,7 +37,7 @@
 #define NV_DROP_IGNORE_LEN 1024
 
 /* Bytes of DNS message (after the UDP header or TCP length prefix) copied. */
-#define NV_DNS_PAYLOAD_MAX 256
+#define NV_DNS_PAYLOAD_MAX 512
 
 struct nv_hdr {
 	__u64 ts_ns;     /* bpf_ktime_get_ns(): CLOCK_MONOTONIC */

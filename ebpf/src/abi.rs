@@ -39,8 +39,9 @@ pub const STAT_DNS_NO_PAYLOAD: u32 = 11;
 pub const STAT_ICMP_OTHER: u32 = 12;
 /// Entries of the `NV_DROP_IGNORE` map (reason values below it can be ignored).
 pub const DROP_IGNORE_LEN: u32 = 1024;
-/// Bytes of DNS message the probes copy at most.
-pub const DNS_PAYLOAD_MAX: usize = 256;
+/// Bytes of DNS message the probes copy at most: the classic UDP limit, so
+/// that the answers of a usual response arrive whole.
+pub const DNS_PAYLOAD_MAX: usize = 512;
 
 /// Header common to every event (`struct nv_hdr`).
 #[repr(C)]

@@ -49,8 +49,8 @@ pub use lifecycle::{
 };
 pub use matrix::{Difference, Matrix};
 pub use state::{
-    ALLOC_RANGE, DnsInfo, LabNode, LabPod, LabState, MAX_NODES, NODE_RANGE, STATE_ROOT, node_ip,
-    node_name, node_netns, node_netns_of, prefix,
+    ALLOC_RANGE, DnsInfo, LabNode, LabPod, LabState, MAX_NODES, NODE_RANGE, OutsideName,
+    STATE_ROOT, node_ip, node_name, node_netns, node_netns_of, prefix,
 };
 pub use topology::NODE_IP;
 
@@ -102,6 +102,9 @@ pub enum Error {
     /// A label argument is not `key=value` or `key-`.
     #[error("invalid label change {0:?}: use key=value or key-")]
     BadLabel(String),
+    /// An outside name given to the cluster DNS is not usable.
+    #[error("outside name {name:?}: {message}")]
+    BadOutsideName { name: String, message: String },
 }
 
 /// Result alias of this module.

@@ -224,8 +224,8 @@ pub fn replay_flow(
         dst: dst_party,
         count: flow.count.max(1),
         observed_allowed,
-        // Flows carry no name for their destination address yet.
-        dst_name: None,
+        // The name the source resolved to an outside destination, if any.
+        dst_name: flow.destination_names.first().cloned(),
     })
 }
 
@@ -264,5 +264,33 @@ mod tests {
             .map(|p| pb::Protocol::from(p).as_str_name())
             .collect();
         assert_eq!(names, ["PROTOCOL_TCP", "PROTOCOL_UDP", "PROTOCOL_SCTP"]);
+    }
+
+    #[test]
+    fn a_replayed_flow_keeps_the_name_its_source_resolved() {
+        let end = |ip: &str, port, kind: pb::EndpointKind| pb::Endpoint {
+            ip: ip.into(),
+            port,
+            kind: kind as i32,
+            ..Default::default()
+        };
+        let flow = pb::Flow {
+            source: Some(end("10.0.0.5", 40000, pb::EndpointKind::Unspecified)),
+            destination: Some(end("203.0.113.7", 443, pb::EndpointKind::World)),
+            protocol: pb::Protocol::Tcp as i32,
+            destination_names: vec!["api.example.com".into(), "other.test".into()],
+            ..Default::default()
+        };
+        let state = crate::state::ClusterState::default();
+        let replayed = replay_flow(&state, &flow).expect("replayable");
+        assert_eq!(replayed.dst_name.as_deref(), Some("api.example.com"));
+        let unnamed = pb::Flow {
+            destination_names: Vec::new(),
+            ..flow
+        };
+        assert_eq!(
+            replay_flow(&state, &unnamed).expect("replayable").dst_name,
+            None
+        );
     }
 }

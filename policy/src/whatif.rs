@@ -234,7 +234,8 @@ pub struct ReplayFlow {
     /// flow whose backend was not known).
     pub observed_allowed: Option<bool>,
     /// The DNS name the destination address was reached by, when known (a
-    /// flows file line's `dst_name`; stored flows carry none yet).
+    /// flows file line's `dst_name`, a stored flow's first
+    /// `destination_names`).
     pub dst_name: Option<String>,
 }
 

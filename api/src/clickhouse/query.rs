@@ -76,6 +76,7 @@ struct DeniedRow {
     last_seen: i64,
     reason: String,
     outcome: i8,
+    destination_names: Vec<String>,
 }
 
 #[derive(clickhouse::Row, serde::Deserialize)]
@@ -182,7 +183,8 @@ impl ClickHouseStore {
              max(ingress_status = {denied_status}) AS ingress_denied, \
              sum(count) AS attempts, count() AS flows, \
              min(first_seen_ns) AS g_first_seen, max(last_seen_ns) AS g_last_seen, \
-             argMax(reason, last_seen_ns) AS g_reason, argMax(outcome, last_seen_ns) AS g_outcome \
+             argMax(reason, last_seen_ns) AS g_reason, argMax(outcome, last_seen_ns) AS g_outcome, \
+             argMax(dst_names, last_seen_ns) AS g_names \
              FROM {}.flows WHERE verdict = {} AND counted_elsewhere = 0",
             self.inner.db,
             enum_literal(pb::Verdict::Denied),
@@ -231,6 +233,7 @@ impl ClickHouseStore {
                     last_seen: Some(timestamp(r.last_seen)),
                     reason: r.reason,
                     outcome: i32::from(r.outcome),
+                    destination_names: r.destination_names,
                 })
                 .collect())
         })

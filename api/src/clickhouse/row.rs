@@ -109,6 +109,8 @@ pub(crate) struct FlowRow {
     pub observation_point: i8,
     pub counted_elsewhere: u8,
 
+    /// The destination's names as its source resolved them, normalized.
+    pub dst_names: Vec<String>,
     pub packets: u64,
     pub bytes: u64,
 }
@@ -346,6 +348,11 @@ impl FlowRow {
             observation_point: enum8::<pb::ObservationPoint>(flow.observation_point),
             counted_elsewhere: u8::from(flow.counted_elsewhere),
 
+            dst_names: flow
+                .destination_names
+                .iter()
+                .map(|n| normalize_dns_name(n))
+                .collect(),
             packets: flow.packets,
             bytes: flow.bytes,
         })

@@ -403,6 +403,17 @@ fn tier_columns() -> Vec<Step> {
         .collect()
 }
 
+/// Migration 8: the names the source resolved to the destination's address
+/// (`Flow.destination_names`, normalized), for `destination_fqdn` filters.
+/// Rows stored before it have none.
+fn destination_names_column() -> Vec<Step> {
+    vec![Step::AddFlowsColumn {
+        column: "dst_names".into(),
+        definition: "Array(String)".into(),
+        after: "dst_group_ip".into(),
+    }]
+}
+
 /// Migration 9: ICMP (`PROTOCOL_ICMP` added to the `protocol` Enum8 of
 /// `flows` and of the rollups: a metadata change on 18.16 and modern
 /// servers, sort keys included) and the packets and bytes the source sent
@@ -490,6 +501,12 @@ fn migrations() -> Vec<Migration> {
             description: "dead_letters: flows ClickHouse rejected, set aside",
             applies: |_| true,
             steps: |db| sql_steps(vec![dead_letters_table(db)]),
+        },
+        Migration {
+            version: 8,
+            description: "destination names (what the source resolved)",
+            applies: |_| true,
+            steps: |_| destination_names_column(),
         },
         Migration {
             version: 9,

@@ -127,6 +127,7 @@ pub(crate) fn filter(sql: &mut Sql, f: &Filter) {
         source_labels,
         destination_labels,
         drop_reason,
+        destination_fqdn,
         flow_type,
     } = f;
     sql.push("1");
@@ -170,6 +171,11 @@ pub(crate) fn filter(sql: &mut Sql, f: &Filter) {
         label_selectors(sql, "dst", v)
     });
     dimension(sql, drop_reason, drop_reasons);
+    dimension(sql, destination_fqdn, |sql, v| {
+        sql.push("arrayExists(name -> ");
+        name_matches(sql, "name", v);
+        sql.push(", dst_names)");
+    });
     dimension(sql, flow_type, flow_types);
 }
 
@@ -302,20 +308,26 @@ fn policies(sql: &mut Sql, policies: &[PolicyName]) {
 /// The flow has DNS and its normalized query (`dns_query_norm`, normalized
 /// at insert by the filter's own function) matches one of the patterns.
 fn dns_names(sql: &mut Sql, patterns: &[DnsPattern]) {
-    sql.push("has_dns = 1 AND (0");
+    sql.push("has_dns = 1 AND ");
+    name_matches(sql, "dns_query_norm", patterns);
+}
+
+/// The normalized name `expr` matches one of `patterns`.
+fn name_matches(sql: &mut Sql, expr: &str, patterns: &[DnsPattern]) {
+    sql.push("(0");
     for pattern in patterns {
         match pattern.as_match() {
             DnsMatch::Subdomains { suffix } => {
                 // length and endsWith count bytes, as the matcher does.
                 sql.push(&format!(
-                    " OR (length(dns_query_norm) > {} AND endsWith(dns_query_norm, ",
+                    " OR (length({expr}) > {} AND endsWith({expr}, ",
                     suffix.len()
                 ))
                 .str(suffix)
                 .push("))");
             }
             DnsMatch::Exact(name) => {
-                sql.push(" OR dns_query_norm = ").str(name);
+                sql.push(&format!(" OR {expr} = ")).str(name);
             }
         }
     }

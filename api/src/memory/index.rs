@@ -21,7 +21,7 @@
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeSet, VecDeque};
 
-use netverdict_proto::filter::{Filter, PolicyName};
+use netverdict_proto::filter::{Filter, PolicyName, normalize_dns_name};
 use netverdict_proto::names::known_or_zero;
 use netverdict_proto::time::{TimeWindow, UnixNanos};
 use netverdict_proto::v1 as pb;
@@ -41,6 +41,7 @@ struct Latest {
     outcome: i32,
     denied: bool,
     dns: Option<Sym>,
+    destination_names: Option<Sym>,
 }
 
 impl Latest {
@@ -52,6 +53,7 @@ impl Latest {
             outcome: row.outcome,
             denied: row.flags.has(Flags::DENIED),
             dns: row.dns,
+            destination_names: row.destination_names,
         }
     }
 
@@ -436,6 +438,11 @@ pub(super) fn denied<'a>(
                 last_seen: timestamp(t.last_seen),
                 reason: tables.text_str(t.latest.reason).to_string(),
                 outcome: known_or_zero::<pb::Outcome>(t.latest.outcome),
+                destination_names: tables
+                    .name_list(t.latest.destination_names)
+                    .iter()
+                    .map(|n| normalize_dns_name(n))
+                    .collect(),
             },
         )
         .collect();

@@ -382,9 +382,10 @@ impl MemoryStore {
 /// Whether a filter of `filters` reads the endpoints' addresses. Every
 /// field of [`Filter`] is named: a new one must say here what it reads. The
 /// matchers read only a row's [`row::Signature`] (its verdict, outcome,
-/// mismatch, protocol, node, drop reason, policy lists, DNS record and
-/// endpoints; never its id, times, counts, reason, Service or direction
-/// verdicts), the addresses only for `source_ip` and `destination_ip`.
+/// mismatch, protocol, node, drop reason, policy lists, DNS record,
+/// destination names and endpoints; never its id, times, counts, reason,
+/// Service or direction verdicts), the addresses only for `source_ip` and
+/// `destination_ip`.
 /// `api/tests/it/clickhouse_filters.rs` checks every field on this store.
 fn reads_addresses(filters: &FilterSet) -> bool {
     filters.include.iter().chain(&filters.exclude).any(|f| {
@@ -408,6 +409,7 @@ fn reads_addresses(filters: &FilterSet) -> bool {
             source_labels: _,
             destination_labels: _,
             drop_reason: _,
+            destination_fqdn: _,
             flow_type: _,
         } = f;
         !source_ip.is_empty() || !destination_ip.is_empty()

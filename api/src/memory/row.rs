@@ -8,8 +8,8 @@
 //! ([`Flags`]). What it keeps as a [`Sym`] of a table: texts (node names,
 //! Services, reasons, drop reasons, the node part of flow ids), an endpoint's
 //! identity (every field but its address and port: kind, namespace, pod,
-//! workload, node, labels), each direction's verdict, the policy lists, and
-//! the DNS query (all but its id). A flow id `node/run/sequence` with decimal
+//! workload, node, labels), each direction's verdict, the policy lists, the
+//! DNS query (all but its id) and the destination's names. A flow id `node/run/sequence` with decimal
 //! numbers is kept as its node's symbol and two numbers ([`FlowId`]); any
 //! other id, and an address whose text is not its canonical form, as a text.
 //!
@@ -118,6 +118,7 @@ pub(super) struct Row {
     pub(super) denied_by: Option<Sym>,
     pub(super) dns: Option<Sym>,
     pub(super) dns_id: u32,
+    pub(super) destination_names: Option<Sym>,
     pub(super) protocol: i32,
     pub(super) traffic_direction: i32,
     pub(super) verdict: i32,
@@ -128,8 +129,8 @@ pub(super) struct Row {
 }
 
 /// What flow filters read of a row: its verdict, outcome, mismatch,
-/// protocol, node, drop reason, policy lists, DNS record and endpoints
-/// (identities and ports; addresses only when asked). Rows with one
+/// protocol, node, drop reason, policy lists, DNS record, destination names
+/// and endpoints (identities and ports; addresses only when asked). Rows with one
 /// signature pass or fail a filter set alike, so a query decides once per
 /// signature ([`Probe::check`] renders just these parts).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -141,6 +142,7 @@ pub(super) struct Signature {
     allowed_by: Option<Sym>,
     denied_by: Option<Sym>,
     dns: Option<Sym>,
+    destination_names: Option<Sym>,
     verdict: i32,
     outcome: i32,
     protocol: i32,
@@ -162,6 +164,7 @@ impl Row {
             allowed_by: self.allowed_by,
             denied_by: self.denied_by,
             dns: self.dns,
+            destination_names: self.destination_names,
             verdict: self.verdict,
             outcome: self.outcome,
             protocol: self.protocol,
@@ -184,6 +187,8 @@ pub(super) struct Tables {
     policies: Table<Box<[pb::PolicyRef]>>,
     /// DNS records with id 0.
     dns: Table<pb::Dns>,
+    /// Destination name lists, in their order.
+    names: Table<Box<[Box<str>]>>,
     /// Encoding buffer for hashing verdicts.
     scratch: Vec<u8>,
 }
@@ -356,6 +361,16 @@ impl Value for Box<[pb::PolicyRef]> {
             .map(|p| size_of::<pb::PolicyRef>() + p.namespace.len() + p.name.len())
             .sum()
     }
+}
+
+impl Value for Box<[Box<str>]> {
+    fn heap_bytes(&self) -> usize {
+        self.iter().map(|n| size_of::<Box<str>>() + n.len()).sum()
+    }
+}
+
+fn names_hash(list: &[String]) -> u64 {
+    FxBuildHasher.hash_one(list)
 }
 
 impl Value for pb::Dns {
@@ -532,6 +547,25 @@ impl Tables {
         sym.map_or(&[], |s| &**self.policies.get(s))
     }
 
+    fn names(&mut self, list: &[String]) -> Option<Sym> {
+        if list.is_empty() {
+            return None;
+        }
+        self.names.intern(
+            list,
+            names_hash(list),
+            |a, b| a.len() == b.len() && a.iter().zip(b).all(|(x, y)| **x == **y),
+            |l| l.iter().map(|n| Box::from(n.as_str())).collect(),
+        )
+    }
+
+    /// A destination name list, rendered.
+    pub(super) fn name_list(&self, sym: Option<Sym>) -> Vec<String> {
+        sym.map_or_else(Vec::new, |s| {
+            self.names.get(s).iter().map(|n| n.to_string()).collect()
+        })
+    }
+
     /// A DNS record (id 0).
     pub(super) fn dns_record(&self, sym: Sym) -> &pb::Dns {
         self.dns.get(sym)
@@ -568,6 +602,7 @@ impl Tables {
             dns,
             observation_point,
             counted_elsewhere,
+            destination_names,
             packets,
             bytes,
         } = flow;
@@ -611,6 +646,7 @@ impl Tables {
             denied_by: self.policies(denied_by),
             dns: dns_sym,
             dns_id: dns.as_ref().map_or(0, |d| d.id),
+            destination_names: self.names(destination_names),
             protocol: *protocol,
             traffic_direction: *traffic_direction,
             verdict: *verdict,
@@ -646,6 +682,9 @@ impl Tables {
         }
         if let Some(d) = row.dns {
             self.dns.release(d);
+        }
+        if let Some(n) = row.destination_names {
+            self.names.release(n);
         }
     }
 
@@ -690,6 +729,7 @@ impl Tables {
             }),
             observation_point: row.observation_point,
             counted_elsewhere: row.flags.has(Flags::COUNTED_ELSEWHERE),
+            destination_names: self.name_list(row.destination_names),
             packets: row.packets,
             bytes: row.bytes,
         }
@@ -704,6 +744,7 @@ impl Tables {
             verdicts: Vec::new(),
             policies: Vec::new(),
             dns: Vec::new(),
+            names: Vec::new(),
         }
     }
 
@@ -714,6 +755,7 @@ impl Tables {
             + self.verdicts.bytes()
             + self.policies.bytes()
             + self.dns.bytes()
+            + self.names.bytes()
             + self.scratch.capacity()
     }
 
@@ -731,6 +773,7 @@ impl Tables {
             + self.verdicts.len()
             + self.policies.len()
             + self.dns.len()
+            + self.names.len()
     }
 }
 
@@ -770,6 +813,7 @@ pub(super) struct Probe<'t> {
     verdicts: Cache<pb::DirectionVerdict>,
     policies: Cache<Vec<pb::PolicyRef>>,
     dns: Cache<pb::Dns>,
+    names: Cache<Vec<String>>,
 }
 
 impl Probe<'_> {
@@ -846,6 +890,9 @@ impl Probe<'_> {
             d.id = row.dns_id;
             d
         });
+        f.destination_names = row.destination_names.map_or_else(Vec::new, |s| {
+            take(&mut self.names, t.names.slots(), s, || t.name_list(Some(s)))
+        });
         let passes = check(f);
         // The rendered values go back to their caches.
         for (side, end) in [
@@ -871,6 +918,9 @@ impl Probe<'_> {
         }
         if let (Some(s), Some(d)) = (row.dns, f.dns.take()) {
             put(&mut self.dns, s, d);
+        }
+        if let Some(s) = row.destination_names {
+            put(&mut self.names, s, std::mem::take(&mut f.destination_names));
         }
         passes
     }

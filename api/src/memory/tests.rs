@@ -592,6 +592,11 @@ fn arb_flow() -> impl Strategy<Value = (pb::Flow, u32)> {
                 dns,
                 observation_point: (salt % 5) as i32,
                 counted_elsewhere,
+                destination_names: match salt % 6 {
+                    0 => vec!["api.example.com".into()],
+                    1 => vec!["a.cdn.test".into(), "b.cdn.test".into()],
+                    _ => Vec::new(),
+                },
                 packets: u64::from(salt % 7),
                 bytes: u64::from(salt).wrapping_mul(1_000_003),
             };

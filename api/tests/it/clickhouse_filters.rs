@@ -106,6 +106,11 @@ fn generated() -> Vec<pb::Flow> {
                 qtype: "A".into(),
                 ..Default::default()
             }),
+            destination_names: match next(4) {
+                0 => vec![NAMES[next(5)].into()],
+                1 => vec![NAMES[next(5)].into(), NAMES[next(5)].into()],
+                _ => Vec::new(),
+            },
             ..Default::default()
         });
     }
@@ -322,6 +327,10 @@ fn table() -> Vec<pb::FlowFilter> {
             dns_query: strs(&[n]),
             ..d()
         });
+        t.push(pb::FlowFilter {
+            destination_fqdn: strs(&[n]),
+            ..d()
+        });
     }
     for n in ["node-0", "node-1", "x' OR 1=1 --", ""] {
         t.push(pb::FlowFilter {
@@ -461,6 +470,7 @@ fn every_dimension_matches_the_predicate() {
         "destination_labels",
         "drop_reason",
         "flow_type",
+        "destination_fqdn",
     ] {
         assert!(selective.contains(dim), "no selective filter on {dim}");
     }
@@ -490,6 +500,7 @@ fn dimension(f: &pb::FlowFilter) -> &'static str {
         destination_labels,
         drop_reason,
         flow_type,
+        destination_fqdn,
     } = f;
     [
         ("verdict", !verdict.is_empty()),
@@ -512,6 +523,7 @@ fn dimension(f: &pb::FlowFilter) -> &'static str {
         ("destination_labels", !destination_labels.is_empty()),
         ("drop_reason", !drop_reason.is_empty()),
         ("flow_type", !flow_type.is_empty()),
+        ("destination_fqdn", !destination_fqdn.is_empty()),
     ]
     .into_iter()
     .find(|(_, set)| *set)
@@ -546,6 +558,7 @@ fn arb_filter() -> impl Strategy<Value = pb::FlowFilter> {
                 destination_labels,
                 drop_reason,
                 flow_type,
+                destination_fqdn,
             } = table[i].clone();
             f.verdict.extend(verdict);
             f.outcome.extend(outcome);
@@ -567,6 +580,7 @@ fn arb_filter() -> impl Strategy<Value = pb::FlowFilter> {
             f.destination_labels.extend(destination_labels);
             f.drop_reason.extend(drop_reason);
             f.flow_type.extend(flow_type);
+            f.destination_fqdn.extend(destination_fqdn);
         }
         f
     })

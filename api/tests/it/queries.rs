@@ -487,6 +487,7 @@ async fn denied_and_dns_reports_on_the_seed_cluster() {
             last_seen: t(30),
             reason: "needs source namespace label team=web".into(),
             outcome: pb::Outcome::Dropped as i32,
+            destination_names: Vec::new(),
         },
         pb::DeniedGroup {
             source: workload(pod_kind, "default", "np-client"),
@@ -502,6 +503,7 @@ async fn denied_and_dns_reports_on_the_seed_cluster() {
             last_seen: t(40),
             reason: "egress of default/np-client is isolated by default/default-deny".into(),
             outcome: pb::Outcome::Dropped as i32,
+            destination_names: Vec::new(),
         },
         pb::DeniedGroup {
             source: workload(pod_kind, "default", "np-client"),
@@ -520,6 +522,7 @@ async fn denied_and_dns_reports_on_the_seed_cluster() {
             last_seen: t(20),
             reason: "egress and ingress deny 5432".into(),
             outcome: pb::Outcome::Dropped as i32,
+            destination_names: Vec::new(),
         },
     ];
     assert_eq!(groups, expected);

@@ -324,6 +324,23 @@ fn seed_flows(base: SystemTime) -> Vec<pb::Flow> {
         assert_eq!(f.verdict(), pb::Verdict::Denied);
         assert!(!f.dns.as_ref().unwrap().egress_allows_cluster_dns);
     }
+    // An outside API the client resolved, denied by its egress policies.
+    let f = s.observe(
+        (&fixed, 4),
+        &format!("{DEFAULT_CLIENT}:40030"),
+        "203.0.113.7:443",
+        Protocol::Tcp,
+        pb::Outcome::Dropped,
+        |o| {
+            o.drops = 2;
+            o.drop_reason = Some("NETFILTER_DROP".into());
+        },
+    );
+    assert_eq!(f.verdict(), pb::Verdict::Denied);
+    // The pipeline adds the names its resolved-names map holds.
+    if let Some(f) = s.flows.last_mut() {
+        f.destination_names = vec!["api.example.com".into()];
+    }
     // ... answered after allow-dns-egress, and a name that does not exist.
     let f = s.observe(
         (&fixed, 4),
@@ -571,6 +588,13 @@ async fn denied_flows_dashboard_on_the_seed_flows() {
         assert!(pods.contains(&p.to_string()), "{p} not in {pods:?}");
     }
 
+    let outside = by_title(&rows, "Denied outside destinations by name").records();
+    assert_eq!(outside.len(), 1, "{outside:?}");
+    assert_eq!(outside[0]["name"], "api.example.com");
+    assert_eq!(outside[0]["source"], "default/Pod/np-client");
+    assert_eq!(outside[0]["address"], "203.0.113.7");
+    assert_eq!(outside[0]["port"], "443");
+
     // The top pair: the shop client to the API, denied by both policies.
     let top = by_title(&rows, "Top denied source → destination").records();
     let first = &top[0];
@@ -597,9 +621,12 @@ async fn denied_flows_dashboard_on_the_seed_flows() {
 
     let by_ns = by_title(&rows, "Denied flows by namespace");
     let series: BTreeSet<String> = column(by_ns, "namespace").into_iter().collect();
+    // "(no pod)": the outside address the default client was denied.
     assert_eq!(
         series,
-        ["default", "kube-system", "shop"].map(String::from).into()
+        ["(no pod)", "default", "kube-system", "shop"]
+            .map(String::from)
+            .into()
     );
     let shop_total: f64 = (0..by_ns.rows.len())
         .filter(|r| by_ns.text(*r, "namespace") == "shop")
@@ -655,6 +682,9 @@ async fn denied_flows_dashboard_on_the_seed_flows() {
         "only the API is denied by api-from-web: {top:?}"
     );
     assert_eq!(top[0]["policies"], "default/api-from-web");
+    let outside = by_title(&rows, "Denied outside destinations by name").records();
+    assert!(outside.is_empty(), "not the shop client's: {outside:?}");
+
     let latest = by_title(&rows, "Latest denied flows").records();
     assert_eq!(latest.len(), 4, "{latest:?}");
     assert!(latest.iter().all(|r| r["source"] == "shop/np-client"));

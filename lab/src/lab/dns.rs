@@ -1,7 +1,9 @@
 //! The cluster DNS: dnsmasq in the kube-dns pod answers for
 //! `<svc>.<ns>.svc.cluster.local`, `kubernetes.default.svc.cluster.local` and
-//! `<a-b-c-d>.<ns>.pod.cluster.local`, with NXDOMAIN for every other name, on
-//! UDP and TCP 53. Its records and command line, and each pod's resolv.conf,
+//! `<a-b-c-d>.<ns>.pod.cluster.local`, and the outside names the lab was
+//! given ([`Lab::set_outside_name`]: addresses or CNAMEs, standing in for
+//! internet names an upstream resolver would answer), with NXDOMAIN for
+//! every other name, on UDP and TCP 53. Its records and command line, and each pod's resolv.conf,
 //! are built here as text; dnsmasq is started (restarted when its records
 //! change) through `sys` and waited on until it answers. Names are resolved
 //! from inside a pod as its resolver would (search list, `ndots:5`), through
@@ -15,7 +17,7 @@ use std::time::{Duration, Instant};
 use hickory_proto::rr::RecordType;
 use netverdict_policy::{ClusterState, PodKey};
 
-use super::state::{DnsInfo, LabPod};
+use super::state::{DnsInfo, LabPod, OutsideName};
 use super::{Error, Lab, Result};
 use crate::probe::{self, DnsAnswer};
 use crate::sys;
@@ -33,9 +35,17 @@ const START_TIMEOUT: Duration = Duration::from_secs(10);
 const PID_FILE: &str = "dnsmasq.pid";
 const LOG_FILE: &str = "dnsmasq.log";
 
-/// The records the cluster DNS serves (`name,ip[,ip...]`, sorted): every
-/// Service with a cluster IP, `kubernetes.default` (always), and every pod.
-fn records<'a>(cluster: &ClusterState, pods: impl IntoIterator<Item = &'a LabPod>) -> Vec<String> {
+/// The prefix of a CNAME record in [`records`] (`cname:alias,target`).
+const CNAME: &str = "cname:";
+
+/// The records the cluster DNS serves (`name,ip[,ip...]`, or
+/// `cname:alias,target`; sorted): every Service with a cluster IP,
+/// `kubernetes.default` (always), every pod, and the outside names.
+fn records<'a>(
+    cluster: &ClusterState,
+    pods: impl IntoIterator<Item = &'a LabPod>,
+    outside: &std::collections::BTreeMap<String, OutsideName>,
+) -> Vec<String> {
     let mut records = Vec::new();
     let mut has_kubernetes = false;
     for svc in cluster.services() {
@@ -63,6 +73,15 @@ fn records<'a>(cluster: &ClusterState, pods: impl IntoIterator<Item = &'a LabPod
             p.namespace, p.ip
         ));
     }
+    for (name, target) in outside {
+        records.push(match target {
+            OutsideName::Addresses(ips) => {
+                let ips: Vec<String> = ips.iter().map(IpAddr::to_string).collect();
+                format!("{name},{}", ips.join(","))
+            }
+            OutsideName::Alias(target) => format!("{CNAME}{name},{target}"),
+        });
+    }
     records.sort();
     records
 }
@@ -84,7 +103,10 @@ fn dnsmasq_args(records: &[String], pid_file: &Path, log: &Path) -> Vec<String> 
         "--local-ttl=1".into(),
         format!("--log-facility={}", log.display()),
     ];
-    args.extend(records.iter().map(|r| format!("--host-record={r}")));
+    args.extend(records.iter().map(|r| match r.strip_prefix(CNAME) {
+        Some(cname) => format!("--cname={cname}"),
+        None => format!("--host-record={r}"),
+    }));
     args
 }
 
@@ -159,7 +181,50 @@ impl Lab {
 
     /// The records the cluster DNS must serve now.
     pub(super) fn dns_records(&self) -> Vec<String> {
-        records(&self.cluster, self.state.pods.values())
+        records(
+            &self.cluster,
+            self.state.pods.values(),
+            &self.state.outside_names,
+        )
+    }
+
+    /// Makes the cluster DNS answer for `name` (outside the cluster domain)
+    /// with `target`, as an upstream resolver would for an internet name;
+    /// restarts it when it runs. TTLs are dnsmasq's `--local-ttl` (1 s).
+    pub fn set_outside_name(&mut self, name: &str, target: OutsideName) -> Result<()> {
+        let name = name.trim_end_matches('.').to_ascii_lowercase();
+        let invalid = |message: String| Error::BadOutsideName {
+            name: name.clone(),
+            message,
+        };
+        let valid = |n: &str| {
+            !n.is_empty()
+                && n.len() <= 253
+                && n.split('.').all(|l| {
+                    !l.is_empty()
+                        && l.len() <= 63
+                        && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                })
+        };
+        if !valid(&name) || name.ends_with(CLUSTER_DOMAIN) {
+            return Err(invalid(format!("not a DNS name outside {CLUSTER_DOMAIN}")));
+        }
+        match &target {
+            OutsideName::Addresses(ips) if ips.is_empty() => {
+                return Err(invalid("no address".into()));
+            }
+            OutsideName::Alias(to) if !valid(to) => {
+                return Err(invalid(format!("alias target {to:?} is not a DNS name")));
+            }
+            _ => {}
+        }
+        self.state.outside_names.insert(name, target);
+        if let Some(dns) = self.state.dns.clone()
+            && dns.records != self.dns_records()
+        {
+            self.start_dns(&dns.pod)?;
+        }
+        self.save()
     }
 
     /// Writes the resolv.conf of `pods` (what `ip netns exec` shows programs)
@@ -440,6 +505,56 @@ items:
             ]
         );
         assert!(!args.iter().any(|a| a.starts_with("--server")), "{args:?}");
+    }
+
+    #[test]
+    fn outside_names_become_host_records_and_cnames() {
+        let mut outside = std::collections::BTreeMap::new();
+        outside.insert(
+            "edge.cdn.test".to_string(),
+            OutsideName::Addresses(vec![
+                "203.0.113.7".parse().unwrap(),
+                "2001:db8::7".parse().unwrap(),
+            ]),
+        );
+        outside.insert(
+            "api.example.test".to_string(),
+            OutsideName::Alias("edge.cdn.test".into()),
+        );
+        let cluster = ClusterState::default();
+        let records = records(&cluster, [], &outside);
+        assert!(
+            records.contains(&"edge.cdn.test,203.0.113.7,2001:db8::7".to_string()),
+            "{records:?}"
+        );
+        assert!(
+            records.contains(&"cname:api.example.test,edge.cdn.test".to_string()),
+            "{records:?}"
+        );
+        let args = dnsmasq_args(&records, Path::new("/p"), Path::new("/l"));
+        assert!(args.contains(&"--cname=api.example.test,edge.cdn.test".to_string()));
+        assert!(args.contains(&"--host-record=edge.cdn.test,203.0.113.7,2001:db8::7".to_string()));
+    }
+
+    #[test]
+    fn bad_outside_names_are_refused_before_anything_changes() {
+        let mut lab = fixture::planned(fixture::seed_objects(false), true);
+        for (name, target) in [
+            (
+                "api.default.svc.cluster.local",
+                OutsideName::Addresses(vec!["203.0.113.1".parse().unwrap()]),
+            ),
+            (
+                "bad name.test",
+                OutsideName::Addresses(vec!["203.0.113.1".parse().unwrap()]),
+            ),
+            ("empty.test", OutsideName::Addresses(vec![])),
+            ("alias.test", OutsideName::Alias("no good".into())),
+        ] {
+            let e = lab.set_outside_name(name, target).unwrap_err().to_string();
+            assert!(e.starts_with("outside name"), "{e}");
+        }
+        assert!(lab.state.outside_names.is_empty());
     }
 
     #[test]

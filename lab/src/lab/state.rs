@@ -127,6 +127,21 @@ pub struct LabState {
     pub unsupported: Vec<String>,
     /// The cluster's objects (k8s JSON), pod IPs filled in.
     pub objects: Vec<serde_json::Value>,
+    /// Names outside the cluster domain that the cluster DNS answers for, as
+    /// an upstream resolver would for internet names (none in labs saved
+    /// before they existed).
+    #[serde(default)]
+    pub outside_names: BTreeMap<String, OutsideName>,
+}
+
+/// What an outside name stands for in the cluster DNS.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutsideName {
+    /// A and AAAA records.
+    Addresses(Vec<std::net::IpAddr>),
+    /// A CNAME to another name (outside names themselves).
+    Alias(String),
 }
 
 /// The namespace-name prefix of a lab.
@@ -361,6 +376,7 @@ impl LabState {
                 .collect(),
             unsupported: Vec::new(),
             objects: Vec::new(),
+            outside_names: BTreeMap::new(),
         }
     }
 }

@@ -1,10 +1,12 @@
-//! `dns_query`: the flow's DNS query name equals a value (case-insensitive, a
-//! trailing dot ignored), or is a subdomain of `example.com` for a value
-//! `"*.example.com"`.
+//! `dns_query` and `destination_fqdn`: the flow's DNS query name, or one of
+//! the names its source resolved to its destination, equals a value
+//! (case-insensitive, a trailing dot ignored), or is a subdomain of
+//! `example.com` for a value `"*.example.com"`.
 //!
 //! [`normalize_dns_name`] is the one definition of how names compare: the
-//! matcher applies it to the flow's query, and the ClickHouse store to the
-//! `dns_query_norm` column it filters on.
+//! matcher applies it to the flow's query and destination names, and the
+//! ClickHouse store to the `dns_query_norm` and `destination_names` columns
+//! it filters on (the collector stores names normalized).
 
 use super::{FilterError, Result, each};
 use crate::v1 as pb;
@@ -95,6 +97,17 @@ pub(super) fn matches(patterns: &[DnsPattern], flow: &pb::Flow) -> bool {
     patterns.iter().any(|p| p.matches_normalized(&query))
 }
 
+/// Whether one of the flow's destination names matches one of `patterns`.
+pub(super) fn matches_destination_name(patterns: &[DnsPattern], flow: &pb::Flow) -> bool {
+    if patterns.is_empty() {
+        return true;
+    }
+    flow.destination_names.iter().any(|name| {
+        let name = normalize_dns_name(name);
+        patterns.iter().any(|p| p.matches_normalized(&name))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::testing::{check, error, flow};
@@ -144,5 +157,26 @@ mod tests {
             let e = error(f(&[bad])).to_string();
             assert!(e.contains("dns_query"), "{e}");
         }
+    }
+
+    #[test]
+    fn destination_names() {
+        let named = pb::Flow {
+            destination_names: vec!["edge.cdn.test".into(), "API.example.com.".into()],
+            ..flow()
+        };
+        let fqdn = |v: &[&str]| pb::FlowFilter {
+            destination_fqdn: v.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        };
+        assert!(check(fqdn(&["api.example.com"]), &named));
+        assert!(check(fqdn(&["*.example.com"]), &named));
+        assert!(check(fqdn(&["nope.test", "*.cdn.test"]), &named));
+        assert!(!check(fqdn(&["*.api.example.com"]), &named));
+        assert!(!check(fqdn(&["*.example.com"]), &flow()), "no names");
+        // A DNS flow's query is not a destination name.
+        assert!(!check(fqdn(&["x.example.com"]), &dns_flow("x.example.com")));
+        let e = error(fqdn(&["a.*.com"])).to_string();
+        assert!(e.contains("destination_fqdn"), "{e}");
     }
 }

@@ -129,6 +129,8 @@ pub struct Filter {
     pub destination_labels: Vec<LabelSelector>,
     /// The kernel's drop reason is one of these.
     pub drop_reason: Vec<DropReason>,
+    /// One of the destination's names matches one of these.
+    pub destination_fqdn: Vec<DnsPattern>,
     /// The flow is of one of these kinds (`FlowType::Unspecified` never
     /// compiles).
     pub flow_type: Vec<pb::FlowType>,
@@ -159,6 +161,7 @@ impl Filter {
             destination_labels,
             drop_reason,
             flow_type,
+            destination_fqdn,
         } = filter;
         Ok(Filter {
             verdict: enums::parse("verdict", verdict)?,
@@ -180,6 +183,7 @@ impl Filter {
             source_labels: labels::parse("source_labels", source_labels)?,
             destination_labels: labels::parse("destination_labels", destination_labels)?,
             drop_reason: drop_reason::parse("drop_reason", drop_reason)?,
+            destination_fqdn: dns::parse("destination_fqdn", destination_fqdn)?,
             flow_type: flow_type::parse("flow_type", flow_type)?,
         })
     }
@@ -206,6 +210,7 @@ impl Filter {
             source_labels,
             destination_labels,
             drop_reason,
+            destination_fqdn,
             flow_type,
         } = self;
         enums::matches(verdict, flow.verdict)
@@ -227,6 +232,7 @@ impl Filter {
             && labels::matches(source_labels, flow.source.as_ref())
             && labels::matches(destination_labels, flow.destination.as_ref())
             && drop_reason::matches(drop_reason, flow)
+            && dns::matches_destination_name(destination_fqdn, flow)
             && flow_type::matches(flow_type, flow)
     }
 

@@ -294,6 +294,126 @@ async fn seed_scenario_flows_name_pods_policies_verdicts_outcomes_and_dns() {
     collector.abort();
 }
 
+/// A pod resolves an outside name through the cluster DNS (a CNAME to a
+/// name with an address, as internet names often are), then connects to the
+/// address under default-deny: the denied flow carries the name the pod
+/// asked for, `destination_fqdn` filters find it, and a
+/// connection to an address the pod never resolved carries none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flows_to_outside_addresses_carry_the_names_their_pods_resolved() {
+    if !require_root() {
+        return;
+    }
+    let test_lab = TestLab::new("names");
+    let options = test_lab.options(&SERVER);
+    let files = seed::paths(&["default-deny", "allow-dns-egress"]);
+    let mut lab = Lab::up(&files, &options).expect("lab up");
+    let edge: IpAddr = "203.0.113.7".parse().unwrap();
+    let unnamed: IpAddr = "203.0.113.8".parse().unwrap();
+    lab.set_outside_name(
+        "edge.cdn.test",
+        netverdict_lab::lab::OutsideName::Addresses(vec![edge]),
+    )
+    .expect("outside name");
+    lab.set_outside_name(
+        "API.Example.test.",
+        netverdict_lab::lab::OutsideName::Alias("edge.cdn.test".into()),
+    )
+    .expect("outside alias");
+
+    let mut state = ClusterState::load_paths(&files).expect("manifests");
+    state.set_local_node_ips(["169.254.1.1".parse::<IpAddr>().unwrap()]);
+    let probes = netverdict_ebpf::Probes::load(&netverdict_ebpf::Config::default())
+        .expect("load the eBPF probes");
+    let (events, _reader) = probes.into_stream().expect("event stream").spawn(65_536);
+    let config = PipelineConfig {
+        node_name: "lab-node".into(),
+        windows: Windows {
+            allowed: Duration::from_millis(500),
+            denied: Duration::from_millis(500),
+        },
+        tick: Duration::from_millis(100),
+        netns: Some(lab_netns(&lab)),
+        ..PipelineConfig::default()
+    };
+    let pipeline = Arc::new(tokio::sync::Mutex::new(Pipeline::new(
+        config,
+        SharedState::new(state),
+    )));
+    let (export, mut exported) = tokio::sync::mpsc::channel(1024);
+    let runner = {
+        let pipeline = pipeline.clone();
+        tokio::spawn(async move { pipeline::run(&pipeline, events, Some(export)).await })
+    };
+    let flows = Arc::new(tokio::sync::Mutex::new(Vec::new()));
+    let collector = {
+        let flows = flows.clone();
+        tokio::spawn(async move {
+            while let Some(f) = exported.recv().await {
+                flows.lock().await.push(f);
+            }
+        })
+    };
+
+    let client = PodKey::new("default", "np-client");
+    let answer = tokio::task::block_in_place(|| {
+        lab.dns(&client, "api.example.test", Duration::from_secs(2))
+    })
+    .expect("dns");
+    assert!(
+        matches!(&answer, netverdict_lab::DnsAnswer::Addresses(a) if a.contains(&edge)),
+        "{answer:?}"
+    );
+    for target in [edge, unnamed] {
+        let outcome = tokio::task::block_in_place(|| {
+            lab.probe(&client, target, 443, Protocol::Tcp, Duration::from_secs(1))
+        })
+        .expect("probe");
+        assert_ne!(outcome, netverdict_lab::Outcome::Succeeded, "{target}");
+    }
+
+    let to = |ip: IpAddr| {
+        move |f: &pb::Flow| {
+            who(&f.source) == "default/np-client"
+                && f.destination
+                    .as_ref()
+                    .is_some_and(|d| d.ip == ip.to_string() && d.port == 443)
+        }
+    };
+    let named = wait_for(&flows, "default/np-client -> 203.0.113.7:443", to(edge)).await;
+    assert_eq!(named.destination_names, ["api.example.test"], "{named:?}");
+    assert_eq!(
+        named.destination.as_ref().map(|d| d.kind()),
+        Some(pb::EndpointKind::World)
+    );
+    assert_eq!(named.verdict(), pb::Verdict::Denied, "{named:?}");
+    let other = wait_for(&flows, "default/np-client -> 203.0.113.8:443", to(unnamed)).await;
+    assert!(other.destination_names.is_empty(), "{other:?}");
+
+    let filter = |pattern: &str| {
+        netverdict_proto::filter::Filter::compile(&pb::FlowFilter {
+            destination_fqdn: vec![pattern.into()],
+            ..Default::default()
+        })
+        .expect("filter")
+    };
+    assert!(filter("*.example.test").matches(&named));
+    assert!(filter("api.example.test").matches(&named));
+    assert!(!filter("*.example.test").matches(&other));
+    assert!(
+        !filter("edge.cdn.test").matches(&named),
+        "the name asked for, not the CNAME's target"
+    );
+
+    let (stats, pairs) = pipeline.lock().await.resolved_names();
+    assert!(
+        pairs >= 1 && stats.named >= 1 && stats.unnamed >= 1,
+        "{stats:?}"
+    );
+    runner.abort();
+    collector.abort();
+}
+
 /// The flows the agent's Observer serves now, over its socket.
 async fn observed(agent: &AgentHandle) -> Vec<pb::Flow> {
     let addr = agent.observer_addr().expect("observer served");
