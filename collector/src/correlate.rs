@@ -178,7 +178,8 @@ const ORPHAN_ENTRY: usize = size_of::<(SocketKey, Observation)>() + MAP_OVERHEAD
 const NAT_ENTRY: usize =
     size_of::<(SocketKey, (SocketAddr, SocketAddr, SystemTime))>() + MAP_OVERHEAD;
 const SOCKET_ENTRY: usize = size_of::<(SocketKey, Held)>() + MAP_OVERHEAD;
-const ICMP_ENTRY: usize = size_of::<(EchoKey, Echo)>() + MAP_OVERHEAD;
+/// An echo held: its entry and, while it waits, its boxed observation.
+const ICMP_ENTRY: usize = size_of::<(EchoKey, Echo)>() + size_of::<Observation>() + MAP_OVERHEAD;
 
 /// An ICMP echo: the initiator's and responder's addresses, the identifier
 /// and the sequence number.
@@ -188,7 +189,7 @@ type EchoKey = (IpAddr, IpAddr, u16, u16);
 #[derive(Clone, Debug)]
 enum Echo {
     /// The request, waiting for its reply.
-    Waiting(Observation),
+    Waiting(Box<Observation>),
     /// Reported (answered or dropped); the echo's request was first seen at
     /// this time. Its sightings at other devices are absorbed until its
     /// timeout.
@@ -472,10 +473,11 @@ impl Correlator {
                         let mut obs = base(Outcome::Unspecified);
                         obs.packets = 1;
                         obs.bytes = u64::from(*len);
-                        self.icmp.insert(key, Echo::Waiting(obs));
+                        self.icmp.insert(key, Echo::Waiting(Box::new(obs)));
                     }
                     EchoKind::Reply => match self.icmp.remove(&key) {
-                        Some(Echo::Waiting(mut obs)) => {
+                        Some(Echo::Waiting(obs)) => {
+                            let mut obs = *obs;
                             obs.last_seen = meta.time;
                             obs.outcome = Outcome::Answered;
                             self.icmp.insert(key, Echo::Reported(obs.first_seen));
@@ -499,7 +501,7 @@ impl Correlator {
                 let key = echo_key(echo, tuple);
                 let reason = Some(reason.clone().unwrap_or_else(|| "UNKNOWN".into()));
                 let mut obs = match self.icmp.remove(&key) {
-                    Some(Echo::Waiting(obs)) => obs,
+                    Some(Echo::Waiting(obs)) => *obs,
                     // A drop of an echo already reported (a duplicate).
                     Some(reported) => {
                         self.icmp.insert(key, reported);
@@ -675,7 +677,7 @@ impl Correlator {
             Echo::Waiting(obs) => {
                 let keep = keep(icmp_deadline, obs.first_seen);
                 if !keep {
-                    let mut obs = obs.clone();
+                    let mut obs = Observation::clone(obs);
                     obs.outcome = Outcome::NoAnswer;
                     expired.push(obs);
                 }
@@ -778,7 +780,7 @@ impl Correlator {
             // A request waiting for its reply is reported as it is; a
             // reported echo is forgotten.
             Slot::Icmp(key) => match self.icmp.remove(&key) {
-                Some(Echo::Waiting(obs)) => obs,
+                Some(Echo::Waiting(obs)) => *obs,
                 _ => return,
             },
         };
