@@ -2,12 +2,14 @@
 //! enforced by nftables (see the `netverdict-lab` crate), and probes inside it.
 
 use std::ffi::OsString;
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
+use netverdict_lab::lab::OutsideName;
 use netverdict_lab::lab::STATE_ROOT;
 use netverdict_lab::serve::ServeSpec;
 use netverdict_lab::{DnsAnswer, Lab, LabOptions, LabelTarget, Outcome, Unenforced};
@@ -111,6 +113,23 @@ enum LabCommand {
         /// Leave this policy (`namespace/name`, or `Kind/name` for an admin policy) unenforced (repeatable).
         #[arg(long = "policy")]
         policies: Vec<String>,
+    },
+    /// Make the cluster DNS answer for a name outside the cluster, as an
+    /// upstream resolver would for an internet name: with addresses (A and
+    /// AAAA records) or as an alias (a CNAME) of another such name. Flows
+    /// from pods that resolved it then carry the name.
+    OutsideName {
+        #[command(flatten)]
+        lab: LabName,
+        /// The name, e.g. `api.example.test`.
+        #[arg(value_name = "NAME")]
+        outside: String,
+        /// Its addresses.
+        #[arg(required_unless_present = "alias", conflicts_with = "alias")]
+        addresses: Vec<IpAddr>,
+        /// Make it a CNAME to this name instead.
+        #[arg(long, value_name = "NAME")]
+        alias: Option<String>,
     },
     /// Connect from inside a pod, like `kubectl exec POD -- nc -vz`. Exit code:
     /// 0 succeeded, 1 refused, 3 timed out (or unreachable, or the name did not
@@ -320,6 +339,21 @@ pub fn run(args: LabArgs) -> anyhow::Result<ExitCode> {
             };
             l.label(&target, &changes)?;
             println!("labelled");
+            Ok(ExitCode::SUCCESS)
+        }
+        LabCommand::OutsideName {
+            lab,
+            outside: name,
+            addresses,
+            alias,
+        } => {
+            let mut l = Lab::open(&lab.name, &lab.state_root)?;
+            let target = match alias {
+                Some(target) => OutsideName::Alias(target),
+                None => OutsideName::Addresses(addresses),
+            };
+            l.set_outside_name(&name, target)?;
+            println!("the cluster DNS answers for {name}");
             Ok(ExitCode::SUCCESS)
         }
         LabCommand::Unenforce {

@@ -506,32 +506,15 @@ fn targets<'a>(state: &'a ClusterState, connection: &Connection) -> Vec<Target<'
             None => End::Address(*ip),
         }),
     };
-    if let Endpoint::Ip(ip) = &connection.dst
-        && let Some(backends) = state.service_backends(*ip, connection.port, connection.protocol)
-        && !backends.is_empty()
-    {
-        return backends
-            .into_iter()
-            .filter_map(|(key, port)| {
-                let connection = Connection::new(
-                    connection.src.clone(),
-                    Endpoint::Pod(key),
-                    port,
-                    connection.protocol,
-                );
-                Some(Target {
-                    dst: end_of(&connection.dst)?,
-                    connection,
-                })
-            })
-            .collect();
-    }
-    end_of(&connection.dst)
-        .map(|dst| Target {
-            connection: connection.clone(),
-            dst,
-        })
+    connection
+        .through_services(state)
         .into_iter()
+        .filter_map(|connection| {
+            Some(Target {
+                dst: end_of(&connection.dst)?,
+                connection,
+            })
+        })
         .collect()
 }
 

@@ -297,40 +297,49 @@ pub struct Replay<'a> {
 
 impl Replay<'_> {
     /// Decides one flow before and after; keeps it when the verdict changes.
-    /// A flow the engine cannot decide (an unknown pod, port 0) is counted as
-    /// unresolved.
+    /// A flow to a Service address is judged at the Service's backends (it
+    /// may have reached any): it changes when it changes for one of them,
+    /// and is grouped under that backend. A flow the engine cannot decide
+    /// (an unknown pod, port 0) is counted as unresolved.
     pub fn add(&mut self, flow: ReplayFlow) {
         self.flows += 1;
-        let after = match self.seen.get(&flow.connection) {
-            Some(None) => return,
-            Some(Some(after)) => after.clone(),
-            None => {
-                let (before, after) = match (
-                    self.whatif.before.verdict(&flow.connection),
-                    self.whatif.after.verdict(&flow.connection),
-                ) {
-                    (Ok(b), Ok(a)) => (b, a),
-                    _ => {
-                        self.unresolved += 1;
-                        return;
-                    }
-                };
-                if self.seen.len() >= SEEN_CAPACITY {
-                    self.seen.clear();
-                }
-                let changed = (before.allowed != after.allowed).then_some(after);
-                self.seen.insert(flow.connection.clone(), changed.clone());
-                match changed {
-                    Some(after) => after,
-                    None => return,
+        // Most flows are to pods: only a Service address is expanded.
+        let expanded;
+        let targets = match &flow.connection.dst {
+            Endpoint::Ip(ip) if self.whatif.before.service_by_ip(*ip).is_some() => {
+                expanded = flow.connection.through_services(&self.whatif.before);
+                expanded.as_slice()
+            }
+            _ => std::slice::from_ref(&flow.connection),
+        };
+        let mut decided = false;
+        let mut changed = None;
+        for target in targets {
+            match self.decide(target) {
+                None => continue,
+                Some(None) => decided = true,
+                Some(Some(after)) => {
+                    changed = Some((target.clone(), after));
+                    break;
                 }
             }
+        }
+        let Some((target, after)) = changed else {
+            if !decided {
+                self.unresolved += 1;
+            }
+            return;
+        };
+        let dst = if target == flow.connection {
+            flow.dst
+        } else {
+            Party::of_endpoint(&self.whatif.before, &target.dst)
         };
         let key = GroupKey {
             src: flow.src,
-            dst: flow.dst,
-            port: flow.connection.port,
-            protocol: flow.connection.protocol,
+            dst,
+            port: target.port,
+            protocol: target.protocol,
             before: !after.allowed,
             after: after.allowed,
         };
@@ -346,12 +355,34 @@ impl Replay<'_> {
                     Group {
                         count,
                         flows: 1,
-                        example: flow.connection,
+                        example: target,
                         after,
                     },
                 );
             }
         }
+    }
+
+    /// The after-verdict of `connection` when it differs from the
+    /// before-verdict (`Some(None)` when it does not); None when the engine
+    /// cannot decide it. Remembered (a connection seen again costs one
+    /// lookup).
+    fn decide(&mut self, connection: &Connection) -> Option<Option<Arc<Verdict>>> {
+        if let Some(known) = self.seen.get(connection) {
+            return Some(known.clone());
+        }
+        let (Ok(before), Ok(after)) = (
+            self.whatif.before.verdict(connection),
+            self.whatif.after.verdict(connection),
+        ) else {
+            return None;
+        };
+        if self.seen.len() >= SEEN_CAPACITY {
+            self.seen.clear();
+        }
+        let changed = (before.allowed != after.allowed).then_some(after);
+        self.seen.insert(connection.clone(), changed.clone());
+        Some(changed)
     }
 
     /// Flows added so far.

@@ -117,6 +117,27 @@ impl Connection {
             _ => Ok(()),
         }
     }
+
+    /// What the connection becomes after Service DNAT in `state`: one
+    /// connection per backend (pod and target port) when its destination is
+    /// a Service address with backends for its port, else itself. A flow
+    /// recorded before DNAT (a flows file's line to a ClusterIP) may have
+    /// reached any backend; policies judge the backend, never the Service's
+    /// address.
+    pub fn through_services(&self, state: &ClusterState) -> Vec<Connection> {
+        if let Endpoint::Ip(ip) = &self.dst
+            && let Some(backends) = state.service_backends(*ip, self.port, self.protocol)
+            && !backends.is_empty()
+        {
+            return backends
+                .into_iter()
+                .map(|(pod, port)| {
+                    Connection::new(self.src.clone(), Endpoint::Pod(pod), port, self.protocol)
+                })
+                .collect();
+        }
+        vec![self.clone()]
+    }
 }
 
 /// A connection's endpoint resolved against the state.

@@ -364,3 +364,63 @@ fn replay_agrees_with_a_scan_of_both_states() {
         assert_eq!(whatif.after().verdict(&example).unwrap().as_str(), c.after);
     }
 }
+
+/// The seed cluster (with its Services) and policies, as the lab applies them
+/// to namespace `default`.
+fn seed_yaml(policies: &[&str]) -> String {
+    let seed = Path::new(env!("CARGO_MANIFEST_DIR")).join("../lab/examples/seed");
+    let mut yaml = std::fs::read_to_string(seed.join("cluster.yaml")).expect("seed");
+    for p in policies {
+        let policy =
+            std::fs::read_to_string(seed.join(format!("policies/{p}.yaml"))).expect("seed policy");
+        yaml.push_str("\n---\n");
+        yaml.push_str(&policy.replacen("metadata:\n", "metadata:\n  namespace: default\n", 1));
+    }
+    yaml
+}
+
+#[test]
+fn flows_to_a_service_address_are_judged_at_its_backends() {
+    let mut m = Manifests::default();
+    m.read_str(Path::new("seed.yaml"), &seed_yaml(&[]));
+    let (before, errors) = ClusterState::from_manifests(m, &LoadOptions::default());
+    assert!(errors.is_empty(), "{errors:?}");
+    let policies = seed_yaml(&["default-deny", "allow-dns-egress"]);
+    let policies = policies
+        .split("\n---\n")
+        .skip(1)
+        .collect::<Vec<_>>()
+        .join("\n---\n");
+    let whatif = WhatIf::new(before, &rollout(&policies, &[])).unwrap();
+    let before = whatif.before();
+    let mut replay = whatif.replay();
+    // DNS to the kube-dns Service address (as a flows file records it, before
+    // DNAT): allow-dns-egress allows its backends, so nothing changes.
+    replay.add(flow(
+        before,
+        "default/np-client",
+        "10.96.0.10",
+        53,
+        Protocol::Udp,
+    ));
+    // The api Service: its backend in default is now isolated.
+    replay.add(flow(
+        before,
+        "shop/np-client",
+        "10.96.1.10",
+        8080,
+        Protocol::Tcp,
+    ));
+    let changes = replay.finish();
+    assert_eq!((changes.flows, changes.unresolved), (2, 0));
+    assert_eq!(changes.changes.len(), 1, "{:#?}", changes.changes);
+    let change = &changes.changes[0];
+    assert_eq!(change.src, workload("shop", "Pod/np-client"));
+    assert_eq!(
+        change.dst,
+        workload("default", "Pod/api"),
+        "the backend, not the Service's address"
+    );
+    assert_eq!(change.port, 8080);
+    assert!(change.newly_denied());
+}

@@ -85,6 +85,30 @@ fn seed_scenario_through_the_cli() {
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("NXDOMAIN"), "{out}");
 
+    // An outside name, then an alias of it: the pods resolve both (the
+    // alias through its CNAME); a name inside the cluster domain is refused.
+    let (code, out) = nv(name, &["outside-name", "edge.cdn.test", "203.0.113.7"]);
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = nv(
+        name,
+        &[
+            "outside-name",
+            "api.example.test",
+            "--alias",
+            "edge.cdn.test",
+        ],
+    );
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = nv(name, &[&dns[..], &["api.example.test"]].concat());
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("203.0.113.7"), "{out}");
+    let (code, out) = nv(
+        name,
+        &["outside-name", "x.default.svc.cluster.local", "203.0.113.9"],
+    );
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("outside name"), "{out}");
+
     let (code, out) = nv(
         name,
         &[
