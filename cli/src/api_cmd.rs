@@ -54,7 +54,7 @@ pub struct ApiArgs {
     #[arg(long, default_value_t = MemoryConfig::DEFAULT_MAX_FLOWS)]
     memory_flows: usize,
     /// The in-memory store's bound, in bytes of its estimate of the memory
-    /// it holds: rows (about 180 bytes a flow), report tallies, the flow id
+    /// it holds: rows (about 200 bytes a flow), report tallies, the flow id
     /// set and the interned texts, endpoints and policies (without --clickhouse).
     #[arg(long, default_value_t = MemoryConfig::DEFAULT_MAX_BYTES)]
     memory_max_bytes: usize,

@@ -137,6 +137,12 @@ fn text(item: &StreamItem) -> String {
             ..
         } => format!("{head} tcp_outcome={outcome:?} retransmits={retransmits} errno={errno}"),
         Event::Udp { packets, bytes, .. } => format!("{head} udp packets={packets} bytes={bytes}"),
+        Event::Icmp { echo, len, .. } => format!(
+            "{head} icmp {} id={} seq={} len={len}",
+            echo_name(echo.kind),
+            echo.id,
+            echo.seq
+        ),
         Event::Dns { message, .. } => format!(
             "{head} dns id={} {} {} type={} rcode={} answers={}",
             message.id,
@@ -156,9 +162,10 @@ fn text(item: &StreamItem) -> String {
             reason_code,
             location_symbol,
             dns,
+            icmp,
             ..
         } => format!(
-            "{head} drop reason={} at={}{}",
+            "{head} drop reason={} at={}{}{}",
             reason
                 .as_deref()
                 .map_or_else(|| reason_code.to_string(), str::to_string),
@@ -166,8 +173,18 @@ fn text(item: &StreamItem) -> String {
             dns.as_ref()
                 .and_then(|d| d.name.as_deref())
                 .map(|n| format!(" dns={n}"))
+                .unwrap_or_default(),
+            icmp.map(|i| format!(" icmp {} id={} seq={}", echo_name(i.kind), i.id, i.seq))
                 .unwrap_or_default()
         ),
+    }
+}
+
+/// An ICMP echo's half, as capture lines write it.
+fn echo_name(kind: netverdict_ebpf::EchoKind) -> &'static str {
+    match kind {
+        netverdict_ebpf::EchoKind::Request => "echo_request",
+        netverdict_ebpf::EchoKind::Reply => "echo_reply",
     }
 }
 

@@ -81,9 +81,12 @@ pub struct Observed {
 /// Prints the diagnosis; exit 0 when policy allows the flow, 1 when it denies it.
 pub fn diagnose(args: DiagnoseArgs) -> Result<ExitCode> {
     let state = args.cluster.load()?;
-    let protocol = Protocol::from_str(&args.protocol).map_err(|_| {
-        anyhow::anyhow!("--protocol {:?}: expected TCP, UDP or SCTP", args.protocol)
-    })?;
+    let protocol = Protocol::from_str(&args.protocol)
+        .ok()
+        .filter(|p| p.has_ports())
+        .ok_or_else(|| {
+            anyhow::anyhow!("--protocol {:?}: expected TCP, UDP or SCTP", args.protocol)
+        })?;
     let from = Endpoint::from_str(&args.from).with_context(|| format!("--from {}", args.from))?;
     let to = Destination::from_str(&args.to)?;
     let request = Request {
@@ -211,6 +214,7 @@ fn pb_protocol(protocol: Protocol) -> pb::Protocol {
         Protocol::Tcp => pb::Protocol::Tcp,
         Protocol::Udp => pb::Protocol::Udp,
         Protocol::Sctp => pb::Protocol::Sctp,
+        Protocol::Icmp => pb::Protocol::Icmp,
     }
 }
 

@@ -146,7 +146,7 @@ enum LabCommand {
         /// The destination port.
         #[arg(long)]
         port: u16,
-        /// TCP, UDP or SCTP.
+        /// TCP, UDP, SCTP or ICMP (a ping; its port is ignored).
         #[arg(long, default_value = "TCP")]
         protocol: String,
         /// How long to wait for an answer.
@@ -183,7 +183,7 @@ enum LabCommand {
         /// The port every pod is probed on.
         #[arg(long, default_value_t = 80)]
         port: u16,
-        /// TCP, UDP or SCTP.
+        /// TCP, UDP, SCTP or ICMP (a ping; its port is ignored).
         #[arg(long, default_value = "TCP")]
         protocol: String,
         /// How long each probe waits for an answer.
@@ -217,7 +217,7 @@ const TIMED_OUT: u8 = 3;
 
 fn protocol(s: &str) -> anyhow::Result<Protocol> {
     s.parse()
-        .map_err(|()| anyhow::anyhow!("unknown protocol {s:?}: use TCP, UDP or SCTP"))
+        .map_err(|()| anyhow::anyhow!("unknown protocol {s:?}: use TCP, UDP, SCTP or ICMP"))
 }
 
 fn pod_key(s: &str) -> anyhow::Result<PodKey> {

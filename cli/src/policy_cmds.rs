@@ -222,7 +222,7 @@ pub struct ExplainArgs {
     /// Destination port.
     #[arg(long)]
     port: u16,
-    /// TCP, UDP or SCTP.
+    /// TCP, UDP, SCTP or ICMP (with port 0).
     #[arg(long, default_value = "TCP")]
     protocol: String,
     /// Output format: text, json.

@@ -195,6 +195,8 @@ pub fn flow_json(f: &pb::Flow) -> Value {
         "outcome": outcome(f.outcome),
         "drop_reason": f.drop_reason,
         "drop_count": f.drop_count,
+        "packets": f.packets,
+        "bytes": f.bytes,
         "mismatch": mismatch(f.mismatch),
         "observation_point": name_of::<pb::ObservationPoint>(f.observation_point),
         "counted_elsewhere": f.counted_elsewhere,
@@ -278,8 +280,19 @@ pub fn flow_line(f: &pb::Flow, print_node: bool) -> String {
     line
 }
 
+/// What the source sent, for a person: `3/252` (packets/bytes), `-` when
+/// not counted (TCP).
+fn sent(f: &pb::Flow) -> String {
+    if f.packets == 0 && f.bytes == 0 {
+        "-".into()
+    } else {
+        format!("{}/{}", f.packets, f.bytes)
+    }
+}
+
 /// Flows as a table (`-o table`; the node with `--print-node-name`), or with
-/// the node and the denial reason (`-o wide`).
+/// the node, the packets and bytes the source sent, and the denial reason
+/// (`-o wide`).
 pub fn flow_table(flows: &[pb::Flow], wide: bool, print_node: bool) -> String {
     let node_column = wide || print_node;
     let mut headers = vec!["TIME"];
@@ -293,8 +306,11 @@ pub fn flow_table(flows: &[pb::Flow], wide: bool, print_node: bool) -> String {
         "VERDICT",
         "OUTCOME",
         "COUNT",
-        "DETAILS",
     ]);
+    if wide {
+        headers.push("SENT (PKTS/BYTES)");
+    }
+    headers.push("DETAILS");
     if wide {
         headers.push("REASON");
     }
@@ -313,12 +329,15 @@ pub fn flow_table(flows: &[pb::Flow], wide: bool, print_node: bool) -> String {
                 verdict(f.verdict).into_owned(),
                 outcome(f.outcome).into_owned(),
                 f.count.to_string(),
-                if details.is_empty() {
-                    "-".into()
-                } else {
-                    details
-                },
             ]);
+            if wide {
+                row.push(sent(f));
+            }
+            row.push(if details.is_empty() {
+                "-".into()
+            } else {
+                details
+            });
             if wide {
                 row.push(flow_reason(f));
             }
@@ -711,6 +730,29 @@ mod tests {
         assert_eq!(j["denied_by"][0], "default/api-from-web");
         assert_eq!(j["last_seen"], "2023-11-14T22:13:20.005Z");
         assert_eq!(j["dns"], Value::Null);
+        assert!(lines[1].contains("  -  "), "TCP sends are not counted: {w}");
+        // A ping: its packets and bytes in wide and JSON.
+        let ping = pb::Flow {
+            protocol: pb::Protocol::Icmp as i32,
+            packets: 3,
+            bytes: 252,
+            ..f
+        };
+        let w = flow_table(std::slice::from_ref(&ping), true, false);
+        assert!(
+            w.lines().next().unwrap().contains("SENT (PKTS/BYTES)"),
+            "{w}"
+        );
+        assert!(w.contains("  icmp  ") && w.contains("  3/252  "), "{w}");
+        let j = flow_json(&ping);
+        assert_eq!(
+            (
+                j["protocol"].as_str(),
+                j["packets"].as_u64(),
+                j["bytes"].as_u64()
+            ),
+            (Some("icmp"), Some(3), Some(252))
+        );
     }
 
     #[test]

@@ -76,6 +76,8 @@ fn main() {
                 drops: 0,
                 drop_reason: None,
                 drop_location: None,
+                packets: 0,
+                bytes: 0,
                 dns: None,
             }
         })

@@ -2,8 +2,8 @@
 //! port, protocol, verdict, outcome, direction, mismatch and DNS question) within
 //! a window become one record with a count and first/last seen, so a retrying
 //! client does not flood the store. Denied flows use a shorter window than
-//! allowed ones (finer granularity where incidents are investigated); drops are
-//! summed, never lost.
+//! allowed ones (finer granularity where incidents are investigated); drops,
+//! packets and bytes are summed, never lost.
 //!
 //! The open records are bounded in bytes (an estimate of what each holds):
 //! a flood of distinct flows (a pod asking for random names, a port scan)
@@ -181,6 +181,8 @@ impl Aggregator {
             record.count = record.count.saturating_add(flow.count);
             let (r, f) = (&mut record.obs, flow.obs);
             r.drops = r.drops.saturating_add(f.drops);
+            r.packets = r.packets.saturating_add(f.packets);
+            r.bytes = r.bytes.saturating_add(f.bytes);
             r.last_seen = r.last_seen.max(f.last_seen);
             r.first_seen = r.first_seen.min(f.first_seen);
             if r.drop_reason.is_none() {
@@ -294,6 +296,8 @@ mod tests {
             },
             drop_reason: None,
             drop_location: None,
+            packets: 1,
+            bytes: 100,
             dns: None,
         };
         Annotator::new("n").annotate(state, obs)
@@ -315,6 +319,8 @@ mod tests {
             drops: 0,
             drop_reason: None,
             drop_location: None,
+            packets: 1,
+            bytes: 100,
             dns: Some(crate::correlate::DnsSeen {
                 id: 7,
                 query: Some(name.to_string()),
@@ -399,6 +405,7 @@ mod tests {
         let rendered = Annotator::new("n").render(&out[0], "n/1".into());
         assert_eq!(rendered.count, 4);
         assert_eq!(rendered.drop_count, 12);
+        assert_eq!((rendered.packets, rendered.bytes), (4, 400), "summed");
     }
 
     #[test]

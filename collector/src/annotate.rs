@@ -260,6 +260,8 @@ impl Annotator {
             outcome: obs.outcome as i32,
             drop_reason: obs.drop_reason.as_deref().unwrap_or_default().to_string(),
             drop_count: u64::from(obs.drops),
+            packets: obs.packets,
+            bytes: obs.bytes,
             mismatch: a.mismatch as i32,
             observation_point: a.point as i32,
             counted_elsewhere: a.counted_elsewhere,

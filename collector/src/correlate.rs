@@ -21,7 +21,16 @@
 //! - A DNS query seen leaving a second device (the node, after Service DNAT)
 //!   keeps where the client sent it as `dst` and records where it went as
 //!   `backend`.
-//! - UDP flows become observations at once.
+//! - UDP flows become observations at once, with the packets and bytes the
+//!   probes counted since the flow's previous event.
+//! - An ICMP echo request (ICMP or ICMPv6) is held until its reply (same
+//!   addresses, identifier and sequence): answered; a drop of the request
+//!   (or of its reply): dropped, with the reason; neither within the ICMP
+//!   timeout: no answer. Each echo is one observation of one packet (its
+//!   bytes the request's length); aggregation sums them into a record. The
+//!   probes see an echo leave every device it crosses (the pod's, then the
+//!   node's), so an echo already held or reported stays known until its
+//!   timeout, and its other sightings are absorbed, not counted twice.
 //! - Each observation says how it was seen ([`SeenBy`]): through the
 //!   initiator's socket, the responder's (an accepted connection, in the
 //!   destination's namespace), or packets only.
@@ -29,12 +38,12 @@
 //! Nothing here reads a clock: `expire(now)` closes what timed out, so tests
 //! drive time themselves.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 pub use netverdict_ebpf::TrafficDirection;
-use netverdict_ebpf::{DnsMessage, Event, FiveTuple, TcpOutcome};
+use netverdict_ebpf::{DnsMessage, EchoKind, Event, FiveTuple, IcmpEcho, TcpOutcome};
 use netverdict_policy::Protocol;
 use netverdict_proto::v1::Outcome;
 use rustc_hash::FxHashMap;
@@ -94,6 +103,11 @@ pub struct Observation {
     /// The kernel function where the first drop happened, when known.
     pub drop_location: Option<Arc<str>>,
     pub dns: Option<DnsSeen>,
+    /// Packets the source sent, as counted (UDP: the probes' counters since
+    /// the flow's previous event; ICMP: 1, the echo request; 0: not counted).
+    pub packets: u64,
+    /// The bytes of those packets (IP lengths).
+    pub bytes: u64,
 }
 
 /// Correlation settings.
@@ -105,12 +119,15 @@ pub struct Timeouts {
     pub dns: Duration,
     /// A drop no held flow claims waits this long for its attempt.
     pub orphan_drop: Duration,
+    /// An ICMP echo request without reply after this is reported as no
+    /// answer.
+    pub icmp: Duration,
 }
 
 impl Timeouts {
     /// The longest correlation holds a flow before reporting it.
     pub fn longest(&self) -> Duration {
-        self.tcp.max(self.dns).max(self.orphan_drop)
+        self.tcp.max(self.dns).max(self.orphan_drop).max(self.icmp)
     }
 }
 
@@ -120,6 +137,7 @@ impl Default for Timeouts {
             tcp: Duration::from_secs(150),
             dns: Duration::from_secs(5),
             orphan_drop: Duration::from_secs(3),
+            icmp: Duration::from_secs(5),
         }
     }
 }
@@ -140,6 +158,9 @@ pub struct CorrelationStats {
     pub nat_joined: u64,
     /// NAT events no connection claimed within the hold.
     pub nat_unclaimed: u64,
+    /// ICMP echo replies whose request was not held (never seen, or
+    /// already reported as unanswered).
+    pub icmp_replies_without_request: u64,
 }
 
 /// The default bound of what correlation holds: 32 MiB, a sixteenth of the
@@ -157,6 +178,32 @@ const ORPHAN_ENTRY: usize = size_of::<(SocketKey, Observation)>() + MAP_OVERHEAD
 const NAT_ENTRY: usize =
     size_of::<(SocketKey, (SocketAddr, SocketAddr, SystemTime))>() + MAP_OVERHEAD;
 const SOCKET_ENTRY: usize = size_of::<(SocketKey, Held)>() + MAP_OVERHEAD;
+/// An echo held: its entry and, while it waits, its boxed observation.
+const ICMP_ENTRY: usize = size_of::<(EchoKey, Echo)>() + size_of::<Observation>() + MAP_OVERHEAD;
+
+/// An ICMP echo: the initiator's and responder's addresses, the identifier
+/// and the sequence number.
+type EchoKey = (IpAddr, IpAddr, u16, u16);
+
+/// A held ICMP echo.
+#[derive(Clone, Debug)]
+enum Echo {
+    /// The request, waiting for its reply.
+    Waiting(Box<Observation>),
+    /// Reported (answered or dropped); the echo's request was first seen at
+    /// this time. Its sightings at other devices are absorbed until its
+    /// timeout.
+    Reported(SystemTime),
+}
+
+/// The key of the echo `echo` belongs to, seen going `src` → `dst`.
+fn echo_key(echo: &IcmpEcho, tuple: &FiveTuple) -> EchoKey {
+    let (src, dst) = (tuple.src.ip(), tuple.dst.ip());
+    match echo.kind {
+        EchoKind::Request => (src, dst, echo.id, echo.seq),
+        EchoKind::Reply => (dst, src, echo.id, echo.seq),
+    }
+}
 
 /// The bytes of the DNS name an observation holds.
 fn name_bytes(obs: &Observation) -> usize {
@@ -183,6 +230,8 @@ pub struct Correlator {
     /// NATs no held flow claimed yet, by initiator socket: the original
     /// destination, the translated one, and when it was seen.
     nats: FxHashMap<SocketKey, (SocketAddr, SocketAddr, SystemTime)>,
+    /// ICMP echoes held or recently reported.
+    icmp: FxHashMap<EchoKey, Echo>,
     stats: CorrelationStats,
 }
 
@@ -231,6 +280,7 @@ impl Correlator {
             dns: FxHashMap::default(),
             orphans: FxHashMap::default(),
             nats: FxHashMap::default(),
+            icmp: FxHashMap::default(),
             stats: CorrelationStats::default(),
         }
     }
@@ -248,11 +298,13 @@ impl Correlator {
             + self.orphans.len() * ORPHAN_ENTRY
             + self.nats.len() * NAT_ENTRY
             + self.by_socket.len() * SOCKET_ENTRY
+            + self.icmp.len() * ICMP_ENTRY
     }
 
-    /// Flows held, waiting for an outcome or response.
+    /// Flows held, waiting for an outcome or response (ICMP echoes reported
+    /// but still remembered included).
     pub fn pending(&self) -> usize {
-        self.tcp.len() + self.dns.len() + self.orphans.len()
+        self.tcp.len() + self.dns.len() + self.orphans.len() + self.icmp.len()
     }
 
     /// A new held flow adopts the drops and the NAT its socket had before it
@@ -308,6 +360,8 @@ impl Correlator {
             drop_reason: None,
             drop_location: None,
             dns: None,
+            packets: 0,
+            bytes: 0,
         };
         match event {
             Event::TcpAttempt { sock_id, .. } => {
@@ -403,7 +457,78 @@ impl Correlator {
                     None => self.stats.dns_responses_without_query += 1,
                 }
             }
-            Event::Udp { .. } => out.push(base(Outcome::Unspecified)),
+            Event::Udp { packets, bytes, .. } => {
+                let mut obs = base(Outcome::Unspecified);
+                obs.packets = u64::from(*packets);
+                obs.bytes = *bytes;
+                out.push(obs);
+            }
+            Event::Icmp { echo, len, .. } => {
+                let key = echo_key(echo, tuple);
+                match echo.kind {
+                    // The same request leaving another device: absorbed.
+                    EchoKind::Request if self.icmp.contains_key(&key) => {}
+                    EchoKind::Request => {
+                        self.make_room(ICMP_ENTRY, out);
+                        let mut obs = base(Outcome::Unspecified);
+                        obs.packets = 1;
+                        obs.bytes = u64::from(*len);
+                        self.icmp.insert(key, Echo::Waiting(Box::new(obs)));
+                    }
+                    EchoKind::Reply => match self.icmp.remove(&key) {
+                        Some(Echo::Waiting(obs)) => {
+                            let mut obs = *obs;
+                            obs.last_seen = meta.time;
+                            obs.outcome = Outcome::Answered;
+                            self.icmp.insert(key, Echo::Reported(obs.first_seen));
+                            out.push(obs);
+                        }
+                        // The reply leaving another device: absorbed.
+                        Some(reported) => {
+                            self.icmp.insert(key, reported);
+                        }
+                        None => self.stats.icmp_replies_without_request += 1,
+                    },
+                }
+            }
+            Event::Drop {
+                icmp: Some(echo),
+                reason,
+                location_symbol,
+                len,
+                ..
+            } => {
+                let key = echo_key(echo, tuple);
+                let reason = Some(reason.clone().unwrap_or_else(|| "UNKNOWN".into()));
+                let mut obs = match self.icmp.remove(&key) {
+                    Some(Echo::Waiting(obs)) => *obs,
+                    // A drop of an echo already reported (a duplicate).
+                    Some(reported) => {
+                        self.icmp.insert(key, reported);
+                        return;
+                    }
+                    // The echo's only sighting: a request dropped before it
+                    // left a device (or a reply whose request was not seen).
+                    None => {
+                        self.make_room(ICMP_ENTRY, out);
+                        let mut obs = base(Outcome::Dropped);
+                        if echo.kind == EchoKind::Reply {
+                            std::mem::swap(&mut obs.src, &mut obs.dst);
+                        } else {
+                            obs.packets = 1;
+                            obs.bytes = u64::from(*len);
+                        }
+                        obs
+                    }
+                };
+                obs.drops = obs.drops.saturating_add(1);
+                obs.drop_reason = reason;
+                obs.drop_location = location_symbol.clone();
+                obs.last_seen = meta.time;
+                obs.outcome = Outcome::Dropped;
+                self.icmp.insert(key, Echo::Reported(obs.first_seen));
+                out.push(obs);
+            }
             Event::Drop {
                 reason,
                 location_symbol,
@@ -473,6 +598,7 @@ impl Correlator {
                 dns: deadline(self.timeouts.dns),
                 tcp: deadline(self.timeouts.tcp),
                 orphan: deadline(self.timeouts.orphan_drop),
+                icmp: deadline(self.timeouts.icmp),
             },
             out,
         );
@@ -486,6 +612,7 @@ impl Correlator {
                 dns: None,
                 tcp: None,
                 orphan: None,
+                icmp: None,
             },
             out,
         );
@@ -500,6 +627,7 @@ impl Correlator {
             dns: dns_deadline,
             tcp: tcp_deadline,
             orphan: orphan_deadline,
+            icmp: icmp_deadline,
         } = deadlines;
         let mut expired: Vec<Observation> = Vec::new();
         let names = &mut self.names;
@@ -545,6 +673,18 @@ impl Correlator {
         for obs in &expired {
             self.by_socket.remove(&(obs.protocol, obs.src));
         }
+        self.icmp.retain(|_, echo| match echo {
+            Echo::Waiting(obs) => {
+                let keep = keep(icmp_deadline, obs.first_seen);
+                if !keep {
+                    let mut obs = Observation::clone(obs);
+                    obs.outcome = Outcome::NoAnswer;
+                    expired.push(obs);
+                }
+                keep
+            }
+            Echo::Reported(first_seen) => keep(icmp_deadline, *first_seen),
+        });
         expired.sort_by_key(|o| o.first_seen);
         out.extend(expired);
     }
@@ -556,8 +696,16 @@ impl Correlator {
     fn make_room(&mut self, incoming: usize, out: &mut Vec<Observation>) {
         while self.bytes() + incoming > self.max_bytes {
             let mut held: Vec<(SystemTime, Slot)> = Vec::with_capacity(
-                self.tcp.len() + self.dns.len() + self.orphans.len() + self.nats.len(),
+                self.tcp.len()
+                    + self.dns.len()
+                    + self.orphans.len()
+                    + self.nats.len()
+                    + self.icmp.len(),
             );
+            held.extend(self.icmp.iter().map(|(k, echo)| match echo {
+                Echo::Waiting(o) => (o.first_seen, Slot::Icmp(*k)),
+                Echo::Reported(seen) => (*seen, Slot::Icmp(*k)),
+            }));
             held.extend(
                 self.tcp
                     .iter()
@@ -629,6 +777,12 @@ impl Correlator {
                 }
                 return;
             }
+            // A request waiting for its reply is reported as it is; a
+            // reported echo is forgotten.
+            Slot::Icmp(key) => match self.icmp.remove(&key) {
+                Some(Echo::Waiting(obs)) => *obs,
+                _ => return,
+            },
         };
         self.stats.evicted += 1;
         out.push(obs);
@@ -641,6 +795,7 @@ struct Deadlines {
     dns: Option<SystemTime>,
     tcp: Option<SystemTime>,
     orphan: Option<SystemTime>,
+    icmp: Option<SystemTime>,
 }
 
 /// Where a held flow or NAT is.
@@ -650,6 +805,7 @@ enum Slot {
     Dns((SocketAddr, u16)),
     Orphan(SocketKey),
     Nat(SocketKey),
+    Icmp(EchoKey),
 }
 
 #[cfg(test)]
@@ -706,7 +862,89 @@ mod tests {
             location_symbol: Some("nf_hook_slow".into()),
             tcp_flags: 2,
             dns,
+            icmp: None,
         }
+    }
+
+    fn echo(ms: u64, src: u8, dst: u8, kind: EchoKind, seq: u16) -> Event {
+        Event::Icmp {
+            meta: meta(ms, TrafficDirection::Egress),
+            tuple: tuple(IpProtocol::Icmp, sa(src, 0), sa(dst, 0)),
+            echo: IcmpEcho { kind, id: 77, seq },
+            len: 84,
+        }
+    }
+
+    #[test]
+    fn icmp_echoes_are_answered_dropped_or_unanswered_and_counted_once() {
+        let mut c = Correlator::default();
+        let mut out = Vec::new();
+        // Answered: the request and the reply each leave two devices.
+        for (ms, src, dst, kind) in [
+            (0, 20, 10, EchoKind::Request),
+            (1, 20, 10, EchoKind::Request),
+            (2, 10, 20, EchoKind::Reply),
+            (3, 10, 20, EchoKind::Reply),
+        ] {
+            c.push(&echo(ms, src, dst, kind, 1), &mut out);
+        }
+        assert_eq!(out.len(), 1, "{out:#?}");
+        let o = &out[0];
+        assert_eq!(o.outcome, Outcome::Answered);
+        assert_eq!(o.protocol, Protocol::Icmp);
+        assert_eq!((o.src, o.dst), (sa(20, 0), sa(10, 0)));
+        assert_eq!((o.packets, o.bytes), (1, 84));
+        assert_eq!((o.first_seen, o.last_seen), (at(0), at(2)));
+        // Dropped: the request leaves the pod, the node drops it.
+        c.push(&echo(10, 20, 11, EchoKind::Request, 2), &mut out);
+        let mut dropped = drop(11, tuple(IpProtocol::Icmp, sa(20, 0), sa(11, 0)), None);
+        if let Event::Drop { icmp, .. } = &mut dropped {
+            *icmp = Some(IcmpEcho {
+                kind: EchoKind::Request,
+                id: 77,
+                seq: 2,
+            });
+        }
+        c.push(&dropped, &mut out);
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[1].outcome, Outcome::Dropped);
+        assert_eq!(out[1].drops, 1);
+        assert_eq!(out[1].drop_reason.as_deref(), Some("NETFILTER_DROP"));
+        assert_eq!(out[1].packets, 1);
+        // The same drop seen again is not a second echo.
+        c.push(&dropped, &mut out);
+        assert_eq!(out.len(), 2);
+        // Unanswered: reported at the timeout, not before.
+        c.push(&echo(20, 20, 12, EchoKind::Request, 3), &mut out);
+        c.expire(at(4_000), &mut out);
+        assert_eq!(out.len(), 2);
+        c.expire(at(5_020), &mut out);
+        assert_eq!(out.len(), 3);
+        assert_eq!(out[2].outcome, Outcome::NoAnswer);
+        assert_eq!(out[2].dst, sa(12, 0));
+        // A reply nobody asked for is counted; everything is let go in time.
+        c.push(&echo(6_000, 13, 20, EchoKind::Reply, 9), &mut out);
+        assert_eq!(c.stats().icmp_replies_without_request, 1);
+        c.expire(at(60_000), &mut out);
+        assert_eq!(out.len(), 3);
+        assert_eq!(c.pending(), 0);
+        assert_eq!(c.bytes(), 0);
+    }
+
+    #[test]
+    fn udp_observations_carry_the_probes_counts() {
+        let mut c = Correlator::default();
+        let mut out = Vec::new();
+        c.push(
+            &Event::Udp {
+                meta: meta(0, TrafficDirection::Egress),
+                tuple: tuple(IpProtocol::Udp, sa(20, 5000), sa(10, 9999)),
+                packets: 4,
+                bytes: 4 * 33,
+            },
+            &mut out,
+        );
+        assert_eq!((out[0].packets, out[0].bytes), (4, 132));
     }
 
     fn query(id: u16, name: &str, response: bool, rcode: Rcode) -> DnsMessage {
@@ -807,6 +1045,7 @@ mod tests {
             tcp: Duration::from_secs(150),
             dns: Duration::from_secs(5),
             orphan_drop: Duration::from_secs(3),
+            icmp: Duration::from_secs(5),
         });
         let mut out = Vec::new();
         let dns_server = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 96, 0, 10)), 53);

@@ -151,6 +151,7 @@ fn kind_label(kind: EventKind) -> &'static str {
         EventKind::Udp => "udp",
         EventKind::Dns => "dns",
         EventKind::Nat => "nat",
+        EventKind::Icmp => "icmp",
         EventKind::Unknown => "unknown",
     }
 }
@@ -278,6 +279,7 @@ impl Collector for Snapshot {
                     vec![("reason", "dns_without_payload")],
                     losses.dns_without_payload,
                 ),
+                (vec![("reason", "icmp_not_echo")], losses.icmp_other),
             ],
         )?;
 

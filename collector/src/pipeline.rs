@@ -470,6 +470,7 @@ impl Pipeline {
                     EventKind::Udp => &mut by_kind.udp,
                     EventKind::Dns => &mut by_kind.dns,
                     EventKind::Nat => &mut by_kind.nat,
+                    EventKind::Icmp => &mut by_kind.icmp,
                     EventKind::Unknown => &mut by_kind.unknown,
                 };
                 *slot = slot.saturating_add(*count);

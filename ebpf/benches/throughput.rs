@@ -116,16 +116,23 @@ fn drain_rate() -> (u64, f64) {
 
 /// The probes of the overhead run: all, or those named in `NV_BENCH_PROBES`
 /// (comma-separated `tcp`, `drops`, `packets`; `all`; anything else, e.g.
-/// `none`: the consumer only).
+/// `none`: the consumer only); `close` adds a record at every TCP close with
+/// the connection's counts (`Config::tcp_close_records`: what TCP byte and
+/// packet counts would cost).
 fn probe_config() -> Config {
+    let close = std::env::var("NV_BENCH_PROBES").is_ok_and(|l| l.contains("close"));
     match std::env::var("NV_BENCH_PROBES") {
-        Ok(list) if list != "all" => Config {
+        Ok(list) if list != "all" && list != "all,close" => Config {
             tcp: list.contains("tcp"),
             drops: list.contains("drops"),
             packets: list.contains("packets"),
+            tcp_close_records: close,
             ..Config::default()
         },
-        _ => Config::default(),
+        _ => Config {
+            tcp_close_records: close,
+            ..Config::default()
+        },
     }
 }
 

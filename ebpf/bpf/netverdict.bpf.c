@@ -14,8 +14,10 @@
  *   tp_btf/tcp_retransmit_skb   attempts still unanswered at their first SYN retransmit
  *   tp_btf/kfree_skb            drops with reason and parsed packet (NV_KIND_DROP)
  *   tp_btf/net_dev_queue        UDP flows and DNS messages leaving any device
- *                               (NV_KIND_UDP, NV_KIND_DNS), forwarded SYNs whose
- *                               destination conntrack NATed (NV_KIND_NAT)
+ *                               (NV_KIND_UDP, NV_KIND_DNS), ICMP echo requests
+ *                               and replies (NV_KIND_ICMP, one per packet),
+ *                               forwarded SYNs whose destination conntrack
+ *                               NATed (NV_KIND_NAT)
  *   raw_tp/nv_synth             synthetic events for the benchmark (never attached)
  */
 #include "vmlinux_min.h"
@@ -34,6 +36,14 @@ char LICENSE[] SEC("license") = "GPL";
 #define IPPROTO_TCP 6
 #define IPPROTO_UDP 17
 #define IPPROTO_SCTP 132
+#define IPPROTO_ICMP 1
+#define IPPROTO_ICMPV6 58
+
+/* ICMP message types: RFC 792 and RFC 4443. */
+#define ICMP_ECHOREPLY 0
+#define ICMP_ECHO 8
+#define ICMPV6_ECHO_REQUEST 128
+#define ICMPV6_ECHO_REPLY 129
 
 /* TCP states: include/net/tcp_states.h, part of the user ABI (/proc/net/tcp). */
 #define TCP_ESTABLISHED 1
@@ -139,6 +149,13 @@ struct {
  * only once this many bytes are waiting; the consumer also polls on a timer.
  * Batching wake-ups keeps the cost per event low under load. */
 const volatile __u64 nv_wakeup_bytes = 0;
+
+/* Set by the loader from Config::tcp_close_records, for the benchmark only:
+ * report every close of a TCP connection with its counts (segments out and
+ * in, bytes acked), to measure what byte and packet counts per connection
+ * would cost. They carry sk_err -1, so they decode as TCP outcomes (Failed,
+ * errno -1): the consumer's cost is the real one. Never set outside it. */
+const volatile __u8 nv_tcp_close_records = 0;
 
 static __always_inline __u64 submit_flags(void)
 {
@@ -261,8 +278,27 @@ int BPF_PROG(nv_tcp_state, struct sock *sk, int oldstate, int newstate)
 		return 0;
 	}
 	/* An established (or closing) connection torn down with an error: a reset. */
-	if (newstate == TCP_CLOSE && sk->sk_err != 0)
+	if (newstate == TCP_CLOSE && sk->sk_err != 0) {
 		emit_tcp(sk, oldstate, newstate, now, NV_DIR_UNKNOWN, 0);
+	} else if (nv_tcp_close_records && newstate == TCP_CLOSE) {
+		struct nv_tcp_event *e = bpf_ringbuf_reserve(&NV_EVENTS, sizeof(*e), 0);
+		if (!e) {
+			count(NV_KIND_TCP);
+			return 0;
+		}
+		__builtin_memset(e, 0, sizeof(*e));
+		hdr_from_sock(&e->hdr, sk);
+		e->hdr.ts_ns = now;
+		e->hdr.kind = NV_KIND_TCP;
+		e->oldstate = oldstate;
+		e->newstate = newstate;
+		e->sk_err = -1;
+		struct tcp_sock *tp = (struct tcp_sock *)sk;
+		e->retransmits = BPF_CORE_READ(tp, segs_out);
+		e->_pad1 = BPF_CORE_READ(tp, segs_in);
+		e->attempt_ts_ns = BPF_CORE_READ(tp, bytes_acked) + BPF_CORE_READ(tp, bytes_received);
+		bpf_ringbuf_submit(e, submit_flags());
+	}
 	return 0;
 }
 
@@ -319,8 +355,19 @@ static __always_inline __u32 min_u32(__u32 a, __u32 b)
 	return a < b ? a : b;
 }
 
-/* Parses IPv4/IPv6 + TCP/UDP/SCTP from the skb's linear data.
- * Returns 0 on success, -1 if the packet is not one of those. */
+/* parse_skb's answer for an ICMP/ICMPv6 packet that is not an echo request
+ * or reply (errors, neighbour discovery...): not reported, counted. */
+#define NV_PARSE_ICMP_OTHER 1
+
+static __always_inline bool is_icmp(__u8 protocol)
+{
+	return protocol == IPPROTO_ICMP || protocol == IPPROTO_ICMPV6;
+}
+
+/* Parses IPv4/IPv6 + TCP/UDP/SCTP, or an ICMP/ICMPv6 echo, from the skb's
+ * linear data. Returns 0 on success, NV_PARSE_ICMP_OTHER for other ICMP
+ * messages, -1 if the packet is none of those. An echo's identifier and
+ * sequence number go in sport and dport, its type in tcp_flags. */
 static __always_inline int parse_skb(struct sk_buff *skb, struct pkt *p)
 {
 	unsigned char *head = skb->head;
@@ -351,6 +398,8 @@ static __always_inline int parse_skb(struct sk_buff *skb, struct pkt *p)
 		if (bpf_ntohs(ip.frag_off) & 0x1fff)
 			return (p->protocol == IPPROTO_TCP || p->protocol == IPPROTO_UDP ||
 				p->protocol == IPPROTO_SCTP) ? 0 : -1; /* later fragment: no ports */
+		if (p->protocol == IPPROTO_ICMPV6)
+			return -1;
 	} else if (proto == ETH_P_IPV6) {
 		struct nv_ip6hdr ip6;
 		if (bpf_probe_read_kernel(&ip6, sizeof(ip6), head + nh) || (ip6.vtc_flow & 0xf0) != 0x60)
@@ -361,8 +410,31 @@ static __always_inline int parse_skb(struct sk_buff *skb, struct pkt *p)
 		__builtin_memcpy(p->daddr, ip6.daddr, 16);
 		l4 = nh + sizeof(ip6);
 		l3_end = l4 + bpf_ntohs(ip6.payload_len);
+		if (p->protocol == IPPROTO_ICMP)
+			return -1;
 	} else {
 		return -1;
+	}
+	if (is_icmp(p->protocol)) {
+		/* type, code, checksum, identifier, sequence */
+		struct {
+			__u8 type;
+			__u8 code;
+			__u16 csum;
+			__be16 id;
+			__be16 seq;
+		} ih = {};
+		if (bpf_probe_read_kernel(&ih, sizeof(ih), head + l4))
+			return -1;
+		bool echo = p->protocol == IPPROTO_ICMP
+				    ? ih.type == ICMP_ECHO || ih.type == ICMP_ECHOREPLY
+				    : ih.type == ICMPV6_ECHO_REQUEST || ih.type == ICMPV6_ECHO_REPLY;
+		if (!echo)
+			return NV_PARSE_ICMP_OTHER;
+		p->sport = bpf_ntohs(ih.id);
+		p->dport = bpf_ntohs(ih.seq);
+		p->tcp_flags = ih.type;
+		return 0;
 	}
 	if (p->protocol != IPPROTO_TCP && p->protocol != IPPROTO_UDP && p->protocol != IPPROTO_SCTP)
 		return -1;
@@ -397,6 +469,15 @@ static __always_inline int parse_skb(struct sk_buff *skb, struct pkt *p)
 	if (end > p->payload_off)
 		p->payload_len = min_u32(end - p->payload_off, NV_DNS_PAYLOAD_MAX);
 	return 0;
+}
+
+/* The bytes from the packet's network header on: its IP length, without the
+ * link-layer header a device put before it (what UDP and ICMP count). */
+static __always_inline __u32 ip_len(struct sk_buff *skb)
+{
+	__s64 data_off = (__s64)((__u64)skb->data - (__u64)skb->head);
+	__s64 n = (__s64)skb->len + data_off - (__s64)skb->network_header;
+	return n > 0 && n <= skb->len ? (__u32)n : skb->len;
 }
 
 /* A connection request: the first packet of an outbound connect. */
@@ -588,7 +669,10 @@ int BPF_PROG(nv_dev_queue, struct sk_buff *skb)
 	}
 
 	struct pkt p = {};
-	if (parse_skb(skb, &p))
+	int parsed = parse_skb(skb, &p);
+	if (parsed == NV_PARSE_ICMP_OTHER)
+		count(NV_STAT_ICMP_OTHER);
+	if (parsed)
 		return 0;
 	struct net_device *dev = skb->dev;
 	__u32 netns = dev ? dev->nd_net.net->ns.inum : 0;
@@ -605,6 +689,13 @@ int BPF_PROG(nv_dev_queue, struct sk_buff *skb)
 			count(NV_STAT_DNS_NO_PAYLOAD);
 		return 0;
 	}
+	if (is_icmp(p.protocol)) {
+		/* Every echo: correlation pairs each request with its reply. Ping
+		 * rates are low; a flood costs ring space, and its losses are
+		 * counted like any other kind's. */
+		emit_skb(skb, &p, NV_KIND_ICMP, NV_DIR_EGRESS, netns, ifindex, 0, ip_len(skb), 1);
+		return 0;
+	}
 	if (p.protocol != IPPROTO_UDP)
 		return 0;
 
@@ -618,7 +709,7 @@ int BPF_PROG(nv_dev_queue, struct sk_buff *skb)
 	__builtin_memcpy(k.saddr, p.saddr, 16);
 	__builtin_memcpy(k.daddr, p.daddr, 16);
 	__u64 now = bpf_ktime_get_ns();
-	__u32 len = skb->len;
+	__u32 len = ip_len(skb);
 	struct flow_val *v = bpf_map_lookup_elem(&NV_UDP_FLOWS, &k);
 	if (!v) {
 		struct flow_val nv = { .last_emit_ns = now };

@@ -3,6 +3,11 @@
  * the same sizes and offsets: change both together.
  *
  * All integers are in host byte order except addresses (network order bytes).
+ *
+ * ICMP echo (NV_KIND_ICMP, and NV_KIND_DROP of an echo): the header's protocol
+ * is IPPROTO_ICMP (1) or IPPROTO_ICMPV6 (58), sport is the echo identifier,
+ * dport the echo sequence number, and nv_skb_event.tcp_flags the ICMP type
+ * (8/0 request/reply, 128/129 for ICMPv6).
  */
 #ifndef NV_EVENTS_H
 #define NV_EVENTS_H
@@ -13,13 +18,15 @@
 #define NV_KIND_UDP 3  /* struct nv_skb_event: a UDP flow seen leaving a device */
 #define NV_KIND_DNS 4  /* struct nv_skb_event: a DNS message (UDP/TCP 53) leaving a device */
 #define NV_KIND_NAT 5  /* struct nv_nat_event: a forwarded SYN whose destination the kernel NATed */
-#define NV_KIND_MAX 6
+#define NV_KIND_ICMP 6 /* struct nv_skb_event: an ICMP or ICMPv6 echo request or reply leaving a device */
+#define NV_KIND_MAX 7
 
 /* Other counters in NV_STATS. */
-#define NV_STAT_NONIP_DROPS 8 /* kfree_skb of packets that are not IPv4/IPv6 TCP/UDP/SCTP */
+#define NV_STAT_NONIP_DROPS 8 /* kfree_skb of packets that are not IPv4/IPv6 TCP/UDP/SCTP or ICMP echo */
 #define NV_STAT_SYNTH 9       /* events written by the benchmark's synthetic generator */
 #define NV_STAT_IGNORED_DROPS 10 /* drops whose reason user space asked to ignore */
 #define NV_STAT_DNS_NO_PAYLOAD 11 /* DNS packets whose message is not in the linear data */
+#define NV_STAT_ICMP_OTHER 12 /* ICMP/ICMPv6 packets leaving a device that are not echo (errors, ND...) */
 #define NV_STATS_LEN 16
 
 #define NV_DIR_UNKNOWN 0
@@ -72,11 +79,12 @@ struct nv_tcp_event {
 struct nv_skb_event {
 	struct nv_hdr hdr;
 	__u32 reason;     /* DROP: enum skb_drop_reason value (name from BTF in user space) */
-	__u32 pkt_len;    /* skb->len */
-	__u64 location;   /* DROP: kernel address that freed the skb; UDP: bytes since last event */
+	__u32 pkt_len;    /* skb->len: the IP packet's length */
+	__u64 location;   /* DROP: kernel address that freed the skb; UDP: bytes (IP lengths)
+			   * since last event; ICMP: the packet's IP length */
 	__u32 packets;    /* UDP: packets since last event; others 1 */
 	__u16 payload_len;/* bytes of DNS message that follow this struct */
-	__u8 tcp_flags;   /* TCP: flags byte of the header */
+	__u8 tcp_flags;   /* TCP: flags byte of the header; ICMP echo: the ICMP type */
 	__u8 _pad0;
 	/* followed by payload_len bytes (0 or NV_DNS_PAYLOAD_MAX reserved) */
 };

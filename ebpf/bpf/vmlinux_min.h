@@ -82,6 +82,11 @@ struct inet_sock {
 
 struct tcp_sock {
 	__u32 total_retrans;
+	/* Read only with nv_tcp_close_records (a measurement). */
+	__u64 bytes_acked;
+	__u64 bytes_received;
+	__u32 segs_out;
+	__u32 segs_in;
 };
 
 struct net_device {

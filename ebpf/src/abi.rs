@@ -15,10 +15,15 @@ pub const KIND_DNS: u16 = 4;
 /// Event kind: a forwarded SYN whose destination conntrack translated
 /// ([`RawNatEvent`]).
 pub const KIND_NAT: u16 = 5;
+/// Event kind: an ICMP or ICMPv6 echo request or reply leaving a device
+/// ([`RawSkbEvent`]; the header's `sport` is the echo identifier, `dport` the
+/// sequence number, `tcp_flags` the ICMP type).
+pub const KIND_ICMP: u16 = 6;
 /// `RawTcpEvent::flags`: the record also stands for the attempt of the
 /// connection, not reported on its own (at `attempt_ts_ns`).
 pub const TCP_WITH_ATTEMPT: u16 = 1;
-/// Index in `NV_STATS` of the count of dropped packets that were not IP TCP/UDP/SCTP.
+/// Index in `NV_STATS` of the count of dropped packets that were not IP
+/// TCP/UDP/SCTP or an ICMP echo.
 pub const STAT_NONIP_DROPS: u32 = 8;
 /// Index in `NV_STATS` of the count of synthetic events (benchmark).
 pub const STAT_SYNTH: u32 = 9;
@@ -28,6 +33,10 @@ pub const STAT_IGNORED_DROPS: u32 = 10;
 /// Index in `NV_STATS` of the count of DNS packets (port 53) whose message was
 /// not in the packet's linear data, so not decoded (mostly DNS over TCP).
 pub const STAT_DNS_NO_PAYLOAD: u32 = 11;
+/// Index in `NV_STATS` of the count of ICMP/ICMPv6 packets leaving a device
+/// that were not echo requests or replies (errors, neighbour discovery):
+/// not reported.
+pub const STAT_ICMP_OTHER: u32 = 12;
 /// Entries of the `NV_DROP_IGNORE` map (reason values below it can be ignored).
 pub const DROP_IGNORE_LEN: u32 = 1024;
 /// Bytes of DNS message the probes copy at most: the classic UDP limit, so
@@ -102,13 +111,14 @@ pub struct RawSkbEvent {
     pub reason: u32,
     /// `skb->len`.
     pub pkt_len: u32,
-    /// Drops: the freeing kernel address; UDP: bytes since the last event.
+    /// Drops: the freeing kernel address; UDP: bytes (IP lengths) since the
+    /// last event; ICMP: the packet's IP length.
     pub location: u64,
     /// UDP: packets since the last event; others 1.
     pub packets: u32,
     /// Bytes of DNS message following the struct.
     pub payload_len: u16,
-    /// TCP flags byte.
+    /// TCP flags byte; ICMP echo: the ICMP type.
     pub tcp_flags: u8,
     /// Padding.
     pub pad0: u8,
@@ -204,7 +214,8 @@ fn addr_at(b: &[u8], o: usize) -> [u8; 16] {
 pub enum RawEvent<'a> {
     /// `KIND_TCP`.
     Tcp(RawTcpEvent),
-    /// `KIND_DROP`, `KIND_UDP` or `KIND_DNS`, with the DNS payload bytes.
+    /// `KIND_DROP`, `KIND_UDP`, `KIND_DNS` or `KIND_ICMP`, with the DNS
+    /// payload bytes.
     Skb(RawSkbEvent, &'a [u8]),
     /// `KIND_NAT`.
     Nat(RawNatEvent),
@@ -251,7 +262,7 @@ pub fn parse(b: &[u8]) -> Result<RawEvent<'_>, AbiError> {
     }
     let need = match kind {
         KIND_TCP => size_of::<RawTcpEvent>(),
-        KIND_DROP | KIND_UDP | KIND_DNS => size_of::<RawSkbEvent>(),
+        KIND_DROP | KIND_UDP | KIND_DNS | KIND_ICMP => size_of::<RawSkbEvent>(),
         KIND_NAT => size_of::<RawNatEvent>(),
         k => return Err(AbiError::UnknownKind(k)),
     };

@@ -27,18 +27,21 @@ pub enum EventKind {
     Dns,
     /// Destinations translated by the kernel (Service DNAT).
     Nat,
+    /// ICMP echo requests and replies.
+    Icmp,
     /// A record whose kind could not be read.
     Unknown,
 }
 
 impl EventKind {
     /// Every kind the probes emit.
-    pub const ALL: [EventKind; 5] = [
+    pub const ALL: [EventKind; 6] = [
         EventKind::Tcp,
         EventKind::Drop,
         EventKind::Udp,
         EventKind::Dns,
         EventKind::Nat,
+        EventKind::Icmp,
     ];
 
     /// The kind number in the probes' ABI.
@@ -49,6 +52,7 @@ impl EventKind {
             EventKind::Udp => abi::KIND_UDP,
             EventKind::Dns => abi::KIND_DNS,
             EventKind::Nat => abi::KIND_NAT,
+            EventKind::Icmp => abi::KIND_ICMP,
             EventKind::Unknown => 0,
         }
     }
@@ -61,6 +65,7 @@ impl EventKind {
             abi::KIND_UDP => EventKind::Udp,
             abi::KIND_DNS => EventKind::Dns,
             abi::KIND_NAT => EventKind::Nat,
+            abi::KIND_ICMP => EventKind::Icmp,
             _ => EventKind::Unknown,
         }
     }
@@ -104,6 +109,10 @@ pub enum IpProtocol {
     Udp,
     /// SCTP (132).
     Sctp,
+    /// ICMP (1), IPv4's.
+    Icmp,
+    /// ICMPv6 (58).
+    Icmpv6,
     /// Any other IP protocol number.
     Other(u8),
 }
@@ -114,6 +123,8 @@ impl IpProtocol {
             6 => IpProtocol::Tcp,
             17 => IpProtocol::Udp,
             132 => IpProtocol::Sctp,
+            1 => IpProtocol::Icmp,
+            58 => IpProtocol::Icmpv6,
             n => IpProtocol::Other(n),
         }
     }
@@ -124,13 +135,56 @@ impl IpProtocol {
             IpProtocol::Tcp => 6,
             IpProtocol::Udp => 17,
             IpProtocol::Sctp => 132,
+            IpProtocol::Icmp => 1,
+            IpProtocol::Icmpv6 => 58,
             IpProtocol::Other(n) => n,
         }
+    }
+
+    /// ICMP or ICMPv6: no ports.
+    pub fn is_icmp(self) -> bool {
+        matches!(self, IpProtocol::Icmp | IpProtocol::Icmpv6)
+    }
+}
+
+/// Which half of an ICMP echo exchange a packet is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EchoKind {
+    /// ICMP type 8, ICMPv6 type 128.
+    Request,
+    /// ICMP type 0, ICMPv6 type 129.
+    Reply,
+}
+
+/// An ICMP or ICMPv6 echo request or reply: what pairs a reply with its
+/// request (with the two addresses).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+pub struct IcmpEcho {
+    /// Request or reply.
+    pub kind: EchoKind,
+    /// The echo identifier (a ping socket's "port").
+    pub id: u16,
+    /// The echo sequence number.
+    pub seq: u16,
+}
+
+impl IcmpEcho {
+    /// The echo of a packet of `protocol` with ICMP `icmp_type`, identifier
+    /// and sequence; None when it is not an echo request or reply.
+    pub fn of(protocol: IpProtocol, icmp_type: u8, id: u16, seq: u16) -> Option<IcmpEcho> {
+        let kind = match (protocol, icmp_type) {
+            (IpProtocol::Icmp, 8) | (IpProtocol::Icmpv6, 128) => EchoKind::Request,
+            (IpProtocol::Icmp, 0) | (IpProtocol::Icmpv6, 129) => EchoKind::Reply,
+            _ => return None,
+        };
+        Some(IcmpEcho { kind, id, seq })
     }
 }
 
 /// Source and destination of a packet or connection (for a socket: local and
-/// remote ends).
+/// remote ends). ICMP has no ports: both are 0 (an echo's identifier and
+/// sequence are in [`IcmpEcho`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 pub struct FiveTuple {
     /// IP protocol.
@@ -231,8 +285,21 @@ pub enum Event {
         tuple: FiveTuple,
         /// Packets since the previous event of the flow.
         packets: u32,
-        /// Bytes (skb lengths) since the previous event of the flow.
+        /// Bytes (IP lengths) since the previous event of the flow.
         bytes: u64,
+    },
+    /// An ICMP or ICMPv6 echo request or reply seen leaving a device (each
+    /// one, at each device it leaves).
+    Icmp {
+        /// Common fields.
+        #[serde(flatten)]
+        meta: Meta,
+        /// Sender → receiver of this packet (ports 0).
+        tuple: FiveTuple,
+        /// Request or reply, identifier and sequence.
+        echo: IcmpEcho,
+        /// The packet's IP length (headers included, link layer excluded).
+        len: u32,
     },
     /// A DNS message (UDP or TCP port 53) seen leaving a device.
     Dns {
@@ -269,6 +336,8 @@ pub enum Event {
         tcp_flags: u8,
         /// The DNS message in the packet, if it was DNS (name of a dropped query).
         dns: Option<DnsMessage>,
+        /// The ICMP echo the packet was, if it was one.
+        icmp: Option<IcmpEcho>,
     },
     /// A connection request (TCP SYN) leaving a device after the kernel
     /// translated its destination (Service DNAT): where it really goes.
@@ -298,6 +367,7 @@ impl Event {
             Event::TcpAttempt { meta, .. }
             | Event::TcpOutcome { meta, .. }
             | Event::Udp { meta, .. }
+            | Event::Icmp { meta, .. }
             | Event::Dns { meta, .. }
             | Event::Drop { meta, .. }
             | Event::Nat { meta, .. } => meta,
@@ -310,6 +380,7 @@ impl Event {
             Event::TcpAttempt { tuple, .. }
             | Event::TcpOutcome { tuple, .. }
             | Event::Udp { tuple, .. }
+            | Event::Icmp { tuple, .. }
             | Event::Dns { tuple, .. }
             | Event::Drop { tuple, .. }
             | Event::Nat { tuple, .. } => tuple,
@@ -321,6 +392,7 @@ impl Event {
         match self {
             Event::TcpAttempt { .. } | Event::TcpOutcome { .. } => EventKind::Tcp,
             Event::Udp { .. } => EventKind::Udp,
+            Event::Icmp { .. } => EventKind::Icmp,
             Event::Dns { .. } => EventKind::Dns,
             Event::Drop { .. } => EventKind::Drop,
             Event::Nat { .. } => EventKind::Nat,
@@ -343,6 +415,14 @@ pub enum DecodeError {
     /// A DNS event without a decodable DNS message.
     #[error("DNS payload: {0}")]
     Dns(#[from] dns::DnsError),
+    /// An ICMP event that is not an echo request or reply of its protocol.
+    #[error("ICMP event of protocol {protocol} and type {icmp_type} is not an echo")]
+    NotEcho {
+        /// The IP protocol number.
+        protocol: u8,
+        /// The ICMP type.
+        icmp_type: u8,
+    },
 }
 
 // TCP states (include/net/tcp_states.h, user ABI).
@@ -508,7 +588,18 @@ impl Decoder {
     fn skb(&self, s: &RawSkbEvent, payload: &[u8]) -> Result<Event, DecodeError> {
         let meta = self.meta(&s.hdr);
         let tuple = tuple(&s.hdr)?;
+        // An ICMP packet's "ports" are its echo identifier and sequence.
+        let icmp = IcmpEcho::of(tuple.protocol, s.tcp_flags, s.hdr.sport, s.hdr.dport);
         match s.hdr.kind {
+            abi::KIND_ICMP => Ok(Event::Icmp {
+                meta,
+                tuple,
+                echo: icmp.ok_or(DecodeError::NotEcho {
+                    protocol: s.hdr.protocol,
+                    icmp_type: s.tcp_flags,
+                })?,
+                len: u32::try_from(s.location).unwrap_or(u32::MAX),
+            }),
             abi::KIND_UDP => Ok(Event::Udp {
                 meta,
                 tuple,
@@ -534,6 +625,7 @@ impl Decoder {
                 } else {
                     dns::parse(payload).ok()
                 },
+                icmp,
             }),
         }
     }
@@ -552,10 +644,16 @@ fn tuple(h: &RawHdr) -> Result<FiveTuple, DecodeError> {
         ),
         f => return Err(DecodeError::Family(f)),
     };
+    let protocol = IpProtocol::from_abi(h.protocol);
+    let (sport, dport) = if protocol.is_icmp() {
+        (0, 0)
+    } else {
+        (h.sport, h.dport)
+    };
     Ok(FiveTuple {
-        protocol: IpProtocol::from_abi(h.protocol),
-        src: SocketAddr::new(src, h.sport),
-        dst: SocketAddr::new(dst, h.dport),
+        protocol,
+        src: SocketAddr::new(src, sport),
+        dst: SocketAddr::new(dst, dport),
     })
 }
 
@@ -670,6 +768,74 @@ mod tests {
     }
 
     #[test]
+    fn decodes_icmp_echoes_without_ports_and_refuses_other_types() {
+        let mut s = RawSkbEvent::default();
+        s.hdr.kind = abi::KIND_ICMP;
+        s.hdr.family = 2;
+        s.hdr.protocol = 1;
+        s.hdr.saddr[..4].copy_from_slice(&[10, 0, 0, 1]);
+        s.hdr.daddr[..4].copy_from_slice(&[10, 0, 0, 2]);
+        s.hdr.sport = 0x1234; // identifier
+        s.hdr.dport = 7; // sequence
+        s.tcp_flags = 8;
+        s.pkt_len = 98;
+        s.location = 84;
+        let e = dec().decode(&encode_skb(&s, &[])).unwrap().0;
+        let Event::Icmp {
+            tuple, echo, len, ..
+        } = &e
+        else {
+            panic!("{e:?}")
+        };
+        assert_eq!(tuple.protocol, IpProtocol::Icmp);
+        assert_eq!(tuple.src, "10.0.0.1:0".parse().unwrap());
+        assert_eq!(tuple.dst, "10.0.0.2:0".parse().unwrap());
+        assert_eq!(
+            *echo,
+            IcmpEcho {
+                kind: EchoKind::Request,
+                id: 0x1234,
+                seq: 7
+            }
+        );
+        assert_eq!(*len, 84);
+        assert_eq!(e.kind(), EventKind::Icmp);
+        // ICMPv6 reply.
+        s.hdr.family = 10;
+        s.hdr.protocol = 58;
+        s.tcp_flags = 129;
+        let e = dec().decode(&encode_skb(&s, &[])).unwrap().0;
+        assert!(matches!(
+            e,
+            Event::Icmp {
+                echo: IcmpEcho {
+                    kind: EchoKind::Reply,
+                    ..
+                },
+                ..
+            }
+        ));
+        // An IPv4 echo type under ICMPv6 is not an echo.
+        s.tcp_flags = 8;
+        assert_eq!(
+            dec().decode(&encode_skb(&s, &[])).unwrap_err(),
+            DecodeError::NotEcho {
+                protocol: 58,
+                icmp_type: 8
+            }
+        );
+        // A dropped echo request says which echo it was.
+        s.hdr.kind = abi::KIND_DROP;
+        s.tcp_flags = 128;
+        let e = dec().decode(&encode_skb(&s, &[])).unwrap().0;
+        let Event::Drop { icmp, tuple, .. } = &e else {
+            panic!("{e:?}")
+        };
+        assert_eq!(icmp.map(|i| (i.kind, i.seq)), Some((EchoKind::Request, 7)));
+        assert_eq!(tuple.dst.port(), 0);
+    }
+
+    #[test]
     fn random_records_never_panic() {
         let d = dec();
         let mut x = 0x9e37_79b9_7f4a_7c15u64;
@@ -683,7 +849,7 @@ mod tests {
             let len = (next() % 400) as usize;
             let mut b: Vec<u8> = (0..len).map(|_| next() as u8).collect();
             if b.len() > 20 {
-                b[16] = (next() % 5) as u8; // a valid kind half of the time
+                b[16] = (next() % 7) as u8; // a valid kind most of the time
                 b[17] = 0;
             }
             let _ = d.decode(&b);

@@ -46,8 +46,8 @@ pub use btf::DropReasons;
 pub use clock::monotonic_ns;
 pub use dns::{DnsMessage, Rcode};
 pub use event::{
-    DecodeError, Decoder, Event, EventKind, FiveTuple, IpProtocol, Meta, TcpOutcome,
-    TrafficDirection,
+    DecodeError, Decoder, EchoKind, Event, EventKind, FiveTuple, IcmpEcho, IpProtocol, Meta,
+    TcpOutcome, TrafficDirection,
 };
 pub use kallsyms::KernelSymbols;
 pub use loader::{

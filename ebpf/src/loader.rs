@@ -22,6 +22,7 @@ pub(crate) const STATS_MAP: &str = "NV_STATS";
 const DROP_IGNORE_MAP: &str = "NV_DROP_IGNORE";
 /// The probes' global: bytes waiting before the consumer is woken.
 const WAKEUP_GLOBAL: &str = "nv_wakeup_bytes";
+const TCP_CLOSE_RECORDS_GLOBAL: &str = "nv_tcp_close_records";
 /// The synthetic event generator program (benchmark only).
 pub(crate) const SYNTH_PROG: &str = "nv_synth";
 
@@ -113,6 +114,12 @@ pub struct Config {
     /// kernel does not have are skipped. Default: `QUEUE_PURGE` (a socket
     /// freeing its queues when closed, not a network drop).
     pub ignored_drop_reasons: Vec<String>,
+    /// A measurement, for the benchmark only (off by default): one more
+    /// record at every TCP close, with the connection's counts, to measure
+    /// what byte and packet counts per TCP connection would cost. They decode
+    /// as TCP outcomes `Failed` with errno -1 (so the consumer's cost is the
+    /// real one): never set it outside the benchmark.
+    pub tcp_close_records: bool,
 }
 
 impl Default for Config {
@@ -125,6 +132,7 @@ impl Default for Config {
             wakeup_bytes: 32 << 10,
             max_latency: Duration::from_millis(20),
             ignored_drop_reasons: vec!["QUEUE_PURGE".to_string()],
+            tcp_close_records: false,
         }
     }
 }
@@ -219,10 +227,12 @@ impl Probes {
         let reasons = Arc::new(DropReasons::from_kernel()?);
         let btf = Btf::from_sys_fs()?;
         let wakeup_bytes = u64::from(config.wakeup_bytes.min(size / 4));
+        let close_records = u8::from(config.tcp_close_records);
         let mut ebpf = EbpfLoader::new()
             .btf(Some(&btf))
             .set_max_entries(EVENTS_MAP, size)
             .set_global(WAKEUP_GLOBAL, &wakeup_bytes, true)
+            .set_global(TCP_CLOSE_RECORDS_GLOBAL, &close_records, true)
             .load(OBJECT)?;
         if !config.ignored_drop_reasons.is_empty() {
             let mut ignore: aya::maps::Array<_, u8> = ebpf

@@ -102,6 +102,8 @@ pub struct KindCounts {
     pub dns: u64,
     /// Translated destinations (NAT).
     pub nat: u64,
+    /// ICMP echo requests and replies.
+    pub icmp: u64,
     /// Records of unknown kind.
     pub unknown: u64,
 }
@@ -115,6 +117,7 @@ impl KindCounts {
             EventKind::Udp => self.udp,
             EventKind::Dns => self.dns,
             EventKind::Nat => self.nat,
+            EventKind::Icmp => self.icmp,
             EventKind::Unknown => self.unknown,
         }
     }
@@ -126,15 +129,23 @@ impl KindCounts {
             EventKind::Udp => &mut self.udp,
             EventKind::Dns => &mut self.dns,
             EventKind::Nat => &mut self.nat,
+            EventKind::Icmp => &mut self.icmp,
             EventKind::Unknown => &mut self.unknown,
         }
     }
 
     /// Sum over kinds (saturating: the counts are the kernel's).
     pub fn total(&self) -> u64 {
-        [self.drop, self.udp, self.dns, self.nat, self.unknown]
-            .into_iter()
-            .fold(self.tcp, u64::saturating_add)
+        [
+            self.drop,
+            self.udp,
+            self.dns,
+            self.nat,
+            self.icmp,
+            self.unknown,
+        ]
+        .into_iter()
+        .fold(self.tcp, u64::saturating_add)
     }
 }
 
@@ -145,7 +156,8 @@ pub struct LossCounters {
     pub ring_buffer_full: KindCounts,
     /// Records user space could not decode.
     pub decode_errors: KindCounts,
-    /// Dropped packets that were not IP TCP/UDP/SCTP: counted, never emitted.
+    /// Dropped packets that were not IP TCP/UDP/SCTP or an ICMP echo:
+    /// counted, never emitted.
     pub non_ip_drops: u64,
     /// Drops not emitted because their reason is ignored
     /// ([`crate::Config::ignored_drop_reasons`]).
@@ -153,6 +165,9 @@ pub struct LossCounters {
     /// DNS packets not emitted because their message was not in the packet's
     /// linear data (mostly DNS over TCP, whose payload sits in page fragments).
     pub dns_without_payload: u64,
+    /// ICMP/ICMPv6 packets that left a device and were not echo requests or
+    /// replies (errors, neighbour discovery): counted, never emitted.
+    pub icmp_other: u64,
 }
 
 /// The decoded events of the probes, as an async stream (`next().await`).
@@ -299,6 +314,7 @@ impl EventStream {
         self.counters.non_ip_drops = self.read_stat(abi::STAT_NONIP_DROPS)?;
         self.counters.ignored_drops = self.read_stat(abi::STAT_IGNORED_DROPS)?;
         self.counters.dns_without_payload = self.read_stat(abi::STAT_DNS_NO_PAYLOAD)?;
+        self.counters.icmp_other = self.read_stat(abi::STAT_ICMP_OTHER)?;
         for kind in EventKind::ALL.into_iter().chain([EventKind::Unknown]) {
             for (cause, now, seen) in [
                 (
@@ -345,6 +361,7 @@ impl EventStream {
         self.counters.non_ip_drops = self.read_stat(abi::STAT_NONIP_DROPS)?;
         self.counters.ignored_drops = self.read_stat(abi::STAT_IGNORED_DROPS)?;
         self.counters.dns_without_payload = self.read_stat(abi::STAT_DNS_NO_PAYLOAD)?;
+        self.counters.icmp_other = self.read_stat(abi::STAT_ICMP_OTHER)?;
         Ok(self.counters)
     }
 

@@ -126,6 +126,8 @@ fn proto_kw(p: Protocol) -> &'static str {
         Protocol::Tcp => "tcp",
         Protocol::Udp => "udp",
         Protocol::Sctp => "sctp",
+        // Never in a port rule (ports cannot name ICMP); `meta l4proto icmp`.
+        Protocol::Icmp => "icmp",
     }
 }
 

@@ -8,7 +8,10 @@
 //! A TCP connect that completes is `succeeded`, a reset is `refused`, silence
 //! (a dropped SYN) is `timed out`. UDP sends a datagram on a connected socket:
 //! an echo is `succeeded`, an ICMP port-unreachable (`ECONNREFUSED`) is
-//! `refused`, silence is `timed out`.
+//! `refused`, silence is `timed out`. ICMP is a ping: an echo request from a
+//! raw socket connected to the target (so it receives only the target's
+//! packets), `succeeded` when the echo reply with its identifier comes back,
+//! else `timed out` (the port is ignored).
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -111,6 +114,52 @@ struct Pending {
     socket: Socket,
     protocol: Protocol,
     index: usize,
+    /// ICMP: the echo identifier of the request.
+    echo_id: u16,
+}
+
+/// The sequence number of every probe's echo request.
+const ECHO_SEQ: u16 = 1;
+/// The data of an echo request.
+const ECHO_DATA: &[u8] = b"netverdict-probe";
+
+/// An ICMP (type 8) or ICMPv6 (type 128) echo request. The ICMP checksum is
+/// computed here; the kernel computes ICMPv6's (it covers a pseudo-header).
+fn echo_request(v4: bool, id: u16) -> Vec<u8> {
+    let mut m = vec![if v4 { 8 } else { 128 }, 0, 0, 0];
+    m.extend_from_slice(&id.to_be_bytes());
+    m.extend_from_slice(&ECHO_SEQ.to_be_bytes());
+    m.extend_from_slice(ECHO_DATA);
+    if v4 {
+        let sum = internet_checksum(&m);
+        m[2..4].copy_from_slice(&sum.to_be_bytes());
+    }
+    m
+}
+
+/// RFC 1071: the one's complement of the one's complement sum of 16-bit words.
+fn internet_checksum(bytes: &[u8]) -> u16 {
+    let mut sum: u32 = bytes
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], c.get(1).copied().unwrap_or(0)])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// Whether a datagram read from a raw ICMP socket is the echo reply to
+/// identifier `id` (IPv4 raw sockets deliver the IP header first).
+fn is_echo_reply(v4: bool, datagram: &[u8], id: u16) -> bool {
+    let icmp = if v4 {
+        let header = usize::from(datagram.first().map_or(0, |b| b & 0x0f)) * 4;
+        datagram.get(header..).unwrap_or_default()
+    } else {
+        datagram
+    };
+    let reply_type = if v4 { 0 } else { 129 };
+    icmp.len() >= 8 && icmp[0] == reply_type && icmp[4..6] == id.to_be_bytes()
 }
 
 /// Probes every target from inside `netns`, concurrently, each within `timeout`.
@@ -128,11 +177,13 @@ pub fn probe_here(targets: &[(SocketAddr, Protocol)], timeout: Duration) -> Vec<
     let mut pending = Vec::new();
     let payload = udp_payload();
     for (index, &(addr, protocol)) in targets.iter().enumerate() {
-        match start(addr, protocol, &payload) {
+        let echo_id: u16 = rand::random();
+        match start(addr, protocol, &payload, echo_id) {
             Ok(Some(socket)) => pending.push(Pending {
                 socket,
                 protocol,
                 index,
+                echo_id,
             }),
             Ok(None) => outcomes[index] = Outcome::Succeeded,
             Err(e) => outcomes[index] = errno_outcome(&e),
@@ -149,8 +200,8 @@ pub fn probe_here(targets: &[(SocketAddr, Protocol)], timeout: Duration) -> Vec<
                 .iter()
                 .map(|p| {
                     let flags = match p.protocol {
-                        Protocol::Udp => PollFlags::POLLIN,
-                        _ => PollFlags::POLLOUT,
+                        Protocol::Udp | Protocol::Icmp => PollFlags::POLLIN,
+                        Protocol::Tcp | Protocol::Sctp => PollFlags::POLLOUT,
                     };
                     PollFd::new(p.socket.as_fd(), flags)
                 })
@@ -170,7 +221,10 @@ pub fn probe_here(targets: &[(SocketAddr, Protocol)], timeout: Duration) -> Vec<
                 still.push(p);
                 continue;
             }
-            outcomes[p.index] = finish(&p);
+            match finish(&p) {
+                Some(outcome) => outcomes[p.index] = outcome,
+                None => still.push(p),
+            }
         }
         pending = still;
     }
@@ -178,13 +232,28 @@ pub fn probe_here(targets: &[(SocketAddr, Protocol)], timeout: Duration) -> Vec<
 }
 
 /// Starts a connection attempt; `Ok(None)` when it completed at once.
-fn start(addr: SocketAddr, protocol: Protocol, payload: &[u8]) -> std::io::Result<Option<Socket>> {
+fn start(
+    addr: SocketAddr,
+    protocol: Protocol,
+    payload: &[u8],
+    echo_id: u16,
+) -> std::io::Result<Option<Socket>> {
     let domain = Domain::for_address(addr);
     let (ty, proto) = match protocol {
         Protocol::Tcp => (Type::STREAM, SockProto::TCP),
         Protocol::Udp => (Type::DGRAM, SockProto::UDP),
         Protocol::Sctp => (Type::STREAM, SockProto::from(libc::IPPROTO_SCTP)),
+        Protocol::Icmp if addr.is_ipv4() => (Type::RAW, SockProto::ICMPV4),
+        Protocol::Icmp => (Type::RAW, SockProto::ICMPV6),
     };
+    if protocol == Protocol::Icmp {
+        let socket = Socket::new(domain, ty, Some(proto))?;
+        socket.set_nonblocking(true)?;
+        // A connected raw socket receives only the target's packets.
+        socket.connect(&SockAddr::from(SocketAddr::new(addr.ip(), 0)))?;
+        socket.send(&echo_request(addr.is_ipv4(), echo_id))?;
+        return Ok(Some(socket));
+    }
     let socket = Socket::new(domain, ty, Some(proto))?;
     socket.set_nonblocking(true)?;
     match socket.connect(&SockAddr::from(addr)) {
@@ -199,19 +268,38 @@ fn start(addr: SocketAddr, protocol: Protocol, payload: &[u8]) -> std::io::Resul
     Ok(None)
 }
 
-fn finish(p: &Pending) -> Outcome {
+/// The outcome of a probe whose socket is ready; None when it is not
+/// decided yet (ICMP: what came was not the echo reply).
+fn finish(p: &Pending) -> Option<Outcome> {
     match p.protocol {
         Protocol::Udp => {
             let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 512];
-            match p.socket.recv(&mut buf) {
+            Some(match p.socket.recv(&mut buf) {
                 Ok(_) => Outcome::Succeeded,
                 Err(e) => errno_outcome(&e),
-            }
+            })
         }
-        _ => match p.socket.take_error() {
+        Protocol::Icmp => {
+            let v4 = p
+                .socket
+                .peer_addr()
+                .ok()
+                .and_then(|a| a.as_socket())
+                .is_none_or(|a| a.is_ipv4());
+            let mut buf = [0u8; 1500];
+            // Everything waiting: the target's other packets (its own echo
+            // request, when a pod pings itself) come too.
+            while let Ok(n) = std::io::Read::read(&mut &p.socket, &mut buf) {
+                if is_echo_reply(v4, &buf[..n], p.echo_id) {
+                    return Some(Outcome::Succeeded);
+                }
+            }
+            None
+        }
+        Protocol::Tcp | Protocol::Sctp => Some(match p.socket.take_error() {
             Ok(None) => Outcome::Succeeded,
             Ok(Some(e)) | Err(e) => errno_outcome(&e),
-        },
+        }),
     }
 }
 
@@ -373,6 +461,37 @@ mod tests {
         let query = Message::from_vec(&datagram).expect("the probe is a DNS message");
         assert_eq!(query.message_type(), MessageType::Query);
         assert_eq!(query.queries()[0].name().to_ascii(), "probe.netverdict.");
+    }
+
+    #[test]
+    fn echo_requests_are_checksummed_and_replies_are_told_by_identifier() {
+        // RFC 1071's example: the sum of these words is 0xddf2.
+        assert_eq!(
+            internet_checksum(&[0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7]),
+            !0xddf2
+        );
+        let request = echo_request(true, 0xbeef);
+        assert_eq!(&request[..2], &[8, 0]);
+        assert_eq!(
+            internet_checksum(&request),
+            0,
+            "a checksummed message sums to zero"
+        );
+        assert_eq!(&request[4..8], &[0xbe, 0xef, 0, 1]);
+        // An IPv4 reply comes after its IP header (here 20 bytes).
+        let mut reply = vec![0x45; 1];
+        reply.extend_from_slice(&[0; 19]);
+        reply.extend_from_slice(&[0, 0, 0, 0, 0xbe, 0xef, 0, 1]);
+        assert!(is_echo_reply(true, &reply, 0xbeef));
+        assert!(!is_echo_reply(true, &reply, 0xbeee), "another probe's");
+        // An ICMPv6 reply has no IP header before it; a request is not a reply.
+        assert!(is_echo_reply(
+            false,
+            &[129, 0, 0, 0, 0xbe, 0xef, 0, 1],
+            0xbeef
+        ));
+        assert!(!is_echo_reply(false, &echo_request(false, 0xbeef), 0xbeef));
+        assert!(!is_echo_reply(true, &[0x4f], 1), "short garbage");
     }
 
     #[test]

@@ -69,11 +69,15 @@ pub fn serve(spec: &ServeSpec) -> Result<std::convert::Infallible, Error> {
     let mut listeners = Vec::new();
     for pod in &spec.pods {
         for (protocol, port) in &pod.ports {
-            let parsed = protocol.parse::<Protocol>().map_err(|()| Error::Protocol {
-                pod: pod.pod.clone(),
-                protocol: protocol.clone(),
-                port: *port,
-            })?;
+            let parsed = protocol
+                .parse::<Protocol>()
+                .ok()
+                .filter(|p| p.has_ports())
+                .ok_or_else(|| Error::Protocol {
+                    pod: pod.pod.clone(),
+                    protocol: protocol.clone(),
+                    port: *port,
+                })?;
             listeners.push((pod, parsed, *port));
         }
     }
@@ -154,6 +158,10 @@ fn listen(pod: &PodPorts, protocol: Protocol, port: u16, tx: &mpsc::Sender<Bound
                     }
                 });
             }
+        }
+        // Not a port: the kernel answers echo requests (never parsed above).
+        Protocol::Icmp => {
+            let _ = tx.send(Bound::Ok);
         }
         Protocol::Udp => {
             let socket = match UdpSocket::bind(addr) {

@@ -106,10 +106,13 @@ pub enum ConnectionError {
     /// An endpoint is neither `namespace/pod` nor an IP address.
     #[error("endpoint {0:?} is neither namespace/pod nor an IP address")]
     BadEndpoint(String),
-    /// The protocol is not TCP, UDP or SCTP.
-    #[error("unknown protocol {0:?} (expected TCP, UDP or SCTP)")]
+    /// The protocol is not TCP, UDP, SCTP or ICMP.
+    #[error("unknown protocol {0:?} (expected TCP, UDP, SCTP or ICMP)")]
     BadProtocol(String),
-    /// Port 0 is not a destination port.
+    /// Port 0 is not a destination port (of TCP, UDP or SCTP).
     #[error("port must be between 1 and 65535")]
     BadPort,
+    /// ICMP has no port: its connections are at port 0.
+    #[error("ICMP has no port (got {0}): use port 0")]
+    IcmpPort(u16),
 }

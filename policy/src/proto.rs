@@ -14,6 +14,7 @@ impl From<Protocol> for pb::Protocol {
             Protocol::Tcp => pb::Protocol::Tcp,
             Protocol::Udp => pb::Protocol::Udp,
             Protocol::Sctp => pb::Protocol::Sctp,
+            Protocol::Icmp => pb::Protocol::Icmp,
         }
     }
 }
@@ -180,6 +181,7 @@ pub fn replay_flow(
         pb::Protocol::Tcp => Protocol::Tcp,
         pb::Protocol::Udp => Protocol::Udp,
         pb::Protocol::Sctp => Protocol::Sctp,
+        // ICMP has no port: replays and recommendations are per port.
         _ => return None,
     };
     let src = flow.source.as_ref()?;

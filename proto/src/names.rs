@@ -136,6 +136,7 @@ enum_names!(pb::Protocol, "protocol", {
     Tcp => "tcp",
     Udp => "udp",
     Sctp => "sctp",
+    Icmp => "icmp",
 });
 
 enum_names!(pb::Mismatch, "mismatch", {
@@ -266,10 +267,11 @@ mod tests {
     fn unknown_numbers_show_as_numbers() {
         assert_eq!(name_of::<pb::Verdict>(2), "denied");
         assert_eq!(name_of::<pb::Verdict>(42), "42");
-        let e = pb::Protocol::parse_or_list("icmp").unwrap_err();
+        let e = pb::Protocol::parse_or_list("quic").unwrap_err();
         assert_eq!(
             e,
-            "not a known protocol: expected one of unspecified, tcp, udp, sctp"
+            "not a known protocol: expected one of unspecified, tcp, udp, sctp, icmp"
         );
+        assert_eq!(pb::Protocol::parse("ICMP"), Some(pb::Protocol::Icmp));
     }
 }

@@ -34,6 +34,8 @@ pub fn observation(
         drops: 0,
         drop_reason: None,
         drop_location: None,
+        packets: 0,
+        bytes: 0,
         dns: None,
     }
 }

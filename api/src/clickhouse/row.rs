@@ -111,6 +111,8 @@ pub(crate) struct FlowRow {
 
     /// The destination's names as its source resolved them, normalized.
     pub dst_names: Vec<String>,
+    pub packets: u64,
+    pub bytes: u64,
 }
 
 /// The endpoint columns of one side.
@@ -351,6 +353,8 @@ impl FlowRow {
                 .iter()
                 .map(|n| normalize_dns_name(n))
                 .collect(),
+            packets: flow.packets,
+            bytes: flow.bytes,
         })
     }
 }

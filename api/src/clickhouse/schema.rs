@@ -549,6 +549,33 @@ fn destination_names_column() -> Vec<Step> {
     }]
 }
 
+/// Migration 9: ICMP (`PROTOCOL_ICMP` added to the `protocol` Enum8 of
+/// `flows` and of the rollups: a metadata change on 18.16 and modern
+/// servers, sort keys included) and the packets and bytes the source sent
+/// (`Flow.packets`, `Flow.bytes`), after `counted_elsewhere`. Rows stored
+/// before it read 0: not counted.
+fn icmp_and_counts(db: &str) -> Vec<Step> {
+    let p = protocol_type();
+    let mut steps: Vec<Step> = ["flows", "flows_by_minute", "denied_by_minute"]
+        .into_iter()
+        .map(|table| {
+            Step::Sql(format!(
+                "ALTER TABLE {db}.{table} MODIFY COLUMN protocol {p}"
+            ))
+        })
+        .collect();
+    let mut after = "counted_elsewhere";
+    for column in ["packets", "bytes"] {
+        steps.push(Step::AddFlowsColumn {
+            column: column.to_string(),
+            definition: "UInt64 DEFAULT 0".to_string(),
+            after: after.to_string(),
+        });
+        after = column;
+    }
+    steps
+}
+
 fn migrations() -> Vec<Migration> {
     vec![
         Migration {
@@ -615,6 +642,12 @@ fn migrations() -> Vec<Migration> {
             description: "destination names (what the source resolved)",
             applies: |_| true,
             steps: |_| destination_names_column(),
+        },
+        Migration {
+            version: 9,
+            description: "ICMP protocol, packets and bytes columns",
+            applies: |_| true,
+            steps: icmp_and_counts,
         },
         Migration {
             version: 10,

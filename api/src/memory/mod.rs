@@ -1,7 +1,7 @@
 //! The embedded store: flows in memory, compact, indexed and bounded in
 //! bytes, for the demo and single nodes.
 //!
-//! Each flow is kept as a compact [`row::Row`] (about 180 bytes) whose
+//! Each flow is kept as a compact [`row::Row`] (about 200 bytes) whose
 //! repeated parts (texts, endpoint identities, verdicts, policy lists, DNS
 //! records) are symbols of per-store tables with reference counts
 //! ([`intern`]): a value is freed when the last row holding it is evicted, so

@@ -1,6 +1,6 @@
 //! The compact row a stored flow becomes, and the symbol tables its repeated
 //! parts are interned in ([`Tables`]): the memory store keeps [`Row`]s, about
-//! 180 bytes each, and renders a `pb::Flow` back only for query results.
+//! 200 bytes each, and renders a `pb::Flow` back only for query results.
 //!
 //! What a row keeps inline: times as nanoseconds, counts, ports, enum numbers
 //! (as sent, so a newer collector's numbers come back unchanged), addresses as
@@ -103,6 +103,9 @@ pub(super) struct Row {
     pub(super) last_seen: i64,
     pub(super) count: u64,
     pub(super) drop_count: u64,
+    /// Packets and bytes the source sent (`Flow.packets`, `Flow.bytes`).
+    pub(super) packets: u64,
+    pub(super) bytes: u64,
     pub(super) source: Side,
     pub(super) destination: Side,
     pub(super) node_name: Option<Sym>,
@@ -600,6 +603,8 @@ impl Tables {
             observation_point,
             counted_elsewhere,
             destination_names,
+            packets,
+            bytes,
         } = flow;
         let denied = |d: &Option<pb::DirectionVerdict>| {
             d.as_ref()
@@ -627,6 +632,8 @@ impl Tables {
             last_seen: last_seen.as_ref().map_or(NO_TIME, nanos),
             count: *count,
             drop_count: *drop_count,
+            packets: *packets,
+            bytes: *bytes,
             source: self.side(source.as_ref()),
             destination: self.side(destination.as_ref()),
             node_name: self.text(node_name),
@@ -723,6 +730,8 @@ impl Tables {
             observation_point: row.observation_point,
             counted_elsewhere: row.flags.has(Flags::COUNTED_ELSEWHERE),
             destination_names: self.name_list(row.destination_names),
+            packets: row.packets,
+            bytes: row.bytes,
         }
     }
 
@@ -839,6 +848,8 @@ impl Probe<'_> {
                 f.traffic_direction = row.traffic_direction;
                 text(&mut f.reason, row.reason);
                 f.drop_count = row.drop_count;
+                f.packets = row.packets;
+                f.bytes = row.bytes;
                 f.observation_point = row.observation_point;
                 f.counted_elsewhere = row.flags.has(Flags::COUNTED_ELSEWHERE);
                 true

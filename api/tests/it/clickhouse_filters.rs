@@ -94,7 +94,7 @@ fn generated() -> Vec<pb::Flow> {
             node_name: ["node-0", "node-1", "x' OR 1=1 --"][next(3)].into(),
             source,
             destination,
-            protocol: next(4) as i32,
+            protocol: next(5) as i32,
             verdict: next(3) as i32,
             outcome: next(7) as i32,
             mismatch: next(4) as i32,
@@ -229,7 +229,8 @@ fn table() -> Vec<pb::FlowFilter> {
             ..d()
         });
     }
-    for v in 0..4 {
+    // ICMP (4) included.
+    for v in 0..5 {
         t.push(pb::FlowFilter {
             protocol: vec![v],
             ..d()

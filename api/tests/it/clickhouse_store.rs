@@ -620,3 +620,70 @@ async fn migration_10_covers_the_minutes_after_the_flows_stored_before_it() {
         assert_eq!(store.denied(&q).await.unwrap(), reference, "{q:?}");
     }
 }
+
+#[tokio::test]
+async fn migration_9_adds_icmp_and_the_packet_counts() {
+    let db = TestDb::shared();
+    let base = now_nanos() - 60_000_000_000;
+    {
+        let store = db.connect().await;
+        store
+            .insert(vec![flow("node-a/1/1").at_nanos(base).build()])
+            .await
+            .unwrap();
+    }
+    let d = &db.name;
+    // The database as it was before migration 9: three protocols, no counts.
+    let old = "Enum8('PROTOCOL_UNSPECIFIED' = 0, 'PROTOCOL_TCP' = 1, 'PROTOCOL_UDP' = 2, \
+               'PROTOCOL_SCTP' = 3)";
+    for table in ["flows", "flows_by_minute", "denied_by_minute"] {
+        db.sql(&format!(
+            "ALTER TABLE {d}.{table} MODIFY COLUMN protocol {old}"
+        ));
+    }
+    for column in ["packets", "bytes"] {
+        db.sql(&format!("ALTER TABLE {d}.flows DROP COLUMN {column}"));
+    }
+    db.sql(&format!("DROP TABLE {d}.schema_migrations"));
+    let store = db.connect().await;
+    assert_eq!(
+        db.sql(&format!("SELECT packets, bytes FROM {d}.flows")),
+        "0\t0\n",
+        "a row stored before migration 9 reads 0: not counted"
+    );
+    let ping = flow("node-a/2/1")
+        .at_nanos(base + 20)
+        .protocol(pb::Protocol::Icmp)
+        .with(|f| {
+            f.packets = 3;
+            f.bytes = 252;
+        })
+        .build();
+    store.insert(vec![ping]).await.unwrap();
+    assert_eq!(
+        db.sql(&format!(
+            "SELECT toString(protocol), packets, bytes FROM {d}.flows WHERE id = 'node-a/2/1'"
+        )),
+        "PROTOCOL_ICMP\t3\t252\n"
+    );
+    assert_eq!(
+        db.sql(&format!(
+            "SELECT sum(flows) FROM {d}.flows_by_minute WHERE protocol = 'PROTOCOL_ICMP'"
+        )),
+        "1\n",
+        "the rollup counts it under its protocol"
+    );
+    let filter = pb::FlowFilter {
+        protocol: vec![pb::Protocol::Icmp as i32],
+        ..Default::default()
+    };
+    let found = store
+        .flows(&FlowQuery {
+            filters: FilterSet::compile(&[filter], &[]).unwrap(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!((found[0].packets, found[0].bytes), (3, 252));
+}

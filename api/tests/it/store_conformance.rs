@@ -92,8 +92,9 @@ fn at(id: impl Into<String>, last_seen: i64) -> FlowBuilder {
 }
 
 /// Four flows, 1 ns apart from `base`, that set every field between them: a
-/// DNS answer, a denied flow with both kinds of rule references and its
-/// failures, an IPv6 world source without a destination, and hostile strings.
+/// DNS answer with its packets and bytes, a denied flow with both kinds of
+/// rule references and its failures, an ICMPv6 world source without a
+/// destination (counts at their extreme), and hostile strings.
 fn rich_flows(base: i64) -> Vec<pb::Flow> {
     let dns = at("node-a/1/1", base)
         .udp()
@@ -111,6 +112,10 @@ fn rich_flows(base: i64) -> Vec<pb::Flow> {
             rcode: "NXDOMAIN".into(),
             answers: 0,
             egress_allows_cluster_dns: true,
+        })
+        .with(|f| {
+            f.packets = 2;
+            f.bytes = 140;
         });
     let denied = at("node-a/1/2", base + 1)
         .denied()
@@ -141,8 +146,13 @@ fn rich_flows(base: i64) -> Vec<pb::Flow> {
         .mismatch(pb::Mismatch::None);
     let v6 = at("node-b/9/3", base + 2)
         .node("node-b")
-        .from(world("fd00::5").port(1234))
+        .from(world("fd00::5"))
         .no_destination()
+        .protocol(pb::Protocol::Icmp)
+        .with(|f| {
+            f.packets = u64::MAX;
+            f.bytes = u64::MAX;
+        })
         .allowed_by(["shop/allow-web"])
         .egress(pb::DirectionVerdict {
             status: pb::PolicyStatus::Allowed as i32,
@@ -275,6 +285,12 @@ async fn flows_round_trip_exactly<S: Store>(store: &S) {
     assert_eq!((out.stored, out.duplicates), (4, 0));
     let got = store.flows(&FlowQuery::default()).await.unwrap();
     assert_eq!(got, flows, "every field back, oldest first");
+    let icmp = pb::FlowFilter {
+        protocol: vec![pb::Protocol::Icmp as i32],
+        ..Default::default()
+    };
+    let got = store.flows(&filtered(&[icmp], &[])).await.unwrap();
+    assert_eq!(ids(&got), ["node-b/9/3"], "--protocol icmp");
 }
 
 async fn limits_take_the_newest_or_the_first<S: Store>(store: &S) {

@@ -74,6 +74,7 @@ fn attempt(
             location_symbol: None,
             tcp_flags: 2,
             dns: None,
+            icmp: None,
         });
     }
     out.push(Event::TcpOutcome {

@@ -171,6 +171,7 @@ fn burst(rng: &mut Rng, decoder: &Decoder, n: usize, sent: &mut Sent) -> Vec<Str
             location_symbol: None,
             tcp_flags: 2,
             dns: None,
+            icmp: None,
         }));
         sent.events += 3;
         // Garbage: a record of random bytes with a plausible kind and family,

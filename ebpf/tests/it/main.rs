@@ -7,6 +7,7 @@ mod common;
 /// Tests that need root (eBPF probes, network namespaces, nftables).
 mod privileged {
     mod dns;
+    mod icmp;
     mod loss;
     mod sctp;
     mod tcp;

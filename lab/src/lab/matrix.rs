@@ -90,11 +90,16 @@ fn pod_key(id: &str) -> PodKey {
     PodKey::new(ns, name)
 }
 
+/// The port policy sees: ICMP has none (0), whatever was asked.
+fn policy_port(port: u16, protocol: Protocol) -> u16 {
+    if protocol.has_ports() { port } else { 0 }
+}
+
 fn pod_flow(from: &str, to: &str, port: u16, protocol: Protocol) -> Connection {
     Connection::new(
         Endpoint::Pod(pod_key(from)),
         Endpoint::Pod(pod_key(to)),
-        port,
+        policy_port(port, protocol),
         protocol,
     )
 }
@@ -175,8 +180,10 @@ impl Lab {
         Ok(out.first().copied().unwrap_or(Outcome::Error))
     }
 
-    /// Probes every pod pair on one port, all sources in parallel.
+    /// Probes every pod pair on one port (ICMP: a ping, port 0), all sources
+    /// in parallel.
     pub fn matrix(&self, port: u16, protocol: Protocol, timeout: Duration) -> Result<Matrix> {
+        let port = policy_port(port, protocol);
         let pods: Vec<&LabPod> = self.pods();
         let targets: Vec<(SocketAddr, Protocol)> = pods
             .iter()

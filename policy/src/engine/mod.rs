@@ -108,6 +108,16 @@ impl Connection {
         }
     }
 
+    /// Whether the port fits the protocol: 1 to 65535 for TCP, UDP and
+    /// SCTP; 0 for ICMP, which has none.
+    fn check_port(&self) -> Result<(), ConnectionError> {
+        match (self.protocol.has_ports(), self.port) {
+            (true, 0) => Err(ConnectionError::BadPort),
+            (false, port @ 1..) => Err(ConnectionError::IcmpPort(port)),
+            _ => Ok(()),
+        }
+    }
+
     /// What the connection becomes after Service DNAT in `state`: one
     /// connection per backend (pod and target port) when its destination is
     /// a Service address with backends for its port, else itself. A flow
@@ -244,9 +254,7 @@ impl ClusterState {
             return self.verdict(conn);
         }
         let policies = self.policies_at(at);
-        if conn.port == 0 {
-            return Err(ConnectionError::BadPort);
-        }
+        conn.check_port()?;
         let src = match src_past {
             Some((pod, ip)) => self.pod_view(pod, DEPARTED, ip),
             None => self.view(&conn.src, None)?,
@@ -294,9 +302,7 @@ impl ClusterState {
     }
 
     fn resolve(&self, conn: &Connection) -> Result<(View<'_>, View<'_>), ConnectionError> {
-        if conn.port == 0 {
-            return Err(ConnectionError::BadPort);
-        }
+        conn.check_port()?;
         let other_ip = |e: &Endpoint| match e {
             Endpoint::Ip(ip) => Some(*ip),
             Endpoint::Pod(_) => None,

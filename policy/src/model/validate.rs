@@ -20,12 +20,15 @@ pub const DEFAULT_NAMESPACE: &str = "default";
 pub(crate) fn protocol_field(value: Option<&str>, field: &str) -> Result<Protocol, FieldError> {
     match value {
         None => Ok(Protocol::Tcp),
-        Some(v) => Protocol::from_str(v).map_err(|_| {
-            FieldError::new(
-                field,
-                format!("unknown protocol {v:?} (expected TCP, UDP or SCTP)"),
-            )
-        }),
+        Some(v) => Protocol::from_str(v)
+            .ok()
+            .filter(|p| p.has_ports())
+            .ok_or_else(|| {
+                FieldError::new(
+                    field,
+                    format!("unknown protocol {v:?} (expected TCP, UDP or SCTP)"),
+                )
+            }),
     }
 }
 

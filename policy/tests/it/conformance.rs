@@ -25,7 +25,7 @@ use netverdict_policy::{
     ClusterState, Connection, Endpoint, ObjectKind, PodKey, Protocol, Status, explain,
 };
 
-use Protocol::{Sctp, Tcp, Udp};
+use Protocol::{Icmp, Sctp, Tcp, Udp};
 
 const NAMESPACES: [&str; 3] = ["x", "y", "z"];
 const PODS: [&str; 3] = ["a", "b", "c"];
@@ -331,6 +331,86 @@ fn default_deny_ingress() {
         m.check(80, protocol, &r);
         m.check(81, protocol, &r);
     }
+}
+
+// ---- ICMP --------------------------------------------------------------------
+
+/// Ping has no port, and NetworkPolicy ports cannot name ICMP: isolation
+/// denies it, a rule with ports (even every port of a protocol) never admits
+/// it, a rule without ports admits it from its peers, as every protocol.
+#[test]
+fn icmp_is_admitted_only_by_rules_without_ports() {
+    let mut m = Model::new();
+    m.apply(&policy("x", "deny-ingress", "    podSelector: {}\n"));
+    let mut isolated = all_allowed();
+    isolated.expect_all_ingress("x/*", false);
+    m.check(0, Icmp, &isolated);
+    m.apply(&policy(
+        "x",
+        "allow-tcp-and-dns",
+        "    podSelector: {}\n    ingress:\n    - ports:\n      - protocol: TCP\n      - {protocol: UDP, port: 53}\n",
+    ));
+    m.check(80, Tcp, &all_allowed());
+    m.check(0, Icmp, &isolated);
+    m.apply(&policy(
+        "x",
+        "allow-from-y",
+        "    podSelector: {}\n    ingress:\n    - from:\n      - namespaceSelector:\n          matchLabels: {ns: y}\n",
+    ));
+    let mut from_y = isolated.clone();
+    from_y.expect("y/*", "x/*", true);
+    m.check(0, Icmp, &from_y);
+    // Egress alike: a default deny egress with a DNS rule stops ping.
+    m.apply(&policy(
+        "z",
+        "egress-dns-only",
+        "    podSelector: {}\n    policyTypes: [Egress]\n    egress:\n    - ports:\n      - {protocol: UDP, port: 53}\n",
+    ));
+    from_y.expect_all_egress("z/*", false);
+    m.check(0, Icmp, &from_y);
+}
+
+/// The admin tiers alike: a Deny rule with ports never matches ping, one
+/// without ports does.
+#[test]
+fn admin_rules_match_icmp_only_without_ports() {
+    let mut m = Model::new();
+    m.apply(concat!(
+        "apiVersion: policy.networking.k8s.io/v1alpha1\n",
+        "kind: AdminNetworkPolicy\n",
+        "metadata: {name: deny-into-x}\n",
+        "spec:\n",
+        "  priority: 10\n",
+        "  subject:\n",
+        "    namespaces: {matchLabels: {ns: x}}\n",
+        "  ingress:\n",
+        "  - action: Deny\n",
+        "    from: [{namespaces: {matchLabels: {ns: y}}}]\n",
+        "    ports: [{portNumber: {protocol: TCP, port: 80}}]\n",
+        "  - action: Deny\n",
+        "    from: [{namespaces: {matchLabels: {ns: z}}}]\n",
+    ));
+    let mut tcp = all_allowed();
+    tcp.expect("y/*", "x/*", false).expect("z/*", "x/*", false);
+    m.check(80, Tcp, &tcp);
+    let mut icmp = all_allowed();
+    icmp.expect("z/*", "x/*", false);
+    m.check(0, Icmp, &icmp);
+}
+
+#[test]
+fn a_policy_port_cannot_name_icmp() {
+    let mut state = ClusterState::default();
+    let objects = common::objects(&policy(
+        "x",
+        "icmp",
+        "    podSelector: {}\n    ingress:\n    - ports:\n      - protocol: ICMP\n",
+    ));
+    let err = state.apply(&objects[0]).unwrap_err().to_string();
+    assert!(
+        err.contains("ingress[0].ports[0].protocol") && err.contains("\"ICMP\""),
+        "{err}"
+    );
 }
 
 #[test]

@@ -2,7 +2,8 @@
 //! default-deny, api-from-web and allow-dns-egress enforced by nftables, real
 //! traffic from the seed's lab commands, the real eBPF probes, and the
 //! collector's pipeline. Its flows must name the right pods, policies, verdicts,
-//! outcomes and DNS names. Skipped without root (one line says so); as root,
+//! outcomes and DNS names, and pings (ICMP echo) be flows too: answered,
+//! dropped by a policy, or unanswered. Skipped without root (one line says so); as root,
 //! fails (never skips) without the lab's tools.
 
 use std::net::IpAddr;
@@ -93,6 +94,7 @@ async fn seed_scenario_flows_name_pods_policies_verdicts_outcomes_and_dns() {
         node_name: "lab-node".into(),
         timeouts: Timeouts {
             dns: Duration::from_secs(2),
+            icmp: Duration::from_secs(2),
             ..Timeouts::default()
         },
         windows: Windows {
@@ -193,6 +195,70 @@ async fn seed_scenario_flows_name_pods_policies_verdicts_outcomes_and_dns() {
     assert!(d.egress_allows_cluster_dns);
     assert_eq!(who(&dns.destination), "kube-system/coredns");
     assert_eq!(policies(&dns.allowed_by), ["default/allow-dns-egress"]);
+
+    // Pings from shop/np-client (not isolated): to kube-system/coredns
+    // (not isolated either) allowed and answered; to default/api denied by
+    // default-deny (api-from-web's rule names a port, which never matches
+    // ICMP) and dropped by nftables.
+    let pod_ip = |key: &PodKey| lab.pod(key).expect("pod").ip;
+    let coredns = PodKey::new("kube-system", "coredns");
+    let api = PodKey::new("default", "api");
+    let ping = |lab: &Lab, to: IpAddr| {
+        tokio::task::block_in_place(|| {
+            lab.probe(&shop, to, 0, Protocol::Icmp, Duration::from_secs(2))
+        })
+        .expect("ping")
+    };
+    assert_eq!(
+        ping(&lab, pod_ip(&coredns)),
+        netverdict_lab::Outcome::Succeeded
+    );
+    assert_eq!(ping(&lab, pod_ip(&api)), netverdict_lab::Outcome::TimedOut);
+    let is_ping = |f: &pb::Flow, to: &str, outcome: pb::Outcome| {
+        who(&f.source) == "shop/np-client"
+            && who(&f.destination) == to
+            && f.protocol() == pb::Protocol::Icmp
+            && f.outcome() == outcome
+    };
+    let answered = wait_for(&flows, "a ping of coredns answered", |f| {
+        is_ping(f, "kube-system/coredns", pb::Outcome::Answered)
+    })
+    .await;
+    assert_eq!(answered.verdict(), pb::Verdict::Allowed, "{answered:?}");
+    assert_eq!(answered.mismatch(), pb::Mismatch::None);
+    assert_eq!(answered.destination.as_ref().map(|d| d.port), Some(0));
+    assert_eq!(answered.source.as_ref().map(|s| s.port), Some(0));
+    // One echo request of 44 bytes (IPv4 20, ICMP 8, data 16).
+    assert_eq!((answered.packets, answered.bytes), (1, 44), "{answered:?}");
+    let dropped = wait_for(&flows, "a ping of the api dropped", |f| {
+        is_ping(f, "default/api", pb::Outcome::Dropped)
+    })
+    .await;
+    assert_eq!(dropped.verdict(), pb::Verdict::Denied, "{dropped:?}");
+    assert_eq!(dropped.drop_reason, "NETFILTER_DROP");
+    assert_eq!(dropped.mismatch(), pb::Mismatch::None);
+    assert_eq!(
+        policies(&dropped.denied_by),
+        ["default/api-from-web", "default/default-deny"]
+    );
+    assert_eq!(dropped.packets, 1);
+    // coredns ignores pings from now on: allowed, never answered.
+    let status = std::process::Command::new("ip")
+        .args(["netns", "exec", &lab.pod(&coredns).expect("pod").netns])
+        .args(["sysctl", "-qw", "net.ipv4.icmp_echo_ignore_all=1"])
+        .status()
+        .expect("sysctl");
+    assert!(status.success());
+    assert_eq!(
+        ping(&lab, pod_ip(&coredns)),
+        netverdict_lab::Outcome::TimedOut
+    );
+    let silent = wait_for(&flows, "a ping of coredns unanswered", |f| {
+        is_ping(f, "kube-system/coredns", pb::Outcome::NoAnswer)
+    })
+    .await;
+    assert_eq!(silent.verdict(), pb::Verdict::Allowed);
+    assert_eq!(silent.mismatch(), pb::Mismatch::NoAnswerThoughAllowed);
 
     // Debugging step 1: a "CNI" that does not enforce namespace default. The
     // kernel lets shop/np-client reach the API; the policy still denies it.

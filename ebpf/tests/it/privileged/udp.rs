@@ -40,7 +40,7 @@ async fn udp_flow_reported_once_then_counted() {
         meta,
         tuple,
         packets,
-        ..
+        bytes,
     } = flows[0]
     else {
         unreachable!()
@@ -49,11 +49,13 @@ async fn udp_flow_reported_once_then_counted() {
     assert_eq!(tuple.src.ip(), lab.client_v4);
     assert_eq!(meta.direction, TrafficDirection::Egress);
     assert_eq!(*packets, 1, "first packet of the flow");
+    // IP length: 20 (IPv4) + 8 (UDP) + 5 bytes of data; no Ethernet header.
+    assert_eq!(*bytes, 33, "the first packet's IP length");
     let Event::Udp { packets, bytes, .. } = flows[1] else {
         unreachable!()
     };
     assert_eq!(*packets, 5, "the 4 other packets and the late one");
-    assert!(*bytes >= 5 * 33, "bytes counted: {bytes}");
+    assert_eq!(*bytes, 5 * 33, "their IP lengths");
     drop(server);
 }
 

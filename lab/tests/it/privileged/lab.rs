@@ -86,11 +86,14 @@ fn assert_matches_engine(lab: &Lab, ports: &[(u16, Protocol)], context: &str) ->
     counts
 }
 
-const SEED_PORTS: [(u16, Protocol); 4] = [
+/// The seed's ports, and ping (ICMP has no port: rules with ports never
+/// match it, rules without match it as every protocol).
+const SEED_PORTS: [(u16, Protocol); 5] = [
     (8080, Protocol::Tcp),
     (5432, Protocol::Tcp),
     (53, Protocol::Udp),
     (53, Protocol::Tcp),
+    (0, Protocol::Icmp),
 ];
 
 #[test]
@@ -433,7 +436,7 @@ fn two_nodes_with_tc_enforcement_route_across_nodes_and_match_the_engine() {
     // No policy: every pair reaches every other, across nodes too, and the
     // cluster DNS (on node-0) answers the pods of node-1.
     let [blocked, reached] = assert_matches_engine(&lab, &SEED_PORTS, "two nodes, no policy");
-    assert_eq!((blocked, reached), (0, 64));
+    assert_eq!((blocked, reached), (0, 80));
     assert!(matches!(
         lab.dns(
             &key("shop/np-client"),
@@ -485,11 +488,12 @@ fn random_clusters_on(seeds: std::ops::Range<u64>, nodes: usize, enforcement: En
 
 /// Brings up the cluster `generate(seed)` for each seed (one lab, replaced
 /// each time) and fails with every pair where the kernel and the engine
-/// disagree on TCP 80, TCP 81 or UDP 80.
-const RANDOM_PORTS: [(u16, Protocol); 3] = [
+/// disagree on TCP 80, TCP 81, UDP 80 or ICMP (ping).
+const RANDOM_PORTS: [(u16, Protocol); 4] = [
     (80, Protocol::Tcp),
     (81, Protocol::Tcp),
     (80, Protocol::Udp),
+    (0, Protocol::Icmp),
 ];
 
 /// How many directions of the matrix cells an admin tier (Admin or
@@ -519,8 +523,8 @@ fn decided_by_admin_tiers(lab: &Lab) -> usize {
 
 /// Brings up the cluster `generate(seed)` for each seed (one lab, replaced
 /// each time) and fails with every pair where the kernel and the engine
-/// disagree on TCP 80, TCP 81 or UDP 80; returns how many cell directions the
-/// admin tiers decided.
+/// disagree on TCP 80, TCP 81, UDP 80 or ICMP; returns how many cell
+/// directions the admin tiers decided.
 fn random_clusters_of(
     generate: fn(u64) -> Vec<netverdict_policy::K8sObject>,
     tag: &str,
