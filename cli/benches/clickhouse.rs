@@ -19,6 +19,10 @@
 //!    15 minutes, all namespaces and one; the median of 5 runs (the goal is
 //!    under 1 s).
 //!
+//! `NETVERDICT_BENCH_ROUNDS=0` skips the ingest part; `NETVERDICT_BENCH_KEEP=1`
+//! keeps the databases (to look at them with `clickhouse-client`; drop them
+//! by hand afterwards).
+//!
 //! Run with `cargo bench -p netverdict --bench clickhouse` (in the CLI crate, which
 //! depends on both the collector and the API server). Every database
 //! it creates is dropped at the end, also when it fails.
@@ -127,6 +131,10 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        if env_u64("NETVERDICT_BENCH_KEEP", 0) != 0 {
+            eprintln!("kept databases: {}", self.databases.join(", "));
+            return;
+        }
         for db in &self.databases {
             let _ = self.sql(&format!("DROP DATABASE IF EXISTS {db}"));
         }
@@ -234,6 +242,10 @@ async fn ingest(server: &mut Server) -> Result<()> {
             },
         )?)
     };
+    if rounds == 0 {
+        println!("ingest: skipped (NETVERDICT_BENCH_ROUNDS=0)");
+        return Ok(());
+    }
     let mut ratios = Vec::new();
     let mut tls_costs = Vec::new();
     for round in 0..rounds {

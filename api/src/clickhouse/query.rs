@@ -2,12 +2,13 @@
 //! SQL, and `status`. Every user value is bound (see `sql.rs`).
 
 use netverdict_proto::filter::PolicyName;
-use netverdict_proto::time::UnixNanos;
+use netverdict_proto::time::{TimeWindow, UnixNanos};
 use netverdict_proto::v1 as pb;
 use prost::Message;
 
 use super::ClickHouseStore;
-use super::sql::{Sql, enum_literal, filter, predicate, time_range};
+use super::schema::{DENIED_GROUPS, DENIED_KEY, DENIED_STATES_SELECT, expand};
+use super::sql::{Sql, Value, enum_literal, filter, namespaces_only, predicate, time_range};
 use crate::store::{FlowQuery, ReportQuery, Result, StoreError, StoreStatus};
 
 /// The default number of report groups (`ReportRequest.limit` 0).
@@ -23,6 +24,31 @@ fn report_filter(sql: &mut Sql, q: &ReportQuery) {
     sql.push(" AND (");
     filter(sql, &q.flow_filter());
     sql.push(")");
+}
+
+/// The whole minutes of `window` at or after `covered` (seconds, a whole
+/// minute): `[lo, hi)` in seconds, `hi` `None` when unbounded; `None` when
+/// there is no such minute a `DateTime` holds.
+fn whole_minutes(window: &TimeWindow, covered: u32) -> Option<(i64, Option<i64>)> {
+    const MINUTE: i128 = 60_000_000_000;
+    if window.is_empty() {
+        return None;
+    }
+    let first = window
+        .since()
+        .map_or(0, |s| (s.as_i128() + MINUTE - 1).div_euclid(MINUTE) * 60);
+    let lo = first.max(i128::from(covered));
+    let end = window.until().map(|u| u.as_i128().div_euclid(MINUTE) * 60);
+    let max = i128::from(u32::MAX);
+    if lo > max || end.is_some_and(|end| end <= lo) {
+        return None;
+    }
+    // Every DateTime is before a bound past the last one.
+    let hi = end.filter(|&end| end <= max);
+    Some((
+        i64::try_from(lo).ok()?,
+        hi.and_then(|h| i64::try_from(h).ok()),
+    ))
 }
 
 fn limit(q: &ReportQuery) -> usize {
@@ -77,6 +103,44 @@ struct DeniedRow {
     reason: String,
     outcome: i8,
     destination_names: Vec<String>,
+}
+
+/// The `denied` report's ` GROUP BY` the stored report key
+/// (`report::WorkloadKey`), ordered as `report::denied_groups` orders.
+fn denied_group_order(q: &ReportQuery) -> String {
+    format!(
+        "GROUP BY {DENIED_KEY} ORDER BY attempts DESC, g_last_seen DESC, {DENIED_KEY} LIMIT {}",
+        limit(q)
+    )
+}
+
+fn denied_group(r: DeniedRow) -> pb::DeniedGroup {
+    pb::DeniedGroup {
+        source: Some(pb::WorkloadRef {
+            kind: i32::from(r.src_group_kind),
+            namespace: r.src_namespace,
+            workload: r.src_workload,
+            ip: r.src_ip,
+        }),
+        destination: Some(pb::WorkloadRef {
+            kind: i32::from(r.dst_group_kind),
+            namespace: r.dst_namespace,
+            workload: r.dst_workload,
+            ip: r.dst_ip,
+        }),
+        protocol: i32::from(r.protocol),
+        destination_port: u32::from(r.dst_port),
+        denied_by: policy_refs(r.denied_by),
+        egress_denied: r.egress_denied != 0,
+        ingress_denied: r.ingress_denied != 0,
+        count: r.attempts,
+        flows: r.flows,
+        first_seen: Some(timestamp(r.first_seen)),
+        last_seen: Some(timestamp(r.last_seen)),
+        reason: r.reason,
+        outcome: i32::from(r.outcome),
+        destination_names: r.destination_names,
+    }
 }
 
 #[derive(clickhouse::Row, serde::Deserialize)]
@@ -173,12 +237,98 @@ impl ClickHouseStore {
         .await
     }
 
+    /// The minute from which `denied_groups_by_minute` holds every flow
+    /// (migration 10's `rollup_coverage`), if recorded.
+    async fn denied_rollup_since(&self) -> Result<Option<u32>> {
+        let since: Vec<u32> = self
+            .inner
+            .client
+            .query(&format!(
+                "SELECT toUInt32(since) FROM {}.rollup_coverage WHERE rollup = ?",
+                self.inner.db
+            ))
+            .bind(DENIED_GROUPS.table)
+            .fetch_all()
+            .await
+            .map_err(|e| super::ch_error("reading rollup_coverage", e))?;
+        Ok(since.into_iter().min())
+    }
+
+    /// The `denied` report over `flows` for the window's partial minutes
+    /// and those before the rollup's coverage, merged with the states of
+    /// `denied_groups_by_minute` for its whole minutes `[lo, hi)`: the same
+    /// groups as over `flows` alone, reading a row per group and minute
+    /// instead of one per flow.
+    fn denied_with_rollup(&self, q: &ReportQuery, lo: i64, hi: Option<i64>) -> Sql {
+        let db = &self.inner.db;
+        let mut sql = Sql::new(&format!(
+            "SELECT {DENIED_KEY}, maxMerge(egress_denied) AS egress_denied, \
+             maxMerge(ingress_denied) AS ingress_denied, sumMerge(attempts) AS attempts, \
+             countMerge(flows) AS flows, minMerge(first_seen_min) AS g_first_seen, \
+             maxMerge(last_seen_max) AS g_last_seen, argMaxMerge(latest_reason) AS g_reason, \
+             argMaxMerge(latest_outcome) AS g_outcome, argMaxMerge(latest_names) AS g_names \
+             FROM ({} FROM {db}.flows \
+             WHERE verdict = {} AND counted_elsewhere = 0",
+            expand(DENIED_STATES_SELECT, db),
+            enum_literal(pb::Verdict::Denied),
+        ));
+        report_filter(&mut sql, q);
+        sql.push(" AND (last_seen < toDateTime(")
+            .bind(Value::I64(lo))
+            .push(")");
+        if let Some(hi) = hi {
+            sql.push(" OR last_seen >= toDateTime(")
+                .bind(Value::I64(hi))
+                .push(")");
+        }
+        sql.push(&format!(
+            ") GROUP BY {DENIED_KEY} UNION ALL SELECT {DENIED_KEY}, egress_denied, \
+             ingress_denied, attempts, flows, first_seen_min, last_seen_max, latest_reason, \
+             latest_outcome, latest_names FROM {db}.{} WHERE minute >= toDateTime(",
+            DENIED_GROUPS.table
+        ))
+        .bind(Value::I64(lo))
+        .push(")");
+        if let Some(hi) = hi {
+            sql.push(" AND minute < toDateTime(")
+                .bind(Value::I64(hi))
+                .push(")");
+        }
+        sql.push(" AND (");
+        filter(&mut sql, &q.flow_filter());
+        // The filter's parenthesis, then the subquery's.
+        sql.push(&format!(")) {}", denied_group_order(q)));
+        sql
+    }
+
     pub(crate) async fn query_denied(&self, q: &ReportQuery) -> Result<Vec<pb::DeniedGroup>> {
+        self.timed("denied", async {
+            let rollup = if namespaces_only(&q.flow_filter()) {
+                self.denied_rollup_since()
+                    .await?
+                    .and_then(|covered| whole_minutes(&q.window, covered))
+            } else {
+                None
+            };
+            let sql = match rollup {
+                Some((lo, hi)) => self.denied_with_rollup(q, lo, hi),
+                None => self.denied_over_flows(q),
+            };
+            let rows: Vec<DeniedRow> = self
+                .limited(&sql)
+                .fetch_all()
+                .await
+                .map_err(|e| super::ch_error("querying denied flows", e))?;
+            Ok(rows.into_iter().map(denied_group).collect())
+        })
+        .await
+    }
+
+    /// The `denied` report over `flows` alone.
+    fn denied_over_flows(&self, q: &ReportQuery) -> Sql {
         let denied_status = enum_literal(pb::PolicyStatus::Denied);
         let mut sql = Sql::new(&format!(
-            "SELECT src_group_kind, src_group_namespace, src_group_workload, src_group_ip, \
-             dst_group_kind, dst_group_namespace, dst_group_workload, dst_group_ip, \
-             protocol, dst_port, denied_by, \
+            "SELECT {DENIED_KEY}, \
              max(egress_status = {denied_status}) AS egress_denied, \
              max(ingress_status = {denied_status}) AS ingress_denied, \
              sum(count) AS attempts, count() AS flows, \
@@ -190,54 +340,9 @@ impl ClickHouseStore {
             enum_literal(pb::Verdict::Denied),
         ));
         report_filter(&mut sql, q);
-        // Grouped by the stored report key (`report::WorkloadKey`), ordered
-        // as `report::denied_groups` orders.
-        sql.push(&format!(
-            " GROUP BY src_group_kind, src_group_namespace, src_group_workload, src_group_ip, \
-             dst_group_kind, dst_group_namespace, dst_group_workload, dst_group_ip, protocol, \
-             dst_port, denied_by \
-             ORDER BY attempts DESC, g_last_seen DESC, src_group_kind, src_group_namespace, \
-             src_group_workload, src_group_ip, dst_group_kind, dst_group_namespace, \
-             dst_group_workload, dst_group_ip, protocol, dst_port, denied_by LIMIT {}",
-            limit(q)
-        ));
-        self.timed("denied", async {
-            let rows: Vec<DeniedRow> = self
-                .limited(&sql)
-                .fetch_all()
-                .await
-                .map_err(|e| super::ch_error("querying denied flows", e))?;
-            Ok(rows
-                .into_iter()
-                .map(|r| pb::DeniedGroup {
-                    source: Some(pb::WorkloadRef {
-                        kind: i32::from(r.src_group_kind),
-                        namespace: r.src_namespace,
-                        workload: r.src_workload,
-                        ip: r.src_ip,
-                    }),
-                    destination: Some(pb::WorkloadRef {
-                        kind: i32::from(r.dst_group_kind),
-                        namespace: r.dst_namespace,
-                        workload: r.dst_workload,
-                        ip: r.dst_ip,
-                    }),
-                    protocol: i32::from(r.protocol),
-                    destination_port: u32::from(r.dst_port),
-                    denied_by: policy_refs(r.denied_by),
-                    egress_denied: r.egress_denied != 0,
-                    ingress_denied: r.ingress_denied != 0,
-                    count: r.attempts,
-                    flows: r.flows,
-                    first_seen: Some(timestamp(r.first_seen)),
-                    last_seen: Some(timestamp(r.last_seen)),
-                    reason: r.reason,
-                    outcome: i32::from(r.outcome),
-                    destination_names: r.destination_names,
-                })
-                .collect())
-        })
-        .await
+        sql.push(" ");
+        sql.push(&denied_group_order(q));
+        sql
     }
 
     pub(crate) async fn query_dns_failures(&self, q: &ReportQuery) -> Result<Vec<pb::DnsFailure>> {
@@ -320,5 +425,57 @@ impl ClickHouseStore {
             })
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn window(since: Option<i64>, until: Option<i64>) -> TimeWindow {
+        TimeWindow::new(
+            since.map(UnixNanos::from_nanos),
+            until.map(UnixNanos::from_nanos),
+        )
+    }
+
+    const S: i64 = 1_000_000_000;
+
+    #[test]
+    fn whole_minutes_round_inwards_and_start_at_the_coverage() {
+        assert_eq!(whole_minutes(&window(None, None), 0), Some((0, None)));
+        assert_eq!(whole_minutes(&window(None, None), 600), Some((600, None)));
+        // Since rounds up, until down, to whole minutes.
+        assert_eq!(
+            whole_minutes(&window(Some(60 * S + 1), Some(300 * S - 1)), 0),
+            Some((120, Some(240)))
+        );
+        assert_eq!(
+            whole_minutes(&window(Some(60 * S), Some(300 * S)), 0),
+            Some((60, Some(300)))
+        );
+        assert_eq!(
+            whole_minutes(&window(Some(60 * S), Some(300 * S)), 180),
+            Some((180, Some(300)))
+        );
+    }
+
+    #[test]
+    fn no_whole_minute_reads_flows_alone() {
+        // Inside one minute, empty, or wholly before the coverage.
+        assert_eq!(whole_minutes(&window(Some(61 * S), Some(119 * S)), 0), None);
+        assert_eq!(whole_minutes(&window(Some(60 * S), Some(60 * S)), 0), None);
+        assert_eq!(whole_minutes(&window(None, Some(300 * S)), 300), None);
+        // Before the epoch, and past the last DateTime.
+        assert_eq!(
+            whole_minutes(&window(Some(-120 * S), Some(60 * S)), 0),
+            Some((0, Some(60)))
+        );
+        let last = i64::from(u32::MAX) * S;
+        assert_eq!(whole_minutes(&window(Some(last), None), 0), None);
+        assert_eq!(
+            whole_minutes(&window(Some(0), Some(i64::MAX)), 0),
+            Some((0, None))
+        );
     }
 }

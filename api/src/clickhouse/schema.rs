@@ -155,6 +155,12 @@ pub(crate) struct Rollup {
     pub select: &'static str,
     /// The view's condition on `flows` (`1` for none).
     pub condition: &'static str,
+    /// What follows the condition: ` GROUP BY ...` for a rollup of
+    /// aggregate states, empty for one a `SummingMergeTree` sums.
+    pub group_by: &'static str,
+    /// The flows its rows (of the table or of `select`) count, as an
+    /// aggregate: `sum(flows)`, or `countMerge(flows)` for aggregate states.
+    pub flows: &'static str,
 }
 
 /// The rollups count a connection once: records that are a second
@@ -172,6 +178,8 @@ pub(crate) const ROLLUPS: [Rollup; 3] = [
              if(counted_elsewhere = 0, count, toUInt64(0)) AS attempts, drop_count AS drops \
              FROM {db}.flows",
         condition: "1",
+        group_by: "",
+        flows: "sum(flows)",
     },
     Rollup {
         table: "denied_by_minute",
@@ -184,6 +192,8 @@ pub(crate) const ROLLUPS: [Rollup; 3] = [
              outcome, toUInt64(1) AS flows, count AS attempts \
              FROM {db}.flows ARRAY JOIN denied_by AS policy",
         condition: "verdict = {verdict_denied} AND counted_elsewhere = 0",
+        group_by: "",
+        flows: "sum(flows)",
     },
     Rollup {
         table: "dns_by_minute",
@@ -192,21 +202,93 @@ pub(crate) const ROLLUPS: [Rollup; 3] = [
              verdict, egress_allows_cluster_dns, toUInt64(1) AS flows, count AS attempts \
              FROM {db}.flows",
         condition: "has_dns = 1 AND counted_elsewhere = 0",
+        group_by: "",
+        flows: "sum(flows)",
     },
 ];
 
+/// The columns of the `denied` report's key (`report::WorkloadKey` of each
+/// end, protocol, port, policies), as `flows` and `denied_groups_by_minute`
+/// name them.
+pub(crate) const DENIED_KEY: &str = "src_group_kind, src_group_namespace, src_group_workload, \
+     src_group_ip, dst_group_kind, dst_group_namespace, dst_group_workload, dst_group_ip, \
+     protocol, dst_port, denied_by";
+
+/// The aggregate states of a `denied` group over `flows` rows, named as the
+/// columns of `denied_groups_by_minute` (`query_denied` merges them).
+macro_rules! denied_states {
+    () => {
+        "maxState(toUInt8(egress_status = {status_denied})) AS egress_denied, \
+         maxState(toUInt8(ingress_status = {status_denied})) AS ingress_denied, \
+         sumState(count) AS attempts, countState() AS flows, \
+         minState(first_seen_ns) AS first_seen_min, maxState(last_seen_ns) AS last_seen_max, \
+         argMaxState(reason, last_seen_ns) AS latest_reason, \
+         argMaxState(outcome, last_seen_ns) AS latest_outcome, \
+         argMaxState(dst_names, last_seen_ns) AS latest_names"
+    };
+}
+
+/// `SELECT` of the report key and [`denied_states!`] (and `FROM {db}.flows`
+/// after it): the `flows` side of `query_denied` when it reads the rollup.
+pub(crate) const DENIED_STATES_SELECT: &str = concat!(
+    "SELECT src_group_kind, src_group_namespace, src_group_workload, src_group_ip, \
+     dst_group_kind, dst_group_namespace, dst_group_workload, dst_group_ip, \
+     protocol, dst_port, denied_by, ",
+    denied_states!()
+);
+
+/// Migration 10's rollup: the `denied` report's groups per minute of
+/// `last_seen`, as aggregate states, with each end's namespace (what the
+/// report's namespace filter reads). `query_denied` reads it for the whole
+/// minutes of a window that it covers (see `rollup_coverage`). Granules of
+/// 1024 rows: a short window reads few rows besides its minutes'.
+pub(crate) const DENIED_GROUPS: Rollup = Rollup {
+    table: "denied_groups_by_minute",
+    select: concat!(
+        "SELECT toDateTime(intDiv(toUInt32(last_seen), 60) * 60) AS minute, \
+         src_group_kind, src_group_namespace, src_group_workload, src_group_ip, \
+         dst_group_kind, dst_group_namespace, dst_group_workload, dst_group_ip, \
+         protocol, dst_port, denied_by, src_namespace, dst_namespace, ",
+        denied_states!(),
+        " FROM {db}.flows"
+    ),
+    condition: "verdict = {verdict_denied} AND counted_elsewhere = 0",
+    group_by: " GROUP BY minute, src_group_kind, src_group_namespace, src_group_workload, \
+         src_group_ip, dst_group_kind, dst_group_namespace, dst_group_workload, dst_group_ip, \
+         protocol, dst_port, denied_by, src_namespace, dst_namespace",
+    flows: "countMerge(flows)",
+};
+
+/// Every rollup a view fills: migration 2's and migration 10's.
+pub(crate) fn all_rollups() -> impl Iterator<Item = &'static Rollup> {
+    ROLLUPS.iter().chain(std::iter::once(&DENIED_GROUPS))
+}
+
+/// `sql` with `{db}`, `{verdict_denied}` and `{status_denied}` filled in.
+pub(crate) fn expand(sql: &str, db: &str) -> String {
+    sql.replace("{db}", db)
+        .replace("{verdict_denied}", &enum_literal(pb::Verdict::Denied))
+        .replace("{status_denied}", &enum_literal(pb::PolicyStatus::Denied))
+}
+
 impl Rollup {
+    /// The flows the rows of [`select`](Self::select) count, as an aggregate
+    /// over them: one a row, or the count in its states.
+    pub fn selected_flows(&self) -> &'static str {
+        if self.group_by.is_empty() {
+            "count()"
+        } else {
+            self.flows
+        }
+    }
+
     /// The view's SELECT for database `db`, with `extra` ANDed to its condition.
     pub fn select(&self, db: &str, extra: &str) -> String {
-        let expand = |sql: &str| {
-            sql.replace("{db}", db)
-                .replace("{verdict_denied}", &enum_literal(pb::Verdict::Denied))
-                .replace("{status_denied}", &enum_literal(pb::PolicyStatus::Denied))
-        };
         format!(
-            "{} WHERE ({}) AND ({extra})",
-            expand(self.select),
-            expand(self.condition)
+            "{} WHERE ({}) AND ({extra}){}",
+            expand(self.select, db),
+            expand(self.condition, db),
+            self.group_by
         )
     }
 }
@@ -266,13 +348,66 @@ fn rollups(db: &str) -> Vec<String> {
 }
 
 /// Every table retention applies to, with its time column.
-pub(crate) const TABLES: [(&str, &str); 5] = [
+pub(crate) const TABLES: [(&str, &str); 6] = [
     ("flows", "last_seen"),
     ("flows_by_minute", "minute"),
     ("denied_by_minute", "minute"),
     ("dns_by_minute", "minute"),
     ("dead_letters", "received"),
+    ("denied_groups_by_minute", "minute"),
 ];
+
+/// Migration 10: the `denied` report's groups per minute
+/// ([`DENIED_GROUPS`]), its view, and the minute from which it holds every
+/// flow (`rollup_coverage`): the epoch when `flows` was empty once the view
+/// existed, else the minute after the newest `last_seen` stored then (rows
+/// stored before the view are not in the rollup; every later row at or after
+/// that minute is). Recorded once: a rerun keeps the first coverage.
+fn denied_groups(db: &str) -> Vec<Step> {
+    let key_types = format!(
+        "src_group_kind {k}, src_group_namespace String, src_group_workload String, \
+         src_group_ip String, dst_group_kind {k}, dst_group_namespace String, \
+         dst_group_workload String, dst_group_ip String, protocol {p}, dst_port UInt16, \
+         denied_by Array(String), src_namespace String, dst_namespace String",
+        k = kind_type(),
+        p = protocol_type(),
+    );
+    let table = DENIED_GROUPS.table;
+    sql_steps(vec![
+        format!(
+            "CREATE TABLE IF NOT EXISTS {db}.{table} (\
+             minute DateTime, {key_types}, \
+             egress_denied AggregateFunction(max, UInt8), \
+             ingress_denied AggregateFunction(max, UInt8), \
+             attempts AggregateFunction(sum, UInt64), flows AggregateFunction(count), \
+             first_seen_min AggregateFunction(min, Int64), \
+             last_seen_max AggregateFunction(max, Int64), \
+             latest_reason AggregateFunction(argMax, String, Int64), \
+             latest_outcome AggregateFunction(argMax, {o}, Int64), \
+             latest_names AggregateFunction(argMax, Array(String), Int64)\
+             ) ENGINE = AggregatingMergeTree() \
+             PARTITION BY toYYYYMMDD(minute) \
+             ORDER BY (minute, src_group_namespace, src_group_workload, dst_group_namespace, \
+             dst_group_workload, dst_port, protocol, src_group_kind, src_group_ip, \
+             dst_group_kind, dst_group_ip, denied_by, src_namespace, dst_namespace) \
+             SETTINGS index_granularity = 1024",
+            o = outcome_type(),
+        ),
+        view(db, &DENIED_GROUPS),
+        format!(
+            "CREATE TABLE IF NOT EXISTS {db}.rollup_coverage \
+             (rollup String, since DateTime) ENGINE = TinyLog"
+        ),
+        format!(
+            "INSERT INTO {db}.rollup_coverage (rollup, since) \
+             SELECT '{table}', since FROM (\
+             SELECT if(count() = 0, toDateTime(0), \
+             toDateTime(intDiv(toUInt32(max(last_seen)), 60) * 60 + 60)) AS since \
+             FROM {db}.flows) \
+             WHERE (SELECT count() FROM {db}.rollup_coverage WHERE rollup = '{table}') = 0"
+        ),
+    ])
+}
 
 /// Migration 7: where the writer sets aside the flows ClickHouse rejects
 /// (`writer.rs`), with the error, for a person to look at (and, once the
@@ -513,6 +648,13 @@ fn migrations() -> Vec<Migration> {
             description: "ICMP protocol, packets and bytes columns",
             applies: |_| true,
             steps: icmp_and_counts,
+        },
+        Migration {
+            version: 10,
+            description: "denied report groups per minute (denied_groups_by_minute) and \
+                          the minute from which the rollup holds every flow",
+            applies: |_| true,
+            steps: denied_groups,
         },
     ]
 }

@@ -179,6 +179,53 @@ pub(crate) fn filter(sql: &mut Sql, f: &Filter) {
     dimension(sql, flow_type, flow_types);
 }
 
+/// Whether `f` reads no column but each end's namespace (`namespace`,
+/// `source_namespace`, `destination_namespace`): the columns the `denied`
+/// rollup (`denied_groups_by_minute`) has besides the report key.
+pub(crate) fn namespaces_only(f: &Filter) -> bool {
+    let Filter {
+        verdict,
+        outcome,
+        namespace: _,
+        source_pod,
+        destination_pod,
+        labels,
+        policy,
+        destination_port,
+        protocol,
+        dns_query,
+        mismatch,
+        node_name,
+        source_ip,
+        destination_ip,
+        source_namespace: _,
+        destination_namespace: _,
+        source_labels,
+        destination_labels,
+        drop_reason,
+        flow_type,
+        destination_fqdn,
+    } = f;
+    verdict.is_empty()
+        && outcome.is_empty()
+        && source_pod.is_empty()
+        && destination_pod.is_empty()
+        && labels.is_empty()
+        && policy.is_empty()
+        && destination_port.is_empty()
+        && protocol.is_empty()
+        && dns_query.is_empty()
+        && mismatch.is_empty()
+        && node_name.is_empty()
+        && source_ip.is_empty()
+        && destination_ip.is_empty()
+        && source_labels.is_empty()
+        && destination_labels.is_empty()
+        && drop_reason.is_empty()
+        && flow_type.is_empty()
+        && destination_fqdn.is_empty()
+}
+
 /// `column IN (names)`: an `Enum8` column against its members' names.
 fn enum_in<E: EnumName>(sql: &mut Sql, column: &str, values: &[E]) {
     sql.push(&format!("{column} IN ("));

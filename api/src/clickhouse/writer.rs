@@ -782,19 +782,23 @@ impl Writer {
             return Ok(());
         }
         let range = format!("last_seen >= toDateTime({lo}) AND last_seen <= toDateTime({hi})");
-        for r in &schema::ROLLUPS {
+        for r in schema::all_rollups() {
             let expected: u64 = self
                 .client
-                .query(&format!("SELECT count() FROM ({})", r.select(db, &range)))
+                .query(&format!(
+                    "SELECT {} FROM ({})",
+                    r.selected_flows(),
+                    r.select(db, &range)
+                ))
                 .fetch_one()
                 .await
                 .map_err(|e| ch_error("counting flows for a rollup", e))?;
             let actual: u64 = self
                 .client
                 .query(&format!(
-                    "SELECT sum(flows) FROM {db}.{} WHERE minute >= toDateTime({lo}) \
+                    "SELECT {} FROM {db}.{} WHERE minute >= toDateTime({lo}) \
                      AND minute <= toDateTime({hi})",
-                    r.table
+                    r.flows, r.table
                 ))
                 .fetch_one()
                 .await

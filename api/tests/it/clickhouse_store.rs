@@ -448,6 +448,179 @@ async fn migration_5_brings_a_database_of_migrations_1_to_4_up_to_date() {
     .await;
 }
 
+/// Denied flows over a few minutes (`base` a whole minute): pods of two
+/// namespaces and an outside address, two policies, distinct times (at
+/// nanoseconds), counts, reasons, outcomes and destination names; some
+/// allowed, some counted elsewhere.
+fn minutes_of_denied_flows(prefix: &str, base: i64, n: i64) -> Vec<pb::Flow> {
+    use netverdict_testing::flow::{pod, world};
+    (0..n)
+        .map(|i| {
+            let source = match i % 3 {
+                0 => pod("a", &format!("client-{}", i % 2)).workload("client"),
+                1 => pod("b", "batch-1").workload("batch"),
+                _ => world("203.0.113.7"),
+            };
+            let mut f = flow(format!("{prefix}/{i}"))
+                .at_nanos(base + i * 13_700_000_123)
+                .count(1 + (i % 4) as u64)
+                .from(source.labels(&[("app", if i % 2 == 0 { "x" } else { "y" })]))
+                .to(pod("c", "api-0")
+                    .workload("api")
+                    .port(8080 + (i % 2) as u32))
+                .reason(format!("reason {i}"))
+                .outcome(if i % 5 == 0 {
+                    pb::Outcome::Refused
+                } else {
+                    pb::Outcome::Dropped
+                })
+                .ingress_status(pb::PolicyStatus::Denied);
+            f = if i % 7 == 3 {
+                f.verdict(pb::Verdict::Allowed)
+            } else {
+                f.denied().denied_by(if i % 4 == 0 {
+                    vec!["c/deny"]
+                } else {
+                    vec!["c/deny", "c/other"]
+                })
+            };
+            if i % 11 == 5 {
+                f = f.counted_elsewhere();
+            }
+            if i % 3 != 1 {
+                f = f.with(|f| f.destination_names = vec![format!("n{}.example.com", i % 5)]);
+            }
+            f.build()
+        })
+        .collect()
+}
+
+/// Report windows over `base`'s minutes: whole, cut inside minutes, on
+/// minute bounds, inside one minute, with namespaces and with labels.
+fn report_windows(base: i64) -> Vec<ReportQuery> {
+    use netverdict_proto::time::{TimeWindow, UnixNanos};
+    let at = |ns: i64| Some(UnixNanos::from_nanos(ns));
+    const M: i64 = 60_000_000_000;
+    let windows = [
+        TimeWindow::new(None, None),
+        TimeWindow::new(at(base + 17_000_000_001), None),
+        TimeWindow::new(None, at(base + 3 * M + 5)),
+        TimeWindow::new(at(base + M - 1), at(base + 4 * M + 1)),
+        TimeWindow::new(at(base + M), at(base + 3 * M)),
+        TimeWindow::new(at(base + M + 1), at(base + M + 40_000_000_000)),
+        TimeWindow::new(at(base + 2 * M), at(base + 2 * M)),
+    ];
+    let mut queries = Vec::new();
+    for window in windows {
+        queries.push(ReportQuery {
+            window,
+            ..Default::default()
+        });
+        queries.push(ReportQuery {
+            window,
+            namespaces: vec!["a".into(), "c".into()],
+            ..Default::default()
+        });
+        queries.push(ReportQuery {
+            window,
+            namespaces: vec!["b".into()],
+            limit: 2,
+            ..Default::default()
+        });
+        queries.push(ReportQuery {
+            window,
+            labels: vec![
+                netverdict_proto::filter::LabelSelector::parse("labels", "app=x").unwrap(),
+            ],
+            ..Default::default()
+        });
+    }
+    queries
+}
+
+#[tokio::test]
+async fn denied_reads_whole_minutes_from_the_rollup_and_the_rest_from_flows() {
+    let db = TestDb::shared();
+    let store = db.connect().await;
+    let minute = 60_000_000_000;
+    let base = (now_nanos() - 3_600_000_000_000) / minute * minute;
+    let flows = minutes_of_denied_flows("node-a/1", base, 24);
+    store.insert(flows.clone()).await.unwrap();
+    let groups = db.sql(&format!(
+        "SELECT countMerge(flows) FROM {}.denied_groups_by_minute",
+        db.name
+    ));
+    let denied_flows = flows
+        .iter()
+        .filter(|f| f.verdict == pb::Verdict::Denied as i32 && !f.counted_elsewhere)
+        .count();
+    assert_eq!(
+        groups,
+        format!("{denied_flows}\n"),
+        "the rollup holds every denied flow"
+    );
+    for q in report_windows(base) {
+        let reference = netverdict_api::report::denied_groups(&flows, &q);
+        assert_eq!(store.denied(&q).await.unwrap(), reference, "{q:?}");
+    }
+}
+
+#[tokio::test]
+async fn migration_10_covers_the_minutes_after_the_flows_stored_before_it() {
+    let db = TestDb::shared();
+    let d = &db.name;
+    let minute = 60_000_000_000;
+    let base = (now_nanos() - 3_600_000_000_000) / minute * minute;
+    let before = minutes_of_denied_flows("node-a/1", base, 24);
+    {
+        let store = db.connect().await;
+        store.insert(before.clone()).await.unwrap();
+    }
+    // The database as it was before migration 10.
+    for sql in [
+        format!("DROP TABLE {d}.denied_groups_by_minute_mv"),
+        format!("DROP TABLE {d}.denied_groups_by_minute"),
+        format!("DROP TABLE {d}.rollup_coverage"),
+        format!("ALTER TABLE {d}.schema_migrations DELETE WHERE version = 10"),
+    ] {
+        db.sql(&sql);
+    }
+    let version_10 = format!("SELECT count() FROM {d}.schema_migrations WHERE version = 10");
+    wait_until(
+        "the mutation to be done",
+        Duration::from_secs(30),
+        async || db.sql(&version_10) == "0\n",
+    )
+    .await;
+    let store = db.connect().await;
+    let newest = before
+        .iter()
+        .map(|f| f.last_seen.unwrap().seconds)
+        .max()
+        .unwrap();
+    assert_eq!(
+        db.sql(&format!("SELECT toUInt32(since) FROM {d}.rollup_coverage")),
+        format!("{}\n", newest / 60 * 60 + 60),
+        "covered from the minute after the newest flow"
+    );
+    // Later flows, and late ones inside the minutes before the coverage
+    // (in the rollup, but read from flows there).
+    let mut all = before;
+    let after = minutes_of_denied_flows("node-a/2", base + 5 * minute, 24);
+    let late = minutes_of_denied_flows("node-a/3", base + 7_000_000, 10);
+    store.insert(after.clone()).await.unwrap();
+    store.insert(late.clone()).await.unwrap();
+    all.extend(after);
+    all.extend(late);
+    for q in report_windows(base)
+        .into_iter()
+        .chain(report_windows(base + 5 * minute))
+    {
+        let reference = netverdict_api::report::denied_groups(&all, &q);
+        assert_eq!(store.denied(&q).await.unwrap(), reference, "{q:?}");
+    }
+}
+
 #[tokio::test]
 async fn migration_9_adds_icmp_and_the_packet_counts() {
     let db = TestDb::shared();
