@@ -236,6 +236,16 @@ impl Probes {
     }
 }
 
+/// What taking one record from the ring gave.
+enum Drained {
+    /// A decoded event.
+    Event(Event),
+    /// A record that did not decode (counted).
+    Undecodable,
+    /// No record: the ring is empty.
+    Empty,
+}
+
 impl EventStream {
     /// The next event, or a loss report. Waits for the probes; never returns
     /// `None`: the stream ends only when dropped. Cancel-safe (usable in
@@ -253,8 +263,13 @@ impl EventStream {
                     continue;
                 }
             }
-            if let Some(ev) = self.drain_one() {
-                return Ok(StreamItem::Event(ev));
+            match self.drain_one() {
+                Drained::Event(ev) => return Ok(StreamItem::Event(ev)),
+                // More records may be queued behind it: read on rather than
+                // wait for a wake-up that already came (its loss is
+                // reported with the next loss check).
+                Drained::Undecodable => continue,
+                Drained::Empty => {}
             }
             if !self.pending.is_empty() {
                 continue;
@@ -280,18 +295,19 @@ impl EventStream {
         }
     }
 
-    /// Decodes the next record, if any; undecodable ones are counted and
-    /// skipped. `None` when the ring is empty (or after a decode error, so the
-    /// caller can emit its loss report in order).
-    fn drain_one(&mut self) -> Option<Event> {
+    /// Decodes the next record, if any; an undecodable one is counted and
+    /// skipped.
+    fn drain_one(&mut self) -> Drained {
         let ring = self.ring.get_mut();
-        let record = ring.next()?;
+        let Some(record) = ring.next() else {
+            return Drained::Empty;
+        };
         match self.decoder.decode(&record) {
             Ok((ev, then)) => {
                 if let Some(then) = then {
                     self.pending.push_front(StreamItem::Event(then));
                 }
-                Some(ev)
+                Drained::Event(ev)
             }
             Err(e) => {
                 let kind = EventKind::from_abi(abi::kind_of(&record));
@@ -299,7 +315,7 @@ impl EventStream {
                 let slot = self.counters.decode_errors.slot(kind);
                 *slot = slot.saturating_add(1);
                 tracing::debug!(?kind, error = %e, "undecodable probe record");
-                None
+                Drained::Undecodable
             }
         }
     }

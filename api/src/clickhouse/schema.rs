@@ -273,13 +273,11 @@ pub(crate) fn expand(sql: &str, db: &str) -> String {
 
 impl Rollup {
     /// The flows the rows of [`select`](Self::select) count, as an aggregate
-    /// over them: one a row, or the count in its states.
+    /// over them: the same as over the rollup's table (its `flows` column
+    /// counts records of account only, so `count()` of the rows would
+    /// over-count a minute with a second observation).
     pub fn selected_flows(&self) -> &'static str {
-        if self.group_by.is_empty() {
-            "count()"
-        } else {
-            self.flows
-        }
+        self.flows
     }
 
     /// The view's SELECT for database `db`, with `extra` ANDed to its condition.
