@@ -237,6 +237,10 @@ impl Probes {
 }
 
 /// What taking one record from the ring gave.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "returned by value once per record: boxing the event would allocate per kernel event"
+)]
 enum Drained {
     /// A decoded event.
     Event(Event),
