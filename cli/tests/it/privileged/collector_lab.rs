@@ -72,6 +72,69 @@ async fn wait_for(
     }
 }
 
+/// The collector's pipeline on a lab: real probes, the cluster of `files`
+/// with the lab's node address, only the lab's network namespaces, short
+/// windows. The flows it exports are gathered in `flows`.
+struct LabPipeline {
+    pipeline: Arc<tokio::sync::Mutex<Pipeline>>,
+    flows: Arc<tokio::sync::Mutex<Vec<pb::Flow>>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl LabPipeline {
+    fn start(lab: &Lab, files: &[std::path::PathBuf], timeouts: Timeouts) -> LabPipeline {
+        let mut state = ClusterState::load_paths(files).expect("manifests");
+        state.set_local_node_ips(["169.254.1.1".parse::<IpAddr>().unwrap()]);
+        let probes = netverdict_ebpf::Probes::load(&netverdict_ebpf::Config::default())
+            .expect("load the eBPF probes");
+        let (events, _reader) = probes.into_stream().expect("event stream").spawn(65_536);
+        let config = PipelineConfig {
+            node_name: "lab-node".into(),
+            timeouts,
+            windows: Windows {
+                allowed: Duration::from_millis(500),
+                denied: Duration::from_millis(500),
+            },
+            tick: Duration::from_millis(100),
+            // Only this lab: other labs on the machine may use the same addresses.
+            netns: Some(lab_netns(lab)),
+            ..PipelineConfig::default()
+        };
+        let pipeline = Arc::new(tokio::sync::Mutex::new(Pipeline::new(
+            config,
+            SharedState::new(state),
+        )));
+        let (export, mut exported) = tokio::sync::mpsc::channel(1024);
+        let runner = {
+            let pipeline = pipeline.clone();
+            tokio::spawn(async move {
+                let _ = pipeline::run(&pipeline, events, Some(export)).await;
+            })
+        };
+        let flows = Arc::new(tokio::sync::Mutex::new(Vec::new()));
+        let collector = {
+            let flows = flows.clone();
+            tokio::spawn(async move {
+                while let Some(f) = exported.recv().await {
+                    flows.lock().await.push(f);
+                }
+            })
+        };
+        LabPipeline {
+            pipeline,
+            flows,
+            tasks: vec![runner, collector],
+        }
+    }
+
+    /// Stops the pipeline and the gathering.
+    fn stop(self) {
+        for task in self.tasks {
+            task.abort();
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seed_scenario_flows_name_pods_policies_verdicts_outcomes_and_dns() {
     if !require_root() {
@@ -83,44 +146,15 @@ async fn seed_scenario_flows_name_pods_policies_verdicts_outcomes_and_dns() {
     let lab = Lab::up(&files, &options).expect("lab up");
 
     // The collector's view of the same cluster, with the lab's node address.
-    let mut state = ClusterState::load_paths(&files).expect("manifests");
-    state.set_local_node_ips(["169.254.1.1".parse::<IpAddr>().unwrap()]);
-    let shared = SharedState::new(state);
-
-    let probes = netverdict_ebpf::Probes::load(&netverdict_ebpf::Config::default())
-        .expect("load the eBPF probes");
-    let (events, _reader) = probes.into_stream().expect("event stream").spawn(65_536);
-    let config = PipelineConfig {
-        node_name: "lab-node".into(),
-        timeouts: Timeouts {
+    let running = LabPipeline::start(
+        &lab,
+        &files,
+        Timeouts {
             dns: Duration::from_secs(2),
-            icmp: Duration::from_secs(2),
             ..Timeouts::default()
         },
-        windows: Windows {
-            allowed: Duration::from_millis(500),
-            denied: Duration::from_millis(500),
-        },
-        tick: Duration::from_millis(100),
-        // Only this lab: other labs on the machine may use the same addresses.
-        netns: Some(lab_netns(&lab)),
-        ..PipelineConfig::default()
-    };
-    let pipeline = Arc::new(tokio::sync::Mutex::new(Pipeline::new(config, shared)));
-    let (export, mut exported) = tokio::sync::mpsc::channel(1024);
-    let runner = {
-        let pipeline = pipeline.clone();
-        tokio::spawn(async move { pipeline::run(&pipeline, events, Some(export)).await })
-    };
-    let flows = Arc::new(tokio::sync::Mutex::new(Vec::new()));
-    let collector = {
-        let flows = flows.clone();
-        tokio::spawn(async move {
-            while let Some(f) = exported.recv().await {
-                flows.lock().await.push(f);
-            }
-        })
-    };
+    );
+    let (pipeline, flows) = (running.pipeline.clone(), running.flows.clone());
 
     // The seed's lab commands, from inside the pods.
     let shop = PodKey::new("shop", "np-client");
@@ -290,8 +324,7 @@ async fn seed_scenario_flows_name_pods_policies_verdicts_outcomes_and_dns() {
     let counters = pipeline.lock().await.counters().clone();
     assert!(counters.mismatches >= 1, "{counters:?}");
     assert!(counters.events > 0 && counters.records > 0, "{counters:?}");
-    runner.abort();
-    collector.abort();
+    running.stop();
 }
 
 /// A pod resolves an outside name through the cluster DNS (a CNAME to a
@@ -321,39 +354,8 @@ async fn flows_to_outside_addresses_carry_the_names_their_pods_resolved() {
     )
     .expect("outside alias");
 
-    let mut state = ClusterState::load_paths(&files).expect("manifests");
-    state.set_local_node_ips(["169.254.1.1".parse::<IpAddr>().unwrap()]);
-    let probes = netverdict_ebpf::Probes::load(&netverdict_ebpf::Config::default())
-        .expect("load the eBPF probes");
-    let (events, _reader) = probes.into_stream().expect("event stream").spawn(65_536);
-    let config = PipelineConfig {
-        node_name: "lab-node".into(),
-        windows: Windows {
-            allowed: Duration::from_millis(500),
-            denied: Duration::from_millis(500),
-        },
-        tick: Duration::from_millis(100),
-        netns: Some(lab_netns(&lab)),
-        ..PipelineConfig::default()
-    };
-    let pipeline = Arc::new(tokio::sync::Mutex::new(Pipeline::new(
-        config,
-        SharedState::new(state),
-    )));
-    let (export, mut exported) = tokio::sync::mpsc::channel(1024);
-    let runner = {
-        let pipeline = pipeline.clone();
-        tokio::spawn(async move { pipeline::run(&pipeline, events, Some(export)).await })
-    };
-    let flows = Arc::new(tokio::sync::Mutex::new(Vec::new()));
-    let collector = {
-        let flows = flows.clone();
-        tokio::spawn(async move {
-            while let Some(f) = exported.recv().await {
-                flows.lock().await.push(f);
-            }
-        })
-    };
+    let running = LabPipeline::start(&lab, &files, Timeouts::default());
+    let (pipeline, flows) = (running.pipeline.clone(), running.flows.clone());
 
     let client = PodKey::new("default", "np-client");
     let answer = tokio::task::block_in_place(|| {
@@ -410,8 +412,7 @@ async fn flows_to_outside_addresses_carry_the_names_their_pods_resolved() {
         pairs >= 1 && stats.named >= 1 && stats.unnamed >= 1,
         "{stats:?}"
     );
-    runner.abort();
-    collector.abort();
+    running.stop();
 }
 
 /// The flows the agent's Observer serves now, over its socket.
