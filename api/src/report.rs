@@ -38,7 +38,7 @@ use std::collections::BTreeSet;
 
 use netverdict_policy::lint::{cluster_dns_pods, dns_denied};
 use netverdict_policy::{ClusterState, ObjectKind};
-use netverdict_proto::filter::{Filter, PolicyName, normalize_dns_name};
+use netverdict_proto::filter::{Filter, PolicyName, normalize_dns_names};
 use netverdict_proto::names::known_or_zero;
 use netverdict_proto::time::{TimeWindow, UnixNanos};
 use netverdict_proto::v1 as pb;
@@ -258,12 +258,7 @@ pub fn denied_groups<'a>(
             last_seen: acc.last_seen.map(UnixNanos::to_timestamp),
             reason: acc.latest.reason.clone(),
             outcome: known_or_zero::<pb::Outcome>(acc.latest.outcome),
-            destination_names: acc
-                .latest
-                .destination_names
-                .iter()
-                .map(|n| normalize_dns_name(n))
-                .collect(),
+            destination_names: normalize_dns_names(&acc.latest.destination_names),
         })
         .collect();
     sort_and_cut(&mut out, denied_order, query.limit);

@@ -18,7 +18,7 @@
 
 use std::net::IpAddr;
 
-use netverdict_proto::filter::{PolicyName, normalize_dns_name};
+use netverdict_proto::filter::{PolicyName, normalize_dns_name, normalize_dns_names};
 use netverdict_proto::names::{EnumName, known_or_zero};
 use netverdict_proto::v1 as pb;
 use netverdict_proto::validate::{FlowError, Problem};
@@ -348,11 +348,7 @@ impl FlowRow {
             observation_point: enum8::<pb::ObservationPoint>(flow.observation_point),
             counted_elsewhere: u8::from(flow.counted_elsewhere),
 
-            dst_names: flow
-                .destination_names
-                .iter()
-                .map(|n| normalize_dns_name(n))
-                .collect(),
+            dst_names: normalize_dns_names(&flow.destination_names),
             packets: flow.packets,
             bytes: flow.bytes,
         })

@@ -21,7 +21,7 @@
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeSet, VecDeque};
 
-use netverdict_proto::filter::{Filter, PolicyName, normalize_dns_name};
+use netverdict_proto::filter::{Filter, PolicyName, normalize_dns_names};
 use netverdict_proto::names::known_or_zero;
 use netverdict_proto::time::{TimeWindow, UnixNanos};
 use netverdict_proto::v1 as pb;
@@ -438,11 +438,9 @@ pub(super) fn denied<'a>(
                 last_seen: timestamp(t.last_seen),
                 reason: tables.text_str(t.latest.reason).to_string(),
                 outcome: known_or_zero::<pb::Outcome>(t.latest.outcome),
-                destination_names: tables
-                    .name_list(t.latest.destination_names)
-                    .iter()
-                    .map(|n| normalize_dns_name(n))
-                    .collect(),
+                destination_names: normalize_dns_names(
+                    &tables.name_list(t.latest.destination_names),
+                ),
             },
         )
         .collect();

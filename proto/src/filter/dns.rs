@@ -16,6 +16,14 @@ pub fn normalize_dns_name(name: &str) -> String {
     name.trim_end_matches('.').to_ascii_lowercase()
 }
 
+/// Names as filters and reports compare them: [`normalize_dns_name`] each.
+pub fn normalize_dns_names<S: AsRef<str>>(names: &[S]) -> Vec<String> {
+    names
+        .iter()
+        .map(|n| normalize_dns_name(n.as_ref()))
+        .collect()
+}
+
 /// One parsed `dns_query` value, normalized.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct DnsPattern {

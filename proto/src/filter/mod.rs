@@ -41,7 +41,7 @@ use ipnet::IpNet;
 
 use crate::v1 as pb;
 
-pub use dns::{DnsMatch, DnsPattern, normalize_dns_name};
+pub use dns::{DnsMatch, DnsPattern, normalize_dns_name, normalize_dns_names};
 pub use drop_reason::DropReason;
 pub use labels::{LabelSelector, LabelSet, Requirement};
 pub use pod::PodPattern;
