@@ -38,6 +38,7 @@ pub mod btf;
 mod clock;
 pub mod dns;
 pub mod event;
+pub mod icmp;
 pub mod kallsyms;
 pub mod loader;
 pub mod stream;

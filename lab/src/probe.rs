@@ -123,30 +123,9 @@ const ECHO_SEQ: u16 = 1;
 /// The data of an echo request.
 const ECHO_DATA: &[u8] = b"netverdict-probe";
 
-/// An ICMP (type 8) or ICMPv6 (type 128) echo request. The ICMP checksum is
-/// computed here; the kernel computes ICMPv6's (it covers a pseudo-header).
+/// An ICMP (type 8) or ICMPv6 (type 128) echo request.
 fn echo_request(v4: bool, id: u16) -> Vec<u8> {
-    let mut m = vec![if v4 { 8 } else { 128 }, 0, 0, 0];
-    m.extend_from_slice(&id.to_be_bytes());
-    m.extend_from_slice(&ECHO_SEQ.to_be_bytes());
-    m.extend_from_slice(ECHO_DATA);
-    if v4 {
-        let sum = internet_checksum(&m);
-        m[2..4].copy_from_slice(&sum.to_be_bytes());
-    }
-    m
-}
-
-/// RFC 1071: the one's complement of the one's complement sum of 16-bit words.
-fn internet_checksum(bytes: &[u8]) -> u16 {
-    let mut sum: u32 = bytes
-        .chunks(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], c.get(1).copied().unwrap_or(0)])))
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
+    netverdict_ebpf::icmp::build_echo_request(v4, id, ECHO_SEQ, ECHO_DATA)
 }
 
 /// Whether a datagram read from a raw ICMP socket is the echo reply to
@@ -465,15 +444,10 @@ mod tests {
 
     #[test]
     fn echo_requests_are_checksummed_and_replies_are_told_by_identifier() {
-        // RFC 1071's example: the sum of these words is 0xddf2.
-        assert_eq!(
-            internet_checksum(&[0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7]),
-            !0xddf2
-        );
         let request = echo_request(true, 0xbeef);
         assert_eq!(&request[..2], &[8, 0]);
         assert_eq!(
-            internet_checksum(&request),
+            netverdict_ebpf::icmp::internet_checksum(&request),
             0,
             "a checksummed message sums to zero"
         );

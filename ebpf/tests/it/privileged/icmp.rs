@@ -17,27 +17,15 @@ use netverdict_testing::require_root;
 /// The data of the test's echo requests (16 bytes).
 const DATA: &[u8] = b"netverdict-probe";
 
-/// RFC 1071 checksum (ICMPv4's; the kernel computes ICMPv6's).
-fn checksum(bytes: &[u8]) -> u16 {
-    let mut sum: u32 = bytes
-        .chunks(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], c.get(1).copied().unwrap_or(0)])))
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
 /// Sends `count` echo requests (identifier `id`, sequence 1..=count) from
 /// namespace `ns` to `dst` on a raw socket, each waiting up to `wait` for its
 /// reply; returns the sequence numbers answered.
 fn ping(ns: &str, dst: IpAddr, id: u16, count: u16, wait: Duration) -> Vec<u16> {
     in_netns(ns, move || {
-        let (family, proto, request, reply) = if dst.is_ipv4() {
-            (libc::AF_INET, libc::IPPROTO_ICMP, 8u8, 0u8)
+        let (family, proto, reply) = if dst.is_ipv4() {
+            (libc::AF_INET, libc::IPPROTO_ICMP, 0u8)
         } else {
-            (libc::AF_INET6, libc::IPPROTO_ICMPV6, 128, 129)
+            (libc::AF_INET6, libc::IPPROTO_ICMPV6, 129)
         };
         // SAFETY: a plain socket(2) call; the descriptor is owned right below.
         let fd = unsafe { libc::socket(family, libc::SOCK_RAW | libc::SOCK_CLOEXEC, proto) };
@@ -48,14 +36,7 @@ fn ping(ns: &str, dst: IpAddr, id: u16, count: u16, wait: Duration) -> Vec<u16> 
         socket.set_read_timeout(Some(wait)).unwrap();
         let mut answered = Vec::new();
         for seq in 1..=count {
-            let mut m = vec![request, 0, 0, 0];
-            m.extend_from_slice(&id.to_be_bytes());
-            m.extend_from_slice(&seq.to_be_bytes());
-            m.extend_from_slice(DATA);
-            if dst.is_ipv4() {
-                let sum = checksum(&m);
-                m[2..4].copy_from_slice(&sum.to_be_bytes());
-            }
+            let m = netverdict_ebpf::icmp::build_echo_request(dst.is_ipv4(), id, seq, DATA);
             socket.send_to(&m, SocketAddr::new(dst, 0)).unwrap();
             let mut buf = [0u8; 1500];
             while let Ok((n, from)) = socket.recv_from(&mut buf) {
