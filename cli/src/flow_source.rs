@@ -175,7 +175,9 @@ fn read_file(path: &Path, state: &ClusterState, each: &mut dyn FnMut(ReplayFlow)
         flow.observed_allowed = line
             .observed_allowed()
             .with_context(|| format!("{}: invalid flow", at()))?;
-        flow.dst_name = line.dst_name;
+        if let Some(name) = &line.dst_name {
+            flow.connection = flow.connection.with_destination_names(&[name]);
+        }
         each(flow);
     }
     Ok(())

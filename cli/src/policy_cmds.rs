@@ -105,7 +105,8 @@ pub struct VerdictsArgs {
     #[command(flatten)]
     cluster: ClusterArgs,
     /// JSON lines `{"src":"x/a","dst":"y/b","port":80,"protocol":"TCP"}` (src/dst
-    /// as namespace/pod or an IP; protocol defaults to TCP). Default: stdin.
+    /// as namespace/pod or an IP; protocol defaults to TCP; `"dst_name"`: the
+    /// name the source resolved to the destination address). Default: stdin.
     #[arg(long, value_name = "FILE")]
     flows: Option<PathBuf>,
 }
@@ -126,8 +127,9 @@ pub(crate) struct FlowLine {
     /// anew.
     #[serde(default)]
     pub verdict: Option<String>,
-    /// The DNS name the destination address was reached by: `recommend`
-    /// writes it beside the address's ipBlock.
+    /// The DNS name the source resolved to the destination address: admin
+    /// `domainNames` peers match it, and `recommend` writes it beside the
+    /// address's ipBlock.
     #[serde(default)]
     pub dst_name: Option<String>,
 }
@@ -182,8 +184,12 @@ pub fn verdicts(args: VerdictsArgs) -> Result<ExitCode> {
         let decided = serde_json::from_str::<FlowLine>(&line)
             .map_err(|e| format!("invalid flow: {e}"))
             .and_then(|f| {
-                parse_flow(&f.src, &f.dst, f.port, f.protocol.as_deref())
-                    .map_err(|e| format!("invalid flow: {e}"))
+                let flow = parse_flow(&f.src, &f.dst, f.port, f.protocol.as_deref())
+                    .map_err(|e| format!("invalid flow: {e}"))?;
+                Ok(match &f.dst_name {
+                    Some(name) => flow.with_destination_names(&[name]),
+                    None => flow,
+                })
             })
             .and_then(|flow| match state.verdict(&flow) {
                 Ok(v) => Ok((flow, v)),
@@ -225,6 +231,10 @@ pub struct ExplainArgs {
     /// TCP, UDP, SCTP or ICMP (with port 0).
     #[arg(long, default_value = "TCP")]
     protocol: String,
+    /// A DNS name the source resolved to the destination address, for admin
+    /// `domainNames` peers (repeatable).
+    #[arg(long = "to-name", value_name = "NAME")]
+    to_names: Vec<String>,
     /// Output format: text, json.
     #[arg(short = 'o', long = "output", value_parser = output::parser(output::PROSE), default_value = "text")]
     output: Output,
@@ -233,7 +243,8 @@ pub struct ExplainArgs {
 /// Prints the explanation; exit 0 when allowed, 1 when denied.
 pub fn explain(args: ExplainArgs) -> Result<ExitCode> {
     let state = args.cluster.load()?;
-    let flow = parse_flow(&args.from, &args.to, args.port, Some(&args.protocol))?;
+    let flow = parse_flow(&args.from, &args.to, args.port, Some(&args.protocol))?
+        .with_destination_names(&args.to_names);
     let verdict = state.verdict(&flow)?;
     let explanation = netverdict_policy::explain(&state, &flow, &verdict);
     let mut out = std::io::stdout().lock();

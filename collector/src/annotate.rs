@@ -24,8 +24,9 @@
 //! `spec.nodeName`) is taken as this node's. Only the record of account
 //! carries a mismatch.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use netverdict_policy::explain::Party;
 use netverdict_policy::lint::dns_denied;
@@ -102,8 +103,8 @@ pub struct Annotated {
     /// Another observation of the connection is its record of account.
     pub counted_elsewhere: bool,
     /// For a destination outside the cluster: the names the source resolved
-    /// to its address, latest first (set by the pipeline, which keeps the
-    /// pods' DNS answers).
+    /// to its address, latest first (from the pipeline's record of the pods'
+    /// DNS answers, through [`Annotator::annotate_named`]).
     pub destination_names: Vec<Arc<str>>,
 }
 
@@ -132,6 +133,20 @@ impl Annotator {
     /// and the verdict judges that pod (a departed pod's verdict is computed
     /// afresh rather than cached; see [`ClusterState::verdict_at`]).
     pub fn annotate(&self, state: &ClusterState, obs: Observation) -> Annotated {
+        self.annotate_named(state, obs, |_, _, _| Vec::new())
+    }
+
+    /// [`Annotator::annotate`], with the names the source resolved to a
+    /// destination outside the cluster reached directly (not through a
+    /// Service): `names(source, destination, first_seen)`, latest first.
+    /// They go into the record and into the verdict's connection, where
+    /// admin `domainNames` peers match them.
+    pub fn annotate_named(
+        &self,
+        state: &ClusterState,
+        obs: Observation,
+        names: impl FnOnce(IpAddr, IpAddr, SystemTime) -> Vec<Arc<str>>,
+    ) -> Annotated {
         let (destination, service, unknown_backend) = resolve_destination(state, &obs);
         let at = obs.first_seen;
         let resolve = |addr: SocketAddr| {
@@ -148,6 +163,11 @@ impl Annotator {
         };
         let source = resolve(obs.src);
         let mut destination = resolve(destination);
+        let destination_names = if destination.is_outside() && service.is_none() {
+            names(obs.src.ip(), destination.addr.ip(), obs.first_seen)
+        } else {
+            Vec::new()
+        };
         let verdict = match unknown_backend {
             Some(unknown) => {
                 destination.unresolved = true;
@@ -159,7 +179,8 @@ impl Annotator {
                     Endpoint::Ip(destination.addr.ip()),
                     destination.addr.port(),
                     obs.protocol,
-                );
+                )
+                .with_destination_names(&destination_names);
                 state.verdict_at(&conn, at).map_err(NotEvaluated::from)
             }
         };
@@ -197,7 +218,7 @@ impl Annotator {
             egress_allows_cluster_dns,
             point,
             counted_elsewhere,
-            destination_names: Vec::new(),
+            destination_names,
         }
     }
 

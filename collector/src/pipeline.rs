@@ -524,14 +524,10 @@ impl Pipeline {
         let state = self.state.read();
         for obs in self.observations.drain(..) {
             self.counters.annotated += 1;
-            let mut annotated = self.annotator.annotate(&state, obs);
-            if annotated.destination.is_outside() && annotated.service.is_none() {
-                annotated.destination_names = self.names.lookup(
-                    annotated.obs.src.ip(),
-                    annotated.destination.addr.ip(),
-                    annotated.obs.first_seen,
-                );
-            }
+            let names = &mut self.names;
+            let annotated = self
+                .annotator
+                .annotate_named(&state, obs, |src, dst, at| names.lookup(src, dst, at));
             self.aggregator.push(annotated, closed);
         }
     }

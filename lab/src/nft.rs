@@ -49,6 +49,8 @@
 
 mod admin;
 
+pub use admin::unenforced_domain_name_rules;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 use std::net::IpAddr;
@@ -595,12 +597,9 @@ items:
     - ports: [{port: http}]
 "#;
 
-    fn rules(unenforced: &Unenforced) -> String {
-        let mut m = Manifests::default();
-        m.read_str(std::path::Path::new("test.yaml"), CLUSTER);
-        let (state, errors) = ClusterState::from_manifests(m, &Default::default());
-        assert!(errors.is_empty(), "{errors:?}");
-        let pods = state
+    /// The lab's addresses of the state's pods, indexed in `namespace/name` order.
+    pub(super) fn pod_addrs(state: &ClusterState) -> BTreeMap<PodKey, PodAddr> {
+        state
             .pods()
             .iter()
             .enumerate()
@@ -613,7 +612,15 @@ items:
                     },
                 )
             })
-            .collect();
+            .collect()
+    }
+
+    fn rules(unenforced: &Unenforced) -> String {
+        let mut m = Manifests::default();
+        m.read_str(std::path::Path::new("test.yaml"), CLUSTER);
+        let (state, errors) = ClusterState::from_manifests(m, &Default::default());
+        assert!(errors.is_empty(), "{errors:?}");
+        let pods = pod_addrs(&state);
         policy_rules(&state, &pods, unenforced)
     }
 
@@ -721,5 +728,36 @@ items:
     fn replace_table_is_one_idempotent_transaction() {
         let script = replace_table("t", "  chain c {\n  }\n");
         assert!(script.starts_with("table inet t {}\ndelete table inet t\n"));
+    }
+
+    #[test]
+    fn domain_name_rules_are_listed_as_unenforced_and_left_out_of_the_ruleset() {
+        let anp = r#"
+apiVersion: policy.networking.k8s.io/v1alpha1
+kind: AdminNetworkPolicy
+metadata: {name: allowlist}
+spec:
+  priority: 5
+  subject: {namespaces: {}}
+  egress:
+  - {name: registry, action: Allow, to: [{domainNames: ["*.example.com"]}]}
+  - {name: office, action: Allow, to: [{networks: [192.0.2.0/24]}]}
+"#;
+        let mut m = Manifests::default();
+        m.read_str(std::path::Path::new("test.yaml"), CLUSTER);
+        m.read_str(std::path::Path::new("anp.yaml"), anp);
+        let (state, errors) = ClusterState::from_manifests(m, &Default::default());
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(
+            unenforced_domain_name_rules(&state),
+            ["AdminNetworkPolicy/allowlist egress rule 0 \"registry\""]
+        );
+        let pods = pod_addrs(&state);
+        let text = policy_rules(&state, &pods, &Unenforced::default());
+        assert!(
+            text.contains("192.0.2.0/24"),
+            "the other rule is enforced: {text}"
+        );
+        assert!(!text.contains("\"registry\""), "{text}");
     }
 }

@@ -1,6 +1,8 @@
 //! The verdict cache: verdicts by a packed key of (source identity, source IP
-//! class, destination identity, destination IP class, port, protocol), bounded,
-//! emptied whenever a policy, a namespace's labels or a node changes.
+//! class, destination identity, destination IP class, port, protocol), and,
+//! for connections whose verdict also depends on their destination names
+//! (admin `domainNames` peers), by that key and the names; bounded, emptied
+//! whenever a policy, a namespace's labels or a node changes.
 
 use std::sync::Arc;
 
@@ -41,6 +43,10 @@ pub(crate) fn cache_key(
 #[derive(Debug, Default)]
 pub(crate) struct VerdictCache {
     by_key: FxHashMap<CacheKey, Arc<Verdict>>,
+    /// Verdicts that depend on the destination's names, by key then names.
+    by_key_and_names: FxHashMap<CacheKey, FxHashMap<Vec<String>, Arc<Verdict>>>,
+    /// How many verdicts `by_key_and_names` holds.
+    named: usize,
 }
 
 impl VerdictCache {
@@ -49,7 +55,7 @@ impl VerdictCache {
     }
 
     pub fn insert(&mut self, key: CacheKey, verdict: Verdict) -> Arc<Verdict> {
-        if self.by_key.len() >= CAPACITY {
+        if self.len() >= CAPACITY {
             self.clear();
         }
         let verdict = Arc::new(verdict);
@@ -57,11 +63,34 @@ impl VerdictCache {
         verdict
     }
 
+    pub fn get_named(&self, key: CacheKey, names: &[String]) -> Option<&Arc<Verdict>> {
+        self.by_key_and_names.get(&key)?.get(names)
+    }
+
+    pub fn insert_named(
+        &mut self,
+        key: CacheKey,
+        names: &[String],
+        verdict: Verdict,
+    ) -> Arc<Verdict> {
+        if self.len() >= CAPACITY {
+            self.clear();
+        }
+        let verdict = Arc::new(verdict);
+        let by_names = self.by_key_and_names.entry(key).or_default();
+        if by_names.insert(names.to_vec(), verdict.clone()).is_none() {
+            self.named += 1;
+        }
+        verdict
+    }
+
     pub fn clear(&mut self) {
         self.by_key.clear();
+        self.by_key_and_names.clear();
+        self.named = 0;
     }
 
     pub fn len(&self) -> usize {
-        self.by_key.len()
+        self.by_key.len() + self.named
     }
 }

@@ -55,7 +55,13 @@ pub fn explain<'a>(
     verdict: &'a Verdict,
 ) -> Explanation<'a> {
     let src_description = describe_endpoint(state, &conn.src);
-    let dst_description = describe_endpoint(state, &conn.dst);
+    let mut dst_description = describe_endpoint(state, &conn.dst);
+    if !conn.destination_names.is_empty() {
+        dst_description = format!(
+            "{dst_description}, resolved from {}",
+            conn.destination_names.join(", ")
+        );
+    }
     let resolved_pod = |e: &Endpoint| match e {
         Endpoint::Ip(ip) => state.pod_by_ip(*ip).map(|p| p.key.to_string()),
         Endpoint::Pod(_) => None,
@@ -296,7 +302,7 @@ fn write_direction(
     for r in &d.not_evaluated {
         writeln!(
             f,
-            "    not evaluated: {r}: domain names cannot be matched to a connection"
+            "    not evaluated: {r}: no DNS answer seen by netverdict named the destination for its source"
         )?;
     }
     if let Some(rule) = &d.admin_rule {

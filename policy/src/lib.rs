@@ -28,7 +28,6 @@ pub mod fix;
 pub mod lint;
 pub mod manifest;
 pub mod model;
-#[cfg(feature = "proto")]
 pub mod proto;
 pub mod recommend;
 pub mod selector;

@@ -19,7 +19,9 @@
 //!   tier, or is allowed); an Admin-tier Deny that shadows a NetworkPolicy
 //!   allow (the NetworkPolicy's author sees a rule that never applies); and
 //!   Admin-tier policies that share a priority and select the same pods (their
-//!   order is undefined upstream; netverdict's is by name).
+//!   order is undefined upstream; netverdict's is by name); a `domainNames`
+//!   Allow rule whose pods may reach any outside address anyway (no Deny
+//!   after it: it allows nothing extra).
 //!
 //! Checks that need the cluster's pods (what a selector matches, named ports,
 //! the admin-tier overlaps) are not made when the input holds no pod, nor
@@ -92,7 +94,7 @@ pub const WELL_KNOWN_NAMESPACES: [&str; 4] =
     ["default", "kube-system", "kube-public", "kube-node-lease"];
 
 /// The checks that need the cluster's pods (skipped when the input has none).
-const POD_CHECKS: [&str; 7] = [
+const POD_CHECKS: [&str; 8] = [
     "selects-no-pod",
     "pod-selector-matches-nothing",
     "peer-and-matches-nothing",
@@ -100,7 +102,12 @@ const POD_CHECKS: [&str; 7] = [
     "admin-pass-without-network-policy",
     "admin-deny-shadows-network-policy",
     "admin-priority-tie",
+    "admin-domain-names-without-deny",
 ];
+
+/// An address outside every cluster (TEST-NET-3), which lint asks about
+/// as "some address on the internet".
+const OUTSIDE_ADDRESS: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
 
 /// The checks that need the namespaces' labels (skipped when the input
 /// declares no namespace).
@@ -164,6 +171,7 @@ pub fn lint_with(state: &ClusterState, options: &LintOptions) -> Vec<Finding> {
         check_admin_passes(state, &mut out);
         check_admin_shadows(state, &mut out);
         check_admin_ties(state, &mut out);
+        check_admin_domain_names(state, &mut out);
     }
     if let Some(skipped) = scope.skipped() {
         out.push(skipped);
@@ -847,6 +855,67 @@ fn check_admin_passes(state: &ClusterState, out: &mut Vec<Finding>) {
                     ),
                 });
             }
+        }
+    }
+}
+
+/// Admin `domainNames` Allow rules whose subject pods may reach outside
+/// addresses anyway (nothing after the rule denies their egress to an
+/// address no name was resolved to): the rule then allows nothing extra.
+/// Upstream's advice is an allowlist: the names allowed, then a Deny of the
+/// rest (a later rule, or a lower-priority policy, denying `networks`).
+fn check_admin_domain_names(state: &ClusterState, out: &mut Vec<Finding>) {
+    for policy in state.admin_policies() {
+        for (i, rule) in policy.egress.iter().enumerate() {
+            if rule.action != AdminAction::Allow
+                || !rule
+                    .peers
+                    .iter()
+                    .any(|p| matches!(p, crate::model::AdminPeer::DomainNames(_)))
+            {
+                continue;
+            }
+            let (port, protocol) = rule
+                .ports
+                .iter()
+                .find_map(|p| match p {
+                    AdminPort::Number { protocol, port } => Some((*port, *protocol)),
+                    AdminPort::Range {
+                        protocol, start, ..
+                    } => Some((*start, *protocol)),
+                    _ => None,
+                })
+                .unwrap_or((443, Protocol::Tcp));
+            let open: Vec<&std::sync::Arc<Pod>> = state
+                .admin_selected_pods(policy)
+                .into_iter()
+                .filter(|pod| {
+                    let conn = Connection::new(
+                        Endpoint::Pod(pod.key.clone()),
+                        Endpoint::Ip(IpAddr::V4(OUTSIDE_ADDRESS)),
+                        port,
+                        protocol,
+                    );
+                    state.verdict(&conn).is_ok_and(|v| v.egress.allowed())
+                })
+                .collect();
+            if open.is_empty() {
+                continue;
+            }
+            out.push(Finding {
+                severity: Severity::Warning,
+                code: "admin-domain-names-without-deny",
+                policy: Some(policy.key.clone()),
+                field: Some(rule_field(Direction::Egress, i)),
+                message: format!(
+                    "{} allows destinations by name, but {} may reach any outside address on \
+                     {protocol}/{port} anyway ({OUTSIDE_ADDRESS}, resolved from no name, is allowed): \
+                     the rule allows nothing extra; deny the rest after it (a later rule or a \
+                     lower-priority policy denying networks 0.0.0.0/0 and ::/0)",
+                    rule_label(policy, Direction::Egress, i),
+                    pod_list(&open)
+                ),
+            });
         }
     }
 }

@@ -219,13 +219,12 @@ pub fn replay_flow(
         _ => None,
     };
     Some(ReplayFlow {
-        connection: crate::engine::Connection::new(src_endpoint, dst_endpoint, port, protocol),
+        connection: crate::engine::Connection::new(src_endpoint, dst_endpoint, port, protocol)
+            .with_destination_names(&flow.destination_names),
         src: src_party,
         dst: dst_party,
         count: flow.count.max(1),
         observed_allowed,
-        // The name the source resolved to an outside destination, if any.
-        dst_name: flow.destination_names.first().cloned(),
     })
 }
 
@@ -283,14 +282,15 @@ mod tests {
         };
         let state = crate::state::ClusterState::default();
         let replayed = replay_flow(&state, &flow).expect("replayable");
-        assert_eq!(replayed.dst_name.as_deref(), Some("api.example.com"));
+        assert_eq!(
+            replayed.connection.destination_names,
+            ["api.example.com", "other.test"]
+        );
         let unnamed = pb::Flow {
             destination_names: Vec::new(),
             ..flow
         };
-        assert_eq!(
-            replay_flow(&state, &unnamed).expect("replayable").dst_name,
-            None
-        );
+        let replayed = replay_flow(&state, &unnamed).expect("replayable");
+        assert!(replayed.connection.destination_names.is_empty());
     }
 }

@@ -252,7 +252,8 @@ impl<'a> Recommender<'a> {
             return;
         }
         self.tally.allowed += 1;
-        if let Some(name) = &flow.dst_name
+        // The name the source resolved to an outside destination, if any.
+        if let Some(name) = flow.connection.destination_names.first()
             && let Endpoint::Ip(ip) = &connection.dst
         {
             self.names.entry(*ip).or_default().insert(name.clone());

@@ -131,9 +131,10 @@ pub struct DirectionVerdict {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub admin_nearest_miss: Option<AdminMiss>,
     /// Rules before the deciding one whose ports match but whose peers are
-    /// domain names: netverdict cannot tell which name a connection was made
-    /// for, so these rules were not evaluated (had the destination been one of
-    /// those names, the rule may have allowed the flow).
+    /// domain names, on a connection that carries no destination names (no
+    /// DNS answer seen by netverdict named the address for its source): these
+    /// rules were not evaluated (had the destination been resolved from one
+    /// of those names, the rule may have allowed the flow).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub not_evaluated: Vec<AdminRuleRef>,
 }
@@ -332,9 +333,14 @@ pub enum Failure {
         node: String,
         actual: String,
     },
-    /// The peer is a domain name: which name a connection was made for is not
-    /// known, so the peer is never matched.
-    DomainNames { names: Vec<String> },
+    /// The peer is domain names (`names`, patterns as written) and none of
+    /// the names the source resolved to the destination (`resolved`) matches;
+    /// `resolved` is empty when they are not known (the rule was then not
+    /// evaluated).
+    DomainNames {
+        names: Vec<String>,
+        resolved: Vec<String>,
+    },
     /// The peer has none of the fields this version knows (a newer API's).
     UnrecognizedPeer,
 }
@@ -423,10 +429,15 @@ impl Failure {
                 node,
                 actual,
             } => format!("needs {side} node label {requirement}; node {node} has {actual}"),
-            Failure::DomainNames { names } => format!(
-                "names domain names ({}), which netverdict cannot evaluate: it does not know which \
-                 name a connection to {ip} was made for",
+            Failure::DomainNames { names, resolved } if resolved.is_empty() => format!(
+                "names domain names ({}), which netverdict cannot evaluate here: no DNS answer \
+                 seen by netverdict gave the source {ip}'s name",
                 names.join(", ")
+            ),
+            Failure::DomainNames { names, resolved } => format!(
+                "needs a {side} resolved from {}; {ip} was resolved from {}",
+                names.join(", "),
+                resolved.join(", ")
             ),
             Failure::UnrecognizedPeer => {
                 "has a peer of a newer API version, which matches nothing in an allow rule"
@@ -476,6 +487,7 @@ mod tests {
             },
             Failure::DomainNames {
                 names: vec![text()],
+                resolved: vec![text()],
             },
             Failure::UnrecognizedPeer,
         ];

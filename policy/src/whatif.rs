@@ -233,10 +233,6 @@ pub struct ReplayFlow {
     /// record does not say (a flows file line without a verdict, a stored
     /// flow whose backend was not known).
     pub observed_allowed: Option<bool>,
-    /// The DNS name the destination address was reached by, when known (a
-    /// flows file line's `dst_name`, a stored flow's first
-    /// `destination_names`).
-    pub dst_name: Option<String>,
 }
 
 impl ReplayFlow {
@@ -249,7 +245,6 @@ impl ReplayFlow {
             connection,
             count: 1,
             observed_allowed: None,
-            dst_name: None,
         }
     }
 }

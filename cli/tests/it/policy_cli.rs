@@ -278,6 +278,87 @@ fn admin_network_policy_through_explain_verdicts_and_lint() {
     );
 }
 
+/// An egress allowlist by name (`domainNames`) over the seed's default deny:
+/// `explain --to-name` and a `verdicts` line's `dst_name` are matched against
+/// it; without a name the rule is not evaluated.
+#[test]
+fn domain_name_peers_through_explain_and_verdicts() {
+    let dir = tempfile::tempdir().unwrap();
+    let anp = dir.path().join("anp.yaml");
+    std::fs::write(
+        &anp,
+        "apiVersion: policy.networking.k8s.io/v1alpha1\nkind: AdminNetworkPolicy\n\
+         metadata: {name: allowlist}\nspec:\n  priority: 5\n  subject: {namespaces: {}}\n  \
+         egress:\n  - {name: payments, action: Allow, to: [{domainNames: [\"*.stripe.test\"]}]}\n",
+    )
+    .unwrap();
+    let default_deny = format!("{SEED}/policies/default-deny.yaml");
+    let anp = anp.to_str().unwrap();
+    let explain = |names: &[&str]| {
+        let mut args = vec![
+            "explain",
+            "--cluster",
+            SEED,
+            "--cluster",
+            &default_deny,
+            "--cluster",
+            anp,
+            "--from",
+            "default/np-client",
+            "--to",
+            "203.0.113.7",
+            "--port",
+            "443",
+        ];
+        for name in names {
+            args.extend(["--to-name", name]);
+        }
+        let out = netverdict(&args, "");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (code, text) = explain(&["API.stripe.test."]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("resolved from api.stripe.test"), "{text}");
+    assert!(
+        text.contains("rule 0 \"payments\" (Allow) of AdminNetworkPolicy/allowlist"),
+        "{text}"
+    );
+    let (code, text) = explain(&["evil.test"]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(!text.contains("not evaluated"), "{text}");
+    let (code, text) = explain(&[]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("not evaluated: rule 0 \"payments\""),
+        "{text}"
+    );
+
+    let out = netverdict(
+        &[
+            "verdicts",
+            "--cluster",
+            SEED,
+            "--cluster",
+            &default_deny,
+            "--cluster",
+            anp,
+        ],
+        concat!(
+            r#"{"src":"default/np-client","dst":"203.0.113.7","port":443,"dst_name":"pay.stripe.test"}"#,
+            "\n",
+            r#"{"src":"default/np-client","dst":"203.0.113.7","port":443}"#,
+        ),
+    );
+    let lines = json_lines(&out);
+    assert_eq!(lines[0]["verdict"], "allow", "{lines:?}");
+    assert_eq!(lines[0]["egress"]["admin_rule"]["name"], "payments");
+    assert_eq!(lines[1]["verdict"], "deny", "{lines:?}");
+    assert_eq!(lines[1]["egress"]["not_evaluated"][0]["name"], "payments");
+}
+
 /// `lint -f` on policy files alone, as before `kubectl apply`: a directory, a
 /// `kind: List`, multi-document YAML and standard input. Two egress default
 /// denies without DNS are flagged, no policy "selects no pod", a selector on

@@ -15,7 +15,9 @@
 //! - `namespaces` and `pods` peers: the set of the lab's pods they match;
 //!   `nodes`: the addresses of the matching Node objects; `networks`: the
 //!   CIDRs (aggregated, so no two intervals of a set overlap); `domainNames`:
-//!   nothing (the engine never matches them either); a peer of a newer API
+//!   nothing, the lab cannot enforce names ([`unenforced_domain_name_rules`]
+//!   lists those rules; the engine matches them only on connections that
+//!   carry names, which the lab's matrix connections never do); a peer of a newer API
 //!   version: any address, with Deny, in a Deny or Pass rule (fail closed)
 //!   and nothing in an Allow rule;
 //! - ports: `proto dport N`, `proto dport A-B`, `meta l4proto proto` (every
@@ -89,6 +91,32 @@ pub(super) fn tier_lines(
             let _ = write!(comment, " ({})", rule.action.spelled_for(policy.key.kind()));
             out.push(comment);
             out.extend(lines);
+        }
+    }
+    out
+}
+
+/// The admin rules with a `domainNames` peer, which the lab cannot enforce
+/// (nftables sees addresses, not the names a pod resolved): one line each,
+/// `Kind/name rule N "rule-name"`. The engine still judges a flow by the
+/// names its source resolved, so a collector in the lab reports such a flow
+/// as allowed while the lab drops it (a mismatch), as it would on a CNI
+/// without name-based enforcement.
+pub fn unenforced_domain_name_rules(state: &ClusterState) -> Vec<String> {
+    let mut out = Vec::new();
+    for policy in state.admin_policies() {
+        for (index, rule) in policy.egress.iter().enumerate() {
+            if rule
+                .peers
+                .iter()
+                .any(|p| matches!(p, AdminPeer::DomainNames(_)))
+            {
+                let mut line = format!("{} egress rule {index}", policy.key);
+                if let Some(name) = &rule.name {
+                    let _ = write!(line, " \"{name}\"");
+                }
+                out.push(line);
+            }
         }
     }
     out
@@ -207,8 +235,6 @@ fn matches(
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use netverdict_policy::{Manifests, PodKey};
 
     use super::super::{Deny, policy_rules_for};
@@ -314,20 +340,7 @@ items:
         m.read_str(std::path::Path::new("test.yaml"), CLUSTER);
         let (state, errors) = ClusterState::from_manifests(m, &Default::default());
         assert!(errors.is_empty(), "{errors:?}");
-        let pods: BTreeMap<PodKey, PodAddr> = state
-            .pods()
-            .iter()
-            .enumerate()
-            .map(|(i, p)| {
-                (
-                    p.key.clone(),
-                    PodAddr {
-                        index: i,
-                        ip: p.ips[0],
-                    },
-                )
-            })
-            .collect();
+        let pods = super::super::tests::pod_addrs(&state);
         assert_eq!(pods[&PodKey::new("a", "server")].index, 1);
         policy_rules_for(&state, &pods, unenforced, |_| true, deny)
     }

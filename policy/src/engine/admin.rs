@@ -13,9 +13,11 @@
 //! - peers: `namespaces` and `pods` match pods that are not host-network pods
 //!   (by namespace and pod labels); `nodes` the addresses of the nodes whose
 //!   labels match (host-network pods use them); `networks` any address in one
-//!   of the CIDRs (pod addresses included); `domainNames` never (which name a
-//!   connection was made for is not known: the rule is reported as not
-//!   evaluated); a peer of a newer API version (no known field) fails closed.
+//!   of the CIDRs (pod addresses included); `domainNames` a destination one
+//!   of whose names (those its source resolved to the address, carried by the
+//!   connection) matches a name or `*.` pattern, and when the connection
+//!   carries no names, nothing, the rule being reported as not evaluated; a
+//!   peer of a newer API version (no known field) fails closed.
 //! - ports: a number, a range, every port of a protocol, or a named port,
 //!   resolved against the destination pod's container ports (none on a
 //!   destination that is not a pod).
@@ -25,7 +27,9 @@
 //! failures) is the nearest miss, computed only then.
 
 use super::{DirectionCase, View};
-use crate::model::{AdminAction, AdminPeer, AdminPolicy, AdminPort, AdminRule, Tier};
+use netverdict_proto::filter::DnsPattern;
+
+use crate::model::{AdminAction, AdminPeer, AdminPolicy, AdminPort, AdminRule, Direction, Tier};
 use crate::selector::{Labels, Selector};
 use crate::state::ClusterState;
 use crate::verdict::{AdminMiss, AdminRuleRef, Failure};
@@ -92,7 +96,7 @@ impl ClusterState {
                         continue;
                     }
                 };
-                match self.match_admin_peers(rule, case.peer) {
+                match self.match_admin_peers(rule, case) {
                     PeerMatch::Matched(peer, action) => {
                         let decided = located.reference(action, peer, port);
                         if action == AdminAction::Deny {
@@ -114,9 +118,10 @@ impl ClusterState {
         outcome
     }
 
-    /// Which peer of a rule matches `peer` (with the action the rule then
-    /// takes), or why none does.
-    fn match_admin_peers(&self, rule: &AdminRule, peer: &View) -> PeerMatch {
+    /// Which peer of a rule matches the case's peer (with the action the
+    /// rule then takes), or why none does.
+    fn match_admin_peers(&self, rule: &AdminRule, case: &DirectionCase) -> PeerMatch {
+        let names = destination_names(case);
         let mut domain_names = None;
         for (i, p) in rule.peers.iter().enumerate() {
             match p {
@@ -126,11 +131,16 @@ impl ClusterState {
                         return PeerMatch::Matched(i, AdminAction::Deny);
                     }
                 }
-                AdminPeer::DomainNames(_) => {
+                AdminPeer::DomainNames(_) if names.is_empty() => {
                     domain_names.get_or_insert(i);
                 }
+                AdminPeer::DomainNames(patterns) => {
+                    if names_match(patterns, names) {
+                        return PeerMatch::Matched(i, rule.action);
+                    }
+                }
                 _ => {
-                    if self.admin_peer_matches(p, peer) {
+                    if self.admin_peer_matches(p, case.peer) {
                         return PeerMatch::Matched(i, rule.action);
                     }
                 }
@@ -166,7 +176,7 @@ impl ClusterState {
             .iter()
             .filter(|c| c.rule.action != AdminAction::Deny)
         {
-            let (peer, mut failures) = self.nearest_admin_peer(c.rule, case.peer);
+            let (peer, mut failures) = self.nearest_admin_peer(c.rule, case);
             if match_ports(&c.rule.ports, case).is_none() {
                 failures.push(Failure::Port {
                     allowed: c.rule.ports.iter().map(|p| p.to_string()).collect(),
@@ -189,10 +199,10 @@ impl ClusterState {
 
     /// The peer of a rule nearest to matching, and what it lacks (nothing when
     /// a peer matches and only the ports failed).
-    fn nearest_admin_peer(&self, rule: &AdminRule, view: &View) -> (usize, Vec<Failure>) {
+    fn nearest_admin_peer(&self, rule: &AdminRule, case: &DirectionCase) -> (usize, Vec<Failure>) {
         let mut nearest: Option<(u32, usize, Vec<Failure>)> = None;
         for (i, peer) in rule.peers.iter().enumerate() {
-            let failures = self.admin_peer_failures(peer, view);
+            let failures = self.admin_peer_failures(peer, case);
             if failures.is_empty() {
                 return (i, failures);
             }
@@ -206,7 +216,8 @@ impl ClusterState {
             .unwrap_or_default()
     }
 
-    fn admin_peer_failures(&self, peer: &AdminPeer, view: &View) -> Vec<Failure> {
+    fn admin_peer_failures(&self, peer: &AdminPeer, case: &DirectionCase) -> Vec<Failure> {
+        let view = case.peer;
         let pod_failures = |namespaces: &Selector, pods: Option<&Selector>| {
             let Some(pod) = view.selectable() else {
                 return vec![Failure::NotAPod];
@@ -256,19 +267,44 @@ impl ClusterState {
                     }]
                 }
             }
-            AdminPeer::DomainNames(names) => vec![Failure::DomainNames {
-                names: names.clone(),
-            }],
+            AdminPeer::DomainNames(patterns) => {
+                let resolved = destination_names(case);
+                if names_match(patterns, resolved) {
+                    Vec::new()
+                } else {
+                    vec![Failure::DomainNames {
+                        names: patterns.iter().map(ToString::to_string).collect(),
+                        resolved: resolved.to_vec(),
+                    }]
+                }
+            }
             AdminPeer::Unrecognized => vec![Failure::UnrecognizedPeer],
         }
     }
+}
+
+/// The names the source resolved to the destination, when the peer is the
+/// destination (egress); `domainNames` peers are egress-only.
+fn destination_names<'a>(case: &DirectionCase<'a>) -> &'a [String] {
+    match case.direction {
+        Direction::Egress => case.destination_names,
+        Direction::Ingress => &[],
+    }
+}
+
+/// Whether one of the names (normalized) matches one of the patterns.
+fn names_match(patterns: &[DnsPattern], names: &[String]) -> bool {
+    names
+        .iter()
+        .any(|name| patterns.iter().any(|p| p.matches_normalized(name)))
 }
 
 /// How a rule's peers met the connection's peer.
 enum PeerMatch {
     /// This peer matches; the rule takes this action.
     Matched(usize, AdminAction),
-    /// No peer matches, and this one is a domainNames peer (not evaluated).
+    /// No peer matches, and this one is a domainNames peer that could not be
+    /// evaluated (the connection carries no destination names).
     DomainNames(usize),
     No,
 }

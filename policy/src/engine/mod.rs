@@ -33,7 +33,9 @@
 //! kind), namespace-label and node changes empty the cache, pod changes do not
 //! need to (a changed pod has a new identity). A verdict with a node's address
 //! as an end is not cached while an admin policy has a `nodes` peer (it
-//! depends on the node's labels, which no key holds).
+//! depends on the node's labels, which no key holds); a verdict on a
+//! connection that carries destination names while an admin policy has a
+//! `domainNames` peer is cached by the key and the names.
 
 mod admin;
 mod network_policy;
@@ -44,6 +46,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use netverdict_proto::filter::normalize_dns_names;
 use serde::Serialize;
 
 use crate::cache::cache_key;
@@ -96,6 +99,11 @@ pub struct Connection {
     pub dst: Endpoint,
     pub port: u16,
     pub protocol: Protocol,
+    /// The names the source resolved to the destination's address (from
+    /// its DNS answers), normalized ([`normalize_dns_names`]); empty when
+    /// not known. Only admin `domainNames` peers look at them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub destination_names: Vec<String>,
 }
 
 impl Connection {
@@ -105,7 +113,14 @@ impl Connection {
             dst,
             port,
             protocol,
+            destination_names: Vec::new(),
         }
+    }
+
+    /// The connection with the names its source resolved to the destination.
+    pub fn with_destination_names<S: AsRef<str>>(mut self, names: &[S]) -> Self {
+        self.destination_names = normalize_dns_names(names);
+        self
     }
 
     /// Whether the port fits the protocol: 1 to 65535 for TCP, UDP and
@@ -131,8 +146,10 @@ impl Connection {
         {
             return backends
                 .into_iter()
-                .map(|(pod, port)| {
-                    Connection::new(self.src.clone(), Endpoint::Pod(pod), port, self.protocol)
+                .map(|(pod, port)| Connection {
+                    dst: Endpoint::Pod(pod),
+                    port,
+                    ..self.clone()
                 })
                 .collect();
         }
@@ -183,6 +200,8 @@ struct DirectionCase<'a> {
     dst: &'a View<'a>,
     port: u16,
     protocol: Protocol,
+    /// The names the source resolved to the destination (empty: not known).
+    destination_names: &'a [String],
     selection: Selection,
     /// The policies that decide: the current ones, or those in effect when
     /// a past flow started.
@@ -198,16 +217,7 @@ impl ClusterState {
         if let Some(v) = self.special_case(&src, &dst, policies) {
             return Ok(Arc::new(v));
         }
-        let evaluate = || {
-            self.evaluate(
-                &src,
-                &dst,
-                conn.port,
-                conn.protocol,
-                Selection::Indexed,
-                policies,
-            )
-        };
+        let evaluate = || self.evaluate(&src, &dst, conn, Selection::Indexed, policies);
         let Some(key) = cache_key(
             src.identity,
             src.ip_class,
@@ -221,6 +231,14 @@ impl ClusterState {
         if self.admin_node_peers() && (self.is_node_ip(src.ip) || self.is_node_ip(dst.ip)) {
             // The verdict depends on the node's labels, which no key holds.
             return Ok(Arc::new(evaluate()));
+        }
+        if !conn.destination_names.is_empty() && self.admin_domain_peers() {
+            // The verdict depends on the destination's names too.
+            let names = &conn.destination_names;
+            if let Some(hit) = self.cache_get_named(key, names) {
+                return Ok(hit);
+            }
+            return Ok(self.cache_insert_named(key, names, evaluate()));
         }
         if let Some(hit) = self.cache_get(key) {
             return Ok(hit);
@@ -373,9 +391,8 @@ impl ClusterState {
         selection: Selection,
         policies: &PolicySet,
     ) -> Verdict {
-        self.special_case(src, dst, policies).unwrap_or_else(|| {
-            self.evaluate(src, dst, conn.port, conn.protocol, selection, policies)
-        })
+        self.special_case(src, dst, policies)
+            .unwrap_or_else(|| self.evaluate(src, dst, conn, selection, policies))
     }
 
     fn special_case(&self, src: &View, dst: &View, policies: &PolicySet) -> Option<Verdict> {
@@ -455,8 +472,7 @@ impl ClusterState {
         &self,
         src: &View,
         dst: &View,
-        port: u16,
-        protocol: Protocol,
+        conn: &Connection,
         selection: Selection,
         policies: &PolicySet,
     ) -> Verdict {
@@ -466,8 +482,9 @@ impl ClusterState {
                 subject: subject?,
                 peer,
                 dst,
-                port,
-                protocol,
+                port: conn.port,
+                protocol: conn.protocol,
+                destination_names: &conn.destination_names,
                 selection,
                 policies,
             };

@@ -15,6 +15,7 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use netverdict_proto::filter::DnsPattern;
 use serde::Serialize;
 
 use super::keys::{PolicyKey, PolicyKind, Tier};
@@ -83,6 +84,19 @@ impl fmt::Display for AdminSubject {
     }
 }
 
+/// Domain name patterns as written (normalized), comma-separated.
+pub fn join_patterns(patterns: &[DnsPattern]) -> String {
+    let text: Vec<String> = patterns.iter().map(ToString::to_string).collect();
+    text.join(", ")
+}
+
+fn patterns_as_text<S: serde::Serializer>(
+    patterns: &[DnsPattern],
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.collect_seq(patterns.iter().map(ToString::to_string))
+}
+
 /// One peer of an admin rule.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -98,10 +112,13 @@ pub enum AdminPeer {
     Nodes(Selector),
     /// Addresses in any of these CIDRs, pod addresses included (egress only).
     Networks(Vec<IpNet>),
-    /// Domain names (egress Allow rules only). netverdict cannot tell which
-    /// name a connection was made for, so such a peer is never matched; the
-    /// verdict names the rule as not evaluated instead.
-    DomainNames(Vec<String>),
+    /// Destinations resolved from these domain names, exact or `*.`
+    /// subdomains (egress Allow rules only). A connection matches when one of
+    /// the names its source resolved to the destination address matches
+    /// ([`crate::Connection::destination_names`], from the collector's DNS
+    /// answers); a connection whose names are not known leaves the rule not
+    /// evaluated.
+    DomainNames(#[serde(serialize_with = "patterns_as_text")] Vec<DnsPattern>),
     /// A peer with none of the fields this version knows (a newer CRD's):
     /// upstream says to fail closed, so it matches nothing in an Allow rule and
     /// everything in a Deny or Pass rule, which then denies.
@@ -122,7 +139,7 @@ impl fmt::Display for AdminPeer {
                 let nets: Vec<String> = nets.iter().map(|n| n.to_string()).collect();
                 write!(f, "networks {}", nets.join(", "))
             }
-            AdminPeer::DomainNames(names) => write!(f, "domain names {}", names.join(", ")),
+            AdminPeer::DomainNames(names) => write!(f, "domain names {}", join_patterns(names)),
             AdminPeer::Unrecognized => f.write_str("a peer of a newer API version"),
         }
     }
@@ -282,6 +299,14 @@ impl AdminPolicy {
             .chain(&self.egress)
             .flat_map(|r| &r.peers)
             .any(|p| matches!(p, AdminPeer::Nodes(_)))
+    }
+
+    /// Whether a rule has a `domainNames` peer.
+    pub fn has_domain_peers(&self) -> bool {
+        self.egress
+            .iter()
+            .flat_map(|r| &r.peers)
+            .any(|p| matches!(p, AdminPeer::DomainNames(_)))
     }
 
     /// Converts and validates an AdminNetworkPolicy.
@@ -507,7 +532,17 @@ fn peers(
                     "needs at least one domain name",
                 ));
             }
-            AdminPeer::DomainNames(names.clone())
+            let mut patterns = Vec::with_capacity(names.len());
+            for (j, name) in names.iter().enumerate() {
+                let pattern = DnsPattern::new(name).map_err(|reason| {
+                    FieldError::new(
+                        format!("{at}.domainNames[{j}]"),
+                        format!("{name:?}: {reason}"),
+                    )
+                })?;
+                patterns.push(pattern);
+            }
+            AdminPeer::DomainNames(patterns)
         } else {
             AdminPeer::Unrecognized
         };

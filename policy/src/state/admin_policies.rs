@@ -20,6 +20,9 @@ pub(crate) struct AdminPolicies {
     /// How many policies have a `nodes` peer (verdicts with a node address
     /// then depend on the node, which no cache key holds).
     with_node_peers: usize,
+    /// How many policies have a `domainNames` peer (verdicts on connections
+    /// with destination names then depend on the names).
+    with_domain_peers: usize,
 }
 
 impl AdminPolicies {
@@ -45,10 +48,18 @@ impl AdminPolicies {
         self.with_node_peers > 0
     }
 
+    /// Whether some policy has a `domainNames` peer.
+    pub fn have_domain_peers(&self) -> bool {
+        self.with_domain_peers > 0
+    }
+
     /// Adds a policy whose key is not held (remove it first).
     pub fn insert(&mut self, policy: Arc<AdminPolicy>) {
         if policy.has_node_peers() {
             self.with_node_peers += 1;
+        }
+        if policy.has_domain_peers() {
+            self.with_domain_peers += 1;
         }
         // The model builds admin policies of the Admin and Baseline tiers only.
         let list = match policy.tier {
@@ -64,6 +75,9 @@ impl AdminPolicies {
         let policy = self.by_key.remove(key)?;
         if policy.has_node_peers() {
             self.with_node_peers -= 1;
+        }
+        if policy.has_domain_peers() {
+            self.with_domain_peers -= 1;
         }
         self.admin.retain(|p| p.key != *key);
         self.baseline.retain(|p| p.key != *key);

@@ -512,6 +512,12 @@ impl ClusterState {
         self.policies.current().admin.have_node_peers()
     }
 
+    /// Whether verdicts on connections with destination names depend on the
+    /// names (some admin policy has a `domainNames` peer).
+    pub(crate) fn admin_domain_peers(&self) -> bool {
+        self.policies.current().admin.have_domain_peers()
+    }
+
     /// Whether `policy` selects `pod` (host-network pods are never selected).
     pub fn policy_selects(&self, policy: &NetworkPolicy, pod: &Pod) -> bool {
         policy.selects(pod)
@@ -713,6 +719,26 @@ impl ClusterState {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(key, verdict)
+    }
+
+    pub(crate) fn cache_get_named(&self, key: CacheKey, names: &[String]) -> Option<Arc<Verdict>> {
+        self.cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_named(key, names)
+            .cloned()
+    }
+
+    pub(crate) fn cache_insert_named(
+        &self,
+        key: CacheKey,
+        names: &[String],
+        verdict: Verdict,
+    ) -> Arc<Verdict> {
+        self.cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert_named(key, names, verdict)
     }
 
     /// How many flow keys have a cached verdict.

@@ -1,7 +1,8 @@
 //! AdminNetworkPolicy, BaselineAdminNetworkPolicy and ClusterNetworkPolicy
 //! from manifests: invalid objects are rejected with the object and the
-//! field; unsupported versions are named; domain-name peers are reported as
-//! not evaluated; explanations name the tier, the policy, the rule and its
+//! field; domain-name peers match the names a connection's source resolved
+//! to its destination, and are reported as not evaluated on a connection
+//! without names; explanations name the tier, the policy, the rule and its
 //! action, and a Pass gives NetworkPolicy's outcome.
 
 use std::path::Path;
@@ -158,6 +159,122 @@ spec:
         .verdict(&conn("tenant/app", "203.0.113.7", 80))
         .unwrap();
     assert!(v.egress.not_evaluated.is_empty());
+}
+
+const REGISTRY_ALLOWLIST: &str = r#"apiVersion: policy.networking.k8s.io/v1alpha1
+kind: AdminNetworkPolicy
+metadata: {name: egress-allowlist}
+spec:
+  priority: 20
+  subject: {namespaces: {matchLabels: {team: a}}}
+  egress:
+  - {name: allow-registry, action: Allow, to: [{domainNames: ["*.example.com", "registry.test."]}], ports: [{portNumber: {port: 443}}]}
+  - {name: deny-internet, action: Deny, to: [{networks: [0.0.0.0/0]}]}
+"#;
+
+#[test]
+fn domain_name_peers_match_the_names_the_source_resolved() {
+    let state = state_from_manifests(&format!("{CLUSTER}---\n{REGISTRY_ALLOWLIST}"));
+    let named =
+        |names: &[&str]| conn("tenant/app", "203.0.113.7", 443).with_destination_names(names);
+    // Subdomains of example.com, at any depth, in any case; the exact name
+    // with or without its trailing dot.
+    for names in [
+        &["api.example.com"][..],
+        &["A.B.Example.COM."],
+        &["other.test", "registry.test"],
+        &["registry.test."],
+    ] {
+        let c = named(names);
+        let v = state.verdict(&c).unwrap();
+        assert!(v.allowed, "{names:?}");
+        let rule = v.egress.admin_rule.as_ref().unwrap();
+        assert_eq!(rule.name.as_deref(), Some("allow-registry"), "{names:?}");
+        assert!(v.egress.not_evaluated.is_empty(), "{names:?}");
+        let text = explain(&state, &c, &v).to_string();
+        assert!(text.contains("resolved from"), "{text}");
+    }
+    // Names that do not match: the Deny decides, and the nearest miss says
+    // which names the destination had.
+    for names in [
+        &["example.com"][..],
+        &["badexample.com"],
+        &["registry.test.evil"],
+    ] {
+        let c = named(names);
+        let v = state.verdict(&c).unwrap();
+        assert!(!v.allowed, "{names:?}");
+        assert_eq!(
+            v.egress.admin_rule.as_ref().unwrap().name.as_deref(),
+            Some("deny-internet")
+        );
+        assert!(v.egress.not_evaluated.is_empty(), "evaluated: {names:?}");
+        let miss = v.egress.admin_nearest_miss.as_ref().unwrap();
+        assert_eq!(miss.failures[0].kind(), "domain_names");
+        let text = explain(&state, &c, &v).to_string();
+        assert!(
+            text.contains(&format!(
+                "203.0.113.7 was resolved from {}",
+                c.destination_names.join(", ")
+            )),
+            "{text}"
+        );
+        assert!(text.contains("*.example.com, registry.test"), "{text}");
+    }
+    // The port still has to match.
+    let v = state
+        .verdict(
+            &conn("tenant/app", "203.0.113.7", 80).with_destination_names(&["api.example.com"]),
+        )
+        .unwrap();
+    assert!(!v.allowed);
+}
+
+#[test]
+fn verdicts_by_names_are_cached_apart() {
+    let state = state_from_manifests(&format!("{CLUSTER}---\n{REGISTRY_ALLOWLIST}"));
+    let c = |names: &[&str]| conn("tenant/app", "203.0.113.7", 443).with_destination_names(names);
+    let (good, bad, none) = (c(&["api.example.com"]), c(&["evil.test"]), c(&[]));
+    // Asked in every order, twice: each answer is its own, and repeated
+    // questions get the same cached verdict.
+    for round in 0..2 {
+        for (conn, allowed) in [(&good, true), (&bad, false), (&none, false), (&good, true)] {
+            let v = state.verdict(conn).unwrap();
+            assert_eq!(v.allowed, allowed, "round {round}: {conn:?}");
+            assert_eq!(*v, state.verdict_uncached(conn).unwrap(), "{conn:?}");
+        }
+    }
+    let first = state.verdict(&good).unwrap();
+    assert!(
+        std::sync::Arc::ptr_eq(&first, &state.verdict(&good).unwrap()),
+        "cached"
+    );
+    assert_eq!(
+        state.cached_verdicts(),
+        3,
+        "the unnamed key and two name sets"
+    );
+}
+
+#[test]
+fn invalid_domain_names_name_the_field() {
+    let errors = load_errors(
+        r#"apiVersion: policy.networking.k8s.io/v1alpha1
+kind: AdminNetworkPolicy
+metadata: {name: x}
+spec:
+  priority: 1
+  subject: {namespaces: {}}
+  egress:
+  - {action: Allow, to: [{domainNames: [ok.test, "a.*.test"]}]}
+"#,
+    );
+    assert_eq!(
+        errors,
+        [
+            "admin.yaml (document 1): AdminNetworkPolicy x: spec.egress[0].to[0].domainNames[1]: \"a.*.test\": '*' is only allowed as a leading \"*.\""
+        ]
+    );
 }
 
 #[test]

@@ -295,6 +295,36 @@ fn admin_policies_sharing_a_priority_and_pods() {
     assert!(!codes(&f).contains(&"admin-priority-tie"), "{f:#?}");
 }
 
+#[test]
+fn a_domain_names_allow_without_a_deny_after_it() {
+    let allowlist = |then: &str| {
+        format!(
+            "apiVersion: policy.networking.k8s.io/v1alpha1\nkind: AdminNetworkPolicy\n\
+             metadata: {{name: registry}}\nspec:\n  priority: 5\n  subject: {{pods: {{namespaceSelector: {{}}, \
+             podSelector: {{matchLabels: {{app: api}}}}}}}}\n  egress:\n  - {{name: registry, action: Allow, \
+             to: [{{domainNames: [\"*.registry.test\"]}}], ports: [{{portNumber: {{port: 443}}}}]}}\n{then}"
+        )
+    };
+    let f = findings_with(&allowlist(""));
+    let open: Vec<_> = f
+        .iter()
+        .filter(|f| f.code == "admin-domain-names-without-deny")
+        .collect();
+    assert_eq!(open.len(), 1, "{f:#?}");
+    assert_eq!(open[0].field.as_deref(), Some("spec.egress[0]"));
+    let m = &open[0].message;
+    assert!(m.contains("\"registry\"") && m.contains("prod/api"), "{m}");
+    assert!(m.contains("TCP/443"), "{m}");
+    // The allowlist completed by a Deny of the rest: nothing to say.
+    let f = findings_with(&allowlist(
+        "  - {name: rest, action: Deny, to: [{networks: [0.0.0.0/0, \"::/0\"]}]}\n",
+    ));
+    assert!(
+        !codes(&f).contains(&"admin-domain-names-without-deny"),
+        "{f:#?}"
+    );
+}
+
 // ---- policy files alone (no pods, no namespaces), as before `kubectl apply` ----
 
 /// Classic policies written for this test: an egress default deny, a deny of

@@ -119,7 +119,7 @@ fn observed(mut flow: ReplayFlow, allowed: bool) -> ReplayFlow {
 }
 
 fn named(mut flow: ReplayFlow, name: &str) -> ReplayFlow {
-    flow.dst_name = Some(name.to_string());
+    flow.connection = flow.connection.with_destination_names(&[name]);
     flow
 }
 

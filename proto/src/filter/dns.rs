@@ -35,20 +35,27 @@ pub struct DnsPattern {
 impl DnsPattern {
     /// Parses `"name"` or `"*.name"`; the error names `field`.
     pub fn parse(field: &'static str, value: &str) -> Result<Self> {
-        let invalid = |reason| FilterError::invalid(field, value, reason);
+        Self::new(value).map_err(|reason| FilterError::invalid(field, value, reason))
+    }
+
+    /// Parses `"name"` or `"*.name"`; the error is the reason it is refused.
+    /// AdminNetworkPolicy's `domainNames` peers use the same form (upstream's
+    /// `DomainName`: `*` only as a leading label, matching one or more whole
+    /// labels), so the engine matches them with this type too.
+    pub fn new(value: &str) -> Result<Self, &'static str> {
         let (subdomains, rest) = match value.strip_prefix("*.") {
             Some(rest) => (true, rest),
             None => (false, value),
         };
         let name = normalize_dns_name(rest);
         if name.is_empty() {
-            return Err(invalid("empty name"));
+            return Err("empty name");
         }
         if name.contains('*') {
-            return Err(invalid("'*' is only allowed as a leading \"*.\""));
+            return Err("'*' is only allowed as a leading \"*.\"");
         }
         if name.chars().any(char::is_control) {
-            return Err(invalid("a DNS name has no control characters"));
+            return Err("a DNS name has no control characters");
         }
         Ok(DnsPattern {
             text: if subdomains { format!(".{name}") } else { name },
@@ -65,12 +72,28 @@ impl DnsPattern {
         }
     }
 
+    /// Whether a name, in any case and with or without its trailing dot, matches.
+    pub fn matches(&self, name: &str) -> bool {
+        self.matches_normalized(&normalize_dns_name(name))
+    }
+
     /// Whether a name already normalized by [`normalize_dns_name`] matches.
     pub fn matches_normalized(&self, name: &str) -> bool {
         if self.subdomains {
             name.len() > self.text.len() && name.ends_with(self.text.as_str())
         } else {
             name == self.text
+        }
+    }
+}
+
+impl std::fmt::Display for DnsPattern {
+    /// As written, normalized: `api.example.com` or `*.example.com`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.subdomains {
+            write!(f, "*{}", self.text)
+        } else {
+            f.write_str(&self.text)
         }
     }
 }

@@ -2,7 +2,8 @@
 //! default-deny, api-from-web and allow-dns-egress enforced by nftables, real
 //! traffic from the seed's lab commands, the real eBPF probes, and the
 //! collector's pipeline. Its flows must name the right pods, policies, verdicts,
-//! outcomes and DNS names, and pings (ICMP echo) be flows too: answered,
+//! outcomes and DNS names (an admin `domainNames` allowlist matched by them),
+//! and pings (ICMP echo) be flows too: answered,
 //! dropped by a policy, or unanswered. Skipped without root (one line says so); as root,
 //! fails (never skips) without the lab's tools.
 
@@ -339,7 +340,22 @@ async fn flows_to_outside_addresses_carry_the_names_their_pods_resolved() {
     }
     let test_lab = TestLab::new("names");
     let options = test_lab.options(&SERVER);
-    let files = seed::paths(&["default-deny", "allow-dns-egress"]);
+    // An admin allowlist by name on top of default-deny: the engine allows
+    // what the pod resolved from *.example.test, and only that. (The lab
+    // cannot enforce names, and has no route out anyway: the kernel drops
+    // both connections for want of one, which is no policy's drop.)
+    let dir = tempfile::tempdir().expect("tempdir");
+    let allowlist = dir.path().join("allowlist.yaml");
+    std::fs::write(
+        &allowlist,
+        "apiVersion: policy.networking.k8s.io/v1alpha1\nkind: AdminNetworkPolicy\n\
+         metadata: {name: allowlist}\nspec:\n  priority: 10\n  subject: {namespaces: {}}\n  \
+         egress:\n  - {name: example, action: Allow, to: [{domainNames: [\"*.example.test\"]}], \
+         ports: [{portNumber: {port: 443}}]}\n",
+    )
+    .expect("write the allowlist");
+    let mut files = seed::paths(&["default-deny", "allow-dns-egress"]);
+    files.push(allowlist);
     let mut lab = Lab::up(&files, &options).expect("lab up");
     let edge: IpAddr = "203.0.113.7".parse().unwrap();
     let unnamed: IpAddr = "203.0.113.8".parse().unwrap();
@@ -388,9 +404,25 @@ async fn flows_to_outside_addresses_carry_the_names_their_pods_resolved() {
         named.destination.as_ref().map(|d| d.kind()),
         Some(pb::EndpointKind::World)
     );
-    assert_eq!(named.verdict(), pb::Verdict::Denied, "{named:?}");
+    assert_eq!(named.verdict(), pb::Verdict::Allowed, "{named:?}");
+    let allowlist = |refs: &[pb::PolicyRef]| {
+        refs.iter()
+            .any(|r| r.name == "allowlist" && r.kind() == pb::PolicyKind::AdminNetworkPolicy)
+    };
+    assert!(allowlist(&named.allowed_by), "{named:?}");
+    let rule = named.egress.as_ref().and_then(|e| e.admin_rule.as_ref());
+    assert_eq!(rule.map(|r| r.name.as_str()), Some("example"), "{named:?}");
     let other = wait_for(&flows, "default/np-client -> 203.0.113.8:443", to(unnamed)).await;
     assert!(other.destination_names.is_empty(), "{other:?}");
+    assert_eq!(other.verdict(), pb::Verdict::Denied, "{other:?}");
+    assert!(!allowlist(&other.allowed_by), "{other:?}");
+    assert!(
+        other
+            .egress
+            .as_ref()
+            .is_some_and(|e| e.not_evaluated.len() == 1),
+        "the name rule could not be evaluated: {other:?}"
+    );
 
     let filter = |pattern: &str| {
         netverdict_proto::filter::Filter::compile(&pb::FlowFilter {
