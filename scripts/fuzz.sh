@@ -7,8 +7,9 @@
 # `cargo +nightly fuzz run --fuzz-dir fuzz -s none <target> <file>`).
 # Prints each target's executions per second. Needs the nightly toolchain and
 # cargo-fuzz: installed first when missing (scripts/install-deps.sh --fuzz).
-# Not part of scripts/test.sh (CI): there the seeds run as unit tests
-# (netverdict_api::fuzzing). See fuzz/README.md.
+# CI runs it after scripts/test.sh (.ci/run, 60 s per target); the tests also
+# run every target on its seeds with stable `cargo test`
+# (netverdict_api::fuzzing, netverdict_collector::fuzzing). See fuzz/README.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-${NETVERDICT_FUZZ_SECONDS:-60}}
