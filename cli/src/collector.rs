@@ -76,6 +76,11 @@ pub struct CollectorArgs {
     /// Where labs keep their state (for tests).
     #[arg(long, default_value = STATE_ROOT, hide = true)]
     pub lab_state_root: PathBuf,
+    /// Append the ids of the flows the API server acknowledged to this file,
+    /// one per line (for `netverdict lab soak`, which checks them against
+    /// ClickHouse).
+    #[arg(long, value_name = "PATH", hide = true, requires = "export")]
+    pub acked_ids_log: Option<PathBuf>,
 }
 
 /// Runs the agent on a multi-threaded runtime until a signal.
@@ -132,6 +137,7 @@ async fn collect(args: CollectorArgs) -> anyhow::Result<()> {
         if let Some(export) = &mut config.export {
             export.tls = args.tls.export()?;
             export.insecure = args.tls.insecure;
+            export.acked_ids_log = args.acked_ids_log.clone();
         }
     } else if args.tls.tls_ca.is_some() {
         anyhow::bail!("--tls-ca is for --export, which is not given");

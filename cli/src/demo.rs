@@ -143,16 +143,7 @@ async fn demo<S: Store>(args: &DemoArgs, store: S) -> Result<Value> {
     let text = args.output == Output::Text;
     let seed = args.seed.clone().unwrap_or_else(default_seed);
     let policy = |name: &str| seed.join("policies").join(format!("{name}.yaml"));
-    let mut options = LabOptions::new(
-        &args.name,
-        vec![
-            std::env::current_exe()
-                .context("locating this binary for the lab's servers")?
-                .into(),
-            "lab".into(),
-            "serve".into(),
-        ],
-    );
+    let mut options = LabOptions::new(&args.name, crate::lab::server_command()?);
     options.nodes = args.nodes;
     options.enforcement = args.enforcement;
     let _down = DownOnDrop {

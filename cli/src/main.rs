@@ -16,6 +16,7 @@ mod policy_cmds;
 mod query_cmds;
 mod recommend_cmd;
 mod render;
+mod soak;
 mod tls_args;
 mod whatif_cmd;
 

@@ -37,12 +37,25 @@
 //! backoff. Batches are also cut at
 //! [`ExporterConfig::max_batch_bytes`], below the server's message limit.
 //!
+//! **The acknowledged-id log** ([`ExporterConfig::acked_ids_log`], a bench
+//! setting: `netverdict collector --acked-ids-log`) records which flows the
+//! server acknowledged, for `netverdict lab soak` to check against the store:
+//! on each acknowledgement, before the batches are released, the ids of their
+//! flows are appended one per line (`AckedIdsLog`), and a batch whose
+//! acknowledgement counted refused flows gets a line `!refused SEQUENCE N`
+//! (the ack does not say which). The file is written, not fsynced: a killed
+//! collector loses nothing the kernel already has, and its last line may be
+//! torn, which readers ([`read_acked_ids`]) ignore. Several runs append to
+//! the same file.
+//!
 //! The connection goes through [`netverdict_tls::Target`]: TLS with
 //! [`ExporterConfig::tls`] (the files are read again at each reconnect, so
 //! rotated certificates are picked up), plaintext only to a loopback address
 //! unless [`ExporterConfig::insecure`].
 
 use std::collections::VecDeque;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::Duration;
@@ -183,6 +196,9 @@ pub struct ExporterConfig {
     pub connect_timeout: Duration,
     /// The delays between connection attempts.
     pub backoff: Backoff,
+    /// Append the ids of acknowledged flows to this file (a bench setting:
+    /// see the module's documentation). None: no log.
+    pub acked_ids_log: Option<PathBuf>,
 }
 
 impl ExporterConfig {
@@ -201,6 +217,7 @@ impl ExporterConfig {
             ack_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(5),
             backoff: Backoff::default(),
+            acked_ids_log: None,
         }
     }
 }
@@ -325,6 +342,98 @@ struct Buffer {
     /// episode rather than one per flow.
     dropping: u64,
     counters: Arc<ExportCounters>,
+    /// Where acknowledged ids go, when asked.
+    acked_log: Option<AckedIdsLog>,
+}
+
+/// The acknowledged-id log: an append-only file of flow ids, one per line.
+struct AckedIdsLog {
+    path: PathBuf,
+    file: std::fs::File,
+    /// Whether a write failed already (logged once, then the log is off).
+    failed: bool,
+}
+
+impl AckedIdsLog {
+    fn open(path: &Path) -> std::io::Result<AckedIdsLog> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        Ok(AckedIdsLog {
+            path: path.to_path_buf(),
+            file,
+            failed: false,
+        })
+    }
+
+    /// Appends the ids of `batches` and, when `refused` > 0, a refusal line
+    /// for batch `sequence`, in one write.
+    fn record<'a>(
+        &mut self,
+        batches: impl Iterator<Item = &'a pb::FlowBatch>,
+        sequence: u64,
+        refused: u64,
+    ) {
+        if self.failed {
+            return;
+        }
+        let mut text = String::new();
+        for batch in batches {
+            for flow in &batch.flows {
+                text.push_str(&flow.id);
+                text.push('\n');
+            }
+        }
+        if refused > 0 {
+            text.push_str(&format!("{REFUSED_PREFIX}{sequence} {refused}\n"));
+        }
+        if let Err(error) = self.file.write_all(text.as_bytes()) {
+            tracing::warn!(path = %self.path.display(), %error, "the acknowledged-id log cannot be written: no more ids are recorded");
+            self.failed = true;
+        }
+    }
+}
+
+/// How a line of the acknowledged-id log that counts refused flows starts.
+const REFUSED_PREFIX: &str = "!refused ";
+
+/// What an acknowledged-id log holds ([`read_acked_ids`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AckedIds {
+    /// The ids, in the order they were acknowledged (an id may repeat if the
+    /// server acknowledged a resent batch again after a restart).
+    pub ids: Vec<String>,
+    /// Flows the acknowledgements counted as refused, in all.
+    pub refused: u64,
+    /// Whether the last line was torn (its writer was killed mid-write) and
+    /// left out.
+    pub torn_line: bool,
+}
+
+/// Reads an acknowledged-id log. A last line without its newline is a write
+/// cut short by a kill and is left out; a refusal line that does not parse is
+/// an error naming the line.
+pub fn read_acked_ids(text: &str) -> std::result::Result<AckedIds, String> {
+    let mut out = AckedIds::default();
+    let mut lines: Vec<&str> = text.split('\n').collect();
+    // After the last newline: empty, or a torn line.
+    let last = lines.pop().unwrap_or_default();
+    out.torn_line = !last.is_empty();
+    for (number, line) in lines.into_iter().enumerate() {
+        if let Some(rest) = line.strip_prefix(REFUSED_PREFIX) {
+            let refused = rest
+                .split_once(' ')
+                .and_then(|(_, n)| n.parse::<u64>().ok())
+                .ok_or_else(|| {
+                    format!("line {}: {line:?} is not `!refused SEQUENCE N`", number + 1)
+                })?;
+            out.refused += refused;
+        } else if !line.is_empty() {
+            out.ids.push(line.to_string());
+        }
+    }
+    Ok(out)
 }
 
 impl Buffer {
@@ -407,6 +516,10 @@ impl Buffer {
             self.counters
                 .flows_refused
                 .fetch_add(refused, Ordering::Relaxed);
+        }
+        if let Some(log) = &mut self.acked_log {
+            let released = self.unacked.iter().take_while(|b| b.sequence <= sequence);
+            log.record(released, sequence, refused);
         }
         let mut acked = 0;
         while let Some(batch) = self.unacked.front()
@@ -554,7 +667,18 @@ impl Exporter {
             next_sequence: 1,
             dropping: 0,
             counters: self.counters.clone(),
+            acked_log: None,
         };
+        if let Some(path) = &self.config.acked_ids_log {
+            match AckedIdsLog::open(path) {
+                Ok(log) => buffer.acked_log = Some(log),
+                Err(error) => tracing::warn!(
+                    path = %path.display(),
+                    %error,
+                    "the acknowledged-id log cannot be opened: no ids are recorded"
+                ),
+            }
+        }
         let mut input_open = true;
         let mut failures = 0u32;
         let mut connected_before = false;
@@ -799,6 +923,37 @@ mod tests {
             let d = backoff.delay(attempt, &mut rng);
             assert!(d >= full / 2 && d <= full, "{d:?} vs {full:?}");
         }
+    }
+
+    #[test]
+    fn the_acked_id_log_keeps_ids_and_refusals_and_leaves_a_torn_line_out() {
+        let dir = std::env::temp_dir().join(format!("nv-acked-{}", std::process::id()));
+        let mut log = AckedIdsLog::open(&dir).unwrap();
+        let batch = |sequence: u64, ids: &[&str]| pb::FlowBatch {
+            node_name: "n".into(),
+            sequence,
+            flows: ids
+                .iter()
+                .map(|id| pb::Flow {
+                    id: (*id).into(),
+                    ..Default::default()
+                })
+                .collect(),
+        };
+        let batches = [batch(1, &["n/1/1", "n/1/2"]), batch(2, &["n/1/3"])];
+        log.record(batches.iter(), 2, 1);
+        drop(log);
+        let mut text = std::fs::read_to_string(&dir).unwrap();
+        std::fs::remove_file(&dir).unwrap();
+        assert_eq!(text, "n/1/1\nn/1/2\nn/1/3\n!refused 2 1\n");
+        text.push_str("n/2/");
+        let read = read_acked_ids(&text).unwrap();
+        assert_eq!(read.ids, ["n/1/1", "n/1/2", "n/1/3"]);
+        assert_eq!(read.refused, 1);
+        assert!(read.torn_line);
+        assert!(!read_acked_ids("a\n").unwrap().torn_line);
+        let bad = read_acked_ids("a\n!refused x\n").unwrap_err();
+        assert!(bad.contains("line 2"), "{bad}");
     }
 
     #[test]

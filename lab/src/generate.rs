@@ -1,7 +1,8 @@
 //! Generated clusters: random small clusters with random policy sets (for the
 //! lab-versus-engine tests), the same with random admin policies
 //! (AdminNetworkPolicy, BaselineAdminNetworkPolicy, ClusterNetworkPolicy of
-//! both tiers) on top, and the benchmark cluster (100 pods, 50 policies).
+//! both tiers) on top, the benchmark cluster (100 pods, 50 policies) and the
+//! chaos soak's cluster (`netverdict lab soak`).
 //!
 //! Generation is deterministic per seed, so a failing cluster can be rebuilt
 //! from the seed the test prints.
@@ -403,10 +404,79 @@ pub fn bench_cluster(pods: usize, policies: usize) -> Vec<K8sObject> {
     out
 }
 
+/// The namespaces of [`soak_cluster`], in the order its pods are placed.
+pub const SOAK_NAMESPACES: [&str; 3] = ["soak-web", "soak-api", "soak-db"];
+
+/// The chaos soak's cluster: `pods` pods (at least 3) spread over
+/// [`SOAK_NAMESPACES`], each serving TCP 80, and two policies so that some
+/// traffic is denied: soak-db admits only soak-api on TCP 80 (a port scan of
+/// a soak-db pod is denied on every other port), and soak-web may send only
+/// DNS to kube-system and TCP 80 (its scans are denied on the way out).
+pub fn soak_cluster(pods: usize) -> Vec<K8sObject> {
+    let mut out = Vec::new();
+    for (n, ns) in SOAK_NAMESPACES.iter().enumerate() {
+        out.push(namespace(
+            ns,
+            json!({"tier": ns.trim_start_matches("soak-"), "n": n.to_string()}),
+        ));
+    }
+    for i in 0..pods.max(SOAK_NAMESPACES.len()) {
+        let ns = SOAK_NAMESPACES[i % SOAK_NAMESPACES.len()];
+        out.push(pod(
+            ns,
+            &format!("{}-{i}", ns.trim_start_matches("soak-")),
+            json!({"app": ns.trim_start_matches("soak-")}),
+            json!([{"name": "http", "containerPort": 80, "protocol": "TCP"}]),
+            None,
+        ));
+    }
+    out.push(policy(
+        "soak-db",
+        "db-from-api",
+        json!({"podSelector": {}, "policyTypes": ["Ingress"],
+            "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"tier": "api"}}}],
+                         "ports": [{"port": 80, "protocol": "TCP"}]}]}),
+    ));
+    out.push(policy(
+        "soak-web",
+        "web-egress",
+        json!({"podSelector": {}, "policyTypes": ["Egress"],
+            "egress": [
+                {"to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}}}],
+                 "ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]},
+                {"ports": [{"port": 80, "protocol": "TCP"}]}
+            ]}),
+    ));
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::objects::build_cluster;
+
+    #[test]
+    fn the_soak_cluster_denies_scans_and_allows_its_services() {
+        let lab = crate::lab::fixture::planned(soak_cluster(9), true);
+        assert_eq!(lab.cluster().policy_count(), 2);
+        assert_eq!(lab.pods().len(), 10, "9 pods and the cluster DNS");
+        let allowed = |from: &str, to: &str, port: u16| {
+            lab.verdict(from, to, port, netverdict_policy::Protocol::Tcp)
+                .0
+        };
+        assert!(allowed("soak-api/api-1", "soak-db/db-2", 80));
+        assert!(
+            !allowed("soak-api/api-1", "soak-db/db-2", 8443),
+            "a scan of db"
+        );
+        assert!(!allowed("soak-web/web-0", "soak-db/db-2", 80));
+        assert!(allowed("soak-web/web-0", "soak-api/api-1", 80));
+        assert!(
+            !allowed("soak-web/web-0", "soak-api/api-1", 8443),
+            "a scan from web"
+        );
+        assert!(allowed("soak-api/api-1", "soak-web/web-0", 8443));
+    }
     use netverdict_policy::model::{AdminAction, AdminPeer, AdminPort, Tier};
 
     #[test]

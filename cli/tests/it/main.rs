@@ -1,7 +1,8 @@
 //! The CLI crate's integration tests, in one binary: the `netverdict`
 //! commands as processes, the collector's exporter against the API server,
 //! the dashboards against ClickHouse, and (`privileged`: they need root)
-//! the demo, the lab commands and the collector on a lab. Shared builders,
+//! the demo, the lab commands, the collector on a lab and a short chaos
+//! soak. Shared builders,
 //! servers and the test lab come from `netverdict-testing`.
 
 mod api_clickhouse;
@@ -23,5 +24,6 @@ mod privileged {
     mod demo;
     mod lab_cli;
     mod rbac;
+    mod soak;
     mod two_nodes;
 }
