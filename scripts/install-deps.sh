@@ -28,6 +28,7 @@ packages=(
     clang llvm libbpf-dev bpftool      # eBPF probes: C compiled with clang -target bpf, CO-RE headers
     nftables iproute2 dnsmasq-base     # the lab: netns pods, enforcement, cluster DNS
     clickhouse-server clickhouse-client curl  # the flow store and its tests
+    zookeeper                          # the ClickHouse cluster test (scripts/start-clickhouse-cluster.sh)
     linux-perf                         # profiling the benchmarks (optional but cheap)
     python3 python3-venv               # the deployment tests (deploy/test, kubernetes-validate)
 )

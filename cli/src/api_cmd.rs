@@ -100,6 +100,13 @@ pub struct ApiArgs {
     /// The ClickHouse database (created, with its tables, if missing).
     #[arg(long, default_value = "netverdict", requires = "clickhouse")]
     clickhouse_database: String,
+    /// Shard and replicate the tables over this ClickHouse cluster (a name
+    /// in the servers' remote_servers; they need ZooKeeper or Keeper and the
+    /// {shard} and {replica} macros): the schema is created ON CLUSTER with
+    /// Replicated*MergeTree tables under Distributed tables. Several API
+    /// servers may then write at once (run the Deployment with 2+ replicas).
+    #[arg(long, value_name = "NAME", requires = "clickhouse")]
+    clickhouse_cluster: Option<String>,
     /// The ClickHouse user.
     #[arg(long, default_value = "default", requires = "clickhouse")]
     clickhouse_user: String,
@@ -162,6 +169,7 @@ pub fn run(args: ApiArgs) -> Result<()> {
                         url: url.clone(),
                         ca_file: args.clickhouse_ca.clone(),
                         database: args.clickhouse_database.clone(),
+                        cluster: args.clickhouse_cluster.clone(),
                         user: args.clickhouse_user.clone(),
                         password: args.clickhouse_password.clone(),
                         retention_days: args.retention_days,

@@ -86,6 +86,7 @@ FLAGS = {
         "--insecure",
         "--clickhouse",
         "--clickhouse-database",
+        "--clickhouse-cluster",
         "--clickhouse-user",
         "--clickhouse-ca",
         "--spool-dir",

@@ -59,6 +59,7 @@ OVERLAYS = {
     "base": DEPLOY / "base",
     "standalone": DEPLOY / "overlays" / "standalone",
     "external-clickhouse": DEPLOY / "overlays" / "external-clickhouse",
+    "external-clickhouse-cluster": DEPLOY / "overlays" / "external-clickhouse-cluster",
     "privileged-collector": DEPLOY / "overlays" / "privileged-collector",
     "cert-manager": DEPLOY / "overlays" / "cert-manager",
 }
@@ -238,14 +239,20 @@ class OverlayTest(unittest.TestCase):
             {"name": "netverdict-clickhouse", "key": "password"},
             env["NETVERDICT_CLICKHOUSE_PASSWORD"]["valueFrom"]["secretKeyRef"],
         )
-        # The spool on a claim, with a strategy that lets the old pod release it.
+        # The spool on a claim: one claim with a strategy that lets the old
+        # pod release it, or (several API servers) a claim made with each pod.
         self.assertEqual("/var/lib/netverdict/spool", mc.flag_value(api["args"], "--spool-dir"))
         spool = {m["name"]: m["mountPath"] for m in api["volumeMounts"]}
         volumes = {v["name"]: v for v in workload["spec"]["template"]["spec"]["volumes"]}
         (name,) = [n for n, path in spool.items() if "/var/lib/netverdict/spool".startswith(path)]
-        claim = volumes[name]["persistentVolumeClaim"]["claimName"]
-        self.assertEqual(["ReadWriteOnce"], one(objects, "PersistentVolumeClaim", claim)["spec"]["accessModes"])
-        self.assertEqual("Recreate", workload["spec"]["strategy"]["type"])
+        if "ephemeral" in volumes[name]:
+            template = volumes[name]["ephemeral"]["volumeClaimTemplate"]
+            self.assertEqual(["ReadWriteOnce"], template["spec"]["accessModes"])
+        else:
+            claim = volumes[name]["persistentVolumeClaim"]["claimName"]
+            self.assertEqual(["ReadWriteOnce"], one(objects, "PersistentVolumeClaim", claim)["spec"]["accessModes"])
+            self.assertEqual(1, workload["spec"]["replicas"], "one pod per claim")
+            self.assertEqual("Recreate", workload["spec"]["strategy"]["type"])
         return one(objects, "ConfigMap", ref)["data"]
 
     def assert_not_privileged(self, objects: list[dict[str, Any]]) -> None:
@@ -325,6 +332,25 @@ class OverlayTest(unittest.TestCase):
         self.assertEqual([], find(objects, "StatefulSet"), "no ClickHouse of our own")
         self.assertEqual([], find(objects, "Service", "clickhouse"))
         self.assert_grafana_provisioning(objects, "clickhouse.example.com")
+
+    def test_external_clickhouse_cluster(self) -> None:
+        objects = self.assert_overlay_sound("external-clickhouse-cluster")
+        self.assert_not_privileged(objects)
+        config = self.clickhouse_config(objects)
+        self.assertEqual("netverdict", config["cluster"])
+        api = one(objects, "Deployment", "netverdict-api")
+        self.assertGreaterEqual(api["spec"]["replicas"], 2)
+        self.assertEqual("RollingUpdate", api["spec"]["strategy"]["type"])
+        args = container(api, "api")["args"]
+        self.assertEqual("$(CLICKHOUSE_CLUSTER)", args[args.index("--clickhouse-cluster") + 1])
+        env = {e["name"]: e for e in container(api, "api")["env"]}
+        self.assertEqual("cluster", env["CLICKHOUSE_CLUSTER"]["valueFrom"]["configMapKeyRef"]["key"])
+        # Each API server has a spool of its own: no claim two pods would share.
+        (spool,) = [v for v in api["spec"]["template"]["spec"]["volumes"] if v["name"] == "spool"]
+        self.assertNotIn("persistentVolumeClaim", spool)
+        self.assertIn("volumeClaimTemplate", spool["ephemeral"])
+        self.assertEqual([], find(objects, "PersistentVolumeClaim"))
+        self.assertEqual([], find(objects, "StatefulSet"), "no ClickHouse of our own")
 
     def test_cert_manager(self) -> None:
         objects = self.assert_overlay_sound("cert-manager")

@@ -2,8 +2,11 @@
 //! 127.0.0.1:8123 unless `NETVERDICT_CLICKHOUSE_ADDR` says otherwise; a test
 //! fails saying what to run when it does not answer), a uniquely named
 //! database per test dropped by a guard ([`TestDb`]), and a clickhouse-server
-//! process of the test's own that it can kill and restart ([`OwnServer`]).
+//! process of the test's own that it can kill and restart ([`OwnServer`]),
+//! and a local cluster of 2 shards x 2 replicas with ZooKeeper started by
+//! `scripts/start-clickhouse-cluster.sh` ([`LocalCluster`]).
 
+use netverdict_api::clickhouse::local_server::{LocalServerPorts, write_local_server_config};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -176,45 +179,14 @@ impl OwnServer {
             )
         });
         let dir = tempfile::tempdir().unwrap();
-        let d = dir.path().display().to_string();
-        for sub in ["data", "tmp", "user_files", "format_schemas", "log"] {
-            std::fs::create_dir_all(dir.path().join(sub)).unwrap();
-        }
         let http_port = free_port();
-        let config = std::fs::read_to_string("/etc/clickhouse-server/config.xml")
-            .expect("/etc/clickhouse-server/config.xml (install clickhouse-server)")
-            .replace(
-                "<http_port>8123</http_port>",
-                &format!("<http_port>{http_port}</http_port>"),
-            )
-            .replace(
-                "<tcp_port>9000</tcp_port>",
-                &format!("<tcp_port>{}</tcp_port>", free_port()),
-            )
-            .replace(
-                "<interserver_http_port>9009</interserver_http_port>",
-                &format!(
-                    "<interserver_http_port>{}</interserver_http_port>",
-                    free_port()
-                ),
-            )
-            .replace("<listen_host>::1</listen_host>", "")
-            .replace("/var/lib/clickhouse/tmp/", &format!("{d}/tmp/"))
-            .replace(
-                "/var/lib/clickhouse/user_files/",
-                &format!("{d}/user_files/"),
-            )
-            .replace(
-                "/var/lib/clickhouse/format_schemas/",
-                &format!("{d}/format_schemas/"),
-            )
-            .replace(
-                "<path>/var/lib/clickhouse/</path>",
-                &format!("<path>{d}/data/</path>"),
-            )
-            .replace("/var/log/clickhouse-server/", &format!("{d}/log/"));
         let https_port = https.map(|_| free_port());
-        let config = match (https, https_port) {
+        let ports = LocalServerPorts {
+            http: http_port,
+            tcp: free_port(),
+            interserver: free_port(),
+        };
+        write_local_server_config(dir.path(), ports, |config| match (https, https_port) {
             (Some((cert, key)), Some(port)) => config
                 .replace(
                     "<!--\n    <https_port>8443</https_port>",
@@ -233,13 +205,8 @@ impl OwnServer {
                     "",
                 ),
             _ => config,
-        };
-        std::fs::write(dir.path().join("config.xml"), config).unwrap();
-        std::fs::copy(
-            "/etc/clickhouse-server/users.xml",
-            dir.path().join("users.xml"),
-        )
-        .unwrap();
+        })
+        .unwrap_or_else(|e| panic!("a private ClickHouse server's config: {e}"));
         let _ = bin;
         let mut server = OwnServer {
             dir,
@@ -318,4 +285,135 @@ fn which(bin: &str) -> Option<PathBuf> {
             .map(|p| p.join(bin))
             .find(|p| Path::new(p).exists())
     })
+}
+
+/// One server of a [`LocalCluster`].
+#[derive(Debug, Clone)]
+pub struct ClusterServer {
+    /// `s<shard>r<replica>`, e.g. `s1r2`.
+    pub name: String,
+    /// Its shard (1 or 2).
+    pub shard: u32,
+    /// Its HTTP address (`127.0.0.1:port`).
+    pub addr: String,
+}
+
+/// The cluster `scripts/start-clickhouse-cluster.sh` starts in a temporary
+/// directory of the test's own, on free ports: ZooKeeper and four
+/// clickhouse-server processes (2 shards x 2 replicas) in the cluster
+/// [`LocalCluster::NAME`]. Killed, by the ids the script recorded, when the
+/// guard goes (also on panic).
+pub struct LocalCluster {
+    /// Data, configuration and logs of every process.
+    pub dir: tempfile::TempDir,
+    /// The four servers, `s1r1`, `s1r2`, `s2r1`, `s2r2`.
+    pub servers: Vec<ClusterServer>,
+    port_base: u16,
+}
+
+impl LocalCluster {
+    /// The cluster's name in the servers' `remote_servers`.
+    pub const NAME: &'static str = "netverdict";
+
+    fn script(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../scripts")
+            .join(name)
+    }
+
+    /// Starts the cluster and waits until every server answers and reaches
+    /// ZooKeeper; fails saying what to install when a package is missing.
+    pub fn start() -> LocalCluster {
+        let dir = tempfile::tempdir().expect("a temporary cluster directory");
+        // 13 ports from the base (see the script): a base whose every port
+        // is free now.
+        let port_base = (0..200)
+            .map(|k| 20_000 + ((std::process::id() as u16 % 97) + k) % 200 * 100)
+            .find(|&base| {
+                (0..=43)
+                    .all(|offset| std::net::TcpListener::bind(("127.0.0.1", base + offset)).is_ok())
+            })
+            .expect("a free range of 44 loopback ports");
+        let mut cluster = LocalCluster {
+            dir,
+            servers: Vec::new(),
+            port_base,
+        };
+        let out = cluster.run_start_script();
+        let servers = out
+            .lines()
+            .filter_map(|line| {
+                // server <name> shard <s> replica <r> http <port> tcp <port> pid <pid>
+                let words: Vec<&str> = line.split_whitespace().collect();
+                (words.first() == Some(&"server") && words.len() >= 8).then(|| ClusterServer {
+                    name: words[1].to_string(),
+                    shard: words[3].parse().expect("a shard number"),
+                    addr: format!("127.0.0.1:{}", words[7]),
+                })
+            })
+            .collect::<Vec<_>>();
+        assert_eq!(
+            servers.len(),
+            4,
+            "four servers in the script's output:\n{out}"
+        );
+        cluster.servers = servers;
+        cluster
+    }
+
+    fn run_start_script(&self) -> String {
+        let out = Command::new("bash")
+            .arg(LocalCluster::script("start-clickhouse-cluster.sh"))
+            .env("NETVERDICT_CLUSTER_DIR", self.dir.path())
+            .env("NETVERDICT_CLUSTER_NAME", LocalCluster::NAME)
+            .env("NETVERDICT_CLUSTER_PORT_BASE", self.port_base.to_string())
+            .stdin(Stdio::null())
+            .output()
+            .expect("running scripts/start-clickhouse-cluster.sh");
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success(),
+            "scripts/start-clickhouse-cluster.sh failed: {}\n{stdout}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    }
+
+    /// The server named `name` (`s1r1` ...).
+    pub fn server(&self, name: &str) -> &ClusterServer {
+        self.servers
+            .iter()
+            .find(|s| s.name == name)
+            .unwrap_or_else(|| panic!("no server {name} in the cluster"))
+    }
+
+    /// Kills server `name` with SIGKILL, as a crash would (by its recorded
+    /// process id), and waits until it is gone.
+    pub fn kill(&self, name: &str) {
+        let status = Command::new("bash")
+            .arg(LocalCluster::script("stop-clickhouse-cluster.sh"))
+            .arg(self.dir.path())
+            .arg("--kill")
+            .arg(name)
+            .status()
+            .expect("running scripts/stop-clickhouse-cluster.sh");
+        assert!(status.success(), "stopping {name}");
+    }
+
+    /// Starts again every server that is not running (the script is
+    /// idempotent) and waits until they answer.
+    pub fn restart_stopped(&self) {
+        self.run_start_script();
+    }
+}
+
+impl Drop for LocalCluster {
+    /// Kills every process (its data goes with the directory).
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(LocalCluster::script("stop-clickhouse-cluster.sh"))
+            .arg(self.dir.path())
+            .arg("--kill")
+            .status();
+    }
 }

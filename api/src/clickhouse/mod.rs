@@ -25,6 +25,7 @@
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
 mod https;
+pub mod local_server;
 mod query;
 mod replay;
 mod row;
@@ -45,7 +46,7 @@ use netverdict_proto::validate::check_storable;
 use tokio::sync::{mpsc, oneshot};
 
 pub use query::DEFAULT_REPORT_LIMIT;
-pub use schema::{ServerFeatures, latest_version, migration_versions};
+pub use schema::{Layout, ServerFeatures, latest_version, migration_versions};
 pub use spool::{
     Item as SpoolItem, MAX_RECORD_BYTES, RecordReader as SpoolRecordReader, SpoolError,
 };
@@ -65,6 +66,10 @@ pub struct ClickHouseConfig {
     /// The database holding netverdict's tables (created if missing);
     /// letters, digits and `_`.
     pub database: String,
+    /// The cluster (in the servers' `remote_servers`) the tables are
+    /// sharded and replicated over, DDL run `ON CLUSTER` (`--clickhouse-cluster`;
+    /// see `schema.rs`); None: one server. Letters, digits and `_`.
+    pub cluster: Option<String>,
     /// The user.
     pub user: String,
     /// The user's password (empty for none).
@@ -112,6 +117,7 @@ impl Default for ClickHouseConfig {
             url: "http://127.0.0.1:8123".into(),
             ca_file: None,
             database: "netverdict".into(),
+            cluster: None,
             user: "default".into(),
             password: String::new(),
             retention_days: 7,
@@ -146,19 +152,32 @@ impl ClickHouseConfig {
         }
     }
 
+    /// Where the tables live: one server, or [`cluster`](Self::cluster).
+    pub fn layout(&self) -> Layout {
+        Layout::new(self.cluster.as_deref())
+    }
+
     fn validate(&self) -> Result<()> {
         let bad = |field: &str, reason: &str| StoreError::Backend {
             backend: "clickhouse",
             message: format!("config field {field}: {reason}"),
         };
+        let identifier = |name: &str| {
+            !name.is_empty()
+                && !name.starts_with(|c: char| c.is_ascii_digit())
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        };
         let db = &self.database;
-        if db.is_empty()
-            || db.starts_with(|c: char| c.is_ascii_digit())
-            || !db.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-        {
+        if !identifier(db) {
             return Err(bad(
                 "database",
                 &format!("{db:?} is not letters, digits and '_'"),
+            ));
+        }
+        if let Some(cluster) = self.cluster.as_deref().filter(|c| !identifier(c)) {
+            return Err(bad(
+                "cluster",
+                &format!("{cluster:?} is not letters, digits and '_'"),
             ));
         }
         if self.retention_days == 0 {
@@ -264,6 +283,12 @@ impl ClickHouseStore {
         if !config.password.is_empty() {
             server = server.with_password(&config.password);
         }
+        if config.cluster.is_some() {
+            // An INSERT into a Distributed table returns once every shard
+            // has stored its rows (not when they are queued locally), so an
+            // acknowledged flow is on a shard.
+            server = server.with_setting("insert_distributed_sync", "1");
+        }
         let db = config.database.clone();
         // The writer's INSERT names the table only: the database comes from the client.
         let client = server.clone().with_database(&db);
@@ -356,6 +381,7 @@ impl ClickHouseStore {
             &self.inner.client,
             &self.inner.db,
             self.inner.config.retention_days,
+            &self.inner.config.layout(),
         )
         .await?;
         self.inner.stats.rows_expired.fetch_add(n, Relaxed);
@@ -387,12 +413,13 @@ async fn prepare(
     .map_err(|e| ch_error(&format!("connecting to {}", config.url), e))?;
     let features = ServerFeatures::from_version(&version)?;
     let db = &config.database;
-    let applied = schema::migrate(server, db, &features).await?;
+    let layout = config.layout();
+    let applied = schema::migrate(server, db, &features, &layout).await?;
     let partitions = schema::max_partitions_per_insert(client).await?;
     max_partitions.store(partitions, Relaxed);
     tracing::info!(%version, database = %db, ?applied, max_partitions_per_insert_block = partitions, "ClickHouse schema ready");
-    schema::apply_ttl(client, db, &features, config.retention_days).await;
-    let expired = schema::drop_expired(client, db, config.retention_days).await?;
+    schema::apply_ttl(client, db, &features, config.retention_days, &layout).await;
+    let expired = schema::drop_expired(client, db, config.retention_days, &layout).await?;
     stats.rows_expired.fetch_add(expired, Relaxed);
     Ok(features)
 }
@@ -426,7 +453,9 @@ async fn maintain(
     tick.tick().await; // prepare() just did it
     loop {
         tick.tick().await;
-        match schema::drop_expired(&client, &config.database, config.retention_days).await {
+        let layout = config.layout();
+        match schema::drop_expired(&client, &config.database, config.retention_days, &layout).await
+        {
             Ok(n) => {
                 stats.rows_expired.fetch_add(n, Relaxed);
             }
@@ -447,10 +476,10 @@ impl Store for ClickHouseStore {
         // The rule every store shares first (so the error is the memory
         // store's), then the columns (which accept every flow it accepts).
         let rows = flows
-            .iter()
+            .into_iter()
             .map(|flow| {
-                check_storable(flow)?;
-                row::FlowRow::from_flow(flow)
+                check_storable(&flow)?;
+                row::FlowRow::from_owned(flow)
             })
             .collect::<Result<Vec<_>>>()?;
         let (reply, rx) = oneshot::channel();
@@ -484,5 +513,25 @@ impl Store for ClickHouseStore {
 
     async fn status(&self) -> Result<StoreStatus> {
         self.query_status().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cluster_name_that_is_no_identifier_is_refused_naming_the_field() {
+        let config = |cluster: &str| ClickHouseConfig {
+            cluster: Some(cluster.to_string()),
+            ..ClickHouseConfig::default()
+        };
+        for bad in ["", "1st", "a-b", "a b", "c;DROP"] {
+            let err = config(bad).validate().unwrap_err().to_string();
+            assert!(err.contains("config field cluster"), "{bad:?}: {err}");
+        }
+        config("netverdict_cluster_2").validate().unwrap();
+        assert_eq!(config("c").layout(), Layout::Cluster("c".into()));
+        assert_eq!(ClickHouseConfig::default().layout(), Layout::Single);
     }
 }

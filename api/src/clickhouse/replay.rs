@@ -174,5 +174,5 @@ fn read_segment(
 fn decode(payload: &[u8]) -> Result<FlowRow, String> {
     let flow = pb::Flow::decode(payload).map_err(|e| e.to_string())?;
     check_storable(&flow).map_err(|e| e.to_string())?;
-    FlowRow::from_flow(&flow).map_err(|e| e.to_string())
+    FlowRow::from_owned(flow).map_err(|e| e.to_string())
 }

@@ -15,6 +15,11 @@
 //! cannot hold a value it does not list, and ClickHouse 18.16 takes one in
 //! RowBinary only to fail every later read of the column); the `flow` column
 //! keeps the number as sent.
+//!
+//! The `flow` column is the flow's canonical encoding ([`canonical_encoding`]:
+//! labels in key order), so the same flow makes the same bytes in every API
+//! server: replicated tables recognize a batch resent through another server
+//! as the block they already hold (cluster mode, see `writer.rs`).
 
 use std::net::IpAddr;
 
@@ -197,14 +202,21 @@ fn time(
     Ok((secs, i64::from(secs) * 1_000_000_000 + i64::from(t.nanos)))
 }
 
-fn side(
+/// The port of an endpoint, checked to fit its column.
+fn port(
     flow: &pb::Flow,
     ep: Option<&pb::Endpoint>,
     port_field: &'static str,
-) -> Result<Side, StoreError> {
-    let group = Group::of(ep);
+) -> Result<u16, StoreError> {
+    let port = ep.map_or(0, |ep| ep.port);
+    u16::try_from(port).map_err(|_| invalid(flow, port_field, Problem::PortOutOfRange(port)))
+}
+
+/// The columns of one side, its strings moved out of the endpoint.
+fn side(ep: Option<pb::Endpoint>, port: u16) -> Side {
+    let group = Group::of(ep.as_ref());
     let Some(ep) = ep else {
-        return Ok(Side {
+        return Side {
             present: 0,
             ip: String::new(),
             family: 0,
@@ -219,58 +231,169 @@ fn side(
             label_keys: Vec::new(),
             labels: Vec::new(),
             group,
-        });
+        };
     };
     let (family, v4, v6) = match ep.ip.parse::<IpAddr>() {
         Ok(IpAddr::V4(a)) => (4, u32::from(a), [0; 16]),
         Ok(IpAddr::V6(a)) => (6, 0, a.octets()),
         Err(_) => (0, 0, [0; 16]),
     };
-    let port = u16::try_from(ep.port)
-        .map_err(|_| invalid(flow, port_field, Problem::PortOutOfRange(ep.port)))?;
-    let mut keys: Vec<&String> = ep.labels.keys().collect();
-    keys.sort();
-    Ok(Side {
+    let mut labels: Vec<(String, String)> = ep.labels.into_iter().collect();
+    labels.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    Side {
         present: 1,
-        ip: ep.ip.clone(),
+        ip: ep.ip,
         family,
         v4,
         v6,
         port,
         kind: enum8::<pb::EndpointKind>(ep.kind),
-        namespace: ep.namespace.clone(),
-        pod: ep.pod_name.clone(),
-        workload: ep.workload.clone(),
-        node: ep.node_name.clone(),
-        labels: keys
-            .iter()
-            .map(|k| format!("{k}={}", ep.labels[*k]))
-            .collect(),
-        label_keys: keys.into_iter().cloned().collect(),
+        namespace: ep.namespace,
+        pod: ep.pod_name,
+        workload: ep.workload,
+        node: ep.node_name,
+        labels: labels.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+        label_keys: labels.into_iter().map(|(k, _)| k).collect(),
         group,
-    })
+    }
+}
+
+/// A direction's columns: status, tier, isolated and the selecting policies.
+fn direction(d: Option<&pb::DirectionVerdict>) -> (i8, i8, u8, Vec<String>) {
+    match d {
+        Some(d) => (
+            enum8::<pb::PolicyStatus>(d.status),
+            enum8::<pb::PolicyTier>(d.tier),
+            u8::from(d.isolated),
+            policy_names(&d.selected_by),
+        ),
+        None => (0, 0, 0, Vec::new()),
+    }
+}
+
+/// Field numbers of `Flow.source`, `Flow.destination` and `Endpoint.labels`.
+const FLOW_SOURCE: u32 = 6;
+const FLOW_DESTINATION: u32 = 7;
+const ENDPOINT_LABELS: u32 = 6;
+
+/// An endpoint encoded with its labels in key order (prost encodes a map in
+/// its `HashMap`'s order, which differs between processes). The labels are
+/// taken out for the rest's encoding and put back: nothing is copied.
+fn canonical_endpoint(endpoint: &mut pb::Endpoint, buf: &mut Vec<u8>) {
+    use prost::encoding::{WireType, btree_map, encode_key, encode_varint};
+    let labels = std::mem::take(&mut endpoint.labels);
+    endpoint
+        .encode(buf)
+        .unwrap_or_else(|_| unreachable!("a Vec grows as needed"));
+    let sorted: std::collections::BTreeMap<&str, &str> = labels
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    // What `prost::encoding::string` does for a String, for a &str.
+    let encode_str = |tag: u32, value: &&str, buf: &mut Vec<u8>| {
+        encode_key(tag, WireType::LengthDelimited, buf);
+        encode_varint(value.len() as u64, buf);
+        buf.extend_from_slice(value.as_bytes());
+    };
+    let str_len = |tag: u32, value: &&str| {
+        prost::encoding::key_len(tag)
+            + prost::encoding::encoded_len_varint(value.len() as u64)
+            + value.len()
+    };
+    btree_map::encode(
+        encode_str,
+        str_len,
+        encode_str,
+        str_len,
+        ENDPOINT_LABELS,
+        &sorted,
+        buf,
+    );
+    drop(sorted);
+    endpoint.labels = labels;
+}
+
+/// The flow's encoding, the same bytes for the same flow in every process:
+/// the endpoints (whose labels are a map) are appended after the other
+/// fields, each with its labels in key order. Protobuf fields may come in
+/// any order, so it decodes to the same flow.
+#[cfg(test)]
+pub(crate) fn canonical_encoding(flow: &pb::Flow) -> Vec<u8> {
+    canonical_encoding_of(&mut flow.clone())
+}
+
+/// [`canonical_encoding`] of a flow the caller owns: the endpoints are
+/// taken out for the encoding of the rest and put back, so nothing is
+/// copied.
+pub(crate) fn canonical_encoding_of(flow: &mut pb::Flow) -> Vec<u8> {
+    use prost::encoding::{WireType, encode_key, encode_varint};
+    let source = flow.source.take();
+    let destination = flow.destination.take();
+    let mut buf = flow.encode_to_vec();
+    let mut inner = Vec::new();
+    for (tag, endpoint) in [(FLOW_SOURCE, source), (FLOW_DESTINATION, destination)] {
+        let Some(mut endpoint) = endpoint else {
+            continue;
+        };
+        inner.clear();
+        canonical_endpoint(&mut endpoint, &mut inner);
+        encode_key(tag, WireType::LengthDelimited, &mut buf);
+        encode_varint(inner.len() as u64, &mut buf);
+        buf.extend_from_slice(&inner);
+        match tag {
+            FLOW_SOURCE => flow.source = Some(endpoint),
+            _ => flow.destination = Some(endpoint),
+        }
+    }
+    buf
 }
 
 impl FlowRow {
     /// Flattens `flow`; fails on values the columns cannot hold (never on a
-    /// flow `check_storable` accepts).
+    /// flow `check_storable` accepts). Tests and fuzz targets use it; the
+    /// store hands its flows over ([`FlowRow::from_owned`]).
+    #[cfg(any(test, feature = "fuzzing"))]
     pub(crate) fn from_flow(flow: &pb::Flow) -> Result<FlowRow, StoreError> {
+        FlowRow::from_owned(flow.clone())
+    }
+
+    /// [`FlowRow::from_flow`] of a flow the caller hands over: its strings
+    /// move into the row rather than being copied.
+    pub(crate) fn from_owned(mut flow: pb::Flow) -> Result<FlowRow, StoreError> {
+        use std::mem::take;
         if flow.id.is_empty() {
-            return Err(invalid(flow, "id", Problem::Empty));
+            return Err(invalid(&flow, "id", Problem::Empty));
         }
-        let (last_seen, last_seen_ns) = time(flow, "last_seen", flow.last_seen.as_ref())?;
+        let (last_seen, last_seen_ns) = time(&flow, "last_seen", flow.last_seen.as_ref())?;
         let (first_seen, first_seen_ns) = match flow.first_seen.as_ref() {
-            Some(t) => time(flow, "first_seen", Some(t))?,
+            Some(t) => time(&flow, "first_seen", Some(t))?,
             None => (last_seen, last_seen_ns),
         };
-        let src = side(flow, flow.source.as_ref(), "source.port")?;
-        let dst = side(flow, flow.destination.as_ref(), "destination.port")?;
-        let egress = flow.egress.clone().unwrap_or_default();
-        let ingress = flow.ingress.clone().unwrap_or_default();
-        let dns = flow.dns.as_ref();
+        let src_port = port(&flow, flow.source.as_ref(), "source.port")?;
+        let dst_port = port(&flow, flow.destination.as_ref(), "destination.port")?;
+        let encoded = canonical_encoding_of(&mut flow);
+        let src = side(flow.source.take(), src_port);
+        let dst = side(flow.destination.take(), dst_port);
+        let (egress_status, egress_tier, egress_isolated, egress_selected_by) =
+            direction(flow.egress.as_ref());
+        let (ingress_status, ingress_tier, ingress_isolated, ingress_selected_by) =
+            direction(flow.ingress.as_ref());
+        let dns = flow.dns.take();
+        let dns_query_norm = dns
+            .as_ref()
+            .map(|d| normalize_dns_name(&d.query))
+            .unwrap_or_default();
+        let (has_dns, dns_answers, egress_allows_cluster_dns) = match &dns {
+            Some(d) => (1, d.answers, u8::from(d.egress_allows_cluster_dns)),
+            None => (0, 0, 0),
+        };
+        let (dns_query, dns_qtype, dns_rcode) = match dns {
+            Some(d) => (d.query, d.qtype, d.rcode),
+            None => Default::default(),
+        };
         Ok(FlowRow {
-            id: flow.id.clone(),
-            node: flow.node_name.clone(),
+            id: take(&mut flow.id),
+            node: take(&mut flow.node_name),
             first_seen,
             last_seen,
             first_seen_ns,
@@ -281,10 +404,10 @@ impl FlowRow {
             mismatch: enum8::<pb::Mismatch>(flow.mismatch),
             protocol: enum8::<pb::Protocol>(flow.protocol),
             traffic_direction: enum8::<pb::TrafficDirection>(flow.traffic_direction),
-            drop_reason: flow.drop_reason.clone(),
+            drop_reason: take(&mut flow.drop_reason),
             drop_count: flow.drop_count,
-            service: flow.service.clone(),
-            reason: flow.reason.clone(),
+            service: take(&mut flow.service),
+            reason: take(&mut flow.reason),
 
             src_present: src.present,
             src_ip: src.ip,
@@ -324,26 +447,24 @@ impl FlowRow {
 
             allowed_by: policy_names(&flow.allowed_by),
             denied_by: policy_names(&flow.denied_by),
-            egress_status: enum8::<pb::PolicyStatus>(egress.status),
-            egress_tier: enum8::<pb::PolicyTier>(egress.tier),
-            egress_isolated: u8::from(egress.isolated),
-            egress_selected_by: policy_names(&egress.selected_by),
-            ingress_status: enum8::<pb::PolicyStatus>(ingress.status),
-            ingress_tier: enum8::<pb::PolicyTier>(ingress.tier),
-            ingress_isolated: u8::from(ingress.isolated),
-            ingress_selected_by: policy_names(&ingress.selected_by),
+            egress_status,
+            egress_tier,
+            egress_isolated,
+            egress_selected_by,
+            ingress_status,
+            ingress_tier,
+            ingress_isolated,
+            ingress_selected_by,
 
-            has_dns: u8::from(dns.is_some()),
-            dns_query: dns.map(|d| d.query.clone()).unwrap_or_default(),
-            dns_query_norm: dns
-                .map(|d| normalize_dns_name(&d.query))
-                .unwrap_or_default(),
-            dns_qtype: dns.map(|d| d.qtype.clone()).unwrap_or_default(),
-            dns_rcode: dns.map(|d| d.rcode.clone()).unwrap_or_default(),
-            dns_answers: dns.map_or(0, |d| d.answers),
-            egress_allows_cluster_dns: u8::from(dns.is_some_and(|d| d.egress_allows_cluster_dns)),
+            has_dns,
+            dns_query,
+            dns_query_norm,
+            dns_qtype,
+            dns_rcode,
+            dns_answers,
+            egress_allows_cluster_dns,
 
-            flow: flow.encode_to_vec(),
+            flow: encoded,
 
             observation_point: enum8::<pb::ObservationPoint>(flow.observation_point),
             counted_elsewhere: u8::from(flow.counted_elsewhere),
@@ -454,6 +575,94 @@ mod tests {
                 },
             )
     }
+
+    /// The same flow makes the same `flow` bytes whatever its labels'
+    /// `HashMap` order (each map has its own random order), and they decode
+    /// to the flow.
+    #[test]
+    fn the_flow_column_is_the_same_bytes_for_the_same_flow() {
+        let labels: Vec<(String, String)> = (0..32)
+            .map(|i| (format!("key-{i}"), format!("value-{i}")))
+            .collect();
+        let with_labels = |order: &mut dyn Iterator<Item = &(String, String)>| pb::Flow {
+            id: "n/1/7".into(),
+            source: Some(pb::Endpoint {
+                ip: "10.0.0.1".into(),
+                labels: order.map(|(k, v)| (k.clone(), v.clone())).collect(),
+                ..Default::default()
+            }),
+            destination: Some(pb::Endpoint {
+                ip: "10.0.0.2".into(),
+                port: 443,
+                ..Default::default()
+            }),
+            count: 3,
+            ..Default::default()
+        };
+        let forward = with_labels(&mut labels.iter());
+        let backward = with_labels(&mut labels.iter().rev());
+        assert_eq!(forward, backward);
+        let bytes = canonical_encoding(&forward);
+        assert_eq!(bytes, canonical_encoding(&backward));
+        assert_eq!(pb::Flow::decode(bytes.as_slice()).unwrap(), forward);
+        // A map's own order is not the canonical one for some of 32 keys.
+        let plain = (0..8).any(|_| with_labels(&mut labels.iter()).encode_to_vec() != bytes);
+        assert!(
+            plain,
+            "prost's map order happened to be the key order every time"
+        );
+    }
+
+    /// A flow with something in every part the canonical encoding orders.
+    fn golden_flow() -> pb::Flow {
+        let endpoint = |ip: &str, labels: &[(&str, &str)]| pb::Endpoint {
+            ip: ip.into(),
+            port: 8080,
+            kind: pb::EndpointKind::Pod as i32,
+            namespace: "shop".into(),
+            pod_name: "web-1".into(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            workload: "Deployment/web".into(),
+            node_name: "n1".into(),
+        };
+        pb::Flow {
+            id: "n1/1/2".into(),
+            last_seen: Some(Timestamp {
+                seconds: 1_700_000_000,
+                nanos: 5,
+            }),
+            count: 3,
+            source: Some(endpoint("10.0.0.1", &[("z", "1"), ("a", ""), ("m", "x")])),
+            destination: Some(endpoint("10.0.0.2", &[("", "empty key"), ("b", "2")])),
+            egress: Some(pb::DirectionVerdict {
+                selected_by: vec![pb::PolicyRef {
+                    namespace: "shop".into(),
+                    name: "p".into(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            destination_names: vec!["api.example.com".into()],
+            ..Default::default()
+        }
+    }
+
+    /// The canonical bytes never change between builds: API servers of two
+    /// versions during a rolling upgrade must make the same blocks.
+    #[test]
+    fn the_canonical_encoding_is_stable() {
+        let hex: String = canonical_encoding(&golden_flow())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(hex, GOLDEN_HEX);
+    }
+
+    /// What the first canonical encoding (commit 9ccd551's) made of it.
+    const GOLDEN_HEX: &str = "0a066e312f312f321a080880e2cfaa06100520036a0b1a090a0473686f70120170c2010f6170692e6578616d706c652e636f6d32450a0831302e302e302e3110903f1801220473686f702a057765622d313a0e4465706c6f796d656e742f77656242026e3132030a016132060a016d12017832060a017a1201313a450a0831302e302e302e3210903f1801220473686f702a057765622d313a0e4465706c6f796d656e742f77656242026e31320b1209656d707479206b657932060a0162120132";
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(2000))]

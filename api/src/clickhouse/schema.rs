@@ -2,6 +2,22 @@
 //! server's features (18.16 or modern), and retention (dropping day partitions
 //! older than the retention on every server; TTL too where the server has it).
 //! SCHEMA.md documents every table and column.
+//!
+//! Cluster mode ([`Layout::Cluster`], `--clickhouse-cluster NAME`): every
+//! DDL statement runs `ON CLUSTER`, so one API server's migrations apply to
+//! every server of the cluster once. Each sharded table `T` is a
+//! `Replicated*MergeTree` named `T_local` (ZooKeeper path
+//! `/clickhouse/tables/{shard}/<db>/T`, replica `{replica}`: the servers'
+//! macros) under a `Distributed` table named `T` that reads and writes every
+//! shard (`flows` and `dead_letters` sharded by `cityHash64(id)`, so a resent
+//! flow lands on the shard holding it; rollups at random). The rollups' views
+//! read `flows_local` and write the replicated `*_local` rollups, on the
+//! replica that took the insert. `schema_migrations` and `rollup_coverage`
+//! are one replicated table every server holds whole (replica
+//! `{shard}-{replica}`). Queries and the writer use the plain names in both
+//! layouts.
+
+use std::time::Duration;
 
 use clickhouse::Client;
 use netverdict_proto::names::EnumName;
@@ -93,10 +109,9 @@ fn endpoint_columns(p: &str) -> String {
     )
 }
 
-fn flows_table(db: &str) -> String {
-    format!(
-        "CREATE TABLE IF NOT EXISTS {db}.flows (\
-         id String, node String, first_seen DateTime, last_seen DateTime, \
+fn flows_table() -> Table {
+    let columns = format!(
+        "id String, node String, first_seen DateTime, last_seen DateTime, \
          first_seen_ns Int64, last_seen_ns Int64, count UInt64, \
          verdict {v}, outcome {o}, mismatch {m}, protocol {p}, traffic_direction {d}, \
          drop_reason String, drop_count UInt64, service String, reason String, \
@@ -106,11 +121,7 @@ fn flows_table(db: &str) -> String {
          ingress_status {s}, ingress_isolated UInt8, ingress_selected_by Array(String), \
          has_dns UInt8, dns_query String, dns_query_norm String, dns_qtype String, \
          dns_rcode String, dns_answers UInt32, egress_allows_cluster_dns UInt8, \
-         flow String, {observed}\
-         ) ENGINE = ReplacingMergeTree() \
-         PARTITION BY toYYYYMMDD(last_seen) \
-         ORDER BY (verdict, last_seen, id) \
-         SETTINGS index_granularity = 8192",
+         flow String, {observed}",
         v = verdict_type(),
         o = outcome_type(),
         m = mismatch_type(),
@@ -124,6 +135,14 @@ fn flows_table(db: &str) -> String {
             .map(|(name, definition)| format!("{name} {}", definition()))
             .collect::<Vec<_>>()
             .join(", "),
+    );
+    Table::sharded(
+        "flows",
+        columns,
+        "ReplacingMergeTree",
+        "",
+        "PARTITION BY toYYYYMMDD(last_seen) ORDER BY (verdict, last_seen, id) \
+         SETTINGS index_granularity = 8192",
     )
 }
 
@@ -291,15 +310,8 @@ impl Rollup {
     }
 }
 
-fn view(db: &str, r: &Rollup) -> String {
-    format!(
-        "CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.{t}_mv TO {db}.{t} AS {sel}",
-        t = r.table,
-        sel = r.select(db, "1")
-    )
-}
-
-fn rollups(db: &str) -> Vec<String> {
+/// Migration 2: the per-minute rollups, each a table and the view filling it.
+fn rollups() -> Vec<Step> {
     let (v, o, m, p) = (
         verdict_type(),
         outcome_type(),
@@ -307,41 +319,50 @@ fn rollups(db: &str) -> Vec<String> {
         protocol_type(),
     );
     vec![
-        format!(
-            "CREATE TABLE IF NOT EXISTS {db}.flows_by_minute (\
-             minute DateTime, node String, verdict {v}, outcome {o}, mismatch {m}, \
-             drop_reason String, protocol {p}, src_namespace String, src_workload String, \
-             dst_namespace String, dst_workload String, dst_port UInt16, \
-             flows UInt64, attempts UInt64, drops UInt64\
-             ) ENGINE = SummingMergeTree((flows, attempts, drops)) \
-             PARTITION BY toYYYYMMDD(minute) \
+        Step::Table(Table::sharded(
+            "flows_by_minute",
+            format!(
+                "minute DateTime, node String, verdict {v}, outcome {o}, mismatch {m}, \
+                 drop_reason String, protocol {p}, src_namespace String, src_workload String, \
+                 dst_namespace String, dst_workload String, dst_port UInt16, \
+                 flows UInt64, attempts UInt64, drops UInt64"
+            ),
+            "SummingMergeTree",
+            "(flows, attempts, drops)",
+            "PARTITION BY toYYYYMMDD(minute) \
              ORDER BY (minute, verdict, outcome, mismatch, node, src_namespace, src_workload, \
-             dst_namespace, dst_workload, dst_port, protocol, drop_reason)"
-        ),
-        view(db, &ROLLUPS[0]),
-        format!(
-            "CREATE TABLE IF NOT EXISTS {db}.denied_by_minute (\
-             minute DateTime, policy String, src_namespace String, src_workload String, \
-             dst_namespace String, dst_workload String, dst_port UInt16, protocol {p}, \
-             egress_denied UInt8, ingress_denied UInt8, outcome {o}, \
-             flows UInt64, attempts UInt64\
-             ) ENGINE = SummingMergeTree((flows, attempts)) \
-             PARTITION BY toYYYYMMDD(minute) \
+             dst_namespace, dst_workload, dst_port, protocol, drop_reason)",
+        )),
+        Step::View(&ROLLUPS[0]),
+        Step::Table(Table::sharded(
+            "denied_by_minute",
+            format!(
+                "minute DateTime, policy String, src_namespace String, src_workload String, \
+                 dst_namespace String, dst_workload String, dst_port UInt16, protocol {p}, \
+                 egress_denied UInt8, ingress_denied UInt8, outcome {o}, \
+                 flows UInt64, attempts UInt64"
+            ),
+            "SummingMergeTree",
+            "(flows, attempts)",
+            "PARTITION BY toYYYYMMDD(minute) \
              ORDER BY (minute, policy, src_namespace, src_workload, dst_namespace, \
-             dst_workload, dst_port, protocol, egress_denied, ingress_denied, outcome)"
-        ),
-        view(db, &ROLLUPS[1]),
-        format!(
-            "CREATE TABLE IF NOT EXISTS {db}.dns_by_minute (\
-             minute DateTime, src_namespace String, src_pod String, query String, \
-             qtype String, rcode String, outcome {o}, verdict {v}, \
-             egress_allows_cluster_dns UInt8, flows UInt64, attempts UInt64\
-             ) ENGINE = SummingMergeTree((flows, attempts)) \
-             PARTITION BY toYYYYMMDD(minute) \
+             dst_workload, dst_port, protocol, egress_denied, ingress_denied, outcome)",
+        )),
+        Step::View(&ROLLUPS[1]),
+        Step::Table(Table::sharded(
+            "dns_by_minute",
+            format!(
+                "minute DateTime, src_namespace String, src_pod String, query String, \
+                 qtype String, rcode String, outcome {o}, verdict {v}, \
+                 egress_allows_cluster_dns UInt8, flows UInt64, attempts UInt64"
+            ),
+            "SummingMergeTree",
+            "(flows, attempts)",
+            "PARTITION BY toYYYYMMDD(minute) \
              ORDER BY (minute, src_namespace, src_pod, query, qtype, rcode, outcome, \
-             verdict, egress_allows_cluster_dns)"
-        ),
-        view(db, &ROLLUPS[2]),
+             verdict, egress_allows_cluster_dns)",
+        )),
+        Step::View(&ROLLUPS[2]),
     ]
 }
 
@@ -371,54 +392,59 @@ fn denied_groups(db: &str) -> Vec<Step> {
         p = protocol_type(),
     );
     let table = DENIED_GROUPS.table;
-    sql_steps(vec![
-        format!(
-            "CREATE TABLE IF NOT EXISTS {db}.{table} (\
-             minute DateTime, {key_types}, \
-             egress_denied AggregateFunction(max, UInt8), \
-             ingress_denied AggregateFunction(max, UInt8), \
-             attempts AggregateFunction(sum, UInt64), flows AggregateFunction(count), \
-             first_seen_min AggregateFunction(min, Int64), \
-             last_seen_max AggregateFunction(max, Int64), \
-             latest_reason AggregateFunction(argMax, String, Int64), \
-             latest_outcome AggregateFunction(argMax, {o}, Int64), \
-             latest_names AggregateFunction(argMax, Array(String), Int64)\
-             ) ENGINE = AggregatingMergeTree() \
-             PARTITION BY toYYYYMMDD(minute) \
+    vec![
+        Step::Table(Table::sharded(
+            table,
+            format!(
+                "minute DateTime, {key_types}, \
+                 egress_denied AggregateFunction(max, UInt8), \
+                 ingress_denied AggregateFunction(max, UInt8), \
+                 attempts AggregateFunction(sum, UInt64), flows AggregateFunction(count), \
+                 first_seen_min AggregateFunction(min, Int64), \
+                 last_seen_max AggregateFunction(max, Int64), \
+                 latest_reason AggregateFunction(argMax, String, Int64), \
+                 latest_outcome AggregateFunction(argMax, {o}, Int64), \
+                 latest_names AggregateFunction(argMax, Array(String), Int64)",
+                o = outcome_type(),
+            ),
+            "AggregatingMergeTree",
+            "",
+            "PARTITION BY toYYYYMMDD(minute) \
              ORDER BY (minute, src_group_namespace, src_group_workload, dst_group_namespace, \
              dst_group_workload, dst_port, protocol, src_group_kind, src_group_ip, \
              dst_group_kind, dst_group_ip, denied_by, src_namespace, dst_namespace) \
              SETTINGS index_granularity = 1024",
-            o = outcome_type(),
-        ),
-        view(db, &DENIED_GROUPS),
-        format!(
-            "CREATE TABLE IF NOT EXISTS {db}.rollup_coverage \
-             (rollup String, since DateTime) ENGINE = TinyLog"
-        ),
-        format!(
+        )),
+        Step::View(&DENIED_GROUPS),
+        Step::Table(Table::everywhere(
+            "rollup_coverage",
+            "rollup String, since DateTime".into(),
+            "rollup",
+        )),
+        Step::Sql(format!(
             "INSERT INTO {db}.rollup_coverage (rollup, since) \
              SELECT '{table}', since FROM (\
              SELECT if(count() = 0, toDateTime(0), \
              toDateTime(intDiv(toUInt32(max(last_seen)), 60) * 60 + 60)) AS since \
              FROM {db}.flows) \
              WHERE (SELECT count() FROM {db}.rollup_coverage WHERE rollup = '{table}') = 0"
-        ),
-    ])
+        )),
+    ]
 }
 
 /// Migration 7: where the writer sets aside the flows ClickHouse rejects
 /// (`writer.rs`), with the error, for a person to look at (and, once the
 /// cause is fixed, to re-insert from the encoded `flow`). Partitioned by
 /// the day received, so retention drops it like the other tables.
-fn dead_letters_table(db: &str) -> String {
-    format!(
-        "CREATE TABLE IF NOT EXISTS {db}.dead_letters (\
-         received DateTime, id String, node String, last_seen DateTime, \
-         error String, flow String\
-         ) ENGINE = MergeTree() \
-         PARTITION BY toYYYYMMDD(received) \
-         ORDER BY (received, id)"
+fn dead_letters_table() -> Table {
+    Table::sharded(
+        "dead_letters",
+        "received DateTime, id String, node String, last_seen DateTime, \
+         error String, flow String"
+            .into(),
+        "MergeTree",
+        "",
+        "PARTITION BY toYYYYMMDD(received) ORDER BY (received, id)",
     )
 }
 
@@ -447,8 +473,26 @@ struct Migration {
 
 /// One idempotent step of a migration.
 enum Step {
-    /// A statement idempotent by itself (`IF NOT EXISTS`).
+    /// A statement idempotent by itself, run once on the server we talk to
+    /// (DML: in a cluster it reads and writes the `Distributed` tables).
     Sql(String),
+    /// `CREATE TABLE IF NOT EXISTS`, laid out by [`Layout::create_table`].
+    Table(Table),
+    /// `CREATE MATERIALIZED VIEW IF NOT EXISTS` of a rollup.
+    View(&'static Rollup),
+    /// `DROP TABLE IF EXISTS` of a rollup's view.
+    DropView(&'static Rollup),
+    /// `ALTER TABLE` of a sharded table (its local and `Distributed` tables in
+    /// a cluster).
+    Alter {
+        /// The table's name.
+        table: &'static str,
+        /// What follows `ALTER TABLE <name>`.
+        action: String,
+        /// Whether only the stored table changes (an index): not a
+        /// `Distributed` table.
+        stored_only: bool,
+    },
     /// `ALTER TABLE flows ADD COLUMN`, unless the table has the column (18.16
     /// has no `ADD COLUMN IF NOT EXISTS`, so `system.columns` is asked first).
     AddFlowsColumn {
@@ -461,8 +505,230 @@ enum Step {
     },
 }
 
-fn sql_steps(statements: Vec<String>) -> Vec<Step> {
-    statements.into_iter().map(Step::Sql).collect()
+/// Which servers hold a table in a cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Spread {
+    /// Rows split over the shards by [`shard_by`], each shard replicated; a
+    /// `Distributed` table reads and writes them all.
+    Sharded,
+    /// Small bookkeeping every server holds whole (one replicated table
+    /// across the cluster), ordered by `order_by`.
+    Everywhere {
+        /// Its `ORDER BY` in a cluster (on one server it is a `TinyLog`, or a
+        /// `MergeTree` with `rest`).
+        order_by: &'static str,
+    },
+}
+
+/// A table to create: its columns, `MergeTree` family engine and clauses.
+struct Table {
+    name: &'static str,
+    /// The column definitions, comma separated.
+    columns: String,
+    /// The engine on one server: `MergeTree`, `SummingMergeTree`, ...
+    /// (`TinyLog` for a bookkeeping table).
+    engine: &'static str,
+    /// The engine's arguments (`(flows, attempts)`) or empty.
+    args: &'static str,
+    /// What follows the engine: `PARTITION BY`, `ORDER BY`, `SETTINGS`.
+    rest: &'static str,
+    spread: Spread,
+}
+
+impl Table {
+    fn sharded(
+        name: &'static str,
+        columns: String,
+        engine: &'static str,
+        args: &'static str,
+        rest: &'static str,
+    ) -> Table {
+        Table {
+            name,
+            columns,
+            engine,
+            args,
+            rest,
+            spread: Spread::Sharded,
+        }
+    }
+
+    /// A bookkeeping table: a `TinyLog` on one server.
+    fn everywhere(name: &'static str, columns: String, order_by: &'static str) -> Table {
+        Table {
+            name,
+            columns,
+            engine: "TinyLog",
+            args: "",
+            rest: "",
+            spread: Spread::Everywhere { order_by },
+        }
+    }
+}
+
+/// Where netverdict's tables live: on one server, or sharded and replicated
+/// over a cluster (see the module doc).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Layout {
+    /// One server: plain `MergeTree` family tables.
+    Single,
+    /// The cluster of this name (in the servers' `remote_servers`, with
+    /// `{shard}` and `{replica}` macros and ZooKeeper or Keeper).
+    Cluster(String),
+}
+
+impl Layout {
+    /// The layout of a `--clickhouse-cluster` value (None: one server).
+    pub fn new(cluster: Option<&str>) -> Layout {
+        match cluster {
+            Some(c) => Layout::Cluster(c.to_string()),
+            None => Layout::Single,
+        }
+    }
+
+    /// ` ON CLUSTER <name>` in a cluster, else nothing.
+    pub(crate) fn on_cluster(&self) -> String {
+        match self {
+            Layout::Single => String::new(),
+            Layout::Cluster(c) => format!(" ON CLUSTER {c}"),
+        }
+    }
+
+    /// The name of the table holding the rows of sharded table `table` on
+    /// each server (`T_local` in a cluster, where `T` is `Distributed`).
+    pub(crate) fn stored(&self, table: &str) -> String {
+        match self {
+            Layout::Single => table.to_string(),
+            Layout::Cluster(_) => format!("{table}_local"),
+        }
+    }
+
+    fn create_table(&self, db: &str, t: &Table) -> Vec<String> {
+        let Table {
+            name,
+            columns,
+            engine,
+            args,
+            rest,
+            spread,
+        } = t;
+        let Layout::Cluster(cluster) = self else {
+            // A Log engine takes no parentheses; the MergeTree family's do.
+            let engine = match *engine {
+                "TinyLog" => engine.to_string(),
+                _ => format!("{engine}({args})"),
+            };
+            return vec![
+                format!(
+                    "CREATE TABLE IF NOT EXISTS {db}.{name} ({columns}) ENGINE = {engine} {rest}"
+                )
+                .trim_end()
+                .to_string(),
+            ];
+        };
+        let args = if args.is_empty() {
+            String::new()
+        } else {
+            format!(", {args}")
+        };
+        match spread {
+            Spread::Sharded => {
+                let local = self.stored(name);
+                // Block ids kept for deduplication: a batch resent through
+                // another API server is recognized among the last 1 000
+                // INSERTs of its shard (100 by default).
+                let window = "replicated_deduplication_window = 1000";
+                let rest = if rest.contains("SETTINGS") {
+                    format!("{rest}, {window}")
+                } else {
+                    format!("{rest} SETTINGS {window}")
+                };
+                vec![
+                    format!(
+                        "CREATE TABLE IF NOT EXISTS {db}.{local} ON CLUSTER {cluster} ({columns}) \
+                         ENGINE = Replicated{engine}('/clickhouse/tables/{{shard}}/{db}/{name}', \
+                         '{{replica}}'{args}) {rest}"
+                    ),
+                    format!(
+                        "CREATE TABLE IF NOT EXISTS {db}.{name} ON CLUSTER {cluster} AS {db}.{local} \
+                         ENGINE = Distributed({cluster}, {db}, {local}, {})",
+                        shard_by(name)
+                    ),
+                ]
+            }
+            Spread::Everywhere { order_by } => vec![format!(
+                "CREATE TABLE IF NOT EXISTS {db}.{name} ON CLUSTER {cluster} ({columns}) \
+                 ENGINE = ReplicatedMergeTree('/clickhouse/tables/all/{db}/{name}', \
+                 '{{shard}}-{{replica}}') ORDER BY {order_by}"
+            )],
+        }
+    }
+
+    fn view(&self, db: &str, r: &Rollup) -> String {
+        let select = r.select(db, "1");
+        match self {
+            Layout::Single => format!(
+                "CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.{t}_mv TO {db}.{t} AS {select}",
+                t = r.table
+            ),
+            // The view reads the inserted block of the replica that took it.
+            Layout::Cluster(cluster) => format!(
+                "CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.{t}_mv ON CLUSTER {cluster} \
+                 TO {db}.{local} AS {select}",
+                t = r.table,
+                local = self.stored(r.table),
+                select = select.replace(
+                    &format!("FROM {db}.flows "),
+                    &format!("FROM {db}.{} ", self.stored("flows"))
+                ),
+            ),
+        }
+    }
+
+    /// `ALTER TABLE` of a sharded table. In a cluster the stored tables are
+    /// altered `ON CLUSTER` and the `Distributed` table is made again from
+    /// them: 18.16 refuses `ALTER ... ON CLUSTER` of a table that is not
+    /// replicated on a cluster whose shards are (`internal_replication`).
+    /// Inserts are synchronous, so a `Distributed` table holds no rows.
+    fn alter(&self, db: &str, table: &str, action: &str, stored_only: bool) -> Vec<String> {
+        let on = self.on_cluster();
+        let mut statements = vec![format!(
+            "ALTER TABLE {db}.{}{on} {action}",
+            self.stored(table)
+        )];
+        if !stored_only {
+            statements.extend(self.remake_distributed(db, table));
+        }
+        statements
+    }
+
+    /// In a cluster: drops the `Distributed` table `table` and creates it
+    /// again with its stored table's columns. Nothing on one server.
+    fn remake_distributed(&self, db: &str, table: &str) -> Vec<String> {
+        let Layout::Cluster(cluster) = self else {
+            return Vec::new();
+        };
+        let local = self.stored(table);
+        vec![
+            format!("DROP TABLE IF EXISTS {db}.{table} ON CLUSTER {cluster}"),
+            format!(
+                "CREATE TABLE IF NOT EXISTS {db}.{table} ON CLUSTER {cluster} AS {db}.{local} \
+                 ENGINE = Distributed({cluster}, {db}, {local}, {})",
+                shard_by(table)
+            ),
+        ]
+    }
+}
+
+/// The `Distributed` table's sharding key of a sharded table: a hash of the
+/// flow id for `flows` and `dead_letters` (a flow sent again lands on the
+/// shard that holds it), random for the rollups (their sums add up over the
+/// shards).
+fn shard_by(table: &str) -> &'static str {
+    match table {
+        "flows" | "dead_letters" => "cityHash64(id)",
+        _ => "rand()",
+    }
 }
 
 /// Migration 4: each endpoint's report grouping kind (`report::WorkloadKey`)
@@ -484,7 +750,7 @@ fn group_kind_columns() -> Vec<Step> {
 /// (the columns, the rollups' views recreated to count connections once), and
 /// the mismatch `MISMATCH_NO_ANSWER_THOUGH_ALLOWED` (Enum8 extended: a
 /// metadata change on 18.16 and modern servers, sort keys included).
-fn observation_points(db: &str) -> Vec<Step> {
+fn observation_points() -> Vec<Step> {
     let mut after = "flow";
     let mut steps: Vec<Step> = OBSERVED_COLUMNS
         .iter()
@@ -500,16 +766,15 @@ fn observation_points(db: &str) -> Vec<Step> {
         .collect();
     let m = mismatch_type();
     for table in ["flows", "flows_by_minute"] {
-        steps.push(Step::Sql(format!(
-            "ALTER TABLE {db}.{table} MODIFY COLUMN mismatch {m}"
-        )));
+        steps.push(Step::Alter {
+            table,
+            action: format!("MODIFY COLUMN mismatch {m}"),
+            stored_only: false,
+        });
     }
     for r in &ROLLUPS {
-        steps.push(Step::Sql(format!(
-            "DROP TABLE IF EXISTS {db}.{}_mv",
-            r.table
-        )));
-        steps.push(Step::Sql(view(db, r)));
+        steps.push(Step::DropView(r));
+        steps.push(Step::View(r));
     }
     steps
 }
@@ -552,14 +817,14 @@ fn destination_names_column() -> Vec<Step> {
 /// servers, sort keys included) and the packets and bytes the source sent
 /// (`Flow.packets`, `Flow.bytes`), after `counted_elsewhere`. Rows stored
 /// before it read 0: not counted.
-fn icmp_and_counts(db: &str) -> Vec<Step> {
+fn icmp_and_counts() -> Vec<Step> {
     let p = protocol_type();
     let mut steps: Vec<Step> = ["flows", "flows_by_minute", "denied_by_minute"]
         .into_iter()
-        .map(|table| {
-            Step::Sql(format!(
-                "ALTER TABLE {db}.{table} MODIFY COLUMN protocol {p}"
-            ))
+        .map(|table| Step::Alter {
+            table,
+            action: format!("MODIFY COLUMN protocol {p}"),
+            stored_only: false,
         })
         .collect();
     let mut after = "counted_elsewhere";
@@ -580,13 +845,13 @@ fn migrations() -> Vec<Migration> {
             version: 1,
             description: "flows table",
             applies: |_| true,
-            steps: |db| sql_steps(vec![flows_table(db)]),
+            steps: |_| vec![Step::Table(flows_table())],
         },
         Migration {
             version: 2,
             description: "per-minute rollups: flows, denied by policy, DNS",
             applies: |_| true,
-            steps: |db| sql_steps(rollups(db)),
+            steps: |_| rollups(),
         },
         Migration {
             // Not recorded on servers without skip indexes, so it runs once
@@ -594,20 +859,22 @@ fn migrations() -> Vec<Migration> {
             version: 3,
             description: "skip indexes for namespaces, policies, DNS names and ids",
             applies: |f| f.skip_indexes,
-            steps: |db| {
-                sql_steps(
-                    [
-                        "idx_src_namespace src_namespace TYPE set(1000) GRANULARITY 4",
-                        "idx_dst_namespace dst_namespace TYPE set(1000) GRANULARITY 4",
-                        "idx_denied_by denied_by TYPE bloom_filter(0.01) GRANULARITY 4",
-                        "idx_allowed_by allowed_by TYPE bloom_filter(0.01) GRANULARITY 4",
-                        "idx_dns_query dns_query_norm TYPE bloom_filter(0.01) GRANULARITY 4",
-                        "idx_id id TYPE bloom_filter(0.001) GRANULARITY 1",
-                    ]
-                    .iter()
-                    .map(|i| format!("ALTER TABLE {db}.flows ADD INDEX IF NOT EXISTS {i}"))
-                    .collect(),
-                )
+            steps: |_| {
+                [
+                    "idx_src_namespace src_namespace TYPE set(1000) GRANULARITY 4",
+                    "idx_dst_namespace dst_namespace TYPE set(1000) GRANULARITY 4",
+                    "idx_denied_by denied_by TYPE bloom_filter(0.01) GRANULARITY 4",
+                    "idx_allowed_by allowed_by TYPE bloom_filter(0.01) GRANULARITY 4",
+                    "idx_dns_query dns_query_norm TYPE bloom_filter(0.01) GRANULARITY 4",
+                    "idx_id id TYPE bloom_filter(0.001) GRANULARITY 1",
+                ]
+                .iter()
+                .map(|i| Step::Alter {
+                    table: "flows",
+                    action: format!("ADD INDEX IF NOT EXISTS {i}"),
+                    stored_only: true,
+                })
+                .collect()
             },
         },
         Migration {
@@ -621,7 +888,7 @@ fn migrations() -> Vec<Migration> {
             description: "observation points, one record of account per connection in the \
                           rollups, mismatch no answer though allowed",
             applies: |_| true,
-            steps: observation_points,
+            steps: |_| observation_points(),
         },
         Migration {
             version: 6,
@@ -633,7 +900,7 @@ fn migrations() -> Vec<Migration> {
             version: 7,
             description: "dead_letters: flows ClickHouse rejected, set aside",
             applies: |_| true,
-            steps: |db| sql_steps(vec![dead_letters_table(db)]),
+            steps: |_| vec![Step::Table(dead_letters_table())],
         },
         Migration {
             version: 8,
@@ -645,7 +912,7 @@ fn migrations() -> Vec<Migration> {
             version: 9,
             description: "ICMP protocol, packets and bytes columns",
             applies: |_| true,
-            steps: icmp_and_counts,
+            steps: |_| icmp_and_counts(),
         },
         Migration {
             version: 10,
@@ -677,6 +944,187 @@ pub(crate) async fn migrate(
     client: &Client,
     db: &str,
     features: &ServerFeatures,
+    layout: &Layout,
+) -> Result<Vec<u32>> {
+    // `ON CLUSTER` waits for every server: once this server has the
+    // bookkeeping table, a start with nothing to migrate runs no DDL, so an
+    // API server starts while a ClickHouse server of the cluster is down.
+    let known = matches!(layout, Layout::Cluster(_))
+        && client
+            .query(
+                "SELECT count() FROM system.tables \
+                 WHERE database = ? AND name = 'schema_migrations'",
+            )
+            .bind(db)
+            .fetch_one::<u64>()
+            .await
+            .map_err(|e| ch_error("reading system.tables", e))?
+            > 0;
+    if !known {
+        create_bookkeeping(client, db, layout).await?;
+    }
+    let applied = applied_versions(client, db).await?;
+    let pending = migrations()
+        .iter()
+        .any(|m| !applied.contains(&m.version) && (m.applies)(features));
+    if !pending {
+        return Ok(Vec::new());
+    }
+    if matches!(layout, Layout::Single) {
+        return apply_pending(client, db, features, layout, &applied).await;
+    }
+    // One API server at a time migrates the cluster; the others wait, then
+    // find the migrations applied.
+    let lock = MigrationLock::acquire(client, db, &layout.on_cluster()).await?;
+    let applied = match sync_applied(client, db).await {
+        Ok(applied) => applied,
+        Err(e) => {
+            lock.release().await;
+            return Err(e);
+        }
+    };
+    let result = apply_pending(client, db, features, layout, &applied).await;
+    lock.release().await;
+    result
+}
+
+/// The database and `schema_migrations`.
+async fn create_bookkeeping(client: &Client, db: &str, layout: &Layout) -> Result<()> {
+    let on = layout.on_cluster();
+    let migrations_table = Table {
+        name: "schema_migrations",
+        columns: "version UInt32, description String, applied_at DateTime".into(),
+        engine: "MergeTree",
+        args: "",
+        rest: "ORDER BY version",
+        spread: Spread::Everywhere {
+            order_by: "version",
+        },
+    };
+    let mut statements = vec![format!("CREATE DATABASE IF NOT EXISTS {db}{on}")];
+    statements.extend(layout.create_table(db, &migrations_table));
+    for sql in statements {
+        client
+            .query(&sql)
+            .execute()
+            .await
+            .map_err(|e| ch_error(&format!("migration: {sql}"), e))?;
+    }
+    Ok(())
+}
+
+/// The versions `schema_migrations` records.
+async fn applied_versions(client: &Client, db: &str) -> Result<Vec<u32>> {
+    client
+        .query(&format!(
+            "SELECT DISTINCT version FROM {db}.schema_migrations"
+        ))
+        .fetch_all::<u32>()
+        .await
+        .map_err(|e| ch_error("reading schema_migrations", e))
+}
+
+/// [`applied_versions`] once this server's replica of `schema_migrations`
+/// has every row another server recorded.
+async fn sync_applied(client: &Client, db: &str) -> Result<Vec<u32>> {
+    client
+        .query(&format!("SYSTEM SYNC REPLICA {db}.schema_migrations"))
+        .execute()
+        .await
+        .map_err(|e| ch_error("syncing schema_migrations", e))?;
+    applied_versions(client, db).await
+}
+
+/// How long an API server waits for another to finish migrating a cluster.
+const MIGRATION_LOCK_WAIT: Duration = Duration::from_secs(300);
+/// A migration lock older than this was left by an API server that died
+/// while migrating: it is broken.
+const MIGRATION_LOCK_STALE: Duration = Duration::from_secs(600);
+
+/// The lock one API server holds while it migrates a cluster: the table
+/// `schema_lock` on its server, a `ReplicatedMergeTree` whose one replica
+/// name (`holder`) ZooKeeper (or Keeper) gives to one server only, so its
+/// `CREATE` succeeds for one API server at a time. Dropping the table
+/// releases it.
+struct MigrationLock<'a> {
+    client: &'a Client,
+    db: &'a str,
+}
+
+impl<'a> MigrationLock<'a> {
+    /// Takes the lock, waiting up to [`MIGRATION_LOCK_WAIT`] while another
+    /// holds it (breaking it once older than [`MIGRATION_LOCK_STALE`]).
+    /// `on_cluster` is [`Layout::on_cluster`].
+    async fn acquire(
+        client: &'a Client,
+        db: &'a str,
+        on_cluster: &str,
+    ) -> Result<MigrationLock<'a>> {
+        let deadline = tokio::time::Instant::now() + MIGRATION_LOCK_WAIT;
+        let path = format!("/clickhouse/tables/all/{db}/schema_lock");
+        loop {
+            let created = client
+                .query(&format!(
+                    "CREATE TABLE {db}.schema_lock (holder String) \
+                     ENGINE = ReplicatedMergeTree('{path}', 'holder') ORDER BY holder"
+                ))
+                .execute()
+                .await;
+            let err = match created {
+                Ok(()) => return Ok(MigrationLock { client, db }),
+                Err(e) => ch_error("taking the migration lock (schema_lock)", e),
+            };
+            // Held: by whom does not matter, for how long does.
+            let age: Option<u32> = client
+                .query(
+                    "SELECT toUInt32(now()) - toUInt32(min(ctime)) FROM system.zookeeper \
+                     WHERE path = ? AND name = 'holder'",
+                )
+                .bind(format!("{path}/replicas"))
+                .fetch_one::<u32>()
+                .await
+                .ok();
+            if age.is_some_and(|a| u64::from(a) > MIGRATION_LOCK_STALE.as_secs()) {
+                tracing::warn!(database = db, "breaking a stale migration lock");
+                let _ = client
+                    .query(&format!(
+                        "DROP TABLE IF EXISTS {db}.schema_lock{on_cluster}"
+                    ))
+                    .execute()
+                    .await;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(err);
+            }
+            tracing::info!(
+                database = db,
+                "another API server is migrating the cluster; waiting"
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    /// Drops `schema_lock` (best effort: a lock left behind goes stale).
+    async fn release(self) {
+        let db = self.db;
+        if let Err(e) = self
+            .client
+            .query(&format!("DROP TABLE IF EXISTS {db}.schema_lock"))
+            .execute()
+            .await
+        {
+            tracing::warn!(error = %e, "cannot release the migration lock (schema_lock)");
+        }
+    }
+}
+
+/// Applies every migration not in `applied` that this server can run.
+async fn apply_pending(
+    client: &Client,
+    db: &str,
+    features: &ServerFeatures,
+    layout: &Layout,
+    applied: &[u32],
 ) -> Result<Vec<u32>> {
     let run = |sql: String| async move {
         client
@@ -685,20 +1133,7 @@ pub(crate) async fn migrate(
             .await
             .map_err(|e| ch_error(&format!("migration: {sql}"), e))
     };
-    run(format!("CREATE DATABASE IF NOT EXISTS {db}")).await?;
-    run(format!(
-        "CREATE TABLE IF NOT EXISTS {db}.schema_migrations \
-         (version UInt32, description String, applied_at DateTime) \
-         ENGINE = MergeTree() ORDER BY version"
-    ))
-    .await?;
-    let applied: Vec<u32> = client
-        .query(&format!(
-            "SELECT DISTINCT version FROM {db}.schema_migrations"
-        ))
-        .fetch_all::<u32>()
-        .await
-        .map_err(|e| ch_error("reading schema_migrations", e))?;
+    let on = layout.on_cluster();
     let mut newly = Vec::new();
     for m in migrations() {
         if applied.contains(&m.version) || !(m.applies)(features) {
@@ -710,30 +1145,47 @@ pub(crate) async fn migrate(
             "applying migration"
         );
         for step in (m.steps)(db) {
-            match step {
-                Step::Sql(sql) => run(sql).await?,
+            let statements = match step {
+                Step::Sql(sql) => vec![sql],
+                Step::Table(t) => layout.create_table(db, &t),
+                Step::View(r) => vec![layout.view(db, r)],
+                Step::DropView(r) => vec![format!("DROP TABLE IF EXISTS {db}.{}_mv{on}", r.table)],
+                Step::Alter {
+                    table,
+                    action,
+                    stored_only,
+                } => layout.alter(db, table, &action, stored_only),
                 Step::AddFlowsColumn {
                     column,
                     definition,
                     after,
                 } => {
+                    let table = layout.stored("flows");
                     let has: u64 = client
                         .query(
                             "SELECT count() FROM system.columns \
-                             WHERE database = ? AND table = 'flows' AND name = ?",
+                             WHERE database = ? AND table = ? AND name = ?",
                         )
                         .bind(db)
+                        .bind(&table)
                         .bind(&column)
                         .fetch_one()
                         .await
                         .map_err(|e| ch_error("reading system.columns", e))?;
                     if has == 0 {
-                        run(format!(
-                            "ALTER TABLE {db}.flows ADD COLUMN {column} {definition} AFTER {after}"
-                        ))
-                        .await?;
+                        layout.alter(
+                            db,
+                            "flows",
+                            &format!("ADD COLUMN {column} {definition} AFTER {after}"),
+                            false,
+                        )
+                    } else {
+                        layout.remake_distributed(db, "flows")
                     }
                 }
+            };
+            for sql in statements {
+                run(sql).await?;
             }
         }
         client
@@ -754,55 +1206,94 @@ pub(crate) async fn migrate(
 /// Sets each table's TTL to the retention where the server has TTL (only when
 /// it differs, so restarts do not rewrite parts). Best effort: partition
 /// dropping enforces retention anyway.
-pub(crate) async fn apply_ttl(client: &Client, db: &str, features: &ServerFeatures, days: u32) {
+pub(crate) async fn apply_ttl(
+    client: &Client,
+    db: &str,
+    features: &ServerFeatures,
+    days: u32,
+    layout: &Layout,
+) {
     if !features.ttl {
         return;
     }
+    let on = layout.on_cluster();
     for (table, column) in TABLES {
+        let table = layout.stored(table);
         let ttl = format!("{column} + toIntervalDay({days})");
         let current: Result<String, _> = client
             .query("SELECT engine_full FROM system.tables WHERE database = ? AND name = ?")
             .bind(db)
-            .bind(table)
+            .bind(&table)
             .fetch_one::<String>()
             .await;
         if matches!(&current, Ok(engine) if engine.contains(&format!("TTL {ttl}"))) {
             continue;
         }
-        let sql = format!("ALTER TABLE {db}.{table} MODIFY TTL {ttl}");
+        let sql = format!("ALTER TABLE {db}.{table}{on} MODIFY TTL {ttl}");
         if let Err(e) = client
             .query(&sql)
             .with_setting("materialize_ttl_after_modify", "0")
             .execute()
             .await
         {
-            tracing::warn!(table, error = %e, "cannot set TTL; partition dropping still applies");
+            tracing::warn!(%table, error = %e, "cannot set TTL; partition dropping still applies");
         }
     }
 }
 
 /// Drops day partitions of every table older than `days`; returns the number
-/// of `flows` rows dropped.
-pub(crate) async fn drop_expired(client: &Client, db: &str, days: u32) -> Result<u64> {
+/// of `flows` rows dropped. In a cluster the expired days are read from the
+/// `Distributed` tables (every shard's rows) and dropped `ON CLUSTER` from
+/// the stored tables.
+pub(crate) async fn drop_expired(
+    client: &Client,
+    db: &str,
+    days: u32,
+    layout: &Layout,
+) -> Result<u64> {
     #[derive(clickhouse::Row, serde::Deserialize)]
     struct Part {
         table: String,
         partition: String,
         n: u64,
     }
-    let parts: Vec<Part> = client
-        .query(
-            "SELECT table, partition, sum(rows) AS n FROM system.parts \
+    let parts: Vec<Part> = match layout {
+        Layout::Single => client
+            .query(
+                "SELECT table, partition, sum(rows) AS n FROM system.parts \
              WHERE database = ? AND active AND has(?, table) \
              AND toUInt32OrZero(partition) < toYYYYMMDD(now() - toIntervalDay(?)) \
              GROUP BY table, partition ORDER BY table, partition",
-        )
-        .bind(db)
-        .bind(TABLES.iter().map(|(t, _)| *t).collect::<Vec<_>>())
-        .bind(days)
-        .fetch_all()
-        .await
-        .map_err(|e| ch_error("listing expired partitions", e))?;
+            )
+            .bind(db)
+            .bind(TABLES.iter().map(|(t, _)| *t).collect::<Vec<_>>())
+            .bind(days)
+            .fetch_all()
+            .await
+            .map_err(|e| ch_error("listing expired partitions", e))?,
+        Layout::Cluster(_) => {
+            let mut parts = Vec::new();
+            for (table, column) in TABLES {
+                let days_of: Vec<(u32, u64)> = client
+                    .query(&format!(
+                        "SELECT toYYYYMMDD({column}) AS day, count() FROM {db}.{table} \
+                         WHERE day < toYYYYMMDD(now() - toIntervalDay(?)) \
+                         GROUP BY day ORDER BY day"
+                    ))
+                    .bind(days)
+                    .fetch_all()
+                    .await
+                    .map_err(|e| ch_error("listing expired partitions", e))?;
+                parts.extend(days_of.into_iter().map(|(day, n)| Part {
+                    table: table.to_string(),
+                    partition: day.to_string(),
+                    n,
+                }));
+            }
+            parts
+        }
+    };
+    let on = layout.on_cluster();
     let mut dropped = 0;
     for p in parts {
         // The partition is a number (toYYYYMMDD): checked before it reaches SQL.
@@ -811,8 +1302,8 @@ pub(crate) async fn drop_expired(client: &Client, db: &str, days: u32) -> Result
         };
         client
             .query(&format!(
-                "ALTER TABLE {db}.{} DROP PARTITION {day}",
-                p.table
+                "ALTER TABLE {db}.{}{on} DROP PARTITION {day}",
+                layout.stored(&p.table)
             ))
             .execute()
             .await
@@ -823,4 +1314,106 @@ pub(crate) async fn drop_expired(client: &Client, db: &str, days: u32) -> Result
         }
     }
     Ok(dropped)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cluster() -> Layout {
+        Layout::new(Some("c1"))
+    }
+
+    #[test]
+    fn one_server_tables_are_plain_merge_trees() {
+        let sql = Layout::Single.create_table("db", &flows_table());
+        assert_eq!(sql.len(), 1);
+        assert!(sql[0].starts_with("CREATE TABLE IF NOT EXISTS db.flows (id String, "));
+        assert!(sql[0].ends_with(
+            "ENGINE = ReplacingMergeTree() PARTITION BY toYYYYMMDD(last_seen) \
+             ORDER BY (verdict, last_seen, id) SETTINGS index_granularity = 8192"
+        ));
+        let coverage = Table::everywhere("rollup_coverage", "rollup String".into(), "rollup");
+        assert_eq!(
+            Layout::Single.create_table("db", &coverage),
+            ["CREATE TABLE IF NOT EXISTS db.rollup_coverage (rollup String) ENGINE = TinyLog"]
+        );
+        assert_eq!(
+            Layout::Single.alter("db", "flows", "MODIFY COLUMN x UInt8", false),
+            ["ALTER TABLE db.flows MODIFY COLUMN x UInt8"]
+        );
+        assert!(
+            Layout::Single
+                .view("db", &ROLLUPS[0])
+                .starts_with("CREATE MATERIALIZED VIEW IF NOT EXISTS db.flows_by_minute_mv TO db.flows_by_minute AS SELECT")
+        );
+    }
+
+    #[test]
+    fn cluster_tables_are_replicated_under_distributed_tables() {
+        let sql = cluster().create_table("db", &flows_table());
+        assert_eq!(sql.len(), 2);
+        assert!(sql[0].starts_with("CREATE TABLE IF NOT EXISTS db.flows_local ON CLUSTER c1 ("));
+        assert!(sql[0].contains(
+            "ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/db/flows', \
+             '{replica}') PARTITION BY toYYYYMMDD(last_seen)"
+        ));
+        assert!(sql[0].ends_with(
+            "SETTINGS index_granularity = 8192, replicated_deduplication_window = 1000"
+        ));
+        assert_eq!(
+            sql[1],
+            "CREATE TABLE IF NOT EXISTS db.flows ON CLUSTER c1 AS db.flows_local \
+             ENGINE = Distributed(c1, db, flows_local, cityHash64(id))"
+        );
+        // Engine arguments follow the path and replica.
+        let rollup = &rollups()[0];
+        let Step::Table(t) = rollup else {
+            panic!("migration 2 starts with a table")
+        };
+        let sql = cluster().create_table("db", t);
+        assert!(sql[0].contains(
+            "ReplicatedSummingMergeTree('/clickhouse/tables/{shard}/db/flows_by_minute', \
+             '{replica}', (flows, attempts, drops))"
+        ));
+        assert!(sql[0].ends_with(" SETTINGS replicated_deduplication_window = 1000"));
+        assert!(sql[1].ends_with("Distributed(c1, db, flows_by_minute_local, rand())"));
+        // Bookkeeping: one replicated table on every server.
+        let coverage = Table::everywhere("rollup_coverage", "rollup String".into(), "rollup");
+        assert_eq!(
+            cluster().create_table("db", &coverage),
+            [
+                "CREATE TABLE IF NOT EXISTS db.rollup_coverage ON CLUSTER c1 (rollup String) \
+              ENGINE = ReplicatedMergeTree('/clickhouse/tables/all/db/rollup_coverage', \
+              '{shard}-{replica}') ORDER BY rollup"
+            ]
+        );
+        // Views read and write the stored tables.
+        let view = cluster().view("db", &ROLLUPS[1]);
+        assert!(view.starts_with(
+            "CREATE MATERIALIZED VIEW IF NOT EXISTS db.denied_by_minute_mv ON CLUSTER c1 \
+             TO db.denied_by_minute_local AS SELECT"
+        ));
+        assert!(view.contains("FROM db.flows_local ARRAY JOIN"));
+        assert!(!view.contains("FROM db.flows "));
+        // An ALTER changes the stored tables and makes the Distributed one again.
+        assert_eq!(
+            cluster().alter("db", "flows", "ADD COLUMN x UInt8 AFTER id", false),
+            [
+                "ALTER TABLE db.flows_local ON CLUSTER c1 ADD COLUMN x UInt8 AFTER id",
+                "DROP TABLE IF EXISTS db.flows ON CLUSTER c1",
+                "CREATE TABLE IF NOT EXISTS db.flows ON CLUSTER c1 AS db.flows_local \
+                 ENGINE = Distributed(c1, db, flows_local, cityHash64(id))",
+            ]
+        );
+        assert_eq!(
+            cluster().alter(
+                "db",
+                "flows",
+                "ADD INDEX i id TYPE set(1) GRANULARITY 1",
+                true
+            ),
+            ["ALTER TABLE db.flows_local ON CLUSTER c1 ADD INDEX i id TYPE set(1) GRANULARITY 1"]
+        );
+    }
 }

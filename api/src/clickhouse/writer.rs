@@ -48,6 +48,18 @@
 //! `ReplacingMergeTree` on `(verdict, last_seen, id)` is only a backstop
 //! (for several API servers writing one table): the steps above are what
 //! keep duplicates out of the rollups.
+//!
+//! **Cluster mode** (`ClickHouseConfig::cluster`): several API servers write
+//! the same `Distributed` tables, and their read-backs race (and may ask a
+//! replica that has not fetched a part yet). So each `insert()` call of a
+//! batch is stored by INSERTs of its own ([`Writer::store_each_request`]),
+//! its rows in id order ([`sort_by_request`]) and each row's bytes the same
+//! in every process (`row::canonical_encoding`): a collector's batch resent
+//! through another API server makes the same blocks on the same shards
+//! (sharded by the id's hash), which the replicated tables drop as
+//! duplicates, and their views with them. The spool's replay still stores
+//! its chunks as they come (a spooled batch was acknowledged: only this
+//! server sends it).
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -226,6 +238,18 @@ pub(crate) fn rejection_budget(rows: usize) -> usize {
     2 * depth as usize + 8
 }
 
+/// Orders a batch's rows by request, and each request's rows by id (`rows`
+/// and their `owners`, the request each came from, together): the same
+/// request makes the same INSERTs in every API server.
+pub(crate) fn sort_by_request(rows: &mut Vec<FlowRow>, owners: &mut Vec<usize>) {
+    let mut pairs: Vec<(usize, FlowRow)> = owners.drain(..).zip(rows.drain(..)).collect();
+    pairs.sort_by(|(oa, a), (ob, b)| oa.cmp(ob).then_with(|| a.id.cmp(&b.id)));
+    for (owner, row) in pairs {
+        owners.push(owner);
+        rows.push(row);
+    }
+}
+
 /// The whole minutes an interrupted INSERT's rows (`lo..=hi` seconds) fall
 /// in, as an inclusive range of seconds, never past `u32::MAX`.
 pub(crate) fn minute_range(lo: u32, hi: u32) -> (u32, u32) {
@@ -400,26 +424,49 @@ impl Writer {
 
     async fn process(&mut self, batch: Vec<Request>) {
         let started = Instant::now();
-        let mut seen = HashSet::new();
-        let mut rows = Vec::new();
-        let mut owners = Vec::new();
+        // Which rows repeat an id seen before them (a batch sent twice while
+        // its first copy waited), found on borrowed ids; the rest move into
+        // one vector in bulk (a row is large: moving it one by one costs).
+        let repeated: Vec<Vec<bool>> = {
+            let mut seen: HashSet<&str> = HashSet::new();
+            batch
+                .iter()
+                .map(|req| {
+                    req.rows
+                        .iter()
+                        .map(|r| !seen.insert(r.id.as_str()))
+                        .collect()
+                })
+                .collect()
+        };
+        let total: usize = batch.iter().map(|r| r.rows.len()).sum();
+        let mut rows = Vec::with_capacity(total);
+        let mut owners = Vec::with_capacity(total);
         let mut outcomes = vec![InsertOutcome::default(); batch.len()];
         let mut replies = Vec::with_capacity(batch.len());
-        for (i, req) in batch.into_iter().enumerate() {
-            for row in req.rows {
-                if seen.insert(row.id.clone()) {
-                    rows.push(row);
-                    owners.push(i);
-                } else {
-                    outcomes[i].duplicates += 1;
+        for (i, (mut req, repeated)) in batch.into_iter().zip(repeated).enumerate() {
+            let duplicates = repeated.iter().filter(|&&r| r).count();
+            if duplicates == 0 {
+                owners.resize(owners.len() + req.rows.len(), i);
+                rows.append(&mut req.rows);
+            } else {
+                outcomes[i].duplicates += duplicates;
+                for (row, repeated) in req.rows.into_iter().zip(repeated) {
+                    if !repeated {
+                        rows.push(row);
+                        owners.push(i);
+                    }
                 }
             }
             replies.push(req.reply);
         }
-        let mut fates = if self.healthy && self.schema.get().is_some() {
-            self.store_all(&rows).await
-        } else {
+        let mut fates = if !self.healthy || self.schema.get().is_none() {
             vec![Fate::Pending; rows.len()]
+        } else if self.config.cluster.is_some() {
+            sort_by_request(&mut rows, &mut owners);
+            self.store_each_request(&rows, &owners).await
+        } else {
+            self.store_all(&rows).await
         };
         let pending: Vec<usize> = (0..rows.len())
             .filter(|&i| fates[i] == Fate::Pending)
@@ -485,6 +532,24 @@ impl Writer {
                 message: e.to_string(),
             }),
         }
+    }
+
+    /// Cluster mode: stores each request's rows (contiguous in `rows`, in id
+    /// order: see [`sort_by_request`]) by INSERTs of their own, so that a
+    /// request resent through another API server makes the same blocks,
+    /// which the replicated tables drop as duplicates (and their views with
+    /// them) even when the read-back of stored ids missed them (a replica
+    /// behind). After an outage the rest stays [`Fate::Pending`].
+    async fn store_each_request(&mut self, rows: &[FlowRow], owners: &[usize]) -> Vec<Fate> {
+        let mut fates = vec![Fate::Pending; rows.len()];
+        let mut start = 0;
+        while start < rows.len() && self.healthy {
+            let end = start + owners[start..].partition_point(|&o| o == owners[start]);
+            let stored = self.store_all(&rows[start..end]).await;
+            fates[start..end].copy_from_slice(&stored);
+            start = end;
+        }
+        fates
     }
 
     /// Stores `rows` by INSERTs of bounded size and day span, isolating what
@@ -750,7 +815,17 @@ impl Writer {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         while let Some(u) = self.uncertain.first() {
-            self.repair_rollups(u).await?;
+            if self.config.cluster.is_some() {
+                // Counts read through Distributed tables come from whichever
+                // replica answers, one behind another: comparing them would
+                // add rollup rows that are only being replicated.
+                tracing::debug!(
+                    rows = u.ids.len(),
+                    "cluster mode: an interrupted insert's rollups are not compared"
+                );
+            } else {
+                self.repair_rollups(u).await?;
+            }
             self.uncertain.remove(0);
         }
         Ok(())
@@ -893,6 +968,27 @@ mod tests {
             let days: HashSet<u32> = chunk.iter().map(|&i| rows[i].last_seen / 86_400).collect();
             assert!(days.len() <= 2 && chunk.len() <= 4, "{chunk:?}");
         }
+    }
+
+    #[test]
+    fn a_request_makes_the_same_rows_in_the_same_order_however_it_arrives() {
+        // Two requests, interleaved as a batch holds them, ids out of order.
+        let mut rows = vec![row(3, 10), row(9, 10), row(1, 10), row(7, 10), row(2, 10)];
+        let mut owners = vec![1, 0, 1, 0, 1];
+        sort_by_request(&mut rows, &mut owners);
+        let ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(ids, ["n/1/7", "n/1/9", "n/1/1", "n/1/2", "n/1/3"]);
+        assert_eq!(owners, [0, 0, 1, 1, 1]);
+        // The second request alone, in another order, makes the same rows.
+        let mut alone = vec![row(2, 10), row(3, 10), row(1, 10)];
+        let mut alone_owners = vec![0; 3];
+        sort_by_request(&mut alone, &mut alone_owners);
+        assert!(
+            alone
+                .iter()
+                .zip(&rows[2..])
+                .all(|(a, b)| a.id == b.id && a.flow == b.flow)
+        );
     }
 
     #[test]

@@ -722,6 +722,20 @@ fn bad_flag_values_fail_naming_the_flag() {
             "config field database: \"a-b\" is not letters, digits and '_'",
         ),
         (
+            &[
+                "api",
+                "--clickhouse",
+                "http://127.0.0.1:1",
+                "--clickhouse-cluster",
+                "my-cluster",
+            ][..],
+            "config field cluster: \"my-cluster\" is not letters, digits and '_'",
+        ),
+        (
+            &["api", "--clickhouse-cluster", "c1"][..],
+            "--clickhouse <CLICKHOUSE>",
+        ),
+        (
             &["api", "--spool-dir", "/tmp/spool"][..],
             "--clickhouse <CLICKHOUSE>",
         ),
