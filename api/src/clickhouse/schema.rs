@@ -553,6 +553,91 @@ impl Table {
         }
     }
 
+    /// The column definitions (and index clauses), split at the commas
+    /// outside parentheses and quotes.
+    fn definitions(&self) -> Vec<String> {
+        let (mut out, mut current) = (Vec::new(), String::new());
+        let (mut depth, mut quoted, mut escaped) = (0usize, false, false);
+        for c in self.columns.chars() {
+            match c {
+                _ if escaped => escaped = false,
+                '\\' if quoted => escaped = true,
+                '\'' => quoted = !quoted,
+                '(' if !quoted => depth += 1,
+                ')' if !quoted => depth = depth.saturating_sub(1),
+                ',' if !quoted && depth == 0 => {
+                    out.push(current.trim().to_string());
+                    current.clear();
+                    continue;
+                }
+                _ => {}
+            }
+            current.push(c);
+        }
+        if !current.trim().is_empty() {
+            out.push(current.trim().to_string());
+        }
+        out
+    }
+
+    /// Whether definition `def` is column `name`'s.
+    fn defines(def: &str, name: &str) -> bool {
+        def.split_whitespace().next() == Some(name)
+    }
+
+    /// Adds column definition `def` after column `after` (nothing when the
+    /// table has the column already, as [`Step::AddFlowsColumn`] does);
+    /// false (nothing changed) when there is no column `after`.
+    fn add_column_after(&mut self, after: &str, def: &str) -> bool {
+        let mut defs = self.definitions();
+        let name = def.split_whitespace().next().unwrap_or_default();
+        if defs.iter().any(|d| Table::defines(d, name)) {
+            return true;
+        }
+        let Some(at) = defs.iter().position(|d| Table::defines(d, after)) else {
+            return false;
+        };
+        defs.insert(at + 1, def.to_string());
+        self.columns = defs.join(", ");
+        true
+    }
+
+    /// Replaces the definition of the column `def` names; false when there is
+    /// no such column.
+    fn modify_column(&mut self, def: &str) -> bool {
+        let Some(name) = def.split_whitespace().next() else {
+            return false;
+        };
+        let mut defs = self.definitions();
+        let Some(at) = defs.iter().position(|d| Table::defines(d, name)) else {
+            return false;
+        };
+        defs[at] = def.to_string();
+        self.columns = defs.join(", ");
+        true
+    }
+
+    /// Takes the change `action` (what follows `ALTER TABLE <name>`) into the
+    /// definition, when it is one a `CREATE TABLE` can say: `ADD COLUMN ..
+    /// AFTER ..`, `MODIFY COLUMN`, `ADD INDEX IF NOT EXISTS`. False (nothing
+    /// changed) for anything else.
+    fn absorb(&mut self, action: &str) -> bool {
+        if let Some(rest) = action.strip_prefix("ADD COLUMN ") {
+            return match rest.rsplit_once(" AFTER ") {
+                Some((def, after)) => self.add_column_after(after.trim(), def.trim()),
+                None => false,
+            };
+        }
+        if let Some(def) = action.strip_prefix("MODIFY COLUMN ") {
+            return self.modify_column(def.trim());
+        }
+        if let Some(index) = action.strip_prefix("ADD INDEX IF NOT EXISTS ") {
+            self.columns = format!("{}, INDEX {}", self.columns, index.trim());
+            return true;
+        }
+        false
+    }
+
     /// A bookkeeping table: a `TinyLog` on one server.
     fn everywhere(name: &'static str, columns: String, order_by: &'static str) -> Table {
         Table {
@@ -1118,6 +1203,84 @@ impl<'a> MigrationLock<'a> {
     }
 }
 
+/// Folds the changes that pending migrations make to a table one of them
+/// creates (`plans`: each pending migration's steps, in order) into that
+/// table's `CREATE`, and drops those steps: a new database gets its tables
+/// whole, with no `ALTER`. Tables in `existing` (already on a server) are
+/// altered step by step as before.
+///
+/// In a cluster this is what keeps `ALTER ... ON CLUSTER` away from a new
+/// database: on 18.16 the replicas of a shard race to run such an `ALTER`
+/// of a replicated table once, and the loser's `DDLWorker` stops for good
+/// ("Unexpected ZooKeeper error: Node exists .../executed"), so every later
+/// `ON CLUSTER` statement times out on that server until it restarts.
+fn fold_into_new_tables(plans: &mut [Vec<Step>], existing: &std::collections::HashSet<String>) {
+    // Where each table this run creates is: (migration, step).
+    let mut created: std::collections::HashMap<&'static str, (usize, usize)> =
+        std::collections::HashMap::new();
+    for m in 0..plans.len() {
+        let mut i = 0;
+        while i < plans[m].len() {
+            let change = match &plans[m][i] {
+                Step::Table(t) => {
+                    if !existing.contains(t.name) {
+                        created.insert(t.name, (m, i));
+                    }
+                    None
+                }
+                Step::Alter { table, action, .. } => Some((*table, action.clone())),
+                Step::AddFlowsColumn {
+                    column,
+                    definition,
+                    after,
+                } => Some((
+                    "flows",
+                    format!("ADD COLUMN {column} {definition} AFTER {after}"),
+                )),
+                _ => None,
+            };
+            let folded = change.is_some_and(|(table, action)| {
+                created
+                    .get(table)
+                    .is_some_and(|&(tm, ti)| match &mut plans[tm][ti] {
+                        Step::Table(t) => t.absorb(&action),
+                        _ => false,
+                    })
+            });
+            if folded {
+                plans[m].remove(i);
+            } else {
+                i += 1;
+            }
+        }
+    }
+}
+
+/// The tables of `db` on this server, and in a cluster on a replica of every
+/// shard (names as created: `T` and `T_local`, both reported as `T`).
+async fn existing_tables(
+    client: &Client,
+    db: &str,
+    layout: &Layout,
+) -> Result<std::collections::HashSet<String>> {
+    let source = match layout {
+        Layout::Single => "system.tables".to_string(),
+        Layout::Cluster(c) => format!("cluster('{c}', system, tables)"),
+    };
+    let names = client
+        .query(&format!(
+            "SELECT DISTINCT name FROM {source} WHERE database = ?"
+        ))
+        .bind(db)
+        .fetch_all::<String>()
+        .await
+        .map_err(|e| ch_error("reading system.tables", e))?;
+    Ok(names
+        .into_iter()
+        .map(|n| n.strip_suffix("_local").map(str::to_string).unwrap_or(n))
+        .collect())
+}
+
 /// Applies every migration not in `applied` that this server can run.
 async fn apply_pending(
     client: &Client,
@@ -1125,6 +1288,19 @@ async fn apply_pending(
     features: &ServerFeatures,
     layout: &Layout,
     applied: &[u32],
+) -> Result<Vec<u32>> {
+    apply_pending_steps(client, db, features, layout, applied, true).await
+}
+
+/// [`apply_pending`], with the changes to new tables folded into their
+/// `CREATE` ([`fold_into_new_tables`]) or (tests) run one by one.
+async fn apply_pending_steps(
+    client: &Client,
+    db: &str,
+    features: &ServerFeatures,
+    layout: &Layout,
+    applied: &[u32],
+    fold: bool,
 ) -> Result<Vec<u32>> {
     let run = |sql: String| async move {
         client
@@ -1135,16 +1311,21 @@ async fn apply_pending(
     };
     let on = layout.on_cluster();
     let mut newly = Vec::new();
-    for m in migrations() {
-        if applied.contains(&m.version) || !(m.applies)(features) {
-            continue;
-        }
+    let pending: Vec<Migration> = migrations()
+        .into_iter()
+        .filter(|m| !applied.contains(&m.version) && (m.applies)(features))
+        .collect();
+    let mut plans: Vec<Vec<Step>> = pending.iter().map(|m| (m.steps)(db)).collect();
+    if fold {
+        fold_into_new_tables(&mut plans, &existing_tables(client, db, layout).await?);
+    }
+    for (m, steps) in pending.into_iter().zip(plans) {
         tracing::info!(
             version = m.version,
             description = m.description,
             "applying migration"
         );
-        for step in (m.steps)(db) {
+        for step in steps {
             let statements = match step {
                 Step::Sql(sql) => vec![sql],
                 Step::Table(t) => layout.create_table(db, &t),
@@ -1322,6 +1503,139 @@ mod tests {
 
     fn cluster() -> Layout {
         Layout::new(Some("c1"))
+    }
+
+    #[test]
+    fn definitions_split_at_commas_outside_parentheses_and_quotes() {
+        let t = Table::sharded(
+            "t",
+            "a Enum8('x, y' = 1, 'it\\'s' = 2), b UInt8 DEFAULT if(a IN (1, 2), 1, 0), c String"
+                .into(),
+            "MergeTree",
+            "",
+            "ORDER BY a",
+        );
+        assert_eq!(
+            t.definitions(),
+            [
+                "a Enum8('x, y' = 1, 'it\\'s' = 2)",
+                "b UInt8 DEFAULT if(a IN (1, 2), 1, 0)",
+                "c String"
+            ]
+        );
+    }
+
+    #[test]
+    fn changes_to_a_table_created_in_the_same_run_fold_into_its_create() {
+        let table = || {
+            Step::Table(Table::sharded(
+                "flows",
+                "id String, mismatch Enum8('A' = 0), flow String".into(),
+                "MergeTree",
+                "",
+                "ORDER BY id",
+            ))
+        };
+        let later = || {
+            vec![
+                Step::AddFlowsColumn {
+                    column: "kind".into(),
+                    definition: "UInt8 DEFAULT 1".into(),
+                    after: "id".into(),
+                },
+                Step::Alter {
+                    table: "flows",
+                    action: "MODIFY COLUMN mismatch Enum8('A' = 0, 'B' = 1)".into(),
+                    stored_only: false,
+                },
+                Step::Alter {
+                    table: "flows",
+                    action: "ADD INDEX IF NOT EXISTS i id TYPE set(1) GRANULARITY 1".into(),
+                    stored_only: true,
+                },
+                // Not something a CREATE says: kept.
+                Step::Alter {
+                    table: "flows",
+                    action: "DROP COLUMN flow".into(),
+                    stored_only: false,
+                },
+                // A column the table has: nothing to add.
+                Step::AddFlowsColumn {
+                    column: "flow".into(),
+                    definition: "String".into(),
+                    after: "id".into(),
+                },
+                // A column after one that is not there: kept.
+                Step::AddFlowsColumn {
+                    column: "x".into(),
+                    definition: "UInt8".into(),
+                    after: "nope".into(),
+                },
+            ]
+        };
+        let mut plans = vec![vec![table()], later()];
+        fold_into_new_tables(&mut plans, &Default::default());
+        let Step::Table(t) = &plans[0][0] else {
+            panic!("the table step moved")
+        };
+        assert_eq!(
+            t.columns,
+            "id String, kind UInt8 DEFAULT 1, mismatch Enum8('A' = 0, 'B' = 1), flow String, \
+             INDEX i id TYPE set(1) GRANULARITY 1"
+        );
+        assert_eq!(
+            plans[1].len(),
+            2,
+            "the two changes a CREATE cannot say stay"
+        );
+        // A table already on the server is altered step by step.
+        let mut plans = vec![vec![table()], later()];
+        fold_into_new_tables(&mut plans, &["flows".to_string()].into_iter().collect());
+        assert_eq!(plans[1].len(), 6);
+        let Step::Table(t) = &plans[0][0] else {
+            panic!("the table step moved")
+        };
+        assert_eq!(t.columns, "id String, mismatch Enum8('A' = 0), flow String");
+    }
+
+    /// Every migration applied to a new database, folded as `migrate` does
+    /// and one step at a time, on the shared server: the same tables.
+    #[tokio::test]
+    async fn a_new_database_gets_the_tables_its_migrations_make_one_by_one() {
+        let (folded, stepwise) = (
+            netverdict_testing::clickhouse::TestDb::shared(),
+            netverdict_testing::clickhouse::TestDb::shared(),
+        );
+        let client = Client::default()
+            .with_url(format!("http://{}", folded.addr))
+            .with_validation(false);
+        let version: String = client.query("SELECT version()").fetch_one().await.unwrap();
+        let features = ServerFeatures::from_version(&version).unwrap();
+        let tables = |db: &netverdict_testing::clickhouse::TestDb| {
+            db.sql(&format!(
+                "SELECT name, create_table_query FROM system.tables \
+                 WHERE database = '{}' AND name != 'schema_migrations' ORDER BY name \
+                 FORMAT TSV",
+                db.name
+            ))
+            .replace(&db.name, "DB")
+        };
+        for (db, fold) in [(&folded, true), (&stepwise, false)] {
+            create_bookkeeping(&client, &db.name, &Layout::Single)
+                .await
+                .unwrap();
+            let applied =
+                apply_pending_steps(&client, &db.name, &features, &Layout::Single, &[], fold)
+                    .await
+                    .unwrap();
+            assert_eq!(applied, migration_versions(&features));
+        }
+        let (a, b) = (tables(&folded), tables(&stepwise));
+        assert!(a.contains("CREATE TABLE DB.flows"), "{a}");
+        for (a, b) in a.lines().zip(b.lines()) {
+            assert_eq!(a, b, "folded (left) and step by step (right) differ");
+        }
+        assert_eq!(a.lines().count(), b.lines().count());
     }
 
     #[test]

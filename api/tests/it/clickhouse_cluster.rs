@@ -141,6 +141,29 @@ async fn two_api_servers_store_every_acknowledged_flow_once_while_a_replica_dies
     )
     .await;
     eprintln!("schema applied at {:?}", started.elapsed());
+    // A new database gets its tables whole: no `ALTER ... ON CLUSTER`, whose
+    // race between the replicas of a shard stops a 18.16 server's DDLWorker.
+    assert_eq!(
+        one_number(
+            &a_addr,
+            &format!(
+                "SELECT count() FROM system.zookeeper WHERE path = '/clickhouse/task_queue/ddl' \
+                 AND value LIKE '%ALTER TABLE {db}.%'"
+            )
+        ),
+        0,
+        "ALTER statements ON CLUSTER for a new database"
+    );
+    assert!(
+        one_number(
+            &a_addr,
+            &format!(
+                "SELECT count() FROM system.zookeeper WHERE path = '/clickhouse/task_queue/ddl' \
+                 AND value LIKE '%CREATE TABLE IF NOT EXISTS {db}.flows_local%'"
+            )
+        ) > 0,
+        "the DDL queue is where ON CLUSTER statements are: the check above looks there"
+    );
     for s in &cluster.servers {
         for table in [
             "flows_local",
