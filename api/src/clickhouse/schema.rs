@@ -1214,7 +1214,16 @@ impl<'a> MigrationLock<'a> {
 /// of a replicated table once, and the loser's `DDLWorker` stops for good
 /// ("Unexpected ZooKeeper error: Node exists .../executed"), so every later
 /// `ON CLUSTER` statement times out on that server until it restarts.
-fn fold_into_new_tables(plans: &mut [Vec<Step>], existing: &std::collections::HashSet<String>) {
+///
+/// In a cluster, an index (an `ALTER` of the stored table only) is not
+/// folded: a `Distributed` table made `AS` a stored table with indexes would
+/// inherit them, which current servers refuse for that engine.
+fn fold_into_new_tables(
+    plans: &mut [Vec<Step>],
+    existing: &std::collections::HashSet<String>,
+    layout: &Layout,
+) {
+    let cluster = matches!(layout, Layout::Cluster(_));
     // Where each table this run creates is: (migration, step).
     let mut created: std::collections::HashMap<&'static str, (usize, usize)> =
         std::collections::HashMap::new();
@@ -1228,7 +1237,11 @@ fn fold_into_new_tables(plans: &mut [Vec<Step>], existing: &std::collections::Ha
                     }
                     None
                 }
-                Step::Alter { table, action, .. } => Some((*table, action.clone())),
+                Step::Alter {
+                    table,
+                    action,
+                    stored_only,
+                } => (!(cluster && *stored_only)).then(|| (*table, action.clone())),
                 Step::AddFlowsColumn {
                     column,
                     definition,
@@ -1317,7 +1330,11 @@ async fn apply_pending_steps(
         .collect();
     let mut plans: Vec<Vec<Step>> = pending.iter().map(|m| (m.steps)(db)).collect();
     if fold {
-        fold_into_new_tables(&mut plans, &existing_tables(client, db, layout).await?);
+        fold_into_new_tables(
+            &mut plans,
+            &existing_tables(client, db, layout).await?,
+            layout,
+        );
     }
     for (m, steps) in pending.into_iter().zip(plans) {
         tracing::info!(
@@ -1574,7 +1591,7 @@ mod tests {
             ]
         };
         let mut plans = vec![vec![table()], later()];
-        fold_into_new_tables(&mut plans, &Default::default());
+        fold_into_new_tables(&mut plans, &Default::default(), &Layout::Single);
         let Step::Table(t) = &plans[0][0] else {
             panic!("the table step moved")
         };
@@ -1590,12 +1607,30 @@ mod tests {
         );
         // A table already on the server is altered step by step.
         let mut plans = vec![vec![table()], later()];
-        fold_into_new_tables(&mut plans, &["flows".to_string()].into_iter().collect());
+        fold_into_new_tables(
+            &mut plans,
+            &["flows".to_string()].into_iter().collect(),
+            &Layout::Single,
+        );
         assert_eq!(plans[1].len(), 6);
         let Step::Table(t) = &plans[0][0] else {
             panic!("the table step moved")
         };
         assert_eq!(t.columns, "id String, mismatch Enum8('A' = 0), flow String");
+        // In a cluster an index stays an ALTER of the stored table (the
+        // Distributed table is made AS it).
+        let mut plans = vec![vec![table()], later()];
+        fold_into_new_tables(&mut plans, &Default::default(), &cluster());
+        let Step::Table(t) = &plans[0][0] else {
+            panic!("the table step moved")
+        };
+        assert!(!t.columns.contains("INDEX"), "{}", t.columns);
+        assert!(
+            plans[1]
+                .iter()
+                .any(|s| matches!(s, Step::Alter { action, .. } if action.contains("ADD INDEX")))
+        );
+        assert_eq!(plans[1].len(), 3);
     }
 
     /// Every migration applied to a new database, folded as `migrate` does
