@@ -1230,39 +1230,51 @@ fn fold_into_new_tables(
     for m in 0..plans.len() {
         let mut i = 0;
         while i < plans[m].len() {
-            let change = match &plans[m][i] {
+            // The table a step changes, and the change if it may fold.
+            let (target, change) = match &plans[m][i] {
                 Step::Table(t) => {
                     if !existing.contains(t.name) {
                         created.insert(t.name, (m, i));
                     }
-                    None
+                    (None, None)
                 }
                 Step::Alter {
                     table,
                     action,
                     stored_only,
-                } => (!(cluster && *stored_only)).then(|| (*table, action.clone())),
+                } => (
+                    Some(*table),
+                    (!(cluster && *stored_only)).then(|| action.clone()),
+                ),
                 Step::AddFlowsColumn {
                     column,
                     definition,
                     after,
-                } => Some((
-                    "flows",
-                    format!("ADD COLUMN {column} {definition} AFTER {after}"),
-                )),
-                _ => None,
+                } => (
+                    Some("flows"),
+                    Some(format!("ADD COLUMN {column} {definition} AFTER {after}")),
+                ),
+                _ => (None, None),
             };
-            let folded = change.is_some_and(|(table, action)| {
-                created
-                    .get(table)
-                    .is_some_and(|&(tm, ti)| match &mut plans[tm][ti] {
-                        Step::Table(t) => t.absorb(&action),
-                        _ => false,
-                    })
-            });
+            let folded = match (target, change) {
+                (Some(table), Some(action)) => {
+                    created
+                        .get(table)
+                        .is_some_and(|&(tm, ti)| match &mut plans[tm][ti] {
+                            Step::Table(t) => t.absorb(&action),
+                            _ => false,
+                        })
+                }
+                _ => false,
+            };
             if folded {
                 plans[m].remove(i);
             } else {
+                // A change that stays a step: the later ones stay steps too,
+                // so they run after it, in order.
+                if let Some(table) = target {
+                    created.remove(table);
+                }
                 i += 1;
             }
         }
@@ -1570,23 +1582,23 @@ mod tests {
                     action: "ADD INDEX IF NOT EXISTS i id TYPE set(1) GRANULARITY 1".into(),
                     stored_only: true,
                 },
-                // Not something a CREATE says: kept.
-                Step::Alter {
-                    table: "flows",
-                    action: "DROP COLUMN flow".into(),
-                    stored_only: false,
-                },
                 // A column the table has: nothing to add.
                 Step::AddFlowsColumn {
                     column: "flow".into(),
                     definition: "String".into(),
                     after: "id".into(),
                 },
-                // A column after one that is not there: kept.
+                // A column after one that is not there: kept, and so is
+                // every later change to the table (they run after it).
                 Step::AddFlowsColumn {
                     column: "x".into(),
                     definition: "UInt8".into(),
                     after: "nope".into(),
+                },
+                Step::AddFlowsColumn {
+                    column: "y".into(),
+                    definition: "UInt8".into(),
+                    after: "id".into(),
                 },
             ]
         };
@@ -1603,7 +1615,7 @@ mod tests {
         assert_eq!(
             plans[1].len(),
             2,
-            "the two changes a CREATE cannot say stay"
+            "the change a CREATE cannot say, and the one after it, stay"
         );
         // A table already on the server is altered step by step.
         let mut plans = vec![vec![table()], later()];
@@ -1624,13 +1636,16 @@ mod tests {
         let Step::Table(t) = &plans[0][0] else {
             panic!("the table step moved")
         };
-        assert!(!t.columns.contains("INDEX"), "{}", t.columns);
-        assert!(
-            plans[1]
-                .iter()
-                .any(|s| matches!(s, Step::Alter { action, .. } if action.contains("ADD INDEX")))
+        assert_eq!(
+            t.columns,
+            "id String, kind UInt8 DEFAULT 1, mismatch Enum8('A' = 0, 'B' = 1), flow String"
         );
-        assert_eq!(plans[1].len(), 3);
+        assert!(matches!(&plans[1][0], Step::Alter { action, .. } if action.contains("ADD INDEX")));
+        assert_eq!(
+            plans[1].len(),
+            4,
+            "the index and every change after it stay"
+        );
     }
 
     /// Every migration applied to a new database, folded as `migrate` does
