@@ -126,19 +126,7 @@ fn conn(src: &str, dst: &str, port: u16) -> Connection {
 
 #[test]
 fn domain_name_peers_are_reported_not_evaluated() {
-    let state = state_from_manifests(&format!(
-        "{CLUSTER}---\n{}",
-        r#"apiVersion: policy.networking.k8s.io/v1alpha1
-kind: AdminNetworkPolicy
-metadata: {name: egress-allowlist}
-spec:
-  priority: 20
-  subject: {namespaces: {matchLabels: {team: a}}}
-  egress:
-  - {name: allow-registry, action: Allow, to: [{domainNames: ["*.example.com"]}], ports: [{portNumber: {port: 443}}]}
-  - {name: deny-internet, action: Deny, to: [{networks: [0.0.0.0/0]}]}
-"#
-    ));
+    let state = state_from_manifests(&format!("{CLUSTER}---\n{REGISTRY_ALLOWLIST}"));
     let c = conn("tenant/app", "203.0.113.7", 443);
     let v = state.verdict(&c).unwrap();
     assert!(!v.allowed);
