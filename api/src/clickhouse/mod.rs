@@ -51,6 +51,7 @@ pub use spool::{
     Item as SpoolItem, MAX_RECORD_BYTES, RecordReader as SpoolRecordReader, SpoolError,
 };
 pub use stats::{ClickHouseStats, Histogram, LATENCY_BUCKETS};
+pub use writer::READBACK_TABLE_MIN_IDS;
 
 use crate::store::{FlowQuery, InsertOutcome, ReportQuery, Result, Store, StoreError, StoreStatus};
 
@@ -336,6 +337,7 @@ impl ClickHouseStore {
             schema: features.clone(),
             max_partitions: max_partitions.clone(),
             replay: None,
+            readback_session: writer::readback_session(),
         };
         tokio::spawn(writer.run(rx));
         let retention = tokio::spawn(maintain(

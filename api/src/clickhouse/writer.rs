@@ -16,7 +16,9 @@
 //!    `system.processes`), so none can land after the next step;
 //! 2. read back which of the INSERT's ids are stored already (bounded by its
 //!    `last_seen` range: day partitions, and on modern servers the `idx_id`
-//!    bloom filter, keep it to a few granules);
+//!    bloom filter, keep it to a few granules); the ids of a large INSERT go
+//!    as rows of a temporary table of the writer's HTTP session, which
+//!    ClickHouse takes 20 times faster than the same ids as a literal;
 //! 3. insert the others.
 //!
 //! **What ClickHouse rejects is isolated.** A failure is either an outage
@@ -103,6 +105,9 @@ pub(crate) struct Writer {
     pub max_partitions: Arc<AtomicUsize>,
     /// The replay under way, if any.
     pub replay: Option<mpsc::Receiver<ReplayChunk>>,
+    /// The HTTP session holding the read-back's temporary table
+    /// ([`readback_session`]).
+    pub readback_session: String,
 }
 
 /// An INSERT whose outcome is unknown: its query id and what it carried.
@@ -272,6 +277,29 @@ struct DeadLetterRow {
     error: String,
     #[serde(with = "serde_bytes")]
     flow: Vec<u8>,
+}
+
+/// Read-backs of at least this many ids send them as rows of a table rather
+/// than as a literal ([`Writer::existing_ids_through_table`]): three more
+/// round trips of a millisecond or two, against about 2 µs of parsing per id.
+/// Not in cluster mode, where read-backs are one request's (a few hundred
+/// ids) and a `Distributed` read would need `GLOBAL IN`.
+pub const READBACK_TABLE_MIN_IDS: usize = 2_000;
+
+/// A row of the read-back's temporary table.
+#[derive(clickhouse::Row, serde::Serialize)]
+struct ReadbackId<'a> {
+    id: &'a str,
+}
+
+/// A new id for the HTTP session of a writer's read-back table.
+pub(crate) fn readback_session() -> String {
+    let nanos = UnixNanos::now().nanos_saturating();
+    format!(
+        "netverdict-readback-{}-{nanos}-{}",
+        std::process::id(),
+        QUERY_SEQ.fetch_add(1, Relaxed)
+    )
 }
 
 static QUERY_SEQ: AtomicU64 = AtomicU64::new(0);
@@ -893,26 +921,91 @@ impl Writer {
     }
 
     /// Which of the rows `part`'s ids are stored already.
-    async fn existing_ids(&self, rows: &[&FlowRow], part: &[usize]) -> Result<HashSet<String>> {
+    async fn existing_ids(&mut self, rows: &[&FlowRow], part: &[usize]) -> Result<HashSet<String>> {
         let (Some(lo), Some(hi)) = (
             part.iter().map(|&i| rows[i].last_seen).min(),
             part.iter().map(|&i| rows[i].last_seen).max(),
         ) else {
             return Ok(HashSet::new());
         };
-        let sql = format!(
-            "SELECT id FROM {}.flows WHERE last_seen >= toDateTime(?) \
-             AND last_seen <= toDateTime(?) AND id IN (SELECT arrayJoin(?))",
-            self.db
-        );
-        let ids_bound: Vec<&str> = part.iter().map(|&i| rows[i].id.as_str()).collect();
-        let q = self.client.query(&sql).bind(lo).bind(hi).bind(ids_bound);
-        let ids: Vec<String> = q
-            .with_setting("max_query_size", "268435456")
+        let ids: Vec<String> =
+            if part.len() >= READBACK_TABLE_MIN_IDS && self.config.cluster.is_none() {
+                let read = self.existing_ids_through_table(rows, part, lo, hi).await;
+                if read.is_err() {
+                    // Never wait on a session a timed-out query may still hold.
+                    self.readback_session = readback_session();
+                }
+                read?
+            } else {
+                let sql = format!(
+                    "SELECT id FROM {}.flows WHERE last_seen >= toDateTime(?) \
+                     AND last_seen <= toDateTime(?) AND id IN (SELECT arrayJoin(?))",
+                    self.db
+                );
+                let ids_bound: Vec<&str> = part.iter().map(|&i| rows[i].id.as_str()).collect();
+                self.client
+                    .query(&sql)
+                    .bind(lo)
+                    .bind(hi)
+                    .bind(ids_bound)
+                    .with_setting("max_query_size", "268435456")
+                    .fetch_all()
+                    .await
+                    .map_err(|e| ch_error("reading back stored ids", e))?
+            };
+        Ok(ids.into_iter().collect())
+    }
+
+    /// [`existing_ids`](Self::existing_ids) of many ids: they are inserted
+    /// into a temporary table of the writer's HTTP session (RowBinary), which
+    /// the read-back's `IN` names. ClickHouse 18.16 takes about 200 ms to
+    /// parse a literal of 100,000 ids, and about 10 ms to take them as rows.
+    async fn existing_ids_through_table(
+        &self,
+        rows: &[&FlowRow],
+        part: &[usize],
+        lo: u32,
+        hi: u32,
+    ) -> Result<Vec<String>> {
+        let context = "reading back stored ids";
+        let session = self
+            .client
+            .clone()
+            .with_setting("session_id", self.readback_session.as_str());
+        for sql in [
+            "DROP TEMPORARY TABLE IF EXISTS readback_ids",
+            "CREATE TEMPORARY TABLE readback_ids (id String)",
+        ] {
+            session
+                .query(sql)
+                .execute()
+                .await
+                .map_err(|e| ch_error(context, e))?;
+        }
+        let timeout = Some(self.config.request_timeout);
+        let mut insert = session
+            .insert::<ReadbackId>("readback_ids")
+            .await
+            .map_err(|e| ch_error(context, e))?
+            .with_timeouts(timeout, timeout);
+        for &i in part {
+            insert
+                .write(&ReadbackId { id: &rows[i].id })
+                .await
+                .map_err(|e| ch_error(context, e))?;
+        }
+        insert.end().await.map_err(|e| ch_error(context, e))?;
+        session
+            .query(&format!(
+                "SELECT id FROM {}.flows WHERE last_seen >= toDateTime(?) \
+                 AND last_seen <= toDateTime(?) AND id IN readback_ids",
+                self.db
+            ))
+            .bind(lo)
+            .bind(hi)
             .fetch_all()
             .await
-            .map_err(|e| ch_error("reading back stored ids", e))?;
-        Ok(ids.into_iter().collect())
+            .map_err(|e| ch_error(context, e))
     }
 }
 

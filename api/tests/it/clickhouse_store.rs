@@ -99,6 +99,50 @@ async fn duplicates_are_stored_once() {
     );
 }
 
+/// A batch past `READBACK_TABLE_MIN_IDS` reads its stored ids back through
+/// the writer's session table (the first and the last insert here, the table
+/// made anew for each; the smaller resend between them uses a literal): each
+/// flow is stored once. (With the table's read-back finding nothing, the last
+/// insert stores every flow again: checked by hand.)
+#[tokio::test]
+async fn large_resends_are_read_back_through_a_table() {
+    use netverdict_api::clickhouse::READBACK_TABLE_MIN_IDS;
+    let db = TestDb::shared();
+    let store = db.connect().await;
+    let n = READBACK_TABLE_MIN_IDS as i64 + 500;
+    let base = now_nanos() - 30_000_000_000;
+    let make = |i: i64| {
+        flow(format!("node-big/1/{i}"))
+            .at_nanos(base + i * 1_000_000)
+            .build()
+    };
+    let first: Vec<pb::Flow> = (0..n).map(make).collect();
+    let out = store.insert(first.clone()).await.unwrap();
+    assert_eq!((out.stored, out.duplicates), (n as usize, 0));
+    // The second half again, with 10 new flows after it.
+    let resend: Vec<pb::Flow> = (n / 2..n + 10).map(make).collect();
+    let out = store.insert(resend).await.unwrap();
+    assert_eq!((out.stored, out.duplicates), (10, (n - n / 2) as usize));
+    // Everything again.
+    let all: Vec<pb::Flow> = (0..n + 10).map(make).collect();
+    let out = store.insert(all).await.unwrap();
+    assert_eq!((out.stored, out.duplicates), (0, n as usize + 10));
+    let counts = db.sql(&format!(
+        "SELECT count(), uniqExact(id) FROM {}.flows",
+        db.name
+    ));
+    assert_eq!(counts, format!("{0}\t{0}\n", n + 10));
+    let rollup = db.sql(&format!(
+        "SELECT sum(flows) FROM {}.flows_by_minute",
+        db.name
+    ));
+    assert_eq!(
+        rollup,
+        format!("{}\n", n + 10),
+        "the rollup counts each flow once"
+    );
+}
+
 #[tokio::test]
 async fn migration_4_gives_rows_stored_before_it_their_group_kind() {
     let db = TestDb::shared();
