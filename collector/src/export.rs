@@ -3,8 +3,10 @@
 //!
 //! Flows come from the pipeline's channel and are grouped into batches, by size
 //! ([`ExporterConfig::batch_size`]) or by age ([`ExporterConfig::batch_delay`]).
-//! Each batch gets the next sequence number of this run (starting at 1) and is
-//! written to the push stream. An [`Ack`](pb::Ack) with sequence `s` releases
+//! Each batch gets the next sequence number of this run (starting at 1), is
+//! encoded once (the buffer keeps its bytes, not its flows, so a resend sends
+//! the same bytes and nothing is copied per send) and is written to the push
+//! stream. An [`Ack`](pb::Ack) with sequence `s` releases
 //! every batch with a sequence `<= s`; until then the batch is kept.
 //!
 //! When the stream fails — connection refused or lost, the server ends the
@@ -60,14 +62,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::Duration;
 
+use bytes::{BufMut, Bytes};
 use netverdict_proto::time::UnixNanos;
 use netverdict_proto::v1 as pb;
 use netverdict_tls::{ClientTlsFiles, Target};
-use pb::ingest_client::IngestClient;
 use prost::Message;
 use tokio::sync::{Notify, mpsc};
 use tokio::time::{Instant, sleep_until};
 use tokio_stream::wrappers::UnboundedReceiverStream;
+use tonic::IntoStreamingRequest;
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::transport::Endpoint;
 
 /// Errors of the exporter. The configuration errors come from
@@ -335,7 +339,7 @@ struct Buffer {
     batch_size: usize,
     max_batch_bytes: usize,
     unsent: VecDeque<pb::Flow>,
-    unacked: VecDeque<pb::FlowBatch>,
+    unacked: VecDeque<SentBatch>,
     unacked_flows: usize,
     next_sequence: u64,
     /// Drops since the buffer was last below its bound, for one log line per
@@ -344,6 +348,18 @@ struct Buffer {
     counters: Arc<ExportCounters>,
     /// Where acknowledged ids go, when asked.
     acked_log: Option<AckedIdsLog>,
+}
+
+/// A batch sent and not yet acknowledged: encoded once when it is made, and
+/// sent again as those bytes after a reconnect.
+struct SentBatch {
+    sequence: u64,
+    /// How many flows it holds.
+    flows: usize,
+    /// The `FlowBatch` message, encoded.
+    encoded: Bytes,
+    /// Its flows' ids, kept only for the acknowledged-id log.
+    ids: Vec<String>,
 }
 
 /// The acknowledged-id log: an append-only file of flow ids, one per line.
@@ -371,7 +387,7 @@ impl AckedIdsLog {
     /// for batch `sequence`, in one write.
     fn record<'a>(
         &mut self,
-        batches: impl Iterator<Item = &'a pb::FlowBatch>,
+        batches: impl Iterator<Item = &'a SentBatch>,
         sequence: u64,
         refused: u64,
     ) {
@@ -380,8 +396,8 @@ impl AckedIdsLog {
         }
         let mut text = String::new();
         for batch in batches {
-            for flow in &batch.flows {
-                text.push_str(&flow.id);
+            for id in &batch.ids {
+                text.push_str(id);
                 text.push('\n');
             }
         }
@@ -480,9 +496,10 @@ impl Buffer {
         self.update_gauge();
     }
 
-    /// A new batch from the unsent records: a full one, or with `partial` any
-    /// that are left. The batch is kept as unacknowledged.
-    fn take_batch(&mut self, partial: bool) -> Option<pb::FlowBatch> {
+    /// A new batch from the unsent records, encoded: a full one, or with
+    /// `partial` any that are left. The batch is kept as unacknowledged (the
+    /// returned bytes share its buffer).
+    fn take_batch(&mut self, partial: bool) -> Option<Bytes> {
         if self.unsent.is_empty() || (!partial && self.unsent.len() < self.batch_size) {
             return None;
         }
@@ -501,11 +518,21 @@ impl Buffer {
             sequence: self.next_sequence,
             flows: self.unsent.drain(..n).collect(),
         };
+        let ids = match self.acked_log {
+            Some(_) => batch.flows.iter().map(|f| f.id.clone()).collect(),
+            None => Vec::new(),
+        };
+        let encoded = Bytes::from(batch.encode_to_vec());
+        self.unacked.push_back(SentBatch {
+            sequence: batch.sequence,
+            flows: n,
+            encoded: encoded.clone(),
+            ids,
+        });
         self.next_sequence += 1;
         self.unacked_flows += n;
-        self.unacked.push_back(batch.clone());
         ExportCounters::add(&self.counters.flows_sent, n);
-        Some(batch)
+        Some(encoded)
     }
 
     /// Releases every batch up to `sequence`; `refused` of batch `sequence`'s
@@ -525,7 +552,7 @@ impl Buffer {
         while let Some(batch) = self.unacked.front()
             && batch.sequence <= sequence
         {
-            acked += batch.flows.len();
+            acked += batch.flows;
             self.unacked.pop_front();
         }
         if sequence >= self.next_sequence {
@@ -546,7 +573,7 @@ impl Buffer {
     /// good; returns its sequence.
     fn refuse_first(&mut self) -> Option<u64> {
         let batch = self.unacked.pop_front()?;
-        let n = batch.flows.len();
+        let n = batch.flows;
         self.unacked_flows -= n;
         ExportCounters::add(&self.counters.flows_refused, n);
         ExportCounters::add(&self.counters.flows_in_refused_batches, n);
@@ -571,7 +598,8 @@ pub fn is_permanent(status: &tonic::Status) -> bool {
 
 /// The open push stream: where batches go, where acknowledgements come from.
 struct Stream {
-    batches: mpsc::UnboundedSender<pb::FlowBatch>,
+    /// Encoded `FlowBatch` messages ([`EncodedBatchCodec`]).
+    batches: mpsc::UnboundedSender<Bytes>,
     acks: tonic::Streaming<pb::Ack>,
 }
 
@@ -764,7 +792,7 @@ impl Exporter {
         for batch in &buffer.unacked {
             stream
                 .batches
-                .send(batch.clone())
+                .send(batch.encoded.clone())
                 .map_err(|_| Error::Closed)?;
         }
         ExportCounters::add(&self.counters.batches_resent, resent);
@@ -840,14 +868,65 @@ impl Exporter {
     }
 }
 
+/// The push stream's codec: sends `FlowBatch` messages encoded already
+/// ([`Buffer::take_batch`]), reads `Ack`s.
+struct EncodedBatchCodec;
+
+impl Codec for EncodedBatchCodec {
+    type Encode = Bytes;
+    type Decode = pb::Ack;
+    type Encoder = EncodedBatchCodec;
+    type Decoder = EncodedBatchCodec;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        EncodedBatchCodec
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        EncodedBatchCodec
+    }
+}
+
+impl Encoder for EncodedBatchCodec {
+    type Item = Bytes;
+    type Error = tonic::Status;
+
+    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl Decoder for EncodedBatchCodec {
+    type Item = pb::Ack;
+    type Error = tonic::Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<pb::Ack>, tonic::Status> {
+        pb::Ack::decode(src)
+            .map(Some)
+            .map_err(|e| tonic::Status::internal(format!("decoding an Ack: {e}")))
+    }
+}
+
 /// Connects and opens the push stream, within `timeout`.
 async fn connect(target: &Target, endpoint: Endpoint, timeout: Duration) -> Result<Stream> {
     let open = async {
         let channel = target.connect(endpoint).await.map_err(Error::Connect)?;
-        let mut client = IngestClient::new(channel);
+        // `Ingest.Push` as the generated client calls it, but with batches
+        // encoded already: a batch is encoded once, however often it is sent.
+        let mut client = tonic::client::Grpc::new(channel);
+        client.ready().await.map_err(|e| {
+            Error::Refused(tonic::Status::unknown(format!("service not ready: {e}")))
+        })?;
         let (batches, rx) = mpsc::unbounded_channel();
+        let mut request = UnboundedReceiverStream::new(rx).into_streaming_request();
+        request
+            .extensions_mut()
+            .insert(tonic::GrpcMethod::new("netverdict.v1.Ingest", "Push"));
+        let path =
+            tonic::codegen::http::uri::PathAndQuery::from_static("/netverdict.v1.Ingest/Push");
         let acks = client
-            .push(UnboundedReceiverStream::new(rx))
+            .streaming(request, path, EncodedBatchCodec)
             .await
             .map_err(Error::Refused)?
             .into_inner();
@@ -929,16 +1008,11 @@ mod tests {
     fn the_acked_id_log_keeps_ids_and_refusals_and_leaves_a_torn_line_out() {
         let dir = std::env::temp_dir().join(format!("nv-acked-{}", std::process::id()));
         let mut log = AckedIdsLog::open(&dir).unwrap();
-        let batch = |sequence: u64, ids: &[&str]| pb::FlowBatch {
-            node_name: "n".into(),
+        let batch = |sequence: u64, ids: &[&str]| SentBatch {
             sequence,
-            flows: ids
-                .iter()
-                .map(|id| pb::Flow {
-                    id: (*id).into(),
-                    ..Default::default()
-                })
-                .collect(),
+            flows: ids.len(),
+            encoded: Bytes::new(),
+            ids: ids.iter().map(|id| (*id).to_string()).collect(),
         };
         let batches = [batch(1, &["n/1/1", "n/1/2"]), batch(2, &["n/1/3"])];
         log.record(batches.iter(), 2, 1);
