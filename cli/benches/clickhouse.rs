@@ -261,6 +261,7 @@ async fn ingest(server: &mut Server) -> Result<()> {
             .collect();
         let piped = server.store(&format!("piped{round}")).await?;
         let piped_db = piped.database().to_string();
+        let piped_stats = piped.stats();
         let direct = server.store(&format!("direct{round}")).await?;
         let direct_db = direct.database().to_string();
         drop(direct);
@@ -319,9 +320,12 @@ async fn ingest(server: &mut Server) -> Result<()> {
             "the pipeline stored another count"
         );
         let ratio = pipeline_rate / client_rate;
+        let inserts = piped_stats
+            .batches_inserted
+            .load(std::sync::atomic::Ordering::Relaxed);
         println!(
-            "ingest round {}: {n} flows: collector -> gRPC -> API server -> ClickHouse {:.0} flows/s; \
-             clickhouse-client (Native) {:.0} flows/s; ratio {ratio:.2} \
+            "ingest round {}: {n} flows: collector -> gRPC -> API server -> ClickHouse {:.0} flows/s \
+             in {inserts} INSERTs; clickhouse-client (Native) {:.0} flows/s; ratio {ratio:.2} \
              (Store::insert alone {:.0} flows/s)",
             round + 1,
             pipeline_rate,
