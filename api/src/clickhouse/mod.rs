@@ -50,6 +50,7 @@ pub use schema::{Layout, ServerFeatures, latest_version, migration_versions};
 pub use spool::{
     Item as SpoolItem, MAX_RECORD_BYTES, RecordReader as SpoolRecordReader, SpoolError,
 };
+pub use sql::split_top_level_commas;
 pub use stats::{ClickHouseStats, Histogram, LATENCY_BUCKETS};
 pub use writer::READBACK_TABLE_MIN_IDS;
 

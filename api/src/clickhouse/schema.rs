@@ -556,28 +556,11 @@ impl Table {
     /// The column definitions (and index clauses), split at the commas
     /// outside parentheses and quotes.
     fn definitions(&self) -> Vec<String> {
-        let (mut out, mut current) = (Vec::new(), String::new());
-        let (mut depth, mut quoted, mut escaped) = (0usize, false, false);
-        for c in self.columns.chars() {
-            match c {
-                _ if escaped => escaped = false,
-                '\\' if quoted => escaped = true,
-                '\'' => quoted = !quoted,
-                '(' if !quoted => depth += 1,
-                ')' if !quoted => depth = depth.saturating_sub(1),
-                ',' if !quoted && depth == 0 => {
-                    out.push(current.trim().to_string());
-                    current.clear();
-                    continue;
-                }
-                _ => {}
-            }
-            current.push(c);
+        let mut defs = super::sql::split_top_level_commas(&self.columns);
+        if defs.last().is_some_and(String::is_empty) {
+            defs.pop();
         }
-        if !current.trim().is_empty() {
-            out.push(current.trim().to_string());
-        }
-        out
+        defs
     }
 
     /// Whether definition `def` is column `name`'s.

@@ -16,6 +16,35 @@ use netverdict_proto::names::EnumName;
 use netverdict_proto::time::TimeWindow;
 use netverdict_proto::v1 as pb;
 
+/// Splits SQL text at the commas outside parentheses and quoted strings
+/// (a backslash escapes the next character inside quotes): a column list,
+/// a function's arguments. Each piece is trimmed; an empty text has none,
+/// and a trailing comma leaves an empty last piece.
+pub fn split_top_level_commas(text: &str) -> Vec<String> {
+    let (mut out, mut current) = (Vec::new(), String::new());
+    let (mut depth, mut quoted, mut escaped) = (0usize, false, false);
+    for c in text.chars() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '\'' => quoted = !quoted,
+            '(' if !quoted => depth += 1,
+            ')' if !quoted => depth = depth.saturating_sub(1),
+            ',' if !quoted && depth == 0 => {
+                out.push(current.trim().to_string());
+                current.clear();
+                continue;
+            }
+            _ => {}
+        }
+        current.push(c);
+    }
+    if !current.trim().is_empty() || !out.is_empty() {
+        out.push(current.trim().to_string());
+    }
+    out
+}
+
 /// A bound value.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 #[serde(untagged)]
@@ -433,6 +462,17 @@ pub(crate) fn time_range(sql: &mut Sql, window: &TimeWindow) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn top_level_commas_split_outside_parentheses_and_quotes() {
+        assert_eq!(
+            split_top_level_commas(" a, f(b, c) ,'d,\\'e', x "),
+            ["a", "f(b, c)", "'d,\\'e'", "x"]
+        );
+        assert_eq!(split_top_level_commas("a,"), ["a", ""]);
+        assert_eq!(split_top_level_commas("a,,b"), ["a", "", "b"]);
+        assert!(split_top_level_commas(" ").is_empty());
+    }
 
     fn compile(include: &[pb::FlowFilter], exclude: &[pb::FlowFilter]) -> Sql {
         let mut sql = Sql::default();

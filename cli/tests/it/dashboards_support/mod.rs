@@ -9,6 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
+use netverdict_api::clickhouse::split_top_level_commas;
 use netverdict_testing::clickhouse::http_sql_in;
 use serde_json::Value;
 
@@ -144,30 +145,6 @@ fn format_value(name: &str, format: &str, value: &VarValue) -> Result<String, Ex
     }
 }
 
-/// Splits a macro's arguments at top-level commas.
-fn split_args(args: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let (mut depth, mut quoted, mut cur) = (0u32, false, String::new());
-    for c in args.chars() {
-        match c {
-            '\'' => quoted = !quoted,
-            '(' if !quoted => depth += 1,
-            ')' if !quoted => depth = depth.saturating_sub(1),
-            ',' if !quoted && depth == 0 => {
-                out.push(cur.trim().to_string());
-                cur.clear();
-                continue;
-            }
-            _ => {}
-        }
-        cur.push(c);
-    }
-    if !cur.trim().is_empty() || !out.is_empty() {
-        out.push(cur.trim().to_string());
-    }
-    out
-}
-
 fn date(secs: i64) -> String {
     // Civil date from days since the epoch (proleptic Gregorian).
     let days = secs.div_euclid(86_400);
@@ -215,7 +192,7 @@ pub fn expand_macros(sql: &str, ctx: &Context) -> Result<String, ExpandError> {
                 return err(format!("unclosed arguments of $__{name}"));
             };
             tail = &open[end + 1..];
-            Some(split_args(&open[..end]))
+            Some(split_top_level_commas(&open[..end]))
         } else {
             None
         };
