@@ -294,23 +294,23 @@ struct ReadbackId<'a> {
 
 /// A new id for the HTTP session of a writer's read-back table.
 pub(crate) fn readback_session() -> String {
+    unique_id("readback")
+}
+
+static QUERY_SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// `netverdict-<kind>-<pid>-<ns>-<seq>`: never the same twice on a server.
+fn unique_id(kind: &str) -> String {
     let nanos = UnixNanos::now().nanos_saturating();
     format!(
-        "netverdict-readback-{}-{nanos}-{}",
+        "netverdict-{kind}-{}-{nanos}-{}",
         std::process::id(),
         QUERY_SEQ.fetch_add(1, Relaxed)
     )
 }
 
-static QUERY_SEQ: AtomicU64 = AtomicU64::new(0);
-
 fn query_id() -> String {
-    let nanos = UnixNanos::now().nanos_saturating();
-    format!(
-        "netverdict-insert-{}-{nanos}-{}",
-        std::process::id(),
-        QUERY_SEQ.fetch_add(1, Relaxed)
-    )
+    unique_id("insert")
 }
 
 /// The next chunk of the replay under way; pending without one.
@@ -937,14 +937,9 @@ impl Writer {
                 }
                 read?
             } else {
-                let sql = format!(
-                    "SELECT id FROM {}.flows WHERE last_seen >= toDateTime(?) \
-                     AND last_seen <= toDateTime(?) AND id IN (SELECT arrayJoin(?))",
-                    self.db
-                );
                 let ids_bound: Vec<&str> = part.iter().map(|&i| rows[i].id.as_str()).collect();
                 self.client
-                    .query(&sql)
+                    .query(&self.readback_sql("(SELECT arrayJoin(?))"))
                     .bind(lo)
                     .bind(hi)
                     .bind(ids_bound)
@@ -954,6 +949,16 @@ impl Writer {
                     .map_err(|e| ch_error("reading back stored ids", e))?
             };
         Ok(ids.into_iter().collect())
+    }
+
+    /// The read-back of the ids `ids` names (a subquery or a table) that
+    /// `flows` holds, with `last_seen` between two bound seconds.
+    fn readback_sql(&self, ids: &str) -> String {
+        format!(
+            "SELECT id FROM {}.flows WHERE last_seen >= toDateTime(?) \
+             AND last_seen <= toDateTime(?) AND id IN {ids}",
+            self.db
+        )
     }
 
     /// [`existing_ids`](Self::existing_ids) of many ids: they are inserted
@@ -996,11 +1001,7 @@ impl Writer {
         }
         insert.end().await.map_err(|e| ch_error(context, e))?;
         session
-            .query(&format!(
-                "SELECT id FROM {}.flows WHERE last_seen >= toDateTime(?) \
-                 AND last_seen <= toDateTime(?) AND id IN readback_ids",
-                self.db
-            ))
+            .query(&self.readback_sql("readback_ids"))
             .bind(lo)
             .bind(hi)
             .fetch_all()
