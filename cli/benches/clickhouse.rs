@@ -21,7 +21,15 @@
 //!
 //! `NETVERDICT_BENCH_ROUNDS=0` skips the ingest part; `NETVERDICT_BENCH_KEEP=1`
 //! keeps the databases (to look at them with `clickhouse-client`; drop them
-//! by hand afterwards).
+//! by hand afterwards); `NETVERDICT_BENCH_INSERT_PARALLELISM=N` sets the
+//! stores' `insert_parallelism` (default: the store's default).
+//!
+//! The databases are dropped at the end of the run, not between rounds: on
+//! an ext4 without a journal (this project's VMs), creating a file skips
+//! every inode deleted in the last minute (five when its block is dirty),
+//! one buffer lookup each, so a `DROP DATABASE` of a round's thousands of
+//! part files made every INSERT of the next timed run pay for the bench's
+//! own cleanup.
 //!
 //! Run with `cargo bench -p netverdict --bench clickhouse` (in the CLI crate, which
 //! depends on both the collector and the API server). Every database
@@ -106,11 +114,16 @@ impl Server {
         self.sql(&format!("DROP DATABASE IF EXISTS {db}"))?;
         self.databases.push(db.clone());
         // The defaults a server runs with.
-        let config = ClickHouseConfig::new(
+        let mut config = ClickHouseConfig::new(
             format!("http://{}", self.http),
             db,
             self.spool.path().join(name),
         );
+        if let Ok(n) = std::env::var("NETVERDICT_BENCH_INSERT_PARALLELISM") {
+            config.insert_parallelism = n
+                .parse()
+                .context("NETVERDICT_BENCH_INSERT_PARALLELISM is not a number")?;
+        }
         Ok(ClickHouseStore::connect(config).await?)
     }
 
@@ -274,7 +287,6 @@ async fn ingest(server: &mut Server) -> Result<()> {
         let alone_rate = n as f64 / t.elapsed().as_secs_f64();
         drop(alone);
         let native = native_rows(server, &alone_db)?;
-        server.sql(&format!("DROP DATABASE IF EXISTS {alone_db}"))?;
         let tls_store = match &pki {
             Some(_) => Some(server.store(&format!("tls{round}")).await?),
             None => None,
@@ -313,7 +325,6 @@ async fn ingest(server: &mut Server) -> Result<()> {
                 cost * 100.0
             );
             tls_costs.push(cost);
-            server.sql(&format!("DROP DATABASE IF EXISTS {db}"))?;
         }
         ensure!(
             server.count(&piped_db)? == n,
@@ -333,9 +344,6 @@ async fn ingest(server: &mut Server) -> Result<()> {
             alone_rate
         );
         ratios.push(ratio);
-        for db in [piped_db, direct_db] {
-            server.sql(&format!("DROP DATABASE IF EXISTS {db}"))?;
-        }
     }
     ratios.sort_by(f64::total_cmp);
     println!(

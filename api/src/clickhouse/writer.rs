@@ -21,6 +21,15 @@
 //!    ClickHouse takes 20 times faster than the same ids as a literal;
 //! 3. insert the others.
 //!
+//! **Large batches go in concurrent INSERTs.** ClickHouse parses and writes
+//! an INSERT (its parts, and its views' parts) in one thread, so a batch of
+//! at least twice [`PARALLEL_INSERT_MIN_ROWS`] rows is first tried as up to
+//! `insert_parallelism` INSERTs at once ([`Writer::store_concurrently`]):
+//! steps 1 and 2 once for the whole batch, then its fresh rows cut into that
+//! many INSERTs. Their ids are disjoint (the batch holds each id once), so
+//! none hides another's rows from the read-back. One that fails is left
+//! uncertain and stored the one-at-a-time way, from step 1.
+//!
 //! **What ClickHouse rejects is isolated.** A failure is either an outage
 //! (no answer, a timeout, or an error not about the data: retried with
 //! exponential backoff from step 1, so a retried INSERT is never stored
@@ -69,6 +78,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use clickhouse::Client;
+use futures::StreamExt;
+use futures::stream::FuturesOrdered;
 use netverdict_proto::time::UnixNanos;
 use tokio::sync::{mpsc, oneshot};
 
@@ -116,6 +127,62 @@ pub(crate) struct Uncertain {
     ids: Vec<String>,
     lo: u32,
     hi: u32,
+}
+
+impl Uncertain {
+    /// The INSERT `query_id` of `rows`.
+    fn of(rows: &[&FlowRow], query_id: String) -> Uncertain {
+        let seconds = || rows.iter().map(|r| r.last_seen);
+        Uncertain {
+            query_id,
+            ids: rows.iter().map(|r| r.id.clone()).collect(),
+            lo: seconds().min().unwrap_or(0),
+            hi: seconds().max().unwrap_or(0),
+        }
+    }
+}
+
+/// A failed INSERT into `flows`: the error, and whether ClickHouse refused
+/// the rows ([`is_rejection`]) rather than failed to take them.
+#[derive(Debug)]
+struct InsertError {
+    error: StoreError,
+    rejected: bool,
+}
+
+impl std::fmt::Display for InsertError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.error.fmt(f)
+    }
+}
+
+/// One INSERT of `rows` into `flows`, as the query `query_id`.
+async fn insert_flows(
+    client: &Client,
+    rows: &[&FlowRow],
+    query_id: &str,
+    timeout: Duration,
+) -> Result<(), InsertError> {
+    let timeout = Some(timeout);
+    let result = async {
+        let mut insert = client
+            .insert::<FlowRow>("flows")
+            .await?
+            .with_setting("query_id", query_id)
+            .with_timeouts(timeout, timeout);
+        for row in rows {
+            insert.write(*row).await?;
+        }
+        insert.end().await
+    }
+    .await;
+    result.map_err(|e| {
+        let rejected = is_rejection(&e.to_string());
+        InsertError {
+            error: ch_error("inserting flows", e),
+            rejected,
+        }
+    })
 }
 
 /// What became of one row of a batch.
@@ -285,6 +352,11 @@ struct DeadLetterRow {
 /// Not in cluster mode, where read-backs are one request's (a few hundred
 /// ids) and a `Distributed` read would need `GLOBAL IN`.
 pub const READBACK_TABLE_MIN_IDS: usize = 2_000;
+
+/// The fewest rows of an INSERT that runs beside another of the same batch
+/// ([`ClickHouseConfig::insert_parallelism`]): below this, one INSERT's
+/// parts cost more than its thread saves.
+pub const PARALLEL_INSERT_MIN_ROWS: usize = 10_000;
 
 /// A row of the read-back's temporary table.
 #[derive(clickhouse::Row, serde::Serialize)]
@@ -578,7 +650,22 @@ impl Writer {
     async fn store_all(&mut self, rows: &[&FlowRow]) -> Vec<Fate> {
         let mut fates = vec![Fate::Pending; rows.len()];
         let days = days_per_insert(self.max_partitions.load(Relaxed));
-        for chunk in insert_chunks(rows, self.config.batch_max_rows, days) {
+        let mut chunks = insert_chunks(rows, self.config.batch_max_rows, days);
+        let parallelism = self.config.insert_parallelism;
+        if parallelism > 1
+            && self.config.cluster.is_none()
+            && rows.len() >= 2 * PARALLEL_INSERT_MIN_ROWS
+        {
+            match self.store_concurrently(rows, chunks, &mut fates).await {
+                Ok(left) => chunks = left,
+                Err(e) => {
+                    tracing::warn!(error = %e, rows = rows.len(), "ClickHouse unreachable: spooling");
+                    self.healthy = false;
+                    return fates;
+                }
+            }
+        }
+        for chunk in chunks {
             if let Err(e) = self.isolate(rows, chunk, &mut fates).await {
                 tracing::warn!(error = %e, rows = rows.len(), "ClickHouse unreachable: spooling");
                 self.healthy = false;
@@ -586,6 +673,89 @@ impl Writer {
             }
         }
         fates
+    }
+
+    /// The first attempt at a large batch: one read-back of all its ids,
+    /// then its fresh rows in up to `insert_parallelism` INSERTs at once
+    /// (ClickHouse parses and writes each INSERT in one thread), of
+    /// `fresh / insert_parallelism` rows but at least
+    /// [`PARALLEL_INSERT_MIN_ROWS`] (only a last piece has fewer). Their ids
+    /// are disjoint (the batch holds each id once), so none can hide
+    /// another's row from the read-back. Returns the INSERTs that failed, for
+    /// the one-at-a-time path (which settles them first); Err when the
+    /// read-back fails.
+    async fn store_concurrently(
+        &mut self,
+        rows: &[&FlowRow],
+        chunks: Vec<Vec<usize>>,
+        fates: &mut [Fate],
+    ) -> Result<Vec<Vec<usize>>> {
+        self.settle().await?;
+        let all: Vec<usize> = (0..rows.len()).collect();
+        let existing = self.existing_ids(rows, &all).await?;
+        let mut fresh = 0;
+        let chunks: Vec<Vec<usize>> = chunks
+            .into_iter()
+            .map(|chunk| {
+                let kept: Vec<usize> = chunk
+                    .into_iter()
+                    .filter(|&i| {
+                        let stored = existing.contains(&rows[i].id);
+                        if stored {
+                            fates[i] = Fate::Duplicate;
+                        }
+                        !stored
+                    })
+                    .collect();
+                fresh += kept.len();
+                kept
+            })
+            .filter(|chunk| !chunk.is_empty())
+            .collect();
+        let parallelism = self.config.insert_parallelism.max(1);
+        let piece_rows = fresh.div_ceil(parallelism).max(PARALLEL_INSERT_MIN_ROWS);
+        let pieces: Vec<(&[usize], Vec<&FlowRow>, String)> = chunks
+            .iter()
+            .flat_map(|chunk| chunk.chunks(piece_rows))
+            .map(|piece| (piece, piece.iter().map(|&i| rows[i]).collect(), query_id()))
+            .collect();
+        for (_, piece, qid) in &pieces {
+            self.uncertain.push(Uncertain::of(piece, qid.clone()));
+        }
+        let timeout = self.config.request_timeout;
+        let mut running = FuturesOrdered::new();
+        let mut results = Vec::with_capacity(pieces.len());
+        for (_, piece, qid) in &pieces {
+            if running.len() == parallelism {
+                results.extend(running.next().await);
+            }
+            running.push_back(insert_flows(&self.client, piece, qid, timeout));
+        }
+        while let Some(result) = running.next().await {
+            results.push(result);
+        }
+        drop(running);
+        let mut left = Vec::new();
+        for ((piece, _, qid), result) in pieces.into_iter().zip(results) {
+            match result {
+                Ok(()) => {
+                    self.uncertain.retain(|u| u.query_id != qid);
+                    self.stats.batches_inserted.fetch_add(1, Relaxed);
+                    self.stats
+                        .rows_inserted
+                        .fetch_add(piece.len() as u64, Relaxed);
+                    piece.iter().for_each(|&i| fates[i] = Fate::Stored);
+                }
+                Err(e) => {
+                    // Stays uncertain: the next attempt waits for it to end,
+                    // reads back what it stored, and completes its rollups.
+                    self.stats.insert_failures.fetch_add(1, Relaxed);
+                    tracing::debug!(error = %e, rows = piece.len(), "concurrent insert failed; retrying alone");
+                    left.push(piece.to_vec());
+                }
+            }
+        }
+        Ok(left)
     }
 
     /// Stores the rows `part` of `rows`, bisecting rejected INSERTs down to
@@ -766,26 +936,8 @@ impl Writer {
             return Ok(existing);
         }
         let qid = query_id();
-        self.uncertain.push(Uncertain {
-            query_id: qid.clone(),
-            ids: fresh.iter().map(|r| r.id.clone()).collect(),
-            lo: fresh.iter().map(|r| r.last_seen).min().unwrap_or(0),
-            hi: fresh.iter().map(|r| r.last_seen).max().unwrap_or(0),
-        });
-        let timeout = Some(self.config.request_timeout);
-        let result = async {
-            let mut insert = self
-                .client
-                .insert::<FlowRow>("flows")
-                .await?
-                .with_setting("query_id", qid.clone())
-                .with_timeouts(timeout, timeout);
-            for row in &fresh {
-                insert.write(*row).await?;
-            }
-            insert.end().await
-        }
-        .await;
+        self.uncertain.push(Uncertain::of(&fresh, qid.clone()));
+        let result = insert_flows(&self.client, &fresh, &qid, self.config.request_timeout).await;
         match result {
             Ok(()) => {
                 self.uncertain.retain(|u| u.query_id != qid);
@@ -795,15 +947,8 @@ impl Writer {
                     .fetch_add(fresh.len() as u64, Relaxed);
                 Ok(existing)
             }
-            Err(e) => {
-                let text = e.to_string();
-                let err = ch_error("inserting flows", e);
-                if is_rejection(&text) {
-                    Err(Failure::Rejected(err))
-                } else {
-                    Err(Failure::Outage(err))
-                }
-            }
+            Err(e) if e.rejected => Err(Failure::Rejected(e.error)),
+            Err(e) => Err(Failure::Outage(e.error)),
         }
     }
 
