@@ -28,7 +28,8 @@
 //! steps 1 and 2 once for the whole batch, then its fresh rows cut into that
 //! many INSERTs. Their ids are disjoint (the batch holds each id once), so
 //! none hides another's rows from the read-back. One that fails is left
-//! uncertain and stored the one-at-a-time way, from step 1.
+//! uncertain and stored the one-at-a-time way, from step 1 (as is the whole
+//! batch when step 1 or 2 fails).
 //!
 //! **What ClickHouse rejects is isolated.** A failure is either an outage
 //! (no answer, a timeout, or an error not about the data: retried with
@@ -660,12 +661,11 @@ impl Writer {
             && self.config.cluster.is_none()
             && rows.len() >= 2 * PARALLEL_INSERT_MIN_ROWS
         {
-            match self.store_concurrently(rows, chunks, &mut fates).await {
+            match self.store_concurrently(rows, &chunks, &mut fates).await {
                 Ok(left) => chunks = left,
+                // Nothing inserted yet: the one-at-a-time way retries it all.
                 Err(e) => {
-                    tracing::warn!(error = %e, rows = rows.len(), "ClickHouse unreachable: spooling");
-                    self.healthy = false;
-                    return fates;
+                    tracing::debug!(error = %e, "read-back failed; storing one INSERT at a time")
                 }
             }
         }
@@ -686,12 +686,12 @@ impl Writer {
     /// [`PARALLEL_INSERT_MIN_ROWS`] (only a last piece has fewer). Their ids
     /// are disjoint (the batch holds each id once), so none can hide
     /// another's row from the read-back. Returns the INSERTs that failed, for
-    /// the one-at-a-time path (which settles them first); Err when the
-    /// read-back fails.
+    /// the one-at-a-time path (which settles them first); Err, with nothing
+    /// inserted, when waiting for earlier INSERTs or the read-back fails.
     async fn store_concurrently(
         &mut self,
         rows: &[&FlowRow],
-        chunks: Vec<Vec<usize>>,
+        chunks: &[Vec<usize>],
         fates: &mut [Fate],
     ) -> Result<Vec<Vec<usize>>> {
         self.settle().await?;
@@ -699,10 +699,11 @@ impl Writer {
         let existing = self.existing_ids(rows, &all).await?;
         let mut fresh = 0;
         let chunks: Vec<Vec<usize>> = chunks
-            .into_iter()
+            .iter()
             .map(|chunk| {
                 let kept: Vec<usize> = chunk
-                    .into_iter()
+                    .iter()
+                    .copied()
                     .filter(|&i| {
                         let stored = existing.contains(&rows[i].id);
                         if stored {
