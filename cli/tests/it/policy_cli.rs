@@ -31,6 +31,16 @@ fn json_lines(out: &Output) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// `contents` in a file `name` of a new temporary directory, which lives as
+/// long as the returned guard; and the file's path.
+fn temp_file(name: &str, contents: &str) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(name);
+    std::fs::write(&path, contents).unwrap();
+    let path = path.to_str().unwrap().to_string();
+    (dir, path)
+}
+
 #[test]
 fn verdicts_answers_every_line_in_order() {
     let input = [
@@ -83,23 +93,11 @@ fn verdicts_answers_every_line_in_order() {
 
 #[test]
 fn verdicts_reads_a_flows_file() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("flows.jsonl");
-    std::fs::write(
-        &path,
+    let (_dir, path) = temp_file(
+        "flows.jsonl",
         r#"{"src":"shop/np-client","dst":"default/api","port":5432}"#,
-    )
-    .unwrap();
-    let out = netverdict(
-        &[
-            "verdicts",
-            "--cluster",
-            SEED,
-            "--flows",
-            path.to_str().unwrap(),
-        ],
-        "",
     );
+    let out = netverdict(&["verdicts", "--cluster", SEED, "--flows", &path], "");
     let lines = json_lines(&out);
     assert_eq!(lines.len(), 1);
     assert_eq!(lines[0]["verdict"], "deny");
@@ -192,14 +190,11 @@ fn lint_flags_dns_broken_by_default_deny() {
 
 #[test]
 fn bad_manifests_fail_with_file_object_and_field() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("bad.yaml");
-    std::fs::write(
-        &path,
+    let (_dir, path) = temp_file(
+        "bad.yaml",
         "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p, namespace: x}\nspec:\n  podSelector: {}\n  ingress:\n  - from: [{ipBlock: {cidr: nope}}]\n",
-    )
-    .unwrap();
-    let out = netverdict(&["lint", "--cluster", path.to_str().unwrap()], "");
+    );
+    let out = netverdict(&["lint", "--cluster", &path], "");
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -213,17 +208,14 @@ fn bad_manifests_fail_with_file_object_and_field() {
 /// default/api) is denied, and every command says by which admin rule.
 #[test]
 fn admin_network_policy_through_explain_verdicts_and_lint() {
-    let dir = tempfile::tempdir().unwrap();
-    let anp = dir.path().join("anp.yaml");
-    std::fs::write(
-        &anp,
+    let (_dir, anp) = temp_file(
+        "anp.yaml",
         "apiVersion: policy.networking.k8s.io/v1alpha1\nkind: AdminNetworkPolicy\n\
          metadata: {name: lock-api}\nspec:\n  priority: 5\n  subject: {pods: {namespaceSelector: {}, \
          podSelector: {matchLabels: {app: api}}}}\n  ingress:\n  - name: no-frontends\n    action: Deny\n    \
          from: [{pods: {namespaceSelector: {}, podSelector: {matchLabels: {role: frontend}}}}]\n",
-    )
-    .unwrap();
-    let anp = anp.to_str().unwrap();
+    );
+    let anp = anp.as_str();
     let args = [
         "explain",
         "--cluster",
@@ -283,17 +275,14 @@ fn admin_network_policy_through_explain_verdicts_and_lint() {
 /// it; without a name the rule is not evaluated.
 #[test]
 fn domain_name_peers_through_explain_and_verdicts() {
-    let dir = tempfile::tempdir().unwrap();
-    let anp = dir.path().join("anp.yaml");
-    std::fs::write(
-        &anp,
+    let (_dir, anp) = temp_file(
+        "anp.yaml",
         "apiVersion: policy.networking.k8s.io/v1alpha1\nkind: AdminNetworkPolicy\n\
          metadata: {name: allowlist}\nspec:\n  priority: 5\n  subject: {namespaces: {}}\n  \
          egress:\n  - {name: payments, action: Allow, to: [{domainNames: [\"*.stripe.test\"]}]}\n",
-    )
-    .unwrap();
+    );
     let default_deny = format!("{SEED}/policies/default-deny.yaml");
-    let anp = anp.to_str().unwrap();
+    let anp = anp.as_str();
     let explain = |names: &[&str]| {
         let mut args = vec![
             "explain",
