@@ -744,11 +744,7 @@ impl Writer {
         for ((piece, _, qid), result) in pieces.into_iter().zip(results) {
             match result {
                 Ok(()) => {
-                    self.uncertain.retain(|u| u.query_id != qid);
-                    self.stats.batches_inserted.fetch_add(1, Relaxed);
-                    self.stats
-                        .rows_inserted
-                        .fetch_add(piece.len() as u64, Relaxed);
+                    self.inserted(&qid, piece.len());
                     piece.iter().for_each(|&i| fates[i] = Fate::Stored);
                 }
                 Err(e) => {
@@ -945,16 +941,20 @@ impl Writer {
         let result = insert_flows(&self.client, &fresh, &qid, self.config.request_timeout).await;
         match result {
             Ok(()) => {
-                self.uncertain.retain(|u| u.query_id != qid);
-                self.stats.batches_inserted.fetch_add(1, Relaxed);
-                self.stats
-                    .rows_inserted
-                    .fetch_add(fresh.len() as u64, Relaxed);
+                self.inserted(&qid, fresh.len());
                 Ok(existing)
             }
             Err(e) if e.rejected => Err(Failure::Rejected(e.error)),
             Err(e) => Err(Failure::Outage(e.error)),
         }
+    }
+
+    /// Counts the INSERT `query_id` of `rows` rows, which ClickHouse
+    /// acknowledged: its outcome is known.
+    fn inserted(&mut self, query_id: &str, rows: usize) {
+        self.uncertain.retain(|u| u.query_id != query_id);
+        self.stats.batches_inserted.fetch_add(1, Relaxed);
+        self.stats.rows_inserted.fetch_add(rows as u64, Relaxed);
     }
 
     /// Waits until no INSERT of ours with an unknown outcome still runs,

@@ -253,6 +253,14 @@ async fn large_batches_go_in_concurrent_inserts_and_a_refused_one_is_retried_alo
             .trim()
             .to_string()
     };
+    // `flows` holds each of `n` flows once, and the rollup counts them once.
+    let stored_once = |n: i64| {
+        assert_eq!(
+            count("flows", "count(), uniqExact(id)"),
+            format!("{n}\t{n}")
+        );
+        assert_eq!(count("flows_by_minute", "sum(flows)"), n.to_string());
+    };
 
     // 1 000 flows first: a small batch, one INSERT.
     let out = store
@@ -268,11 +276,7 @@ async fn large_batches_go_in_concurrent_inserts_and_a_refused_one_is_retried_alo
         .unwrap();
     assert_eq!((out.stored, out.duplicates), (n as usize - 1_000, 1_000));
     assert_eq!(inserts(), 3, "the new flows went in two INSERTs");
-    assert_eq!(
-        count("flows", "count(), uniqExact(id)"),
-        format!("{n}\t{n}")
-    );
-    assert_eq!(count("flows_by_minute", "sum(flows)"), n.to_string());
+    stored_once(n);
 
     // 21 000 new flows, one of which ClickHouse refuses, in the second INSERT.
     let poisoned = 15_000;
@@ -285,14 +289,7 @@ async fn large_batches_go_in_concurrent_inserts_and_a_refused_one_is_retried_alo
         "the refused INSERT was bisected alone"
     );
     assert!(stats.insert_rejections.load(Relaxed) >= 1);
-    assert_eq!(
-        count("flows", "count(), uniqExact(id)"),
-        format!("{0}\t{0}", 2 * n - 1)
-    );
-    assert_eq!(
-        count("flows_by_minute", "sum(flows)"),
-        (2 * n - 1).to_string()
-    );
+    stored_once(2 * n - 1);
     assert_eq!(
         count("dead_letters", "id"),
         format!("node-a/1/{}/poison", n + poisoned)
@@ -304,14 +301,7 @@ async fn large_batches_go_in_concurrent_inserts_and_a_refused_one_is_retried_alo
         (out.stored, out.duplicates, out.rejected),
         (0, n as usize - 1, 1)
     );
-    assert_eq!(
-        count("flows", "count(), uniqExact(id)"),
-        format!("{0}\t{0}", 2 * n - 1)
-    );
-    assert_eq!(
-        count("flows_by_minute", "sum(flows)"),
-        (2 * n - 1).to_string()
-    );
+    stored_once(2 * n - 1);
     assert_eq!(count("dead_letters", "count()"), "1");
     assert_eq!(stats.rows_spooled.load(Relaxed), 0, "nothing spooled");
 }
