@@ -21,8 +21,7 @@
 //!
 //! `NETVERDICT_BENCH_ROUNDS=0` skips the ingest part; `NETVERDICT_BENCH_KEEP=1`
 //! keeps the databases (to look at them with `clickhouse-client`; drop them
-//! by hand afterwards); `NETVERDICT_BENCH_INSERT_PARALLELISM=N` sets the
-//! stores' `insert_parallelism` (default: the store's default).
+//! by hand afterwards).
 //!
 //! The databases are dropped at the end of the run, not between rounds: on
 //! an ext4 without a journal (this project's VMs), creating a file skips
@@ -114,16 +113,11 @@ impl Server {
         self.sql(&format!("DROP DATABASE IF EXISTS {db}"))?;
         self.databases.push(db.clone());
         // The defaults a server runs with.
-        let mut config = ClickHouseConfig::new(
+        let config = ClickHouseConfig::new(
             format!("http://{}", self.http),
             db,
             self.spool.path().join(name),
         );
-        if let Ok(n) = std::env::var("NETVERDICT_BENCH_INSERT_PARALLELISM") {
-            config.insert_parallelism = n
-                .parse()
-                .context("NETVERDICT_BENCH_INSERT_PARALLELISM is not a number")?;
-        }
         Ok(ClickHouseStore::connect(config).await?)
     }
 

@@ -52,7 +52,7 @@ pub use spool::{
 };
 pub use sql::split_top_level_commas;
 pub use stats::{ClickHouseStats, Histogram, LATENCY_BUCKETS};
-pub use writer::{PARALLEL_INSERT_MIN_ROWS, READBACK_TABLE_MIN_IDS};
+pub use writer::READBACK_TABLE_MIN_IDS;
 
 use crate::store::{FlowQuery, InsertOutcome, ReportQuery, Result, Store, StoreError, StoreStatus};
 
@@ -85,12 +85,6 @@ pub struct ClickHouseConfig {
     pub batch_max_rows: usize,
     /// How long a batch waits for more flows after its first (default 100 ms).
     pub batch_max_delay: Duration,
-    /// INSERTs of one batch run at once, at most (default 2; 1: one at a
-    /// time). ClickHouse parses and writes an INSERT in one thread, so a
-    /// large batch (at least twice `PARALLEL_INSERT_MIN_ROWS` flows) is cut
-    /// into this many INSERTs that run side by side. Not in cluster mode,
-    /// where each request is stored on its own.
-    pub insert_parallelism: usize,
     /// Where flows are spooled while ClickHouse is unreachable.
     pub spool_dir: PathBuf,
     /// The most bytes the spool may hold (default 1 GiB, half the deploy's
@@ -131,7 +125,6 @@ impl Default for ClickHouseConfig {
             retention_days: 7,
             batch_max_rows: 100_000,
             batch_max_delay: Duration::from_millis(100),
-            insert_parallelism: 2,
             spool_dir: PathBuf::from("/var/lib/netverdict/spool"),
             spool_max_bytes: 1 << 30,
             spool_segment_bytes: 64 << 20,
@@ -194,9 +187,6 @@ impl ClickHouseConfig {
         }
         if self.batch_max_rows == 0 {
             return Err(bad("batch_max_rows", "must be at least 1"));
-        }
-        if self.insert_parallelism == 0 {
-            return Err(bad("insert_parallelism", "must be at least 1"));
         }
         if self.insert_attempts == 0 {
             return Err(bad("insert_attempts", "must be at least 1"));

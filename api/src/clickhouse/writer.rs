@@ -21,15 +21,12 @@
 //!    ClickHouse takes 20 times faster than the same ids as a literal;
 //! 3. insert the others.
 //!
-//! **Large batches go in concurrent INSERTs.** ClickHouse parses and writes
-//! an INSERT (its parts, and its views' parts) in one thread, so a batch of
-//! at least twice [`PARALLEL_INSERT_MIN_ROWS`] rows is first tried as up to
-//! `insert_parallelism` INSERTs at once ([`Writer::store_concurrently`]):
-//! steps 1 and 2 once for the whole batch, then its fresh rows cut into that
-//! many INSERTs. Their ids are disjoint (the batch holds each id once), so
-//! none hides another's rows from the read-back. One that fails is left
-//! uncertain and stored the one-at-a-time way, from step 1 (as is the whole
-//! batch when step 1 or 2 fails).
+//! **One INSERT at a time.** ClickHouse parses and writes an INSERT in one
+//! thread, and two INSERTs of one batch at once were a little faster on two
+//! cores; but [`Writer::repair_rollups`] can tell whether an interrupted
+//! INSERT's rows reached the rollups only while no other INSERT of the same
+//! minutes has an unknown outcome, and two interrupted together could leave
+//! rollups it cannot attribute.
 //!
 //! **What ClickHouse rejects is isolated.** A failure is either an outage
 //! (no answer, a timeout, or an error not about the data: retried with
@@ -79,8 +76,6 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use clickhouse::Client;
-use futures::StreamExt;
-use futures::stream::FuturesOrdered;
 use netverdict_proto::time::UnixNanos;
 use tokio::sync::{mpsc, oneshot};
 
@@ -353,11 +348,6 @@ struct DeadLetterRow {
 /// Not in cluster mode, where read-backs are one request's (a few hundred
 /// ids) and a `Distributed` read would need `GLOBAL IN`.
 pub const READBACK_TABLE_MIN_IDS: usize = 2_000;
-
-/// The fewest rows of an INSERT that runs beside another of the same batch
-/// ([`ClickHouseConfig::insert_parallelism`]): below this, one INSERT's
-/// parts cost more than its thread saves.
-pub const PARALLEL_INSERT_MIN_ROWS: usize = 10_000;
 
 /// A row of the read-back's temporary table.
 #[derive(clickhouse::Row, serde::Serialize)]
@@ -655,21 +645,7 @@ impl Writer {
     async fn store_all(&mut self, rows: &[&FlowRow]) -> Vec<Fate> {
         let mut fates = vec![Fate::Pending; rows.len()];
         let days = days_per_insert(self.max_partitions.load(Relaxed));
-        let mut chunks = insert_chunks(rows, self.config.batch_max_rows, days);
-        let parallelism = self.config.insert_parallelism;
-        if parallelism > 1
-            && self.config.cluster.is_none()
-            && rows.len() >= 2 * PARALLEL_INSERT_MIN_ROWS
-        {
-            match self.store_concurrently(rows, &chunks, &mut fates).await {
-                Ok(left) => chunks = left,
-                // Nothing inserted yet: the one-at-a-time way retries it all.
-                Err(e) => {
-                    tracing::debug!(error = %e, "read-back failed; storing one INSERT at a time")
-                }
-            }
-        }
-        for chunk in chunks {
+        for chunk in insert_chunks(rows, self.config.batch_max_rows, days) {
             if let Err(e) = self.isolate(rows, chunk, &mut fates).await {
                 tracing::warn!(error = %e, rows = rows.len(), "ClickHouse unreachable: spooling");
                 self.healthy = false;
@@ -677,86 +653,6 @@ impl Writer {
             }
         }
         fates
-    }
-
-    /// The first attempt at a large batch: one read-back of all its ids,
-    /// then its fresh rows in up to `insert_parallelism` INSERTs at once
-    /// (ClickHouse parses and writes each INSERT in one thread), of
-    /// `fresh / insert_parallelism` rows but at least
-    /// [`PARALLEL_INSERT_MIN_ROWS`] (only a last piece has fewer). Their ids
-    /// are disjoint (the batch holds each id once), so none can hide
-    /// another's row from the read-back. Returns the INSERTs that failed, for
-    /// the one-at-a-time path (which settles them first); Err, with nothing
-    /// inserted, when waiting for earlier INSERTs or the read-back fails.
-    async fn store_concurrently(
-        &mut self,
-        rows: &[&FlowRow],
-        chunks: &[Vec<usize>],
-        fates: &mut [Fate],
-    ) -> Result<Vec<Vec<usize>>> {
-        self.settle().await?;
-        let all: Vec<usize> = (0..rows.len()).collect();
-        let existing = self.existing_ids(rows, &all).await?;
-        let mut fresh = 0;
-        let chunks: Vec<Vec<usize>> = chunks
-            .iter()
-            .map(|chunk| {
-                let kept: Vec<usize> = chunk
-                    .iter()
-                    .copied()
-                    .filter(|&i| {
-                        let stored = existing.contains(&rows[i].id);
-                        if stored {
-                            fates[i] = Fate::Duplicate;
-                        }
-                        !stored
-                    })
-                    .collect();
-                fresh += kept.len();
-                kept
-            })
-            .filter(|chunk| !chunk.is_empty())
-            .collect();
-        let parallelism = self.config.insert_parallelism.max(1);
-        let piece_rows = fresh.div_ceil(parallelism).max(PARALLEL_INSERT_MIN_ROWS);
-        let pieces: Vec<(&[usize], Vec<&FlowRow>, String)> = chunks
-            .iter()
-            .flat_map(|chunk| chunk.chunks(piece_rows))
-            .map(|piece| (piece, piece.iter().map(|&i| rows[i]).collect(), query_id()))
-            .collect();
-        for (_, piece, qid) in &pieces {
-            self.uncertain.push(Uncertain::of(piece, qid.clone()));
-        }
-        let timeout = self.config.request_timeout;
-        let mut running = FuturesOrdered::new();
-        let mut results = Vec::with_capacity(pieces.len());
-        for (_, piece, qid) in &pieces {
-            if running.len() == parallelism {
-                results.extend(running.next().await);
-            }
-            running.push_back(insert_flows(&self.client, piece, qid, timeout));
-        }
-        while let Some(result) = running.next().await {
-            results.push(result);
-        }
-        drop(running);
-        let mut left = Vec::new();
-        for ((piece, _, qid), result) in pieces.into_iter().zip(results) {
-            match result {
-                Ok(()) => {
-                    self.inserted(&qid, piece.len());
-                    piece.iter().for_each(|&i| fates[i] = Fate::Stored);
-                }
-                Err(e) => {
-                    // Stays uncertain: the next attempt waits for it to end,
-                    // reads back what it stored, and completes its rollups.
-                    self.stats.insert_failures.fetch_add(1, Relaxed);
-                    tracing::debug!(error = %e, rows = piece.len(), "concurrent insert failed; retrying alone");
-                    left.push(piece.to_vec());
-                }
-            }
-        }
-        Ok(left)
     }
 
     /// Stores the rows `part` of `rows`, bisecting rejected INSERTs down to

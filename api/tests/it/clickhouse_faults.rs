@@ -1,9 +1,8 @@
 //! Faults at ingest into ClickHouse (the shared server, a database of the
 //! test's own): the measured scenario (one flow with an enum value
 //! from a newer collector, one dated 200 years ahead, good flows around them)
-//! pushed over gRPC like a collector does, rows ClickHouse itself rejects in
-//! a batch the writer merged from two collectors, and in one of a large
-//! batch's concurrent INSERTs.
+//! pushed over gRPC like a collector does, and rows ClickHouse itself rejects
+//! in a batch the writer merged from two collectors.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -210,98 +209,4 @@ async fn rows_clickhouse_rejects_are_set_aside_and_every_other_collectors_rows_s
         .trim(),
         "2\t2"
     );
-}
-
-/// A large batch goes to ClickHouse in `insert_parallelism` INSERTs at once,
-/// after one read-back of its ids: what was stored before is not stored
-/// again, and an INSERT ClickHouse refuses is retried on its own (bisected
-/// down to the refused row) while the other one's rows stay stored once.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn large_batches_go_in_concurrent_inserts_and_a_refused_one_is_retried_alone() {
-    use netverdict_api::clickhouse::PARALLEL_INSERT_MIN_ROWS;
-    let db = TestDb::shared();
-    let config = db.config();
-    assert_eq!(config.insert_parallelism, 2, "the default");
-    let store = netverdict_api::clickhouse::ClickHouseStore::connect(config)
-        .await
-        .unwrap();
-    let name = &db.name;
-    db.sql(&format!(
-        "ALTER TABLE {name}.flows ADD COLUMN poison UInt8 MATERIALIZED throwIf(like(id, '%/poison%'))"
-    ));
-    // Every flow in one UTC day, so the batch is one chunk of days.
-    const DAY: i64 = 86_400_000_000_000;
-    let now = now_nanos();
-    let base = if now % DAY > 600_000_000_000 {
-        now - 300_000_000_000
-    } else {
-        now - now % DAY - 3_600_000_000_000
-    };
-    let n = 2 * PARALLEL_INSERT_MIN_ROWS as i64 + 1_000;
-    let make = |i: i64, poison: bool| {
-        let id = if poison {
-            format!("node-a/1/{i}/poison")
-        } else {
-            format!("node-a/1/{i}")
-        };
-        flow(id).at_nanos(base + i * 1_000_000).build()
-    };
-    let stats = store.stats();
-    let inserts = || stats.batches_inserted.load(Relaxed);
-    let count = |table: &str, column: &str| {
-        db.sql(&format!("SELECT {column} FROM {name}.{table} FORMAT TSV"))
-            .trim()
-            .to_string()
-    };
-    // `flows` holds each of `n` flows once, and the rollup counts them once.
-    let stored_once = |n: i64| {
-        assert_eq!(
-            count("flows", "count(), uniqExact(id)"),
-            format!("{n}\t{n}")
-        );
-        assert_eq!(count("flows_by_minute", "sum(flows)"), n.to_string());
-    };
-
-    // 1 000 flows first: a small batch, one INSERT.
-    let out = store
-        .insert((0..1_000).map(|i| make(i, false)).collect())
-        .await
-        .unwrap();
-    assert_eq!((out.stored, inserts()), (1_000, 1));
-
-    // Those again with 20 000 new ones: two INSERTs of 10 000.
-    let out = store
-        .insert((0..n).map(|i| make(i, false)).collect())
-        .await
-        .unwrap();
-    assert_eq!((out.stored, out.duplicates), (n as usize - 1_000, 1_000));
-    assert_eq!(inserts(), 3, "the new flows went in two INSERTs");
-    stored_once(n);
-
-    // 21 000 new flows, one of which ClickHouse refuses, in the second INSERT.
-    let poisoned = 15_000;
-    let batch: Vec<pb::Flow> = (n..2 * n).map(|i| make(i, i == n + poisoned)).collect();
-    let before = inserts();
-    let out = store.insert(batch.clone()).await.unwrap();
-    assert_eq!((out.stored, out.rejected), (n as usize - 1, 1), "{out:?}");
-    assert!(
-        inserts() - before > 2,
-        "the refused INSERT was bisected alone"
-    );
-    assert!(stats.insert_rejections.load(Relaxed) >= 1);
-    stored_once(2 * n - 1);
-    assert_eq!(
-        count("dead_letters", "id"),
-        format!("node-a/1/{}/poison", n + poisoned)
-    );
-
-    // The same batch again: nothing stored twice, nothing set aside twice.
-    let out = store.insert(batch).await.unwrap();
-    assert_eq!(
-        (out.stored, out.duplicates, out.rejected),
-        (0, n as usize - 1, 1)
-    );
-    stored_once(2 * n - 1);
-    assert_eq!(count("dead_letters", "count()"), "1");
-    assert_eq!(stats.rows_spooled.load(Relaxed), 0, "nothing spooled");
 }
