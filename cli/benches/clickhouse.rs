@@ -24,11 +24,11 @@
 //! by hand afterwards).
 //!
 //! The databases are dropped at the end of the run, not between rounds: on
-//! an ext4 without a journal (this project's VMs), creating a file skips
-//! every inode deleted in the last minute (five when its block is dirty),
-//! one buffer lookup each, so a `DROP DATABASE` of a round's thousands of
-//! part files made every INSERT of the next timed run pay for the bench's
-//! own cleanup.
+//! an ext4 without a journal (as on this project's test VM), creating a file
+//! skips every inode deleted in the last minute (the last five while its
+//! inode table block is dirty), one buffer lookup each, so a `DROP DATABASE`
+//! of a round's thousands of part files made every INSERT of the next timed
+//! run pay for the bench's own cleanup.
 //!
 //! Run with `cargo bench -p netverdict --bench clickhouse` (in the CLI crate, which
 //! depends on both the collector and the API server). Every database

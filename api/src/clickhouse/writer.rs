@@ -125,62 +125,6 @@ pub(crate) struct Uncertain {
     hi: u32,
 }
 
-impl Uncertain {
-    /// The INSERT `query_id` of `rows`.
-    fn of(rows: &[&FlowRow], query_id: String) -> Uncertain {
-        let seconds = || rows.iter().map(|r| r.last_seen);
-        Uncertain {
-            query_id,
-            ids: rows.iter().map(|r| r.id.clone()).collect(),
-            lo: seconds().min().unwrap_or(0),
-            hi: seconds().max().unwrap_or(0),
-        }
-    }
-}
-
-/// A failed INSERT into `flows`: the error, and whether ClickHouse refused
-/// the rows ([`is_rejection`]) rather than failed to take them.
-#[derive(Debug)]
-struct InsertError {
-    error: StoreError,
-    rejected: bool,
-}
-
-impl std::fmt::Display for InsertError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.error.fmt(f)
-    }
-}
-
-/// One INSERT of `rows` into `flows`, as the query `query_id`.
-async fn insert_flows(
-    client: &Client,
-    rows: &[&FlowRow],
-    query_id: &str,
-    timeout: Duration,
-) -> Result<(), InsertError> {
-    let timeout = Some(timeout);
-    let result = async {
-        let mut insert = client
-            .insert::<FlowRow>("flows")
-            .await?
-            .with_setting("query_id", query_id)
-            .with_timeouts(timeout, timeout);
-        for row in rows {
-            insert.write(*row).await?;
-        }
-        insert.end().await
-    }
-    .await;
-    result.map_err(|e| {
-        let rejected = is_rejection(&e.to_string());
-        InsertError {
-            error: ch_error("inserting flows", e),
-            rejected,
-        }
-    })
-}
-
 /// What became of one row of a batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Fate {
@@ -833,24 +777,45 @@ impl Writer {
             return Ok(existing);
         }
         let qid = query_id();
-        self.uncertain.push(Uncertain::of(&fresh, qid.clone()));
-        let result = insert_flows(&self.client, &fresh, &qid, self.config.request_timeout).await;
+        self.uncertain.push(Uncertain {
+            query_id: qid.clone(),
+            ids: fresh.iter().map(|r| r.id.clone()).collect(),
+            lo: fresh.iter().map(|r| r.last_seen).min().unwrap_or(0),
+            hi: fresh.iter().map(|r| r.last_seen).max().unwrap_or(0),
+        });
+        let timeout = Some(self.config.request_timeout);
+        let result = async {
+            let mut insert = self
+                .client
+                .insert::<FlowRow>("flows")
+                .await?
+                .with_setting("query_id", qid.clone())
+                .with_timeouts(timeout, timeout);
+            for row in &fresh {
+                insert.write(*row).await?;
+            }
+            insert.end().await
+        }
+        .await;
         match result {
             Ok(()) => {
-                self.inserted(&qid, fresh.len());
+                self.uncertain.retain(|u| u.query_id != qid);
+                self.stats.batches_inserted.fetch_add(1, Relaxed);
+                self.stats
+                    .rows_inserted
+                    .fetch_add(fresh.len() as u64, Relaxed);
                 Ok(existing)
             }
-            Err(e) if e.rejected => Err(Failure::Rejected(e.error)),
-            Err(e) => Err(Failure::Outage(e.error)),
+            Err(e) => {
+                let text = e.to_string();
+                let err = ch_error("inserting flows", e);
+                if is_rejection(&text) {
+                    Err(Failure::Rejected(err))
+                } else {
+                    Err(Failure::Outage(err))
+                }
+            }
         }
-    }
-
-    /// Counts the INSERT `query_id` of `rows` rows, which ClickHouse
-    /// acknowledged: its outcome is known.
-    fn inserted(&mut self, query_id: &str, rows: usize) {
-        self.uncertain.retain(|u| u.query_id != query_id);
-        self.stats.batches_inserted.fetch_add(1, Relaxed);
-        self.stats.rows_inserted.fetch_add(rows as u64, Relaxed);
     }
 
     /// Waits until no INSERT of ours with an unknown outcome still runs,
